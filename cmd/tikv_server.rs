@@ -1,0 +1,75 @@
+//! `tikv-server`: a Tikal store, with upstream TiKV's flags.
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tikv-server",
+    version,
+    about = "Tikal store server (TiKV-compatible)"
+)]
+struct Args {
+    /// Address to listen on for gRPC.
+    #[arg(long, short = 'A')]
+    addr: Option<String>,
+    /// Address advertised to PD and clients (default: --addr).
+    #[arg(long = "advertise-addr")]
+    advertise_addr: Option<String>,
+    /// Address of the status server (metrics, status, config).
+    #[arg(long = "status-addr")]
+    status_addr: Option<String>,
+    /// Status address advertised to PD (default: --status-addr).
+    #[arg(long = "advertise-status-addr")]
+    advertise_status_addr: Option<String>,
+    /// Path to the data directory.
+    #[arg(long = "data-dir", short = 's')]
+    data_dir: Option<String>,
+    /// PD endpoints, comma-separated.
+    #[arg(long = "pd", alias = "pd-endpoints")]
+    pd: Option<String>,
+    /// Log file path (default: stderr).
+    #[arg(long = "log-file", short = 'f')]
+    log_file: Option<String>,
+    /// TOML config file; flags override it.
+    #[arg(long, short = 'C')]
+    config: Option<std::path::PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (mut cfg, unknown) = match &args.config {
+        Some(path) => tikal_server::config::TikvConfig::from_file(path)?,
+        None => Default::default(),
+    };
+    let set = |dst: &mut String, v: &Option<String>| {
+        if let Some(v) = v {
+            *dst = v.clone();
+        }
+    };
+    set(&mut cfg.server.addr, &args.addr);
+    set(&mut cfg.server.advertise_addr, &args.advertise_addr);
+    set(&mut cfg.server.status_addr, &args.status_addr);
+    set(
+        &mut cfg.server.advertise_status_addr,
+        &args.advertise_status_addr,
+    );
+    set(&mut cfg.storage.data_dir, &args.data_dir);
+    set(&mut cfg.log_file, &args.log_file);
+    if let Some(pd) = &args.pd {
+        cfg.pd.endpoints = pd
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    tikal_util::init_logging(&cfg.log_file)?;
+    for key in unknown {
+        tracing::warn!(key, "unknown configuration key ignored");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(tikal_server::run(cfg, tikal_util::shutdown_signal()));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}

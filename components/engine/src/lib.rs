@@ -1,0 +1,36 @@
+//! Storage engines: where bytes live on disk.
+//!
+//! A store keeps two engines, as TiKV does:
+//!
+//! * the **KV engine** ([`KvEngine`], RocksDB) holds user data in the column
+//!   families `default`, `lock` and `write`, plus the store's own metadata
+//!   (store identity, region states, apply states) in the column family `raft`;
+//! * the **Raft log engine** ([`RaftLogEngine`], raft-engine) holds each
+//!   region's Raft log entries and hard state.
+//!
+//! The split matters for durability: a write is acknowledged once its Raft
+//! entry is fsynced in the log engine and applied to the KV engine. The KV
+//! engine's applied index is written in the same atomic batch as the data it
+//! covers, so after a crash the store re-applies exactly the entries after it.
+//!
+//! This crate is the bottom storage layer: it knows bytes and column families,
+//! not regions, transactions or Raft roles.
+
+mod kv;
+mod raft_log;
+
+pub use kv::{CfName, KvEngine, KvWriteBatch, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
+pub use raft_log::{RaftLogEngine, RaftLogWrite};
+
+/// Errors from either engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("raft-engine: {0}")]
+    RaftEngine(#[from] raft_engine::Error),
+    #[error("corrupted {what}: {detail}")]
+    Corrupted { what: &'static str, detail: String },
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;

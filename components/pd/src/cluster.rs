@@ -1,0 +1,566 @@
+//! The cluster PD manages: bootstrap state, ids, stores, regions, GC safe
+//! points. Everything durable is written to the [`MetaStore`] before the
+//! in-memory view changes, so a PD killed at any point restarts consistent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use tikal_proto::{metapb, pdpb};
+
+use crate::storage::{self, id_key, Batch, MetaError, MetaStore};
+use crate::tso::Tso;
+
+/// Ids reserved per durable write of the id allocator.
+const ID_BATCH: u64 = 1000;
+/// A store silent this long is shown as Disconnected.
+const STORE_DISCONNECT: Duration = Duration::from_secs(20);
+
+/// An error PD reports in a response header.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PdError {
+    pub kind: pdpb::ErrorType,
+    pub message: String,
+}
+
+impl PdError {
+    pub fn new(kind: pdpb::ErrorType, message: impl Into<String>) -> PdError {
+        PdError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MetaError> for PdError {
+    fn from(e: MetaError) -> PdError {
+        PdError::new(pdpb::ErrorType::Unknown, e.to_string())
+    }
+}
+
+pub type PdResult<T> = std::result::Result<T, PdError>;
+
+#[derive(Debug, Clone)]
+pub struct StoreInfo {
+    pub meta: metapb::Store,
+    pub stats: pdpb::StoreStats,
+    /// Unix nanoseconds of the last heartbeat (0 = none since PD started).
+    pub last_heartbeat: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegionInfo {
+    pub region: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+}
+
+#[derive(Default)]
+struct Regions {
+    by_id: HashMap<u64, RegionInfo>,
+    /// start key -> region id; ranges never overlap.
+    by_start: BTreeMap<Vec<u8>, u64>,
+}
+
+pub struct Cluster {
+    pub meta: MetaStore,
+    pub cluster_id: u64,
+    pub max_replicas: u32,
+    pub max_store_down_time: Duration,
+    pub tso: Tso,
+    bootstrapped: RwLock<Option<metapb::Cluster>>,
+    ids: Mutex<(u64, u64)>,
+    stores: RwLock<BTreeMap<u64, StoreInfo>>,
+    regions: RwLock<Regions>,
+    gc: Mutex<GcState>,
+}
+
+#[derive(Default)]
+struct GcState {
+    safe_point: u64,
+    /// service id -> (safe point, expire at Unix seconds)
+    services: HashMap<Vec<u8>, (u64, i64)>,
+}
+
+pub fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// Loads (or creates, on first start) the cluster from `meta`.
+    pub fn open(
+        meta: MetaStore,
+        max_replicas: u32,
+        max_store_down_time: Duration,
+    ) -> PdResult<Cluster> {
+        let cluster_id = match meta.get_u64(storage::CLUSTER_ID)? {
+            Some(id) => id,
+            None => {
+                // As upstream: creation time in the high bits, randomness below.
+                let secs = (unix_nanos() / 1_000_000_000) as u64;
+                let id = (secs << 32) | u64::from(rand::random::<u32>());
+                meta.put_u64(storage::CLUSTER_ID, id)?;
+                id
+            }
+        };
+        let tso = Tso::open(&meta)?;
+        let bootstrapped = meta.get_msg::<metapb::Cluster>(storage::CLUSTER)?;
+        let id_end = meta.get_u64(storage::ALLOC_ID)?.unwrap_or(0);
+        let mut stores = BTreeMap::new();
+        for s in meta.scan_msgs::<metapb::Store>(storage::STORE_PREFIX)? {
+            stores.insert(
+                s.id,
+                StoreInfo {
+                    meta: s,
+                    stats: Default::default(),
+                    last_heartbeat: 0,
+                },
+            );
+        }
+        let mut regions = Regions::default();
+        for r in meta.scan_msgs::<metapb::Region>(storage::REGION_PREFIX)? {
+            regions.insert(RegionInfo {
+                region: r,
+                leader: None,
+                approximate_size: 0,
+                approximate_keys: 0,
+            });
+        }
+        let mut gc = GcState {
+            safe_point: meta.get_u64(storage::GC_SAFE_POINT)?.unwrap_or(0),
+            ..Default::default()
+        };
+        for (k, v) in meta.scan_raw(storage::SERVICE_SP_PREFIX)? {
+            if v.len() == 16 {
+                let sp = storage::decode_u64(&k, &v[..8])?;
+                let expire = storage::decode_u64(&k, &v[8..])? as i64;
+                gc.services
+                    .insert(k[storage::SERVICE_SP_PREFIX.len()..].to_vec(), (sp, expire));
+            }
+        }
+        Ok(Cluster {
+            meta,
+            cluster_id,
+            max_replicas,
+            max_store_down_time,
+            tso,
+            bootstrapped: RwLock::new(bootstrapped),
+            // Everything below the persisted end may have been handed out.
+            ids: Mutex::new((id_end, id_end)),
+            stores: RwLock::new(stores),
+            regions: RwLock::new(regions),
+            gc: Mutex::new(gc),
+        })
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped.read().is_some()
+    }
+
+    fn require_bootstrapped(&self) -> PdResult<()> {
+        if self.is_bootstrapped() {
+            Ok(())
+        } else {
+            Err(PdError::new(
+                pdpb::ErrorType::NotBootstrapped,
+                "cluster is not bootstrapped",
+            ))
+        }
+    }
+
+    pub fn cluster_meta(&self) -> metapb::Cluster {
+        self.bootstrapped.read().clone().unwrap_or(metapb::Cluster {
+            id: self.cluster_id,
+            max_peer_count: self.max_replicas,
+        })
+    }
+
+    pub fn alloc_id(&self) -> PdResult<u64> {
+        let mut ids = self.ids.lock();
+        if ids.0 >= ids.1 {
+            let end = ids.1 + ID_BATCH;
+            self.meta.put_u64(storage::ALLOC_ID, end)?;
+            ids.1 = end;
+        }
+        ids.0 += 1;
+        Ok(ids.0)
+    }
+
+    pub fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> PdResult<()> {
+        let mut boot = self.bootstrapped.write();
+        if boot.is_some() {
+            return Err(PdError::new(
+                pdpb::ErrorType::AlreadyBootstrapped,
+                "cluster is already bootstrapped",
+            ));
+        }
+        if store.id == 0 {
+            return Err(invalid("bootstrap store id must not be 0"));
+        }
+        if region.id == 0 || region.peers.is_empty() {
+            return Err(invalid("bootstrap region needs an id and a peer"));
+        }
+        if !region.peers.iter().all(|p| p.store_id == store.id) {
+            return Err(invalid(
+                "bootstrap region peers must be on the bootstrap store",
+            ));
+        }
+        if !region.start_key.is_empty() || !region.end_key.is_empty() {
+            return Err(invalid("bootstrap region must cover the whole key space"));
+        }
+        let cluster = metapb::Cluster {
+            id: self.cluster_id,
+            max_peer_count: self.max_replicas,
+        };
+        let mut b = Batch::default();
+        b.put_msg(storage::CLUSTER, &cluster);
+        b.put_msg(&id_key(storage::STORE_PREFIX, store.id), &store);
+        b.put_msg(&id_key(storage::REGION_PREFIX, region.id), &region);
+        self.meta.write(b)?;
+        self.stores.write().insert(
+            store.id,
+            StoreInfo {
+                meta: store,
+                stats: Default::default(),
+                last_heartbeat: unix_nanos(),
+            },
+        );
+        self.regions.write().insert(RegionInfo {
+            region,
+            leader: None,
+            approximate_size: 0,
+            approximate_keys: 0,
+        });
+        *boot = Some(cluster);
+        Ok(())
+    }
+
+    pub fn put_store(&self, mut store: metapb::Store) -> PdResult<()> {
+        self.require_bootstrapped()?;
+        if store.id == 0 || store.address.is_empty() {
+            return Err(invalid("store needs an id and an address"));
+        }
+        let mut stores = self.stores.write();
+        for other in stores.values() {
+            let o = &other.meta;
+            if o.id != store.id
+                && o.address == store.address
+                && o.state != metapb::StoreState::Tombstone as i32
+            {
+                return Err(PdError::new(
+                    pdpb::ErrorType::Unknown,
+                    format!(
+                        "duplicated store address: id:{} address:{:?}, already registered by \
+                         id:{} address:{:?}",
+                        store.id, store.address, o.id, o.address
+                    ),
+                ));
+            }
+        }
+        if let Some(existing) = stores.get(&store.id) {
+            if existing.meta.state == metapb::StoreState::Tombstone as i32 {
+                return Err(PdError::new(
+                    pdpb::ErrorType::StoreTombstone,
+                    format!("store {} is tombstone", store.id),
+                ));
+            }
+            // A store cannot change its own state through PutStore.
+            store.state = existing.meta.state;
+        }
+        let now = unix_nanos();
+        store.last_heartbeat = now;
+        let mut b = Batch::default();
+        b.put_msg(&id_key(storage::STORE_PREFIX, store.id), &store);
+        self.meta.write(b)?;
+        let stats = stores
+            .get(&store.id)
+            .map(|s| s.stats.clone())
+            .unwrap_or_default();
+        stores.insert(
+            store.id,
+            StoreInfo {
+                meta: store,
+                stats,
+                last_heartbeat: now,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn store(&self, id: u64) -> PdResult<StoreInfo> {
+        self.require_bootstrapped()?;
+        self.stores.read().get(&id).cloned().ok_or_else(|| {
+            PdError::new(
+                pdpb::ErrorType::Unknown,
+                format!("invalid store ID {id}, not found"),
+            )
+        })
+    }
+
+    pub fn stores(&self) -> Vec<StoreInfo> {
+        self.stores.read().values().cloned().collect()
+    }
+
+    pub fn store_heartbeat(&self, stats: pdpb::StoreStats) -> PdResult<()> {
+        self.require_bootstrapped()?;
+        let mut stores = self.stores.write();
+        let Some(s) = stores.get_mut(&stats.store_id) else {
+            return Err(PdError::new(
+                pdpb::ErrorType::Unknown,
+                format!("store {} not found", stats.store_id),
+            ));
+        };
+        if s.meta.state == metapb::StoreState::Tombstone as i32 {
+            return Err(PdError::new(
+                pdpb::ErrorType::StoreTombstone,
+                format!("store {} is tombstone", stats.store_id),
+            ));
+        }
+        s.last_heartbeat = unix_nanos();
+        s.meta.last_heartbeat = s.last_heartbeat;
+        s.stats = stats;
+        Ok(())
+    }
+
+    /// Upstream's store state names: Up, Disconnected, Down, Offline, Tombstone.
+    pub fn store_state_name(&self, s: &StoreInfo) -> &'static str {
+        if s.meta.state == metapb::StoreState::Tombstone as i32 {
+            return "Tombstone";
+        }
+        if s.meta.state == metapb::StoreState::Offline as i32 {
+            return "Offline";
+        }
+        let last = if s.last_heartbeat > 0 {
+            s.last_heartbeat
+        } else {
+            s.meta.last_heartbeat
+        };
+        let silent = Duration::from_nanos(unix_nanos().saturating_sub(last).max(0) as u64);
+        if silent > self.max_store_down_time {
+            "Down"
+        } else if s.last_heartbeat == 0 || silent > STORE_DISCONNECT {
+            "Disconnected"
+        } else {
+            "Up"
+        }
+    }
+
+    /// Applies a region heartbeat from the region's leader. Stale reports
+    /// (older epoch than known) are ignored.
+    pub fn region_heartbeat(&self, req: &pdpb::RegionHeartbeatRequest) -> PdResult<()> {
+        self.require_bootstrapped()?;
+        let Some(region) = req.region.clone() else {
+            return Err(invalid("region heartbeat without region"));
+        };
+        if region.id == 0 {
+            return Err(invalid("region heartbeat with region id 0"));
+        }
+        let leader = req.leader.clone().filter(|p| p.id != 0);
+        let mut regions = self.regions.write();
+        let epoch = region.region_epoch.clone().unwrap_or_default();
+        let meta_changed = match regions.by_id.get(&region.id) {
+            Some(old) => {
+                let old_epoch = old.region.region_epoch.clone().unwrap_or_default();
+                if epoch.version < old_epoch.version || epoch.conf_ver < old_epoch.conf_ver {
+                    return Ok(());
+                }
+                old.region != region
+            }
+            None => true,
+        };
+        if meta_changed {
+            let mut b = Batch::default();
+            for id in regions.overlaps(&region) {
+                b.delete(&id_key(storage::REGION_PREFIX, id));
+            }
+            b.put_msg(&id_key(storage::REGION_PREFIX, region.id), &region);
+            self.meta.write(b)?;
+        }
+        regions.insert(RegionInfo {
+            region,
+            leader,
+            approximate_size: req.approximate_size,
+            approximate_keys: req.approximate_keys,
+        });
+        Ok(())
+    }
+
+    pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
+        let regions = self.regions.read();
+        let (_, id) = regions.by_start.range(..=key.to_vec()).next_back()?;
+        let r = regions.by_id.get(id)?;
+        let end = &r.region.end_key;
+        (end.is_empty() || key < end.as_slice()).then(|| r.clone())
+    }
+
+    /// The region just before the one containing `key`.
+    pub fn prev_region(&self, key: &[u8]) -> Option<RegionInfo> {
+        let current = self.region_by_key(key)?;
+        if current.region.start_key.is_empty() {
+            return None;
+        }
+        let regions = self.regions.read();
+        let (_, id) = regions
+            .by_start
+            .range(..current.region.start_key.clone())
+            .next_back()?;
+        regions.by_id.get(id).cloned()
+    }
+
+    pub fn region_by_id(&self, id: u64) -> Option<RegionInfo> {
+        self.regions.read().by_id.get(&id).cloned()
+    }
+
+    /// Regions intersecting `[start, end)` (empty end = +inf), in key order.
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<RegionInfo> {
+        let regions = self.regions.read();
+        let first = regions
+            .by_start
+            .range(..=start.to_vec())
+            .next_back()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        regions
+            .by_start
+            .range(first..)
+            .filter_map(|(_, id)| regions.by_id.get(id))
+            .filter(|r| {
+                let rend = &r.region.end_key;
+                rend.is_empty() || rend.as_slice() > start
+            })
+            .take_while(|r| end.is_empty() || r.region.start_key.as_slice() < end)
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .cloned()
+            .collect()
+    }
+
+    pub fn region_count(&self) -> usize {
+        self.regions.read().by_id.len()
+    }
+
+    /// Ids for `count` new regions split from `region`, a peer id for each
+    /// of its peers.
+    pub fn ask_batch_split(
+        &self,
+        region: &metapb::Region,
+        count: u32,
+    ) -> PdResult<Vec<pdpb::SplitId>> {
+        self.require_bootstrapped()?;
+        if count == 0 || count > 1024 {
+            return Err(invalid(format!(
+                "split count {count} out of range 1..=1024"
+            )));
+        }
+        if self.region_by_id(region.id).is_none() {
+            return Err(PdError::new(
+                pdpb::ErrorType::RegionNotFound,
+                format!("region {} not found", region.id),
+            ));
+        }
+        (0..count)
+            .map(|_| {
+                Ok(pdpb::SplitId {
+                    new_region_id: self.alloc_id()?,
+                    new_peer_ids: region
+                        .peers
+                        .iter()
+                        .map(|_| self.alloc_id())
+                        .collect::<PdResult<_>>()?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn report_batch_split(&self, regions: &[metapb::Region]) -> PdResult<()> {
+        self.require_bootstrapped()?;
+        for r in regions {
+            let req = pdpb::RegionHeartbeatRequest {
+                region: Some(r.clone()),
+                ..Default::default()
+            };
+            self.region_heartbeat(&req)?;
+        }
+        Ok(())
+    }
+
+    pub fn gc_safe_point(&self) -> u64 {
+        self.gc.lock().safe_point
+    }
+
+    /// Advances the GC safe point; it never moves back. Returns the new value.
+    pub fn update_gc_safe_point(&self, sp: u64) -> PdResult<u64> {
+        let mut gc = self.gc.lock();
+        if sp > gc.safe_point {
+            self.meta.put_u64(storage::GC_SAFE_POINT, sp)?;
+            gc.safe_point = sp;
+        }
+        Ok(gc.safe_point)
+    }
+
+    /// Sets (or, with ttl <= 0, removes) a service's safe point and returns
+    /// the minimum over live services (the GC safe point if there are none).
+    pub fn update_service_safe_point(&self, service: &[u8], ttl: i64, sp: u64) -> PdResult<u64> {
+        if service.is_empty() {
+            return Err(invalid("service id must not be empty"));
+        }
+        let now = unix_nanos() / 1_000_000_000;
+        let mut gc = self.gc.lock();
+        let key = [storage::SERVICE_SP_PREFIX, service].concat();
+        let mut b = Batch::default();
+        if ttl <= 0 {
+            b.delete(&key);
+            self.meta.write(b)?;
+            gc.services.remove(service);
+        } else {
+            let expire = now.saturating_add(ttl);
+            let mut v = sp.to_be_bytes().to_vec();
+            v.extend_from_slice(&(expire as u64).to_be_bytes());
+            b.put(&key, &v);
+            self.meta.write(b)?;
+            gc.services.insert(service.to_vec(), (sp, expire));
+        }
+        gc.services.retain(|_, (_, expire)| *expire > now);
+        let min = gc.services.values().map(|(sp, _)| *sp).min();
+        Ok(min.unwrap_or(gc.safe_point))
+    }
+}
+
+impl Regions {
+    fn insert(&mut self, info: RegionInfo) {
+        for id in self.overlaps(&info.region) {
+            if let Some(old) = self.by_id.remove(&id) {
+                self.by_start.remove(&old.region.start_key);
+            }
+        }
+        if let Some(old) = self.by_id.get(&info.region.id) {
+            self.by_start.remove(&old.region.start_key.clone());
+        }
+        self.by_start
+            .insert(info.region.start_key.clone(), info.region.id);
+        self.by_id.insert(info.region.id, info);
+    }
+
+    /// Other regions whose ranges intersect `region`'s.
+    fn overlaps(&self, region: &metapb::Region) -> Vec<u64> {
+        let start = &region.start_key;
+        let end = &region.end_key;
+        self.by_id
+            .values()
+            .filter(|r| r.region.id != region.id)
+            .filter(|r| {
+                let (s, e) = (&r.region.start_key, &r.region.end_key);
+                (end.is_empty() || s < end) && (e.is_empty() || e > start)
+            })
+            .map(|r| r.region.id)
+            .collect()
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> PdError {
+    PdError::new(pdpb::ErrorType::InvalidValue, msg)
+}

@@ -1,0 +1,470 @@
+//! `pdpb.PD` and `keyspacepb.Keyspace` over gRPC.
+//!
+//! Every response carries a header with the cluster id; failures go in the
+//! header's error (as upstream PD does), not in the gRPC status, except for
+//! requests naming another cluster.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tikal_proto::keyspacepb::{self, keyspace_server::Keyspace};
+use tikal_proto::metapb;
+use tikal_proto::pdpb::{self, pd_server::Pd};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+use crate::cluster::{Cluster, PdError, PdResult, RegionInfo};
+
+#[derive(Clone)]
+pub struct PdService {
+    pub cluster: Arc<Cluster>,
+    pub member: pdpb::Member,
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl PdService {
+    fn header(&self, result: PdResult<()>) -> Option<pdpb::ResponseHeader> {
+        Some(pdpb::ResponseHeader {
+            cluster_id: self.cluster.cluster_id,
+            error: result.err().map(|e| pdpb::Error {
+                r#type: e.kind as i32,
+                message: e.message,
+            }),
+        })
+    }
+
+    fn check_cluster(&self, header: &Option<pdpb::RequestHeader>) -> Result<(), Status> {
+        match header {
+            Some(h) if h.cluster_id != 0 && h.cluster_id != self.cluster.cluster_id => {
+                Err(Status::failed_precondition(format!(
+                    "mismatch cluster id, need {} but got {}",
+                    self.cluster.cluster_id, h.cluster_id
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn region_response(&self, info: Option<RegionInfo>) -> pdpb::GetRegionResponse {
+        let (region, leader) = match info {
+            Some(i) => (Some(i.region), i.leader),
+            None => (None, None),
+        };
+        pdpb::GetRegionResponse {
+            header: self.header(self.bootstrapped()),
+            region,
+            leader,
+            ..Default::default()
+        }
+    }
+
+    fn bootstrapped(&self) -> PdResult<()> {
+        if self.cluster.is_bootstrapped() {
+            Ok(())
+        } else {
+            Err(PdError::new(
+                pdpb::ErrorType::NotBootstrapped,
+                "cluster is not bootstrapped",
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Pd for PdService {
+    async fn get_members(
+        &self,
+        req: Request<pdpb::GetMembersRequest>,
+    ) -> GrpcResult<pdpb::GetMembersResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        Ok(Response::new(pdpb::GetMembersResponse {
+            header: self.header(Ok(())),
+            members: vec![self.member.clone()],
+            leader: Some(self.member.clone()),
+            etcd_leader: Some(self.member.clone()),
+            ..Default::default()
+        }))
+    }
+
+    type TsoStream = BoxStream<pdpb::TsoResponse>;
+
+    async fn tso(&self, req: Request<Streaming<pdpb::TsoRequest>>) -> GrpcResult<Self::TsoStream> {
+        let mut requests = req.into_inner();
+        let svc = self.clone();
+        let out = async_stream::try_stream! {
+            while let Some(r) = requests.next().await {
+                let r = r?;
+                svc.check_cluster(&r.header)?;
+                if r.count == 0 {
+                    Err(Status::invalid_argument("tso count must be positive"))?;
+                }
+                let (physical, logical) = svc
+                    .cluster
+                    .tso
+                    .allocate(&svc.cluster.meta, r.count)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                yield pdpb::TsoResponse {
+                    header: svc.header(Ok(())),
+                    count: r.count,
+                    timestamp: Some(pdpb::Timestamp {
+                        physical,
+                        logical,
+                        suffix_bits: 0,
+                    }),
+                };
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn bootstrap(
+        &self,
+        req: Request<pdpb::BootstrapRequest>,
+    ) -> GrpcResult<pdpb::BootstrapResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let result = match (req.store, req.region) {
+            (Some(store), Some(region)) => self.cluster.bootstrap(store, region),
+            _ => Err(PdError::new(
+                pdpb::ErrorType::InvalidValue,
+                "bootstrap needs a store and a region",
+            )),
+        };
+        Ok(Response::new(pdpb::BootstrapResponse {
+            header: self.header(result),
+        }))
+    }
+
+    async fn is_bootstrapped(
+        &self,
+        req: Request<pdpb::IsBootstrappedRequest>,
+    ) -> GrpcResult<pdpb::IsBootstrappedResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        Ok(Response::new(pdpb::IsBootstrappedResponse {
+            header: self.header(Ok(())),
+            bootstrapped: self.cluster.is_bootstrapped(),
+        }))
+    }
+
+    async fn alloc_id(
+        &self,
+        req: Request<pdpb::AllocIdRequest>,
+    ) -> GrpcResult<pdpb::AllocIdResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let (id, result) = match self.cluster.alloc_id() {
+            Ok(id) => (id, Ok(())),
+            Err(e) => (0, Err(e)),
+        };
+        Ok(Response::new(pdpb::AllocIdResponse {
+            header: self.header(result),
+            id,
+        }))
+    }
+
+    async fn get_store(
+        &self,
+        req: Request<pdpb::GetStoreRequest>,
+    ) -> GrpcResult<pdpb::GetStoreResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let resp = match self.cluster.store(req.get_ref().store_id) {
+            Ok(s) => pdpb::GetStoreResponse {
+                header: self.header(Ok(())),
+                store: Some(s.meta),
+                stats: Some(s.stats),
+            },
+            Err(e) => pdpb::GetStoreResponse {
+                header: self.header(Err(e)),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn put_store(
+        &self,
+        req: Request<pdpb::PutStoreRequest>,
+    ) -> GrpcResult<pdpb::PutStoreResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let result = match req.store {
+            Some(store) => self.cluster.put_store(store),
+            None => Err(PdError::new(pdpb::ErrorType::InvalidValue, "missing store")),
+        };
+        if let Err(e) = &result {
+            warn!(error = %e, "PutStore refused");
+        }
+        Ok(Response::new(pdpb::PutStoreResponse {
+            header: self.header(result),
+        }))
+    }
+
+    async fn get_all_stores(
+        &self,
+        req: Request<pdpb::GetAllStoresRequest>,
+    ) -> GrpcResult<pdpb::GetAllStoresResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let stores = self
+            .cluster
+            .stores()
+            .into_iter()
+            .map(|s| s.meta)
+            .filter(|s| {
+                !(req.exclude_tombstone_stores && s.state == metapb::StoreState::Tombstone as i32)
+            })
+            .collect();
+        Ok(Response::new(pdpb::GetAllStoresResponse {
+            header: self.header(self.bootstrapped()),
+            stores,
+        }))
+    }
+
+    async fn store_heartbeat(
+        &self,
+        req: Request<pdpb::StoreHeartbeatRequest>,
+    ) -> GrpcResult<pdpb::StoreHeartbeatResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let result = match req.stats {
+            Some(stats) => self.cluster.store_heartbeat(stats),
+            None => Err(PdError::new(pdpb::ErrorType::InvalidValue, "missing stats")),
+        };
+        Ok(Response::new(pdpb::StoreHeartbeatResponse {
+            header: self.header(result),
+            cluster_version: String::new(),
+        }))
+    }
+
+    type RegionHeartbeatStream = BoxStream<pdpb::RegionHeartbeatResponse>;
+
+    async fn region_heartbeat(
+        &self,
+        req: Request<Streaming<pdpb::RegionHeartbeatRequest>>,
+    ) -> GrpcResult<Self::RegionHeartbeatStream> {
+        let mut requests = req.into_inner();
+        let svc = self.clone();
+        let out = async_stream::try_stream! {
+            while let Some(r) = requests.next().await {
+                let r = r?;
+                svc.check_cluster(&r.header)?;
+                if let Err(e) = svc.cluster.region_heartbeat(&r) {
+                    // Upstream answers errors on this stream only when it has
+                    // something to say; a bad report is logged and dropped.
+                    warn!(error = %e, "region heartbeat rejected");
+                    yield pdpb::RegionHeartbeatResponse {
+                        header: svc.header(Err(e)),
+                        ..Default::default()
+                    };
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn get_region(
+        &self,
+        req: Request<pdpb::GetRegionRequest>,
+    ) -> GrpcResult<pdpb::GetRegionResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let info = self.cluster.region_by_key(&req.get_ref().region_key);
+        Ok(Response::new(self.region_response(info)))
+    }
+
+    async fn get_prev_region(
+        &self,
+        req: Request<pdpb::GetRegionRequest>,
+    ) -> GrpcResult<pdpb::GetRegionResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let info = self.cluster.prev_region(&req.get_ref().region_key);
+        Ok(Response::new(self.region_response(info)))
+    }
+
+    async fn get_region_by_id(
+        &self,
+        req: Request<pdpb::GetRegionByIdRequest>,
+    ) -> GrpcResult<pdpb::GetRegionResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let info = self.cluster.region_by_id(req.get_ref().region_id);
+        Ok(Response::new(self.region_response(info)))
+    }
+
+    async fn scan_regions(
+        &self,
+        req: Request<pdpb::ScanRegionsRequest>,
+    ) -> GrpcResult<pdpb::ScanRegionsResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let limit = req.limit.max(0) as usize;
+        let infos = self
+            .cluster
+            .scan_regions(&req.start_key, &req.end_key, limit);
+        let mut resp = pdpb::ScanRegionsResponse {
+            header: self.header(self.bootstrapped()),
+            ..Default::default()
+        };
+        for i in infos {
+            resp.region_metas.push(i.region.clone());
+            resp.leaders.push(i.leader.clone().unwrap_or_default());
+            resp.regions.push(pdpb::Region {
+                region: Some(i.region),
+                leader: i.leader,
+                ..Default::default()
+            });
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn ask_batch_split(
+        &self,
+        req: Request<pdpb::AskBatchSplitRequest>,
+    ) -> GrpcResult<pdpb::AskBatchSplitResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let result = match &req.region {
+            Some(region) => self.cluster.ask_batch_split(region, req.split_count),
+            None => Err(PdError::new(
+                pdpb::ErrorType::InvalidValue,
+                "missing region",
+            )),
+        };
+        let (ids, result) = match result {
+            Ok(ids) => (ids, Ok(())),
+            Err(e) => (vec![], Err(e)),
+        };
+        Ok(Response::new(pdpb::AskBatchSplitResponse {
+            header: self.header(result),
+            ids,
+        }))
+    }
+
+    async fn report_batch_split(
+        &self,
+        req: Request<pdpb::ReportBatchSplitRequest>,
+    ) -> GrpcResult<pdpb::ReportBatchSplitResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let result = self.cluster.report_batch_split(&req.regions);
+        Ok(Response::new(pdpb::ReportBatchSplitResponse {
+            header: self.header(result),
+        }))
+    }
+
+    async fn get_cluster_config(
+        &self,
+        req: Request<pdpb::GetClusterConfigRequest>,
+    ) -> GrpcResult<pdpb::GetClusterConfigResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        Ok(Response::new(pdpb::GetClusterConfigResponse {
+            header: self.header(self.bootstrapped()),
+            cluster: Some(self.cluster.cluster_meta()),
+        }))
+    }
+
+    async fn get_gc_safe_point(
+        &self,
+        req: Request<pdpb::GetGcSafePointRequest>,
+    ) -> GrpcResult<pdpb::GetGcSafePointResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        Ok(Response::new(pdpb::GetGcSafePointResponse {
+            header: self.header(Ok(())),
+            safe_point: self.cluster.gc_safe_point(),
+        }))
+    }
+
+    async fn update_gc_safe_point(
+        &self,
+        req: Request<pdpb::UpdateGcSafePointRequest>,
+    ) -> GrpcResult<pdpb::UpdateGcSafePointResponse> {
+        self.check_cluster(&req.get_ref().header)?;
+        let (sp, result) = match self.cluster.update_gc_safe_point(req.get_ref().safe_point) {
+            Ok(sp) => (sp, Ok(())),
+            Err(e) => (0, Err(e)),
+        };
+        Ok(Response::new(pdpb::UpdateGcSafePointResponse {
+            header: self.header(result),
+            new_safe_point: sp,
+        }))
+    }
+
+    async fn update_service_gc_safe_point(
+        &self,
+        req: Request<pdpb::UpdateServiceGcSafePointRequest>,
+    ) -> GrpcResult<pdpb::UpdateServiceGcSafePointResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let (min, result) =
+            match self
+                .cluster
+                .update_service_safe_point(&req.service_id, req.ttl, req.safe_point)
+            {
+                Ok(min) => (min, Ok(())),
+                Err(e) => (0, Err(e)),
+            };
+        Ok(Response::new(pdpb::UpdateServiceGcSafePointResponse {
+            header: self.header(result),
+            service_id: req.service_id,
+            ttl: req.ttl,
+            min_safe_point: min,
+        }))
+    }
+}
+
+/// The keyspaces PD knows. Until API V2 lands only DEFAULT (id 0) exists.
+#[derive(Clone)]
+pub struct KeyspaceService {
+    pub pd: PdService,
+}
+
+fn default_keyspace() -> keyspacepb::KeyspaceMeta {
+    keyspacepb::KeyspaceMeta {
+        id: 0,
+        name: "DEFAULT".into(),
+        state: keyspacepb::KeyspaceState::Enabled as i32,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Keyspace for KeyspaceService {
+    async fn load_keyspace(
+        &self,
+        req: Request<keyspacepb::LoadKeyspaceRequest>,
+    ) -> GrpcResult<keyspacepb::LoadKeyspaceResponse> {
+        self.pd.check_cluster(&req.get_ref().header)?;
+        let name = &req.get_ref().name;
+        let resp = if name == "DEFAULT" {
+            keyspacepb::LoadKeyspaceResponse {
+                header: self.pd.header(Ok(())),
+                keyspace: Some(default_keyspace()),
+            }
+        } else {
+            keyspacepb::LoadKeyspaceResponse {
+                header: self.pd.header(Err(PdError::new(
+                    pdpb::ErrorType::EntryNotFound,
+                    format!("keyspace {name:?} not found"),
+                ))),
+                keyspace: None,
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn get_all_keyspaces(
+        &self,
+        req: Request<keyspacepb::GetAllKeyspacesRequest>,
+    ) -> GrpcResult<keyspacepb::GetAllKeyspacesResponse> {
+        self.pd.check_cluster(&req.get_ref().header)?;
+        let keyspaces = if req.get_ref().start_id == 0 {
+            vec![default_keyspace()]
+        } else {
+            vec![]
+        };
+        Ok(Response::new(keyspacepb::GetAllKeyspacesResponse {
+            header: self.pd.header(Ok(())),
+            keyspaces,
+        }))
+    }
+}

@@ -1,0 +1,170 @@
+//! Store-local metadata in the KV engine's `raft` column family.
+//!
+//! | key                       | value                                        |
+//! |---------------------------|----------------------------------------------|
+//! | `store_ident`             | cluster id, store id (8 bytes BE each)       |
+//! | `region_state/<id BE>`    | `metapb.Region` (protobuf)                   |
+//! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
+//!
+//! The apply state is written in the same batch as the data it covers.
+
+use prost::Message;
+use tikal_engine::{EngineError, KvEngine, KvWriteBatch, CF_RAFT};
+use tikal_proto::metapb;
+
+use crate::Result;
+
+const STORE_IDENT_KEY: &[u8] = b"store_ident";
+const REGION_STATE_PREFIX: &[u8] = b"region_state/";
+const APPLY_STATE_PREFIX: &[u8] = b"apply_state/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreIdent {
+    pub cluster_id: u64,
+    pub store_id: u64,
+}
+
+pub fn load_store_ident(engine: &KvEngine) -> Result<Option<StoreIdent>> {
+    let Some(v) = engine.get(CF_RAFT, STORE_IDENT_KEY)? else {
+        return Ok(None);
+    };
+    if v.len() != 16 {
+        return Err(corrupted("store ident", v.len()));
+    }
+    Ok(Some(StoreIdent {
+        cluster_id: u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+        store_id: u64::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+    }))
+}
+
+pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
+    let mut v = ident.cluster_id.to_be_bytes().to_vec();
+    v.extend_from_slice(&ident.store_id.to_be_bytes());
+    let mut wb = engine.write_batch();
+    wb.put(CF_RAFT, STORE_IDENT_KEY, &v);
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+/// Records a brand-new region (bootstrap or, later, split) with an empty log.
+pub fn write_initial_region(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
+    let mut wb = engine.write_batch();
+    put_region(&mut wb, region);
+    put_apply_state(&mut wb, region.id, &ApplyState::default());
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+pub(crate) fn put_region(wb: &mut KvWriteBatch<'_>, region: &metapb::Region) {
+    wb.put(CF_RAFT, &region_key(region.id), &region.encode_to_vec());
+}
+
+pub(crate) fn load_regions(engine: &KvEngine) -> Result<Vec<metapb::Region>> {
+    let mut end = REGION_STATE_PREFIX.to_vec();
+    *end.last_mut().unwrap_or(&mut 0) += 1;
+    let mut regions = vec![];
+    let mut bad = None;
+    engine.scan(CF_RAFT, REGION_STATE_PREFIX, &end, false, |_, v| {
+        match metapb::Region::decode(v) {
+            Ok(r) => regions.push(r),
+            Err(e) => bad = Some(e.to_string()),
+        }
+        bad.is_none()
+    })?;
+    if let Some(detail) = bad {
+        return Err(EngineError::Corrupted {
+            what: "region state",
+            detail,
+        }
+        .into());
+    }
+    Ok(regions)
+}
+
+/// How far a region's log has been applied and truncated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ApplyState {
+    pub applied_index: u64,
+    pub truncated_index: u64,
+    pub truncated_term: u64,
+}
+
+pub(crate) fn put_apply_state(wb: &mut KvWriteBatch<'_>, region_id: u64, s: &ApplyState) {
+    let mut v = Vec::with_capacity(24);
+    for x in [s.applied_index, s.truncated_index, s.truncated_term] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    wb.put(CF_RAFT, &apply_key(region_id), &v);
+}
+
+pub(crate) fn load_apply_state(engine: &KvEngine, region_id: u64) -> Result<ApplyState> {
+    let Some(v) = engine.get(CF_RAFT, &apply_key(region_id))? else {
+        return Ok(ApplyState::default());
+    };
+    if v.len() != 24 {
+        return Err(corrupted("apply state", v.len()));
+    }
+    let word = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    Ok(ApplyState {
+        applied_index: word(0),
+        truncated_index: word(1),
+        truncated_term: word(2),
+    })
+}
+
+fn region_key(id: u64) -> Vec<u8> {
+    [REGION_STATE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn apply_key(id: u64) -> Vec<u8> {
+    [APPLY_STATE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn corrupted(what: &'static str, len: usize) -> crate::RaftstoreError {
+    EngineError::Corrupted {
+        what,
+        detail: format!("unexpected length {len}"),
+    }
+    .into()
+}
+
+/// The first region recorded locally, if any (a bootstrap left half-done).
+pub fn load_first_region(engine: &KvEngine) -> Result<Option<metapb::Region>> {
+    Ok(load_regions(engine)?.into_iter().next())
+}
+
+/// Forgets a region that never started (a lost bootstrap race).
+pub fn remove_region(engine: &KvEngine, region_id: u64) -> Result<()> {
+    let mut wb = engine.write_batch();
+    wb.delete(CF_RAFT, &region_key(region_id));
+    wb.delete(CF_RAFT, &apply_key(region_id));
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_ident_region_and_apply_state_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        assert_eq!(load_store_ident(&engine).unwrap(), None);
+        let ident = StoreIdent {
+            cluster_id: 42,
+            store_id: 7,
+        };
+        write_store_ident(&engine, ident).unwrap();
+        assert_eq!(load_store_ident(&engine).unwrap(), Some(ident));
+
+        let region = metapb::Region {
+            id: 3,
+            end_key: b"m".to_vec(),
+            ..Default::default()
+        };
+        write_initial_region(&engine, &region).unwrap();
+        assert_eq!(load_regions(&engine).unwrap(), vec![region]);
+        assert_eq!(load_apply_state(&engine, 3).unwrap(), ApplyState::default());
+    }
+}

@@ -1,0 +1,224 @@
+//! A peer's view of its Raft log, implementing raft-rs' `Storage`.
+//!
+//! Entries live in the Raft log engine; the most recent ones are also kept in
+//! a small in-memory cache, because raft-rs reads back just-appended entries
+//! (to commit and apply them) and their terms far more often than old ones.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use tikal_engine::RaftLogEngine;
+use tikal_proto::metapb;
+
+use crate::meta::ApplyState;
+
+const CACHE_MAX_ENTRIES: usize = 4096;
+
+pub(crate) struct PeerStorage {
+    region_id: u64,
+    log: Arc<RaftLogEngine>,
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+    pub truncated_index: u64,
+    pub truncated_term: u64,
+    last_index: u64,
+    last_term: u64,
+    cache: VecDeque<Entry>,
+}
+
+impl PeerStorage {
+    pub fn new(
+        region: &metapb::Region,
+        log: Arc<RaftLogEngine>,
+        apply: ApplyState,
+    ) -> crate::Result<PeerStorage> {
+        let hard_state = log.hard_state(region.id)?.unwrap_or_default();
+        let last_index = log
+            .last_index(region.id)
+            .unwrap_or(apply.truncated_index)
+            .max(apply.truncated_index);
+        let mut s = PeerStorage {
+            region_id: region.id,
+            log,
+            hard_state,
+            conf_state: conf_state_of(region),
+            truncated_index: apply.truncated_index,
+            truncated_term: apply.truncated_term,
+            last_index,
+            last_term: apply.truncated_term,
+            cache: VecDeque::new(),
+        };
+        if last_index > apply.truncated_index {
+            s.last_term =
+                s.read_term(last_index)
+                    .map_err(|e| tikal_engine::EngineError::Corrupted {
+                        what: "raft log",
+                        detail: format!("region {}: {e}", region.id),
+                    })?;
+        }
+        Ok(s)
+    }
+
+    /// Records entries just persisted; a conflicting tail is replaced.
+    pub fn on_append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        while self.cache.back().is_some_and(|e| e.index >= first.index) {
+            self.cache.pop_back();
+        }
+        if self
+            .cache
+            .back()
+            .is_some_and(|e| e.index + 1 != first.index)
+        {
+            self.cache.clear();
+        }
+        self.cache.extend(entries.iter().cloned());
+        while self.cache.len() > CACHE_MAX_ENTRIES {
+            self.cache.pop_front();
+        }
+        if let Some(last) = entries.last() {
+            self.last_index = last.index;
+            self.last_term = last.term;
+        }
+    }
+
+    /// Forgets cached entries at or below `index` (already applied).
+    pub fn compact_cache(&mut self, index: u64) {
+        while self.cache.front().is_some_and(|e| e.index <= index) && self.cache.len() > 1 {
+            self.cache.pop_front();
+        }
+    }
+
+    pub fn on_truncate(&mut self, index: u64, term: u64) {
+        self.truncated_index = index;
+        self.truncated_term = term;
+    }
+
+    fn cached(&self, index: u64) -> Option<&Entry> {
+        let first = self.cache.front()?.index;
+        if index < first {
+            return None;
+        }
+        self.cache.get((index - first) as usize)
+    }
+
+    fn read_term(&self, index: u64) -> raft::Result<u64> {
+        if let Some(e) = self.cached(index) {
+            return Ok(e.term);
+        }
+        match self.log.entry(self.region_id, index) {
+            Ok(Some(e)) => Ok(e.term),
+            Ok(None) => Err(raft::Error::Store(StorageError::Unavailable)),
+            Err(e) => Err(raft::Error::Store(StorageError::Other(Box::new(e)))),
+        }
+    }
+}
+
+pub(crate) fn conf_state_of(region: &metapb::Region) -> ConfState {
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.role == metapb::PeerRole::Learner as i32 {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
+        }
+    }
+    cs
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let mut next = low;
+        // Older entries come from the log engine, the newest from the cache.
+        let cache_first = self.cache.front().map_or(u64::MAX, |e| e.index);
+        if next < cache_first.min(high) {
+            let end = cache_first.min(high);
+            self.log
+                .entries(self.region_id, next, end, Some(max_size as usize), &mut out)
+                .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+            size = out.iter().map(|e| e.compute_size_hint()).sum();
+            next = low + out.len() as u64;
+            if next < end {
+                return Ok(out);
+            }
+        }
+        while next < high {
+            let Some(e) = self.cached(next) else {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            };
+            size += e.compute_size_hint();
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+            next += 1;
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        self.read_term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Regions have a single voter until replication lands, so no peer
+        // ever needs a snapshot yet.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+trait SizeHint {
+    fn compute_size_hint(&self) -> u64;
+}
+
+impl SizeHint for Entry {
+    fn compute_size_hint(&self) -> u64 {
+        (self.data.len() + self.context.len() + 16) as u64
+    }
+}

@@ -1,0 +1,359 @@
+//! The store loop: one thread driving every peer on this store.
+//!
+//! See the crate docs for the round structure. The loop owns all `Peer`s;
+//! other threads reach it through the [`Router`] (a channel) and observe it
+//! through the published [`RegionView`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
+use raft::Ready;
+use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite};
+use tikal_proto::metapb;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::apply::{Applier, ApplyOutput};
+use crate::meta;
+use crate::peer::{Callback, Peer};
+use crate::{RaftstoreError, Result};
+
+/// Settings under `[raftstore]`.
+#[derive(Debug, Clone)]
+pub struct RaftstoreConfig {
+    /// Raft's logical clock tick.
+    pub base_tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Applied entries kept in the log after compaction.
+    pub log_keep_entries: u64,
+    /// Most messages handled per round before the loop takes readies.
+    pub max_batch: usize,
+}
+
+impl Default for RaftstoreConfig {
+    fn default() -> Self {
+        RaftstoreConfig {
+            base_tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            log_keep_entries: 10_000,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// What readers need to know about a region, published after every round.
+#[derive(Debug, Clone)]
+pub struct RegionView {
+    pub region: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+    pub is_leader: bool,
+    pub term: u64,
+}
+
+/// Things the server reports to PD.
+#[derive(Debug, Clone)]
+pub enum StoreEvent {
+    /// A region's leadership or metadata changed.
+    RegionChanged(RegionView),
+}
+
+enum Msg {
+    Propose {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        cb: Callback,
+    },
+    Stop,
+}
+
+/// Handle to the store loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    tx: Sender<Msg>,
+    views: Arc<RwLock<HashMap<u64, RegionView>>>,
+    thread: Arc<parking_lot::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Router {
+    /// Opens every region recorded in `kv` that has a peer on `store_id` and
+    /// starts the loop thread.
+    pub fn start(
+        store_id: u64,
+        cfg: RaftstoreConfig,
+        kv: KvEngine,
+        log: Arc<RaftLogEngine>,
+        applier: Arc<dyn Applier>,
+        events: mpsc::UnboundedSender<StoreEvent>,
+    ) -> Result<Router> {
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raft_cfg = raft::Config {
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let mut peers = HashMap::new();
+        for region in meta::load_regions(&kv)? {
+            let peer = Peer::open(store_id, region, &kv, log.clone(), &raft_cfg, &logger)?;
+            info!(region_id = peer.region_id(), "opened region peer");
+            peers.insert(peer.region_id(), peer);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let views = Arc::new(RwLock::new(HashMap::new()));
+        let mut store = StoreLoop {
+            cfg,
+            kv,
+            log,
+            applier,
+            peers,
+            rx,
+            views: views.clone(),
+            events,
+            published: HashMap::new(),
+        };
+        store.publish_all();
+        let thread = std::thread::Builder::new()
+            .name("raftstore".into())
+            .spawn(move || store.run())
+            .map_err(|e| tikal_engine::EngineError::Corrupted {
+                what: "raftstore thread",
+                detail: e.to_string(),
+            })?;
+        Ok(Router {
+            tx,
+            views,
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Proposes `cmd` to the region's Raft group and waits until it is
+    /// committed and applied, returning the applier's output.
+    pub async fn propose(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+    ) -> Result<ApplyOutput> {
+        let (cb, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Propose {
+                region_id,
+                epoch,
+                cmd,
+                cb,
+            })
+            .map_err(|_| RaftstoreError::StoreStopped)?;
+        rx.await.map_err(|_| RaftstoreError::StoreStopped)?
+    }
+
+    pub fn region_view(&self, region_id: u64) -> Option<RegionView> {
+        self.views.read().get(&region_id).cloned()
+    }
+
+    pub fn region_views(&self) -> Vec<RegionView> {
+        self.views.read().values().cloned().collect()
+    }
+
+    /// Stops the loop and waits for it; in-flight proposals fail.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct StoreLoop {
+    cfg: RaftstoreConfig,
+    kv: KvEngine,
+    log: Arc<RaftLogEngine>,
+    applier: Arc<dyn Applier>,
+    peers: HashMap<u64, Peer>,
+    rx: Receiver<Msg>,
+    views: Arc<RwLock<HashMap<u64, RegionView>>>,
+    events: mpsc::UnboundedSender<StoreEvent>,
+    /// (is_leader, leader peer id, term, epoch) last published per region.
+    published: HashMap<u64, (bool, u64, u64, metapb::RegionEpoch)>,
+}
+
+impl StoreLoop {
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + self.cfg.base_tick;
+        let mut last_purge = Instant::now();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(timeout) {
+                Ok(msg) => {
+                    if !self.handle(msg) {
+                        break;
+                    }
+                    for _ in 0..self.cfg.max_batch {
+                        let Ok(msg) = self.rx.try_recv() else { break };
+                        if !self.handle(msg) {
+                            self.shutdown();
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.cfg.base_tick;
+                for peer in self.peers.values_mut() {
+                    peer.raw_node.tick();
+                }
+            }
+            if let Err(e) = self.on_ready() {
+                // The log or data engine failed to write: continuing could
+                // acknowledge writes that are not durable.
+                error!(error = %e, "raftstore cannot persist; stopping");
+                break;
+            }
+            if last_purge.elapsed() > Duration::from_secs(10) {
+                last_purge = Instant::now();
+                self.compact_logs();
+            }
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.fail_proposals();
+        }
+        for msg in self.rx.try_iter() {
+            if let Msg::Propose { cb, .. } = msg {
+                let _ = cb.send(Err(RaftstoreError::StoreStopped));
+            }
+        }
+    }
+
+    /// Returns false on Stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose {
+                region_id,
+                epoch,
+                cmd,
+                cb,
+            } => match self.peers.get_mut(&region_id) {
+                Some(peer) => peer.propose(epoch, cmd, cb),
+                None => {
+                    let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+                }
+            },
+            Msg::Stop => return false,
+        }
+        true
+    }
+
+    /// One round of group commit across all peers.
+    fn on_ready(&mut self) -> Result<()> {
+        let mut write = RaftLogWrite::default();
+        let mut readies: Vec<(u64, Ready)> = vec![];
+        for (id, peer) in self.peers.iter_mut() {
+            if !peer.raw_node.has_ready() {
+                continue;
+            }
+            let mut rd = peer.raw_node.ready();
+            if !rd.messages().is_empty() || !rd.persisted_messages().is_empty() {
+                warn!(region_id = id, "raft messages dropped: no transport yet");
+            }
+            let committed = rd.take_committed_entries();
+            peer.apply(&self.kv, self.applier.as_ref(), committed)?;
+            if !rd.entries().is_empty() {
+                write.append(*id, rd.entries())?;
+                peer.raw_node.mut_store().on_append(rd.entries());
+            }
+            if let Some(hs) = rd.hs() {
+                write.set_hard_state(*id, hs)?;
+                peer.raw_node.mut_store().hard_state = hs.clone();
+            }
+            readies.push((*id, rd));
+        }
+        if readies.is_empty() {
+            return Ok(());
+        }
+        self.log.write(&mut write, true)?;
+
+        let mut commit_write = RaftLogWrite::default();
+        for (id, rd) in readies {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let was_leader = peer.is_leader();
+            let mut light = peer.raw_node.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let store = peer.raw_node.mut_store();
+                store.hard_state.commit = commit;
+                commit_write.set_hard_state(id, &store.hard_state)?;
+            }
+            let committed = light.take_committed_entries();
+            let applied = peer.apply(&self.kv, self.applier.as_ref(), committed)?;
+            peer.raw_node.advance_apply();
+            peer.raw_node.mut_store().compact_cache(applied);
+            if was_leader && !peer.is_leader() {
+                peer.fail_proposals();
+            }
+        }
+        // The commit index is a hint that saves replay work after restart;
+        // it need not be synced (entries themselves already are).
+        self.log.write(&mut commit_write, false)?;
+        self.publish_all();
+        Ok(())
+    }
+
+    fn publish_all(&mut self) {
+        let mut changed = vec![];
+        for (id, peer) in &self.peers {
+            let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+            let leader = peer.leader();
+            let key = (
+                peer.is_leader(),
+                leader.as_ref().map_or(0, |p| p.id),
+                peer.term(),
+                epoch,
+            );
+            if self.published.get(id) == Some(&key) {
+                continue;
+            }
+            self.published.insert(*id, key);
+            changed.push(RegionView {
+                region: peer.region.clone(),
+                leader,
+                is_leader: peer.is_leader(),
+                term: peer.term(),
+            });
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let mut views = self.views.write();
+        for view in changed {
+            views.insert(view.region.id, view.clone());
+            let _ = self.events.send(StoreEvent::RegionChanged(view));
+        }
+    }
+
+    fn compact_logs(&mut self) {
+        for peer in self.peers.values_mut() {
+            if let Err(e) = peer.compact_log(&self.kv, &self.log, self.cfg.log_keep_entries) {
+                warn!(region_id = peer.region_id(), error = %e, "log compaction failed");
+            }
+        }
+        if let Err(e) = self.log.purge() {
+            warn!(error = %e, "raft log purge failed");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `tikv-server` configuration: TiKV's TOML section and key names, overridden
+//! by command-line flags.
+//!
+//! ```toml
+//! [server]
+//! addr = "127.0.0.1:20160"
+//! status-addr = "127.0.0.1:20180"
+//! [storage]
+//! data-dir = "tikv-data"
+//! api-version = 1
+//! [pd]
+//! endpoints = ["127.0.0.1:2379"]
+//! [raftstore]
+//! raft-base-tick-interval = "100ms"
+//! ```
+//! Keys Tikal does not know are reported in the log, not silently dropped.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct TikvConfig {
+    pub log_file: String,
+    pub server: ServerSection,
+    pub storage: StorageSection,
+    pub pd: PdSection,
+    pub raftstore: RaftstoreSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ServerSection {
+    pub addr: String,
+    pub advertise_addr: String,
+    pub status_addr: String,
+    pub advertise_status_addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct StorageSection {
+    pub data_dir: String,
+    pub api_version: u8,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct PdSection {
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct RaftstoreSection {
+    pub raft_base_tick_interval: String,
+    pub raft_election_timeout_ticks: usize,
+    pub raft_heartbeat_ticks: usize,
+    pub raft_log_gc_count_limit: u64,
+    pub pd_heartbeat_tick_interval: String,
+    pub pd_store_heartbeat_tick_interval: String,
+}
+
+impl Default for TikvConfig {
+    fn default() -> Self {
+        TikvConfig {
+            log_file: String::new(),
+            server: ServerSection::default(),
+            storage: StorageSection::default(),
+            pd: PdSection {
+                endpoints: vec!["127.0.0.1:2379".into()],
+            },
+            raftstore: RaftstoreSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            addr: "127.0.0.1:20160".into(),
+            advertise_addr: String::new(),
+            status_addr: "127.0.0.1:20180".into(),
+            advertise_status_addr: String::new(),
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            data_dir: "./".into(),
+            api_version: 1,
+        }
+    }
+}
+
+impl Default for RaftstoreSection {
+    fn default() -> Self {
+        RaftstoreSection {
+            raft_base_tick_interval: "100ms".into(),
+            raft_election_timeout_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_log_gc_count_limit: 10_000,
+            pd_heartbeat_tick_interval: "10s".into(),
+            pd_store_heartbeat_tick_interval: "10s".into(),
+        }
+    }
+}
+
+impl TikvConfig {
+    /// Reads a TOML file. Returns the config and the keys it did not know.
+    pub fn from_file(path: &Path) -> anyhow::Result<(TikvConfig, Vec<String>)> {
+        tikal_util::read_toml(path)
+    }
+
+    /// Checks values and fills derived ones (advertise addresses).
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        if self.storage.api_version != 1 && self.storage.api_version != 2 {
+            anyhow::bail!(
+                "storage.api-version must be 1 or 2, got {}",
+                self.storage.api_version
+            );
+        }
+        if self.storage.api_version == 2 {
+            anyhow::bail!("storage.api-version = 2 is not supported yet");
+        }
+        if self.pd.endpoints.is_empty() {
+            anyhow::bail!("pd.endpoints is empty: pass --pd");
+        }
+        if self.server.advertise_addr.is_empty() {
+            self.server.advertise_addr = self.server.addr.clone();
+        }
+        if self.server.advertise_status_addr.is_empty() {
+            self.server.advertise_status_addr = self.server.status_addr.clone();
+        }
+        let ticks = &self.raftstore;
+        if ticks.raft_election_timeout_ticks <= ticks.raft_heartbeat_ticks {
+            anyhow::bail!("raftstore.raft-election-timeout-ticks must exceed raft-heartbeat-ticks");
+        }
+        for d in [
+            &ticks.raft_base_tick_interval,
+            &ticks.pd_heartbeat_tick_interval,
+            &ticks.pd_store_heartbeat_tick_interval,
+        ] {
+            parse_duration(d)?;
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.storage.data_dir)
+    }
+}
+
+pub use tikal_util::{parse_duration, parse_toml};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_keys_parse_and_unknown_keys_are_reported() {
+        let (cfg, unknown): (TikvConfig, _) = parse_toml(
+            r#"
+            [server]
+            addr = "0.0.0.0:20161"
+            [storage]
+            api-version = 1
+            data-dir = "/tmp/x"
+            [rocksdb]
+            max-open-files = 4096
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.addr, "0.0.0.0:20161");
+        assert_eq!(cfg.storage.data_dir, "/tmp/x");
+        assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");
+        assert_eq!(unknown, vec!["rocksdb".to_string()]);
+    }
+}

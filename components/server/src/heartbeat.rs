@@ -1,0 +1,136 @@
+//! Reporting to PD: store heartbeats on a timer, region heartbeats whenever a
+//! region this store leads changes and on a timer.
+//!
+//! Region heartbeats travel on one long-lived stream; if it breaks (PD
+//! restarted), it is reopened and every led region is reported again, so PD
+//! relearns leaders without waiting for the next timer.
+
+use std::time::Duration;
+
+use tikal_proto::{metapb, pdpb};
+use tikal_raftstore::{RegionView, Router, StoreEvent};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tracing::{debug, warn};
+
+use crate::pd_client::PdClient;
+
+pub struct StoreStatsSource {
+    pub store_id: u64,
+    pub data_dir: std::path::PathBuf,
+    pub start_time: u32,
+    pub kv: tikal_engine::KvEngine,
+}
+
+pub async fn store_heartbeat_loop(
+    pd: PdClient,
+    router: Router,
+    src: StoreStatsSource,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let (capacity, available) = disk_space(&src.data_dir);
+        let stats = pdpb::StoreStats {
+            store_id: src.store_id,
+            capacity,
+            available,
+            region_count: router.region_views().len() as u32,
+            start_time: src.start_time,
+            used_size: src.kv.approximate_size(),
+            ..Default::default()
+        };
+        if let Err(e) = pd.store_heartbeat(stats).await {
+            warn!(error = %e, "store heartbeat failed");
+        }
+    }
+}
+
+pub async fn region_heartbeat_loop(
+    pd: PdClient,
+    router: Router,
+    mut events: mpsc::UnboundedReceiver<StoreEvent>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        // (Re)open the stream and report every region this store leads.
+        let (tx, rx) = mpsc::channel::<pdpb::RegionHeartbeatRequest>(1024);
+        let mut grpc = pd.grpc();
+        let responses = match grpc.region_heartbeat(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                warn!(error = %e, "cannot open region heartbeat stream; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut responses = Box::pin(responses);
+        let mut broken = false;
+        for view in router.region_views() {
+            broken |= send(&pd, &tx, &view).await;
+        }
+        while !broken {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(StoreEvent::RegionChanged(view)) => broken = send(&pd, &tx, &view).await,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    for view in router.region_views() {
+                        broken |= send(&pd, &tx, &view).await;
+                    }
+                }
+                resp = responses.next() => match resp {
+                    // Operators from PD arrive here once scheduling lands.
+                    Some(Ok(r)) => debug!(region_id = r.region_id, "region heartbeat response"),
+                    Some(Err(e)) => {
+                        warn!(error = %e, "region heartbeat stream broke; reopening");
+                        broken = true;
+                    }
+                    None => broken = true,
+                },
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Sends one heartbeat if this store leads the region; true if the stream is gone.
+async fn send(
+    pd: &PdClient,
+    tx: &mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+    view: &RegionView,
+) -> bool {
+    if !view.is_leader {
+        return false;
+    }
+    let req = pdpb::RegionHeartbeatRequest {
+        header: pd.header(),
+        region: Some(view.region.clone()),
+        leader: view
+            .leader
+            .clone()
+            .or_else(|| Some(metapb::Peer::default())),
+        term: view.term,
+        ..Default::default()
+    };
+    tx.send(req).await.is_err()
+}
+
+/// (capacity, available) bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> (u64, u64) {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return (0, 0);
+    };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a writable
+    // statvfs the call fills in.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return (0, 0);
+    }
+    let frsize = st.f_frsize as u64;
+    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
+}

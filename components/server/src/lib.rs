@@ -1,0 +1,176 @@
+//! The store server (`tikv-server`): wires engines, the raftstore and the
+//! storage layer to the outside world.
+//!
+//! * [`service`] — `tikvpb.Tikv` gRPC handlers, the edge where storage
+//!   errors become kvproto error fields;
+//! * [`node`] — store identity and cluster bootstrap with PD;
+//! * [`heartbeat`] — store and region heartbeats to PD;
+//! * [`status`] — the HTTP status server (`/metrics`, `/status`, `/config`);
+//! * [`config`] — TiKV-compatible TOML configuration.
+//!
+//! [`run`] starts everything and returns when `shutdown` resolves.
+
+// tonic::Status is large, and returning it is how gRPC handlers fail.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod heartbeat;
+pub mod metrics;
+pub mod node;
+pub mod pd_client;
+pub mod service;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tikal_engine::{KvEngine, RaftLogEngine};
+use tikal_proto::tikvpb::tikv_server::TikvServer;
+use tikal_raftstore::{RaftstoreConfig, Router};
+use tikal_storage::{RawApplier, RawStorage, StorageConfig};
+use tracing::info;
+
+use crate::config::{parse_duration, TikvConfig};
+use crate::pd_client::PdClient;
+
+/// The TiKV version this server reports to PD and clients, which use it to
+/// decide what protocol features a store supports.
+pub const TIKV_COMPAT_VERSION: &str = "8.5.0";
+
+/// Largest gRPC message accepted: above any legal request, so oversized
+/// writes reach the storage layer and get a proper RaftEntryTooLarge error.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub async fn run(
+    mut cfg: TikvConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let addr: SocketAddr = cfg
+        .server
+        .addr
+        .parse()
+        .with_context(|| format!("invalid --addr {:?}", cfg.server.addr))?;
+    let status_addr: SocketAddr = cfg
+        .server
+        .status_addr
+        .parse()
+        .with_context(|| format!("invalid --status-addr {:?}", cfg.server.status_addr))?;
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    // Claim the ports before anything is registered with PD, so a port clash
+    // fails fast instead of leaving a store PD cannot reach.
+    let grpc_listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let status_listener = std::net::TcpListener::bind(status_addr)
+        .with_context(|| format!("cannot listen on status address {status_addr}"))?;
+
+    let kv = KvEngine::open(&data_dir.join("db")).context("opening KV engine")?;
+    let raft_log =
+        Arc::new(RaftLogEngine::open(&data_dir.join("raft-engine")).context("opening raft log")?);
+
+    let pd = PdClient::connect(&cfg.pd.endpoints, Duration::from_secs(60)).await?;
+    info!(cluster_id = pd.cluster_id(), "connected to PD");
+    let start_time = node::unix_secs();
+    let store = node::store_meta(&cfg, start_time);
+    let store_id = node::bootstrap(&pd, &kv, &store).await?;
+    pd.put_store(tikal_proto::metapb::Store {
+        id: store_id,
+        ..store
+    })
+    .await
+    .context("registering the store with PD")?;
+    info!(store_id, addr = %cfg.server.advertise_addr, "store registered");
+
+    let raftstore_cfg = RaftstoreConfig {
+        base_tick: parse_duration(&cfg.raftstore.raft_base_tick_interval)?,
+        election_ticks: cfg.raftstore.raft_election_timeout_ticks,
+        heartbeat_ticks: cfg.raftstore.raft_heartbeat_ticks,
+        log_keep_entries: cfg.raftstore.raft_log_gc_count_limit,
+        ..Default::default()
+    };
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = Router::start(
+        store_id,
+        raftstore_cfg,
+        kv.clone(),
+        raft_log,
+        Arc::new(RawApplier),
+        events_tx,
+    )?;
+    let raw = RawStorage::new(
+        store_id,
+        StorageConfig {
+            api_version: cfg.storage.api_version,
+        },
+        kv.clone(),
+        router.clone(),
+    );
+
+    let heartbeats = [
+        tokio::spawn(heartbeat::region_heartbeat_loop(
+            pd.clone(),
+            router.clone(),
+            events_rx,
+            parse_duration(&cfg.raftstore.pd_heartbeat_tick_interval)?,
+        )),
+        tokio::spawn(heartbeat::store_heartbeat_loop(
+            pd.clone(),
+            router.clone(),
+            heartbeat::StoreStatsSource {
+                store_id,
+                data_dir: data_dir.clone(),
+                start_time: start_time as u32,
+                kv: kv.clone(),
+            },
+            parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
+        )),
+    ];
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let status_state = Arc::new(status::StatusState {
+        config: cfg.clone(),
+        store_id,
+        router: router.clone(),
+        start_time: start_time as u64,
+    });
+    let mut status_stop = stop_rx.clone();
+    let status_task = tokio::spawn(status::serve(status_listener, status_state, async move {
+        let _ = status_stop.changed().await;
+    }));
+
+    let service = TikvServer::new(service::TikvService::new(raw))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    info!(%addr, %status_addr, "tikv-server is serving");
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = grpc_stop.changed().await;
+        });
+    tokio::pin!(grpc);
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut grpc => r.context("gRPC server failed"),
+        _ = &mut shutdown => {
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+            grpc.await.context("gRPC server failed")
+        }
+    };
+    let _ = stop_tx.send(true);
+    for h in heartbeats {
+        h.abort();
+    }
+    let _ = status_task.await;
+    // Joins the raftstore thread: everything applied is in the engines.
+    tokio::task::spawn_blocking(move || router.stop()).await?;
+    result
+}

@@ -1,0 +1,110 @@
+//! Starting a store: identity, cluster bootstrap, registration with PD.
+//!
+//! First start on an empty data dir:
+//! 1. PD allocates a store id, which is written to the data dir;
+//! 2. if PD has no cluster yet, this store creates the first region (the
+//!    whole key space, one peer here) locally, then asks PD to bootstrap
+//!    with it; if another store won that race, the local region is dropped;
+//! 3. the store registers its address with PutStore.
+//!
+//! A restart reads the store id back. PD refuses PutStore when another
+//! store id already holds this address (the data dir was wiped but PD
+//! remembers): the server stops with PD's "duplicated store address" error.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use tikal_engine::KvEngine;
+use tikal_proto::metapb;
+use tikal_raftstore::{load_store_ident, write_initial_region, write_store_ident, StoreIdent};
+use tracing::info;
+
+use crate::config::TikvConfig;
+use crate::pd_client::PdClient;
+
+pub fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Returns this store's id, allocating and bootstrapping as needed.
+pub async fn bootstrap(pd: &PdClient, kv: &KvEngine, store: &metapb::Store) -> anyhow::Result<u64> {
+    let store_id = match load_store_ident(kv)? {
+        Some(ident) => {
+            if ident.cluster_id != pd.cluster_id() {
+                bail!(
+                    "data dir belongs to cluster {} but PD serves cluster {}; \
+                     point --pd at the right PD or use a fresh --data-dir",
+                    ident.cluster_id,
+                    pd.cluster_id()
+                );
+            }
+            ident.store_id
+        }
+        None => {
+            let store_id = pd.alloc_id().await.context("allocating store id")?;
+            write_store_ident(
+                kv,
+                StoreIdent {
+                    cluster_id: pd.cluster_id(),
+                    store_id,
+                },
+            )?;
+            info!(store_id, "allocated store id");
+            store_id
+        }
+    };
+    if !pd.is_bootstrapped().await? {
+        let region = match tikal_raftstore::load_first_region(kv)? {
+            Some(region) => region,
+            None => {
+                let region = metapb::Region {
+                    id: pd.alloc_id().await?,
+                    region_epoch: Some(metapb::RegionEpoch {
+                        conf_ver: 1,
+                        version: 1,
+                    }),
+                    peers: vec![metapb::Peer {
+                        id: pd.alloc_id().await?,
+                        store_id,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                write_initial_region(kv, &region)?;
+                region
+            }
+        };
+        let store = metapb::Store {
+            id: store_id,
+            ..store.clone()
+        };
+        if pd.bootstrap(store, region.clone()).await? {
+            info!(region_id = region.id, "bootstrapped the cluster");
+        } else {
+            info!("cluster was bootstrapped by another store");
+            tikal_raftstore::remove_region(kv, region.id)?;
+        }
+    }
+    Ok(store_id)
+}
+
+pub fn store_meta(cfg: &TikvConfig, start_timestamp: i64) -> metapb::Store {
+    metapb::Store {
+        address: cfg.server.advertise_addr.clone(),
+        peer_address: cfg.server.advertise_addr.clone(),
+        status_address: cfg.server.advertise_status_addr.clone(),
+        version: crate::TIKV_COMPAT_VERSION.to_string(),
+        git_hash: option_env!("TIKAL_GIT_HASH").unwrap_or("").to_string(),
+        start_timestamp,
+        deploy_path: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.display().to_string()))
+            .unwrap_or_default(),
+        state: metapb::StoreState::Up as i32,
+        node_state: metapb::NodeState::Serving as i32,
+        ..Default::default()
+    }
+}

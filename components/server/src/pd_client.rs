@@ -1,0 +1,172 @@
+//! The store's client of PD: cluster id, ids, bootstrap, store registration,
+//! heartbeats.
+//!
+//! The channel reconnects by itself, so a PD restart costs the store only
+//! the requests made while PD was down; the heartbeat loops retry them.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use tikal_proto::metapb;
+use tikal_proto::pdpb::{self, pd_client::PdClient as PdGrpc};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Clone)]
+pub struct PdClient {
+    cluster_id: u64,
+    grpc: PdGrpc<Channel>,
+}
+
+/// Normalizes "host:port" or "http://host:port" to a URL.
+pub fn pd_url(endpoint: &str) -> String {
+    let e = endpoint.trim().trim_end_matches('/');
+    if e.starts_with("http://") || e.starts_with("https://") {
+        e.to_string()
+    } else {
+        format!("http://{e}")
+    }
+}
+
+impl PdClient {
+    /// Connects to the first endpoint that answers GetMembers, retrying
+    /// until `wait` has passed (PD may still be starting).
+    pub async fn connect(endpoints: &[String], wait: Duration) -> anyhow::Result<PdClient> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last_err = anyhow!("no PD endpoints given");
+        loop {
+            for e in endpoints {
+                match Self::try_connect(&pd_url(e)).await {
+                    Ok(c) => return Ok(c),
+                    Err(err) => last_err = err.context(format!("PD {e}")),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last_err.context("cannot reach PD"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn try_connect(url: &str) -> anyhow::Result<PdClient> {
+        let endpoint = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        let mut grpc = PdGrpc::new(endpoint.connect().await?);
+        let members = grpc
+            .get_members(pdpb::GetMembersRequest::default())
+            .await?
+            .into_inner();
+        let cluster_id = members.header.map(|h| h.cluster_id).unwrap_or_default();
+        if cluster_id == 0 {
+            bail!("PD returned no cluster id");
+        }
+        // Talk to the leader from now on; the lazy channel reconnects to it.
+        let leader_url = members
+            .leader
+            .and_then(|m| m.client_urls.into_iter().next())
+            .unwrap_or_else(|| url.to_string());
+        let channel = Endpoint::from_shared(leader_url)?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(PdClient {
+            cluster_id,
+            grpc: PdGrpc::new(channel),
+        })
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn header(&self) -> Option<pdpb::RequestHeader> {
+        Some(pdpb::RequestHeader {
+            cluster_id: self.cluster_id,
+            sender_id: 0,
+        })
+    }
+
+    pub fn grpc(&self) -> PdGrpc<Channel> {
+        self.grpc.clone()
+    }
+
+    pub async fn alloc_id(&self) -> anyhow::Result<u64> {
+        let resp = self
+            .grpc()
+            .alloc_id(pdpb::AllocIdRequest {
+                header: self.header(),
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.id)
+    }
+
+    pub async fn is_bootstrapped(&self) -> anyhow::Result<bool> {
+        let resp = self
+            .grpc()
+            .is_bootstrapped(pdpb::IsBootstrappedRequest {
+                header: self.header(),
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.bootstrapped)
+    }
+
+    /// Returns false if another store bootstrapped the cluster first.
+    pub async fn bootstrap(
+        &self,
+        store: metapb::Store,
+        region: metapb::Region,
+    ) -> anyhow::Result<bool> {
+        let resp = self
+            .grpc()
+            .bootstrap(pdpb::BootstrapRequest {
+                header: self.header(),
+                store: Some(store),
+                region: Some(region),
+            })
+            .await?
+            .into_inner();
+        match resp.header.as_ref().and_then(|h| h.error.as_ref()) {
+            Some(e) if e.r#type == pdpb::ErrorType::AlreadyBootstrapped as i32 => Ok(false),
+            _ => check(resp.header.as_ref()).map(|_| true),
+        }
+    }
+
+    pub async fn put_store(&self, store: metapb::Store) -> anyhow::Result<()> {
+        let resp = self
+            .grpc()
+            .put_store(pdpb::PutStoreRequest {
+                header: self.header(),
+                store: Some(store),
+            })
+            .await
+            .context("PutStore")?
+            .into_inner();
+        check(resp.header.as_ref())
+    }
+
+    pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> anyhow::Result<()> {
+        let resp = self
+            .grpc()
+            .store_heartbeat(pdpb::StoreHeartbeatRequest {
+                header: self.header(),
+                stats: Some(stats),
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())
+    }
+}
+
+/// Turns an error in a PD response header into an error.
+pub fn check(header: Option<&pdpb::ResponseHeader>) -> anyhow::Result<()> {
+    match header.and_then(|h| h.error.as_ref()) {
+        Some(e) if e.r#type != pdpb::ErrorType::Ok as i32 => Err(anyhow!("{}", e.message)),
+        _ => Ok(()),
+    }
+}

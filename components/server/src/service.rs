@@ -1,0 +1,263 @@
+//! `tikvpb.Tikv`: the gRPC edge of the store.
+//!
+//! Each handler unpacks the request, calls the storage layer, and maps its
+//! error once: region errors into `region_error` (clients refresh and
+//! retry), other failures into the response's `error` string, or, for
+//! responses without one, a gRPC `InvalidArgument` / `Internal` status.
+
+use tikal_proto::errorpb;
+use tikal_proto::kvrpcpb::*;
+use tikal_proto::tikvpb::tikv_server::Tikv;
+use tikal_storage::{RawStorage, StorageError};
+use tonic::{Request, Response, Status};
+
+use crate::metrics::GrpcTimer;
+
+pub struct TikvService {
+    raw: RawStorage,
+}
+
+impl TikvService {
+    pub fn new(raw: RawStorage) -> Self {
+        TikvService { raw }
+    }
+}
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+/// For responses with both `region_error` and `error` fields.
+fn error_fields(e: StorageError, timer: &mut GrpcTimer) -> (Option<errorpb::Error>, String) {
+    timer.fail();
+    match e {
+        StorageError::Region(r) => (Some(*r), String::new()),
+        other => (None, other.to_string()),
+    }
+}
+
+/// For responses with only a `region_error` field.
+fn region_error_or_status(
+    e: StorageError,
+    timer: &mut GrpcTimer,
+) -> Result<Option<errorpb::Error>, Status> {
+    timer.fail();
+    match e {
+        StorageError::Region(r) => Ok(Some(*r)),
+        StorageError::InvalidArgument(m) => Err(Status::invalid_argument(m)),
+        StorageError::Internal(m) => Err(Status::internal(m)),
+    }
+}
+
+#[tonic::async_trait]
+impl Tikv for TikvService {
+    async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
+        let mut t = GrpcTimer::new("raw_get");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawGetResponse::default();
+        match self.raw.get(&ctx, &req.cf, &req.key) {
+            Ok(Some(v)) => resp.value = v,
+            Ok(None) => resp.not_found = true,
+            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_batch_get(
+        &self,
+        req: Request<RawBatchGetRequest>,
+    ) -> GrpcResult<RawBatchGetResponse> {
+        let mut t = GrpcTimer::new("raw_batch_get");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawBatchGetResponse::default();
+        match self.raw.batch_get(&ctx, &req.cf, &req.keys) {
+            Ok(pairs) => resp.pairs = pairs,
+            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_put(&self, req: Request<RawPutRequest>) -> GrpcResult<RawPutResponse> {
+        let mut t = GrpcTimer::new("raw_put");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawPutResponse::default();
+        let result = self
+            .raw
+            .put(&ctx, &req.cf, req.key, &req.value, req.ttl)
+            .await;
+        if let Err(e) = result {
+            (resp.region_error, resp.error) = error_fields(e, &mut t);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_batch_put(
+        &self,
+        req: Request<RawBatchPutRequest>,
+    ) -> GrpcResult<RawBatchPutResponse> {
+        let mut t = GrpcTimer::new("raw_batch_put");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        #[allow(deprecated)]
+        let ttls = if req.ttls.is_empty() && req.ttl != 0 {
+            vec![req.ttl]
+        } else {
+            req.ttls
+        };
+        let mut resp = RawBatchPutResponse::default();
+        if let Err(e) = self.raw.batch_put(&ctx, &req.cf, req.pairs, &ttls).await {
+            (resp.region_error, resp.error) = error_fields(e, &mut t);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_delete(&self, req: Request<RawDeleteRequest>) -> GrpcResult<RawDeleteResponse> {
+        let mut t = GrpcTimer::new("raw_delete");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawDeleteResponse::default();
+        if let Err(e) = self.raw.delete(&ctx, &req.cf, req.key).await {
+            (resp.region_error, resp.error) = error_fields(e, &mut t);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_batch_delete(
+        &self,
+        req: Request<RawBatchDeleteRequest>,
+    ) -> GrpcResult<RawBatchDeleteResponse> {
+        let mut t = GrpcTimer::new("raw_batch_delete");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawBatchDeleteResponse::default();
+        if let Err(e) = self.raw.batch_delete(&ctx, &req.cf, req.keys).await {
+            (resp.region_error, resp.error) = error_fields(e, &mut t);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_scan(&self, req: Request<RawScanRequest>) -> GrpcResult<RawScanResponse> {
+        let mut t = GrpcTimer::new("raw_scan");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawScanResponse::default();
+        match self.raw.scan(
+            &ctx,
+            &req.cf,
+            &req.start_key,
+            &req.end_key,
+            req.limit,
+            req.key_only,
+            req.reverse,
+        ) {
+            Ok(kvs) => resp.kvs = kvs,
+            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_delete_range(
+        &self,
+        req: Request<RawDeleteRangeRequest>,
+    ) -> GrpcResult<RawDeleteRangeResponse> {
+        let mut t = GrpcTimer::new("raw_delete_range");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawDeleteRangeResponse::default();
+        let result = self
+            .raw
+            .delete_range(&ctx, &req.cf, req.start_key, req.end_key)
+            .await;
+        if let Err(e) = result {
+            (resp.region_error, resp.error) = error_fields(e, &mut t);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_batch_scan(
+        &self,
+        req: Request<RawBatchScanRequest>,
+    ) -> GrpcResult<RawBatchScanResponse> {
+        let mut t = GrpcTimer::new("raw_batch_scan");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawBatchScanResponse::default();
+        match self.raw.batch_scan(
+            &ctx,
+            &req.cf,
+            &req.ranges,
+            req.each_limit,
+            req.key_only,
+            req.reverse,
+        ) {
+            Ok(kvs) => resp.kvs = kvs,
+            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_get_key_ttl(
+        &self,
+        req: Request<RawGetKeyTtlRequest>,
+    ) -> GrpcResult<RawGetKeyTtlResponse> {
+        let mut t = GrpcTimer::new("raw_get_key_ttl");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawGetKeyTtlResponse::default();
+        match self.raw.get_key_ttl(&ctx, &req.cf, &req.key) {
+            Ok(Some(ttl)) => resp.ttl = ttl,
+            Ok(None) => resp.not_found = true,
+            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_compare_and_swap(
+        &self,
+        req: Request<RawCasRequest>,
+    ) -> GrpcResult<RawCasResponse> {
+        let mut t = GrpcTimer::new("raw_compare_and_swap");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let expected = (!req.previous_not_exist).then_some(req.previous_value);
+        let mut resp = RawCasResponse::default();
+        let result = self
+            .raw
+            .compare_and_swap(&ctx, &req.cf, req.key, &req.value, expected, req.ttl)
+            .await;
+        match result {
+            Ok(outcome) => {
+                resp.succeed = outcome.succeed;
+                resp.previous_not_exist = outcome.previous.is_none();
+                resp.previous_value = outcome.previous.unwrap_or_default();
+            }
+            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_checksum(
+        &self,
+        req: Request<RawChecksumRequest>,
+    ) -> GrpcResult<RawChecksumResponse> {
+        let mut t = GrpcTimer::new("raw_checksum");
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut resp = RawChecksumResponse::default();
+        if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
+            t.fail();
+            resp.error = format!("unknown checksum algorithm {}", req.algorithm);
+            return Ok(Response::new(resp));
+        }
+        match self.raw.checksum(&ctx, &req.ranges) {
+            Ok((checksum, kvs, bytes)) => {
+                resp.checksum = checksum;
+                resp.total_kvs = kvs;
+                resp.total_bytes = bytes;
+            }
+            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
+        }
+        Ok(Response::new(resp))
+    }
+}

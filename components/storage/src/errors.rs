@@ -1,0 +1,78 @@
+//! Storage errors and the one place raftstore errors become kvproto region
+//! errors.
+
+use tikal_proto::errorpb;
+use tikal_raftstore::RaftstoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The client must refresh its region cache and retry.
+    #[error("region error: {}", .0.message)]
+    Region(Box<errorpb::Error>),
+    /// The request itself is wrong; retrying it will not help.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The store failed internally.
+    #[error("storage: {0}")]
+    Internal(String),
+}
+
+impl StorageError {
+    pub fn invalid(msg: impl Into<String>) -> StorageError {
+        StorageError::InvalidArgument(msg.into())
+    }
+
+    pub fn region(e: errorpb::Error) -> StorageError {
+        StorageError::Region(Box::new(e))
+    }
+}
+
+impl From<RaftstoreError> for StorageError {
+    fn from(e: RaftstoreError) -> StorageError {
+        match e {
+            RaftstoreError::Engine(e) => StorageError::Internal(e.to_string()),
+            other => StorageError::region(region_error(&other)),
+        }
+    }
+}
+
+impl From<tikal_engine::EngineError> for StorageError {
+    fn from(e: tikal_engine::EngineError) -> StorageError {
+        StorageError::Internal(e.to_string())
+    }
+}
+
+/// Builds the region error a TiKV client expects for a raftstore failure.
+pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
+    let mut err = errorpb::Error {
+        message: e.to_string(),
+        ..Default::default()
+    };
+    match e {
+        RaftstoreError::RegionNotFound(region_id) => {
+            err.region_not_found = Some(errorpb::RegionNotFound {
+                region_id: *region_id,
+            })
+        }
+        RaftstoreError::NotLeader { region_id, leader } => {
+            err.not_leader = Some(errorpb::NotLeader {
+                region_id: *region_id,
+                leader: leader.clone(),
+            })
+        }
+        RaftstoreError::EpochNotMatch(region) => {
+            err.epoch_not_match = Some(errorpb::EpochNotMatch {
+                current_regions: vec![(**region).clone()],
+            })
+        }
+        RaftstoreError::StaleCommand => err.stale_command = Some(errorpb::StaleCommand {}),
+        RaftstoreError::StoreStopped => {
+            err.server_is_busy = Some(errorpb::ServerIsBusy {
+                reason: "store is stopping".into(),
+                ..Default::default()
+            })
+        }
+        RaftstoreError::Engine(_) => {}
+    }
+    err
+}

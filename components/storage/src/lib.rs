@@ -1,0 +1,24 @@
+//! Storage semantics on top of the Multi-Raft store: the Raw KV API.
+//!
+//! A request's life here: the server hands in a kvproto request; we check it
+//! against the region it names (exists on this store, this peer leads it, the
+//! epoch is current, every key lies inside it) and validate arguments. Reads
+//! then go straight to the KV engine. Writes become a [`RawCommand`]: a list
+//! of column-family puts and deletes (or one compare-and-swap) proposed to the
+//! region's Raft group; [`RawApplier`] performs it at apply time on every
+//! replica, so all replicas evaluate a CAS against the same state.
+//!
+//! Values carry their expiry: a value put with a TTL is stored as
+//! `user value | expire (u64 BE, Unix seconds) | 0x01`, one without as
+//! `user value | 0x00` (see [`value`]). Every read filters out expired values.
+
+mod command;
+mod errors;
+mod raw;
+pub mod value;
+
+pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};
+pub use errors::{region_error, StorageError};
+pub use raw::{RawStorage, StorageConfig, MAX_KEY_SIZE, RAFT_ENTRY_MAX_SIZE};
+
+pub type Result<T> = std::result::Result<T, StorageError>;

@@ -1,0 +1,590 @@
+//! The Raw KV API: requests checked against their region, reads from the KV
+//! engine, writes through Raft.
+
+use prost::Message;
+use tikal_engine::{KvEngine, CF_DEFAULT, DATA_CFS};
+use tikal_proto::{errorpb, kvrpcpb};
+use tikal_raftstore::{RegionView, Router};
+
+use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
+use crate::value;
+use crate::{Result, StorageError};
+
+/// Largest key accepted (TiKV's `storage.max-key-size` default).
+pub const MAX_KEY_SIZE: usize = 8 * 1024;
+/// Largest Raft entry a write may become (TiKV's `raft-entry-max-size`).
+pub const RAFT_ENTRY_MAX_SIZE: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// 1 or 2, as `[storage] api-version`.
+    pub api_version: u8,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { api_version: 1 }
+    }
+}
+
+#[derive(Clone)]
+pub struct RawStorage {
+    store_id: u64,
+    cfg: StorageConfig,
+    engine: KvEngine,
+    router: Router,
+}
+
+/// A scan's key range after checking it against the region: `[lower, upper)`
+/// with an empty `upper` meaning unbounded.
+struct Bounds {
+    lower: Vec<u8>,
+    upper: Vec<u8>,
+}
+
+impl RawStorage {
+    pub fn new(store_id: u64, cfg: StorageConfig, engine: KvEngine, router: Router) -> Self {
+        RawStorage {
+            store_id,
+            cfg,
+            engine,
+            router,
+        }
+    }
+
+    // ---- reads ----
+
+    pub fn get(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = cf_name(cf)?;
+        check_key(key)?;
+        self.check_region(ctx, [key])?;
+        self.read_live(cf, key, value::now_secs())
+    }
+
+    pub fn batch_get(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<kvrpcpb::KvPair>> {
+        let cf = cf_name(cf)?;
+        for k in keys {
+            check_key(k)?;
+        }
+        self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let now = value::now_secs();
+        let mut pairs = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(v) = self.read_live(cf, key, now)? {
+                pairs.push(kv_pair(key.clone(), v));
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// Seconds left to live: Some(0) for no TTL, None if absent or expired.
+    pub fn get_key_ttl(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
+        let cf = cf_name(cf)?;
+        check_key(key)?;
+        self.check_region(ctx, [key])?;
+        let now = value::now_secs();
+        let Some(raw) = self.engine.get(cf, key)? else {
+            return Ok(None);
+        };
+        let stored = decode_stored(&raw)?;
+        Ok(match stored.expire_at {
+            None => Some(0),
+            Some(at) if at > now => Some(at - now),
+            Some(_) => None,
+        })
+    }
+
+    /// Forward: `[start, end)`. Reverse: from just below `start` (empty =
+    /// the region's end) down to `end` inclusive, as TiKV defines it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        key_only: bool,
+        reverse: bool,
+    ) -> Result<Vec<kvrpcpb::KvPair>> {
+        let cf = cf_name(cf)?;
+        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let bounds = scan_bounds(&view, start, end, reverse, true)?;
+        self.scan_bounds(cf, &bounds, limit, key_only, reverse)
+    }
+
+    pub fn batch_scan(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        ranges: &[kvrpcpb::KeyRange],
+        each_limit: u32,
+        key_only: bool,
+        reverse: bool,
+    ) -> Result<Vec<kvrpcpb::KvPair>> {
+        let cf = cf_name(cf)?;
+        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let mut out = vec![];
+        for r in ranges {
+            let bounds = scan_bounds(&view, &r.start_key, &r.end_key, reverse, false)?;
+            out.extend(self.scan_bounds(cf, &bounds, each_limit, key_only, reverse)?);
+        }
+        Ok(out)
+    }
+
+    /// CRC64-XOR over live pairs in `ranges`, with pair and byte counts, as
+    /// TiKV computes it: each pair's digest is crc64(key ++ value), and the
+    /// digests are XORed, so order does not matter.
+    pub fn checksum(
+        &self,
+        ctx: &kvrpcpb::Context,
+        ranges: &[kvrpcpb::KeyRange],
+    ) -> Result<(u64, u64, u64)> {
+        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let now = value::now_secs();
+        let (mut checksum, mut kvs, mut bytes) = (0u64, 0u64, 0u64);
+        for r in ranges {
+            let b = scan_bounds(&view, &r.start_key, &r.end_key, false, false)?;
+            let mut corrupt = false;
+            self.engine
+                .scan(CF_DEFAULT, &b.lower, &b.upper, false, |k, raw| {
+                    match value::decode(raw) {
+                        Some(s) if s.is_live(now) => {
+                            let mut digest = crc64fast::Digest::new();
+                            digest.write(k);
+                            digest.write(s.value);
+                            checksum ^= digest.sum64();
+                            kvs += 1;
+                            bytes += (k.len() + s.value.len()) as u64;
+                        }
+                        Some(_) => {}
+                        None => corrupt = true,
+                    }
+                    !corrupt
+                })?;
+            if corrupt {
+                return Err(StorageError::Internal("corrupted raw value".into()));
+            }
+        }
+        Ok((checksum, kvs, bytes))
+    }
+
+    // ---- writes ----
+
+    pub async fn put(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        key: Vec<u8>,
+        value: &[u8],
+        ttl: u64,
+    ) -> Result<()> {
+        let cf = cf_name(cf)?;
+        check_key(&key)?;
+        self.check_region(ctx, [key.as_slice()])?;
+        let now = value::now_secs();
+        let op = RawOp::put(cf, key, value::encode(value, ttl, now));
+        self.propose(ctx, vec![op], now).await.map(|_| ())
+    }
+
+    pub async fn batch_put(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        pairs: Vec<kvrpcpb::KvPair>,
+        ttls: &[u64],
+    ) -> Result<()> {
+        let cf = cf_name(cf)?;
+        if ttls.len() > 1 && ttls.len() != pairs.len() {
+            return Err(StorageError::invalid(format!(
+                "ttls has {} entries for {} pairs",
+                ttls.len(),
+                pairs.len()
+            )));
+        }
+        for p in &pairs {
+            check_key(&p.key)?;
+        }
+        self.check_region(ctx, pairs.iter().map(|p| p.key.as_slice()))?;
+        let now = value::now_secs();
+        let ops = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ttl = ttls.get(i).or(ttls.first()).copied().unwrap_or(0);
+                RawOp::put(cf, p.key, value::encode(&p.value, ttl, now))
+            })
+            .collect();
+        self.propose(ctx, ops, now).await.map(|_| ())
+    }
+
+    pub async fn delete(&self, ctx: &kvrpcpb::Context, cf: &str, key: Vec<u8>) -> Result<()> {
+        let cf = cf_name(cf)?;
+        check_key(&key)?;
+        self.check_region(ctx, [key.as_slice()])?;
+        let now = value::now_secs();
+        self.propose(ctx, vec![RawOp::delete(cf, key)], now)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn batch_delete(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let cf = cf_name(cf)?;
+        for k in &keys {
+            check_key(k)?;
+        }
+        self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let ops = keys.into_iter().map(|k| RawOp::delete(cf, k)).collect();
+        self.propose(ctx, ops, value::now_secs()).await.map(|_| ())
+    }
+
+    pub async fn delete_range(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<()> {
+        let cf = cf_name(cf)?;
+        if !end.is_empty() && start > end {
+            return Err(StorageError::invalid(format!(
+                "start key {} is after end key {}",
+                hex(&start),
+                hex(&end)
+            )));
+        }
+        let view = self.check_region(ctx, [start.as_slice()])?;
+        let region_end = &view.region.end_key;
+        if !region_end.is_empty() && (end.is_empty() || end > *region_end) {
+            return Err(key_not_in_region(&view, &end));
+        }
+        let op = RawOp::delete_range(cf, start, end);
+        self.propose(ctx, vec![op], value::now_secs())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn compare_and_swap(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        key: Vec<u8>,
+        value: &[u8],
+        expected: Option<Vec<u8>>,
+        ttl: u64,
+    ) -> Result<CasOutcome> {
+        let cf = cf_name(cf)?;
+        check_key(&key)?;
+        self.check_region(ctx, [key.as_slice()])?;
+        let now = value::now_secs();
+        let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
+        self.propose(ctx, vec![op], now)
+            .await?
+            .ok_or_else(|| StorageError::Internal("compare-and-swap produced no outcome".into()))
+    }
+
+    // ---- helpers ----
+
+    async fn propose(
+        &self,
+        ctx: &kvrpcpb::Context,
+        ops: Vec<RawOp>,
+        now: u64,
+    ) -> Result<Option<CasOutcome>> {
+        let cmd = RawCommand { ops, now }.encode_to_vec();
+        if cmd.len() > RAFT_ENTRY_MAX_SIZE {
+            return Err(StorageError::region(errorpb::Error {
+                message: format!(
+                    "raft entry is too large: {} bytes, limit {RAFT_ENTRY_MAX_SIZE}",
+                    cmd.len()
+                ),
+                raft_entry_too_large: Some(errorpb::RaftEntryTooLarge {
+                    region_id: ctx.region_id,
+                    entry_size: cmd.len() as u64,
+                }),
+                ..Default::default()
+            }));
+        }
+        let output = self
+            .router
+            .propose(ctx.region_id, ctx.region_epoch.clone(), cmd)
+            .await?;
+        match output.downcast::<RawApplyResult>() {
+            Ok(result) => (*result).map_err(StorageError::Internal),
+            Err(_) => Err(StorageError::Internal("unexpected apply output".into())),
+        }
+    }
+
+    fn read_live(&self, cf: &str, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
+        let Some(raw) = self.engine.get(cf, key)? else {
+            return Ok(None);
+        };
+        let stored = decode_stored(&raw)?;
+        Ok(stored.is_live(now).then(|| stored.value.to_vec()))
+    }
+
+    fn scan_bounds(
+        &self,
+        cf: &str,
+        b: &Bounds,
+        limit: u32,
+        key_only: bool,
+        reverse: bool,
+    ) -> Result<Vec<kvrpcpb::KvPair>> {
+        let now = value::now_secs();
+        let mut out = vec![];
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut corrupt = false;
+        self.engine
+            .scan(cf, &b.lower, &b.upper, reverse, |k, raw| {
+                match value::decode(raw) {
+                    Some(s) if s.is_live(now) => {
+                        let v = if key_only { vec![] } else { s.value.to_vec() };
+                        out.push(kv_pair(k.to_vec(), v));
+                    }
+                    Some(_) => {}
+                    None => corrupt = true,
+                }
+                !corrupt && out.len() < limit as usize
+            })?;
+        if corrupt {
+            return Err(StorageError::Internal("corrupted raw value".into()));
+        }
+        Ok(out)
+    }
+
+    /// Checks that this store leads the request's region at the epoch the
+    /// client knows, and that every key lies in the region.
+    fn check_region<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<RegionView> {
+        let api = if ctx.api_version == kvrpcpb::ApiVersion::V2 as i32 {
+            2
+        } else {
+            1
+        };
+        if api != self.cfg.api_version {
+            return Err(StorageError::invalid(format!(
+                "API version mismatch: request uses V{api}, storage is V{}",
+                self.cfg.api_version
+            )));
+        }
+        let view = self.router.region_view(ctx.region_id).ok_or(
+            tikal_raftstore::RaftstoreError::RegionNotFound(ctx.region_id),
+        )?;
+        if let Some(peer) = &ctx.peer {
+            if peer.store_id != 0 && peer.store_id != self.store_id {
+                return Err(StorageError::region(errorpb::Error {
+                    message: format!(
+                        "store not match: request for store {}, this is store {}",
+                        peer.store_id, self.store_id
+                    ),
+                    store_not_match: Some(errorpb::StoreNotMatch {
+                        request_store_id: peer.store_id,
+                        actual_store_id: self.store_id,
+                    }),
+                    ..Default::default()
+                }));
+            }
+        }
+        if !view.is_leader {
+            return Err(tikal_raftstore::RaftstoreError::NotLeader {
+                region_id: view.region.id,
+                leader: view.leader.clone(),
+            }
+            .into());
+        }
+        if let Some(epoch) = &ctx.region_epoch {
+            let current = view.region.region_epoch.clone().unwrap_or_default();
+            if epoch.version != current.version {
+                return Err(tikal_raftstore::RaftstoreError::EpochNotMatch(Box::new(
+                    view.region.clone(),
+                ))
+                .into());
+            }
+        }
+        for key in keys {
+            if !in_region(&view, key) {
+                return Err(key_not_in_region(&view, key));
+            }
+        }
+        Ok(view)
+    }
+}
+
+fn in_region(view: &RegionView, key: &[u8]) -> bool {
+    let r = &view.region;
+    key >= r.start_key.as_slice() && (r.end_key.is_empty() || key < r.end_key.as_slice())
+}
+
+fn key_not_in_region(view: &RegionView, key: &[u8]) -> StorageError {
+    let r = &view.region;
+    StorageError::region(errorpb::Error {
+        message: format!("key {} is not in region {}", hex(key), r.id),
+        key_not_in_region: Some(errorpb::KeyNotInRegion {
+            key: key.to_vec(),
+            region_id: r.id,
+            start_key: r.start_key.clone(),
+            end_key: r.end_key.clone(),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Resolves a scan request's keys to bounds inside the region. `strict`
+/// (RawScan) requires the scan's first key to be in the region; batch scans
+/// and checksums clip each range to the region instead.
+fn scan_bounds(
+    view: &RegionView,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    strict: bool,
+) -> Result<Bounds> {
+    let r = &view.region;
+    // (lower, upper) as the client meant them, before clipping.
+    let (lower, upper) = if reverse { (end, start) } else { (start, end) };
+    if !upper.is_empty() && lower > upper {
+        return Err(StorageError::invalid(format!(
+            "start key {} is after end key {}",
+            hex(start),
+            hex(end)
+        )));
+    }
+    if strict {
+        let first_ok = if reverse {
+            // The scan starts just below `upper`; it must be in the region.
+            upper.is_empty() && r.end_key.is_empty()
+                || !upper.is_empty()
+                    && upper > r.start_key.as_slice()
+                    && (r.end_key.is_empty() || upper <= r.end_key.as_slice())
+        } else {
+            in_region(view, lower)
+        };
+        if !first_ok {
+            return Err(key_not_in_region(view, if reverse { upper } else { lower }));
+        }
+    }
+    let lower = lower.max(r.start_key.as_slice()).to_vec();
+    let upper = match (upper.is_empty(), r.end_key.is_empty()) {
+        (true, _) => r.end_key.clone(),
+        (false, true) => upper.to_vec(),
+        (false, false) => upper.min(r.end_key.as_slice()).to_vec(),
+    };
+    Ok(Bounds { lower, upper })
+}
+
+fn cf_name(cf: &str) -> Result<&'static str> {
+    if cf.is_empty() {
+        return Ok(CF_DEFAULT);
+    }
+    DATA_CFS
+        .iter()
+        .find(|c| **c == cf)
+        .copied()
+        .ok_or_else(|| StorageError::invalid(format!("invalid column family {cf:?}")))
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(StorageError::invalid("key must not be empty"));
+    }
+    if key.len() > MAX_KEY_SIZE {
+        return Err(StorageError::invalid(format!(
+            "key is too large: {} bytes, limit {MAX_KEY_SIZE}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn decode_stored(raw: &[u8]) -> Result<value::Stored<'_>> {
+    value::decode(raw).ok_or_else(|| StorageError::Internal("corrupted raw value".into()))
+}
+
+fn kv_pair(key: Vec<u8>, value: Vec<u8>) -> kvrpcpb::KvPair {
+    kvrpcpb::KvPair {
+        key,
+        value,
+        ..Default::default()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikal_proto::metapb;
+
+    fn view(start: &[u8], end: &[u8]) -> RegionView {
+        RegionView {
+            region: metapb::Region {
+                id: 1,
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+                ..Default::default()
+            },
+            leader: None,
+            is_leader: true,
+            term: 1,
+        }
+    }
+
+    #[test]
+    fn scan_bounds_clip_to_region_and_reject_inverted_ranges() {
+        let v = view(b"b", b"m");
+        let b = scan_bounds(&v, b"c", b"", false, true).unwrap();
+        assert_eq!(
+            (b.lower.as_slice(), b.upper.as_slice()),
+            (&b"c"[..], &b"m"[..])
+        );
+        assert!(matches!(
+            scan_bounds(&v, b"a", b"c", false, true),
+            Err(StorageError::Region(_))
+        ));
+        let b = scan_bounds(&v, b"a", b"z", false, false).unwrap();
+        assert_eq!(
+            (b.lower.as_slice(), b.upper.as_slice()),
+            (&b"b"[..], &b"m"[..])
+        );
+        assert!(matches!(
+            scan_bounds(&v, b"d", b"c", false, true),
+            Err(StorageError::InvalidArgument(_))
+        ));
+        // Reverse: start is the exclusive upper bound, end the lower bound.
+        let b = scan_bounds(&v, b"k", b"c", true, true).unwrap();
+        assert_eq!(
+            (b.lower.as_slice(), b.upper.as_slice()),
+            (&b"c"[..], &b"k"[..])
+        );
+        assert!(matches!(
+            scan_bounds(&v, b"c", b"k", true, true),
+            Err(StorageError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn column_family_names_are_validated() {
+        assert_eq!(cf_name("").unwrap(), "default");
+        assert_eq!(cf_name("write").unwrap(), "write");
+        assert!(cf_name("raft").is_err());
+        assert!(cf_name("bogus").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The `tikal` command's subcommands, and the local-cluster harness shared
+//! by `tikal playground` and the end-to-end tests.
+//!
+//! * [`local_cluster`] — start/stop/kill real PD and store processes;
+//! * [`playground`] — `tikal playground`: a local cluster until Ctrl-C;
+//! * [`bench`] — `tikal bench`: throughput and latency through the official
+//!   TiKV client.
+
+pub mod bench;
+pub mod local_cluster;
+pub mod playground;

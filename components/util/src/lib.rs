@@ -1,0 +1,112 @@
+//! Small helpers shared by the servers and tools: configuration parsing and
+//! logging setup. Nothing here knows about TiKV or PD.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+/// Parses TOML, collecting the dotted paths of keys the target type does not
+/// know so callers can report them instead of silently ignoring them.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<(T, Vec<String>)> {
+    let mut unknown = vec![];
+    let de = toml::Deserializer::new(text);
+    let cfg = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))?;
+    Ok((cfg, unknown))
+}
+
+/// Reads and parses a TOML config file; see [`parse_toml`].
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<(T, Vec<String>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    parse_toml(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// Parses TiKV/PD-style durations: "100ms", "10s", "1.5s", "30m", "1h".
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("invalid duration {s:?}: unit must be ms, s, m or h"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Logs to `log_file` (appending) or, when empty, to stderr. The level comes
+/// from `RUST_LOG` (default `info`).
+pub fn init_logging(log_file: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    if log_file.is_empty() {
+        builder.with_writer(std::io::stderr).init();
+    } else {
+        if let Some(dir) = Path::new(log_file).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("cannot open log file {log_file}"))?;
+        builder.with_writer(std::sync::Mutex::new(file)).init();
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_tikv() {
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct C {
+            a: u32,
+        }
+        let (c, unknown): (C, _) = parse_toml("a = 3\nb = 4\n[x]\ny = 1\n").unwrap();
+        assert_eq!(c.a, 3);
+        assert_eq!(unknown, vec!["b".to_string(), "x".to_string()]);
+    }
+}

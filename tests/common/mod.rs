@@ -1,0 +1,92 @@
+//! The one test-cluster harness: real `pd-server` / `tikv-server` processes
+//! on free loopback ports, in a temporary directory removed afterwards.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tikal_tools::local_cluster::{ClusterSpec, LocalCluster};
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    // Dropped after `cluster`, so processes are dead before files go.
+    _dir: tempfile::TempDir,
+}
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pd-server"))
+        .parent()
+        .expect("binary has a parent directory")
+        .to_path_buf()
+}
+
+impl TestCluster {
+    pub async fn start(stores: usize) -> TestCluster {
+        Self::start_with_config(stores, "").await
+    }
+
+    pub async fn start_with_config(stores: usize, store_config: &str) -> TestCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("tikal-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
+        spec.store_config = store_config.to_string();
+        let cluster = match LocalCluster::start(spec, READY_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e:#}\n{}", dump_logs(dir.path())),
+        };
+        TestCluster { cluster, _dir: dir }
+    }
+
+    pub fn pd(&self) -> String {
+        self.cluster.pd_addr.clone()
+    }
+
+    pub async fn raw_client(&self) -> tikv_client::RawClient {
+        tikv_client::RawClient::new(vec![self.pd()])
+            .await
+            .expect("RawClient connects to PD")
+    }
+
+    pub fn logs(&self) -> String {
+        dump_logs(&self.cluster.spec.data_dir)
+    }
+}
+
+/// Every log file's tail, for failure messages.
+pub fn dump_logs(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join("logs")) {
+        for e in entries.flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("==== {} ====\n", e.path().display()));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
