@@ -51,6 +51,13 @@ impl TestCluster {
             .expect("RawClient connects to PD")
     }
 
+    /// Waits until the cluster serves again; on timeout fails with the logs.
+    pub async fn wait_ready(&self) {
+        if let Err(e) = self.cluster.wait_ready(READY_TIMEOUT).await {
+            panic!("{e:#}\n{}", self.logs());
+        }
+    }
+
     pub fn logs(&self) -> String {
         dump_logs(&self.cluster.spec.data_dir)
     }

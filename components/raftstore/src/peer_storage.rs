@@ -34,7 +34,10 @@ impl PeerStorage {
         log: Arc<RaftLogEngine>,
         apply: ApplyState,
     ) -> crate::Result<PeerStorage> {
-        let hard_state = log.hard_state(region.id)?.unwrap_or_default();
+        let mut hard_state = log.hard_state(region.id)?.unwrap_or_default();
+        // The commit index is persisted lazily (it is only a hint), so after
+        // a crash it may trail what was applied. Applied implies committed.
+        hard_state.commit = hard_state.commit.max(apply.applied_index);
         let last_index = log
             .last_index(region.id)
             .unwrap_or(apply.truncated_index)

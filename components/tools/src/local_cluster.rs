@@ -192,6 +192,13 @@ impl LocalCluster {
         }
     }
 
+    /// SIGTERM and wait, as an operator's clean stop.
+    pub async fn stop_store(&mut self, i: usize) {
+        if let Some(n) = self.stores.get_mut(i) {
+            terminate(n, Duration::from_secs(10)).await;
+        }
+    }
+
     /// Points store `i` at a fresh, empty data directory (for the next start).
     pub fn wipe_store_data(&mut self, i: usize) -> anyhow::Result<()> {
         let dir = self.spec.data_dir.join(format!("tikv-{i}"));
@@ -255,8 +262,8 @@ impl LocalCluster {
         }
     }
 
-    /// Waits until every running store is Up in PD and every region has a
-    /// leader that PD knows.
+    /// Waits until every running store is Up in PD, every region has a
+    /// leader that PD knows, and the running stores say they lead them all.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let running = self.stores.iter().filter(|n| n.child.is_some()).count();
@@ -295,6 +302,20 @@ impl LocalCluster {
         }
         if let Some(r) = regions.iter().find(|r| r["leader"].is_null()) {
             bail!("region {} has no leader yet", r["id"]);
+        }
+        // PD may remember a leader from before a restart: ask the stores
+        // themselves, through their status servers, what they lead now.
+        let mut leaders = 0;
+        for (node, status) in self.stores.iter().zip(&self.status_addrs) {
+            if node.child.is_none() {
+                continue;
+            }
+            let url = format!("http://{status}/status");
+            let s: Value = self.http.get(&url).send().await?.json().await?;
+            leaders += s["leader_count"].as_u64().unwrap_or(0) as usize;
+        }
+        if leaders < regions.len() {
+            bail!("stores lead {leaders} of {} regions", regions.len());
         }
         Ok(())
     }

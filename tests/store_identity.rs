@@ -1,0 +1,79 @@
+//! A store keeps its identity across restarts; a wiped store on a known
+//! address is refused with upstream's "duplicated store address" error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestCluster;
+
+async fn store_ids(t: &TestCluster) -> Vec<u64> {
+    let stores = t.cluster.http_get("/pd/api/v1/stores").await.unwrap();
+    stores["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["store"]["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_on_same_data_dir_keeps_store_id_and_data() {
+    let mut t = TestCluster::start(1).await;
+    let ids = store_ids(&t).await;
+    assert_eq!(ids.len(), 1);
+    t.raw_client()
+        .await
+        .put("identity".to_owned(), "kept".to_owned())
+        .await
+        .unwrap();
+
+    t.cluster.stop_store(0).await;
+    t.cluster.start_store(0).unwrap();
+    t.wait_ready().await;
+
+    assert_eq!(
+        store_ids(&t).await,
+        ids,
+        "restart must not register a new store"
+    );
+    let got = t
+        .raw_client()
+        .await
+        .get("identity".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(b"kept".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wiped_store_on_known_address_fails_fast_with_duplicated_address() {
+    let mut t = TestCluster::start(1).await;
+    let old_id = store_ids(&t).await[0];
+    t.cluster.kill_store(0);
+    t.cluster.wipe_store_data(0).unwrap();
+    t.cluster.start_store(0).unwrap();
+    let status = t
+        .cluster
+        .wait_store_exit(0, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(!status.success(), "store must refuse to start");
+    let stderr_path = t.cluster.spec.data_dir.join("logs").join("tikv-0.stderr");
+    let stderr = std::fs::read_to_string(stderr_path).unwrap();
+    assert!(
+        stderr.contains("duplicated store address"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("already registered by id:{old_id}")),
+        "{stderr}"
+    );
+    let new_id = store_ids(&t).await;
+    assert_eq!(new_id, vec![old_id], "PD must not register the duplicate");
+    // The error names the new id too.
+    assert!(
+        stderr.contains("duplicated store address: id:"),
+        "stderr: {stderr}"
+    );
+}
