@@ -1,4 +1,5 @@
-//! Generates Rust types and tonic client/server stubs from `proto/*.proto`.
+//! Generates Rust types and tonic client/server stubs from `proto/*.proto`,
+//! using our codec (`src/codec.rs`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
@@ -19,5 +20,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile(&paths, &[dir.to_string()])?;
+    // tonic-build 0.10 hard-codes tonic's prost codec; point the generated
+    // services and clients at ours (see src/codec.rs).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    for entry in std::fs::read_dir(&out)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let code = std::fs::read_to_string(&path)?;
+            let code = code.replace("tonic::codec::ProstCodec", "crate::codec::StrictProstCodec");
+            std::fs::write(&path, code)?;
+        }
+    }
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! The `.proto` sources live in the repository's `proto/` directory and are
 //! ours, written to match kvproto's package, message, field and method names
 //! and numbers exactly, so unmodified TiKV clients interoperate. This crate is
-//! the bottom of the dependency graph: it holds no logic.
+//! the bottom of the dependency graph: it holds no logic beyond the codec
+//! ([`codec`]) that maps undecodable requests to `InvalidArgument`.
 #![allow(clippy::all, missing_docs)]
+
+pub mod codec;
 
 pub mod metapb {
     tonic::include_proto!("metapb");

@@ -1,0 +1,354 @@
+//! Bad input gets a clear error and the server keeps serving; region errors
+//! are filled in as TiKV clients expect; RawChecksum matches TiKV's
+//! definition. These speak gRPC directly (our generated client), because
+//! the official client validates some input itself and has no RawChecksum.
+
+mod common;
+
+use bytes::{Buf, BufMut};
+use common::TestCluster;
+use tikal_proto::kvrpcpb::*;
+use tikal_proto::metapb;
+use tikal_proto::pdpb::{self, pd_client::PdClient};
+use tikal_proto::tikvpb::tikv_client::TikvClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Direct {
+    tikv: TikvClient<Channel>,
+    ctx: Context,
+    channel: Channel,
+}
+
+/// Connects to the store leading the (only) region, with a valid Context.
+async fn direct(t: &TestCluster) -> Direct {
+    let mut pd = PdClient::connect(format!("http://{}", t.pd()))
+        .await
+        .unwrap();
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let header = Some(pdpb::RequestHeader {
+        cluster_id: members.header.unwrap().cluster_id,
+        sender_id: 0,
+    });
+    let region = pd
+        .get_region(pdpb::GetRegionRequest {
+            header: header.clone(),
+            region_key: b"any".to_vec(),
+            need_buckets: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let leader = region.leader.unwrap();
+    let region = region.region.unwrap();
+    let store = pd
+        .get_store(pdpb::GetStoreRequest {
+            header,
+            store_id: leader.store_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .store
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", store.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tikv = TikvClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let ctx = Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch.clone(),
+        peer: Some(leader),
+        ..Default::default()
+    };
+    Direct { tikv, ctx, channel }
+}
+
+impl Direct {
+    fn put(&self, key: &[u8], value: &[u8], cf: &str) -> RawPutRequest {
+        RawPutRequest {
+            context: Some(self.ctx.clone()),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            cf: cf.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn put_error(&mut self, req: RawPutRequest) -> RawPutResponse {
+        self.tikv.raw_put(req).await.unwrap().into_inner()
+    }
+
+    async fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let resp = self
+            .tikv
+            .raw_get(RawGetRequest {
+                context: Some(self.ctx.clone()),
+                key: key.to_vec(),
+                cf: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            resp.region_error.is_none() && resp.error.is_empty(),
+            "{resp:?}"
+        );
+        (!resp.not_found).then_some(resp.value)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_requests_get_clear_errors_and_touch_nothing() {
+    let t = TestCluster::start(1).await;
+    let mut d = direct(&t).await;
+    let ok = d.put_error(d.put(b"keep", b"me", "")).await;
+    assert!(ok.error.is_empty() && ok.region_error.is_none(), "{ok:?}");
+
+    let r = d.put_error(d.put(b"", b"v", "")).await;
+    assert!(r.error.contains("key must not be empty"), "{r:?}");
+
+    let r = d
+        .put_error(d.put(&vec![b'k'; 8 * 1024 + 1], b"v", ""))
+        .await;
+    assert!(r.error.contains("key is too large"), "{r:?}");
+
+    let r = d.put_error(d.put(b"big", &vec![0u8; 9 << 20], "")).await;
+    let too_large = r.region_error.and_then(|e| e.raft_entry_too_large);
+    assert!(too_large.is_some_and(|e| e.entry_size > 8 << 20));
+
+    let r = d.put_error(d.put(b"k", b"v", "raft")).await;
+    assert!(r.error.contains("invalid column family"), "{r:?}");
+
+    let r = d
+        .tikv
+        .raw_batch_put(RawBatchPutRequest {
+            context: Some(d.ctx.clone()),
+            pairs: vec![
+                KvPair {
+                    key: b"a".to_vec(),
+                    ..Default::default()
+                },
+                KvPair {
+                    key: b"b".to_vec(),
+                    ..Default::default()
+                },
+            ],
+            ttls: vec![1, 2, 3],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.error.contains("ttls has 3 entries for 2 pairs"), "{r:?}");
+
+    let status = d
+        .tikv
+        .raw_scan(RawScanRequest {
+            context: Some(d.ctx.clone()),
+            start_key: b"z".to_vec(),
+            end_key: b"a".to_vec(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("is after end key"), "{status:?}");
+
+    let r = d
+        .tikv
+        .raw_delete_range(RawDeleteRangeRequest {
+            context: Some(d.ctx.clone()),
+            start_key: b"z".to_vec(),
+            end_key: b"a".to_vec(),
+            cf: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.error.contains("is after end key"), "{r:?}");
+
+    let status = d
+        .tikv
+        .raw_batch_get(RawBatchGetRequest {
+            context: Some(d.ctx.clone()),
+            keys: vec![b"keep".to_vec(), vec![]],
+            cf: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // Not protobuf at all: field 2 (key, bytes) sent as a varint, then junk.
+    let status = raw_call(
+        &d.channel,
+        "/tikvpb.Tikv/RawPut",
+        vec![0x10, 0xff, 0xff, 0x07, 0x0a],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // The server still serves, and nothing above wrote anything.
+    assert_eq!(d.get(b"keep").await, Some(b"me".to_vec()));
+    for k in [&b"big"[..], b"k", b"a", b"b"] {
+        assert_eq!(d.get(k).await, None, "{:?} must not exist", k);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn region_errors_name_the_current_region() {
+    let t = TestCluster::start(1).await;
+    let mut d = direct(&t).await;
+
+    let mut req = d.put(b"k", b"v", "");
+    req.context.as_mut().unwrap().region_id = 987_654;
+    let r = d.put_error(req).await;
+    let e = r.region_error.expect("region error");
+    assert_eq!(e.region_not_found.unwrap().region_id, 987_654);
+
+    let mut req = d.put(b"k", b"v", "");
+    req.context.as_mut().unwrap().region_epoch = Some(metapb::RegionEpoch {
+        conf_ver: 1,
+        version: 999,
+    });
+    let e = d.put_error(req).await.region_error.expect("region error");
+    let current = e.epoch_not_match.expect("epoch not match").current_regions;
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].id, d.ctx.region_id);
+    assert_eq!(current[0].region_epoch, d.ctx.region_epoch);
+
+    let mut req = d.put(b"k", b"v", "");
+    req.context
+        .as_mut()
+        .unwrap()
+        .peer
+        .as_mut()
+        .unwrap()
+        .store_id = 4242;
+    let e = d.put_error(req).await.region_error.expect("region error");
+    assert_eq!(e.store_not_match.unwrap().request_store_id, 4242);
+
+    // None of these wrote.
+    assert_eq!(d.get(b"k").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_checksum_is_crc64_xor_over_the_range() {
+    let t = TestCluster::start(1).await;
+    let client = t.raw_client().await;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+        .map(|i| {
+            (
+                format!("c{i:03}").into_bytes(),
+                format!("value-{i}").into_bytes(),
+            )
+        })
+        .collect();
+    client.batch_put(pairs.clone()).await.unwrap();
+    client
+        .put("d-outside".to_owned(), "x".to_owned())
+        .await
+        .unwrap();
+
+    let in_range: Vec<_> = pairs
+        .iter()
+        .filter(|(k, _)| k.as_slice() < &b"c040"[..])
+        .collect();
+    let (mut checksum, mut bytes) = (0u64, 0u64);
+    for (k, v) in &in_range {
+        let mut digest = crc64fast::Digest::new();
+        digest.write(k);
+        digest.write(v);
+        checksum ^= digest.sum64();
+        bytes += (k.len() + v.len()) as u64;
+    }
+
+    let mut d = direct(&t).await;
+    let r = d
+        .tikv
+        .raw_checksum(RawChecksumRequest {
+            context: Some(d.ctx.clone()),
+            algorithm: ChecksumAlgorithm::Crc64Xor as i32,
+            ranges: vec![KeyRange {
+                start_key: b"c".to_vec(),
+                end_key: b"c040".to_vec(),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.error.is_empty() && r.region_error.is_none(), "{r:?}");
+    assert_eq!(r.total_kvs, in_range.len() as u64);
+    assert_eq!(r.total_bytes, bytes);
+    assert_eq!(r.checksum, checksum);
+}
+
+/// Sends `body` as the raw protobuf payload of a unary call.
+async fn raw_call(
+    channel: &Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(body), path, BytesCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[derive(Default)]
+struct BytesCodec;
+
+impl tonic::codec::Codec for BytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+
+    fn encoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+
+    fn decoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+}
+
+impl tonic::codec::Encoder for BytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for BytesCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0; buf.remaining()];
+        buf.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,285 @@
+//! PD's gRPC and HTTP APIs, and the store's status server, as seen from
+//! outside. (The official client exercises GetMembers, Tso, GetRegion and
+//! GetStore in every other test; here the rest are driven directly.)
+
+mod common;
+
+use common::TestCluster;
+use tikal_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
+use tikal_proto::pdpb::{self, pd_client::PdClient};
+use tonic::transport::Channel;
+
+async fn pd_client(t: &TestCluster) -> (PdClient<Channel>, Option<pdpb::RequestHeader>) {
+    let mut pd = PdClient::connect(format!("http://{}", t.pd()))
+        .await
+        .unwrap();
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let header = Some(pdpb::RequestHeader {
+        cluster_id: members.header.unwrap().cluster_id,
+        sender_id: 0,
+    });
+    (pd, header)
+}
+
+fn ok(h: &Option<pdpb::ResponseHeader>) {
+    let err = h.as_ref().and_then(|h| h.error.clone());
+    assert!(err.is_none(), "PD error: {err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_api_has_upstream_shapes() {
+    let t = TestCluster::start(1).await;
+    let c = &t.cluster;
+
+    let members = c.http_get("/pd/api/v1/members").await.unwrap();
+    assert_eq!(members["members"].as_array().unwrap().len(), 1);
+    let url = format!("http://{}", t.pd());
+    assert_eq!(members["leader"]["client_urls"][0], url.as_str());
+    assert!(members["header"]["cluster_id"].as_u64().unwrap() > 0);
+
+    let health = c.http_get("/pd/api/v1/health").await.unwrap();
+    assert_eq!(health[0]["health"], true);
+
+    let stores = c.http_get("/pd/api/v1/stores").await.unwrap();
+    assert_eq!(stores["count"], 1);
+    let store = &stores["stores"][0]["store"];
+    assert_eq!(store["state_name"], "Up");
+    assert_eq!(store["address"], c.store_addrs[0].as_str());
+    let id = store["id"].as_u64().unwrap();
+    let one = c.http_get(&format!("/pd/api/v1/store/{id}")).await.unwrap();
+    assert_eq!(one["store"]["id"], id);
+    assert!(c.http_get("/pd/api/v1/store/424242").await.is_err());
+
+    let regions = c.http_get("/pd/api/v1/regions").await.unwrap();
+    assert_eq!(regions["count"], 1);
+    let region = &regions["regions"][0];
+    assert_eq!(region["start_key"], "");
+    assert_eq!(region["end_key"], "");
+    assert_eq!(region["leader"]["store_id"], id);
+    let rid = region["id"].as_u64().unwrap();
+    let by_id = c
+        .http_get(&format!("/pd/api/v1/region/id/{rid}"))
+        .await
+        .unwrap();
+    assert_eq!(by_id["id"], rid);
+    let by_key = c.http_get("/pd/api/v1/region/key/anything").await.unwrap();
+    assert_eq!(by_key["id"], rid);
+
+    let config = c.http_get("/pd/api/v1/config").await.unwrap();
+    assert_eq!(config["replication"]["max-replicas"], 3);
+    let operators = c.http_get("/pd/api/v1/operators").await.unwrap();
+    assert_eq!(operators, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_metadata_rpcs_answer_and_ids_grow() {
+    let t = TestCluster::start(1).await;
+    let (mut pd, header) = pd_client(&t).await;
+
+    let boot = pd
+        .is_bootstrapped(pdpb::IsBootstrappedRequest {
+            header: header.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(boot.bootstrapped);
+
+    let mut last = 0;
+    for _ in 0..1100 {
+        let r = pd
+            .alloc_id(pdpb::AllocIdRequest {
+                header: header.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ok(&r.header);
+        assert!(r.id > last);
+        last = r.id;
+    }
+
+    let stores = pd
+        .get_all_stores(pdpb::GetAllStoresRequest {
+            header: header.clone(),
+            exclude_tombstone_stores: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stores.stores.len(), 1);
+
+    let scan = pd
+        .scan_regions(pdpb::ScanRegionsRequest {
+            header: header.clone(),
+            start_key: vec![],
+            limit: 10,
+            end_key: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scan.regions.len(), 1);
+    let region = scan.regions[0].region.clone().unwrap();
+    assert!(scan.regions[0].leader.is_some());
+
+    let by_id = pd
+        .get_region_by_id(pdpb::GetRegionByIdRequest {
+            header: header.clone(),
+            region_id: region.id,
+            need_buckets: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.region.unwrap().id, region.id);
+    let prev = pd
+        .get_prev_region(pdpb::GetRegionRequest {
+            header: header.clone(),
+            region_key: b"k".to_vec(),
+            need_buckets: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(prev.region.is_none(), "the first region has no predecessor");
+
+    let split = pd
+        .ask_batch_split(pdpb::AskBatchSplitRequest {
+            header: header.clone(),
+            region: Some(region.clone()),
+            split_count: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&split.header);
+    assert_eq!(split.ids.len(), 2);
+    assert!(split
+        .ids
+        .iter()
+        .all(|s| s.new_region_id > last && s.new_peer_ids.len() == region.peers.len()));
+
+    let cfg = pd
+        .get_cluster_config(pdpb::GetClusterConfigRequest {
+            header: header.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cfg.cluster.unwrap().max_peer_count, 3);
+
+    let mut ks = KeyspaceClient::connect(format!("http://{}", t.pd()))
+        .await
+        .unwrap();
+    let default = ks
+        .load_keyspace(keyspacepb::LoadKeyspaceRequest {
+            header: header.clone(),
+            name: "DEFAULT".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(default.keyspace.unwrap().id, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_safe_points_only_advance_and_survive_restart() {
+    let mut t = TestCluster::start(1).await;
+    let (mut pd, header) = pd_client(&t).await;
+    let update = |sp| pdpb::UpdateGcSafePointRequest {
+        header: header.clone(),
+        safe_point: sp,
+    };
+    let r = pd
+        .update_gc_safe_point(update(100))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.new_safe_point, 100);
+    let r = pd
+        .update_gc_safe_point(update(50))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.new_safe_point, 100, "the safe point never moves back");
+
+    let svc = pd
+        .update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
+            header: header.clone(),
+            service_id: b"br".to_vec(),
+            ttl: 3600,
+            safe_point: 150,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ok(&svc.header);
+    assert_eq!(svc.min_safe_point, 150);
+
+    t.cluster.kill_pd();
+    t.cluster.start_pd().unwrap();
+    t.wait_ready().await;
+    let (mut pd, header) = pd_client(&t).await;
+    let r = pd
+        .get_gc_safe_point(pdpb::GetGcSafePointRequest { header })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.safe_point, 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_server_reports_metrics_status_and_config() {
+    let t = TestCluster::start(1).await;
+    let client = t.raw_client().await;
+    client.put("m".to_owned(), "1".to_owned()).await.unwrap();
+    client.get("m".to_owned()).await.unwrap();
+
+    let status = &t.cluster.status_addrs[0];
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("http://{status}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["raw_put", "raw_get"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("tikv_grpc_msg_duration_seconds_count")
+                    && l.contains(&format!("type=\"{kind}\""))
+            })
+            .unwrap_or_else(|| panic!("no count for {kind} in:\n{metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1.0, "{line}");
+    }
+    assert!(metrics.contains("tikv_grpc_msg_duration_seconds_bucket"));
+
+    let s: serde_json::Value = http
+        .get(format!("http://{status}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["leader_count"], 1);
+    let c: serde_json::Value = http
+        .get(format!("http://{status}/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["server"]["addr"], t.cluster.store_addrs[0].as_str());
+    assert_eq!(c["storage"]["api-version"], 1);
+}
