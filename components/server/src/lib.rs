@@ -146,7 +146,14 @@ pub async fn run(
     let service = TikvServer::new(service::TikvService::new(raw))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // Our own listener (bound early) bypasses tonic's socket options, so
+    // set TCP_NODELAY here: without it small responses wait on delayed ACKs.
+    let incoming = tonic::transport::server::TcpIncoming::from_listener(
+        grpc_listener,
+        true,
+        Some(Duration::from_secs(10)),
+    )
+    .map_err(|e| anyhow::anyhow!("gRPC listener: {e}"))?;
     info!(%addr, %status_addr, "tikv-server is serving");
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
@@ -155,15 +162,20 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.changed().await;
         });
-    tokio::pin!(grpc);
+    // On a worker thread, not the thread blocked in `block_on`.
+    let mut grpc = tokio::spawn(grpc);
     tokio::pin!(shutdown);
     let result = tokio::select! {
-        r = &mut grpc => r.context("gRPC server failed"),
+        r = &mut grpc => r,
         _ = &mut shutdown => {
             info!("shutting down");
             let _ = stop_tx.send(true);
-            grpc.await.context("gRPC server failed")
+            grpc.await
         }
+    };
+    let result = match result {
+        Ok(r) => r.context("gRPC server failed"),
+        Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
     };
     let _ = stop_tx.send(true);
     for h in heartbeats {
