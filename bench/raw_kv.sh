@@ -10,7 +10,7 @@ cargo build --workspace --bins
 BIN="$CARGO_TARGET_DIR/debug"
 SECS="${1:-10}"
 DIR="$(mktemp -d /tmp/tikal-bench-XXXXXX)"
-PORT_BASE=$((30000 + RANDOM % 20000))
+PORT_BASE=$((15000 + RANDOM % 15000))
 
 "$BIN/tikal" playground --data-dir "$DIR" --pd-port "$PORT_BASE" \
     --store-port $((PORT_BASE + 10)) --status-port $((PORT_BASE + 20)) >"$DIR/playground.out" 2>&1 &

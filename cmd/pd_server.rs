@@ -53,14 +53,6 @@ fn main() -> anyhow::Result<()> {
     set(&mut cfg.advertise_peer_urls, &args.advertise_peer_urls);
     set(&mut cfg.initial_cluster, &args.initial_cluster);
     set(&mut cfg.log_file, &args.log_file);
-    tikal_util::init_logging(&cfg.log_file)?;
-    for key in unknown {
-        tracing::warn!(key, "unknown configuration key ignored");
-    }
-    let rt = tokio::runtime::Runtime::new()?;
-    let result = rt.block_on(tikal_pd::run(cfg, tikal_util::shutdown_signal()));
-    if let Err(e) = &result {
-        tracing::error!("{e:#}");
-    }
-    result
+    let log_file = cfg.log_file.clone();
+    tikal_util::run_server(&log_file, unknown, |stop| tikal_pd::run(cfg, stop))
 }

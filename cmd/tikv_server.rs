@@ -62,14 +62,6 @@ fn main() -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect();
     }
-    tikal_util::init_logging(&cfg.log_file)?;
-    for key in unknown {
-        tracing::warn!(key, "unknown configuration key ignored");
-    }
-    let rt = tokio::runtime::Runtime::new()?;
-    let result = rt.block_on(tikal_server::run(cfg, tikal_util::shutdown_signal()));
-    if let Err(e) = &result {
-        tracing::error!("{e:#}");
-    }
-    result
+    let log_file = cfg.log_file.clone();
+    tikal_util::run_server(&log_file, unknown, |stop| tikal_server::run(cfg, stop))
 }

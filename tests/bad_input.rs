@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut};
 use common::TestCluster;
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::metapb;
-use tikal_proto::pdpb::{self, pd_client::PdClient};
+use tikal_proto::pdpb;
 use tikal_proto::tikvpb::tikv_client::TikvClient;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -22,18 +22,7 @@ struct Direct {
 
 /// Connects to the store leading the (only) region, with a valid Context.
 async fn direct(t: &TestCluster) -> Direct {
-    let mut pd = PdClient::connect(format!("http://{}", t.pd()))
-        .await
-        .unwrap();
-    let members = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let header = Some(pdpb::RequestHeader {
-        cluster_id: members.header.unwrap().cluster_id,
-        sender_id: 0,
-    });
+    let (mut pd, header) = common::pd_client(t).await;
     let region = pd
         .get_region(pdpb::GetRegionRequest {
             header: header.clone(),

@@ -4,26 +4,9 @@
 
 mod common;
 
-use common::TestCluster;
+use common::{get_json, pd_client, TestCluster};
 use tikal_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
-use tikal_proto::pdpb::{self, pd_client::PdClient};
-use tonic::transport::Channel;
-
-async fn pd_client(t: &TestCluster) -> (PdClient<Channel>, Option<pdpb::RequestHeader>) {
-    let mut pd = PdClient::connect(format!("http://{}", t.pd()))
-        .await
-        .unwrap();
-    let members = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let header = Some(pdpb::RequestHeader {
-        cluster_id: members.header.unwrap().cluster_id,
-        sender_id: 0,
-    });
-    (pd, header)
-}
+use tikal_proto::pdpb;
 
 fn ok(h: &Option<pdpb::ResponseHeader>) {
     let err = h.as_ref().and_then(|h| h.error.clone());
@@ -241,10 +224,7 @@ async fn status_server_reports_metrics_status_and_config() {
     client.get("m".to_owned()).await.unwrap();
 
     let status = &t.cluster.status_addrs[0];
-    let http = reqwest::Client::new();
-    let metrics = http
-        .get(format!("http://{status}/metrics"))
-        .send()
+    let metrics = reqwest::get(format!("http://{status}/metrics"))
         .await
         .unwrap()
         .text()
@@ -263,23 +243,9 @@ async fn status_server_reports_metrics_status_and_config() {
     }
     assert!(metrics.contains("tikv_grpc_msg_duration_seconds_bucket"));
 
-    let s: serde_json::Value = http
-        .get(format!("http://{status}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = get_json(&format!("http://{status}/status")).await;
     assert_eq!(s["leader_count"], 1);
-    let c: serde_json::Value = http
-        .get(format!("http://{status}/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = get_json(&format!("http://{status}/config")).await;
     assert_eq!(c["server"]["addr"], t.cluster.store_addrs[0].as_str());
     assert_eq!(c["storage"]["api-version"], 1);
 }

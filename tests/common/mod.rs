@@ -63,6 +63,39 @@ impl TestCluster {
     }
 }
 
+/// A PD gRPC client (ours) and a request header carrying the cluster id.
+pub async fn pd_client(
+    t: &TestCluster,
+) -> (
+    tikal_proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+    Option<tikal_proto::pdpb::RequestHeader>,
+) {
+    use tikal_proto::pdpb;
+    let mut pd = pdpb::pd_client::PdClient::connect(format!("http://{}", t.pd()))
+        .await
+        .expect("PD answers gRPC");
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .expect("GetMembers")
+        .into_inner();
+    let header = Some(pdpb::RequestHeader {
+        cluster_id: members.header.map(|h| h.cluster_id).unwrap_or_default(),
+        sender_id: 0,
+    });
+    (pd, header)
+}
+
+/// GET a JSON document from any HTTP endpoint.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// Every log file's tail, for failure messages.
 pub fn dump_logs(dir: &std::path::Path) -> String {
     let mut out = String::new();

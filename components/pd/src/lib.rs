@@ -78,11 +78,19 @@ pub async fn run(
     })));
     info!(%addr, cluster_id = cluster.cluster_id, "pd-server is serving");
     listener.set_nonblocking(true)?;
-    axum::Server::from_tcp(listener)?
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::Server::from_tcp(listener)?
         .tcp_nodelay(true)
         .serve(app.into_make_service())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        });
+    let stop = move || {
+        let _ = stop_tx.send(true);
+    };
+    tikal_util::serve_with_grace(server, shutdown, stop, std::time::Duration::from_secs(2))
         .await
+        .unwrap_or(Ok(()))
         .context("PD server failed")?;
     info!("pd-server stopped");
     Ok(())

@@ -23,6 +23,15 @@ pub struct PdService {
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
+
+/// Splits a result into the value for the response body (default on error)
+/// and the outcome for the response header.
+fn split<T: Default>(r: PdResult<T>) -> (T, PdResult<()>) {
+    match r {
+        Ok(v) => (v, Ok(())),
+        Err(e) => (T::default(), Err(e)),
+    }
+}
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl PdService {
@@ -154,10 +163,7 @@ impl Pd for PdService {
         req: Request<pdpb::AllocIdRequest>,
     ) -> GrpcResult<pdpb::AllocIdResponse> {
         self.check_cluster(&req.get_ref().header)?;
-        let (id, result) = match self.cluster.alloc_id() {
-            Ok(id) => (id, Ok(())),
-            Err(e) => (0, Err(e)),
-        };
+        let (id, result) = split(self.cluster.alloc_id());
         Ok(Response::new(pdpb::AllocIdResponse {
             header: self.header(result),
             id,
@@ -330,10 +336,7 @@ impl Pd for PdService {
                 "missing region",
             )),
         };
-        let (ids, result) = match result {
-            Ok(ids) => (ids, Ok(())),
-            Err(e) => (vec![], Err(e)),
-        };
+        let (ids, result) = split(result);
         Ok(Response::new(pdpb::AskBatchSplitResponse {
             header: self.header(result),
             ids,
@@ -379,10 +382,7 @@ impl Pd for PdService {
         req: Request<pdpb::UpdateGcSafePointRequest>,
     ) -> GrpcResult<pdpb::UpdateGcSafePointResponse> {
         self.check_cluster(&req.get_ref().header)?;
-        let (sp, result) = match self.cluster.update_gc_safe_point(req.get_ref().safe_point) {
-            Ok(sp) => (sp, Ok(())),
-            Err(e) => (0, Err(e)),
-        };
+        let (sp, result) = split(self.cluster.update_gc_safe_point(req.get_ref().safe_point));
         Ok(Response::new(pdpb::UpdateGcSafePointResponse {
             header: self.header(result),
             new_safe_point: sp,

@@ -5,11 +5,12 @@
 //! restarted), it is reopened and every led region is reported again, so PD
 //! relearns leaders without waiting for the next timer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tikal_proto::{metapb, pdpb};
 use tikal_raftstore::{RegionView, Router, StoreEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tracing::{debug, warn};
@@ -23,15 +24,17 @@ pub struct StoreStatsSource {
     pub kv: tikal_engine::KvEngine,
 }
 
+/// Sends store heartbeats every `every`, and at once when `kick` fires (the
+/// region heartbeat stream reconnected: PD may have restarted and should see
+/// this store Up without waiting a whole interval).
 pub async fn store_heartbeat_loop(
     pd: PdClient,
     router: Router,
     src: StoreStatsSource,
     every: Duration,
+    kick: Arc<Notify>,
 ) {
-    let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
         let (capacity, available) = disk_space(&src.data_dir);
         let stats = pdpb::StoreStats {
             store_id: src.store_id,
@@ -42,8 +45,18 @@ pub async fn store_heartbeat_loop(
             used_size: src.kv.approximate_size(),
             ..Default::default()
         };
-        if let Err(e) = pd.store_heartbeat(stats).await {
-            warn!(error = %e, "store heartbeat failed");
+        // After a failure (PD down or restarting) retry soon, so a restarted
+        // PD sees the store Up again without waiting a whole interval.
+        let wait = match pd.store_heartbeat(stats).await {
+            Ok(()) => every,
+            Err(e) => {
+                warn!(error = %e, "store heartbeat failed");
+                every.min(Duration::from_secs(1))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = kick.notified() => {}
         }
     }
 }
@@ -53,8 +66,10 @@ pub async fn region_heartbeat_loop(
     router: Router,
     mut events: mpsc::UnboundedReceiver<StoreEvent>,
     every: Duration,
+    reconnected: Arc<Notify>,
 ) {
     let mut tick = tokio::time::interval(every);
+    let mut first = true;
     loop {
         // (Re)open the stream and report every region this store leads.
         let (tx, rx) = mpsc::channel::<pdpb::RegionHeartbeatRequest>(1024);
@@ -67,6 +82,10 @@ pub async fn region_heartbeat_loop(
                 continue;
             }
         };
+        if !first {
+            reconnected.notify_one();
+        }
+        first = false;
         let mut responses = Box::pin(responses);
         let mut broken = false;
         for view in router.region_views() {

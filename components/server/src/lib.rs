@@ -111,12 +111,14 @@ pub async fn run(
         router.clone(),
     );
 
+    let reconnected = Arc::new(tokio::sync::Notify::new());
     let heartbeats = [
         tokio::spawn(heartbeat::region_heartbeat_loop(
             pd.clone(),
             router.clone(),
             events_rx,
             parse_duration(&cfg.raftstore.pd_heartbeat_tick_interval)?,
+            reconnected.clone(),
         )),
         tokio::spawn(heartbeat::store_heartbeat_loop(
             pd.clone(),
@@ -128,6 +130,7 @@ pub async fn run(
                 kv: kv.clone(),
             },
             parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
+            reconnected,
         )),
     ];
 
@@ -162,21 +165,19 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.changed().await;
         });
-    // On a worker thread, not the thread blocked in `block_on`.
-    let mut grpc = tokio::spawn(grpc);
-    tokio::pin!(shutdown);
-    let result = tokio::select! {
-        r = &mut grpc => r,
-        _ = &mut shutdown => {
-            info!("shutting down");
-            let _ = stop_tx.send(true);
-            grpc.await
-        }
-    };
-    let result = match result {
-        Ok(r) => r.context("gRPC server failed"),
-        Err(e) => Err(anyhow::anyhow!("gRPC server task failed: {e}")),
-    };
+    let grace = Duration::from_secs(2);
+    let stopper = stop_tx.clone();
+    let result = tikal_util::serve_with_grace(
+        grpc,
+        shutdown,
+        move || {
+            let _ = stopper.send(true);
+        },
+        grace,
+    )
+    .await
+    .unwrap_or(Ok(()))
+    .context("gRPC server failed");
     let _ = stop_tx.send(true);
     for h in heartbeats {
         h.abort();

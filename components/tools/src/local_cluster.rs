@@ -66,8 +66,27 @@ pub struct LocalCluster {
     http: reqwest::Client,
 }
 
+/// A loopback port nobody listens on now. Ports come from below the
+/// kernel's ephemeral range (32768+ on Linux), so outgoing connections
+/// cannot grab them between this check and the server's bind, and one
+/// process never hands out the same port twice.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let port = rand::random::<u16>() % 17_000 + 15_000;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port found in 15000..32000")
 }
 
 fn port_or_free(base: u16, offset: usize) -> anyhow::Result<u16> {

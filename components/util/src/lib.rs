@@ -68,6 +68,57 @@ pub fn init_logging(log_file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The common tail of a server binary's `main`: set up logging, report
+/// unknown config keys, run `server` until SIGINT/SIGTERM, log a fatal error.
+pub fn run_server<F, Fut>(
+    log_file: &str,
+    unknown_keys: Vec<String>,
+    server: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    init_logging(log_file)?;
+    for key in unknown_keys {
+        tracing::warn!(key, "unknown configuration key ignored");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(server(Box::pin(shutdown_signal())));
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+    }
+    result
+}
+
+/// Runs `server` on the runtime until it ends or `shutdown` resolves. Then
+/// calls `begin_stop` (which should start the server's graceful stop) and
+/// waits at most `grace` for it: clients holding connections open must not
+/// keep a stopping server alive. Returns the server's output, or None if it
+/// was cut off (or panicked).
+pub async fn serve_with_grace<T: Send + 'static>(
+    server: impl std::future::Future<Output = T> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
+    begin_stop: impl FnOnce(),
+    grace: Duration,
+) -> Option<T> {
+    let mut task = tokio::spawn(server);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        r = &mut task => return r.ok(),
+        _ = &mut shutdown => {}
+    }
+    tracing::info!("shutting down");
+    begin_stop();
+    match tokio::time::timeout(grace, &mut task).await {
+        Ok(r) => r.ok(),
+        Err(_) => {
+            task.abort();
+            None
+        }
+    }
+}
+
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {
     let term = async {
