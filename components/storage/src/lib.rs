@@ -15,6 +15,7 @@
 mod command;
 mod errors;
 mod raw;
+pub mod scheduler;
 pub mod value;
 
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};

@@ -1,0 +1,670 @@
+//! The scheduling state machine, free of clocks, threads and I/O.
+//!
+//! Callers feed it events — a request arrives, a request completes, time
+//! passes — with the current time in milliseconds, and read back what to do:
+//! admit these requests, record these trace rows. Everything policy-specific
+//! lives here, so the unit tests below drive it with plain numbers.
+//!
+//! Worked example, `threshold` (8 slots; High needs 1 free, Medium 2,
+//! Low 4; urgent 10 ms before the deadline; recheck every 5 ms):
+//!
+//! ```text
+//! t=0   6 slots busy, Low arrives, deadline t=50   2 free < 4  -> check-delay
+//! t=5   recheck                                    2 free < 4  -> check-delay
+//! t=7   4 requests complete                        (no event: v0 polls)
+//! t=10  recheck                                    6 free >= 4 -> scheduled
+//! ```
+//!
+//! `edf` instead reacts to events: a completion admits the next request at
+//! once, waiting requests are ordered by priority then deadline, one slot is
+//! kept for High, and a request within `escalate_ms` of its deadline jumps
+//! ahead of everything with a later deadline ("urgent-admit").
+//!
+//! Both keep writes to the same key in arrival order: a request is admitted
+//! only after every earlier request touching one of its keys has completed
+//! (a range delete orders against everything).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use super::{Decision, Policy, Priority, RequestMeta, TraceRow};
+
+/// What a request touches, for per-key ordering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Footprint {
+    /// Hashes of the keys written.
+    Keys(Vec<u64>),
+    /// A range delete: ordered against every other request.
+    Everything,
+}
+
+/// An instruction for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Admit(u64),
+    Trace(TraceRow),
+}
+
+struct Waiting {
+    meta: RequestMeta,
+    /// Threshold only: when to look at this request again.
+    next_check_ms: u64,
+}
+
+pub struct Core {
+    policy: Policy,
+    in_use: usize,
+    next_seq: u64,
+    waiting: BTreeMap<u64, Waiting>,
+    /// Per key hash: outstanding (waiting or running) requests in arrival order.
+    key_queues: HashMap<u64, VecDeque<u64>>,
+    footprints: HashMap<u64, Footprint>,
+    /// Outstanding range deletes.
+    barriers: BTreeSet<u64>,
+    /// Outstanding requests, waiting or running.
+    outstanding: BTreeSet<u64>,
+    out: Vec<Output>,
+}
+
+impl Core {
+    pub fn new(policy: Policy) -> Core {
+        Core {
+            policy,
+            in_use: 0,
+            next_seq: 1,
+            waiting: BTreeMap::new(),
+            key_queues: HashMap::new(),
+            footprints: HashMap::new(),
+            barriers: BTreeSet::new(),
+            outstanding: BTreeSet::new(),
+            out: vec![],
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Switches policy; waiting requests are re-evaluated under the new one.
+    pub fn set_policy(&mut self, policy: Policy, now: u64) -> Vec<Output> {
+        self.policy = policy;
+        for w in self.waiting.values_mut() {
+            w.next_check_ms = now;
+        }
+        self.pump(now);
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn waiting_by_priority(&self) -> [usize; 3] {
+        let mut n = [0; 3];
+        for w in self.waiting.values() {
+            n[w.meta.priority as usize] += 1;
+        }
+        n
+    }
+
+    /// A request arrives; returns its sequence number and what to do.
+    pub fn arrive(
+        &mut self,
+        meta: RequestMeta,
+        footprint: Footprint,
+        now: u64,
+    ) -> (u64, Vec<Output>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        match &footprint {
+            Footprint::Keys(keys) => {
+                for k in keys {
+                    let q = self.key_queues.entry(*k).or_default();
+                    if q.back() != Some(&seq) {
+                        q.push_back(seq);
+                    }
+                }
+            }
+            Footprint::Everything => {
+                self.barriers.insert(seq);
+            }
+        }
+        self.footprints.insert(seq, footprint);
+        self.outstanding.insert(seq);
+        if matches!(self.policy, Policy::Fcfs) && self.eligible(seq) {
+            self.admit(seq, meta, now, Decision::BaselineImmediate);
+            return (seq, std::mem::take(&mut self.out));
+        }
+        self.waiting.insert(
+            seq,
+            Waiting {
+                meta,
+                next_check_ms: now,
+            },
+        );
+        self.pump(now);
+        if let Some(w) = self.waiting.get(&seq) {
+            if let Policy::Edf(_) = self.policy {
+                let row = self.row(&w.meta, now, Decision::Queued);
+                self.out.push(Output::Trace(row));
+            }
+        }
+        (seq, std::mem::take(&mut self.out))
+    }
+
+    /// A running request finished (or a waiting one was abandoned).
+    pub fn complete(&mut self, seq: u64, now: u64) -> Vec<Output> {
+        if let Some(w) = self.waiting.remove(&seq) {
+            let row = self.row(&w.meta, now, Decision::Cancelled);
+            self.out.push(Output::Trace(row));
+        } else if self.outstanding.contains(&seq) {
+            self.in_use = self.in_use.saturating_sub(1);
+        }
+        self.forget(seq);
+        // Threshold admits only on its own recheck ticks, as the seed's v0.
+        if !matches!(self.policy, Policy::Threshold(_)) {
+            self.pump(now);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Time passed: threshold rechecks, edf escalations.
+    pub fn tick(&mut self, now: u64) -> Vec<Output> {
+        self.pump(now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// When `tick` next has something to do, if ever.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        match &self.policy {
+            // Waiting fcfs requests wait only for earlier same-key writes.
+            Policy::Fcfs => None,
+            Policy::Threshold(_) => self.waiting.values().map(|w| w.next_check_ms).min(),
+            Policy::Edf(c) => {
+                if self.available() == 0 {
+                    return None;
+                }
+                // Only requests held back by the High reserve can become
+                // admissible with time alone: when they turn urgent.
+                self.waiting
+                    .values()
+                    .filter(|w| w.meta.priority != Priority::High)
+                    .filter_map(|w| w.meta.deadline_ms)
+                    .map(|d| d.saturating_sub(c.escalate_ms))
+                    .min()
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match &self.policy {
+            Policy::Fcfs => usize::MAX,
+            Policy::Threshold(c) => c.slots,
+            Policy::Edf(c) => c.workers,
+        }
+    }
+
+    fn available(&self) -> usize {
+        self.capacity().saturating_sub(self.in_use)
+    }
+
+    fn required(&self, p: Priority) -> usize {
+        match &self.policy {
+            Policy::Fcfs => 0,
+            Policy::Threshold(c) => c.required[p as usize],
+            Policy::Edf(c) => {
+                if p == Priority::High {
+                    1
+                } else {
+                    c.high_reserve + 1
+                }
+            }
+        }
+    }
+
+    /// True if no earlier outstanding request shares a key with `seq`.
+    fn eligible(&self, seq: u64) -> bool {
+        match self.footprints.get(&seq) {
+            Some(Footprint::Everything) => self.outstanding.range(..seq).next().is_none(),
+            Some(Footprint::Keys(keys)) => {
+                self.barriers.range(..seq).next().is_none()
+                    && keys
+                        .iter()
+                        .all(|k| self.key_queues.get(k).and_then(|q| q.front()) == Some(&seq))
+            }
+            None => false,
+        }
+    }
+
+    fn pump(&mut self, now: u64) {
+        match self.policy.clone() {
+            Policy::Fcfs => {
+                let ready: Vec<u64> = self
+                    .waiting
+                    .keys()
+                    .copied()
+                    .filter(|s| self.eligible(*s))
+                    .collect();
+                for seq in ready {
+                    if let Some(w) = self.waiting.remove(&seq) {
+                        self.admit(seq, w.meta, now, Decision::BaselineImmediate);
+                    }
+                }
+            }
+            Policy::Threshold(c) => {
+                let due: Vec<u64> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, w)| w.next_check_ms <= now)
+                    .map(|(s, _)| *s)
+                    .collect();
+                for seq in due {
+                    let Some(w) = self.waiting.get(&seq) else {
+                        continue;
+                    };
+                    let p = w.meta.priority;
+                    let urgent = w
+                        .meta
+                        .deadline_ms
+                        .is_some_and(|d| now + c.urgent_margin_ms >= d);
+                    let avail = self.available();
+                    let decision = if !self.eligible(seq) {
+                        None
+                    } else if avail >= c.required[p as usize] {
+                        Some(Decision::Scheduled)
+                    } else if urgent && avail >= 1 {
+                        Some(Decision::UrgentAdmit)
+                    } else {
+                        None
+                    };
+                    match decision {
+                        Some(d) => {
+                            if let Some(w) = self.waiting.remove(&seq) {
+                                self.admit(seq, w.meta, now, d);
+                            }
+                        }
+                        None => {
+                            let row = self.row(&w.meta, now, Decision::CheckDelay);
+                            self.out.push(Output::Trace(row));
+                            if let Some(w) = self.waiting.get_mut(&seq) {
+                                w.next_check_ms = now + c.recheck_ms;
+                            }
+                        }
+                    }
+                }
+            }
+            Policy::Edf(c) => {
+                while self.available() > 0 {
+                    let Some((seq, decision)) = self.edf_pick(now, c.escalate_ms) else {
+                        break;
+                    };
+                    if let Some(w) = self.waiting.remove(&seq) {
+                        self.admit(seq, w.meta, now, decision);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next request edf admits now, if any.
+    fn edf_pick(&self, now: u64, escalate_ms: u64) -> Option<(u64, Decision)> {
+        let avail = self.available();
+        // Eligible waiting requests by (priority, deadline, arrival).
+        let mut best: [Option<(u64, u64)>; 3] = [None; 3];
+        let mut urgent: Option<(u64, u64)> = None;
+        for (&seq, w) in &self.waiting {
+            if !self.eligible(seq) {
+                continue;
+            }
+            let deadline = w.meta.deadline_ms.unwrap_or(u64::MAX);
+            let slot = &mut best[w.meta.priority as usize];
+            if slot.is_none_or(|(d, s)| (deadline, seq) < (d, s)) {
+                *slot = Some((deadline, seq));
+            }
+            if deadline != u64::MAX
+                && now + escalate_ms >= deadline
+                && urgent.is_none_or(|(d, s)| (deadline, seq) < (d, s))
+            {
+                urgent = Some((deadline, seq));
+            }
+        }
+        for p in [Priority::High, Priority::Medium, Priority::Low] {
+            if let Some((_, seq)) = best[p as usize] {
+                if avail >= self.required(p) {
+                    // An urgent request with an earlier deadline goes first.
+                    if let Some((ud, us)) = urgent {
+                        let (d, _) = best[p as usize].unwrap_or((u64::MAX, 0));
+                        if ud < d {
+                            return Some((us, Decision::UrgentAdmit));
+                        }
+                    }
+                    return Some((seq, Decision::Scheduled));
+                }
+            }
+        }
+        urgent.map(|(_, s)| (s, Decision::UrgentAdmit))
+    }
+
+    fn admit(&mut self, seq: u64, meta: RequestMeta, now: u64, decision: Decision) {
+        let row = self.row(&meta, now, decision);
+        self.in_use += 1;
+        self.out.push(Output::Trace(row));
+        self.out.push(Output::Admit(seq));
+    }
+
+    fn row(&self, meta: &RequestMeta, now: u64, decision: Decision) -> TraceRow {
+        TraceRow {
+            request_id: meta.request_id.clone(),
+            priority: meta.priority,
+            arrival_ms: meta.arrival_ms,
+            deadline_ms: meta.deadline_ms,
+            scheduled_ms: now,
+            available: self.available().min(u32::MAX as usize) as u32,
+            required: self.required(meta.priority) as u32,
+            decision,
+        }
+    }
+
+    fn forget(&mut self, seq: u64) {
+        self.outstanding.remove(&seq);
+        self.barriers.remove(&seq);
+        if let Some(Footprint::Keys(keys)) = self.footprints.remove(&seq) {
+            for k in keys {
+                if let Some(q) = self.key_queues.get_mut(&k) {
+                    q.retain(|s| *s != seq);
+                    if q.is_empty() {
+                        self.key_queues.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scenario tables: each test is a timeline of events and the exact
+    //! trace rows ("time request decision") the policy must produce.
+    use super::*;
+    use crate::scheduler::{EdfConfig, ThresholdConfig};
+
+    struct Sim {
+        core: Core,
+        seqs: HashMap<String, u64>,
+        log: Vec<String>,
+    }
+
+    fn hash(key: &str) -> u64 {
+        key.bytes().fold(1469598103934665603u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(1099511628211)
+        })
+    }
+
+    impl Sim {
+        fn new(policy: Policy) -> Sim {
+            Sim {
+                core: Core::new(policy),
+                seqs: HashMap::new(),
+                log: vec![],
+            }
+        }
+
+        fn take(&mut self, outputs: Vec<Output>) {
+            for o in outputs {
+                if let Output::Trace(r) = o {
+                    self.log.push(format!(
+                        "{} {} {}",
+                        r.scheduled_ms,
+                        r.request_id,
+                        r.decision.name()
+                    ));
+                }
+            }
+        }
+
+        /// `name` arrives at `t`; priority from its first letter (h/m/l).
+        fn arrive(
+            &mut self,
+            t: u64,
+            name: &str,
+            deadline: Option<u64>,
+            keys: &[&str],
+        ) -> &mut Self {
+            let priority = Priority::parse(&name[..1]).expect("name starts with h, m or l");
+            let meta = RequestMeta {
+                request_id: name.into(),
+                priority,
+                arrival_ms: t,
+                deadline_ms: deadline,
+            };
+            let footprint = if keys == ["*"] {
+                Footprint::Everything
+            } else {
+                Footprint::Keys(keys.iter().map(|k| hash(k)).collect())
+            };
+            let (seq, out) = self.core.arrive(meta, footprint, t);
+            self.seqs.insert(name.into(), seq);
+            self.take(out);
+            self
+        }
+
+        fn complete(&mut self, t: u64, name: &str) -> &mut Self {
+            let seq = self.seqs[name];
+            let out = self.core.complete(seq, t);
+            self.take(out);
+            self
+        }
+
+        fn tick(&mut self, t: u64) -> &mut Self {
+            let out = self.core.tick(t);
+            self.take(out);
+            self
+        }
+
+        fn expect(&mut self, rows: &[&str]) {
+            assert_eq!(self.log, rows, "trace rows");
+            self.log.clear();
+        }
+    }
+
+    fn threshold() -> Policy {
+        Policy::Threshold(ThresholdConfig::default())
+    }
+
+    fn edf(workers: usize, reserve: usize) -> Policy {
+        Policy::Edf(EdfConfig {
+            workers,
+            high_reserve: reserve,
+            escalate_ms: 10,
+        })
+    }
+
+    #[test]
+    fn fcfs_admits_everything_at_once() {
+        let mut s = Sim::new(Policy::Fcfs);
+        for i in 0..20 {
+            s.arrive(0, &format!("l{i}"), Some(1), &[&format!("k{i}")]);
+        }
+        assert_eq!(s.log.len(), 20);
+        assert!(s.log.iter().all(|l| l.ends_with("baseline-immediate")));
+    }
+
+    #[test]
+    fn threshold_waits_for_free_slots_and_rechecks_every_5ms() {
+        let mut s = Sim::new(threshold());
+        for i in 0..6 {
+            s.arrive(0, &format!("h{i}"), None, &[&format!("k{i}")]);
+        }
+        s.log.clear();
+        s.arrive(0, "low", Some(50), &["x"])
+            .tick(5)
+            .complete(7, "h0");
+        s.complete(7, "h1")
+            .complete(7, "h2")
+            .complete(7, "h3")
+            .tick(7)
+            .tick(10);
+        s.expect(&["0 low check-delay", "5 low check-delay", "10 low scheduled"]);
+        assert_eq!(s.core.next_wakeup(), None);
+    }
+
+    #[test]
+    fn threshold_priorities_need_1_2_4_free_slots() {
+        let mut s = Sim::new(threshold());
+        for i in 0..5 {
+            s.arrive(0, &format!("h{i}"), None, &[&format!("k{i}")]);
+        }
+        s.log.clear();
+        // 3 free: High (1) and Medium (2) go, Low (4) waits.
+        s.arrive(1, "h-a", None, &["a"])
+            .arrive(1, "m-b", None, &["b"])
+            .arrive(1, "l-c", None, &["c"]);
+        s.expect(&["1 h-a scheduled", "1 m-b scheduled", "1 l-c check-delay"]);
+    }
+
+    #[test]
+    fn threshold_admits_urgent_requests_if_any_slot_is_free() {
+        let mut s = Sim::new(threshold());
+        for i in 0..7 {
+            s.arrive(0, &format!("h{i}"), None, &[&format!("k{i}")]);
+        }
+        s.log.clear();
+        // 1 free < 4: waits until 10 ms before its deadline.
+        s.arrive(0, "low", Some(20), &["x"]).tick(5).tick(10);
+        s.expect(&[
+            "0 low check-delay",
+            "5 low check-delay",
+            "10 low urgent-admit",
+        ]);
+        // No free slot: even an urgent request keeps waiting.
+        s.arrive(10, "l-late", Some(12), &["y"]).tick(15);
+        s.expect(&["10 l-late check-delay", "15 l-late check-delay"]);
+    }
+
+    #[test]
+    fn edf_admits_on_completion_without_polling() {
+        let mut s = Sim::new(edf(2, 1));
+        s.arrive(0, "h1", None, &["a"])
+            .arrive(0, "h2", None, &["b"]);
+        s.arrive(1, "m", Some(500), &["c"]);
+        assert_eq!(
+            s.core.next_wakeup(),
+            None,
+            "all busy: only a completion can help"
+        );
+        // One free slot is the High reserve; Medium needs two.
+        s.complete(5, "h1");
+        s.complete(6, "h2");
+        s.expect(&[
+            "0 h1 scheduled",
+            "0 h2 scheduled",
+            "1 m queued",
+            "6 m scheduled",
+        ]);
+    }
+
+    #[test]
+    fn edf_high_never_waits_behind_low() {
+        let mut s = Sim::new(edf(2, 1));
+        s.arrive(0, "l1", None, &["a"])
+            .arrive(0, "l2", None, &["b"]);
+        s.arrive(1, "h", None, &["c"]);
+        s.expect(&["0 l1 scheduled", "0 l2 queued", "1 h scheduled"]);
+    }
+
+    #[test]
+    fn edf_orders_by_priority_then_deadline() {
+        let mut s = Sim::new(edf(1, 0));
+        s.arrive(0, "h-busy", None, &["z"]);
+        s.arrive(1, "m-late", Some(900), &["a"])
+            .arrive(2, "m-soon", Some(300), &["b"])
+            .arrive(3, "l", Some(100), &["c"])
+            .arrive(4, "h", Some(5000), &["d"]);
+        s.log.clear();
+        s.complete(10, "h-busy")
+            .complete(11, "h")
+            .complete(12, "m-soon")
+            .complete(13, "m-late");
+        s.expect(&[
+            "10 h scheduled",
+            "11 m-soon scheduled",
+            "12 m-late scheduled",
+            "13 l scheduled",
+        ]);
+    }
+
+    #[test]
+    fn edf_escalates_requests_near_their_deadline() {
+        let mut s = Sim::new(edf(2, 1));
+        s.arrive(0, "m1", None, &["a"]);
+        s.arrive(1, "l", Some(100), &["b"]);
+        // One slot free, reserved for High: Low waits, with one timer set.
+        assert_eq!(s.core.next_wakeup(), Some(90));
+        s.tick(90);
+        s.expect(&["0 m1 scheduled", "1 l queued", "90 l urgent-admit"]);
+        // An urgent request beats a non-urgent High with a later deadline.
+        let mut s = Sim::new(edf(1, 0));
+        s.arrive(0, "h-busy", None, &["z"]);
+        s.arrive(1, "h", Some(1000), &["a"])
+            .arrive(2, "l", Some(30), &["b"]);
+        s.log.clear();
+        s.complete(25, "h-busy");
+        s.expect(&["25 l urgent-admit"]);
+    }
+
+    #[test]
+    fn requests_past_their_deadline_still_run() {
+        let mut s = Sim::new(edf(1, 0));
+        s.arrive(0, "h-busy", None, &["z"])
+            .arrive(0, "l", Some(5), &["a"]);
+        s.complete(100, "h-busy");
+        s.expect(&["0 h-busy scheduled", "0 l queued", "100 l scheduled"]);
+    }
+
+    #[test]
+    fn same_key_writes_run_in_arrival_order_under_every_policy() {
+        for policy in [Policy::Fcfs, threshold(), edf(4, 1)] {
+            let name = policy.name();
+            let mut s = Sim::new(policy);
+            s.arrive(0, "l-first", None, &["k"]);
+            s.arrive(1, "h-second", None, &["k", "other"]);
+            s.arrive(2, "h-other", None, &["other"]);
+            let admitted: Vec<&String> = s.log.iter().filter(|l| l.contains("h-second")).collect();
+            assert!(
+                admitted
+                    .iter()
+                    .all(|l| !l.ends_with("scheduled") && !l.ends_with("immediate")),
+                "{name}: {:?}",
+                s.log
+            );
+            s.log.clear();
+            s.complete(10, "l-first").tick(10);
+            assert!(
+                s.log
+                    .iter()
+                    .any(|l| l.starts_with("10 h-second") && !l.ends_with("check-delay")),
+                "{name}: {:?}",
+                s.log
+            );
+        }
+    }
+
+    #[test]
+    fn range_deletes_order_against_everything() {
+        let mut s = Sim::new(Policy::Fcfs);
+        s.arrive(0, "l-a", None, &["a"])
+            .arrive(1, "m-range", None, &["*"]);
+        s.arrive(2, "h-b", None, &["b"]);
+        s.expect(&["0 l-a baseline-immediate"]);
+        s.complete(3, "l-a");
+        s.expect(&["3 m-range baseline-immediate"]);
+        s.complete(4, "m-range");
+        s.expect(&["4 h-b baseline-immediate"]);
+    }
+
+    #[test]
+    fn withdrawn_requests_leave_a_cancelled_row_and_free_their_keys() {
+        let mut s = Sim::new(edf(1, 0));
+        s.arrive(0, "h-busy", None, &["k"])
+            .arrive(1, "l", None, &["k"]);
+        s.complete(2, "l");
+        s.complete(3, "h-busy");
+        s.expect(&["0 h-busy scheduled", "1 l queued", "2 l cancelled"]);
+        assert_eq!(s.core.waiting_by_priority(), [0, 0, 0]);
+    }
+}

@@ -1,0 +1,318 @@
+//! Deadline-aware admission of raw writes.
+//!
+//! Every raw write carries a [`RequestMeta`] — priority, arrival, optional
+//! deadline, request id — taken from the seed's `x-aaws-*` gRPC headers or
+//! from kvproto's own `Context.priority` / `max_execution_duration_ms`
+//! ([`meta`]). Before the write is proposed, [`Scheduler::admit`] waits
+//! until the active [`Policy`] lets it run; the returned [`Permit`] holds a
+//! worker slot until the write is done. Each decision is a row in the
+//! server trace ([`trace`]) and in the per-priority metrics.
+//!
+//! Policies (the state machine is in [`core`]):
+//! * `fcfs` — admit at once (`baseline-immediate`);
+//! * `threshold` — the seed's v0: 8 virtual slots, free slots required
+//!   High 1 / Medium 2 / Low 4, urgent 10 ms before the deadline, recheck
+//!   every 5 ms (`check-delay`, `scheduled`, `urgent-admit`);
+//! * `edf` — ours: event-driven, priority then earliest deadline, a slot
+//!   reserved for High, escalation near the deadline; one timer for the
+//!   whole scheduler, never one per request.
+//!
+//! No policy drops a request: one past its deadline still runs.
+
+pub mod core;
+pub mod meta;
+pub mod trace;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+
+pub use self::core::{Core, Footprint, Output};
+pub use self::meta::{MetaError, RequestMeta};
+pub use self::trace::{TraceRow, TraceWriter, TRACE_HEADER};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    High = 0,
+    Medium = 1,
+    Low = 2,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "HIGH",
+            Priority::Medium => "MEDIUM",
+            Priority::Low => "LOW",
+        }
+    }
+
+    /// `H`/`M`/`L`, `HIGH`/`MEDIUM`/`LOW`, `normal` (= medium), any case.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "h" | "high" => Some(Priority::High),
+            "m" | "medium" | "normal" => Some(Priority::Medium),
+            "l" | "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request was admitted, or why it still waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    BaselineImmediate,
+    CheckDelay,
+    Scheduled,
+    UrgentAdmit,
+    /// edf: the request waits in its queue (one row, not one per poll).
+    Queued,
+    /// The client gave up before admission.
+    Cancelled,
+}
+
+impl Decision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::BaselineImmediate => "baseline-immediate",
+            Decision::CheckDelay => "check-delay",
+            Decision::Scheduled => "scheduled",
+            Decision::UrgentAdmit => "urgent-admit",
+            Decision::Queued => "queued",
+            Decision::Cancelled => "cancelled",
+        }
+    }
+
+    /// Final decisions end a request's scheduling; the others are progress.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Decision::CheckDelay | Decision::Queued)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct ThresholdConfig {
+    pub slots: usize,
+    /// Free slots required for High, Medium, Low.
+    pub required: [usize; 3],
+    pub urgent_margin_ms: u64,
+    pub recheck_ms: u64,
+}
+
+impl Default for ThresholdConfig {
+    fn default() -> Self {
+        ThresholdConfig {
+            slots: 8,
+            required: [1, 2, 4],
+            urgent_margin_ms: 10,
+            recheck_ms: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct EdfConfig {
+    /// Writes that may run at once: the store's real write concurrency.
+    pub workers: usize,
+    /// Slots only High (or an urgent request) may take.
+    pub high_reserve: usize,
+    /// A request this close to its deadline is urgent.
+    pub escalate_ms: u64,
+}
+
+impl Default for EdfConfig {
+    fn default() -> Self {
+        EdfConfig {
+            workers: 8,
+            high_reserve: 1,
+            escalate_ms: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    Fcfs,
+    Threshold(ThresholdConfig),
+    Edf(EdfConfig),
+}
+
+impl Policy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Fcfs => "fcfs",
+            Policy::Threshold(_) => "threshold",
+            Policy::Edf(_) => "edf",
+        }
+    }
+
+    pub fn from_name(
+        name: &str,
+        threshold: &ThresholdConfig,
+        edf: &EdfConfig,
+    ) -> Result<Policy, String> {
+        match name {
+            "fcfs" => Ok(Policy::Fcfs),
+            "threshold" => Ok(Policy::Threshold(threshold.clone())),
+            "edf" => Ok(Policy::Edf(edf.clone())),
+            other => Err(format!(
+                "unknown scheduler policy {other:?}: expected fcfs, threshold or edf"
+            )),
+        }
+    }
+}
+
+/// Observes scheduling decisions (metrics live in the server).
+pub trait SchedulerObserver: Send + Sync {
+    fn on_row(&self, row: &TraceRow);
+    fn on_waiting(&self, waiting: [usize; 3]);
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Shared {
+    core: Core,
+    waiters: HashMap<u64, oneshot::Sender<()>>,
+}
+
+/// The runtime face of [`Core`]: async admission, the wake-up timer, the
+/// trace and metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Mutex<Shared>>,
+    timer: Arc<Notify>,
+    trace: Option<Arc<TraceWriter>>,
+    observer: Option<Arc<dyn SchedulerObserver>>,
+}
+
+/// Holds a worker slot until dropped.
+pub struct Permit {
+    scheduler: Scheduler,
+    seq: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let outputs = {
+            let mut shared = self.scheduler.shared.lock();
+            shared.waiters.remove(&self.seq);
+            shared.core.complete(self.seq, now_ms())
+        };
+        self.scheduler.dispatch(outputs);
+    }
+}
+
+impl Scheduler {
+    /// Starts the scheduler; its timer task runs on the current runtime.
+    pub fn start(
+        policy: Policy,
+        trace: Option<Arc<TraceWriter>>,
+        observer: Option<Arc<dyn SchedulerObserver>>,
+    ) -> Scheduler {
+        let s = Scheduler {
+            shared: Arc::new(Mutex::new(Shared {
+                core: Core::new(policy),
+                waiters: HashMap::new(),
+            })),
+            timer: Arc::new(Notify::new()),
+            trace,
+            observer,
+        };
+        tokio::spawn(s.clone().timer_loop());
+        s
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.shared.lock().core.policy().clone()
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        let outputs = self.shared.lock().core.set_policy(policy, now_ms());
+        self.dispatch(outputs);
+        self.timer.notify_one();
+    }
+
+    /// Waits until the request may run. Dropping the future before then
+    /// withdraws the request.
+    pub async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> Permit {
+        let (tx, rx) = oneshot::channel();
+        let (seq, outputs) = {
+            let mut shared = self.shared.lock();
+            let (seq, outputs) = shared.core.arrive(meta, footprint, now_ms());
+            shared.waiters.insert(seq, tx);
+            (seq, outputs)
+        };
+        // From here the request is either admitted (Permit) or withdrawn.
+        let permit = Permit {
+            scheduler: self.clone(),
+            seq,
+        };
+        self.dispatch(outputs);
+        self.timer.notify_one();
+        let _ = rx.await;
+        permit
+    }
+
+    fn dispatch(&self, outputs: Vec<Output>) {
+        let mut admitted = vec![];
+        for o in outputs {
+            match o {
+                Output::Admit(seq) => admitted.push(seq),
+                Output::Trace(row) => {
+                    if let Some(obs) = &self.observer {
+                        obs.on_row(&row);
+                    }
+                    if let Some(t) = &self.trace {
+                        t.record(&row);
+                    }
+                }
+            }
+        }
+        let waiting = {
+            let mut shared = self.shared.lock();
+            for seq in admitted {
+                if let Some(tx) = shared.waiters.remove(&seq) {
+                    let _ = tx.send(());
+                }
+            }
+            shared.core.waiting_by_priority()
+        };
+        if let Some(obs) = &self.observer {
+            obs.on_waiting(waiting);
+        }
+    }
+
+    async fn timer_loop(self) {
+        loop {
+            let next = self.shared.lock().core.next_wakeup();
+            match next {
+                Some(at) => {
+                    let wait = at.saturating_sub(now_ms());
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
+                            let outputs = self.shared.lock().core.tick(now_ms());
+                            self.dispatch(outputs);
+                        }
+                        _ = self.timer.notified() => {}
+                    }
+                }
+                None => self.timer.notified().await,
+            }
+            if Arc::strong_count(&self.shared) == 1 {
+                return;
+            }
+        }
+    }
+}
