@@ -6,94 +6,11 @@
 mod common;
 
 use bytes::{Buf, BufMut};
-use common::TestCluster;
+use common::{direct, TestCluster};
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::metapb;
-use tikal_proto::pdpb;
-use tikal_proto::tikvpb::tikv_client::TikvClient;
 use tonic::transport::Channel;
 use tonic::Code;
-
-struct Direct {
-    tikv: TikvClient<Channel>,
-    ctx: Context,
-    channel: Channel,
-}
-
-/// Connects to the store leading the (only) region, with a valid Context.
-async fn direct(t: &TestCluster) -> Direct {
-    let (mut pd, header) = common::pd_client(t).await;
-    let region = pd
-        .get_region(pdpb::GetRegionRequest {
-            header: header.clone(),
-            region_key: b"any".to_vec(),
-            need_buckets: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let leader = region.leader.unwrap();
-    let region = region.region.unwrap();
-    let store = pd
-        .get_store(pdpb::GetStoreRequest {
-            header,
-            store_id: leader.store_id,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .store
-        .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", store.address))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let tikv = TikvClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let ctx = Context {
-        region_id: region.id,
-        region_epoch: region.region_epoch.clone(),
-        peer: Some(leader),
-        ..Default::default()
-    };
-    Direct { tikv, ctx, channel }
-}
-
-impl Direct {
-    fn put(&self, key: &[u8], value: &[u8], cf: &str) -> RawPutRequest {
-        RawPutRequest {
-            context: Some(self.ctx.clone()),
-            key: key.to_vec(),
-            value: value.to_vec(),
-            cf: cf.into(),
-            ..Default::default()
-        }
-    }
-
-    async fn put_error(&mut self, req: RawPutRequest) -> RawPutResponse {
-        self.tikv.raw_put(req).await.unwrap().into_inner()
-    }
-
-    async fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        let resp = self
-            .tikv
-            .raw_get(RawGetRequest {
-                context: Some(self.ctx.clone()),
-                key: key.to_vec(),
-                cf: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            resp.region_error.is_none() && resp.error.is_empty(),
-            "{resp:?}"
-        );
-        (!resp.not_found).then_some(resp.value)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_requests_get_clear_errors_and_touch_nothing() {

@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tikal_proto::kvrpcpb::*;
+use tikal_proto::pdpb;
+use tikal_proto::tikvpb::tikv_client::TikvClient;
 use tikal_tools::local_cluster::{ClusterSpec, LocalCluster};
+use tonic::transport::Channel;
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -128,5 +132,88 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A direct gRPC line to the store leading the only region (our generated
+/// client), with a valid Context, for requests the official client cannot make.
+pub struct Direct {
+    pub tikv: TikvClient<Channel>,
+    pub ctx: Context,
+    pub channel: Channel,
+}
+
+/// Connects to the store leading the (only) region, with a valid Context.
+pub async fn direct(t: &TestCluster) -> Direct {
+    let (mut pd, header) = pd_client(t).await;
+    let region = pd
+        .get_region(pdpb::GetRegionRequest {
+            header: header.clone(),
+            region_key: b"any".to_vec(),
+            need_buckets: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let leader = region.leader.unwrap();
+    let region = region.region.unwrap();
+    let store = pd
+        .get_store(pdpb::GetStoreRequest {
+            header,
+            store_id: leader.store_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .store
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", store.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tikv = TikvClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let ctx = Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch.clone(),
+        peer: Some(leader),
+        ..Default::default()
+    };
+    Direct { tikv, ctx, channel }
+}
+
+impl Direct {
+    pub fn put(&self, key: &[u8], value: &[u8], cf: &str) -> RawPutRequest {
+        RawPutRequest {
+            context: Some(self.ctx.clone()),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            cf: cf.into(),
+            ..Default::default()
+        }
+    }
+
+    pub async fn put_error(&mut self, req: RawPutRequest) -> RawPutResponse {
+        self.tikv.raw_put(req).await.unwrap().into_inner()
+    }
+
+    pub async fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let resp = self
+            .tikv
+            .raw_get(RawGetRequest {
+                context: Some(self.ctx.clone()),
+                key: key.to_vec(),
+                cf: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            resp.region_error.is_none() && resp.error.is_empty(),
+            "{resp:?}"
+        );
+        (!resp.not_found).then_some(resp.value)
     }
 }

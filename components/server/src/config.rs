@@ -27,6 +27,38 @@ pub struct TikvConfig {
     pub storage: StorageSection,
     pub pd: PdSection,
     pub raftstore: RaftstoreSection,
+    pub scheduler: SchedulerSection,
+}
+
+/// `[scheduler]`: deadline-aware admission of raw writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct SchedulerSection {
+    /// fcfs | threshold | edf; changeable at run time via POST /config.
+    pub policy: String,
+    /// Server trace CSV; relative paths are from the working directory;
+    /// empty = no trace.
+    pub trace_path: String,
+    pub threshold: tikal_storage::scheduler::ThresholdConfig,
+    pub edf: tikal_storage::scheduler::EdfConfig,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            policy: "edf".into(),
+            trace_path: "replay_trace_server.csv".into(),
+            threshold: Default::default(),
+            edf: Default::default(),
+        }
+    }
+}
+
+impl SchedulerSection {
+    pub fn policy(&self) -> anyhow::Result<tikal_storage::scheduler::Policy> {
+        tikal_storage::scheduler::Policy::from_name(&self.policy, &self.threshold, &self.edf)
+            .map_err(|e| anyhow::anyhow!("scheduler.policy: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +104,7 @@ impl Default for TikvConfig {
                 endpoints: vec!["127.0.0.1:2379".into()],
             },
             raftstore: RaftstoreSection::default(),
+            scheduler: SchedulerSection::default(),
         }
     }
 }
@@ -134,6 +167,13 @@ impl TikvConfig {
         }
         if self.server.advertise_status_addr.is_empty() {
             self.server.advertise_status_addr = self.server.status_addr.clone();
+        }
+        self.scheduler.policy()?;
+        if self.scheduler.edf.workers <= self.scheduler.edf.high_reserve {
+            anyhow::bail!("scheduler.edf.workers must exceed scheduler.edf.high-reserve");
+        }
+        if self.scheduler.threshold.slots == 0 {
+            anyhow::bail!("scheduler.threshold.slots must be at least 1");
         }
         let ticks = &self.raftstore;
         if ticks.raft_election_timeout_ticks <= ticks.raft_heartbeat_ticks {

@@ -111,6 +111,18 @@ pub async fn run(
         router.clone(),
     );
 
+    let trace = match cfg.scheduler.trace_path.as_str() {
+        "" => None,
+        path => Some(Arc::new(
+            tikal_storage::scheduler::TraceWriter::create(std::path::Path::new(path))
+                .with_context(|| format!("cannot create scheduler trace {path}"))?,
+        )),
+    };
+    let scheduler = tikal_storage::scheduler::Scheduler::start(
+        cfg.scheduler.policy()?,
+        trace.clone(),
+        Some(Arc::new(metrics::SchedulerMetrics)),
+    );
     let reconnected = Arc::new(tokio::sync::Notify::new());
     let heartbeats = [
         tokio::spawn(heartbeat::region_heartbeat_loop(
@@ -136,7 +148,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status_state = Arc::new(status::StatusState {
-        config: cfg.clone(),
+        config: parking_lot::RwLock::new(cfg.clone()),
+        scheduler: scheduler.clone(),
         store_id,
         router: router.clone(),
         start_time: start_time as u64,
@@ -146,7 +159,7 @@ pub async fn run(
         let _ = status_stop.changed().await;
     }));
 
-    let service = TikvServer::new(service::TikvService::new(raw))
+    let service = TikvServer::new(service::TikvService::new(raw, scheduler.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     // Our own listener (bound early) bypasses tonic's socket options, so
@@ -185,5 +198,8 @@ pub async fn run(
     let _ = status_task.await;
     // Joins the raftstore thread: everything applied is in the engines.
     tokio::task::spawn_blocking(move || router.stop()).await?;
+    if let Some(t) = trace {
+        t.flush();
+    }
     result
 }

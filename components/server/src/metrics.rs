@@ -3,13 +3,19 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use tikal_storage::scheduler::{Priority, SchedulerObserver, TraceRow};
 
 pub struct Metrics {
     pub registry: Registry,
     /// Per gRPC command: count (`_count`) and latency.
     pub grpc_msg_duration: HistogramVec,
     pub grpc_msg_fail: IntCounterVec,
+    /// Raw-write scheduler, per priority.
+    pub sched_waiting: IntGaugeVec,
+    pub sched_delay: HistogramVec,
+    pub sched_deadline_miss: IntCounterVec,
+    pub sched_decisions: IntCounterVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -33,9 +39,46 @@ pub fn metrics() -> &'static Metrics {
             &["type"],
         )
         .expect("metric definition is valid");
+        let sched_waiting = IntGaugeVec::new(
+            Opts::new(
+                "tikv_raw_scheduler_waiting",
+                "Raw writes waiting for admission, by priority",
+            ),
+            &["priority"],
+        )
+        .expect("metric definition is valid");
+        let sched_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "tikv_raw_scheduler_delay_seconds",
+                "Time from arrival to admission of raw writes, by priority",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).unwrap_or_default()),
+            &["priority"],
+        )
+        .expect("metric definition is valid");
+        let sched_deadline_miss = IntCounterVec::new(
+            Opts::new(
+                "tikv_raw_scheduler_deadline_miss_total",
+                "Raw writes admitted after their deadline, by priority",
+            ),
+            &["priority"],
+        )
+        .expect("metric definition is valid");
+        let sched_decisions = IntCounterVec::new(
+            Opts::new(
+                "tikv_raw_scheduler_decisions_total",
+                "Scheduling decisions on raw writes, by priority and decision",
+            ),
+            &["priority", "decision"],
+        )
+        .expect("metric definition is valid");
         for c in [
             Box::new(grpc_msg_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(grpc_msg_fail.clone()),
+            Box::new(sched_waiting.clone()),
+            Box::new(sched_delay.clone()),
+            Box::new(sched_deadline_miss.clone()),
+            Box::new(sched_decisions.clone()),
         ] {
             let _ = registry.register(c);
         }
@@ -43,6 +86,10 @@ pub fn metrics() -> &'static Metrics {
             registry,
             grpc_msg_duration,
             grpc_msg_fail,
+            sched_waiting,
+            sched_delay,
+            sched_deadline_miss,
+            sched_decisions,
         }
     })
 }
@@ -86,4 +133,35 @@ pub fn render() -> String {
     let encoder = prometheus::TextEncoder::new();
     let _ = prometheus::Encoder::encode(&encoder, &metrics().registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Feeds scheduler decisions into the metrics above.
+pub struct SchedulerMetrics;
+
+impl SchedulerObserver for SchedulerMetrics {
+    fn on_row(&self, row: &TraceRow) {
+        let m = metrics();
+        let p = row.priority.name();
+        m.sched_decisions
+            .with_label_values(&[p, row.decision.name()])
+            .inc();
+        if row.decision.is_final() {
+            let delay = row.scheduled_ms.saturating_sub(row.arrival_ms);
+            m.sched_delay
+                .with_label_values(&[p])
+                .observe(delay as f64 / 1000.0);
+            if row.deadline_ms.is_some_and(|d| row.scheduled_ms > d) {
+                m.sched_deadline_miss.with_label_values(&[p]).inc();
+            }
+        }
+    }
+
+    fn on_waiting(&self, waiting: [usize; 3]) {
+        let m = metrics();
+        for p in Priority::ALL {
+            m.sched_waiting
+                .with_label_values(&[p.name()])
+                .set(waiting[p as usize] as i64);
+        }
+    }
 }

@@ -1,5 +1,9 @@
 //! `tikvpb.Tikv`: the gRPC edge of the store.
 //!
+//! Raw writes first pass the deadline-aware scheduler: their metadata is
+//! read from the request (malformed metadata: `InvalidArgument` naming the
+//! header), and they run once admitted, holding a worker slot meanwhile.
+//!
 //! Each handler unpacks the request, calls the storage layer, and maps its
 //! error once: region errors into `region_error` (clients refresh and
 //! retry), other failures into the response's `error` string, or, for
@@ -8,6 +12,7 @@
 use tikal_proto::errorpb;
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::tikvpb::tikv_server::Tikv;
+use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::{RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
@@ -15,12 +20,45 @@ use crate::metrics::GrpcTimer;
 
 pub struct TikvService {
     raw: RawStorage,
+    scheduler: Scheduler,
 }
 
 impl TikvService {
-    pub fn new(raw: RawStorage) -> Self {
-        TikvService { raw }
+    pub fn new(raw: RawStorage, scheduler: Scheduler) -> Self {
+        TikvService { raw, scheduler }
     }
+
+    /// Waits for the scheduler to admit a raw write; the permit holds its
+    /// slot until dropped, after the write.
+    async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> Permit {
+        self.scheduler.admit(meta, footprint).await
+    }
+}
+
+/// The request's scheduling metadata (headers, else Context hints).
+fn request_meta<T>(req: &Request<T>, ctx: Option<&Context>) -> Result<RequestMeta, Status> {
+    let md = req.metadata();
+    let header = |name: &str| {
+        // A value that is not visible ASCII cannot be valid metadata.
+        md.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
+    };
+    let default_ctx = Context::default();
+    RequestMeta::parse(header, ctx.unwrap_or(&default_ctx), now_ms())
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Hash of a (column family, key) pair, for per-key write ordering.
+fn key_hash(cf: &str, key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cf.bytes().chain([0xff]).chain(key.iter().copied()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn keys_footprint<'a>(cf: &str, keys: impl IntoIterator<Item = &'a [u8]>) -> Footprint {
+    Footprint::Keys(keys.into_iter().map(|k| key_hash(cf, k)).collect())
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
@@ -79,8 +117,12 @@ impl Tikv for TikvService {
 
     async fn raw_put(&self, req: Request<RawPutRequest>) -> GrpcResult<RawPutResponse> {
         let mut t = GrpcTimer::new("raw_put");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let _permit = self
+            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
+            .await;
         let mut resp = RawPutResponse::default();
         let result = self
             .raw
@@ -97,8 +139,11 @@ impl Tikv for TikvService {
         req: Request<RawBatchPutRequest>,
     ) -> GrpcResult<RawBatchPutResponse> {
         let mut t = GrpcTimer::new("raw_batch_put");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let keys = req.pairs.iter().map(|p| p.key.as_slice());
+        let _permit = self.admit(meta, keys_footprint(&req.cf, keys)).await;
         #[allow(deprecated)]
         let ttls = if req.ttls.is_empty() && req.ttl != 0 {
             vec![req.ttl]
@@ -114,8 +159,12 @@ impl Tikv for TikvService {
 
     async fn raw_delete(&self, req: Request<RawDeleteRequest>) -> GrpcResult<RawDeleteResponse> {
         let mut t = GrpcTimer::new("raw_delete");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let _permit = self
+            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
+            .await;
         let mut resp = RawDeleteResponse::default();
         if let Err(e) = self.raw.delete(&ctx, &req.cf, req.key).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
@@ -128,8 +177,11 @@ impl Tikv for TikvService {
         req: Request<RawBatchDeleteRequest>,
     ) -> GrpcResult<RawBatchDeleteResponse> {
         let mut t = GrpcTimer::new("raw_batch_delete");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let keys = req.keys.iter().map(Vec::as_slice);
+        let _permit = self.admit(meta, keys_footprint(&req.cf, keys)).await;
         let mut resp = RawBatchDeleteResponse::default();
         if let Err(e) = self.raw.batch_delete(&ctx, &req.cf, req.keys).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
@@ -162,8 +214,10 @@ impl Tikv for TikvService {
         req: Request<RawDeleteRangeRequest>,
     ) -> GrpcResult<RawDeleteRangeResponse> {
         let mut t = GrpcTimer::new("raw_delete_range");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let _permit = self.admit(meta, Footprint::Everything).await;
         let mut resp = RawDeleteRangeResponse::default();
         let result = self
             .raw
@@ -218,8 +272,12 @@ impl Tikv for TikvService {
         req: Request<RawCasRequest>,
     ) -> GrpcResult<RawCasResponse> {
         let mut t = GrpcTimer::new("raw_compare_and_swap");
+        let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
+        let _permit = self
+            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
+            .await;
         let expected = (!req.previous_not_exist).then_some(req.previous_value);
         let mut resp = RawCasResponse::default();
         let result = self

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,7 +13,9 @@ use crate::config::TikvConfig;
 use crate::metrics;
 
 pub struct StatusState {
-    pub config: TikvConfig,
+    /// The effective configuration, updated by online changes.
+    pub config: parking_lot::RwLock<TikvConfig>,
+    pub scheduler: tikal_storage::scheduler::Scheduler,
     pub store_id: u64,
     pub router: tikal_raftstore::Router,
     pub start_time: u64,
@@ -26,7 +29,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
-        .route("/config", get(config_handler))
+        .route("/config", get(config_handler).post(update_config))
         .with_state(state);
     listener.set_nonblocking(true)?;
     axum::Server::from_tcp(listener)?
@@ -55,5 +58,37 @@ async fn status_handler(State(s): State<Arc<StatusState>>) -> impl IntoResponse 
 }
 
 async fn config_handler(State(s): State<Arc<StatusState>>) -> impl IntoResponse {
-    Json(s.config.clone())
+    Json(s.config.read().clone())
+}
+
+/// Online configuration change, in upstream's form: a JSON object of
+/// dotted keys, e.g. `{"scheduler.policy": "edf"}`. All keys are checked
+/// before any is applied.
+async fn update_config(
+    State(s): State<Arc<StatusState>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg).into_response();
+    let changes: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return bad("body must be a JSON object of config keys to values".into()),
+    };
+    let mut cfg = s.config.read().clone();
+    for (key, value) in &changes {
+        match key.as_str() {
+            "scheduler.policy" => match value.as_str() {
+                Some(p) => cfg.scheduler.policy = p.to_string(),
+                None => return bad(format!("{key} must be a string")),
+            },
+            other => return bad(format!("config item {other:?} cannot be changed online")),
+        }
+    }
+    let policy = match cfg.scheduler.policy() {
+        Ok(p) => p,
+        Err(e) => return bad(format!("{e:#}")),
+    };
+    s.scheduler.set_policy(policy);
+    *s.config.write() = cfg;
+    tracing::info!(?changes, "configuration changed online");
+    StatusCode::OK.into_response()
 }

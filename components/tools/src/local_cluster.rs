@@ -52,6 +52,8 @@ struct Node {
     name: String,
     args: Vec<String>,
     binary: PathBuf,
+    /// Working directory (stores write their scheduler trace there).
+    cwd: PathBuf,
     child: Option<Child>,
 }
 
@@ -135,6 +137,7 @@ impl LocalCluster {
                 format!("--initial-cluster=pd={peer_url}"),
                 format!("--log-file={}", logs.join("pd.log").display()),
             ],
+            cwd: spec.data_dir.clone(),
             child: None,
         };
         let config_path = spec.data_dir.join("tikv.toml");
@@ -143,6 +146,7 @@ impl LocalCluster {
         let mut store_addrs = vec![];
         let mut status_addrs = vec![];
         for i in 0..spec.stores {
+            let store_dir = spec.data_dir.join(format!("tikv-{i}"));
             let addr = format!("{host}:{}", port_or_free(spec.store_port, i)?);
             let status = format!("{host}:{}", port_or_free(spec.status_port, i)?);
             stores.push(Node {
@@ -151,10 +155,7 @@ impl LocalCluster {
                 args: vec![
                     format!("--addr={addr}"),
                     format!("--status-addr={status}"),
-                    format!(
-                        "--data-dir={}",
-                        spec.data_dir.join(format!("tikv-{i}")).display()
-                    ),
+                    format!("--data-dir={}", store_dir.display()),
                     format!("--pd={pd_addr}"),
                     format!(
                         "--log-file={}",
@@ -162,6 +163,7 @@ impl LocalCluster {
                     ),
                     format!("--config={}", config_path.display()),
                 ],
+                cwd: store_dir,
                 child: None,
             });
             store_addrs.push(addr);
@@ -216,6 +218,11 @@ impl LocalCluster {
         if let Some(n) = self.stores.get_mut(i) {
             terminate(n, Duration::from_secs(10)).await;
         }
+    }
+
+    /// Store `i`'s data directory, also its working directory.
+    pub fn store_dir(&self, i: usize) -> PathBuf {
+        self.spec.data_dir.join(format!("tikv-{i}"))
     }
 
     /// Points store `i` at a fresh, empty data directory (for the next start).
@@ -363,8 +370,10 @@ fn spawn(node: &mut Node, data_dir: &Path) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(data_dir.join("logs").join(format!("{}.stderr", node.name)))?;
+    std::fs::create_dir_all(&node.cwd)?;
     let child = Command::new(&node.binary)
         .args(&node.args)
+        .current_dir(&node.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -119,7 +119,10 @@ impl Default for ThresholdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct EdfConfig {
-    /// Writes that may run at once: the store's real write concurrency.
+    /// Writes that may run at once. Beyond about one group-commit batch,
+    /// more writes in flight only queue first-come-first-served inside the
+    /// store; holding them here lets priority and deadline decide. 32 keeps
+    /// the 64-client put throughput of an unlimited store (docs/benchmarks.md).
     pub workers: usize,
     /// Slots only High (or an urgent request) may take.
     pub high_reserve: usize,
@@ -130,7 +133,7 @@ pub struct EdfConfig {
 impl Default for EdfConfig {
     fn default() -> Self {
         EdfConfig {
-            workers: 8,
+            workers: 32,
             high_reserve: 1,
             escalate_ms: 10,
         }
