@@ -1,4 +1,4 @@
-//! `tikal`: the operator's tool — playground cluster and benchmarks.
+//! `tikal`: the operator's tool — playground cluster, replay, benchmarks.
 
 use clap::{Parser, Subcommand};
 
@@ -13,6 +13,8 @@ struct Cli {
 enum Command {
     /// Run a local cluster (PD + N stores) until Ctrl-C.
     Playground(tikal_tools::playground::PlaygroundArgs),
+    /// Replay a request CSV with scheduling headers (the seed's csv-ycsb).
+    Replay(tikal_tools::replay::ReplayArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -25,12 +27,18 @@ enum BenchCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The seed's replay tool spells long flags with one dash (-csv).
+    let cli = Cli::parse_from(tikal_tools::replay::normalize_args(std::env::args()));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.command {
             Command::Playground(args) => tikal_tools::playground::run(args).await,
             Command::Bench(BenchCommand::Raw(args)) => tikal_tools::bench::run_raw(args).await,
+            Command::Replay(args) => {
+                let outcome = tikal_tools::replay::run(args).await?;
+                println!("{}", outcome.summary);
+                Ok(())
+            }
         }
     })
 }

@@ -3,9 +3,12 @@
 //!
 //! * [`local_cluster`] — start/stop/kill real PD and store processes;
 //! * [`playground`] — `tikal playground`: a local cluster until Ctrl-C;
+//! * [`replay`] — `tikal replay`: a request CSV sent at its arrival times
+//!   with scheduling headers (the seed's csv-ycsb);
 //! * [`bench`] — `tikal bench`: throughput and latency through the official
 //!   TiKV client.
 
 pub mod bench;
 pub mod local_cluster;
 pub mod playground;
+pub mod replay;

@@ -1,0 +1,176 @@
+//! A minimal routing client for raw puts that carry gRPC headers — which the
+//! official client cannot attach. Regions and store addresses come from PD
+//! and are cached; a region error drops the cached route and the put is
+//! retried, which is safe because a request refused with a region error
+//! was not applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use tikal_proto::kvrpcpb::{self, ApiVersion};
+use tikal_proto::metapb;
+use tikal_proto::pdpb::{self, pd_client::PdClient};
+use tikal_proto::tikvpb::tikv_client::TikvClient;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+const ROUTE_RETRIES: usize = 5;
+
+#[derive(Clone)]
+struct Route {
+    region: metapb::Region,
+    leader: metapb::Peer,
+}
+
+pub struct Router {
+    pd: PdClient<Channel>,
+    header: Option<pdpb::RequestHeader>,
+    api_version: ApiVersion,
+    /// start key -> route
+    routes: Mutex<BTreeMap<Vec<u8>, Route>>,
+    stores: Mutex<HashMap<u64, TikvClient<Channel>>>,
+}
+
+fn url(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+impl Router {
+    pub async fn connect(
+        pd_endpoints: &[String],
+        api_version: ApiVersion,
+    ) -> anyhow::Result<Router> {
+        let mut last = anyhow!("no PD endpoints");
+        for e in pd_endpoints {
+            match PdClient::connect(url(e)).await {
+                Ok(mut pd) => {
+                    let members = pd
+                        .get_members(pdpb::GetMembersRequest::default())
+                        .await
+                        .with_context(|| format!("GetMembers from PD {e}"))?
+                        .into_inner();
+                    let header = Some(pdpb::RequestHeader {
+                        cluster_id: members.header.map(|h| h.cluster_id).unwrap_or_default(),
+                        sender_id: 0,
+                    });
+                    return Ok(Router {
+                        pd,
+                        header,
+                        api_version,
+                        routes: Mutex::new(BTreeMap::new()),
+                        stores: Mutex::new(HashMap::new()),
+                    });
+                }
+                Err(err) => last = anyhow!("cannot connect to PD {e}: {err}"),
+            }
+        }
+        Err(last)
+    }
+
+    async fn route(&self, key: &[u8]) -> anyhow::Result<Route> {
+        {
+            let routes = self.routes.lock().await;
+            if let Some((_, r)) = routes.range(..=key.to_vec()).next_back() {
+                let end = &r.region.end_key;
+                if end.is_empty() || key < end.as_slice() {
+                    return Ok(r.clone());
+                }
+            }
+        }
+        let resp = self
+            .pd
+            .clone()
+            .get_region(pdpb::GetRegionRequest {
+                header: self.header.clone(),
+                region_key: key.to_vec(),
+                need_buckets: false,
+            })
+            .await?
+            .into_inner();
+        let (Some(region), Some(leader)) = (resp.region, resp.leader) else {
+            bail!("PD knows no region with a leader for this key yet");
+        };
+        let route = Route { region, leader };
+        self.routes
+            .lock()
+            .await
+            .insert(route.region.start_key.clone(), route.clone());
+        Ok(route)
+    }
+
+    async fn store(&self, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
+        if let Some(c) = self.stores.lock().await.get(&store_id) {
+            return Ok(c.clone());
+        }
+        let store = self
+            .pd
+            .clone()
+            .get_store(pdpb::GetStoreRequest {
+                header: self.header.clone(),
+                store_id,
+            })
+            .await?
+            .into_inner()
+            .store
+            .ok_or_else(|| anyhow!("PD has no store {store_id}"))?;
+        let channel = Channel::from_shared(url(&store.address))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        let client = TikvClient::new(channel);
+        self.stores.lock().await.insert(store_id, client.clone());
+        Ok(client)
+    }
+
+    async fn forget(&self, route: &Route) {
+        self.routes.lock().await.remove(&route.region.start_key);
+    }
+
+    /// Puts `key = value` once, with `headers` as gRPC metadata. Returns an
+    /// error for anything but success.
+    pub async fn put(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> anyhow::Result<()> {
+        for attempt in 0..ROUTE_RETRIES {
+            let route = self.route(&key).await?;
+            let mut client = self.store(route.leader.store_id).await?;
+            let mut req = tonic::Request::new(kvrpcpb::RawPutRequest {
+                context: Some(kvrpcpb::Context {
+                    region_id: route.region.id,
+                    region_epoch: route.region.region_epoch.clone(),
+                    peer: Some(route.leader.clone()),
+                    api_version: self.api_version as i32,
+                    ..Default::default()
+                }),
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            });
+            for (name, v) in headers {
+                req.metadata_mut().insert(*name, v.parse()?);
+            }
+            let resp = client.raw_put(req).await?.into_inner();
+            if let Some(e) = resp.region_error {
+                self.forget(&route).await;
+                if attempt + 1 == ROUTE_RETRIES {
+                    bail!("region error: {}", e.message);
+                }
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                continue;
+            }
+            if !resp.error.is_empty() {
+                bail!("{}", resp.error);
+            }
+            return Ok(());
+        }
+        bail!("no route")
+    }
+}
