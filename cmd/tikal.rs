@@ -15,6 +15,10 @@ enum Command {
     Playground(tikal_tools::playground::PlaygroundArgs),
     /// Replay a request CSV with scheduling headers (the seed's csv-ycsb).
     Replay(tikal_tools::replay::ReplayArgs),
+    /// Generate a synthetic request CSV for replay.
+    GenRequests(tikal_tools::gen::GenArgs),
+    /// Summarize server traces: miss rates and delays per priority.
+    TraceReport(tikal_tools::trace_report::ReportArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -34,6 +38,11 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Playground(args) => tikal_tools::playground::run(args).await,
             Command::Bench(BenchCommand::Raw(args)) => tikal_tools::bench::run_raw(args).await,
+            Command::GenRequests(args) => tikal_tools::gen::run(&args).map(|_| ()),
+            Command::TraceReport(args) => {
+                print!("{}", tikal_tools::trace_report::run(&args)?);
+                Ok(())
+            }
             Command::Replay(args) => {
                 let outcome = tikal_tools::replay::run(args).await?;
                 println!("{}", outcome.summary);

@@ -127,3 +127,80 @@ fn bad_csv_names_line_and_column_and_exits_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3, column arrival_time"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_requests_replay_and_report() {
+    let t = TestCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("gen.csv");
+    let tikal = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tikal"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tikal(&[
+        "gen-requests",
+        "--count",
+        "300",
+        "--rate",
+        "600",
+        "--burstiness",
+        "3",
+        "--keys",
+        "1000000",
+        "--seed",
+        "3",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    let stdout = tikal(&["replay", "--csv", csv.to_str().unwrap(), "--pd", &t.pd()]);
+    assert!(
+        stdout.contains("Count: 300,") && stdout.contains("Errors: 0"),
+        "{stdout}"
+    );
+
+    // Every generated row reads back (last writer wins for repeated keys).
+    let mut rows = tikal_tools::replay::Rows::open(&csv).unwrap();
+    let mut expected = BTreeMap::new();
+    while let Some(r) = rows.next_row().unwrap() {
+        expected.insert(r.key, r.value);
+    }
+    let client = t.raw_client().await;
+    for (k, v) in &expected {
+        let got = client.get(format!("usertable:{k}")).await.unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_bytes()), "key {k}");
+    }
+
+    let trace = t.cluster.store_dir(0).join("replay_trace_server.csv");
+    common::eventually(
+        std::time::Duration::from_secs(10),
+        "trace flush",
+        || async {
+            let text = std::fs::read_to_string(&trace).ok()?;
+            (text.matches("line-").count() >= 300).then_some(())
+        },
+    )
+    .await;
+    let html = dir.path().join("report.html");
+    let report = tikal(&[
+        "trace-report",
+        &format!("edf={}", trace.display()),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let counted: u64 = report
+        .lines()
+        .filter(|l| l.starts_with("edf ") && !l.contains("weighted"))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 300, "{report}");
+    assert!(report.contains("weighted"), "{report}");
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+}

@@ -5,10 +5,15 @@
 //! * [`playground`] — `tikal playground`: a local cluster until Ctrl-C;
 //! * [`replay`] — `tikal replay`: a request CSV sent at its arrival times
 //!   with scheduling headers (the seed's csv-ycsb);
+//! * [`gen`] — `tikal gen-requests`: synthetic request CSVs;
+//! * [`trace_report`] — `tikal trace-report`: per-priority miss rates and
+//!   delays from server traces, with charts;
 //! * [`bench`] — `tikal bench`: throughput and latency through the official
 //!   TiKV client.
 
 pub mod bench;
+pub mod gen;
 pub mod local_cluster;
 pub mod playground;
 pub mod replay;
+pub mod trace_report;
