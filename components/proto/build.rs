@@ -2,7 +2,10 @@
 //! using our codec (`src/codec.rs`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
+    // Read at run time, not baked in with env!(): the compiled build script
+    // is shared by checkouts at different paths using one target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let dir = format!("{manifest_dir}/../../proto");
     let files = [
         "metapb.proto",
         "eraftpb.proto",
@@ -13,13 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "keyspacepb.proto",
     ];
     let paths: Vec<String> = files.iter().map(|f| format!("{dir}/{f}")).collect();
+    println!("cargo:rerun-if-changed=build.rs");
     for p in &paths {
         println!("cargo:rerun-if-changed={p}");
     }
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile(&paths, &[dir.to_string()])?;
+        .compile(&paths, std::slice::from_ref(&dir))?;
     // tonic-build 0.10 hard-codes tonic's prost codec; point the generated
     // services and clients at ours (see src/codec.rs).
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

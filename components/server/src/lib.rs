@@ -121,7 +121,7 @@ pub async fn run(
     let scheduler = tikal_storage::scheduler::Scheduler::start(
         cfg.scheduler.policy()?,
         trace.clone(),
-        Some(Arc::new(metrics::SchedulerMetrics)),
+        Some(Arc::new(metrics::SchedulerMetrics::new())),
     );
     let reconnected = Arc::new(tokio::sync::Notify::new());
     let heartbeats = [

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
-use tikal_storage::scheduler::{Priority, SchedulerObserver, TraceRow};
+use tikal_storage::scheduler::{Decision, Priority, SchedulerObserver, TraceRow};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -135,33 +135,65 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Feeds scheduler decisions into the metrics above.
-pub struct SchedulerMetrics;
+/// Feeds scheduler decisions into the metrics above. Label lookups are
+/// resolved once here: the scheduler reports every decision, so the
+/// per-event cost must stay a few atomic increments.
+pub struct SchedulerMetrics {
+    decisions: [[prometheus::IntCounter; DECISIONS.len()]; 3],
+    delay: [prometheus::Histogram; 3],
+    misses: [prometheus::IntCounter; 3],
+    waiting: [prometheus::IntGauge; 3],
+}
+
+const DECISIONS: [Decision; 6] = [
+    Decision::BaselineImmediate,
+    Decision::CheckDelay,
+    Decision::Scheduled,
+    Decision::UrgentAdmit,
+    Decision::Queued,
+    Decision::Cancelled,
+];
+
+impl SchedulerMetrics {
+    pub fn new() -> SchedulerMetrics {
+        let m = metrics();
+        let by_priority =
+            |f: &dyn Fn(&str) -> prometheus::IntCounter| Priority::ALL.map(|p| f(p.name()));
+        SchedulerMetrics {
+            decisions: Priority::ALL.map(|p| {
+                DECISIONS.map(|d| m.sched_decisions.with_label_values(&[p.name(), d.name()]))
+            }),
+            delay: Priority::ALL.map(|p| m.sched_delay.with_label_values(&[p.name()])),
+            misses: by_priority(&|p| m.sched_deadline_miss.with_label_values(&[p])),
+            waiting: Priority::ALL.map(|p| m.sched_waiting.with_label_values(&[p.name()])),
+        }
+    }
+}
+
+impl Default for SchedulerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl SchedulerObserver for SchedulerMetrics {
     fn on_row(&self, row: &TraceRow) {
-        let m = metrics();
-        let p = row.priority.name();
-        m.sched_decisions
-            .with_label_values(&[p, row.decision.name()])
-            .inc();
-        if row.decision.is_final() {
+        let p = row.priority as usize;
+        if let Some(i) = DECISIONS.iter().position(|d| *d == row.decision) {
+            self.decisions[p][i].inc();
+        }
+        if row.decision.is_final() && row.decision != Decision::Cancelled {
             let delay = row.scheduled_ms.saturating_sub(row.arrival_ms);
-            m.sched_delay
-                .with_label_values(&[p])
-                .observe(delay as f64 / 1000.0);
+            self.delay[p].observe(delay as f64 / 1000.0);
             if row.deadline_ms.is_some_and(|d| row.scheduled_ms > d) {
-                m.sched_deadline_miss.with_label_values(&[p]).inc();
+                self.misses[p].inc();
             }
         }
     }
 
     fn on_waiting(&self, waiting: [usize; 3]) {
-        let m = metrics();
-        for p in Priority::ALL {
-            m.sched_waiting
-                .with_label_values(&[p.name()])
-                .set(waiting[p as usize] as i64);
+        for (gauge, n) in self.waiting.iter().zip(waiting) {
+            gauge.set(n as i64);
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct PlaygroundArgs {
     /// First store's status port; further stores count up.
     #[arg(long = "status-port", default_value_t = 20180)]
     pub status_port: u16,
+    /// TOML config file given to every store (tikv-server --config).
+    #[arg(long = "store-config")]
+    pub store_config: Option<PathBuf>,
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -56,7 +59,11 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         stores: args.stores,
         store_port: args.store_port,
         status_port: args.status_port,
-        store_config: String::new(),
+        store_config: match &args.store_config {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+            None => String::new(),
+        },
     };
     println!(
         "Starting PD and {} store(s); data and logs in {}",

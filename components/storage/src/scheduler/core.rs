@@ -24,7 +24,7 @@
 //! only after every earlier request touching one of its keys has completed
 //! (a range delete orders against everything).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::{Decision, Policy, Priority, RequestMeta, TraceRow};
 
@@ -50,11 +50,24 @@ struct Waiting {
     next_check_ms: u64,
 }
 
+/// Sort key of a ready request: deadline (none = last), then arrival.
+fn ready_key(seq: u64, meta: &RequestMeta) -> (u64, u64) {
+    (meta.deadline_ms.unwrap_or(u64::MAX), seq)
+}
+
 pub struct Core {
     policy: Policy,
     in_use: usize,
     next_seq: u64,
-    waiting: BTreeMap<u64, Waiting>,
+    /// Requests not yet admitted.
+    waiting: HashMap<u64, Waiting>,
+    waiting_count: [usize; 3],
+    /// Waiting requests whose earlier same-key requests are all done, per
+    /// priority, by (deadline, arrival). Eligibility never reverts, so a
+    /// request enters once and leaves on admission.
+    ready: [BTreeSet<(u64, u64)>; 3],
+    /// Threshold: (next check time, seq) of every waiting request.
+    checks: BTreeSet<(u64, u64)>,
     /// Per key hash: outstanding (waiting or running) requests in arrival order.
     key_queues: HashMap<u64, VecDeque<u64>>,
     footprints: HashMap<u64, Footprint>,
@@ -71,7 +84,10 @@ impl Core {
             policy,
             in_use: 0,
             next_seq: 1,
-            waiting: BTreeMap::new(),
+            waiting: HashMap::new(),
+            waiting_count: [0; 3],
+            ready: Default::default(),
+            checks: BTreeSet::new(),
             key_queues: HashMap::new(),
             footprints: HashMap::new(),
             barriers: BTreeSet::new(),
@@ -87,19 +103,17 @@ impl Core {
     /// Switches policy; waiting requests are re-evaluated under the new one.
     pub fn set_policy(&mut self, policy: Policy, now: u64) -> Vec<Output> {
         self.policy = policy;
-        for w in self.waiting.values_mut() {
+        self.checks.clear();
+        for (seq, w) in self.waiting.iter_mut() {
             w.next_check_ms = now;
+            self.checks.insert((now, *seq));
         }
         self.pump(now);
         std::mem::take(&mut self.out)
     }
 
     pub fn waiting_by_priority(&self) -> [usize; 3] {
-        let mut n = [0; 3];
-        for w in self.waiting.values() {
-            n[w.meta.priority as usize] += 1;
-        }
-        n
+        self.waiting_count
     }
 
     /// A request arrives; returns its sequence number and what to do.
@@ -126,10 +140,12 @@ impl Core {
         }
         self.footprints.insert(seq, footprint);
         self.outstanding.insert(seq);
-        if matches!(self.policy, Policy::Fcfs) && self.eligible(seq) {
-            self.admit(seq, meta, now, Decision::BaselineImmediate);
-            return (seq, std::mem::take(&mut self.out));
+        let priority = meta.priority;
+        if self.eligible(seq) {
+            self.ready[priority as usize].insert(ready_key(seq, &meta));
         }
+        self.checks.insert((now, seq));
+        self.waiting_count[priority as usize] += 1;
         self.waiting.insert(
             seq,
             Waiting {
@@ -138,18 +154,16 @@ impl Core {
             },
         );
         self.pump(now);
-        if let Some(w) = self.waiting.get(&seq) {
-            if let Policy::Edf(_) = self.policy {
-                let row = self.row(&w.meta, now, Decision::Queued);
-                self.out.push(Output::Trace(row));
-            }
+        if let (Policy::Edf(_), Some(w)) = (&self.policy, self.waiting.get(&seq)) {
+            let row = self.row(&w.meta, now, Decision::Queued);
+            self.out.push(Output::Trace(row));
         }
         (seq, std::mem::take(&mut self.out))
     }
 
     /// A running request finished (or a waiting one was abandoned).
     pub fn complete(&mut self, seq: u64, now: u64) -> Vec<Output> {
-        if let Some(w) = self.waiting.remove(&seq) {
+        if let Some(w) = self.take_waiting(seq) {
             let row = self.row(&w.meta, now, Decision::Cancelled);
             self.out.push(Output::Trace(row));
         } else if self.outstanding.contains(&seq) {
@@ -174,17 +188,18 @@ impl Core {
         match &self.policy {
             // Waiting fcfs requests wait only for earlier same-key writes.
             Policy::Fcfs => None,
-            Policy::Threshold(_) => self.waiting.values().map(|w| w.next_check_ms).min(),
+            Policy::Threshold(_) => self.checks.first().map(|(t, _)| *t),
             Policy::Edf(c) => {
                 if self.available() == 0 {
                     return None;
                 }
                 // Only requests held back by the High reserve can become
                 // admissible with time alone: when they turn urgent.
-                self.waiting
-                    .values()
-                    .filter(|w| w.meta.priority != Priority::High)
-                    .filter_map(|w| w.meta.deadline_ms)
+                [Priority::Medium, Priority::Low]
+                    .iter()
+                    .filter_map(|p| self.ready[*p as usize].first())
+                    .map(|(d, _)| *d)
+                    .filter(|d| *d != u64::MAX)
                     .map(|d| d.saturating_sub(c.escalate_ms))
                     .min()
             }
@@ -231,28 +246,37 @@ impl Core {
         }
     }
 
+    fn take_waiting(&mut self, seq: u64) -> Option<Waiting> {
+        let w = self.waiting.remove(&seq)?;
+        let p = w.meta.priority as usize;
+        self.ready[p].remove(&ready_key(seq, &w.meta));
+        self.checks.remove(&(w.next_check_ms, seq));
+        self.waiting_count[p] -= 1;
+        Some(w)
+    }
+
     fn pump(&mut self, now: u64) {
         match self.policy.clone() {
             Policy::Fcfs => {
                 let ready: Vec<u64> = self
-                    .waiting
-                    .keys()
-                    .copied()
-                    .filter(|s| self.eligible(*s))
+                    .ready
+                    .iter()
+                    .flat_map(|r| r.iter().map(|(_, s)| *s))
                     .collect();
                 for seq in ready {
-                    if let Some(w) = self.waiting.remove(&seq) {
-                        self.admit(seq, w.meta, now, Decision::BaselineImmediate);
+                    if let Some(w) = self.take_waiting(seq) {
+                        self.admit(w.meta, now, Decision::BaselineImmediate, seq);
                     }
                 }
             }
             Policy::Threshold(c) => {
                 let due: Vec<u64> = self
-                    .waiting
-                    .iter()
-                    .filter(|(_, w)| w.next_check_ms <= now)
-                    .map(|(s, _)| *s)
+                    .checks
+                    .range(..(now.saturating_add(1), 0))
+                    .map(|(_, s)| *s)
                     .collect();
+                let mut due = due;
+                due.sort_unstable();
                 for seq in due {
                     let Some(w) = self.waiting.get(&seq) else {
                         continue;
@@ -274,15 +298,17 @@ impl Core {
                     };
                     match decision {
                         Some(d) => {
-                            if let Some(w) = self.waiting.remove(&seq) {
-                                self.admit(seq, w.meta, now, d);
+                            if let Some(w) = self.take_waiting(seq) {
+                                self.admit(w.meta, now, d, seq);
                             }
                         }
                         None => {
                             let row = self.row(&w.meta, now, Decision::CheckDelay);
                             self.out.push(Output::Trace(row));
                             if let Some(w) = self.waiting.get_mut(&seq) {
+                                self.checks.remove(&(w.next_check_ms, seq));
                                 w.next_check_ms = now + c.recheck_ms;
+                                self.checks.insert((w.next_check_ms, seq));
                             }
                         }
                     }
@@ -293,42 +319,30 @@ impl Core {
                     let Some((seq, decision)) = self.edf_pick(now, c.escalate_ms) else {
                         break;
                     };
-                    if let Some(w) = self.waiting.remove(&seq) {
-                        self.admit(seq, w.meta, now, decision);
+                    if let Some(w) = self.take_waiting(seq) {
+                        self.admit(w.meta, now, decision, seq);
                     }
                 }
             }
         }
     }
 
-    /// The next request edf admits now, if any.
+    /// The next request edf admits now, if any: O(1) over the ready sets.
     fn edf_pick(&self, now: u64, escalate_ms: u64) -> Option<(u64, Decision)> {
         let avail = self.available();
-        // Eligible waiting requests by (priority, deadline, arrival).
-        let mut best: [Option<(u64, u64)>; 3] = [None; 3];
-        let mut urgent: Option<(u64, u64)> = None;
-        for (&seq, w) in &self.waiting {
-            if !self.eligible(seq) {
-                continue;
-            }
-            let deadline = w.meta.deadline_ms.unwrap_or(u64::MAX);
-            let slot = &mut best[w.meta.priority as usize];
-            if slot.is_none_or(|(d, s)| (deadline, seq) < (d, s)) {
-                *slot = Some((deadline, seq));
-            }
-            if deadline != u64::MAX
-                && now + escalate_ms >= deadline
-                && urgent.is_none_or(|(d, s)| (deadline, seq) < (d, s))
-            {
-                urgent = Some((deadline, seq));
-            }
-        }
-        for p in [Priority::High, Priority::Medium, Priority::Low] {
-            if let Some((_, seq)) = best[p as usize] {
+        let best: [Option<(u64, u64)>; 3] = [0, 1, 2].map(|p| self.ready[p].first().copied());
+        // The earliest deadline overall, if it is close enough to escalate.
+        let urgent = best
+            .iter()
+            .flatten()
+            .filter(|(d, _)| *d != u64::MAX && now + escalate_ms >= *d)
+            .min()
+            .copied();
+        for p in Priority::ALL {
+            if let Some((d, seq)) = best[p as usize] {
                 if avail >= self.required(p) {
                     // An urgent request with an earlier deadline goes first.
                     if let Some((ud, us)) = urgent {
-                        let (d, _) = best[p as usize].unwrap_or((u64::MAX, 0));
                         if ud < d {
                             return Some((us, Decision::UrgentAdmit));
                         }
@@ -340,7 +354,7 @@ impl Core {
         urgent.map(|(_, s)| (s, Decision::UrgentAdmit))
     }
 
-    fn admit(&mut self, seq: u64, meta: RequestMeta, now: u64, decision: Decision) {
+    fn admit(&mut self, meta: RequestMeta, now: u64, decision: Decision, seq: u64) {
         let row = self.row(&meta, now, decision);
         self.in_use += 1;
         self.out.push(Output::Trace(row));
@@ -360,16 +374,41 @@ impl Core {
         }
     }
 
+    /// Drops a finished request's ordering claims and marks the requests
+    /// that were waiting only for it as ready.
     fn forget(&mut self, seq: u64) {
         self.outstanding.remove(&seq);
-        self.barriers.remove(&seq);
+        let was_barrier = self.barriers.remove(&seq);
+        let mut candidates = vec![];
         if let Some(Footprint::Keys(keys)) = self.footprints.remove(&seq) {
             for k in keys {
                 if let Some(q) = self.key_queues.get_mut(&k) {
-                    q.retain(|s| *s != seq);
-                    if q.is_empty() {
-                        self.key_queues.remove(&k);
+                    if q.front() == Some(&seq) {
+                        q.pop_front();
+                    } else {
+                        q.retain(|s| *s != seq);
                     }
+                    match q.front() {
+                        Some(next) => candidates.push(*next),
+                        None => {
+                            self.key_queues.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        if was_barrier {
+            // Rare: a range delete finished; anything may be free now.
+            candidates.extend(self.waiting.keys().copied());
+        }
+        // The oldest range delete becomes eligible once all before it finish.
+        if let Some(first_barrier) = self.barriers.first() {
+            candidates.push(*first_barrier);
+        }
+        for c in candidates {
+            if let Some(w) = self.waiting.get(&c) {
+                if self.eligible(c) {
+                    self.ready[w.meta.priority as usize].insert(ready_key(c, &w.meta));
                 }
             }
         }

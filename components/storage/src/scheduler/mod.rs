@@ -119,10 +119,11 @@ impl Default for ThresholdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct EdfConfig {
-    /// Writes that may run at once. Beyond about one group-commit batch,
-    /// more writes in flight only queue first-come-first-served inside the
-    /// store; holding them here lets priority and deadline decide. 32 keeps
-    /// the 64-client put throughput of an unlimited store (docs/benchmarks.md).
+    /// Writes that may run at once. More writes in flight only queue
+    /// first-come-first-served inside the store; holding them here lets
+    /// priority and deadline decide. Too few starve group commit: 32 kept
+    /// closed-loop throughput but cut open-loop overload throughput to
+    /// ~15k/s; 256 keeps it (docs/benchmarks.md).
     pub workers: usize,
     /// Slots only High (or an urgent request) may take.
     pub high_reserve: usize,
@@ -133,7 +134,7 @@ pub struct EdfConfig {
 impl Default for EdfConfig {
     fn default() -> Self {
         EdfConfig {
-            workers: 32,
+            workers: 256,
             high_reserve: 1,
             escalate_ms: 10,
         }

@@ -29,9 +29,6 @@ use tokio::sync::Semaphore;
 
 pub use input::{parse_time, Row, Rows, COLUMNS};
 
-/// Requests in flight at once, at most.
-const MAX_IN_FLIGHT: usize = 4096;
-
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
     /// Request CSV: arrival_time, request_max_delay, priority, key, value.
@@ -52,6 +49,11 @@ pub struct ReplayArgs {
     /// Print every failed request.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Requests in flight at most. When reached, sending falls behind the
+    /// CSV's schedule (the lateness shows in the server's delays), so keep
+    /// it above the backlog an overload builds.
+    #[arg(long = "max-in-flight", default_value_t = 65_536)]
+    pub max_in_flight: usize,
 }
 
 /// What a replay did; also printed as the summary.
@@ -148,7 +150,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
         Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("histogram: {e}"))?,
     ));
     let errors = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let max_in_flight = args.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let max_wait = Duration::from_secs_f64(args.max_wait_seconds.max(0.0));
     let start = tokio::time::Instant::now();
     let start_wall = now_ms();
@@ -211,7 +214,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
         });
     }
     // Wait for every request still in flight.
-    let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await?;
+    let _all = in_flight.acquire_many(max_in_flight as u32).await?;
     progress.finish_and_clear();
     let takes = start.elapsed().as_secs_f64();
     let errors = errors.load(Ordering::Relaxed);

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use std::sync::Mutex;
 use tikal_proto::kvrpcpb::{self, ApiVersion};
 use tikal_proto::metapb;
 use tikal_proto::pdpb::{self, pd_client::PdClient};
 use tikal_proto::tikvpb::tikv_client::TikvClient;
-use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 const ROUTE_RETRIES: usize = 5;
@@ -74,7 +74,7 @@ impl Router {
 
     async fn route(&self, key: &[u8]) -> anyhow::Result<Route> {
         {
-            let routes = self.routes.lock().await;
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, r)) = routes.range(..=key.to_vec()).next_back() {
                 let end = &r.region.end_key;
                 if end.is_empty() || key < end.as_slice() {
@@ -98,13 +98,18 @@ impl Router {
         let route = Route { region, leader };
         self.routes
             .lock()
-            .await
+            .unwrap_or_else(|e| e.into_inner())
             .insert(route.region.start_key.clone(), route.clone());
         Ok(route)
     }
 
     async fn store(&self, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
-        if let Some(c) = self.stores.lock().await.get(&store_id) {
+        if let Some(c) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&store_id)
+        {
             return Ok(c.clone());
         }
         let store = self
@@ -123,12 +128,18 @@ impl Router {
             .connect_timeout(Duration::from_secs(3))
             .connect_lazy();
         let client = TikvClient::new(channel);
-        self.stores.lock().await.insert(store_id, client.clone());
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(store_id, client.clone());
         Ok(client)
     }
 
-    async fn forget(&self, route: &Route) {
-        self.routes.lock().await.remove(&route.region.start_key);
+    fn forget(&self, route: &Route) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&route.region.start_key);
     }
 
     /// Puts `key = value` once, with `headers` as gRPC metadata. Returns an
@@ -159,7 +170,7 @@ impl Router {
             }
             let resp = client.raw_put(req).await?.into_inner();
             if let Some(e) = resp.region_error {
-                self.forget(&route).await;
+                self.forget(&route);
                 if attempt + 1 == ROUTE_RETRIES {
                     bail!("region error: {}", e.message);
                 }

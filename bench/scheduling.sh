@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Replays one overload CSV (offered load ~2x what the store sustains) under
+# fcfs, threshold and edf, each on a fresh 1-store cluster, and compares the
+# server traces: miss rate and delay per priority per policy.
+# Usage: [POLICIES="fcfs threshold edf"] bench/scheduling.sh [requests, default 100000] [out dir]
+# Beware: under sustained overload `threshold` (the seed's v0) logs a
+# check-delay row per waiting request every 5 ms; at 20,000 requests its
+# trace reached 17 GB. Leave it out of POLICIES for large runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tikal/target}"
+cargo build --workspace --bins
+BIN="$CARGO_TARGET_DIR/debug"
+N="${1:-100000}"
+OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
+mkdir -p "$OUT"
+
+run_cluster() { # policy data-dir port
+    printf '[scheduler]\npolicy = "%s"\n' "$1" >"$2.toml"
+    "$BIN/tikal" playground --data-dir "$2" --pd-port "$3" --store-port $(($3 + 10)) \
+        --status-port $(($3 + 20)) --store-config "$2.toml" >"$2.out" 2>&1 &
+    PG=$!
+    for _ in $(seq 1 600); do
+        grep -q "Cluster is ready" "$2.out" 2>/dev/null && return 0
+        kill -0 $PG 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$2.out"; return 1
+}
+stop_cluster() { kill -INT "$PG"; wait "$PG" || true; }
+
+# 1. Capacity: what the store sustains when flooded (fcfs, no queueing policy).
+port=$((15000 + RANDOM % 15000))
+"$BIN/tikal" gen-requests --count 40000 --rate 200000 --seed 1 -o "$OUT/calibrate.csv"
+run_cluster fcfs "$OUT/calibrate" "$port"
+cal=$("$BIN/tikal" replay --csv "$OUT/calibrate.csv" --pd "127.0.0.1:$port")
+stop_cluster
+echo "calibration: $cal"
+capacity=$(echo "$cal" | sed -n 's/.*OPS: \([0-9.]*\),.*/\1/p')
+rate=$(awk -v c="$capacity" 'BEGIN { printf "%d", 2 * c }')
+echo "store sustains ~$capacity writes/s; offering $rate/s"
+
+# 2. One overload CSV for all policies.
+"$BIN/tikal" gen-requests --count "$N" --rate "$rate" --burstiness 4 --seed 42 -o "$OUT/overload.csv"
+
+# 3. Replay it under each policy; keep each store's trace.
+POLICIES="${POLICIES:-fcfs threshold edf}"
+for policy in $POLICIES; do
+    port=$((15000 + RANDOM % 15000))
+    run_cluster "$policy" "$OUT/$policy" "$port"
+    echo "== $policy =="
+    "$BIN/tikal" replay --csv "$OUT/overload.csv" --pd "127.0.0.1:$port" | tee "$OUT/$policy.replay"
+    pid=$(pgrep -f -- "--data-dir=$OUT/$policy/tikv-0" | head -1)
+    grep VmHWM "/proc/$pid/status" | tee "$OUT/$policy.rss" || true
+    stop_cluster
+    cp "$OUT/$policy/tikv-0/replay_trace_server.csv" "$OUT/$policy.csv"
+done
+
+# 4. Compare.
+traces=()
+for policy in $POLICIES; do traces+=("$policy=$OUT/$policy.csv"); done
+"$BIN/tikal" trace-report "${traces[@]}" --html "$OUT/report.html" | tee "$OUT/report.txt"
+echo "results in $OUT (report.html has the charts)"
