@@ -2,7 +2,7 @@
 # Replays one overload CSV (offered load ~2x what the store sustains) under
 # fcfs, threshold and edf, each on a fresh 1-store cluster, and compares the
 # server traces: miss rate and delay per priority per policy.
-# Usage: [POLICIES="fcfs threshold edf"] bench/scheduling.sh [requests, default 100000] [out dir]
+# Usage: [POLICIES="fcfs threshold edf"] [VALUE_SIZE=100] bench/scheduling.sh [requests, default 100000] [out dir]
 # Beware: under sustained overload `threshold` (the seed's v0) logs a
 # check-delay row per waiting request every 5 ms; at 20,000 requests its
 # trace reached 17 GB. Leave it out of POLICIES for large runs.
@@ -15,6 +15,7 @@ BIN="$CARGO_TARGET_DIR/debug"
 N="${1:-100000}"
 OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
 mkdir -p "$OUT"
+VALUE_SIZE="${VALUE_SIZE:-100}"
 
 run_cluster() { # policy data-dir port
     printf '[scheduler]\npolicy = "%s"\n' "$1" >"$2.toml"
@@ -32,7 +33,7 @@ stop_cluster() { kill -INT "$PG"; wait "$PG" || true; }
 
 # 1. Capacity: what the store sustains when flooded (fcfs, no queueing policy).
 port=$((15000 + RANDOM % 15000))
-"$BIN/tikal" gen-requests --count 40000 --rate 200000 --seed 1 -o "$OUT/calibrate.csv"
+"$BIN/tikal" gen-requests --count 40000 --rate 200000 --seed 1 --value-size "$VALUE_SIZE" -o "$OUT/calibrate.csv"
 run_cluster fcfs "$OUT/calibrate" "$port"
 cal=$("$BIN/tikal" replay --csv "$OUT/calibrate.csv" --pd "127.0.0.1:$port")
 stop_cluster
@@ -42,7 +43,8 @@ rate=$(awk -v c="$capacity" 'BEGIN { printf "%d", 2 * c }')
 echo "store sustains ~$capacity writes/s; offering $rate/s"
 
 # 2. One overload CSV for all policies.
-"$BIN/tikal" gen-requests --count "$N" --rate "$rate" --burstiness 4 --seed 42 -o "$OUT/overload.csv"
+"$BIN/tikal" gen-requests --count "$N" --rate "$rate" --burstiness 4 --seed 42 --value-size "$VALUE_SIZE" \
+    -o "$OUT/overload.csv"
 
 # 3. Replay it under each policy; keep each store's trace.
 POLICIES="${POLICIES:-fcfs threshold edf}"
