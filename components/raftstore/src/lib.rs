@@ -35,7 +35,7 @@ pub use meta::{
     load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
     StoreIdent,
 };
-pub use store::{RaftstoreConfig, RegionView, Router, StoreEvent};
+pub use store::{Pickup, RaftstoreConfig, RegionView, Router, StoreEvent};
 
 use tikal_proto::metapb;
 

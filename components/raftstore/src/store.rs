@@ -63,12 +63,18 @@ pub enum StoreEvent {
     RegionChanged(RegionView),
 }
 
+/// Dropped by the store loop when it takes the proposal in: the moment its
+/// place in the Raft log is decided. Admission control uses it to hand the
+/// loop one batch at a time.
+pub type Pickup = Option<Box<dyn std::any::Any + Send>>;
+
 enum Msg {
     Propose {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
         cmd: Vec<u8>,
         cb: Callback,
+        pickup: Pickup,
     },
     Stop,
 }
@@ -143,6 +149,7 @@ impl Router {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
         cmd: Vec<u8>,
+        pickup: Pickup,
     ) -> Result<ApplyOutput> {
         let (cb, rx) = oneshot::channel();
         self.tx
@@ -151,6 +158,7 @@ impl Router {
                 epoch,
                 cmd,
                 cb,
+                pickup,
             })
             .map_err(|_| RaftstoreError::StoreStopped)?;
         rx.await.map_err(|_| RaftstoreError::StoreStopped)?
@@ -247,12 +255,16 @@ impl StoreLoop {
                 epoch,
                 cmd,
                 cb,
-            } => match self.peers.get_mut(&region_id) {
-                Some(peer) => peer.propose(epoch, cmd, cb),
-                None => {
-                    let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+                pickup,
+            } => {
+                match self.peers.get_mut(&region_id) {
+                    Some(peer) => peer.propose(epoch, cmd, cb),
+                    None => {
+                        let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+                    }
                 }
-            },
+                drop(pickup);
+            }
             Msg::Stop => return false,
         }
         true

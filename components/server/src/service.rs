@@ -12,6 +12,7 @@
 use tikal_proto::errorpb;
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::tikvpb::tikv_server::Tikv;
+use tikal_raftstore::Pickup;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::{RawStorage, StorageError};
 use tonic::{Request, Response, Status};
@@ -28,10 +29,15 @@ impl TikvService {
         TikvService { raw, scheduler }
     }
 
-    /// Waits for the scheduler to admit a raw write; the permit holds its
-    /// slot until dropped, after the write.
-    async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> Permit {
-        self.scheduler.admit(meta, footprint).await
+    /// Waits for the scheduler to admit a raw write. Returns what the store
+    /// drops when it takes the write in, and what the handler holds until
+    /// the write is done (see `Permit::split`).
+    async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> (Pickup, Option<Permit>) {
+        let (pickup, hold) = self.scheduler.admit(meta, footprint).await.split();
+        (
+            pickup.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>),
+            hold,
+        )
     }
 }
 
@@ -120,13 +126,13 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let _permit = self
+        let (pickup, _hold) = self
             .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
             .await;
         let mut resp = RawPutResponse::default();
         let result = self
             .raw
-            .put(&ctx, &req.cf, req.key, &req.value, req.ttl)
+            .put(&ctx, &req.cf, req.key, &req.value, req.ttl, pickup)
             .await;
         if let Err(e) = result {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
@@ -143,7 +149,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let keys = req.pairs.iter().map(|p| p.key.as_slice());
-        let _permit = self.admit(meta, keys_footprint(&req.cf, keys)).await;
+        let (pickup, _hold) = self.admit(meta, keys_footprint(&req.cf, keys)).await;
         #[allow(deprecated)]
         let ttls = if req.ttls.is_empty() && req.ttl != 0 {
             vec![req.ttl]
@@ -151,7 +157,11 @@ impl Tikv for TikvService {
             req.ttls
         };
         let mut resp = RawBatchPutResponse::default();
-        if let Err(e) = self.raw.batch_put(&ctx, &req.cf, req.pairs, &ttls).await {
+        if let Err(e) = self
+            .raw
+            .batch_put(&ctx, &req.cf, req.pairs, &ttls, pickup)
+            .await
+        {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -162,11 +172,11 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let _permit = self
+        let (pickup, _hold) = self
             .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
             .await;
         let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.raw.delete(&ctx, &req.cf, req.key).await {
+        if let Err(e) = self.raw.delete(&ctx, &req.cf, req.key, pickup).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -181,9 +191,9 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let keys = req.keys.iter().map(Vec::as_slice);
-        let _permit = self.admit(meta, keys_footprint(&req.cf, keys)).await;
+        let (pickup, _hold) = self.admit(meta, keys_footprint(&req.cf, keys)).await;
         let mut resp = RawBatchDeleteResponse::default();
-        if let Err(e) = self.raw.batch_delete(&ctx, &req.cf, req.keys).await {
+        if let Err(e) = self.raw.batch_delete(&ctx, &req.cf, req.keys, pickup).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -217,11 +227,11 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let _permit = self.admit(meta, Footprint::Everything).await;
+        let (pickup, _hold) = self.admit(meta, Footprint::Everything).await;
         let mut resp = RawDeleteRangeResponse::default();
         let result = self
             .raw
-            .delete_range(&ctx, &req.cf, req.start_key, req.end_key)
+            .delete_range(&ctx, &req.cf, req.start_key, req.end_key, pickup)
             .await;
         if let Err(e) = result {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
@@ -275,14 +285,16 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let _permit = self
+        let (pickup, _hold) = self
             .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
             .await;
         let expected = (!req.previous_not_exist).then_some(req.previous_value);
         let mut resp = RawCasResponse::default();
         let result = self
             .raw
-            .compare_and_swap(&ctx, &req.cf, req.key, &req.value, expected, req.ttl)
+            .compare_and_swap(
+                &ctx, &req.cf, req.key, &req.value, expected, req.ttl, pickup,
+            )
             .await;
         match result {
             Ok(outcome) => {

@@ -4,7 +4,7 @@
 use prost::Message;
 use tikal_engine::{KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
-use tikal_raftstore::{RegionView, Router};
+use tikal_raftstore::{Pickup, RegionView, Router};
 
 use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
 use crate::value;
@@ -183,13 +183,14 @@ impl RawStorage {
         key: Vec<u8>,
         value: &[u8],
         ttl: u64,
+        pickup: Pickup,
     ) -> Result<()> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::put(cf, key, value::encode(value, ttl, now));
-        self.propose(ctx, vec![op], now).await.map(|_| ())
+        self.propose(ctx, vec![op], now, pickup).await.map(|_| ())
     }
 
     pub async fn batch_put(
@@ -198,6 +199,7 @@ impl RawStorage {
         cf: &str,
         pairs: Vec<kvrpcpb::KvPair>,
         ttls: &[u64],
+        pickup: Pickup,
     ) -> Result<()> {
         let cf = cf_name(cf)?;
         if ttls.len() > 1 && ttls.len() != pairs.len() {
@@ -220,15 +222,21 @@ impl RawStorage {
                 RawOp::put(cf, p.key, value::encode(&p.value, ttl, now))
             })
             .collect();
-        self.propose(ctx, ops, now).await.map(|_| ())
+        self.propose(ctx, ops, now, pickup).await.map(|_| ())
     }
 
-    pub async fn delete(&self, ctx: &kvrpcpb::Context, cf: &str, key: Vec<u8>) -> Result<()> {
+    pub async fn delete(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        key: Vec<u8>,
+        pickup: Pickup,
+    ) -> Result<()> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        self.propose(ctx, vec![RawOp::delete(cf, key)], now)
+        self.propose(ctx, vec![RawOp::delete(cf, key)], now, pickup)
             .await
             .map(|_| ())
     }
@@ -238,6 +246,7 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         cf: &str,
         keys: Vec<Vec<u8>>,
+        pickup: Pickup,
     ) -> Result<()> {
         let cf = cf_name(cf)?;
         for k in &keys {
@@ -245,7 +254,9 @@ impl RawStorage {
         }
         self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let ops = keys.into_iter().map(|k| RawOp::delete(cf, k)).collect();
-        self.propose(ctx, ops, value::now_secs()).await.map(|_| ())
+        self.propose(ctx, ops, value::now_secs(), pickup)
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_range(
@@ -254,6 +265,7 @@ impl RawStorage {
         cf: &str,
         start: Vec<u8>,
         end: Vec<u8>,
+        pickup: Pickup,
     ) -> Result<()> {
         let cf = cf_name(cf)?;
         if !end.is_empty() && start > end {
@@ -269,11 +281,12 @@ impl RawStorage {
             return Err(key_not_in_region(&view, &end));
         }
         let op = RawOp::delete_range(cf, start, end);
-        self.propose(ctx, vec![op], value::now_secs())
+        self.propose(ctx, vec![op], value::now_secs(), pickup)
             .await
             .map(|_| ())
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn compare_and_swap(
         &self,
         ctx: &kvrpcpb::Context,
@@ -282,13 +295,14 @@ impl RawStorage {
         value: &[u8],
         expected: Option<Vec<u8>>,
         ttl: u64,
+        pickup: Pickup,
     ) -> Result<CasOutcome> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
-        self.propose(ctx, vec![op], now)
+        self.propose(ctx, vec![op], now, pickup)
             .await?
             .ok_or_else(|| StorageError::Internal("compare-and-swap produced no outcome".into()))
     }
@@ -300,6 +314,7 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         ops: Vec<RawOp>,
         now: u64,
+        pickup: Pickup,
     ) -> Result<Option<CasOutcome>> {
         let cmd = RawCommand { ops, now }.encode_to_vec();
         if cmd.len() > RAFT_ENTRY_MAX_SIZE {
@@ -317,7 +332,7 @@ impl RawStorage {
         }
         let output = self
             .router
-            .propose(ctx.region_id, ctx.region_epoch.clone(), cmd)
+            .propose(ctx.region_id, ctx.region_epoch.clone(), cmd, pickup)
             .await?;
         match output.downcast::<RawApplyResult>() {
             Ok(result) => (*result).map_err(StorageError::Internal),

@@ -5,7 +5,8 @@
 //! from kvproto's own `Context.priority` / `max_execution_duration_ms`
 //! ([`meta`]). Before the write is proposed, [`Scheduler::admit`] waits
 //! until the active [`Policy`] lets it run; the returned [`Permit`] holds a
-//! worker slot until the write is done. Each decision is a row in the
+//! slot — for `threshold` a worker until the write is done, for `edf` a
+//! place in the store's next batch until the store takes the write in. Each decision is a row in the
 //! server trace ([`trace`]) and in the per-priority metrics.
 //!
 //! Policies (the state machine is in [`core`]):
@@ -119,11 +120,11 @@ impl Default for ThresholdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct EdfConfig {
-    /// Writes that may run at once. More writes in flight only queue
-    /// first-come-first-served inside the store; holding them here lets
-    /// priority and deadline decide. Too few starve group commit: 32 kept
-    /// closed-loop throughput but cut open-loop overload throughput to
-    /// ~15k/s; 256 keeps it (docs/benchmarks.md).
+    /// Writes admitted but not yet taken in by the store: the next
+    /// group-commit batch. A write frees its slot when the store's loop takes
+    /// it (its place in the Raft log is then fixed), so batches stay large
+    /// while everything beyond one batch waits here, ordered by priority and
+    /// deadline (docs/benchmarks.md).
     pub workers: usize,
     /// Slots only High (or an urgent request) may take.
     pub high_reserve: usize,
@@ -201,10 +202,26 @@ pub struct Scheduler {
     observer: Option<Arc<dyn SchedulerObserver>>,
 }
 
-/// Holds a worker slot until dropped.
+/// Holds a slot until dropped.
 pub struct Permit {
     scheduler: Scheduler,
     seq: u64,
+    /// edf: the slot is a place in the store's next batch, freed when the
+    /// store takes the write in. Otherwise it is a worker, freed when the
+    /// write is done.
+    release_at_pickup: bool,
+}
+
+impl Permit {
+    /// Splits into (what the store drops on pickup, what the caller holds
+    /// until the write completes); exactly one is Some.
+    pub fn split(self) -> (Option<Permit>, Option<Permit>) {
+        if self.release_at_pickup {
+            (Some(self), None)
+        } else {
+            (None, Some(self))
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -259,13 +276,15 @@ impl Scheduler {
             (seq, outputs)
         };
         // From here the request is either admitted (Permit) or withdrawn.
-        let permit = Permit {
+        let mut permit = Permit {
             scheduler: self.clone(),
             seq,
+            release_at_pickup: false,
         };
         self.dispatch(outputs);
         self.timer.notify_one();
         let _ = rx.await;
+        permit.release_at_pickup = matches!(self.shared.lock().core.policy(), Policy::Edf(_));
         permit
     }
 
