@@ -150,6 +150,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
         Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("histogram: {e}"))?,
     ));
     let errors = Arc::new(AtomicU64::new(0));
+    // How late each request left, against the CSV's schedule: when this
+    // grows, the client (not the store) is the bottleneck.
+    let mut send_late = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("histogram: {e}"))?;
     let max_in_flight = args.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let max_wait = Duration::from_secs_f64(args.max_wait_seconds.max(0.0));
@@ -161,6 +164,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
         let offset = Duration::from_millis((row.arrival_ms - earliest).max(0) as u64);
         tokio::time::sleep_until(start + offset).await;
         let late = start.elapsed().saturating_sub(offset);
+        let _ = send_late.record(late.as_millis() as u64);
         if !max_wait.is_zero() && late > max_wait {
             skipped += 1;
             progress.inc(1);
@@ -221,7 +225,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
     let h = histogram
         .lock()
         .map_err(|_| anyhow::anyhow!("histogram lock"))?;
-    let summary = summary("INSERT", takes, &h, errors, skipped);
+    let mut summary = summary("INSERT", takes, &h, errors, skipped);
+    summary.push_str(&format!(
+        "\nSend lateness(ms): 50th {}, 99th {}, max {}",
+        send_late.value_at_quantile(0.5),
+        send_late.value_at_quantile(0.99),
+        send_late.max()
+    ));
     Ok(ReplayOutcome {
         sent,
         errors,
