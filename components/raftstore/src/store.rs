@@ -151,6 +151,20 @@ impl Router {
         cmd: Vec<u8>,
         pickup: Pickup,
     ) -> Result<ApplyOutput> {
+        self.send_proposal(region_id, epoch, cmd, pickup)?
+            .await
+            .map_err(|_| RaftstoreError::StoreStopped)?
+    }
+
+    /// Hands `cmd` to the store loop without waiting; the receiver yields
+    /// the applier's output once the command is applied.
+    pub fn send_proposal(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        pickup: Pickup,
+    ) -> Result<oneshot::Receiver<Result<ApplyOutput>>> {
         let (cb, rx) = oneshot::channel();
         self.tx
             .send(Msg::Propose {
@@ -161,7 +175,7 @@ impl Router {
                 pickup,
             })
             .map_err(|_| RaftstoreError::StoreStopped)?;
-        rx.await.map_err(|_| RaftstoreError::StoreStopped)?
+        Ok(rx)
     }
 
     pub fn region_view(&self, region_id: u64) -> Option<RegionView> {

@@ -14,7 +14,7 @@ use tikal_proto::kvrpcpb::*;
 use tikal_proto::tikvpb::tikv_server::Tikv;
 use tikal_raftstore::Pickup;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
-use tikal_storage::{RawStorage, StorageError};
+use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
 use crate::metrics::GrpcTimer;
@@ -29,15 +29,32 @@ impl TikvService {
         TikvService { raw, scheduler }
     }
 
-    /// Waits for the scheduler to admit a raw write. Returns what the store
-    /// drops when it takes the write in, and what the handler holds until
-    /// the write is done (see `Permit::split`).
-    async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> (Pickup, Option<Permit>) {
-        let (pickup, hold) = self.scheduler.admit(meta, footprint).await.split();
-        (
-            pickup.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>),
-            hold,
-        )
+    /// Queues a prepared write with the scheduler. When admitted, the
+    /// scheduler's action hands it straight to the store loop; this then
+    /// waits for its outcome (the CAS outcome, for a compare-and-swap).
+    async fn schedule(
+        &self,
+        meta: RequestMeta,
+        footprint: Footprint,
+        write: Result<PreparedWrite, StorageError>,
+    ) -> Result<Option<CasOutcome>, StorageError> {
+        // Invalid writes fail here, before they take a place in the queue.
+        let write = write?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let raw = self.raw.clone();
+        let _ticket = self.scheduler.submit(
+            meta,
+            footprint,
+            Box::new(move |permit: Permit| {
+                let (pickup, hold) = permit.split();
+                let pickup: Pickup = pickup.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>);
+                let _ = tx.send((raw.submit(write, pickup), hold));
+            }),
+        );
+        let (pending, _hold) = rx
+            .await
+            .map_err(|_| StorageError::Internal("the scheduler dropped the write".into()))?;
+        pending?.wait().await
     }
 }
 
@@ -126,15 +143,12 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let (pickup, _hold) = self
-            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
-            .await;
-        let mut resp = RawPutResponse::default();
-        let result = self
+        let footprint = keys_footprint(&req.cf, [req.key.as_slice()]);
+        let write = self
             .raw
-            .put(&ctx, &req.cf, req.key, &req.value, req.ttl, pickup)
-            .await;
-        if let Err(e) = result {
+            .prepare_put(&ctx, &req.cf, req.key, &req.value, req.ttl);
+        let mut resp = RawPutResponse::default();
+        if let Err(e) = self.schedule(meta, footprint, write).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -148,20 +162,16 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let keys = req.pairs.iter().map(|p| p.key.as_slice());
-        let (pickup, _hold) = self.admit(meta, keys_footprint(&req.cf, keys)).await;
         #[allow(deprecated)]
         let ttls = if req.ttls.is_empty() && req.ttl != 0 {
             vec![req.ttl]
         } else {
             req.ttls
         };
+        let footprint = keys_footprint(&req.cf, req.pairs.iter().map(|p| p.key.as_slice()));
+        let write = self.raw.prepare_batch_put(&ctx, &req.cf, req.pairs, &ttls);
         let mut resp = RawBatchPutResponse::default();
-        if let Err(e) = self
-            .raw
-            .batch_put(&ctx, &req.cf, req.pairs, &ttls, pickup)
-            .await
-        {
+        if let Err(e) = self.schedule(meta, footprint, write).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -172,11 +182,10 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let (pickup, _hold) = self
-            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
-            .await;
+        let footprint = keys_footprint(&req.cf, [req.key.as_slice()]);
+        let write = self.raw.prepare_delete(&ctx, &req.cf, req.key);
         let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.raw.delete(&ctx, &req.cf, req.key, pickup).await {
+        if let Err(e) = self.schedule(meta, footprint, write).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -190,10 +199,10 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let keys = req.keys.iter().map(Vec::as_slice);
-        let (pickup, _hold) = self.admit(meta, keys_footprint(&req.cf, keys)).await;
+        let footprint = keys_footprint(&req.cf, req.keys.iter().map(Vec::as_slice));
+        let write = self.raw.prepare_batch_delete(&ctx, &req.cf, req.keys);
         let mut resp = RawBatchDeleteResponse::default();
-        if let Err(e) = self.raw.batch_delete(&ctx, &req.cf, req.keys, pickup).await {
+        if let Err(e) = self.schedule(meta, footprint, write).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -227,13 +236,11 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let (pickup, _hold) = self.admit(meta, Footprint::Everything).await;
-        let mut resp = RawDeleteRangeResponse::default();
-        let result = self
+        let write = self
             .raw
-            .delete_range(&ctx, &req.cf, req.start_key, req.end_key, pickup)
-            .await;
-        if let Err(e) = result {
+            .prepare_delete_range(&ctx, &req.cf, req.start_key, req.end_key);
+        let mut resp = RawDeleteRangeResponse::default();
+        if let Err(e) = self.schedule(meta, Footprint::Everything, write).await {
             (resp.region_error, resp.error) = error_fields(e, &mut t);
         }
         Ok(Response::new(resp))
@@ -285,22 +292,21 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let (pickup, _hold) = self
-            .admit(meta, keys_footprint(&req.cf, [req.key.as_slice()]))
-            .await;
         let expected = (!req.previous_not_exist).then_some(req.previous_value);
-        let mut resp = RawCasResponse::default();
-        let result = self
+        let footprint = keys_footprint(&req.cf, [req.key.as_slice()]);
+        let write = self
             .raw
-            .compare_and_swap(
-                &ctx, &req.cf, req.key, &req.value, expected, req.ttl, pickup,
-            )
-            .await;
-        match result {
-            Ok(outcome) => {
+            .prepare_compare_and_swap(&ctx, &req.cf, req.key, &req.value, expected, req.ttl);
+        let mut resp = RawCasResponse::default();
+        match self.schedule(meta, footprint, write).await {
+            Ok(Some(outcome)) => {
                 resp.succeed = outcome.succeed;
                 resp.previous_not_exist = outcome.previous.is_none();
                 resp.previous_value = outcome.previous.unwrap_or_default();
+            }
+            Ok(None) => {
+                t.fail();
+                resp.error = "compare-and-swap produced no outcome".into();
             }
             Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
         }

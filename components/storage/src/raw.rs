@@ -4,7 +4,7 @@
 use prost::Message;
 use tikal_engine::{KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
-use tikal_raftstore::{Pickup, RegionView, Router};
+use tikal_raftstore::{ApplyOutput, Pickup, RegionView, Router};
 
 use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
 use crate::value;
@@ -33,6 +33,32 @@ pub struct RawStorage {
     cfg: StorageConfig,
     engine: KvEngine,
     router: Router,
+}
+
+/// A write checked against its region and encoded for the Raft log, not
+/// yet proposed: the scheduler decides when it goes.
+pub struct PreparedWrite {
+    region_id: u64,
+    epoch: Option<tikal_proto::metapb::RegionEpoch>,
+    cmd: Vec<u8>,
+}
+
+/// A proposed write; `wait` yields its outcome once applied.
+pub struct PendingWrite(tokio::sync::oneshot::Receiver<tikal_raftstore::Result<ApplyOutput>>);
+
+impl PendingWrite {
+    /// Waits until the write is applied. Returns the CAS outcome, if the
+    /// write was a compare-and-swap.
+    pub async fn wait(self) -> Result<Option<CasOutcome>> {
+        let output = self
+            .0
+            .await
+            .map_err(|_| tikal_raftstore::RaftstoreError::StoreStopped)??;
+        match output.downcast::<RawApplyResult>() {
+            Ok(result) => (*result).map_err(StorageError::Internal),
+            Err(_) => Err(StorageError::Internal("unexpected apply output".into())),
+        }
+    }
 }
 
 /// A scan's key range after checking it against the region: `[lower, upper)`
@@ -176,31 +202,29 @@ impl RawStorage {
 
     // ---- writes ----
 
-    pub async fn put(
+    pub fn prepare_put(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
         key: Vec<u8>,
         value: &[u8],
         ttl: u64,
-        pickup: Pickup,
-    ) -> Result<()> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::put(cf, key, value::encode(value, ttl, now));
-        self.propose(ctx, vec![op], now, pickup).await.map(|_| ())
+        self.prepare(ctx, vec![op], now)
     }
 
-    pub async fn batch_put(
+    pub fn prepare_batch_put(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
         pairs: Vec<kvrpcpb::KvPair>,
         ttls: &[u64],
-        pickup: Pickup,
-    ) -> Result<()> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         if ttls.len() > 1 && ttls.len() != pairs.len() {
             return Err(StorageError::invalid(format!(
@@ -222,51 +246,44 @@ impl RawStorage {
                 RawOp::put(cf, p.key, value::encode(&p.value, ttl, now))
             })
             .collect();
-        self.propose(ctx, ops, now, pickup).await.map(|_| ())
+        self.prepare(ctx, ops, now)
     }
 
-    pub async fn delete(
+    pub fn prepare_delete(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
         key: Vec<u8>,
-        pickup: Pickup,
-    ) -> Result<()> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        self.propose(ctx, vec![RawOp::delete(cf, key)], now, pickup)
-            .await
-            .map(|_| ())
+        self.prepare(ctx, vec![RawOp::delete(cf, key)], now)
     }
 
-    pub async fn batch_delete(
+    pub fn prepare_batch_delete(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
         keys: Vec<Vec<u8>>,
-        pickup: Pickup,
-    ) -> Result<()> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         for k in &keys {
             check_key(k)?;
         }
         self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let ops = keys.into_iter().map(|k| RawOp::delete(cf, k)).collect();
-        self.propose(ctx, ops, value::now_secs(), pickup)
-            .await
-            .map(|_| ())
+        self.prepare(ctx, ops, value::now_secs())
     }
 
-    pub async fn delete_range(
+    pub fn prepare_delete_range(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
         start: Vec<u8>,
         end: Vec<u8>,
-        pickup: Pickup,
-    ) -> Result<()> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         if !end.is_empty() && start > end {
             return Err(StorageError::invalid(format!(
@@ -281,13 +298,11 @@ impl RawStorage {
             return Err(key_not_in_region(&view, &end));
         }
         let op = RawOp::delete_range(cf, start, end);
-        self.propose(ctx, vec![op], value::now_secs(), pickup)
-            .await
-            .map(|_| ())
+        self.prepare(ctx, vec![op], value::now_secs())
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn compare_and_swap(
+    pub fn prepare_compare_and_swap(
         &self,
         ctx: &kvrpcpb::Context,
         cf: &str,
@@ -295,27 +310,19 @@ impl RawStorage {
         value: &[u8],
         expected: Option<Vec<u8>>,
         ttl: u64,
-        pickup: Pickup,
-    ) -> Result<CasOutcome> {
+    ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
         self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
-        self.propose(ctx, vec![op], now, pickup)
-            .await?
-            .ok_or_else(|| StorageError::Internal("compare-and-swap produced no outcome".into()))
+        self.prepare(ctx, vec![op], now)
     }
 
     // ---- helpers ----
 
-    async fn propose(
-        &self,
-        ctx: &kvrpcpb::Context,
-        ops: Vec<RawOp>,
-        now: u64,
-        pickup: Pickup,
-    ) -> Result<Option<CasOutcome>> {
+    /// Encodes a write for the Raft log and checks its size.
+    fn prepare(&self, ctx: &kvrpcpb::Context, ops: Vec<RawOp>, now: u64) -> Result<PreparedWrite> {
         let cmd = RawCommand { ops, now }.encode_to_vec();
         if cmd.len() > RAFT_ENTRY_MAX_SIZE {
             return Err(StorageError::region(errorpb::Error {
@@ -330,14 +337,20 @@ impl RawStorage {
                 ..Default::default()
             }));
         }
-        let output = self
+        Ok(PreparedWrite {
+            region_id: ctx.region_id,
+            epoch: ctx.region_epoch.clone(),
+            cmd,
+        })
+    }
+
+    /// Hands a prepared write to the store loop without waiting. `pickup`
+    /// is dropped when the loop takes the write in.
+    pub fn submit(&self, write: PreparedWrite, pickup: Pickup) -> Result<PendingWrite> {
+        let rx = self
             .router
-            .propose(ctx.region_id, ctx.region_epoch.clone(), cmd, pickup)
-            .await?;
-        match output.downcast::<RawApplyResult>() {
-            Ok(result) => (*result).map_err(StorageError::Internal),
-            Err(_) => Err(StorageError::Internal("unexpected apply output".into())),
-        }
+            .send_proposal(write.region_id, write.epoch, write.cmd, pickup)?;
+        Ok(PendingWrite(rx))
     }
 
     fn read_live(&self, cf: &str, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {

@@ -3,8 +3,11 @@
 //! Every raw write carries a [`RequestMeta`] — priority, arrival, optional
 //! deadline, request id — taken from the seed's `x-aaws-*` gRPC headers or
 //! from kvproto's own `Context.priority` / `max_execution_duration_ms`
-//! ([`meta`]). Before the write is proposed, [`Scheduler::admit`] waits
-//! until the active [`Policy`] lets it run; the returned [`Permit`] holds a
+//! ([`meta`]). The server prepares the write (checked and encoded), then
+//! [`Scheduler::submit`] queues it; when the active [`Policy`] admits it,
+//! its action hands the write straight to the store loop — no hop back
+//! through the async runtime, which under overload is busy reading new
+//! requests. The action's [`Permit`] holds a
 //! slot — for `threshold` a worker until the write is done, for `edf` a
 //! place in the store's next batch until the store takes the write in. Each decision is a row in the
 //! server trace ([`trace`]) and in the per-priority metrics.
@@ -30,7 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 pub use self::core::{Core, Footprint, Output};
 pub use self::meta::{MetaError, RequestMeta};
@@ -187,9 +190,12 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What runs when a request is admitted: it gets the request's permit.
+pub type OnAdmit = Box<dyn FnOnce(Permit) + Send>;
+
 struct Shared {
     core: Core,
-    waiters: HashMap<u64, oneshot::Sender<()>>,
+    waiters: HashMap<u64, OnAdmit>,
 }
 
 /// The runtime face of [`Core`]: async admission, the wake-up timer, the
@@ -221,6 +227,25 @@ impl Permit {
         } else {
             (None, Some(self))
         }
+    }
+}
+
+/// A queued request; dropping it before admission withdraws the request.
+pub struct Ticket {
+    scheduler: Scheduler,
+    seq: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let outputs = {
+            let mut shared = self.scheduler.shared.lock();
+            if shared.waiters.remove(&self.seq).is_none() {
+                return; // admitted: its permit owns the slot now
+            }
+            shared.core.complete(self.seq, now_ms())
+        };
+        self.scheduler.dispatch(outputs);
     }
 }
 
@@ -265,27 +290,22 @@ impl Scheduler {
         self.timer.notify_one();
     }
 
-    /// Waits until the request may run. Dropping the future before then
-    /// withdraws the request.
-    pub async fn admit(&self, meta: RequestMeta, footprint: Footprint) -> Permit {
-        let (tx, rx) = oneshot::channel();
+    /// Queues a request; `on_admit` runs (on whichever thread admits it)
+    /// the moment the policy lets it go, with its permit. Dropping the
+    /// returned ticket before then withdraws the request.
+    pub fn submit(&self, meta: RequestMeta, footprint: Footprint, on_admit: OnAdmit) -> Ticket {
         let (seq, outputs) = {
             let mut shared = self.shared.lock();
             let (seq, outputs) = shared.core.arrive(meta, footprint, now_ms());
-            shared.waiters.insert(seq, tx);
+            shared.waiters.insert(seq, on_admit);
             (seq, outputs)
-        };
-        // From here the request is either admitted (Permit) or withdrawn.
-        let mut permit = Permit {
-            scheduler: self.clone(),
-            seq,
-            release_at_pickup: false,
         };
         self.dispatch(outputs);
         self.timer.notify_one();
-        let _ = rx.await;
-        permit.release_at_pickup = matches!(self.shared.lock().core.policy(), Policy::Edf(_));
-        permit
+        Ticket {
+            scheduler: self.clone(),
+            seq,
+        }
     }
 
     fn dispatch(&self, outputs: Vec<Output>) {
@@ -303,17 +323,25 @@ impl Scheduler {
                 }
             }
         }
-        let waiting = {
+        let (actions, waiting, at_pickup) = {
             let mut shared = self.shared.lock();
-            for seq in admitted {
-                if let Some(tx) = shared.waiters.remove(&seq) {
-                    let _ = tx.send(());
-                }
-            }
-            shared.core.waiting_by_priority()
+            let actions: Vec<(u64, OnAdmit)> = admitted
+                .into_iter()
+                .filter_map(|seq| shared.waiters.remove(&seq).map(|a| (seq, a)))
+                .collect();
+            let at_pickup = matches!(shared.core.policy(), Policy::Edf(_));
+            (actions, shared.core.waiting_by_priority(), at_pickup)
         };
         if let Some(obs) = &self.observer {
             obs.on_waiting(waiting);
+        }
+        // Outside the lock: an action may drop its permit at once.
+        for (seq, action) in actions {
+            action(Permit {
+                scheduler: self.clone(),
+                seq,
+                release_at_pickup: at_pickup,
+            });
         }
     }
 
