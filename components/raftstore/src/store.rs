@@ -33,6 +33,10 @@ pub struct RaftstoreConfig {
     pub log_keep_entries: u64,
     /// Most messages handled per round before the loop takes readies.
     pub max_batch: usize,
+    /// Nice value of the loop thread (0 = unchanged). Under overload the
+    /// gRPC intake must keep up, so requests wait in the write scheduler,
+    /// which orders them, rather than unread in sockets, which cannot.
+    pub thread_nice: i32,
 }
 
 impl Default for RaftstoreConfig {
@@ -43,6 +47,7 @@ impl Default for RaftstoreConfig {
             heartbeat_ticks: 2,
             log_keep_entries: 10_000,
             max_batch: 4096,
+            thread_nice: 0,
         }
     }
 }
@@ -210,6 +215,7 @@ struct StoreLoop {
 
 impl StoreLoop {
     fn run(&mut self) {
+        lower_thread_priority(self.cfg.thread_nice);
         let mut next_tick = Instant::now() + self.cfg.base_tick;
         let mut last_purge = Instant::now();
         loop {
@@ -381,5 +387,18 @@ impl StoreLoop {
         if let Err(e) = self.log.purge() {
             warn!(error = %e, "raft log purge failed");
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux nice values are
+/// per thread). Failure only costs ordering under overload, so it is logged.
+fn lower_thread_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on the calling thread (who = 0) with a plain value.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        warn!(nice, "cannot lower the raftstore thread's priority");
     }
 }

@@ -92,6 +92,9 @@ pub struct RaftstoreSection {
     pub raft_log_gc_count_limit: u64,
     pub pd_heartbeat_tick_interval: String,
     pub pd_store_heartbeat_tick_interval: String,
+    /// Nice value of the raftstore thread (0 = unchanged); see
+    /// `tikal_raftstore::RaftstoreConfig::thread_nice`.
+    pub thread_nice: i32,
 }
 
 impl Default for TikvConfig {
@@ -138,6 +141,7 @@ impl Default for RaftstoreSection {
             raft_log_gc_count_limit: 10_000,
             pd_heartbeat_tick_interval: "10s".into(),
             pd_store_heartbeat_tick_interval: "10s".into(),
+            thread_nice: 0,
         }
     }
 }

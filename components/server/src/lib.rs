@@ -91,6 +91,7 @@ pub async fn run(
         election_ticks: cfg.raftstore.raft_election_timeout_ticks,
         heartbeat_ticks: cfg.raftstore.raft_heartbeat_ticks,
         log_keep_entries: cfg.raftstore.raft_log_gc_count_limit,
+        thread_nice: cfg.raftstore.thread_nice,
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
