@@ -6,33 +6,20 @@
 # Beware: under sustained overload `threshold` (the seed's v0) logs a
 # check-delay row per waiting request every 5 ms; at 20,000 requests its
 # trace reached 17 GB. Leave it out of POLICIES for large runs.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/setup
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tikal/target}"
-cargo build --workspace --bins
-BIN="$CARGO_TARGET_DIR/debug"
+source "$(dirname "$0")/common.sh"
 N="${1:-100000}"
 OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
 mkdir -p "$OUT"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 
-run_cluster() { # policy data-dir port
+# run_cluster POLICY DATA_DIR PORT: a fresh cluster whose store uses POLICY.
+run_cluster() {
     printf '[scheduler]\npolicy = "%s"\n' "$1" >"$2.toml"
-    "$BIN/tikal" playground --data-dir "$2" --pd-port "$3" --store-port $(($3 + 10)) \
-        --status-port $(($3 + 20)) --store-config "$2.toml" >"$2.out" 2>&1 &
-    PG=$!
-    for _ in $(seq 1 600); do
-        grep -q "Cluster is ready" "$2.out" 2>/dev/null && return 0
-        kill -0 $PG 2>/dev/null || break
-        sleep 0.1
-    done
-    cat "$2.out"; return 1
+    start_cluster "$2" "$3" "$2.toml"
 }
-stop_cluster() { kill -INT "$PG"; wait "$PG" || true; }
 
 # 1. Capacity: what the store sustains when flooded (fcfs, no queueing policy).
-port=$((15000 + RANDOM % 15000))
+port="$(random_port)"
 "$BIN/tikal" gen-requests --count 40000 --rate 200000 --seed 1 --value-size "$VALUE_SIZE" -o "$OUT/calibrate.csv"
 run_cluster fcfs "$OUT/calibrate" "$port"
 cal=$("$BIN/tikal" replay --csv "$OUT/calibrate.csv" --pd "127.0.0.1:$port")
@@ -49,11 +36,11 @@ echo "store sustains ~$capacity writes/s; offering $rate/s"
 # 3. Replay it under each policy; keep each store's trace.
 POLICIES="${POLICIES:-fcfs threshold edf}"
 for policy in $POLICIES; do
-    port=$((15000 + RANDOM % 15000))
+    port="$(random_port)"
     run_cluster "$policy" "$OUT/$policy" "$port"
     echo "== $policy =="
     "$BIN/tikal" replay --csv "$OUT/overload.csv" --pd "127.0.0.1:$port" | tee "$OUT/$policy.replay"
-    pid=$(pgrep -f -- "--data-dir=$OUT/$policy/tikv-0" | head -1)
+    pid="$(store_pid "$OUT/$policy")"
     grep VmHWM "/proc/$pid/status" | tee "$OUT/$policy.rss" || true
     stop_cluster
     cp "$OUT/$policy/tikv-0/replay_trace_server.csv" "$OUT/$policy.csv"

@@ -1,0 +1,35 @@
+# Sourced by the bench scripts: builds the binaries once and starts/stops
+# local clusters with `tikal playground`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tikal/target}"
+cargo build --workspace --bins
+BIN="$CARGO_TARGET_DIR/debug"
+
+# A PD port below the ephemeral range; stores use +10 and +20.
+random_port() { echo $((15000 + RANDOM % 15000)); }
+
+# start_cluster DATA_DIR PORT [STORE_CONFIG_FILE]: PD + 1 store, waits until
+# ready; sets PG to the playground's pid.
+start_cluster() {
+    local dir=$1 port=$2 config=${3:-}
+    local extra=()
+    [ -n "$config" ] && extra=(--store-config "$config")
+    "$BIN/tikal" playground --data-dir "$dir" --pd-port "$port" --store-port $((port + 10)) \
+        --status-port $((port + 20)) "${extra[@]}" >"$dir.out" 2>&1 &
+    PG=$!
+    for _ in $(seq 1 600); do
+        grep -q "Cluster is ready" "$dir.out" 2>/dev/null && return 0
+        kill -0 "$PG" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$dir.out"
+    return 1
+}
+
+# stop_cluster: Ctrl-C the playground started last and wait for it.
+stop_cluster() { kill -INT "$PG" 2>/dev/null || true; wait "$PG" 2>/dev/null || true; }
+
+# store_pid DATA_DIR: the pid of the cluster's first store.
+store_pid() { pgrep -f -- "--data-dir=$1/tikv-0" | head -1; }
