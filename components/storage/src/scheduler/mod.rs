@@ -367,3 +367,90 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn meta(id: &str, priority: Priority) -> RequestMeta {
+        RequestMeta {
+            request_id: id.into(),
+            priority,
+            arrival_ms: now_ms(),
+            deadline_ms: None,
+        }
+    }
+
+    /// An action that parks its permit in `slot` and counts admissions.
+    fn park(slot: &Arc<Mutex<Vec<Permit>>>, count: &Arc<AtomicUsize>) -> OnAdmit {
+        let (slot, count) = (slot.clone(), count.clone());
+        Box::new(move |p| {
+            count.fetch_add(1, Ordering::SeqCst);
+            slot.lock().push(p);
+        })
+    }
+
+    #[tokio::test]
+    async fn admission_runs_the_action_and_freeing_a_slot_admits_the_next() {
+        let edf = Policy::Edf(EdfConfig {
+            workers: 1,
+            high_reserve: 0,
+            escalate_ms: 10,
+        });
+        let s = Scheduler::start(edf, None, None);
+        let (slot, count) = (Arc::new(Mutex::new(vec![])), Arc::new(AtomicUsize::new(0)));
+        let _t1 = s.submit(
+            meta("a", Priority::Low),
+            Footprint::Keys(vec![1]),
+            park(&slot, &count),
+        );
+        let _t2 = s.submit(
+            meta("b", Priority::Low),
+            Footprint::Keys(vec![2]),
+            park(&slot, &count),
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1, "one worker: b waits");
+        // edf permits belong to the store's pickup, not the caller.
+        let first = slot.lock().pop().unwrap();
+        let (pickup, hold) = first.split();
+        assert!(pickup.is_some() && hold.is_none());
+        drop(pickup);
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "freeing the slot admits b at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_a_ticket_withdraws_a_waiting_request() {
+        let s = Scheduler::start(
+            Policy::Threshold(ThresholdConfig {
+                slots: 1,
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        let (slot, count) = (Arc::new(Mutex::new(vec![])), Arc::new(AtomicUsize::new(0)));
+        let _t1 = s.submit(
+            meta("a", Priority::High),
+            Footprint::Keys(vec![1]),
+            park(&slot, &count),
+        );
+        let t2 = s.submit(
+            meta("b", Priority::High),
+            Footprint::Keys(vec![2]),
+            park(&slot, &count),
+        );
+        assert_eq!(s.shared.lock().core.waiting_by_priority(), [1, 0, 0]);
+        drop(t2);
+        assert_eq!(s.shared.lock().core.waiting_by_priority(), [0, 0, 0]);
+        // threshold permits are held by the caller until the write is done.
+        let (pickup, hold) = slot.lock().pop().unwrap().split();
+        assert!(pickup.is_none() && hold.is_some());
+        assert_eq!(count.load(Ordering::SeqCst), 1, "b never ran");
+    }
+}
