@@ -10,17 +10,42 @@ use rocksdb::{
 
 use crate::Result;
 
-/// A column family name as clients send it (`cf` field of raw requests).
-pub type CfName = &'static str;
+/// A column family of the KV engine. Being an enum, an unknown name cannot
+/// reach the engine: names from clients or the Raft log are parsed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Default,
+    Lock,
+    Write,
+    /// Store-local metadata; never visible to clients.
+    Raft,
+}
 
-pub const CF_DEFAULT: CfName = "default";
-pub const CF_LOCK: CfName = "lock";
-pub const CF_WRITE: CfName = "write";
-/// Store-local metadata; never visible to clients.
-pub const CF_RAFT: CfName = "raft";
+pub const CF_DEFAULT: Cf = Cf::Default;
+pub const CF_LOCK: Cf = Cf::Lock;
+pub const CF_WRITE: Cf = Cf::Write;
+pub const CF_RAFT: Cf = Cf::Raft;
 
 /// The column families clients may address.
-pub const DATA_CFS: [CfName; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
+pub const DATA_CFS: [Cf; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
+const ALL_CFS: [Cf; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
+
+impl Cf {
+    /// The name as clients send it (`cf` field of raw requests).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Default => "default",
+            Cf::Lock => "lock",
+            Cf::Write => "write",
+            Cf::Raft => "raft",
+        }
+    }
+
+    /// Any column family by name, including `raft`.
+    pub fn from_name(name: &str) -> Option<Cf> {
+        ALL_CFS.into_iter().find(|cf| cf.name() == name)
+    }
+}
 
 /// RocksDB opened with the column families above. Cheap to clone.
 #[derive(Clone)]
@@ -35,35 +60,40 @@ impl KvEngine {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
-        let cfs = DATA_CFS
-            .iter()
-            .chain(std::iter::once(&CF_RAFT))
-            .map(|name| {
-                let mut cf_opts = Options::default();
-                cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-                ColumnFamilyDescriptor::new(*name, cf_opts)
-            });
+        let cfs = ALL_CFS.iter().map(|cf| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(cf.name(), cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        for cf in ALL_CFS {
+            if db.cf_handle(cf.name()).is_none() {
+                return Err(crate::EngineError::Corrupted {
+                    what: "KV engine",
+                    detail: format!("column family {} missing after open", cf.name()),
+                });
+            }
+        }
         Ok(KvEngine { db: Arc::new(db) })
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // Every CfName constant is created in `open`; callers validate
-        // client-supplied names before they reach the engine.
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // `open` fails unless every `Cf` has a handle, and handles are never
+        // dropped, so this lookup cannot miss.
         self.db
-            .cf_handle(name)
-            .unwrap_or_else(|| panic!("column family {name} is opened with the engine"))
+            .cf_handle(cf.name())
+            .expect("open checked every column family")
     }
 
-    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(&self.cf(cf), key)?)
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
     }
 
     /// Calls `visit` for each key-value pair in `[start, end)` (`end` empty
     /// means unbounded), ascending or descending, until it returns `false`.
     pub fn scan(
         &self,
-        cf: &str,
+        cf: Cf,
         start: &[u8],
         end: &[u8],
         reverse: bool,
@@ -79,7 +109,7 @@ impl KvEngine {
         } else {
             IteratorMode::From(start, Direction::Forward)
         };
-        for item in self.db.iterator_cf_opt(&self.cf(cf), opts, mode) {
+        for item in self.db.iterator_cf_opt(self.cf(cf), opts, mode) {
             let (k, v) = item?;
             if !visit(&k, &v) {
                 break;
@@ -110,7 +140,7 @@ impl KvEngine {
             .iter()
             .filter_map(|cf| {
                 self.db
-                    .property_int_value_cf(&self.cf(cf), "rocksdb.total-sst-files-size")
+                    .property_int_value_cf(self.cf(*cf), "rocksdb.total-sst-files-size")
                     .ok()
                     .flatten()
             })
@@ -125,28 +155,28 @@ pub struct KvWriteBatch<'a> {
 }
 
 impl KvWriteBatch<'_> {
-    pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) {
-        self.wb.put_cf(&self.engine.cf(cf), key, value);
+    pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.wb.put_cf(self.engine.cf(cf), key, value);
     }
 
-    pub fn delete(&mut self, cf: &str, key: &[u8]) {
-        self.wb.delete_cf(&self.engine.cf(cf), key);
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.wb.delete_cf(self.engine.cf(cf), key);
     }
 
     /// Deletes `[start, end)`; an empty `end` means to the end of the key space.
-    pub fn delete_range(&mut self, cf: &str, start: &[u8], end: &[u8]) {
+    pub fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
         let cf = self.engine.cf(cf);
         if end.is_empty() {
             // RocksDB needs a concrete upper bound: delete through the last key.
-            if let Some(Ok((last, _))) = self.engine.db.iterator_cf(&cf, IteratorMode::End).next() {
+            if let Some(Ok((last, _))) = self.engine.db.iterator_cf(cf, IteratorMode::End).next() {
                 if last.as_ref() >= start {
                     let mut bound = last.to_vec();
                     bound.push(0);
-                    self.wb.delete_range_cf(&cf, start, &bound);
+                    self.wb.delete_range_cf(cf, start, &bound);
                 }
             }
         } else if start < end {
-            self.wb.delete_range_cf(&cf, start, end);
+            self.wb.delete_range_cf(cf, start, end);
         }
     }
 

@@ -19,7 +19,7 @@
 mod kv;
 mod raft_log;
 
-pub use kv::{CfName, KvEngine, KvWriteBatch, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
+pub use kv::{Cf, KvEngine, KvWriteBatch, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
 pub use raft_log::{RaftLogEngine, RaftLogWrite};
 
 /// Errors from either engine.

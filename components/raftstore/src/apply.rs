@@ -10,7 +10,7 @@
 
 use std::any::Any;
 
-use tikal_engine::{KvEngine, KvWriteBatch};
+use tikal_engine::{Cf, KvEngine, KvWriteBatch};
 
 use crate::meta::{put_apply_state, ApplyState};
 use crate::Result;
@@ -44,20 +44,20 @@ impl<'a> ApplyContext<'a> {
         }
     }
 
-    pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) {
+    pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.wb.put(cf, key, value);
     }
 
-    pub fn delete(&mut self, cf: &str, key: &[u8]) {
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
         self.wb.delete(cf, key);
     }
 
-    pub fn delete_range(&mut self, cf: &str, start: &[u8], end: &[u8]) {
+    pub fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
         self.wb.delete_range(cf, start, end);
     }
 
     /// Reads `key` as of all commands applied so far in this round.
-    pub fn get(&mut self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(&mut self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if !self.wb.is_empty() {
             self.commit()?;
         }

@@ -6,6 +6,7 @@
 //! (`now`), so every replica reaches the same answer.
 
 use prost::Message;
+use tikal_engine::Cf;
 use tikal_raftstore::{Applier, ApplyContext, ApplyOutput};
 use tracing::error;
 
@@ -45,20 +46,20 @@ pub enum OpKind {
 }
 
 impl RawOp {
-    pub fn put(cf: &str, key: Vec<u8>, encoded: Vec<u8>) -> RawOp {
+    pub fn put(cf: Cf, key: Vec<u8>, encoded: Vec<u8>) -> RawOp {
         RawOp::new(OpKind::Put, cf, key, encoded)
     }
 
-    pub fn delete(cf: &str, key: Vec<u8>) -> RawOp {
+    pub fn delete(cf: Cf, key: Vec<u8>) -> RawOp {
         RawOp::new(OpKind::Delete, cf, key, vec![])
     }
 
-    pub fn delete_range(cf: &str, start: Vec<u8>, end: Vec<u8>) -> RawOp {
+    pub fn delete_range(cf: Cf, start: Vec<u8>, end: Vec<u8>) -> RawOp {
         RawOp::new(OpKind::DeleteRange, cf, start, end)
     }
 
     pub fn compare_and_swap(
-        cf: &str,
+        cf: Cf,
         key: Vec<u8>,
         encoded: Vec<u8>,
         expected: Option<Vec<u8>>,
@@ -69,10 +70,10 @@ impl RawOp {
         }
     }
 
-    fn new(kind: OpKind, cf: &str, key: Vec<u8>, value: Vec<u8>) -> RawOp {
+    fn new(kind: OpKind, cf: Cf, key: Vec<u8>, value: Vec<u8>) -> RawOp {
         RawOp {
             kind: kind as i32,
-            cf: cf.to_string(),
+            cf: cf.name().to_string(),
             key,
             value,
             expected: None,
@@ -109,20 +110,31 @@ impl Applier for RawApplier {
 
 fn apply_command(ctx: &mut ApplyContext<'_>, cmd: RawCommand) -> RawApplyResult {
     let mut outcome = None;
-    for op in cmd.ops {
+    // Check every op first: a command applies whole or not at all.
+    let mut cfs = Vec::with_capacity(cmd.ops.len());
+    for op in &cmd.ops {
+        match Cf::from_name(&op.cf) {
+            Some(cf) if op.kind != OpKind::CompareAndSwap as i32 || cmd.ops.len() == 1 => {
+                cfs.push(cf)
+            }
+            Some(_) => return Err("compare-and-swap must be a command of its own".into()),
+            None => return Err(format!("unknown column family {:?} in raw command", op.cf)),
+        }
+    }
+    for (op, cf) in cmd.ops.into_iter().zip(cfs) {
         match OpKind::try_from(op.kind) {
-            Ok(OpKind::Put) => ctx.put(&op.cf, &op.key, &op.value),
-            Ok(OpKind::Delete) => ctx.delete(&op.cf, &op.key),
-            Ok(OpKind::DeleteRange) => ctx.delete_range(&op.cf, &op.key, &op.value),
+            Ok(OpKind::Put) => ctx.put(cf, &op.key, &op.value),
+            Ok(OpKind::Delete) => ctx.delete(cf, &op.key),
+            Ok(OpKind::DeleteRange) => ctx.delete_range(cf, &op.key, &op.value),
             Ok(OpKind::CompareAndSwap) => {
-                let current = ctx.get(&op.cf, &op.key).map_err(|e| e.to_string())?;
+                let current = ctx.get(cf, &op.key).map_err(|e| e.to_string())?;
                 let previous = current
                     .as_deref()
                     .and_then(|raw| value::live_value(raw, cmd.now))
                     .map(<[u8]>::to_vec);
                 let succeed = previous == op.expected;
                 if succeed {
-                    ctx.put(&op.cf, &op.key, &op.value);
+                    ctx.put(cf, &op.key, &op.value);
                 }
                 outcome = Some(CasOutcome { succeed, previous });
             }

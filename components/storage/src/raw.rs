@@ -2,7 +2,7 @@
 //! engine, writes through Raft.
 
 use prost::Message;
-use tikal_engine::{KvEngine, CF_DEFAULT, DATA_CFS};
+use tikal_engine::{Cf, KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
 use tikal_raftstore::{ApplyOutput, Pickup, RegionView, Router};
 
@@ -353,7 +353,7 @@ impl RawStorage {
         Ok(PendingWrite(rx))
     }
 
-    fn read_live(&self, cf: &str, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
+    fn read_live(&self, cf: Cf, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
         let Some(raw) = self.engine.get(cf, key)? else {
             return Ok(None);
         };
@@ -363,7 +363,7 @@ impl RawStorage {
 
     fn scan_bounds(
         &self,
-        cf: &str,
+        cf: Cf,
         b: &Bounds,
         limit: u32,
         key_only: bool,
@@ -516,14 +516,13 @@ fn scan_bounds(
     Ok(Bounds { lower, upper })
 }
 
-fn cf_name(cf: &str) -> Result<&'static str> {
+fn cf_name(cf: &str) -> Result<Cf> {
     if cf.is_empty() {
         return Ok(CF_DEFAULT);
     }
     DATA_CFS
-        .iter()
-        .find(|c| **c == cf)
-        .copied()
+        .into_iter()
+        .find(|c| c.name() == cf)
         .ok_or_else(|| StorageError::invalid(format!("invalid column family {cf:?}")))
 }
 
@@ -610,8 +609,8 @@ mod tests {
 
     #[test]
     fn column_family_names_are_validated() {
-        assert_eq!(cf_name("").unwrap(), "default");
-        assert_eq!(cf_name("write").unwrap(), "write");
+        assert_eq!(cf_name("").unwrap(), CF_DEFAULT);
+        assert_eq!(cf_name("write").unwrap(), tikal_engine::CF_WRITE);
         assert!(cf_name("raft").is_err());
         assert!(cf_name("bogus").is_err());
     }
