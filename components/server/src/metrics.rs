@@ -18,78 +18,74 @@ pub struct Metrics {
     pub sched_decisions: IntCounterVec,
 }
 
+// Metric definitions below are constants; `new` fails only for invalid
+// names or labels, which would be a bug caught by the first test run.
+const VALID: &str = "constant metric definition is valid";
+
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], b: Vec<f64>) -> HistogramVec {
+    let m = HistogramVec::new(HistogramOpts::new(name, help).buckets(b), labels).expect(VALID);
+    let _ = reg.register(Box::new(m.clone()));
+    m
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = IntCounterVec::new(Opts::new(name, help), labels).expect(VALID);
+    let _ = reg.register(Box::new(m.clone()));
+    m
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = IntGaugeVec::new(Opts::new(name, help), labels).expect(VALID);
+    let _ = reg.register(Box::new(m.clone()));
+    m
+}
+
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let registry = Registry::new();
-        let grpc_msg_duration = HistogramVec::new(
-            HistogramOpts::new(
+        let r = Registry::new();
+        let exp =
+            |start, count| prometheus::exponential_buckets(start, 2.0, count).unwrap_or_default();
+        Metrics {
+            grpc_msg_duration: histogram(
+                &r,
                 "tikv_grpc_msg_duration_seconds",
                 "Bucketed histogram of grpc server messages",
-            )
-            .buckets(prometheus::exponential_buckets(0.00005, 2.0, 20).unwrap_or_default()),
-            &["type"],
-        )
-        .expect("metric definition is valid");
-        let grpc_msg_fail = IntCounterVec::new(
-            Opts::new(
+                &["type"],
+                exp(0.00005, 20),
+            ),
+            grpc_msg_fail: counter(
+                &r,
                 "tikv_grpc_msg_fail_total",
                 "Total number of handle grpc message failure",
+                &["type"],
             ),
-            &["type"],
-        )
-        .expect("metric definition is valid");
-        let sched_waiting = IntGaugeVec::new(
-            Opts::new(
+            sched_waiting: gauge(
+                &r,
                 "tikv_raw_scheduler_waiting",
                 "Raw writes waiting for admission, by priority",
+                &["priority"],
             ),
-            &["priority"],
-        )
-        .expect("metric definition is valid");
-        let sched_delay = HistogramVec::new(
-            HistogramOpts::new(
+            sched_delay: histogram(
+                &r,
                 "tikv_raw_scheduler_delay_seconds",
                 "Time from arrival to admission of raw writes, by priority",
-            )
-            .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16).unwrap_or_default()),
-            &["priority"],
-        )
-        .expect("metric definition is valid");
-        let sched_deadline_miss = IntCounterVec::new(
-            Opts::new(
+                &["priority"],
+                exp(0.0005, 16),
+            ),
+            sched_deadline_miss: counter(
+                &r,
                 "tikv_raw_scheduler_deadline_miss_total",
                 "Raw writes admitted after their deadline, by priority",
+                &["priority"],
             ),
-            &["priority"],
-        )
-        .expect("metric definition is valid");
-        let sched_decisions = IntCounterVec::new(
-            Opts::new(
+            sched_decisions: counter(
+                &r,
                 "tikv_raw_scheduler_decisions_total",
                 "Scheduling decisions on raw writes, by priority and decision",
+                &["priority", "decision"],
             ),
-            &["priority", "decision"],
-        )
-        .expect("metric definition is valid");
-        for c in [
-            Box::new(grpc_msg_duration.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(grpc_msg_fail.clone()),
-            Box::new(sched_waiting.clone()),
-            Box::new(sched_delay.clone()),
-            Box::new(sched_deadline_miss.clone()),
-            Box::new(sched_decisions.clone()),
-        ] {
-            let _ = registry.register(c);
-        }
-        Metrics {
-            registry,
-            grpc_msg_duration,
-            grpc_msg_fail,
-            sched_waiting,
-            sched_delay,
-            sched_deadline_miss,
-            sched_decisions,
+            registry: r,
         }
     })
 }

@@ -251,11 +251,12 @@ impl Drop for Ticket {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let outputs = {
-            let mut shared = self.scheduler.shared.lock();
-            shared.waiters.remove(&self.seq);
-            shared.core.complete(self.seq, now_ms())
-        };
+        let outputs = self
+            .scheduler
+            .shared
+            .lock()
+            .core
+            .complete(self.seq, now_ms());
         self.scheduler.dispatch(outputs);
     }
 }
@@ -278,10 +279,6 @@ impl Scheduler {
         };
         tokio::spawn(s.clone().timer_loop());
         s
-    }
-
-    pub fn policy(&self) -> Policy {
-        self.shared.lock().core.policy().clone()
     }
 
     pub fn set_policy(&self, policy: Policy) {
