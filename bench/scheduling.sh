@@ -2,7 +2,10 @@
 # Replays one overload CSV (offered load ~2x what the store sustains) under
 # fcfs, threshold and edf, each on a fresh 1-store cluster, and compares the
 # server traces: miss rate and delay per priority per policy.
-# Usage: [POLICIES="fcfs threshold edf"] [VALUE_SIZE=100] bench/scheduling.sh [requests, default 100000] [out dir]
+# Usage: [POLICIES="fcfs threshold edf"] [VALUE_SIZE=100] [THREAD_NICE=15] bench/scheduling.sh [requests, default 100000] [out dir]
+# THREAD_NICE is the store's `[raftstore] thread-nice` for every policy: the
+# write loop yields the CPU to gRPC intake, so the backlog forms where the
+# scheduler can see (and order) it rather than in sockets.
 # Beware: under sustained overload `threshold` (the seed's v0) logs a
 # check-delay row per waiting request every 5 ms; at 20,000 requests its
 # trace reached 17 GB. Leave it out of POLICIES for large runs.
@@ -11,10 +14,11 @@ N="${1:-100000}"
 OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
 mkdir -p "$OUT"
 VALUE_SIZE="${VALUE_SIZE:-100}"
+THREAD_NICE="${THREAD_NICE:-15}"
 
 # run_cluster POLICY DATA_DIR PORT: a fresh cluster whose store uses POLICY.
 run_cluster() {
-    printf '[scheduler]\npolicy = "%s"\n' "$1" >"$2.toml"
+    printf '[scheduler]\npolicy = "%s"\n[raftstore]\nthread-nice = %d\n' "$1" "$THREAD_NICE" >"$2.toml"
     start_cluster "$2" "$3" "$2.toml"
 }
 

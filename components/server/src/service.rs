@@ -46,8 +46,8 @@ impl TikvService {
             meta,
             footprint,
             Box::new(move |permit: Permit| {
-                let (pickup, hold) = permit.split();
-                let pickup: Pickup = pickup.map(|p| Box::new(p) as Box<dyn std::any::Any + Send>);
+                let (started, hold) = permit.split();
+                let pickup: Pickup = Some(Box::new(started));
                 let _ = tx.send((raw.submit(write, pickup), hold));
             }),
         );

@@ -40,7 +40,10 @@ pub enum Footprint {
 /// An instruction for the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Admit(u64),
+    /// Admitted, with its decision row. The runtime stamps the row when the
+    /// write actually starts (see [`super::Permit`]), so every policy's
+    /// `scheduled_time_ms` is the same event.
+    Admit(u64, TraceRow),
     Trace(TraceRow),
 }
 
@@ -184,7 +187,7 @@ impl Core {
     }
 
     /// When `tick` next has something to do, if ever.
-    pub fn next_wakeup(&self) -> Option<u64> {
+    pub fn next_wakeup(&self, now: u64) -> Option<u64> {
         match &self.policy {
             // Waiting fcfs requests wait only for earlier same-key writes.
             Policy::Fcfs => None,
@@ -194,10 +197,11 @@ impl Core {
                     return None;
                 }
                 // Only requests held back by the High reserve can become
-                // admissible with time alone: when they turn urgent.
+                // admissible with time alone: when they turn urgent (late
+                // ones never do).
                 [Priority::Medium, Priority::Low]
                     .iter()
-                    .filter_map(|p| self.ready[*p as usize].first())
+                    .filter_map(|p| self.ready[*p as usize].range((now, 0)..).next())
                     .map(|(d, _)| *d)
                     .filter(|d| *d != u64::MAX)
                     .map(|d| d.saturating_sub(c.escalate_ms))
@@ -327,38 +331,47 @@ impl Core {
         }
     }
 
-    /// The next request edf admits now, if any: O(1) over the ready sets.
+    /// The next request edf admits now, if any: O(log n) over the ready sets.
+    ///
+    /// A request past its deadline has missed it whatever happens next, so
+    /// edf spends capacity on the ones that can still make it: first one
+    /// about to miss (deadline within `escalate_ms`, earliest first, any
+    /// priority); then, by priority, the earliest deadline still ahead; then
+    /// the late ones, by priority and earliest deadline. Late requests still
+    /// run — after the ones that can still be on time. (Serving the oldest
+    /// first under overload makes every request late: global EDF's domino
+    /// effect.)
     fn edf_pick(&self, now: u64, escalate_ms: u64) -> Option<(u64, Decision)> {
         let avail = self.available();
-        let best: [Option<(u64, u64)>; 3] = [0, 1, 2].map(|p| self.ready[p].first().copied());
-        // The earliest deadline overall, if it is close enough to escalate.
-        let urgent = best
+        let ahead: [Option<(u64, u64)>; 3] =
+            [0, 1, 2].map(|p| self.ready[p].range((now, 0)..).next().copied());
+        let urgent = ahead
             .iter()
             .flatten()
             .filter(|(d, _)| *d != u64::MAX && now + escalate_ms >= *d)
             .min()
             .copied();
-        for p in Priority::ALL {
-            if let Some((d, seq)) = best[p as usize] {
-                if avail >= self.required(p) {
-                    // An urgent request with an earlier deadline goes first.
-                    if let Some((ud, us)) = urgent {
-                        if ud < d {
-                            return Some((us, Decision::UrgentAdmit));
-                        }
-                    }
-                    return Some((seq, Decision::Scheduled));
-                }
-            }
+        if let (Some((_, seq)), true) = (urgent, avail >= 1) {
+            return Some((seq, Decision::UrgentAdmit));
         }
-        urgent.map(|(_, s)| (s, Decision::UrgentAdmit))
+        let admissible = |p: Priority| avail >= self.required(p);
+        Priority::ALL
+            .into_iter()
+            .filter(|p| admissible(*p))
+            .find_map(|p| ahead[p as usize])
+            .or_else(|| {
+                Priority::ALL
+                    .into_iter()
+                    .filter(|p| admissible(*p))
+                    .find_map(|p| self.ready[p as usize].first().copied())
+            })
+            .map(|(_, seq)| (seq, Decision::Scheduled))
     }
 
     fn admit(&mut self, meta: RequestMeta, now: u64, decision: Decision, seq: u64) {
         let row = self.row(&meta, now, decision);
         self.in_use += 1;
-        self.out.push(Output::Trace(row));
-        self.out.push(Output::Admit(seq));
+        self.out.push(Output::Admit(seq, row));
     }
 
     fn row(&self, meta: &RequestMeta, now: u64, decision: Decision) -> TraceRow {
@@ -445,7 +458,7 @@ mod tests {
 
         fn take(&mut self, outputs: Vec<Output>) {
             for o in outputs {
-                if let Output::Trace(r) = o {
+                if let Output::Trace(r) | Output::Admit(_, r) = o {
                     self.log.push(format!(
                         "{} {} {}",
                         r.scheduled_ms,
@@ -539,7 +552,7 @@ mod tests {
             .tick(7)
             .tick(10);
         s.expect(&["0 low check-delay", "5 low check-delay", "10 low scheduled"]);
-        assert_eq!(s.core.next_wakeup(), None);
+        assert_eq!(s.core.next_wakeup(10), None);
     }
 
     #[test]
@@ -582,7 +595,7 @@ mod tests {
             .arrive(0, "h2", None, &["b"]);
         s.arrive(1, "m", Some(500), &["c"]);
         assert_eq!(
-            s.core.next_wakeup(),
+            s.core.next_wakeup(1),
             None,
             "all busy: only a completion can help"
         );
@@ -633,7 +646,7 @@ mod tests {
         s.arrive(0, "m1", None, &["a"]);
         s.arrive(1, "l", Some(100), &["b"]);
         // One slot free, reserved for High: Low waits, with one timer set.
-        assert_eq!(s.core.next_wakeup(), Some(90));
+        assert_eq!(s.core.next_wakeup(1), Some(90));
         s.tick(90);
         s.expect(&["0 m1 scheduled", "1 l queued", "90 l urgent-admit"]);
         // An urgent request beats a non-urgent High with a later deadline.
@@ -644,6 +657,40 @@ mod tests {
         s.log.clear();
         s.complete(25, "h-busy");
         s.expect(&["25 l urgent-admit"]);
+    }
+
+    #[test]
+    fn edf_serves_requests_that_can_still_make_their_deadline_first() {
+        let mut s = Sim::new(edf(1, 0));
+        s.arrive(0, "h-busy", None, &["z"])
+            .arrive(0, "h-late", Some(50), &["a"])
+            .arrive(1, "m-late", Some(60), &["b"])
+            .arrive(90, "l-ahead", Some(1000), &["c"])
+            .arrive(95, "m-ahead", Some(300), &["d"]);
+        s.log.clear();
+        s.complete(100, "h-busy")
+            .complete(101, "m-ahead")
+            .complete(102, "l-ahead")
+            .complete(103, "h-late");
+        s.expect(&[
+            "100 m-ahead scheduled",
+            "101 l-ahead scheduled",
+            "102 h-late scheduled",
+            "103 m-late scheduled",
+        ]);
+        // A late request held back by the High reserve never turns urgent,
+        // so it sets no timer (which would fire at once, forever).
+        let mut s = Sim::new(edf(2, 1));
+        s.arrive(0, "h-busy", None, &["z"])
+            .arrive(0, "m-late", Some(20), &["a"]);
+        assert_eq!(s.core.next_wakeup(0), Some(10));
+        assert_eq!(s.core.next_wakeup(100), None);
+        s.complete(100, "h-busy");
+        s.expect(&[
+            "0 h-busy scheduled",
+            "0 m-late queued",
+            "100 m-late scheduled",
+        ]);
     }
 
     #[test]

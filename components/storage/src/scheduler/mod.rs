@@ -216,17 +216,49 @@ pub struct Permit {
     /// store takes the write in. Otherwise it is a worker, freed when the
     /// write is done.
     release_at_pickup: bool,
+    /// The admission's trace row, recorded when the write starts.
+    row: Option<TraceRow>,
+}
+
+/// Dropped by the store loop the moment it takes the write in: that is
+/// when the write gets its worker, so it is what every policy's trace row
+/// reports as `scheduled_time_ms`. For `fcfs` this includes the wait in the
+/// store's queue; for the others the admitted writes are few, so it is
+/// moments after admission.
+pub struct Started {
+    scheduler: Scheduler,
+    row: Option<TraceRow>,
+    /// edf's slot, freed with the stamp (after the row is recorded).
+    _slot: Option<Permit>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(row) = self.row.take() {
+            self.scheduler.record_started(row);
+        }
+    }
 }
 
 impl Permit {
     /// Splits into (what the store drops on pickup, what the caller holds
-    /// until the write completes); exactly one is Some.
-    pub fn split(self) -> (Option<Permit>, Option<Permit>) {
-        if self.release_at_pickup {
+    /// until the write completes, for a policy whose slot is a worker).
+    pub fn split(mut self) -> (Started, Option<Permit>) {
+        let row = self.row.take();
+        let scheduler = self.scheduler.clone();
+        let (slot, hold) = if self.release_at_pickup {
             (Some(self), None)
         } else {
             (None, Some(self))
-        }
+        };
+        (
+            Started {
+                scheduler,
+                row,
+                _slot: slot,
+            },
+            hold,
+        )
     }
 }
 
@@ -251,6 +283,9 @@ impl Drop for Ticket {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(row) = self.row.take() {
+            self.scheduler.record_started(row);
+        }
         let outputs = self
             .scheduler
             .shared
@@ -305,26 +340,34 @@ impl Scheduler {
         }
     }
 
+    fn record(&self, row: &TraceRow) {
+        if let Some(obs) = &self.observer {
+            obs.on_row(row);
+        }
+        if let Some(t) = &self.trace {
+            t.record(row);
+        }
+    }
+
+    /// An admitted write starts now: its decision row gets this time.
+    fn record_started(&self, mut row: TraceRow) {
+        row.scheduled_ms = row.scheduled_ms.max(now_ms());
+        self.record(&row);
+    }
+
     fn dispatch(&self, outputs: Vec<Output>) {
         let mut admitted = vec![];
         for o in outputs {
             match o {
-                Output::Admit(seq) => admitted.push(seq),
-                Output::Trace(row) => {
-                    if let Some(obs) = &self.observer {
-                        obs.on_row(&row);
-                    }
-                    if let Some(t) = &self.trace {
-                        t.record(&row);
-                    }
-                }
+                Output::Admit(seq, row) => admitted.push((seq, row)),
+                Output::Trace(row) => self.record(&row),
             }
         }
         let (actions, waiting, at_pickup) = {
             let mut shared = self.shared.lock();
-            let actions: Vec<(u64, OnAdmit)> = admitted
+            let actions: Vec<(u64, TraceRow, OnAdmit)> = admitted
                 .into_iter()
-                .filter_map(|seq| shared.waiters.remove(&seq).map(|a| (seq, a)))
+                .filter_map(|(seq, row)| shared.waiters.remove(&seq).map(|a| (seq, row, a)))
                 .collect();
             let at_pickup = matches!(shared.core.policy(), Policy::Edf(_));
             (actions, shared.core.waiting_by_priority(), at_pickup)
@@ -333,18 +376,19 @@ impl Scheduler {
             obs.on_waiting(waiting);
         }
         // Outside the lock: an action may drop its permit at once.
-        for (seq, action) in actions {
+        for (seq, row, action) in actions {
             action(Permit {
                 scheduler: self.clone(),
                 seq,
                 release_at_pickup: at_pickup,
+                row: Some(row),
             });
         }
     }
 
     async fn timer_loop(self) {
         loop {
-            let next = self.shared.lock().core.next_wakeup();
+            let next = self.shared.lock().core.next_wakeup(now_ms());
             match next {
                 Some(at) => {
                     let wait = at.saturating_sub(now_ms());
@@ -411,14 +455,56 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1, "one worker: b waits");
         // edf permits belong to the store's pickup, not the caller.
         let first = slot.lock().pop().unwrap();
-        let (pickup, hold) = first.split();
-        assert!(pickup.is_some() && hold.is_none());
-        drop(pickup);
+        let (started, hold) = first.split();
+        assert!(hold.is_none());
+        drop(started);
         assert_eq!(
             count.load(Ordering::SeqCst),
             2,
             "freeing the slot admits b at once"
         );
+    }
+
+    struct Rows(Mutex<Vec<(String, Decision)>>);
+
+    impl SchedulerObserver for Rows {
+        fn on_row(&self, row: &TraceRow) {
+            self.0.lock().push((row.request_id.clone(), row.decision));
+        }
+        fn on_waiting(&self, _: [usize; 3]) {}
+    }
+
+    #[tokio::test]
+    async fn the_admission_row_is_recorded_when_the_write_starts() {
+        for policy in [
+            Policy::Fcfs,
+            Policy::Edf(EdfConfig::default()),
+            Policy::Threshold(ThresholdConfig::default()),
+        ] {
+            let rows = Arc::new(Rows(Mutex::new(vec![])));
+            let s = Scheduler::start(policy.clone(), None, Some(rows.clone()));
+            let (slot, count) = (Arc::new(Mutex::new(vec![])), Arc::new(AtomicUsize::new(0)));
+            let _t = s.submit(
+                meta("a", Priority::High),
+                Footprint::Keys(vec![1]),
+                park(&slot, &count),
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while count.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{policy:?}: never admitted"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let finals = |rows: &Rows| rows.0.lock().iter().filter(|r| r.1.is_final()).count();
+            assert_eq!(finals(&rows), 0, "{policy:?}: admitted but not started yet");
+            let (started, hold) = slot.lock().pop().unwrap().split();
+            drop(started);
+            assert_eq!(finals(&rows), 1, "{policy:?}: the store took it in");
+            drop(hold);
+            assert_eq!(finals(&rows), 1, "{policy:?}: one final row");
+        }
     }
 
     #[tokio::test]
@@ -446,8 +532,8 @@ mod tests {
         drop(t2);
         assert_eq!(s.shared.lock().core.waiting_by_priority(), [0, 0, 0]);
         // threshold permits are held by the caller until the write is done.
-        let (pickup, hold) = slot.lock().pop().unwrap().split();
-        assert!(pickup.is_none() && hold.is_some());
+        let (_started, hold) = slot.lock().pop().unwrap().split();
+        assert!(hold.is_some());
         assert_eq!(count.load(Ordering::SeqCst), 1, "b never ran");
     }
 }

@@ -5,6 +5,7 @@
 //! was not applied.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -16,6 +17,10 @@ use tikal_proto::tikvpb::tikv_client::TikvClient;
 use tonic::transport::Channel;
 
 const ROUTE_RETRIES: usize = 5;
+/// Connections per store, used in turn (the Go client's
+/// `grpc-connection-count` default). One HTTP/2 connection is read by one
+/// task on each side, so one connection caps a busy replay at one core.
+const CONNECTIONS_PER_STORE: usize = 4;
 
 #[derive(Clone)]
 struct Route {
@@ -29,7 +34,8 @@ pub struct Router {
     api_version: ApiVersion,
     /// start key -> route
     routes: Mutex<BTreeMap<Vec<u8>, Route>>,
-    stores: Mutex<HashMap<u64, TikvClient<Channel>>>,
+    stores: Mutex<HashMap<u64, Vec<TikvClient<Channel>>>>,
+    next_connection: AtomicUsize,
 }
 
 fn url(addr: &str) -> String {
@@ -64,6 +70,7 @@ impl Router {
                         api_version,
                         routes: Mutex::new(BTreeMap::new()),
                         stores: Mutex::new(HashMap::new()),
+                        next_connection: AtomicUsize::new(0),
                     });
                 }
                 Err(err) => last = anyhow!("cannot connect to PD {e}: {err}"),
@@ -104,13 +111,14 @@ impl Router {
     }
 
     async fn store(&self, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
+        let turn = self.next_connection.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = self
             .stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&store_id)
         {
-            return Ok(c.clone());
+            return Ok(c[turn % c.len()].clone());
         }
         let store = self
             .pd
@@ -123,15 +131,18 @@ impl Router {
             .into_inner()
             .store
             .ok_or_else(|| anyhow!("PD has no store {store_id}"))?;
-        let channel = Channel::from_shared(url(&store.address))?
+        let endpoint = Channel::from_shared(url(&store.address))?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(3))
-            .connect_lazy();
-        let client = TikvClient::new(channel);
+            .connect_timeout(Duration::from_secs(3));
+        let clients: Vec<_> = (0..CONNECTIONS_PER_STORE)
+            .map(|_| TikvClient::new(endpoint.connect_lazy()))
+            .collect();
+        let client = clients[turn % clients.len()].clone();
         self.stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(store_id, client.clone());
+            .entry(store_id)
+            .or_insert(clients);
         Ok(client)
     }
 
