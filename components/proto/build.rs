@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metapb.proto",
         "eraftpb.proto",
         "errorpb.proto",
+        "deadlock.proto",
         "kvrpcpb.proto",
         "tikvpb.proto",
         "pdpb.proto",

@@ -18,6 +18,9 @@ pub mod eraftpb {
 pub mod errorpb {
     tonic::include_proto!("errorpb");
 }
+pub mod deadlock {
+    tonic::include_proto!("deadlock");
+}
 pub mod kvrpcpb {
     tonic::include_proto!("kvrpcpb");
 }

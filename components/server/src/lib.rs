@@ -20,6 +20,7 @@ pub mod node;
 pub mod pd_client;
 pub mod service;
 pub mod status;
+mod txn_service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

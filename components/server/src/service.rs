@@ -14,19 +14,27 @@ use tikal_proto::kvrpcpb::*;
 use tikal_proto::tikvpb::tikv_server::Tikv;
 use tikal_raftstore::Pickup;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
+use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
 use crate::metrics::GrpcTimer;
+use crate::txn_service as txn;
 
 pub struct TikvService {
     raw: RawStorage,
+    txn: TxnStorage,
     scheduler: Scheduler,
 }
 
 impl TikvService {
     pub fn new(raw: RawStorage, scheduler: Scheduler) -> Self {
-        TikvService { raw, scheduler }
+        let txn = TxnStorage::new(raw.clone());
+        TikvService {
+            raw,
+            txn,
+            scheduler,
+        }
     }
 
     /// Queues a prepared write with the scheduler. When admitted, the
@@ -110,6 +118,135 @@ fn region_error_or_status(
 
 #[tonic::async_trait]
 impl Tikv for TikvService {
+    async fn kv_delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> GrpcResult<DeleteRangeResponse> {
+        txn::delete_range(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn unsafe_destroy_range(
+        &self,
+        req: Request<UnsafeDestroyRangeRequest>,
+    ) -> GrpcResult<UnsafeDestroyRangeResponse> {
+        txn::unsafe_destroy_range(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_gc(&self, req: Request<GcRequest>) -> GrpcResult<GcResponse> {
+        txn::gc(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_get(&self, req: Request<GetRequest>) -> GrpcResult<GetResponse> {
+        txn::get(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_batch_get(&self, req: Request<BatchGetRequest>) -> GrpcResult<BatchGetResponse> {
+        txn::batch_get(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_scan(&self, req: Request<ScanRequest>) -> GrpcResult<ScanResponse> {
+        txn::scan(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_prewrite(&self, req: Request<PrewriteRequest>) -> GrpcResult<PrewriteResponse> {
+        txn::prewrite(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_commit(&self, req: Request<CommitRequest>) -> GrpcResult<CommitResponse> {
+        txn::commit(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_cleanup(&self, req: Request<CleanupRequest>) -> GrpcResult<CleanupResponse> {
+        txn::cleanup(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_batch_rollback(
+        &self,
+        req: Request<BatchRollbackRequest>,
+    ) -> GrpcResult<BatchRollbackResponse> {
+        txn::batch_rollback(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_check_txn_status(
+        &self,
+        req: Request<CheckTxnStatusRequest>,
+    ) -> GrpcResult<CheckTxnStatusResponse> {
+        txn::check_txn_status(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_check_secondary_locks(
+        &self,
+        req: Request<CheckSecondaryLocksRequest>,
+    ) -> GrpcResult<CheckSecondaryLocksResponse> {
+        txn::check_secondary_locks(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_resolve_lock(
+        &self,
+        req: Request<ResolveLockRequest>,
+    ) -> GrpcResult<ResolveLockResponse> {
+        txn::resolve_lock(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_scan_lock(&self, req: Request<ScanLockRequest>) -> GrpcResult<ScanLockResponse> {
+        txn::scan_lock(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_txn_heart_beat(
+        &self,
+        req: Request<TxnHeartBeatRequest>,
+    ) -> GrpcResult<TxnHeartBeatResponse> {
+        txn::txn_heart_beat(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_pessimistic_lock(
+        &self,
+        req: Request<PessimisticLockRequest>,
+    ) -> GrpcResult<PessimisticLockResponse> {
+        txn::pessimistic_lock(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn kv_pessimistic_rollback(
+        &self,
+        req: Request<PessimisticRollbackRequest>,
+    ) -> GrpcResult<PessimisticRollbackResponse> {
+        txn::pessimistic_rollback(&self.txn, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
         let mut t = GrpcTimer::new("raw_get");
         let req = req.into_inner();

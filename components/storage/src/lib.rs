@@ -1,4 +1,5 @@
-//! Storage semantics on top of the Multi-Raft store: the Raw KV API.
+//! Storage semantics on top of the Multi-Raft store: the Raw KV API, and
+//! the transactional API ([`txn`]) over Percolator MVCC ([`mvcc`]).
 //!
 //! A request's life here: the server hands in a kvproto request; we check it
 //! against the region it names (exists on this store, this peer leads it, the
@@ -14,8 +15,10 @@
 
 mod command;
 mod errors;
+pub mod mvcc;
 mod raw;
 pub mod scheduler;
+pub mod txn;
 pub mod value;
 
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};

@@ -63,12 +63,16 @@ impl PendingWrite {
 
 /// A scan's key range after checking it against the region: `[lower, upper)`
 /// with an empty `upper` meaning unbounded.
-struct Bounds {
-    lower: Vec<u8>,
-    upper: Vec<u8>,
+pub(crate) struct Bounds {
+    pub lower: Vec<u8>,
+    pub upper: Vec<u8>,
 }
 
 impl RawStorage {
+    pub(crate) fn engine(&self) -> &KvEngine {
+        &self.engine
+    }
+
     pub fn new(store_id: u64, cfg: StorageConfig, engine: KvEngine, router: Router) -> Self {
         RawStorage {
             store_id,
@@ -322,7 +326,12 @@ impl RawStorage {
     // ---- helpers ----
 
     /// Encodes a write for the Raft log and checks its size.
-    fn prepare(&self, ctx: &kvrpcpb::Context, ops: Vec<RawOp>, now: u64) -> Result<PreparedWrite> {
+    pub(crate) fn prepare(
+        &self,
+        ctx: &kvrpcpb::Context,
+        ops: Vec<RawOp>,
+        now: u64,
+    ) -> Result<PreparedWrite> {
         let cmd = RawCommand { ops, now }.encode_to_vec();
         if cmd.len() > RAFT_ENTRY_MAX_SIZE {
             return Err(StorageError::region(errorpb::Error {
@@ -395,7 +404,7 @@ impl RawStorage {
 
     /// Checks that this store leads the request's region at the epoch the
     /// client knows, and that every key lies in the region.
-    fn check_region<'k>(
+    pub(crate) fn check_region<'k>(
         &self,
         ctx: &kvrpcpb::Context,
         keys: impl IntoIterator<Item = &'k [u8]>,
@@ -476,7 +485,7 @@ fn key_not_in_region(view: &RegionView, key: &[u8]) -> StorageError {
 /// Resolves a scan request's keys to bounds inside the region. `strict`
 /// (RawScan) requires the scan's first key to be in the region; batch scans
 /// and checksums clip each range to the region instead.
-fn scan_bounds(
+pub(crate) fn scan_bounds(
     view: &RegionView,
     start: &[u8],
     end: &[u8],
@@ -526,7 +535,7 @@ fn cf_name(cf: &str) -> Result<Cf> {
         .ok_or_else(|| StorageError::invalid(format!("invalid column family {cf:?}")))
 }
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(StorageError::invalid("key must not be empty"));
     }
@@ -551,7 +560,7 @@ fn kv_pair(key: Vec<u8>, value: Vec<u8>) -> kvrpcpb::KvPair {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
