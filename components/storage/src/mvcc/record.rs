@@ -296,7 +296,7 @@ mod tests {
         // type, compact "pk" (zigzag 2 = 4), ts 5, ttl 3000 = [0xb8, 0x17].
         assert_eq!(&b[..8], &[b'P', 4, b'p', b'k', 5, 0xb8, 0x17, b'v']);
         assert_eq!(Lock::parse(&b), Some(l));
-        assert_eq!(Lock::parse(&[b'X']), None);
+        assert_eq!(Lock::parse(b"X"), None);
     }
 
     #[test]
@@ -308,6 +308,6 @@ mod tests {
         );
         w.has_overlapped_rollback = true;
         assert_eq!(Write::parse(&w.to_bytes()), Some(w));
-        assert_eq!(Write::parse(&[b'P']), None);
+        assert_eq!(Write::parse(b"P"), None);
     }
 }

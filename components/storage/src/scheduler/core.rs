@@ -458,14 +458,13 @@ mod tests {
 
         fn take(&mut self, outputs: Vec<Output>) {
             for o in outputs {
-                if let Output::Trace(r) | Output::Admit(_, r) = o {
-                    self.log.push(format!(
-                        "{} {} {}",
-                        r.scheduled_ms,
-                        r.request_id,
-                        r.decision.name()
-                    ));
-                }
+                let (Output::Trace(r) | Output::Admit(_, r)) = o;
+                self.log.push(format!(
+                    "{} {} {}",
+                    r.scheduled_ms,
+                    r.request_id,
+                    r.decision.name()
+                ));
             }
         }
 
