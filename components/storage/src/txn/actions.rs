@@ -424,11 +424,11 @@ impl TxnStorage {
                         }
                     }
                     if async_commit {
-                        if req.use_async_commit && m.key == req.primary_lock {
+                        if req.use_async_commit {
                             lock.use_async_commit = true;
-                            lock.secondaries = req.secondaries.clone();
-                        } else if req.use_async_commit {
-                            lock.use_async_commit = true;
+                            if m.key == req.primary_lock {
+                                lock.secondaries = req.secondaries.clone();
+                            }
                         }
                         // In memory before max_ts is read: a reader either
                         // sees this lock or has already raised max_ts.
