@@ -224,12 +224,7 @@ async fn status_server_reports_metrics_status_and_config() {
     client.get("m".to_owned()).await.unwrap();
 
     let status = &t.cluster.status_addrs[0];
-    let metrics = reqwest::get(format!("http://{status}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics(0).await;
     for kind in ["raw_put", "raw_get"] {
         let line = metrics
             .lines()

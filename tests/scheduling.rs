@@ -178,12 +178,7 @@ async fn scheduler_metrics_count_decisions_and_misses_per_priority() {
     d.tikv.raw_put(req).await.unwrap();
     // Past its deadline, the write still ran.
     assert_eq!(d.get(b"late").await, Some(b"v".to_vec()));
-    let metrics = reqwest::get(format!("http://{}/metrics", t.cluster.status_addrs[0]))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics(0).await;
     let value = |prefix: &str| -> f64 {
         metrics
             .lines()

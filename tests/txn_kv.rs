@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{direct, eventually, TestCluster};
-use tikal_proto::kvrpcpb::{self, Mutation, Op};
+use tikal_proto::kvrpcpb;
 use tikv_client::{Key, KvPair, TimestampExt, TransactionClient, TransactionOptions};
 
 async fn client(t: &TestCluster) -> TransactionClient {
@@ -235,19 +235,7 @@ async fn abandoned_prewrite(
     let start_ts = c.current_timestamp().await.unwrap().version();
     let resp = d
         .tikv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(d.ctx.clone()),
-            mutations: vec![Mutation {
-                op: Op::Put as i32,
-                key: key.to_vec(),
-                value: b"orphan".to_vec(),
-                ..Default::default()
-            }],
-            primary_lock: key.to_vec(),
-            start_version: start_ts,
-            lock_ttl: ttl_ms,
-            ..Default::default()
-        })
+        .kv_prewrite(d.prewrite(key, b"orphan", start_ts, ttl_ms))
         .await
         .unwrap()
         .into_inner();
@@ -298,19 +286,7 @@ async fn locks_of_a_dead_client_are_resolved_by_readers_and_cleanup() {
     let mut d = direct(&t).await;
     let late = d
         .tikv
-        .kv_prewrite(kvrpcpb::PrewriteRequest {
-            context: Some(d.ctx.clone()),
-            mutations: vec![Mutation {
-                op: Op::Put as i32,
-                key: b"dead2".to_vec(),
-                value: b"late".to_vec(),
-                ..Default::default()
-            }],
-            primary_lock: b"dead2".to_vec(),
-            start_version: start_ts,
-            lock_ttl: 1000,
-            ..Default::default()
-        })
+        .kv_prewrite(d.prewrite(b"dead2", b"late", start_ts, 1000))
         .await
         .unwrap()
         .into_inner();

@@ -65,6 +65,17 @@ impl TestCluster {
     pub fn logs(&self) -> String {
         dump_logs(&self.cluster.spec.data_dir)
     }
+
+    /// Store `i`'s Prometheus metrics text.
+    pub async fn metrics(&self, i: usize) -> String {
+        let url = format!("http://{}/metrics", self.cluster.status_addrs[i]);
+        reqwest::get(url)
+            .await
+            .expect("status server answers")
+            .text()
+            .await
+            .expect("metrics body")
+    }
 }
 
 /// A PD gRPC client (ours) and a request header carrying the cluster id.
@@ -191,6 +202,23 @@ impl Direct {
             key: key.to_vec(),
             value: value.to_vec(),
             cf: cf.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A one-key optimistic prewrite of `key` = `value`, primary `key`.
+    pub fn prewrite(&self, key: &[u8], value: &[u8], start_ts: u64, ttl: u64) -> PrewriteRequest {
+        PrewriteRequest {
+            context: Some(self.ctx.clone()),
+            mutations: vec![Mutation {
+                op: Op::Put as i32,
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            }],
+            primary_lock: key.to_vec(),
+            start_version: start_ts,
+            lock_ttl: ttl,
             ..Default::default()
         }
     }

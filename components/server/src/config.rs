@@ -28,6 +28,24 @@ pub struct TikvConfig {
     pub pd: PdSection,
     pub raftstore: RaftstoreSection,
     pub scheduler: SchedulerSection,
+    pub pessimistic_txn: PessimisticTxnSection,
+}
+
+/// `[pessimistic-txn]`: lock waiting of pessimistic transactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct PessimisticTxnSection {
+    /// How long a lock request waits for a conflicting lock when the
+    /// client leaves it to the server (`wait_timeout` 0).
+    pub wait_for_lock_timeout: String,
+}
+
+impl Default for PessimisticTxnSection {
+    fn default() -> Self {
+        PessimisticTxnSection {
+            wait_for_lock_timeout: "1s".into(),
+        }
+    }
 }
 
 /// `[scheduler]`: deadline-aware admission of raw writes.
@@ -108,6 +126,7 @@ impl Default for TikvConfig {
             },
             raftstore: RaftstoreSection::default(),
             scheduler: SchedulerSection::default(),
+            pessimistic_txn: PessimisticTxnSection::default(),
         }
     }
 }
@@ -187,6 +206,7 @@ impl TikvConfig {
             &ticks.raft_base_tick_interval,
             &ticks.pd_heartbeat_tick_interval,
             &ticks.pd_store_heartbeat_tick_interval,
+            &self.pessimistic_txn.wait_for_lock_timeout,
         ] {
             parse_duration(d)?;
         }

@@ -148,6 +148,8 @@ pub async fn run(
         )),
     ];
 
+    let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
+        .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status_state = Arc::new(status::StatusState {
         config: parking_lot::RwLock::new(cfg.clone()),
@@ -155,13 +157,14 @@ pub async fn run(
         store_id,
         router: router.clone(),
         start_time: start_time as u64,
+        txn: txn.clone(),
     });
     let mut status_stop = stop_rx.clone();
     let status_task = tokio::spawn(status::serve(status_listener, status_state, async move {
         let _ = status_stop.changed().await;
     }));
 
-    let service = TikvServer::new(service::TikvService::new(raw, scheduler.clone()))
+    let service = TikvServer::new(service::TikvService::new(raw, txn, scheduler.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
     // Our own listener (bound early) bypasses tonic's socket options, so

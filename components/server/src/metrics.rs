@@ -16,6 +16,10 @@ pub struct Metrics {
     pub sched_delay: HistogramVec,
     pub sched_deadline_miss: IntCounterVec,
     pub sched_decisions: IntCounterVec,
+    /// Pessimistic lock waits: registered waiters and wait-for edges
+    /// (refreshed when scraped), and deadlocks found.
+    pub lock_wait_table: IntGaugeVec,
+    pub lock_detect_error: IntCounterVec,
 }
 
 // Metric definitions below are constants; `new` fails only for invalid
@@ -84,6 +88,18 @@ pub fn metrics() -> &'static Metrics {
                 "tikv_raw_scheduler_decisions_total",
                 "Scheduling decisions on raw writes, by priority and decision",
                 &["priority", "decision"],
+            ),
+            lock_wait_table: gauge(
+                &r,
+                "tikv_lock_manager_wait_table_status",
+                "Pessimistic lock requests waiting, and wait-for edges",
+                &["type"],
+            ),
+            lock_detect_error: counter(
+                &r,
+                "tikv_lock_manager_detect_error_total",
+                "Lock waits refused by the deadlock detector",
+                &["type"],
             ),
             registry: r,
         }

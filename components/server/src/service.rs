@@ -28,8 +28,7 @@ pub struct TikvService {
 }
 
 impl TikvService {
-    pub fn new(raw: RawStorage, scheduler: Scheduler) -> Self {
-        let txn = TxnStorage::new(raw.clone());
+    pub fn new(raw: RawStorage, txn: TxnStorage, scheduler: Scheduler) -> Self {
         TikvService {
             raw,
             txn,

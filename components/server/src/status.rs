@@ -19,6 +19,7 @@ pub struct StatusState {
     pub store_id: u64,
     pub router: tikal_raftstore::Router,
     pub start_time: u64,
+    pub txn: tikal_storage::txn::TxnStorage,
 }
 
 pub async fn serve(
@@ -39,7 +40,13 @@ pub async fn serve(
     Ok(())
 }
 
-async fn metrics_handler() -> impl IntoResponse {
+async fn metrics_handler(State(s): State<Arc<StatusState>>) -> impl IntoResponse {
+    let (waiters, edges) = s.txn.lock_waits().counts();
+    let table = &metrics::metrics().lock_wait_table;
+    table.with_label_values(&["waiters"]).set(waiters as i64);
+    table
+        .with_label_values(&["wait_for_edges"])
+        .set(edges as i64);
     (
         [("content-type", "text/plain; version=0.0.4")],
         metrics::render(),

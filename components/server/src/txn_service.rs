@@ -236,7 +236,15 @@ pub async fn pessimistic_lock(
     let mut resp = PessimisticLockResponse::default();
     match s.pessimistic_lock(&req).await {
         Ok((values, not_founds)) => (resp.values, resp.not_founds) = (values, not_founds),
-        Err(e) => (resp.region_error, resp.errors) = fields(e, &mut t)?,
+        Err(e) => {
+            (resp.region_error, resp.errors) = fields(e, &mut t)?;
+            if resp.errors.iter().any(|e| e.deadlock.is_some()) {
+                crate::metrics::metrics()
+                    .lock_detect_error
+                    .with_label_values(&["deadlock"])
+                    .inc();
+            }
+        }
     }
     Ok(resp)
 }

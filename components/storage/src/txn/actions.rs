@@ -2,6 +2,9 @@
 
 use tikal_proto::kvrpcpb::{self, prewrite_request::PessimisticAction, write_conflict::Reason, Op};
 
+use std::time::{Duration, Instant};
+
+use super::lock_wait::Waiting;
 use super::{key_error as ke, Batch, TxnError, TxnResult, TxnStorage};
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::record::{Lock, LockType, Write, WriteType, SHORT_VALUE_MAX_LEN};
@@ -40,6 +43,13 @@ fn blocks_read(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
 pub struct PrewriteOutcome {
     pub min_commit_ts: u64,
     pub one_pc_commit_ts: u64,
+}
+
+/// One attempt at pessimistic locks: taken (values, not_founds as asked),
+/// or a wait registered on the first key another transaction holds.
+enum LockOutcome {
+    Locked(Vec<Vec<u8>>, Vec<bool>),
+    Wait(Waiting),
 }
 
 /// What CheckTxnStatus found or did.
@@ -757,76 +767,124 @@ impl TxnStorage {
     }
 
     /// Takes pessimistic locks; returns (values, not_founds) as asked.
+    ///
+    /// A key locked by another transaction makes the request wait (up to
+    /// `wait_timeout` ms; 0 = the store's default, negative = not at all)
+    /// for that lock's release, then try again: a holder that committed
+    /// past `for_update_ts` turns into WriteConflict, one that rolled back
+    /// lets the lock through. A wait that would close a cycle of waiting
+    /// transactions fails with Deadlock; one that times out returns the
+    /// KeyIsLocked error for the client to resolve.
     pub async fn pessimistic_lock(
         &self,
         req: &kvrpcpb::PessimisticLockRequest,
     ) -> TxnResult<(Vec<Vec<u8>>, Vec<bool>)> {
         let ctx = req.context.clone().unwrap_or_default();
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
+        let wait = match req.wait_timeout {
+            t if t < 0 => Duration::ZERO,
+            0 => self.wait_for_lock_timeout,
+            t => Duration::from_millis(t as u64),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let may_wait = Instant::now() < deadline;
+            match self
+                .write(&ctx, &keys, |reader, b| {
+                    self.lock_keys(reader, b, req, &keys, may_wait)
+                })
+                .await?
+            {
+                LockOutcome::Locked(values, not_founds) => return Ok((values, not_founds)),
+                LockOutcome::Wait(waiting) => {
+                    waiting.until(deadline).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`TxnStorage::pessimistic_lock`], under the latches.
+    fn lock_keys(
+        &self,
+        reader: &MvccReader<'_>,
+        b: &mut Batch,
+        req: &kvrpcpb::PessimisticLockRequest,
+        keys: &[Vec<u8>],
+        may_wait: bool,
+    ) -> TxnResult<LockOutcome> {
         let (start_ts, for_update_ts) = (req.start_version, req.for_update_ts);
         let want_values = req.return_values || req.check_existence;
-        self.write(&ctx, &keys, |reader, b| {
-            let mut errors = vec![];
-            let (mut values, mut not_founds) = (vec![], vec![]);
-            for key in &keys {
-                match reader.load_lock(key)? {
-                    Some(l) if l.ts != start_ts => {
-                        errors.push(ke::locked(l.info(key)));
-                        continue;
+        let mut errors = vec![];
+        let (mut values, mut not_founds) = (vec![], vec![]);
+        for key in keys {
+            match reader.load_lock(key)? {
+                Some(l) if l.ts != start_ts => {
+                    if may_wait && errors.is_empty() {
+                        // Nothing is written while the request waits.
+                        *b = Batch::default();
+                        return match self.waits.wait_for(start_ts, key, l.ts) {
+                            Ok(waiting) => Ok(LockOutcome::Wait(waiting)),
+                            Err(d) => Err(one(ke::deadlock(l.ts, key, d.key_hash, d.wait_chain))),
+                        };
                     }
-                    Some(mut l) => {
-                        if l.lock_type == LockType::Pessimistic && l.for_update_ts < for_update_ts {
-                            l.for_update_ts = for_update_ts;
-                            b.put_lock(key, &l);
-                        }
-                    }
-                    None => {
-                        if let Some((c, w)) = reader.seek_write(key, u64::MAX)? {
-                            if c > for_update_ts {
-                                return Err(one(ke::write_conflict(
-                                    start_ts,
-                                    w.start_ts,
-                                    c,
-                                    key,
-                                    &req.primary_lock,
-                                    Reason::PessimisticRetry,
-                                )));
-                            }
-                        }
-                        if let Some((_, w)) = reader.txn_record(key, start_ts)? {
-                            if w.write_type == WriteType::Rollback {
-                                return Err(one(kvrpcpb::KeyError {
-                                    abort: format!(
-                                        "PessimisticLockRolledBack {{ start_ts: {start_ts}, key: {} }}",
-                                        crate::raw::hex(key)
-                                    ),
-                                    ..Default::default()
-                                }));
-                            }
-                        }
-                        let mut l = Lock::new(
-                            LockType::Pessimistic,
-                            req.primary_lock.clone(),
-                            start_ts,
-                            req.lock_ttl,
-                        );
+                    errors.push(ke::locked(l.info(key)));
+                    continue;
+                }
+                Some(mut l) => {
+                    if l.lock_type == LockType::Pessimistic && l.for_update_ts < for_update_ts {
                         l.for_update_ts = for_update_ts;
-                        l.min_commit_ts = req.min_commit_ts;
                         b.put_lock(key, &l);
                     }
                 }
-                if want_values {
-                    let v = reader.get(key, u64::MAX)?;
-                    not_founds.push(v.is_none());
-                    values.push(if req.return_values { v.unwrap_or_default() } else { vec![] });
+                None => {
+                    if let Some((c, w)) = reader.seek_write(key, u64::MAX)? {
+                        if c > for_update_ts {
+                            return Err(one(ke::write_conflict(
+                                start_ts,
+                                w.start_ts,
+                                c,
+                                key,
+                                &req.primary_lock,
+                                Reason::PessimisticRetry,
+                            )));
+                        }
+                    }
+                    if let Some((_, w)) = reader.txn_record(key, start_ts)? {
+                        if w.write_type == WriteType::Rollback {
+                            return Err(one(kvrpcpb::KeyError {
+                                abort: format!(
+                                    "PessimisticLockRolledBack {{ start_ts: {start_ts}, key: {} }}",
+                                    crate::raw::hex(key)
+                                ),
+                                ..Default::default()
+                            }));
+                        }
+                    }
+                    let mut l = Lock::new(
+                        LockType::Pessimistic,
+                        req.primary_lock.clone(),
+                        start_ts,
+                        req.lock_ttl,
+                    );
+                    l.for_update_ts = for_update_ts;
+                    l.min_commit_ts = req.min_commit_ts;
+                    b.put_lock(key, &l);
                 }
             }
-            if !errors.is_empty() {
-                return Err(TxnError::Key(errors));
+            if want_values {
+                let v = reader.get(key, u64::MAX)?;
+                not_founds.push(v.is_none());
+                values.push(if req.return_values {
+                    v.unwrap_or_default()
+                } else {
+                    vec![]
+                });
             }
-            Ok((values, not_founds))
-        })
-        .await
+        }
+        if !errors.is_empty() {
+            return Err(TxnError::Key(errors));
+        }
+        Ok(LockOutcome::Locked(values, not_founds))
     }
 
     pub async fn pessimistic_rollback(

@@ -18,13 +18,19 @@ pub struct Guard {
     _held: Vec<OwnedMutexGuard<()>>,
 }
 
-fn slot_of(key: &[u8]) -> usize {
+/// A stable 64-bit hash of a key (FNV-1a): latch slots, and the key hash
+/// of deadlock wait-for edges.
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % SLOTS as u64) as usize
+    h
+}
+
+fn slot_of(key: &[u8]) -> usize {
+    (key_hash(key) % SLOTS as u64) as usize
 }
 
 impl Default for Latches {

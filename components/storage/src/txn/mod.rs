@@ -12,10 +12,12 @@
 
 mod actions;
 mod latch;
+pub mod lock_wait;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tikal_engine::Cf;
@@ -138,6 +140,24 @@ pub mod key_error {
         }
     }
 
+    /// Waiting for `lock_ts`'s lock on `key` would close `wait_chain`.
+    pub fn deadlock(
+        lock_ts: u64,
+        key: &[u8],
+        key_hash: u64,
+        wait_chain: Vec<tikal_proto::deadlock::WaitForEntry>,
+    ) -> KeyError {
+        KeyError {
+            deadlock: Some(kvrpcpb::Deadlock {
+                lock_ts,
+                lock_key: key.to_vec(),
+                deadlock_key_hash: key_hash,
+                wait_chain,
+            }),
+            ..Default::default()
+        }
+    }
+
     pub fn committed(start_ts: u64, commit_ts: u64, key: &[u8]) -> KeyError {
         KeyError {
             abort: format!(
@@ -153,6 +173,8 @@ pub mod key_error {
 #[derive(Default)]
 pub struct Batch {
     ops: Vec<RawOp>,
+    /// Keys whose lock this batch removes: their waiters wake after apply.
+    released: Vec<Vec<u8>>,
 }
 
 impl Batch {
@@ -163,6 +185,7 @@ impl Batch {
 
     pub fn delete_lock(&mut self, key: &[u8]) {
         self.ops.push(RawOp::delete(Cf::Lock, encode_key(key)));
+        self.released.push(key.to_vec());
     }
 
     pub fn put_write(&mut self, key: &[u8], commit_ts: u64, w: &Write) {
@@ -247,12 +270,19 @@ impl ConcurrencyManager {
     }
 }
 
+/// How long a pessimistic lock waits for a conflicting lock when the
+/// request leaves it to the server (`wait_timeout` 0): TiKV's
+/// `[pessimistic-txn] wait-for-lock-timeout` default.
+pub const DEFAULT_WAIT_FOR_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The transactional storage of one store.
 #[derive(Clone)]
 pub struct TxnStorage {
     raw: RawStorage,
     latches: Arc<latch::Latches>,
     cm: Arc<ConcurrencyManager>,
+    waits: Arc<lock_wait::LockWaits>,
+    wait_for_lock_timeout: Duration,
 }
 
 impl TxnStorage {
@@ -261,7 +291,19 @@ impl TxnStorage {
             raw,
             latches: Arc::new(latch::Latches::default()),
             cm: Arc::new(ConcurrencyManager::default()),
+            waits: Arc::new(lock_wait::LockWaits::default()),
+            wait_for_lock_timeout: DEFAULT_WAIT_FOR_LOCK_TIMEOUT,
         }
+    }
+
+    /// The default lock wait of pessimistic locks (`wait_timeout` 0).
+    pub fn with_wait_for_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_for_lock_timeout = timeout;
+        self
+    }
+
+    pub fn lock_waits(&self) -> &lock_wait::LockWaits {
+        &self.waits
     }
 
     pub fn concurrency_manager(&self) -> &ConcurrencyManager {
@@ -296,6 +338,7 @@ impl TxnStorage {
         }
         let write = self.raw.prepare(ctx, batch.ops, crate::value::now_secs())?;
         self.raw.submit(write, None)?.wait().await?;
+        self.waits.wake(&batch.released);
         Ok(())
     }
 }

@@ -1,0 +1,302 @@
+//! Pessimistic lock waiting and deadlock detection.
+//!
+//! A `PessimisticLock` that meets another transaction's lock registers a
+//! waiter on that key and sleeps until the lock is released or its wait
+//! times out, then tries again. Registration happens under the key's
+//! latch, and every release is announced after its apply (also under the
+//! latch), so a release can never slip between "saw the lock" and "started
+//! waiting".
+//!
+//! Each waiter adds an edge `txn → wait_for_txn` to a wait-for graph
+//! ([`Detector`]); an edge that would close a cycle is refused with the
+//! cycle as the wait chain, and that request fails with `Deadlock`. The
+//! detector is a plain value with no knowledge of keys' owners or stores,
+//! so a cluster-wide detector leader can host the same structure later and
+//! stores send it their edges.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tikal_proto::deadlock::WaitForEntry;
+use tokio::sync::oneshot;
+
+/// The wait-for graph: for each waiting transaction, the edges it waits on
+/// (one per waiting request).
+#[derive(Default)]
+pub struct Detector {
+    edges: HashMap<u64, Vec<WaitForEntry>>,
+}
+
+impl Detector {
+    /// Adds `entry` unless it closes a cycle; a cycle comes back as the
+    /// wait chain, starting with `entry` and ending at the edge that leads
+    /// back to `entry.txn`.
+    pub fn detect(&mut self, entry: WaitForEntry) -> Result<(), Vec<WaitForEntry>> {
+        if let Some(path) = self.path(entry.wait_for_txn, entry.txn) {
+            let mut chain = Vec::with_capacity(path.len() + 1);
+            chain.push(entry);
+            chain.extend(path);
+            return Err(chain);
+        }
+        self.edges.entry(entry.txn).or_default().push(entry);
+        Ok(())
+    }
+
+    /// Removes one edge added by [`Detector::detect`].
+    pub fn remove(&mut self, txn: u64, wait_for_txn: u64, key_hash: u64) {
+        if let Some(list) = self.edges.get_mut(&txn) {
+            if let Some(i) = list
+                .iter()
+                .position(|e| e.wait_for_txn == wait_for_txn && e.key_hash == key_hash)
+            {
+                list.swap_remove(i);
+            }
+            if list.is_empty() {
+                self.edges.remove(&txn);
+            }
+        }
+    }
+
+    /// The edges of a path `from → … → to`, if one exists (depth-first,
+    /// each transaction visited once).
+    fn path(&self, from: u64, to: u64) -> Option<Vec<WaitForEntry>> {
+        let mut visited = std::collections::HashSet::new();
+        // (txn, index of the next edge of txn to try), and the edges taken.
+        let mut stack: Vec<(u64, usize)> = vec![(from, 0)];
+        let mut taken: Vec<&WaitForEntry> = vec![];
+        visited.insert(from);
+        while let Some((txn, next)) = stack.last_mut() {
+            let edges = self.edges.get(txn).map(Vec::as_slice).unwrap_or(&[]);
+            match edges.get(*next) {
+                None => {
+                    stack.pop();
+                    taken.pop();
+                }
+                Some(e) => {
+                    *next += 1;
+                    if e.wait_for_txn == to {
+                        taken.push(e);
+                        return Some(taken.into_iter().cloned().collect());
+                    }
+                    if visited.insert(e.wait_for_txn) {
+                        taken.push(e);
+                        stack.push((e.wait_for_txn, 0));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub fn edge_count(&self) -> usize {
+        self.edges.values().map(Vec::len).sum()
+    }
+}
+
+struct Waiter {
+    id: u64,
+    wake: oneshot::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    waiters: HashMap<Vec<u8>, Vec<Waiter>>,
+    detector: Detector,
+    next_id: u64,
+}
+
+/// The waiters of one store, by key, and its wait-for graph.
+#[derive(Default)]
+pub struct LockWaits {
+    state: Mutex<State>,
+}
+
+/// Why a wait could not start: it would close this wait chain.
+pub struct Deadlock {
+    pub key_hash: u64,
+    pub wait_chain: Vec<WaitForEntry>,
+}
+
+impl LockWaits {
+    /// Registers transaction `txn` as waiting for `lock_ts`'s lock on
+    /// `key`. Call with the key's latch held.
+    pub fn wait_for(
+        self: &Arc<Self>,
+        txn: u64,
+        key: &[u8],
+        lock_ts: u64,
+    ) -> Result<Waiting, Deadlock> {
+        let key_hash = super::latch::key_hash(key);
+        let entry = WaitForEntry {
+            txn,
+            wait_for_txn: lock_ts,
+            key_hash,
+            key: key.to_vec(),
+            resource_group_tag: vec![],
+            wait_time: 0,
+        };
+        let mut st = self.state.lock();
+        st.detector.detect(entry).map_err(|wait_chain| Deadlock {
+            key_hash,
+            wait_chain,
+        })?;
+        st.next_id += 1;
+        let id = st.next_id;
+        let (wake, woken) = oneshot::channel();
+        st.waiters
+            .entry(key.to_vec())
+            .or_default()
+            .push(Waiter { id, wake });
+        Ok(Waiting {
+            waits: self.clone(),
+            id,
+            key: key.to_vec(),
+            txn,
+            lock_ts,
+            key_hash,
+            woken: Some(woken),
+        })
+    }
+
+    /// The locks on `keys` were released: wake everyone waiting on them.
+    pub fn wake(&self, keys: &[Vec<u8>]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.waiters.is_empty() {
+            return;
+        }
+        for key in keys {
+            for w in st.waiters.remove(key).unwrap_or_default() {
+                let _ = w.wake.send(());
+            }
+        }
+    }
+
+    /// (waiters, wait-for edges) currently registered.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.state.lock();
+        (
+            st.waiters.values().map(Vec::len).sum(),
+            st.detector.edge_count(),
+        )
+    }
+}
+
+/// One registered wait. Dropping it (woken, timed out, or the request
+/// cancelled) removes the waiter and its wait-for edge.
+pub struct Waiting {
+    waits: Arc<LockWaits>,
+    id: u64,
+    key: Vec<u8>,
+    txn: u64,
+    lock_ts: u64,
+    key_hash: u64,
+    woken: Option<oneshot::Receiver<()>>,
+}
+
+impl Waiting {
+    /// Sleeps until the lock is released or `deadline` passes; true when
+    /// woken by a release.
+    pub async fn until(mut self, deadline: Instant) -> bool {
+        let Some(woken) = self.woken.take() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout_at(deadline.into(), woken).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut st = self.waits.state.lock();
+        st.detector.remove(self.txn, self.lock_ts, self.key_hash);
+        if let Some(list) = st.waiters.get_mut(&self.key) {
+            list.retain(|w| w.id != self.id);
+            if list.is_empty() {
+                st.waiters.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn edge(txn: u64, wait_for_txn: u64, key_hash: u64) -> WaitForEntry {
+        WaitForEntry {
+            txn,
+            wait_for_txn,
+            key_hash,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_refused_with_its_chain_and_other_edges_are_kept() {
+        let mut d = Detector::default();
+        d.detect(edge(1, 2, 10)).unwrap();
+        d.detect(edge(2, 3, 20)).unwrap();
+        d.detect(edge(4, 3, 30)).unwrap(); // a fan-in, not a cycle
+        let chain = d.detect(edge(3, 1, 40)).unwrap_err();
+        let hops: Vec<(u64, u64)> = chain.iter().map(|e| (e.txn, e.wait_for_txn)).collect();
+        assert_eq!(hops, vec![(3, 1), (1, 2), (2, 3)]);
+        // The refused edge was not added: 3 may wait on another txn, and
+        // 4 waiting on 3 plus 3 waiting on 4 is a cycle of its own.
+        d.detect(edge(3, 5, 50)).unwrap();
+        assert_eq!(d.detect(edge(3, 4, 60)).unwrap_err().len(), 2);
+        // Removing 2 → 3 breaks the cycle.
+        d.remove(2, 3, 20);
+        d.detect(edge(3, 1, 40)).unwrap();
+    }
+
+    #[test]
+    fn a_transaction_waiting_on_itself_through_two_edges_is_found() {
+        let mut d = Detector::default();
+        d.detect(edge(1, 2, 1)).unwrap();
+        d.detect(edge(1, 5, 2)).unwrap();
+        d.detect(edge(5, 6, 3)).unwrap();
+        let chain = d.detect(edge(6, 1, 4)).unwrap_err();
+        let hops: Vec<(u64, u64)> = chain.iter().map(|e| (e.txn, e.wait_for_txn)).collect();
+        assert_eq!(hops, vec![(6, 1), (1, 5), (5, 6)]);
+    }
+
+    #[tokio::test]
+    async fn a_release_wakes_the_waiter_and_a_timeout_cleans_up() {
+        let waits = Arc::new(LockWaits::default());
+        let w = waits.wait_for(2, b"k", 1).ok().unwrap();
+        assert_eq!(waits.counts(), (1, 1));
+        waits.wake(&[b"other".to_vec()]);
+        waits.wake(&[b"k".to_vec()]);
+        assert!(w.until(Instant::now() + Duration::from_secs(10)).await);
+        assert_eq!(waits.counts(), (0, 0));
+
+        let w = waits.wait_for(2, b"k", 1).ok().unwrap();
+        assert!(!w.until(Instant::now() + Duration::from_millis(5)).await);
+        assert_eq!(waits.counts(), (0, 0));
+
+        // A dropped wait (a cancelled request) leaves nothing behind.
+        let w = waits.wait_for(3, b"k", 1).ok().unwrap();
+        drop(w);
+        assert_eq!(waits.counts(), (0, 0));
+    }
+
+    #[test]
+    fn two_transactions_waiting_on_each_other_deadlock() {
+        let waits = Arc::new(LockWaits::default());
+        let _a = waits.wait_for(1, b"b", 2).ok().unwrap();
+        let Err(dl) = waits.wait_for(2, b"a", 1) else {
+            panic!("expected a deadlock")
+        };
+        assert_eq!(dl.wait_chain.len(), 2);
+        assert_eq!(dl.wait_chain[0].key, b"a".to_vec());
+        assert_eq!(dl.wait_chain[1].key, b"b".to_vec());
+    }
+}
