@@ -209,11 +209,42 @@ async fn gc_safe_points_only_advance_and_survive_restart() {
     t.wait_ready().await;
     let (mut pd, header) = pd_client(&t).await;
     let r = pd
-        .get_gc_safe_point(pdpb::GetGcSafePointRequest { header })
+        .get_gc_safe_point(pdpb::GetGcSafePointRequest {
+            header: header.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.safe_point, 100);
+
+    // A live service safe point (150) caps the GC safe point; removing the
+    // service lifts the cap.
+    let r = pd
+        .update_gc_safe_point(pdpb::UpdateGcSafePointRequest {
+            header: header.clone(),
+            safe_point: 200,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.new_safe_point, 150, "capped by the service safe point");
+    pd.update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
+        header: header.clone(),
+        service_id: b"br".to_vec(),
+        ttl: 0,
+        safe_point: 0,
+    })
+    .await
+    .unwrap();
+    let r = pd
+        .update_gc_safe_point(pdpb::UpdateGcSafePointRequest {
+            header,
+            safe_point: 200,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.new_safe_point, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

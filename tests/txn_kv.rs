@@ -231,18 +231,11 @@ async fn abandoned_prewrite(
     key: &[u8],
     ttl_ms: u64,
 ) -> u64 {
-    let mut d = direct(t).await;
     let start_ts = c.current_timestamp().await.unwrap().version();
-    let resp = d
-        .tikv
-        .kv_prewrite(d.prewrite(key, b"orphan", start_ts, ttl_ms))
+    direct(t)
         .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        resp.errors.is_empty() && resp.region_error.is_none(),
-        "{resp:?}"
-    );
+        .prewrite_ok(key, b"orphan", start_ts, ttl_ms)
+        .await;
     start_ts
 }
 

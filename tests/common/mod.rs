@@ -223,6 +223,21 @@ impl Direct {
         }
     }
 
+    /// Sends [`Direct::prewrite`] and asserts it succeeded.
+    pub async fn prewrite_ok(&self, key: &[u8], value: &[u8], start_ts: u64, ttl: u64) {
+        let resp = self
+            .tikv
+            .clone()
+            .kv_prewrite(self.prewrite(key, value, start_ts, ttl))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            resp.errors.is_empty() && resp.region_error.is_none(),
+            "{resp:?}"
+        );
+    }
+
     pub async fn put_error(&mut self, req: RawPutRequest) -> RawPutResponse {
         self.tikv.raw_put(req).await.unwrap().into_inner()
     }

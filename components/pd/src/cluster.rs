@@ -492,9 +492,14 @@ impl Cluster {
         self.gc.lock().safe_point
     }
 
-    /// Advances the GC safe point; it never moves back. Returns the new value.
+    /// Advances the GC safe point; it never moves back, nor past a live
+    /// service safe point (a backup or CDC still reading old versions).
+    /// Returns the new value.
     pub fn update_gc_safe_point(&self, sp: u64) -> PdResult<u64> {
+        let now = unix_nanos() / 1_000_000_000;
         let mut gc = self.gc.lock();
+        gc.services.retain(|_, (_, expire)| *expire > now);
+        let sp = gc.services.values().map(|(s, _)| *s).fold(sp, u64::min);
         if sp > gc.safe_point {
             self.meta.put_u64(storage::GC_SAFE_POINT, sp)?;
             gc.safe_point = sp;

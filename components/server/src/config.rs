@@ -29,6 +29,24 @@ pub struct TikvConfig {
     pub raftstore: RaftstoreSection,
     pub scheduler: SchedulerSection,
     pub pessimistic_txn: PessimisticTxnSection,
+    pub gc: GcSection,
+}
+
+/// `[gc]`: background MVCC garbage collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct GcSection {
+    /// How often PD's GC safe point is read (Tikal's own key; TiKV
+    /// hard-codes this).
+    pub poll_safe_point_interval: String,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        GcSection {
+            poll_safe_point_interval: "10s".into(),
+        }
+    }
 }
 
 /// `[pessimistic-txn]`: lock waiting of pessimistic transactions.
@@ -127,6 +145,7 @@ impl Default for TikvConfig {
             raftstore: RaftstoreSection::default(),
             scheduler: SchedulerSection::default(),
             pessimistic_txn: PessimisticTxnSection::default(),
+            gc: GcSection::default(),
         }
     }
 }
@@ -207,6 +226,7 @@ impl TikvConfig {
             &ticks.pd_heartbeat_tick_interval,
             &ticks.pd_store_heartbeat_tick_interval,
             &self.pessimistic_txn.wait_for_lock_timeout,
+            &self.gc.poll_safe_point_interval,
         ] {
             parse_duration(d)?;
         }

@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+mod gc_worker;
 pub mod heartbeat;
 pub mod metrics;
 pub mod node;
@@ -125,8 +126,10 @@ pub async fn run(
         trace.clone(),
         Some(Arc::new(metrics::SchedulerMetrics::new())),
     );
+    let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
+        .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let reconnected = Arc::new(tokio::sync::Notify::new());
-    let heartbeats = [
+    let background = [
         tokio::spawn(heartbeat::region_heartbeat_loop(
             pd.clone(),
             router.clone(),
@@ -145,6 +148,12 @@ pub async fn run(
             },
             parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
             reconnected,
+        )),
+        tokio::spawn(gc_worker::gc_loop(
+            pd.clone(),
+            router.clone(),
+            txn.clone(),
+            parse_duration(&cfg.gc.poll_safe_point_interval)?,
         )),
     ];
 
@@ -197,7 +206,7 @@ pub async fn run(
     .unwrap_or(Ok(()))
     .context("gRPC server failed");
     let _ = stop_tx.send(true);
-    for h in heartbeats {
+    for h in background {
         h.abort();
     }
     let _ = status_task.await;

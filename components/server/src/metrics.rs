@@ -20,6 +20,9 @@ pub struct Metrics {
     /// (refreshed when scraped), and deadlocks found.
     pub lock_wait_table: IntGaugeVec,
     pub lock_detect_error: IntCounterVec,
+    /// Background GC: the safe point it follows, and what it did by CF.
+    pub gc_safe_point: prometheus::IntGauge,
+    pub gc_keys: IntCounterVec,
 }
 
 // Metric definitions below are constants; `new` fails only for invalid
@@ -100,6 +103,21 @@ pub fn metrics() -> &'static Metrics {
                 "tikv_lock_manager_detect_error_total",
                 "Lock waits refused by the deadlock detector",
                 &["type"],
+            ),
+            gc_safe_point: {
+                let m = prometheus::IntGauge::new(
+                    "tikv_gcworker_autogc_safe_point",
+                    "Safe point used for auto gc",
+                )
+                .expect(VALID);
+                let _ = r.register(Box::new(m.clone()));
+                m
+            },
+            gc_keys: counter(
+                &r,
+                "tikv_gcworker_gc_keys",
+                "Keys handled by background GC, by CF and what was done",
+                &["cf", "tag"],
             ),
             registry: r,
         }

@@ -1,5 +1,5 @@
 //! The store's client of PD: cluster id, ids, bootstrap, store registration,
-//! heartbeats.
+//! heartbeats, timestamps and the GC safe point.
 //!
 //! The channel reconnects by itself, so a PD restart costs the store only
 //! the requests made while PD was down; the heartbeat loops retry them.
@@ -160,6 +160,45 @@ impl PdClient {
             .await?
             .into_inner();
         check(resp.header.as_ref())
+    }
+}
+
+impl PdClient {
+    /// One timestamp from PD's TSO (a one-request stream).
+    pub async fn tso(&self) -> anyhow::Result<u64> {
+        let req = pdpb::TsoRequest {
+            header: self.header(),
+            count: 1,
+            dc_location: String::new(),
+        };
+        let mut replies = self
+            .grpc()
+            .tso(tokio_stream::once(req))
+            .await
+            .context("Tso")?
+            .into_inner();
+        let resp = replies
+            .message()
+            .await?
+            .ok_or_else(|| anyhow!("PD closed the TSO stream"))?;
+        check(resp.header.as_ref())?;
+        let ts = resp
+            .timestamp
+            .ok_or_else(|| anyhow!("TSO reply without a timestamp"))?;
+        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+    }
+
+    pub async fn gc_safe_point(&self) -> anyhow::Result<u64> {
+        let resp = self
+            .grpc()
+            .get_gc_safe_point(pdpb::GetGcSafePointRequest {
+                header: self.header(),
+            })
+            .await
+            .context("GetGCSafePoint")?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.safe_point)
     }
 }
 

@@ -24,7 +24,8 @@ pub mod value;
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};
 pub use errors::{region_error, StorageError};
 pub use raw::{
-    PendingWrite, PreparedWrite, RawStorage, StorageConfig, MAX_KEY_SIZE, RAFT_ENTRY_MAX_SIZE,
+    in_region, PendingWrite, PreparedWrite, RawStorage, StorageConfig, MAX_KEY_SIZE,
+    RAFT_ENTRY_MAX_SIZE,
 };
 
 pub type Result<T> = std::result::Result<T, StorageError>;

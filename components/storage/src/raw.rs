@@ -463,7 +463,8 @@ impl RawStorage {
     }
 }
 
-fn in_region(view: &RegionView, key: &[u8]) -> bool {
+/// Whether `key` lies in the region's range.
+pub fn in_region(view: &RegionView, key: &[u8]) -> bool {
     let r = &view.region;
     key >= r.start_key.as_slice() && (r.end_key.is_empty() || key < r.end_key.as_slice())
 }

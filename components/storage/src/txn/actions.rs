@@ -11,6 +11,10 @@ use crate::mvcc::record::{Lock, LockType, Write, WriteType, SHORT_VALUE_MAX_LEN}
 use crate::mvcc::MvccReader;
 use tikal_engine::Cf;
 
+/// How many user keys one GC batch covers (TiKV's `[gc] batch-keys`
+/// default).
+pub const GC_BATCH_KEYS: usize = 512;
+
 /// Milliseconds since the Unix epoch of a TSO timestamp.
 fn physical(ts: u64) -> u64 {
     ts >> 18
@@ -961,41 +965,122 @@ impl TxnStorage {
     /// Garbage-collects the region's versions below `safe_point`: for each
     /// key, the newest version at or below it stays if it is a Put; every
     /// older version, rollback and lock record below it goes, with their
-    /// values.
+    /// values. Works in batches of [`GC_BATCH_KEYS`] keys, one Raft command
+    /// each, yielding between them so foreground commands interleave.
     pub async fn gc(&self, ctx: &kvrpcpb::Context, safe_point: u64) -> TxnResult<usize> {
-        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let mut removed = 0;
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+            let start = from.take().unwrap_or(view.region.start_key);
+            let (batch, n, next) = self.gc_batch(&start, &view.region.end_key, safe_point)?;
+            removed += n;
+            self.apply(ctx, batch).await?;
+            match next {
+                Some(key) => from = Some(key),
+                None => return Ok(removed),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// One GC batch from `start`: the deletions, how many versions they
+    /// remove, and the key the next batch starts at.
+    fn gc_batch(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        safe_point: u64,
+    ) -> TxnResult<(Batch, usize, Option<Vec<u8>>)> {
         let reader = MvccReader::new(self.raw.engine());
         let mut b = Batch::default();
         let mut removed = 0usize;
+        let mut keys = 0usize;
+        let mut next = None;
         let mut current: Option<Vec<u8>> = None;
         let mut kept = false;
-        reader.scan_writes(
+        reader.scan_writes(start, end, false, |key, c, w| {
+            if current.as_deref() != Some(key) {
+                if keys == GC_BATCH_KEYS {
+                    next = Some(key.to_vec());
+                    return false;
+                }
+                keys += 1;
+                current = Some(key.to_vec());
+                kept = false;
+            }
+            if c > safe_point {
+                return true;
+            }
+            let keep = !kept && w.write_type == WriteType::Put;
+            if matches!(w.write_type, WriteType::Put | WriteType::Delete) {
+                kept = true;
+            }
+            if !keep {
+                b.delete_write(key, c);
+                if w.write_type == WriteType::Put && w.short_value.is_none() {
+                    b.delete_value(key, w.start_ts);
+                }
+                removed += 1;
+            }
+            true
+        })?;
+        Ok((b, removed, next))
+    }
+
+    /// Resolves the region's locks below `safe_point` whose TTL has passed
+    /// at `current_ts`, as a client meeting them would: the primary's
+    /// status decides between commit and rollback. Locks whose primary is
+    /// in no region this store serves (`primary_ctx` gives None),
+    /// async-commit locks, and locks of live transactions are left to
+    /// clients. At most [`GC_BATCH_KEYS`] locks per call.
+    pub async fn resolve_expired_locks(
+        &self,
+        ctx: &kvrpcpb::Context,
+        safe_point: u64,
+        current_ts: u64,
+        primary_ctx: impl Fn(&[u8]) -> Option<kvrpcpb::Context>,
+    ) -> TxnResult<usize> {
+        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let mut expired = vec![];
+        MvccReader::new(self.raw.engine()).scan_locks(
             &view.region.start_key,
             &view.region.end_key,
-            false,
-            |key, c, w| {
-                if current.as_deref() != Some(key) {
-                    current = Some(key.to_vec());
-                    kept = false;
+            |key, l| {
+                if l.ts < safe_point && !l.use_async_commit && lock_expired(&l, current_ts) {
+                    expired.push((key, l));
                 }
-                if c > safe_point {
-                    return true;
-                }
-                let keep = !kept && w.write_type == WriteType::Put;
-                if matches!(w.write_type, WriteType::Put | WriteType::Delete) {
-                    kept = true;
-                }
-                if !keep {
-                    b.delete_write(key, c);
-                    if w.write_type == WriteType::Put && w.short_value.is_none() {
-                        b.delete_value(key, w.start_ts);
-                    }
-                    removed += 1;
-                }
-                true
+                expired.len() < GC_BATCH_KEYS
             },
         )?;
-        self.apply(ctx, b).await?;
-        Ok(removed)
+        let mut resolved = 0;
+        for (key, lock) in expired {
+            let Some(pctx) = primary_ctx(&lock.primary) else {
+                continue;
+            };
+            let status = self
+                .check_txn_status(&kvrpcpb::CheckTxnStatusRequest {
+                    context: Some(pctx),
+                    primary_key: lock.primary.clone(),
+                    lock_ts: lock.ts,
+                    current_ts,
+                    rollback_if_not_exist: true,
+                    ..Default::default()
+                })
+                .await;
+            // A live primary (ttl > 0) or an unreachable one: not ours to end.
+            let Ok(TxnStatus {
+                lock_ttl: 0,
+                commit_version,
+                ..
+            }) = status
+            else {
+                continue;
+            };
+            self.resolve_lock(ctx, &[(lock.ts, commit_version)], &[key])
+                .await?;
+            resolved += 1;
+        }
+        Ok(resolved)
     }
 }
