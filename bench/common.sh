@@ -33,3 +33,12 @@ stop_cluster() { kill -INT "$PG" 2>/dev/null || true; wait "$PG" 2>/dev/null || 
 
 # store_pid DATA_DIR: the pid of the cluster's first store.
 store_pid() { pgrep -f -- "--data-dir=$1/tikv-0" | head -1; }
+
+# fresh_cluster: PD + 1 store on a random port in a new temp dir, both
+# removed on exit; sets DIR and PORT.
+fresh_cluster() {
+    DIR="$(mktemp -d /tmp/tikal-bench-XXXXXX)"
+    PORT="$(random_port)"
+    trap 'stop_cluster; rm -rf "$DIR" "$DIR/c.out"' EXIT
+    start_cluster "$DIR/c" "$PORT"
+}

@@ -4,10 +4,7 @@
 # Usage: bench/raw_kv.sh [seconds per level, default 10]
 source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
-DIR="$(mktemp -d /tmp/tikal-bench-XXXXXX)"
-PORT="$(random_port)"
-trap 'stop_cluster; rm -rf "$DIR" "$DIR/c.out"' EXIT
-start_cluster "$DIR/c" "$PORT"
+fresh_cluster
 echo "== raw put (100-byte values) =="
 "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 1,64 --duration "$SECS"
 echo "== raw get (100-byte values, 10000 keys) =="

@@ -27,7 +27,10 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Raw KV put/get throughput and latency through the official client.
-    Raw(tikal_tools::bench::RawBenchArgs),
+    Raw(tikal_tools::bench::BenchArgs),
+    /// Transactional put/get throughput and latency through the official
+    /// client (a put is a whole transaction).
+    Txn(tikal_tools::bench::TxnBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Playground(args) => tikal_tools::playground::run(args).await,
             Command::Bench(BenchCommand::Raw(args)) => tikal_tools::bench::run_raw(args).await,
+            Command::Bench(BenchCommand::Txn(args)) => tikal_tools::bench::run_txn(args).await,
             Command::GenRequests(args) => tikal_tools::gen::run(&args).map(|_| ()),
             Command::TraceReport(args) => {
                 print!("{}", tikal_tools::trace_report::run(&args)?);

@@ -337,3 +337,71 @@ async fn gc_and_unsafe_destroy_range() {
         "outside the range"
     );
 }
+
+/// A stale read (`Context.stale_read`) of `key` at `version`.
+async fn stale_get(t: &TestCluster, key: &[u8], version: u64) -> kvrpcpb::GetResponse {
+    let d = direct(t).await;
+    d.tikv
+        .clone()
+        .kv_get(kvrpcpb::GetRequest {
+            context: Some(kvrpcpb::Context {
+                stale_read: true,
+                ..d.ctx.clone()
+            }),
+            key: key.to_vec(),
+            version,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn safe_ts(resp: &kvrpcpb::GetResponse) -> Option<u64> {
+    let e = resp.region_error.as_ref()?;
+    Some(e.data_is_not_ready.as_ref()?.safe_ts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_reads_are_served_below_the_safe_ts_and_refused_above() {
+    let t =
+        TestCluster::start_with_config(1, "[resolved-ts]\nadvance-ts-interval = \"100ms\"\n").await;
+    let c = client(&t).await;
+    let mut w = c.begin_optimistic().await.unwrap();
+    w.put("s".to_owned(), "v1".to_owned()).await.unwrap();
+    w.commit().await.unwrap();
+    let after = c.current_timestamp().await.unwrap().version();
+
+    // Once the store has a PD timestamp past `after`, a stale read there
+    // is served.
+    let resp = eventually(
+        Duration::from_secs(20),
+        "the stale read is served",
+        || async {
+            let r = stale_get(&t, b"s", after).await;
+            r.region_error.is_none().then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(resp.value, b"v1");
+
+    // A read in the future is not ready: commits may still land below it.
+    let future = after + (3_600_000 << 18);
+    let resp = stale_get(&t, b"s", future).await;
+    let safe = safe_ts(&resp).expect("DataIsNotReady");
+    assert!(safe >= after && safe < future, "{resp:?}");
+
+    // A lock in the region holds the safe ts just below it, whatever key
+    // the read is for; a normal read of an unlocked key is unaffected.
+    let lock_ts = abandoned_prewrite(&t, &c, b"held", 60_000).await;
+    let now = c.current_timestamp().await.unwrap().version();
+    eventually(
+        Duration::from_secs(20),
+        "the safe ts stops below the lock",
+        || async { (safe_ts(&stale_get(&t, b"s", now).await) == Some(lock_ts - 1)).then_some(()) },
+    )
+    .await;
+    let resp = stale_get(&t, b"s", lock_ts - 1).await;
+    assert!(resp.region_error.is_none(), "{resp:?}");
+    assert_eq!(resp.value, b"v1");
+    assert_eq!(read(&c, "s").await.as_deref(), Some("v1"));
+}

@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod node;
 pub mod pd_client;
+mod resolved_ts;
 pub mod service;
 pub mod status;
 mod txn_service;
@@ -155,10 +156,13 @@ pub async fn run(
             txn.clone(),
             parse_duration(&cfg.gc.poll_safe_point_interval)?,
         )),
+        tokio::spawn(resolved_ts::advance_loop(
+            pd.clone(),
+            txn.clone(),
+            parse_duration(&cfg.resolved_ts.advance_ts_interval)?,
+        )),
     ];
 
-    let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
-        .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status_state = Arc::new(status::StatusState {
         config: parking_lot::RwLock::new(cfg.clone()),

@@ -1,18 +1,21 @@
-//! `tikal bench raw`: Raw KV throughput and latency through the official
-//! TiKV client, at one or more client concurrencies.
+//! `tikal bench raw` / `tikal bench txn`: Raw KV and transactional
+//! throughput and latency through the official TiKV client, at one or more
+//! client concurrencies.
 //!
-//! Each concurrency level runs `clients` tasks sharing one `RawClient`, each
-//! issuing one request at a time for `duration`; latencies are recorded per
-//! request and reported as p50 / p99. Gets read keys written by a preload.
+//! Each concurrency level runs `clients` tasks sharing one client, each
+//! issuing one operation at a time for `duration`; latencies are recorded
+//! per operation and reported as p50 / p99. Gets read keys written by a
+//! preload. A transactional put is a whole transaction: begin, put,
+//! commit (two-phase, or 1PC / async commit when asked for).
 
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use rand::Rng;
-use tikv_client::RawClient;
+use tikv_client::{RawClient, TransactionClient, TransactionOptions};
 
 #[derive(Args, Debug)]
-pub struct RawBenchArgs {
+pub struct BenchArgs {
     /// PD address (host:port).
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub pd: String,
@@ -33,10 +36,72 @@ pub struct RawBenchArgs {
     pub keys: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct TxnBenchArgs {
+    #[command(flatten)]
+    pub common: BenchArgs,
+    /// How transactions lock and commit.
+    #[arg(long, value_enum, default_value_t = TxnMode::Optimistic)]
+    pub mode: TxnMode,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Op {
     Put,
     Get,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum TxnMode {
+    /// Percolator two-phase commit.
+    Optimistic,
+    /// Pessimistic lock on the key, then two-phase commit.
+    Pessimistic,
+    /// Async commit: done after prewrite.
+    AsyncCommit,
+    /// One-phase commit: one round trip for a single-region transaction.
+    OnePc,
+}
+
+/// What the benchmark drives.
+#[derive(Clone)]
+enum Target {
+    Raw(RawClient),
+    Txn(TransactionClient, TxnMode),
+}
+
+impl Target {
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> tikv_client::Result<()> {
+        match self {
+            Target::Raw(c) => c.put(key, value).await,
+            Target::Txn(c, mode) => {
+                // In a pessimistic transaction the put takes the lock.
+                let mut t = c.begin_with_options(txn_options(*mode)).await?;
+                t.put(key, value).await?;
+                t.commit().await.map(|_| ())
+            }
+        }
+    }
+
+    async fn get(&self, key: Vec<u8>) -> tikv_client::Result<()> {
+        match self {
+            Target::Raw(c) => c.get(key).await.map(|_| ()),
+            Target::Txn(c, _) => {
+                let ts = c.current_timestamp().await?;
+                let mut s = c.snapshot(ts, TransactionOptions::new_optimistic());
+                s.get(key).await.map(|_| ())
+            }
+        }
+    }
+}
+
+fn txn_options(mode: TxnMode) -> TransactionOptions {
+    match mode {
+        TxnMode::Optimistic => TransactionOptions::new_optimistic(),
+        TxnMode::Pessimistic => TransactionOptions::new_pessimistic(),
+        TxnMode::AsyncCommit => TransactionOptions::new_optimistic().use_async_commit(),
+        TxnMode::OnePc => TransactionOptions::new_optimistic().try_one_pc(),
+    }
 }
 
 pub struct BenchResult {
@@ -52,17 +117,26 @@ fn key(i: u64) -> Vec<u8> {
     format!("bench:{i:012}").into_bytes()
 }
 
-pub async fn run_raw(args: RawBenchArgs) -> anyhow::Result<()> {
+pub async fn run_raw(args: BenchArgs) -> anyhow::Result<()> {
     let client = RawClient::new(vec![args.pd.clone()]).await?;
+    run(Target::Raw(client), &args).await
+}
+
+pub async fn run_txn(args: TxnBenchArgs) -> anyhow::Result<()> {
+    let client = TransactionClient::new(vec![args.common.pd.clone()]).await?;
+    run(Target::Txn(client, args.mode), &args.common).await
+}
+
+async fn run(target: Target, args: &BenchArgs) -> anyhow::Result<()> {
     if args.op == Op::Get {
-        preload(&client, args.keys, args.value_size).await?;
+        preload(&target, args.keys, args.value_size).await?;
     }
     println!(
         "{:>8} {:>10} {:>12} {:>10} {:>10} {:>8}",
         "clients", "ops", "ops/s", "p50(us)", "p99(us)", "errors"
     );
     for &clients in &args.clients {
-        let r = run_level(&client, &args, clients).await?;
+        let r = run_level(&target, args, clients).await?;
         println!(
             "{:>8} {:>10} {:>12.0} {:>10} {:>10} {:>8}",
             r.clients,
@@ -76,28 +150,38 @@ pub async fn run_raw(args: RawBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn preload(client: &RawClient, keys: u64, value_size: usize) -> anyhow::Result<()> {
+/// Writes every key once, 256 per request (raw) or transaction (txn).
+async fn preload(target: &Target, keys: u64, value_size: usize) -> anyhow::Result<()> {
     let value = vec![b'v'; value_size];
     let mut i = 0;
     while i < keys {
         let end = (i + 256).min(keys);
         let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..end).map(|k| (key(k), value.clone())).collect();
-        client.batch_put(batch).await?;
+        match target {
+            Target::Raw(c) => c.batch_put(batch).await?,
+            Target::Txn(c, _) => {
+                let mut t = c.begin_optimistic().await?;
+                for (k, v) in batch {
+                    t.put(k, v).await?;
+                }
+                t.commit().await?;
+            }
+        }
         i = end;
     }
     Ok(())
 }
 
 async fn run_level(
-    client: &RawClient,
-    args: &RawBenchArgs,
+    target: &Target,
+    args: &BenchArgs,
     clients: usize,
 ) -> anyhow::Result<BenchResult> {
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
     let start = Instant::now();
     let mut tasks = vec![];
     for _ in 0..clients {
-        let client = client.clone();
+        let target = target.clone();
         let (op, keys, value_size) = (args.op, args.keys, args.value_size);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
@@ -107,8 +191,8 @@ async fn run_level(
                 let k = key(rand::thread_rng().gen_range(0..keys));
                 let t = Instant::now();
                 let ok = match op {
-                    Op::Put => client.put(k, value.clone()).await.is_ok(),
-                    Op::Get => client.get(k).await.is_ok(),
+                    Op::Put => target.put(k, value.clone()).await.is_ok(),
+                    Op::Get => target.get(k).await.is_ok(),
                 };
                 if ok {
                     lat.push(t.elapsed().as_micros() as u64);

@@ -159,11 +159,57 @@ impl TxnStorage {
         }
     }
 
+    /// A stale read (`Context.stale_read`) is served only at or below the
+    /// region's safe ts: below every lock in the region, and at most the
+    /// PD timestamp the store last learned (so no commit can still land
+    /// below it). Above it the answer is DataIsNotReady and the client
+    /// retries as an ordinary leader read.
+    fn check_stale_read(
+        &self,
+        reader: &MvccReader<'_>,
+        ctx: &kvrpcpb::Context,
+        view: &tikal_raftstore::RegionView,
+        ts: u64,
+    ) -> TxnResult<()> {
+        if !ctx.stale_read {
+            return Ok(());
+        }
+        let (start, end) = (&view.region.start_key, &view.region.end_key);
+        let mut safe_ts = self.ts_floor.load(std::sync::atomic::Ordering::SeqCst);
+        let mut below_lock = |l: &crate::mvcc::record::Lock| {
+            safe_ts = safe_ts.min(l.ts.saturating_sub(1));
+        };
+        for (_, l) in self.cm.memory_locks_in(start, end) {
+            below_lock(&l);
+        }
+        reader.scan_locks(start, end, |_, l| {
+            below_lock(&l);
+            true
+        })?;
+        if ts <= safe_ts {
+            return Ok(());
+        }
+        Err(crate::StorageError::region(tikal_proto::errorpb::Error {
+            message: format!(
+                "stale read at {ts} is above region {}'s safe ts {safe_ts}",
+                view.region.id
+            ),
+            data_is_not_ready: Some(tikal_proto::errorpb::DataIsNotReady {
+                region_id: view.region.id,
+                peer_id: ctx.peer.as_ref().map_or(0, |p| p.id),
+                safe_ts,
+            }),
+            ..Default::default()
+        })
+        .into())
+    }
+
     pub fn get(&self, ctx: &kvrpcpb::Context, key: &[u8], ts: u64) -> TxnResult<Option<Vec<u8>>> {
         crate::raw::check_key(key)?;
-        self.raw.check_region(ctx, [key])?;
+        let view = self.raw.check_region(ctx, [key])?;
         self.cm.observe_read(ts);
         let reader = MvccReader::new(self.raw.engine());
+        self.check_stale_read(&reader, ctx, &view, ts)?;
         self.check_lock(&reader, key, ts, ctx)?;
         Ok(reader.get(key, ts)?)
     }
@@ -178,9 +224,10 @@ impl TxnStorage {
         for k in keys {
             crate::raw::check_key(k)?;
         }
-        self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let view = self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         self.cm.observe_read(ts);
         let reader = MvccReader::new(self.raw.engine());
+        self.check_stale_read(&reader, ctx, &view, ts)?;
         let mut pairs = vec![];
         for key in keys {
             match self.check_lock(&reader, key, ts, ctx) {
@@ -222,6 +269,7 @@ impl TxnStorage {
         let bounds = crate::raw::scan_bounds(&view, start, end, reverse, false)?;
         self.cm.observe_read(ts);
         let reader = MvccReader::new(self.raw.engine());
+        self.check_stale_read(&reader, ctx, &view, ts)?;
         let limit = if limit == 0 {
             usize::MAX
         } else {

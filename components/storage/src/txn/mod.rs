@@ -283,6 +283,8 @@ pub struct TxnStorage {
     cm: Arc<ConcurrencyManager>,
     waits: Arc<lock_wait::LockWaits>,
     wait_for_lock_timeout: Duration,
+    /// A PD timestamp the store has seen: the ceiling of stale reads.
+    ts_floor: Arc<AtomicU64>,
 }
 
 impl TxnStorage {
@@ -293,7 +295,15 @@ impl TxnStorage {
             cm: Arc::new(ConcurrencyManager::default()),
             waits: Arc::new(lock_wait::LockWaits::default()),
             wait_for_lock_timeout: DEFAULT_WAIT_FOR_LOCK_TIMEOUT,
+            ts_floor: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Records a timestamp just taken from PD: every commit at or below it
+    /// has its locks on the store already, so stale reads up to it (and
+    /// below every lock) are safe.
+    pub fn advance_ts_floor(&self, ts: u64) {
+        self.ts_floor.fetch_max(ts, Ordering::SeqCst);
     }
 
     /// The default lock wait of pessimistic locks (`wait_timeout` 0).
