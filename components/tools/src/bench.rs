@@ -77,8 +77,15 @@ impl Target {
             Target::Txn(c, mode) => {
                 // In a pessimistic transaction the put takes the lock.
                 let mut t = c.begin_with_options(txn_options(*mode)).await?;
-                t.put(key, value).await?;
-                t.commit().await.map(|_| ())
+                let done = match t.put(key, value).await {
+                    Ok(()) => t.commit().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if done.is_err() {
+                    // A conflict: end the transaction (the client insists).
+                    let _ = t.rollback().await;
+                }
+                done
             }
         }
     }
