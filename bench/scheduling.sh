@@ -6,19 +6,23 @@
 # THREAD_NICE is the store's `[raftstore] thread-nice` for every policy: the
 # write loop yields the CPU to gRPC intake, so the backlog forms where the
 # scheduler can see (and order) it rather than in sockets.
-# Beware: under sustained overload `threshold` (the seed's v0) logs a
-# check-delay row per waiting request every 5 ms; at 20,000 requests its
-# trace reached 17 GB. Leave it out of POLICIES for large runs.
+# Under sustained overload `threshold` (the seed's v0) logs a check-delay row
+# per waiting request every 5 ms (its trace reached 17 GB at 20,000
+# requests), so this script sets `[scheduler.threshold] trace-every-check =
+# false`: one check-delay row per delayed request, the same decisions and the
+# same final rows. TRACE_EVERY_CHECK=true restores the seed's trace.
 source "$(dirname "$0")/common.sh"
 N="${1:-100000}"
 OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
 mkdir -p "$OUT"
 VALUE_SIZE="${VALUE_SIZE:-100}"
 THREAD_NICE="${THREAD_NICE:-15}"
+TRACE_EVERY_CHECK="${TRACE_EVERY_CHECK:-false}"
 
 # run_cluster POLICY DATA_DIR PORT: a fresh cluster whose store uses POLICY.
 run_cluster() {
-    printf '[scheduler]\npolicy = "%s"\n[raftstore]\nthread-nice = %d\n' "$1" "$THREAD_NICE" >"$2.toml"
+    printf '[scheduler]\npolicy = "%s"\n[scheduler.threshold]\ntrace-every-check = %s\n[raftstore]\nthread-nice = %d\n' \
+        "$1" "$TRACE_EVERY_CHECK" "$THREAD_NICE" >"$2.toml"
     start_cluster "$2" "$3" "$2.toml"
 }
 

@@ -49,8 +49,10 @@ pub enum Output {
 
 struct Waiting {
     meta: RequestMeta,
-    /// Threshold only: when to look at this request again.
+    /// Threshold only: when to look at this request again, and whether a
+    /// check has already found it short of slots.
     next_check_ms: u64,
+    delayed: bool,
 }
 
 /// Sort key of a ready request: deadline (none = last), then arrival.
@@ -154,6 +156,7 @@ impl Core {
             Waiting {
                 meta,
                 next_check_ms: now,
+                delayed: false,
             },
         );
         self.pump(now);
@@ -307,9 +310,12 @@ impl Core {
                             }
                         }
                         None => {
-                            let row = self.row(&w.meta, now, Decision::CheckDelay);
-                            self.out.push(Output::Trace(row));
+                            if c.trace_every_check || !w.delayed {
+                                let row = self.row(&w.meta, now, Decision::CheckDelay);
+                                self.out.push(Output::Trace(row));
+                            }
                             if let Some(w) = self.waiting.get_mut(&seq) {
+                                w.delayed = true;
                                 self.checks.remove(&(w.next_check_ms, seq));
                                 w.next_check_ms = now + c.recheck_ms;
                                 self.checks.insert((w.next_check_ms, seq));
@@ -552,6 +558,24 @@ mod tests {
             .tick(10);
         s.expect(&["0 low check-delay", "5 low check-delay", "10 low scheduled"]);
         assert_eq!(s.core.next_wakeup(10), None);
+    }
+
+    #[test]
+    fn threshold_can_trace_only_the_first_check_delay() {
+        let mut s = Sim::new(Policy::Threshold(ThresholdConfig {
+            trace_every_check: false,
+            ..ThresholdConfig::default()
+        }));
+        for i in 0..6 {
+            s.arrive(0, &format!("h{i}"), None, &[&format!("k{i}")]);
+        }
+        s.log.clear();
+        s.arrive(0, "low", Some(50), &["x"]).tick(5).tick(10);
+        s.complete(12, "h0")
+            .complete(12, "h1")
+            .complete(12, "h2")
+            .tick(15);
+        s.expect(&["0 low check-delay", "15 low scheduled"]);
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct ThresholdConfig {
     pub required: [usize; 3],
     pub urgent_margin_ms: u64,
     pub recheck_ms: u64,
+    /// Trace a `check-delay` row at every failed recheck (the seed's v0),
+    /// or only at a request's first one. Under sustained overload the
+    /// seed's way writes 200 rows per second per waiting request.
+    pub trace_every_check: bool,
 }
 
 impl Default for ThresholdConfig {
@@ -116,6 +120,7 @@ impl Default for ThresholdConfig {
             required: [1, 2, 4],
             urgent_margin_ms: 10,
             recheck_ms: 5,
+            trace_every_check: true,
         }
     }
 }
