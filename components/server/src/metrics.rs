@@ -104,15 +104,13 @@ pub fn metrics() -> &'static Metrics {
                 "Lock waits refused by the deadlock detector",
                 &["type"],
             ),
-            gc_safe_point: {
-                let m = prometheus::IntGauge::new(
-                    "tikv_gcworker_autogc_safe_point",
-                    "Safe point used for auto gc",
-                )
-                .expect(VALID);
-                let _ = r.register(Box::new(m.clone()));
-                m
-            },
+            gc_safe_point: gauge(
+                &r,
+                "tikv_gcworker_autogc_safe_point",
+                "Safe point used for auto gc",
+                &[],
+            )
+            .with_label_values(&[]),
             gc_keys: counter(
                 &r,
                 "tikv_gcworker_gc_keys",

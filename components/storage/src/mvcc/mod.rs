@@ -27,6 +27,16 @@ fn versions_end(encoded: &[u8]) -> Vec<u8> {
     end
 }
 
+/// Encoded bounds of user keys `[start, end)` (`end` empty = no bound).
+fn encoded_bounds(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let e = if end.is_empty() {
+        vec![]
+    } else {
+        encode_key(end)
+    };
+    (encode_key(start), e)
+}
+
 /// Reads MVCC state straight from the engine (the latest applied state).
 pub struct MvccReader<'a> {
     engine: &'a KvEngine,
@@ -55,18 +65,39 @@ impl<'a> MvccReader<'a> {
         let enc = encode_key(key);
         let end = versions_end(&enc);
         let start = append_ts(enc, ts);
+        self.scan_parsed(
+            Cf::Write,
+            &start,
+            &end,
+            "write",
+            |k, v| Some((split_ts(k)?.1, Write::parse(v)?)),
+            |(commit_ts, w)| visit(commit_ts, w),
+        )
+    }
+
+    /// Scans encoded keys `[start, end)` of `cf` forward, handing each
+    /// entry `parse` understands to `visit` until it returns false; an
+    /// entry it does not understand ends the scan as a corrupted `what`.
+    fn scan_parsed<T>(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        what: &str,
+        parse: impl Fn(&[u8], &[u8]) -> Option<T>,
+        mut visit: impl FnMut(T) -> bool,
+    ) -> Result<()> {
         let mut bad = false;
-        self.engine.scan(Cf::Write, &start, &end, false, |k, v| {
-            match (split_ts(k), Write::parse(v)) {
-                (Some((_, commit_ts)), Some(w)) => visit(commit_ts, w),
-                _ => {
+        self.engine
+            .scan(cf, start, end, false, |k, v| match parse(k, v) {
+                Some(t) => visit(t),
+                None => {
                     bad = true;
                     false
                 }
-            }
-        })?;
+            })?;
         if bad {
-            return Err(corrupt("write"));
+            return Err(corrupt(what));
         }
         Ok(())
     }
@@ -136,28 +167,15 @@ impl<'a> MvccReader<'a> {
         end: &[u8],
         mut visit: impl FnMut(Vec<u8>, Lock) -> bool,
     ) -> Result<()> {
-        let (s, e) = (
-            encode_key(start),
-            if end.is_empty() {
-                vec![]
-            } else {
-                encode_key(end)
-            },
-        );
-        let mut bad = false;
-        self.engine.scan(Cf::Lock, &s, &e, false, |k, v| {
-            match (codec::decode_key(k), Lock::parse(v)) {
-                (Some((key, _)), Some(lock)) => visit(key, lock),
-                _ => {
-                    bad = true;
-                    false
-                }
-            }
-        })?;
-        if bad {
-            return Err(corrupt("lock"));
-        }
-        Ok(())
+        let (s, e) = encoded_bounds(start, end);
+        self.scan_parsed(
+            Cf::Lock,
+            &s,
+            &e,
+            "lock",
+            |k, v| Some((codec::decode_key(k)?.0, Lock::parse(v)?)),
+            |(key, lock)| visit(key, lock),
+        )
     }
 
     /// Every version in CF write for user keys in `[start, end)`, as
@@ -170,14 +188,7 @@ impl<'a> MvccReader<'a> {
         reverse: bool,
         mut visit: impl FnMut(&[u8], u64, Write) -> bool,
     ) -> Result<()> {
-        let (s, e) = (
-            encode_key(start),
-            if end.is_empty() {
-                vec![]
-            } else {
-                encode_key(end)
-            },
-        );
+        let (s, e) = encoded_bounds(start, end);
         let mut bad = false;
         // Reverse iteration meets a key's versions oldest first; gather one
         // key's versions, then hand them over newest first.
