@@ -24,9 +24,9 @@
 //! only after every earlier request touching one of its keys has completed
 //! (a range delete orders against everything).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use super::{Decision, Policy, Priority, RequestMeta, TraceRow};
+use super::{Decision, Policy, Priority, RequestMeta, ThresholdConfig, TraceRow};
 
 /// What a request touches, for per-key ordering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,15 +49,39 @@ pub enum Output {
 
 struct Waiting {
     meta: RequestMeta,
-    /// Threshold only: when to look at this request again, and whether a
-    /// check has already found it short of slots.
-    next_check_ms: u64,
+    /// Threshold only: a check has already found it short of slots.
     delayed: bool,
 }
 
 /// Sort key of a ready request: deadline (none = last), then arrival.
 fn ready_key(seq: u64, meta: &RequestMeta) -> (u64, u64) {
     (meta.deadline_ms.unwrap_or(u64::MAX), seq)
+}
+
+/// Merges two ascending seq lists (in O(1) when one follows the other,
+/// the usual case).
+fn merge_sorted(mut a: VecDeque<u64>, mut b: VecDeque<u64>) -> VecDeque<u64> {
+    match (a.back(), b.front()) {
+        (None, _) => return b,
+        (_, None) => return a,
+        (Some(last), Some(first)) if last < first => {
+            a.append(&mut b);
+            return a;
+        }
+        _ => {}
+    }
+    if b.back() < a.front() {
+        b.append(&mut a);
+        return b;
+    }
+    let mut out = VecDeque::with_capacity(a.len() + b.len());
+    while let (Some(x), Some(y)) = (a.front(), b.front()) {
+        let next = if x < y { a.pop_front() } else { b.pop_front() };
+        out.extend(next);
+    }
+    out.append(&mut a);
+    out.append(&mut b);
+    out
 }
 
 pub struct Core {
@@ -71,8 +95,13 @@ pub struct Core {
     /// priority, by (deadline, arrival). Eligibility never reverts, so a
     /// request enters once and leaves on admission.
     ready: [BTreeSet<(u64, u64)>; 3],
-    /// Threshold: (next check time, seq) of every waiting request.
-    checks: BTreeSet<(u64, u64)>,
+    /// Threshold's recheck schedule: check time -> the requests due then,
+    /// in arrival order. A withdrawn request's entry stays until a pass
+    /// skips it.
+    checks: BTreeMap<u64, VecDeque<u64>>,
+    /// Threshold: every waiting request below this seq has been checked
+    /// (and traced its first `check-delay`).
+    first_unchecked: u64,
     /// Per key hash: outstanding (waiting or running) requests in arrival order.
     key_queues: HashMap<u64, VecDeque<u64>>,
     footprints: HashMap<u64, Footprint>,
@@ -92,7 +121,8 @@ impl Core {
             waiting: HashMap::new(),
             waiting_count: [0; 3],
             ready: Default::default(),
-            checks: BTreeSet::new(),
+            checks: BTreeMap::new(),
+            first_unchecked: u64::MAX,
             key_queues: HashMap::new(),
             footprints: HashMap::new(),
             barriers: BTreeSet::new(),
@@ -109,9 +139,11 @@ impl Core {
     pub fn set_policy(&mut self, policy: Policy, now: u64) -> Vec<Output> {
         self.policy = policy;
         self.checks.clear();
-        for (seq, w) in self.waiting.iter_mut() {
-            w.next_check_ms = now;
-            self.checks.insert((now, *seq));
+        if matches!(self.policy, Policy::Threshold(_)) {
+            let mut all: Vec<u64> = self.waiting.keys().copied().collect();
+            all.sort_unstable();
+            self.checks.insert(now, all.into());
+            self.first_unchecked = 0;
         }
         self.pump(now);
         std::mem::take(&mut self.out)
@@ -149,13 +181,16 @@ impl Core {
         if self.eligible(seq) {
             self.ready[priority as usize].insert(ready_key(seq, &meta));
         }
-        self.checks.insert((now, seq));
+        if matches!(self.policy, Policy::Threshold(_)) {
+            // The newest seq: the bucket stays in arrival order.
+            self.checks.entry(now).or_default().push_back(seq);
+            self.first_unchecked = self.first_unchecked.min(seq);
+        }
         self.waiting_count[priority as usize] += 1;
         self.waiting.insert(
             seq,
             Waiting {
                 meta,
-                next_check_ms: now,
                 delayed: false,
             },
         );
@@ -194,7 +229,7 @@ impl Core {
         match &self.policy {
             // Waiting fcfs requests wait only for earlier same-key writes.
             Policy::Fcfs => None,
-            Policy::Threshold(_) => self.checks.first().map(|(t, _)| *t),
+            Policy::Threshold(_) => self.checks.keys().next().copied(),
             Policy::Edf(c) => {
                 if self.available() == 0 {
                     return None;
@@ -257,7 +292,6 @@ impl Core {
         let w = self.waiting.remove(&seq)?;
         let p = w.meta.priority as usize;
         self.ready[p].remove(&ready_key(seq, &w.meta));
-        self.checks.remove(&(w.next_check_ms, seq));
         self.waiting_count[p] -= 1;
         Some(w)
     }
@@ -276,54 +310,7 @@ impl Core {
                     }
                 }
             }
-            Policy::Threshold(c) => {
-                let due: Vec<u64> = self
-                    .checks
-                    .range(..(now.saturating_add(1), 0))
-                    .map(|(_, s)| *s)
-                    .collect();
-                let mut due = due;
-                due.sort_unstable();
-                for seq in due {
-                    let Some(w) = self.waiting.get(&seq) else {
-                        continue;
-                    };
-                    let p = w.meta.priority;
-                    let urgent = w
-                        .meta
-                        .deadline_ms
-                        .is_some_and(|d| now + c.urgent_margin_ms >= d);
-                    let avail = self.available();
-                    let decision = if !self.eligible(seq) {
-                        None
-                    } else if avail >= c.required[p as usize] {
-                        Some(Decision::Scheduled)
-                    } else if urgent && avail >= 1 {
-                        Some(Decision::UrgentAdmit)
-                    } else {
-                        None
-                    };
-                    match decision {
-                        Some(d) => {
-                            if let Some(w) = self.take_waiting(seq) {
-                                self.admit(w.meta, now, d, seq);
-                            }
-                        }
-                        None => {
-                            if c.trace_every_check || !w.delayed {
-                                let row = self.row(&w.meta, now, Decision::CheckDelay);
-                                self.out.push(Output::Trace(row));
-                            }
-                            if let Some(w) = self.waiting.get_mut(&seq) {
-                                w.delayed = true;
-                                self.checks.remove(&(w.next_check_ms, seq));
-                                w.next_check_ms = now + c.recheck_ms;
-                                self.checks.insert((w.next_check_ms, seq));
-                            }
-                        }
-                    }
-                }
-            }
+            Policy::Threshold(c) => self.threshold_pass(now, &c),
             Policy::Edf(c) => {
                 while self.available() > 0 {
                     let Some((seq, decision)) = self.edf_pick(now, c.escalate_ms) else {
@@ -334,6 +321,79 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Threshold's recheck of every request due by `now`, in arrival order:
+    /// admit it if enough slots are free (or it is urgent and one is),
+    /// otherwise look again `recheck_ms` later.
+    ///
+    /// With no slot free nothing can be admitted, so requests that already
+    /// traced their first `check-delay` (when only the first is traced) move
+    /// to their next check in bulk: a pass costs O(admitted) plus a copy of
+    /// the due seqs, not a lookup per waiting request, and the decisions
+    /// are the seed's.
+    fn threshold_pass(&mut self, now: u64, c: &ThresholdConfig) {
+        let mut due = VecDeque::new();
+        while let Some(bucket) = self.checks.first_entry() {
+            if *bucket.key() > now {
+                break;
+            }
+            due = merge_sorted(due, bucket.remove());
+        }
+        let mut later = VecDeque::new();
+        while let Some(seq) = due.pop_front() {
+            let nothing_fits = self.available() == 0 && c.required.iter().all(|r| *r >= 1);
+            if nothing_fits && !c.trace_every_check && seq < self.first_unchecked {
+                let checked = due.partition_point(|s| *s < self.first_unchecked);
+                let rest = due.split_off(checked);
+                later.push_back(seq);
+                later.append(&mut due);
+                due = rest;
+                continue;
+            }
+            let Some(w) = self.waiting.get_mut(&seq) else {
+                continue; // withdrawn
+            };
+            let p = w.meta.priority;
+            let urgent = w
+                .meta
+                .deadline_ms
+                .is_some_and(|d| now + c.urgent_margin_ms >= d);
+            let first_check = !w.delayed;
+            w.delayed = true;
+            let avail = self.available();
+            let decision = if !self.eligible(seq) {
+                None
+            } else if avail >= c.required[p as usize] {
+                Some(Decision::Scheduled)
+            } else if urgent && avail >= 1 {
+                Some(Decision::UrgentAdmit)
+            } else {
+                None
+            };
+            match decision {
+                Some(d) => {
+                    if let Some(w) = self.take_waiting(seq) {
+                        self.admit(w.meta, now, d, seq);
+                    }
+                }
+                None => {
+                    if c.trace_every_check || first_check {
+                        let row = self.row(&self.waiting[&seq].meta, now, Decision::CheckDelay);
+                        self.out.push(Output::Trace(row));
+                    }
+                    later.push_back(seq);
+                }
+            }
+        }
+        self.first_unchecked = u64::MAX;
+        if self.waiting.is_empty() {
+            self.checks.clear();
+        } else if !later.is_empty() {
+            let at = now.saturating_add(c.recheck_ms);
+            let bucket = self.checks.remove(&at).unwrap_or_default();
+            self.checks.insert(at, merge_sorted(bucket, later));
         }
     }
 
@@ -609,6 +669,117 @@ mod tests {
         // No free slot: even an urgent request keeps waiting.
         s.arrive(10, "l-late", Some(12), &["y"]).tick(15);
         s.expect(&["10 l-late check-delay", "15 l-late check-delay"]);
+    }
+
+    /// The seed's threshold as the plainest loop: each waiting request has
+    /// its own next check, and every pass looks at every due one.
+    struct NaiveThreshold {
+        c: ThresholdConfig,
+        in_use: usize,
+        /// (name, priority, deadline, next check, delayed), arrival order.
+        waiting: Vec<(String, Priority, Option<u64>, u64, bool)>,
+        log: Vec<String>,
+    }
+
+    impl NaiveThreshold {
+        fn pass(&mut self, now: u64) {
+            let c = self.c.clone();
+            let mut still = vec![];
+            for (name, p, deadline, next, delayed) in std::mem::take(&mut self.waiting) {
+                if next > now {
+                    still.push((name, p, deadline, next, delayed));
+                    continue;
+                }
+                let avail = c.slots - self.in_use;
+                let urgent = deadline.is_some_and(|d| now + c.urgent_margin_ms >= d);
+                let decision = if avail >= c.required[p as usize] {
+                    "scheduled"
+                } else if urgent && avail >= 1 {
+                    "urgent-admit"
+                } else {
+                    "check-delay"
+                };
+                if decision != "check-delay" {
+                    self.in_use += 1;
+                } else if !c.trace_every_check && delayed {
+                    still.push((name, p, deadline, now + c.recheck_ms, true));
+                    continue;
+                }
+                self.log.push(format!("{now} {name} {decision}"));
+                if decision == "check-delay" {
+                    still.push((name, p, deadline, now + c.recheck_ms, true));
+                }
+            }
+            self.waiting = still;
+        }
+    }
+
+    #[test]
+    fn threshold_decides_as_a_per_request_recheck_loop_would() {
+        for trace_every_check in [false, true] {
+            for seed in 1..=4u64 {
+                let c = ThresholdConfig {
+                    trace_every_check,
+                    ..ThresholdConfig::default()
+                };
+                let mut s = Sim::new(Policy::Threshold(c.clone()));
+                let mut naive = NaiveThreshold {
+                    c,
+                    in_use: 0,
+                    waiting: vec![],
+                    log: vec![],
+                };
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut rand = move |n: u64| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % n
+                };
+                let mut running: Vec<String> = vec![];
+                let (mut t, mut next_id, mut seen) = (0u64, 0, 0);
+                while t < 3000 {
+                    t += 1 + rand(3); // ticks come late as often as not
+                    s.tick(t);
+                    naive.pass(t);
+                    for _ in 0..rand(4) {
+                        let p = ["h", "m", "l"][rand(3) as usize];
+                        let name = format!("{p}{next_id}");
+                        next_id += 1;
+                        let deadline = (rand(4) > 0).then(|| t + 5 + rand(300));
+                        s.arrive(t, &name, deadline, &[&name]);
+                        let priority = Priority::parse(p).unwrap();
+                        naive.waiting.push((name, priority, deadline, t, false));
+                        naive.pass(t);
+                    }
+                    assert_eq!(
+                        s.log[seen..],
+                        naive.log[seen.min(naive.log.len())..],
+                        "seed {seed}, trace_every_check {trace_every_check}, t={t}"
+                    );
+                    // Admitted writes run for a while, then complete.
+                    for line in &s.log[seen..] {
+                        let name = line.split(' ').nth(1).unwrap();
+                        if !line.ends_with("check-delay") {
+                            running.push(name.to_string());
+                        }
+                    }
+                    seen = s.log.len();
+                    running.retain(|name| {
+                        let done = rand(6) == 0;
+                        if done {
+                            s.complete(t, name);
+                            naive.in_use -= 1;
+                        }
+                        !done
+                    });
+                }
+                assert!(
+                    s.log.iter().filter(|l| l.ends_with("check-delay")).count() > 1000,
+                    "the scenario kept slots busy and requests waiting"
+                );
+            }
+        }
     }
 
     #[test]
