@@ -16,9 +16,11 @@
 //! ```
 //!
 //! `edf` instead reacts to events: a completion admits the next request at
-//! once, waiting requests are ordered by priority then deadline, one slot is
-//! kept for High, and a request within `escalate_ms` of its deadline jumps
-//! ahead of everything with a later deadline ("urgent-admit").
+//! once. Waiting requests whose deadline is within `escalate_ms` go in
+//! deadline order whatever their priority; beyond that, priority then
+//! deadline; requests already late go last. One slot is kept for High,
+//! which a Medium or Low takes only within `urgent_ms` of its deadline
+//! ("urgent-admit").
 //!
 //! Both keep writes to the same key in arrival order: a request is admitted
 //! only after every earlier request touching one of its keys has completed
@@ -26,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use super::{Decision, Policy, Priority, RequestMeta, ThresholdConfig, TraceRow};
+use super::{Decision, EdfConfig, Policy, Priority, RequestMeta, ThresholdConfig, TraceRow};
 
 /// What a request touches, for per-key ordering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +244,7 @@ impl Core {
                     .filter_map(|p| self.ready[*p as usize].range((now, 0)..).next())
                     .map(|(d, _)| *d)
                     .filter(|d| *d != u64::MAX)
-                    .map(|d| d.saturating_sub(c.escalate_ms))
+                    .map(|d| d.saturating_sub(c.urgent_ms))
                     .min()
             }
         }
@@ -313,7 +315,7 @@ impl Core {
             Policy::Threshold(c) => self.threshold_pass(now, &c),
             Policy::Edf(c) => {
                 while self.available() > 0 {
-                    let Some((seq, decision)) = self.edf_pick(now, c.escalate_ms) else {
+                    let Some((seq, decision)) = self.edf_pick(now, &c) else {
                         break;
                     };
                     if let Some(w) = self.take_waiting(seq) {
@@ -400,38 +402,46 @@ impl Core {
     /// The next request edf admits now, if any: O(log n) over the ready sets.
     ///
     /// A request past its deadline has missed it whatever happens next, so
-    /// edf spends capacity on the ones that can still make it: first one
-    /// about to miss (deadline within `escalate_ms`, earliest first, any
-    /// priority); then, by priority, the earliest deadline still ahead; then
-    /// the late ones, by priority and earliest deadline. Late requests still
-    /// run — after the ones that can still be on time. (Serving the oldest
-    /// first under overload makes every request late: global EDF's domino
-    /// effect.)
-    fn edf_pick(&self, now: u64, escalate_ms: u64) -> Option<(u64, Decision)> {
+    /// edf spends capacity on the ones that can still make it: first the
+    /// earliest deadline among those due within the escalation horizon,
+    /// any priority; then, by priority, the earliest deadline still ahead;
+    /// then the late ones, by priority and earliest deadline. Late requests
+    /// still run — after the ones that can still be on time. (Serving the
+    /// oldest first under overload makes every request late: global EDF's
+    /// domino effect.) The High reserve holds throughout: a Medium or Low
+    /// takes one of its slots only when urgent.
+    fn edf_pick(&self, now: u64, c: &EdfConfig) -> Option<(u64, Decision)> {
         let avail = self.available();
         let ahead: [Option<(u64, u64)>; 3] =
             [0, 1, 2].map(|p| self.ready[p].range((now, 0)..).next().copied());
-        let urgent = ahead
-            .iter()
-            .flatten()
-            .filter(|(d, _)| *d != u64::MAX && now + escalate_ms >= *d)
-            .min()
-            .copied();
-        if let (Some((_, seq)), true) = (urgent, avail >= 1) {
-            return Some((seq, Decision::UrgentAdmit));
+        let urgent = |d: u64| d != u64::MAX && d >= now && now + c.urgent_ms >= d;
+        let admissible =
+            |p: Priority, d: u64| avail >= self.required(p) || (avail >= 1 && urgent(d));
+        let decision = |d: u64| {
+            if urgent(d) {
+                Decision::UrgentAdmit
+            } else {
+                Decision::Scheduled
+            }
+        };
+        let escalated = Priority::ALL
+            .into_iter()
+            .filter_map(|p| ahead[p as usize].map(|(d, seq)| (d, seq, p)))
+            .filter(|(d, _, p)| *d != u64::MAX && now + c.escalate_ms >= *d && admissible(*p, *d))
+            .min();
+        if let Some((d, seq, _)) = escalated {
+            return Some((seq, decision(d)));
         }
-        let admissible = |p: Priority| avail >= self.required(p);
         Priority::ALL
             .into_iter()
-            .filter(|p| admissible(*p))
-            .find_map(|p| ahead[p as usize])
+            .find_map(|p| ahead[p as usize].filter(|(d, _)| admissible(p, *d)))
             .or_else(|| {
                 Priority::ALL
                     .into_iter()
-                    .filter(|p| admissible(*p))
+                    .filter(|p| avail >= self.required(*p))
                     .find_map(|p| self.ready[p as usize].first().copied())
             })
-            .map(|(_, seq)| (seq, Decision::Scheduled))
+            .map(|(d, seq)| (seq, decision(d)))
     }
 
     fn admit(&mut self, meta: RequestMeta, now: u64, decision: Decision, seq: u64) {
@@ -499,7 +509,7 @@ mod tests {
     //! Scenario tables: each test is a timeline of events and the exact
     //! trace rows ("time request decision") the policy must produce.
     use super::*;
-    use crate::scheduler::{EdfConfig, ThresholdConfig};
+    use crate::scheduler::ThresholdConfig;
 
     struct Sim {
         core: Core,
@@ -588,6 +598,7 @@ mod tests {
             workers,
             high_reserve: reserve,
             escalate_ms: 10,
+            urgent_ms: 10,
         })
     }
 
@@ -851,6 +862,61 @@ mod tests {
         s.log.clear();
         s.complete(25, "h-busy");
         s.expect(&["25 l urgent-admit"]);
+    }
+
+    #[test]
+    fn edf_orders_by_deadline_within_the_escalation_horizon() {
+        let policy = |escalate_ms| {
+            Policy::Edf(EdfConfig {
+                workers: 1,
+                high_reserve: 0,
+                escalate_ms,
+                urgent_ms: 10,
+            })
+        };
+        let run = |escalate_ms, order: [&str; 2]| {
+            let mut s = Sim::new(policy(escalate_ms));
+            s.arrive(0, "h-busy", None, &["z"])
+                .arrive(1, "m-first", Some(150), &["a"])
+                .arrive(100, "h-fresh", Some(200), &["b"])
+                .arrive(100, "l-far", Some(900), &["c"]);
+            s.log.clear();
+            s.complete(110, "h-busy")
+                .complete(111, order[0])
+                .complete(112, order[1]);
+            s.log.clone()
+        };
+        // Horizon 300 ms: every deadline is within it, so deadline order.
+        assert_eq!(
+            run(300, ["m-first", "h-fresh"]),
+            [
+                "110 m-first scheduled",
+                "111 h-fresh scheduled",
+                "112 l-far scheduled"
+            ]
+        );
+        // Horizon 10 ms: priority first until a deadline is that close.
+        assert_eq!(
+            run(10, ["h-fresh", "m-first"]),
+            [
+                "110 h-fresh scheduled",
+                "111 m-first scheduled",
+                "112 l-far scheduled"
+            ]
+        );
+        // The High reserve holds inside the horizon: Medium waits for it
+        // until it is urgent, then takes it.
+        let mut s = Sim::new(Policy::Edf(EdfConfig {
+            workers: 2,
+            high_reserve: 1,
+            escalate_ms: 1000,
+            urgent_ms: 10,
+        }));
+        s.arrive(0, "h-busy", None, &["z"])
+            .arrive(0, "m", Some(100), &["a"]);
+        assert_eq!(s.core.next_wakeup(0), Some(90));
+        s.tick(90);
+        s.expect(&["0 h-busy scheduled", "0 m queued", "90 m urgent-admit"]);
     }
 
     #[test]

@@ -136,8 +136,17 @@ pub struct EdfConfig {
     pub workers: usize,
     /// Slots only High (or an urgent request) may take.
     pub high_reserve: usize,
-    /// A request this close to its deadline is urgent.
+    /// Escalation horizon: a request whose deadline is this close competes
+    /// on deadline with every priority (a Medium about to miss goes before
+    /// a fresh High with slack to spare); further out, priority comes
+    /// first. Under overload, deadline order among the requests that can
+    /// still make it is what keeps the most of them on time
+    /// (docs/benchmarks.md); with the generator's budgets (High 50 ms,
+    /// Medium 200, Low 1000) the default orders everything by deadline.
     pub escalate_ms: u64,
+    /// A request this close to its deadline is urgent: it may take a High
+    /// reserve slot (`urgent-admit`).
+    pub urgent_ms: u64,
 }
 
 impl Default for EdfConfig {
@@ -145,7 +154,8 @@ impl Default for EdfConfig {
         EdfConfig {
             workers: 256,
             high_reserve: 1,
-            escalate_ms: 10,
+            escalate_ms: 1000,
+            urgent_ms: 10,
         }
     }
 }
@@ -444,6 +454,7 @@ mod tests {
             workers: 1,
             high_reserve: 0,
             escalate_ms: 10,
+            urgent_ms: 10,
         });
         let s = Scheduler::start(edf, None, None);
         let (slot, count) = (Arc::new(Mutex::new(vec![])), Arc::new(AtomicUsize::new(0)));
