@@ -37,6 +37,10 @@ pub struct RaftstoreConfig {
     /// gRPC intake must keep up, so requests wait in the write scheduler,
     /// which orders them, rather than unread in sockets, which cannot.
     pub thread_nice: i32,
+    /// Foreground write quota in bytes per second (0 = none): the loop takes
+    /// in proposals no faster, as a store whose disk sustains only so much.
+    /// Proposals beyond it wait where they were queued.
+    pub write_bandwidth: u64,
 }
 
 impl Default for RaftstoreConfig {
@@ -48,6 +52,47 @@ impl Default for RaftstoreConfig {
             log_keep_entries: 10_000,
             max_batch: 4096,
             thread_nice: 0,
+            write_bandwidth: 0,
+        }
+    }
+}
+
+/// A token bucket over proposal bytes. Taking in a proposal may overdraw
+/// it; the loop then takes in nothing until the debt is paid back.
+struct WriteQuota {
+    bytes_per_sec: f64,
+    /// At most 100 ms of bandwidth saved up.
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl WriteQuota {
+    fn new(bytes_per_sec: u64) -> Option<WriteQuota> {
+        (bytes_per_sec > 0).then(|| {
+            let rate = bytes_per_sec as f64;
+            WriteQuota {
+                bytes_per_sec: rate,
+                burst: rate / 10.0,
+                tokens: rate / 10.0,
+                refilled: Instant::now(),
+            }
+        })
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        self.tokens -= bytes as f64;
+    }
+
+    /// How long until the loop may take in more proposals.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.burst);
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
         }
     }
 }
@@ -122,6 +167,7 @@ impl Router {
         let (tx, rx) = crossbeam_channel::unbounded();
         let views = Arc::new(RwLock::new(HashMap::new()));
         let mut store = StoreLoop {
+            quota: WriteQuota::new(cfg.write_bandwidth),
             cfg,
             kv,
             log,
@@ -202,6 +248,7 @@ impl Router {
 
 struct StoreLoop {
     cfg: RaftstoreConfig,
+    quota: Option<WriteQuota>,
     kv: KvEngine,
     log: Arc<RaftLogEngine>,
     applier: Arc<dyn Applier>,
@@ -220,21 +267,8 @@ impl StoreLoop {
         let mut last_purge = Instant::now();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(timeout) {
-                Ok(msg) => {
-                    if !self.handle(msg) {
-                        break;
-                    }
-                    for _ in 0..self.cfg.max_batch {
-                        let Ok(msg) = self.rx.try_recv() else { break };
-                        if !self.handle(msg) {
-                            self.shutdown();
-                            return;
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            if !self.take_in(timeout) {
+                break;
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + self.cfg.base_tick;
@@ -254,6 +288,44 @@ impl StoreLoop {
             }
         }
         self.shutdown();
+    }
+
+    /// Waits up to `timeout` for messages and handles every one queued, up
+    /// to `max_batch` and the write quota. Returns false on Stop or when
+    /// every sender is gone.
+    fn take_in(&mut self, timeout: Duration) -> bool {
+        let throttled = self.throttled();
+        if !throttled.is_zero() {
+            // Over the write quota: proposals wait where they were queued.
+            std::thread::sleep(throttled.min(timeout));
+            return true;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(msg) => {
+                if !self.handle(msg) {
+                    return false;
+                }
+                for _ in 0..self.cfg.max_batch {
+                    if !self.throttled().is_zero() {
+                        break;
+                    }
+                    let Ok(msg) = self.rx.try_recv() else { break };
+                    if !self.handle(msg) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    fn throttled(&mut self) -> Duration {
+        match &mut self.quota {
+            Some(q) => q.wait(Instant::now()),
+            None => Duration::ZERO,
+        }
     }
 
     fn shutdown(&mut self) {
@@ -277,6 +349,9 @@ impl StoreLoop {
                 cb,
                 pickup,
             } => {
+                if let Some(q) = &mut self.quota {
+                    q.consume(cmd.len());
+                }
                 match self.peers.get_mut(&region_id) {
                     Some(peer) => peer.propose(epoch, cmd, cb),
                     None => {

@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +32,26 @@ pub struct TikvConfig {
     pub pessimistic_txn: PessimisticTxnSection,
     pub gc: GcSection,
     pub resolved_ts: ResolvedTsSection,
+    pub quota: QuotaSection,
+}
+
+/// `[quota]`: upstream's foreground quota limiter, write side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct QuotaSection {
+    /// Bytes of foreground writes the store takes in per second ("0" =
+    /// unlimited, the default). Writes beyond it wait in the scheduler (or,
+    /// for `fcfs`, the store's queue): a store whose disk sustains only this
+    /// much, as in the overload benchmark.
+    pub foreground_write_bandwidth: String,
+}
+
+impl Default for QuotaSection {
+    fn default() -> Self {
+        QuotaSection {
+            foreground_write_bandwidth: "0KB".into(),
+        }
+    }
 }
 
 /// `[resolved-ts]`: how fresh a stale read can be.
@@ -165,6 +186,7 @@ impl Default for TikvConfig {
             pessimistic_txn: PessimisticTxnSection::default(),
             gc: GcSection::default(),
             resolved_ts: ResolvedTsSection::default(),
+            quota: QuotaSection::default(),
         }
     }
 }
@@ -250,6 +272,8 @@ impl TikvConfig {
         ] {
             parse_duration(d)?;
         }
+        parse_size(&self.quota.foreground_write_bandwidth)
+            .context("quota.foreground-write-bandwidth")?;
         Ok(())
     }
 
@@ -258,7 +282,7 @@ impl TikvConfig {
     }
 }
 
-pub use tikal_util::{parse_duration, parse_toml};
+pub use tikal_util::{parse_duration, parse_size, parse_toml};
 
 #[cfg(test)]
 mod tests {

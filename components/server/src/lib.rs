@@ -35,7 +35,7 @@ use tikal_raftstore::{RaftstoreConfig, Router};
 use tikal_storage::{RawApplier, RawStorage, StorageConfig};
 use tracing::info;
 
-use crate::config::{parse_duration, TikvConfig};
+use crate::config::{parse_duration, parse_size, TikvConfig};
 use crate::pd_client::PdClient;
 
 /// The TiKV version this server reports to PD and clients, which use it to
@@ -95,6 +95,7 @@ pub async fn run(
         heartbeat_ticks: cfg.raftstore.raft_heartbeat_ticks,
         log_keep_entries: cfg.raftstore.raft_log_gc_count_limit,
         thread_nice: cfg.raftstore.thread_nice,
+        write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -42,6 +42,26 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses TiKV-style sizes: "0", "512B", "64KB", "1.5MiB", "10MB", "1GB"
+/// (units are powers of 1024, as upstream's `ReadableSize`).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => bail!("invalid size {s:?}: unit must be B, KB, MB, GB or TB"),
+    };
+    Ok((n * scale as f64) as u64)
+}
+
 /// Logs to `log_file` (appending) or, when empty, to stderr. The level comes
 /// from `RUST_LOG` (default `info`).
 pub fn init_logging(log_file: &str) -> anyhow::Result<()> {
@@ -138,6 +158,17 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("512B").unwrap(), 512);
+        assert_eq!(parse_size("64KB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1.5MiB").unwrap(), 3 << 19);
+        assert_eq!(parse_size(" 2gb ").unwrap(), 2 << 30);
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("MB").is_err());
+    }
 
     #[test]
     fn durations_parse_like_tikv() {

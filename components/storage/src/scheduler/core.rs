@@ -111,6 +111,12 @@ pub struct Core {
     barriers: BTreeSet<u64>,
     /// Outstanding requests, waiting or running.
     outstanding: BTreeSet<u64>,
+    /// Admitted requests still holding a slot: when each was admitted.
+    admitted_at: HashMap<u64, u64>,
+    /// Eight times the moving average of how long an admitted request held
+    /// its slot. For edf that is the wait before its write starts, so a
+    /// request whose deadline is nearer than that can no longer make it.
+    lead_x8: u64,
     out: Vec<Output>,
 }
 
@@ -129,6 +135,8 @@ impl Core {
             footprints: HashMap::new(),
             barriers: BTreeSet::new(),
             outstanding: BTreeSet::new(),
+            admitted_at: HashMap::new(),
+            lead_x8: 0,
             out: vec![],
         }
     }
@@ -211,6 +219,10 @@ impl Core {
             self.out.push(Output::Trace(row));
         } else if self.outstanding.contains(&seq) {
             self.in_use = self.in_use.saturating_sub(1);
+            if let Some(at) = self.admitted_at.remove(&seq) {
+                // A moving average, each sample weighted 1/8.
+                self.lead_x8 = self.lead_x8 - self.lead_x8 / 8 + now.saturating_sub(at);
+            }
         }
         self.forget(seq);
         // Threshold admits only on its own recheck ticks, as the seed's v0.
@@ -241,13 +253,21 @@ impl Core {
                 // ones never do).
                 [Priority::Medium, Priority::Low]
                     .iter()
-                    .filter_map(|p| self.ready[*p as usize].range((now, 0)..).next())
+                    .filter_map(|p| {
+                        self.ready[*p as usize]
+                            .range((now + self.lead_ms(), 0)..)
+                            .next()
+                    })
                     .map(|(d, _)| *d)
                     .filter(|d| *d != u64::MAX)
-                    .map(|d| d.saturating_sub(c.urgent_ms))
+                    .map(|d| d.saturating_sub(c.urgent_ms + self.lead_ms()))
                     .min()
             }
         }
+    }
+
+    fn lead_ms(&self) -> u64 {
+        self.lead_x8 / 8
     }
 
     fn capacity(&self) -> usize {
@@ -412,9 +432,12 @@ impl Core {
     /// takes one of its slots only when urgent.
     fn edf_pick(&self, now: u64, c: &EdfConfig) -> Option<(u64, Decision)> {
         let avail = self.available();
+        // An admitted write starts about `lead_ms` later: judge deadlines
+        // against that moment.
+        let start = now + self.lead_ms();
         let ahead: [Option<(u64, u64)>; 3] =
-            [0, 1, 2].map(|p| self.ready[p].range((now, 0)..).next().copied());
-        let urgent = |d: u64| d != u64::MAX && d >= now && now + c.urgent_ms >= d;
+            [0, 1, 2].map(|p| self.ready[p].range((start, 0)..).next().copied());
+        let urgent = |d: u64| d != u64::MAX && d >= start && start + c.urgent_ms >= d;
         let admissible =
             |p: Priority, d: u64| avail >= self.required(p) || (avail >= 1 && urgent(d));
         let decision = |d: u64| {
@@ -427,7 +450,7 @@ impl Core {
         let escalated = Priority::ALL
             .into_iter()
             .filter_map(|p| ahead[p as usize].map(|(d, seq)| (d, seq, p)))
-            .filter(|(d, _, p)| *d != u64::MAX && now + c.escalate_ms >= *d && admissible(*p, *d))
+            .filter(|(d, _, p)| *d != u64::MAX && start + c.escalate_ms >= *d && admissible(*p, *d))
             .min();
         if let Some((d, seq, _)) = escalated {
             return Some((seq, decision(d)));
@@ -447,6 +470,7 @@ impl Core {
     fn admit(&mut self, meta: RequestMeta, now: u64, decision: Decision, seq: u64) {
         let row = self.row(&meta, now, decision);
         self.in_use += 1;
+        self.admitted_at.insert(seq, now);
         self.out.push(Output::Admit(seq, row));
     }
 
@@ -917,6 +941,34 @@ mod tests {
         assert_eq!(s.core.next_wakeup(0), Some(90));
         s.tick(90);
         s.expect(&["0 h-busy scheduled", "0 m queued", "90 m urgent-admit"]);
+    }
+
+    #[test]
+    fn edf_judges_deadlines_by_when_an_admitted_write_will_start() {
+        let mut s = Sim::new(Policy::Edf(EdfConfig {
+            workers: 1,
+            high_reserve: 0,
+            escalate_ms: 1000,
+            urgent_ms: 10,
+        }));
+        // Admitted writes have been starting 40 ms after admission.
+        let mut t = 0;
+        for i in 0..24 {
+            s.arrive(t, &format!("h{i}"), None, &["w"]);
+            t += 40;
+            s.complete(t, &format!("h{i}"));
+        }
+        s.arrive(t, "h-busy", None, &["z"])
+            .arrive(t, "m-tight", Some(t + 30), &["a"])
+            .arrive(t, "l-roomy", Some(t + 300), &["b"]);
+        s.log.clear();
+        s.complete(t + 1, "h-busy").complete(t + 2, "l-roomy");
+        // m-tight's deadline is still ahead, but its write would start too
+        // late: the request that can still make it goes first.
+        s.expect(&[
+            &format!("{} l-roomy scheduled", t + 1),
+            &format!("{} m-tight scheduled", t + 2),
+        ]);
     }
 
     #[test]
