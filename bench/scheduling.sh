@@ -2,10 +2,15 @@
 # Replays one overload CSV (offered load ~2x what the store sustains) under
 # fcfs, threshold and edf, each on a fresh 1-store cluster, and compares the
 # server traces: miss rate and delay per priority per policy.
-# Usage: [POLICIES="fcfs threshold edf"] [VALUE_SIZE=100] [THREAD_NICE=15] bench/scheduling.sh [requests, default 100000] [out dir]
-# THREAD_NICE is the store's `[raftstore] thread-nice` for every policy: the
-# write loop yields the CPU to gRPC intake, so the backlog forms where the
-# scheduler can see (and order) it rather than in sockets.
+# Usage: [POLICIES="fcfs threshold edf"] [VALUE_SIZE=100] [QUOTA=1MB] [THREAD_NICE=0]
+#        bench/scheduling.sh [requests, default 100000] [out dir]
+# QUOTA is the store's `[quota] foreground-write-bandwidth` for every policy
+# (calibration included): a store whose disk takes in that many bytes of
+# writes per second. Without it, on a 2-core machine shared with the replay
+# client, gRPC handling saturates the CPU before the write path does and the
+# backlog forms in sockets and task queues, where no admission policy can
+# order it (docs/benchmarks.md). QUOTA=0 runs unthrottled.
+# THREAD_NICE is the store's `[raftstore] thread-nice` for every policy.
 # Under sustained overload `threshold` (the seed's v0) logs a check-delay row
 # per waiting request every 5 ms (its trace reached 17 GB at 20,000
 # requests), so this script sets `[scheduler.threshold] trace-every-check =
@@ -16,13 +21,14 @@ N="${1:-100000}"
 OUT="${2:-$(mktemp -d /tmp/tikal-sched-XXXXXX)}"
 mkdir -p "$OUT"
 VALUE_SIZE="${VALUE_SIZE:-100}"
-THREAD_NICE="${THREAD_NICE:-15}"
+THREAD_NICE="${THREAD_NICE:-0}"
+QUOTA="${QUOTA:-1MB}"
 TRACE_EVERY_CHECK="${TRACE_EVERY_CHECK:-false}"
 
 # run_cluster POLICY DATA_DIR PORT: a fresh cluster whose store uses POLICY.
 run_cluster() {
-    printf '[scheduler]\npolicy = "%s"\n[scheduler.threshold]\ntrace-every-check = %s\n[raftstore]\nthread-nice = %d\n' \
-        "$1" "$TRACE_EVERY_CHECK" "$THREAD_NICE" >"$2.toml"
+    printf '[scheduler]\npolicy = "%s"\n[scheduler.threshold]\ntrace-every-check = %s\n[raftstore]\nthread-nice = %d\n[quota]\nforeground-write-bandwidth = "%s"\n' \
+        "$1" "$TRACE_EVERY_CHECK" "$THREAD_NICE" "$QUOTA" >"$2.toml"
     start_cluster "$2" "$3" "$2.toml"
 }
 

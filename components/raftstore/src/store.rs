@@ -477,3 +477,27 @@ fn lower_thread_priority(nice: i32) {
         warn!(nice, "cannot lower the raftstore thread's priority");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_quota_paces_intake_to_its_bandwidth() {
+        assert!(WriteQuota::new(0).is_none(), "0 = unlimited");
+        // 1000 B/s: up to 100 ms (100 B) may be taken in at once.
+        let mut q = WriteQuota::new(1000).unwrap();
+        let t0 = q.refilled;
+        q.consume(100);
+        assert_eq!(q.wait(t0), Duration::ZERO);
+        // Overdrawn by 50 B: 50 ms until more may be taken in.
+        q.consume(50);
+        assert_eq!(q.wait(t0), Duration::from_millis(50));
+        assert_eq!(q.wait(t0 + Duration::from_millis(50)), Duration::ZERO);
+        // Idle time saves up no more than the burst.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(q.wait(later), Duration::ZERO);
+        q.consume(150);
+        assert_eq!(q.wait(later), Duration::from_millis(50));
+    }
+}

@@ -307,4 +307,21 @@ mod tests {
         assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");
         assert_eq!(unknown, vec!["rocksdb".to_string()]);
     }
+
+    #[test]
+    fn the_write_quota_is_a_size_per_second() {
+        let (mut cfg, _): (TikvConfig, _) =
+            parse_toml("[quota]\nforeground-write-bandwidth = \"1MB\"\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            parse_size(&cfg.quota.foreground_write_bandwidth).unwrap(),
+            1 << 20
+        );
+        cfg.quota.foreground_write_bandwidth = "fast".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("quota.foreground-write-bandwidth"),
+            "{err:#}"
+        );
+    }
 }
