@@ -16,10 +16,11 @@
 //! ```
 //!
 //! `edf` instead reacts to events: a completion admits the next request at
-//! once. Waiting requests whose deadline is within `escalate_ms` go in
-//! deadline order whatever their priority; beyond that, priority then
-//! deadline; requests already late go last. One slot is kept for High,
-//! which a Medium or Low takes only within `urgent_ms` of its deadline
+//! once. High goes first, earliest deadline first; Medium and Low whose
+//! deadlines are within `escalate_ms` go next in deadline order whatever
+//! their priority; beyond that, priority then deadline; requests that can
+//! no longer make their deadline go last. One slot is kept for High, which
+//! a Medium or Low takes only within `urgent_ms` of its deadline
 //! ("urgent-admit").
 //!
 //! Both keep writes to the same key in arrival order: a request is admitted
@@ -421,15 +422,22 @@ impl Core {
 
     /// The next request edf admits now, if any: O(log n) over the ready sets.
     ///
-    /// A request past its deadline has missed it whatever happens next, so
-    /// edf spends capacity on the ones that can still make it: first the
-    /// earliest deadline among those due within the escalation horizon,
-    /// any priority; then, by priority, the earliest deadline still ahead;
-    /// then the late ones, by priority and earliest deadline. Late requests
-    /// still run — after the ones that can still be on time. (Serving the
-    /// oldest first under overload makes every request late: global EDF's
-    /// domino effect.) The High reserve holds throughout: a Medium or Low
-    /// takes one of its slots only when urgent.
+    /// A request whose deadline falls before its write could start has
+    /// missed it whatever happens next, so edf spends capacity on the ones
+    /// that can still make it, in this order:
+    /// 1. High, earliest deadline first;
+    /// 2. Medium and Low escalated: the earliest deadline among those due
+    ///    within the escalation horizon, either priority;
+    /// 3. Medium, then Low, earliest deadline first;
+    /// 4. the late ones, by priority and earliest deadline.
+    ///
+    /// Late requests still run — after the ones that can still be on time.
+    /// (Serving the oldest first under overload makes every request late:
+    /// global EDF's domino effect.) Escalation never puts a request ahead of
+    /// High: under overload Medium and Low requests turn urgent faster than
+    /// capacity frees, and letting them pass would starve High. The High
+    /// reserve holds throughout; a Medium or Low takes one of its slots only
+    /// when urgent.
     fn edf_pick(&self, now: u64, c: &EdfConfig) -> Option<(u64, Decision)> {
         let avail = self.available();
         // An admitted write starts about `lead_ms` later: judge deadlines
@@ -447,23 +455,31 @@ impl Core {
                 Decision::Scheduled
             }
         };
-        let escalated = Priority::ALL
-            .into_iter()
-            .filter_map(|p| ahead[p as usize].map(|(d, seq)| (d, seq, p)))
-            .filter(|(d, _, p)| *d != u64::MAX && start + c.escalate_ms >= *d && admissible(*p, *d))
-            .min();
-        if let Some((d, seq, _)) = escalated {
-            return Some((seq, decision(d)));
-        }
-        Priority::ALL
-            .into_iter()
-            .find_map(|p| ahead[p as usize].filter(|(d, _)| admissible(p, *d)))
-            .or_else(|| {
-                Priority::ALL
-                    .into_iter()
-                    .filter(|p| avail >= self.required(*p))
-                    .find_map(|p| self.ready[p as usize].first().copied())
-            })
+        let high = ahead[Priority::High as usize].filter(|(d, _)| admissible(Priority::High, *d));
+        let escalated = || {
+            [Priority::Medium, Priority::Low]
+                .into_iter()
+                .filter_map(|p| ahead[p as usize].map(|(d, seq)| (p, (d, seq))))
+                .filter(|(p, (d, _))| {
+                    *d != u64::MAX && start + c.escalate_ms >= *d && admissible(*p, *d)
+                })
+                .map(|(_, head)| head)
+                .min()
+        };
+        let by_priority = || {
+            [Priority::Medium, Priority::Low]
+                .into_iter()
+                .find_map(|p| ahead[p as usize].filter(|(d, _)| admissible(p, *d)))
+        };
+        let late = || {
+            Priority::ALL
+                .into_iter()
+                .filter(|p| avail >= self.required(*p))
+                .find_map(|p| self.ready[p as usize].first().copied())
+        };
+        high.or_else(escalated)
+            .or_else(by_priority)
+            .or_else(late)
             .map(|(d, seq)| (seq, decision(d)))
     }
 
@@ -878,14 +894,18 @@ mod tests {
         assert_eq!(s.core.next_wakeup(1), Some(90));
         s.tick(90);
         s.expect(&["0 m1 scheduled", "1 l queued", "90 l urgent-admit"]);
-        // An urgent request beats a non-urgent High with a later deadline.
+        // An urgent Low beats a Medium with a later deadline, not a High.
         let mut s = Sim::new(edf(1, 0));
         s.arrive(0, "h-busy", None, &["z"]);
-        s.arrive(1, "h", Some(1000), &["a"])
+        s.arrive(1, "m", Some(1000), &["a"])
             .arrive(2, "l", Some(30), &["b"]);
         s.log.clear();
         s.complete(25, "h-busy");
         s.expect(&["25 l urgent-admit"]);
+        s.arrive(26, "h", Some(1000), &["c"])
+            .arrive(26, "l2", Some(40), &["d"]);
+        s.complete(32, "l");
+        s.expect(&["26 h queued", "26 l2 queued", "32 h scheduled"]);
     }
 
     #[test]
@@ -898,34 +918,35 @@ mod tests {
                 urgent_ms: 10,
             })
         };
-        let run = |escalate_ms, order: [&str; 2]| {
+        let run = |escalate_ms, order: [&str; 3]| {
             let mut s = Sim::new(policy(escalate_ms));
             s.arrive(0, "h-busy", None, &["z"])
-                .arrive(1, "m-first", Some(150), &["a"])
-                .arrive(100, "h-fresh", Some(200), &["b"])
-                .arrive(100, "l-far", Some(900), &["c"]);
+                .arrive(1, "l-first", Some(150), &["a"])
+                .arrive(100, "m-fresh", Some(200), &["b"])
+                .arrive(100, "h-roomy", Some(900), &["c"]);
             s.log.clear();
             s.complete(110, "h-busy")
                 .complete(111, order[0])
-                .complete(112, order[1]);
+                .complete(112, order[1])
+                .complete(113, order[2]);
             s.log.clone()
         };
-        // Horizon 300 ms: every deadline is within it, so deadline order.
+        // Horizon 300 ms: Low and Medium go in deadline order; High first.
         assert_eq!(
-            run(300, ["m-first", "h-fresh"]),
+            run(300, ["h-roomy", "l-first", "m-fresh"]),
             [
-                "110 m-first scheduled",
-                "111 h-fresh scheduled",
-                "112 l-far scheduled"
+                "110 h-roomy scheduled",
+                "111 l-first scheduled",
+                "112 m-fresh scheduled"
             ]
         );
         // Horizon 10 ms: priority first until a deadline is that close.
         assert_eq!(
-            run(10, ["h-fresh", "m-first"]),
+            run(10, ["h-roomy", "m-fresh", "l-first"]),
             [
-                "110 h-fresh scheduled",
-                "111 m-first scheduled",
-                "112 l-far scheduled"
+                "110 h-roomy scheduled",
+                "111 m-fresh scheduled",
+                "112 l-first scheduled"
             ]
         );
         // The High reserve holds inside the horizon: Medium waits for it

@@ -128,21 +128,21 @@ impl Default for ThresholdConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct EdfConfig {
-    /// Writes admitted but not yet taken in by the store: the next
-    /// group-commit batch. A write frees its slot when the store's loop takes
-    /// it (its place in the Raft log is then fixed), so batches stay large
-    /// while everything beyond one batch waits here, ordered by priority and
-    /// deadline (docs/benchmarks.md).
+    /// Writes admitted but not yet taken in by the store. A write frees its
+    /// slot when the store's loop takes it (its place in the Raft log is
+    /// then fixed), and the freed slot admits the next write into the same
+    /// round, so group-commit batches are not capped by this number. What it
+    /// sets is the wait between admission and start (`workers` / writes per
+    /// second), which every deadline must cover: small keeps High on time
+    /// (docs/benchmarks.md).
     pub workers: usize,
     /// Slots only High (or an urgent request) may take.
     pub high_reserve: usize,
-    /// Escalation horizon: a request whose deadline is this close competes
-    /// on deadline with every priority (a Medium about to miss goes before
-    /// a fresh High with slack to spare); further out, priority comes
-    /// first. Under overload, deadline order among the requests that can
-    /// still make it is what keeps the most of them on time
-    /// (docs/benchmarks.md); with the generator's budgets (High 50 ms,
-    /// Medium 200, Low 1000) the default orders everything by deadline.
+    /// Escalation horizon: a Medium or Low whose deadline is this close
+    /// competes on deadline with the other of the two (a Low about to miss
+    /// goes before a Medium with slack to spare); further out, Medium comes
+    /// first. High always goes first. With the generator's budgets (Medium
+    /// 200 ms, Low 1000) the default orders Medium and Low by deadline.
     pub escalate_ms: u64,
     /// A request this close to its deadline is urgent: it may take a High
     /// reserve slot (`urgent-admit`).
@@ -152,7 +152,7 @@ pub struct EdfConfig {
 impl Default for EdfConfig {
     fn default() -> Self {
         EdfConfig {
-            workers: 256,
+            workers: 32,
             high_reserve: 1,
             escalate_ms: 1000,
             urgent_ms: 10,
