@@ -45,6 +45,15 @@ async fn trace_rows(t: &TestCluster, request_id: &str) -> Vec<Vec<String>> {
     .await
 }
 
+/// The value of the first metric line starting with `prefix`.
+fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 async fn post_config(t: &TestCluster, body: &str) -> reqwest::StatusCode {
     reqwest::Client::new()
         .post(format!("http://{}/config", t.cluster.status_addrs[0]))
@@ -180,12 +189,7 @@ async fn scheduler_metrics_count_decisions_and_misses_per_priority() {
     assert_eq!(d.get(b"late").await, Some(b"v".to_vec()));
     let metrics = t.metrics(0).await;
     let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+        metric(&metrics, prefix).unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
     };
     assert!(value("tikv_raw_scheduler_deadline_miss_total{priority=\"LOW\"}") >= 1.0);
     assert!(
@@ -193,4 +197,70 @@ async fn scheduler_metrics_count_decisions_and_misses_per_priority() {
     );
     assert!(metrics.contains("tikv_raw_scheduler_waiting{priority=\"HIGH\"} 0"));
     assert!(metrics.contains("tikv_raw_scheduler_delay_seconds_bucket"));
+}
+
+/// With the store's intake throttled by `[quota] foreground-write-bandwidth`,
+/// writes back up in the scheduler, and edf lets a High that arrives behind
+/// them through ahead of the Lows still waiting (fcfs would run it last).
+#[tokio::test(flavor = "multi_thread")]
+async fn under_a_write_quota_edf_serves_a_high_before_the_waiting_lows() {
+    let t =
+        TestCluster::start_with_config(1, "[quota]\nforeground-write-bandwidth = \"4KB\"\n").await;
+    let d = direct(&t).await;
+    let far = (now_ms() + 600_000).to_string();
+    let headers = |priority: &str, id: &str| {
+        [
+            ("x-aaws-priority", priority.to_string()),
+            ("x-aaws-deadline-ms", far.clone()),
+            ("x-aaws-request-id", id.to_string()),
+        ]
+    };
+    let lows: Vec<String> = (0..120).map(|i| format!("low-{i}")).collect();
+    let mut tasks = vec![];
+    for id in &lows {
+        let req = with_headers(d.put(id.as_bytes(), b"v", ""), &headers("LOW", id));
+        let mut tikv = d.tikv.clone();
+        tasks.push(tokio::spawn(async move { tikv.raw_put(req).await }));
+    }
+    eventually(
+        Duration::from_secs(20),
+        "Lows held back by the quota",
+        || async {
+            let m = t.metrics(0).await;
+            (metric(&m, "tikv_raw_scheduler_waiting{priority=\"LOW\"}")? >= 40.0).then_some(())
+        },
+    )
+    .await;
+    let high = with_headers(d.put(b"high", b"v", ""), &headers("HIGH", "high"));
+    d.tikv.clone().raw_put(high).await.unwrap();
+    for task in tasks {
+        let resp = task.await.unwrap().unwrap().into_inner();
+        assert!(
+            resp.region_error.is_none() && resp.error.is_empty(),
+            "{resp:?}"
+        );
+    }
+    let high_at: u64 = trace_rows(&t, "high").await.last().unwrap()[5]
+        .parse()
+        .unwrap();
+    let mut lows_after = 0;
+    for id in &lows {
+        let rows = trace_rows(&t, id).await;
+        let last = rows.last().unwrap();
+        assert!(
+            matches!(last[9].as_str(), "scheduled" | "urgent-admit"),
+            "{last:?}"
+        );
+        if last[5].parse::<u64>().unwrap() > high_at {
+            lows_after += 1;
+        }
+    }
+    assert!(
+        lows_after >= 10,
+        "only {lows_after} of the waiting Lows started after the High"
+    );
+    let mut d = d;
+    for id in lows.iter().map(String::as_str).chain(["high"]) {
+        assert_eq!(d.get(id.as_bytes()).await, Some(b"v".to_vec()), "{id}");
+    }
 }
