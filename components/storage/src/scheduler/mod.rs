@@ -17,9 +17,11 @@
 //! * `threshold` — the seed's v0: 8 virtual slots, free slots required
 //!   High 1 / Medium 2 / Low 4, urgent 10 ms before the deadline, recheck
 //!   every 5 ms (`check-delay`, `scheduled`, `urgent-admit`);
-//! * `edf` — ours: event-driven, priority then earliest deadline, a slot
-//!   reserved for High, escalation near the deadline; one timer for the
-//!   whole scheduler, never one per request.
+//! * `edf` — ours: event-driven; High first, then Medium and Low escalated
+//!   by deadline; a slot reserved for High; a request counts as late once
+//!   its deadline falls before its write could start (a measured lead), and
+//!   late requests run after those that can still make it; one timer for
+//!   the whole scheduler, never one per request.
 //!
 //! No policy drops a request: one past its deadline still runs.
 
