@@ -261,7 +261,7 @@ impl Core {
                     })
                     .map(|(d, _)| *d)
                     .filter(|d| *d != u64::MAX)
-                    .map(|d| d.saturating_sub(c.urgent_ms + self.lead_ms()))
+                    .map(|d| d.saturating_sub(c.urgent_ms.saturating_add(self.lead_ms())))
                     .min()
             }
         }
@@ -382,7 +382,7 @@ impl Core {
             let urgent = w
                 .meta
                 .deadline_ms
-                .is_some_and(|d| now + c.urgent_margin_ms >= d);
+                .is_some_and(|d| now.saturating_add(c.urgent_margin_ms) >= d);
             let first_check = !w.delayed;
             w.delayed = true;
             let avail = self.available();
@@ -445,7 +445,7 @@ impl Core {
         let start = now + self.lead_ms();
         let ahead: [Option<(u64, u64)>; 3] =
             [0, 1, 2].map(|p| self.ready[p].range((start, 0)..).next().copied());
-        let urgent = |d: u64| d != u64::MAX && d >= start && start + c.urgent_ms >= d;
+        let urgent = |d: u64| d != u64::MAX && d >= start && start.saturating_add(c.urgent_ms) >= d;
         let admissible =
             |p: Priority, d: u64| avail >= self.required(p) || (avail >= 1 && urgent(d));
         let decision = |d: u64| {
@@ -461,7 +461,9 @@ impl Core {
                 .into_iter()
                 .filter_map(|p| ahead[p as usize].map(|(d, seq)| (p, (d, seq))))
                 .filter(|(p, (d, _))| {
-                    *d != u64::MAX && start + c.escalate_ms >= *d && admissible(*p, *d)
+                    *d != u64::MAX
+                        && start.saturating_add(c.escalate_ms) >= *d
+                        && admissible(*p, *d)
                 })
                 .map(|(_, head)| head)
                 .min()
@@ -742,7 +744,7 @@ mod tests {
                     continue;
                 }
                 let avail = c.slots - self.in_use;
-                let urgent = deadline.is_some_and(|d| now + c.urgent_margin_ms >= d);
+                let urgent = deadline.is_some_and(|d| now.saturating_add(c.urgent_margin_ms) >= d);
                 let decision = if avail >= c.required[p as usize] {
                     "scheduled"
                 } else if urgent && avail >= 1 {
