@@ -206,7 +206,7 @@ async fn scheduler_metrics_count_decisions_and_misses_per_priority() {
 async fn under_a_write_quota_edf_serves_a_high_before_the_waiting_lows() {
     let t =
         TestCluster::start_with_config(1, "[quota]\nforeground-write-bandwidth = \"4KB\"\n").await;
-    let d = direct(&t).await;
+    let mut d = direct(&t).await;
     let far = (now_ms() + 600_000).to_string();
     let headers = |priority: &str, id: &str| {
         [
@@ -259,7 +259,6 @@ async fn under_a_write_quota_edf_serves_a_high_before_the_waiting_lows() {
         lows_after >= 10,
         "only {lows_after} of the waiting Lows started after the High"
     );
-    let mut d = d;
     for id in lows.iter().map(String::as_str).chain(["high"]) {
         assert_eq!(d.get(id.as_bytes()).await, Some(b"v".to_vec()), "{id}");
     }

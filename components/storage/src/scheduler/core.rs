@@ -112,7 +112,8 @@ pub struct Core {
     barriers: BTreeSet<u64>,
     /// Outstanding requests, waiting or running.
     outstanding: BTreeSet<u64>,
-    /// Admitted requests still holding a slot: when each was admitted.
+    /// edf: admitted requests still holding a slot, and when each was
+    /// admitted (only edf uses the lead).
     admitted_at: HashMap<u64, u64>,
     /// Eight times the moving average of how long an admitted request held
     /// its slot. For edf that is the wait before its write starts, so a
@@ -488,7 +489,9 @@ impl Core {
     fn admit(&mut self, meta: RequestMeta, now: u64, decision: Decision, seq: u64) {
         let row = self.row(&meta, now, decision);
         self.in_use += 1;
-        self.admitted_at.insert(seq, now);
+        if matches!(self.policy, Policy::Edf(_)) {
+            self.admitted_at.insert(seq, now);
+        }
         self.out.push(Output::Admit(seq, row));
     }
 
