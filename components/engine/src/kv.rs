@@ -28,7 +28,7 @@ pub const CF_RAFT: Cf = Cf::Raft;
 
 /// The column families clients may address.
 pub const DATA_CFS: [Cf; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
-const ALL_CFS: [Cf; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
+pub(crate) const ALL_CFS: [Cf; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
 
 impl Cf {
     /// The name as clients send it (`cf` field of raw requests).
@@ -122,6 +122,7 @@ impl KvEngine {
         KvWriteBatch {
             engine: self,
             wb: WriteBatch::default(),
+            largest_put: Default::default(),
         }
     }
 
@@ -148,15 +149,39 @@ impl KvEngine {
     }
 }
 
+impl crate::KvRead for KvEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        KvEngine::get(self, cf, key)
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        KvEngine::scan(self, cf, start, end, reverse, visit)
+    }
+}
+
 /// An atomic group of writes to the KV engine.
 pub struct KvWriteBatch<'a> {
     engine: &'a KvEngine,
     wb: WriteBatch,
+    /// The largest key put in each column family (by `Cf as usize`), so a
+    /// delete to the end of the key space covers this batch's own puts.
+    largest_put: [Option<Vec<u8>>; ALL_CFS.len()],
 }
 
 impl KvWriteBatch<'_> {
     pub fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.wb.put_cf(self.engine.cf(cf), key, value);
+        let largest = &mut self.largest_put[cf as usize];
+        if largest.as_deref().is_none_or(|l| key > l) {
+            *largest = Some(key.to_vec());
+        }
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) {
@@ -165,18 +190,23 @@ impl KvWriteBatch<'_> {
 
     /// Deletes `[start, end)`; an empty `end` means to the end of the key space.
     pub fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
-        let cf = self.engine.cf(cf);
+        let largest_put = self.largest_put[cf as usize].clone();
+        let handle = self.engine.cf(cf);
         if end.is_empty() {
-            // RocksDB needs a concrete upper bound: delete through the last key.
-            if let Some(Ok((last, _))) = self.engine.db.iterator_cf(cf, IteratorMode::End).next() {
-                if last.as_ref() >= start {
-                    let mut bound = last.to_vec();
+            // RocksDB needs a concrete upper bound: delete through the last
+            // key, written or put earlier in this batch.
+            let written = match self.engine.db.iterator_cf(handle, IteratorMode::End).next() {
+                Some(Ok((last, _))) => Some(last.to_vec()),
+                _ => None,
+            };
+            if let Some(mut bound) = written.max(largest_put) {
+                if bound.as_slice() >= start {
                     bound.push(0);
-                    self.wb.delete_range_cf(cf, start, &bound);
+                    self.wb.delete_range_cf(handle, start, &bound);
                 }
             }
         } else if start < end {
-            self.wb.delete_range_cf(cf, start, end);
+            self.wb.delete_range_cf(handle, start, end);
         }
     }
 
@@ -225,5 +255,30 @@ mod tests {
         engine.write(wb, false).unwrap();
         assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"a".to_vec()));
         assert_eq!(engine.get(CF_DEFAULT, b"d").unwrap(), None);
+    }
+
+    #[test]
+    fn a_delete_to_the_end_covers_keys_put_earlier_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        let mut wb = engine.write_batch();
+        wb.put(CF_DEFAULT, b"b", b"1");
+        engine.write(wb, false).unwrap();
+        let mut wb = engine.write_batch();
+        for k in [b"a", b"x", b"c"] {
+            wb.put(CF_DEFAULT, k, b"2");
+        }
+        wb.put(CF_WRITE, b"zz", b"other cf");
+        wb.delete_range(CF_DEFAULT, b"b", b"");
+        engine.write(wb, false).unwrap();
+        assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), Some(b"2".to_vec()));
+        for k in [b"b", b"c", b"x"] {
+            assert_eq!(engine.get(CF_DEFAULT, k).unwrap(), None, "{k:?}");
+        }
+        assert!(engine.get(CF_WRITE, b"zz").unwrap().is_some());
+        // Empty engine and batch: nothing to bound, nothing deleted.
+        let mut wb = engine.write_batch();
+        wb.delete_range(CF_LOCK, b"a", b"");
+        assert!(wb.is_empty());
     }
 }

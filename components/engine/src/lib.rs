@@ -13,14 +13,21 @@
 //! engine's applied index is written in the same atomic batch as the data it
 //! covers, so after a crash the store re-applies exactly the entries after it.
 //!
+//! Layers above read through the [`KvRead`] trait and apply through
+//! [`KvApply`], so their logic also runs on the in-memory [`MemEngine`].
+//!
 //! This crate is the bottom storage layer: it knows bytes and column families,
 //! not regions, transactions or Raft roles.
 
 mod kv;
+mod memory;
 mod raft_log;
+mod traits;
 
 pub use kv::{Cf, KvEngine, KvWriteBatch, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
+pub use memory::MemEngine;
 pub use raft_log::{RaftLogEngine, RaftLogWrite};
+pub use traits::{KvApply, KvRead};
 
 /// Errors from either engine.
 #[derive(Debug, thiserror::Error)]
