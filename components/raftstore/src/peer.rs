@@ -151,8 +151,9 @@ impl Peer {
                 continue;
             }
             let output = match entry.get_entry_type() {
+                // An error leaves this round unwritten and unanswered.
                 EntryType::EntryNormal if !entry.data.is_empty() => {
-                    Some(applier.apply(&mut ctx, &entry.data))
+                    Some(applier.apply(&mut ctx, &entry.data)?)
                 }
                 // Empty entries mark a new leader's term; membership changes
                 // arrive with replication.

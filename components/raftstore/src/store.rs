@@ -135,6 +135,8 @@ pub struct Router {
     tx: Sender<Msg>,
     views: Arc<RwLock<HashMap<u64, RegionView>>>,
     thread: Arc<parking_lot::Mutex<Option<JoinHandle<()>>>>,
+    /// Why the loop stopped on its own, once it has.
+    failure: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Router {
@@ -179,9 +181,27 @@ impl Router {
             published: HashMap::new(),
         };
         store.publish_all();
+        let (failed_tx, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("raftstore".into())
-            .spawn(move || store.run())
+            .spawn(move || {
+                let views = store.views.clone();
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.run()));
+                let reason = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(panic) => panic_message(panic.as_ref()),
+                };
+                // No region is served from here on: readers find none, and
+                // the server, told below, stops.
+                views.write().clear();
+                error!(%reason, "raftstore stopped");
+                let _ = failed_tx.send(Some(reason));
+                // Dropping the loop drops every waiting proposal's answer
+                // channel: their proposers see the store stopped.
+                drop(store);
+            })
             .map_err(|e| tikal_engine::EngineError::Corrupted {
                 what: "raftstore thread",
                 detail: e.to_string(),
@@ -190,7 +210,23 @@ impl Router {
             tx,
             views,
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+            failure,
         })
+    }
+
+    /// Resolves with the reason once the store loop has stopped on an error
+    /// (an engine failure, a bug); never resolves while it runs or after a
+    /// requested [`Router::stop`]. A store whose loop is gone must not serve.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Proposes `cmd` to the region's Raft group and waits until it is
@@ -261,7 +297,10 @@ struct StoreLoop {
 }
 
 impl StoreLoop {
-    fn run(&mut self) {
+    /// Runs until Stop (Ok) or until the engines fail (Err): continuing
+    /// then could acknowledge writes that are not durable, or skip entries
+    /// that other replicas apply.
+    fn run(&mut self) -> Result<()> {
         lower_thread_priority(self.cfg.thread_nice);
         let mut next_tick = Instant::now() + self.cfg.base_tick;
         let mut last_purge = Instant::now();
@@ -276,18 +315,14 @@ impl StoreLoop {
                     peer.raw_node.tick();
                 }
             }
-            if let Err(e) = self.on_ready() {
-                // The log or data engine failed to write: continuing could
-                // acknowledge writes that are not durable.
-                error!(error = %e, "raftstore cannot persist; stopping");
-                break;
-            }
+            self.on_ready()?;
             if last_purge.elapsed() > Duration::from_secs(10) {
                 last_purge = Instant::now();
                 self.compact_logs();
             }
         }
         self.shutdown();
+        Ok(())
     }
 
     /// Waits up to `timeout` for messages and handles every one queued, up
@@ -465,6 +500,15 @@ impl StoreLoop {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {text}")
+}
+
 /// Lowers the calling thread's scheduling priority (Linux nice values are
 /// per thread). Failure only costs ordering under overload, so it is logged.
 fn lower_thread_priority(nice: i32) {
@@ -481,6 +525,102 @@ fn lower_thread_priority(nice: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::ApplyContext;
+    use tikal_engine::KvApply;
+
+    /// Writes each command's bytes under key "k"; a command `fail` is an
+    /// engine failure of this store.
+    struct FailingApplier;
+
+    impl Applier for FailingApplier {
+        fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
+            if cmd == b"fail" {
+                return Err(tikal_engine::EngineError::Corrupted {
+                    what: "test engine",
+                    detail: "disk gone".into(),
+                }
+                .into());
+            }
+            ctx.put(tikal_engine::CF_DEFAULT, b"k", cmd);
+            Ok(Box::new(()))
+        }
+    }
+
+    fn one_region_store(dir: &std::path::Path) -> (Router, KvEngine) {
+        let kv = KvEngine::open(&dir.join("db")).unwrap();
+        let log = Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap());
+        let region = metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        meta::write_initial_region(&kv, &region).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let router = Router::start(
+            1,
+            RaftstoreConfig::default(),
+            kv.clone(),
+            log,
+            Arc::new(FailingApplier),
+            events,
+        )
+        .unwrap();
+        (router, kv)
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_at_apply_stops_the_loop_unanswered_and_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, kv) = one_region_store(dir.path());
+        let leads = || router.region_view(1).is_some_and(|v| v.is_leader);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !leads() {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        router.propose(1, None, b"v1".to_vec(), None).await.unwrap();
+        let applied = meta::load_apply_state(&kv, 1).unwrap().applied_index;
+
+        let failed = router.propose(1, None, b"fail".to_vec(), None).await;
+        assert!(
+            matches!(failed, Err(RaftstoreError::StoreStopped)),
+            "the proposer must not hear success: {:?}",
+            failed.map(|_| ())
+        );
+        let reason = tokio::time::timeout(Duration::from_secs(10), router.failed())
+            .await
+            .expect("the failure is reported");
+        assert!(reason.contains("disk gone"), "{reason}");
+        // Nothing is served, nothing more is taken in, nothing was skipped.
+        assert!(router.region_view(1).is_none());
+        assert!(router.propose(1, None, b"v2".to_vec(), None).await.is_err());
+        assert_eq!(
+            meta::load_apply_state(&kv, 1).unwrap().applied_index,
+            applied
+        );
+        assert_eq!(
+            kv.get(tikal_engine::CF_DEFAULT, b"k").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        router.stop();
+    }
+
+    #[tokio::test]
+    async fn a_requested_stop_is_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, _kv) = one_region_store(dir.path());
+        router.stop();
+        let failed = tokio::time::timeout(Duration::from_millis(200), router.failed()).await;
+        assert!(failed.is_err(), "a stop must not report a failure");
+    }
 
     #[test]
     fn the_write_quota_paces_intake_to_its_bandwidth() {

@@ -1,8 +1,8 @@
 //! The store server (`tikv-server`): wires engines, the raftstore and the
 //! storage layer to the outside world.
 //!
-//! * [`service`] — `tikvpb.Tikv` gRPC handlers, the edge where storage
-//!   errors become kvproto error fields;
+//! * [`service`] — `tikvpb.Tikv` gRPC handlers; `respond` is the edge where
+//!   storage errors become kvproto error fields;
 //! * [`node`] — store identity and cluster bootstrap with PD;
 //! * [`heartbeat`] — store and region heartbeats to PD;
 //! * [`status`] — the HTTP status server (`/metrics`, `/status`, `/config`);
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod pd_client;
 mod resolved_ts;
+mod respond;
 pub mod service;
 pub mod status;
 mod txn_service;
@@ -199,6 +200,18 @@ pub async fn run(
         });
     let grace = Duration::from_secs(2);
     let stopper = stop_tx.clone();
+    // A store whose Raft loop is gone must not answer anything: its failure
+    // stops the server like a signal, and the process exits non-zero.
+    let raftstore_failure = Arc::new(parking_lot::Mutex::new(None));
+    let shutdown = {
+        let (router, failure) = (router.clone(), raftstore_failure.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                reason = router.failed() => *failure.lock() = Some(reason),
+            }
+        }
+    };
     let result = tikal_util::serve_with_grace(
         grpc,
         shutdown,
@@ -219,6 +232,9 @@ pub async fn run(
     tokio::task::spawn_blocking(move || router.stop()).await?;
     if let Some(t) = trace {
         t.flush();
+    }
+    if let Some(reason) = raftstore_failure.lock().take() {
+        anyhow::bail!("raftstore stopped: {reason}");
     }
     result
 }

@@ -6,7 +6,7 @@
 //! (`now`), so every replica reaches the same answer.
 
 use prost::Message;
-use tikal_engine::Cf;
+use tikal_engine::{Cf, KvApply};
 use tikal_raftstore::{Applier, ApplyContext, ApplyOutput};
 use tracing::error;
 
@@ -96,38 +96,53 @@ pub type RawApplyResult = Result<Option<CasOutcome>, String>;
 pub struct RawApplier;
 
 impl Applier for RawApplier {
-    fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> ApplyOutput {
+    fn apply(
+        &self,
+        ctx: &mut ApplyContext<'_>,
+        cmd: &[u8],
+    ) -> tikal_raftstore::Result<ApplyOutput> {
         let result: RawApplyResult = match RawCommand::decode(cmd) {
-            Ok(cmd) => apply_command(ctx, cmd),
+            Ok(cmd) => apply_command(ctx, cmd)?,
             Err(e) => {
                 error!(error = %e, "undecodable raw command in raft log");
                 Err(format!("undecodable command: {e}"))
             }
         };
-        Box::new(result)
+        Ok(Box::new(result))
     }
 }
 
-fn apply_command(ctx: &mut ApplyContext<'_>, cmd: RawCommand) -> RawApplyResult {
-    let mut outcome = None;
-    // Check every op first: a command applies whole or not at all.
-    let mut cfs = Vec::with_capacity(cmd.ops.len());
+/// Checks every op, then applies them: a command applies whole or not at
+/// all. The inner result is the deterministic outcome, the same on every
+/// replica; the outer error is this store's engine failing.
+pub fn apply_command(
+    ctx: &mut dyn KvApply,
+    cmd: RawCommand,
+) -> tikal_engine::Result<RawApplyResult> {
+    let mut checked = Vec::with_capacity(cmd.ops.len());
     for op in &cmd.ops {
-        match Cf::from_name(&op.cf) {
-            Some(cf) if op.kind != OpKind::CompareAndSwap as i32 || cmd.ops.len() == 1 => {
-                cfs.push(cf)
-            }
-            Some(_) => return Err("compare-and-swap must be a command of its own".into()),
-            None => return Err(format!("unknown column family {:?} in raw command", op.cf)),
+        let Some(cf) = Cf::from_name(&op.cf) else {
+            return Ok(Err(format!(
+                "unknown column family {:?} in raw command",
+                op.cf
+            )));
+        };
+        let Ok(kind) = OpKind::try_from(op.kind) else {
+            return Ok(Err(format!("unknown raw op kind {}", op.kind)));
+        };
+        if kind == OpKind::CompareAndSwap && cmd.ops.len() != 1 {
+            return Ok(Err("compare-and-swap must be a command of its own".into()));
         }
+        checked.push((cf, kind));
     }
-    for (op, cf) in cmd.ops.into_iter().zip(cfs) {
-        match OpKind::try_from(op.kind) {
-            Ok(OpKind::Put) => ctx.put(cf, &op.key, &op.value),
-            Ok(OpKind::Delete) => ctx.delete(cf, &op.key),
-            Ok(OpKind::DeleteRange) => ctx.delete_range(cf, &op.key, &op.value),
-            Ok(OpKind::CompareAndSwap) => {
-                let current = ctx.get(cf, &op.key).map_err(|e| e.to_string())?;
+    let mut outcome = None;
+    for (op, (cf, kind)) in cmd.ops.into_iter().zip(checked) {
+        match kind {
+            OpKind::Put => ctx.put(cf, &op.key, &op.value),
+            OpKind::Delete => ctx.delete(cf, &op.key),
+            OpKind::DeleteRange => ctx.delete_range(cf, &op.key, &op.value),
+            OpKind::CompareAndSwap => {
+                let current = ctx.get(cf, &op.key)?;
                 let previous = current
                     .as_deref()
                     .and_then(|raw| value::live_value(raw, cmd.now))
@@ -138,8 +153,7 @@ fn apply_command(ctx: &mut ApplyContext<'_>, cmd: RawCommand) -> RawApplyResult 
                 }
                 outcome = Some(CasOutcome { succeed, previous });
             }
-            Err(_) => return Err(format!("unknown raw op kind {}", op.kind)),
         }
     }
-    Ok(outcome)
+    Ok(Ok(outcome))
 }
