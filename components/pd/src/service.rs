@@ -107,8 +107,12 @@ impl Pd for PdService {
             while let Some(r) = requests.next().await {
                 let r = r?;
                 svc.check_cluster(&r.header)?;
-                if r.count == 0 {
-                    Err(Status::invalid_argument("tso count must be positive"))?;
+                if r.count == 0 || r.count > crate::tso::MAX_COUNT {
+                    Err(Status::invalid_argument(format!(
+                        "tso count {} out of range 1..={}",
+                        r.count,
+                        crate::tso::MAX_COUNT
+                    )))?;
                 }
                 let (physical, logical) = svc
                     .cluster

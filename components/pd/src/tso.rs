@@ -16,6 +16,8 @@ use crate::storage::{MetaStore, Result, TSO};
 
 pub const LOGICAL_BITS: u32 = 18;
 const MAX_LOGICAL: i64 = 1 << LOGICAL_BITS;
+/// Most timestamps one request may reserve: they share one physical ms.
+pub const MAX_COUNT: u32 = (1 << LOGICAL_BITS) - 1;
 const WINDOW_MS: i64 = 3000;
 
 pub struct Tso {
@@ -38,9 +40,10 @@ fn now_ms() -> i64 {
 
 impl Tso {
     pub fn open(meta: &MetaStore) -> Result<Tso> {
-        let saved = meta.get_u64(TSO)?.unwrap_or(0) as i64;
-        let physical = now_ms().max(saved + 1);
-        let window = physical + WINDOW_MS;
+        // The disk's number is trusted only as far as it is sane.
+        let saved = i64::try_from(meta.get_u64(TSO)?.unwrap_or(0)).unwrap_or(i64::MAX);
+        let physical = now_ms().max(saved.saturating_add(1));
+        let window = physical.saturating_add(WINDOW_MS);
         meta.put_u64(TSO, window as u64)?;
         Ok(Tso {
             state: Mutex::new(State {
@@ -54,7 +57,7 @@ impl Tso {
     /// Reserves `count` consecutive timestamps and returns the last one as
     /// (physical, logical); the batch is `logical - count + 1 ..= logical`.
     pub fn allocate(&self, meta: &MetaStore, count: u32) -> Result<(i64, i64)> {
-        let count = i64::from(count.max(1)).min(MAX_LOGICAL - 1);
+        let count = i64::from(count.clamp(1, MAX_COUNT));
         let mut s = self.state.lock();
         let now = now_ms();
         if now > s.physical {

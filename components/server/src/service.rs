@@ -4,12 +4,10 @@
 //! read from the request (malformed metadata: `InvalidArgument` naming the
 //! header), and they run once admitted, holding a worker slot meanwhile.
 //!
-//! Each handler unpacks the request, calls the storage layer, and maps its
-//! error once: region errors into `region_error` (clients refresh and
-//! retry), other failures into the response's `error` string, or, for
-//! responses without one, a gRPC `InvalidArgument` / `Internal` status.
+//! Each handler unpacks the request, calls the storage layer, and answers
+//! through [`respond`], the one place failures become kvproto error fields
+//! or gRPC statuses.
 
-use tikal_proto::errorpb;
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::tikvpb::tikv_server::Tikv;
 use tikal_raftstore::Pickup;
@@ -18,7 +16,7 @@ use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
-use crate::metrics::GrpcTimer;
+use crate::respond::respond;
 use crate::txn_service as txn;
 
 pub struct TikvService {
@@ -77,8 +75,11 @@ fn request_meta<T>(req: &Request<T>, ctx: Option<&Context>) -> Result<RequestMet
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// Hash of a (column family, key) pair, for per-key write ordering.
+/// Hash of a (column family, key) pair, for per-key write ordering. The
+/// column family is hashed as storage resolves it, so `""` and `"default"`
+/// name the same key.
 fn key_hash(cf: &str, key: &[u8]) -> u64 {
+    let cf = tikal_storage::cf_name(cf).map_or(cf, |c| c.name());
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in cf.bytes().chain([0xff]).chain(key.iter().copied()) {
         h ^= u64::from(b);
@@ -92,28 +93,6 @@ fn keys_footprint<'a>(cf: &str, keys: impl IntoIterator<Item = &'a [u8]>) -> Foo
 }
 
 type GrpcResult<T> = Result<Response<T>, Status>;
-
-/// For responses with both `region_error` and `error` fields.
-fn error_fields(e: StorageError, timer: &mut GrpcTimer) -> (Option<errorpb::Error>, String) {
-    timer.fail();
-    match e {
-        StorageError::Region(r) => (Some(*r), String::new()),
-        other => (None, other.to_string()),
-    }
-}
-
-/// For responses with only a `region_error` field.
-fn region_error_or_status(
-    e: StorageError,
-    timer: &mut GrpcTimer,
-) -> Result<Option<errorpb::Error>, Status> {
-    timer.fail();
-    match e {
-        StorageError::Region(r) => Ok(Some(*r)),
-        StorageError::InvalidArgument(m) => Err(Status::invalid_argument(m)),
-        StorageError::Internal(m) => Err(Status::internal(m)),
-    }
-}
 
 #[tonic::async_trait]
 impl Tikv for TikvService {
@@ -247,35 +226,34 @@ impl Tikv for TikvService {
     }
 
     async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
-        let mut t = GrpcTimer::new("raw_get");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawGetResponse::default();
-        match self.raw.get(&ctx, &req.cf, &req.key) {
-            Ok(Some(v)) => resp.value = v,
-            Ok(None) => resp.not_found = true,
-            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
-        }
-        Ok(Response::new(resp))
+        let call = async { self.raw.get(&ctx, &req.cf, &req.key) };
+        respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
+            Some(v) => r.value = v,
+            None => r.not_found = true,
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn raw_batch_get(
         &self,
         req: Request<RawBatchGetRequest>,
     ) -> GrpcResult<RawBatchGetResponse> {
-        let mut t = GrpcTimer::new("raw_batch_get");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawBatchGetResponse::default();
-        match self.raw.batch_get(&ctx, &req.cf, &req.keys) {
-            Ok(pairs) => resp.pairs = pairs,
-            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
-        }
-        Ok(Response::new(resp))
+        let call = async { self.raw.batch_get(&ctx, &req.cf, &req.keys) };
+        respond(
+            "raw_batch_get",
+            call,
+            |r: &mut RawBatchGetResponse, pairs| r.pairs = pairs,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn raw_put(&self, req: Request<RawPutRequest>) -> GrpcResult<RawPutResponse> {
-        let mut t = GrpcTimer::new("raw_put");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
@@ -283,18 +261,16 @@ impl Tikv for TikvService {
         let write = self
             .raw
             .prepare_put(&ctx, &req.cf, req.key, &req.value, req.ttl);
-        let mut resp = RawPutResponse::default();
-        if let Err(e) = self.schedule(meta, footprint, write).await {
-            (resp.region_error, resp.error) = error_fields(e, &mut t);
-        }
-        Ok(Response::new(resp))
+        let call = self.schedule(meta, footprint, write);
+        respond("raw_put", call, |_: &mut RawPutResponse, _| {})
+            .await
+            .map(Response::new)
     }
 
     async fn raw_batch_put(
         &self,
         req: Request<RawBatchPutRequest>,
     ) -> GrpcResult<RawBatchPutResponse> {
-        let mut t = GrpcTimer::new("raw_batch_put");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
@@ -306,125 +282,130 @@ impl Tikv for TikvService {
         };
         let footprint = keys_footprint(&req.cf, req.pairs.iter().map(|p| p.key.as_slice()));
         let write = self.raw.prepare_batch_put(&ctx, &req.cf, req.pairs, &ttls);
-        let mut resp = RawBatchPutResponse::default();
-        if let Err(e) = self.schedule(meta, footprint, write).await {
-            (resp.region_error, resp.error) = error_fields(e, &mut t);
-        }
-        Ok(Response::new(resp))
+        let call = self.schedule(meta, footprint, write);
+        respond("raw_batch_put", call, |_: &mut RawBatchPutResponse, _| {})
+            .await
+            .map(Response::new)
     }
 
     async fn raw_delete(&self, req: Request<RawDeleteRequest>) -> GrpcResult<RawDeleteResponse> {
-        let mut t = GrpcTimer::new("raw_delete");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let footprint = keys_footprint(&req.cf, [req.key.as_slice()]);
         let write = self.raw.prepare_delete(&ctx, &req.cf, req.key);
-        let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.schedule(meta, footprint, write).await {
-            (resp.region_error, resp.error) = error_fields(e, &mut t);
-        }
-        Ok(Response::new(resp))
+        let call = self.schedule(meta, footprint, write);
+        respond("raw_delete", call, |_: &mut RawDeleteResponse, _| {})
+            .await
+            .map(Response::new)
     }
 
     async fn raw_batch_delete(
         &self,
         req: Request<RawBatchDeleteRequest>,
     ) -> GrpcResult<RawBatchDeleteResponse> {
-        let mut t = GrpcTimer::new("raw_batch_delete");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let footprint = keys_footprint(&req.cf, req.keys.iter().map(Vec::as_slice));
         let write = self.raw.prepare_batch_delete(&ctx, &req.cf, req.keys);
-        let mut resp = RawBatchDeleteResponse::default();
-        if let Err(e) = self.schedule(meta, footprint, write).await {
-            (resp.region_error, resp.error) = error_fields(e, &mut t);
-        }
-        Ok(Response::new(resp))
+        let call = self.schedule(meta, footprint, write);
+        respond(
+            "raw_batch_delete",
+            call,
+            |_: &mut RawBatchDeleteResponse, _| {},
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn raw_scan(&self, req: Request<RawScanRequest>) -> GrpcResult<RawScanResponse> {
-        let mut t = GrpcTimer::new("raw_scan");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawScanResponse::default();
-        match self.raw.scan(
-            &ctx,
-            &req.cf,
-            &req.start_key,
-            &req.end_key,
-            req.limit,
-            req.key_only,
-            req.reverse,
-        ) {
-            Ok(kvs) => resp.kvs = kvs,
-            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
-        }
-        Ok(Response::new(resp))
+        let call = async {
+            self.raw.scan(
+                &ctx,
+                &req.cf,
+                &req.start_key,
+                &req.end_key,
+                req.limit,
+                req.key_only,
+                req.reverse,
+            )
+        };
+        respond("raw_scan", call, |r: &mut RawScanResponse, kvs| r.kvs = kvs)
+            .await
+            .map(Response::new)
     }
 
     async fn raw_delete_range(
         &self,
         req: Request<RawDeleteRangeRequest>,
     ) -> GrpcResult<RawDeleteRangeResponse> {
-        let mut t = GrpcTimer::new("raw_delete_range");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let write = self
             .raw
             .prepare_delete_range(&ctx, &req.cf, req.start_key, req.end_key);
-        let mut resp = RawDeleteRangeResponse::default();
-        if let Err(e) = self.schedule(meta, Footprint::Everything, write).await {
-            (resp.region_error, resp.error) = error_fields(e, &mut t);
-        }
-        Ok(Response::new(resp))
+        let call = self.schedule(meta, Footprint::Everything, write);
+        respond(
+            "raw_delete_range",
+            call,
+            |_: &mut RawDeleteRangeResponse, _| {},
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn raw_batch_scan(
         &self,
         req: Request<RawBatchScanRequest>,
     ) -> GrpcResult<RawBatchScanResponse> {
-        let mut t = GrpcTimer::new("raw_batch_scan");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawBatchScanResponse::default();
-        match self.raw.batch_scan(
-            &ctx,
-            &req.cf,
-            &req.ranges,
-            req.each_limit,
-            req.key_only,
-            req.reverse,
-        ) {
-            Ok(kvs) => resp.kvs = kvs,
-            Err(e) => resp.region_error = region_error_or_status(e, &mut t)?,
-        }
-        Ok(Response::new(resp))
+        let call = async {
+            self.raw.batch_scan(
+                &ctx,
+                &req.cf,
+                &req.ranges,
+                req.each_limit,
+                req.key_only,
+                req.reverse,
+            )
+        };
+        respond(
+            "raw_batch_scan",
+            call,
+            |r: &mut RawBatchScanResponse, kvs| r.kvs = kvs,
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn raw_get_key_ttl(
         &self,
         req: Request<RawGetKeyTtlRequest>,
     ) -> GrpcResult<RawGetKeyTtlResponse> {
-        let mut t = GrpcTimer::new("raw_get_key_ttl");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawGetKeyTtlResponse::default();
-        match self.raw.get_key_ttl(&ctx, &req.cf, &req.key) {
-            Ok(Some(ttl)) => resp.ttl = ttl,
-            Ok(None) => resp.not_found = true,
-            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
-        }
-        Ok(Response::new(resp))
+        let call = async { self.raw.get_key_ttl(&ctx, &req.cf, &req.key) };
+        respond(
+            "raw_get_key_ttl",
+            call,
+            |r: &mut RawGetKeyTtlResponse, ttl| match ttl {
+                Some(ttl) => r.ttl = ttl,
+                None => r.not_found = true,
+            },
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn raw_compare_and_swap(
         &self,
         req: Request<RawCasRequest>,
     ) -> GrpcResult<RawCasResponse> {
-        let mut t = GrpcTimer::new("raw_compare_and_swap");
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
@@ -433,43 +414,52 @@ impl Tikv for TikvService {
         let write = self
             .raw
             .prepare_compare_and_swap(&ctx, &req.cf, req.key, &req.value, expected, req.ttl);
-        let mut resp = RawCasResponse::default();
-        match self.schedule(meta, footprint, write).await {
-            Ok(Some(outcome)) => {
-                resp.succeed = outcome.succeed;
-                resp.previous_not_exist = outcome.previous.is_none();
-                resp.previous_value = outcome.previous.unwrap_or_default();
-            }
-            Ok(None) => {
-                t.fail();
-                resp.error = "compare-and-swap produced no outcome".into();
-            }
-            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
-        }
-        Ok(Response::new(resp))
+        let call = async {
+            self.schedule(meta, footprint, write).await?.ok_or_else(|| {
+                StorageError::Internal("compare-and-swap produced no outcome".into())
+            })
+        };
+        respond("raw_compare_and_swap", call, |r: &mut RawCasResponse, o| {
+            r.succeed = o.succeed;
+            r.previous_not_exist = o.previous.is_none();
+            r.previous_value = o.previous.unwrap_or_default();
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn raw_checksum(
         &self,
         req: Request<RawChecksumRequest>,
     ) -> GrpcResult<RawChecksumResponse> {
-        let mut t = GrpcTimer::new("raw_checksum");
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let mut resp = RawChecksumResponse::default();
-        if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
-            t.fail();
-            resp.error = format!("unknown checksum algorithm {}", req.algorithm);
-            return Ok(Response::new(resp));
-        }
-        match self.raw.checksum(&ctx, &req.ranges) {
-            Ok((checksum, kvs, bytes)) => {
-                resp.checksum = checksum;
-                resp.total_kvs = kvs;
-                resp.total_bytes = bytes;
+        let call = async {
+            if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
+                return Err(StorageError::invalid(format!(
+                    "unknown checksum algorithm {}",
+                    req.algorithm
+                )));
             }
-            Err(e) => (resp.region_error, resp.error) = error_fields(e, &mut t),
-        }
-        Ok(Response::new(resp))
+            self.raw.checksum(&ctx, &req.ranges)
+        };
+        respond("raw_checksum", call, |r: &mut RawChecksumResponse, sum| {
+            (r.checksum, r.total_kvs, r.total_bytes) = sum
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_to_one_key_share_a_footprint_however_the_default_cf_is_named() {
+        let k: &[u8] = b"k";
+        assert_eq!(keys_footprint("", [k]), keys_footprint("default", [k]));
+        assert_ne!(keys_footprint("", [k]), keys_footprint("write", [k]));
+        assert_ne!(keys_footprint("", [k]), keys_footprint("", [&b"j"[..]]));
     }
 }

@@ -24,7 +24,7 @@ pub mod value;
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};
 pub use errors::{region_error, StorageError};
 pub use raw::{
-    in_region, PendingWrite, PreparedWrite, RawStorage, StorageConfig, MAX_KEY_SIZE,
+    cf_name, in_region, PendingWrite, PreparedWrite, RawStorage, StorageConfig, MAX_KEY_SIZE,
     RAFT_ENTRY_MAX_SIZE,
 };
 

@@ -526,7 +526,8 @@ pub(crate) fn scan_bounds(
     Ok(Bounds { lower, upper })
 }
 
-fn cf_name(cf: &str) -> Result<Cf> {
+/// The data column family a client names (`""` = default).
+pub fn cf_name(cf: &str) -> Result<Cf> {
     if cf.is_empty() {
         return Ok(CF_DEFAULT);
     }

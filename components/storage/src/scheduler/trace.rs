@@ -42,14 +42,14 @@ impl TraceRow {
     /// The CSV line, newline included. Without a deadline, `deadline_ms`
     /// and `delay_budget_ms` are empty.
     pub fn write_csv(&self, out: &mut Vec<u8>) {
+        // Arrival and deadline are the client's numbers: anything in u64.
+        // The signed differences of two u64s always fit an i128.
+        let since_arrival = |t: u64| i128::from(t) - i128::from(self.arrival_ms);
         let (deadline, budget) = match self.deadline_ms {
-            Some(d) => (
-                d.to_string(),
-                (d as i64 - self.arrival_ms as i64).to_string(),
-            ),
+            Some(d) => (d.to_string(), since_arrival(d).to_string()),
             None => (String::new(), String::new()),
         };
-        let delay = self.scheduled_ms as i64 - self.arrival_ms as i64;
+        let delay = since_arrival(self.scheduled_ms);
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{}",
@@ -168,6 +168,29 @@ mod tests {
         assert_eq!(lines[1], "a,LOW,1000,1050,50,1012,12,2,4,check-delay");
         assert_eq!(lines[2], "a,LOW,1000,1050,50,1012,12,2,4,scheduled");
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn rows_of_extreme_client_times_format_without_overflow() {
+        let mut out = vec![];
+        let mut r = row("x", Decision::Scheduled);
+        r.deadline_ms = Some(u64::MAX);
+        r.arrival_ms = 0;
+        r.write_csv(&mut out);
+        r.deadline_ms = Some(1 << 63);
+        r.arrival_ms = u64::MAX;
+        r.write_csv(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "x,LOW,0,18446744073709551615,18446744073709551615,1012,1012,2,4,scheduled"
+        );
+        assert_eq!(
+            lines[1],
+            "x,LOW,18446744073709551615,9223372036854775808,-9223372036854775807,\
+             1012,-18446744073709550603,2,4,scheduled"
+        );
     }
 
     #[test]

@@ -177,7 +177,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
             ("x-aaws-arrival-ms", arrival.to_string()),
             (
                 "x-aaws-deadline-ms",
-                (arrival + row.max_delay_ms as i64).to_string(),
+                arrival
+                    .saturating_add(i64::try_from(row.max_delay_ms).unwrap_or(i64::MAX))
+                    .to_string(),
             ),
             ("x-aaws-request-id", format!("line-{}", row.line)),
         ];
