@@ -224,6 +224,68 @@ async fn async_commit_and_one_pc() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn async_commit_and_one_pc_too_late_for_max_commit_ts_fall_back_to_2pc() {
+    let t = TestCluster::start(1).await;
+    let c = client(&t).await;
+    let d = direct(&t).await;
+    for (name, one_pc) in [("fallback-async", false), ("fallback-1pc", true)] {
+        let (k1, k2) = (
+            format!("{name}-1").into_bytes(),
+            format!("{name}-2").into_bytes(),
+        );
+        let start_ts = c.current_timestamp().await.unwrap().version();
+        // A read far above start_ts raises the store's max_ts past the
+        // max_commit_ts the prewrite allows.
+        let read_ts = c.current_timestamp().await.unwrap().version() + (10_000 << 18);
+        let got = d.kv_get(&k1, read_ts).await;
+        assert!(got.not_found && got.error.is_none(), "{got:?}");
+        let mut req = d.prewrite(&k1, b"v1", start_ts, 3000);
+        req.mutations.push(kvrpcpb::Mutation {
+            op: kvrpcpb::Op::Put as i32,
+            key: k2.clone(),
+            value: b"v2".to_vec(),
+            ..Default::default()
+        });
+        req.use_async_commit = !one_pc;
+        req.try_one_pc = one_pc;
+        req.secondaries = vec![k2.clone()];
+        req.max_commit_ts = start_ts + (1 << 18);
+        let resp = d.tikv.clone().kv_prewrite(req).await.unwrap().into_inner();
+        assert!(
+            resp.errors.is_empty() && resp.region_error.is_none(),
+            "{resp:?}"
+        );
+        assert_eq!(
+            (resp.min_commit_ts, resp.one_pc_commit_ts),
+            (0, 0),
+            "{name}: neither async commit nor 1PC"
+        );
+        // The locks were written: a normal commit makes the values visible.
+        let commit_ts = read_ts + 1;
+        let resp = d
+            .tikv
+            .clone()
+            .kv_commit(kvrpcpb::CommitRequest {
+                context: Some(d.ctx.clone()),
+                start_version: start_ts,
+                keys: vec![k1.clone(), k2.clone()],
+                commit_version: commit_ts,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            resp.error.is_none() && resp.region_error.is_none(),
+            "{name}: {resp:?}"
+        );
+        for (k, v) in [(&k1, "v1"), (&k2, "v2")] {
+            let got = d.kv_get(k, commit_ts).await;
+            assert_eq!(got.value, v.as_bytes(), "{name}: {got:?}");
+        }
+    }
+}
+
 /// Prewrites `key` as a transaction that then vanishes, with a short TTL.
 async fn abandoned_prewrite(
     t: &TestCluster,

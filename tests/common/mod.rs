@@ -238,6 +238,20 @@ impl Direct {
         );
     }
 
+    /// A transactional read of `key` at `version`.
+    pub async fn kv_get(&self, key: &[u8], version: u64) -> GetResponse {
+        self.tikv
+            .clone()
+            .kv_get(GetRequest {
+                context: Some(self.ctx.clone()),
+                key: key.to_vec(),
+                version,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn put_error(&mut self, req: RawPutRequest) -> RawPutResponse {
         self.tikv.raw_put(req).await.unwrap().into_inner()
     }

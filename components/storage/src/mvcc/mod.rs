@@ -7,7 +7,7 @@
 pub mod codec;
 pub mod record;
 
-use tikal_engine::{Cf, KvEngine};
+use tikal_engine::{Cf, KvRead};
 
 use self::codec::{append_ts, encode_key, split_ts};
 use self::record::{Lock, Write, WriteType};
@@ -37,13 +37,14 @@ fn encoded_bounds(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (encode_key(start), e)
 }
 
-/// Reads MVCC state straight from the engine (the latest applied state).
+/// Reads MVCC state straight from an engine (the latest applied state):
+/// RocksDB in a store, the in-memory engine in tests.
 pub struct MvccReader<'a> {
-    engine: &'a KvEngine,
+    engine: &'a dyn KvRead,
 }
 
 impl<'a> MvccReader<'a> {
-    pub fn new(engine: &'a KvEngine) -> Self {
+    pub fn new(engine: &'a dyn KvRead) -> Self {
         MvccReader { engine }
     }
 
@@ -89,7 +90,7 @@ impl<'a> MvccReader<'a> {
     ) -> Result<()> {
         let mut bad = false;
         self.engine
-            .scan(cf, start, end, false, |k, v| match parse(k, v) {
+            .scan(cf, start, end, false, &mut |k, v| match parse(k, v) {
                 Some(t) => visit(t),
                 None => {
                     bad = true;
@@ -195,7 +196,7 @@ impl<'a> MvccReader<'a> {
         let mut group: Vec<(u64, Write)> = vec![];
         let mut group_key: Vec<u8> = vec![];
         let mut go_on = true;
-        self.engine.scan(Cf::Write, &s, &e, reverse, |k, v| {
+        self.engine.scan(Cf::Write, &s, &e, reverse, &mut |k, v| {
             let (Some((enc, ts)), Some(w)) = (split_ts(k), Write::parse(v)) else {
                 bad = true;
                 return false;

@@ -1,0 +1,156 @@
+//! The one place a storage failure becomes a gRPC answer.
+//!
+//! Every handler runs its storage call through [`respond`], which times it
+//! for the metrics and builds the response: the output through the
+//! handler's `fill`, or the failure in the response's own error fields —
+//! region errors into `region_error` (clients refresh and retry), key
+//! errors into `error` / `errors` (clients resolve or report them), a bad
+//! request or an internal failure into the `error` string where the
+//! response has one, else a gRPC `InvalidArgument` / `Internal` status.
+
+use std::future::Future;
+
+use tikal_proto::errorpb;
+use tikal_proto::kvrpcpb::*;
+use tikal_storage::txn::TxnError;
+use tikal_storage::StorageError;
+use tonic::Status;
+
+use crate::metrics::GrpcTimer;
+
+/// Where a response keeps its errors.
+pub trait ErrorFields: Default {
+    fn set_region_error(&mut self, e: errorpb::Error);
+
+    /// Key errors; only transactional responses have them.
+    fn set_key_errors(&mut self, errors: Vec<KeyError>) {
+        let _ = errors;
+    }
+
+    /// Takes a bad-request or internal failure message, if the response
+    /// has a string field for it; otherwise it becomes a gRPC status.
+    fn set_error_message(&mut self, message: String) -> Result<(), String> {
+        Err(message)
+    }
+}
+
+/// Runs `call`, timing it as `method`, and builds the response; see the
+/// module docs.
+pub async fn respond<R: ErrorFields, T, E: Into<TxnError>>(
+    method: &'static str,
+    call: impl Future<Output = Result<T, E>>,
+    fill: impl FnOnce(&mut R, T),
+) -> Result<R, Status> {
+    let mut timer = GrpcTimer::new(method);
+    let mut resp = R::default();
+    let e = match call.await {
+        Ok(out) => {
+            fill(&mut resp, out);
+            return Ok(resp);
+        }
+        Err(e) => e.into(),
+    };
+    timer.fail();
+    match e {
+        TxnError::Key(errors) => resp.set_key_errors(errors),
+        TxnError::Storage(StorageError::Region(r)) => resp.set_region_error(*r),
+        TxnError::Storage(e @ StorageError::InvalidArgument(_)) => resp
+            .set_error_message(e.to_string())
+            .map_err(Status::invalid_argument)?,
+        TxnError::Storage(e @ StorageError::Internal(_)) => resp
+            .set_error_message(e.to_string())
+            .map_err(Status::internal)?,
+    }
+    Ok(resp)
+}
+
+/// Responses with a `region_error` only.
+macro_rules! region_error_only {
+    ($($t:ty),*) => {$(
+        impl ErrorFields for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+        }
+    )*};
+}
+
+/// Responses with a `region_error` and an `error` string.
+macro_rules! string_error {
+    ($($t:ty),*) => {$(
+        impl ErrorFields for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_key_errors(&mut self, errors: Vec<KeyError>) {
+                self.error = errors.first().map(|e| format!("{e:?}")).unwrap_or_default();
+            }
+            fn set_error_message(&mut self, message: String) -> Result<(), String> {
+                self.error = message;
+                Ok(())
+            }
+        }
+    )*};
+}
+
+/// Transactional responses with one `error: KeyError`.
+macro_rules! one_key_error {
+    ($($t:ty),*) => {$(
+        impl ErrorFields for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_key_errors(&mut self, errors: Vec<KeyError>) {
+                self.error = errors.into_iter().next();
+            }
+        }
+    )*};
+}
+
+/// Transactional responses with `errors: repeated KeyError`.
+macro_rules! key_errors {
+    ($($t:ty),*) => {$(
+        impl ErrorFields for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_key_errors(&mut self, errors: Vec<KeyError>) {
+                self.errors = errors;
+            }
+        }
+    )*};
+}
+
+region_error_only!(RawBatchGetResponse, RawScanResponse, RawBatchScanResponse);
+string_error!(
+    RawGetResponse,
+    RawPutResponse,
+    RawBatchPutResponse,
+    RawDeleteResponse,
+    RawBatchDeleteResponse,
+    RawDeleteRangeResponse,
+    RawGetKeyTtlResponse,
+    RawCasResponse,
+    RawChecksumResponse,
+    DeleteRangeResponse,
+    UnsafeDestroyRangeResponse
+);
+one_key_error!(
+    GetResponse,
+    BatchGetResponse,
+    ScanResponse,
+    CommitResponse,
+    CleanupResponse,
+    BatchRollbackResponse,
+    CheckTxnStatusResponse,
+    CheckSecondaryLocksResponse,
+    ResolveLockResponse,
+    ScanLockResponse,
+    TxnHeartBeatResponse,
+    GcResponse
+);
+key_errors!(
+    PrewriteResponse,
+    PessimisticLockResponse,
+    PessimisticRollbackResponse
+);

@@ -1,0 +1,152 @@
+//! Per-key actions of Percolator, shared by the commands: what a lock
+//! means for a read, when a lock has expired, what became of a transaction
+//! on a key, and how one key is committed or rolled back.
+//!
+//! Timestamps are TSO values (`physical ms << 18 | logical`), and every one
+//! of them may come from a client or from a record a client caused to be
+//! written, so sums on them saturate: a lock with ttl `u64::MAX` simply
+//! never expires.
+
+use tikal_proto::kvrpcpb;
+
+use super::commands::Batch;
+use super::{key_error as ke, TxnError, TxnResult};
+use crate::mvcc::record::{Lock, LockType, Write, WriteType};
+use crate::mvcc::MvccReader;
+
+/// Milliseconds since the Unix epoch of a TSO timestamp.
+pub fn physical(ts: u64) -> u64 {
+    ts >> 18
+}
+
+/// Whether `lock`'s TTL (ms from its start) has passed at `current_ts`.
+pub fn lock_expired(lock: &Lock, current_ts: u64) -> bool {
+    physical(current_ts) >= physical(lock.ts).saturating_add(lock.ttl)
+}
+
+pub fn one(e: kvrpcpb::KeyError) -> TxnError {
+    TxnError::Key(vec![e])
+}
+
+/// Whether a read at `ts` must stop at `lock` (TiKV's snapshot-isolation
+/// check): only a Put or Delete lock started at or before `ts`, that could
+/// still commit at or below `ts`, and that the client has not told us it
+/// resolved.
+pub fn blocks_read(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
+    if lock.ts > ts || matches!(lock.lock_type, LockType::Lock | LockType::Pessimistic) {
+        return false;
+    }
+    if lock.min_commit_ts > ts {
+        return false;
+    }
+    !ctx.resolved_locks.contains(&lock.ts) && !ctx.committed_locks.contains(&lock.ts)
+}
+
+/// What became of transaction `start_ts` on a key, by its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Committed(u64),
+    RolledBack,
+}
+
+/// The commit or rollback record of `start_ts` on `key`, if any.
+pub fn finished(reader: &MvccReader<'_>, key: &[u8], start_ts: u64) -> TxnResult<Option<Finished>> {
+    Ok(match reader.txn_record(key, start_ts)? {
+        Some((c, w)) if w.write_type != WriteType::Rollback && w.start_ts == start_ts => {
+            Some(Finished::Committed(c))
+        }
+        Some(_) => Some(Finished::RolledBack),
+        None => None,
+    })
+}
+
+/// Rolls back transaction `start_ts` on `key` (whose lock, if any, is
+/// `lock`): drops the lock and its value, and leaves a rollback record so a
+/// late prewrite of the same transaction fails.
+pub fn rollback_key(
+    reader: &MvccReader<'_>,
+    b: &mut Batch,
+    key: &[u8],
+    start_ts: u64,
+    lock: Option<&Lock>,
+) -> TxnResult<()> {
+    if let Some(lock) = lock {
+        b.delete_lock(key);
+        if lock.lock_type == LockType::Put && lock.short_value.is_none() {
+            b.delete_value(key, start_ts);
+        }
+        if lock.lock_type == LockType::Pessimistic {
+            // Never prewritten: nothing can arrive late for it.
+            return Ok(());
+        }
+    }
+    match reader.seek_write(key, start_ts)? {
+        // Another transaction committed at exactly start_ts: mark it
+        // instead of overwriting its record.
+        Some((c, mut w)) if c == start_ts && w.start_ts != start_ts => {
+            w.has_overlapped_rollback = true;
+            b.put_write(key, c, &w);
+        }
+        _ => b.put_write(
+            key,
+            start_ts,
+            &Write::new(WriteType::Rollback, start_ts, None),
+        ),
+    }
+    Ok(())
+}
+
+/// Commits `key`'s lock of `start_ts` at `commit_ts`.
+pub fn commit_key(
+    reader: &MvccReader<'_>,
+    b: &mut Batch,
+    key: &[u8],
+    start_ts: u64,
+    commit_ts: u64,
+) -> TxnResult<()> {
+    match reader.load_lock(key)? {
+        Some(lock) if lock.ts == start_ts => {
+            if lock.lock_type == LockType::Pessimistic {
+                // A pessimistic lock never prewritten cannot be committed.
+                return Err(one(ke::txn_lock_not_found(start_ts, commit_ts, key)));
+            }
+            if commit_ts < lock.min_commit_ts {
+                return Err(one(ke::commit_ts_expired(
+                    start_ts,
+                    commit_ts,
+                    key,
+                    lock.min_commit_ts,
+                )));
+            }
+            let w = Write::new(
+                WriteType::of_lock(lock.lock_type),
+                start_ts,
+                lock.short_value.clone(),
+            );
+            b.put_write(key, commit_ts, &w);
+            b.delete_lock(key);
+            Ok(())
+        }
+        _ => match finished(reader, key, start_ts)? {
+            Some(Finished::Committed(_)) => Ok(()),
+            _ => Err(one(ke::txn_lock_not_found(start_ts, commit_ts, key))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_with_an_endless_ttl_never_expires_and_never_overflows() {
+        let ts = |ms: u64| ms << 18;
+        let mut lock = Lock::new(LockType::Put, b"k".to_vec(), ts(1_000), u64::MAX);
+        assert!(!lock_expired(&lock, u64::MAX));
+        lock.ttl = 100;
+        assert!(!lock_expired(&lock, ts(1_099)));
+        assert!(lock_expired(&lock, ts(1_100)));
+        lock.ts = u64::MAX;
+        assert!(!lock_expired(&lock, ts(1_100)));
+    }
+}

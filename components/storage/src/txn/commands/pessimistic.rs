@@ -1,0 +1,167 @@
+//! Pessimistic transactions lock keys as they read them (PessimisticLock),
+//! before any prewrite; PessimisticRollback drops such locks again.
+
+use tikal_proto::kvrpcpb::{self, write_conflict::Reason};
+
+use super::{ProcessContext, WriteCommand};
+use crate::mvcc::record::{Lock, LockType, WriteType};
+use crate::txn::actions::one;
+use crate::txn::lock_wait::Waiting;
+use crate::txn::{key_error as ke, TxnError, TxnResult};
+
+/// Takes pessimistic locks on `keys` for `start_ts` at `for_update_ts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PessimisticLock {
+    pub keys: Vec<Vec<u8>>,
+    pub primary: Vec<u8>,
+    pub start_ts: u64,
+    pub for_update_ts: u64,
+    pub lock_ttl: u64,
+    pub min_commit_ts: u64,
+    pub return_values: bool,
+    pub check_existence: bool,
+    /// Whether meeting another transaction's lock registers a wait (and
+    /// writes nothing) rather than failing with KeyIsLocked.
+    pub may_wait: bool,
+}
+
+impl From<&kvrpcpb::PessimisticLockRequest> for PessimisticLock {
+    fn from(req: &kvrpcpb::PessimisticLockRequest) -> Self {
+        PessimisticLock {
+            keys: req.mutations.iter().map(|m| m.key.clone()).collect(),
+            primary: req.primary_lock.clone(),
+            start_ts: req.start_version,
+            for_update_ts: req.for_update_ts,
+            lock_ttl: req.lock_ttl,
+            min_commit_ts: req.min_commit_ts,
+            return_values: req.return_values,
+            check_existence: req.check_existence,
+            may_wait: false,
+        }
+    }
+}
+
+/// One attempt at pessimistic locks: taken (values and not-founds, as
+/// asked), or a wait registered on the first key another transaction holds.
+pub enum LockOutcome {
+    Locked {
+        values: Vec<Vec<u8>>,
+        not_founds: Vec<bool>,
+    },
+    Wait(Waiting),
+}
+
+impl WriteCommand for PessimisticLock {
+    type Output = LockOutcome;
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys.clone()
+    }
+
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<LockOutcome> {
+        let (start_ts, for_update_ts) = (self.start_ts, self.for_update_ts);
+        let want_values = self.return_values || self.check_existence;
+        let mut errors = vec![];
+        let (mut values, mut not_founds) = (vec![], vec![]);
+        for key in &self.keys {
+            match ctx.reader.load_lock(key)? {
+                Some(l) if l.ts != start_ts => {
+                    if self.may_wait && errors.is_empty() {
+                        // Nothing is written while the request waits.
+                        ctx.batch.clear();
+                        return match ctx.waits.wait_for(start_ts, key, l.ts) {
+                            Ok(waiting) => Ok(LockOutcome::Wait(waiting)),
+                            Err(d) => Err(one(ke::deadlock(l.ts, key, d.key_hash, d.wait_chain))),
+                        };
+                    }
+                    errors.push(ke::locked(l.info(key)));
+                    continue;
+                }
+                Some(mut l) => {
+                    if l.lock_type == LockType::Pessimistic && l.for_update_ts < for_update_ts {
+                        l.for_update_ts = for_update_ts;
+                        ctx.batch.put_lock(key, &l);
+                    }
+                }
+                None => {
+                    if let Some((c, w)) = ctx.reader.seek_write(key, u64::MAX)? {
+                        if c > for_update_ts {
+                            return Err(one(ke::write_conflict(
+                                start_ts,
+                                w.start_ts,
+                                c,
+                                key,
+                                &self.primary,
+                                Reason::PessimisticRetry,
+                            )));
+                        }
+                    }
+                    if let Some((_, w)) = ctx.reader.txn_record(key, start_ts)? {
+                        if w.write_type == WriteType::Rollback {
+                            return Err(one(kvrpcpb::KeyError {
+                                abort: format!(
+                                    "PessimisticLockRolledBack {{ start_ts: {start_ts}, key: {} }}",
+                                    crate::raw::hex(key)
+                                ),
+                                ..Default::default()
+                            }));
+                        }
+                    }
+                    let mut l = Lock::new(
+                        LockType::Pessimistic,
+                        self.primary.clone(),
+                        start_ts,
+                        self.lock_ttl,
+                    );
+                    l.for_update_ts = for_update_ts;
+                    l.min_commit_ts = self.min_commit_ts;
+                    ctx.batch.put_lock(key, &l);
+                }
+            }
+            if want_values {
+                let v = ctx.reader.get(key, u64::MAX)?;
+                not_founds.push(v.is_none());
+                values.push(if self.return_values {
+                    v.unwrap_or_default()
+                } else {
+                    vec![]
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(TxnError::Key(errors));
+        }
+        Ok(LockOutcome::Locked { values, not_founds })
+    }
+}
+
+/// Drops `start_ts`'s pessimistic locks on `keys` taken at or below
+/// `for_update_ts`; prewritten locks stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PessimisticRollback {
+    pub keys: Vec<Vec<u8>>,
+    pub start_ts: u64,
+    pub for_update_ts: u64,
+}
+
+impl WriteCommand for PessimisticRollback {
+    type Output = ();
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys.clone()
+    }
+
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<()> {
+        for key in &self.keys {
+            if let Some(l) = ctx.reader.load_lock(key)? {
+                if l.ts == self.start_ts
+                    && l.lock_type == LockType::Pessimistic
+                    && l.for_update_ts <= self.for_update_ts
+                {
+                    ctx.batch.delete_lock(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}

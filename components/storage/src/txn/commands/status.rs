@@ -1,0 +1,190 @@
+//! Finding out what became of a transaction, from its primary
+//! (CheckTxnStatus) or, for async commit, from its secondaries
+//! (CheckSecondaryLocks); and keeping a live one alive (TxnHeartBeat).
+
+use tikal_proto::kvrpcpb;
+
+use super::{ProcessContext, WriteCommand};
+use crate::mvcc::record::LockType;
+use crate::txn::actions::{finished, lock_expired, one, rollback_key, Finished};
+use crate::txn::{key_error as ke, TxnResult};
+
+/// Checks the primary lock of `lock_ts`: rolls it back if expired at
+/// `current_ts`, pushes its min_commit_ts above `caller_start_ts` so the
+/// caller may read past it, or reports the transaction's commit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckTxnStatus {
+    pub primary: Vec<u8>,
+    pub lock_ts: u64,
+    pub caller_start_ts: u64,
+    pub current_ts: u64,
+    pub rollback_if_not_exist: bool,
+    pub force_sync_commit: bool,
+    pub resolving_pessimistic_lock: bool,
+}
+
+impl From<&kvrpcpb::CheckTxnStatusRequest> for CheckTxnStatus {
+    fn from(req: &kvrpcpb::CheckTxnStatusRequest) -> Self {
+        CheckTxnStatus {
+            primary: req.primary_key.clone(),
+            lock_ts: req.lock_ts,
+            caller_start_ts: req.caller_start_ts,
+            current_ts: req.current_ts,
+            rollback_if_not_exist: req.rollback_if_not_exist,
+            force_sync_commit: req.force_sync_commit,
+            resolving_pessimistic_lock: req.resolving_pessimistic_lock,
+        }
+    }
+}
+
+/// What CheckTxnStatus found or did.
+#[derive(Debug, Default, PartialEq)]
+pub struct TxnStatus {
+    pub lock_ttl: u64,
+    pub commit_version: u64,
+    pub action: kvrpcpb::Action,
+    pub lock_info: Option<kvrpcpb::LockInfo>,
+}
+
+impl WriteCommand for CheckTxnStatus {
+    type Output = TxnStatus;
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        vec![self.primary.clone()]
+    }
+
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<TxnStatus> {
+        let (key, lock_ts, caller) = (&self.primary, self.lock_ts, self.caller_start_ts);
+        if let Some(mut l) = ctx.reader.load_lock(key)?.filter(|l| l.ts == lock_ts) {
+            if l.use_async_commit && !self.force_sync_commit {
+                return Ok(TxnStatus {
+                    lock_ttl: l.ttl,
+                    lock_info: Some(l.info(key)),
+                    ..Default::default()
+                });
+            }
+            if lock_expired(&l, self.current_ts) {
+                let action = if l.lock_type == LockType::Pessimistic {
+                    kvrpcpb::Action::TtlExpirePessimisticRollback
+                } else {
+                    kvrpcpb::Action::TtlExpireRollback
+                };
+                rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, Some(&l))?;
+                return Ok(TxnStatus {
+                    action,
+                    ..Default::default()
+                });
+            }
+            let mut action = kvrpcpb::Action::NoAction;
+            if caller != 0
+                && caller != u64::MAX
+                && l.lock_type != LockType::Pessimistic
+                && l.min_commit_ts <= caller
+            {
+                l.min_commit_ts = caller + 1;
+                ctx.batch.put_lock(key, &l);
+                action = kvrpcpb::Action::MinCommitTsPushed;
+            }
+            return Ok(TxnStatus {
+                lock_ttl: l.ttl,
+                action,
+                lock_info: Some(l.info(key)),
+                ..Default::default()
+            });
+        }
+        match finished(&ctx.reader, key, lock_ts)? {
+            Some(Finished::Committed(c)) => Ok(TxnStatus {
+                commit_version: c,
+                ..Default::default()
+            }),
+            Some(Finished::RolledBack) => Ok(TxnStatus::default()),
+            None if self.resolving_pessimistic_lock => Ok(TxnStatus {
+                action: kvrpcpb::Action::LockNotExistDoNothing,
+                ..Default::default()
+            }),
+            None if self.rollback_if_not_exist => {
+                rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, None)?;
+                Ok(TxnStatus {
+                    action: kvrpcpb::Action::LockNotExistRollback,
+                    ..Default::default()
+                })
+            }
+            None => Err(one(ke::txn_not_found(lock_ts, key))),
+        }
+    }
+}
+
+/// Async-commit recovery: the secondaries' locks, or the commit ts (0 with
+/// no locks = rolled back). A secondary found neither locked nor finished
+/// is rolled back, so the transaction can no longer commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSecondaryLocks {
+    pub keys: Vec<Vec<u8>>,
+    pub start_ts: u64,
+}
+
+impl WriteCommand for CheckSecondaryLocks {
+    type Output = (Vec<kvrpcpb::LockInfo>, u64);
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.keys.clone()
+    }
+
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<Self::Output> {
+        let start_ts = self.start_ts;
+        let mut locks = vec![];
+        let mut commit_ts = 0;
+        for key in &self.keys {
+            match ctx.reader.load_lock(key)?.filter(|l| l.ts == start_ts) {
+                Some(l) if l.lock_type == LockType::Pessimistic => {
+                    rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, Some(&l))?;
+                    return Ok((vec![], 0));
+                }
+                Some(l) => locks.push(l.info(key)),
+                None => match finished(&ctx.reader, key, start_ts)? {
+                    Some(Finished::Committed(c)) => commit_ts = c,
+                    Some(Finished::RolledBack) => return Ok((vec![], 0)),
+                    None => {
+                        rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, None)?;
+                        return Ok((vec![], 0));
+                    }
+                },
+            }
+        }
+        if commit_ts > 0 {
+            Ok((vec![], commit_ts))
+        } else {
+            Ok((locks, 0))
+        }
+    }
+}
+
+/// Extends the primary lock's TTL to `advise_ttl` (never shortens it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnHeartBeat {
+    pub primary: Vec<u8>,
+    pub start_ts: u64,
+    pub advise_ttl: u64,
+}
+
+impl WriteCommand for TxnHeartBeat {
+    type Output = u64;
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        vec![self.primary.clone()]
+    }
+
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<u64> {
+        let key = &self.primary;
+        match ctx.reader.load_lock(key)?.filter(|l| l.ts == self.start_ts) {
+            Some(mut l) => {
+                if self.advise_ttl > l.ttl {
+                    l.ttl = self.advise_ttl;
+                    ctx.batch.put_lock(key, &l);
+                }
+                Ok(l.ttl)
+            }
+            None => Err(one(ke::txn_not_found(self.start_ts, key))),
+        }
+    }
+}
