@@ -19,7 +19,7 @@ pub mod mvcc;
 mod raw;
 pub mod scheduler;
 pub mod txn;
-pub mod value;
+pub use tikal_codec::raw_value as value;
 
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};
 pub use errors::{region_error, StorageError};

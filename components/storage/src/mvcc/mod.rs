@@ -4,8 +4,8 @@
 //! [`record::Write`] in CF write at the commit timestamp; values too long
 //! to inline live in CF default at the start timestamp.
 
-pub mod codec;
-pub mod record;
+pub use tikal_codec::mvcc_key as codec;
+pub use tikal_codec::mvcc_record as record;
 
 use tikal_engine::{Cf, KvRead};
 

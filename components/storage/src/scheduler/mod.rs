@@ -26,8 +26,10 @@
 //! No policy drops a request: one past its deadline still runs.
 
 pub mod core;
-pub mod meta;
 pub mod trace;
+
+/// Request metadata is parsed where tools can reach it without a store.
+pub use tikal_codec::request_meta as meta;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,37 +40,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use self::core::{Core, Footprint, Output};
-pub use self::meta::{MetaError, RequestMeta};
+pub use self::meta::{MetaError, Priority, RequestMeta};
 pub use self::trace::{TraceRow, TraceWriter, TRACE_HEADER};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Priority {
-    High = 0,
-    Medium = 1,
-    Low = 2,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Priority::High => "HIGH",
-            Priority::Medium => "MEDIUM",
-            Priority::Low => "LOW",
-        }
-    }
-
-    /// `H`/`M`/`L`, `HIGH`/`MEDIUM`/`LOW`, `normal` (= medium), any case.
-    pub fn parse(s: &str) -> Option<Priority> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "h" | "high" => Some(Priority::High),
-            "m" | "medium" | "normal" => Some(Priority::Medium),
-            "l" | "low" => Some(Priority::Low),
-            _ => None,
-        }
-    }
-}
 
 /// Why a request was admitted, or why it still waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,6 @@
 //! Avg(us): …, Min(us): …, Max(us): …, 50th(us): …, … 99.99th(us): …` and
 //! `Errors: N`.
 
-mod input;
 mod router;
 
 use std::path::PathBuf;
@@ -27,7 +26,7 @@ use hdrhistogram::Histogram;
 use tikal_proto::kvrpcpb::ApiVersion;
 use tokio::sync::Semaphore;
 
-pub use input::{parse_time, Row, Rows, COLUMNS};
+pub use tikal_codec::replay_csv::{parse_time, Row, Rows, COLUMNS};
 
 #[derive(Args, Debug, Clone)]
 pub struct ReplayArgs {
@@ -121,7 +120,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
         let mut rows = match Rows::open(&path) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.blocking_send(Err(e));
+                let _ = tx.blocking_send(Err(e.into()));
                 return;
             }
         };
@@ -134,7 +133,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ReplayOutcome> {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.blocking_send(Err(e.into()));
                     return;
                 }
             }

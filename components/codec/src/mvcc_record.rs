@@ -13,7 +13,7 @@
 
 use tikal_proto::kvrpcpb;
 
-use super::codec::{put_compact_bytes, put_var_u64, Reader};
+use crate::mvcc_key::{put_compact_bytes, put_var_u64, Reader};
 
 pub const SHORT_VALUE_MAX_LEN: usize = 255;
 

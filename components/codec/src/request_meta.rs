@@ -16,7 +16,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tikal_proto::kvrpcpb;
 
-use super::Priority;
+/// How urgent a request is, as the seed's `x-aaws-priority` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    High = 0,
+    Medium = 1,
+    Low = 2,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Medium, Priority::Low];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "HIGH",
+            Priority::Medium => "MEDIUM",
+            Priority::Low => "LOW",
+        }
+    }
+
+    /// `H`/`M`/`L`, `HIGH`/`MEDIUM`/`LOW`, `normal` (= medium), any case.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "h" | "high" => Some(Priority::High),
+            "m" | "medium" | "normal" => Some(Priority::Medium),
+            "l" | "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
 
 pub const PRIORITY_HEADER: &str = "x-aaws-priority";
 pub const ARRIVAL_HEADER: &str = "x-aaws-arrival-ms";

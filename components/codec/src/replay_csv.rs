@@ -5,11 +5,23 @@
 //! reported with its line and column, e.g.
 //! `line 7, column arrival_time: cannot parse "yesterday" as an ISO-8601 date-time`.
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context as _};
 use chrono::{DateTime, NaiveDateTime};
-use tikal_storage::scheduler::Priority;
+
+use crate::request_meta::Priority;
+
+/// A request CSV that cannot be read, with its line and column.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct CsvError(pub String);
+
+macro_rules! csv_error {
+    ($($arg:tt)*) => { CsvError(format!($($arg)*)) };
+}
+
+type Result<T> = std::result::Result<T, CsvError>;
 
 pub const COLUMNS: [&str; 5] = [
     "arrival_time",
@@ -31,22 +43,30 @@ pub struct Row {
     pub value: String,
 }
 
-pub struct Rows {
-    reader: csv::Reader<std::fs::File>,
+pub struct Rows<R> {
+    reader: csv::Reader<R>,
     index: [usize; 5],
     record: csv::StringRecord,
 }
 
-impl Rows {
-    pub fn open(path: &Path) -> anyhow::Result<Rows> {
+impl Rows<std::fs::File> {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| csv_error!("cannot open {}: {e}", path.display()))?;
+        Rows::from_reader(file)
+    }
+}
+
+impl<R: Read> Rows<R> {
+    /// Reads the header from `input`; rows follow with [`Rows::next_row`].
+    pub fn from_reader(input: R) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
-            .from_path(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .from_reader(input);
         let headers = reader
             .headers()
-            .map_err(|e| anyhow!("line 1: cannot read the header: {e}"))?
+            .map_err(|e| csv_error!("line 1: cannot read the header: {e}"))?
             .clone();
         let mut index = [0; 5];
         for (i, name) in COLUMNS.iter().enumerate() {
@@ -54,7 +74,7 @@ impl Rows {
                 .iter()
                 .position(|h| h.eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
-                    anyhow!(
+                    csv_error!(
                         "line 1, column {name}: missing column (the header must name {})",
                         COLUMNS.join(", ")
                     )
@@ -68,9 +88,9 @@ impl Rows {
     }
 
     /// The next row, or None at the end of the file.
-    pub fn next_row(&mut self) -> anyhow::Result<Option<Row>> {
+    pub fn next_row(&mut self) -> Result<Option<Row>> {
         let more = self.reader.read_record(&mut self.record).map_err(|e| {
-            anyhow!(
+            csv_error!(
                 "{}: {e}",
                 e.position()
                     .map_or("line ?".into(), |p| format!("line {}", p.line()))
@@ -80,12 +100,12 @@ impl Rows {
             return Ok(None);
         }
         let line = self.record.position().map_or(0, |p| p.line());
-        let field = |i: usize| -> anyhow::Result<&str> {
+        let field = |i: usize| -> Result<&str> {
             self.record
                 .get(self.index[i])
-                .ok_or_else(|| anyhow!("line {line}, column {}: missing value", COLUMNS[i]))
+                .ok_or_else(|| csv_error!("line {line}, column {}: missing value", COLUMNS[i]))
         };
-        let at = |i: usize, msg: String| anyhow!("line {line}, column {}: {msg}", COLUMNS[i]);
+        let at = |i: usize, msg: String| csv_error!("line {line}, column {}: {msg}", COLUMNS[i]);
         let arrival = field(0)?;
         let arrival_ms = parse_time(arrival).ok_or_else(|| {
             at(
@@ -113,7 +133,7 @@ impl Rows {
         })?;
         let key = field(3)?.to_string();
         if key.is_empty() {
-            bail!("line {line}, column key: empty key");
+            return Err(csv_error!("line {line}, column key: empty key"));
         }
         Ok(Some(Row {
             line,
@@ -167,11 +187,8 @@ mod tests {
         assert_eq!(parse_time("yesterday"), None);
     }
 
-    fn rows_of(text: &str) -> anyhow::Result<Vec<Row>> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        std::fs::write(&path, text).unwrap();
-        let mut rows = Rows::open(&path)?;
+    fn rows_of(text: &str) -> Result<Vec<Row>> {
+        let mut rows = Rows::from_reader(text.as_bytes())?;
         let mut out = vec![];
         while let Some(r) = rows.next_row()? {
             out.push(r);
