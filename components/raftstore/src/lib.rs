@@ -28,14 +28,20 @@ mod apply;
 mod meta;
 mod peer;
 mod peer_storage;
+mod router;
+#[cfg(test)]
+mod scenarios;
 mod store;
+mod transport;
 
 pub use apply::{Applier, ApplyContext, ApplyOutput};
 pub use meta::{
     load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
     StoreIdent,
 };
-pub use store::{Pickup, RaftstoreConfig, RegionView, Router, StoreEvent};
+pub use router::{Pickup, Router};
+pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};
+pub use transport::{NoTransport, PeerMessage, Transport};
 
 use tikal_proto::metapb;
 

@@ -74,6 +74,10 @@ impl Peer {
         Ok(peer)
     }
 
+    pub fn applied_index(&self) -> u64 {
+        self.apply_state.applied_index
+    }
+
     pub fn region_id(&self) -> u64 {
         self.region.id
     }
@@ -201,7 +205,21 @@ impl Peer {
         if applied < first + keep * 2 {
             return Ok(());
         }
-        let index = applied - keep;
+        let mut index = applied - keep;
+        if self.is_leader() {
+            // Until peers catch up by snapshot, keep what a follower lacks.
+            let slowest = self
+                .raw_node
+                .raft
+                .prs()
+                .iter()
+                .map(|(_, p)| p.matched)
+                .min();
+            index = index.min(slowest.unwrap_or(index));
+            if index < first {
+                return Ok(());
+            }
+        }
         let term = raft::Storage::term(self.raw_node.store(), index).map_err(|e| {
             tikal_engine::EngineError::Corrupted {
                 what: "raft log",

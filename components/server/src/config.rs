@@ -163,6 +163,10 @@ pub struct PdSection {
 pub struct RaftstoreSection {
     pub raft_base_tick_interval: String,
     pub raft_election_timeout_ticks: usize,
+    /// Randomized election timeouts fall in `[min, max)` ticks (0 = upstream's
+    /// defaults: the election timeout and twice it).
+    pub raft_min_election_timeout_ticks: usize,
+    pub raft_max_election_timeout_ticks: usize,
     pub raft_heartbeat_ticks: usize,
     pub raft_log_gc_count_limit: u64,
     pub pd_heartbeat_tick_interval: String,
@@ -216,6 +220,8 @@ impl Default for RaftstoreSection {
         RaftstoreSection {
             raft_base_tick_interval: "100ms".into(),
             raft_election_timeout_ticks: 10,
+            raft_min_election_timeout_ticks: 0,
+            raft_max_election_timeout_ticks: 0,
             raft_heartbeat_ticks: 2,
             raft_log_gc_count_limit: 10_000,
             pd_heartbeat_tick_interval: "10s".into(),
@@ -261,6 +267,21 @@ impl TikvConfig {
         let ticks = &self.raftstore;
         if ticks.raft_election_timeout_ticks <= ticks.raft_heartbeat_ticks {
             anyhow::bail!("raftstore.raft-election-timeout-ticks must exceed raft-heartbeat-ticks");
+        }
+        let min = match ticks.raft_min_election_timeout_ticks {
+            0 => ticks.raft_election_timeout_ticks,
+            n => n,
+        };
+        let max = match ticks.raft_max_election_timeout_ticks {
+            0 => ticks.raft_election_timeout_ticks.saturating_mul(2),
+            n => n,
+        };
+        if min < ticks.raft_election_timeout_ticks || max <= min {
+            anyhow::bail!(
+                "raftstore: need raft-election-timeout-ticks <= raft-min-election-timeout-ticks \
+                 < raft-max-election-timeout-ticks (got {}, {min}, {max})",
+                ticks.raft_election_timeout_ticks
+            );
         }
         for d in [
             &ticks.raft_base_tick_interval,

@@ -93,6 +93,8 @@ pub async fn run(
     let raftstore_cfg = RaftstoreConfig {
         base_tick: parse_duration(&cfg.raftstore.raft_base_tick_interval)?,
         election_ticks: cfg.raftstore.raft_election_timeout_ticks,
+        min_election_ticks: cfg.raftstore.raft_min_election_timeout_ticks,
+        max_election_ticks: cfg.raftstore.raft_max_election_timeout_ticks,
         heartbeat_ticks: cfg.raftstore.raft_heartbeat_ticks,
         log_keep_entries: cfg.raftstore.raft_log_gc_count_limit,
         thread_nice: cfg.raftstore.thread_nice,
@@ -106,6 +108,8 @@ pub async fn run(
         kv.clone(),
         raft_log,
         Arc::new(RawApplier),
+        // Regions have one voter until the gRPC transport lands.
+        Box::new(tikal_raftstore::NoTransport),
         events_tx,
     )?;
     let raw = RawStorage::new(

@@ -1,0 +1,466 @@
+//! The store's thread: a [`Store`] driven by a real clock and a channel.
+//!
+//! Other threads reach the store through the [`Router`]: proposals and Raft
+//! messages from other stores go into one channel; the loop takes in
+//! everything queued (up to `max_batch` and the write quota), ticks Raft on
+//! the base tick, and runs a round of [`Store::on_ready`]. Readers observe
+//! the published [`RegionView`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
+use tikal_engine::{KvEngine, RaftLogEngine};
+use tikal_proto::metapb;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use crate::apply::{Applier, ApplyOutput};
+use crate::peer::Callback;
+use crate::store::{RaftstoreConfig, RegionView, Store, StoreEvent};
+use crate::transport::{PeerMessage, Transport};
+use crate::{RaftstoreError, Result};
+
+/// A token bucket over proposal bytes. Taking in a proposal may overdraw
+/// it; the loop then takes in nothing until the debt is paid back.
+struct WriteQuota {
+    bytes_per_sec: f64,
+    /// At most 100 ms of bandwidth saved up.
+    burst: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl WriteQuota {
+    fn new(bytes_per_sec: u64) -> Option<WriteQuota> {
+        (bytes_per_sec > 0).then(|| {
+            let rate = bytes_per_sec as f64;
+            WriteQuota {
+                bytes_per_sec: rate,
+                burst: rate / 10.0,
+                tokens: rate / 10.0,
+                refilled: Instant::now(),
+            }
+        })
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        self.tokens -= bytes as f64;
+    }
+
+    /// How long until the loop may take in more proposals.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.bytes_per_sec).min(self.burst);
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
+        }
+    }
+}
+
+/// Dropped by the store loop when it takes the proposal in: the moment its
+/// place in the Raft log is decided. Admission control uses it to hand the
+/// loop one batch at a time.
+pub type Pickup = Option<Box<dyn std::any::Any + Send>>;
+
+enum Msg {
+    Propose {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        cb: Callback,
+        pickup: Pickup,
+    },
+    Raft(Box<PeerMessage>),
+    Stop,
+}
+
+/// Handle to the store loop. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    tx: Sender<Msg>,
+    views: Arc<RwLock<HashMap<u64, RegionView>>>,
+    thread: Arc<parking_lot::Mutex<Option<JoinHandle<()>>>>,
+    /// Why the loop stopped on its own, once it has.
+    failure: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Router {
+    /// Opens every region recorded in `kv` that has a peer on `store_id`
+    /// (see [`Store::open`]) and starts the loop thread. Raft messages to
+    /// other stores go through `transport`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        store_id: u64,
+        cfg: RaftstoreConfig,
+        kv: KvEngine,
+        log: Arc<RaftLogEngine>,
+        applier: Arc<dyn Applier>,
+        transport: Box<dyn Transport>,
+        events: mpsc::UnboundedSender<StoreEvent>,
+    ) -> Result<Router> {
+        let quota = WriteQuota::new(cfg.write_bandwidth);
+        let store = Store::open(store_id, cfg, kv, log, applier, transport, events)?;
+        let views = store.views();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut runner = Runner { store, rx, quota };
+        let (failed_tx, failure) = tokio::sync::watch::channel(None);
+        let thread = std::thread::Builder::new()
+            .name("raftstore".into())
+            .spawn(move || {
+                let views = runner.store.views();
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run()));
+                let reason = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(panic) => panic_message(panic.as_ref()),
+                };
+                // No region is served from here on: readers find none, and
+                // the server, told below, stops.
+                views.write().clear();
+                error!(%reason, "raftstore stopped");
+                let _ = failed_tx.send(Some(reason));
+                // Dropping the loop drops every waiting proposal's answer
+                // channel: their proposers see the store stopped.
+                drop(runner);
+            })
+            .map_err(|e| tikal_engine::EngineError::Corrupted {
+                what: "raftstore thread",
+                detail: e.to_string(),
+            })?;
+        Ok(Router {
+            tx,
+            views,
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
+            failure,
+        })
+    }
+
+    /// Resolves with the reason once the store loop has stopped on an error
+    /// (an engine failure, a bug); never resolves while it runs or after a
+    /// requested [`Router::stop`]. A store whose loop is gone must not serve.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.clone();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Proposes `cmd` to the region's Raft group and waits until it is
+    /// committed and applied, returning the applier's output.
+    pub async fn propose(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        pickup: Pickup,
+    ) -> Result<ApplyOutput> {
+        self.send_proposal(region_id, epoch, cmd, pickup)?
+            .await
+            .map_err(|_| RaftstoreError::StoreStopped)?
+    }
+
+    /// Hands `cmd` to the store loop without waiting; the receiver yields
+    /// the applier's output once the command is applied.
+    pub fn send_proposal(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        pickup: Pickup,
+    ) -> Result<oneshot::Receiver<Result<ApplyOutput>>> {
+        let (cb, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Propose {
+                region_id,
+                epoch,
+                cmd,
+                cb,
+                pickup,
+            })
+            .map_err(|_| RaftstoreError::StoreStopped)?;
+        Ok(rx)
+    }
+
+    /// Hands a Raft message from another store to the loop. Never
+    /// blocks; a stopped store drops it.
+    pub fn send_raft_message(&self, msg: PeerMessage) {
+        let _ = self.tx.send(Msg::Raft(Box::new(msg)));
+    }
+
+    pub fn region_view(&self, region_id: u64) -> Option<RegionView> {
+        self.views.read().get(&region_id).cloned()
+    }
+
+    pub fn region_views(&self) -> Vec<RegionView> {
+        self.views.read().values().cloned().collect()
+    }
+
+    /// Stops the loop and waits for it; in-flight proposals fail.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Runner {
+    store: Store,
+    rx: Receiver<Msg>,
+    quota: Option<WriteQuota>,
+}
+
+impl Runner {
+    /// Runs until Stop (Ok) or until the engines fail (Err): continuing
+    /// then could acknowledge writes that are not durable, or skip entries
+    /// that other replicas apply.
+    fn run(&mut self) -> Result<()> {
+        let cfg = self.store.config().clone();
+        lower_thread_priority(cfg.thread_nice);
+        let mut next_tick = Instant::now() + cfg.base_tick;
+        let mut last_purge = Instant::now();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if !self.take_in(timeout, cfg.max_batch) {
+                break;
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + cfg.base_tick;
+                self.store.tick();
+            }
+            self.store.on_ready()?;
+            if last_purge.elapsed() > Duration::from_secs(10) {
+                last_purge = Instant::now();
+                self.store.compact_logs();
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for messages and handles every one queued, up
+    /// to `max_batch` and the write quota. Returns false on Stop or when
+    /// every sender is gone.
+    fn take_in(&mut self, timeout: Duration, max_batch: usize) -> bool {
+        let throttled = self.throttled();
+        if !throttled.is_zero() {
+            // Over the write quota: proposals wait where they were queued.
+            std::thread::sleep(throttled.min(timeout));
+            return true;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(msg) => {
+                if !self.handle(msg) {
+                    return false;
+                }
+                for _ in 0..max_batch {
+                    if !self.throttled().is_zero() {
+                        break;
+                    }
+                    let Ok(msg) = self.rx.try_recv() else { break };
+                    if !self.handle(msg) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => true,
+            Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    fn throttled(&mut self) -> Duration {
+        match &mut self.quota {
+            Some(q) => q.wait(Instant::now()),
+            None => Duration::ZERO,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.store.shutdown();
+        for msg in self.rx.try_iter() {
+            if let Msg::Propose { cb, .. } = msg {
+                let _ = cb.send(Err(RaftstoreError::StoreStopped));
+            }
+        }
+    }
+
+    /// Returns false on Stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose {
+                region_id,
+                epoch,
+                cmd,
+                cb,
+                pickup,
+            } => {
+                if let Some(q) = &mut self.quota {
+                    q.consume(cmd.len());
+                }
+                self.store.propose(region_id, epoch, cmd, cb);
+                drop(pickup);
+            }
+            Msg::Raft(msg) => self.store.step(*msg),
+            Msg::Stop => return false,
+        }
+        true
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {text}")
+}
+
+/// Lowers the calling thread's scheduling priority (Linux nice values are
+/// per thread). Failure only costs ordering under overload, so it is logged.
+fn lower_thread_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority on the calling thread (who = 0) with a plain value.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        warn!(nice, "cannot lower the raftstore thread's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::ApplyContext;
+    use crate::meta;
+    use tikal_engine::KvApply;
+
+    /// Writes each command's bytes under key "k"; a command `fail` is an
+    /// engine failure of this store.
+    struct FailingApplier;
+
+    impl Applier for FailingApplier {
+        fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
+            if cmd == b"fail" {
+                return Err(tikal_engine::EngineError::Corrupted {
+                    what: "test engine",
+                    detail: "disk gone".into(),
+                }
+                .into());
+            }
+            ctx.put(tikal_engine::CF_DEFAULT, b"k", cmd);
+            Ok(Box::new(()))
+        }
+    }
+
+    fn one_region_store(dir: &std::path::Path) -> (Router, KvEngine) {
+        let kv = KvEngine::open(&dir.join("db")).unwrap();
+        let log = Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap());
+        let region = metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        meta::write_initial_region(&kv, &region).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let router = Router::start(
+            1,
+            RaftstoreConfig::default(),
+            kv.clone(),
+            log,
+            Arc::new(FailingApplier),
+            Box::new(crate::NoTransport),
+            events,
+        )
+        .unwrap();
+        (router, kv)
+    }
+
+    #[tokio::test]
+    async fn an_engine_error_at_apply_stops_the_loop_unanswered_and_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, kv) = one_region_store(dir.path());
+        let leads = || router.region_view(1).is_some_and(|v| v.is_leader);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !leads() {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        router.propose(1, None, b"v1".to_vec(), None).await.unwrap();
+        let applied = meta::load_apply_state(&kv, 1).unwrap().applied_index;
+
+        let failed = router.propose(1, None, b"fail".to_vec(), None).await;
+        assert!(
+            matches!(failed, Err(RaftstoreError::StoreStopped)),
+            "the proposer must not hear success: {:?}",
+            failed.map(|_| ())
+        );
+        let reason = tokio::time::timeout(Duration::from_secs(10), router.failed())
+            .await
+            .expect("the failure is reported");
+        assert!(reason.contains("disk gone"), "{reason}");
+        // Nothing is served, nothing more is taken in, nothing was skipped.
+        assert!(router.region_view(1).is_none());
+        assert!(router.propose(1, None, b"v2".to_vec(), None).await.is_err());
+        assert_eq!(
+            meta::load_apply_state(&kv, 1).unwrap().applied_index,
+            applied
+        );
+        assert_eq!(
+            kv.get(tikal_engine::CF_DEFAULT, b"k").unwrap(),
+            Some(b"v1".to_vec())
+        );
+        router.stop();
+    }
+
+    #[tokio::test]
+    async fn a_requested_stop_is_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, _kv) = one_region_store(dir.path());
+        router.stop();
+        let failed = tokio::time::timeout(Duration::from_millis(200), router.failed()).await;
+        assert!(failed.is_err(), "a stop must not report a failure");
+    }
+
+    #[test]
+    fn the_write_quota_paces_intake_to_its_bandwidth() {
+        assert!(WriteQuota::new(0).is_none(), "0 = unlimited");
+        // 1000 B/s: up to 100 ms (100 B) may be taken in at once.
+        let mut q = WriteQuota::new(1000).unwrap();
+        let t0 = q.refilled;
+        q.consume(100);
+        assert_eq!(q.wait(t0), Duration::ZERO);
+        // Overdrawn by 50 B: 50 ms until more may be taken in.
+        q.consume(50);
+        assert_eq!(q.wait(t0), Duration::from_millis(50));
+        assert_eq!(q.wait(t0 + Duration::from_millis(50)), Duration::ZERO);
+        // Idle time saves up no more than the burst.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(q.wait(later), Duration::ZERO);
+        q.consume(150);
+        assert_eq!(q.wait(later), Duration::from_millis(50));
+    }
+}

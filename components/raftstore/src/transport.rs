@@ -1,0 +1,37 @@
+//! How a store's peers reach the peers of their regions on other stores.
+//!
+//! The store loop never touches the network: each round it hands every
+//! outgoing Raft message to a [`Transport`], which must not block (a slow or
+//! dead store must not stall the loop). A transport may drop a message it
+//! cannot send; Raft retransmits. In a server the transport is gRPC
+//! (`tikvpb.Tikv/Raft` streams, batched per store); in protocol tests it is a
+//! simulated network that delivers, drops and partitions as the test says.
+
+use tikal_proto::metapb;
+
+/// One Raft message between two peers of a region, with what the receiving
+/// store needs to check it (as `raft_serverpb.RaftMessage` carries it).
+#[derive(Debug, Clone)]
+pub struct PeerMessage {
+    pub region_id: u64,
+    pub from: metapb::Peer,
+    pub to: metapb::Peer,
+    pub epoch: metapb::RegionEpoch,
+    pub message: raft::eraftpb::Message,
+}
+
+/// Carries a store's outgoing Raft messages.
+pub trait Transport: Send + 'static {
+    /// Queues `msg` for `msg.to.store_id`; never blocks.
+    fn send(&mut self, msg: PeerMessage);
+
+    /// Ends a round: a batching transport sends what it queued.
+    fn flush(&mut self) {}
+}
+
+/// Drops every message: a store whose regions have one voter needs none.
+pub struct NoTransport;
+
+impl Transport for NoTransport {
+    fn send(&mut self, _: PeerMessage) {}
+}
