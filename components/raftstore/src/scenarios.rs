@@ -18,6 +18,7 @@
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! propose S key=value       propose a write through store S (answered later: `proposals`)
+//! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
 //! restart S                 stop store S and reopen it from its engines
@@ -282,6 +283,15 @@ impl goldenscript::Runner for Runner {
                 }
             }
             "stabilize" => self.cluster()?.stabilize()?,
+            "transfer_leader" => {
+                let c = self.cluster()?;
+                let from = stores_arg(&args)?.first().copied().ok_or("transfer_leader S to=T")?;
+                let to: u64 = key_arg(&args, "to").ok_or("to=T")?.parse()?;
+                if let Err(e) = c.store(from)?.transfer_leader(REGION, to) {
+                    writeln!(out, "error: {e}")?;
+                }
+                c.stabilize()?;
+            }
             "propose" => {
                 let c = self.cluster()?;
                 let s = stores_arg(&args)?

@@ -226,6 +226,21 @@ impl Store {
         Ok(())
     }
 
+    /// Asks this store's peer, if it leads the region, to hand leadership
+    /// to peer `to`: the leader stops taking proposals, brings `to` up to
+    /// date, and tells it to campaign at once (Raft's leader transfer).
+    pub fn transfer_leader(&mut self, region_id: u64, to: u64) -> Result<()> {
+        let peer = self
+            .peers
+            .get_mut(&region_id)
+            .ok_or(RaftstoreError::RegionNotFound(region_id))?;
+        if !peer.is_leader() {
+            return Err(peer.not_leader());
+        }
+        peer.raw_node.transfer_leader(to);
+        Ok(())
+    }
+
     /// Fails every waiting proposal: the store is stopping.
     pub fn shutdown(&mut self) {
         for peer in self.peers.values_mut() {
