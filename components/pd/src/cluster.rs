@@ -350,19 +350,36 @@ impl Cluster {
         }
     }
 
-    /// Applies a region heartbeat from the region's leader. Stale reports
-    /// (older epoch than known) are ignored.
+    /// Applies a region heartbeat from the region's leader, as PD does: the
+    /// region must be well formed and led by one of its peers, and a report
+    /// older than what PD knows — an older epoch than the region's own, or
+    /// an older version than a region it overlaps — is ignored, so no
+    /// report can take keys from a newer region.
     pub fn region_heartbeat(&self, req: &pdpb::RegionHeartbeatRequest) -> PdResult<()> {
         self.require_bootstrapped()?;
         let Some(region) = req.region.clone() else {
             return Err(invalid("region heartbeat without region"));
         };
-        if region.id == 0 {
-            return Err(invalid("region heartbeat with region id 0"));
-        }
-        let leader = req.leader.clone().filter(|p| p.id != 0);
+        check_region(&region)?;
+        let leader = match &req.leader {
+            Some(l) if region.peers.iter().any(|p| p == l) => Some(l.clone()),
+            _ => {
+                return Err(invalid(format!(
+                    "region {} heartbeat: the leader must be one of its peers",
+                    region.id
+                )))
+            }
+        };
         let mut regions = self.regions.write();
         let epoch = region.region_epoch.clone().unwrap_or_default();
+        let overlapped_by_newer = regions.overlaps(&region).into_iter().any(|id| {
+            regions.by_id.get(&id).is_some_and(|r| {
+                r.region.region_epoch.clone().unwrap_or_default().version > epoch.version
+            })
+        });
+        if overlapped_by_newer {
+            return Ok(());
+        }
         let meta_changed = match regions.by_id.get(&region.id) {
             Some(old) => {
                 let old_epoch = old.region.region_epoch.clone().unwrap_or_default();
@@ -476,15 +493,22 @@ impl Cluster {
             .collect()
     }
 
+    /// A store's report of a split, as PD takes it: checked and logged.
+    /// The new regions' metadata arrives by their leaders' heartbeats,
+    /// which carry their leaders; a report carries none to check.
     pub fn report_batch_split(&self, regions: &[metapb::Region]) -> PdResult<()> {
         self.require_bootstrapped()?;
-        for r in regions {
-            let req = pdpb::RegionHeartbeatRequest {
-                region: Some(r.clone()),
-                ..Default::default()
-            };
-            self.region_heartbeat(&req)?;
+        if regions.len() < 2 {
+            return Err(invalid("a split report names at least two regions"));
         }
+        for r in regions {
+            check_region(r)?;
+        }
+        if regions.windows(2).any(|w| w[0].end_key != w[1].start_key) {
+            return Err(invalid("split regions must be adjacent, in key order"));
+        }
+        let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
+        tracing::info!(?ids, "regions split");
         Ok(())
     }
 
@@ -566,6 +590,125 @@ impl Regions {
     }
 }
 
+/// A region as a store may report it: an id, a range that is not inverted,
+/// peers with ids, on distinct stores, in known roles.
+fn check_region(region: &metapb::Region) -> PdResult<()> {
+    let id = region.id;
+    if id == 0 {
+        return Err(invalid("region id 0"));
+    }
+    if !region.end_key.is_empty() && region.start_key >= region.end_key {
+        return Err(invalid(format!(
+            "region {id}: start key is not below end key"
+        )));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut stores = std::collections::HashSet::new();
+    for p in &region.peers {
+        if p.id == 0 || p.store_id == 0 || metapb::PeerRole::try_from(p.role).is_err() {
+            return Err(invalid(format!("region {id}: invalid peer {p:?}")));
+        }
+        if !ids.insert(p.id) || !stores.insert(p.store_id) {
+            return Err(invalid(format!(
+                "region {id}: two peers share an id or a store"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(msg: impl Into<String>) -> PdError {
     PdError::new(pdpb::ErrorType::InvalidValue, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8], version: u64, conf_ver: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+            peers: vec![metapb::Peer {
+                id: id + 100,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn heartbeat(r: &metapb::Region) -> pdpb::RegionHeartbeatRequest {
+        pdpb::RegionHeartbeatRequest {
+            leader: r.peers.first().cloned(),
+            region: Some(r.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// A cluster bootstrapped with region 2 over every key at epoch (1, 1).
+    fn cluster(dir: &std::path::Path) -> Cluster {
+        let c = Cluster::open(MetaStore::open(dir).unwrap(), 3, Duration::from_secs(60)).unwrap();
+        let store = metapb::Store {
+            id: 1,
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        c.bootstrap(store, region(2, b"", b"", 1, 1)).unwrap();
+        c
+    }
+
+    fn routes_to(c: &Cluster, key: &[u8]) -> u64 {
+        c.region_by_key(key).map_or(0, |r| r.region.id)
+    }
+
+    #[test]
+    fn heartbeats_older_than_what_pd_knows_reroute_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        // A new region at an older version than the one it overlaps.
+        c.region_heartbeat(&heartbeat(&region(9, b"", b"", 0, 5)))
+            .unwrap();
+        // Region 2 itself, with one epoch part going back.
+        c.region_heartbeat(&heartbeat(&region(2, b"", b"m", 0, u64::MAX)))
+            .unwrap();
+        for key in [&b""[..], b"a", b"zz"] {
+            assert_eq!(routes_to(&c, key), 2, "{key:?}");
+        }
+        // A real split: both halves report at the newer version.
+        c.region_heartbeat(&heartbeat(&region(9, b"m", b"", 2, 1)))
+            .unwrap();
+        c.region_heartbeat(&heartbeat(&region(2, b"", b"m", 2, 1)))
+            .unwrap();
+        assert_eq!((routes_to(&c, b"a"), routes_to(&c, b"z")), (2, 9));
+        // The old, whole region 2 can no longer come back.
+        c.region_heartbeat(&heartbeat(&region(2, b"", b"", 1, 1)))
+            .unwrap();
+        assert_eq!((routes_to(&c, b"a"), routes_to(&c, b"z")), (2, 9));
+    }
+
+    #[test]
+    fn malformed_regions_and_leaders_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let inverted = region(2, b"z", b"a", 1, 1);
+        assert!(c.region_heartbeat(&heartbeat(&inverted)).is_err());
+        let mut no_leader = heartbeat(&region(2, b"", b"", 1, 1));
+        no_leader.leader = Some(metapb::Peer::default());
+        assert!(c.region_heartbeat(&no_leader).is_err());
+        let mut bad_role = region(2, b"", b"", 1, 1);
+        bad_role.peers[0].role = 99;
+        assert!(c.region_heartbeat(&heartbeat(&bad_role)).is_err());
+        let mut twins = region(2, b"", b"", 1, 1);
+        twins.peers.push(twins.peers[0].clone());
+        assert!(c.region_heartbeat(&heartbeat(&twins)).is_err());
+        // A split report changes no route: heartbeats do.
+        let split = [region(9, b"", b"m", 0, 0), region(10, b"m", b"", 0, 0)];
+        c.report_batch_split(&split).unwrap();
+        assert!(c.report_batch_split(&split[..1]).is_err());
+        assert_eq!(routes_to(&c, b"a"), 2);
+        assert!(c.region_by_key(b"a").unwrap().leader.is_none());
+    }
 }
