@@ -99,6 +99,11 @@ impl<'a> Reader<'a> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
+            // The tenth byte holds bit 63 alone: anything more does not fit
+            // a u64, and shifting it in would drop bits silently.
+            if shift == 63 && b > 1 {
+                return None;
+            }
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Some(v);
@@ -177,5 +182,31 @@ mod tests {
         assert_eq!(r.var_u64(), Some(300));
         assert_eq!(r.compact_bytes(), Some(&b"xyz"[..]));
         assert!(r.is_empty());
+    }
+
+    // Found by fuzz/fuzz_targets/mvcc_key.rs: ten bytes whose last one
+    // carried more than bit 63 read as a different number (here i64::MAX)
+    // instead of being refused.
+    #[test]
+    fn varints_beyond_64_bits_are_refused() {
+        let mut max = vec![];
+        put_var_u64(&mut max, u64::MAX);
+        assert_eq!(max, [[0xff; 9].as_slice(), &[0x01]].concat());
+        assert_eq!(Reader(&max).var_u64(), Some(u64::MAX));
+
+        for last in [0x02, 0x6e, 0x7f] {
+            let over = [[0xff; 9].as_slice(), &[last]].concat();
+            assert_eq!(Reader(&over).var_u64(), None, "last byte {last:#x}");
+            // A length that overflows is refused too, not truncated.
+            assert_eq!(
+                Reader(&[over.as_slice(), b"x"].concat()).compact_bytes(),
+                None
+            );
+        }
+        // Eleven bytes never fit.
+        assert_eq!(
+            Reader(&[[0x80; 10].as_slice(), &[0]].concat()).var_u64(),
+            None
+        );
     }
 }

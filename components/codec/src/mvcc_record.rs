@@ -310,4 +310,11 @@ mod tests {
         assert_eq!(Write::parse(&w.to_bytes()), Some(w));
         assert_eq!(Write::parse(b"P"), None);
     }
+
+    #[test]
+    fn a_timestamp_beyond_64_bits_makes_a_record_unreadable() {
+        let ts = [[0xff; 9].as_slice(), &[0x6e]].concat();
+        assert_eq!(Write::parse(&[b"P".as_slice(), &ts].concat()), None);
+        assert_eq!(Lock::parse(&[b"P\x02k".as_slice(), &ts].concat()), None);
+    }
 }

@@ -4,7 +4,15 @@
 //! Rows are read one at a time, never all at once. Every problem is
 //! reported with its line and column, e.g.
 //! `line 7, column arrival_time: cannot parse "yesterday" as an ISO-8601 date-time`.
+//!
+//! A row's line is the one its first byte is on, counted as an editor
+//! does: `\n`, `\r\n` and a lone `\r` each end a line. (The csv crate's
+//! own record position is where the previous record ended, which is the
+//! line before for a file with `\r\n` or `\r` endings or blank lines.)
+//! The replay tool names requests after their line, so every row has a
+//! line of its own.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
 
@@ -44,7 +52,7 @@ pub struct Row {
 }
 
 pub struct Rows<R> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<LineIndex<R>>,
     index: [usize; 5],
     record: csv::StringRecord,
 }
@@ -63,11 +71,15 @@ impl<R: Read> Rows<R> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
-            .from_reader(input);
-        let headers = reader
-            .headers()
-            .map_err(|e| csv_error!("line 1: cannot read the header: {e}"))?
-            .clone();
+            .from_reader(LineIndex::new(input));
+        let headers = match reader.headers() {
+            Ok(headers) => headers.clone(),
+            Err(e) => {
+                let line = reader.get_mut().line_at(0).unwrap_or(1);
+                return Err(csv_error!("line {line}: cannot read the header: {e}"));
+            }
+        };
+        let header_line = reader.get_mut().line_at(0).unwrap_or(1);
         let mut index = [0; 5];
         for (i, name) in COLUMNS.iter().enumerate() {
             index[i] = headers
@@ -75,7 +87,7 @@ impl<R: Read> Rows<R> {
                 .position(|h| h.eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
                     csv_error!(
-                        "line 1, column {name}: missing column (the header must name {})",
+                        "line {header_line}, column {name}: missing column (the header must name {})",
                         COLUMNS.join(", ")
                     )
                 })?;
@@ -89,17 +101,21 @@ impl<R: Read> Rows<R> {
 
     /// The next row, or None at the end of the file.
     pub fn next_row(&mut self) -> Result<Option<Row>> {
-        let more = self.reader.read_record(&mut self.record).map_err(|e| {
-            csv_error!(
-                "{}: {e}",
-                e.position()
-                    .map_or("line ?".into(), |p| format!("line {}", p.line()))
-            )
-        })?;
+        let more = match self.reader.read_record(&mut self.record) {
+            Ok(more) => more,
+            Err(e) => {
+                let line = e.position().map_or("?".into(), |p| {
+                    let line = self.reader.get_mut().line_at(p.byte());
+                    line.unwrap_or(p.line()).to_string()
+                });
+                return Err(csv_error!("line {line}: {e}"));
+            }
+        };
         if !more {
             return Ok(None);
         }
-        let line = self.record.position().map_or(0, |p| p.line());
+        let start = self.record.position().map_or(0, |p| p.byte());
+        let line = self.reader.get_mut().line_at(start).unwrap_or(0);
         let field = |i: usize| -> Result<&str> {
             self.record
                 .get(self.index[i])
@@ -143,6 +159,68 @@ impl<R: Read> Rows<R> {
             key,
             value: field(4)?.to_string(),
         }))
+    }
+}
+
+/// Passes the input through, noting the line of every byte that starts
+/// content (any byte but `\r` or `\n`) after a line break, so a record's
+/// line can be found from the byte offset where the csv reader began it:
+/// the first content at or after that offset. Only content the csv reader
+/// has read ahead but not yet returned is kept.
+struct LineIndex<R> {
+    inner: R,
+    /// Offset of the next byte read.
+    offset: u64,
+    /// The line that byte is on.
+    line: u64,
+    /// The previous byte was `\r` (a `\n` next ends the same line).
+    after_cr: bool,
+    /// The previous byte ended a line, or there was none.
+    at_line_start: bool,
+    /// (offset, line) of each content start not yet looked up past.
+    starts: VecDeque<(u64, u64)>,
+}
+
+impl<R> LineIndex<R> {
+    fn new(inner: R) -> Self {
+        LineIndex {
+            inner,
+            offset: 0,
+            line: 1,
+            after_cr: false,
+            at_line_start: true,
+            starts: VecDeque::new(),
+        }
+    }
+
+    /// The line of the first content at or after `offset`; None if none
+    /// has been read. Offsets asked for must not decrease.
+    fn line_at(&mut self, offset: u64) -> Option<u64> {
+        while let Some(&(at, line)) = self.starts.front() {
+            if at >= offset {
+                return Some(line);
+            }
+            self.starts.pop_front();
+        }
+        None
+    }
+}
+
+impl<R: Read> Read for LineIndex<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'\n' if self.after_cr => {}
+                b'\r' | b'\n' => self.line += 1,
+                _ if self.at_line_start => self.starts.push_back((self.offset, self.line)),
+                _ => {}
+            }
+            self.after_cr = b == b'\r';
+            self.at_line_start = matches!(b, b'\r' | b'\n');
+            self.offset += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -210,6 +288,56 @@ mod tests {
         assert_eq!(rows[1].priority, Priority::Low);
         assert_eq!(rows[1].arrival_ms - rows[0].arrival_ms, 1500);
         assert_eq!(rows[1].line, 3);
+    }
+
+    /// Hands out its text one byte per read.
+    struct ByteByByte<'a>(&'a [u8]);
+
+    impl Read for ByteByByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    // Found by fuzz/fuzz_targets/replay_csv.rs: the csv crate positions a
+    // record where the previous one ended, so after `\r\n`, a lone `\r` or
+    // blank lines a row reported an earlier line than its own, and with
+    // `\r` endings every row reported line 1, so the replay tool's request
+    // ids (`line-<n>`) collided.
+    #[test]
+    fn rows_report_the_line_they_start_on() {
+        let h = "arrival_time,request_max_delay,priority,key,value";
+        let r = |k: &str| format!("2025-01-01T00:00:00,1,H,{k},v");
+        let lines = |text: String| {
+            let whole: Vec<u64> = rows_of(&text).unwrap().iter().map(|r| r.line).collect();
+            let mut rows = Rows::from_reader(ByteByByte(text.as_bytes())).unwrap();
+            let mut trickled = vec![];
+            while let Some(row) = rows.next_row().unwrap() {
+                trickled.push(row.line);
+            }
+            assert_eq!(whole, trickled, "{text:?}");
+            whole
+        };
+        let (a, b) = (r("a"), r("b"));
+        assert_eq!(lines(format!("{h}\n{a}\n{b}\n")), [2, 3]);
+        assert_eq!(lines(format!("{h}\r\n{a}\r\n{b}\r\n")), [2, 3]);
+        assert_eq!(lines(format!("{h}\r{a}\r{b}")), [2, 3]);
+        assert_eq!(lines(format!("\n{h}\n\n\n{a}\r\n\r\n{b}\n")), [5, 7]);
+        let multi_line = "2025-01-01T00:00:00,1,H,a,\"two\r\nlines\"";
+        assert_eq!(lines(format!("{h}\n{multi_line}\n{b}\n")), [2, 4]);
+
+        let e = rows_of(&format!("{h}\r\n\r\nnoon,1,H,k,v\r\n")).unwrap_err();
+        assert!(e.0.starts_with("line 3, column arrival_time"), "{e}");
+        let e = rows_of("\n\nkey\n").unwrap_err();
+        assert!(
+            e.0.starts_with("line 3, column arrival_time: missing"),
+            "{e}"
+        );
     }
 
     #[test]
