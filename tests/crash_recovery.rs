@@ -1,5 +1,6 @@
 //! kill -9 during a stream of writes: no acknowledged write is lost, and PD
-//! timestamps keep growing across its own crash.
+//! timestamps keep growing across its own crash. A store whose disk fails
+//! stops serving and exits, rather than answering from a dead Raft loop.
 
 mod common;
 
@@ -127,4 +128,60 @@ async fn pd_kill_9_keeps_data_and_timestamps_strictly_increasing() {
     verify(&client, &acked).await;
     let txn = TransactionClient::new(vec![t.pd()]).await.unwrap();
     assert!(txn.current_timestamp().await.unwrap().version() > after);
+}
+
+/// Makes every file and directory under `dir` immutable (`chattr +i`, which
+/// refuses writes even to files already open) until dropped.
+struct FrozenDisk(std::path::PathBuf);
+
+impl FrozenDisk {
+    /// None where the file system has no immutable flag.
+    fn freeze(dir: &std::path::Path) -> Option<FrozenDisk> {
+        let ok = std::process::Command::new("chattr")
+            .args(["-R", "+i"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        let frozen = FrozenDisk(dir.to_path_buf());
+        ok.then_some(frozen)
+    }
+}
+
+impl Drop for FrozenDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_whose_disk_fails_stops_serving_and_exits_non_zero() {
+    let mut t = TestCluster::start(1).await;
+    let client = t.raw_client().await;
+    client
+        .put("before".to_owned(), "v".to_owned())
+        .await
+        .unwrap();
+    let Some(frozen) = FrozenDisk::freeze(&t.cluster.store_dir(0)) else {
+        eprintln!("skipped: chattr +i is not supported here, so no disk fault can be made");
+        return;
+    };
+    // The write cannot be persisted: it must not be acknowledged.
+    let put = client.put("after".to_owned(), "v".to_owned());
+    let result = tokio::time::timeout(Duration::from_secs(20), put).await;
+    assert!(
+        !matches!(result, Ok(Ok(()))),
+        "a write was acknowledged by a store that cannot persist it"
+    );
+    let status = t
+        .cluster
+        .wait_store_exit(0, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.logs()));
+    drop(frozen);
+    assert!(!status.success(), "exit status {status:?}");
+    let log = std::fs::read_to_string(t.cluster.log_path("tikv-0")).unwrap_or_default();
+    assert!(log.contains("raftstore stopped"), "{}", t.logs());
 }
