@@ -5,8 +5,7 @@
 
 mod common;
 
-use bytes::{Buf, BufMut};
-use common::{direct, TestCluster};
+use common::{direct, BytesCodec, TestCluster};
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::metapb;
 use tonic::transport::Channel;
@@ -211,50 +210,4 @@ async fn raw_call(
     grpc.unary(tonic::Request::new(body), path, BytesCodec)
         .await
         .map(|r| r.into_inner())
-}
-
-#[derive(Default)]
-struct BytesCodec;
-
-impl tonic::codec::Codec for BytesCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = BytesCodec;
-    type Decoder = BytesCodec;
-
-    fn encoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-
-    fn decoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-}
-
-impl tonic::codec::Encoder for BytesCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for BytesCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let mut out = vec![0; buf.remaining()];
-        buf.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
 }
