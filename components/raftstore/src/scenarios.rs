@@ -285,7 +285,10 @@ impl goldenscript::Runner for Runner {
             "stabilize" => self.cluster()?.stabilize()?,
             "transfer_leader" => {
                 let c = self.cluster()?;
-                let from = stores_arg(&args)?.first().copied().ok_or("transfer_leader S to=T")?;
+                let from = stores_arg(&args)?
+                    .first()
+                    .copied()
+                    .ok_or("transfer_leader S to=T")?;
                 let to: u64 = key_arg(&args, "to").ok_or("to=T")?.parse()?;
                 if let Err(e) = c.store(from)?.transfer_leader(REGION, to) {
                     writeln!(out, "error: {e}")?;
