@@ -1,15 +1,20 @@
 //! Multi-Raft: each Region of the key space is a Raft group.
 //!
 //! A store hosts one [`Peer`](peer::Peer) per region replica it holds. All of
-//! a store's peers are driven by one loop thread ([`store`]), which:
+//! a store's peers are one state machine, [`Store`] (no clock, no socket),
+//! which [`Router`] drives from one thread (`router.rs`): each round it
 //!
-//! 1. collects proposals that arrived since its last round (from any number of
-//!    gRPC handlers) and proposes them to their regions' Raft groups;
-//! 2. takes every peer's Raft `Ready`, appends all new log entries and hard
+//! 1. takes in the proposals and Raft messages that arrived since its last
+//!    round (from any number of gRPC handlers) and ticks Raft on time;
+//! 2. takes every peer's Raft `Ready`, sends what may go before persisting
+//!    through the [`Transport`], and appends all new log entries and hard
 //!    states to the Raft log engine in **one** fsynced write (group commit);
-//! 3. applies committed entries to the KV engine in one atomic batch per
-//!    region, together with the region's new applied index;
+//! 3. sends votes and acks, then applies committed entries to the KV engine
+//!    in one atomic batch per region, with the region's new applied index;
 //! 4. only then answers the proposers.
+//!
+//! Tests drive `Store`s by hand over a simulated network
+//! (`testscripts/`, run by `scenarios.rs`).
 //!
 //! Example: 64 clients each send a `RawPut`. While the loop fsyncs the batch
 //! holding the first put, the other 63 queue up; the next round proposes all

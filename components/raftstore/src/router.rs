@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
-use tikal_engine::{KvEngine, RaftLogEngine};
 use tikal_proto::metapb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::apply::{Applier, ApplyOutput};
+use crate::apply::ApplyOutput;
 use crate::peer::Callback;
-use crate::store::{RaftstoreConfig, RegionView, Store, StoreEvent};
-use crate::transport::{PeerMessage, Transport};
+use crate::store::{RegionView, Store};
+use crate::transport::PeerMessage;
 use crate::{RaftstoreError, Result};
 
 /// A token bucket over proposal bytes. Taking in a proposal may overdraw
@@ -92,21 +91,9 @@ pub struct Router {
 }
 
 impl Router {
-    /// Opens every region recorded in `kv` that has a peer on `store_id`
-    /// (see [`Store::open`]) and starts the loop thread. Raft messages to
-    /// other stores go through `transport`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        store_id: u64,
-        cfg: RaftstoreConfig,
-        kv: KvEngine,
-        log: Arc<RaftLogEngine>,
-        applier: Arc<dyn Applier>,
-        transport: Box<dyn Transport>,
-        events: mpsc::UnboundedSender<StoreEvent>,
-    ) -> Result<Router> {
-        let quota = WriteQuota::new(cfg.write_bandwidth);
-        let store = Store::open(store_id, cfg, kv, log, applier, transport, events)?;
+    /// Runs an opened [`Store`] on its own thread.
+    pub fn start(store: Store) -> Result<Router> {
+        let quota = WriteQuota::new(store.config().write_bandwidth);
         let views = store.views();
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut runner = Runner { store, rx, quota };
@@ -346,9 +333,13 @@ fn lower_thread_priority(nice: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::Applier;
     use crate::apply::ApplyContext;
     use crate::meta;
+    use crate::RaftstoreConfig;
     use tikal_engine::KvApply;
+    use tikal_engine::{KvEngine, RaftLogEngine};
+    use tokio::sync::mpsc;
 
     /// Writes each command's bytes under key "k"; a command `fail` is an
     /// engine failure of this store.
@@ -386,7 +377,7 @@ mod tests {
         };
         meta::write_initial_region(&kv, &region).unwrap();
         let (events, _) = mpsc::unbounded_channel();
-        let router = Router::start(
+        let store = Store::open(
             1,
             RaftstoreConfig::default(),
             kv.clone(),
@@ -396,6 +387,7 @@ mod tests {
             events,
         )
         .unwrap();
+        let router = Router::start(store).unwrap();
         (router, kv)
     }
 

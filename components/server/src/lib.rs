@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tikal_engine::{KvEngine, RaftLogEngine};
 use tikal_proto::tikvpb::tikv_server::TikvServer;
-use tikal_raftstore::{RaftstoreConfig, Router};
+use tikal_raftstore::{RaftstoreConfig, Router, Store};
 use tikal_storage::{RawApplier, RawStorage, StorageConfig};
 use tracing::info;
 
@@ -102,7 +102,7 @@ pub async fn run(
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let router = Router::start(
+    let router = Router::start(Store::open(
         store_id,
         raftstore_cfg,
         kv.clone(),
@@ -111,7 +111,7 @@ pub async fn run(
         // Regions have one voter until the gRPC transport lands.
         Box::new(tikal_raftstore::NoTransport),
         events_tx,
-    )?;
+    )?)?;
     let raw = RawStorage::new(
         store_id,
         StorageConfig {

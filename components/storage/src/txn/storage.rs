@@ -84,12 +84,12 @@ impl TxnStorage {
         }
         self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
-        let (out, batch) = {
+        let (out, mut batch) = {
             let mut pctx = ProcessContext::new(self.raw.engine(), &self.cm, &self.waits);
             let out = cmd.process(&mut pctx);
             (out, pctx.batch)
         };
-        let memory_locked = batch.memory_locked.clone();
+        let memory_locked = std::mem::take(&mut batch.memory_locked);
         let result = match out {
             Ok(out) => self.apply(ctx, batch).await.map(|()| out),
             Err(e) => Err(e),
@@ -360,12 +360,13 @@ impl TxnStorage {
             return Ok(keys.iter().map(|k| (k.clone(), start_ts)).collect());
         }
         let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let wanted: std::collections::HashSet<u64> = txns.iter().map(|t| t.0).collect();
         let mut found = vec![];
         MvccReader::new(self.raw.engine()).scan_locks(
             &view.region.start_key,
             &view.region.end_key,
             |k, l| {
-                if txns.iter().any(|t| t.0 == l.ts) {
+                if wanted.contains(&l.ts) {
                     found.push((k, l.ts));
                 }
                 true

@@ -203,7 +203,8 @@ impl Prewrite {
         .max()
         .unwrap_or(u64::MAX);
         lock.min_commit_ts = min;
-        ctx.lock_in_memory(key, lock.clone());
+        // Same key, now with its min_commit_ts: already listed for release.
+        ctx.cm.lock_in_memory(key, lock.clone());
         min
     }
 }

@@ -81,7 +81,7 @@ impl WriteCommand for CheckTxnStatus {
                 && l.lock_type != LockType::Pessimistic
                 && l.min_commit_ts <= caller
             {
-                l.min_commit_ts = caller + 1;
+                l.min_commit_ts = caller.saturating_add(1);
                 ctx.batch.put_lock(key, &l);
                 action = kvrpcpb::Action::MinCommitTsPushed;
             }
