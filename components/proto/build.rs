@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "metapb.proto",
         "eraftpb.proto",
+        "raft_cmdpb.proto",
+        "raft_serverpb.proto",
         "errorpb.proto",
         "deadlock.proto",
         "kvrpcpb.proto",

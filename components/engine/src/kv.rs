@@ -97,12 +97,27 @@ impl KvEngine {
         start: &[u8],
         end: &[u8],
         reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.scan_at(None, cf, start, end, reverse, visit)
+    }
+
+    fn scan_at(
+        &self,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(start.to_vec());
         if !end.is_empty() {
             opts.set_iterate_upper_bound(end.to_vec());
+        }
+        if let Some(snap) = snapshot {
+            opts.set_snapshot(snap);
         }
         let mode = if reverse {
             IteratorMode::End
@@ -115,6 +130,25 @@ impl KvEngine {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// A consistent view of the engine as of now, unchanged by later writes.
+    pub fn snapshot(&self) -> KvSnapshot<'_> {
+        KvSnapshot {
+            engine: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    /// Moves an SST file (written by [`KvSnapshot::export_sst`]) into a
+    /// column family. Its keys must not overlap data that should survive:
+    /// callers delete the range first.
+    pub fn ingest_sst(&self, cf: Cf, path: &Path) -> Result<()> {
+        let mut opts = rocksdb::IngestExternalFileOptions::default();
+        opts.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.cf(cf), &opts, vec![path])?;
         Ok(())
     }
 
@@ -146,6 +180,74 @@ impl KvEngine {
                     .flatten()
             })
             .sum()
+    }
+}
+
+/// A point-in-time view of a [`KvEngine`] (a RocksDB snapshot).
+pub struct KvSnapshot<'a> {
+    engine: &'a KvEngine,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+/// What [`KvSnapshot::export_sst`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SstInfo {
+    pub keys: u64,
+    pub size: u64,
+}
+
+impl KvSnapshot<'_> {
+    /// Like [`KvEngine::scan`], as of the snapshot.
+    pub fn scan(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.engine
+            .scan_at(Some(&self.snap), cf, start, end, reverse, visit)
+    }
+
+    /// Writes `[start, end)` of `cf` to an SST file at `path`, streaming (a
+    /// range of any size needs only a block's worth of memory). Writes no
+    /// file and returns `None` when the range is empty.
+    pub fn export_sst(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+        path: &Path,
+    ) -> Result<Option<SstInfo>> {
+        let opts = Options::default();
+        let mut writer = rocksdb::SstFileWriter::create(&opts);
+        let mut keys = 0u64;
+        let mut failed = None;
+        self.scan(cf, start, end, false, |k, v| {
+            if keys == 0 {
+                if let Err(e) = writer.open(path) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            keys += 1;
+            if let Err(e) = writer.put(k, v) {
+                failed = Some(e);
+            }
+            failed.is_none()
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if keys == 0 {
+            return Ok(None);
+        }
+        writer.finish()?;
+        Ok(Some(SstInfo {
+            keys,
+            size: writer.file_size(),
+        }))
     }
 }
 
@@ -280,5 +382,45 @@ mod tests {
         let mut wb = engine.write_batch();
         wb.delete_range(CF_LOCK, b"a", b"");
         assert!(wb.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_exports_its_point_in_time_and_ingest_replaces_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = KvEngine::open(&dir.path().join("src")).unwrap();
+        let mut wb = src.write_batch();
+        for k in [b"a", b"b", b"c", b"d"] {
+            wb.put(CF_WRITE, k, b"old");
+        }
+        src.write(wb, false).unwrap();
+        let snap = src.snapshot();
+        let mut wb = src.write_batch();
+        wb.put(CF_WRITE, b"b", b"new");
+        wb.put(CF_WRITE, b"bb", b"new");
+        src.write(wb, false).unwrap();
+
+        let sst = dir.path().join("write.sst");
+        let info = snap.export_sst(CF_WRITE, b"b", b"d", &sst).unwrap();
+        assert_eq!(info.map(|i| i.keys), Some(2), "b and c as of the snapshot");
+        let empty = dir.path().join("lock.sst");
+        assert_eq!(snap.export_sst(CF_LOCK, b"", b"", &empty).unwrap(), None);
+        assert!(!empty.exists());
+
+        let dst = KvEngine::open(&dir.path().join("dst")).unwrap();
+        let mut wb = dst.write_batch();
+        wb.put(CF_WRITE, b"z", b"kept");
+        dst.write(wb, false).unwrap();
+        dst.ingest_sst(CF_WRITE, &sst).unwrap();
+        let mut seen = vec![];
+        dst.scan(CF_WRITE, b"", b"", false, |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+        let expect: Vec<(Vec<u8>, Vec<u8>)> = [("b", "old"), ("c", "old"), ("z", "kept")]
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(seen, expect);
     }
 }

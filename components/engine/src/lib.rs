@@ -24,7 +24,10 @@ mod memory;
 mod raft_log;
 mod traits;
 
-pub use kv::{Cf, KvEngine, KvWriteBatch, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE, DATA_CFS};
+pub use kv::{
+    Cf, KvEngine, KvSnapshot, KvWriteBatch, SstInfo, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE,
+    DATA_CFS,
+};
 pub use memory::MemEngine;
 pub use raft_log::{RaftLogEngine, RaftLogWrite};
 pub use traits::{KvApply, KvRead};

@@ -45,6 +45,14 @@ impl RaftLogWrite {
         Ok(())
     }
 
+    /// Forgets the region's whole log and hard state (a snapshot replaces
+    /// them, or the region left this store). Later items of this write
+    /// start the region afresh.
+    pub fn clean(&mut self, region_id: u64) {
+        self.batch
+            .add_command(region_id, raft_engine::Command::Clean);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
@@ -155,5 +163,40 @@ mod tests {
         assert_eq!(&out[1].data[..], b"b");
         engine.compact_to(7, 2);
         assert_eq!(engine.first_index(7), Some(2));
+    }
+
+    #[test]
+    fn clean_forgets_a_region_and_later_items_start_it_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = RaftLogEngine::open(dir.path()).unwrap();
+            let mut w = RaftLogWrite::default();
+            w.append(
+                7,
+                &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+            )
+            .unwrap();
+            w.append(8, &[entry(1, 1, b"other")]).unwrap();
+            engine.write(&mut w, true).unwrap();
+            let mut w = RaftLogWrite::default();
+            w.clean(7);
+            let hs = HardState {
+                term: 4,
+                commit: 10,
+                ..Default::default()
+            };
+            w.set_hard_state(7, &hs).unwrap();
+            engine.write(&mut w, true).unwrap();
+            assert_eq!(engine.last_index(7), None);
+        }
+        let engine = RaftLogEngine::open(dir.path()).unwrap();
+        assert_eq!(engine.last_index(7), None);
+        assert_eq!(engine.entry(7, 2).unwrap(), None);
+        assert_eq!(engine.hard_state(7).unwrap().unwrap().commit, 10);
+        assert_eq!(engine.last_index(8), Some(1));
+        let mut w = RaftLogWrite::default();
+        w.append(7, &[entry(11, 4, b"next")]).unwrap();
+        engine.write(&mut w, true).unwrap();
+        assert_eq!(engine.first_index(7), Some(11));
     }
 }

@@ -15,6 +15,12 @@ pub mod metapb {
 pub mod eraftpb {
     tonic::include_proto!("eraftpb");
 }
+pub mod raft_cmdpb {
+    tonic::include_proto!("raft_cmdpb");
+}
+pub mod raft_serverpb {
+    tonic::include_proto!("raft_serverpb");
+}
 pub mod errorpb {
     tonic::include_proto!("errorpb");
 }

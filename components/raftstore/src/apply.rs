@@ -72,6 +72,11 @@ impl<'a> ApplyContext<'a> {
         self.state.applied_index = index;
     }
 
+    /// Records the region's new metadata with this round's writes.
+    pub(crate) fn put_region(&mut self, region: &tikal_proto::metapb::Region) {
+        crate::meta::put_region(&mut self.wb, region);
+    }
+
     pub(crate) fn state(&self) -> ApplyState {
         self.state
     }

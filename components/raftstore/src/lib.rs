@@ -36,15 +36,18 @@ mod peer_storage;
 mod router;
 #[cfg(test)]
 mod scenarios;
+mod snap;
 mod store;
 mod transport;
 
 pub use apply::{Applier, ApplyContext, ApplyOutput};
 pub use meta::{
     load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
-    StoreIdent,
+    StoreIdent, INITIAL_INDEX,
 };
+pub use peer::{ConfChangeOutput, LogGc};
 pub use router::{Pickup, Router};
+pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};
 pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};
 pub use transport::{NoTransport, PeerMessage, Transport};
 
@@ -65,6 +68,8 @@ pub enum RaftstoreError {
     EpochNotMatch(Box<metapb::Region>),
     #[error("command was dropped by a term change")]
     StaleCommand,
+    #[error("{0}")]
+    ConfChange(String),
     #[error("the store is shutting down")]
     StoreStopped,
     #[error(transparent)]

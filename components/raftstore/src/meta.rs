@@ -5,8 +5,14 @@
 //! | `store_ident`             | cluster id, store id (8 bytes BE each)       |
 //! | `region_state/<id BE>`    | `metapb.Region` (protobuf)                   |
 //! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
+//! | `snapshot_pending/<id BE>`| a received snapshot being applied (eraftpb)  |
+//! | `tombstone/<id BE>`       | id of this store's last, removed peer        |
 //!
 //! The apply state is written in the same batch as the data it covers.
+//!
+//! A region's log starts at [`INITIAL_INDEX`], not 0, as in TiKV: a peer
+//! created later (an empty log) can never be caught up from the log alone,
+//! so it always starts from a snapshot that carries the region's metadata.
 
 use prost::Message;
 use tikal_engine::{EngineError, KvEngine, KvWriteBatch, CF_RAFT};
@@ -17,6 +23,11 @@ use crate::Result;
 const STORE_IDENT_KEY: &[u8] = b"store_ident";
 const REGION_STATE_PREFIX: &[u8] = b"region_state/";
 const APPLY_STATE_PREFIX: &[u8] = b"apply_state/";
+const SNAPSHOT_PENDING_PREFIX: &[u8] = b"snapshot_pending/";
+const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
+
+/// Index and term of a new region's (empty) log.
+pub const INITIAL_INDEX: u64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreIdent {
@@ -46,11 +57,17 @@ pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
     Ok(())
 }
 
-/// Records a brand-new region (bootstrap or, later, split) with an empty log.
+/// Records a brand-new region (bootstrap or, later, split) with an empty
+/// log that starts after [`INITIAL_INDEX`].
 pub fn write_initial_region(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
     let mut wb = engine.write_batch();
     put_region(&mut wb, region);
-    put_apply_state(&mut wb, region.id, &ApplyState::default());
+    let state = ApplyState {
+        applied_index: INITIAL_INDEX,
+        truncated_index: INITIAL_INDEX,
+        truncated_term: INITIAL_INDEX,
+    };
+    put_apply_state(&mut wb, region.id, &state);
     engine.write(wb, true)?;
     Ok(())
 }
@@ -112,6 +129,56 @@ pub(crate) fn load_apply_state(engine: &KvEngine, region_id: u64) -> Result<Appl
     })
 }
 
+/// Records a received snapshot as being applied: after a crash it is
+/// applied again from its files.
+pub(crate) fn put_pending_snapshot(wb: &mut KvWriteBatch<'_>, region_id: u64, snap: &[u8]) {
+    wb.put(CF_RAFT, &pending_key(region_id), snap);
+}
+
+pub(crate) fn delete_pending_snapshot(wb: &mut KvWriteBatch<'_>, region_id: u64) {
+    wb.delete(CF_RAFT, &pending_key(region_id));
+}
+
+/// Snapshots whose application a crash interrupted: (region id, bytes).
+pub(crate) fn load_pending_snapshots(engine: &KvEngine) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut end = SNAPSHOT_PENDING_PREFIX.to_vec();
+    *end.last_mut().unwrap_or(&mut 0) += 1;
+    let mut out = vec![];
+    engine.scan(CF_RAFT, SNAPSHOT_PENDING_PREFIX, &end, false, |k, v| {
+        let id = &k[SNAPSHOT_PENDING_PREFIX.len()..];
+        if let Ok(id) = <[u8; 8]>::try_from(id) {
+            out.push((u64::from_be_bytes(id), v.to_vec()));
+        }
+        true
+    })?;
+    Ok(out)
+}
+
+/// Forgets a region this store's peer `peer_id` was removed from, keeping
+/// a tombstone so stale messages to that peer cannot recreate it.
+pub(crate) fn put_tombstone(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: u64) {
+    wb.delete(CF_RAFT, &region_key(region_id));
+    wb.delete(CF_RAFT, &apply_key(region_id));
+    wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
+}
+
+/// The id of this store's last removed peer of the region, if any.
+pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
+    let Some(v) = engine.get(CF_RAFT, &tombstone_key(region_id))? else {
+        return Ok(None);
+    };
+    let id = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupted("tombstone", v.len()))?;
+    Ok(Some(u64::from_be_bytes(id)))
+}
+
+fn pending_key(id: u64) -> Vec<u8> {
+    [SNAPSHOT_PENDING_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn tombstone_key(id: u64) -> Vec<u8> {
+    [TOMBSTONE_PREFIX, &id.to_be_bytes()].concat()
+}
+
 fn region_key(id: u64) -> Vec<u8> {
     [REGION_STATE_PREFIX, &id.to_be_bytes()].concat()
 }
@@ -165,6 +232,8 @@ mod tests {
         };
         write_initial_region(&engine, &region).unwrap();
         assert_eq!(load_regions(&engine).unwrap(), vec![region]);
-        assert_eq!(load_apply_state(&engine, 3).unwrap(), ApplyState::default());
+        let initial = load_apply_state(&engine, 3).unwrap();
+        assert_eq!(initial.applied_index, INITIAL_INDEX);
+        assert_eq!(initial.truncated_term, INITIAL_INDEX);
     }
 }

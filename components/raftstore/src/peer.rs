@@ -1,19 +1,41 @@
 //! One replica of one region: a raft-rs `RawNode` plus the proposals waiting
 //! for their entries to be applied.
+//!
+//! A peer is *initialized* once it knows its region (key range, peers): a
+//! region's first peers are, and a peer created for a message from another
+//! store becomes so when it applies its first snapshot.
+//!
+//! Membership changes travel as `ConfChangeV2` entries whose context is a
+//! `raft_cmdpb.ChangePeerV2Request` naming the peers (the entry knows only
+//! their ids). Applying one updates the region's peers and roles, bumps
+//! `conf_ver`, and persists the region in the same batch as the applied
+//! index; a change of several voters goes through a joint configuration,
+//! which raft-rs leaves on its own.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use raft::eraftpb::{Entry, EntryType};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeV2, Entry, EntryType, Snapshot,
+};
 use raft::{RawNode, StateRole};
 use tikal_engine::{KvEngine, RaftLogEngine};
-use tikal_proto::metapb;
+use tikal_proto::eraftpb::ConfChangeType;
+use tikal_proto::metapb::{self, PeerRole};
+use tikal_proto::raft_cmdpb::{ChangePeerRequest, ChangePeerV2Request};
 use tokio::sync::oneshot;
 
 use crate::apply::{Applier, ApplyContext, ApplyOutput};
 use crate::meta::{self, ApplyState};
-use crate::peer_storage::PeerStorage;
+use crate::peer_storage::{PeerStorage, SnapState};
+use crate::snap::{self, SnapKey, SnapManager};
 use crate::{RaftstoreError, Result};
+
+/// What a membership change's proposer gets: the region after it, or why
+/// every replica refused it.
+pub type ConfChangeOutput = std::result::Result<metapb::Region, String>;
 
 pub(crate) type Callback = oneshot::Sender<Result<ApplyOutput>>;
 
@@ -29,9 +51,16 @@ pub(crate) struct Peer {
     pub raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
     apply_state: ApplyState,
+    /// Peers of the region met in messages, by id: an uninitialized peer
+    /// answers its leader through this before it knows the region.
+    pub peer_cache: HashMap<u64, metapb::Peer>,
+    /// Set when an applied membership change removed this peer; the store
+    /// destroys it after the round.
+    pub pending_remove: bool,
 }
 
 impl Peer {
+    /// Opens this store's peer of an initialized region.
     pub fn open(
         store_id: u64,
         region: metapb::Region,
@@ -47,6 +76,39 @@ impl Peer {
             .cloned()
             .ok_or(RaftstoreError::RegionNotFound(region.id))?;
         let apply_state = meta::load_apply_state(kv, region.id)?;
+        let mut peer = Peer::new(region, meta, apply_state, log, raft_cfg, logger)?;
+        // A region whose only voter is this peer needs no election timeout.
+        let voters = &peer.raw_node.store().conf_state.voters;
+        if voters.len() == 1 && voters[0] == peer.meta.id {
+            let _ = peer.raw_node.campaign();
+        }
+        Ok(peer)
+    }
+
+    /// Creates peer `meta` of a region this store does not know yet; it
+    /// waits for a snapshot from the region's leader.
+    pub fn uninitialized(
+        region_id: u64,
+        meta: metapb::Peer,
+        log: Arc<RaftLogEngine>,
+        raft_cfg: &raft::Config,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
+        let region = metapb::Region {
+            id: region_id,
+            ..Default::default()
+        };
+        Peer::new(region, meta, ApplyState::default(), log, raft_cfg, logger)
+    }
+
+    fn new(
+        region: metapb::Region,
+        meta: metapb::Peer,
+        apply_state: ApplyState,
+        log: Arc<RaftLogEngine>,
+        raft_cfg: &raft::Config,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
         let storage = PeerStorage::new(&region, log, apply_state)?;
         let cfg = raft::Config {
             id: meta.id,
@@ -59,19 +121,29 @@ impl Peer {
                 detail: format!("region {}: {e}", region.id),
             }
         })?;
-        let mut peer = Peer {
+        Ok(Peer {
             region,
             meta,
             raw_node,
             proposals: VecDeque::new(),
             apply_state,
-        };
-        // A region whose only voter is this peer needs no election timeout.
-        let voters = &peer.raw_node.store().conf_state.voters;
-        if voters.len() == 1 && voters[0] == peer.meta.id {
-            let _ = peer.raw_node.campaign();
-        }
-        Ok(peer)
+            peer_cache: HashMap::new(),
+            pending_remove: false,
+        })
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// A peer of the region by id, from the region or met in messages.
+    pub fn find_peer(&self, id: u64) -> Option<metapb::Peer> {
+        self.region
+            .peers
+            .iter()
+            .find(|p| p.id == id)
+            .or_else(|| self.peer_cache.get(&id))
+            .cloned()
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -96,6 +168,62 @@ impl Peer {
         self.region.peers.iter().find(|p| p.id == id).cloned()
     }
 
+    /// Proposes a membership change (see the module docs). Refuses at once
+    /// what every replica would refuse, and a change while another is not
+    /// yet applied.
+    pub fn propose_conf_change(
+        &mut self,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<ChangePeerRequest>,
+        cb: Callback,
+    ) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        if epoch.is_some_and(|e| e != current) {
+            let _ = cb.send(Err(RaftstoreError::EpochNotMatch(Box::new(
+                self.region.clone(),
+            ))));
+            return;
+        }
+        let refuse = |cb: Callback, why: String| {
+            let _ = cb.send(Err(RaftstoreError::ConfChange(why)));
+        };
+        if self.raw_node.raft.pending_conf_index > self.apply_state.applied_index {
+            return refuse(cb, "another membership change is not applied yet".into());
+        }
+        if let Err(why) = check_changes(&self.region, self.meta.id, &changes) {
+            return refuse(cb, why);
+        }
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for c in &changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(raft_change_type(c.change_type()));
+            single.node_id = c.peer.as_ref().map_or(0, |p| p.id);
+            cc.mut_changes().push(single);
+        }
+        let context = ChangePeerV2Request { changes }.encode_to_vec();
+        let proposed = self.raw_node.propose_conf_change(context, cc);
+        self.track(proposed, cb);
+    }
+
+    /// Waits for the entry just proposed, or answers that it was not.
+    fn track(&mut self, proposed: raft::Result<()>, cb: Callback) {
+        if proposed.is_err() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let index = self.raw_node.raft.raft_log.last_index();
+        self.proposals.push_back(Proposal {
+            index,
+            term: self.term(),
+            cb,
+        });
+    }
+
     pub fn propose(&mut self, epoch: Option<metapb::RegionEpoch>, cmd: Vec<u8>, cb: Callback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
@@ -110,16 +238,8 @@ impl Peer {
                 return;
             }
         }
-        if self.raw_node.propose(vec![], cmd).is_err() {
-            let _ = cb.send(Err(self.not_leader()));
-            return;
-        }
-        let index = self.raw_node.raft.raft_log.last_index();
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.term(),
-            cb,
-        });
+        let proposed = self.raw_node.propose(vec![], cmd);
+        self.track(proposed, cb);
     }
 
     pub fn not_leader(&self) -> RaftstoreError {
@@ -159,9 +279,12 @@ impl Peer {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     Some(applier.apply(&mut ctx, &entry.data)?)
                 }
-                // Empty entries mark a new leader's term; membership changes
-                // arrive with replication.
-                _ => None,
+                // Empty entries mark a new leader's term.
+                EntryType::EntryNormal => None,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let out: ApplyOutput = Box::new(self.apply_conf_change(&mut ctx, &entry));
+                    Some(out)
+                }
             };
             ctx.finish_entry(entry.index);
             self.take_answer(entry.index, entry.term, output, &mut answers);
@@ -172,6 +295,98 @@ impl Peer {
             let _ = cb.send(output);
         }
         Ok(self.apply_state.applied_index)
+    }
+
+    /// Applies one membership change entry. A change raft-rs refuses is
+    /// refused alike by every replica (same entry, same configuration), so
+    /// it changes nothing and only its proposer hears why.
+    fn apply_conf_change(&mut self, ctx: &mut ApplyContext<'_>, entry: &Entry) -> ConfChangeOutput {
+        let cc = match entry.get_entry_type() {
+            EntryType::EntryConfChange => ConfChange::parse_from_bytes(&entry.data).map(|v1| {
+                let mut single = ConfChangeSingle::default();
+                single.set_change_type(v1.get_change_type());
+                single.node_id = v1.node_id;
+                let mut cc = ConfChangeV2::default();
+                cc.mut_changes().push(single);
+                cc
+            }),
+            _ => ConfChangeV2::parse_from_bytes(&entry.data),
+        }
+        .map_err(|e| format!("undecodable membership change: {e}"))?;
+        let changes = if cc.leave_joint() {
+            vec![]
+        } else {
+            ChangePeerV2Request::decode(&entry.context[..])
+                .map_err(|e| format!("undecodable membership change context: {e}"))?
+                .changes
+        };
+        let named: Vec<u64> = changes
+            .iter()
+            .map(|c| c.peer.as_ref().map_or(0, |p| p.id))
+            .collect();
+        let ids: Vec<u64> = cc.get_changes().iter().map(|c| c.node_id).collect();
+        if !cc.leave_joint() && named != ids {
+            return Err("membership change context does not match its entry".into());
+        }
+        let mut region = self.region.clone();
+        change_region_peers(&mut region, cc.enter_joint().is_some(), &changes);
+        let conf_state = self
+            .raw_node
+            .apply_conf_change(&cc)
+            .map_err(|e| format!("membership change refused: {e}"))?;
+        self.raw_node.mut_store().conf_state = conf_state;
+        let epoch = region.region_epoch.get_or_insert_with(Default::default);
+        epoch.conf_ver += changes.len().max(1) as u64;
+        ctx.put_region(&region);
+        match region.peers.iter().find(|p| p.id == self.meta.id) {
+            Some(me) => self.meta = me.clone(),
+            None => self.pending_remove = true,
+        }
+        self.region = region;
+        Ok(self.region.clone())
+    }
+
+    /// Replaces this peer's data and log with a received snapshot's. The
+    /// snapshot is recorded as pending first, so a crash in the middle
+    /// applies it again at restart ([`finish_snapshot`]).
+    pub fn apply_snapshot(
+        &mut self,
+        kv: &KvEngine,
+        snaps: &SnapManager,
+        snap: &Snapshot,
+    ) -> Result<()> {
+        let mut wb = kv.write_batch();
+        meta::put_pending_snapshot(&mut wb, self.region.id, &snap::encode_snapshot(snap));
+        kv.write(wb, true)?;
+        let (region, state) = finish_snapshot(kv, snaps, self.region.id, snap)?;
+        if let Some(me) = region.peers.iter().find(|p| p.id == self.meta.id) {
+            self.meta = me.clone();
+        }
+        self.region = region;
+        self.apply_state = state;
+        self.raw_node.mut_store().apply_snapshot(snap);
+        Ok(())
+    }
+
+    /// Starts generating the snapshot raft-rs asked for, at the applied index.
+    pub fn start_snapshot(&mut self, kv: &KvEngine, snaps: &SnapManager) -> Result<()> {
+        let index = self.apply_state.applied_index;
+        let term = raft::Storage::term(self.raw_node.store(), index).map_err(|e| {
+            tikal_engine::EngineError::Corrupted {
+                what: "raft log",
+                detail: e.to_string(),
+            }
+        })?;
+        let key = SnapKey {
+            region_id: self.region.id,
+            term,
+            index,
+        };
+        snaps.remove_other_generated(self.region.id, None);
+        let conf_state = self.raw_node.raft.prs().conf().to_conf_state();
+        let generating = snaps.start_generate(kv, self.region.clone(), key, conf_state)?;
+        *self.raw_node.store().snap_state.borrow_mut() = SnapState::Generating(generating);
+        Ok(())
     }
 
     fn take_answer(
@@ -197,17 +412,22 @@ impl Peer {
         }
     }
 
-    /// Drops log entries that are applied, keeping the log engine small.
-    /// The truncation point is made durable before the entries go away.
-    pub fn compact_log(&mut self, kv: &KvEngine, log: &RaftLogEngine, keep: u64) -> Result<()> {
+    /// Drops applied log entries by the `[raftstore] raft-log-gc-*` rules,
+    /// as TiKV does: a leader compacts what every peer has (once that is
+    /// `threshold` entries), or everything applied once the log exceeds
+    /// the count or size limit (slow peers then catch up by snapshot); a
+    /// follower compacts what it applied past `threshold`. The truncation
+    /// point is made durable before the entries go away.
+    pub fn compact_log(&mut self, kv: &KvEngine, log: &RaftLogEngine, gc: &LogGc) -> Result<()> {
         let applied = self.apply_state.applied_index;
         let first = self.raw_node.store().truncated_index + 1;
-        if applied < first + keep * 2 {
+        if applied < first {
             return Ok(());
         }
-        let mut index = applied - keep;
-        if self.is_leader() {
-            // Until peers catch up by snapshot, keep what a follower lacks.
+        let count = applied - first + 1;
+        let over_limit =
+            count >= gc.count_limit || self.raw_node.store().log_size() >= gc.size_limit;
+        let replicated = if self.is_leader() {
             let slowest = self
                 .raw_node
                 .raft
@@ -215,11 +435,17 @@ impl Peer {
                 .iter()
                 .map(|(_, p)| p.matched)
                 .min();
-            index = index.min(slowest.unwrap_or(index));
-            if index < first {
-                return Ok(());
-            }
-        }
+            slowest.unwrap_or(applied).min(applied)
+        } else {
+            applied
+        };
+        let index = if over_limit {
+            applied
+        } else if replicated >= first && replicated - first + 1 >= gc.threshold {
+            replicated
+        } else {
+            return Ok(());
+        };
         let term = raft::Storage::term(self.raw_node.store(), index).map_err(|e| {
             tikal_engine::EngineError::Corrupted {
                 what: "raft log",
@@ -234,5 +460,165 @@ impl Peer {
         self.raw_node.mut_store().on_truncate(index, term);
         log.compact_to(self.region.id, index + 1);
         Ok(())
+    }
+}
+
+/// The `[raftstore] raft-log-gc-*` thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogGc {
+    pub threshold: u64,
+    pub count_limit: u64,
+    pub size_limit: u64,
+}
+
+/// Applies a received snapshot's files and records the region and apply
+/// state it stands for, clearing the pending mark. Run again after a crash
+/// between the two (the files stay until it succeeds).
+pub(crate) fn finish_snapshot(
+    kv: &KvEngine,
+    snaps: &SnapManager,
+    region_id: u64,
+    snap: &Snapshot,
+) -> Result<(metapb::Region, ApplyState)> {
+    let key = SnapKey::of(region_id, snap);
+    let data = snap::decode_data(snap)?;
+    let region = data.region.unwrap_or_default();
+    snaps.apply(kv, key, snap)?;
+    let state = ApplyState {
+        applied_index: key.index,
+        truncated_index: key.index,
+        truncated_term: key.term,
+    };
+    let mut wb = kv.write_batch();
+    meta::put_region(&mut wb, &region);
+    meta::put_apply_state(&mut wb, region_id, &state);
+    meta::delete_pending_snapshot(&mut wb, region_id);
+    kv.write(wb, true)?;
+    snaps.remove(&snaps.recv_dir(key));
+    Ok((region, state))
+}
+
+fn raft_change_type(t: ConfChangeType) -> raft::eraftpb::ConfChangeType {
+    match t {
+        ConfChangeType::AddNode => raft::eraftpb::ConfChangeType::AddNode,
+        ConfChangeType::RemoveNode => raft::eraftpb::ConfChangeType::RemoveNode,
+        ConfChangeType::AddLearnerNode => raft::eraftpb::ConfChangeType::AddLearnerNode,
+    }
+}
+
+fn is_voter(role: i32) -> bool {
+    role != PeerRole::Learner as i32
+}
+
+/// Why a membership change must be refused before it is proposed, if it
+/// must: malformed peers, removing the leader (`me`: transfer leadership
+/// first), removing a voter in a joint change (demote it first), a change
+/// that names a peer twice or would leave no voter.
+pub(crate) fn check_changes(
+    region: &metapb::Region,
+    me: u64,
+    changes: &[ChangePeerRequest],
+) -> std::result::Result<(), String> {
+    if changes.is_empty() {
+        return Err("no change requested".into());
+    }
+    let joint = changes.len() > 1;
+    let mut seen = std::collections::HashSet::new();
+    let mut after = region.clone();
+    for c in changes {
+        let Some(p) = c.peer.as_ref().filter(|p| p.id != 0 && p.store_id != 0) else {
+            return Err("a change must name a peer with an id and a store".into());
+        };
+        if !seen.insert(p.id) {
+            return Err(format!("peer {} is named twice", p.id));
+        }
+        let existing = region.peers.iter().find(|q| q.id == p.id);
+        if region
+            .peers
+            .iter()
+            .any(|q| q.store_id == p.store_id && q.id != p.id)
+        {
+            return Err(format!(
+                "store {} already holds a peer of the region",
+                p.store_id
+            ));
+        }
+        match ConfChangeType::try_from(c.change_type) {
+            Ok(ConfChangeType::RemoveNode) => {
+                let Some(q) = existing else {
+                    return Err(format!("peer {} is not in the region", p.id));
+                };
+                if q.id == me {
+                    return Err("cannot remove the leader; transfer leadership first".into());
+                }
+                if joint && is_voter(q.role) {
+                    return Err(format!("demote voter {} before removing it", q.id));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return Err(format!("unknown change type {}", c.change_type)),
+        }
+    }
+    change_region_peers(&mut after, joint, changes);
+    if !after
+        .peers
+        .iter()
+        .any(|p| p.role == PeerRole::Voter as i32 || p.role == PeerRole::IncomingVoter as i32)
+    {
+        return Err("the change would leave the region without voters".into());
+    }
+    Ok(())
+}
+
+/// The region's peers and roles after `changes`; `joint` marks entering a
+/// joint configuration (voters come in as incoming, leave as demoting).
+/// With no changes it leaves a joint configuration.
+pub(crate) fn change_region_peers(
+    region: &mut metapb::Region,
+    joint: bool,
+    changes: &[ChangePeerRequest],
+) {
+    if changes.is_empty() {
+        for p in &mut region.peers {
+            if p.role == PeerRole::IncomingVoter as i32 {
+                p.role = PeerRole::Voter as i32;
+            } else if p.role == PeerRole::DemotingVoter as i32 {
+                p.role = PeerRole::Learner as i32;
+            }
+        }
+        return;
+    }
+    for c in changes {
+        let Some(peer) = c.peer.clone() else { continue };
+        let at = region.peers.iter().position(|p| p.id == peer.id);
+        match ConfChangeType::try_from(c.change_type) {
+            Ok(ConfChangeType::AddNode) => {
+                let role = if joint {
+                    PeerRole::IncomingVoter
+                } else {
+                    PeerRole::Voter
+                } as i32;
+                match at {
+                    Some(i) => region.peers[i].role = role,
+                    None => region.peers.push(metapb::Peer { role, ..peer }),
+                }
+            }
+            Ok(ConfChangeType::AddLearnerNode) => match at {
+                Some(i) if joint && is_voter(region.peers[i].role) => {
+                    region.peers[i].role = PeerRole::DemotingVoter as i32
+                }
+                Some(i) => region.peers[i].role = PeerRole::Learner as i32,
+                None => region.peers.push(metapb::Peer {
+                    role: PeerRole::Learner as i32,
+                    ..peer
+                }),
+            },
+            Ok(ConfChangeType::RemoveNode) => {
+                if let Some(i) = at {
+                    region.peers.remove(i);
+                }
+            }
+            Err(_) => {}
+        }
     }
 }

@@ -3,7 +3,13 @@
 //! Entries live in the Raft log engine; the most recent ones are also kept in
 //! a small in-memory cache, because raft-rs reads back just-appended entries
 //! (to commit and apply them) and their terms far more often than old ones.
+//!
+//! When raft-rs asks for a snapshot (a follower is behind the compacted
+//! log), the first ask only records the wish and answers "temporarily
+//! unavailable"; the store then starts generating one on another thread
+//! (`snap.rs`), and a later ask, once it is done, gets it.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -13,6 +19,16 @@ use tikal_engine::RaftLogEngine;
 use tikal_proto::metapb;
 
 use crate::meta::ApplyState;
+use crate::snap::Generating;
+
+/// Where the peer is in serving snapshots to followers.
+pub(crate) enum SnapState {
+    Idle,
+    /// raft-rs asked; the store starts generating in its next round.
+    Wanted,
+    Generating(Generating),
+    Ready(Snapshot),
+}
 
 const CACHE_MAX_ENTRIES: usize = 4096;
 
@@ -26,6 +42,9 @@ pub(crate) struct PeerStorage {
     last_index: u64,
     last_term: u64,
     cache: VecDeque<Entry>,
+    /// Approximate bytes of the entries after the truncated index.
+    log_size: u64,
+    pub snap_state: RefCell<SnapState>,
 }
 
 impl PeerStorage {
@@ -38,6 +57,8 @@ impl PeerStorage {
         // The commit index is persisted lazily (it is only a hint), so after
         // a crash it may trail what was applied. Applied implies committed.
         hard_state.commit = hard_state.commit.max(apply.applied_index);
+        // A new region's log starts at a term above 0 (meta::INITIAL_INDEX).
+        hard_state.term = hard_state.term.max(apply.truncated_term);
         let last_index = log
             .last_index(region.id)
             .unwrap_or(apply.truncated_index)
@@ -52,6 +73,8 @@ impl PeerStorage {
             last_index,
             last_term: apply.truncated_term,
             cache: VecDeque::new(),
+            log_size: 0,
+            snap_state: RefCell::new(SnapState::Idle),
         };
         if last_index > apply.truncated_index {
             s.last_term =
@@ -78,6 +101,7 @@ impl PeerStorage {
             self.cache.clear();
         }
         self.cache.extend(entries.iter().cloned());
+        self.log_size += entries.iter().map(|e| e.compute_size_hint()).sum::<u64>();
         while self.cache.len() > CACHE_MAX_ENTRIES {
             self.cache.pop_front();
         }
@@ -95,8 +119,40 @@ impl PeerStorage {
     }
 
     pub fn on_truncate(&mut self, index: u64, term: u64) {
+        // Entries are of similar size: keep the share of the size that the
+        // remaining entries had.
+        let before = self.last_index.saturating_sub(self.truncated_index);
+        let after = self.last_index.saturating_sub(index);
+        if before > 0 {
+            self.log_size = (self.log_size as u128 * after as u128 / before as u128) as u64;
+        }
         self.truncated_index = index;
         self.truncated_term = term;
+    }
+
+    /// The log now starts after the snapshot: everything before is gone.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) {
+        let m = snap.get_metadata();
+        self.truncated_index = m.index;
+        self.truncated_term = m.term;
+        self.last_index = m.index;
+        self.last_term = m.term;
+        self.cache.clear();
+        self.log_size = 0;
+        self.conf_state = m.get_conf_state().clone();
+        self.hard_state.commit = self.hard_state.commit.max(m.index);
+        self.hard_state.term = self.hard_state.term.max(m.term);
+    }
+
+    /// Approximate bytes of the log not yet compacted (entries appended
+    /// before a restart are not counted).
+    pub fn log_size(&self) -> u64 {
+        self.log_size
+    }
+
+    /// True once raft-rs asked for a snapshot that is not being generated.
+    pub fn wants_snapshot(&self) -> bool {
+        matches!(*self.snap_state.borrow(), SnapState::Wanted)
     }
 
     fn cached(&self, index: u64) -> Option<&Entry> {
@@ -119,14 +175,34 @@ impl PeerStorage {
     }
 }
 
+/// The Raft configuration a region's peers and their roles describe,
+/// including a joint one (incoming and demoting voters).
 pub(crate) fn conf_state_of(region: &metapb::Region) -> ConfState {
+    use metapb::PeerRole;
     let mut cs = ConfState::default();
+    let mut joint = false;
     for p in &region.peers {
-        if p.role == metapb::PeerRole::Learner as i32 {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
+        match PeerRole::try_from(p.role).unwrap_or(PeerRole::Voter) {
+            PeerRole::Voter => {
+                cs.voters.push(p.id);
+                cs.voters_outgoing.push(p.id);
+            }
+            PeerRole::Learner => cs.learners.push(p.id),
+            PeerRole::IncomingVoter => {
+                joint = true;
+                cs.voters.push(p.id);
+            }
+            PeerRole::DemotingVoter => {
+                joint = true;
+                cs.voters_outgoing.push(p.id);
+                cs.learners_next.push(p.id);
+            }
         }
+    }
+    if joint {
+        cs.auto_leave = true;
+    } else {
+        cs.voters_outgoing.clear();
     }
     cs
 }
@@ -207,9 +283,38 @@ impl raft::Storage for PeerStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Regions have a single voter until replication lands, so no peer
-        // ever needs a snapshot yet.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let mut state = self.snap_state.borrow_mut();
+        if let SnapState::Generating(g) = &*state {
+            match g.done.try_recv() {
+                Ok(Ok(snap)) => *state = SnapState::Ready(snap),
+                Ok(Err(_)) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    *state = SnapState::Idle
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+        }
+        if let SnapState::Ready(snap) = &*state {
+            let m = snap.get_metadata();
+            let cs = m.get_conf_state();
+            // Usable only if the log still holds what follows it, and if
+            // it knows the peer (one added since needs a newer snapshot).
+            let knows_to = [
+                &cs.voters,
+                &cs.learners,
+                &cs.voters_outgoing,
+                &cs.learners_next,
+            ]
+            .iter()
+            .any(|ids| ids.contains(&to));
+            if m.index >= request_index && m.index >= self.truncated_index && knows_to {
+                return Ok(snap.clone());
+            }
+            *state = SnapState::Idle;
+        }
+        if matches!(*state, SnapState::Idle) {
+            *state = SnapState::Wanted;
+        }
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 use tikal_proto::metapb;
+use tikal_proto::raft_cmdpb::ChangePeerRequest;
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
@@ -77,6 +78,21 @@ enum Msg {
         pickup: Pickup,
     },
     Raft(Box<PeerMessage>),
+    ChangePeers {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<ChangePeerRequest>,
+        cb: Callback,
+    },
+    TransferLeader {
+        region_id: u64,
+        to: u64,
+    },
+    ReportSnapshot {
+        region_id: u64,
+        to: u64,
+        delivered: bool,
+    },
     Stop,
 }
 
@@ -187,6 +203,46 @@ impl Router {
         let _ = self.tx.send(Msg::Raft(Box::new(msg)));
     }
 
+    /// Changes the region's membership through Raft (add a learner,
+    /// promote, remove; several at once go through a joint configuration)
+    /// and waits until it is applied, returning the region after it.
+    pub async fn change_peers(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<ChangePeerRequest>,
+    ) -> Result<metapb::Region> {
+        let (cb, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ChangePeers {
+                region_id,
+                epoch,
+                changes,
+                cb,
+            })
+            .map_err(|_| RaftstoreError::StoreStopped)?;
+        let output = rx.await.map_err(|_| RaftstoreError::StoreStopped)??;
+        match output.downcast::<crate::ConfChangeOutput>() {
+            Ok(out) => (*out).map_err(RaftstoreError::ConfChange),
+            Err(_) => Err(RaftstoreError::StaleCommand),
+        }
+    }
+
+    /// Asks this store's peer, if it leads the region, to hand leadership
+    /// to peer `to`. Returns at once; the outcome shows in region views.
+    pub fn transfer_leader(&self, region_id: u64, to: u64) {
+        let _ = self.tx.send(Msg::TransferLeader { region_id, to });
+    }
+
+    /// Tells the loop whether a snapshot sent for the region reached `to`.
+    pub fn report_snapshot(&self, region_id: u64, to: u64, delivered: bool) {
+        let _ = self.tx.send(Msg::ReportSnapshot {
+            region_id,
+            to,
+            delivered,
+        });
+    }
+
     pub fn region_view(&self, region_id: u64) -> Option<RegionView> {
         self.views.read().get(&region_id).cloned()
     }
@@ -229,7 +285,7 @@ impl Runner {
                 self.store.tick();
             }
             self.store.on_ready()?;
-            if last_purge.elapsed() > Duration::from_secs(10) {
+            if last_purge.elapsed() >= cfg.log_gc_tick {
                 last_purge = Instant::now();
                 self.store.compact_logs();
             }
@@ -279,7 +335,7 @@ impl Runner {
     fn shutdown(&mut self) {
         self.store.shutdown();
         for msg in self.rx.try_iter() {
-            if let Msg::Propose { cb, .. } = msg {
+            if let Msg::Propose { cb, .. } | Msg::ChangePeers { cb, .. } = msg {
                 let _ = cb.send(Err(RaftstoreError::StoreStopped));
             }
         }
@@ -302,6 +358,22 @@ impl Runner {
                 drop(pickup);
             }
             Msg::Raft(msg) => self.store.step(*msg),
+            Msg::ChangePeers {
+                region_id,
+                epoch,
+                changes,
+                cb,
+            } => self
+                .store
+                .propose_conf_change(region_id, epoch, changes, cb),
+            Msg::TransferLeader { region_id, to } => {
+                let _ = self.store.transfer_leader(region_id, to);
+            }
+            Msg::ReportSnapshot {
+                region_id,
+                to,
+                delivered,
+            } => self.store.report_snapshot(region_id, to, delivered),
             Msg::Stop => return false,
         }
         true
@@ -377,11 +449,13 @@ mod tests {
         };
         meta::write_initial_region(&kv, &region).unwrap();
         let (events, _) = mpsc::unbounded_channel();
+        let snaps = Arc::new(crate::SnapManager::open(&dir.join("snap")).unwrap());
         let store = Store::open(
             1,
             RaftstoreConfig::default(),
             kv.clone(),
             log,
+            snaps,
             Arc::new(FailingApplier),
             Box::new(crate::NoTransport),
             events,

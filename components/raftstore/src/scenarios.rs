@@ -13,16 +13,25 @@
 //! Commands:
 //!
 //! ```text
-//! cluster stores=N          region 1 with one voter per store (peer id = store id)
+//! cluster stores=N [voters=V] region 1 with a voter on each of stores 1..=V
+//!                           (default all; peer id = store id)
 //! campaign S                store S's peer starts an election now
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! propose S key=value       propose a write through store S (answered later: `proposals`)
 //! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
+//! change S [add=T] [learner=T] [remove=T]...
+//!                           store S proposes a membership change: a voter, a
+//!                           learner (new or demoted) on store T, or removing
+//!                           T's peer; a new peer's id is T, then T+10, T+20…
+//! compact S... [force]      log GC on the stores (threshold 1; `force`: up to
+//!                           the applied index even past slow followers)
+//! region                    each store's view of region 1: conf_ver and peers
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
 //! restart S                 stop store S and reopen it from its engines
-//! status                    each store's view: role, term, leader, commit, applied
+//! status                    each store's view: role, term, leader, commit,
+//!                           applied, first log index
 //! proposals                 what each proposal got back
 //! get key                   the key's value on every store
 //! ```
@@ -42,8 +51,12 @@ use tikal_proto::metapb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{Applier, ApplyContext, ApplyOutput};
+use crate::snap::{SnapKey, SnapManager};
 use crate::transport::{PeerMessage, Transport};
-use crate::{meta, RaftstoreConfig, Result, Store, StoreEvent};
+use crate::{meta, LogGc, RaftstoreConfig, Result, Store, StoreEvent};
+use raft::eraftpb::MessageType;
+use tikal_proto::eraftpb::ConfChangeType;
+use tikal_proto::raft_cmdpb::ChangePeerRequest;
 
 type Res<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -104,12 +117,14 @@ struct Cluster {
     /// Stores cut off from everyone not in the same set.
     partitioned: BTreeSet<u64>,
     proposals: Vec<Proposal>,
+    /// Peers of region 1 ever created per store, for new peer ids.
+    incarnations: BTreeMap<u64, u64>,
     _events: mpsc::UnboundedReceiver<StoreEvent>,
     events_tx: mpsc::UnboundedSender<StoreEvent>,
 }
 
 impl Cluster {
-    fn new(n: u64) -> Res<Cluster> {
+    fn new(n: u64, voters: u64) -> Res<Cluster> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut c = Cluster {
             dir: tempfile::tempdir()?,
@@ -117,6 +132,7 @@ impl Cluster {
             network: Arc::new(Mutex::new(Network::default())),
             partitioned: BTreeSet::new(),
             proposals: vec![],
+            incarnations: (1..=voters).map(|s| (s, 1)).collect(),
             _events: events,
             events_tx,
         };
@@ -126,7 +142,7 @@ impl Cluster {
                 conf_ver: 1,
                 version: 1,
             }),
-            peers: (1..=n)
+            peers: (1..=voters)
                 .map(|s| metapb::Peer {
                     id: s,
                     store_id: s,
@@ -136,34 +152,43 @@ impl Cluster {
             ..Default::default()
         };
         for s in 1..=n {
-            let (kv, _) = c.engines(s)?;
-            meta::write_initial_region(&kv, &region)?;
-            drop(kv);
+            if s <= voters {
+                // Closed again before `open` takes the engines.
+                let (kv, _, _) = c.engines(s)?;
+                meta::write_initial_region(&kv, &region)?;
+            }
             c.open(s)?;
         }
         Ok(c)
     }
 
-    fn engines(&self, s: u64) -> Res<(KvEngine, Arc<RaftLogEngine>)> {
+    fn engines(&self, s: u64) -> Res<(KvEngine, Arc<RaftLogEngine>, Arc<SnapManager>)> {
         let dir = self.dir.path().join(format!("store-{s}"));
         let kv = KvEngine::open(&dir.join("db"))?;
         let log = Arc::new(RaftLogEngine::open(&dir.join("raft"))?);
-        Ok((kv, log))
+        let snaps = Arc::new(SnapManager::open(&dir.join("snap"))?);
+        Ok((kv, log, snaps))
     }
 
     fn open(&mut self, s: u64) -> Res<()> {
-        let (kv, log) = self.engines(s)?;
+        let (kv, log, snaps) = self.engines(s)?;
         let election = 10 + s as usize;
         let cfg = RaftstoreConfig {
             election_ticks: 10,
             min_election_ticks: election,
             max_election_ticks: election + 1,
             heartbeat_ticks: 2,
+            log_gc: LogGc {
+                threshold: 1,
+                count_limit: u64::MAX,
+                size_limit: u64::MAX,
+            },
             ..Default::default()
         };
         let transport = Box::new(SimTransport(self.network.clone()));
         let applier = Arc::new(KeyValueApplier);
-        let store = Store::open(s, cfg, kv, log, applier, transport, self.events_tx.clone())?;
+        let events = self.events_tx.clone();
+        let store = Store::open(s, cfg, kv, log, snaps, applier, transport, events)?;
         self.stores.insert(s, store);
         Ok(())
     }
@@ -183,22 +208,124 @@ impl Cluster {
         for _ in 0..10_000 {
             for store in self.stores.values_mut() {
                 store.on_ready()?;
+                store.wait_for_snapshots();
             }
             let batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
             if batch.is_empty() {
                 return Ok(());
             }
             for msg in batch {
-                let (from, to) = (msg.from.store_id, msg.to.store_id);
-                if !self.connected(from, to) {
-                    continue;
-                }
-                if let Some(store) = self.stores.get_mut(&to) {
-                    store.step(msg);
-                }
+                self.deliver(msg)?;
             }
         }
         Err("the cluster never quiesced".into())
+    }
+
+    /// Delivers one message unless a partition drops it. A snapshot's
+    /// files travel with it, and its sender learns whether it arrived.
+    fn deliver(&mut self, msg: PeerMessage) -> Res<()> {
+        let (from, to) = (msg.from.store_id, msg.to.store_id);
+        let snapshot = msg.message.get_msg_type() == MessageType::MsgSnapshot;
+        let mut delivered = self.connected(from, to) && self.stores.contains_key(&to);
+        if delivered && snapshot {
+            let key = SnapKey::of(msg.region_id, msg.message.get_snapshot());
+            let src = self.store(from)?.snap_manager().clone();
+            let dst = self.store(to)?.snap_manager().clone();
+            delivered = src.copy_to(&dst, key, msg.message.get_snapshot()).is_ok();
+        }
+        let (region_id, to_peer) = (msg.region_id, msg.to.id);
+        if delivered {
+            self.store(to)?.step(msg);
+        }
+        if snapshot {
+            if let Some(sender) = self.stores.get_mut(&from) {
+                sender.report_snapshot(region_id, to_peer, delivered);
+            }
+        }
+        Ok(())
+    }
+
+    /// Store S's membership change proposal, as `change` describes it.
+    fn change(&mut self, s: u64, args: &[&Argument]) -> Res<()> {
+        let region = self.store(s)?.region(REGION).ok_or("no peer")?;
+        let mut changes = vec![];
+        let mut text = vec![];
+        for a in args {
+            let Argument::KeyValue(k, v) = a else {
+                continue;
+            };
+            let t: u64 = v.parse()?;
+            let existing = region.peers.iter().find(|p| p.store_id == t).cloned();
+            let new_peer = |c: &mut Cluster| {
+                let n = c.incarnations.entry(t).or_insert(0);
+                *n += 1;
+                metapb::Peer {
+                    id: t + 10 * (*n - 1),
+                    store_id: t,
+                    ..Default::default()
+                }
+            };
+            let (change_type, peer) = match k.as_str() {
+                "add" => (
+                    ConfChangeType::AddNode,
+                    existing.unwrap_or_else(|| new_peer(self)),
+                ),
+                "learner" => (
+                    ConfChangeType::AddLearnerNode,
+                    existing.unwrap_or_else(|| new_peer(self)),
+                ),
+                "remove" => (
+                    ConfChangeType::RemoveNode,
+                    existing.ok_or_else(|| format!("store {t} has no peer"))?,
+                ),
+                other => return Err(format!("unknown change {other}").into()),
+            };
+            text.push(format!("{k}={t}"));
+            changes.push(ChangePeerRequest {
+                change_type: change_type as i32,
+                peer: Some(peer),
+            });
+        }
+        let (tx, answer) = oneshot::channel();
+        self.store(s)?
+            .propose_conf_change(REGION, None, changes, tx);
+        self.proposals.push(Proposal {
+            store: s,
+            cmd: format!("change {}", text.join(" ")),
+            answer,
+            outcome: None,
+        });
+        Ok(())
+    }
+
+    fn regions(&self) -> String {
+        let mut o = String::new();
+        for (s, store) in &self.stores {
+            let Some(r) = store.region(REGION) else {
+                let _ = writeln!(o, "store {s}: no peer");
+                continue;
+            };
+            if r.peers.is_empty() {
+                let _ = writeln!(o, "store {s}: uninitialized");
+                continue;
+            }
+            let conf_ver = r.region_epoch.map_or(0, |e| e.conf_ver);
+            let peers: Vec<String> = r
+                .peers
+                .iter()
+                .map(|p| {
+                    let role = metapb::PeerRole::try_from(p.role)
+                        .map_or("?".into(), |r| format!("{r:?}").to_lowercase());
+                    format!("{}@{}:{role}", p.id, p.store_id)
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "store {s}: conf_ver={conf_ver} peers={}",
+                peers.join(" ")
+            );
+        }
+        o
     }
 
     fn status(&self) -> String {
@@ -208,8 +335,8 @@ impl Cluster {
                 Some(p) => {
                     let _ = writeln!(
                         o,
-                        "store {s}: {} term={} leader={} commit={} applied={}",
-                        p.role, p.term, p.leader_id, p.commit, p.applied
+                        "store {s}: {} term={} leader={} commit={} applied={} first={}",
+                        p.role, p.term, p.leader_id, p.commit, p.applied, p.first_index
                     );
                 }
                 None => {
@@ -259,7 +386,8 @@ impl goldenscript::Runner for Runner {
         match command.name.as_str() {
             "cluster" => {
                 let n: u64 = key_arg(&args, "stores").ok_or("stores=N")?.parse()?;
-                self.cluster = Some(Cluster::new(n)?);
+                let voters = key_arg(&args, "voters").map_or(Ok(n), str::parse)?;
+                self.cluster = Some(Cluster::new(n, voters)?);
             }
             "campaign" => {
                 let c = self.cluster()?;
@@ -334,6 +462,34 @@ impl goldenscript::Runner for Runner {
                 }
             }
             "status" => out = self.cluster()?.status(),
+            "region" => out = self.cluster()?.regions(),
+            "change" => {
+                let c = self.cluster()?;
+                let s = stores_arg(&args)?.first().copied().ok_or("change S ...")?;
+                c.change(s, &args)?;
+                c.stabilize()?;
+            }
+            "compact" => {
+                let c = self.cluster()?;
+                let force = args
+                    .iter()
+                    .any(|a| matches!(a, Argument::Positional(p) if p == "force"));
+                let gc = LogGc {
+                    threshold: 1,
+                    count_limit: if force { 0 } else { u64::MAX },
+                    size_limit: u64::MAX,
+                };
+                let which: Vec<u64> = args
+                    .iter()
+                    .filter_map(|a| match a {
+                        Argument::Positional(p) => p.parse().ok(),
+                        _ => None,
+                    })
+                    .collect();
+                for s in which {
+                    c.store(s)?.compact_logs_with(&gc);
+                }
+            }
             "proposals" => {
                 let c = self.cluster()?;
                 for (i, p) in c.proposals.iter_mut().enumerate() {

@@ -22,15 +22,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use raft::eraftpb::MessageType;
 use raft::Ready;
-use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite};
+use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite, DATA_CFS};
 use tikal_proto::metapb;
+use tikal_proto::raft_cmdpb::ChangePeerRequest;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::apply::Applier;
 use crate::meta;
-use crate::peer::{Callback, Peer};
+use crate::peer::{self, Callback, LogGc, Peer};
+use crate::snap::{self, SnapKey, SnapManager};
 use crate::transport::{PeerMessage, Transport};
 use crate::{RaftstoreError, Result};
 
@@ -45,8 +48,10 @@ pub struct RaftstoreConfig {
     pub min_election_ticks: usize,
     pub max_election_ticks: usize,
     pub heartbeat_ticks: usize,
-    /// Applied entries kept in the log after compaction.
-    pub log_keep_entries: u64,
+    /// When applied log entries are dropped (`raft-log-gc-*`).
+    pub log_gc: LogGc,
+    /// How often the log GC rules are checked.
+    pub log_gc_tick: Duration,
     /// Most messages handled per round before the loop takes readies.
     pub max_batch: usize,
     /// Nice value of the loop thread (0 = unchanged). Under overload the
@@ -67,7 +72,13 @@ impl Default for RaftstoreConfig {
             min_election_ticks: 0,
             max_election_ticks: 0,
             heartbeat_ticks: 2,
-            log_keep_entries: 10_000,
+            // Upstream's defaults for a 96 MiB region.
+            log_gc: LogGc {
+                threshold: 50,
+                count_limit: 73_728,
+                size_limit: 72 << 20,
+            },
+            log_gc_tick: Duration::from_secs(3),
             max_batch: 4096,
             thread_nice: 0,
             write_bandwidth: 0,
@@ -89,6 +100,8 @@ pub struct RegionView {
 pub enum StoreEvent {
     /// A region's leadership or metadata changed.
     RegionChanged(RegionView),
+    /// This store's peer of the region was removed from it and destroyed.
+    RegionRemoved(u64),
 }
 
 /// Every peer on one store, and what the store publishes about them.
@@ -97,8 +110,11 @@ pub struct Store {
     cfg: RaftstoreConfig,
     kv: KvEngine,
     log: Arc<RaftLogEngine>,
+    snaps: Arc<SnapManager>,
     applier: Arc<dyn Applier>,
     transport: Box<dyn Transport>,
+    raft_cfg: raft::Config,
+    logger: slog::Logger,
     peers: HashMap<u64, Peer>,
     views: Arc<RwLock<HashMap<u64, RegionView>>>,
     events: mpsc::UnboundedSender<StoreEvent>,
@@ -107,12 +123,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens every region recorded in `kv` that has a peer on `store_id`.
+    /// Opens every region recorded in `kv` that has a peer on `store_id`,
+    /// first finishing any snapshot a crash interrupted.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         store_id: u64,
         cfg: RaftstoreConfig,
         kv: KvEngine,
         log: Arc<RaftLogEngine>,
+        snaps: Arc<SnapManager>,
         applier: Arc<dyn Applier>,
         transport: Box<dyn Transport>,
         events: mpsc::UnboundedSender<StoreEvent>,
@@ -129,6 +148,24 @@ impl Store {
             pre_vote: true,
             ..Default::default()
         };
+        for (region_id, bytes) in meta::load_pending_snapshots(&kv)? {
+            let snap = snap::decode_snapshot(&bytes)?;
+            info!(region_id, "finishing a snapshot a crash interrupted");
+            peer::finish_snapshot(&kv, &snaps, region_id, &snap)?;
+            let mut w = RaftLogWrite::default();
+            w.clean(region_id);
+            let mut hs = raft::eraftpb::HardState {
+                term: snap.get_metadata().term,
+                commit: snap.get_metadata().index,
+                ..Default::default()
+            };
+            if let Some(old) = log.hard_state(region_id)? {
+                hs.term = hs.term.max(old.term);
+                hs.vote = old.vote;
+            }
+            w.set_hard_state(region_id, &hs)?;
+            log.write(&mut w, true)?;
+        }
         let mut peers = HashMap::new();
         for region in meta::load_regions(&kv)? {
             let peer = Peer::open(store_id, region, &kv, log.clone(), &raft_cfg, &logger)?;
@@ -140,8 +177,11 @@ impl Store {
             cfg,
             kv,
             log,
+            snaps,
             applier,
             transport,
+            raft_cfg,
+            logger,
             peers,
             views: Arc::new(RwLock::new(HashMap::new())),
             events,
@@ -185,28 +225,128 @@ impl Store {
         }
     }
 
-    /// Hands a Raft message from another store to its peer. A message for
-    /// another peer id than ours, or for a region we do not have, is
+    /// Proposes a membership change of the region; `cb` gets a
+    /// [`crate::ConfChangeOutput`] once it is applied.
+    pub fn propose_conf_change(
+        &mut self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        changes: Vec<ChangePeerRequest>,
+        cb: Callback,
+    ) {
+        match self.peers.get_mut(&region_id) {
+            Some(peer) => peer.propose_conf_change(epoch, changes, cb),
+            None => {
+                let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
+    /// Tells the region's leader whether its snapshot reached peer `to`.
+    /// After a failure it sends another; after success it resumes the log.
+    pub fn report_snapshot(&mut self, region_id: u64, to: u64, delivered: bool) {
+        if let Some(peer) = self.peers.get_mut(&region_id) {
+            let status = if delivered {
+                raft::SnapshotStatus::Finish
+            } else {
+                raft::SnapshotStatus::Failure
+            };
+            peer.raw_node.report_snapshot(to, status);
+        }
+    }
+
+    /// Hands a Raft message from another store to its peer, creating the
+    /// peer when the message may be the first a new peer gets. A message
+    /// for another peer than ours, or one that cannot be checked, is
     /// dropped: its sender retries.
     pub fn step(&mut self, msg: PeerMessage) {
-        let Some(peer) = self.peers.get_mut(&msg.region_id) else {
-            debug!(
-                region_id = msg.region_id,
-                "message for an unknown region dropped"
-            );
+        let region_id = msg.region_id;
+        if msg.to.store_id != self.store_id || msg.from.id == 0 || msg.to.id == 0 {
+            debug!(region_id, "message with bad peers dropped");
+            return;
+        }
+        if !self.peers.contains_key(&region_id) {
+            match self.maybe_create_peer(&msg) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    warn!(region_id, error = %e, "cannot create peer");
+                    return;
+                }
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&region_id) else {
             return;
         };
-        if msg.to.id != peer.meta.id || msg.to.store_id != self.store_id {
+        if msg.to.id != peer.meta.id {
             debug!(
-                region_id = msg.region_id,
+                region_id,
                 to = msg.to.id,
                 "message for another peer dropped"
             );
             return;
         }
-        if let Err(e) = peer.raw_node.step(msg.message) {
-            debug!(region_id = msg.region_id, error = %e, "raft message rejected");
+        let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
+            .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
+        if let Some(key) = snapshot {
+            if let Err(why) = check_snapshot(&self.snaps, &msg, key) {
+                debug!(region_id, %why, "snapshot message dropped");
+                return;
+            }
         }
+        peer.peer_cache.insert(msg.from.id, msg.from.clone());
+        if let Err(e) = peer.raw_node.step(msg.message) {
+            debug!(region_id, error = %e, "raft message rejected");
+        }
+        if let Some(key) = snapshot {
+            if peer
+                .raw_node
+                .snap()
+                .is_none_or(|s| SnapKey::of(region_id, s) != key)
+            {
+                // Raft did not take it (stale): its files are not needed.
+                self.snaps.remove(&self.snaps.recv_dir(key));
+            }
+        }
+    }
+
+    /// Creates an uninitialized peer for a message to a region this store
+    /// does not have, if the message can start a peer (a vote, or a
+    /// leader's first heartbeat) and the peer was not removed before.
+    fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
+        let m = &msg.message;
+        let initial = matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0);
+        if !initial {
+            debug!(
+                region_id = msg.region_id,
+                "message for an unknown region dropped"
+            );
+            return Ok(false);
+        }
+        if meta::load_tombstone(&self.kv, msg.region_id)?.is_some_and(|id| msg.to.id <= id) {
+            debug!(
+                region_id = msg.region_id,
+                "message to a removed peer dropped"
+            );
+            return Ok(false);
+        }
+        let peer = Peer::uninitialized(
+            msg.region_id,
+            msg.to.clone(),
+            self.log.clone(),
+            &self.raft_cfg,
+            &self.logger,
+        )?;
+        info!(
+            region_id = msg.region_id,
+            peer_id = msg.to.id,
+            "created peer, waiting for a snapshot"
+        );
+        self.peers.insert(msg.region_id, peer);
+        Ok(true)
     }
 
     /// One tick of every peer's Raft clock.
@@ -250,7 +390,7 @@ impl Store {
 
     fn send(transport: &mut dyn Transport, peer: &Peer, messages: Vec<raft::eraftpb::Message>) {
         for m in messages {
-            let Some(to) = peer.region.peers.iter().find(|p| p.id == m.to).cloned() else {
+            let Some(to) = peer.find_peer(m.to) else {
                 debug!(
                     region_id = peer.region.id,
                     to = m.to,
@@ -279,12 +419,27 @@ impl Store {
                 // its proposals may never commit; clients retry elsewhere.
                 peer.fail_proposals();
             }
+            if peer.raw_node.store().wants_snapshot() {
+                // Everything applied so far is in the engine: the
+                // snapshot is taken at the applied index.
+                peer.start_snapshot(&self.kv, &self.snaps)?;
+            }
             if !peer.raw_node.has_ready() {
                 continue;
             }
             let mut rd = peer.raw_node.ready();
             // A leader's appends go out while it persists them itself.
             Self::send(self.transport.as_mut(), peer, rd.take_messages());
+            let snapshot = !rd.snapshot().is_empty();
+            if snapshot {
+                peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
+                info!(
+                    region_id = id,
+                    index = rd.snapshot().get_metadata().index,
+                    "applied snapshot"
+                );
+                write.clean(*id);
+            }
             let committed = rd.take_committed_entries();
             peer.apply(&self.kv, self.applier.as_ref(), committed)?;
             if !rd.entries().is_empty() {
@@ -292,8 +447,10 @@ impl Store {
                 peer.raw_node.mut_store().on_append(rd.entries());
             }
             if let Some(hs) = rd.hs() {
-                write.set_hard_state(*id, hs)?;
                 peer.raw_node.mut_store().hard_state = hs.clone();
+            }
+            if snapshot || rd.hs().is_some() {
+                write.set_hard_state(*id, &peer.raw_node.store().hard_state)?;
             }
             readies.push((*id, rd));
         }
@@ -325,7 +482,47 @@ impl Store {
         // The commit index is a hint that saves replay work after restart;
         // it need not be synced (entries themselves already are).
         self.log.write(&mut commit_write, false)?;
+        let removed: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.pending_remove)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in removed {
+            self.destroy_peer(id)?;
+        }
         self.publish_all();
+        Ok(())
+    }
+
+    /// Destroys this store's peer of a region it was removed from: its
+    /// data, log and snapshots go, and a tombstone keeps stale messages
+    /// from recreating it.
+    fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        peer.fail_proposals();
+        let mut wb = self.kv.write_batch();
+        meta::put_tombstone(&mut wb, region_id, peer.meta.id);
+        if peer.is_initialized() {
+            for cf in DATA_CFS {
+                wb.delete_range(cf, &peer.region.start_key, &peer.region.end_key);
+            }
+        }
+        self.kv.write(wb, true)?;
+        let mut w = RaftLogWrite::default();
+        w.clean(region_id);
+        self.log.write(&mut w, true)?;
+        self.snaps.remove_other_generated(region_id, None);
+        self.views.write().remove(&region_id);
+        self.published.remove(&region_id);
+        let _ = self.events.send(StoreEvent::RegionRemoved(region_id));
+        info!(
+            region_id,
+            peer_id = peer.meta.id,
+            "peer removed from its region and destroyed"
+        );
         Ok(())
     }
 
@@ -334,6 +531,9 @@ impl Store {
     pub fn publish_all(&mut self) {
         let mut changed = vec![];
         for (id, peer) in &self.peers {
+            if !peer.is_initialized() {
+                continue;
+            }
             let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             let leader = peer.leader();
             let key = (
@@ -363,10 +563,16 @@ impl Store {
         }
     }
 
-    /// Drops applied log entries no follower still needs.
+    /// Drops applied log entries by the `raft-log-gc-*` rules.
     pub fn compact_logs(&mut self) {
+        let gc = self.cfg.log_gc;
+        self.compact_logs_with(&gc);
+    }
+
+    /// Like [`Store::compact_logs`] with other thresholds.
+    pub fn compact_logs_with(&mut self, gc: &LogGc) {
         for peer in self.peers.values_mut() {
-            if let Err(e) = peer.compact_log(&self.kv, &self.log, self.cfg.log_keep_entries) {
+            if let Err(e) = peer.compact_log(&self.kv, &self.log, gc) {
                 warn!(region_id = peer.region_id(), error = %e, "log compaction failed");
             }
         }
@@ -376,6 +582,15 @@ impl Store {
     }
 
     /// The state of this store's peer of a region, for tests and status.
+    pub fn snap_manager(&self) -> &Arc<SnapManager> {
+        &self.snaps
+    }
+
+    /// The region as this store's peer knows it.
+    pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
+        self.peers.get(&region_id).map(|p| p.region.clone())
+    }
+
     pub fn peer_status(&self, region_id: u64) -> Option<PeerStatus> {
         let peer = self.peers.get(&region_id)?;
         let raft = &peer.raw_node.raft;
@@ -385,8 +600,24 @@ impl Store {
             leader_id: raft.leader_id,
             commit: raft.raft_log.committed,
             applied: peer.applied_index(),
+            first_index: raft.raft_log.first_index(),
             last_index: raft.raft_log.last_index(),
         })
+    }
+
+    /// Blocks until every snapshot being generated is done, so that tests
+    /// see the same run every time.
+    pub fn wait_for_snapshots(&mut self) {
+        for peer in self.peers.values_mut() {
+            let store = peer.raw_node.store();
+            let mut state = store.snap_state.borrow_mut();
+            if let crate::peer_storage::SnapState::Generating(g) = &*state {
+                *state = match g.done.recv() {
+                    Ok(Ok(snap)) => crate::peer_storage::SnapState::Ready(snap),
+                    _ => crate::peer_storage::SnapState::Idle,
+                };
+            }
+        }
     }
 }
 
@@ -398,5 +629,25 @@ pub struct PeerStatus {
     pub leader_id: u64,
     pub commit: u64,
     pub applied: u64,
+    pub first_index: u64,
     pub last_index: u64,
+}
+
+/// Why a snapshot message cannot be stepped, if it cannot: its data does
+/// not decode or does not describe this region with the receiving peer in
+/// it, or its files did not arrive.
+fn check_snapshot(
+    snaps: &SnapManager,
+    msg: &PeerMessage,
+    key: SnapKey,
+) -> std::result::Result<(), String> {
+    let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
+    let region = data.region.unwrap_or_default();
+    if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
+        return Err("the snapshot is of another region or lacks the peer".into());
+    }
+    if !snaps.has_received(key) {
+        return Err(format!("files of snapshot {key} not received"));
+    }
+    Ok(())
 }

@@ -168,7 +168,13 @@ pub struct RaftstoreSection {
     pub raft_min_election_timeout_ticks: usize,
     pub raft_max_election_timeout_ticks: usize,
     pub raft_heartbeat_ticks: usize,
+    /// Log GC (upstream's keys and defaults): a leader compacts what all
+    /// peers have once that is `threshold` entries; past the count or size
+    /// limit it compacts everything applied, and slow peers get snapshots.
+    pub raft_log_gc_tick_interval: String,
+    pub raft_log_gc_threshold: u64,
     pub raft_log_gc_count_limit: u64,
+    pub raft_log_gc_size_limit: String,
     pub pd_heartbeat_tick_interval: String,
     pub pd_store_heartbeat_tick_interval: String,
     /// Nice value of the raftstore thread (0 = unchanged); see
@@ -223,7 +229,10 @@ impl Default for RaftstoreSection {
             raft_min_election_timeout_ticks: 0,
             raft_max_election_timeout_ticks: 0,
             raft_heartbeat_ticks: 2,
-            raft_log_gc_count_limit: 10_000,
+            raft_log_gc_tick_interval: "3s".into(),
+            raft_log_gc_threshold: 50,
+            raft_log_gc_count_limit: 73_728,
+            raft_log_gc_size_limit: "72MiB".into(),
             pd_heartbeat_tick_interval: "10s".into(),
             pd_store_heartbeat_tick_interval: "10s".into(),
             thread_nice: 0,
@@ -263,6 +272,9 @@ impl TikvConfig {
         }
         if self.scheduler.threshold.slots == 0 {
             anyhow::bail!("scheduler.threshold.slots must be at least 1");
+        }
+        if self.raftstore.raft_log_gc_threshold == 0 {
+            anyhow::bail!("raftstore.raft-log-gc-threshold must be at least 1");
         }
         let ticks = &self.raftstore;
         if ticks.raft_election_timeout_ticks <= ticks.raft_heartbeat_ticks {

@@ -95,6 +95,8 @@ pub async fn region_heartbeat_loop(
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(StoreEvent::RegionChanged(view)) => broken = send(&pd, &tx, &view).await,
+                    // The region's leader reports the change.
+                    Some(StoreEvent::RegionRemoved(_)) => {}
                     None => return,
                 },
                 _ = tick.tick() => {

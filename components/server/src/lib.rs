@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tikal_engine::{KvEngine, RaftLogEngine};
 use tikal_proto::tikvpb::tikv_server::TikvServer;
-use tikal_raftstore::{RaftstoreConfig, Router, Store};
+use tikal_raftstore::{RaftstoreConfig, Router, SnapManager, Store};
 use tikal_storage::{RawApplier, RawStorage, StorageConfig};
 use tracing::info;
 
@@ -96,7 +96,12 @@ pub async fn run(
         min_election_ticks: cfg.raftstore.raft_min_election_timeout_ticks,
         max_election_ticks: cfg.raftstore.raft_max_election_timeout_ticks,
         heartbeat_ticks: cfg.raftstore.raft_heartbeat_ticks,
-        log_keep_entries: cfg.raftstore.raft_log_gc_count_limit,
+        log_gc: tikal_raftstore::LogGc {
+            threshold: cfg.raftstore.raft_log_gc_threshold,
+            count_limit: cfg.raftstore.raft_log_gc_count_limit,
+            size_limit: parse_size(&cfg.raftstore.raft_log_gc_size_limit)?,
+        },
+        log_gc_tick: parse_duration(&cfg.raftstore.raft_log_gc_tick_interval)?,
         thread_nice: cfg.raftstore.thread_nice,
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         ..Default::default()
@@ -107,6 +112,7 @@ pub async fn run(
         raftstore_cfg,
         kv.clone(),
         raft_log,
+        Arc::new(SnapManager::open(&data_dir.join("snap"))?),
         Arc::new(RawApplier),
         // Regions have one voter until the gRPC transport lands.
         Box::new(tikal_raftstore::NoTransport),

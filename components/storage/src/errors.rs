@@ -72,7 +72,8 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
                 ..Default::default()
             })
         }
-        RaftstoreError::Engine(_) => {}
+        // Never a client request's outcome: the message says what happened.
+        RaftstoreError::Engine(_) | RaftstoreError::ConfChange(_) => {}
     }
     err
 }
