@@ -5,6 +5,7 @@
 mod common;
 
 use common::{get_json, pd_client, TestCluster};
+use serde_json::json;
 use tikal_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
 use tikal_proto::pdpb;
 
@@ -31,7 +32,18 @@ async fn http_api_has_upstream_shapes() {
     assert_eq!(stores["count"], 1);
     let store = &stores["stores"][0]["store"];
     assert_eq!(store["state_name"], "Up");
+    assert_eq!(
+        (&store["state"], &store["node_state"]),
+        (&json!(0), &json!(1))
+    );
     assert_eq!(store["address"], c.store_addrs[0].as_str());
+    let status = &stores["stores"][0]["status"];
+    assert!(
+        status["capacity"].as_str().unwrap().ends_with('B'),
+        "{status}"
+    );
+    assert_eq!(status["region_count"], 1);
+    assert_eq!(status["leader_count"], 1);
     let id = store["id"].as_u64().unwrap();
     let one = c.http_get(&format!("/pd/api/v1/store/{id}")).await.unwrap();
     assert_eq!(one["store"]["id"], id);
@@ -43,6 +55,7 @@ async fn http_api_has_upstream_shapes() {
     assert_eq!(region["start_key"], "");
     assert_eq!(region["end_key"], "");
     assert_eq!(region["leader"]["store_id"], id);
+    assert_eq!(region["peers"][0]["role_name"], "Voter");
     let rid = region["id"].as_u64().unwrap();
     let by_id = c
         .http_get(&format!("/pd/api/v1/region/id/{rid}"))
@@ -54,8 +67,12 @@ async fn http_api_has_upstream_shapes() {
 
     let config = c.http_get("/pd/api/v1/config").await.unwrap();
     assert_eq!(config["replication"]["max-replicas"], 3);
+    assert_eq!(config["schedule"]["max-store-down-time"], "30m0s");
+    // One store cannot hold more replicas: the region keeps working as is.
     let operators = c.http_get("/pd/api/v1/operators").await.unwrap();
-    assert_eq!(operators, serde_json::json!([]));
+    assert_eq!(operators, json!([]));
+    let none = c.http_get(&format!("/pd/api/v1/operators/{rid}")).await;
+    assert!(none.is_err(), "no operator for region {rid}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

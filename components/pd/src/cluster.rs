@@ -1,20 +1,27 @@
 //! The cluster PD manages: bootstrap state, ids, stores, regions, GC safe
 //! points. Everything durable is written to the [`MetaStore`] before the
 //! in-memory view changes, so a PD killed at any point restarts consistent.
+//! What PD asks of regions and stores in return (operators, store removal)
+//! is in [`crate::schedule`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use tikal_proto::{metapb, pdpb};
 
+use crate::clock::{Clock, SystemClock};
+use crate::config::ScheduleOptions;
+pub use crate::regions::RegionInfo;
+use crate::regions::{check_region, Regions};
+use crate::schedule::Operators;
 use crate::storage::{self, id_key, Batch, MetaError, MetaStore};
+pub use crate::stores::StoreInfo;
+use crate::stores::{set_state, Liveness};
 use crate::tso::Tso;
 
 /// Ids reserved per durable write of the id allocator.
 const ID_BATCH: u64 = 1000;
-/// A store silent this long is shown as Disconnected.
-const STORE_DISCONNECT: Duration = Duration::from_secs(20);
 
 /// An error PD reports in a response header.
 #[derive(Debug, thiserror::Error)]
@@ -41,39 +48,20 @@ impl From<MetaError> for PdError {
 
 pub type PdResult<T> = std::result::Result<T, PdError>;
 
-#[derive(Debug, Clone)]
-pub struct StoreInfo {
-    pub meta: metapb::Store,
-    pub stats: pdpb::StoreStats,
-    /// Unix nanoseconds of the last heartbeat (0 = none since PD started).
-    pub last_heartbeat: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct RegionInfo {
-    pub region: metapb::Region,
-    pub leader: Option<metapb::Peer>,
-    pub approximate_size: u64,
-    pub approximate_keys: u64,
-}
-
-#[derive(Default)]
-struct Regions {
-    by_id: HashMap<u64, RegionInfo>,
-    /// start key -> region id; ranges never overlap.
-    by_start: BTreeMap<Vec<u8>, u64>,
-}
-
 pub struct Cluster {
     pub meta: MetaStore,
     pub cluster_id: u64,
-    pub max_replicas: u32,
-    pub max_store_down_time: Duration,
+    pub opts: ScheduleOptions,
     pub tso: Tso,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// When this PD started (Unix nanoseconds, by `clock`).
+    pub(crate) started: i64,
     bootstrapped: RwLock<Option<metapb::Cluster>>,
     ids: Mutex<(u64, u64)>,
-    stores: RwLock<BTreeMap<u64, StoreInfo>>,
-    regions: RwLock<Regions>,
+    pub(crate) stores: RwLock<BTreeMap<u64, StoreInfo>>,
+    pub(crate) regions: RwLock<Regions>,
+    /// Lock order: `operators` before `regions` before `stores`.
+    pub(crate) operators: Mutex<Operators>,
     gc: Mutex<GcState>,
 }
 
@@ -84,19 +72,19 @@ struct GcState {
     services: HashMap<Vec<u8>, (u64, i64)>,
 }
 
-pub fn unix_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_nanos;
 
 impl Cluster {
     /// Loads (or creates, on first start) the cluster from `meta`.
-    pub fn open(
+    pub fn open(meta: MetaStore, opts: ScheduleOptions) -> PdResult<Cluster> {
+        Cluster::open_with_clock(meta, opts, Arc::new(SystemClock))
+    }
+
+    /// As [`Cluster::open`], telling time by `clock`.
+    pub fn open_with_clock(
         meta: MetaStore,
-        max_replicas: u32,
-        max_store_down_time: Duration,
+        opts: ScheduleOptions,
+        clock: Arc<dyn Clock>,
     ) -> PdResult<Cluster> {
         let cluster_id = match meta.get_u64(storage::CLUSTER_ID)? {
             Some(id) => id,
@@ -112,24 +100,15 @@ impl Cluster {
         let bootstrapped = meta.get_msg::<metapb::Cluster>(storage::CLUSTER)?;
         let id_end = meta.get_u64(storage::ALLOC_ID)?.unwrap_or(0);
         let mut stores = BTreeMap::new();
-        for s in meta.scan_msgs::<metapb::Store>(storage::STORE_PREFIX)? {
-            stores.insert(
-                s.id,
-                StoreInfo {
-                    meta: s,
-                    stats: Default::default(),
-                    last_heartbeat: 0,
-                },
-            );
+        for mut s in meta.scan_msgs::<metapb::Store>(storage::STORE_PREFIX)? {
+            // Stores written before node_state was kept get the matching one.
+            let state = metapb::StoreState::try_from(s.state).unwrap_or(metapb::StoreState::Up);
+            set_state(&mut s, state);
+            stores.insert(s.id, StoreInfo::new(s, 0));
         }
         let mut regions = Regions::default();
         for r in meta.scan_msgs::<metapb::Region>(storage::REGION_PREFIX)? {
-            regions.insert(RegionInfo {
-                region: r,
-                leader: None,
-                approximate_size: 0,
-                approximate_keys: 0,
-            });
+            regions.insert(RegionInfo::from_meta(r));
         }
         let mut gc = GcState {
             safe_point: meta.get_u64(storage::GC_SAFE_POINT)?.unwrap_or(0),
@@ -143,17 +122,20 @@ impl Cluster {
                     .insert(k[storage::SERVICE_SP_PREFIX.len()..].to_vec(), (sp, expire));
             }
         }
+        let started = clock.now_nanos();
         Ok(Cluster {
             meta,
             cluster_id,
-            max_replicas,
-            max_store_down_time,
+            opts,
             tso,
+            clock,
+            started,
             bootstrapped: RwLock::new(bootstrapped),
             // Everything below the persisted end may have been handed out.
             ids: Mutex::new((id_end, id_end)),
             stores: RwLock::new(stores),
             regions: RwLock::new(regions),
+            operators: Mutex::new(Operators::default()),
             gc: Mutex::new(gc),
         })
     }
@@ -176,7 +158,7 @@ impl Cluster {
     pub fn cluster_meta(&self) -> metapb::Cluster {
         self.bootstrapped.read().clone().unwrap_or(metapb::Cluster {
             id: self.cluster_id,
-            max_peer_count: self.max_replicas,
+            max_peer_count: self.opts.max_replicas,
         })
     }
 
@@ -191,7 +173,7 @@ impl Cluster {
         Ok(ids.0)
     }
 
-    pub fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> PdResult<()> {
+    pub fn bootstrap(&self, mut store: metapb::Store, region: metapb::Region) -> PdResult<()> {
         let mut boot = self.bootstrapped.write();
         if boot.is_some() {
             return Err(PdError::new(
@@ -215,27 +197,19 @@ impl Cluster {
         }
         let cluster = metapb::Cluster {
             id: self.cluster_id,
-            max_peer_count: self.max_replicas,
+            max_peer_count: self.opts.max_replicas,
         };
+        set_state(&mut store, metapb::StoreState::Up);
         let mut b = Batch::default();
         b.put_msg(storage::CLUSTER, &cluster);
         b.put_msg(&id_key(storage::STORE_PREFIX, store.id), &store);
         b.put_msg(&id_key(storage::REGION_PREFIX, region.id), &region);
         self.meta.write(b)?;
-        self.stores.write().insert(
-            store.id,
-            StoreInfo {
-                meta: store,
-                stats: Default::default(),
-                last_heartbeat: unix_nanos(),
-            },
-        );
-        self.regions.write().insert(RegionInfo {
-            region,
-            leader: None,
-            approximate_size: 0,
-            approximate_keys: 0,
-        });
+        let now = self.clock.now_nanos();
+        self.stores
+            .write()
+            .insert(store.id, StoreInfo::new(store, now));
+        self.regions.write().insert(RegionInfo::from_meta(region));
         *boot = Some(cluster);
         Ok(())
     }
@@ -262,17 +236,18 @@ impl Cluster {
                 ));
             }
         }
-        if let Some(existing) = stores.get(&store.id) {
-            if existing.meta.state == metapb::StoreState::Tombstone as i32 {
-                return Err(PdError::new(
-                    pdpb::ErrorType::StoreTombstone,
-                    format!("store {} is tombstone", store.id),
-                ));
+        match stores.get(&store.id) {
+            Some(existing) if existing.is_tombstone() => {
+                return Err(tombstone(store.id));
             }
             // A store cannot change its own state through PutStore.
-            store.state = existing.meta.state;
+            Some(existing) => {
+                store.state = existing.meta.state;
+                store.node_state = existing.meta.node_state;
+            }
+            None => set_state(&mut store, metapb::StoreState::Up),
         }
-        let now = unix_nanos();
+        let now = self.clock.now_nanos();
         store.last_heartbeat = now;
         let mut b = Batch::default();
         b.put_msg(&id_key(storage::STORE_PREFIX, store.id), &store);
@@ -281,14 +256,9 @@ impl Cluster {
             .get(&store.id)
             .map(|s| s.stats.clone())
             .unwrap_or_default();
-        stores.insert(
-            store.id,
-            StoreInfo {
-                meta: store,
-                stats,
-                last_heartbeat: now,
-            },
-        );
+        let mut info = StoreInfo::new(store, now);
+        info.stats = stats;
+        stores.insert(info.meta.id, info);
         Ok(())
     }
 
@@ -306,47 +276,38 @@ impl Cluster {
         self.stores.read().values().cloned().collect()
     }
 
+    /// Records a store's heartbeat. An Offline store that holds no region
+    /// peers any more becomes Tombstone here.
     pub fn store_heartbeat(&self, stats: pdpb::StoreStats) -> PdResult<()> {
         self.require_bootstrapped()?;
-        let mut stores = self.stores.write();
-        let Some(s) = stores.get_mut(&stats.store_id) else {
-            return Err(PdError::new(
-                pdpb::ErrorType::Unknown,
-                format!("store {} not found", stats.store_id),
-            ));
+        let offline = {
+            let mut stores = self.stores.write();
+            let Some(s) = stores.get_mut(&stats.store_id) else {
+                return Err(PdError::new(
+                    pdpb::ErrorType::Unknown,
+                    format!("store {} not found", stats.store_id),
+                ));
+            };
+            if s.is_tombstone() {
+                return Err(tombstone(stats.store_id));
+            }
+            s.last_heartbeat = self.clock.now_nanos();
+            s.meta.last_heartbeat = s.last_heartbeat;
+            s.stats = stats;
+            s.is_offline()
         };
-        if s.meta.state == metapb::StoreState::Tombstone as i32 {
-            return Err(PdError::new(
-                pdpb::ErrorType::StoreTombstone,
-                format!("store {} is tombstone", stats.store_id),
-            ));
+        if offline {
+            self.bury_empty_stores()?;
         }
-        s.last_heartbeat = unix_nanos();
-        s.meta.last_heartbeat = s.last_heartbeat;
-        s.stats = stats;
         Ok(())
     }
 
-    /// Upstream's store state names: Up, Disconnected, Down, Offline, Tombstone.
-    pub fn store_state_name(&self, s: &StoreInfo) -> &'static str {
-        if s.meta.state == metapb::StoreState::Tombstone as i32 {
-            return "Tombstone";
-        }
-        if s.meta.state == metapb::StoreState::Offline as i32 {
-            return "Offline";
-        }
-        let last = if s.last_heartbeat > 0 {
-            s.last_heartbeat
-        } else {
-            s.meta.last_heartbeat
-        };
-        let silent = Duration::from_nanos(unix_nanos().saturating_sub(last).max(0) as u64);
-        if silent > self.max_store_down_time {
-            "Down"
-        } else if s.last_heartbeat == 0 || silent > STORE_DISCONNECT {
-            "Disconnected"
-        } else {
-            "Up"
+    /// How store silence is judged right now.
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            now: self.clock.now_nanos(),
+            pd_started: self.started,
+            max_store_down_time: self.opts.max_store_down_time,
         }
     }
 
@@ -355,7 +316,13 @@ impl Cluster {
     /// older than what PD knows — an older epoch than the region's own, or
     /// an older version than a region it overlaps — is ignored, so no
     /// report can take keys from a newer region.
-    pub fn region_heartbeat(&self, req: &pdpb::RegionHeartbeatRequest) -> PdResult<()> {
+    ///
+    /// Returns what PD asks of the leader, if anything: the next step of the
+    /// region's operator (see [`crate::schedule`]).
+    pub fn region_heartbeat(
+        &self,
+        req: &pdpb::RegionHeartbeatRequest,
+    ) -> PdResult<Option<pdpb::RegionHeartbeatResponse>> {
         self.require_bootstrapped()?;
         let Some(region) = req.region.clone() else {
             return Err(invalid("region heartbeat without region"));
@@ -378,14 +345,20 @@ impl Cluster {
             })
         });
         if overlapped_by_newer {
-            return Ok(());
+            return Ok(None);
         }
+        let mut lost_peers = false;
         let meta_changed = match regions.by_id.get(&region.id) {
             Some(old) => {
-                let old_epoch = old.region.region_epoch.clone().unwrap_or_default();
+                let old_epoch = old.epoch();
                 if epoch.version < old_epoch.version || epoch.conf_ver < old_epoch.conf_ver {
-                    return Ok(());
+                    return Ok(None);
                 }
+                lost_peers = old
+                    .region
+                    .peers
+                    .iter()
+                    .any(|p| !region.peers.iter().any(|q| q.store_id == p.store_id));
                 old.region != region
             }
             None => true,
@@ -398,13 +371,20 @@ impl Cluster {
             b.put_msg(&id_key(storage::REGION_PREFIX, region.id), &region);
             self.meta.write(b)?;
         }
-        regions.insert(RegionInfo {
+        let info = RegionInfo {
             region,
             leader,
+            pending_peers: req.pending_peers.clone(),
+            down_peers: req.down_peers.clone(),
             approximate_size: req.approximate_size,
             approximate_keys: req.approximate_keys,
-        });
-        Ok(())
+        };
+        regions.insert(info.clone());
+        drop(regions);
+        if lost_peers {
+            self.bury_empty_stores()?;
+        }
+        self.schedule(&info)
     }
 
     pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
@@ -559,66 +539,16 @@ impl Cluster {
     }
 }
 
-impl Regions {
-    fn insert(&mut self, info: RegionInfo) {
-        for id in self.overlaps(&info.region) {
-            if let Some(old) = self.by_id.remove(&id) {
-                self.by_start.remove(&old.region.start_key);
-            }
-        }
-        if let Some(old) = self.by_id.get(&info.region.id) {
-            self.by_start.remove(&old.region.start_key.clone());
-        }
-        self.by_start
-            .insert(info.region.start_key.clone(), info.region.id);
-        self.by_id.insert(info.region.id, info);
-    }
-
-    /// Other regions whose ranges intersect `region`'s.
-    fn overlaps(&self, region: &metapb::Region) -> Vec<u64> {
-        let start = &region.start_key;
-        let end = &region.end_key;
-        self.by_id
-            .values()
-            .filter(|r| r.region.id != region.id)
-            .filter(|r| {
-                let (s, e) = (&r.region.start_key, &r.region.end_key);
-                (end.is_empty() || s < end) && (e.is_empty() || e > start)
-            })
-            .map(|r| r.region.id)
-            .collect()
-    }
-}
-
-/// A region as a store may report it: an id, a range that is not inverted,
-/// peers with ids, on distinct stores, in known roles.
-fn check_region(region: &metapb::Region) -> PdResult<()> {
-    let id = region.id;
-    if id == 0 {
-        return Err(invalid("region id 0"));
-    }
-    if !region.end_key.is_empty() && region.start_key >= region.end_key {
-        return Err(invalid(format!(
-            "region {id}: start key is not below end key"
-        )));
-    }
-    let mut ids = std::collections::HashSet::new();
-    let mut stores = std::collections::HashSet::new();
-    for p in &region.peers {
-        if p.id == 0 || p.store_id == 0 || metapb::PeerRole::try_from(p.role).is_err() {
-            return Err(invalid(format!("region {id}: invalid peer {p:?}")));
-        }
-        if !ids.insert(p.id) || !stores.insert(p.store_id) {
-            return Err(invalid(format!(
-                "region {id}: two peers share an id or a store"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn invalid(msg: impl Into<String>) -> PdError {
+pub(crate) fn invalid(msg: impl Into<String>) -> PdError {
     PdError::new(pdpb::ErrorType::InvalidValue, msg)
+}
+
+/// Upstream's answer to a removed store that still reports.
+fn tombstone(store_id: u64) -> PdError {
+    PdError::new(
+        pdpb::ErrorType::StoreTombstone,
+        format!("store {store_id} is tombstone"),
+    )
 }
 
 #[cfg(test)]
@@ -650,7 +580,7 @@ mod tests {
 
     /// A cluster bootstrapped with region 2 over every key at epoch (1, 1).
     fn cluster(dir: &std::path::Path) -> Cluster {
-        let c = Cluster::open(MetaStore::open(dir).unwrap(), 3, Duration::from_secs(60)).unwrap();
+        let c = Cluster::open(MetaStore::open(dir).unwrap(), ScheduleOptions::default()).unwrap();
         let store = metapb::Store {
             id: 1,
             address: "127.0.0.1:1".into(),

@@ -24,7 +24,13 @@ pub struct PdConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct ScheduleSection {
+    /// A store silent longer than this is Down and its replicas are
+    /// replaced elsewhere (upstream's key and default, 30m).
     pub max_store_down_time: String,
+    /// An operator not finished this long after it was made is dropped, and
+    /// the replica checker plans afresh. Ours: upstream has no such key and
+    /// bounds each step instead (adding a peer: 10 minutes).
+    pub operator_timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +60,7 @@ impl Default for ScheduleSection {
     fn default() -> Self {
         ScheduleSection {
             max_store_down_time: "30m".into(),
+            operator_timeout: "10m".into(),
         }
     }
 }
@@ -101,10 +108,7 @@ impl PdConfig {
             );
         }
         self.listen_addr()?;
-        self.max_store_down_time()?;
-        if self.replication.max_replicas == 0 {
-            bail!("replication.max-replicas must be at least 1");
-        }
+        self.schedule_options()?;
         Ok(())
     }
 
@@ -135,8 +139,46 @@ impl PdConfig {
         split_urls(&self.advertise_peer_urls)
     }
 
-    pub fn max_store_down_time(&self) -> anyhow::Result<Duration> {
-        tikal_util::parse_duration(&self.schedule.max_store_down_time)
+    /// The settings the cluster schedules by, checked.
+    pub fn schedule_options(&self) -> anyhow::Result<ScheduleOptions> {
+        let duration = |key: &str, v: &str| -> anyhow::Result<Duration> {
+            let d = tikal_util::parse_duration(v).with_context(|| format!("schedule.{key}"))?;
+            if d.is_zero() {
+                bail!("schedule.{key} must be above zero");
+            }
+            Ok(d)
+        };
+        if self.replication.max_replicas == 0 {
+            bail!("replication.max-replicas must be at least 1");
+        }
+        Ok(ScheduleOptions {
+            max_replicas: self.replication.max_replicas,
+            max_store_down_time: duration(
+                "max-store-down-time",
+                &self.schedule.max_store_down_time,
+            )?,
+            operator_timeout: duration("operator-timeout", &self.schedule.operator_timeout)?,
+        })
+    }
+}
+
+/// What the cluster schedules by: `[replication] max-replicas`,
+/// `[schedule] max-store-down-time` and `operator-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleOptions {
+    pub max_replicas: u32,
+    pub max_store_down_time: Duration,
+    pub operator_timeout: Duration,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        // Upstream's defaults, and ours for the operator timeout.
+        ScheduleOptions {
+            max_replicas: 3,
+            max_store_down_time: Duration::from_secs(30 * 60),
+            operator_timeout: Duration::from_secs(10 * 60),
+        }
     }
 }
 
@@ -168,12 +210,36 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.listen_addr().unwrap().port(), 2379);
         assert_eq!(cfg.client_urls(), vec!["http://127.0.0.1:2379".to_string()]);
-        assert_eq!(
-            cfg.max_store_down_time().unwrap(),
-            Duration::from_secs(1800)
-        );
+        assert_eq!(cfg.schedule_options().unwrap(), ScheduleOptions::default());
 
         cfg.initial_cluster = "other=http://127.0.0.1:2380".into();
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn schedule_keys_parse_and_are_checked() {
+        let text = r#"
+            [replication]
+            max-replicas = 5
+            [schedule]
+            max-store-down-time = "3s"
+            operator-timeout = "1500ms"
+        "#;
+        let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        cfg.validate().unwrap();
+        let opts = cfg.schedule_options().unwrap();
+        assert_eq!(opts.max_replicas, 5);
+        assert_eq!(opts.max_store_down_time, Duration::from_secs(3));
+        assert_eq!(opts.operator_timeout, Duration::from_millis(1500));
+
+        for bad in [
+            "[replication]\nmax-replicas = 0",
+            "[schedule]\nmax-store-down-time = \"soon\"",
+            "[schedule]\noperator-timeout = \"0s\"",
+        ] {
+            let (mut cfg, _): (PdConfig, _) = tikal_util::parse_toml(bad).unwrap();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -1,9 +1,21 @@
 //! PD's HTTP API on the client URL, with upstream's paths and JSON shapes
-//! (`/pd/api/v1/...`). Keys in region JSON are upper-case hex, as upstream.
+//! (`/pd/api/v1/...`). Keys in region JSON are upper-case hex, sizes and
+//! durations print as upstream's Go types do ([`crate::format`]), and
+//! failures answer with the message as a JSON string, all as upstream.
+//!
+//! | method, path                   | answer                                      |
+//! |--------------------------------|---------------------------------------------|
+//! | GET `/members`, `/health`      | this PD                                     |
+//! | GET `/stores` (`?state=N`)     | `{"count", "stores": [{"store", "status"}]}` |
+//! | GET/DELETE `/store/{id}`       | one store / take it out of service          |
+//! | GET `/regions`, `/region/id/{id}`, `/region/key/{key}` | regions, peers by role |
+//! | GET `/config`                  | replication and schedule settings           |
+//! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
+//! | GET `/operators/{region_id}`   | one region's operator and its status        |
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,9 +23,13 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tikal_proto::metapb;
 
-use crate::cluster::{Cluster, RegionInfo, StoreInfo};
 use crate::config::PdConfig;
+use crate::format::{byte_size, go_duration, rfc3339};
+use crate::operator::{kind_names, OpStatus};
+use crate::regions::{RegionInfo, StoreLoad};
+use crate::schedule::StoreError;
 use crate::service::PdService;
+use crate::stores::{StoreInfo, StoreState};
 
 pub struct HttpState {
     pub pd: PdService,
@@ -25,12 +41,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/health", get(health))
         .route("/pd/api/v1/stores", get(stores))
-        .route("/pd/api/v1/store/:id", get(store))
+        .route("/pd/api/v1/store/:id", get(store).delete(delete_store))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/region/id/:id", get(region_by_id))
         .route("/pd/api/v1/region/key/:key", get(region_by_key))
         .route("/pd/api/v1/config", get(config))
         .route("/pd/api/v1/operators", get(operators))
+        .route("/pd/api/v1/operators/:region_id", get(operator))
         .with_state(state)
 }
 
@@ -65,54 +82,144 @@ async fn health(State(s): State<Arc<HttpState>>) -> Json<Value> {
     }]))
 }
 
-fn store_json(cluster: &Cluster, s: &StoreInfo) -> Value {
+fn store_json(s: &StoreInfo, state: StoreState, load: StoreLoad, now: i64) -> Value {
     let m = &s.meta;
-    let leader_count = cluster
-        .scan_regions(b"", b"", 0)
-        .iter()
-        .filter(|r| r.leader.as_ref().is_some_and(|l| l.store_id == m.id))
-        .count();
-    json!({
-        "store": {
-            "id": m.id,
-            "address": m.address,
-            "version": m.version,
-            "peer_address": m.peer_address,
-            "status_address": m.status_address,
-            "git_hash": m.git_hash,
-            "start_timestamp": m.start_timestamp,
-            "deploy_path": m.deploy_path,
-            "last_heartbeat": s.last_heartbeat.max(m.last_heartbeat),
-            "state_name": cluster.store_state_name(s),
-        },
-        "status": {
-            "capacity": s.stats.capacity,
-            "available": s.stats.available,
-            "used_size": s.stats.used_size,
-            "leader_count": leader_count,
-            "region_count": s.stats.region_count,
-            "start_ts": s.stats.start_time,
+    let mut store = json!({
+        "id": m.id,
+        "address": m.address,
+        "state": m.state,
+        "version": m.version,
+        "peer_address": m.peer_address,
+        "status_address": m.status_address,
+        "git_hash": m.git_hash,
+        "start_timestamp": m.start_timestamp,
+        "deploy_path": m.deploy_path,
+        "last_heartbeat": s.last_heartbeat.max(m.last_heartbeat),
+        "node_state": m.node_state,
+        "state_name": state.name(),
+    });
+    if !m.labels.is_empty() {
+        let labels: Vec<Value> = m
+            .labels
+            .iter()
+            .map(|l| json!({ "key": l.key, "value": l.value }))
+            .collect();
+        store["labels"] = json!(labels);
+    }
+    let st = &s.stats;
+    let mut status = json!({
+        "capacity": byte_size(st.capacity),
+        "available": byte_size(st.available),
+        "used_size": byte_size(st.used_size),
+        "leader_count": load.leader_count,
+        "leader_weight": 1.0,
+        "leader_score": load.leader_count as f64,
+        "leader_size": load.leader_size_mib,
+        "region_count": load.region_count,
+        "region_weight": 1.0,
+        "region_score": load.region_size_mib as f64,
+        "region_size": load.region_size_mib,
+    });
+    // Upstream leaves these out when zero (or unknown).
+    let nonzero = |n: u64| (n > 0).then(|| json!(n));
+    let uptime = s.uptime(now);
+    let start_ns = i64::from(st.start_time) * 1_000_000_000;
+    let optional = [
+        ("learner_count", nonzero(load.learner_count as u64)),
+        (
+            "pending_peer_count",
+            nonzero(load.pending_peer_count as u64),
+        ),
+        ("sending_snap_count", nonzero(st.sending_snap_count.into())),
+        (
+            "receiving_snap_count",
+            nonzero(st.receiving_snap_count.into()),
+        ),
+        ("is_busy", st.is_busy.then_some(json!(true))),
+        (
+            "start_ts",
+            (st.start_time > 0).then(|| json!(rfc3339(start_ns))),
+        ),
+        (
+            "last_heartbeat_ts",
+            (s.last_heartbeat > 0).then(|| json!(rfc3339(s.last_heartbeat))),
+        ),
+        (
+            "uptime",
+            (!uptime.is_zero()).then(|| json!(go_duration(uptime))),
+        ),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            status[key] = v;
         }
-    })
+    }
+    json!({ "store": store, "status": status })
 }
 
-async fn stores(State(s): State<Arc<HttpState>>) -> Json<Value> {
+/// `GET /stores`: Up and Offline stores, or those in the states named by
+/// `?state=N` (metapb numbers, repeatable), as upstream filters.
+async fn stores(State(s): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> Response {
+    let mut accept = vec![];
+    for (key, value) in query_pairs(query.as_deref()) {
+        if key == "state" {
+            match value.parse::<i32>() {
+                Ok(n) => accept.push(n),
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    }
+    if accept.is_empty() {
+        accept = vec![
+            metapb::StoreState::Up as i32,
+            metapb::StoreState::Offline as i32,
+        ];
+    }
     let cluster = &s.pd.cluster;
+    let (loads, liveness) = (cluster.store_loads(), cluster.liveness());
     let list: Vec<Value> = cluster
         .stores()
         .iter()
-        .map(|st| store_json(cluster, st))
+        .filter(|st| accept.contains(&st.meta.state))
+        .map(|st| {
+            let load = loads.get(&st.meta.id).copied().unwrap_or_default();
+            store_json(st, st.state(&liveness), load, liveness.now)
+        })
         .collect();
-    Json(json!({ "count": list.len(), "stores": list }))
+    Json(json!({ "count": list.len(), "stores": list })).into_response()
 }
 
 async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
     };
-    match s.pd.cluster.store(id) {
-        Ok(st) => Json(store_json(&s.pd.cluster, &st)).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, e.message),
+    let cluster = &s.pd.cluster;
+    match cluster.store(id) {
+        Ok(st) => {
+            let load = cluster.store_loads().get(&id).copied().unwrap_or_default();
+            let liveness = cluster.liveness();
+            Json(store_json(&st, st.state(&liveness), load, liveness.now)).into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, StoreError::NotFound(id).to_string()),
+    }
+}
+
+/// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
+async fn delete_store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    };
+    match s.pd.cluster.remove_store(id) {
+        Ok(()) => Json(json!("The store is set as Offline.")).into_response(),
+        Err(e) => {
+            let status = match e {
+                StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                StoreError::Removed(_) => StatusCode::GONE,
+                StoreError::NotEnough { .. } => StatusCode::BAD_REQUEST,
+                StoreError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e.to_string())
+        }
     }
 }
 
@@ -120,28 +227,56 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
+/// Upstream's `MetaPeer`: the peer, its role by number and by name, and
+/// `is_learner` when it is one.
 fn peer_json(p: &metapb::Peer) -> Value {
-    let role = match metapb::PeerRole::try_from(p.role) {
-        Ok(metapb::PeerRole::Learner) => "Learner",
-        Ok(metapb::PeerRole::IncomingVoter) => "IncomingVoter",
-        Ok(metapb::PeerRole::DemotingVoter) => "DemotingVoter",
-        _ => "Voter",
-    };
-    json!({ "id": p.id, "store_id": p.store_id, "role_name": role })
+    let role = metapb::PeerRole::try_from(p.role).unwrap_or(metapb::PeerRole::Voter);
+    let mut v = json!({
+        "id": p.id,
+        "store_id": p.store_id,
+        "role": p.role,
+        "role_name": role.as_str_name(),
+    });
+    if role == metapb::PeerRole::Learner {
+        v["is_learner"] = json!(true);
+    }
+    v
 }
 
+/// Upstream's region JSON; sizes in MiB, as upstream counts them.
 fn region_json(r: &RegionInfo) -> Value {
-    let epoch = r.region.region_epoch.clone().unwrap_or_default();
-    json!({
+    let epoch = r.epoch();
+    let mut v = json!({
         "id": r.region.id,
         "start_key": hex(&r.region.start_key),
         "end_key": hex(&r.region.end_key),
         "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
         "peers": r.region.peers.iter().map(peer_json).collect::<Vec<_>>(),
         "leader": r.leader.as_ref().map(peer_json),
-        "approximate_size": r.approximate_size,
+        "written_bytes": 0,
+        "read_bytes": 0,
+        "written_keys": 0,
+        "read_keys": 0,
+        "approximate_size": r.approximate_size_mib(),
         "approximate_keys": r.approximate_keys,
-    })
+    });
+    if !r.down_peers.is_empty() {
+        let down: Vec<Value> = r
+            .down_peers
+            .iter()
+            .map(|d| {
+                json!({
+                    "peer": d.peer.as_ref().map(peer_json),
+                    "down_seconds": d.down_seconds,
+                })
+            })
+            .collect();
+        v["down_peers"] = json!(down);
+    }
+    if !r.pending_peers.is_empty() {
+        v["pending_peers"] = json!(r.pending_peers.iter().map(peer_json).collect::<Vec<_>>());
+    }
+    v
 }
 
 async fn regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
@@ -173,6 +308,7 @@ async fn region_by_key(State(s): State<Arc<HttpState>>, Path(key): Path<String>)
 }
 
 async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let opts = &s.pd.cluster.opts;
     Json(json!({
         "name": s.config.name,
         "data-dir": s.config.data_dir,
@@ -180,16 +316,77 @@ async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
         "peer-urls": s.config.peer_urls,
         "advertise-client-urls": s.config.advertise_client_urls,
         "initial-cluster": s.config.initial_cluster,
-        "schedule": { "max-store-down-time": s.config.schedule.max_store_down_time },
-        "replication": { "max-replicas": s.config.replication.max_replicas },
+        "schedule": {
+            "max-store-down-time": go_duration(opts.max_store_down_time),
+            "operator-timeout": go_duration(opts.operator_timeout),
+        },
+        "replication": { "max-replicas": opts.max_replicas },
     }))
 }
 
-/// No scheduler issues operators yet, so the list is truly empty.
-async fn operators() -> Json<Value> {
-    Json(json!([]))
+/// `GET /operators`: running operators in upstream's one-line form (JSON
+/// strings), or as objects with `?object`; `?kind=region` (or `leader`,
+/// `replica`) keeps those of a kind.
+async fn operators(State(s): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> Json<Value> {
+    let pairs = query_pairs(query.as_deref());
+    let as_objects = pairs.iter().any(|(k, _)| k == "object");
+    let kinds: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "kind")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let list: Vec<Value> =
+        s.pd.cluster
+            .operators()
+            .iter()
+            .filter(|op| {
+                let names = kind_names(op.plan.kind);
+                kinds.is_empty() || kinds.iter().any(|k| names.split(',').any(|n| n == *k))
+            })
+            .map(|op| {
+                if as_objects {
+                    op.json_object(OpStatus::Running)
+                } else {
+                    json!(op.to_string())
+                }
+            })
+            .collect();
+    Json(json!(list))
 }
 
+/// `GET /operators/{region_id}`: the region's running operator, or the last
+/// one that ended, as upstream's `"status: RUNNING, operator: …"` string.
+async fn operator(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let id = match id.parse::<u64>() {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match s.pd.cluster.operator(id) {
+        Some((op, status)) => {
+            Json(json!(format!("status: {}, operator: {op}", status.name()))).into_response()
+        }
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[PD:operator:ErrOperatorNotFound]operator not found".into(),
+        ),
+    }
+}
+
+/// `a=1&b&a=2` -> [("a","1"), ("b",""), ("a","2")] (values are not
+/// percent-decoded: none of ours need it).
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Upstream answers failures with the message as a JSON string.
 fn error(status: StatusCode, msg: String) -> Response {
-    (status, Json(json!({ "error": msg }))).into_response()
+    (status, Json(json!(msg))).into_response()
 }

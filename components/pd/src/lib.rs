@@ -4,22 +4,34 @@
 //! API (`/pd/api/v1/...`) on the same client URL; requests are told apart by
 //! their content type. Files:
 //!
-//! * [`cluster`] — stores, regions, ids, GC safe points (the state);
+//! * [`cluster`] — ids, bootstrap, GC safe points, and the metadata of
+//!   [`stores`] and [`regions`] (the state);
+//! * [`schedule`] — what PD asks back on region heartbeats: [`operator`]s
+//!   planned by the replica [`checker`], and taking stores out of service;
 //! * [`tso`] — the timestamp oracle;
-//! * [`storage`] — the durable metadata store those two write through;
-//! * [`service`] / [`http`] — the gRPC and HTTP faces.
+//! * [`storage`] — the durable metadata store those write through;
+//! * [`service`] / [`http`] — the gRPC and HTTP faces ([`format`]: how
+//!   upstream prints sizes, durations and times);
+//! * [`clock`] — "now", injectable for tests.
 //!
-//! Scheduling (replica checks, balancing) and a replicated PD group come
-//! with later issues; today PD is a single durable member.
+//! Balancing (leaders, regions) and a replicated PD group come with later
+//! issues; today PD is a single durable member that keeps replica counts.
 
 // tonic::Status is large, and returning it is how gRPC handlers fail.
 #![allow(clippy::result_large_err)]
 
+pub mod checker;
+pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod format;
 pub mod http;
+pub mod operator;
+pub mod regions;
+pub mod schedule;
 pub mod service;
 pub mod storage;
+pub mod stores;
 pub mod tso;
 
 use std::sync::Arc;
@@ -46,12 +58,8 @@ pub async fn run(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let meta = storage::MetaStore::open(&dir.join("meta")).context("opening PD metadata")?;
-    let cluster = cluster::Cluster::open(
-        meta,
-        cfg.replication.max_replicas,
-        cfg.max_store_down_time()?,
-    )
-    .map_err(|e| anyhow::anyhow!("loading PD metadata: {e}"))?;
+    let cluster = cluster::Cluster::open(meta, cfg.schedule_options()?)
+        .map_err(|e| anyhow::anyhow!("loading PD metadata: {e}"))?;
     let cluster = Arc::new(cluster);
     let member = pdpb::Member {
         name: cfg.name.clone(),

@@ -260,14 +260,18 @@ impl Pd for PdService {
             while let Some(r) = requests.next().await {
                 let r = r?;
                 svc.check_cluster(&r.header)?;
-                if let Err(e) = svc.cluster.region_heartbeat(&r) {
-                    // Upstream answers errors on this stream only when it has
-                    // something to say; a bad report is logged and dropped.
-                    warn!(error = %e, "region heartbeat rejected");
-                    yield pdpb::RegionHeartbeatResponse {
-                        header: svc.header(Err(e)),
-                        ..Default::default()
-                    };
+                match svc.cluster.region_heartbeat(&r) {
+                    // The next step of the region's operator, to the store
+                    // that sent the heartbeat: the region's leader.
+                    Ok(Some(command)) => yield command,
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(error = %e, "region heartbeat rejected");
+                        yield pdpb::RegionHeartbeatResponse {
+                            header: svc.header(Err(e)),
+                            ..Default::default()
+                        };
+                    }
                 }
             }
         };

@@ -1,0 +1,213 @@
+//! The replica checker: looks at one region, as its leader just reported
+//! it, and says what membership change (if any) it needs. Rules, first
+//! match wins, as upstream's learner and replica checkers order them:
+//!
+//! | region shows                                  | plan (steps)                                        |
+//! |-----------------------------------------------|-----------------------------------------------------|
+//! | a learner on a Down/Offline store             | `remove-extra-{down,offline}-replica`: remove it     |
+//! | a learner that caught up (not pending)        | `promote-learner`: promote it                       |
+//! | a learner still catching up                   | nothing; wait                                       |
+//! | a voter on a Down/Offline store               | more voters than `max-replicas`: remove it;         |
+//! |                                               | else `replace-…-replica`: add learner on a target,  |
+//! |                                               | promote it, remove the bad voter                    |
+//! | fewer voters than `max-replicas`              | `make-up-replica`: add learner on a target, promote |
+//! | more voters than `max-replicas`               | `remove-extra-replica`: remove the worst voter      |
+//!
+//! A target is an Up store holding no peer of the region, the one with the
+//! fewest regions (ties: lowest id); without one the rule does not apply
+//! and the region keeps working with what it has. A removal never removes
+//! the leader: a step first moves leadership to a voter on an Up store
+//! (the one leading fewest regions). Regions in joint consensus, or with a
+//! peer on a store PD does not know, are left alone.
+
+use tikal_proto::metapb;
+
+use crate::cluster::PdResult;
+use crate::operator::{kind, Plan, Step};
+use crate::regions::{is_learner, RegionInfo};
+use crate::stores::StoreState;
+
+/// What the checker needs to know about the rest of the cluster.
+pub trait ClusterView {
+    fn max_replicas(&self) -> usize;
+    /// The state of a store, None if PD does not know it.
+    fn store_state(&self, store_id: u64) -> Option<StoreState>;
+    /// Every store PD knows, in id order.
+    fn store_ids(&self) -> Vec<u64>;
+    fn region_count(&self, store_id: u64) -> usize;
+    fn leader_count(&self, store_id: u64) -> usize;
+    /// A fresh id for a new peer.
+    fn alloc_id(&self) -> PdResult<u64>;
+}
+
+pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
+    if r.in_joint_state() || r.leader.is_none() {
+        return Ok(None);
+    }
+    let mut states = Vec::with_capacity(r.region.peers.len());
+    for p in &r.region.peers {
+        match c.store_state(p.store_id) {
+            Some(s) => states.push((p, s)),
+            None => return Ok(None),
+        }
+    }
+
+    for (p, s) in &states {
+        if is_learner(p) && s.loses_replicas() {
+            let desc = format!("remove-extra-{}-replica", status(*s));
+            return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
+        }
+    }
+    if let Some(p) = r.learners().next() {
+        if r.is_pending(p.id) {
+            return Ok(None);
+        }
+        return Ok(Some(Plan {
+            desc: "promote-learner".into(),
+            brief: format!("promote peer: store [{}]", p.store_id),
+            kind: kind::REGION,
+            steps: vec![Step::PromoteLearner {
+                store_id: p.store_id,
+                peer_id: p.id,
+            }],
+        }));
+    }
+
+    let voters = r.voters().count();
+    let max = c.max_replicas();
+    // Down stores first, then by store id.
+    let mut bad: Vec<(&metapb::Peer, StoreState)> = states
+        .iter()
+        .filter(|(_, s)| s.loses_replicas())
+        .copied()
+        .collect();
+    bad.sort_by_key(|(p, s)| (*s != StoreState::Down, p.store_id));
+    for (p, state) in bad {
+        if voters > max {
+            let desc = format!("remove-extra-{}-replica", status(state));
+            return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
+        }
+        if let Some(target) = pick_target(r, c) {
+            let desc = format!("replace-{}-replica", status(state));
+            let add = add_voter(c, target)?;
+            return Ok(remove_plan(r, c, desc, p.store_id, p.id, &add));
+        }
+    }
+
+    if voters < max {
+        if let Some(target) = pick_target(r, c) {
+            return Ok(Some(Plan {
+                desc: "make-up-replica".into(),
+                brief: format!("add peer: store [{target}]"),
+                kind: kind::REPLICA | kind::REGION,
+                steps: add_voter(c, target)?.to_vec(),
+            }));
+        }
+    }
+    if voters > max {
+        let leader = r.leader_store();
+        let worst = states
+            .iter()
+            .filter(|(p, _)| !is_learner(p))
+            .min_by_key(|(p, s)| {
+                (
+                    s.takes_replicas(),
+                    Some(p.store_id) == leader,
+                    std::cmp::Reverse(c.region_count(p.store_id)),
+                    std::cmp::Reverse(p.store_id),
+                )
+            });
+        if let Some((p, _)) = worst {
+            let desc = "remove-extra-replica".into();
+            return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
+        }
+    }
+    Ok(None)
+}
+
+/// Upstream's word for why a replica must go.
+fn status(s: StoreState) -> &'static str {
+    if s == StoreState::Down {
+        "down"
+    } else {
+        "offline"
+    }
+}
+
+/// The Up store holding no peer of `r` with the fewest regions.
+fn pick_target(r: &RegionInfo, c: &dyn ClusterView) -> Option<u64> {
+    c.store_ids()
+        .into_iter()
+        .filter(|id| r.peer_on(*id).is_none())
+        .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
+        .min_by_key(|id| (c.region_count(*id), *id))
+}
+
+/// Where leadership goes before the leader's store loses its peer: a voter
+/// (or a peer about to become one, `joining`) on an Up store, the one
+/// leading fewest regions (ties: lowest id).
+fn pick_new_leader(
+    r: &RegionInfo,
+    c: &dyn ClusterView,
+    leaving: u64,
+    joining: &[u64],
+) -> Option<u64> {
+    r.voters()
+        .map(|p| p.store_id)
+        .chain(joining.iter().copied())
+        .filter(|id| *id != leaving)
+        .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
+        .min_by_key(|id| (c.leader_count(*id), *id))
+}
+
+/// A plan ending in the removal of `peer_id` from `store_id` (after the
+/// steps `before`), with the leader moved away first if it is there. None
+/// when the leader must move and no voter can take it.
+fn remove_plan(
+    r: &RegionInfo,
+    c: &dyn ClusterView,
+    desc: String,
+    store_id: u64,
+    peer_id: u64,
+    before: &[Step],
+) -> Option<Plan> {
+    let mut steps = before.to_vec();
+    let mut kind = kind::REPLICA | kind::REGION;
+    if r.leader_store() == Some(store_id) {
+        let joining: Vec<u64> = before
+            .iter()
+            .filter_map(|s| match s {
+                Step::PromoteLearner { store_id, .. } => Some(*store_id),
+                _ => None,
+            })
+            .collect();
+        let to_store = pick_new_leader(r, c, store_id, &joining)?;
+        steps.push(Step::TransferLeader {
+            from_store: store_id,
+            to_store,
+        });
+        kind |= kind::LEADER;
+    }
+    steps.push(Step::RemovePeer { store_id, peer_id });
+    let brief = match before.first() {
+        Some(Step::AddLearner { store_id: to, .. }) => {
+            format!("mv peer: store [{store_id}] to [{to}]")
+        }
+        _ => format!("rm peer: store [{store_id}]"),
+    };
+    Some(Plan {
+        desc,
+        brief,
+        kind,
+        steps,
+    })
+}
+
+/// A new voter on `store_id`: first a learner, promoted once caught up.
+fn add_voter(c: &dyn ClusterView, store_id: u64) -> PdResult<[Step; 2]> {
+    let peer_id = c.alloc_id()?;
+    Ok([
+        Step::AddLearner { store_id, peer_id },
+        Step::PromoteLearner { store_id, peer_id },
+    ])
+}

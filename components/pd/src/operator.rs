@@ -1,0 +1,349 @@
+//! Operators: the membership changes PD walks a region through, one region
+//! heartbeat at a time, as upstream PD does.
+//!
+//! An operator is a list of steps. Each heartbeat from the region's leader
+//! shows PD the region's peers, their roles and its leader; PD skips every
+//! step the report shows done and answers with the command for the first
+//! step that is not (again, if it was sent before and not carried out yet).
+//! Replacing the peer on store 1 (the leader) by one on store 4:
+//!
+//! ```text
+//!   peers (leader*)        step shown done?           PD answers
+//!   1* 2 3                 0: add learner 9 on 4  no  change_peer AddLearnerNode 9@4
+//!   1* 2 3 9(learner)      0 yes; 1: promote 9    no  change_peer AddNode 9@4
+//!   1* 2 3 9               1 yes; 2: leader to 2  no  transfer_leader to 2
+//!   1 2* 3 9               2 yes; 3: remove 1     no  change_peer RemoveNode 1
+//!   2* 3 9                 3 yes: finished            (nothing)
+//! ```
+//!
+//! A step "add learner" is done only once the learner is not pending (has
+//! caught up), so it is never promoted while it lacks data. An operator is
+//! dropped when it runs longer than `[schedule] operator-timeout`, when the
+//! region changed under it (split, merge, or a membership change no step of
+//! its own explains), or when its next step would remove the leader; the
+//! replica checker then plans afresh from what the region is.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tikal_proto::{eraftpb::ConfChangeType, metapb, pdpb};
+
+use crate::clock::elapsed;
+use crate::format::{go_duration, rfc3339};
+use crate::regions::{is_voter, RegionInfo};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    AddLearner { store_id: u64, peer_id: u64 },
+    PromoteLearner { store_id: u64, peer_id: u64 },
+    TransferLeader { from_store: u64, to_store: u64 },
+    RemovePeer { store_id: u64, peer_id: u64 },
+}
+
+impl Step {
+    /// Whether the region, as its leader reports it, shows this step done.
+    pub fn is_done(&self, r: &RegionInfo) -> bool {
+        match *self {
+            Step::AddLearner { store_id, peer_id } => {
+                r.peer_on(store_id).is_some_and(|p| p.id == peer_id) && !r.is_pending(peer_id)
+            }
+            Step::PromoteLearner { store_id, peer_id } => r
+                .peer_on(store_id)
+                .is_some_and(|p| p.id == peer_id && is_voter(p)),
+            Step::TransferLeader { to_store, .. } => r.leader_store() == Some(to_store),
+            Step::RemovePeer { store_id, .. } => r.peer_on(store_id).is_none(),
+        }
+    }
+
+    /// Whether this step's membership change shows in the region, done or
+    /// not: each such change raised the region's conf_ver by one.
+    fn changed_membership(&self, r: &RegionInfo) -> bool {
+        match *self {
+            Step::AddLearner { store_id, peer_id } => {
+                r.peer_on(store_id).is_some_and(|p| p.id == peer_id)
+            }
+            Step::PromoteLearner { .. } => self.is_done(r),
+            Step::TransferLeader { .. } => false,
+            Step::RemovePeer { store_id, peer_id } => {
+                r.peer_on(store_id).map(|p| p.id) != Some(peer_id)
+            }
+        }
+    }
+
+    /// The heartbeat-response fields that ask the leader to take this step
+    /// (None: nothing to send, the step is under way). A membership change
+    /// goes in `change_peer_v2` when every store takes it there, else in
+    /// `change_peer`, as upstream chooses by cluster version.
+    fn command(
+        &self,
+        r: &RegionInfo,
+        conf_change_v2: bool,
+    ) -> Option<pdpb::RegionHeartbeatResponse> {
+        let change = |change_type: ConfChangeType, peer: metapb::Peer| {
+            let change = pdpb::ChangePeer {
+                peer: Some(peer),
+                change_type: change_type as i32,
+            };
+            if conf_change_v2 {
+                pdpb::RegionHeartbeatResponse {
+                    change_peer_v2: Some(pdpb::ChangePeerV2 {
+                        changes: vec![change],
+                    }),
+                    ..Default::default()
+                }
+            } else {
+                pdpb::RegionHeartbeatResponse {
+                    change_peer: Some(change),
+                    ..Default::default()
+                }
+            }
+        };
+        let new_peer = |id, store_id, role: metapb::PeerRole| metapb::Peer {
+            id,
+            store_id,
+            role: role as i32,
+            ..Default::default()
+        };
+        match *self {
+            Step::AddLearner { store_id, peer_id } => match r.peer_on(store_id) {
+                Some(_) => None,
+                None => Some(change(
+                    ConfChangeType::AddLearnerNode,
+                    new_peer(peer_id, store_id, metapb::PeerRole::Learner),
+                )),
+            },
+            Step::PromoteLearner { store_id, peer_id } => Some(change(
+                ConfChangeType::AddNode,
+                new_peer(peer_id, store_id, metapb::PeerRole::Voter),
+            )),
+            Step::TransferLeader { to_store, .. } => {
+                let peer = r.peer_on(to_store)?.clone();
+                Some(pdpb::RegionHeartbeatResponse {
+                    transfer_leader: Some(pdpb::TransferLeader {
+                        peer: Some(peer.clone()),
+                        peers: vec![peer],
+                    }),
+                    ..Default::default()
+                })
+            }
+            Step::RemovePeer { store_id, .. } => Some(change(
+                ConfChangeType::RemoveNode,
+                r.peer_on(store_id)?.clone(),
+            )),
+        }
+    }
+}
+
+/// Upstream's step descriptions.
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::AddLearner { store_id, peer_id } => {
+                write!(f, "add learner peer {peer_id} on store {store_id}")
+            }
+            Step::PromoteLearner { store_id, peer_id } => {
+                write!(
+                    f,
+                    "promote learner peer {peer_id} on store {store_id} to voter"
+                )
+            }
+            Step::TransferLeader {
+                from_store,
+                to_store,
+            } => write!(
+                f,
+                "transfer leader from store {from_store} to store {to_store}"
+            ),
+            Step::RemovePeer { store_id, .. } => write!(f, "remove peer on store {store_id}"),
+        }
+    }
+}
+
+/// Upstream's `OpKind` bits (named in bit order by [`kind_names`]).
+pub mod kind {
+    pub const REPLICA: u32 = 1 << 4;
+    pub const REGION: u32 = 1 << 7;
+    pub const LEADER: u32 = 1 << 8;
+}
+
+pub fn kind_names(k: u32) -> String {
+    let names: Vec<&str> = [
+        (kind::REPLICA, "replica"),
+        (kind::REGION, "region"),
+        (kind::LEADER, "leader"),
+    ]
+    .iter()
+    .filter(|(bit, _)| k & bit != 0)
+    .map(|(_, name)| *name)
+    .collect();
+    if names.is_empty() {
+        "unknown".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// What the replica checker wants done to a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Upstream's operator description, e.g. `replace-down-replica`.
+    pub desc: String,
+    /// e.g. `mv peer: store [1] to [4]`.
+    pub brief: String,
+    pub kind: u32,
+    pub steps: Vec<Step>,
+}
+
+/// How an operator ended (upstream's `pdpb.OperatorStatus` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpStatus {
+    Running,
+    Success,
+    Timeout,
+    Cancel,
+}
+
+impl OpStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpStatus::Running => "RUNNING",
+            OpStatus::Success => "SUCCESS",
+            OpStatus::Timeout => "TIMEOUT",
+            OpStatus::Cancel => "CANCEL",
+        }
+    }
+
+    /// Upstream's internal `OpStatus` number, shown by `?object`.
+    fn code(self) -> u32 {
+        match self {
+            OpStatus::Running => 1,
+            OpStatus::Success => 2,
+            OpStatus::Cancel => 3,
+            OpStatus::Timeout => 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub plan: Plan,
+    pub region_id: u64,
+    /// The region's epoch when the operator was made.
+    pub region_epoch: metapb::RegionEpoch,
+    pub approximate_size_mib: u64,
+    /// Index of the first step not seen done.
+    pub current: usize,
+    pub created_at: i64,
+    pub timeout: Duration,
+}
+
+/// What one heartbeat makes of an operator.
+#[derive(Debug)]
+pub enum Progress {
+    /// Send this to the leader (None: the step is under way).
+    Running(Option<Box<pdpb::RegionHeartbeatResponse>>),
+    Finished,
+    /// The operator is dropped, for this reason.
+    Dropped(OpStatus, &'static str),
+}
+
+impl Operator {
+    pub fn new(plan: Plan, r: &RegionInfo, now: i64, timeout: Duration) -> Operator {
+        Operator {
+            plan,
+            region_id: r.region.id,
+            region_epoch: r.epoch(),
+            approximate_size_mib: r.approximate_size_mib(),
+            current: 0,
+            created_at: now,
+            timeout,
+        }
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.plan.steps
+    }
+
+    /// Moves past the steps `r` shows done and says what to do next.
+    pub fn progress(&mut self, r: &RegionInfo, now: i64, conf_change_v2: bool) -> Progress {
+        let steps = &self.plan.steps;
+        while self.current < steps.len() && steps[self.current].is_done(r) {
+            self.current += 1;
+        }
+        let Some(step) = steps.get(self.current) else {
+            return Progress::Finished;
+        };
+        if self.is_timed_out(now) {
+            return Progress::Dropped(OpStatus::Timeout, "operator timed out");
+        }
+        let epoch = r.epoch();
+        if epoch.version != self.region_epoch.version {
+            return Progress::Dropped(OpStatus::Cancel, "region split or merged");
+        }
+        let explained = steps[..=self.current]
+            .iter()
+            .filter(|s| s.changed_membership(r))
+            .count() as u64;
+        if epoch.conf_ver.saturating_sub(self.region_epoch.conf_ver) > explained {
+            return Progress::Dropped(OpStatus::Cancel, "membership changed by another hand");
+        }
+        if let Step::RemovePeer { store_id, .. } = step {
+            if r.leader_store() == Some(*store_id) {
+                return Progress::Dropped(OpStatus::Cancel, "next step would remove the leader");
+            }
+        }
+        Progress::Running(step.command(r, conf_change_v2).map(Box::new))
+    }
+
+    pub fn is_timed_out(&self, now: i64) -> bool {
+        elapsed(self.created_at, now) > self.timeout
+    }
+
+    /// Upstream's `GET /pd/api/v1/operators?object` entry.
+    pub fn json_object(&self, status: OpStatus) -> Value {
+        json!({
+            "desc": self.plan.desc,
+            "brief": self.plan.brief,
+            "region_id": self.region_id,
+            "region_epoch": {
+                "conf_ver": self.region_epoch.conf_ver,
+                "version": self.region_epoch.version,
+            },
+            "kind": self.plan.kind,
+            "timeout": go_duration(self.timeout),
+            "status": status.code(),
+        })
+    }
+}
+
+/// Upstream's one-line form, the JSON string `GET /operators` lists:
+/// `make-up-replica {add peer: store [2]} (kind:replica,region, region:2(1, 1),
+/// createAt:…, startAt:…, currentStep:0, size:0, steps:[0:{add learner peer 9
+/// on store 2}, 1:{promote learner peer 9 on store 2 to voter}], timeout:[10m0s])`.
+impl fmt::Display for Operator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let steps: Vec<String> = self
+            .steps()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{i}:{{{s}}}"))
+            .collect();
+        let created = rfc3339(self.created_at);
+        write!(
+            f,
+            "{} {{{}}} (kind:{}, region:{}({}, {}), createAt:{created}, startAt:{created}, \
+             currentStep:{}, size:{}, steps:[{}], timeout:[{}])",
+            self.plan.desc,
+            self.plan.brief,
+            kind_names(self.plan.kind),
+            self.region_id,
+            self.region_epoch.version,
+            self.region_epoch.conf_ver,
+            self.current,
+            self.approximate_size_mib,
+            steps.join(", "),
+            go_duration(self.timeout),
+        )
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP API's store, region, operator and config answers in upstream's
+//! shapes, served in process over a scenario from `common`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{opts, Sim};
+use hyper::{Body, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use tikal_pd::config::PdConfig;
+use tikal_pd::http::{router, HttpState};
+use tikal_pd::service::PdService;
+use tikal_proto::pdpb;
+
+/// Serves the API over `sim`'s cluster on a free loopback port.
+fn serve(sim: &Sim) -> String {
+    let state = Arc::new(HttpState {
+        pd: PdService {
+            cluster: sim.cluster.clone(),
+            member: pdpb::Member::default(),
+        },
+        config: PdConfig::default(),
+    });
+    let server = axum::Server::bind(&"127.0.0.1:0".parse().unwrap())
+        .serve(router(state).into_make_service());
+    let addr = server.local_addr();
+    tokio::spawn(server);
+    format!("http://{addr}/pd/api/v1")
+}
+
+async fn call(method: Method, url: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Body::empty())
+        .unwrap();
+    let resp = hyper::Client::new().request(req).await.unwrap();
+    let status = resp.status();
+    let body = hyper::body::to_bytes(resp.into_body()).await.unwrap();
+    let json =
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+async fn get(url: &str) -> Value {
+    let (status, body) = call(Method::GET, url).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn stores_show_state_and_upstream_status_fields() {
+    let sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    let mut sim = sim;
+    sim.step();
+    let api = serve(&sim);
+
+    let stores = get(&format!("{api}/stores")).await;
+    assert_eq!(stores["count"], 4);
+    let one = get(&format!("{api}/store/1")).await;
+    assert_eq!(one, stores["stores"][0]);
+    let (store, status) = (&one["store"], &one["status"]);
+    assert_eq!(store["id"], 1);
+    assert_eq!(store["address"], "127.0.0.1:20161");
+    assert_eq!(store["state"], 0);
+    assert_eq!(store["node_state"], 1, "Serving");
+    assert_eq!(store["state_name"], "Up");
+    assert_eq!(status["capacity"], "10GiB");
+    assert_eq!(status["available"], "6GiB");
+    assert_eq!(status["used_size"], "1GiB");
+    assert_eq!(status["region_count"], 1);
+    assert_eq!(status["leader_count"], 1);
+    assert_eq!(status["region_size"], 3);
+    assert_eq!(status["start_ts"], "2023-11-14T22:13:20Z");
+    assert_eq!(status["last_heartbeat_ts"], "2023-11-14T22:13:20Z");
+    assert_eq!(
+        get(&format!("{api}/store/4")).await["status"]["region_count"],
+        0
+    );
+
+    let (code, body) = call(Method::GET, &format!("{api}/store/424242")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        json!("[PD:core:ErrStoreNotFound]store 424242 not found")
+    );
+    let (code, body) = call(Method::DELETE, &format!("{api}/store/424242")).await;
+    assert_eq!((code, body.is_string()), (StatusCode::NOT_FOUND, true));
+
+    let (code, body) = call(Method::DELETE, &format!("{api}/store/4")).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The store is set as Offline."))
+    );
+    let four = get(&format!("{api}/store/4")).await;
+    assert_eq!(four["store"]["state_name"], "Offline");
+    assert_eq!(four["store"]["state"], 1);
+    assert_eq!(four["store"]["node_state"], 2, "Removing");
+
+    sim.store_heartbeats();
+    let four = get(&format!("{api}/store/4")).await;
+    assert_eq!(four["store"]["state_name"], "Tombstone");
+    assert_eq!(
+        get(&format!("{api}/stores")).await["count"],
+        3,
+        "tombstones hidden"
+    );
+    let all = get(&format!("{api}/stores?state=0&state=2")).await;
+    assert_eq!(all["count"], 4);
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/4")).await;
+    assert_eq!(code, StatusCode::GONE);
+
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(4));
+    let three = get(&format!("{api}/store/3")).await;
+    assert_eq!(three["store"]["state_name"], "Down");
+}
+
+#[tokio::test]
+async fn regions_and_operators_show_peers_by_role_and_the_running_step() {
+    let mut sim = Sim::new(&[1, 2], &[1], opts(3));
+    assert_eq!(sim.step(), "add learner on store 2");
+    assert_eq!(sim.step(), common::QUIET, "the learner is catching up");
+    // It has caught up: PD asks for its promotion (not carried out yet).
+    assert!(sim.heartbeat().is_some());
+    let api = serve(&sim);
+
+    let region = get(&format!("{api}/region/id/1")).await;
+    assert_eq!(region["leader"]["store_id"], 1);
+    assert_eq!(region["leader"]["role_name"], "Voter");
+    let peers = region["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[1]["store_id"], 2);
+    assert_eq!(peers[1]["role"], 1);
+    assert_eq!(peers[1]["role_name"], "Learner");
+    assert_eq!(peers[1]["is_learner"], true);
+    assert_eq!(region["epoch"]["conf_ver"], 2);
+    assert_eq!(region["approximate_size"], 3);
+    let regions = get(&format!("{api}/regions")).await;
+    assert_eq!(regions["regions"][0], region);
+
+    let ops = get(&format!("{api}/operators")).await;
+    let line = ops[0].as_str().unwrap();
+    assert!(
+        line.starts_with(
+            "make-up-replica {add peer: store [2]} (kind:replica,region, region:1(1, 1)"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("currentStep:1"), "{line}");
+    assert!(line.contains("1:{promote learner peer"), "{line}");
+    assert!(line.ends_with("timeout:[10s])"), "{line}");
+    let objects = get(&format!("{api}/operators?object")).await;
+    assert_eq!(objects[0]["desc"], "make-up-replica");
+    assert_eq!(objects[0]["region_id"], 1);
+    assert_eq!(objects[0]["status"], 1, "STARTED");
+    assert_eq!(
+        get(&format!("{api}/operators?kind=leader")).await,
+        json!([])
+    );
+    assert_eq!(get(&format!("{api}/operators?kind=region")).await, ops);
+
+    let one = get(&format!("{api}/operators/1")).await;
+    assert_eq!(one, json!(format!("status: RUNNING, operator: {line}")));
+    let (code, _) = call(Method::GET, &format!("{api}/operators/99")).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+
+    sim.run();
+    assert_eq!(get(&format!("{api}/operators")).await, json!([]));
+    let last = get(&format!("{api}/operators/1")).await;
+    assert!(
+        last.as_str().unwrap().starts_with("status: SUCCESS"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn config_shows_replication_and_schedule_settings() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let config = get(&format!("{api}/config")).await;
+    assert_eq!(config["replication"]["max-replicas"], 3);
+    assert_eq!(config["schedule"]["max-store-down-time"], "3s");
+    assert_eq!(config["schedule"]["operator-timeout"], "10s");
+}

@@ -1,0 +1,258 @@
+//! The replica checker and its operators, driven through region
+//! heartbeats: each test is a scenario, and its log is what PD asked of
+//! the region's leader, one line per heartbeat (`-`: nothing).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{opts, peer, Sim, QUIET};
+use tikal_pd::operator::OpStatus;
+use tikal_pd::schedule::StoreError;
+use tikal_proto::{metapb, pdpb};
+
+#[test]
+fn a_lone_replica_grows_to_three_voters_one_learner_at_a_time() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1], opts(3));
+    assert_eq!(
+        sim.run(),
+        [
+            "add learner on store 2",
+            QUIET, // the learner is catching up
+            "promote on store 2",
+            "add learner on store 3",
+            QUIET,
+            "promote on store 3",
+            QUIET,
+        ]
+    );
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+}
+
+#[test]
+fn with_two_stores_a_region_keeps_two_voters_and_asks_nothing_more() {
+    let mut sim = Sim::new(&[1, 2], &[1], opts(3));
+    assert_eq!(
+        sim.run(),
+        ["add learner on store 2", QUIET, "promote on store 2", QUIET]
+    );
+    assert_eq!(sim.voter_stores(), [1, 2]);
+    assert_eq!(sim.run(), [QUIET]);
+}
+
+#[test]
+fn new_replicas_go_to_the_store_with_fewest_regions() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1], opts(2));
+    // Another region already has a peer on store 2.
+    let mut other = sim.request();
+    let mut r = other.region.take().unwrap();
+    r.id = 7;
+    r.start_key = b"m".to_vec();
+    r.peers = vec![metapb::Peer {
+        id: 700,
+        store_id: 2,
+        ..Default::default()
+    }];
+    sim.region.end_key = b"m".to_vec();
+    other.leader = r.peers.first().cloned();
+    other.region = Some(r);
+    // (Region 7 is itself short of replicas; only its placement matters.)
+    sim.cluster.region_heartbeat(&other).unwrap();
+    assert_eq!(sim.step(), "add learner on store 3");
+}
+
+#[test]
+fn learners_are_promoted_only_once_caught_up() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2], opts(3));
+    let learner = peer(3, metapb::PeerRole::Learner);
+    sim.pending.push(learner.id);
+    sim.region.peers.push(learner);
+    assert_eq!(sim.step(), QUIET);
+    assert_eq!(sim.step(), "promote on store 3");
+    assert_eq!(sim.run(), [QUIET]);
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+}
+
+#[test]
+fn a_down_stores_replica_is_replaced_then_removed() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    assert_eq!(sim.run(), [QUIET]);
+
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.state_name(3), "Up");
+    assert_eq!(sim.run(), [QUIET], "silent, not yet down");
+
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.state_name(3), "Down");
+    assert_eq!(
+        sim.run(),
+        [
+            "add learner on store 4",
+            QUIET,
+            "promote on store 4",
+            "remove store 3",
+            QUIET,
+        ]
+    );
+    assert_eq!(sim.voter_stores(), [1, 2, 4]);
+}
+
+#[test]
+fn a_down_replica_stays_when_no_store_can_take_its_place() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(sim.state_name(3), "Down");
+    assert_eq!(sim.run(), [QUIET]);
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+}
+
+#[test]
+fn an_offline_leader_hands_over_before_its_replica_is_removed_then_the_store_is_tombstone() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    sim.cluster.remove_store(1).unwrap();
+    assert_eq!(sim.state_name(1), "Offline");
+    assert_eq!(
+        sim.run(),
+        [
+            "add learner on store 4",
+            QUIET,
+            "promote on store 4",
+            "transfer leader to store 2",
+            "remove store 1",
+            QUIET,
+        ]
+    );
+    assert_eq!(sim.voter_stores(), [2, 3, 4]);
+    assert_eq!(sim.state_name(1), "Tombstone");
+
+    let gone = sim.cluster.store(1).unwrap().meta;
+    assert_eq!(gone.state, metapb::StoreState::Tombstone as i32);
+    assert_eq!(gone.node_state, metapb::NodeState::Removed as i32);
+    let refused = sim.cluster.put_store(gone).unwrap_err();
+    assert_eq!(refused.kind, pdpb::ErrorType::StoreTombstone);
+    let refused = sim
+        .cluster
+        .store_heartbeat(pdpb::StoreStats {
+            store_id: 1,
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(refused.kind, pdpb::ErrorType::StoreTombstone);
+    assert!(matches!(
+        sim.cluster.remove_store(1),
+        Err(StoreError::Removed(1))
+    ));
+}
+
+#[test]
+fn an_offline_store_without_replicas_becomes_tombstone_at_its_next_heartbeat() {
+    let sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.cluster.remove_store(4).unwrap();
+    assert_eq!(sim.state_name(4), "Offline");
+    sim.store_heartbeats();
+    assert_eq!(sim.state_name(4), "Tombstone");
+}
+
+#[test]
+fn store_removal_is_refused_for_unknown_stores_and_when_too_few_would_stay_up() {
+    let sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    assert!(matches!(
+        sim.cluster.remove_store(9),
+        Err(StoreError::NotFound(9))
+    ));
+    let err = sim.cluster.remove_store(3).unwrap_err();
+    assert!(matches!(err, StoreError::NotEnough { up: 2, need: 3, .. }));
+    assert_eq!(
+        err.to_string(),
+        "[PD:core:ErrStoresNotEnough]can not remove store 3 since the number of up stores \
+         would be 2 while need 3"
+    );
+    assert_eq!(sim.state_name(3), "Up");
+}
+
+#[test]
+fn an_extra_replica_goes_from_a_store_that_is_not_up_and_the_leader_moves_first() {
+    // Store 4 leads but has stopped its store heartbeats (Disconnected).
+    let long_down = common::ScheduleOptions {
+        max_store_down_time: Duration::from_secs(3600),
+        ..opts(3)
+    };
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[4, 1, 2, 3], long_down);
+    sim.silent.insert(4);
+    sim.advance(Duration::from_secs(25));
+    assert_eq!(sim.state_name(4), "Disconnected");
+    assert_eq!(
+        sim.run(),
+        ["transfer leader to store 1", "remove store 4", QUIET]
+    );
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+}
+
+#[test]
+fn an_extra_replica_on_healthy_stores_is_never_the_leader() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[4, 1, 2, 3], opts(3));
+    assert_eq!(sim.run(), ["remove store 3", QUIET]);
+    assert_eq!(sim.voter_stores(), [1, 2, 4]);
+}
+
+#[test]
+fn a_step_not_carried_out_is_resent_and_the_operator_times_out_and_is_retried() {
+    let mut sim = Sim::new(&[1, 2], &[1], opts(3));
+    let first = sim.heartbeat().unwrap();
+    let added = |r: &pdpb::RegionHeartbeatResponse| {
+        r.change_peer_v2.as_ref().unwrap().changes[0]
+            .peer
+            .clone()
+            .unwrap()
+    };
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.heartbeat(), Some(first.clone()), "re-sent unchanged");
+
+    sim.advance(Duration::from_secs(6));
+    let (op, status) = sim.cluster.operator(1).unwrap();
+    assert_eq!(status, OpStatus::Timeout);
+    assert_eq!(op.plan.desc, "make-up-replica");
+
+    let retry = sim.heartbeat().unwrap();
+    assert_eq!(added(&retry).store_id, 2);
+    assert_ne!(added(&retry).id, added(&first).id, "a fresh operator");
+    assert_eq!(sim.cluster.operator(1).unwrap().1, OpStatus::Running);
+    sim.apply(&retry);
+    assert_eq!(sim.run(), [QUIET, "promote on store 2", QUIET]);
+}
+
+#[test]
+fn an_operator_overtaken_by_another_membership_change_is_dropped() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1], opts(3));
+    assert_eq!(sim.step(), "add learner on store 2");
+    // Someone else adds (and promotes) a voter on store 3 meanwhile.
+    sim.region.peers.push(peer(3, metapb::PeerRole::Voter));
+    sim.region.region_epoch.as_mut().unwrap().conf_ver += 2;
+    // The learner on 2 is kept and promoted by a fresh plan.
+    assert_eq!(sim.run(), [QUIET, "promote on store 2", QUIET]);
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+    let (_, status) = sim.cluster.operator(1).unwrap();
+    assert_eq!(status, OpStatus::Success);
+}
+
+#[test]
+fn membership_changes_use_change_peer_before_5_0_and_change_peer_v2_after() {
+    let mut old = Sim::with_version(&[1, 2], &[1], opts(3), "4.0.16");
+    let r = old.heartbeat().unwrap();
+    assert!(r.change_peer_v2.is_none());
+    let change = r.change_peer.unwrap();
+    assert_eq!(
+        change.change_type,
+        tikal_proto::eraftpb::ConfChangeType::AddLearnerNode as i32
+    );
+    assert_eq!(change.peer.unwrap().role, metapb::PeerRole::Learner as i32);
+
+    let mut new = Sim::new(&[1, 2], &[1], opts(3));
+    let r = new.heartbeat().unwrap();
+    assert!(r.change_peer.is_none());
+    assert_eq!(r.change_peer_v2.unwrap().changes.len(), 1);
+    assert_eq!(r.header.unwrap().cluster_id, new.cluster.cluster_id);
+}
