@@ -158,8 +158,39 @@ impl Peer {
         self.raw_node.raft.state == StateRole::Leader
     }
 
+    /// Leads and has applied an entry of its own term: every entry any
+    /// earlier leader committed is then applied here too.
+    pub fn serves_reads(&self) -> bool {
+        self.is_leader()
+            && raft::Storage::term(self.raw_node.store(), self.apply_state.applied_index)
+                .is_ok_and(|t| t == self.term())
+    }
+
     pub fn term(&self) -> u64 {
         self.raw_node.raft.term
+    }
+
+    /// On a leader, the peers whose log is behind its compacted index:
+    /// they need a snapshot before they can serve.
+    pub fn pending_peers(&self) -> Vec<metapb::Peer> {
+        if !self.is_leader() {
+            return vec![];
+        }
+        let truncated = self.raw_node.store().truncated_index;
+        self.region
+            .peers
+            .iter()
+            .filter(|p| {
+                p.id != self.meta.id
+                    && self
+                        .raw_node
+                        .raft
+                        .prs()
+                        .get(p.id)
+                        .is_none_or(|pr| pr.matched < truncated)
+            })
+            .cloned()
+            .collect()
     }
 
     /// The leader as this peer knows it, if any.

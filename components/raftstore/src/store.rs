@@ -91,8 +91,14 @@ impl Default for RaftstoreConfig {
 pub struct RegionView {
     pub region: metapb::Region,
     pub leader: Option<metapb::Peer>,
+    /// This store's peer leads the region and has applied an entry of its
+    /// own term, so everything committed before it is applied here: reads
+    /// may be served from the engine.
     pub is_leader: bool,
     pub term: u64,
+    /// On a leader: peers that still wait for a snapshot (PD promotes a
+    /// learner only once it is not pending).
+    pub pending_peers: Vec<metapb::Peer>,
 }
 
 /// Things the server reports to PD.
@@ -103,6 +109,9 @@ pub enum StoreEvent {
     /// This store's peer of the region was removed from it and destroyed.
     RegionRemoved(u64),
 }
+
+/// (is_leader, leader peer id, term, epoch, pending peer ids).
+type Published = (bool, u64, u64, metapb::RegionEpoch, Vec<u64>);
 
 /// Every peer on one store, and what the store publishes about them.
 pub struct Store {
@@ -118,8 +127,8 @@ pub struct Store {
     peers: HashMap<u64, Peer>,
     views: Arc<RwLock<HashMap<u64, RegionView>>>,
     events: mpsc::UnboundedSender<StoreEvent>,
-    /// (is_leader, leader peer id, term, epoch) last published per region.
-    published: HashMap<u64, (bool, u64, u64, metapb::RegionEpoch)>,
+    /// What was last published per region.
+    published: HashMap<u64, Published>,
 }
 
 impl Store {
@@ -536,11 +545,13 @@ impl Store {
             }
             let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             let leader = peer.leader();
+            let pending_peers = peer.pending_peers();
             let key = (
-                peer.is_leader(),
+                peer.serves_reads(),
                 leader.as_ref().map_or(0, |p| p.id),
                 peer.term(),
                 epoch,
+                pending_peers.iter().map(|p| p.id).collect(),
             );
             if self.published.get(id) == Some(&key) {
                 continue;
@@ -549,8 +560,9 @@ impl Store {
             changed.push(RegionView {
                 region: peer.region.clone(),
                 leader,
-                is_leader: peer.is_leader(),
+                is_leader: peer.serves_reads(),
                 term: peer.term(),
+                pending_peers,
             });
         }
         if changed.is_empty() {

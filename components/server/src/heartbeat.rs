@@ -8,12 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tikal_proto::raft_cmdpb::ChangePeerRequest;
 use tikal_proto::{metapb, pdpb};
 use tikal_raftstore::{RegionView, Router, StoreEvent};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::pd_client::PdClient;
 
@@ -105,8 +106,7 @@ pub async fn region_heartbeat_loop(
                     }
                 }
                 resp = responses.next() => match resp {
-                    // Operators from PD arrive here once scheduling lands.
-                    Some(Ok(r)) => debug!(region_id = r.region_id, "region heartbeat response"),
+                    Some(Ok(r)) => carry_out(&router, r),
                     Some(Err(e)) => {
                         warn!(error = %e, "region heartbeat stream broke; reopening");
                         broken = true;
@@ -116,6 +116,38 @@ pub async fn region_heartbeat_loop(
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Carries out an operator step PD sent for a region this store leads:
+/// a membership change through Raft, or a leader transfer. Its result shows
+/// in the next heartbeats; PD resends or times out what did not happen.
+fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
+    let region_id = r.region_id;
+    let steps = match (r.change_peer_v2, r.change_peer) {
+        (Some(v2), _) if !v2.changes.is_empty() => v2.changes,
+        (_, Some(one)) => vec![one],
+        _ => vec![],
+    };
+    let changes: Vec<ChangePeerRequest> = steps
+        .into_iter()
+        .map(|c| ChangePeerRequest {
+            change_type: c.change_type,
+            peer: c.peer,
+        })
+        .collect();
+    if !changes.is_empty() {
+        let router = router.clone();
+        let epoch = r.region_epoch.clone();
+        tokio::spawn(async move {
+            match router.change_peers(region_id, epoch, changes).await {
+                Ok(region) => info!(region_id, peers = ?region.peers, "membership changed"),
+                Err(e) => debug!(region_id, error = %e, "membership change not made"),
+            }
+        });
+    }
+    if let Some(peer) = r.transfer_leader.and_then(|t| t.peer) {
+        router.transfer_leader(region_id, peer.id);
     }
 }
 
@@ -136,6 +168,7 @@ async fn send(
             .clone()
             .or_else(|| Some(metapb::Peer::default())),
         term: view.term,
+        pending_peers: view.pending_peers.clone(),
         ..Default::default()
     };
     tx.send(req).await.is_err()

@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod node;
 pub mod pd_client;
+pub mod raft_transport;
 mod resolved_ts;
 mod respond;
 pub mod service;
@@ -107,17 +108,24 @@ pub async fn run(
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let snaps = Arc::new(SnapManager::open(&data_dir.join("snap"))?);
+    let (transport, transport_handle) =
+        raft_transport::GrpcTransport::new(pd.clone(), snaps.clone());
     let router = Router::start(Store::open(
         store_id,
         raftstore_cfg,
         kv.clone(),
         raft_log,
-        Arc::new(SnapManager::open(&data_dir.join("snap"))?),
+        snaps.clone(),
         Arc::new(RawApplier),
-        // Regions have one voter until the gRPC transport lands.
-        Box::new(tikal_raftstore::NoTransport),
+        Box::new(transport),
         events_tx,
     )?)?;
+    transport_handle.set_router(router.clone());
+    let raft_intake = raft_transport::RaftIntake {
+        router: router.clone(),
+        snaps,
+    };
     let raw = RawStorage::new(
         store_id,
         StorageConfig {
@@ -189,9 +197,14 @@ pub async fn run(
         let _ = status_stop.changed().await;
     }));
 
-    let service = TikvServer::new(service::TikvService::new(raw, txn, scheduler.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    let service = TikvServer::new(service::TikvService::new(
+        raw,
+        txn,
+        scheduler.clone(),
+        raft_intake,
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE);
     // Our own listener (bound early) bypasses tonic's socket options, so
     // set TCP_NODELAY here: without it small responses wait on delayed ACKs.
     let incoming = tonic::transport::server::TcpIncoming::from_listener(

@@ -150,6 +150,21 @@ impl PdClient {
         check(resp.header.as_ref())
     }
 
+    /// A store's metadata (its address), as PD knows it.
+    pub async fn get_store(&self, store_id: u64) -> anyhow::Result<metapb::Store> {
+        let resp = self
+            .grpc()
+            .get_store(pdpb::GetStoreRequest {
+                header: self.header(),
+                store_id,
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        resp.store
+            .ok_or_else(|| anyhow::anyhow!("PD knows no store {store_id}"))
+    }
+
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> anyhow::Result<()> {
         let resp = self
             .grpc()

@@ -9,13 +9,16 @@
 //! or gRPC statuses.
 
 use tikal_proto::kvrpcpb::*;
+use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use tikal_proto::tikvpb::tikv_server::Tikv;
+use tikal_proto::tikvpb::BatchRaftMessage;
 use tikal_raftstore::Pickup;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
+use crate::raft_transport::RaftIntake;
 use crate::respond::respond;
 use crate::txn_service as txn;
 
@@ -23,14 +26,16 @@ pub struct TikvService {
     raw: RawStorage,
     txn: TxnStorage,
     scheduler: Scheduler,
+    raft: RaftIntake,
 }
 
 impl TikvService {
-    pub fn new(raw: RawStorage, txn: TxnStorage, scheduler: Scheduler) -> Self {
+    pub fn new(raw: RawStorage, txn: TxnStorage, scheduler: Scheduler, raft: RaftIntake) -> Self {
         TikvService {
             raw,
             txn,
             scheduler,
+            raft,
         }
     }
 
@@ -96,6 +101,33 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl Tikv for TikvService {
+    async fn raft(
+        &self,
+        req: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        self.raft.raft(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn batch_raft(
+        &self,
+        req: Request<tonic::Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
+        self.raft
+            .batch_raft(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        self.raft
+            .snapshot(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn kv_delete_range(
         &self,
         req: Request<DeleteRangeRequest>,

@@ -582,6 +582,7 @@ mod tests {
             leader: None,
             is_leader: true,
             term: 1,
+            pending_peers: vec![],
         }
     }
 

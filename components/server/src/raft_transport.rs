@@ -1,0 +1,366 @@
+//! Raft between stores over gRPC, both ways.
+//!
+//! Sending ([`GrpcTransport`], the raftstore's [`Transport`]): every
+//! destination store has a bounded queue and one task that resolves the
+//! store's address from PD, keeps a `tikvpb.Tikv/BatchRaft` stream open and
+//! sends whatever is queued as one `BatchRaftMessage`. The store loop only
+//! ever `try_send`s: when a store is slow or gone its queue fills and
+//! further messages are dropped (Raft retransmits), and the task reconnects
+//! with backoff. A snapshot message goes on its own `Snapshot` stream: the
+//! message first, then its files in 1 MiB chunks read from disk as they are
+//! sent; the leader hears whether it arrived.
+//!
+//! Receiving ([`RaftIntake`]): `Raft` and `BatchRaft` messages go straight
+//! to the store loop; a `Snapshot` stream is written to the snapshot
+//! directory (sizes and checksums checked) and its message handed to the
+//! loop only once every file is whole. A message that does not decode is
+//! dropped and logged; the stream goes on.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use protobuf::Message as _;
+use raft::eraftpb::MessageType;
+use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use tikal_proto::tikvpb::tikv_client::TikvClient;
+use tikal_proto::tikvpb::BatchRaftMessage;
+use tikal_raftstore::{PeerMessage, Router, SnapKey, SnapManager, Transport};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use crate::pd_client::PdClient;
+
+/// Messages queued per destination store before new ones are dropped.
+const QUEUE_CAPACITY: usize = 8192;
+/// A batch stops growing at this many bytes (below the gRPC limit).
+const BATCH_BYTES: usize = 8 << 20;
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The wire form of a raftstore message.
+pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
+    RaftMessage {
+        region_id: msg.region_id,
+        from_peer: Some(msg.from.clone()),
+        to_peer: Some(msg.to.clone()),
+        message: msg.message.write_to_bytes().unwrap_or_default(),
+        region_epoch: Some(msg.epoch.clone()),
+        ..Default::default()
+    }
+}
+
+/// A raftstore message from the wire; an error names what is missing.
+pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
+    let message = raft::eraftpb::Message::parse_from_bytes(&m.message)
+        .map_err(|e| format!("undecodable raft message: {e}"))?;
+    let (Some(from), Some(to)) = (m.from_peer, m.to_peer) else {
+        return Err("raft message without from_peer or to_peer".into());
+    };
+    Ok(PeerMessage {
+        region_id: m.region_id,
+        from,
+        to,
+        epoch: m.region_epoch.unwrap_or_default(),
+        message,
+    })
+}
+
+struct Shared {
+    pd: PdClient,
+    snaps: Arc<SnapManager>,
+    /// Set once the store loop runs (the transport is built before it).
+    router: OnceLock<Router>,
+    runtime: tokio::runtime::Handle,
+    dropped: AtomicU64,
+}
+
+/// Sends a store's Raft messages to other stores over gRPC.
+pub struct GrpcTransport {
+    shared: Arc<Shared>,
+    queues: HashMap<u64, mpsc::Sender<RaftMessage>>,
+}
+
+/// Completes a [`GrpcTransport`] once the store loop it serves runs.
+#[derive(Clone)]
+pub struct TransportHandle(Arc<Shared>);
+
+impl TransportHandle {
+    pub fn set_router(&self, router: Router) {
+        let _ = self.0.router.set(router);
+    }
+
+    /// Messages dropped because a destination's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl GrpcTransport {
+    pub fn new(pd: PdClient, snaps: Arc<SnapManager>) -> (GrpcTransport, TransportHandle) {
+        let shared = Arc::new(Shared {
+            pd,
+            snaps,
+            router: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            dropped: AtomicU64::new(0),
+        });
+        let t = GrpcTransport {
+            shared: shared.clone(),
+            queues: HashMap::new(),
+        };
+        (t, TransportHandle(shared))
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&mut self, msg: PeerMessage) {
+        if msg.message.get_msg_type() == MessageType::MsgSnapshot {
+            let shared = self.shared.clone();
+            self.shared.runtime.spawn(send_snapshot(shared, msg));
+            return;
+        }
+        let store_id = msg.to.store_id;
+        let wire = to_wire(&msg);
+        let tx = self.queues.entry(store_id).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+            let shared = self.shared.clone();
+            self.shared.runtime.spawn(connection(shared, store_id, rx));
+            tx
+        });
+        if tx.try_send(wire).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connects to a store by the address PD has for it.
+async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
+    let store = pd.get_store(store_id).await?;
+    let addr = if store.peer_address.is_empty() {
+        store.address
+    } else {
+        store.peer_address
+    };
+    if addr.is_empty() {
+        return Err(anyhow!("PD has no address for store {store_id}"));
+    }
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to store {store_id} at {addr}"))?;
+    Ok(TikvClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
+
+/// Keeps a `BatchRaft` stream to one store open while the transport lives.
+async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<RaftMessage>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut client = match connect(&shared.pd, store_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(store_id, error = %e, "raft connection failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let (batch_tx, batch_rx) = mpsc::channel::<BatchRaftMessage>(4);
+        let call =
+            tokio::spawn(async move { client.batch_raft(ReceiverStream::new(batch_rx)).await });
+        info!(store_id, "raft connection open");
+        backoff = Duration::from_millis(100);
+        loop {
+            let Some(first) = rx.recv().await else {
+                // The transport is gone: the store is stopping.
+                call.abort();
+                return;
+            };
+            let mut bytes = prost::Message::encoded_len(&first);
+            let mut msgs = vec![first];
+            while bytes < BATCH_BYTES {
+                let Ok(m) = rx.try_recv() else { break };
+                bytes += prost::Message::encoded_len(&m);
+                msgs.push(m);
+            }
+            if batch_tx.send(BatchRaftMessage { msgs }).await.is_err() {
+                break;
+            }
+        }
+        match call.await {
+            Ok(Err(e)) => debug!(store_id, error = %e, "raft stream broke; reconnecting"),
+            _ => debug!(store_id, "raft stream ended; reconnecting"),
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Streams a snapshot's message and files to its peer's store, then tells
+/// the leader whether it arrived.
+async fn send_snapshot(shared: Arc<Shared>, msg: PeerMessage) {
+    let (region_id, to) = (msg.region_id, msg.to.id);
+    let delivered = match stream_snapshot(&shared, msg).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(region_id, to, error = %e, "sending snapshot failed");
+            false
+        }
+    };
+    if let Some(router) = shared.router.get() {
+        router.report_snapshot(region_id, to, delivered);
+    }
+}
+
+async fn stream_snapshot(shared: &Shared, msg: PeerMessage) -> anyhow::Result<()> {
+    let snap = msg.message.get_snapshot();
+    let key = SnapKey::of(msg.region_id, snap);
+    let data = tikal_raftstore::decode_snapshot_data(snap)?;
+    let files = shared.snaps.files(key, &data);
+    let mut client = connect(&shared.pd, msg.to.store_id).await?;
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let first = SnapshotChunk {
+        message: Some(to_wire(&msg)),
+        data: vec![],
+    };
+    // Files are read on a blocking thread, a chunk at a time: at most a
+    // few chunks are in memory whatever the snapshot's size.
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        tx.blocking_send(first)?;
+        for (meta, path) in files {
+            let mut f = std::fs::File::open(&path)
+                .with_context(|| format!("opening snapshot file {}", path.display()))?;
+            let mut sent = 0u64;
+            loop {
+                let mut buf = vec![0; SNAPSHOT_CHUNK];
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                sent += n as u64;
+                tx.blocking_send(SnapshotChunk {
+                    message: None,
+                    data: buf,
+                })?;
+            }
+            if sent != meta.size {
+                return Err(anyhow!("snapshot file {} changed while sent", meta.cf));
+            }
+        }
+        Ok(())
+    });
+    let call = client.snapshot(ReceiverStream::new(rx)).await;
+    reader.await??;
+    call?;
+    Ok(())
+}
+
+/// The receiving side, used by the `Raft`, `BatchRaft` and `Snapshot`
+/// handlers of `tikvpb.Tikv`.
+#[derive(Clone)]
+pub struct RaftIntake {
+    pub router: Router,
+    pub snaps: Arc<SnapManager>,
+}
+
+impl RaftIntake {
+    fn deliver(&self, m: RaftMessage) {
+        match from_wire(m) {
+            Ok(msg) if msg.message.get_msg_type() == MessageType::MsgSnapshot => {
+                debug!(
+                    region_id = msg.region_id,
+                    "snapshot outside a Snapshot stream dropped"
+                );
+            }
+            Ok(msg) => self.router.send_raft_message(msg),
+            Err(e) => debug!(error = %e, "bad raft message dropped"),
+        }
+    }
+
+    pub async fn raft(&self, mut stream: Streaming<RaftMessage>) -> Result<Done, Status> {
+        while let Some(m) = stream.next().await {
+            self.deliver(m?);
+        }
+        Ok(Done {})
+    }
+
+    pub async fn batch_raft(
+        &self,
+        mut stream: Streaming<BatchRaftMessage>,
+    ) -> Result<Done, Status> {
+        while let Some(batch) = stream.next().await {
+            for m in batch?.msgs {
+                self.deliver(m);
+            }
+        }
+        Ok(Done {})
+    }
+
+    /// Receives one snapshot; the store loop gets its message only when
+    /// every file arrived whole.
+    pub async fn snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
+        let invalid = |what: String| Status::invalid_argument(what);
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| invalid("empty snapshot stream".into()))??;
+        let msg = first
+            .message
+            .ok_or_else(|| invalid("the first snapshot chunk carries no message".into()))
+            .and_then(|m| from_wire(m).map_err(invalid))?;
+        if msg.message.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(invalid("a snapshot stream must carry a MsgSnapshot".into()));
+        }
+        let snap = msg.message.get_snapshot();
+        let key = SnapKey::of(msg.region_id, snap);
+        let data =
+            tikal_raftstore::decode_snapshot_data(snap).map_err(|e| invalid(e.to_string()))?;
+        let snaps = self.snaps.clone();
+        let mut receiver = blocking(move || snaps.receive(key, &data)).await?;
+        if !first.data.is_empty() {
+            receiver = write_chunk(receiver, first.data).await?;
+        }
+        while let Some(chunk) = stream.next().await {
+            receiver = write_chunk(receiver, chunk?.data).await?;
+        }
+        blocking(move || receiver.finish()).await?;
+        info!(
+            region_id = key.region_id,
+            index = key.index,
+            "snapshot received"
+        );
+        self.router.send_raft_message(msg);
+        Ok(Done {})
+    }
+}
+
+async fn write_chunk(
+    mut receiver: tikal_raftstore::SnapReceiver,
+    data: Vec<u8>,
+) -> Result<tikal_raftstore::SnapReceiver, Status> {
+    blocking(move || receiver.write(&data).map(|()| receiver)).await
+}
+
+/// Runs file I/O off the async threads; a raftstore error (a bad snapshot
+/// from a peer) becomes `InvalidArgument`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> tikal_raftstore::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
