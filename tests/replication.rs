@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, get_json, TestCluster};
+use common::{direct, eventually, get_json, TestCluster};
 
 use tikv_client::{RawClient, TransactionClient};
 
@@ -190,7 +190,10 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
         .find(|(_, at)| *at > killed_at)
         .map(|(_, at)| at.duration_since(killed_at))
         .expect("writes resumed");
-    eprintln!("writes resumed {gap:?} after the kill; {} acknowledged", acked.len());
+    eprintln!(
+        "writes resumed {gap:?} after the kill; {} acknowledged",
+        acked.len()
+    );
     assert!(
         gap < Duration::from_secs(10),
         "writes resumed only after {gap:?}\n{}",
@@ -219,4 +222,73 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
     assert_eq!(before, Some(b"1".to_vec()));
     let after = retry("get", || raw.get("after".to_owned())).await;
     assert_eq!(after, Some(b"2".to_vec()));
+}
+
+fn signal(t: &TestCluster, i: usize, sig: i32) {
+    let pid = t.cluster.store_pid(i).expect("store runs") as i32;
+    // SAFETY: sends a signal to a child process this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes() {
+    let t = TestCluster::start(3).await;
+    eventually(REPLICATE_TIMEOUT, "3 voters on 3 stores", || {
+        replicated(&t, 3)
+    })
+    .await;
+    let raw = t.raw_client().await;
+    retry("put v1", || raw.put("k".to_owned(), "v1".to_owned())).await;
+
+    // A line straight to the leader, opened before it is paused.
+    let mut old = direct(&t).await;
+    let paused = eventually(Duration::from_secs(10), "a leader", || leader_index(&t)).await;
+    signal(&t, paused, libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    retry("put v2 on the new leader", || {
+        raw.put("k".to_owned(), "v2".to_owned())
+    })
+    .await;
+    let failover = stopped_at.elapsed();
+    eprintln!("a new leader took writes {failover:?} after the pause");
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
+
+    // Resumed, the old leader still believes it leads until it hears
+    // otherwise; it must not answer a read with the value it has (v1).
+    signal(&t, paused, libc::SIGCONT);
+    let get = tikal_proto::kvrpcpb::RawGetRequest {
+        context: Some(old.ctx.clone()),
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    let resp = old
+        .tikv
+        .raw_get(get.clone())
+        .await
+        .expect("raw_get")
+        .into_inner();
+    assert!(
+        resp.region_error.is_some() || resp.value == b"v2",
+        "a deposed leader served {:?}",
+        String::from_utf8_lossy(&resp.value)
+    );
+    let put = old.put(b"k", b"v3", "");
+    let resp = old.tikv.raw_put(put).await.expect("raw_put").into_inner();
+    assert!(resp.region_error.is_some(), "a deposed leader took a write");
+
+    // It steps down, catches up, and the cluster reads the last value.
+    eventually(Duration::from_secs(20), "the old leader follows", || {
+        let mut tikv = old.tikv.clone();
+        let get = get.clone();
+        async move {
+            let r = tikv.raw_get(get).await.ok()?.into_inner();
+            r.region_error.and_then(|e| e.not_leader).map(|_| ())
+        }
+    })
+    .await;
+    let v = retry("get", || raw.get("k".to_owned())).await;
+    assert_eq!(v, Some(b"v2".to_vec()));
 }

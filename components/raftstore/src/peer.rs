@@ -38,6 +38,8 @@ use crate::{RaftstoreError, Result};
 pub type ConfChangeOutput = std::result::Result<metapb::Region, String>;
 
 pub(crate) type Callback = oneshot::Sender<Result<ApplyOutput>>;
+/// Answered once a linearizable read of the region may be served here.
+pub(crate) type ReadCallback = oneshot::Sender<Result<()>>;
 
 struct Proposal {
     index: u64,
@@ -57,6 +59,21 @@ pub(crate) struct Peer {
     /// Set when an applied membership change removed this peer; the store
     /// destroys it after the round.
     pub pending_remove: bool,
+    reads: Reads,
+}
+
+/// Linearizable reads in flight (Raft's ReadIndex): every read that arrives
+/// in one round shares one read index request; a quorum's heartbeat acks
+/// confirm this peer still leads, and the reads are answered once the
+/// confirmed commit index is applied.
+#[derive(Default)]
+struct Reads {
+    arrived: Vec<ReadCallback>,
+    next_id: u64,
+    /// Asked of Raft, by request id.
+    asked: VecDeque<(u64, Vec<ReadCallback>)>,
+    /// Confirmed: answered once applied reaches the index.
+    confirmed: VecDeque<(u64, Vec<ReadCallback>)>,
 }
 
 impl Peer {
@@ -129,6 +146,7 @@ impl Peer {
             apply_state,
             peer_cache: HashMap::new(),
             pending_remove: false,
+            reads: Reads::default(),
         })
     }
 
@@ -271,6 +289,80 @@ impl Peer {
         }
         let proposed = self.raw_node.propose(vec![], cmd);
         self.track(proposed, cb);
+    }
+
+    /// Queues a read that must see every write acknowledged before it.
+    pub fn read_index(&mut self, cb: ReadCallback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        self.reads.arrived.push(cb);
+    }
+
+    /// Asks Raft for one read index covering the reads that arrived.
+    pub fn ask_reads(&mut self) {
+        if self.reads.arrived.is_empty() {
+            return;
+        }
+        self.reads.next_id += 1;
+        let id = self.reads.next_id;
+        self.raw_node.read_index(id.to_be_bytes().to_vec());
+        let batch = std::mem::take(&mut self.reads.arrived);
+        self.reads.asked.push_back((id, batch));
+    }
+
+    /// Takes Raft's confirmed read indexes for requests asked earlier.
+    pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(id);
+            while let Some((asked, batch)) = self.reads.asked.pop_front() {
+                if asked == id {
+                    self.reads.confirmed.push_back((rs.index, batch));
+                    break;
+                }
+                // Raft answers in order; an earlier request it skipped
+                // cannot be confirmed any more.
+                for cb in batch {
+                    let _ = cb.send(Err(RaftstoreError::StaleCommand));
+                }
+            }
+        }
+        self.answer_reads();
+    }
+
+    /// Answers confirmed reads whose index is applied.
+    pub fn answer_reads(&mut self) {
+        let applied = self.apply_state.applied_index;
+        while self
+            .reads
+            .confirmed
+            .front()
+            .is_some_and(|(i, _)| *i <= applied)
+        {
+            if let Some((_, batch)) = self.reads.confirmed.pop_front() {
+                for cb in batch {
+                    let _ = cb.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Fails every read not yet answered: this peer no longer leads.
+    pub fn fail_reads(&mut self) {
+        let reads = std::mem::take(&mut self.reads);
+        let all = reads
+            .arrived
+            .into_iter()
+            .chain(reads.asked.into_iter().flat_map(|(_, b)| b))
+            .chain(reads.confirmed.into_iter().flat_map(|(_, b)| b));
+        for cb in all {
+            let _ = cb.send(Err(self.not_leader()));
+        }
+        self.reads.next_id = reads.next_id;
     }
 
     pub fn not_leader(&self) -> RaftstoreError {

@@ -88,6 +88,10 @@ enum Msg {
         region_id: u64,
         to: u64,
     },
+    ReadIndex {
+        region_id: u64,
+        cb: crate::peer::ReadCallback,
+    },
     ReportSnapshot {
         region_id: u64,
         to: u64,
@@ -228,6 +232,18 @@ impl Router {
         }
     }
 
+    /// Waits until this store may serve a linearizable read of the region:
+    /// it still leads (a quorum confirmed it after the read arrived) and
+    /// has applied everything committed before. Reads that arrive together
+    /// share one confirmation.
+    pub async fn read_index(&self, region_id: u64) -> Result<()> {
+        let (cb, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ReadIndex { region_id, cb })
+            .map_err(|_| RaftstoreError::StoreStopped)?;
+        rx.await.map_err(|_| RaftstoreError::StoreStopped)?
+    }
+
     /// Asks this store's peer, if it leads the region, to hand leadership
     /// to peer `to`. Returns at once; the outcome shows in region views.
     pub fn transfer_leader(&self, region_id: u64, to: u64) {
@@ -335,8 +351,14 @@ impl Runner {
     fn shutdown(&mut self) {
         self.store.shutdown();
         for msg in self.rx.try_iter() {
-            if let Msg::Propose { cb, .. } | Msg::ChangePeers { cb, .. } = msg {
-                let _ = cb.send(Err(RaftstoreError::StoreStopped));
+            match msg {
+                Msg::Propose { cb, .. } | Msg::ChangePeers { cb, .. } => {
+                    let _ = cb.send(Err(RaftstoreError::StoreStopped));
+                }
+                Msg::ReadIndex { cb, .. } => {
+                    let _ = cb.send(Err(RaftstoreError::StoreStopped));
+                }
+                _ => {}
             }
         }
     }
@@ -366,6 +388,7 @@ impl Runner {
             } => self
                 .store
                 .propose_conf_change(region_id, epoch, changes, cb),
+            Msg::ReadIndex { region_id, cb } => self.store.read_index(region_id, cb),
             Msg::TransferLeader { region_id, to } => {
                 let _ = self.store.transfer_leader(region_id, to);
             }

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::Applier;
 use crate::meta;
-use crate::peer::{self, Callback, LogGc, Peer};
+use crate::peer::{self, Callback, LogGc, Peer, ReadCallback};
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::transport::{PeerMessage, Transport};
 use crate::{RaftstoreError, Result};
@@ -251,6 +251,17 @@ impl Store {
         }
     }
 
+    /// `cb` is answered once this store may serve a linearizable read of
+    /// the region (Raft's ReadIndex, batched per round).
+    pub fn read_index(&mut self, region_id: u64, cb: ReadCallback) {
+        match self.peers.get_mut(&region_id) {
+            Some(peer) => peer.read_index(cb),
+            None => {
+                let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
     /// Tells the region's leader whether its snapshot reached peer `to`.
     /// After a failure it sends another; after success it resumes the log.
     pub fn report_snapshot(&mut self, region_id: u64, to: u64, delivered: bool) {
@@ -394,6 +405,7 @@ impl Store {
     pub fn shutdown(&mut self) {
         for peer in self.peers.values_mut() {
             peer.fail_proposals();
+            peer.fail_reads();
         }
     }
 
@@ -427,7 +439,9 @@ impl Store {
                 // Deposed (by a message or a tick since the last round):
                 // its proposals may never commit; clients retry elsewhere.
                 peer.fail_proposals();
+                peer.fail_reads();
             }
+            peer.ask_reads();
             if peer.raw_node.store().wants_snapshot() {
                 // Everything applied so far is in the engine: the
                 // snapshot is taken at the applied index.
@@ -451,6 +465,7 @@ impl Store {
             }
             let committed = rd.take_committed_entries();
             peer.apply(&self.kv, self.applier.as_ref(), committed)?;
+            peer.on_read_states(rd.take_read_states());
             if !rd.entries().is_empty() {
                 write.append(*id, rd.entries())?;
                 peer.raw_node.mut_store().on_append(rd.entries());
@@ -484,6 +499,7 @@ impl Store {
             Self::send(self.transport.as_mut(), peer, light.take_messages());
             let committed = light.take_committed_entries();
             let applied = peer.apply(&self.kv, self.applier.as_ref(), committed)?;
+            peer.answer_reads();
             peer.raw_node.advance_apply();
             peer.raw_node.mut_store().compact_cache(applied);
         }
@@ -512,6 +528,7 @@ impl Store {
             return Ok(());
         };
         peer.fail_proposals();
+        peer.fail_reads();
         let mut wb = self.kv.write_batch();
         meta::put_tombstone(&mut wb, region_id, peer.meta.id);
         if peer.is_initialized() {

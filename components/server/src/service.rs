@@ -260,7 +260,10 @@ impl Tikv for TikvService {
     async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async { self.raw.get(&ctx, &req.cf, &req.key) };
+        let call = async {
+            self.raw.read_barrier(&ctx).await?;
+            self.raw.get(&ctx, &req.cf, &req.key)
+        };
         respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
             Some(v) => r.value = v,
             None => r.not_found = true,
@@ -275,7 +278,10 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawBatchGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async { self.raw.batch_get(&ctx, &req.cf, &req.keys) };
+        let call = async {
+            self.raw.read_barrier(&ctx).await?;
+            self.raw.batch_get(&ctx, &req.cf, &req.keys)
+        };
         respond(
             "raw_batch_get",
             call,
@@ -355,6 +361,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
+            self.raw.read_barrier(&ctx).await?;
             self.raw.scan(
                 &ctx,
                 &req.cf,
@@ -397,6 +404,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
+            self.raw.read_barrier(&ctx).await?;
             self.raw.batch_scan(
                 &ctx,
                 &req.cf,
@@ -421,7 +429,10 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawGetKeyTtlResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async { self.raw.get_key_ttl(&ctx, &req.cf, &req.key) };
+        let call = async {
+            self.raw.read_barrier(&ctx).await?;
+            self.raw.get_key_ttl(&ctx, &req.cf, &req.key)
+        };
         respond(
             "raw_get_key_ttl",
             call,

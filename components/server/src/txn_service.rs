@@ -14,7 +14,10 @@ use crate::respond::respond;
 
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async { s.get(&ctx, &req.key, req.version) };
+    let call = async {
+        s.read_barrier(&ctx).await?;
+        s.get(&ctx, &req.key, req.version)
+    };
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
         Some(v) => r.value = v,
         None => r.not_found = true,
@@ -24,7 +27,10 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
 
 pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async { s.batch_get(&ctx, &req.keys, req.version) };
+    let call = async {
+        s.read_barrier(&ctx).await?;
+        s.batch_get(&ctx, &req.keys, req.version)
+    };
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
         r.pairs = pairs
     })
@@ -34,6 +40,7 @@ pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetR
 pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
+        s.read_barrier(&ctx).await?;
         s.scan(
             &ctx,
             &req.start_key,
@@ -173,6 +180,7 @@ pub async fn resolve_lock(
 pub async fn scan_lock(s: &TxnStorage, req: ScanLockRequest) -> Result<ScanLockResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
+        s.read_barrier(&ctx).await?;
         s.scan_lock(
             &ctx,
             &req.start_key,

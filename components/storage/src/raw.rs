@@ -84,6 +84,17 @@ impl RawStorage {
 
     // ---- reads ----
 
+    /// Waits until a read of the request's region may be served here and
+    /// see every write acknowledged before it arrived (ReadIndex). A stale
+    /// read (`Context.stale_read`) needs no such wait.
+    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> Result<()> {
+        self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        if ctx.stale_read {
+            return Ok(());
+        }
+        Ok(self.router.read_index(ctx.region_id).await?)
+    }
+
     pub fn get(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cf = cf_name(cf)?;
         check_key(key)?;

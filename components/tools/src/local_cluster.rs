@@ -213,6 +213,11 @@ impl LocalCluster {
         }
     }
 
+    /// Process id of store `i`, while it runs (to pause it with SIGSTOP).
+    pub fn store_pid(&self, i: usize) -> Option<u32> {
+        self.stores.get(i)?.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM and wait, as an operator's clean stop.
     pub async fn stop_store(&mut self, i: usize) {
         if let Some(n) = self.stores.get_mut(i) {

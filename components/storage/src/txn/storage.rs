@@ -37,6 +37,11 @@ pub struct TxnStorage {
 }
 
 impl TxnStorage {
+    /// See [`RawStorage::read_barrier`].
+    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
+        Ok(self.raw.read_barrier(ctx).await?)
+    }
+
     pub fn new(raw: RawStorage) -> Self {
         TxnStorage {
             raw,
