@@ -90,7 +90,19 @@ impl Prober {
                 need_buckets: false,
             };
             let r = answer("GetRegion", self.pd.clone().get_region(get)).await?;
-            let region_ok = r.region.as_ref() == Some(&self.region);
+            // PD may legitimately change the region's membership (its
+            // replica checker adds learners on stores that hostile
+            // requests registered), so conf_ver and peers may move; the
+            // key range, version and leader must not.
+            let region_ok = r.region.as_ref().is_some_and(|got| {
+                let (want, got_epoch) =
+                    (&self.region, got.region_epoch.clone().unwrap_or_default());
+                let want_epoch = want.region_epoch.clone().unwrap_or_default();
+                got.id == want.id
+                    && got.start_key == want.start_key
+                    && got.end_key == want.end_key
+                    && got_epoch.version == want_epoch.version
+            });
             let leader_ok = r.leader.as_ref().map(|l| l.store_id) == Some(self.leader.store_id);
             if !region_ok || !leader_ok {
                 let region = r

@@ -13,7 +13,7 @@ use crate::local_cluster::{ClusterSpec, LocalCluster};
 #[derive(Args, Debug)]
 pub struct PlaygroundArgs {
     /// Number of stores (tikv-server processes).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     pub stores: usize,
     /// Where PD and stores keep data and logs.
     #[arg(long = "data-dir", default_value_os_t = default_data_dir())]
