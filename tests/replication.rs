@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{direct, eventually, get_json, TestCluster};
 
-use tikv_client::{RawClient, TransactionClient};
+use tikv_client::{RawClient, TimestampExt, TransactionClient};
 
 const REPLICATE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -175,8 +175,12 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
     )
     .await;
     let victim = eventually(Duration::from_secs(10), "a leader", || leader_index(&t)).await;
+    let old_start_ts = txn.current_timestamp().await.expect("ts").version();
     t.cluster.kill_store(victim);
     let killed_at = Instant::now();
+    // No follower can be elected within an election timeout of the kill:
+    // a timestamp taken now is below any the new leader takes.
+    let ts_at_kill = txn.current_timestamp().await.expect("ts").version();
     eventually(Duration::from_secs(30), "writes after the kill", || async {
         (acked_since(&acked, killed_at) >= 20).then_some(())
     })
@@ -200,6 +204,34 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
         t.logs()
     );
     check_all(&raw, &txn, &acked, &["t-before", "t-during"]).await;
+
+    // The new leader synced its max_ts with PD before taking async commit:
+    // a transaction that started before the kill commits above a timestamp
+    // taken after it (the old leader's reads may have been up to there).
+    eventually(
+        Duration::from_secs(10),
+        "PD knows the new leader",
+        || async { leader_index(&t).await.filter(|i| *i != victim) },
+    )
+    .await;
+    let d = direct(&t).await;
+    let mut req = d.prewrite(b"async-after-failover", b"v", old_start_ts, 3000);
+    req.use_async_commit = true;
+    req.secondaries = vec![];
+    let resp = eventually(Duration::from_secs(10), "an async-commit prewrite", || {
+        let (mut tikv, req) = (d.tikv.clone(), req.clone());
+        async move {
+            let r = tikv.kv_prewrite(req).await.ok()?.into_inner();
+            (r.region_error.is_none()).then_some(r)
+        }
+    })
+    .await;
+    assert!(resp.errors.is_empty(), "{resp:?}");
+    assert!(
+        resp.min_commit_ts > ts_at_kill,
+        "async commit at {} is not above {ts_at_kill}, a timestamp the old leader may have read at",
+        resp.min_commit_ts
+    );
 
     // The killed store restarts and catches up. Then another store dies
     // (the leader's, unless the restarted store leads), so the restarted

@@ -251,7 +251,20 @@ async fn async_commit_and_one_pc_too_late_for_max_commit_ts_fall_back_to_2pc() {
         req.try_one_pc = one_pc;
         req.secondaries = vec![k2.clone()];
         req.max_commit_ts = start_ts + (1 << 18);
-        let resp = d.tikv.clone().kv_prewrite(req).await.unwrap().into_inner();
+        // A new leader takes async commit and 1PC only once it has synced
+        // its max_ts with PD; clients retry until then.
+        let resp = eventually(Duration::from_secs(10), "max ts synced", || {
+            let (mut tikv, req) = (d.tikv.clone(), req.clone());
+            async move {
+                let resp = tikv.kv_prewrite(req).await.unwrap().into_inner();
+                let not_synced = resp
+                    .region_error
+                    .as_ref()
+                    .is_some_and(|e| e.max_timestamp_not_synced.is_some());
+                (!not_synced).then_some(resp)
+            }
+        })
+        .await;
         assert!(
             resp.errors.is_empty() && resp.region_error.is_none(),
             "{resp:?}"

@@ -16,6 +16,7 @@
 pub mod config;
 mod gc_worker;
 pub mod heartbeat;
+mod leadership;
 pub mod metrics;
 pub mod node;
 pub mod pd_client;
@@ -175,6 +176,12 @@ pub async fn run(
             router.clone(),
             txn.clone(),
             parse_duration(&cfg.gc.poll_safe_point_interval)?,
+        )),
+        tokio::spawn(leadership::watch_loop(
+            pd.clone(),
+            router.clone(),
+            txn.clone(),
+            Duration::from_millis(50),
         )),
         tokio::spawn(resolved_ts::advance_loop(
             pd.clone(),

@@ -176,6 +176,19 @@ impl LockWaits {
         }
     }
 
+    /// Wakes every waiter: the store stopped leading a region, so waits
+    /// there may never see a release. Each woken request runs again and,
+    /// where this store no longer leads, gets NotLeader and retries at the
+    /// new leader.
+    pub fn wake_all(&self) {
+        let mut st = self.state.lock();
+        for (_, waiters) in st.waiters.drain() {
+            for w in waiters {
+                let _ = w.wake.send(());
+            }
+        }
+    }
+
     /// (waiters, wait-for edges) currently registered.
     pub fn counts(&self) -> (usize, usize) {
         let st = self.state.lock();

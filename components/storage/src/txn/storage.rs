@@ -34,7 +34,16 @@ pub struct TxnStorage {
     wait_for_lock_timeout: Duration,
     /// A PD timestamp the store has seen: the ceiling of stale reads.
     ts_floor: Arc<AtomicU64>,
+    /// Per region, the leader term whose `max_ts` was raised to a PD
+    /// timestamp taken after it began (see [`TxnStorage::sync_max_ts`]).
+    max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, u64>>>,
+    max_ts_synced_notify: Arc<tokio::sync::Notify>,
 }
+
+/// How long an async-commit or 1PC prewrite waits for a new leader to sync
+/// its max_ts before it answers `MaxTimestampNotSynced` (not every client
+/// retries that error).
+const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 impl TxnStorage {
     /// See [`RawStorage::read_barrier`].
@@ -50,7 +59,47 @@ impl TxnStorage {
             waits: Arc::new(lock_wait::LockWaits::default()),
             wait_for_lock_timeout: DEFAULT_WAIT_FOR_LOCK_TIMEOUT,
             ts_floor: Arc::new(AtomicU64::new(0)),
+            max_ts_synced: Arc::default(),
+            max_ts_synced_notify: Arc::default(),
         }
+    }
+
+    /// A new leader (region, term) took PD timestamp `ts` after its term
+    /// began: reads the old leader served were at lower timestamps, so
+    /// raising `max_ts` to `ts` keeps async-commit and 1PC transactions
+    /// from committing below them. Until then such prewrites get
+    /// `MaxTimestampNotSynced` and the client retries.
+    pub fn sync_max_ts(&self, region_id: u64, term: u64, ts: u64) {
+        self.cm.observe_read(ts);
+        self.max_ts_synced.lock().insert(region_id, term);
+        self.max_ts_synced_notify.notify_waiters();
+    }
+
+    /// Waits (a bounded time) until the region's leader term synced max_ts.
+    async fn wait_max_ts_synced(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
+        let deadline = Instant::now() + MAX_TS_SYNC_WAIT;
+        loop {
+            let notified = self.max_ts_synced_notify.notified();
+            let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+            if self.max_ts_synced(view.region.id, view.term) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StorageError::region(errorpb::Error {
+                    message: format!("max ts of region {} is not synced yet", view.region.id),
+                    max_timestamp_not_synced: Some(Default::default()),
+                    ..Default::default()
+                })
+                .into());
+            }
+            let _ = tokio::time::timeout(left, notified).await;
+        }
+    }
+
+    /// Whether the region's current leader term has synced `max_ts`.
+    pub fn max_ts_synced(&self, region_id: u64, term: u64) -> bool {
+        self.max_ts_synced.lock().get(&region_id) == Some(&term)
     }
 
     /// Records a timestamp just taken from PD: every commit at or below it
@@ -245,6 +294,9 @@ impl TxnStorage {
     ) -> TxnResult<commands::PrewriteOutcome> {
         let ctx = req.context.clone().unwrap_or_default();
         let cmd = commands::Prewrite::from_request(req)?;
+        if cmd.use_async_commit || cmd.try_one_pc {
+            self.wait_max_ts_synced(&ctx).await?;
+        }
         self.execute(&ctx, &cmd).await
     }
 
