@@ -324,3 +324,118 @@ async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes()
     let v = retry("get", || raw.get("k".to_owned())).await;
     assert_eq!(v, Some(b"v2".to_vec()));
 }
+
+/// Store ids of the voters of the (only) region, and each store's state.
+async fn voters_and_states(t: &TestCluster) -> (Vec<u64>, Vec<(u64, String)>) {
+    let r = get_json(&format!("{}/pd/api/v1/regions", t.cluster.pd_url())).await;
+    let voters = r["regions"][0]["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| p["role_name"] == "Voter")
+                .filter_map(|p| p["store_id"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    // `state=N` lists Tombstone stores too (as upstream, hidden by default).
+    let url = format!(
+        "{}/pd/api/v1/stores?state=0&state=1&state=2",
+        t.cluster.pd_url()
+    );
+    let s = get_json(&url).await;
+    let states = s["stores"]
+        .as_array()
+        .map(|ss| {
+            ss.iter()
+                .filter_map(|s| {
+                    let id = s["store"]["id"].as_u64()?;
+                    Some((id, s["store"]["state_name"].as_str()?.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (voters, states)
+}
+
+/// The test-cluster index of the store with PD id `id`.
+async fn index_of(t: &TestCluster, id: u64) -> usize {
+    let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
+    let addr = stores["stores"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["store"]["id"].as_u64() == Some(id)))
+        .and_then(|s| s["store"]["address"].as_str().map(str::to_owned))
+        .expect("store listed");
+    t.cluster
+        .store_addrs
+        .iter()
+        .position(|a| *a == addr)
+        .expect("our store")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_leave_a_deleted_store_and_a_down_store_is_rebuilt_elsewhere() {
+    let t = TestCluster::start_with_configs(
+        5,
+        "[raftstore]\npd-store-heartbeat-tick-interval = \"500ms\"\n",
+        "[schedule]\nmax-store-down-time = \"3s\"\n",
+    )
+    .await;
+    eventually(REPLICATE_TIMEOUT, "3 voters", || replicated(&t, 3)).await;
+    let raw = t.raw_client().await;
+    retry("put", || raw.put("kept".to_owned(), "1".to_owned())).await;
+    let (voters, _) = voters_and_states(&t).await;
+
+    // `pd-ctl store delete`: the store's replica moves, then it is Tombstone.
+    let deleted = voters[0];
+    let url = format!("{}/pd/api/v1/store/{deleted}", t.cluster.pd_url());
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(
+        resp.status().is_success(),
+        "DELETE store: {}",
+        resp.status()
+    );
+    eventually(
+        REPLICATE_TIMEOUT,
+        "the deleted store's replica moved",
+        || async {
+            let (voters, states) = voters_and_states(&t).await;
+            let tombstone = states
+                .iter()
+                .any(|(id, s)| *id == deleted && s == "Tombstone");
+            (voters.len() == 3 && !voters.contains(&deleted) && tombstone).then_some(())
+        },
+    )
+    .await;
+    eventually(REPLICATE_TIMEOUT, "3 voters after the move", || {
+        replicated(&t, 3)
+    })
+    .await;
+
+    // A voter's store dies and stays down past max-store-down-time: its
+    // replica is rebuilt on the one store left.
+    let (voters, _) = voters_and_states(&t).await;
+    let down = voters[0];
+    let down_index = index_of(&t, down).await;
+    let mut t = t;
+    t.cluster.kill_store(down_index);
+    eventually(
+        REPLICATE_TIMEOUT,
+        "the down store's replica rebuilt",
+        || async {
+            let (voters, states) = voters_and_states(&t).await;
+            let is_down = states.iter().any(|(id, s)| *id == down && s == "Down");
+            (voters.len() == 3 && !voters.contains(&down) && is_down).then_some(())
+        },
+    )
+    .await;
+    eventually(REPLICATE_TIMEOUT, "3 voters after the rebuild", || {
+        replicated(&t, 3)
+    })
+    .await;
+    let v = retry("get", || raw.get("kept".to_owned())).await;
+    assert_eq!(v, Some(b"1".to_vec()));
+}

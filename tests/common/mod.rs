@@ -32,12 +32,22 @@ impl TestCluster {
     }
 
     pub async fn start_with_config(stores: usize, store_config: &str) -> TestCluster {
+        Self::start_with_configs(stores, store_config, "").await
+    }
+
+    /// With extra TOML for every store and for PD.
+    pub async fn start_with_configs(
+        stores: usize,
+        store_config: &str,
+        pd_config: &str,
+    ) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("tikal-test-")
             .tempdir()
             .expect("temp dir");
         let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
         spec.store_config = store_config.to_string();
+        spec.pd_config = pd_config.to_string();
         let cluster = match LocalCluster::start(spec, READY_TIMEOUT).await {
             Ok(c) => c,
             Err(e) => panic!("{e:#}\n{}", dump_logs(dir.path())),

@@ -30,6 +30,8 @@ pub struct ClusterSpec {
     pub status_port: u16,
     /// Extra TOML for every store (written to a config file).
     pub store_config: String,
+    /// Extra TOML for PD.
+    pub pd_config: String,
 }
 
 impl ClusterSpec {
@@ -44,6 +46,7 @@ impl ClusterSpec {
             store_port: 0,
             status_port: 0,
             store_config: String::new(),
+            pd_config: String::new(),
         }
     }
 }
@@ -126,6 +129,8 @@ impl LocalCluster {
         };
         let pd_addr = format!("{host}:{pd_port}");
         let peer_url = format!("http://{host}:{pd_peer_port}");
+        let pd_config_path = spec.data_dir.join("pd.toml");
+        std::fs::write(&pd_config_path, &spec.pd_config)?;
         let pd = Node {
             name: "pd".into(),
             binary: spec.bin_dir.join("pd-server"),
@@ -136,6 +141,7 @@ impl LocalCluster {
                 format!("--peer-urls={peer_url}"),
                 format!("--initial-cluster=pd={peer_url}"),
                 format!("--log-file={}", logs.join("pd.log").display()),
+                format!("--config={}", pd_config_path.display()),
             ],
             cwd: spec.data_dir.clone(),
             child: None,

@@ -64,6 +64,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
             None => String::new(),
         },
+        pd_config: String::new(),
     };
     println!(
         "Starting PD and {} store(s); data and logs in {}",
