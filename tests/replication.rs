@@ -439,3 +439,111 @@ async fn replicas_leave_a_deleted_store_and_a_down_store_is_rebuilt_elsewhere() 
     let v = retry("get", || raw.get("kept".to_owned())).await;
     assert_eq!(v, Some(b"1".to_vec()));
 }
+
+/// Index (in the test cluster) of a store that does not lead the region.
+async fn follower_index(t: &TestCluster) -> Option<usize> {
+    let leader = leader_index(t).await?;
+    (0..t.cluster.store_addrs.len()).find(|i| *i != leader)
+}
+
+fn cf_has_prefix(kv: &tikal_engine::KvEngine, cf: tikal_engine::Cf, prefix: &[u8]) -> bool {
+    let mut found = false;
+    kv.scan(cf, prefix, b"", false, |k, _| {
+        found = k.starts_with(prefix);
+        false
+    })
+    .expect("scan");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_behind_the_compacted_log_catches_up_by_snapshot_with_every_cf() {
+    // Logs compacted after 20 entries even past a follower that is down.
+    let mut t = TestCluster::start_with_config(
+        3,
+        "[raftstore]\nraft-log-gc-threshold = 5\nraft-log-gc-count-limit = 20\n\
+         raft-log-gc-tick-interval = \"100ms\"\n",
+    )
+    .await;
+    eventually(REPLICATE_TIMEOUT, "3 voters", || replicated(&t, 3)).await;
+    let txn = TransactionClient::new(vec![t.pd()])
+        .await
+        .expect("txn client");
+    // A committed value long enough to live in CF default, not inline.
+    let long = "x".repeat(1024);
+    txn_put(&txn, "committed", &long).await;
+
+    let behind = eventually(Duration::from_secs(10), "a follower", || follower_index(&t)).await;
+    t.cluster.kill_store(behind);
+    // A transaction in flight: its lock is written, its commit comes later.
+    let d = direct(&t).await;
+    let start_ts = txn.current_timestamp().await.expect("ts").version();
+    d.prewrite_ok(b"in-flight", b"pending", start_ts, 60_000)
+        .await;
+    let raw = t.raw_client().await;
+    for i in 0..100 {
+        retry("put", || raw.put(format!("fill{i:03}"), "v".to_owned())).await;
+    }
+
+    // Back, it cannot catch up from the log: it gets a snapshot.
+    t.cluster.start_store(behind).expect("restart");
+    let log = t.cluster.log_path(&format!("tikv-{behind}"));
+    eventually(Duration::from_secs(30), "the snapshot applied", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("applied snapshot").then_some(())
+    })
+    .await;
+    eventually(REPLICATE_TIMEOUT, "3 voters caught up", || {
+        replicated(&t, 3)
+    })
+    .await;
+
+    // Its engine holds the lock, the write record and the long value.
+    t.cluster.stop_store(behind).await;
+    {
+        use tikal_storage::mvcc::codec::encode_key;
+        let kv =
+            tikal_engine::KvEngine::open(&t.cluster.store_dir(behind).join("db")).expect("open");
+        assert!(
+            cf_has_prefix(&kv, tikal_engine::CF_LOCK, &encode_key(b"in-flight")),
+            "lock CF"
+        );
+        assert!(
+            cf_has_prefix(&kv, tikal_engine::CF_WRITE, &encode_key(b"committed")),
+            "write CF"
+        );
+        assert!(
+            cf_has_prefix(&kv, tikal_engine::CF_DEFAULT, &encode_key(b"committed")),
+            "default CF"
+        );
+        assert!(
+            kv.get(tikal_engine::CF_DEFAULT, b"fill099")
+                .expect("get")
+                .is_some(),
+            "raw data"
+        );
+    }
+    t.cluster.start_store(behind).expect("restart");
+
+    // The transaction in flight commits, and everything reads back.
+    let commit_ts = txn.current_timestamp().await.expect("ts").version();
+    let commit = tikal_proto::kvrpcpb::CommitRequest {
+        context: Some(d.ctx.clone()),
+        start_version: start_ts,
+        keys: vec![b"in-flight".to_vec()],
+        commit_version: commit_ts,
+    };
+    let resp = d
+        .tikv
+        .clone()
+        .kv_commit(commit)
+        .await
+        .expect("commit")
+        .into_inner();
+    assert!(
+        resp.error.is_none() && resp.region_error.is_none(),
+        "{resp:?}"
+    );
+    assert_eq!(txn_get(&txn, "in-flight").await.as_deref(), Some("pending"));
+    assert_eq!(txn_get(&txn, "committed").await, Some(long));
+}
