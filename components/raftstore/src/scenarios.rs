@@ -19,6 +19,8 @@
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! propose S key=value       propose a write through store S (answered later: `proposals`)
+//! read S                    a linearizable read through store S (ReadIndex;
+//!                           answered later: `proposals`)
 //! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
 //! change S [add=T] [learner=T] [remove=T]...
 //!                           store S proposes a membership change: a voter, a
@@ -88,22 +90,35 @@ impl Transport for SimTransport {
     }
 }
 
-/// A write proposed through a store, and its answer once it came.
+/// A write proposed (or a read asked) through a store, and its answer
+/// once it came.
 struct Proposal {
     store: u64,
     cmd: String,
-    answer: oneshot::Receiver<Result<ApplyOutput>>,
+    answer: Answer,
     outcome: Option<String>,
+}
+
+enum Answer {
+    Write(oneshot::Receiver<Result<ApplyOutput>>),
+    Read(oneshot::Receiver<Result<()>>),
+}
+
+fn outcome_of<T>(rx: &mut oneshot::Receiver<Result<T>>, ok: &str) -> Option<String> {
+    match rx.try_recv() {
+        Ok(Ok(_)) => Some(ok.into()),
+        Ok(Err(e)) => Some(format!("failed: {e}")),
+        Err(oneshot::error::TryRecvError::Closed) => Some("dropped unanswered".into()),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+    }
 }
 
 impl Proposal {
     fn outcome(&mut self) -> String {
         if self.outcome.is_none() {
-            self.outcome = match self.answer.try_recv() {
-                Ok(Ok(_)) => Some("applied".into()),
-                Ok(Err(e)) => Some(format!("failed: {e}")),
-                Err(oneshot::error::TryRecvError::Closed) => Some("dropped unanswered".into()),
-                Err(oneshot::error::TryRecvError::Empty) => None,
+            self.outcome = match &mut self.answer {
+                Answer::Write(rx) => outcome_of(rx, "applied"),
+                Answer::Read(rx) => outcome_of(rx, "may read"),
             };
         }
         self.outcome.clone().unwrap_or_else(|| "pending".into())
@@ -292,7 +307,7 @@ impl Cluster {
         self.proposals.push(Proposal {
             store: s,
             cmd: format!("change {}", text.join(" ")),
-            answer,
+            answer: Answer::Write(answer),
             outcome: None,
         });
         Ok(())
@@ -443,7 +458,19 @@ impl goldenscript::Runner for Runner {
                 c.proposals.push(Proposal {
                     store: s,
                     cmd,
-                    answer,
+                    answer: Answer::Write(answer),
+                    outcome: None,
+                });
+            }
+            "read" => {
+                let c = self.cluster()?;
+                let s = stores_arg(&args)?.first().copied().ok_or("read S")?;
+                let (tx, answer) = oneshot::channel();
+                c.store(s)?.read_index(REGION, tx);
+                c.proposals.push(Proposal {
+                    store: s,
+                    cmd: "read".into(),
+                    answer: Answer::Read(answer),
                     outcome: None,
                 });
             }
