@@ -4,20 +4,27 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tikal/target}"
-cargo build --workspace --bins
-BIN="$CARGO_TARGET_DIR/debug"
+# PROFILE=release benchmarks release-built binaries (default: the dev
+# profile tests use, see docs/benchmarks.md).
+if [ "${PROFILE:-debug}" = release ]; then
+    cargo build --workspace --bins --release
+    BIN="$CARGO_TARGET_DIR/release"
+else
+    cargo build --workspace --bins
+    BIN="$CARGO_TARGET_DIR/debug"
+fi
 
 # A PD port below the ephemeral range; stores use +10 and +20.
 random_port() { echo $((15000 + RANDOM % 15000)); }
 
-# start_cluster DATA_DIR PORT [STORE_CONFIG_FILE]: PD + 1 store, waits until
-# ready; sets PG to the playground's pid.
+# start_cluster DATA_DIR PORT [STORE_CONFIG_FILE]: PD + $STORES stores
+# (default 1), waits until ready; sets PG to the playground's pid.
 start_cluster() {
     local dir=$1 port=$2 config=${3:-}
     local extra=()
     [ -n "$config" ] && extra=(--store-config "$config")
-    "$BIN/tikal" playground --data-dir "$dir" --pd-port "$port" --store-port $((port + 10)) \
-        --status-port $((port + 20)) "${extra[@]}" >"$dir.out" 2>&1 &
+    "$BIN/tikal" playground --stores "${STORES:-1}" --data-dir "$dir" --pd-port "$port" \
+        --store-port $((port + 10)) --status-port $((port + 20)) "${extra[@]}" >"$dir.out" 2>&1 &
     PG=$!
     for _ in $(seq 1 600); do
         grep -q "Cluster is ready" "$dir.out" 2>/dev/null && return 0
@@ -34,7 +41,22 @@ stop_cluster() { kill -INT "$PG" 2>/dev/null || true; wait "$PG" 2>/dev/null || 
 # store_pid DATA_DIR: the pid of the cluster's first store.
 store_pid() { pgrep -f -- "--data-dir=$1/tikv-0" | head -1; }
 
-# fresh_cluster: PD + 1 store on a random port in a new temp dir, both
+# wait_voters N: until PD shows the region with N voters and no pending peer.
+wait_voters() {
+    for _ in $(seq 1 1200); do
+        local r
+        r="$(curl -s "http://127.0.0.1:$PORT/pd/api/v1/regions" || true)"
+        if [ "$(grep -o '"role_name":"Voter"' <<<"$r" | wc -l)" -ge "$1" ] &&
+            ! grep -q pending_peers <<<"$r"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "region never reached $1 voters" >&2
+    return 1
+}
+
+# fresh_cluster: PD + $STORES stores (default 1) on a random port in a new temp dir, both
 # removed on exit; sets DIR and PORT.
 fresh_cluster() {
     DIR="$(mktemp -d /tmp/tikal-bench-XXXXXX)"

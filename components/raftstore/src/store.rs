@@ -306,6 +306,34 @@ impl Store {
             );
             return;
         }
+        let ours = peer.region.region_epoch.clone().unwrap_or_default();
+        if msg.is_tombstone {
+            // Only a peer of a newer configuration can say we were removed.
+            if peer.is_initialized() && msg.epoch.conf_ver > ours.conf_ver {
+                info!(region_id, "told by a peer that this one was removed");
+                if let Err(e) = self.destroy_peer(region_id) {
+                    warn!(region_id, error = %e, "cannot destroy a removed peer");
+                }
+            }
+            return;
+        }
+        let stale_sender = peer.is_initialized()
+            && msg.epoch.conf_ver < ours.conf_ver
+            && !peer.region.peers.iter().any(|p| p.id == msg.from.id);
+        if stale_sender {
+            // A peer removed while it was away: tell it, so it goes.
+            debug!(region_id, from = msg.from.id, "message from a removed peer");
+            self.transport.send(PeerMessage {
+                region_id,
+                from: peer.meta.clone(),
+                to: msg.from,
+                epoch: ours,
+                message: Default::default(),
+                is_tombstone: true,
+            });
+            self.transport.flush();
+            return;
+        }
         let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
             .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
         if let Some(key) = snapshot {
@@ -425,6 +453,7 @@ impl Store {
                 to,
                 epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 message: m,
+                is_tombstone: false,
             });
         }
     }

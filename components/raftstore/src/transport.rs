@@ -18,6 +18,10 @@ pub struct PeerMessage {
     pub to: metapb::Peer,
     pub epoch: metapb::RegionEpoch,
     pub message: raft::eraftpb::Message,
+    /// Tells `to` that the region no longer has it: a peer removed while it
+    /// was away learns so from the region's other peers and destroys itself.
+    /// `message` is then empty.
+    pub is_tombstone: bool,
 }
 
 /// Carries a store's outgoing Raft messages.

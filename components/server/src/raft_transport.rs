@@ -53,6 +53,7 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
         to_peer: Some(msg.to.clone()),
         message: msg.message.write_to_bytes().unwrap_or_default(),
         region_epoch: Some(msg.epoch.clone()),
+        is_tombstone: msg.is_tombstone,
         ..Default::default()
     }
 }
@@ -70,6 +71,7 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
         to,
         epoch: m.region_epoch.unwrap_or_default(),
         message,
+        is_tombstone: m.is_tombstone,
     })
 }
 
