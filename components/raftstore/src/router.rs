@@ -78,6 +78,7 @@ enum Msg {
         pickup: Pickup,
     },
     Raft(Box<PeerMessage>),
+    RaftBatch(Vec<PeerMessage>),
     ChangePeers {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
@@ -205,6 +206,13 @@ impl Router {
     /// blocks; a stopped store drops it.
     pub fn send_raft_message(&self, msg: PeerMessage) {
         let _ = self.tx.send(Msg::Raft(Box::new(msg)));
+    }
+
+    /// Like [`Router::send_raft_message`], for messages that arrived together.
+    pub fn send_raft_messages(&self, msgs: Vec<PeerMessage>) {
+        if !msgs.is_empty() {
+            let _ = self.tx.send(Msg::RaftBatch(msgs));
+        }
     }
 
     /// Changes the region's membership through Raft (add a learner,
@@ -380,6 +388,11 @@ impl Runner {
                 drop(pickup);
             }
             Msg::Raft(msg) => self.store.step(*msg),
+            Msg::RaftBatch(msgs) => {
+                for msg in msgs {
+                    self.store.step(msg);
+                }
+            }
             Msg::ChangePeers {
                 region_id,
                 epoch,

@@ -510,6 +510,8 @@ impl Store {
         if readies.is_empty() {
             return Ok(());
         }
+        // Appends leave now, so followers persist them while we do.
+        self.transport.flush();
         self.log.write(&mut write, true)?;
 
         let mut commit_write = RaftLogWrite::default();

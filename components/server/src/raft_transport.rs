@@ -38,8 +38,9 @@ use tracing::{debug, info, warn};
 
 use crate::pd_client::PdClient;
 
-/// Messages queued per destination store before new ones are dropped.
-const QUEUE_CAPACITY: usize = 8192;
+/// Rounds of messages queued per destination store before new ones are
+/// dropped.
+const QUEUE_CAPACITY: usize = 1024;
 /// A batch stops growing at this many bytes (below the gRPC limit).
 const BATCH_BYTES: usize = 8 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -87,7 +88,10 @@ struct Shared {
 /// Sends a store's Raft messages to other stores over gRPC.
 pub struct GrpcTransport {
     shared: Arc<Shared>,
-    queues: HashMap<u64, mpsc::Sender<RaftMessage>>,
+    queues: HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>,
+    /// This round's messages per destination store, handed over at flush:
+    /// one queue operation (and one wake-up) per store and round.
+    round: HashMap<u64, Vec<RaftMessage>>,
 }
 
 /// Completes a [`GrpcTransport`] once the store loop it serves runs.
@@ -117,6 +121,7 @@ impl GrpcTransport {
         let t = GrpcTransport {
             shared: shared.clone(),
             queues: HashMap::new(),
+            round: HashMap::new(),
         };
         (t, TransportHandle(shared))
     }
@@ -129,16 +134,27 @@ impl Transport for GrpcTransport {
             self.shared.runtime.spawn(send_snapshot(shared, msg));
             return;
         }
-        let store_id = msg.to.store_id;
-        let wire = to_wire(&msg);
-        let tx = self.queues.entry(store_id).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            let shared = self.shared.clone();
-            self.shared.runtime.spawn(connection(shared, store_id, rx));
-            tx
-        });
-        if tx.try_send(wire).is_err() {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        self.round
+            .entry(msg.to.store_id)
+            .or_default()
+            .push(to_wire(&msg));
+    }
+
+    fn flush(&mut self) {
+        for (store_id, msgs) in self.round.drain() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let tx = self.queues.entry(store_id).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                let shared = self.shared.clone();
+                self.shared.runtime.spawn(connection(shared, store_id, rx));
+                tx
+            });
+            let n = msgs.len() as u64;
+            if tx.try_send(msgs).is_err() {
+                self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -168,7 +184,7 @@ async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Chan
 }
 
 /// Keeps a `BatchRaft` stream to one store open while the transport lives.
-async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<RaftMessage>) {
+async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut client = match connect(&shared.pd, store_id).await {
@@ -186,17 +202,16 @@ async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<R
         info!(store_id, "raft connection open");
         backoff = Duration::from_millis(100);
         loop {
-            let Some(first) = rx.recv().await else {
+            let Some(mut msgs) = rx.recv().await else {
                 // The transport is gone: the store is stopping.
                 call.abort();
                 return;
             };
-            let mut bytes = prost::Message::encoded_len(&first);
-            let mut msgs = vec![first];
+            let mut bytes: usize = msgs.iter().map(prost::Message::encoded_len).sum();
             while bytes < BATCH_BYTES {
-                let Ok(m) = rx.try_recv() else { break };
-                bytes += prost::Message::encoded_len(&m);
-                msgs.push(m);
+                let Ok(more) = rx.try_recv() else { break };
+                bytes += more.iter().map(prost::Message::encoded_len).sum::<usize>();
+                msgs.extend(more);
             }
             if batch_tx.send(BatchRaftMessage { msgs }).await.is_err() {
                 break;
