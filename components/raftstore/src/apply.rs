@@ -77,6 +77,11 @@ impl<'a> ApplyContext<'a> {
         crate::meta::put_region(&mut self.wb, region);
     }
 
+    /// Marks `peer_id` removed, with this round's writes.
+    pub(crate) fn put_tombstone_mark(&mut self, peer_id: u64) {
+        crate::meta::put_tombstone_mark(&mut self.wb, self.region_id, peer_id);
+    }
+
     pub(crate) fn state(&self) -> ApplyState {
         self.state
     }

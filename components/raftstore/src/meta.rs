@@ -162,6 +162,12 @@ pub(crate) fn put_tombstone(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: 
     wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
 }
 
+/// Records only the tombstone mark (with the applied removal, before the
+/// peer is destroyed: a crash in between then knows the removed peer's id).
+pub(crate) fn put_tombstone_mark(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: u64) {
+    wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
+}
+
 /// The id of this store's last removed peer of the region, if any.
 pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
     let Some(v) = engine.get(CF_RAFT, &tombstone_key(region_id))? else {

@@ -302,7 +302,9 @@ impl Peer {
 
     /// Asks Raft for one read index covering the reads that arrived.
     pub fn ask_reads(&mut self) {
-        if self.reads.arrived.is_empty() {
+        // raft-rs drops a read index request until the leader has
+        // committed an entry of its term; those reads wait for that.
+        if self.reads.arrived.is_empty() || !self.raw_node.raft.commit_to_current_term() {
             return;
         }
         self.reads.next_id += 1;
@@ -463,7 +465,10 @@ impl Peer {
         ctx.put_region(&region);
         match region.peers.iter().find(|p| p.id == self.meta.id) {
             Some(me) => self.meta = me.clone(),
-            None => self.pending_remove = true,
+            None => {
+                ctx.put_tombstone_mark(self.meta.id);
+                self.pending_remove = true;
+            }
         }
         self.region = region;
         Ok(self.region.clone())
@@ -677,6 +682,9 @@ pub(crate) fn check_changes(
                 if joint && is_voter(q.role) {
                     return Err(format!("demote voter {} before removing it", q.id));
                 }
+            }
+            Ok(ConfChangeType::AddLearnerNode) if p.id == me => {
+                return Err("cannot demote the leader; transfer leadership first".into());
             }
             Ok(_) => {}
             Err(_) => return Err(format!("unknown change type {}", c.change_type)),

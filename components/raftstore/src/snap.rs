@@ -160,8 +160,11 @@ impl SnapManager {
         key: SnapKey,
         data: &raft_serverpb::RaftSnapshotData,
     ) -> Result<SnapReceiver> {
-        let tmp = self.dir.join(format!("rev_{key}.tmp"));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Each stream writes its own directory: the same snapshot may be
+        // sent again while an earlier stream of it is still arriving.
+        static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let stream = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("rev_{key}_{stream}.tmp"));
         std::fs::create_dir_all(&tmp).map_err(|e| io_error("snapshot receive", e))?;
         Ok(SnapReceiver {
             files: cf_files(data).to_vec(),
@@ -343,7 +346,10 @@ impl SnapReceiver {
                 "snapshot stream ended before its last file".into(),
             ));
         }
-        let _ = std::fs::remove_dir_all(&self.done);
+        if self.done.is_dir() {
+            // Already received whole (maybe being applied): keep that copy.
+            return Ok(());
+        }
         std::fs::rename(&self.tmp, &self.done).map_err(|e| io_error("snapshot receive", e))
     }
 }
@@ -409,6 +415,15 @@ pub fn decode_data(snap: &Snapshot) -> Result<raft_serverpb::RaftSnapshotData> {
         .map_err(|e| corrupted(format!("snapshot data: {e}")))?;
     if data.region.is_none() {
         return Err(corrupted("snapshot data names no region".into()));
+    }
+    // Only data column families, each at most once: a file for `raft` would
+    // overwrite store metadata, and two files for one CF one another.
+    let mut seen = std::collections::HashSet::new();
+    for f in cf_files(&data) {
+        let known = Cf::from_name(&f.cf).is_some_and(|cf| DATA_CFS.contains(&cf));
+        if !known || !seen.insert(f.cf.as_str()) {
+            return Err(corrupted(format!("snapshot file for cf {:?}", f.cf)));
+        }
     }
     Ok(data)
 }

@@ -177,6 +177,18 @@ impl Store {
         }
         let mut peers = HashMap::new();
         for region in meta::load_regions(&kv)? {
+            if !region.peers.iter().any(|p| p.store_id == store_id) {
+                // Its removal was applied, and a crash came before the
+                // peer was destroyed: finish that.
+                info!(
+                    region_id = region.id,
+                    "finishing the destruction of a removed peer"
+                );
+                let last = meta::load_tombstone(&kv, region.id)?.unwrap_or(0);
+                destroy_region_data(&kv, &log, &region, last)?;
+                continue;
+            }
+            drop_stale_log(&kv, &log, region.id)?;
             let peer = Peer::open(store_id, region, &kv, log.clone(), &raft_cfg, &logger)?;
             info!(region_id = peer.region_id(), "opened region peer");
             peers.insert(peer.region_id(), peer);
@@ -285,6 +297,27 @@ impl Store {
             debug!(region_id, "message with bad peers dropped");
             return;
         }
+        if !msg.is_tombstone && !from_a_peer(&msg.message) {
+            debug!(region_id, msg_type = ?msg.message.get_msg_type(), "message type no peer sends dropped");
+            return;
+        }
+        if self
+            .peers
+            .get(&region_id)
+            .is_some_and(|p| msg.to.id > p.meta.id)
+        {
+            // This store's peer was removed and a newer one added here
+            // since: the old one goes, the new one starts afresh.
+            info!(
+                region_id,
+                to = msg.to.id,
+                "replaced by a newer peer of the region"
+            );
+            if let Err(e) = self.destroy_peer(region_id) {
+                warn!(region_id, error = %e, "cannot destroy a replaced peer");
+                return;
+            }
+        }
         if !self.peers.contains_key(&region_id) {
             match self.maybe_create_peer(&msg) {
                 Ok(true) => {}
@@ -334,14 +367,28 @@ impl Store {
             self.transport.flush();
             return;
         }
+        let m = &msg.message;
+        if m.get_msg_type() == MessageType::MsgHeartbeat
+            && m.commit > peer.raw_node.raft.raft_log.last_index()
+        {
+            // A leader never claims a commit beyond what it sent us; raft-rs
+            // would stop on it.
+            debug!(region_id, "heartbeat with a commit beyond our log dropped");
+            return;
+        }
         let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
             .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
         if let Some(key) = snapshot {
-            if let Err(why) = check_snapshot(&self.snaps, &msg, key) {
+            let others = self.peers.values().filter(|p| p.region.id != region_id);
+            if let Err(why) = check_snapshot(&self.snaps, &msg, key, others) {
                 debug!(region_id, %why, "snapshot message dropped");
+                self.snaps.remove(&self.snaps.recv_dir(key));
                 return;
             }
         }
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            return;
+        };
         peer.peer_cache.insert(msg.from.id, msg.from.clone());
         if let Err(e) = peer.raw_node.step(msg.message) {
             debug!(region_id, error = %e, "raft message rejected");
@@ -374,12 +421,20 @@ impl Store {
             );
             return Ok(false);
         }
-        if meta::load_tombstone(&self.kv, msg.region_id)?.is_some_and(|id| msg.to.id <= id) {
+        let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
+        if tombstone.is_some_and(|id| msg.to.id <= id) {
             debug!(
                 region_id = msg.region_id,
                 "message to a removed peer dropped"
             );
             return Ok(false);
+        }
+        if tombstone.is_some() {
+            // A new incarnation: nothing of the removed peer's log or
+            // votes applies to it (a crash may have left some).
+            let mut w = RaftLogWrite::default();
+            w.clean(msg.region_id);
+            self.log.write(&mut w, true)?;
         }
         let peer = Peer::uninitialized(
             msg.region_id,
@@ -560,17 +615,7 @@ impl Store {
         };
         peer.fail_proposals();
         peer.fail_reads();
-        let mut wb = self.kv.write_batch();
-        meta::put_tombstone(&mut wb, region_id, peer.meta.id);
-        if peer.is_initialized() {
-            for cf in DATA_CFS {
-                wb.delete_range(cf, &peer.region.start_key, &peer.region.end_key);
-            }
-        }
-        self.kv.write(wb, true)?;
-        let mut w = RaftLogWrite::default();
-        w.clean(region_id);
-        self.log.write(&mut w, true)?;
+        destroy_region_data(&self.kv, &self.log, &peer.region, peer.meta.id)?;
         self.snaps.remove_other_generated(region_id, None);
         self.views.write().remove(&region_id);
         self.published.remove(&region_id);
@@ -693,21 +738,276 @@ pub struct PeerStatus {
     pub last_index: u64,
 }
 
+/// Whether another store's peer may send a message of this type: local
+/// message types (a proposal, a tick, a read index request) would let a
+/// peer write into or stop this store's Raft groups.
+fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
+    use MessageType::*;
+    matches!(
+        m.get_msg_type(),
+        MsgAppend
+            | MsgAppendResponse
+            | MsgRequestVote
+            | MsgRequestVoteResponse
+            | MsgRequestPreVote
+            | MsgRequestPreVoteResponse
+            | MsgSnapshot
+            | MsgHeartbeat
+            | MsgHeartbeatResponse
+            | MsgTransferLeader
+            | MsgTimeoutNow
+    )
+}
+
 /// Why a snapshot message cannot be stepped, if it cannot: its data does
 /// not decode or does not describe this region with the receiving peer in
-/// it, or its files did not arrive.
-fn check_snapshot(
+/// it, its range overlaps another region this store holds, or its files
+/// did not arrive.
+fn check_snapshot<'a>(
     snaps: &SnapManager,
     msg: &PeerMessage,
     key: SnapKey,
+    mut others: impl Iterator<Item = &'a Peer>,
 ) -> std::result::Result<(), String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
         return Err("the snapshot is of another region or lacks the peer".into());
     }
+    let overlaps = |r: &metapb::Region| {
+        (region.end_key.is_empty() || r.start_key < region.end_key)
+            && (r.end_key.is_empty() || region.start_key < r.end_key)
+    };
+    if others.any(|p| p.is_initialized() && overlaps(&p.region)) {
+        return Err("the snapshot's range overlaps another region here".into());
+    }
     if !snaps.has_received(key) {
         return Err(format!("files of snapshot {key} not received"));
     }
     Ok(())
+}
+
+/// Forgets this store's peer of a region: a tombstone with `peer_id` in
+/// place of its state, its data in the region's range (none while the
+/// region is unknown: no peers), and its log.
+fn destroy_region_data(
+    kv: &KvEngine,
+    log: &RaftLogEngine,
+    region: &metapb::Region,
+    peer_id: u64,
+) -> Result<()> {
+    let mut wb = kv.write_batch();
+    meta::put_tombstone(&mut wb, region.id, peer_id);
+    if !region.peers.is_empty() {
+        for cf in DATA_CFS {
+            wb.delete_range(cf, &region.start_key, &region.end_key);
+        }
+    }
+    kv.write(wb, true)?;
+    let mut w = RaftLogWrite::default();
+    w.clean(region.id);
+    log.write(&mut w, true)?;
+    Ok(())
+}
+
+/// A crash after a snapshot was applied but before the region's old log
+/// was dropped leaves entries that end below the truncated index; the log
+/// engine could not take the next entries after such a hole. They predate
+/// the snapshot, so they go; the hard state stays (commit raised to what
+/// is applied).
+fn drop_stale_log(kv: &KvEngine, log: &RaftLogEngine, region_id: u64) -> Result<()> {
+    let state = meta::load_apply_state(kv, region_id)?;
+    let Some(last) = log.last_index(region_id) else {
+        return Ok(());
+    };
+    if last >= state.truncated_index {
+        return Ok(());
+    }
+    info!(
+        region_id,
+        last,
+        truncated = state.truncated_index,
+        "dropping a log older than the applied snapshot"
+    );
+    let mut hs = log.hard_state(region_id)?.unwrap_or_default();
+    hs.commit = hs.commit.max(state.applied_index);
+    hs.term = hs.term.max(state.truncated_term);
+    let mut w = RaftLogWrite::default();
+    w.clean(region_id);
+    w.set_hard_state(region_id, &hs)?;
+    log.write(&mut w, true)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::{ApplyContext, ApplyOutput};
+    use crate::transport::NoTransport;
+    use raft::eraftpb::{Entry, HardState, Message};
+
+    struct Ignore;
+
+    impl Applier for Ignore {
+        fn apply(&self, _: &mut ApplyContext<'_>, _: &[u8]) -> Result<ApplyOutput> {
+            Ok(Box::new(()))
+        }
+    }
+
+    fn region(peers: &[(u64, u64)]) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: peers
+                .iter()
+                .map(|&(id, store_id)| metapb::Peer {
+                    id,
+                    store_id,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn engines(dir: &std::path::Path) -> (KvEngine, Arc<RaftLogEngine>, Arc<SnapManager>) {
+        (
+            KvEngine::open(&dir.join("db")).unwrap(),
+            Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap()),
+            Arc::new(SnapManager::open(&dir.join("snap")).unwrap()),
+        )
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        let (kv, log, snaps) = engines(dir);
+        let (events, _) = mpsc::unbounded_channel();
+        Store::open(
+            1,
+            RaftstoreConfig::default(),
+            kv,
+            log,
+            snaps,
+            Arc::new(Ignore),
+            Box::new(NoTransport),
+            events,
+        )
+        .unwrap()
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_log_older_than_the_applied_snapshot_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // As a crash leaves it: the snapshot's state (applied and
+            // truncated at 20) is written, the old log (6..=8) not yet gone.
+            let (kv, log, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+            let mut w = RaftLogWrite::default();
+            w.append(1, &[entry(6, 6), entry(7, 6), entry(8, 6)])
+                .unwrap();
+            let hs = HardState {
+                term: 6,
+                commit: 8,
+                ..Default::default()
+            };
+            w.set_hard_state(1, &hs).unwrap();
+            log.write(&mut w, true).unwrap();
+            let mut wb = kv.write_batch();
+            let state = meta::ApplyState {
+                applied_index: 20,
+                truncated_index: 20,
+                truncated_term: 6,
+            };
+            meta::put_apply_state(&mut wb, 1, &state);
+            kv.write(wb, true).unwrap();
+        }
+        let mut store = open(dir.path());
+        // The sole voter leads and appends right after the snapshot.
+        store.on_ready().unwrap();
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        store.propose(1, None, b"x".to_vec(), cb);
+        store.on_ready().unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+        let status = store.peer_status(1).unwrap();
+        assert_eq!((status.first_index, status.applied), (21, 22));
+    }
+
+    #[test]
+    fn a_removal_applied_before_a_crash_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            // The region as applied: this store (1) is gone from it, and
+            // the removal's batch marked its peer 3 removed.
+            meta::write_initial_region(&kv, &region(&[(2, 2)])).unwrap();
+            let mut wb = kv.write_batch();
+            meta::put_tombstone_mark(&mut wb, 1, 3);
+            wb.put(tikal_engine::CF_DEFAULT, b"old data", b"v");
+            kv.write(wb, true).unwrap();
+        }
+        let store = open(dir.path());
+        assert!(store.peer_status(1).is_none());
+        drop(store);
+        let (kv, _, _) = engines(dir.path());
+        assert!(meta::load_regions(&kv).unwrap().is_empty());
+        assert_eq!(meta::load_tombstone(&kv, 1).unwrap(), Some(3));
+        assert_eq!(kv.get(tikal_engine::CF_DEFAULT, b"old data").unwrap(), None);
+    }
+
+    #[test]
+    fn messages_no_peer_sends_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+        }
+        let mut store = open(dir.path());
+        let before = store.peer_status(1).unwrap();
+        let from_2 = |mut m: Message| {
+            m.from = 2;
+            m.to = 1;
+            m.term = before.term;
+            PeerMessage {
+                region_id: 1,
+                from: region(&[(2, 2)]).peers[0].clone(),
+                to: region(&[(1, 1)]).peers[0].clone(),
+                epoch: region(&[]).region_epoch.unwrap(),
+                message: m,
+                is_tombstone: false,
+            }
+        };
+        // A proposal with no entries, a read index request with none, and a
+        // heartbeat claiming a commit beyond our log would each stop
+        // raft-rs; a proposal with entries would write into our log.
+        let mut propose = Message::default();
+        propose.set_msg_type(MessageType::MsgPropose);
+        store.step(from_2(propose.clone()));
+        propose.mut_entries().push(Entry {
+            data: b"forged".to_vec().into(),
+            ..Default::default()
+        });
+        store.step(from_2(propose));
+        let mut read = Message::default();
+        read.set_msg_type(MessageType::MsgReadIndex);
+        store.step(from_2(read));
+        let mut heartbeat = Message::default();
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        heartbeat.commit = 1_000;
+        store.step(from_2(heartbeat));
+        store.on_ready().unwrap();
+        let after = store.peer_status(1).unwrap();
+        assert_eq!(after.last_index, before.last_index, "nothing was appended");
+        assert_eq!(after.commit, before.commit);
+    }
 }

@@ -45,6 +45,8 @@ const QUEUE_CAPACITY: usize = 1024;
 const BATCH_BYTES: usize = 8 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest a snapshot send may take (a 1 GiB region at ~10 MB/s fits).
+const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The wire form of a raftstore message.
 pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
@@ -229,10 +231,17 @@ async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<V
 /// the leader whether it arrived.
 async fn send_snapshot(shared: Arc<Shared>, msg: PeerMessage) {
     let (region_id, to) = (msg.region_id, msg.to.id);
-    let delivered = match stream_snapshot(&shared, msg).await {
-        Ok(()) => true,
-        Err(e) => {
+    // Until it hears, the leader sends that peer nothing else: a send that
+    // hangs must end as a failure, and the leader then tries again.
+    let sent = tokio::time::timeout(SNAPSHOT_SEND_TIMEOUT, stream_snapshot(&shared, msg)).await;
+    let delivered = match sent {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             warn!(region_id, to, error = %e, "sending snapshot failed");
+            false
+        }
+        Err(_) => {
+            warn!(region_id, to, "sending snapshot timed out");
             false
         }
     };

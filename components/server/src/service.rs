@@ -478,6 +478,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
+            self.raw.read_barrier(&ctx).await?;
             if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
                 return Err(StorageError::invalid(format!(
                     "unknown checksum algorithm {}",
