@@ -117,7 +117,12 @@ impl Router {
         let quota = WriteQuota::new(store.config().write_bandwidth);
         let views = store.views();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut runner = Runner { store, rx, quota };
+        let mut runner = Runner {
+            store,
+            rx,
+            quota,
+            held: Default::default(),
+        };
         let (failed_tx, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("raftstore".into())
@@ -288,6 +293,9 @@ struct Runner {
     store: Store,
     rx: Receiver<Msg>,
     quota: Option<WriteQuota>,
+    /// Proposals taken off the channel while over the write quota, in
+    /// order: they wait here until it allows them.
+    held: std::collections::VecDeque<Msg>,
 }
 
 impl Runner {
@@ -324,9 +332,31 @@ impl Runner {
     fn take_in(&mut self, timeout: Duration, max_batch: usize) -> bool {
         let throttled = self.throttled();
         if !throttled.is_zero() {
-            // Over the write quota: proposals wait where they were queued.
-            std::thread::sleep(throttled.min(timeout));
-            return true;
+            // Over the write quota: proposals wait, in order; Raft traffic,
+            // reads and reports keep flowing, or the store's groups would
+            // lose their leaders.
+            let deadline = Instant::now() + throttled.min(timeout);
+            loop {
+                match self.rx.recv_deadline(deadline) {
+                    Ok(msg @ Msg::Propose { .. }) => self.held.push_back(msg),
+                    Ok(msg) => {
+                        if !self.handle(msg) {
+                            return false;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => return true,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            }
+        }
+        while let Some(msg) = self.held.pop_front() {
+            if !self.throttled().is_zero() {
+                self.held.push_front(msg);
+                return true;
+            }
+            if !self.handle(msg) {
+                return false;
+            }
         }
         match self.rx.recv_timeout(timeout) {
             Ok(msg) => {
@@ -358,7 +388,8 @@ impl Runner {
 
     fn shutdown(&mut self) {
         self.store.shutdown();
-        for msg in self.rx.try_iter() {
+        let held: Vec<Msg> = self.held.drain(..).collect();
+        for msg in held.into_iter().chain(self.rx.try_iter()) {
             match msg {
                 Msg::Propose { cb, .. } | Msg::ChangePeers { cb, .. } => {
                     let _ = cb.send(Err(RaftstoreError::StoreStopped));
@@ -545,6 +576,59 @@ mod tests {
         router.stop();
         let failed = tokio::time::timeout(Duration::from_millis(200), router.failed()).await;
         assert!(failed.is_err(), "a stop must not report a failure");
+    }
+
+    #[tokio::test]
+    async fn over_the_write_quota_reads_and_raft_traffic_still_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(&dir.path().join("db")).unwrap();
+        let log = Arc::new(RaftLogEngine::open(&dir.path().join("raft")).unwrap());
+        let region = metapb::Region {
+            id: 1,
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        meta::write_initial_region(&kv, &region).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let snaps = Arc::new(crate::SnapManager::open(&dir.path().join("snap")).unwrap());
+        let cfg = RaftstoreConfig {
+            // 1 KB/s: a 20 KB write holds proposals back for ~20 s.
+            write_bandwidth: 1000,
+            ..Default::default()
+        };
+        let store = Store::open(
+            1,
+            cfg,
+            kv,
+            log,
+            snaps,
+            Arc::new(FailingApplier),
+            Box::new(crate::NoTransport),
+            events,
+        )
+        .unwrap();
+        let router = Router::start(store).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !router.region_view(1).is_some_and(|v| v.is_leader) {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        router
+            .propose(1, None, vec![b'x'; 20_000], None)
+            .await
+            .unwrap();
+        let held = router
+            .send_proposal(1, None, b"held".to_vec(), None)
+            .unwrap();
+        // A read is answered long before the quota lets the write in.
+        let read = tokio::time::timeout(Duration::from_secs(5), router.read_index(1)).await;
+        assert!(matches!(read, Ok(Ok(()))), "the read waited for the quota");
+        drop(held);
+        router.stop();
     }
 
     #[test]

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ use crate::pd_client::PdClient;
 /// Rounds of messages queued per destination store before new ones are
 /// dropped.
 const QUEUE_CAPACITY: usize = 1024;
+/// Bytes queued per destination store before new messages are dropped
+/// (a dead store must not pin memory; Raft resends what is lost).
+const QUEUE_BYTES: usize = 64 << 20;
 /// A batch stops growing at this many bytes (below the gRPC limit).
 const BATCH_BYTES: usize = 8 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -90,10 +93,16 @@ struct Shared {
 /// Sends a store's Raft messages to other stores over gRPC.
 pub struct GrpcTransport {
     shared: Arc<Shared>,
-    queues: HashMap<u64, mpsc::Sender<Vec<RaftMessage>>>,
+    queues: HashMap<u64, Queue>,
     /// This round's messages per destination store, handed over at flush:
     /// one queue operation (and one wake-up) per store and round.
     round: HashMap<u64, Vec<RaftMessage>>,
+}
+
+/// One destination store's queue and the bytes waiting in it.
+struct Queue {
+    tx: mpsc::Sender<Vec<RaftMessage>>,
+    bytes: Arc<AtomicUsize>,
 }
 
 /// Completes a [`GrpcTransport`] once the store loop it serves runs.
@@ -147,15 +156,21 @@ impl Transport for GrpcTransport {
             if msgs.is_empty() {
                 continue;
             }
-            let tx = self.queues.entry(store_id).or_insert_with(|| {
+            let queue = self.queues.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                let bytes = Arc::new(AtomicUsize::new(0));
                 let shared = self.shared.clone();
-                self.shared.runtime.spawn(connection(shared, store_id, rx));
-                tx
+                let task = connection(shared, store_id, rx, bytes.clone());
+                self.shared.runtime.spawn(task);
+                Queue { tx, bytes }
             });
             let n = msgs.len() as u64;
-            if tx.try_send(msgs).is_err() {
+            let size: usize = msgs.iter().map(prost::Message::encoded_len).sum();
+            let full = queue.bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES;
+            if full || queue.tx.try_send(msgs).is_err() {
                 self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+            } else {
+                queue.bytes.fetch_add(size, Ordering::Relaxed);
             }
         }
     }
@@ -186,7 +201,12 @@ async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Chan
 }
 
 /// Keeps a `BatchRaft` stream to one store open while the transport lives.
-async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<Vec<RaftMessage>>) {
+async fn connection(
+    shared: Arc<Shared>,
+    store_id: u64,
+    mut rx: mpsc::Receiver<Vec<RaftMessage>>,
+    queued: Arc<AtomicUsize>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut client = match connect(&shared.pd, store_id).await {
@@ -215,6 +235,10 @@ async fn connection(shared: Arc<Shared>, store_id: u64, mut rx: mpsc::Receiver<V
                 bytes += more.iter().map(prost::Message::encoded_len).sum::<usize>();
                 msgs.extend(more);
             }
+            // Taken off the queue: no longer counted against its bound.
+            let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(bytes))
+            });
             if batch_tx.send(BatchRaftMessage { msgs }).await.is_err() {
                 break;
             }
