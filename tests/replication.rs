@@ -147,7 +147,10 @@ async fn check_all(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
-    let mut t = TestCluster::start(3).await;
+    // Region heartbeats often, so PD's leader transfers go out quickly.
+    let mut t =
+        TestCluster::start_with_config(3, "[raftstore]\npd-heartbeat-tick-interval = \"300ms\"\n")
+            .await;
     let voters = eventually(REPLICATE_TIMEOUT, "3 voters on 3 stores", || {
         replicated(&t, 3)
     })
@@ -162,6 +165,46 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
         .await
         .expect("raw put");
     txn_put(&txn, "t-before", "t-before").await;
+
+    // Every store leads in turn (`pd-ctl operator add transfer-leader`),
+    // and each serves what was written, raw and transactional.
+    let regions_url = format!("{}/pd/api/v1/regions", t.cluster.pd_url());
+    let region_id = get_json(&regions_url).await["regions"][0]["id"]
+        .as_u64()
+        .expect("region id");
+    for store_id in voters[0].clone() {
+        let body = serde_json::json!({
+            "name": "transfer-leader",
+            "region_id": region_id,
+            "to_store_id": store_id,
+        });
+        let url = format!("{}/pd/api/v1/operators", t.cluster.pd_url());
+        eventually(Duration::from_secs(20), "the operator accepted", || {
+            let (url, body) = (url.clone(), body.clone());
+            async move {
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        eventually(Duration::from_secs(20), "the leader moved", || async {
+            let r = get_json(&regions_url).await;
+            (r["regions"][0]["leader"]["store_id"].as_u64() == Some(store_id)).then_some(())
+        })
+        .await;
+        let v = retry("get", || raw.get("before".to_owned())).await;
+        assert_eq!(
+            v,
+            Some(b"1".to_vec()),
+            "read with the leader on store {store_id}"
+        );
+        assert_eq!(txn_get(&txn, "t-before").await.as_deref(), Some("t-before"));
+    }
 
     // A stream of writes; the leader's store dies in the middle of it.
     let stop = Arc::new(AtomicBool::new(false));

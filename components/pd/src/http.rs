@@ -46,7 +46,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/region/id/:id", get(region_by_id))
         .route("/pd/api/v1/region/key/:key", get(region_by_key))
         .route("/pd/api/v1/config", get(config))
-        .route("/pd/api/v1/operators", get(operators))
+        .route("/pd/api/v1/operators", get(operators).post(add_operator))
         .route("/pd/api/v1/operators/:region_id", get(operator))
         .with_state(state)
 }
@@ -205,6 +205,32 @@ async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Respo
 }
 
 /// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
+/// `POST /operators` with upstream's body for a leader transfer:
+/// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`.
+async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response {
+    let Ok(req) = serde_json::from_str::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not JSON".into());
+    };
+    let (Some(region_id), Some(to_store)) =
+        (req["region_id"].as_u64(), req["to_store_id"].as_u64())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "region_id and to_store_id are required".into(),
+        );
+    };
+    if req["name"] != "transfer-leader" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("operator {} is not supported", req["name"]),
+        );
+    }
+    match s.pd.cluster.add_transfer_leader(region_id, to_store) {
+        Ok(()) => Json(json!("The operator is created.")).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
 async fn delete_store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));

@@ -151,6 +151,42 @@ impl Cluster {
             .map(|(op, status, _)| (op.clone(), *status))
     }
 
+    /// An operator asked for by hand, as `pd-ctl operator add
+    /// transfer-leader <region> <store>` does: the region's leadership
+    /// moves to its voter on `to_store`. It goes to the leader with the
+    /// region's next heartbeat. Refused while another operator runs.
+    pub fn add_transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), String> {
+        let r = self
+            .region_by_id(region_id)
+            .ok_or_else(|| format!("region {region_id} not found"))?;
+        if !r.peer_on(to_store).is_some_and(crate::regions::is_voter) {
+            return Err(format!(
+                "region {region_id} has no voter on store {to_store}"
+            ));
+        }
+        let from_store = r
+            .leader_store()
+            .ok_or_else(|| format!("region {region_id} has no leader"))?;
+        let plan = crate::operator::Plan {
+            desc: "admin-transfer-leader".into(),
+            brief: format!("transfer leader: store {from_store} to {to_store}"),
+            kind: crate::operator::kind::LEADER,
+            steps: vec![crate::operator::Step::TransferLeader {
+                from_store,
+                to_store,
+            }],
+        };
+        let now = self.clock.now_nanos();
+        let mut ops = self.operators.lock();
+        if ops.running.contains_key(&region_id) {
+            return Err(format!("region {region_id} already has an operator"));
+        }
+        let op = Operator::new(plan, &r, now, self.opts.operator_timeout);
+        info!(region_id, operator = %op, "operator created by request");
+        ops.running.insert(region_id, op);
+        Ok(())
+    }
+
     /// Takes a store out of service, as `pd-ctl store delete` does: it
     /// becomes Offline, the replica checker moves its replicas elsewhere,
     /// and once it holds none it becomes Tombstone. Refused if fewer Up
