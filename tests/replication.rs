@@ -430,6 +430,7 @@ async fn replicas_leave_a_deleted_store_and_a_down_store_is_rebuilt_elsewhere() 
 
     // `pd-ctl store delete`: the store's replica moves, then it is Tombstone.
     let deleted = voters[0];
+    let deleted_index = index_of(&t, deleted).await;
     let url = format!("{}/pd/api/v1/store/{deleted}", t.cluster.pd_url());
     let resp = reqwest::Client::new()
         .delete(&url)
@@ -457,13 +458,23 @@ async fn replicas_leave_a_deleted_store_and_a_down_store_is_rebuilt_elsewhere() 
         replicated(&t, 3)
     })
     .await;
+    // Told it is Tombstone, the removed store stops, as TiKV does.
+    let mut t = t;
+    let status = t
+        .cluster
+        .wait_store_exit(deleted_index, Duration::from_secs(30))
+        .await
+        .expect("the Tombstone store exits");
+    assert!(!status.success(), "{status:?}");
+    let log = std::fs::read_to_string(t.cluster.log_path(&format!("tikv-{deleted_index}")))
+        .unwrap_or_default();
+    assert!(log.contains("Tombstone"), "the log says why it stopped");
 
     // A voter's store dies and stays down past max-store-down-time: its
     // replica is rebuilt on the one store left.
     let (voters, _) = voters_and_states(&t).await;
     let down = voters[0];
     let down_index = index_of(&t, down).await;
-    let mut t = t;
     t.cluster.kill_store(down_index);
     eventually(
         REPLICATE_TIMEOUT,

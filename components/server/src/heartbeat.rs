@@ -27,14 +27,15 @@ pub struct StoreStatsSource {
 
 /// Sends store heartbeats every `every`, and at once when `kick` fires (the
 /// region heartbeat stream reconnected: PD may have restarted and should see
-/// this store Up without waiting a whole interval).
+/// this store Up without waiting a whole interval). Returns PD's reason
+/// once PD says the store is Tombstone: the server must then stop.
 pub async fn store_heartbeat_loop(
     pd: PdClient,
     router: Router,
     src: StoreStatsSource,
     every: Duration,
     kick: Arc<Notify>,
-) {
+) -> String {
     loop {
         let (capacity, available) = disk_space(&src.data_dir);
         let stats = pdpb::StoreStats {
@@ -50,6 +51,7 @@ pub async fn store_heartbeat_loop(
         // PD sees the store Up again without waiting a whole interval.
         let wait = match pd.store_heartbeat(stats).await {
             Ok(()) => every,
+            Err(e) if e.is::<crate::pd_client::StoreTombstone>() => return e.to_string(),
             Err(e) => {
                 warn!(error = %e, "store heartbeat failed");
                 every.min(Duration::from_secs(1))

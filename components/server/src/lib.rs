@@ -151,6 +151,19 @@ pub async fn run(
     let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
         .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let reconnected = Arc::new(tokio::sync::Notify::new());
+    // Ends, with PD's reason, once PD says this store is Tombstone.
+    let mut store_heartbeat = tokio::spawn(heartbeat::store_heartbeat_loop(
+        pd.clone(),
+        router.clone(),
+        heartbeat::StoreStatsSource {
+            store_id,
+            data_dir: data_dir.clone(),
+            start_time: start_time as u32,
+            kv: kv.clone(),
+        },
+        parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
+        reconnected.clone(),
+    ));
     let background = [
         tokio::spawn(heartbeat::region_heartbeat_loop(
             pd.clone(),
@@ -158,18 +171,6 @@ pub async fn run(
             events_rx,
             parse_duration(&cfg.raftstore.pd_heartbeat_tick_interval)?,
             reconnected.clone(),
-        )),
-        tokio::spawn(heartbeat::store_heartbeat_loop(
-            pd.clone(),
-            router.clone(),
-            heartbeat::StoreStatsSource {
-                store_id,
-                data_dir: data_dir.clone(),
-                start_time: start_time as u32,
-                kv: kv.clone(),
-            },
-            parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
-            reconnected,
         )),
         tokio::spawn(gc_worker::gc_loop(
             pd.clone(),
@@ -232,13 +233,23 @@ pub async fn run(
     let stopper = stop_tx.clone();
     // A store whose Raft loop is gone must not answer anything: its failure
     // stops the server like a signal, and the process exits non-zero.
+    // So does a store PD removed from the cluster (Tombstone), as TiKV's.
     let raftstore_failure = Arc::new(parking_lot::Mutex::new(None));
     let shutdown = {
         let (router, failure) = (router.clone(), raftstore_failure.clone());
+        let removed = async move {
+            match (&mut store_heartbeat).await {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
         async move {
             tokio::select! {
                 _ = shutdown => {}
-                reason = router.failed() => *failure.lock() = Some(reason),
+                reason = router.failed() => {
+                    *failure.lock() = Some(format!("raftstore stopped: {reason}"))
+                }
+                reason = removed => *failure.lock() = Some(reason),
             }
         }
     };
@@ -264,7 +275,7 @@ pub async fn run(
         t.flush();
     }
     if let Some(reason) = raftstore_failure.lock().take() {
-        anyhow::bail!("raftstore stopped: {reason}");
+        anyhow::bail!("{reason}");
     }
     result
 }

@@ -165,6 +165,8 @@ impl PdClient {
             .ok_or_else(|| anyhow::anyhow!("PD knows no store {store_id}"))
     }
 
+    /// Reports the store's stats. A store PD has made Tombstone gets
+    /// [`StoreTombstone`] as the error.
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> anyhow::Result<()> {
         let resp = self
             .grpc()
@@ -174,6 +176,11 @@ impl PdClient {
             })
             .await?
             .into_inner();
+        if let Some(e) = resp.header.as_ref().and_then(|h| h.error.as_ref()) {
+            if e.r#type == pdpb::ErrorType::StoreTombstone as i32 {
+                return Err(StoreTombstone(e.message.clone()).into());
+            }
+        }
         check(resp.header.as_ref())
     }
 }
@@ -216,6 +223,12 @@ impl PdClient {
         Ok(resp.safe_point)
     }
 }
+
+/// PD's answer to a store it removed from the cluster (`pd-ctl store
+/// delete`, then Tombstone): the store must stop, as TiKV does.
+#[derive(Debug, thiserror::Error)]
+#[error("PD says this store is Tombstone (removed from the cluster): {0}")]
+pub struct StoreTombstone(pub String);
 
 /// Turns an error in a PD response header into an error.
 pub fn check(header: Option<&pdpb::ResponseHeader>) -> anyhow::Result<()> {
