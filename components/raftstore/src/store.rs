@@ -301,13 +301,13 @@ impl Store {
             debug!(region_id, msg_type = ?msg.message.get_msg_type(), "message type no peer sends dropped");
             return;
         }
-        if self
-            .peers
-            .get(&region_id)
-            .is_some_and(|p| msg.to.id > p.meta.id)
-        {
+        if self.peers.get(&region_id).is_some_and(|p| {
+            let ours = p.region.region_epoch.clone().unwrap_or_default();
+            msg.to.id > p.meta.id && msg.epoch.conf_ver > ours.conf_ver
+        }) {
             // This store's peer was removed and a newer one added here
-            // since: the old one goes, the new one starts afresh.
+            // since (only a newer configuration can name one): the old one
+            // goes, the new one starts afresh.
             info!(
                 region_id,
                 to = msg.to.id,
@@ -738,25 +738,27 @@ pub struct PeerStatus {
     pub last_index: u64,
 }
 
-/// Whether another store's peer may send a message of this type: local
-/// message types (a proposal, a tick, a read index request) would let a
-/// peer write into or stop this store's Raft groups.
+/// Whether another store's peer may send this message: local message
+/// types (a proposal, a tick, a read index request) would let a peer write
+/// into or stop this store's Raft groups, and every message between peers
+/// carries its sender's term (raft-rs stops on a vote without one).
 fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
     use MessageType::*;
-    matches!(
-        m.get_msg_type(),
-        MsgAppend
-            | MsgAppendResponse
-            | MsgRequestVote
-            | MsgRequestVoteResponse
-            | MsgRequestPreVote
-            | MsgRequestPreVoteResponse
-            | MsgSnapshot
-            | MsgHeartbeat
-            | MsgHeartbeatResponse
-            | MsgTransferLeader
-            | MsgTimeoutNow
-    )
+    m.term > 0
+        && matches!(
+            m.get_msg_type(),
+            MsgAppend
+                | MsgAppendResponse
+                | MsgRequestVote
+                | MsgRequestVoteResponse
+                | MsgRequestPreVote
+                | MsgRequestPreVoteResponse
+                | MsgSnapshot
+                | MsgHeartbeat
+                | MsgHeartbeatResponse
+                | MsgTransferLeader
+                | MsgTimeoutNow
+        )
 }
 
 /// Why a snapshot message cannot be stepped, if it cannot: its data does
