@@ -499,6 +499,10 @@ mod tests {
     }
 
     fn one_region_store(dir: &std::path::Path) -> (Router, KvEngine) {
+        one_region_store_with(dir, RaftstoreConfig::default())
+    }
+
+    fn one_region_store_with(dir: &std::path::Path, cfg: RaftstoreConfig) -> (Router, KvEngine) {
         let kv = KvEngine::open(&dir.join("db")).unwrap();
         let log = Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap());
         let region = metapb::Region {
@@ -519,7 +523,7 @@ mod tests {
         let snaps = Arc::new(crate::SnapManager::open(&dir.join("snap")).unwrap());
         let store = Store::open(
             1,
-            RaftstoreConfig::default(),
+            cfg,
             kv.clone(),
             log,
             snaps,
@@ -581,37 +585,12 @@ mod tests {
     #[tokio::test]
     async fn over_the_write_quota_reads_and_raft_traffic_still_flow() {
         let dir = tempfile::tempdir().unwrap();
-        let kv = KvEngine::open(&dir.path().join("db")).unwrap();
-        let log = Arc::new(RaftLogEngine::open(&dir.path().join("raft")).unwrap());
-        let region = metapb::Region {
-            id: 1,
-            peers: vec![metapb::Peer {
-                id: 2,
-                store_id: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        meta::write_initial_region(&kv, &region).unwrap();
-        let (events, _) = mpsc::unbounded_channel();
-        let snaps = Arc::new(crate::SnapManager::open(&dir.path().join("snap")).unwrap());
         let cfg = RaftstoreConfig {
             // 1 KB/s: a 20 KB write holds proposals back for ~20 s.
             write_bandwidth: 1000,
             ..Default::default()
         };
-        let store = Store::open(
-            1,
-            cfg,
-            kv,
-            log,
-            snaps,
-            Arc::new(FailingApplier),
-            Box::new(crate::NoTransport),
-            events,
-        )
-        .unwrap();
-        let router = Router::start(store).unwrap();
+        let (router, _kv) = one_region_store_with(dir.path(), cfg);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !router.region_view(1).is_some_and(|v| v.is_leader) {
             assert!(Instant::now() < deadline, "no leader");
