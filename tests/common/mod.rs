@@ -166,11 +166,17 @@ pub struct Direct {
 
 /// Connects to the store leading the (only) region, with a valid Context.
 pub async fn direct(t: &TestCluster) -> Direct {
+    direct_at(t, b"any").await
+}
+
+/// Connects to the store leading the region that holds `key` (as stored:
+/// transactional keys memcomparable-encoded), with a valid Context.
+pub async fn direct_at(t: &TestCluster, key: &[u8]) -> Direct {
     let (mut pd, header) = pd_client(t).await;
     let region = pd
         .get_region(pdpb::GetRegionRequest {
             header: header.clone(),
-            region_key: b"any".to_vec(),
+            region_key: key.to_vec(),
             need_buckets: false,
         })
         .await

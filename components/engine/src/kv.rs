@@ -210,6 +210,28 @@ impl KvSnapshot<'_> {
             .scan_at(Some(&self.snap), cf, start, end, reverse, visit)
     }
 
+    /// The key-value pairs of `[start, end)` (`end` empty: unbounded) in
+    /// `cf`, ascending, as an iterator (so several CFs can be walked side
+    /// by side).
+    pub fn iter(
+        &self,
+        cf: Cf,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(start.to_vec());
+        if !end.is_empty() {
+            opts.set_iterate_upper_bound(end.to_vec());
+        }
+        opts.set_snapshot(&self.snap);
+        let mode = IteratorMode::From(start, Direction::Forward);
+        self.engine
+            .db
+            .iterator_cf_opt(self.engine.cf(cf), opts, mode)
+            .map(|item| item.map_err(Into::into))
+    }
+
     /// Writes `[start, end)` of `cf` to an SST file at `path`, streaming (a
     /// range of any size needs only a block's worth of memory). Writes no
     /// file and returns `None` when the range is empty.

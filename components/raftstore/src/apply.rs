@@ -77,6 +77,13 @@ impl<'a> ApplyContext<'a> {
         crate::meta::put_region(&mut self.wb, region);
     }
 
+    /// Records a region a split made, with an empty log, with this round's
+    /// writes.
+    pub(crate) fn put_new_region(&mut self, region: &tikal_proto::metapb::Region) {
+        crate::meta::put_region(&mut self.wb, region);
+        put_apply_state(&mut self.wb, region.id, &ApplyState::initial());
+    }
+
     /// Marks `peer_id` removed, with this round's writes.
     pub(crate) fn put_tombstone_mark(&mut self, peer_id: u64) {
         crate::meta::put_tombstone_mark(&mut self.wb, self.region_id, peer_id);

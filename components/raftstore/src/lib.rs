@@ -29,6 +29,7 @@
 //! was applied before its acknowledgement); replicated regions will need a
 //! ReadIndex or lease check here.
 
+mod admin;
 mod apply;
 mod meta;
 mod peer;
@@ -37,6 +38,7 @@ mod router;
 #[cfg(test)]
 mod scenarios;
 mod snap;
+mod split_check;
 mod store;
 mod transport;
 
@@ -45,9 +47,10 @@ pub use meta::{
     load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
     StoreIdent, INITIAL_INDEX,
 };
-pub use peer::{ConfChangeOutput, LogGc};
+pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput};
 pub use router::{Pickup, Router};
 pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};
+pub use split_check::{SplitCheck, SplitCheckConfig};
 pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};
 pub use transport::{NoTransport, PeerMessage, Transport};
 
@@ -70,6 +73,8 @@ pub enum RaftstoreError {
     StaleCommand,
     #[error("{0}")]
     ConfChange(String),
+    #[error("split refused: {0}")]
+    Split(String),
     #[error("the store is shutting down")]
     StoreStopped,
     #[error(transparent)]

@@ -62,12 +62,7 @@ pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
 pub fn write_initial_region(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
     let mut wb = engine.write_batch();
     put_region(&mut wb, region);
-    let state = ApplyState {
-        applied_index: INITIAL_INDEX,
-        truncated_index: INITIAL_INDEX,
-        truncated_term: INITIAL_INDEX,
-    };
-    put_apply_state(&mut wb, region.id, &state);
+    put_apply_state(&mut wb, region.id, &ApplyState::initial());
     engine.write(wb, true)?;
     Ok(())
 }
@@ -104,6 +99,17 @@ pub(crate) struct ApplyState {
     pub applied_index: u64,
     pub truncated_index: u64,
     pub truncated_term: u64,
+}
+
+impl ApplyState {
+    /// A new region's: an empty log that starts after [`INITIAL_INDEX`].
+    pub(crate) fn initial() -> ApplyState {
+        ApplyState {
+            applied_index: INITIAL_INDEX,
+            truncated_index: INITIAL_INDEX,
+            truncated_term: INITIAL_INDEX,
+        }
+    }
 }
 
 pub(crate) fn put_apply_state(wb: &mut KvWriteBatch<'_>, region_id: u64, s: &ApplyState) {

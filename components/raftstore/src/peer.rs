@@ -24,9 +24,13 @@ use raft::{RawNode, StateRole};
 use tikal_engine::{KvEngine, RaftLogEngine};
 use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::metapb::{self, PeerRole};
-use tikal_proto::raft_cmdpb::{ChangePeerRequest, ChangePeerV2Request};
+use tikal_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, ChangePeerRequest, ChangePeerV2Request,
+};
 use tokio::sync::oneshot;
+use tracing::{info, warn};
 
+use crate::admin::{self, EntryKind};
 use crate::apply::{Applier, ApplyContext, ApplyOutput};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
@@ -36,6 +40,10 @@ use crate::{RaftstoreError, Result};
 /// What a membership change's proposer gets: the region after it, or why
 /// every replica refused it.
 pub type ConfChangeOutput = std::result::Result<metapb::Region, String>;
+
+/// What a split's proposer gets: every region it made, in key order, or
+/// why it was not made (EpochNotMatch when the region changed meanwhile).
+pub type SplitOutput = Result<Vec<metapb::Region>>;
 
 pub(crate) type Callback = oneshot::Sender<Result<ApplyOutput>>;
 /// Answered once a linearizable read of the region may be served here.
@@ -59,7 +67,21 @@ pub(crate) struct Peer {
     /// Set when an applied membership change removed this peer; the store
     /// destroys it after the round.
     pub pending_remove: bool,
+    /// Regions an applied split made that this store should start a peer
+    /// of; the store does after the round.
+    pub pending_splits: Vec<metapb::Region>,
+    /// Bytes of commands applied since the last split check.
+    pub size_diff_hint: u64,
+    /// The region's size and key count at the last split check.
+    pub approximate: Option<RegionStats>,
     reads: Reads,
+}
+
+/// A region's approximate size in bytes and number of keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    pub size: u64,
+    pub keys: u64,
 }
 
 /// Linearizable reads in flight (Raft's ReadIndex): every read that arrives
@@ -146,6 +168,10 @@ impl Peer {
             apply_state,
             peer_cache: HashMap::new(),
             pending_remove: false,
+            pending_splits: vec![],
+            // Checked once it leads, so PD learns its size.
+            size_diff_hint: u64::MAX,
+            approximate: None,
             reads: Reads::default(),
         })
     }
@@ -226,17 +252,9 @@ impl Peer {
         changes: Vec<ChangePeerRequest>,
         cb: Callback,
     ) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
+        let Some(cb) = self.check_admin(epoch, cb) else {
             return;
-        }
-        let current = self.region.region_epoch.clone().unwrap_or_default();
-        if epoch.is_some_and(|e| e != current) {
-            let _ = cb.send(Err(RaftstoreError::EpochNotMatch(Box::new(
-                self.region.clone(),
-            ))));
-            return;
-        }
+        };
         let refuse = |cb: Callback, why: String| {
             let _ = cb.send(Err(RaftstoreError::ConfChange(why)));
         };
@@ -273,22 +291,66 @@ impl Peer {
         });
     }
 
+    /// Proposes a client command checked against the region at `epoch`
+    /// (the current one if `None`); it is applied only if the region's
+    /// version is still the same then (see `admin.rs`).
     pub fn propose(&mut self, epoch: Option<metapb::RegionEpoch>, cmd: Vec<u8>, cb: Callback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        if let Some(epoch) = epoch {
-            let current = self.region.region_epoch.clone().unwrap_or_default();
-            if epoch.version != current.version {
-                let _ = cb.send(Err(RaftstoreError::EpochNotMatch(Box::new(
-                    self.region.clone(),
-                ))));
-                return;
-            }
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        let epoch = epoch.unwrap_or_else(|| current.clone());
+        if epoch.version != current.version {
+            let _ = cb.send(Err(self.epoch_not_match()));
+            return;
         }
-        let proposed = self.raw_node.propose(vec![], cmd);
+        let proposed = self
+            .raw_node
+            .propose(admin::entry_context(false, &epoch), cmd);
         self.track(proposed, cb);
+    }
+
+    /// Proposes splitting the region at `req`'s keys (ids from PD); `cb`
+    /// gets a [`SplitOutput`] once it is applied.
+    pub fn propose_batch_split(
+        &mut self,
+        epoch: Option<metapb::RegionEpoch>,
+        req: BatchSplitRequest,
+        cb: Callback,
+    ) {
+        let Some(cb) = self.check_admin(epoch, cb) else {
+            return;
+        };
+        if let Err(why) = admin::split_regions(&self.region, &req) {
+            let _ = cb.send(Err(RaftstoreError::Split(why)));
+            return;
+        }
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        let proposed = self.raw_node.propose(
+            admin::entry_context(true, &current),
+            admin::encode_batch_split(req),
+        );
+        self.track(proposed, cb);
+    }
+
+    /// An admin command or membership change is proposed only by the
+    /// leader, at the region's exact epoch; otherwise `cb` is answered why
+    /// and `None` returned.
+    fn check_admin(&self, epoch: Option<metapb::RegionEpoch>, cb: Callback) -> Option<Callback> {
+        let refused = if !self.is_leader() {
+            self.not_leader()
+        } else if epoch.is_some_and(|e| Some(e) != self.region.region_epoch) {
+            self.epoch_not_match()
+        } else {
+            return Some(cb);
+        };
+        let _ = cb.send(Err(refused));
+        None
+    }
+
+    pub fn epoch_not_match(&self) -> RaftstoreError {
+        RaftstoreError::EpochNotMatch(Box::new(self.region.clone()))
     }
 
     /// Queues a read that must see every write acknowledged before it.
@@ -400,15 +462,12 @@ impl Peer {
                 continue;
             }
             let output = match entry.get_entry_type() {
-                // An error leaves this round unwritten and unanswered.
-                EntryType::EntryNormal if !entry.data.is_empty() => {
-                    Some(applier.apply(&mut ctx, &entry.data)?)
-                }
                 // Empty entries mark a new leader's term.
-                EntryType::EntryNormal => None,
+                EntryType::EntryNormal if entry.data.is_empty() => None,
+                EntryType::EntryNormal => Some(self.apply_normal(kv, &mut ctx, applier, &entry)?),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let out: ApplyOutput = Box::new(self.apply_conf_change(&mut ctx, &entry));
-                    Some(out)
+                    Some(Ok(out))
                 }
             };
             ctx.finish_entry(entry.index);
@@ -420,6 +479,108 @@ impl Peer {
             let _ = cb.send(output);
         }
         Ok(self.apply_state.applied_index)
+    }
+
+    /// Applies a client command or an admin command. An `Err` is an engine
+    /// failure (this round stays unwritten and unanswered); the inner
+    /// result is the proposer's answer.
+    fn apply_normal(
+        &mut self,
+        kv: &KvEngine,
+        ctx: &mut ApplyContext<'_>,
+        applier: &dyn Applier,
+        entry: &Entry,
+    ) -> Result<Result<ApplyOutput>> {
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        match admin::entry_kind(&entry.context) {
+            Some(EntryKind::Command(epoch)) => {
+                if epoch.is_some_and(|e| e.version != current.version) {
+                    return Ok(Err(self.epoch_not_match()));
+                }
+                self.size_diff_hint = self.size_diff_hint.saturating_add(entry.data.len() as u64);
+                Ok(Ok(applier.apply(ctx, &entry.data)?))
+            }
+            Some(EntryKind::Admin(epoch)) => {
+                if epoch != current {
+                    return Ok(Err(self.epoch_not_match()));
+                }
+                let out: SplitOutput = self.apply_admin(kv, ctx, &entry.data);
+                Ok(Ok(Box::new(out)))
+            }
+            None => {
+                warn!(
+                    region_id = self.region.id,
+                    index = entry.index,
+                    "entry of an unknown kind skipped"
+                );
+                Ok(Err(RaftstoreError::Split("unknown entry kind".into())))
+            }
+        }
+    }
+
+    fn apply_admin(
+        &mut self,
+        kv: &KvEngine,
+        ctx: &mut ApplyContext<'_>,
+        data: &[u8],
+    ) -> SplitOutput {
+        let req = AdminRequest::decode(data)
+            .map_err(|e| RaftstoreError::Split(format!("undecodable admin command: {e}")))?;
+        match (AdminCmdType::try_from(req.cmd_type), req.splits) {
+            (Ok(AdminCmdType::BatchSplit), Some(splits)) => {
+                self.apply_batch_split(kv, ctx, &splits)
+            }
+            _ => Err(RaftstoreError::Split(format!(
+                "unsupported admin command {}",
+                req.cmd_type
+            ))),
+        }
+    }
+
+    /// Splits the region (see `admin.rs`): records every new region with
+    /// an empty log, in this round's batch, and the parent's new range.
+    fn apply_batch_split(
+        &mut self,
+        kv: &KvEngine,
+        ctx: &mut ApplyContext<'_>,
+        req: &BatchSplitRequest,
+    ) -> SplitOutput {
+        let regions = admin::split_regions(&self.region, req).map_err(RaftstoreError::Split)?;
+        for region in &regions {
+            if region.id == self.region.id {
+                ctx.put_region(region);
+                self.region = region.clone();
+                continue;
+            }
+            let mine = region
+                .peers
+                .iter()
+                .find(|p| p.store_id == self.meta.store_id);
+            // A peer of the new region on this store was already removed
+            // (its other peers moved on): it must not come back.
+            let removed = match (meta::load_tombstone(kv, region.id)?, mine) {
+                (Some(last), Some(me)) => me.id <= last,
+                _ => false,
+            };
+            if removed {
+                info!(
+                    region_id = region.id,
+                    "split made a region whose peer here was removed"
+                );
+                continue;
+            }
+            ctx.put_new_region(region);
+            self.pending_splits.push(region.clone());
+        }
+        info!(
+            region_id = self.region.id,
+            regions = regions.len(),
+            "region split"
+        );
+        // Both halves are checked again soon: their sizes changed.
+        self.size_diff_hint = u64::MAX;
+        self.approximate = None;
+        Ok(regions)
     }
 
     /// Applies one membership change entry. A change raft-rs refuses is
@@ -521,7 +682,7 @@ impl Peer {
         &mut self,
         index: u64,
         term: u64,
-        output: Option<ApplyOutput>,
+        output: Option<Result<ApplyOutput>>,
         answers: &mut Vec<(Callback, Result<ApplyOutput>)>,
     ) {
         let mut output = output;
@@ -533,7 +694,7 @@ impl Peer {
                 break;
             };
             let result = match output.take() {
-                Some(out) if p.index == index && p.term == term => Ok(out),
+                Some(out) if p.index == index && p.term == term => out,
                 _ => Err(RaftstoreError::StaleCommand),
             };
             answers.push((p.cb, result));

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 use tikal_proto::metapb;
-use tikal_proto::raft_cmdpb::ChangePeerRequest;
+use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use crate::apply::ApplyOutput;
 use crate::peer::Callback;
+use crate::split_check::{self, SplitCheck};
 use crate::store::{RegionView, Store};
 use crate::transport::PeerMessage;
 use crate::{RaftstoreError, Result};
@@ -98,6 +99,12 @@ enum Msg {
         to: u64,
         delivered: bool,
     },
+    BatchSplit {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        req: BatchSplitRequest,
+        cb: Callback,
+    },
     Stop,
 }
 
@@ -117,11 +124,13 @@ impl Router {
         let quota = WriteQuota::new(store.config().write_bandwidth);
         let views = store.views();
         let (tx, rx) = crossbeam_channel::unbounded();
+        let split_checks = SplitChecker::start(store.kv_engine().clone(), store.config())?;
         let mut runner = Runner {
             store,
             rx,
             quota,
             held: Default::default(),
+            split_checks,
         };
         let (failed_tx, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
@@ -245,6 +254,30 @@ impl Router {
         }
     }
 
+    /// Splits the region at `req`'s keys through Raft and waits until it is
+    /// applied, returning every region it made, in key order.
+    pub async fn batch_split(
+        &self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        req: BatchSplitRequest,
+    ) -> Result<Vec<metapb::Region>> {
+        let (cb, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::BatchSplit {
+                region_id,
+                epoch,
+                req,
+                cb,
+            })
+            .map_err(|_| RaftstoreError::StoreStopped)?;
+        let output = rx.await.map_err(|_| RaftstoreError::StoreStopped)??;
+        match output.downcast::<crate::SplitOutput>() {
+            Ok(out) => *out,
+            Err(_) => Err(RaftstoreError::StaleCommand),
+        }
+    }
+
     /// Waits until this store may serve a linearizable read of the region:
     /// it still leads (a quorum confirmed it after the read arrived) and
     /// has applied everything committed before. Reads that arrive together
@@ -296,6 +329,42 @@ struct Runner {
     /// Proposals taken off the channel while over the write quota, in
     /// order: they wait here until it allows them.
     held: std::collections::VecDeque<Msg>,
+    split_checks: SplitChecker,
+}
+
+/// The split checker's thread (`split_check.rs`): regions go in, their
+/// measurements come back; the loop polls for them each round.
+struct SplitChecker {
+    tasks: Sender<metapb::Region>,
+    results: Receiver<(metapb::Region, SplitCheck)>,
+}
+
+impl SplitChecker {
+    fn start(kv: tikal_engine::KvEngine, cfg: &crate::RaftstoreConfig) -> Result<SplitChecker> {
+        let cfg = cfg.split_check.clone();
+        let (tasks, task_rx) = crossbeam_channel::unbounded::<metapb::Region>();
+        let (result_tx, results) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("split-check".into())
+            .spawn(move || {
+                // Ends when the loop (the task sender) is gone.
+                for region in task_rx {
+                    match split_check::check(&kv, &region, &cfg) {
+                        Ok(found) => {
+                            if result_tx.send((region, found)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => warn!(region_id = region.id, error = %e, "split check failed"),
+                    }
+                }
+            })
+            .map_err(|e| tikal_engine::EngineError::Corrupted {
+                what: "split-check thread",
+                detail: e.to_string(),
+            })?;
+        Ok(SplitChecker { tasks, results })
+    }
 }
 
 impl Runner {
@@ -307,6 +376,7 @@ impl Runner {
         lower_thread_priority(cfg.thread_nice);
         let mut next_tick = Instant::now() + cfg.base_tick;
         let mut last_purge = Instant::now();
+        let mut last_split_check = Instant::now();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             if !self.take_in(timeout, cfg.max_batch) {
@@ -320,6 +390,15 @@ impl Runner {
             if last_purge.elapsed() >= cfg.log_gc_tick {
                 last_purge = Instant::now();
                 self.store.compact_logs();
+            }
+            if last_split_check.elapsed() >= cfg.split_check.tick {
+                last_split_check = Instant::now();
+                for region in self.store.split_check_due() {
+                    let _ = self.split_checks.tasks.send(region);
+                }
+            }
+            while let Ok((region, found)) = self.split_checks.results.try_recv() {
+                self.store.on_split_check(&region, found);
             }
         }
         self.shutdown();
@@ -391,7 +470,9 @@ impl Runner {
         let held: Vec<Msg> = self.held.drain(..).collect();
         for msg in held.into_iter().chain(self.rx.try_iter()) {
             match msg {
-                Msg::Propose { cb, .. } | Msg::ChangePeers { cb, .. } => {
+                Msg::Propose { cb, .. }
+                | Msg::ChangePeers { cb, .. }
+                | Msg::BatchSplit { cb, .. } => {
                     let _ = cb.send(Err(RaftstoreError::StoreStopped));
                 }
                 Msg::ReadIndex { cb, .. } => {
@@ -441,6 +522,12 @@ impl Runner {
                 to,
                 delivered,
             } => self.store.report_snapshot(region_id, to, delivered),
+            Msg::BatchSplit {
+                region_id,
+                epoch,
+                req,
+                cb,
+            } => self.store.propose_batch_split(region_id, epoch, req, cb),
             Msg::Stop => return false,
         }
         true

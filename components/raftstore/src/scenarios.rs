@@ -18,9 +18,14 @@
 //! campaign S                store S's peer starts an election now
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
-//! propose S key=value       propose a write through store S (answered later: `proposals`)
-//! read S                    a linearizable read through store S (ReadIndex;
-//!                           answered later: `proposals`)
+//! propose S key=value       propose a write through store S to its region
+//!                           holding the key (answered later: `proposals`)
+//! read S                    a linearizable read of region 1 through store S
+//!                           (ReadIndex; answered later: `proposals`)
+//! split S key... [region=R] store S proposes splitting region R (default 1)
+//!                           at the keys; new regions get ids 2, 3, … and
+//!                           peer ids 10 × region + store (answered later)
+//! regions                   each store's regions: id, range, version, role
 //! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
 //! change S [add=T] [learner=T] [remove=T]...
 //!                           store S proposes a membership change: a voter, a
@@ -32,8 +37,8 @@
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
 //! restart S                 stop store S and reopen it from its engines
-//! status                    each store's view: role, term, leader, commit,
-//!                           applied, first log index
+//! status [region=R]         each store's view of region R (default 1): role,
+//!                           term, leader, commit, applied, first log index
 //! proposals                 what each proposal got back
 //! get key                   the key's value on every store
 //! ```
@@ -58,7 +63,7 @@ use crate::transport::{PeerMessage, Transport};
 use crate::{meta, LogGc, RaftstoreConfig, Result, Store, StoreEvent};
 use raft::eraftpb::MessageType;
 use tikal_proto::eraftpb::ConfChangeType;
-use tikal_proto::raft_cmdpb::ChangePeerRequest;
+use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest, SplitRequest};
 
 type Res<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -134,6 +139,8 @@ struct Cluster {
     proposals: Vec<Proposal>,
     /// Peers of region 1 ever created per store, for new peer ids.
     incarnations: BTreeMap<u64, u64>,
+    /// The id the next region a split makes gets.
+    next_region: u64,
     _events: mpsc::UnboundedReceiver<StoreEvent>,
     events_tx: mpsc::UnboundedSender<StoreEvent>,
 }
@@ -148,6 +155,7 @@ impl Cluster {
             partitioned: BTreeSet::new(),
             proposals: vec![],
             incarnations: (1..=voters).map(|s| (s, 1)).collect(),
+            next_region: 2,
             _events: events,
             events_tx,
         };
@@ -313,6 +321,76 @@ impl Cluster {
         Ok(())
     }
 
+    /// Store S proposes splitting `region_id` at `keys`.
+    fn split(&mut self, s: u64, region_id: u64, keys: Vec<String>) -> Res<()> {
+        let region = self.store(s)?.region(region_id).ok_or("no peer")?;
+        let mut requests = vec![];
+        for key in &keys {
+            let id = self.next_region;
+            self.next_region += 1;
+            requests.push(SplitRequest {
+                split_key: key.as_bytes().to_vec(),
+                new_region_id: id,
+                new_peer_ids: region.peers.iter().map(|p| 10 * id + p.store_id).collect(),
+                ..Default::default()
+            });
+        }
+        let req = BatchSplitRequest {
+            requests,
+            right_derive: true,
+            ..Default::default()
+        };
+        let (tx, answer) = oneshot::channel();
+        self.store(s)?.propose_batch_split(region_id, None, req, tx);
+        self.proposals.push(Proposal {
+            store: s,
+            cmd: format!("split region {region_id} at {}", keys.join(" ")),
+            answer: Answer::Write(answer),
+            outcome: None,
+        });
+        Ok(())
+    }
+
+    /// The region holding `key` on store S.
+    fn region_of(&mut self, s: u64, key: &str) -> Res<u64> {
+        let store = self.store(s)?;
+        store
+            .regions()
+            .into_iter()
+            .find(|r| {
+                r.start_key.as_slice() <= key.as_bytes()
+                    && (r.end_key.is_empty() || key.as_bytes() < r.end_key.as_slice())
+            })
+            .map(|r| r.id)
+            .ok_or_else(|| format!("store {s} has no region holding {key}").into())
+    }
+
+    /// Every store's regions, in key order.
+    fn all_regions(&self) -> String {
+        let mut o = String::new();
+        for (s, store) in &self.stores {
+            let mut regions = store.regions();
+            regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+            let text: Vec<String> = regions
+                .iter()
+                .map(|r| {
+                    let role = store
+                        .peer_status(r.id)
+                        .map_or("?".into(), |p| p.role.to_lowercase());
+                    format!(
+                        "{}[{}..{}) v{} {role}",
+                        r.id,
+                        String::from_utf8_lossy(&r.start_key),
+                        String::from_utf8_lossy(&r.end_key),
+                        r.region_epoch.as_ref().map_or(0, |e| e.version),
+                    )
+                })
+                .collect();
+            let _ = writeln!(o, "store {s}: {}", text.join(" "));
+        }
+        o
+    }
+
     fn regions(&self) -> String {
         let mut o = String::new();
         for (s, store) in &self.stores {
@@ -343,10 +421,10 @@ impl Cluster {
         o
     }
 
-    fn status(&self) -> String {
+    fn status(&self, region_id: u64) -> String {
         let mut o = String::new();
         for (s, store) in &self.stores {
-            match store.peer_status(REGION) {
+            match store.peer_status(region_id) {
                 Some(p) => {
                     let _ = writeln!(
                         o,
@@ -452,9 +530,10 @@ impl goldenscript::Runner for Runner {
                     })
                     .ok_or("propose S key=value")?;
                 let cmd = format!("{k}={v}");
+                let region_id = c.region_of(s, &k)?;
                 let (tx, answer) = oneshot::channel();
                 c.store(s)?
-                    .propose(REGION, None, cmd.clone().into_bytes(), tx);
+                    .propose(region_id, None, cmd.clone().into_bytes(), tx);
                 c.proposals.push(Proposal {
                     store: s,
                     cmd,
@@ -488,7 +567,21 @@ impl goldenscript::Runner for Runner {
                     c.open(s)?;
                 }
             }
-            "status" => out = self.cluster()?.status(),
+            "status" => {
+                let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;
+                out = self.cluster()?.status(region_id);
+            }
+            "regions" => out = self.cluster()?.all_regions(),
+            "split" => {
+                let c = self.cluster()?;
+                let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;
+                let mut positional = args.iter().filter_map(|a| match a {
+                    Argument::Positional(p) => Some(p.clone()),
+                    _ => None,
+                });
+                let s: u64 = positional.next().ok_or("split S key...")?.parse()?;
+                c.split(s, region_id, positional.collect())?;
+            }
             "region" => out = self.cluster()?.regions(),
             "change" => {
                 let c = self.cluster()?;

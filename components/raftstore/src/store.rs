@@ -26,14 +26,15 @@ use raft::eraftpb::MessageType;
 use raft::Ready;
 use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite, DATA_CFS};
 use tikal_proto::metapb;
-use tikal_proto::raft_cmdpb::ChangePeerRequest;
+use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::apply::Applier;
 use crate::meta;
-use crate::peer::{self, Callback, LogGc, Peer, ReadCallback};
+use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats};
 use crate::snap::{self, SnapKey, SnapManager};
+use crate::split_check::{SplitCheck, SplitCheckConfig};
 use crate::transport::{PeerMessage, Transport};
 use crate::{RaftstoreError, Result};
 
@@ -62,6 +63,8 @@ pub struct RaftstoreConfig {
     /// in proposals no faster, as a store whose disk sustains only so much.
     /// Proposals beyond it wait where they were queued.
     pub write_bandwidth: u64,
+    /// When and where regions split.
+    pub split_check: SplitCheckConfig,
 }
 
 impl Default for RaftstoreConfig {
@@ -82,6 +85,7 @@ impl Default for RaftstoreConfig {
             max_batch: 4096,
             thread_nice: 0,
             write_bandwidth: 0,
+            split_check: SplitCheckConfig::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct RegionView {
     /// On a leader: peers that still wait for a snapshot (PD promotes a
     /// learner only once it is not pending).
     pub pending_peers: Vec<metapb::Peer>,
+    /// Size and keys at the leader's last split check (zero until one ran).
+    pub approximate: RegionStats,
 }
 
 /// Things the server reports to PD.
@@ -108,10 +114,28 @@ pub enum StoreEvent {
     RegionChanged(RegionView),
     /// This store's peer of the region was removed from it and destroyed.
     RegionRemoved(u64),
+    /// A split check on the region's leader found it too big: PD should
+    /// give ids for a split at these keys.
+    AskSplit {
+        region: metapb::Region,
+        split_keys: Vec<Vec<u8>>,
+    },
 }
 
-/// (is_leader, leader peer id, term, epoch, pending peer ids).
-type Published = (bool, u64, u64, metapb::RegionEpoch, Vec<u64>);
+/// What was last published of a region: a change of any of it is news.
+#[derive(PartialEq)]
+struct Published {
+    serves_reads: bool,
+    leader_id: u64,
+    term: u64,
+    epoch: metapb::RegionEpoch,
+    pending_peers: Vec<u64>,
+    approximate: Option<RegionStats>,
+}
+
+/// Messages for regions this store will have once one of its regions
+/// applies the split that makes them; stepped again after each split.
+const MAX_WAITING_MESSAGES: usize = 1024;
 
 /// Every peer on one store, and what the store publishes about them.
 pub struct Store {
@@ -129,6 +153,9 @@ pub struct Store {
     events: mpsc::UnboundedSender<StoreEvent>,
     /// What was last published per region.
     published: HashMap<u64, Published>,
+    /// Messages that would create a peer in a range a local region still
+    /// covers (see [`MAX_WAITING_MESSAGES`]).
+    waiting: std::collections::VecDeque<PeerMessage>,
 }
 
 impl Store {
@@ -207,6 +234,7 @@ impl Store {
             views: Arc::new(RwLock::new(HashMap::new())),
             events,
             published: HashMap::new(),
+            waiting: Default::default(),
         };
         store.publish_all();
         Ok(store)
@@ -261,6 +289,57 @@ impl Store {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
             }
         }
+    }
+
+    /// Proposes splitting the region (ids from PD); `cb` gets a
+    /// [`crate::SplitOutput`] once it is applied.
+    pub fn propose_batch_split(
+        &mut self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        req: BatchSplitRequest,
+        cb: Callback,
+    ) {
+        match self.peers.get_mut(&region_id) {
+            Some(peer) => peer.propose_batch_split(epoch, req, cb),
+            None => {
+                let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
+    /// The regions this store leads that are due a split check (their
+    /// applied commands reached `region-split-check-diff`); their counters
+    /// start again.
+    pub fn split_check_due(&mut self) -> Vec<metapb::Region> {
+        let diff = self.cfg.split_check.check_diff;
+        self.peers
+            .values_mut()
+            .filter(|p| p.is_initialized() && p.is_leader() && p.size_diff_hint >= diff)
+            .map(|p| {
+                p.size_diff_hint = 0;
+                p.region.clone()
+            })
+            .collect()
+    }
+
+    /// Takes a split check's outcome: records the region's size, and asks
+    /// PD for a split if one is due and the region is still as checked.
+    pub fn on_split_check(&mut self, region: &metapb::Region, found: SplitCheck) {
+        let Some(peer) = self.peers.get_mut(&region.id) else {
+            return;
+        };
+        if peer.region.region_epoch != region.region_epoch {
+            return;
+        }
+        peer.approximate = Some(found.stats);
+        if !found.split_keys.is_empty() && peer.is_leader() {
+            let _ = self.events.send(StoreEvent::AskSplit {
+                region: peer.region.clone(),
+                split_keys: found.split_keys,
+            });
+        }
+        self.publish_all();
     }
 
     /// `cb` is answered once this store may serve a linearizable read of
@@ -363,6 +442,8 @@ impl Store {
                 epoch: ours,
                 message: Default::default(),
                 is_tombstone: true,
+                start_key: peer.region.start_key.clone(),
+                end_key: peer.region.end_key.clone(),
             });
             self.transport.flush();
             return;
@@ -419,6 +500,24 @@ impl Store {
                 region_id = msg.region_id,
                 "message for an unknown region dropped"
             );
+            return Ok(false);
+        }
+        let range = (msg.start_key.as_slice(), msg.end_key.as_slice());
+        if self
+            .peers
+            .values()
+            .any(|p| p.is_initialized() && overlaps(&p.region, range))
+        {
+            // A region here still covers the range: most likely it has not
+            // applied the split that makes this one yet. Step it again then.
+            debug!(
+                region_id = msg.region_id,
+                "message for a range a local region covers; waits for a split"
+            );
+            if self.waiting.len() >= MAX_WAITING_MESSAGES {
+                self.waiting.pop_front();
+            }
+            self.waiting.push_back(msg.clone());
             return Ok(false);
         }
         let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
@@ -509,6 +608,8 @@ impl Store {
                 epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 message: m,
                 is_tombstone: false,
+                start_key: peer.region.start_key.clone(),
+                end_key: peer.region.end_key.clone(),
             });
         }
     }
@@ -602,7 +703,60 @@ impl Store {
         for id in removed {
             self.destroy_peer(id)?;
         }
+        self.start_split_peers()?;
         self.publish_all();
+        Ok(())
+    }
+
+    /// Starts this store's peers of the regions splits made this round. A
+    /// new peer whose parent leads campaigns at once, so the new region
+    /// has a leader (most likely on this store) without an election
+    /// timeout; messages that waited for the split are stepped now.
+    fn start_split_peers(&mut self) -> Result<()> {
+        let mut made = vec![];
+        for peer in self.peers.values_mut() {
+            if !peer.pending_splits.is_empty() {
+                let lead = peer.is_leader();
+                made.extend(peer.pending_splits.drain(..).map(|r| (r, lead)));
+            }
+        }
+        if made.is_empty() {
+            return Ok(());
+        }
+        for (region, lead) in made {
+            if self
+                .peers
+                .get(&region.id)
+                .is_some_and(|p| p.is_initialized())
+            {
+                warn!(
+                    region_id = region.id,
+                    "split made a region this store already has"
+                );
+                continue;
+            }
+            let mut peer = Peer::open(
+                self.store_id,
+                region,
+                &self.kv,
+                self.log.clone(),
+                &self.raft_cfg,
+                &self.logger,
+            )?;
+            if lead {
+                let _ = peer.raw_node.campaign();
+            }
+            info!(
+                region_id = peer.region_id(),
+                "started the peer of a split region"
+            );
+            // An uninitialized peer created by an early message gives way.
+            self.peers.insert(peer.region_id(), peer);
+        }
+        let waiting: Vec<PeerMessage> = self.waiting.drain(..).collect();
+        for msg in waiting {
+            self.step(msg);
+        }
         Ok(())
     }
 
@@ -636,16 +790,16 @@ impl Store {
             if !peer.is_initialized() {
                 continue;
             }
-            let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             let leader = peer.leader();
             let pending_peers = peer.pending_peers();
-            let key = (
-                peer.serves_reads(),
-                leader.as_ref().map_or(0, |p| p.id),
-                peer.term(),
-                epoch,
-                pending_peers.iter().map(|p| p.id).collect(),
-            );
+            let key = Published {
+                serves_reads: peer.serves_reads(),
+                leader_id: leader.as_ref().map_or(0, |p| p.id),
+                term: peer.term(),
+                epoch: peer.region.region_epoch.clone().unwrap_or_default(),
+                pending_peers: pending_peers.iter().map(|p| p.id).collect(),
+                approximate: peer.approximate,
+            };
             if self.published.get(id) == Some(&key) {
                 continue;
             }
@@ -656,6 +810,7 @@ impl Store {
                 is_leader: peer.serves_reads(),
                 term: peer.term(),
                 pending_peers,
+                approximate: peer.approximate.unwrap_or_default(),
             });
         }
         if changed.is_empty() {
@@ -694,6 +849,15 @@ impl Store {
     /// The region as this store's peer knows it.
     pub fn region(&self, region_id: u64) -> Option<metapb::Region> {
         self.peers.get(&region_id).map(|p| p.region.clone())
+    }
+
+    /// Every initialized region this store has a peer of.
+    pub fn regions(&self) -> Vec<metapb::Region> {
+        self.peers
+            .values()
+            .filter(|p| p.is_initialized())
+            .map(|p| p.region.clone())
+            .collect()
     }
 
     pub fn peer_status(&self, region_id: u64) -> Option<PeerStatus> {
@@ -776,17 +940,21 @@ fn check_snapshot<'a>(
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
         return Err("the snapshot is of another region or lacks the peer".into());
     }
-    let overlaps = |r: &metapb::Region| {
-        (region.end_key.is_empty() || r.start_key < region.end_key)
-            && (r.end_key.is_empty() || region.start_key < r.end_key)
-    };
-    if others.any(|p| p.is_initialized() && overlaps(&p.region)) {
+    let range = (region.start_key.as_slice(), region.end_key.as_slice());
+    if others.any(|p| p.is_initialized() && overlaps(&p.region, range)) {
         return Err("the snapshot's range overlaps another region here".into());
     }
     if !snaps.has_received(key) {
         return Err(format!("files of snapshot {key} not received"));
     }
     Ok(())
+}
+
+/// Whether the region's range and `[start, end)` (empty end: unbounded)
+/// share a key.
+fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
+    (end.is_empty() || r.start_key.as_slice() < end)
+        && (r.end_key.is_empty() || start < r.end_key.as_slice())
 }
 
 /// Forgets this store's peer of a region: a tombstone with `peer_id` in
@@ -987,6 +1155,8 @@ mod tests {
                 epoch: region(&[]).region_epoch.unwrap(),
                 message: m,
                 is_tombstone: false,
+                start_key: vec![],
+                end_key: vec![],
             }
         };
         // A proposal with no entries, a read index request with none, and a

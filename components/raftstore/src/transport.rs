@@ -22,6 +22,11 @@ pub struct PeerMessage {
     /// was away learns so from the region's other peers and destroys itself.
     /// `message` is then empty.
     pub is_tombstone: bool,
+    /// The sender's region range: a store that has no peer of the region
+    /// yet creates one only if no region it holds overlaps it (else the
+    /// range is still its own region's, which will split off this one).
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
 }
 
 /// Carries a store's outgoing Raft messages.

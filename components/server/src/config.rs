@@ -28,6 +28,7 @@ pub struct TikvConfig {
     pub storage: StorageSection,
     pub pd: PdSection,
     pub raftstore: RaftstoreSection,
+    pub coprocessor: CoprocessorSection,
     pub scheduler: SchedulerSection,
     pub pessimistic_txn: PessimisticTxnSection,
     pub gc: GcSection,
@@ -177,9 +178,81 @@ pub struct RaftstoreSection {
     pub raft_log_gc_size_limit: String,
     pub pd_heartbeat_tick_interval: String,
     pub pd_store_heartbeat_tick_interval: String,
+    /// How often leaders look for regions due a split check, and how many
+    /// bytes of writes make a region due (default: region-split-size / 16).
+    pub split_region_check_tick_interval: String,
+    pub region_split_check_diff: Option<String>,
+    /// The largest Raft entry a write may make (upstream's key).
+    pub raft_entry_max_size: String,
     /// Nice value of the raftstore thread (0 = unchanged); see
     /// `tikal_raftstore::RaftstoreConfig::thread_nice`.
     pub thread_nice: i32,
+}
+
+/// `[coprocessor]`: when regions split (upstream's keys and defaults; the
+/// max values default to 1.5 × the split values).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct CoprocessorSection {
+    pub region_max_size: Option<String>,
+    pub region_split_size: String,
+    pub region_max_keys: Option<u64>,
+    pub region_split_keys: u64,
+    pub batch_split_limit: u64,
+}
+
+impl Default for CoprocessorSection {
+    fn default() -> Self {
+        CoprocessorSection {
+            region_max_size: None,
+            region_split_size: "96MiB".into(),
+            region_max_keys: None,
+            region_split_keys: 960_000,
+            batch_split_limit: 10,
+        }
+    }
+}
+
+impl TikvConfig {
+    /// The split checker's settings, defaults filled as upstream fills them.
+    pub fn split_check(&self) -> anyhow::Result<tikal_raftstore::SplitCheckConfig> {
+        let c = &self.coprocessor;
+        let split_size =
+            parse_size(&c.region_split_size).context("coprocessor.region-split-size")?;
+        let max_size = match &c.region_max_size {
+            Some(s) => parse_size(s).context("coprocessor.region-max-size")?,
+            None => split_size.saturating_add(split_size / 2),
+        };
+        let check_diff = match &self.raftstore.region_split_check_diff {
+            Some(s) => parse_size(s).context("raftstore.region-split-check-diff")?,
+            None => split_size / 16,
+        };
+        if split_size == 0 || c.region_split_keys == 0 || c.batch_split_limit == 0 {
+            anyhow::bail!(
+                "coprocessor.region-split-size, region-split-keys and batch-split-limit must be \
+                 above 0"
+            );
+        }
+        if max_size < split_size {
+            anyhow::bail!("coprocessor.region-max-size must be at least region-split-size");
+        }
+        let max_keys = c
+            .region_max_keys
+            .unwrap_or_else(|| c.region_split_keys.saturating_add(c.region_split_keys / 2));
+        if max_keys < c.region_split_keys {
+            anyhow::bail!("coprocessor.region-max-keys must be at least region-split-keys");
+        }
+        Ok(tikal_raftstore::SplitCheckConfig {
+            tick: parse_duration(&self.raftstore.split_region_check_tick_interval)
+                .context("raftstore.split-region-check-tick-interval")?,
+            check_diff,
+            region_max_size: max_size,
+            region_split_size: split_size,
+            region_max_keys: max_keys,
+            region_split_keys: c.region_split_keys,
+            batch_split_limit: c.batch_split_limit,
+        })
+    }
 }
 
 impl Default for TikvConfig {
@@ -192,6 +265,7 @@ impl Default for TikvConfig {
                 endpoints: vec!["127.0.0.1:2379".into()],
             },
             raftstore: RaftstoreSection::default(),
+            coprocessor: CoprocessorSection::default(),
             scheduler: SchedulerSection::default(),
             pessimistic_txn: PessimisticTxnSection::default(),
             gc: GcSection::default(),
@@ -235,6 +309,9 @@ impl Default for RaftstoreSection {
             raft_log_gc_size_limit: "72MiB".into(),
             pd_heartbeat_tick_interval: "10s".into(),
             pd_store_heartbeat_tick_interval: "10s".into(),
+            split_region_check_tick_interval: "10s".into(),
+            region_split_check_diff: None,
+            raft_entry_max_size: "8MiB".into(),
             thread_nice: 0,
         }
     }
@@ -307,6 +384,8 @@ impl TikvConfig {
         }
         parse_size(&self.quota.foreground_write_bandwidth)
             .context("quota.foreground-write-bandwidth")?;
+        parse_size(&self.raftstore.raft_entry_max_size).context("raftstore.raft-entry-max-size")?;
+        self.split_check()?;
         Ok(())
     }
 
@@ -339,6 +418,41 @@ mod tests {
         assert_eq!(cfg.storage.data_dir, "/tmp/x");
         assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");
         assert_eq!(unknown, vec!["rocksdb".to_string()]);
+    }
+
+    #[test]
+    fn the_client_test_suites_split_settings_parse() {
+        let (mut cfg, unknown): (TikvConfig, _) = parse_toml(
+            r#"
+            [coprocessor]
+            region-max-keys = 10
+            region-split-keys = 7
+            batch-split-limit = 100
+            [raftstore]
+            region-split-check-diff = "1B"
+            split-region-check-tick-interval = "1s"
+            pd-heartbeat-tick-interval = "2s"
+            raft-entry-max-size = "1MB"
+            "#,
+        )
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        cfg.validate().unwrap();
+        let split = cfg.split_check().unwrap();
+        assert_eq!(
+            (
+                split.region_max_keys,
+                split.region_split_keys,
+                split.batch_split_limit
+            ),
+            (10, 7, 100)
+        );
+        assert_eq!((split.check_diff, split.tick.as_secs()), (1, 1));
+        // Upstream's defaults: max = 1.5 × split, diff = split size / 16.
+        let split = TikvConfig::default().split_check().unwrap();
+        assert_eq!(split, tikal_raftstore::SplitCheckConfig::default());
+        cfg.coprocessor.region_max_keys = Some(3);
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -100,6 +100,16 @@ pub async fn region_heartbeat_loop(
                     Some(StoreEvent::RegionChanged(view)) => broken = send(&pd, &tx, &view).await,
                     // The region's leader reports the change.
                     Some(StoreEvent::RegionRemoved(_)) => {}
+                    Some(StoreEvent::AskSplit { region, split_keys }) => {
+                        let (pd, router) = (pd.clone(), router.clone());
+                        tokio::spawn(async move {
+                            let keys = split_keys.len();
+                            match crate::split::split_region(&pd, &router, &region, split_keys).await {
+                                Ok(regions) => info!(region_id = region.id, keys, regions = regions.len(), "region split"),
+                                Err(e) => debug!(region_id = region.id, error = %e, "split not made"),
+                            }
+                        });
+                    }
                     None => return,
                 },
                 _ = tick.tick() => {
@@ -171,6 +181,8 @@ async fn send(
             .or_else(|| Some(metapb::Peer::default())),
         term: view.term,
         pending_peers: view.pending_peers.clone(),
+        approximate_size: view.approximate.size,
+        approximate_keys: view.approximate.keys,
         ..Default::default()
     };
     tx.send(req).await.is_err()

@@ -24,6 +24,7 @@ pub mod raft_transport;
 mod resolved_ts;
 mod respond;
 pub mod service;
+pub mod split;
 pub mod status;
 mod txn_service;
 
@@ -106,6 +107,7 @@ pub async fn run(
         log_gc_tick: parse_duration(&cfg.raftstore.raft_log_gc_tick_interval)?,
         thread_nice: cfg.raftstore.thread_nice,
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
+        split_check: cfg.split_check()?,
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -131,6 +133,7 @@ pub async fn run(
         store_id,
         StorageConfig {
             api_version: cfg.storage.api_version,
+            raft_entry_max_size: parse_size(&cfg.raftstore.raft_entry_max_size)? as usize,
         },
         kv.clone(),
         router.clone(),
@@ -210,6 +213,7 @@ pub async fn run(
         txn,
         scheduler.clone(),
         raft_intake,
+        pd.clone(),
     ))
     .max_decoding_message_size(MAX_GRPC_MESSAGE)
     .max_encoding_message_size(MAX_GRPC_MESSAGE);

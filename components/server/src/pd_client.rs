@@ -210,6 +210,41 @@ impl PdClient {
         Ok(((ts.physical as u64) << 18) | ts.logical as u64)
     }
 
+    /// New ids for splitting `region` `count` times: per new region, its id
+    /// and one peer id per peer of `region`.
+    pub async fn ask_batch_split(
+        &self,
+        region: &metapb::Region,
+        count: u32,
+    ) -> anyhow::Result<Vec<pdpb::SplitId>> {
+        let resp = self
+            .grpc()
+            .ask_batch_split(pdpb::AskBatchSplitRequest {
+                header: self.header(),
+                region: Some(region.clone()),
+                split_count: count,
+            })
+            .await
+            .context("AskBatchSplit")?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.ids)
+    }
+
+    /// Tells PD the regions a split made, in key order.
+    pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> anyhow::Result<()> {
+        let resp = self
+            .grpc()
+            .report_batch_split(pdpb::ReportBatchSplitRequest {
+                header: self.header(),
+                regions,
+            })
+            .await
+            .context("ReportBatchSplit")?
+            .into_inner();
+        check(resp.header.as_ref())
+    }
+
     pub async fn gc_safe_point(&self) -> anyhow::Result<u64> {
         let resp = self
             .grpc()

@@ -60,7 +60,8 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
         message: msg.message.write_to_bytes().unwrap_or_default(),
         region_epoch: Some(msg.epoch.clone()),
         is_tombstone: msg.is_tombstone,
-        ..Default::default()
+        start_key: msg.start_key.clone(),
+        end_key: msg.end_key.clone(),
     }
 }
 
@@ -78,6 +79,8 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
         epoch: m.region_epoch.unwrap_or_default(),
         message,
         is_tombstone: m.is_tombstone,
+        start_key: m.start_key,
+        end_key: m.end_key,
     })
 }
 

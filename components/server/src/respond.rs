@@ -121,7 +121,12 @@ macro_rules! key_errors {
     )*};
 }
 
-region_error_only!(RawBatchGetResponse, RawScanResponse, RawBatchScanResponse);
+region_error_only!(
+    RawBatchGetResponse,
+    RawScanResponse,
+    RawBatchScanResponse,
+    SplitRegionResponse
+);
 string_error!(
     RawGetResponse,
     RawPutResponse,

@@ -18,8 +18,10 @@ use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
 use tonic::{Request, Response, Status};
 
+use crate::pd_client::PdClient;
 use crate::raft_transport::RaftIntake;
 use crate::respond::respond;
+use crate::split::{self, SplitError};
 use crate::txn_service as txn;
 
 pub struct TikvService {
@@ -27,15 +29,24 @@ pub struct TikvService {
     txn: TxnStorage,
     scheduler: Scheduler,
     raft: RaftIntake,
+    /// For the ids of client-requested splits.
+    pd: PdClient,
 }
 
 impl TikvService {
-    pub fn new(raw: RawStorage, txn: TxnStorage, scheduler: Scheduler, raft: RaftIntake) -> Self {
+    pub fn new(
+        raw: RawStorage,
+        txn: TxnStorage,
+        scheduler: Scheduler,
+        raft: RaftIntake,
+        pd: PdClient,
+    ) -> Self {
         TikvService {
             raw,
             txn,
             scheduler,
             raft,
+            pd,
         }
     }
 
@@ -467,6 +478,45 @@ impl Tikv for TikvService {
             r.previous_not_exist = o.previous.is_none();
             r.previous_value = o.previous.unwrap_or_default();
         })
+        .await
+        .map(Response::new)
+    }
+
+    /// Splits the region at client-given keys (transactional user keys
+    /// unless `is_raw_kv`), as `tikvpb.Tikv/SplitRegion`.
+    async fn split_region(
+        &self,
+        req: Request<SplitRegionRequest>,
+    ) -> GrpcResult<SplitRegionResponse> {
+        let req = req.into_inner();
+        let ctx = req.context.unwrap_or_default();
+        let mut keys = req.split_keys;
+        if !req.split_key.is_empty() {
+            keys.push(req.split_key);
+        }
+        let call = async {
+            let (region, keys) = self.raw.split_keys(&ctx, keys, req.is_raw_kv)?;
+            if keys.is_empty() {
+                return Ok(vec![region]);
+            }
+            split::split_region(&self.pd, &self.raft.router, &region, keys)
+                .await
+                .map_err(|e| match e {
+                    SplitError::Region(e) => StorageError::from(e),
+                    SplitError::Pd(e) => StorageError::Internal(format!("{e:#}")),
+                })
+        };
+        respond(
+            "split_region",
+            call,
+            |r: &mut SplitRegionResponse, regions| {
+                if let [left, right] = regions.as_slice() {
+                    r.left = Some(left.clone());
+                    r.right = Some(right.clone());
+                }
+                r.regions = regions;
+            },
+        )
         .await
         .map(Response::new)
     }

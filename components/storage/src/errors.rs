@@ -1,7 +1,7 @@
 //! Storage errors and the one place raftstore errors become kvproto region
 //! errors.
 
-use tikal_proto::errorpb;
+use tikal_proto::{errorpb, metapb};
 use tikal_raftstore::RaftstoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,15 @@ impl From<tikal_engine::EngineError> for StorageError {
     }
 }
 
+/// EpochNotMatch with the regions the client should know now.
+pub fn epoch_not_match(current_regions: Vec<metapb::Region>) -> errorpb::Error {
+    errorpb::Error {
+        message: "region epoch does not match".into(),
+        epoch_not_match: Some(errorpb::EpochNotMatch { current_regions }),
+        ..Default::default()
+    }
+}
+
 /// Builds the region error a TiKV client expects for a raftstore failure.
 pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
     let mut err = errorpb::Error {
@@ -61,9 +70,7 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
             })
         }
         RaftstoreError::EpochNotMatch(region) => {
-            err.epoch_not_match = Some(errorpb::EpochNotMatch {
-                current_regions: vec![(**region).clone()],
-            })
+            err.epoch_not_match = epoch_not_match(vec![(**region).clone()]).epoch_not_match
         }
         RaftstoreError::StaleCommand => err.stale_command = Some(errorpb::StaleCommand {}),
         RaftstoreError::StoreStopped => {
@@ -73,7 +80,7 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
             })
         }
         // Never a client request's outcome: the message says what happened.
-        RaftstoreError::Engine(_) | RaftstoreError::ConfChange(_) => {}
+        RaftstoreError::Engine(_) | RaftstoreError::ConfChange(_) | RaftstoreError::Split(_) => {}
     }
     err
 }

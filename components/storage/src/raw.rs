@@ -12,18 +12,25 @@ use crate::{Result, StorageError};
 
 /// Largest key accepted (TiKV's `storage.max-key-size` default).
 pub const MAX_KEY_SIZE: usize = 8 * 1024;
-/// Largest Raft entry a write may become (TiKV's `raft-entry-max-size`).
+/// Largest Raft entry a write may become by default (TiKV's
+/// `raft-entry-max-size`).
 pub const RAFT_ENTRY_MAX_SIZE: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
     /// 1 or 2, as `[storage] api-version`.
     pub api_version: u8,
+    /// `[raftstore] raft-entry-max-size`: larger writes are refused with
+    /// RaftEntryTooLarge.
+    pub raft_entry_max_size: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { api_version: 1 }
+        StorageConfig {
+            api_version: 1,
+            raft_entry_max_size: RAFT_ENTRY_MAX_SIZE,
+        }
     }
 }
 
@@ -227,10 +234,10 @@ impl RawStorage {
     ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
-        self.check_region(ctx, [key.as_slice()])?;
+        let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::put(cf, key, value::encode(value, ttl, now));
-        self.prepare(ctx, vec![op], now)
+        self.prepare(&view, vec![op], now)
     }
 
     pub fn prepare_batch_put(
@@ -251,7 +258,7 @@ impl RawStorage {
         for p in &pairs {
             check_key(&p.key)?;
         }
-        self.check_region(ctx, pairs.iter().map(|p| p.key.as_slice()))?;
+        let view = self.check_region(ctx, pairs.iter().map(|p| p.key.as_slice()))?;
         let now = value::now_secs();
         let ops = pairs
             .into_iter()
@@ -261,7 +268,7 @@ impl RawStorage {
                 RawOp::put(cf, p.key, value::encode(&p.value, ttl, now))
             })
             .collect();
-        self.prepare(ctx, ops, now)
+        self.prepare(&view, ops, now)
     }
 
     pub fn prepare_delete(
@@ -272,9 +279,9 @@ impl RawStorage {
     ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
-        self.check_region(ctx, [key.as_slice()])?;
+        let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        self.prepare(ctx, vec![RawOp::delete(cf, key)], now)
+        self.prepare(&view, vec![RawOp::delete(cf, key)], now)
     }
 
     pub fn prepare_batch_delete(
@@ -287,9 +294,9 @@ impl RawStorage {
         for k in &keys {
             check_key(k)?;
         }
-        self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let view = self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let ops = keys.into_iter().map(|k| RawOp::delete(cf, k)).collect();
-        self.prepare(ctx, ops, value::now_secs())
+        self.prepare(&view, ops, value::now_secs())
     }
 
     pub fn prepare_delete_range(
@@ -313,7 +320,7 @@ impl RawStorage {
             return Err(key_not_in_region(&view, &end));
         }
         let op = RawOp::delete_range(cf, start, end);
-        self.prepare(ctx, vec![op], value::now_secs())
+        self.prepare(&view, vec![op], value::now_secs())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -328,38 +335,42 @@ impl RawStorage {
     ) -> Result<PreparedWrite> {
         let cf = cf_name(cf)?;
         check_key(&key)?;
-        self.check_region(ctx, [key.as_slice()])?;
+        let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
-        self.prepare(ctx, vec![op], now)
+        self.prepare(&view, vec![op], now)
     }
 
     // ---- helpers ----
 
-    /// Encodes a write for the Raft log and checks its size.
+    /// Encodes a write whose keys were checked against `view` for the Raft
+    /// log, and checks its size. It carries the epoch of that check: should
+    /// a split move its keys to another region before it applies, it is
+    /// refused there (EpochNotMatch) rather than applied by the wrong log.
     pub(crate) fn prepare(
         &self,
-        ctx: &kvrpcpb::Context,
+        view: &RegionView,
         ops: Vec<RawOp>,
         now: u64,
     ) -> Result<PreparedWrite> {
         let cmd = RawCommand { ops, now }.encode_to_vec();
-        if cmd.len() > RAFT_ENTRY_MAX_SIZE {
+        let limit = self.cfg.raft_entry_max_size;
+        if cmd.len() > limit {
             return Err(StorageError::region(errorpb::Error {
                 message: format!(
-                    "raft entry is too large: {} bytes, limit {RAFT_ENTRY_MAX_SIZE}",
+                    "raft entry is too large: {} bytes, limit {limit}",
                     cmd.len()
                 ),
                 raft_entry_too_large: Some(errorpb::RaftEntryTooLarge {
-                    region_id: ctx.region_id,
+                    region_id: view.region.id,
                     entry_size: cmd.len() as u64,
                 }),
                 ..Default::default()
             }));
         }
         Ok(PreparedWrite {
-            region_id: ctx.region_id,
-            epoch: ctx.region_epoch.clone(),
+            region_id: view.region.id,
+            epoch: view.region.region_epoch.clone(),
             cmd,
         })
     }
@@ -459,10 +470,9 @@ impl RawStorage {
         if let Some(epoch) = &ctx.region_epoch {
             let current = view.region.region_epoch.clone().unwrap_or_default();
             if epoch.version != current.version {
-                return Err(tikal_raftstore::RaftstoreError::EpochNotMatch(Box::new(
-                    view.region.clone(),
-                ))
-                .into());
+                return Err(StorageError::region(crate::errors::epoch_not_match(
+                    self.with_sibling(&view.region),
+                )));
             }
         }
         for key in keys {
@@ -471,6 +481,57 @@ impl RawStorage {
             }
         }
         Ok(view)
+    }
+}
+
+impl RawStorage {
+    /// Where a client asked the region to split: its keys as stored
+    /// (transactional user keys are memcomparable-encoded unless
+    /// `is_raw`), sorted, without repeats or the region's own start, each
+    /// inside the region this store leads at the client's epoch.
+    pub fn split_keys(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: Vec<Vec<u8>>,
+        is_raw: bool,
+    ) -> Result<(tikal_proto::metapb::Region, Vec<Vec<u8>>)> {
+        let mut keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|k| {
+                if is_raw {
+                    k
+                } else {
+                    crate::mvcc::codec::encode_key(&k)
+                }
+            })
+            .collect();
+        for k in &keys {
+            check_key(k)?;
+        }
+        keys.sort();
+        keys.dedup();
+        let view = self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        keys.retain(|k| *k != view.region.start_key);
+        Ok((view.region, keys))
+    }
+
+    /// The region and, if this store has it, the region a split made of
+    /// its left part (splits keep the parent id on the right), as TiKV
+    /// answers EpochNotMatch: a client that knew the parent learns both.
+    fn with_sibling(
+        &self,
+        region: &tikal_proto::metapb::Region,
+    ) -> Vec<tikal_proto::metapb::Region> {
+        let mut regions = vec![region.clone()];
+        if !region.start_key.is_empty() {
+            let sibling = self
+                .router
+                .region_views()
+                .into_iter()
+                .find(|v| v.region.end_key == region.start_key);
+            regions.extend(sibling.map(|v| v.region));
+        }
+        regions
     }
 }
 
@@ -594,6 +655,7 @@ mod tests {
             is_leader: true,
             term: 1,
             pending_peers: vec![],
+            approximate: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tikal_engine::Cf;
 use tikal_proto::{errorpb, kvrpcpb};
+use tikal_raftstore::RegionView;
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
 use super::reads::{self, ScanRange};
@@ -136,7 +137,7 @@ impl TxnStorage {
         for k in &keys {
             crate::raw::check_key(k)?;
         }
-        self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let view = self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
         let (out, mut batch) = {
             let mut pctx = ProcessContext::new(self.raw.engine(), &self.cm, &self.waits);
@@ -145,18 +146,20 @@ impl TxnStorage {
         };
         let memory_locked = std::mem::take(&mut batch.memory_locked);
         let result = match out {
-            Ok(out) => self.apply(ctx, batch).await.map(|()| out),
+            Ok(out) => self.apply(&view, batch).await.map(|()| out),
             Err(e) => Err(e),
         };
         self.cm.release(&memory_locked);
         result
     }
 
-    async fn apply(&self, ctx: &kvrpcpb::Context, batch: Batch) -> TxnResult<()> {
+    async fn apply(&self, view: &RegionView, batch: Batch) -> TxnResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let write = self.raw.prepare(ctx, batch.ops, crate::value::now_secs())?;
+        let write = self
+            .raw
+            .prepare(view, batch.ops, crate::value::now_secs())?;
         self.raw.submit(write, None)?.wait().await?;
         self.waits.wake(&batch.released);
         Ok(())
@@ -361,7 +364,7 @@ impl TxnStorage {
         for cf in [Cf::Default, Cf::Lock, Cf::Write] {
             b.delete_range(cf, lower.clone(), upper.clone());
         }
-        self.apply(ctx, b).await
+        self.apply(&view, b).await
     }
 
     /// TiKV's UnsafeDestroyRange: a store-wide request (no region) that
@@ -389,13 +392,13 @@ impl TxnStorage {
         let mut from: Option<Vec<u8>> = None;
         loop {
             let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
-            let start = from.take().unwrap_or(view.region.start_key);
+            let start = from.take().unwrap_or_else(|| view.region.start_key.clone());
             let (batch, n, next) = {
                 let reader = MvccReader::new(self.raw.engine());
                 commands::gc_batch(&reader, &start, &view.region.end_key, safe_point)?
             };
             removed += n;
-            self.apply(ctx, batch).await?;
+            self.apply(&view, batch).await?;
             match next {
                 Some(key) => from = Some(key),
                 None => return Ok(removed),

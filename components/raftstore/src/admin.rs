@@ -1,0 +1,279 @@
+//! What a Raft entry carries, and the administrative commands a region runs
+//! on itself through its log (a split today).
+//!
+//! A normal entry's context says what its data is:
+//!
+//! | context                          | data                              |
+//! |----------------------------------|-----------------------------------|
+//! | empty                            | a client command, no epoch known (written by older versions) |
+//! | `1`, version, conf_ver (u64 BE)  | a client command proposed at that epoch |
+//! | `2`, version, conf_ver (u64 BE)  | a `raft_cmdpb.AdminRequest`       |
+//!
+//! The epoch is checked again when the entry is applied, because the
+//! region may have changed between proposal and apply: a write proposed
+//! before a split, whose key the split moved to another region, must not be
+//! applied through this region's log (the other region's log may order
+//! writes to that key differently, and replicas would diverge). Every
+//! replica applies the same entries to the same region state, so all of
+//! them skip such an entry alike, and its proposer gets EpochNotMatch.
+//!
+//! A batch split of region `[a, z)` at keys `m`, `t` (right-derived, as
+//! TiKV splits by default) leaves the parent id on `[t, z)` and makes two
+//! new regions `[a, m)` and `[m, t)`; all three take version
+//! `parent version + 2` and keep the parent's conf_ver and stores, with new
+//! peer ids. The data stays where it is (every region of a store shares
+//! one engine); only the regions' metadata changes.
+
+use prost::Message as _;
+use tikal_proto::metapb;
+use tikal_proto::raft_cmdpb::{AdminCmdType, AdminRequest, BatchSplitRequest};
+
+const COMMAND: u8 = 1;
+const ADMIN: u8 = 2;
+
+/// What a committed normal entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EntryKind {
+    /// A client command, with the epoch it was proposed at if recorded.
+    Command(Option<metapb::RegionEpoch>),
+    Admin(metapb::RegionEpoch),
+}
+
+/// The context of an entry proposed at `epoch`.
+pub(crate) fn entry_context(admin: bool, epoch: &metapb::RegionEpoch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(if admin { ADMIN } else { COMMAND });
+    out.extend_from_slice(&epoch.version.to_be_bytes());
+    out.extend_from_slice(&epoch.conf_ver.to_be_bytes());
+    out
+}
+
+/// Reads an entry's context; `None` if no version of Tikal wrote it.
+pub(crate) fn entry_kind(context: &[u8]) -> Option<EntryKind> {
+    if context.is_empty() {
+        return Some(EntryKind::Command(None));
+    }
+    if context.len() != 17 {
+        return None;
+    }
+    let word = |i: usize| {
+        let bytes: [u8; 8] = context[i..i + 8].try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    };
+    let epoch = metapb::RegionEpoch {
+        version: word(1)?,
+        conf_ver: word(9)?,
+    };
+    match context[0] {
+        COMMAND => Some(EntryKind::Command(Some(epoch))),
+        ADMIN => Some(EntryKind::Admin(epoch)),
+        _ => None,
+    }
+}
+
+/// Encodes a batch split as an admin entry's data.
+pub(crate) fn encode_batch_split(req: BatchSplitRequest) -> Vec<u8> {
+    AdminRequest {
+        cmd_type: AdminCmdType::BatchSplit as i32,
+        splits: Some(req),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Why `region` cannot split at `keys`, if it cannot: the keys must be
+/// strictly inside the region's range and strictly increasing.
+pub(crate) fn check_split_keys(
+    region: &metapb::Region,
+    keys: &[Vec<u8>],
+) -> std::result::Result<(), String> {
+    if keys.is_empty() {
+        return Err("no split key".into());
+    }
+    let mut previous: &[u8] = &region.start_key;
+    for key in keys {
+        if key.is_empty() || key.as_slice() <= previous {
+            return Err(format!(
+                "split key {} is not after {} (keys must be inside the region and increasing)",
+                hex(key),
+                hex(previous)
+            ));
+        }
+        if !region.end_key.is_empty() && key.as_slice() >= region.end_key.as_slice() {
+            return Err(format!(
+                "split key {} is not before the region's end {}",
+                hex(key),
+                hex(&region.end_key)
+            ));
+        }
+        previous = key;
+    }
+    Ok(())
+}
+
+/// The regions a batch split makes of `region`, in key order; the last
+/// keeps the parent's id (right-derived). Refuses what every replica
+/// refuses alike: bad keys, or new peer ids that do not match the peers.
+pub(crate) fn split_regions(
+    region: &metapb::Region,
+    req: &BatchSplitRequest,
+) -> std::result::Result<Vec<metapb::Region>, String> {
+    let keys: Vec<Vec<u8>> = req.requests.iter().map(|r| r.split_key.clone()).collect();
+    check_split_keys(region, &keys)?;
+    for r in &req.requests {
+        if r.new_region_id == 0 || r.new_region_id == region.id {
+            return Err(format!("bad new region id {}", r.new_region_id));
+        }
+        if r.new_peer_ids.len() != region.peers.len() || r.new_peer_ids.contains(&0) {
+            return Err(format!(
+                "{} new peer ids for {} peers",
+                r.new_peer_ids.len(),
+                region.peers.len()
+            ));
+        }
+    }
+    let mut epoch = region.region_epoch.clone().unwrap_or_default();
+    epoch.version = epoch
+        .version
+        .checked_add(req.requests.len() as u64)
+        .ok_or("region version overflow")?;
+    let mut out = Vec::with_capacity(req.requests.len() + 1);
+    let mut start = region.start_key.clone();
+    for r in &req.requests {
+        let peers = region
+            .peers
+            .iter()
+            .zip(&r.new_peer_ids)
+            .map(|(p, id)| metapb::Peer {
+                id: *id,
+                ..p.clone()
+            })
+            .collect();
+        out.push(metapb::Region {
+            id: r.new_region_id,
+            start_key: std::mem::replace(&mut start, r.split_key.clone()),
+            end_key: r.split_key.clone(),
+            region_epoch: Some(epoch.clone()),
+            peers,
+            ..region.clone()
+        });
+    }
+    out.push(metapb::Region {
+        start_key: start,
+        region_epoch: Some(epoch),
+        ..region.clone()
+    });
+    Ok(out)
+}
+
+/// Lower-case hex of a key, for messages.
+pub(crate) fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikal_proto::raft_cmdpb::SplitRequest;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: b"a".to_vec(),
+            end_key: b"z".to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 3,
+                version: 4,
+            }),
+            peers: (1..=3)
+                .map(|s| metapb::Peer {
+                    id: 10 + s,
+                    store_id: s,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn split(keys: &[&str]) -> BatchSplitRequest {
+        BatchSplitRequest {
+            requests: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| SplitRequest {
+                    split_key: k.as_bytes().to_vec(),
+                    new_region_id: 100 + i as u64,
+                    new_peer_ids: vec![200 + 3 * i as u64, 201 + 3 * i as u64, 202 + 3 * i as u64],
+                    ..Default::default()
+                })
+                .collect(),
+            right_derive: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_split_leaves_the_parent_id_on_the_last_range() {
+        let regions = split_regions(&region(), &split(&["m", "t"])).unwrap();
+        let shape: Vec<(u64, &[u8], &[u8], u64, u64)> = regions
+            .iter()
+            .map(|r| {
+                let e = r.region_epoch.clone().unwrap();
+                (
+                    r.id,
+                    r.start_key.as_slice(),
+                    r.end_key.as_slice(),
+                    e.version,
+                    e.conf_ver,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (100, &b"a"[..], &b"m"[..], 6, 3),
+                (101, b"m", b"t", 6, 3),
+                (1, b"t", b"z", 6, 3),
+            ]
+        );
+        let stores: Vec<(u64, u64)> = regions[1]
+            .peers
+            .iter()
+            .map(|p| (p.id, p.store_id))
+            .collect();
+        assert_eq!(stores, vec![(203, 1), (204, 2), (205, 3)]);
+    }
+
+    #[test]
+    fn split_keys_must_be_inside_and_increasing() {
+        for bad in [&["a"][..], &["z"], &["zz"], &["m", "m"], &["t", "m"], &[""]] {
+            assert!(split_regions(&region(), &split(bad)).is_err(), "{bad:?}");
+        }
+        let mut short = split(&["m"]);
+        short.requests[0].new_peer_ids.pop();
+        assert!(split_regions(&region(), &short).is_err());
+        let mut open = region();
+        open.end_key.clear();
+        assert!(split_regions(&open, &split(&["zz"])).is_ok());
+    }
+
+    #[test]
+    fn entry_contexts_round_trip_and_unknown_ones_are_refused() {
+        let epoch = metapb::RegionEpoch {
+            conf_ver: 7,
+            version: 9,
+        };
+        assert_eq!(
+            entry_kind(&entry_context(false, &epoch)),
+            Some(EntryKind::Command(Some(epoch.clone())))
+        );
+        assert_eq!(
+            entry_kind(&entry_context(true, &epoch)),
+            Some(EntryKind::Admin(epoch))
+        );
+        assert_eq!(entry_kind(b""), Some(EntryKind::Command(None)));
+        assert_eq!(entry_kind(b"x"), None);
+        assert_eq!(entry_kind(&[9; 17]), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The split checker: measures a region and picks where it should split.
+//!
+//! A region's leader asks for a check once the commands it applied since
+//! the last one add up to `region-split-check-diff` bytes, at most every
+//! `split-region-check-tick-interval`. The check runs on its own thread
+//! over a RocksDB snapshot (`Router` owns it), walking CF write and CF
+//! default side by side in key order, and counts *user keys*: every
+//! version of a transactional key (`memcomparable key | !ts`, in both CFs)
+//! counts once, under its key without the timestamp, so a split key never
+//! falls between two versions of one key. A raw key counts as itself
+//! (with API V1 raw keys have no timestamp; a raw key that happens to look
+//! like a versioned one is cut at its would-be key, still a valid boundary
+//! for raw data). CF lock holds only in-flight transactions and is not
+//! counted.
+//!
+//! Split keys, as TiKV picks them: when the region holds more than
+//! `region-max-keys` keys, one every `region-split-keys` keys; else when it
+//! holds more than `region-max-size` bytes, one every `region-split-size`
+//! bytes; at most `batch-split-limit` per check (the rest is split at the
+//! next check). Example with max-keys 10, split-keys 7: a region of 16 keys
+//! `k01..k16` splits at `k08` and `k15`.
+
+use std::time::Duration;
+
+use tikal_codec::mvcc_key;
+use tikal_engine::{KvEngine, CF_DEFAULT, CF_WRITE};
+use tikal_proto::metapb;
+
+use crate::peer::RegionStats;
+use crate::Result;
+
+/// `[raftstore] split-region-check-tick-interval`, `region-split-check-diff`
+/// and the `[coprocessor]` split thresholds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitCheckConfig {
+    pub tick: Duration,
+    pub check_diff: u64,
+    pub region_max_size: u64,
+    pub region_split_size: u64,
+    pub region_max_keys: u64,
+    pub region_split_keys: u64,
+    pub batch_split_limit: u64,
+}
+
+impl Default for SplitCheckConfig {
+    /// Upstream's defaults.
+    fn default() -> Self {
+        SplitCheckConfig {
+            tick: Duration::from_secs(10),
+            check_diff: 6 << 20,
+            region_max_size: 144 << 20,
+            region_split_size: 96 << 20,
+            region_max_keys: 1_440_000,
+            region_split_keys: 960_000,
+            batch_split_limit: 10,
+        }
+    }
+}
+
+/// What a check found: the region's size and keys, and where to split it
+/// (empty: it need not split).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplitCheck {
+    pub stats: RegionStats,
+    pub split_keys: Vec<Vec<u8>>,
+}
+
+/// The user key a stored key belongs to: a versioned transactional key
+/// without its timestamp, anything else as it is.
+pub fn user_key(stored: &[u8]) -> &[u8] {
+    match mvcc_key::decode_key(stored) {
+        Some((_, rest)) if rest.len() == 8 => &stored[..stored.len() - 8],
+        _ => stored,
+    }
+}
+
+/// Measures `region` as of now and picks its split keys (module docs).
+pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> Result<SplitCheck> {
+    let snap = kv.snapshot();
+    let mut write = snap
+        .iter(CF_WRITE, &region.start_key, &region.end_key)
+        .peekable();
+    let mut default = snap
+        .iter(CF_DEFAULT, &region.start_key, &region.end_key)
+        .peekable();
+    let limit = cfg.batch_split_limit.max(1) as usize;
+    let mut stats = RegionStats::default();
+    let mut last: Vec<u8> = vec![];
+    let (mut by_keys, mut by_size) = (vec![], vec![]);
+    let mut size_since_split = 0u64;
+    loop {
+        // The smaller of the two CFs' next keys.
+        let from_write = match (write.peek(), default.peek()) {
+            (None, None) => break,
+            (Some(Ok((w, _))), Some(Ok((d, _)))) => w <= d,
+            (Some(_), _) => true,
+            (None, Some(_)) => false,
+        };
+        let next = if from_write {
+            write.next()
+        } else {
+            default.next()
+        };
+        let Some(item) = next else { break };
+        let (key, value) = item?;
+        let entry_size = (key.len() + value.len()) as u64;
+        let user = user_key(&key);
+        if stats.keys > 0 && user == last.as_slice() {
+            stats.size = stats.size.saturating_add(entry_size);
+            size_since_split = size_since_split.saturating_add(entry_size);
+            continue;
+        }
+        // A new user key: it may start the next region.
+        let inside = user > region.start_key.as_slice();
+        if inside
+            && cfg.region_split_keys > 0
+            && stats.keys > 0
+            && stats.keys % cfg.region_split_keys == 0
+            && by_keys.len() < limit
+        {
+            push_increasing(&mut by_keys, user);
+        }
+        if inside && size_since_split >= cfg.region_split_size.max(1) && by_size.len() < limit {
+            push_increasing(&mut by_size, user);
+            size_since_split = 0;
+        }
+        stats.keys += 1;
+        stats.size = stats.size.saturating_add(entry_size);
+        size_since_split = size_since_split.saturating_add(entry_size);
+        last.clear();
+        last.extend_from_slice(user);
+    }
+    let split_keys = if stats.keys > cfg.region_max_keys {
+        by_keys
+    } else if stats.size > cfg.region_max_size {
+        by_size
+    } else {
+        vec![]
+    };
+    Ok(SplitCheck { stats, split_keys })
+}
+
+/// Keeps split keys strictly increasing (a raw key may sort between a
+/// versioned key and the key it belongs to).
+fn push_increasing(keys: &mut Vec<Vec<u8>>, key: &[u8]) {
+    if keys.last().is_none_or(|k| k.as_slice() < key) {
+        keys.push(key.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: &[u8], end: &[u8]) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn cfg(max_keys: u64, split_keys: u64) -> SplitCheckConfig {
+        SplitCheckConfig {
+            region_max_keys: max_keys,
+            region_split_keys: split_keys,
+            ..Default::default()
+        }
+    }
+
+    fn versioned(key: &[u8], ts: u64) -> Vec<u8> {
+        mvcc_key::append_ts(mvcc_key::encode_key(key), ts)
+    }
+
+    #[test]
+    fn raw_keys_split_every_split_keys_once_over_max_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut wb = kv.write_batch();
+        for i in 1..=16 {
+            wb.put(CF_DEFAULT, format!("k{i:02}").as_bytes(), b"v");
+        }
+        kv.write(wb, false).unwrap();
+        let found = check(&kv, &region(b"", b""), &cfg(10, 7)).unwrap();
+        assert_eq!(found.stats.keys, 16);
+        assert_eq!(found.split_keys, vec![b"k08".to_vec(), b"k15".to_vec()]);
+        // Within the limit nothing splits; the range bounds the count.
+        let found = check(&kv, &region(b"k10", b""), &cfg(10, 7)).unwrap();
+        assert_eq!((found.stats.keys, found.split_keys.len()), (7, 0));
+    }
+
+    #[test]
+    fn versions_of_one_key_count_once_and_are_never_split_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut wb = kv.write_batch();
+        for i in 0..6u64 {
+            let key = format!("t{i}");
+            for ts in [10, 20, 30] {
+                wb.put(CF_WRITE, &versioned(key.as_bytes(), ts), b"w");
+            }
+            // A long value in CF default, under the same key.
+            wb.put(CF_DEFAULT, &versioned(key.as_bytes(), 5), &[7; 300]);
+        }
+        kv.write(wb, false).unwrap();
+        let found = check(&kv, &region(b"", b""), &cfg(4, 2)).unwrap();
+        assert_eq!(found.stats.keys, 6);
+        let expected: Vec<Vec<u8>> = ["t2", "t4"]
+            .iter()
+            .map(|k| mvcc_key::encode_key(k.as_bytes()))
+            .collect();
+        assert_eq!(found.split_keys, expected);
+        assert!(found.stats.size > 6 * 300);
+    }
+
+    #[test]
+    fn size_splits_when_keys_are_few_but_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut wb = kv.write_batch();
+        for i in 0..10 {
+            wb.put(CF_DEFAULT, format!("big{i}").as_bytes(), &[1; 1000]);
+        }
+        kv.write(wb, false).unwrap();
+        let cfg = SplitCheckConfig {
+            region_max_size: 5000,
+            region_split_size: 3000,
+            ..Default::default()
+        };
+        let found = check(&kv, &region(b"", b""), &cfg).unwrap();
+        assert_eq!(
+            found.split_keys,
+            vec![b"big3".to_vec(), b"big6".to_vec(), b"big9".to_vec()]
+        );
+    }
+}

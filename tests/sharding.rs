@@ -1,0 +1,283 @@
+//! Sharding end to end: 1 PD and 3 stores configured as TiKV's own client
+//! test suite configures them (a region splits past 10 keys, checked every
+//! second), driven with the official Rust client. Regions split by
+//! themselves as data arrives, every replica splits alike, and clients
+//! find every key across region boundaries.
+//!
+//! One cluster serves the phases in order (each builds on the regions the
+//! last one made), so the file pays for one cluster start.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{direct_at, eventually, get_json, TestCluster};
+use tikal_proto::kvrpcpb::{ChecksumAlgorithm, KeyRange, RawChecksumRequest, SplitRegionRequest};
+use tikv_client::{RawClient, TransactionClient};
+
+/// The settings of TiKV's client test suite (its `config/tikv.toml`).
+const STORE_CONFIG: &str = r#"
+[coprocessor]
+region-max-keys = 10
+region-split-keys = 7
+batch-split-limit = 100
+
+[raftstore]
+region-split-check-diff = "1B"
+split-region-check-tick-interval = "1s"
+pd-heartbeat-tick-interval = "2s"
+raft-entry-max-size = "1MB"
+"#;
+
+const KEYS: usize = 2_000;
+const WAIT: Duration = Duration::from_secs(120);
+
+fn raw_key(i: usize) -> Vec<u8> {
+    format!("raw{i:05}").into_bytes()
+}
+
+fn txn_key(i: usize) -> Vec<u8> {
+    format!("txn{i:05}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+/// Every region PD knows, once each has `voters` voters on distinct stores
+/// and a leader; `None` while some region is not there yet.
+async fn regions(t: &TestCluster, voters: usize) -> Option<Vec<serde_json::Value>> {
+    let r = get_json(&format!("{}/pd/api/v1/regions", t.cluster.pd_url())).await;
+    let regions = r["regions"].as_array()?.clone();
+    for region in &regions {
+        let mut stores: Vec<u64> = region["peers"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["role_name"] == "Voter")
+            .filter_map(|p| p["store_id"].as_u64())
+            .collect();
+        stores.sort_unstable();
+        stores.dedup();
+        if stores.len() != voters || region["leader"].is_null() {
+            return None;
+        }
+    }
+    Some(regions)
+}
+
+fn hex_key(region: &serde_json::Value, field: &str) -> Vec<u8> {
+    let text = region[field].as_str().unwrap_or_default();
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// CRC64-XOR checksum, keys and bytes of `pairs`, as RawChecksum computes it.
+fn local_checksum<'a>(pairs: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> (u64, u64, u64) {
+    let (mut sum, mut kvs, mut bytes) = (0u64, 0u64, 0u64);
+    for (k, v) in pairs {
+        let mut digest = crc64fast::Digest::new();
+        digest.write(k);
+        digest.write(v);
+        sum ^= digest.sum64();
+        kvs += 1;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    (sum, kvs, bytes)
+}
+
+/// RawChecksum of `[start, end)` summed over every region that holds part
+/// of it, each asked at its leader (as client-go's checksum does).
+async fn cluster_checksum(t: &TestCluster, start: &[u8], end: &[u8]) -> (u64, u64, u64) {
+    let all = regions(t, 3).await.expect("every region has 3 voters");
+    let (mut sum, mut kvs, mut bytes) = (0u64, 0u64, 0u64);
+    for region in all {
+        let (rs, re) = (hex_key(&region, "start_key"), hex_key(&region, "end_key"));
+        if (!re.is_empty() && re.as_slice() <= start) || rs.as_slice() >= end {
+            continue;
+        }
+        let d = direct_at(t, &rs).await;
+        let r = d
+            .tikv
+            .clone()
+            .raw_checksum(RawChecksumRequest {
+                context: Some(d.ctx.clone()),
+                algorithm: ChecksumAlgorithm::Crc64Xor as i32,
+                ranges: vec![KeyRange {
+                    start_key: start.max(rs.as_slice()).to_vec(),
+                    end_key: if re.is_empty() {
+                        end.to_vec()
+                    } else {
+                        end.min(re.as_slice()).to_vec()
+                    },
+                }],
+            })
+            .await
+            .expect("RawChecksum")
+            .into_inner();
+        assert!(r.error.is_empty() && r.region_error.is_none(), "{r:?}");
+        sum ^= r.checksum;
+        kvs += r.total_kvs;
+        bytes += r.total_bytes;
+    }
+    (sum, kvs, bytes)
+}
+
+/// A forward and a reverse scan of everything found exactly `data`.
+fn assert_scans(
+    data: &BTreeMap<Vec<u8>, Vec<u8>>,
+    forward: Vec<tikv_client::KvPair>,
+    backward: Vec<tikv_client::KvPair>,
+    what: &str,
+) {
+    let pairs = |scan: Vec<tikv_client::KvPair>| -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan.into_iter()
+            .map(|p| (Vec::<u8>::from(p.key().clone()), p.value().clone()))
+            .collect()
+    };
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = data.clone().into_iter().collect();
+    assert_eq!(pairs(forward), expected, "{what} scan");
+    let mut reversed = expected;
+    reversed.reverse();
+    assert_eq!(pairs(backward), reversed, "{what} reverse scan");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regions_split_as_data_arrives_and_clients_find_every_key() {
+    let t = TestCluster::start_with_config(3, STORE_CONFIG).await;
+    eventually(WAIT, "3 voters on the first region", || regions(&t, 3)).await;
+    let raw = RawClient::new(vec![t.pd()]).await.unwrap();
+    let txn = TransactionClient::new(vec![t.pd()]).await.unwrap();
+
+    // ---- 2,000 raw and 2,000 transactional keys, in batches ----
+    let raw_data: BTreeMap<Vec<u8>, Vec<u8>> = (0..KEYS).map(|i| (raw_key(i), value(i))).collect();
+    let txn_data: BTreeMap<Vec<u8>, Vec<u8>> = (0..KEYS).map(|i| (txn_key(i), value(i))).collect();
+    let raw_pairs: Vec<(Vec<u8>, Vec<u8>)> = raw_data.clone().into_iter().collect();
+    for batch in raw_pairs.chunks(100) {
+        raw.batch_put(batch.to_vec()).await.unwrap();
+    }
+    let txn_pairs: Vec<(Vec<u8>, Vec<u8>)> = txn_data.clone().into_iter().collect();
+    for batch in txn_pairs.chunks(100) {
+        let mut tx = txn.begin_optimistic().await.unwrap();
+        for (k, v) in batch {
+            tx.put(k.clone(), v.clone()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    // Ten keys per region at most: far more than 40 regions, each with 3
+    // voters, once the split checker has caught up.
+    let all = eventually(WAIT, "at least 40 regions, each with 3 voters", || async {
+        regions(&t, 3).await.filter(|r| r.len() >= 40)
+    })
+    .await;
+    eprintln!("{} regions", all.len());
+
+    // ---- every key reads back, one by one, batched, scanned both ways ----
+    for (k, v) in &raw_data {
+        assert_eq!(
+            raw.get(k.clone()).await.unwrap().as_ref(),
+            Some(v),
+            "raw get"
+        );
+    }
+    let got = raw.batch_get(raw_data.keys().cloned()).await.unwrap();
+    assert_eq!(got.len(), KEYS, "raw batch get finds every key");
+    for pair in got {
+        assert_eq!(
+            raw_data.get(Vec::<u8>::from(pair.key().clone()).as_slice()),
+            Some(pair.value())
+        );
+    }
+    let forward = raw
+        .scan(b"raw".to_vec()..b"rax".to_vec(), 10_000)
+        .await
+        .unwrap();
+    let backward = raw
+        .scan_reverse(b"raw".to_vec()..b"rax".to_vec(), 10_000)
+        .await
+        .unwrap();
+    assert_scans(&raw_data, forward, backward, "raw");
+
+    let mut snapshot = txn.snapshot(
+        txn.current_timestamp().await.unwrap(),
+        tikv_client::TransactionOptions::new_optimistic(),
+    );
+    for (k, v) in &txn_data {
+        assert_eq!(
+            snapshot.get(k.clone()).await.unwrap().as_ref(),
+            Some(v),
+            "txn get"
+        );
+    }
+    let got: Vec<_> = snapshot
+        .batch_get(txn_data.keys().cloned())
+        .await
+        .unwrap()
+        .collect();
+    assert_eq!(got.len(), KEYS, "txn batch get finds every key");
+    let forward = snapshot
+        .scan(b"txn".to_vec()..b"txo".to_vec(), 10_000)
+        .await
+        .unwrap()
+        .collect();
+    let backward = snapshot
+        .scan_reverse(b"txn".to_vec()..b"txo".to_vec(), 10_000)
+        .await
+        .unwrap()
+        .collect();
+    assert_scans(&txn_data, forward, backward, "txn");
+
+    assert_eq!(
+        cluster_checksum(&t, b"raw", b"rax").await,
+        local_checksum(raw_data.iter()),
+        "raw checksum over every region"
+    );
+
+    // ---- SplitRegion at client-given keys; transactions span them ----
+    let split_at: Vec<Vec<u8>> = vec![b"zz-b".to_vec(), b"zz-d".to_vec()];
+    let encoded = tikal_codec::mvcc_key::encode_key(b"zz-a");
+    let d = direct_at(&t, &encoded).await;
+    let resp = d
+        .tikv
+        .clone()
+        .split_region(SplitRegionRequest {
+            context: Some(d.ctx.clone()),
+            split_keys: split_at.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("SplitRegion")
+        .into_inner();
+    assert!(resp.region_error.is_none(), "{resp:?}");
+    let bounds: Vec<Vec<u8>> = resp.regions.iter().map(|r| r.end_key.clone()).collect();
+    let expected: Vec<Vec<u8>> = split_at
+        .iter()
+        .map(|k| tikal_codec::mvcc_key::encode_key(k))
+        .collect();
+    assert_eq!(
+        &bounds[..2],
+        expected.as_slice(),
+        "the new regions end at the encoded keys"
+    );
+    for round in 0..5 {
+        let mut tx = txn.begin_optimistic().await.unwrap();
+        for k in ["zz-a", "zz-c", "zz-e"] {
+            tx.put(k.as_bytes().to_vec(), format!("{round}").into_bytes())
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut snapshot = txn.snapshot(
+        txn.current_timestamp().await.unwrap(),
+        tikv_client::TransactionOptions::new_optimistic(),
+    );
+    for k in ["zz-a", "zz-c", "zz-e"] {
+        assert_eq!(
+            snapshot.get(k.as_bytes().to_vec()).await.unwrap(),
+            Some(b"4".to_vec())
+        );
+    }
+}
