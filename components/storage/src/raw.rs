@@ -485,6 +485,33 @@ impl RawStorage {
 }
 
 impl RawStorage {
+    /// Like `check_region` for transactional requests, whose keys are user
+    /// keys while region boundaries are memcomparable-encoded (as TiKV
+    /// stores them under API V1): the view returned has the region's
+    /// boundaries as user keys, and `keys` are checked against those.
+    pub(crate) fn check_txn_region<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<RegionView> {
+        let mut view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let user = |bound: &mut Vec<u8>| {
+            if let Some((key, rest)) = tikal_codec::mvcc_key::decode_key(bound) {
+                if rest.is_empty() {
+                    *bound = key;
+                }
+            }
+        };
+        user(&mut view.region.start_key);
+        user(&mut view.region.end_key);
+        for key in keys {
+            if !in_region(&view, key) {
+                return Err(key_not_in_region(&view, key));
+            }
+        }
+        Ok(view)
+    }
+
     /// Where a client asked the region to split: its keys as stored
     /// (transactional user keys are memcomparable-encoded unless
     /// `is_raw`), sorted, without repeats or the region's own start, each

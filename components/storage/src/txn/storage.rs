@@ -81,7 +81,9 @@ impl TxnStorage {
         let deadline = Instant::now() + MAX_TS_SYNC_WAIT;
         loop {
             let notified = self.max_ts_synced_notify.notified();
-            let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+            let view = self
+                .raw
+                .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
             if self.max_ts_synced(view.region.id, view.term) {
                 return Ok(());
             }
@@ -137,7 +139,9 @@ impl TxnStorage {
         for k in &keys {
             crate::raw::check_key(k)?;
         }
-        let view = self.raw.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let view = self
+            .raw
+            .check_txn_region(ctx, keys.iter().map(Vec::as_slice))?;
         let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
         let (out, mut batch) = {
             let mut pctx = ProcessContext::new(self.raw.engine(), &self.cm, &self.waits);
@@ -223,7 +227,7 @@ impl TxnStorage {
         for k in keys {
             crate::raw::check_key(k)?;
         }
-        let view = self.raw.check_region(ctx, keys.iter().copied())?;
+        let view = self.raw.check_txn_region(ctx, keys.iter().copied())?;
         let reader = MvccReader::new(self.raw.engine());
         self.check_stale_read(&reader, ctx, &view, ts)?;
         read(&reader, &view)
@@ -283,7 +287,9 @@ impl TxnStorage {
         max_ts: u64,
         limit: u32,
     ) -> TxnResult<Vec<kvrpcpb::LockInfo>> {
-        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self
+            .raw
+            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = crate::raw::scan_bounds(&view, start, end, false, false)?;
         let reader = MvccReader::new(self.raw.engine());
         reads::scan_lock(&reader, &bounds.lower, &bounds.upper, max_ts, limit)
@@ -357,7 +363,9 @@ impl TxnStorage {
         start: &[u8],
         end: &[u8],
     ) -> TxnResult<()> {
-        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self
+            .raw
+            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = crate::raw::scan_bounds(&view, start, end, false, false)?;
         let (lower, upper) = Self::encoded_range(&bounds.lower, &bounds.upper);
         let mut b = Batch::default();
@@ -391,7 +399,9 @@ impl TxnStorage {
         let mut removed = 0;
         let mut from: Option<Vec<u8>> = None;
         loop {
-            let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+            let view = self
+                .raw
+                .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
             let start = from.take().unwrap_or_else(|| view.region.start_key.clone());
             let (batch, n, next) = {
                 let reader = MvccReader::new(self.raw.engine());
@@ -419,7 +429,9 @@ impl TxnStorage {
             let start_ts = txns.first().map_or(0, |t| t.0);
             return Ok(keys.iter().map(|k| (k.clone(), start_ts)).collect());
         }
-        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self
+            .raw
+            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let wanted: std::collections::HashSet<u64> = txns.iter().map(|t| t.0).collect();
         let mut found = vec![];
         MvccReader::new(self.raw.engine()).scan_locks(
@@ -448,7 +460,9 @@ impl TxnStorage {
         current_ts: u64,
         primary_ctx: impl Fn(&[u8]) -> Option<kvrpcpb::Context>,
     ) -> TxnResult<usize> {
-        let view = self.raw.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self
+            .raw
+            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let mut expired = vec![];
         MvccReader::new(self.raw.engine()).scan_locks(
             &view.region.start_key,
