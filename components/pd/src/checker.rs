@@ -203,8 +203,25 @@ fn remove_plan(
     })
 }
 
+/// Moves `r`'s peer from `from_store` to `to_store` (a new voter there,
+/// then the old one removed, leadership handed over first if it leads),
+/// as balancing moves peers. None when the leader must move and cannot.
+pub(crate) fn move_peer(
+    r: &RegionInfo,
+    c: &dyn ClusterView,
+    desc: &str,
+    from_store: u64,
+    to_store: u64,
+) -> PdResult<Option<Plan>> {
+    let Some(peer) = r.peer_on(from_store) else {
+        return Ok(None);
+    };
+    let add = add_voter(c, to_store)?;
+    Ok(remove_plan(r, c, desc.into(), from_store, peer.id, &add))
+}
+
 /// A new voter on `store_id`: first a learner, promoted once caught up.
-fn add_voter(c: &dyn ClusterView, store_id: u64) -> PdResult<[Step; 2]> {
+pub(crate) fn add_voter(c: &dyn ClusterView, store_id: u64) -> PdResult<[Step; 2]> {
     let peer_id = c.alloc_id()?;
     Ok([
         Step::AddLearner { store_id, peer_id },

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tikal_proto::{metapb, pdpb};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{elapsed, Clock, SystemClock};
 use crate::config::ScheduleOptions;
 pub use crate::regions::RegionInfo;
 use crate::regions::{check_region, Regions};
@@ -51,7 +51,10 @@ pub type PdResult<T> = std::result::Result<T, PdError>;
 pub struct Cluster {
     pub meta: MetaStore,
     pub cluster_id: u64,
-    pub opts: ScheduleOptions,
+    /// Changed online by `POST /config`; read a copy with [`Cluster::opts`].
+    opts: RwLock<ScheduleOptions>,
+    /// The schedulers that run (upstream's names), see [`crate::schedule`].
+    pub(crate) schedulers: RwLock<Vec<&'static str>>,
     pub tso: Tso,
     pub(crate) clock: Arc<dyn Clock>,
     /// When this PD started (Unix nanoseconds, by `clock`).
@@ -126,7 +129,8 @@ impl Cluster {
         Ok(Cluster {
             meta,
             cluster_id,
-            opts,
+            opts: RwLock::new(opts),
+            schedulers: RwLock::new(crate::schedule::SCHEDULERS.to_vec()),
             tso,
             clock,
             started,
@@ -138,6 +142,27 @@ impl Cluster {
             operators: Mutex::new(Operators::default()),
             gc: Mutex::new(gc),
         })
+    }
+
+    /// The settings scheduling runs by now.
+    pub fn opts(&self) -> ScheduleOptions {
+        *self.opts.read()
+    }
+
+    /// Changes settings online, as `POST /config` does: every key (upstream
+    /// names, see [`ScheduleOptions::set`]) or none.
+    pub fn update_opts<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
+    ) -> Result<(), String> {
+        let mut opts = self.opts.write();
+        let mut new = *opts;
+        for (key, value) in changes {
+            new.set(key, value)?;
+        }
+        tracing::info!(?new, "schedule settings changed");
+        *opts = new;
+        Ok(())
     }
 
     pub fn is_bootstrapped(&self) -> bool {
@@ -158,7 +183,7 @@ impl Cluster {
     pub fn cluster_meta(&self) -> metapb::Cluster {
         self.bootstrapped.read().clone().unwrap_or(metapb::Cluster {
             id: self.cluster_id,
-            max_peer_count: self.opts.max_replicas,
+            max_peer_count: self.opts().max_replicas,
         })
     }
 
@@ -197,7 +222,7 @@ impl Cluster {
         }
         let cluster = metapb::Cluster {
             id: self.cluster_id,
-            max_peer_count: self.opts.max_replicas,
+            max_peer_count: self.opts().max_replicas,
         };
         set_state(&mut store, metapb::StoreState::Up);
         let mut b = Batch::default();
@@ -307,7 +332,7 @@ impl Cluster {
         Liveness {
             now: self.clock.now_nanos(),
             pd_started: self.started,
-            max_store_down_time: self.opts.max_store_down_time,
+            max_store_down_time: self.opts().max_store_down_time,
         }
     }
 
@@ -337,54 +362,66 @@ impl Cluster {
                 )))
             }
         };
+        let now = self.clock.now_nanos();
+        let keep_splits = self.opts().split_merge_interval;
         let mut regions = self.regions.write();
-        let epoch = region.region_epoch.clone().unwrap_or_default();
-        let overlapped_by_newer = regions.overlaps(&region).into_iter().any(|id| {
-            regions.by_id.get(&id).is_some_and(|r| {
-                r.region.region_epoch.clone().unwrap_or_default().version > epoch.version
-            })
-        });
-        if overlapped_by_newer {
+        if regions.is_stale(&region) {
             return Ok(None);
         }
-        let mut lost_peers = false;
-        let meta_changed = match regions.by_id.get(&region.id) {
-            Some(old) => {
-                let old_epoch = old.epoch();
-                if epoch.version < old_epoch.version || epoch.conf_ver < old_epoch.conf_ver {
-                    return Ok(None);
-                }
-                lost_peers = old
-                    .region
-                    .peers
-                    .iter()
-                    .any(|p| !region.peers.iter().any(|q| q.store_id == p.store_id));
-                old.region != region
-            }
-            None => true,
-        };
-        if meta_changed {
-            let mut b = Batch::default();
-            for id in regions.overlaps(&region) {
-                b.delete(&id_key(storage::REGION_PREFIX, id));
-            }
-            b.put_msg(&id_key(storage::REGION_PREFIX, region.id), &region);
-            self.meta.write(b)?;
+        let old = regions.by_id.get(&region.id);
+        let lost_peers = old.is_some_and(|old| {
+            old.region
+                .peers
+                .iter()
+                .any(|p| !region.peers.iter().any(|q| q.store_id == p.store_id))
+        });
+        if old.is_none_or(|old| old.region != region) {
+            self.persist_region(&regions, &region)?;
         }
+        // Rates over the interval the store reports, else since the
+        // region's last heartbeat.
+        let secs = match &req.interval {
+            Some(i) if i.end_timestamp > i.start_timestamp => {
+                (i.end_timestamp - i.start_timestamp) as f64
+            }
+            _ => old.map_or(0.0, |o| elapsed(o.reported_at, now).as_secs_f64()),
+        };
+        let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let info = RegionInfo {
-            region,
             leader,
             pending_peers: req.pending_peers.clone(),
             down_peers: req.down_peers.clone(),
             approximate_size: req.approximate_size,
             approximate_keys: req.approximate_keys,
+            size_reported: old.is_some_and(|o| o.size_reported) || req.approximate_size > 0,
+            written_bytes: req.bytes_written,
+            written_keys: req.keys_written,
+            write_bytes_rate: rate(req.bytes_written),
+            write_keys_rate: rate(req.keys_written),
+            reported_at: now,
+            region,
         };
-        regions.insert(info.clone());
+        if regions.shows_split(&info.region) {
+            regions.record_split(&[info.region.id], now, keep_splits);
+        }
+        let gone = regions.insert(info.clone());
         drop(regions);
+        self.regions_gone(&gone);
         if lost_peers {
             self.bury_empty_stores()?;
         }
         self.schedule(&info)
+    }
+
+    /// Writes `region`, and deletes the regions it overlaps, on disk.
+    fn persist_region(&self, regions: &Regions, region: &metapb::Region) -> PdResult<()> {
+        let mut b = Batch::default();
+        for id in regions.overlaps(region) {
+            b.delete(&id_key(storage::REGION_PREFIX, id));
+        }
+        b.put_msg(&id_key(storage::REGION_PREFIX, region.id), region);
+        self.meta.write(b)?;
+        Ok(())
     }
 
     pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
@@ -459,7 +496,7 @@ impl Cluster {
                 format!("region {} not found", region.id),
             ));
         }
-        (0..count)
+        let ids: Vec<pdpb::SplitId> = (0..count)
             .map(|_| {
                 Ok(pdpb::SplitId {
                     new_region_id: self.alloc_id()?,
@@ -470,14 +507,24 @@ impl Cluster {
                         .collect::<PdResult<_>>()?,
                 })
             })
-            .collect()
+            .collect::<PdResult<_>>()?;
+        // As upstream: a region about to split is not merged meanwhile.
+        let mut split: Vec<u64> = ids.iter().map(|s| s.new_region_id).collect();
+        split.push(region.id);
+        let (now, keep) = (self.clock.now_nanos(), self.opts().split_merge_interval);
+        self.regions.write().record_split(&split, now, keep);
+        Ok(ids)
     }
 
-    /// A store's report of a split, as PD takes it: checked and logged.
-    /// The new regions' metadata arrives by their leaders' heartbeats,
-    /// which carry their leaders; a report carries none to check.
-    pub fn report_batch_split(&self, regions: &[metapb::Region]) -> PdResult<()> {
+    /// A store's report of a split: every region in it not older than what
+    /// PD knows goes into the tree at once (the parent shrinks, the new
+    /// regions appear), so no key is left without a region until each new
+    /// leader's heartbeat arrives. A report names no leaders: each region
+    /// is taken as led from the store that led the parent, as a split
+    /// leaves it, until its heartbeat says otherwise.
+    pub fn report_batch_split(&self, report: &[metapb::Region]) -> PdResult<()> {
         self.require_bootstrapped()?;
+        let regions = report;
         if regions.len() < 2 {
             return Err(invalid("a split report names at least two regions"));
         }
@@ -489,6 +536,30 @@ impl Cluster {
         }
         let ids: Vec<u64> = regions.iter().map(|r| r.id).collect();
         tracing::info!(?ids, "regions split");
+        let now = self.clock.now_nanos();
+        let keep_splits = self.opts().split_merge_interval;
+        let mut tree = self.regions.write();
+        let leader_store = regions.iter().find_map(|r| {
+            let ids = tree.overlaps(r).into_iter().chain([r.id]);
+            ids.filter_map(|id| tree.by_id.get(&id)?.leader_store())
+                .next()
+        });
+        let mut gone = vec![];
+        for r in regions {
+            if tree.is_stale(r) {
+                continue;
+            }
+            self.persist_region(&tree, r)?;
+            let leader = leader_store.and_then(|s| r.peers.iter().find(|p| p.store_id == s));
+            gone.extend(tree.insert(RegionInfo {
+                leader: leader.cloned(),
+                reported_at: now,
+                ..RegionInfo::from_meta(r.clone())
+            }));
+        }
+        tree.record_split(&ids, now, keep_splits);
+        drop(tree);
+        self.regions_gone(&gone);
         Ok(())
     }
 
@@ -634,7 +705,7 @@ mod tests {
         let mut twins = region(2, b"", b"", 1, 1);
         twins.peers.push(twins.peers[0].clone());
         assert!(c.region_heartbeat(&heartbeat(&twins)).is_err());
-        // A split report changes no route: heartbeats do.
+        // A split report older than what PD knows changes no route.
         let split = [region(9, b"", b"m", 0, 0), region(10, b"m", b"", 0, 0)];
         c.report_batch_split(&split).unwrap();
         assert!(c.report_batch_split(&split[..1]).is_err());

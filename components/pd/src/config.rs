@@ -31,6 +31,20 @@ pub struct ScheduleSection {
     /// the replica checker plans afresh. Ours: upstream has no such key and
     /// bounds each step instead (adding a peer: 10 minutes).
     pub operator_timeout: String,
+    /// How many operators of a kind may run at once (upstream's keys and
+    /// defaults): leader transfers, peer moves, replica repairs, merges,
+    /// hot-region moves.
+    pub leader_schedule_limit: u64,
+    pub region_schedule_limit: u64,
+    pub replica_schedule_limit: u64,
+    pub merge_schedule_limit: u64,
+    pub hot_region_schedule_limit: u64,
+    /// A region below both (MiB, keys) is merged into a neighbour.
+    pub max_merge_region_size: u64,
+    pub max_merge_region_keys: u64,
+    /// No merge of a region split this recently, nor by a PD started this
+    /// recently.
+    pub split_merge_interval: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +75,14 @@ impl Default for ScheduleSection {
         ScheduleSection {
             max_store_down_time: "30m".into(),
             operator_timeout: "10m".into(),
+            leader_schedule_limit: 4,
+            region_schedule_limit: 2048,
+            replica_schedule_limit: 64,
+            merge_schedule_limit: 8,
+            hot_region_schedule_limit: 4,
+            max_merge_region_size: 20,
+            max_merge_region_keys: 200_000,
+            split_merge_interval: "1h".into(),
         }
     }
 }
@@ -141,34 +163,53 @@ impl PdConfig {
 
     /// The settings the cluster schedules by, checked.
     pub fn schedule_options(&self) -> anyhow::Result<ScheduleOptions> {
-        let duration = |key: &str, v: &str| -> anyhow::Result<Duration> {
-            let d = tikal_util::parse_duration(v).with_context(|| format!("schedule.{key}"))?;
-            if d.is_zero() {
-                bail!("schedule.{key} must be above zero");
-            }
-            Ok(d)
+        let sc = &self.schedule;
+        let mut opts = ScheduleOptions {
+            max_replicas: self.replication.max_replicas,
+            leader_schedule_limit: sc.leader_schedule_limit,
+            region_schedule_limit: sc.region_schedule_limit,
+            replica_schedule_limit: sc.replica_schedule_limit,
+            merge_schedule_limit: sc.merge_schedule_limit,
+            hot_region_schedule_limit: sc.hot_region_schedule_limit,
+            max_merge_region_size: sc.max_merge_region_size,
+            max_merge_region_keys: sc.max_merge_region_keys,
+            ..ScheduleOptions::default()
         };
-        if self.replication.max_replicas == 0 {
+        // The checks of online changes, so a file and POST /config agree.
+        let durations = [
+            ("max-store-down-time", &sc.max_store_down_time),
+            ("operator-timeout", &sc.operator_timeout),
+            ("split-merge-interval", &sc.split_merge_interval),
+        ];
+        for (key, text) in durations {
+            let d = tikal_util::parse_duration(text).with_context(|| format!("schedule.{key}"))?;
+            opts.set_duration(key, d)
+                .map_err(|e| anyhow::anyhow!("schedule.{key}: {e}"))?;
+        }
+        if opts.max_replicas == 0 {
             bail!("replication.max-replicas must be at least 1");
         }
-        Ok(ScheduleOptions {
-            max_replicas: self.replication.max_replicas,
-            max_store_down_time: duration(
-                "max-store-down-time",
-                &self.schedule.max_store_down_time,
-            )?,
-            operator_timeout: duration("operator-timeout", &self.schedule.operator_timeout)?,
-        })
+        Ok(opts)
     }
 }
 
-/// What the cluster schedules by: `[replication] max-replicas`,
-/// `[schedule] max-store-down-time` and `operator-timeout`.
+/// What the cluster schedules by: `[replication] max-replicas` and the
+/// `[schedule]` settings, typed. Changed online by `POST /config`
+/// ([`ScheduleOptions::set`]); shown by `GET /config` ([`Self::schedule_json`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleOptions {
     pub max_replicas: u32,
     pub max_store_down_time: Duration,
     pub operator_timeout: Duration,
+    pub leader_schedule_limit: u64,
+    pub region_schedule_limit: u64,
+    pub replica_schedule_limit: u64,
+    pub merge_schedule_limit: u64,
+    pub hot_region_schedule_limit: u64,
+    /// MiB, as upstream.
+    pub max_merge_region_size: u64,
+    pub max_merge_region_keys: u64,
+    pub split_merge_interval: Duration,
 }
 
 impl Default for ScheduleOptions {
@@ -178,7 +219,97 @@ impl Default for ScheduleOptions {
             max_replicas: 3,
             max_store_down_time: Duration::from_secs(30 * 60),
             operator_timeout: Duration::from_secs(10 * 60),
+            leader_schedule_limit: 4,
+            region_schedule_limit: 2048,
+            replica_schedule_limit: 64,
+            merge_schedule_limit: 8,
+            hot_region_schedule_limit: 4,
+            max_merge_region_size: 20,
+            max_merge_region_keys: 200_000,
+            split_merge_interval: Duration::from_secs(3600),
         }
+    }
+}
+
+impl ScheduleOptions {
+    /// Sets one setting by its upstream key (`max-merge-region-keys`, or
+    /// with its section, `schedule.max-merge-region-keys`) from a JSON
+    /// value: numbers for counts and sizes, Go duration strings (`"1h0m0s"`,
+    /// `"1s"`) for durations. Nothing changes on an error.
+    pub fn set(&mut self, key: &str, value: &serde_json::Value) -> Result<(), String> {
+        let key = key
+            .strip_prefix("schedule.")
+            .or_else(|| key.strip_prefix("replication."))
+            .unwrap_or(key);
+        let number = || {
+            value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| format!("{key} must be a non-negative integer, not {value}"))
+        };
+        match key {
+            "max-replicas" => {
+                let n = u32::try_from(number()?)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{key} must be between 1 and {}", u32::MAX))?;
+                self.max_replicas = n;
+            }
+            "leader-schedule-limit" => self.leader_schedule_limit = number()?,
+            "region-schedule-limit" => self.region_schedule_limit = number()?,
+            "replica-schedule-limit" => self.replica_schedule_limit = number()?,
+            "merge-schedule-limit" => self.merge_schedule_limit = number()?,
+            "hot-region-schedule-limit" => self.hot_region_schedule_limit = number()?,
+            "max-merge-region-size" => self.max_merge_region_size = number()?,
+            "max-merge-region-keys" => self.max_merge_region_keys = number()?,
+            "max-store-down-time" | "operator-timeout" | "split-merge-interval" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a duration string, not {value}"))?;
+                let d = crate::format::parse_go_duration(text)?;
+                self.set_duration(key, d)?;
+            }
+            _ => return Err(format!("config item {key} not found")),
+        }
+        Ok(())
+    }
+
+    fn set_duration(&mut self, key: &str, d: Duration) -> Result<(), String> {
+        // A zero split-merge-interval means "merge at once"; the others
+        // must leave stores and operators some time.
+        if d.is_zero() && key != "split-merge-interval" {
+            return Err(format!("{key} must be above zero"));
+        }
+        match key {
+            "max-store-down-time" => self.max_store_down_time = d,
+            "operator-timeout" => self.operator_timeout = d,
+            "split-merge-interval" => self.split_merge_interval = d,
+            _ => return Err(format!("config item {key} not found")),
+        }
+        Ok(())
+    }
+
+    /// The `schedule` object of `GET /config`, with upstream's keys.
+    pub fn schedule_json(&self) -> serde_json::Value {
+        use crate::format::go_duration;
+        serde_json::json!({
+            "max-store-down-time": go_duration(self.max_store_down_time),
+            "operator-timeout": go_duration(self.operator_timeout),
+            "leader-schedule-limit": self.leader_schedule_limit,
+            "region-schedule-limit": self.region_schedule_limit,
+            "replica-schedule-limit": self.replica_schedule_limit,
+            "merge-schedule-limit": self.merge_schedule_limit,
+            "hot-region-schedule-limit": self.hot_region_schedule_limit,
+            "max-merge-region-size": self.max_merge_region_size,
+            "max-merge-region-keys": self.max_merge_region_keys,
+            "split-merge-interval": go_duration(self.split_merge_interval),
+            "leader-schedule-policy": "count",
+        })
+    }
+
+    /// The `replication` object of `GET /config`.
+    pub fn replication_json(&self) -> serde_json::Value {
+        serde_json::json!({ "max-replicas": self.max_replicas })
     }
 }
 
@@ -224,6 +355,10 @@ mod tests {
             [schedule]
             max-store-down-time = "3s"
             operator-timeout = "1500ms"
+            leader-schedule-limit = 7
+            max-merge-region-size = 1
+            max-merge-region-keys = 10
+            split-merge-interval = "0s"
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -232,6 +367,13 @@ mod tests {
         assert_eq!(opts.max_replicas, 5);
         assert_eq!(opts.max_store_down_time, Duration::from_secs(3));
         assert_eq!(opts.operator_timeout, Duration::from_millis(1500));
+        assert_eq!(opts.leader_schedule_limit, 7);
+        assert_eq!(opts.region_schedule_limit, 2048, "upstream default");
+        assert_eq!(
+            (opts.max_merge_region_size, opts.max_merge_region_keys),
+            (1, 10)
+        );
+        assert_eq!(opts.split_merge_interval, Duration::ZERO);
 
         for bad in [
             "[replication]\nmax-replicas = 0",
@@ -241,5 +383,31 @@ mod tests {
             let (mut cfg, _): (PdConfig, _) = tikal_util::parse_toml(bad).unwrap();
             assert!(cfg.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn online_changes_take_upstream_keys_and_refuse_bad_values() {
+        let mut o = ScheduleOptions::default();
+        o.set("max-merge-region-keys", &serde_json::json!(10))
+            .unwrap();
+        o.set("schedule.split-merge-interval", &serde_json::json!("1s"))
+            .unwrap();
+        o.set("replication.max-replicas", &serde_json::json!(5))
+            .unwrap();
+        assert_eq!(o.max_merge_region_keys, 10);
+        assert_eq!(o.split_merge_interval, Duration::from_secs(1));
+        assert_eq!(o.max_replicas, 5);
+        let before = o;
+        for (key, value) in [
+            ("max-merge-region-keys", serde_json::json!(-1)),
+            ("max-merge-region-keys", serde_json::json!("many")),
+            ("split-merge-interval", serde_json::json!(5)),
+            ("max-store-down-time", serde_json::json!("0s")),
+            ("max-replicas", serde_json::json!(0)),
+            ("no-such-key", serde_json::json!(1)),
+        ] {
+            assert!(o.set(key, &value).is_err(), "{key} = {value}");
+        }
+        assert_eq!(o, before);
     }
 }

@@ -68,6 +68,43 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
+/// `"1h0m0s"`, `"1.5s"`, `"300ms"`, `"0"` -> a duration: Go's
+/// `time.ParseDuration`, so what [`go_duration`] prints reads back.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}");
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut secs = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        secs += n * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
 /// `n / unit` in decimal, without trailing zeros.
 fn fraction(n: u128, unit: u128) -> String {
     let width = unit.ilog10() as usize;
@@ -125,6 +162,20 @@ mod tests {
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(go_duration(Duration::from_secs(3723)), "1h2m3s");
+    }
+
+    #[test]
+    fn durations_read_back_as_go_parses_them() {
+        for d in [0, 3, 1800, 3600, 3723] {
+            let d = Duration::from_secs(d);
+            assert_eq!(parse_go_duration(&go_duration(d)), Ok(d));
+        }
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
+        for bad in ["", "soon", "1", "5d", "-1s", "1e400h"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! | GET `/stores` (`?state=N`)     | `{"count", "stores": [{"store", "status"}]}` |
 //! | GET/DELETE `/store/{id}`       | one store / take it out of service          |
 //! | GET `/regions`, `/region/id/{id}`, `/region/key/{key}` | regions, peers by role |
-//! | GET `/config`                  | replication and schedule settings           |
+//! | GET/POST `/config`, `/config/schedule` | settings; POST changes them online  |
+//! | GET `/config/replicate`        | the replication settings                    |
+//! | GET/POST `/schedulers`, DELETE `/schedulers/{name}` | running schedulers     |
 //! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
 //! | GET `/operators/{region_id}`   | one region's operator and its status        |
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tikal_proto::metapb;
@@ -27,7 +29,7 @@ use crate::config::PdConfig;
 use crate::format::{byte_size, go_duration, rfc3339};
 use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
-use crate::schedule::StoreError;
+use crate::schedule::{SchedulerError, StoreError};
 use crate::service::PdService;
 use crate::stores::{StoreInfo, StoreState};
 
@@ -45,7 +47,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/region/id/:id", get(region_by_id))
         .route("/pd/api/v1/region/key/:key", get(region_by_key))
-        .route("/pd/api/v1/config", get(config))
+        .route("/pd/api/v1/config", get(config).post(update_config))
+        .route(
+            "/pd/api/v1/config/schedule",
+            get(schedule_config).post(update_config),
+        )
+        .route("/pd/api/v1/config/replicate", get(replication_config))
+        .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
+        .route("/pd/api/v1/schedulers/:name", delete(remove_scheduler))
         .route("/pd/api/v1/operators", get(operators).post(add_operator))
         .route("/pd/api/v1/operators/:region_id", get(operator))
         .with_state(state)
@@ -279,9 +288,9 @@ fn region_json(r: &RegionInfo) -> Value {
         "epoch": { "conf_ver": epoch.conf_ver, "version": epoch.version },
         "peers": r.region.peers.iter().map(peer_json).collect::<Vec<_>>(),
         "leader": r.leader.as_ref().map(peer_json),
-        "written_bytes": 0,
+        "written_bytes": r.written_bytes,
         "read_bytes": 0,
-        "written_keys": 0,
+        "written_keys": r.written_keys,
         "read_keys": 0,
         "approximate_size": r.approximate_size_mib(),
         "approximate_keys": r.approximate_keys,
@@ -334,7 +343,7 @@ async fn region_by_key(State(s): State<Arc<HttpState>>, Path(key): Path<String>)
 }
 
 async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
-    let opts = &s.pd.cluster.opts;
+    let opts = s.pd.cluster.opts();
     Json(json!({
         "name": s.config.name,
         "data-dir": s.config.data_dir,
@@ -342,12 +351,57 @@ async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
         "peer-urls": s.config.peer_urls,
         "advertise-client-urls": s.config.advertise_client_urls,
         "initial-cluster": s.config.initial_cluster,
-        "schedule": {
-            "max-store-down-time": go_duration(opts.max_store_down_time),
-            "operator-timeout": go_duration(opts.operator_timeout),
-        },
-        "replication": { "max-replicas": opts.max_replicas },
+        "schedule": opts.schedule_json(),
+        "replication": opts.replication_json(),
     }))
+}
+
+async fn schedule_config(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    Json(s.pd.cluster.opts().schedule_json())
+}
+
+async fn replication_config(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    Json(s.pd.cluster.opts().replication_json())
+}
+
+/// `POST /config` (or `/config/schedule`) with `{"key": value, ...}`, as
+/// `pd-ctl config set` sends: keys bare (`max-merge-region-keys`) or with
+/// their section (`schedule.split-merge-interval`). All change, or none.
+async fn update_config(State(s): State<Arc<HttpState>>, body: String) -> Response {
+    let Ok(Value::Object(changes)) = serde_json::from_str::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body is not a JSON object".into(),
+        );
+    };
+    match s.pd.cluster.update_opts(&changes) {
+        Ok(()) => Json(json!("The config is updated.")).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn schedulers(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    Json(json!(s.pd.cluster.schedulers()))
+}
+
+/// `POST /schedulers` with `{"name": "balance-leader-scheduler"}`.
+async fn add_scheduler(State(s): State<Arc<HttpState>>, body: String) -> Response {
+    let req = serde_json::from_str::<Value>(&body).unwrap_or_default();
+    let Some(name) = req["name"].as_str() else {
+        return error(StatusCode::BAD_REQUEST, "missing scheduler name".into());
+    };
+    match s.pd.cluster.add_scheduler(name) {
+        Ok(()) => Json(json!("The scheduler is created.")).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn remove_scheduler(State(s): State<Arc<HttpState>>, Path(name): Path<String>) -> Response {
+    match s.pd.cluster.remove_scheduler(&name) {
+        Ok(()) => Json(json!("The scheduler is removed.")).into_response(),
+        Err(e @ SchedulerError::NotFound) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }
 
 /// `GET /operators`: running operators in upstream's one-line form (JSON

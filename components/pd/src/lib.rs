@@ -7,25 +7,29 @@
 //! * [`cluster`] — ids, bootstrap, GC safe points, and the metadata of
 //!   [`stores`] and [`regions`] (the state);
 //! * [`schedule`] — what PD asks back on region heartbeats: [`operator`]s
-//!   planned by the replica [`checker`], and taking stores out of service;
+//!   planned by the replica [`checker`], the [`merge`] checker and the
+//!   [`balance`] and [`hot`] schedulers, and taking stores out of service;
 //! * [`tso`] — the timestamp oracle;
 //! * [`storage`] — the durable metadata store those write through;
 //! * [`service`] / [`http`] — the gRPC and HTTP faces ([`format`]: how
 //!   upstream prints sizes, durations and times);
 //! * [`clock`] — "now", injectable for tests.
 //!
-//! Balancing (leaders, regions) and a replicated PD group come with later
-//! issues; today PD is a single durable member that keeps replica counts.
+//! A replicated PD group comes with a later issue; today PD is a single
+//! durable member.
 
 // tonic::Status is large, and returning it is how gRPC handlers fail.
 #![allow(clippy::result_large_err)]
 
+pub mod balance;
 pub mod checker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod format;
+pub mod hot;
 pub mod http;
+pub mod merge;
 pub mod operator;
 pub mod regions;
 pub mod schedule;

@@ -22,6 +22,13 @@
 //! region changed under it (split, merge, or a membership change no step of
 //! its own explains), or when its next step would remove the leader; the
 //! replica checker then plans afresh from what the region is.
+//!
+//! A merge is two operators, as upstream makes it: the source region's
+//! (its peers moved onto the target's stores first if they differ, then
+//! `merge` sent to its leader until PD sees the source gone, swallowed by
+//! the target) and the target's, a passive one that only keeps other
+//! operators off the target and ends when the target's range grows. When
+//! one of the two ends, so does the other.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,12 +40,32 @@ use crate::clock::elapsed;
 use crate::format::{go_duration, rfc3339};
 use crate::regions::{is_voter, RegionInfo};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    AddLearner { store_id: u64, peer_id: u64 },
-    PromoteLearner { store_id: u64, peer_id: u64 },
-    TransferLeader { from_store: u64, to_store: u64 },
-    RemovePeer { store_id: u64, peer_id: u64 },
+    AddLearner {
+        store_id: u64,
+        peer_id: u64,
+    },
+    PromoteLearner {
+        store_id: u64,
+        peer_id: u64,
+    },
+    TransferLeader {
+        from_store: u64,
+        to_store: u64,
+    },
+    RemovePeer {
+        store_id: u64,
+        peer_id: u64,
+    },
+    /// Region `source_id` merges into `target` (the target as it was when
+    /// the merge was planned). The source's operator sends it (`passive`
+    /// false); the target's waits for its range to change (`passive` true).
+    MergeRegion {
+        source_id: u64,
+        target: metapb::Region,
+        passive: bool,
+    },
 }
 
 impl Step {
@@ -53,6 +80,17 @@ impl Step {
                 .is_some_and(|p| p.id == peer_id && is_voter(p)),
             Step::TransferLeader { to_store, .. } => r.leader_store() == Some(to_store),
             Step::RemovePeer { store_id, .. } => r.peer_on(store_id).is_none(),
+            // The source is done when it is gone (see `Cluster`), never by
+            // a report of its own.
+            Step::MergeRegion {
+                ref target,
+                passive,
+                ..
+            } => {
+                passive
+                    && (r.region.start_key != target.start_key
+                        || r.region.end_key != target.end_key)
+            }
         }
     }
 
@@ -68,6 +106,7 @@ impl Step {
             Step::RemovePeer { store_id, peer_id } => {
                 r.peer_on(store_id).map(|p| p.id) != Some(peer_id)
             }
+            Step::MergeRegion { .. } => false,
         }
     }
 
@@ -106,6 +145,17 @@ impl Step {
             ..Default::default()
         };
         match *self {
+            Step::MergeRegion {
+                ref target,
+                passive: false,
+                ..
+            } => Some(pdpb::RegionHeartbeatResponse {
+                merge: Some(pdpb::Merge {
+                    target: Some(target.clone()),
+                }),
+                ..Default::default()
+            }),
+            Step::MergeRegion { passive: true, .. } => None,
             Step::AddLearner { store_id, peer_id } => match r.peer_on(store_id) {
                 Some(_) => None,
                 None => Some(change(
@@ -156,20 +206,27 @@ impl fmt::Display for Step {
                 "transfer leader from store {from_store} to store {to_store}"
             ),
             Step::RemovePeer { store_id, .. } => write!(f, "remove peer on store {store_id}"),
+            Step::MergeRegion {
+                source_id, target, ..
+            } => write!(f, "merge region {source_id} into region {}", target.id),
         }
     }
 }
 
 /// Upstream's `OpKind` bits (named in bit order by [`kind_names`]).
 pub mod kind {
+    pub const MERGE: u32 = 1 << 2;
     pub const REPLICA: u32 = 1 << 4;
+    pub const HOT_REGION: u32 = 1 << 6;
     pub const REGION: u32 = 1 << 7;
     pub const LEADER: u32 = 1 << 8;
 }
 
 pub fn kind_names(k: u32) -> String {
     let names: Vec<&str> = [
+        (kind::MERGE, "merge"),
         (kind::REPLICA, "replica"),
+        (kind::HOT_REGION, "hot-region"),
         (kind::REGION, "region"),
         (kind::LEADER, "leader"),
     ]
@@ -184,8 +241,8 @@ pub fn kind_names(k: u32) -> String {
     }
 }
 
-/// What the replica checker wants done to a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a checker or scheduler wants done to a region.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Upstream's operator description, e.g. `replace-down-replica`.
     pub desc: String,
@@ -277,6 +334,11 @@ impl Operator {
         if self.is_timed_out(now) {
             return Progress::Dropped(OpStatus::Timeout, "operator timed out");
         }
+        // Preparing the merge changes the source's epoch: its operator
+        // ends when the source is gone, not by what the source reports.
+        if let Step::MergeRegion { passive: false, .. } = step {
+            return Progress::Running(step.command(r, conf_change_v2).map(Box::new));
+        }
         let epoch = r.epoch();
         if epoch.version != self.region_epoch.version {
             return Progress::Dropped(OpStatus::Cancel, "region split or merged");
@@ -294,6 +356,44 @@ impl Operator {
             }
         }
         Progress::Running(step.command(r, conf_change_v2).map(Box::new))
+    }
+
+    /// The region of the other half of a merge, if this is one.
+    pub fn merge_partner(&self) -> Option<u64> {
+        self.steps().iter().find_map(|s| match s {
+            Step::MergeRegion {
+                source_id,
+                target,
+                passive,
+            } => Some(if *passive { *source_id } else { target.id }),
+            _ => None,
+        })
+    }
+
+    /// What the steps not yet shown in `r` (the region as PD knows it)
+    /// will change: `(store, regions, leaders)` deltas, so schedulers count
+    /// a move under way as made and do not plan it twice.
+    pub fn influence(&self, r: &RegionInfo) -> Vec<(u64, i64, i64)> {
+        let mut out = vec![];
+        for step in self.steps().iter().skip(self.current) {
+            match *step {
+                Step::AddLearner { store_id, .. } if r.peer_on(store_id).is_none() => {
+                    out.push((store_id, 1, 0))
+                }
+                Step::RemovePeer { store_id, .. } if r.peer_on(store_id).is_some() => {
+                    out.push((store_id, -1, 0))
+                }
+                Step::TransferLeader {
+                    from_store,
+                    to_store,
+                } if r.leader_store() != Some(to_store) => {
+                    out.push((from_store, 0, -1));
+                    out.push((to_store, 0, 1));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     pub fn is_timed_out(&self, now: i64) -> bool {

@@ -1,8 +1,16 @@
 //! Regions as their leaders last reported them, indexed by id and by start
 //! key, plus the questions scheduling asks of one region (who is a voter,
-//! which peer is on a store, is a peer still catching up).
+//! which peer is on a store, is a peer still catching up, is it healthy)
+//! and of the tree (who are its neighbours, did it split lately).
+//!
+//! The tree never holds overlapping ranges: a region accepted into it (a
+//! heartbeat or a split report not older than what it overlaps) drops
+//! every region it overlaps. That is how a split shrinks its parent and
+//! how a merge's target, reporting its grown range at a newer version,
+//! removes the source.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use tikal_proto::{metapb, pdpb};
 
@@ -18,6 +26,17 @@ pub struct RegionInfo {
     pub down_peers: Vec<pdpb::PeerStats>,
     pub approximate_size: u64,
     pub approximate_keys: u64,
+    /// Whether any heartbeat of this region carried a size above zero:
+    /// until one does, its size is unknown and it is never merged.
+    pub size_reported: bool,
+    /// Bytes and keys written in the last reported interval, and the rates
+    /// they make (per second).
+    pub written_bytes: u64,
+    pub written_keys: u64,
+    pub write_bytes_rate: f64,
+    pub write_keys_rate: f64,
+    /// When PD last heard of the region (Unix nanoseconds; 0 = loaded).
+    pub reported_at: i64,
 }
 
 impl RegionInfo {
@@ -61,6 +80,17 @@ impl RegionInfo {
         self.pending_peers.iter().any(|p| p.id == peer_id)
     }
 
+    /// Led, fully replicated (`max_replicas` voters, no learner), every
+    /// peer caught up and alive: a region schedulers may move or merge.
+    pub fn is_healthy(&self, max_replicas: usize) -> bool {
+        self.leader.is_some()
+            && self.pending_peers.is_empty()
+            && self.down_peers.is_empty()
+            && self.learners().next().is_none()
+            && !self.in_joint_state()
+            && self.voters().count() == max_replicas
+    }
+
     /// The region's size in MiB as upstream counts it (any data rounds up to 1).
     pub fn approximate_size_mib(&self) -> u64 {
         match self.approximate_size {
@@ -87,6 +117,11 @@ pub struct StoreLoad {
     pub pending_peer_count: usize,
     pub region_size_mib: u64,
     pub leader_size_mib: u64,
+    /// Write flow of the regions the store leads (per second).
+    pub write_bytes_rate: f64,
+    pub write_keys_rate: f64,
+    /// The region with the most written bytes the store leads, and its rate.
+    pub hottest_leader_region: Option<(u64, f64)>,
 }
 
 #[derive(Default)]
@@ -94,12 +129,17 @@ pub struct Regions {
     pub by_id: HashMap<u64, RegionInfo>,
     /// start key -> region id; ranges never overlap.
     pub by_start: BTreeMap<Vec<u8>, u64>,
+    /// When regions split or were made by a split (Unix nanoseconds).
+    split_at: HashMap<u64, i64>,
 }
 
 impl Regions {
-    pub fn insert(&mut self, info: RegionInfo) {
-        for id in self.overlaps(&info.region) {
-            if let Some(old) = self.by_id.remove(&id) {
+    /// Puts `info` in the tree; returns the ids of the regions it
+    /// overlapped, which are dropped.
+    pub fn insert(&mut self, info: RegionInfo) -> Vec<u64> {
+        let overlapped = self.overlaps(&info.region);
+        for id in &overlapped {
+            if let Some(old) = self.by_id.remove(id) {
                 self.by_start.remove(&old.region.start_key);
             }
         }
@@ -109,6 +149,82 @@ impl Regions {
         self.by_start
             .insert(info.region.start_key.clone(), info.region.id);
         self.by_id.insert(info.region.id, info);
+        overlapped
+    }
+
+    /// Whether a report of `region` is older than what PD knows: an older
+    /// epoch than the region's own, or an older version than a region it
+    /// overlaps. Such a report must not change the tree.
+    pub fn is_stale(&self, region: &metapb::Region) -> bool {
+        let epoch = region.region_epoch.clone().unwrap_or_default();
+        let overlapped_by_newer = self.overlaps(region).into_iter().any(|id| {
+            self.by_id
+                .get(&id)
+                .is_some_and(|r| r.epoch().version > epoch.version)
+        });
+        let older_than_itself = self.by_id.get(&region.id).is_some_and(|old| {
+            let old = old.epoch();
+            epoch.version < old.version || epoch.conf_ver < old.conf_ver
+        });
+        overlapped_by_newer || older_than_itself
+    }
+
+    /// Whether `region` (as reported) shows a split of the region PD has
+    /// under its id: a newer version over a narrower range, or a new id
+    /// that takes keys from regions PD knows.
+    pub fn shows_split(&self, region: &metapb::Region) -> bool {
+        match self.by_id.get(&region.id) {
+            Some(old) => {
+                let (o, n) = (&old.region, region);
+                // An empty end key is +inf.
+                let end_within =
+                    o.end_key.is_empty() || (!n.end_key.is_empty() && n.end_key <= o.end_key);
+                let narrower = n.start_key >= o.start_key
+                    && end_within
+                    && (n.start_key != o.start_key || n.end_key != o.end_key);
+                let version = n.region_epoch.clone().unwrap_or_default().version;
+                narrower && version > old.epoch().version
+            }
+            None => !self.overlaps(region).is_empty(),
+        }
+    }
+
+    /// Remembers that `ids` split now; forgets splits older than `keep`.
+    pub fn record_split(&mut self, ids: &[u64], now: i64, keep: Duration) {
+        self.split_at
+            .retain(|_, at| crate::clock::elapsed(*at, now) < keep);
+        for id in ids {
+            self.split_at.insert(*id, now);
+        }
+    }
+
+    /// Whether region `id` split less than `interval` before `now`.
+    pub fn split_within(&self, id: u64, now: i64, interval: Duration) -> bool {
+        self.split_at
+            .get(&id)
+            .is_some_and(|at| crate::clock::elapsed(*at, now) < interval)
+    }
+
+    /// The regions just before and just after `r` in key order, if they
+    /// touch its range.
+    pub fn neighbours(&self, r: &metapb::Region) -> (Option<&RegionInfo>, Option<&RegionInfo>) {
+        let prev = if r.start_key.is_empty() {
+            None
+        } else {
+            self.by_start
+                .range(..r.start_key.clone())
+                .next_back()
+                .and_then(|(_, id)| self.by_id.get(id))
+                .filter(|p| p.region.end_key == r.start_key)
+        };
+        let next = if r.end_key.is_empty() {
+            None
+        } else {
+            self.by_start
+                .get(&r.end_key)
+                .and_then(|id| self.by_id.get(id))
+        };
+        (prev, next)
     }
 
     /// Other regions whose ranges intersect `region`'s.
@@ -142,6 +258,15 @@ impl Regions {
                 let load = loads.entry(store).or_default();
                 load.leader_count += 1;
                 load.leader_size_mib += size;
+                load.write_bytes_rate += r.write_bytes_rate;
+                load.write_keys_rate += r.write_keys_rate;
+                // Ties: the lowest region id.
+                let hotter = load
+                    .hottest_leader_region
+                    .is_none_or(|(id, rate)| (r.write_bytes_rate, id) > (rate, r.region.id));
+                if hotter {
+                    load.hottest_leader_region = Some((r.region.id, r.write_bytes_rate));
+                }
             }
         }
         loads

@@ -1,7 +1,26 @@
 //! What PD asks of the cluster: on each region heartbeat, drive the
-//! region's operator a step on, or ask the replica checker ([`checker`])
-//! for a new one; and take stores out of service (Up -> Offline ->
-//! Tombstone, see [`crate::stores`]).
+//! region's operator a step on, or plan a new one; and take stores out of
+//! service (Up -> Offline -> Tombstone, see [`crate::stores`]).
+//!
+//! A region without an operator is planned for by the first that wants
+//! something, in this order (each within its `[schedule] *-schedule-limit`
+//! of running operators of its kind):
+//!
+//! | who                                   | wants                                         |
+//! |---------------------------------------|-----------------------------------------------|
+//! | replica checker ([`checker`])          | repair: `max-replicas` voters on live stores  |
+//! | merge checker ([`merge`])              | a small region merged into a neighbour        |
+//! | `balance-hot-region-scheduler` ([`hot`]) | a hot leader off a store taking most writes |
+//! | `balance-leader-scheduler` ([`balance`]) | leader counts even across Up stores         |
+//! | `balance-region-scheduler` ([`balance`]) | region counts even across Up stores         |
+//!
+//! Only healthy regions (led, fully replicated, nothing pending or down)
+//! are merged or balanced. Schedulers see each store's counts as they will
+//! be once the running operators are done (upstream's operator influence),
+//! so a heartbeat round plans no more moves than the imbalance needs. The
+//! schedulers run by region heartbeats: every region reports on a timer
+//! and on every change, so each gets its turn; an operator's first step
+//! goes back on the heartbeat that made it.
 //!
 //! At most one operator runs per region. PD keeps operators in memory
 //! only: a restarted PD plans afresh from what the regions report (a
@@ -19,13 +38,31 @@ use tracing::{info, warn};
 use crate::checker::{self, ClusterView};
 use crate::clock::elapsed;
 use crate::cluster::{Cluster, PdResult};
-use crate::operator::{OpStatus, Operator, Progress};
+use crate::config::ScheduleOptions;
+use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::storage::{self, id_key, Batch, MetaError};
 use crate::stores::{set_state, supports_conf_change_v2, StoreState};
+use crate::{balance, hot, merge};
 
 /// How long an ended operator stays visible (as upstream keeps records).
 const ENDED_KEPT: Duration = Duration::from_secs(10 * 60);
+
+/// The schedulers PD runs unless told otherwise, by upstream's names.
+pub const SCHEDULERS: [&str; 3] = [
+    "balance-leader-scheduler",
+    "balance-region-scheduler",
+    "balance-hot-region-scheduler",
+];
+
+/// A scheduler request PD refuses, with upstream's messages.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SchedulerError {
+    #[error("[PD:scheduler:ErrSchedulerNotFound]scheduler not found")]
+    NotFound,
+    #[error("[PD:scheduler:ErrSchedulerExisted]scheduler existed")]
+    Existed,
+}
 
 #[derive(Default)]
 pub struct Operators {
@@ -74,22 +111,99 @@ impl Cluster {
                 }
             }
         }
-        let view = View {
-            cluster: self,
-            states: self.store_states(),
-            loads: OnceCell::new(),
-        };
-        let Some(plan) = checker::check(r, &view)? else {
+        let view = View::new(self, &ops, now);
+        let Some(plan) = plan(r, &view)? else {
             return Ok(None);
         };
-        let mut op = Operator::new(plan, r, now, self.opts.operator_timeout);
+        let timeout = view.opts.operator_timeout;
+        // A merge holds its target too: a passive operator keeps every
+        // other one off it until the merge ends.
+        let target_op = plan.steps.iter().find_map(|s| match s {
+            Step::MergeRegion {
+                source_id, target, ..
+            } => Some(Plan {
+                steps: vec![Step::MergeRegion {
+                    source_id: *source_id,
+                    target: target.clone(),
+                    passive: true,
+                }],
+                ..plan.clone()
+            }),
+            _ => None,
+        });
+        let mut op = Operator::new(plan, r, now, timeout);
         info!(region_id = id, operator = %op, "operator created");
         let cmd = match op.progress(r, now, v2) {
             Progress::Running(cmd) => cmd,
             Progress::Finished | Progress::Dropped(..) => return Ok(None),
         };
+        if let Some(plan) = target_op {
+            let Some(Step::MergeRegion { target, .. }) = plan.steps.first() else {
+                return Ok(None);
+            };
+            let Some(target) = self.region_by_id(target.id) else {
+                return Ok(None);
+            };
+            let op = Operator::new(plan, &target, now, timeout);
+            ops.running.insert(target.region.id, op);
+        }
         ops.running.insert(id, op);
         Ok(cmd.map(|c| self.response(r, *c)))
+    }
+
+    /// Ends the operators of regions dropped from the tree: a merge's
+    /// source swallowed by its target is the merge done; any other
+    /// operator of a region that is gone can never finish.
+    pub(crate) fn regions_gone(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.clock.now_nanos();
+        let mut ops = self.operators.lock();
+        for id in ids {
+            let Some(op) = ops.running.get(id) else {
+                continue;
+            };
+            if op.merge_partner().is_some() {
+                info!(region_id = id, operator = %op, "merged: operator finished");
+                ops.end(*id, OpStatus::Success, now);
+            } else {
+                warn!(region_id = id, operator = %op, "region is gone: operator dropped");
+                ops.end(*id, OpStatus::Cancel, now);
+            }
+        }
+    }
+
+    /// The schedulers that run, by upstream's names.
+    pub fn schedulers(&self) -> Vec<&'static str> {
+        self.schedulers.read().clone()
+    }
+
+    /// Starts a scheduler by name, as `POST /schedulers` does.
+    pub fn add_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
+        let known = SCHEDULERS
+            .iter()
+            .find(|s| **s == name)
+            .ok_or(SchedulerError::NotFound)?;
+        let mut running = self.schedulers.write();
+        if running.contains(known) {
+            return Err(SchedulerError::Existed);
+        }
+        running.push(known);
+        info!(scheduler = name, "scheduler added");
+        Ok(())
+    }
+
+    /// Stops a scheduler by name, as `DELETE /schedulers/{name}` does.
+    pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
+        let mut running = self.schedulers.write();
+        let before = running.len();
+        running.retain(|s| *s != name);
+        if running.len() == before {
+            return Err(SchedulerError::NotFound);
+        }
+        info!(scheduler = name, "scheduler removed");
+        Ok(())
     }
 
     /// A command, addressed as upstream addresses it: the region, its
@@ -181,7 +295,7 @@ impl Cluster {
         if ops.running.contains_key(&region_id) {
             return Err(format!("region {region_id} already has an operator"));
         }
-        let op = Operator::new(plan, &r, now, self.opts.operator_timeout);
+        let op = Operator::new(plan, &r, now, self.opts().operator_timeout);
         info!(region_id, operator = %op, "operator created by request");
         ops.running.insert(region_id, op);
         Ok(())
@@ -206,7 +320,7 @@ impl Cluster {
             .values()
             .filter(|s| s.meta.id != id && s.meta.state == metapb::StoreState::Up as i32)
             .count();
-        let need = self.opts.max_replicas;
+        let need = self.opts().max_replicas;
         if up < need as usize {
             return Err(StoreError::NotEnough { id, up, need });
         }
@@ -245,31 +359,159 @@ impl Cluster {
 }
 
 impl Operators {
+    /// Ends a region's operator, and the other half of a merge with it
+    /// (done with it, or cancelled if this half did not succeed).
     fn end(&mut self, region_id: u64, status: OpStatus, now: i64) {
-        if let Some(op) = self.running.remove(&region_id) {
-            self.ended.insert(region_id, (op, status, now));
+        let Some(op) = self.running.remove(&region_id) else {
+            return;
+        };
+        let partner = op.merge_partner();
+        self.ended.insert(region_id, (op, status, now));
+        if let Some(partner) = partner {
+            let linked = self
+                .running
+                .get(&partner)
+                .is_some_and(|p| p.merge_partner() == Some(region_id));
+            if linked {
+                let status = match status {
+                    OpStatus::Success => OpStatus::Success,
+                    _ => OpStatus::Cancel,
+                };
+                self.end(partner, status, now);
+            }
         }
     }
 }
 
-/// The cluster as the checker sees it during one heartbeat; per-store
-/// counts are taken only if a rule needs them.
-struct View<'a> {
-    cluster: &'a Cluster,
-    states: HashMap<u64, StoreState>,
-    loads: OnceCell<HashMap<u64, StoreLoad>>,
+/// What `r` should have done next, if anything: the first plan of the
+/// checkers and running schedulers (see the table at the top).
+fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
+    if let Some(plan) = checker::check(r, v)? {
+        let limited = plan.kind & kind::REPLICA != 0
+            && v.running(kind::REPLICA) >= v.opts.replica_schedule_limit;
+        return Ok((!limited).then_some(plan));
+    }
+    if !r.is_healthy(v.max_replicas()) {
+        return Ok(None);
+    }
+    if let Some(plan) = merge::check(r, v)? {
+        return Ok(Some(plan));
+    }
+    if v.runs("balance-hot-region-scheduler") {
+        if let Some(plan) = hot::check(r, v) {
+            return Ok(Some(plan));
+        }
+    }
+    if hot::is_hot(r) {
+        // Balancing by counts leaves hot regions to the hot scheduler, so
+        // the two never pull one leader back and forth.
+        return Ok(None);
+    }
+    if v.runs("balance-leader-scheduler") {
+        if let Some(plan) = balance::leader(r, v) {
+            return Ok(Some(plan));
+        }
+    }
+    if v.runs("balance-region-scheduler") {
+        return balance::region(r, v);
+    }
+    Ok(None)
 }
 
-impl View<'_> {
-    fn load(&self, store_id: u64) -> StoreLoad {
+/// The cluster as checkers and schedulers see it during one heartbeat:
+/// store states, each store's counts as they will be once the running
+/// operators are done, and how many operators of each kind run. Per-store
+/// counts are taken only if a rule needs them.
+pub(crate) struct View<'a> {
+    pub cluster: &'a Cluster,
+    pub opts: ScheduleOptions,
+    pub now: i64,
+    states: HashMap<u64, StoreState>,
+    loads: OnceCell<HashMap<u64, StoreLoad>>,
+    /// Per store: (regions, leaders) the running operators will add.
+    influence: HashMap<u64, (i64, i64)>,
+    /// (region id, kind) of every running operator.
+    running: Vec<(u64, u32)>,
+    schedulers: Vec<&'static str>,
+}
+
+impl<'a> View<'a> {
+    fn new(cluster: &'a Cluster, ops: &Operators, now: i64) -> View<'a> {
+        let mut influence: HashMap<u64, (i64, i64)> = HashMap::new();
+        {
+            let regions = cluster.regions.read();
+            for op in ops.running.values() {
+                let Some(r) = regions.by_id.get(&op.region_id) else {
+                    continue;
+                };
+                for (store, dregions, dleaders) in op.influence(r) {
+                    let e = influence.entry(store).or_default();
+                    e.0 += dregions;
+                    e.1 += dleaders;
+                }
+            }
+        }
+        View {
+            cluster,
+            opts: cluster.opts(),
+            now,
+            states: cluster.store_states(),
+            loads: OnceCell::new(),
+            influence,
+            running: ops
+                .running
+                .values()
+                .map(|op| (op.region_id, op.plan.kind))
+                .collect(),
+            schedulers: cluster.schedulers(),
+        }
+    }
+
+    pub fn load(&self, store_id: u64) -> StoreLoad {
         let loads = self.loads.get_or_init(|| self.cluster.store_loads());
         loads.get(&store_id).copied().unwrap_or_default()
+    }
+
+    /// Regions on the store once the running operators are done.
+    pub fn regions_after(&self, store_id: u64) -> i64 {
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.0);
+        (self.load(store_id).region_count as i64).saturating_add(extra)
+    }
+
+    /// Leaders on the store once the running operators are done.
+    pub fn leaders_after(&self, store_id: u64) -> i64 {
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.1);
+        (self.load(store_id).leader_count as i64).saturating_add(extra)
+    }
+
+    /// How many running operators have a kind bit.
+    pub fn running(&self, kind: u32) -> u64 {
+        self.running.iter().filter(|(_, k)| k & kind != 0).count() as u64
+    }
+
+    pub fn has_operator(&self, region_id: u64) -> bool {
+        self.running.iter().any(|(id, _)| *id == region_id)
+    }
+
+    pub fn runs(&self, scheduler: &str) -> bool {
+        self.schedulers.contains(&scheduler)
+    }
+
+    pub fn is_up(&self, store_id: u64) -> bool {
+        self.store_state(store_id) == Some(StoreState::Up)
+    }
+
+    /// Up stores, in id order.
+    pub fn up_stores(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.store_ids();
+        ids.retain(|id| self.is_up(*id));
+        ids
     }
 }
 
 impl ClusterView for View<'_> {
     fn max_replicas(&self) -> usize {
-        self.cluster.opts.max_replicas as usize
+        self.opts.max_replicas as usize
     }
 
     fn store_state(&self, store_id: u64) -> Option<StoreState> {
@@ -283,11 +525,11 @@ impl ClusterView for View<'_> {
     }
 
     fn region_count(&self, store_id: u64) -> usize {
-        self.load(store_id).region_count
+        usize::try_from(self.regions_after(store_id)).unwrap_or(0)
     }
 
     fn leader_count(&self, store_id: u64) -> usize {
-        self.load(store_id).leader_count
+        usize::try_from(self.leaders_after(store_id)).unwrap_or(0)
     }
 
     fn alloc_id(&self) -> PdResult<u64> {

@@ -16,9 +16,13 @@ use tikal_proto::pdpb;
 
 /// Serves the API over `sim`'s cluster on a free loopback port.
 fn serve(sim: &Sim) -> String {
+    serve_cluster(sim.cluster.clone())
+}
+
+fn serve_cluster(cluster: Arc<tikal_pd::cluster::Cluster>) -> String {
     let state = Arc::new(HttpState {
         pd: PdService {
-            cluster: sim.cluster.clone(),
+            cluster,
             member: pdpb::Member::default(),
         },
         config: PdConfig::default(),
@@ -184,4 +188,105 @@ async fn config_shows_replication_and_schedule_settings() {
     assert_eq!(config["replication"]["max-replicas"], 3);
     assert_eq!(config["schedule"]["max-store-down-time"], "3s");
     assert_eq!(config["schedule"]["operator-timeout"], "10s");
+}
+
+async fn send(method: Method, url: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = hyper::Client::new().request(req).await.unwrap();
+    let status = resp.status();
+    let bytes = hyper::body::to_bytes(resp.into_body()).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn config_changes_online_take_effect_and_bad_values_are_refused() {
+    let mut fleet = common::fleet::Fleet::new(&[1, 2, 3], 2, |_| vec![1, 2, 3], opts(3));
+    let api = serve_cluster(fleet.cluster.clone());
+    let schedule = get(&format!("{api}/config/schedule")).await;
+    for (key, value) in [
+        ("leader-schedule-limit", json!(4)),
+        ("region-schedule-limit", json!(2048)),
+        ("replica-schedule-limit", json!(64)),
+        ("max-merge-region-size", json!(20)),
+        ("max-merge-region-keys", json!(200000)),
+        ("split-merge-interval", json!("1h0m0s")),
+    ] {
+        assert_eq!(schedule[key], value, "{key}");
+    }
+    assert_eq!(get(&format!("{api}/config")).await["schedule"], schedule);
+    // Two small regions, but PD started less than an hour ago: no merge.
+    fleet.settle(10, |_| {});
+    assert_eq!(fleet.regions.len(), 2);
+
+    let (status, msg) = send(
+        Method::POST,
+        &format!("{api}/config"),
+        json!({"max-merge-region-keys": "many", "split-merge-interval": "0s"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    assert_eq!(
+        get(&format!("{api}/config/schedule")).await,
+        schedule,
+        "unchanged"
+    );
+    assert_eq!(fleet.settle(3, |_| {}), 1);
+    assert_eq!(fleet.regions.len(), 2);
+
+    let (status, _) = send(
+        Method::POST,
+        &format!("{api}/config"),
+        json!({"max-merge-region-keys": 1000, "schedule.split-merge-interval": "0s"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let schedule = get(&format!("{api}/config/schedule")).await;
+    assert_eq!(schedule["max-merge-region-keys"], 1000);
+    assert_eq!(schedule["split-merge-interval"], "0s");
+    fleet.settle(5, |_| {});
+    assert_eq!(
+        fleet.regions.len(),
+        1,
+        "merged once allowed: {:?}",
+        fleet.log
+    );
+}
+
+#[tokio::test]
+async fn schedulers_are_listed_added_and_removed() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let all = json!([
+        "balance-leader-scheduler",
+        "balance-region-scheduler",
+        "balance-hot-region-scheduler"
+    ]);
+    assert_eq!(get(&format!("{api}/schedulers")).await, all);
+    let one = format!("{api}/schedulers/balance-leader-scheduler");
+    assert_eq!(call(Method::DELETE, &one).await.0, StatusCode::OK);
+    assert_eq!(call(Method::DELETE, &one).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&format!("{api}/schedulers")).await,
+        json!(["balance-region-scheduler", "balance-hot-region-scheduler"])
+    );
+    let url = format!("{api}/schedulers");
+    let add = |name: &str| send(Method::POST, &url, json!({ "name": name }));
+    assert_eq!(add("balance-leader-scheduler").await.0, StatusCode::OK);
+    assert_eq!(
+        add("balance-leader-scheduler").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(add("no-such-scheduler").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&format!("{api}/schedulers"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,48 +182,12 @@ impl Sim {
             self.region.region_epoch.as_ref()
         );
         assert_eq!(resp.target_peer.as_ref(), self.peer_on(self.leader_store));
-        if let Some(t) = &resp.transfer_leader {
-            let to = t.peer.as_ref().unwrap().store_id;
-            assert_eq!(t.peers.len(), 1);
-            self.leader_store = to;
-            return format!("transfer leader to store {to}");
-        }
-        let change = resp
-            .change_peer
-            .clone()
-            .or_else(|| {
-                let v2 = resp.change_peer_v2.as_ref()?;
-                assert_eq!(v2.changes.len(), 1, "one change at a time");
-                v2.changes.first().cloned()
-            })
-            .expect("a command");
-        let p = change.peer.unwrap();
-        let epoch = self.region.region_epoch.as_mut().unwrap();
-        epoch.conf_ver += 1;
-        match ConfChangeType::try_from(change.change_type).unwrap() {
-            ConfChangeType::AddLearnerNode => {
-                assert_eq!(p.role, metapb::PeerRole::Learner as i32);
-                assert!(self.peer_on(p.store_id).is_none());
-                self.pending.push(p.id);
-                self.region.peers.push(p.clone());
-                format!("add learner on store {}", p.store_id)
-            }
-            ConfChangeType::AddNode => {
-                let existing = self
-                    .region
-                    .peers
-                    .iter_mut()
-                    .find(|q| q.id == p.id)
-                    .expect("promote an existing learner");
-                existing.role = metapb::PeerRole::Voter as i32;
-                format!("promote on store {}", p.store_id)
-            }
-            ConfChangeType::RemoveNode => {
-                assert_ne!(p.store_id, self.leader_store, "never remove the leader");
-                self.region.peers.retain(|q| q.id != p.id);
-                format!("remove store {}", p.store_id)
-            }
-        }
+        carry_out(
+            &mut self.region,
+            &mut self.leader_store,
+            &mut self.pending,
+            resp,
+        )
     }
 
     pub fn peer_on(&self, store: u64) -> Option<&metapb::Peer> {
@@ -246,6 +212,60 @@ impl Sim {
     }
 }
 
+/// Carries out a leader transfer or a membership change as a region's
+/// leader would (a conf change raises conf_ver; a new learner is pending
+/// until the next heartbeat); says what it did.
+pub fn carry_out(
+    region: &mut metapb::Region,
+    leader_store: &mut u64,
+    pending: &mut Vec<u64>,
+    resp: &pdpb::RegionHeartbeatResponse,
+) -> String {
+    let peer_on = |r: &metapb::Region, store: u64| r.peers.iter().any(|p| p.store_id == store);
+    if let Some(t) = &resp.transfer_leader {
+        let to = t.peer.as_ref().unwrap().store_id;
+        assert_eq!(t.peers.len(), 1);
+        assert!(peer_on(region, to));
+        *leader_store = to;
+        return format!("transfer leader to store {to}");
+    }
+    let change = resp
+        .change_peer
+        .clone()
+        .or_else(|| {
+            let v2 = resp.change_peer_v2.as_ref()?;
+            assert_eq!(v2.changes.len(), 1, "one change at a time");
+            v2.changes.first().cloned()
+        })
+        .expect("a command");
+    let p = change.peer.unwrap();
+    let epoch = region.region_epoch.as_mut().unwrap();
+    epoch.conf_ver += 1;
+    match ConfChangeType::try_from(change.change_type).unwrap() {
+        ConfChangeType::AddLearnerNode => {
+            assert_eq!(p.role, metapb::PeerRole::Learner as i32);
+            assert!(!peer_on(region, p.store_id), "two peers on one store");
+            pending.push(p.id);
+            region.peers.push(p.clone());
+            format!("add learner on store {}", p.store_id)
+        }
+        ConfChangeType::AddNode => {
+            let existing = region
+                .peers
+                .iter_mut()
+                .find(|q| q.id == p.id)
+                .expect("promote an existing learner");
+            existing.role = metapb::PeerRole::Voter as i32;
+            format!("promote on store {}", p.store_id)
+        }
+        ConfChangeType::RemoveNode => {
+            assert_ne!(p.store_id, *leader_store, "never remove the leader");
+            region.peers.retain(|q| q.id != p.id);
+            format!("remove store {}", p.store_id)
+        }
+    }
+}
+
 /// Peer ids are `100 + store id` for the peers a scenario starts with.
 pub fn peer(store: u64, role: metapb::PeerRole) -> metapb::Peer {
     metapb::Peer {
@@ -261,5 +281,6 @@ pub fn opts(max_replicas: u32) -> ScheduleOptions {
         max_replicas,
         max_store_down_time: Duration::from_secs(3),
         operator_timeout: Duration::from_secs(10),
+        ..Default::default()
     }
 }

@@ -1,0 +1,96 @@
+//! The balance schedulers: even out leaders (`balance-leader-scheduler`)
+//! and region replicas (`balance-region-scheduler`) across Up stores.
+//!
+//! Both score a store by a count, as upstream's default leader policy
+//! (`count`) does: leaders it leads, regions it holds a peer of. (Upstream
+//! scores regions by approximate size; counting keeps the number of
+//! replicas, and with it the load clients see, within one of the mean
+//! whatever the sizes.) Counts are taken as they will be once the running
+//! operators are done, and a move is made only when the source's count is
+//! at least two above the target's, so that after it the target is not
+//! above the source:
+//!
+//! ```text
+//!   leaders per store  1: 14  2: 13  3: 13  4: 0   (store 4 just joined)
+//!   region led by 1 with a follower on 4: 14 - 0 >= 2  → transfer to 4
+//!   ...                1: 10  2: 10  3: 10  4: 10  → no pair differs by 2
+//! ```
+//!
+//! Each move lowers the sum of squared counts, so moves stop; and a move
+//! can never be undone by the reverse move (that would need the target two
+//! above the source right after it was at most level). At rest:
+//!
+//! * regions: no two Up stores differ by two or more (were A two above B,
+//!   some region on A would lack a peer on B, and would move);
+//! * leaders: every region's leader store leads at most one more region
+//!   than each of its followers' stores; with replicas spread, stores
+//!   share many regions, so leader counts end within a few of each other.
+//!
+//! Hot regions are left to [`crate::hot`].
+
+use crate::checker::{move_peer, ClusterView};
+use crate::cluster::PdResult;
+use crate::operator::{kind, Plan, Step};
+use crate::regions::RegionInfo;
+use crate::schedule::View;
+
+/// A move happens only when the source is at least this far above the target.
+const TOLERANCE: i64 = 2;
+
+/// Moves `r`'s leadership to the follower on the Up store leading fewest
+/// regions, if its leader's store leads at least two more.
+pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
+    if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
+        return None;
+    }
+    let from_store = r.leader_store().filter(|s| v.is_up(*s))?;
+    let to_store = r
+        .voters()
+        .map(|p| p.store_id)
+        .filter(|s| *s != from_store && v.is_up(*s))
+        .min_by_key(|s| (v.leaders_after(*s), *s))?;
+    if v.leaders_after(from_store) - v.leaders_after(to_store) < TOLERANCE {
+        return None;
+    }
+    Some(Plan {
+        desc: "balance-leader".into(),
+        brief: format!("transfer leader: store {from_store} to {to_store}"),
+        kind: kind::LEADER,
+        steps: vec![Step::TransferLeader {
+            from_store,
+            to_store,
+        }],
+    })
+}
+
+/// Moves `r`'s peer off the Up store of its peers holding most regions to
+/// the Up store without one holding fewest, if that is at least two fewer.
+pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
+    if v.running(kind::REGION) >= v.opts.region_schedule_limit {
+        return Ok(None);
+    }
+    let from = r
+        .region
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .filter(|s| v.is_up(*s))
+        .max_by_key(|s| (v.regions_after(*s), std::cmp::Reverse(*s)));
+    let to = v
+        .up_stores()
+        .into_iter()
+        .filter(|s| r.peer_on(*s).is_none())
+        .min_by_key(|s| (v.regions_after(*s), *s));
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(None);
+    };
+    if v.regions_after(from) - v.regions_after(to) < TOLERANCE {
+        return Ok(None);
+    }
+    let plan = move_peer(r, v as &dyn ClusterView, "balance-region", from, to)?;
+    Ok(plan.map(|mut p| {
+        // A balancing move, not a repair: limited as one.
+        p.kind &= !kind::REPLICA;
+        p
+    }))
+}

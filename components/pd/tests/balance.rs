@@ -1,0 +1,139 @@
+//! The balance schedulers over many regions (`common::fleet`): leaders and
+//! replicas even out when a store joins, within the schedule limits, and
+//! nothing moves once they are even.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::fleet::Fleet;
+use common::ScheduleOptions;
+
+/// Regions i on stores 1, 2, 3, led in turn by each.
+fn three_stores(i: usize) -> Vec<u64> {
+    let mut v = vec![1, 2, 3];
+    v.rotate_left(i % 3);
+    v
+}
+
+fn spread(
+    counts: &BTreeMap<u64, (usize, usize)>,
+    pick: fn(&(usize, usize)) -> usize,
+) -> Vec<usize> {
+    counts.values().map(pick).collect()
+}
+
+/// Every count within 20% of their mean.
+fn within_20_percent(counts: &[usize]) -> bool {
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    counts
+        .iter()
+        .all(|c| (*c as f64 - mean).abs() <= 0.2 * mean)
+}
+
+/// Upstream's defaults (operators time out after 10 minutes, many
+/// rounds), merging off.
+fn no_merges() -> ScheduleOptions {
+    ScheduleOptions {
+        max_merge_region_size: 0,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_fourth_store_gets_its_share_of_regions_and_leaders_and_then_nothing_moves() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, no_merges());
+    assert_eq!(
+        fleet.settle(5, |_| {}),
+        1,
+        "balanced already: nothing to do"
+    );
+
+    fleet.add_store(4);
+    let mut most_leader_ops = 0;
+    fleet.settle(100, |f| {
+        let ops = f.cluster.operators();
+        let leader_ops = ops
+            .iter()
+            .filter(|op| op.plan.desc == "balance-leader")
+            .count();
+        most_leader_ops = most_leader_ops.max(leader_ops);
+    });
+    let counts = fleet.counts();
+    let regions = spread(&counts, |c| c.0);
+    let leaders = spread(&counts, |c| c.1);
+    assert_eq!(regions, [36, 36, 36, 36], "{counts:?}");
+    assert!(within_20_percent(&leaders), "{counts:?}");
+    assert!(
+        most_leader_ops <= 4,
+        "leader-schedule-limit: {most_leader_ops}"
+    );
+
+    // PD's view agrees with the stores', and nothing moves any more.
+    let loads = fleet.cluster.store_loads();
+    for (store, (regions, leaders)) in &counts {
+        assert_eq!(loads[store].region_count, *regions);
+        assert_eq!(loads[store].leader_count, *leaders);
+    }
+    let before = fleet.log.len();
+    for _ in 0..30 {
+        assert_eq!(fleet.round(), 0, "{:?}", &fleet.log[before..]);
+    }
+}
+
+#[test]
+fn leaders_all_on_one_store_spread_evenly_without_moving_replicas() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 30, |_| vec![1, 2, 3], no_merges());
+    fleet.settle(50, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.1), [10, 10, 10], "{counts:?}");
+    assert_eq!(spread(&counts, |c| c.0), [30, 30, 30]);
+    assert!(fleet.log.iter().all(|l| l.contains("transfer leader")));
+}
+
+#[test]
+fn region_moves_stay_within_the_region_schedule_limit() {
+    let limited = ScheduleOptions {
+        region_schedule_limit: 2,
+        ..no_merges()
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3], 24, three_stores, limited);
+    fleet.add_store(4);
+    let mut most = 0;
+    fleet.settle(200, |f| {
+        let moving = f
+            .cluster
+            .operators()
+            .iter()
+            .filter(|op| op.plan.desc == "balance-region")
+            .count();
+        most = most.max(moving);
+    });
+    assert_eq!(most, 2);
+    assert_eq!(spread(&fleet.counts(), |c| c.0), [18, 18, 18, 18]);
+}
+
+#[test]
+fn removed_schedulers_move_nothing_until_added_back() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 12, |_| vec![1, 2, 3], no_merges());
+    fleet
+        .cluster
+        .remove_scheduler("balance-leader-scheduler")
+        .unwrap();
+    fleet
+        .cluster
+        .remove_scheduler("balance-region-scheduler")
+        .unwrap();
+    assert_eq!(fleet.cluster.schedulers(), ["balance-hot-region-scheduler"]);
+    fleet.add_store(4);
+    assert_eq!(fleet.settle(5, |_| {}), 1);
+    assert_eq!(fleet.counts()[&4], (0, 0));
+    assert_eq!(fleet.counts()[&1], (12, 12));
+
+    fleet
+        .cluster
+        .add_scheduler("balance-region-scheduler")
+        .unwrap();
+    fleet.settle(100, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.0), [9, 9, 9, 9]);
+}

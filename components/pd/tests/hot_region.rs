@@ -1,0 +1,75 @@
+//! The hot-write scheduler over a few regions (`common::fleet`): a store
+//! leading most of the write flow hands its hottest leader to the
+//! follower store writing least, once, and never back.
+
+mod common;
+
+use common::fleet::Fleet;
+use common::ScheduleOptions;
+
+#[test]
+fn the_hottest_leader_leaves_a_store_taking_most_writes_and_stays_away() {
+    let opts = ScheduleOptions {
+        max_merge_region_size: 0,
+        ..Default::default()
+    };
+    // Six regions on 1 2 3; store 1 leads 0..3, 2 leads 3..5, 3 leads 5.
+    let leaders = [1, 1, 1, 2, 2, 3];
+    let mut fleet = Fleet::new(
+        &[1, 2, 3],
+        6,
+        |i| {
+            let mut v = vec![1, 2, 3];
+            v.retain(|s| *s != leaders[i]);
+            v.insert(0, leaders[i]);
+            v
+        },
+        opts,
+    );
+    for s in ["balance-leader-scheduler", "balance-region-scheduler"] {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    // KiB/s: store 1 writes 210, stores 2 and 3 nothing: mean 70.
+    for (id, rate) in ids.iter().zip([100u64, 60, 50, 0, 0, 0]) {
+        fleet.regions.get_mut(id).unwrap().write_rate = rate << 10;
+    }
+    fleet.round(); // PD learns the flows.
+    fleet.log.clear();
+    fleet.settle(10, |_| {});
+    // 0 + 100 < 210 - 100: region 0's leadership moves to store 2 (2 and
+    // 3 both write nothing; ties go to the lowest id).
+    assert_eq!(
+        fleet.log,
+        [format!("{}: transfer leader to store 2", ids[0])]
+    );
+    let (op, _) = fleet.cluster.operator(ids[0]).unwrap();
+    assert_eq!(op.plan.desc, "transfer-hot-write-leader");
+    // Store 1 now writes 110 KiB/s, store 2 100: no more moves.
+    for _ in 0..10 {
+        assert_eq!(fleet.round(), 0, "{:?}", fleet.log);
+    }
+    let loads = fleet.cluster.store_loads();
+    assert_eq!(loads[&1].write_bytes_rate, (110 << 10) as f64);
+    assert_eq!(loads[&2].write_bytes_rate, (100 << 10) as f64);
+}
+
+#[test]
+fn without_the_hot_scheduler_hot_leaders_stay_and_balance_leaves_them() {
+    let opts = ScheduleOptions {
+        max_merge_region_size: 0,
+        ..Default::default()
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3], 3, |_| vec![1, 2, 3], opts);
+    fleet
+        .cluster
+        .remove_scheduler("balance-hot-region-scheduler")
+        .unwrap();
+    for r in fleet.regions.values_mut() {
+        r.write_rate = 100 << 10;
+    }
+    fleet.settle(10, |_| {});
+    // All three hot regions stay led by store 1: balance-leader leaves
+    // hot regions to the hot scheduler, which is off.
+    assert_eq!(fleet.counts()[&1], (3, 3), "{:?}", fleet.log);
+}
