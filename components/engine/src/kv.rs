@@ -183,6 +183,9 @@ impl KvEngine {
     }
 }
 
+/// A key and its value, as an iterator yields them.
+pub type KvPairBytes = (Box<[u8]>, Box<[u8]>);
+
 /// A point-in-time view of a [`KvEngine`] (a RocksDB snapshot).
 pub struct KvSnapshot<'a> {
     engine: &'a KvEngine,
@@ -218,7 +221,7 @@ impl KvSnapshot<'_> {
         cf: Cf,
         start: &[u8],
         end: &[u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    ) -> impl Iterator<Item = Result<KvPairBytes>> + '_ {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(start.to_vec());
         if !end.is_empty() {

@@ -216,26 +216,23 @@ mod tests {
     #[test]
     fn a_batch_split_leaves_the_parent_id_on_the_last_range() {
         let regions = split_regions(&region(), &split(&["m", "t"])).unwrap();
-        let shape: Vec<(u64, &[u8], &[u8], u64, u64)> = regions
+        let shape: Vec<String> = regions
             .iter()
             .map(|r| {
                 let e = r.region_epoch.clone().unwrap();
-                (
+                format!(
+                    "{} [{}..{}) v{} c{}",
                     r.id,
-                    r.start_key.as_slice(),
-                    r.end_key.as_slice(),
+                    String::from_utf8_lossy(&r.start_key),
+                    String::from_utf8_lossy(&r.end_key),
                     e.version,
-                    e.conf_ver,
+                    e.conf_ver
                 )
             })
             .collect();
         assert_eq!(
             shape,
-            vec![
-                (100, &b"a"[..], &b"m"[..], 6, 3),
-                (101, b"m", b"t", 6, 3),
-                (1, b"t", b"z", 6, 3),
-            ]
+            ["100 [a..m) v6 c3", "101 [m..t) v6 c3", "1 [t..z) v6 c3"]
         );
         let stores: Vec<(u64, u64)> = regions[1]
             .peers
