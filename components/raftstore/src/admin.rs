@@ -1,5 +1,5 @@
 //! What a Raft entry carries, and the administrative commands a region runs
-//! on itself through its log (a split today).
+//! on itself through its log (split and merge).
 //!
 //! A normal entry's context says what its data is:
 //!
@@ -23,10 +23,36 @@
 //! `parent version + 2` and keep the parent's conf_ver and stores, with new
 //! peer ids. The data stays where it is (every region of a store shares
 //! one engine); only the regions' metadata changes.
+//!
+//! A merge of a source region into an adjacent target on the same stores
+//! takes three admin commands, as TiKV's:
+//!
+//! 1. **PrepareMerge**, in the source's log: from its index on the source
+//!    takes no proposals (its version and conf_ver go up by one, so any
+//!    command proposed before it is skipped at apply), and records the
+//!    target as the leader saw it and `min_index`, the lowest index every
+//!    source peer had then.
+//! 2. **CommitMerge**, in the target's log, proposed by the source's
+//!    leader through its own store's target peer once that one leads. It
+//!    carries the source region, the PrepareMerge index (`commit`) and the
+//!    source's entries after `min_index` up to it. Each target replica that
+//!    applies it first brings its store's source peer to `commit` (from
+//!    that peer's log and the carried entries), so the source's data is
+//!    complete there; then the target takes the source's range, its
+//!    version becomes one more than the larger of the two, and the source
+//!    peer is forgotten (its data stays: it is now the target's).
+//!    The entry is proposed at the target's epoch PrepareMerge recorded: if
+//!    the target changed since, every replica refuses it alike.
+//! 3. **RollbackMerge**, in the source's log, when its store's target peer
+//!    shows a newer epoch than recorded: no CommitMerge can apply any more,
+//!    so the source takes proposals again (its version goes up once more).
 
 use prost::Message as _;
 use tikal_proto::metapb;
-use tikal_proto::raft_cmdpb::{AdminCmdType, AdminRequest, BatchSplitRequest};
+use tikal_proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, CommitMergeRequest, PrepareMergeRequest,
+    RollbackMergeRequest,
+};
 
 const COMMAND: u8 = 1;
 const ADMIN: u8 = 2;
@@ -79,6 +105,90 @@ pub(crate) fn encode_batch_split(req: BatchSplitRequest) -> Vec<u8> {
         ..Default::default()
     }
     .encode_to_vec()
+}
+
+/// Encodes a PrepareMerge as an admin entry's data.
+pub(crate) fn encode_prepare_merge(min_index: u64, target: metapb::Region) -> Vec<u8> {
+    AdminRequest {
+        cmd_type: AdminCmdType::PrepareMerge as i32,
+        prepare_merge: Some(PrepareMergeRequest {
+            min_index,
+            target: Some(target),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Encodes a CommitMerge as an admin entry's data.
+pub(crate) fn encode_commit_merge(req: CommitMergeRequest) -> Vec<u8> {
+    AdminRequest {
+        cmd_type: AdminCmdType::CommitMerge as i32,
+        commit_merge: Some(req),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Encodes a RollbackMerge as an admin entry's data.
+pub(crate) fn encode_rollback_merge(commit: u64) -> Vec<u8> {
+    AdminRequest {
+        cmd_type: AdminCmdType::RollbackMerge as i32,
+        rollback_merge: Some(RollbackMergeRequest { commit }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// What a source region's PrepareMerge recorded: the target as its leader
+/// saw it, the lowest index every source peer had, and the PrepareMerge's
+/// own index.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MergeState {
+    pub min_index: u64,
+    pub commit: u64,
+    pub target: metapb::Region,
+}
+
+/// The region `source` and `target` make together, or why they cannot
+/// merge: they must be adjacent and on the same stores. The result has the
+/// target's id, peers and conf_ver, and a version above both.
+pub(crate) fn merged_region(
+    target: &metapb::Region,
+    source: &metapb::Region,
+) -> std::result::Result<metapb::Region, String> {
+    if source.id == target.id {
+        return Err("a region cannot merge into itself".into());
+    }
+    let stores = |r: &metapb::Region| {
+        let mut s: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        s.sort_unstable();
+        s
+    };
+    if stores(source) != stores(target) {
+        return Err(format!(
+            "source {} and target {} are not on the same stores",
+            source.id, target.id
+        ));
+    }
+    let mut merged = target.clone();
+    if !source.end_key.is_empty() && source.end_key == target.start_key {
+        merged.start_key = source.start_key.clone();
+    } else if !target.end_key.is_empty() && target.end_key == source.start_key {
+        merged.end_key = source.end_key.clone();
+    } else {
+        return Err(format!(
+            "source {} and target {} are not adjacent",
+            source.id, target.id
+        ));
+    }
+    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+    let epoch = merged.region_epoch.get_or_insert_with(Default::default);
+    epoch.version = version(source)
+        .max(version(target))
+        .checked_add(1)
+        .ok_or("region version overflow")?;
+    Ok(merged)
 }
 
 /// Why `region` cannot split at `keys`, if it cannot: the keys must be
@@ -253,6 +363,44 @@ mod tests {
         let mut open = region();
         open.end_key.clear();
         assert!(split_regions(&open, &split(&["zz"])).is_ok());
+    }
+
+    #[test]
+    fn a_merged_region_spans_both_at_a_newer_version() {
+        let shape = |r: &metapb::Region| {
+            format!(
+                "{} [{}..{}) v{}",
+                r.id,
+                String::from_utf8_lossy(&r.start_key),
+                String::from_utf8_lossy(&r.end_key),
+                r.region_epoch.clone().unwrap().version
+            )
+        };
+        let target = region();
+        let mut left = region();
+        left.id = 2;
+        left.start_key = b"".to_vec();
+        left.end_key = b"a".to_vec();
+        left.region_epoch.as_mut().unwrap().version = 9;
+        assert_eq!(
+            shape(&merged_region(&target, &left).unwrap()),
+            "1 [..z) v10"
+        );
+        let mut right = left.clone();
+        right.start_key = b"z".to_vec();
+        right.end_key = vec![];
+        assert_eq!(
+            shape(&merged_region(&target, &right).unwrap()),
+            "1 [a..) v10"
+        );
+        // Not adjacent, not on the same stores, or itself: refused.
+        let mut apart = right.clone();
+        apart.start_key = b"zz".to_vec();
+        assert!(merged_region(&target, &apart).is_err());
+        let mut elsewhere = left.clone();
+        elsewhere.peers[0].store_id = 9;
+        assert!(merged_region(&target, &elsewhere).is_err());
+        assert!(merged_region(&target, &target).is_err());
     }
 
     #[test]

@@ -89,6 +89,22 @@ impl<'a> ApplyContext<'a> {
         crate::meta::put_tombstone_mark(&mut self.wb, self.region_id, peer_id);
     }
 
+    /// Records the merge this region prepared, with this round's writes.
+    pub(crate) fn put_merge_state(&mut self, state: &crate::admin::MergeState) {
+        crate::meta::put_merge_state(&mut self.wb, self.region_id, state);
+    }
+
+    /// Records that this region's prepared merge was rolled back.
+    pub(crate) fn delete_merge_state(&mut self) {
+        crate::meta::delete_merge_state(&mut self.wb, self.region_id);
+    }
+
+    /// Forgets region `source_id`, merged into this one, with this round's
+    /// writes: a tombstone with its peer here replaces its state.
+    pub(crate) fn put_merged_source(&mut self, source_id: u64, peer_id: u64) {
+        crate::meta::put_tombstone(&mut self.wb, source_id, peer_id);
+    }
+
     pub(crate) fn state(&self) -> ApplyState {
         self.state
     }

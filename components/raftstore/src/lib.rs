@@ -75,6 +75,10 @@ pub enum RaftstoreError {
     ConfChange(String),
     #[error("split refused: {0}")]
     Split(String),
+    #[error("region {0} is merging into another and takes no proposals")]
+    ProposalInMergingMode(u64),
+    #[error("merge refused: {0}")]
+    Merge(String),
     #[error("the store is shutting down")]
     StoreStopped,
     #[error(transparent)]

@@ -7,6 +7,7 @@
 //! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
 //! | `snapshot_pending/<id BE>`| a received snapshot being applied (eraftpb)  |
 //! | `tombstone/<id BE>`       | id of this store's last, removed peer        |
+//! | `merge_state/<id BE>`     | a prepared merge: its index (8 bytes BE), then `raft_cmdpb.PrepareMergeRequest` |
 //!
 //! The apply state is written in the same batch as the data it covers.
 //!
@@ -17,7 +18,9 @@
 use prost::Message;
 use tikal_engine::{EngineError, KvEngine, KvWriteBatch, CF_RAFT};
 use tikal_proto::metapb;
+use tikal_proto::raft_cmdpb::PrepareMergeRequest;
 
+use crate::admin::MergeState;
 use crate::Result;
 
 const STORE_IDENT_KEY: &[u8] = b"store_ident";
@@ -25,6 +28,7 @@ const REGION_STATE_PREFIX: &[u8] = b"region_state/";
 const APPLY_STATE_PREFIX: &[u8] = b"apply_state/";
 const SNAPSHOT_PENDING_PREFIX: &[u8] = b"snapshot_pending/";
 const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
+const MERGE_STATE_PREFIX: &[u8] = b"merge_state/";
 
 /// Index and term of a new region's (empty) log.
 pub const INITIAL_INDEX: u64 = 5;
@@ -165,6 +169,7 @@ pub(crate) fn load_pending_snapshots(engine: &KvEngine) -> Result<Vec<(u64, Vec<
 pub(crate) fn put_tombstone(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: u64) {
     wb.delete(CF_RAFT, &region_key(region_id));
     wb.delete(CF_RAFT, &apply_key(region_id));
+    wb.delete(CF_RAFT, &merge_key(region_id));
     wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
 }
 
@@ -181,6 +186,40 @@ pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option
     };
     let id = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupted("tombstone", v.len()))?;
     Ok(Some(u64::from_be_bytes(id)))
+}
+
+/// Records that the region prepared a merge (see `admin.rs`): the
+/// PrepareMerge's index, then the request as applied.
+pub(crate) fn put_merge_state(wb: &mut KvWriteBatch<'_>, region_id: u64, state: &MergeState) {
+    let req = PrepareMergeRequest {
+        min_index: state.min_index,
+        target: Some(state.target.clone()),
+    };
+    let v = [&state.commit.to_be_bytes()[..], &req.encode_to_vec()].concat();
+    wb.put(CF_RAFT, &merge_key(region_id), &v);
+}
+
+pub(crate) fn delete_merge_state(wb: &mut KvWriteBatch<'_>, region_id: u64) {
+    wb.delete(CF_RAFT, &merge_key(region_id));
+}
+
+/// The merge the region prepared and has not finished or rolled back.
+pub(crate) fn load_merge_state(engine: &KvEngine, region_id: u64) -> Result<Option<MergeState>> {
+    let Some(v) = engine.get(CF_RAFT, &merge_key(region_id))? else {
+        return Ok(None);
+    };
+    let bad = || corrupted("merge state", v.len());
+    let commit = <[u8; 8]>::try_from(v.get(..8).ok_or_else(bad)?).map_err(|_| bad())?;
+    let req = PrepareMergeRequest::decode(&v[8..]).map_err(|_| bad())?;
+    Ok(Some(MergeState {
+        min_index: req.min_index,
+        commit: u64::from_be_bytes(commit),
+        target: req.target.unwrap_or_default(),
+    }))
+}
+
+fn merge_key(id: u64) -> Vec<u8> {
+    [MERGE_STATE_PREFIX, &id.to_be_bytes()].concat()
 }
 
 fn pending_key(id: u64) -> Vec<u8> {

@@ -11,6 +11,11 @@
 //! `conf_ver`, and persists the region in the same batch as the applied
 //! index; a change of several voters goes through a joint configuration,
 //! which raft-rs leaves on its own.
+//!
+//! Splits and merges are admin commands (`admin.rs`). While a merge is
+//! prepared the source takes no proposals, admin commands or membership
+//! changes, and keeps its whole log, until the target takes it in or the
+//! merge is rolled back.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,11 +31,12 @@ use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::metapb::{self, PeerRole};
 use tikal_proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, BatchSplitRequest, ChangePeerRequest, ChangePeerV2Request,
+    CommitMergeRequest,
 };
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::admin::{self, EntryKind};
+use crate::admin::{self, EntryKind, MergeState};
 use crate::apply::{Applier, ApplyContext, ApplyOutput};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
@@ -41,8 +47,9 @@ use crate::{RaftstoreError, Result};
 /// every replica refused it.
 pub type ConfChangeOutput = std::result::Result<metapb::Region, String>;
 
-/// What a split's proposer gets: every region it made, in key order, or
-/// why it was not made (EpochNotMatch when the region changed meanwhile).
+/// What an admin command's proposer gets: for a split, every region it
+/// made, in key order; for a merge step, the region it left. Or why it was
+/// not made (EpochNotMatch when the region changed meanwhile).
 pub type SplitOutput = Result<Vec<metapb::Region>>;
 
 pub(crate) type Callback = oneshot::Sender<Result<ApplyOutput>>;
@@ -74,6 +81,14 @@ pub(crate) struct Peer {
     pub size_diff_hint: u64,
     /// The region's size and key count at the last split check.
     pub approximate: Option<RegionStats>,
+    /// The merge this region prepared, from its PrepareMerge's apply until
+    /// the merge is rolled back (or the region is gone).
+    pub merging: Option<MergeState>,
+    /// Index of a PrepareMerge this peer proposed and has not applied yet.
+    prepare_merge_proposed: u64,
+    /// Set on a merge's source peer once its target here took it in; the
+    /// store forgets it after the round (its data is the target's now).
+    pub merged: bool,
     reads: Reads,
 }
 
@@ -115,7 +130,9 @@ impl Peer {
             .cloned()
             .ok_or(RaftstoreError::RegionNotFound(region.id))?;
         let apply_state = meta::load_apply_state(kv, region.id)?;
+        let merging = meta::load_merge_state(kv, region.id)?;
         let mut peer = Peer::new(region, meta, apply_state, log, raft_cfg, logger)?;
+        peer.merging = merging;
         // A region whose only voter is this peer needs no election timeout.
         let voters = &peer.raw_node.store().conf_state.voters;
         if voters.len() == 1 && voters[0] == peer.meta.id {
@@ -172,6 +189,9 @@ impl Peer {
             // Checked once it leads, so PD learns its size.
             size_diff_hint: u64::MAX,
             approximate: None,
+            merging: None,
+            prepare_merge_proposed: 0,
+            merged: false,
             reads: Reads::default(),
         })
     }
@@ -299,6 +319,10 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        if self.merge_pending() {
+            let _ = cb.send(Err(RaftstoreError::ProposalInMergingMode(self.region.id)));
+            return;
+        }
         let current = self.region.region_epoch.clone().unwrap_or_default();
         let epoch = epoch.unwrap_or_else(|| current.clone());
         if epoch.version != current.version {
@@ -334,12 +358,143 @@ impl Peer {
         self.track(proposed, cb);
     }
 
+    /// A merge is prepared, or proposed to be: the region takes no
+    /// proposals but the merge's own.
+    fn merge_pending(&self) -> bool {
+        self.merging.is_some() || self.prepare_merge_proposed > self.apply_state.applied_index
+    }
+
+    /// Proposes merging this region into the adjacent `target` (as PD saw
+    /// it). Refused at once while a membership change is not applied, when
+    /// a peer's log is behind the compacted index (it needs a snapshot
+    /// first), or when an admin command or membership change sits in the
+    /// log past what every peer has: a lagging peer's catch-up at the
+    /// target (see `admin.rs`) carries plain commands only.
+    pub fn propose_prepare_merge(&mut self, target: metapb::Region, cb: Callback) {
+        let Some(cb) = self.check_admin(None, cb) else {
+            return;
+        };
+        let refuse = |cb: Callback, why: String| {
+            let _ = cb.send(Err(RaftstoreError::Merge(why)));
+        };
+        if self.raw_node.raft.pending_conf_index > self.apply_state.applied_index {
+            return refuse(cb, "a membership change is not applied yet".into());
+        }
+        if let Err(why) = admin::merged_region(&target, &self.region) {
+            return refuse(cb, why);
+        }
+        let last = self.raw_node.raft.raft_log.last_index();
+        let min_index = self
+            .raw_node
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched)
+            .min()
+            .unwrap_or(last);
+        if min_index < self.raw_node.store().truncated_index {
+            return refuse(cb, "a peer is behind the compacted log".into());
+        }
+        match self.entries(min_index + 1, last) {
+            Ok(entries) if entries.iter().all(is_plain_command) => {}
+            Ok(_) => return refuse(cb, "an admin command is not on every peer yet".into()),
+            Err(e) => return refuse(cb, e.to_string()),
+        }
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        let proposed = self.raw_node.propose(
+            admin::entry_context(true, &current),
+            admin::encode_prepare_merge(min_index, target),
+        );
+        if proposed.is_ok() {
+            self.prepare_merge_proposed = self.raw_node.raft.raft_log.last_index();
+        }
+        self.track(proposed, cb);
+    }
+
+    /// On a prepared source's leader: the CommitMerge its target should
+    /// apply, carrying the entries after `min_index` up to the PrepareMerge.
+    pub fn commit_merge_request(&self) -> Result<CommitMergeRequest> {
+        let state = self
+            .merging
+            .as_ref()
+            .ok_or_else(|| RaftstoreError::Merge("no merge prepared".into()))?;
+        let entries = self.entries(state.min_index + 1, state.commit)?;
+        Ok(CommitMergeRequest {
+            source: Some(self.region.clone()),
+            commit: state.commit,
+            entries: entries
+                .iter()
+                .map(|e| e.write_to_bytes().unwrap_or_default())
+                .collect(),
+        })
+    }
+
+    /// Proposes, on the target's leader, a CommitMerge at the target epoch
+    /// the source's PrepareMerge recorded.
+    pub fn propose_commit_merge(
+        &mut self,
+        recorded: &metapb::RegionEpoch,
+        req: CommitMergeRequest,
+        cb: Callback,
+    ) {
+        let Some(cb) = self.check_admin(None, cb) else {
+            return;
+        };
+        let proposed = self.raw_node.propose(
+            admin::entry_context(true, recorded),
+            admin::encode_commit_merge(req),
+        );
+        self.track(proposed, cb);
+    }
+
+    /// Proposes, on a prepared source's leader, to roll its merge back.
+    pub fn propose_rollback_merge(&mut self, cb: Callback) {
+        let Some(state) = self.merging.as_ref() else {
+            let _ = cb.send(Err(RaftstoreError::Merge("no merge prepared".into())));
+            return;
+        };
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let commit = state.commit;
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        let proposed = self.raw_node.propose(
+            admin::entry_context(true, &current),
+            admin::encode_rollback_merge(commit),
+        );
+        self.track(proposed, cb);
+    }
+
+    /// Log entries `low..=high` (none if `low > high`).
+    fn entries(&self, low: u64, high: u64) -> Result<Vec<Entry>> {
+        if low > high {
+            return Ok(vec![]);
+        }
+        raft::Storage::entries(
+            self.raw_node.store(),
+            low,
+            high + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )
+        .map_err(|e| {
+            tikal_engine::EngineError::Corrupted {
+                what: "raft log",
+                detail: format!("region {}: entries {low}..={high}: {e}", self.region.id),
+            }
+            .into()
+        })
+    }
+
     /// An admin command or membership change is proposed only by the
-    /// leader, at the region's exact epoch; otherwise `cb` is answered why
-    /// and `None` returned.
+    /// leader, at the region's exact epoch, and not while a merge is
+    /// pending; otherwise `cb` is answered why and `None` returned.
     fn check_admin(&self, epoch: Option<metapb::RegionEpoch>, cb: Callback) -> Option<Callback> {
         let refused = if !self.is_leader() {
             self.not_leader()
+        } else if self.merge_pending() {
+            RaftstoreError::ProposalInMergingMode(self.region.id)
         } else if epoch.is_some_and(|e| Some(e) != self.region.region_epoch) {
             self.epoch_not_match()
         } else {
@@ -446,11 +601,14 @@ impl Peer {
 
     /// Applies committed entries in one atomic batch, then answers their
     /// proposers. Returns the new applied index.
+    /// `others` are the store's other peers: a merge's target brings its
+    /// source here up to date before it takes the source's range.
     pub fn apply(
         &mut self,
         kv: &KvEngine,
         applier: &dyn Applier,
         entries: Vec<Entry>,
+        others: &mut HashMap<u64, Peer>,
     ) -> Result<u64> {
         if entries.is_empty() {
             return Ok(self.apply_state.applied_index);
@@ -464,7 +622,9 @@ impl Peer {
             let output = match entry.get_entry_type() {
                 // Empty entries mark a new leader's term.
                 EntryType::EntryNormal if entry.data.is_empty() => None,
-                EntryType::EntryNormal => Some(self.apply_normal(kv, &mut ctx, applier, &entry)?),
+                EntryType::EntryNormal => {
+                    Some(self.apply_normal(kv, &mut ctx, applier, &entry, others)?)
+                }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let out: ApplyOutput = Box::new(self.apply_conf_change(&mut ctx, &entry));
                     Some(Ok(out))
@@ -490,6 +650,7 @@ impl Peer {
         ctx: &mut ApplyContext<'_>,
         applier: &dyn Applier,
         entry: &Entry,
+        others: &mut HashMap<u64, Peer>,
     ) -> Result<Result<ApplyOutput>> {
         let current = self.region.region_epoch.clone().unwrap_or_default();
         match admin::entry_kind(&entry.context) {
@@ -504,7 +665,8 @@ impl Peer {
                 if epoch != current {
                     return Ok(Err(self.epoch_not_match()));
                 }
-                let out: SplitOutput = self.apply_admin(kv, ctx, &entry.data);
+                let out: SplitOutput =
+                    self.apply_admin(kv, ctx, applier, entry.index, &entry.data, others)?;
                 Ok(Ok(Box::new(out)))
             }
             None => {
@@ -518,23 +680,207 @@ impl Peer {
         }
     }
 
+    /// Applies an admin command at `index`. An `Err` is an engine failure
+    /// or a merge that cannot be completed here (the store must stop).
     fn apply_admin(
         &mut self,
         kv: &KvEngine,
         ctx: &mut ApplyContext<'_>,
+        applier: &dyn Applier,
+        index: u64,
         data: &[u8],
-    ) -> SplitOutput {
-        let req = AdminRequest::decode(data)
-            .map_err(|e| RaftstoreError::Split(format!("undecodable admin command: {e}")))?;
-        match (AdminCmdType::try_from(req.cmd_type), req.splits) {
-            (Ok(AdminCmdType::BatchSplit), Some(splits)) => {
-                self.apply_batch_split(kv, ctx, &splits)
+        others: &mut HashMap<u64, Peer>,
+    ) -> Result<SplitOutput> {
+        let req = match AdminRequest::decode(data) {
+            Ok(req) => req,
+            Err(e) => {
+                return Ok(Err(RaftstoreError::Split(format!(
+                    "undecodable admin command: {e}"
+                ))))
+            }
+        };
+        let cmd = AdminCmdType::try_from(req.cmd_type);
+        Ok(match cmd {
+            Ok(AdminCmdType::BatchSplit) if req.splits.is_some() => {
+                self.apply_batch_split(kv, ctx, &req.splits.unwrap_or_default())
+            }
+            Ok(AdminCmdType::PrepareMerge) if req.prepare_merge.is_some() => {
+                let prepare = req.prepare_merge.unwrap_or_default();
+                self.apply_prepare_merge(ctx, index, prepare.min_index, prepare.target)
+            }
+            Ok(AdminCmdType::CommitMerge) if req.commit_merge.is_some() => {
+                let commit = req.commit_merge.unwrap_or_default();
+                return self.apply_commit_merge(kv, ctx, applier, commit, others);
+            }
+            Ok(AdminCmdType::RollbackMerge) if req.rollback_merge.is_some() => {
+                self.apply_rollback_merge(ctx, req.rollback_merge.unwrap_or_default().commit)
             }
             _ => Err(RaftstoreError::Split(format!(
                 "unsupported admin command {}",
                 req.cmd_type
             ))),
+        })
+    }
+
+    /// The source stops taking proposals (see `admin.rs`).
+    fn apply_prepare_merge(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        index: u64,
+        min_index: u64,
+        target: Option<metapb::Region>,
+    ) -> SplitOutput {
+        if self.merging.is_some() {
+            return Err(RaftstoreError::Merge("a merge is already prepared".into()));
         }
+        let target = target.ok_or_else(|| RaftstoreError::Merge("no target".into()))?;
+        let epoch = self
+            .region
+            .region_epoch
+            .get_or_insert_with(Default::default);
+        epoch.version = epoch.version.saturating_add(1);
+        epoch.conf_ver = epoch.conf_ver.saturating_add(1);
+        let state = MergeState {
+            min_index,
+            commit: index,
+            target,
+        };
+        ctx.put_region(&self.region);
+        ctx.put_merge_state(&state);
+        info!(
+            region_id = self.region.id,
+            target = state.target.id,
+            index,
+            "merge prepared"
+        );
+        self.merging = Some(state);
+        Ok(vec![self.region.clone()])
+    }
+
+    /// The target takes the source's range, once its store's source peer
+    /// has applied everything up to the PrepareMerge (see `admin.rs`).
+    fn apply_commit_merge(
+        &mut self,
+        kv: &KvEngine,
+        ctx: &mut ApplyContext<'_>,
+        applier: &dyn Applier,
+        req: CommitMergeRequest,
+        others: &mut HashMap<u64, Peer>,
+    ) -> Result<SplitOutput> {
+        if self.merging.is_some() {
+            return Ok(Err(RaftstoreError::Merge(
+                "the target is merging into another region".into(),
+            )));
+        }
+        let source = req.source.clone().unwrap_or_default();
+        let merged = match admin::merged_region(&self.region, &source) {
+            Ok(merged) => merged,
+            Err(why) => return Ok(Err(RaftstoreError::Merge(why))),
+        };
+        let peer_id = match others.remove(&source.id) {
+            Some(mut src) if src.is_initialized() => {
+                let caught_up = src.catch_up_for_merge(kv, applier, &req, others);
+                let id = src.meta.id;
+                let ready = src.merging.as_ref().is_some_and(|m| m.commit == req.commit);
+                src.merged = true;
+                others.insert(source.id, src);
+                caught_up?;
+                if !ready {
+                    return Err(RaftstoreError::Merge(format!(
+                        "source {} did not reach its PrepareMerge at {} here",
+                        source.id, req.commit
+                    )));
+                }
+                id
+            }
+            other => {
+                // Every store of the target holds an initialized source
+                // peer (PrepareMerge needs every peer's log past the
+                // compacted index), so this is not expected.
+                warn!(
+                    region_id = self.region.id,
+                    source = source.id,
+                    "merging a source with no initialized peer here"
+                );
+                if let Some(mut src) = other {
+                    src.merged = true;
+                    others.insert(source.id, src);
+                }
+                source
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == self.meta.store_id)
+                    .map_or(0, |p| p.id)
+            }
+        };
+        ctx.put_merged_source(source.id, peer_id);
+        ctx.put_region(&merged);
+        info!(
+            region_id = self.region.id,
+            source = source.id,
+            "region merged"
+        );
+        self.region = merged;
+        self.size_diff_hint = u64::MAX;
+        self.approximate = None;
+        Ok(Ok(vec![self.region.clone()]))
+    }
+
+    /// Applies this (source) peer's entries up to the PrepareMerge at
+    /// `req.commit`: its own log's up to `min_index`, the carried ones
+    /// after.
+    fn catch_up_for_merge(
+        &mut self,
+        kv: &KvEngine,
+        applier: &dyn Applier,
+        req: &CommitMergeRequest,
+        others: &mut HashMap<u64, Peer>,
+    ) -> Result<()> {
+        let applied = self.apply_state.applied_index;
+        if applied >= req.commit {
+            return Ok(());
+        }
+        let mut carried = HashMap::new();
+        for bytes in &req.entries {
+            let e = Entry::parse_from_bytes(bytes).map_err(|e| {
+                RaftstoreError::Merge(format!("undecodable entry in a CommitMerge: {e}"))
+            })?;
+            carried.insert(e.index, e);
+        }
+        let mut entries = Vec::new();
+        for index in applied + 1..=req.commit {
+            match carried.remove(&index) {
+                Some(e) => entries.push(e),
+                None => entries.extend(self.entries(index, index)?),
+            }
+        }
+        info!(
+            region_id = self.region.id,
+            from = applied + 1,
+            to = req.commit,
+            "source catches up for its merge"
+        );
+        self.apply(kv, applier, entries, others)?;
+        Ok(())
+    }
+
+    /// The source takes proposals again.
+    fn apply_rollback_merge(&mut self, ctx: &mut ApplyContext<'_>, commit: u64) -> SplitOutput {
+        if self.merging.as_ref().is_none_or(|m| m.commit != commit) {
+            return Err(RaftstoreError::Merge(format!(
+                "no merge prepared at {commit}"
+            )));
+        }
+        let epoch = self
+            .region
+            .region_epoch
+            .get_or_insert_with(Default::default);
+        epoch.version = epoch.version.saturating_add(1);
+        ctx.put_region(&self.region);
+        ctx.delete_merge_state();
+        self.merging = None;
+        info!(region_id = self.region.id, "merge rolled back");
+        Ok(vec![self.region.clone()])
     }
 
     /// Splits the region (see `admin.rs`): records every new region with
@@ -708,6 +1054,10 @@ impl Peer {
     /// follower compacts what it applied past `threshold`. The truncation
     /// point is made durable before the entries go away.
     pub fn compact_log(&mut self, kv: &KvEngine, log: &RaftLogEngine, gc: &LogGc) -> Result<()> {
+        if self.merge_pending() {
+            // A CommitMerge carries entries from this log.
+            return Ok(());
+        }
         let applied = self.apply_state.applied_index;
         let first = self.raw_node.store().truncated_index + 1;
         if applied < first {
@@ -785,6 +1135,13 @@ pub(crate) fn finish_snapshot(
     kv.write(wb, true)?;
     snaps.remove(&snaps.recv_dir(key));
     Ok((region, state))
+}
+
+/// A client command (or an empty entry), not an admin command or a
+/// membership change.
+fn is_plain_command(e: &Entry) -> bool {
+    e.get_entry_type() == EntryType::EntryNormal
+        && !matches!(admin::entry_kind(&e.context), Some(EntryKind::Admin(_)))
 }
 
 fn raft_change_type(t: ConfChangeType) -> raft::eraftpb::ConfChangeType {

@@ -105,6 +105,11 @@ enum Msg {
         req: BatchSplitRequest,
         cb: Callback,
     },
+    PrepareMerge {
+        region_id: u64,
+        target: metapb::Region,
+        cb: Callback,
+    },
     Stop,
 }
 
@@ -263,13 +268,46 @@ impl Router {
         req: BatchSplitRequest,
     ) -> Result<Vec<metapb::Region>> {
         let (cb, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::BatchSplit {
+        self.admin(
+            Msg::BatchSplit {
                 region_id,
                 epoch,
                 req,
                 cb,
-            })
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Prepares merging the region into the adjacent `target` through
+    /// Raft and waits until that is applied, returning the region as
+    /// prepared; the store then carries the merge through by itself.
+    pub async fn prepare_merge(
+        &self,
+        region_id: u64,
+        target: metapb::Region,
+    ) -> Result<Vec<metapb::Region>> {
+        let (cb, rx) = oneshot::channel();
+        self.admin(
+            Msg::PrepareMerge {
+                region_id,
+                target,
+                cb,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Sends an admin command and waits for the regions it left.
+    async fn admin(
+        &self,
+        msg: Msg,
+        rx: oneshot::Receiver<Result<crate::ApplyOutput>>,
+    ) -> Result<Vec<metapb::Region>> {
+        self.tx
+            .send(msg)
             .map_err(|_| RaftstoreError::StoreStopped)?;
         let output = rx.await.map_err(|_| RaftstoreError::StoreStopped)??;
         match output.downcast::<crate::SplitOutput>() {
@@ -528,6 +566,11 @@ impl Runner {
                 req,
                 cb,
             } => self.store.propose_batch_split(region_id, epoch, req, cb),
+            Msg::PrepareMerge {
+                region_id,
+                target,
+                cb,
+            } => self.store.propose_prepare_merge(region_id, target, cb),
             Msg::Stop => return false,
         }
         true

@@ -25,6 +25,9 @@
 //! split S key... [region=R] store S proposes splitting region R (default 1)
 //!                           at the keys; new regions get ids 2, 3, … and
 //!                           peer ids 10 × region + store (answered later)
+//! merge S source=R target=T store S proposes merging region R into the
+//!                           adjacent region T (answered later); ticks then
+//!                           carry the merge through or roll it back
 //! regions                   each store's regions: id, range, version, role
 //! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
 //! change S [add=T] [learner=T] [remove=T]...
@@ -352,6 +355,22 @@ impl Cluster {
     }
 
     /// The region holding `key` on store S.
+    /// Store `s` proposes merging region `source` into `target` (the
+    /// target as store `s` knows it).
+    fn merge(&mut self, s: u64, source: u64, target: u64) -> Res<()> {
+        let target = self.store(s)?.region(target).ok_or("no target peer")?;
+        let (tx, answer) = oneshot::channel();
+        let target_id = target.id;
+        self.store(s)?.propose_prepare_merge(source, target, tx);
+        self.proposals.push(Proposal {
+            store: s,
+            cmd: format!("merge region {source} into {target_id}"),
+            answer: Answer::Write(answer),
+            outcome: None,
+        });
+        Ok(())
+    }
+
     fn region_of(&mut self, s: u64, key: &str) -> Res<u64> {
         let store = self.store(s)?;
         store
@@ -581,6 +600,16 @@ impl goldenscript::Runner for Runner {
                 });
                 let s: u64 = positional.next().ok_or("split S key...")?.parse()?;
                 c.split(s, region_id, positional.collect())?;
+            }
+            "merge" => {
+                let c = self.cluster()?;
+                let s = stores_arg(&args)?
+                    .first()
+                    .copied()
+                    .ok_or("merge S source=R target=T")?;
+                let source: u64 = key_arg(&args, "source").ok_or("source=R")?.parse()?;
+                let target: u64 = key_arg(&args, "target").ok_or("target=T")?.parse()?;
+                c.merge(s, source, target)?;
             }
             "region" => out = self.cluster()?.regions(),
             "change" => {

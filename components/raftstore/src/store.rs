@@ -28,8 +28,10 @@ use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite, DATA_CFS};
 use tikal_proto::metapb;
 use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::admin;
 use crate::apply::Applier;
 use crate::meta;
 use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats};
@@ -156,7 +158,13 @@ pub struct Store {
     /// Messages that would create a peer in a range a local region still
     /// covers (see [`MAX_WAITING_MESSAGES`]).
     waiting: std::collections::VecDeque<PeerMessage>,
+    /// Raft ticks so far: prepared merges are driven every few.
+    ticks: u64,
 }
+
+/// Ticks between a prepared source leader's attempts to get its merge
+/// committed (or rolled back).
+const MERGE_CHECK_TICKS: u64 = 3;
 
 impl Store {
     /// Opens every region recorded in `kv` that has a peer on `store_id`,
@@ -235,6 +243,7 @@ impl Store {
             events,
             published: HashMap::new(),
             waiting: Default::default(),
+            ticks: 0,
         };
         store.publish_all();
         Ok(store)
@@ -304,6 +313,95 @@ impl Store {
             Some(peer) => peer.propose_batch_split(epoch, req, cb),
             None => {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
+    /// Proposes merging the region into the adjacent `target` (PD's merge
+    /// operator); the merge then proceeds on ticks ([`Store::tick`]).
+    pub fn propose_prepare_merge(&mut self, region_id: u64, target: metapb::Region, cb: Callback) {
+        match self.peers.get_mut(&region_id) {
+            Some(peer) => peer.propose_prepare_merge(target, cb),
+            None => {
+                let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
+    /// Moves every merge prepared here one step on (see `admin.rs`). On
+    /// the source's leader: with the target's peer here leading, propose
+    /// the CommitMerge through it; with the target here newer than the
+    /// PrepareMerge saw it, roll back. On the target's leader, when the
+    /// source's leader is on another store: hand the target's leadership
+    /// to that store, since the source's leader is the peer sure to keep
+    /// the log entries a CommitMerge carries. A target here that is
+    /// behind, or unknown, is waited for.
+    fn drive_merges(&mut self) {
+        let prepared: Vec<(u64, admin::MergeState)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.merged)
+            .filter_map(|(id, p)| Some((*id, p.merging.clone()?)))
+            .collect();
+        for (source_id, state) in prepared {
+            let recorded = state.target.region_epoch.clone().unwrap_or_default();
+            let Some(target) = self
+                .peers
+                .get(&state.target.id)
+                .filter(|t| t.is_initialized())
+            else {
+                debug!(region_id = source_id, "merge waits for its target here");
+                continue;
+            };
+            let now = target.region.region_epoch.clone().unwrap_or_default();
+            let Some(source) = self.peers.get(&source_id) else {
+                continue;
+            };
+            let (cb, _) = oneshot::channel();
+            if !source.is_leader() {
+                let source_leader = source.leader().map(|l| l.store_id);
+                if now != recorded || !target.is_leader() {
+                    continue;
+                }
+                let to = source_leader
+                    .filter(|s| *s != self.store_id)
+                    .and_then(|s| target.region.peers.iter().find(|p| p.store_id == s))
+                    .map(|p| p.id);
+                if let (Some(to), Some(target)) = (to, self.peers.get_mut(&state.target.id)) {
+                    debug!(
+                        region_id = target.region.id,
+                        to, "target leadership goes to its merge source's leader"
+                    );
+                    target.raw_node.transfer_leader(to);
+                }
+                continue;
+            }
+            if now.version > recorded.version || now.conf_ver > recorded.conf_ver {
+                info!(
+                    region_id = source_id,
+                    target = state.target.id,
+                    "target changed: rolling the merge back"
+                );
+                if let Some(source) = self.peers.get_mut(&source_id) {
+                    source.propose_rollback_merge(cb);
+                }
+                continue;
+            }
+            if now != recorded || !target.is_leader() {
+                continue;
+            }
+            match source.commit_merge_request() {
+                Ok(req) => {
+                    info!(
+                        region_id = source_id,
+                        target = state.target.id,
+                        "proposing the merge to its target"
+                    );
+                    if let Some(target) = self.peers.get_mut(&state.target.id) {
+                        target.propose_commit_merge(&recorded, req, cb);
+                    }
+                }
+                Err(e) => warn!(region_id = source_id, error = %e, "cannot build the CommitMerge"),
             }
         }
     }
@@ -551,10 +649,15 @@ impl Store {
         Ok(true)
     }
 
-    /// One tick of every peer's Raft clock.
+    /// One tick of every peer's Raft clock; every few, prepared merges
+    /// move on.
     pub fn tick(&mut self) {
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
+        }
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(MERGE_CHECK_TICKS) {
+            self.drive_merges();
         }
     }
 
@@ -619,49 +722,18 @@ impl Store {
     pub fn on_ready(&mut self) -> Result<()> {
         let mut write = RaftLogWrite::default();
         let mut readies: Vec<(u64, Ready)> = vec![];
-        for (id, peer) in self.peers.iter_mut() {
-            if !peer.is_leader() {
-                // Deposed (by a message or a tick since the last round):
-                // its proposals may never commit; clients retry elsewhere.
-                peer.fail_proposals();
-                peer.fail_reads();
-            }
-            peer.ask_reads();
-            if peer.raw_node.store().wants_snapshot() {
-                // Everything applied so far is in the engine: the
-                // snapshot is taken at the applied index.
-                peer.start_snapshot(&self.kv, &self.snaps)?;
-            }
-            if !peer.raw_node.has_ready() {
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in &ids {
+            // Out of the map while it runs, so that a merge's target can
+            // reach its source peer (see `Peer::apply`).
+            let Some(mut peer) = self.peers.remove(id) else {
                 continue;
+            };
+            let outcome = self.ready_one(*id, &mut peer, &mut write);
+            self.peers.insert(*id, peer);
+            if let Some(rd) = outcome? {
+                readies.push((*id, rd));
             }
-            let mut rd = peer.raw_node.ready();
-            // A leader's appends go out while it persists them itself.
-            Self::send(self.transport.as_mut(), peer, rd.take_messages());
-            let snapshot = !rd.snapshot().is_empty();
-            if snapshot {
-                peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
-                info!(
-                    region_id = id,
-                    index = rd.snapshot().get_metadata().index,
-                    "applied snapshot"
-                );
-                write.clean(*id);
-            }
-            let committed = rd.take_committed_entries();
-            peer.apply(&self.kv, self.applier.as_ref(), committed)?;
-            peer.on_read_states(rd.take_read_states());
-            if !rd.entries().is_empty() {
-                write.append(*id, rd.entries())?;
-                peer.raw_node.mut_store().on_append(rd.entries());
-            }
-            if let Some(hs) = rd.hs() {
-                peer.raw_node.mut_store().hard_state = hs.clone();
-            }
-            if snapshot || rd.hs().is_some() {
-                write.set_hard_state(*id, &peer.raw_node.store().hard_state)?;
-            }
-            readies.push((*id, rd));
         }
         if readies.is_empty() {
             return Ok(());
@@ -672,35 +744,114 @@ impl Store {
 
         let mut commit_write = RaftLogWrite::default();
         for (id, mut rd) in readies {
-            let Some(peer) = self.peers.get_mut(&id) else {
+            let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
-            // Votes and append acks promise what is now durable.
-            Self::send(self.transport.as_mut(), peer, rd.take_persisted_messages());
+            if peer.merged {
+                // Taken in by its target this round: nothing more to do.
+                self.peers.insert(id, peer);
+                continue;
+            }
+            // Votes and acks promise what is now durable.
+            Self::send(self.transport.as_mut(), &peer, rd.take_persisted_messages());
             let mut light = peer.raw_node.advance(rd);
             if let Some(commit) = light.commit_index() {
                 let store = peer.raw_node.mut_store();
                 store.hard_state.commit = commit;
-                commit_write.set_hard_state(id, &store.hard_state)?;
+                if let Err(e) = commit_write.set_hard_state(id, &store.hard_state) {
+                    self.peers.insert(id, peer);
+                    return Err(e.into());
+                }
             }
-            Self::send(self.transport.as_mut(), peer, light.take_messages());
+            Self::send(self.transport.as_mut(), &peer, light.take_messages());
             let committed = light.take_committed_entries();
-            let applied = peer.apply(&self.kv, self.applier.as_ref(), committed)?;
-            peer.answer_reads();
-            peer.raw_node.advance_apply();
-            peer.raw_node.mut_store().compact_cache(applied);
+            let applied = peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers);
+            if let Ok(applied) = applied {
+                peer.answer_reads();
+                peer.raw_node.advance_apply();
+                peer.raw_node.mut_store().compact_cache(applied);
+            }
+            self.peers.insert(id, peer);
+            applied?;
         }
         self.transport.flush();
         // The commit index is a hint that saves replay work after restart;
         // it need not be synced (entries themselves already are).
         self.log.write(&mut commit_write, false)?;
-        let removed: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.pending_remove)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in removed {
+        self.after_round()
+    }
+
+    /// Takes one peer's Raft ready (see the module docs): sends what may
+    /// go before persisting, applies a snapshot and committed entries, and
+    /// queues new entries and hard state in `write`. `None` if the peer has
+    /// nothing to do.
+    fn ready_one(
+        &mut self,
+        id: u64,
+        peer: &mut Peer,
+        write: &mut RaftLogWrite,
+    ) -> Result<Option<Ready>> {
+        if peer.merged {
+            return Ok(None);
+        }
+        if !peer.is_leader() {
+            // Deposed (by a message or a tick since the last round):
+            // its proposals may never commit; clients retry elsewhere.
+            peer.fail_proposals();
+            peer.fail_reads();
+        }
+        peer.ask_reads();
+        if peer.raw_node.store().wants_snapshot() {
+            // Everything applied so far is in the engine: the
+            // snapshot is taken at the applied index.
+            peer.start_snapshot(&self.kv, &self.snaps)?;
+        }
+        if !peer.raw_node.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = peer.raw_node.ready();
+        // A leader's appends go out while it persists them itself.
+        Self::send(self.transport.as_mut(), peer, rd.take_messages());
+        let snapshot = !rd.snapshot().is_empty();
+        if snapshot {
+            peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
+            info!(
+                region_id = id,
+                index = rd.snapshot().get_metadata().index,
+                "applied snapshot"
+            );
+            write.clean(id);
+        }
+        let committed = rd.take_committed_entries();
+        peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers)?;
+        peer.on_read_states(rd.take_read_states());
+        if !rd.entries().is_empty() {
+            write.append(id, rd.entries())?;
+            peer.raw_node.mut_store().on_append(rd.entries());
+        }
+        if let Some(hs) = rd.hs() {
+            peer.raw_node.mut_store().hard_state = hs.clone();
+        }
+        if snapshot || rd.hs().is_some() {
+            write.set_hard_state(id, &peer.raw_node.store().hard_state)?;
+        }
+        Ok(Some(rd))
+    }
+
+    /// After a round: destroys removed peers, forgets merged sources,
+    /// starts the peers splits made, and publishes what changed.
+    fn after_round(&mut self) -> Result<()> {
+        let ids = |peers: &HashMap<u64, Peer>, pick: fn(&Peer) -> bool| -> Vec<u64> {
+            peers
+                .iter()
+                .filter(|(_, p)| pick(p))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids(&self.peers, |p| p.merged) {
+            self.forget_merged_peer(id)?;
+        }
+        for id in ids(&self.peers, |p| p.pending_remove) {
             self.destroy_peer(id)?;
         }
         self.start_split_peers()?;
@@ -757,6 +908,26 @@ impl Store {
         for msg in waiting {
             self.step(msg);
         }
+        Ok(())
+    }
+
+    /// Forgets a merge's source peer its target here took in: its log and
+    /// snapshots go; its data is the target's now, and the tombstone was
+    /// written with the merge.
+    fn forget_merged_peer(&mut self, region_id: u64) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        peer.fail_proposals();
+        peer.fail_reads();
+        let mut w = RaftLogWrite::default();
+        w.clean(region_id);
+        self.log.write(&mut w, true)?;
+        self.snaps.remove_other_generated(region_id, None);
+        self.views.write().remove(&region_id);
+        self.published.remove(&region_id);
+        let _ = self.events.send(StoreEvent::RegionRemoved(region_id));
+        info!(region_id, "merged into its target; peer forgotten");
         Ok(())
     }
 

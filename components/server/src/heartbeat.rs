@@ -132,7 +132,8 @@ pub async fn region_heartbeat_loop(
 }
 
 /// Carries out an operator step PD sent for a region this store leads:
-/// a membership change through Raft, or a leader transfer. Its result shows
+/// a membership change through Raft, a leader transfer, or a merge (the
+/// store carries it through once prepared). Its result shows
 /// in the next heartbeats; PD resends or times out what did not happen.
 fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
     let region_id = r.region_id;
@@ -160,6 +161,16 @@ fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
     }
     if let Some(peer) = r.transfer_leader.and_then(|t| t.peer) {
         router.transfer_leader(region_id, peer.id);
+    }
+    if let Some(target) = r.merge.and_then(|m| m.target) {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let target_id = target.id;
+            match router.prepare_merge(region_id, target).await {
+                Ok(_) => info!(region_id, target = target_id, "merge prepared"),
+                Err(e) => debug!(region_id, error = %e, "merge not prepared"),
+            }
+        });
     }
 }
 

@@ -73,6 +73,11 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
             err.epoch_not_match = epoch_not_match(vec![(**region).clone()]).epoch_not_match
         }
         RaftstoreError::StaleCommand => err.stale_command = Some(errorpb::StaleCommand {}),
+        RaftstoreError::ProposalInMergingMode(region_id) => {
+            err.proposal_in_merging_mode = Some(errorpb::ProposalInMergingMode {
+                region_id: *region_id,
+            })
+        }
         RaftstoreError::StoreStopped => {
             err.server_is_busy = Some(errorpb::ServerIsBusy {
                 reason: "store is stopping".into(),
@@ -80,7 +85,10 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
             })
         }
         // Never a client request's outcome: the message says what happened.
-        RaftstoreError::Engine(_) | RaftstoreError::ConfChange(_) | RaftstoreError::Split(_) => {}
+        RaftstoreError::Engine(_)
+        | RaftstoreError::ConfChange(_)
+        | RaftstoreError::Split(_)
+        | RaftstoreError::Merge(_) => {}
     }
     err
 }
