@@ -12,23 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{direct_at, eventually, get_json, TestCluster};
+use common::{direct_at, eventually, hex_key, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
 use tikal_proto::kvrpcpb::{ChecksumAlgorithm, KeyRange, RawChecksumRequest, SplitRegionRequest};
 use tikv_client::{RawClient, TransactionClient};
-
-/// The settings of TiKV's client test suite (its `config/tikv.toml`).
-const STORE_CONFIG: &str = r#"
-[coprocessor]
-region-max-keys = 10
-region-split-keys = 7
-batch-split-limit = 100
-
-[raftstore]
-region-split-check-diff = "1B"
-split-region-check-tick-interval = "1s"
-pd-heartbeat-tick-interval = "2s"
-raft-entry-max-size = "1MB"
-"#;
 
 const KEYS: usize = 2_000;
 const WAIT: Duration = Duration::from_secs(120);
@@ -43,49 +29,6 @@ fn txn_key(i: usize) -> Vec<u8> {
 
 fn value(i: usize) -> Vec<u8> {
     format!("value-{i}").into_bytes()
-}
-
-/// Every region PD knows, in key order, once they cover the whole key
-/// space without gaps or overlaps and each has `voters` voters on distinct
-/// stores and a leader; `None` while that is not so yet.
-async fn regions(t: &TestCluster, voters: usize) -> Option<Vec<serde_json::Value>> {
-    let r = get_json(&format!("{}/pd/api/v1/regions", t.cluster.pd_url())).await;
-    let mut regions = r["regions"].as_array()?.clone();
-    regions.sort_by_key(|r| hex_key(r, "start_key"));
-    let mut next = vec![];
-    for region in &regions {
-        if hex_key(region, "start_key") != next {
-            return None;
-        }
-        next = hex_key(region, "end_key");
-        if next.is_empty() && !std::ptr::eq(region, regions.last()?) {
-            return None;
-        }
-    }
-    if !next.is_empty() {
-        return None;
-    }
-    for region in &regions {
-        let mut stores: Vec<u64> = region["peers"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["role_name"] == "Voter")
-            .filter_map(|p| p["store_id"].as_u64())
-            .collect();
-        stores.sort_unstable();
-        stores.dedup();
-        if stores.len() != voters || region["leader"].is_null() {
-            return None;
-        }
-    }
-    Some(regions)
-}
-
-fn hex_key(region: &serde_json::Value, field: &str) -> Vec<u8> {
-    let text = region[field].as_str().unwrap_or_default();
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
 }
 
 /// CRC64-XOR checksum, keys and bytes of `pairs`, as RawChecksum computes it.
@@ -192,7 +135,7 @@ fn assert_scans(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn regions_split_as_data_arrives_and_clients_find_every_key() {
-    let t = TestCluster::start_with_config(3, STORE_CONFIG).await;
+    let t = TestCluster::start_with_config(3, CLIENT_SUITE_STORE_CONFIG).await;
     eventually(WAIT, "3 voters on the first region", || regions(&t, 3)).await;
     let raw = RawClient::new(vec![t.pd()]).await.unwrap();
     let txn = TransactionClient::new(vec![t.pd()]).await.unwrap();
