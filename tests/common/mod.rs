@@ -2,6 +2,8 @@
 //! on free loopback ports, in a temporary directory removed afterwards.
 #![allow(dead_code)]
 
+pub mod bank;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,288 @@
+//! The bank workload of the transactions issue: clients move money between
+//! accounts in optimistic and pessimistic transactions, each transfer
+//! recorded in the same transaction, while snapshot reads check the total.
+//! [`run`] drives it next to whatever else a test does meanwhile (splits,
+//! leader moves); [`Report::check`] asserts that the total never changed
+//! and that exactly the acknowledged transfers (and none never attempted)
+//! applied, once each.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tikv_client::{Transaction, TransactionClient};
+
+use super::TestCluster;
+
+const ACCOUNTS: usize = 100;
+const INITIAL: i64 = 1_000;
+const CLIENTS: usize = 8;
+
+fn account(i: usize) -> String {
+    format!("acct:{i:03}")
+}
+
+fn number(v: Option<Vec<u8>>) -> i64 {
+    let v = v.expect("account exists");
+    String::from_utf8(v).unwrap().parse().unwrap()
+}
+
+/// One transfer, recorded in the same transaction as the balance changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Transfer {
+    from: usize,
+    to: usize,
+    amount: i64,
+}
+
+impl Transfer {
+    fn encode(&self) -> String {
+        format!("{}:{}:{}", self.from, self.to, self.amount)
+    }
+
+    fn decode(v: &[u8]) -> Transfer {
+        let s = String::from_utf8(v.to_vec()).unwrap();
+        let p: Vec<&str> = s.split(':').collect();
+        Transfer {
+            from: p[0].parse().unwrap(),
+            to: p[1].parse().unwrap(),
+            amount: p[2].parse().unwrap(),
+        }
+    }
+}
+
+fn record_key(client: usize, seq: u64) -> String {
+    format!("xfer:{client}:{seq:08}")
+}
+
+/// One attempt at a transfer; Ok(None) when `from` cannot afford it.
+async fn try_transfer(
+    txn: &mut Transaction,
+    pessimistic: bool,
+    x: Transfer,
+    record: &str,
+) -> tikv_client::Result<Option<()>> {
+    let (from, to) = (account(x.from), account(x.to));
+    let (fb, tb) = if pessimistic {
+        (
+            number(txn.get_for_update(from.clone()).await?),
+            number(txn.get_for_update(to.clone()).await?),
+        )
+    } else {
+        (
+            number(txn.get(from.clone()).await?),
+            number(txn.get(to.clone()).await?),
+        )
+    };
+    if fb < x.amount {
+        return Ok(None);
+    }
+    txn.put(from, (fb - x.amount).to_string()).await?;
+    txn.put(to, (tb + x.amount).to_string()).await?;
+    txn.put(record.to_owned(), x.encode()).await?;
+    txn.commit().await?;
+    Ok(Some(()))
+}
+
+#[derive(Default, Debug)]
+struct ClientLog {
+    /// Transfers whose commit was acknowledged, by record key.
+    committed: HashMap<String, Transfer>,
+    /// Commits that failed after prewrite started: applied or not.
+    unknown: HashMap<String, Transfer>,
+    retries: u64,
+}
+
+async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientLog {
+    let pessimistic = id % 2 == 1;
+    let mut log = ClientLog::default();
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        let (from, to, amount) = {
+            let mut rng = rand::thread_rng();
+            let from = rng.gen_range(0..ACCOUNTS);
+            let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
+            (from, to, rng.gen_range(1..=100))
+        };
+        let x = Transfer { from, to, amount };
+        seq += 1;
+        let record = record_key(id, seq);
+        let mut txn = if pessimistic {
+            c.begin_pessimistic().await.unwrap()
+        } else {
+            c.begin_optimistic().await.unwrap()
+        };
+        match try_transfer(&mut txn, pessimistic, x, &record).await {
+            Ok(Some(())) => {
+                log.committed.insert(record, x);
+            }
+            Ok(None) => txn.rollback().await.unwrap(),
+            Err(_) => {
+                // Conflict, deadlock or lock timeout: roll back and move
+                // on. If the rollback fails too, the commit may have landed.
+                log.retries += 1;
+                if txn.rollback().await.is_err() {
+                    log.unknown.insert(record, x);
+                }
+            }
+        }
+    }
+    log
+}
+
+/// Reads every balance in one snapshot; returns the total. A read may
+/// give up on a lock it keeps meeting (an error, not a wrong answer).
+async fn snapshot_total(c: &TransactionClient) -> tikv_client::Result<i64> {
+    let mut r = c.snapshot(
+        c.current_timestamp().await?,
+        tikv_client::TransactionOptions::new_optimistic(),
+    );
+    let pairs: Vec<_> = r
+        .scan(account(0)..=account(ACCOUNTS - 1), ACCOUNTS as u32 + 1)
+        .await?
+        .collect();
+    assert_eq!(pairs.len(), ACCOUNTS);
+    Ok(pairs
+        .into_iter()
+        .map(|p| number(Some(p.value().clone())))
+        .sum())
+}
+
+/// How long a bank runs: `TIKAL_BANK_SECS`, or `default` seconds.
+pub fn secs(default: u64) -> Duration {
+    let secs = std::env::var("TIKAL_BANK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    Duration::from_secs(secs)
+}
+
+async fn client(t: &TestCluster) -> TransactionClient {
+    TransactionClient::new(vec![t.pd()])
+        .await
+        .expect("TransactionClient connects to PD")
+}
+
+/// What a bank run saw.
+pub struct Report {
+    logs: Vec<ClientLog>,
+    /// Transfer records found at the end, by key.
+    records: HashMap<String, Transfer>,
+    /// Balances at the end, and as the records say they must be.
+    balances: Vec<i64>,
+    expected: Vec<i64>,
+    final_total: i64,
+    snapshots: u64,
+    gave_up: u64,
+}
+
+/// Runs the bank for `length` while `during(until)` runs beside it, then
+/// reads the final state.
+pub async fn run<F, Fut>(t: &TestCluster, length: Duration, during: F) -> Report
+where
+    F: FnOnce(Instant) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let c = client(t).await;
+    let mut init = c.begin_optimistic().await.unwrap();
+    for i in 0..ACCOUNTS {
+        init.put(account(i), INITIAL.to_string()).await.unwrap();
+    }
+    init.commit().await.unwrap();
+
+    let until = Instant::now() + length;
+    let mut workers = vec![];
+    for id in 0..CLIENTS {
+        let c = client(t).await;
+        workers.push(tokio::spawn(bank_client(c, id, until)));
+    }
+    let reads = async {
+        let (mut snapshots, mut gave_up) = (0, 0);
+        while Instant::now() < until {
+            match snapshot_total(&c).await {
+                Ok(sum) => {
+                    assert_eq!(sum, INITIAL * ACCOUNTS as i64, "a snapshot's total");
+                    snapshots += 1;
+                }
+                Err(_) => gave_up += 1,
+            }
+        }
+        (snapshots, gave_up)
+    };
+    let ((snapshots, gave_up), ()) = tokio::join!(reads, during(until));
+    let mut logs = vec![];
+    for w in workers {
+        logs.push(w.await.unwrap());
+    }
+
+    let final_total = snapshot_total(&c).await.unwrap();
+    let mut r = c.begin_optimistic().await.unwrap();
+    let records: HashMap<String, Transfer> = r
+        .scan("xfer:".to_owned().."xfer;".to_owned(), u32::MAX)
+        .await
+        .unwrap()
+        .map(|p| {
+            let key = String::from_utf8(Vec::from(p.key().clone())).unwrap();
+            (key, Transfer::decode(p.value()))
+        })
+        .collect();
+    let mut expected = vec![INITIAL; ACCOUNTS];
+    for x in records.values() {
+        expected[x.from] -= x.amount;
+        expected[x.to] += x.amount;
+    }
+    let mut balances = vec![];
+    for i in 0..ACCOUNTS {
+        balances.push(number(r.get(account(i)).await.unwrap()));
+    }
+    r.commit().await.unwrap();
+    Report {
+        logs,
+        records,
+        balances,
+        expected,
+        final_total,
+        snapshots,
+        gave_up,
+    }
+}
+
+impl Report {
+    /// The total holds; every balance is the initial one moved by exactly
+    /// the transfers whose records committed with it; every acknowledged
+    /// transfer applied, and none that was never attempted.
+    pub fn check(&self) {
+        assert_eq!(self.final_total, INITIAL * ACCOUNTS as i64);
+        for (i, (got, want)) in self.balances.iter().zip(&self.expected).enumerate() {
+            assert_eq!(got, want, "balance of {}", account(i));
+        }
+        let mut by_mode = [0usize; 2];
+        for (id, log) in self.logs.iter().enumerate() {
+            by_mode[id % 2] += log.committed.len();
+            for (key, x) in &log.committed {
+                assert_eq!(
+                    self.records.get(key),
+                    Some(x),
+                    "acknowledged {key} is applied"
+                );
+            }
+        }
+        for key in self.records.keys() {
+            assert!(
+                self.logs
+                    .iter()
+                    .any(|l| l.committed.contains_key(key) || l.unknown.contains_key(key)),
+                "{key} was applied but never attempted"
+            );
+        }
+        let retries: u64 = self.logs.iter().map(|l| l.retries).sum();
+        eprintln!(
+            "bank: {} optimistic and {} pessimistic transfers committed, {retries} retried, \
+             {} snapshot reads ({} gave up on locks)",
+            by_mode[0], by_mode[1], self.snapshots, self.gave_up
+        );
+        assert!(by_mode[0] > 0 && by_mode[1] > 0, "both modes commit");
+        assert!(self.snapshots > 0);
+    }
+}
