@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, hex_key, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use common::{eventually, most_keys_per_region, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
 use tikv_client::RawClient;
 
 const KEYS: usize = 600;
@@ -39,19 +39,6 @@ async fn post_pd_config(t: &TestCluster, body: serde_json::Value) {
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     assert!(resp.status().is_success(), "POST {url}: {}", resp.status());
-}
-
-/// How many of `keys` each region holds at most.
-fn most_keys_per_region(all: &[serde_json::Value], keys: &[Vec<u8>]) -> usize {
-    all.iter()
-        .map(|r| {
-            let (start, end) = (hex_key(r, "start_key"), hex_key(r, "end_key"));
-            keys.iter()
-                .filter(|k| **k >= start && (end.is_empty() || **k < end))
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -43,6 +43,16 @@ impl TestCluster {
         store_config: &str,
         pd_config: &str,
     ) -> TestCluster {
+        Self::start_first(stores, stores, store_config, pd_config).await
+    }
+
+    /// With `stores` laid out and only the first `running` started.
+    pub async fn start_first(
+        stores: usize,
+        running: usize,
+        store_config: &str,
+        pd_config: &str,
+    ) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("tikal-test-")
             .tempdir()
@@ -50,7 +60,7 @@ impl TestCluster {
         let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
         spec.store_config = store_config.to_string();
         spec.pd_config = pd_config.to_string();
-        let cluster = match LocalCluster::start(spec, READY_TIMEOUT).await {
+        let cluster = match LocalCluster::start_first(spec, running, READY_TIMEOUT).await {
             Ok(c) => c,
             Err(e) => panic!("{e:#}\n{}", dump_logs(dir.path())),
         };
@@ -395,4 +405,17 @@ pub fn hex_key(region: &serde_json::Value, field: &str) -> Vec<u8> {
     (0..text.len() / 2)
         .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap())
         .collect()
+}
+
+/// How many of `keys` each region holds at most.
+pub fn most_keys_per_region(all: &[serde_json::Value], keys: &[Vec<u8>]) -> usize {
+    all.iter()
+        .map(|r| {
+            let (start, end) = (hex_key(r, "start_key"), hex_key(r, "end_key"));
+            keys.iter()
+                .filter(|k| **k >= start && (end.is_empty() || **k < end))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }

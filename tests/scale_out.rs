@@ -1,0 +1,99 @@
+//! Scale out end to end: 1 PD and 3 stores with TiKV's client-suite store
+//! settings hold many small regions; a 4th store joins, and PD's balance
+//! schedulers give it its share of region replicas and leaders (moves made
+//! of add learner, snapshot, promote, transfer leader, remove peer) while
+//! every key stays readable.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{eventually, most_keys_per_region, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use tikv_client::RawClient;
+
+const KEYS: usize = 400;
+const WAIT: Duration = Duration::from_secs(180);
+
+/// Replicas and leaders per store, from PD's regions.
+fn counts(all: &[serde_json::Value]) -> (BTreeMap<u64, usize>, BTreeMap<u64, usize>) {
+    let (mut replicas, mut leaders) = (BTreeMap::new(), BTreeMap::new());
+    for r in all {
+        for p in r["peers"].as_array().into_iter().flatten() {
+            if let Some(s) = p["store_id"].as_u64() {
+                *replicas.entry(s).or_default() += 1;
+            }
+        }
+        if let Some(s) = r["leader"]["store_id"].as_u64() {
+            *leaders.entry(s).or_default() += 1;
+        }
+    }
+    (replicas, leaders)
+}
+
+/// Whether `stores` stores each hold within 20 % of the mean.
+fn balanced(per_store: &BTreeMap<u64, usize>, stores: usize) -> bool {
+    let total: usize = per_store.values().sum();
+    let mean = total as f64 / stores as f64;
+    per_store.len() == stores
+        && per_store
+            .values()
+            .all(|&c| (c as f64 - mean).abs() <= 0.2 * mean)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_store_gets_its_share_of_regions_and_leaders() {
+    let t = TestCluster::start_first(4, 3, CLIENT_SUITE_STORE_CONFIG, "").await;
+    eventually(WAIT, "3 voters on the first region", || regions(&t, 3)).await;
+    let raw = RawClient::new(vec![t.pd()]).await.unwrap();
+    let data: BTreeMap<Vec<u8>, Vec<u8>> = (0..KEYS)
+        .map(|i| {
+            (
+                format!("s{i:05}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = data.clone().into_iter().collect();
+    for batch in pairs.chunks(100) {
+        raw.batch_put(batch.to_vec()).await.unwrap();
+    }
+    let keys: Vec<Vec<u8>> = data.keys().cloned().collect();
+    let before = eventually(WAIT, "regions split down to 10 keys", || async {
+        let all = regions(&t, 3).await?;
+        (most_keys_per_region(&all, &keys) <= 10).then_some(all)
+    })
+    .await;
+    let (replicas, _) = counts(&before);
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+
+    let mut t = t;
+    let joined = Instant::now();
+    t.cluster.start_store(3).expect("the 4th store starts");
+    let after = eventually(
+        WAIT,
+        "regions and leaders balanced over 4 stores",
+        || async {
+            let all = regions(&t, 3).await?;
+            let (replicas, leaders) = counts(&all);
+            (balanced(&replicas, 4) && balanced(&leaders, 4)).then_some((replicas, leaders))
+        },
+    )
+    .await;
+    eprintln!(
+        "{} regions; balanced {:?} after the 4th store joined: replicas {:?}, leaders {:?}",
+        before.len(),
+        joined.elapsed(),
+        after.0,
+        after.1
+    );
+
+    let got = raw.batch_get(keys.clone()).await.unwrap();
+    assert_eq!(got.len(), KEYS, "every key reads back after the moves");
+    for pair in got {
+        assert_eq!(
+            data.get(Vec::<u8>::from(pair.key().clone()).as_slice()),
+            Some(pair.value())
+        );
+    }
+}
