@@ -42,8 +42,10 @@ async fn bank_total_holds_while_regions_split_and_leaders_move() {
 
     let (first, last) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let (asked, seen) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let written = AtomicUsize::new(0);
     let moves = |until: Instant| {
         let (t, first, last, asked, seen) = (&t, &first, &last, &asked, &seen);
+        let written = &written;
         async move {
             let mut pace = tokio::time::interval(Duration::from_millis(300));
             let mut before: HashMap<u64, u64> = HashMap::new();
@@ -57,6 +59,9 @@ async fn bank_total_holds_while_regions_split_and_leaders_move() {
                     first.store(all.len(), Ordering::Relaxed);
                 }
                 last.store(all.len(), Ordering::Relaxed);
+                // Keys written in each region's last heartbeat interval.
+                let keys: u64 = all.iter().filter_map(|r| r["written_keys"].as_u64()).sum();
+                written.fetch_max(keys as usize, Ordering::Relaxed);
                 let now = leaders(&all);
                 let moved = now
                     .iter()
@@ -83,7 +88,12 @@ async fn bank_total_holds_while_regions_split_and_leaders_move() {
 
     let (first, last) = (first.into_inner(), last.into_inner());
     let (asked, seen) = (asked.into_inner(), seen.into_inner());
-    eprintln!("regions {first} -> {last}; {asked} leader moves asked, {seen} seen");
+    let written = written.into_inner();
+    eprintln!(
+        "regions {first} -> {last}; {asked} leader moves asked, {seen} seen; \
+         at most {written} keys written in one heartbeat round"
+    );
+    assert!(written > 0, "heartbeats report the keys regions write");
     assert!(last > first, "regions split while the bank ran");
     assert!(seen > 0, "leaders moved while the bank ran");
 }

@@ -30,10 +30,12 @@ pub trait Applier: Send + Sync + 'static {
 
 impl KvApply for ApplyContext<'_> {
     fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.written.add(key.len() + value.len());
         self.wb.put(cf, key, value);
     }
 
     fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.written.add(key.len());
         self.wb.delete(cf, key);
     }
 
@@ -56,6 +58,7 @@ pub struct ApplyContext<'a> {
     wb: KvWriteBatch<'a>,
     region_id: u64,
     state: ApplyState,
+    written: crate::RegionStats,
 }
 
 impl<'a> ApplyContext<'a> {
@@ -65,6 +68,7 @@ impl<'a> ApplyContext<'a> {
             wb: engine.write_batch(),
             region_id,
             state,
+            written: Default::default(),
         }
     }
 
@@ -103,6 +107,11 @@ impl<'a> ApplyContext<'a> {
     /// writes: a tombstone with its peer here replaces its state.
     pub(crate) fn put_merged_source(&mut self, source_id: u64, peer_id: u64) {
         crate::meta::put_tombstone(&mut self.wb, source_id, peer_id);
+    }
+
+    /// Bytes and keys the round's commands wrote.
+    pub(crate) fn written(&self) -> crate::RegionStats {
+        self.written
     }
 
     pub(crate) fn state(&self) -> ApplyState {

@@ -47,7 +47,7 @@ pub use meta::{
     load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
     StoreIdent, INITIAL_INDEX,
 };
-pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput};
+pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
 pub use router::{Pickup, Router};
 pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};
 pub use split_check::{SplitCheck, SplitCheckConfig};

@@ -89,14 +89,47 @@ pub(crate) struct Peer {
     /// Set on a merge's source peer once its target here took it in; the
     /// store forgets it after the round (its data is the target's now).
     pub merged: bool,
+    pub written: Arc<Written>,
     reads: Reads,
 }
 
-/// A region's approximate size in bytes and number of keys.
+/// A region's approximate size in bytes and number of keys (or bytes and
+/// keys written).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RegionStats {
     pub size: u64,
     pub keys: u64,
+}
+
+impl RegionStats {
+    /// Counts one key of `bytes` bytes.
+    pub(crate) fn add(&mut self, bytes: usize) {
+        self.size = self.size.saturating_add(bytes as u64);
+        self.keys = self.keys.saturating_add(1);
+    }
+}
+
+/// Bytes and keys a peer's applied commands wrote since it started,
+/// shared with the region's published views (PD's write rates come from
+/// the difference between two heartbeats).
+#[derive(Debug, Default)]
+pub struct Written {
+    bytes: std::sync::atomic::AtomicU64,
+    keys: std::sync::atomic::AtomicU64,
+}
+
+impl Written {
+    fn add(&self, w: RegionStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes.fetch_add(w.size, Relaxed);
+        self.keys.fetch_add(w.keys, Relaxed);
+    }
+
+    /// (bytes, keys) so far.
+    pub fn total(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes.load(Relaxed), self.keys.load(Relaxed))
+    }
 }
 
 /// Linearizable reads in flight (Raft's ReadIndex): every read that arrives
@@ -192,6 +225,7 @@ impl Peer {
             merging: None,
             prepare_merge_proposed: 0,
             merged: false,
+            written: Arc::default(),
             reads: Reads::default(),
         })
     }
@@ -634,6 +668,7 @@ impl Peer {
             self.take_answer(entry.index, entry.term, output, &mut answers);
         }
         ctx.commit()?;
+        self.written.add(ctx.written());
         self.apply_state = ctx.state();
         for (cb, output) in answers {
             let _ = cb.send(output);

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::admin;
 use crate::apply::Applier;
 use crate::meta;
-use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats};
+use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::split_check::{SplitCheck, SplitCheckConfig};
 use crate::transport::{PeerMessage, Transport};
@@ -107,6 +107,8 @@ pub struct RegionView {
     pub pending_peers: Vec<metapb::Peer>,
     /// Size and keys at the leader's last split check (zero until one ran).
     pub approximate: RegionStats,
+    /// What this store's peer has written so far (live counters).
+    pub written: Arc<Written>,
 }
 
 /// Things the server reports to PD.
@@ -982,6 +984,7 @@ impl Store {
                 term: peer.term(),
                 pending_peers,
                 approximate: peer.approximate.unwrap_or_default(),
+                written: peer.written.clone(),
             });
         }
         if changed.is_empty() {

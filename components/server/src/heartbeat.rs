@@ -73,6 +73,7 @@ pub async fn region_heartbeat_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     let mut first = true;
+    let mut flows = Flows::default();
     loop {
         // (Re)open the stream and report every region this store leads.
         let (tx, rx) = mpsc::channel::<pdpb::RegionHeartbeatRequest>(1024);
@@ -92,14 +93,18 @@ pub async fn region_heartbeat_loop(
         let mut responses = Box::pin(responses);
         let mut broken = false;
         for view in router.region_views() {
-            broken |= send(&pd, &tx, &view).await;
+            broken |= send(&pd, &tx, &view, &mut flows).await;
         }
         while !broken {
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(StoreEvent::RegionChanged(view)) => broken = send(&pd, &tx, &view).await,
+                    Some(StoreEvent::RegionChanged(view)) => {
+                        broken = send(&pd, &tx, &view, &mut flows).await
+                    }
                     // The region's leader reports the change.
-                    Some(StoreEvent::RegionRemoved(_)) => {}
+                    Some(StoreEvent::RegionRemoved(id)) => {
+                        flows.0.remove(&id);
+                    }
                     Some(StoreEvent::AskSplit { region, split_keys }) => {
                         let (pd, router) = (pd.clone(), router.clone());
                         tokio::spawn(async move {
@@ -114,7 +119,7 @@ pub async fn region_heartbeat_loop(
                 },
                 _ = tick.tick() => {
                     for view in router.region_views() {
-                        broken |= send(&pd, &tx, &view).await;
+                        broken |= send(&pd, &tx, &view, &mut flows).await;
                     }
                 }
                 resp = responses.next() => match resp {
@@ -174,15 +179,46 @@ fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
     }
 }
 
+/// What each region led here had written at its last heartbeat, and when
+/// (Unix seconds): a heartbeat reports what was written since.
+#[derive(Default)]
+struct Flows(std::collections::HashMap<u64, ((u64, u64), u64)>);
+
+impl Flows {
+    /// Bytes and keys written since the region's last heartbeat from this
+    /// store, and that interval; nothing the first time.
+    fn since_last(&mut self, view: &RegionView) -> (u64, u64, pdpb::TimeInterval) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let total = view.written.total();
+        let ((bytes, keys), since) = self
+            .0
+            .insert(view.region.id, (total, now))
+            .unwrap_or((total, now));
+        let interval = pdpb::TimeInterval {
+            start_timestamp: since,
+            end_timestamp: now,
+        };
+        (
+            total.0.saturating_sub(bytes),
+            total.1.saturating_sub(keys),
+            interval,
+        )
+    }
+}
+
 /// Sends one heartbeat if this store leads the region; true if the stream is gone.
 async fn send(
     pd: &PdClient,
     tx: &mpsc::Sender<pdpb::RegionHeartbeatRequest>,
     view: &RegionView,
+    flows: &mut Flows,
 ) -> bool {
     if !view.is_leader {
         return false;
     }
+    let (bytes_written, keys_written, interval) = flows.since_last(view);
     let req = pdpb::RegionHeartbeatRequest {
         header: pd.header(),
         region: Some(view.region.clone()),
@@ -194,6 +230,9 @@ async fn send(
         pending_peers: view.pending_peers.clone(),
         approximate_size: view.approximate.size,
         approximate_keys: view.approximate.keys,
+        bytes_written,
+        keys_written,
+        interval: Some(interval),
         ..Default::default()
     };
     tx.send(req).await.is_err()

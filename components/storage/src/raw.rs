@@ -683,6 +683,7 @@ mod tests {
             term: 1,
             pending_peers: vec![],
             approximate: Default::default(),
+            written: Default::default(),
         }
     }
 
