@@ -34,6 +34,11 @@ pub struct BenchArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// Before measuring, split the keys evenly into this many regions (raw
+    /// only; 0 or 1: leave the regions as they are) and wait until PD has
+    /// spread their leaders over the stores.
+    #[arg(long = "split-regions", default_value_t = 0)]
+    pub split_regions: u64,
 }
 
 #[derive(Args, Debug)]
@@ -125,8 +130,58 @@ fn key(i: u64) -> Vec<u8> {
 }
 
 pub async fn run_raw(args: BenchArgs) -> anyhow::Result<()> {
+    if args.split_regions > 1 {
+        let router = crate::replay::router::Router::connect(
+            std::slice::from_ref(&args.pd),
+            tikal_proto::kvrpcpb::ApiVersion::V1,
+        )
+        .await?;
+        let keys: Vec<Vec<u8>> = (1..args.split_regions)
+            .map(|i| key(i * args.keys / args.split_regions))
+            .collect();
+        let made = router.split(&keys).await?;
+        println!("split the keys into {} more regions", made);
+    }
+    let leaders = wait_spread_leaders(&args.pd, Duration::from_secs(120)).await?;
+    println!("leaders per store: {leaders:?}");
     let client = RawClient::new(vec![args.pd.clone()]).await?;
     run(Target::Raw(client), &args).await
+}
+
+/// Waits until every region PD knows has a leader and the stores' leader
+/// counts differ by at most one (or `timeout` passes); returns the counts
+/// by store id.
+async fn wait_spread_leaders(
+    pd: &str,
+    timeout: Duration,
+) -> anyhow::Result<std::collections::BTreeMap<u64, usize>> {
+    let url = format!("http://{pd}/pd/api/v1/regions");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let regions: serde_json::Value = reqwest::get(&url).await?.json().await?;
+        let mut leaders = std::collections::BTreeMap::new();
+        let mut stores = std::collections::BTreeSet::new();
+        let mut leaderless = 0;
+        for r in regions["regions"].as_array().into_iter().flatten() {
+            for p in r["peers"].as_array().into_iter().flatten() {
+                stores.extend(p["store_id"].as_u64());
+            }
+            match r["leader"]["store_id"].as_u64() {
+                Some(s) => *leaders.entry(s).or_insert(0usize) += 1,
+                None => leaderless += 1,
+            }
+        }
+        let total: usize = leaders.values().sum();
+        let (most, least) = stores
+            .iter()
+            .map(|s| leaders.get(s).copied().unwrap_or(0))
+            .fold((0, usize::MAX), |(hi, lo), c| (hi.max(c), lo.min(c)));
+        let spread = leaderless == 0 && (total < stores.len() || most - least <= 1);
+        if spread || Instant::now() > deadline {
+            return Ok(leaders);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 pub async fn run_txn(args: TxnBenchArgs) -> anyhow::Result<()> {

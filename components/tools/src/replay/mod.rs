@@ -13,7 +13,7 @@
 //! Avg(us): …, Min(us): …, Max(us): …, 50th(us): …, … 99.99th(us): …` and
 //! `Errors: N`.
 
-mod router;
+pub(crate) mod router;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

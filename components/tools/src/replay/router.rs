@@ -1,5 +1,5 @@
-//! A minimal routing client for raw puts that carry gRPC headers — which the
-//! official client cannot attach. Regions and store addresses come from PD
+//! A minimal routing client for what the official client cannot do: raw
+//! puts that carry gRPC headers, and splits at chosen keys. Regions and store addresses come from PD
 //! and are cached; a region error drops the cached route and the put is
 //! retried, which is safe because a request refused with a region error
 //! was not applied.
@@ -153,6 +153,55 @@ impl Router {
             .remove(&route.region.start_key);
     }
 
+    /// Splits the regions holding `keys` (increasing) at them, each region
+    /// at the keys inside it, through `tikvpb.Tikv/SplitRegion` (raw keys).
+    /// Returns how many regions the splits made.
+    pub async fn split(&self, keys: &[Vec<u8>]) -> anyhow::Result<usize> {
+        let (mut made, mut rest, mut failures) = (0, keys, 0);
+        while let Some(first) = rest.first() {
+            let route = self.route(first).await?;
+            let end = &route.region.end_key;
+            let here = rest
+                .iter()
+                .take_while(|k| end.is_empty() || k.as_slice() < end.as_slice())
+                .count();
+            let mut client = self.store(route.leader.store_id).await?;
+            let resp = client
+                .split_region(kvrpcpb::SplitRegionRequest {
+                    context: Some(self.context(&route)),
+                    split_keys: rest[..here].to_vec(),
+                    is_raw_kv: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if let Some(e) = resp.region_error {
+                self.forget(&route);
+                failures += 1;
+                if failures == ROUTE_RETRIES {
+                    bail!("region error: {}", e.message);
+                }
+                tokio::time::sleep(Duration::from_millis(20 << failures)).await;
+                continue;
+            }
+            // The new regions are PD's to report; route afresh.
+            self.forget(&route);
+            made += resp.regions.len().saturating_sub(1);
+            rest = &rest[here..];
+        }
+        Ok(made)
+    }
+
+    fn context(&self, route: &Route) -> kvrpcpb::Context {
+        kvrpcpb::Context {
+            region_id: route.region.id,
+            region_epoch: route.region.region_epoch.clone(),
+            peer: Some(route.leader.clone()),
+            api_version: self.api_version as i32,
+            ..Default::default()
+        }
+    }
+
     /// Puts `key = value` once, with `headers` as gRPC metadata. Returns an
     /// error for anything but success.
     pub async fn put(
@@ -165,13 +214,7 @@ impl Router {
             let route = self.route(&key).await?;
             let mut client = self.store(route.leader.store_id).await?;
             let mut req = tonic::Request::new(kvrpcpb::RawPutRequest {
-                context: Some(kvrpcpb::Context {
-                    region_id: route.region.id,
-                    region_epoch: route.region.region_epoch.clone(),
-                    peer: Some(route.leader.clone()),
-                    api_version: self.api_version as i32,
-                    ..Default::default()
-                }),
+                context: Some(self.context(&route)),
                 key: key.clone(),
                 value: value.clone(),
                 ..Default::default()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Raw put throughput at 64 clients on 3 stores (3 replicas each region):
+# all keys in one region, then the same keys pre-split into many regions
+# whose leaders PD spreads over the stores. Release-built binaries, the
+# official Rust client; prints the leaders per store before each run.
+# Usage: bench/sharding.sh [seconds, default 10] [regions, default 48]
+PROFILE=release source "$(dirname "$0")/common.sh"
+SECS="${1:-10}"
+REGIONS="${2:-48}"
+for split in 0 "$REGIONS"; do
+    STORES=3 fresh_cluster
+    wait_voters 3
+    echo "== 3 stores, raw put (100-byte values, 10000 keys), split into ${split:-1} regions =="
+    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" \
+        --split-regions "$split"
+    stop_cluster
+    rm -rf "$DIR"
+done
