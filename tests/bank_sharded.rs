@@ -10,23 +10,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{bank, eventually, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use common::{bank, eventually, regions, transfer_leader, TestCluster, CLIENT_SUITE_STORE_CONFIG};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Asks PD to move the region's leader to `store`; true if PD took it.
-async fn transfer_leader(t: &TestCluster, region_id: u64, store: u64) -> bool {
-    reqwest::Client::new()
-        .post(format!("{}/pd/api/v1/operators", t.cluster.pd_url()))
-        .json(&serde_json::json!({
-            "name": "transfer-leader",
-            "region_id": region_id,
-            "to_store_id": store,
-        }))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
 
 /// Each region's leader store, by region id.
 fn leaders(all: &[serde_json::Value]) -> HashMap<u64, u64> {

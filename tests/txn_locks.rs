@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bank, direct, eventually, Direct, TestCluster};
+use common::{bank, direct, eventually, second_lock, Direct, Fate, TestCluster};
 use tikal_proto::kvrpcpb::{self, Mutation, Op};
-use tikv_client::{TimestampExt, Transaction, TransactionClient};
+use tikv_client::{TimestampExt, TransactionClient};
 
 async fn client(t: &TestCluster) -> TransactionClient {
     TransactionClient::new(vec![t.pd()])
@@ -174,34 +174,6 @@ async fn a_waiting_lock_request_is_woken_by_release_and_times_out_otherwise() {
         kvrpcpb::write_conflict::Reason::PessimisticRetry as i32
     );
     waiters_become(&t, 0).await;
-}
-
-/// What happened to one side of the deadlock test.
-#[derive(Debug, PartialEq)]
-enum Fate {
-    Deadlock,
-    Committed,
-}
-
-/// Locks `key` in `txn`; on Deadlock rolls back, otherwise writes both
-/// keys and commits.
-async fn second_lock(mut txn: Transaction, key: &str, keys: [&str; 2]) -> Fate {
-    match txn.get_for_update(key.to_owned()).await {
-        Err(e) => {
-            let text = format!("{e:?}");
-            assert!(text.contains("Deadlock {"), "not a deadlock: {text}");
-            assert!(text.contains("WaitForEntry"), "no wait chain: {text}");
-            txn.rollback().await.unwrap();
-            Fate::Deadlock
-        }
-        Ok(_) => {
-            for k in keys {
-                txn.put(k.to_owned(), format!("by-{key}")).await.unwrap();
-            }
-            txn.commit().await.unwrap();
-            Fate::Committed
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

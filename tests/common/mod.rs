@@ -419,3 +419,47 @@ pub fn most_keys_per_region(all: &[serde_json::Value], keys: &[Vec<u8>]) -> usiz
         .max()
         .unwrap_or(0)
 }
+
+/// What happened to one side of the deadlock test.
+#[derive(Debug, PartialEq)]
+pub enum Fate {
+    Deadlock,
+    Committed,
+}
+
+/// Locks `key` in `txn`; on Deadlock rolls back, otherwise writes both
+/// keys and commits.
+pub async fn second_lock(mut txn: tikv_client::Transaction, key: &str, keys: [&str; 2]) -> Fate {
+    match txn.get_for_update(key.to_owned()).await {
+        Err(e) => {
+            let text = format!("{e:?}");
+            assert!(text.contains("Deadlock {"), "not a deadlock: {text}");
+            assert!(text.contains("WaitForEntry"), "no wait chain: {text}");
+            txn.rollback().await.unwrap();
+            Fate::Deadlock
+        }
+        Ok(_) => {
+            for k in keys {
+                txn.put(k.to_owned(), format!("by-{key}")).await.unwrap();
+            }
+            txn.commit().await.unwrap();
+            Fate::Committed
+        }
+    }
+}
+
+/// Asks PD to move the region's leader to `store` (a transfer-leader
+/// operator); true if PD took it (it refuses while the region has another
+/// operator: callers ask again).
+pub async fn transfer_leader(t: &TestCluster, region_id: u64, store: u64) -> bool {
+    reqwest::Client::new()
+        .post(format!("{}/pd/api/v1/operators", t.cluster.pd_url()))
+        .json(&serde_json::json!({
+            "name": "transfer-leader",
+            "region_id": region_id,
+            "to_store_id": store,
+        }))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}

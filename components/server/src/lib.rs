@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+mod deadlock;
 mod gc_worker;
 pub mod heartbeat;
 mod leadership;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tikal_engine::{KvEngine, RaftLogEngine};
+use tikal_proto::deadlock::deadlock_server::DeadlockServer;
 use tikal_proto::tikvpb::tikv_server::TikvServer;
 use tikal_raftstore::{RaftstoreConfig, Router, SnapManager, Store};
 use tikal_storage::{RawApplier, RawStorage, StorageConfig};
@@ -208,6 +210,11 @@ pub async fn run(
         let _ = status_stop.changed().await;
     }));
 
+    txn.lock_waits().set_remote(deadlock::DetectorClient::start(
+        pd.clone(),
+        txn.lock_waits().clone(),
+    ));
+    let detector = DeadlockServer::new(deadlock::DetectorService::new(router.clone()));
     let service = TikvServer::new(service::TikvService::new(
         raw,
         txn,
@@ -230,6 +237,7 @@ pub async fn run(
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(service)
+        .add_service(detector)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.changed().await;
         });

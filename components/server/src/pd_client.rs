@@ -165,6 +165,21 @@ impl PdClient {
             .ok_or_else(|| anyhow::anyhow!("PD knows no store {store_id}"))
     }
 
+    /// The leader of the region holding `key`, as PD knows it.
+    pub async fn region_leader(&self, key: &[u8]) -> anyhow::Result<Option<metapb::Peer>> {
+        let resp = self
+            .grpc()
+            .get_region(pdpb::GetRegionRequest {
+                header: self.header(),
+                region_key: key.to_vec(),
+                need_buckets: false,
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.leader.filter(|l| l.id != 0))
+    }
+
     /// Reports the store's stats. A store PD has made Tombstone gets
     /// [`StoreTombstone`] as the error.
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> anyhow::Result<()> {

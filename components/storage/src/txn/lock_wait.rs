@@ -10,9 +10,12 @@
 //! Each waiter adds an edge `txn → wait_for_txn` to a wait-for graph
 //! ([`Detector`]); an edge that would close a cycle is refused with the
 //! cycle as the wait chain, and that request fails with `Deadlock`. The
-//! detector is a plain value with no knowledge of keys' owners or stores,
-//! so a cluster-wide detector leader can host the same structure later and
-//! stores send it their edges.
+//! detector is a plain value with no knowledge of keys' owners or stores:
+//! each store runs one over its own waiters, and the cluster's detector
+//! (the server's `deadlock.rs`, on the first region's leader) runs one over
+//! every store's edges, which each store sends it through a
+//! [`RemoteDetector`]. A cycle found there wakes the waiter whose edge
+//! closed it with Deadlock ([`LockWaits::on_remote_deadlock`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,14 +93,40 @@ impl Detector {
         None
     }
 
+    /// Removes every edge of transaction `txn` (it ended).
+    pub fn clean_up(&mut self, txn: u64) {
+        self.edges.remove(&txn);
+    }
+
+    /// Every edge, for `GetWaitForEntries`.
+    pub fn entries(&self) -> Vec<WaitForEntry> {
+        self.edges.values().flatten().cloned().collect()
+    }
+
     pub fn edge_count(&self) -> usize {
         self.edges.values().map(Vec::len).sum()
     }
 }
 
+/// The cluster's detector as a store sees it: edges go there, and cycles
+/// come back through [`LockWaits::on_remote_deadlock`]. Sending never
+/// waits.
+pub trait RemoteDetector: Send + Sync {
+    fn detect(&self, entry: WaitForEntry);
+    fn clean_up_wait_for(&self, entry: WaitForEntry);
+}
+
+/// Why a waiter was woken.
+enum Wake {
+    Released,
+    Deadlock(Deadlock),
+}
+
 struct Waiter {
     id: u64,
-    wake: oneshot::Sender<()>,
+    txn: u64,
+    lock_ts: u64,
+    wake: oneshot::Sender<Wake>,
 }
 
 #[derive(Default)]
@@ -111,6 +140,7 @@ struct State {
 #[derive(Default)]
 pub struct LockWaits {
     state: Mutex<State>,
+    remote: std::sync::OnceLock<Arc<dyn RemoteDetector>>,
 }
 
 /// Why a wait could not start: it would close this wait chain.
@@ -138,17 +168,24 @@ impl LockWaits {
             wait_time: 0,
         };
         let mut st = self.state.lock();
-        st.detector.detect(entry).map_err(|wait_chain| Deadlock {
-            key_hash,
-            wait_chain,
-        })?;
+        st.detector
+            .detect(entry.clone())
+            .map_err(|wait_chain| Deadlock {
+                key_hash,
+                wait_chain,
+            })?;
         st.next_id += 1;
         let id = st.next_id;
         let (wake, woken) = oneshot::channel();
-        st.waiters
-            .entry(key.to_vec())
-            .or_default()
-            .push(Waiter { id, wake });
+        st.waiters.entry(key.to_vec()).or_default().push(Waiter {
+            id,
+            txn,
+            lock_ts,
+            wake,
+        });
+        if let Some(remote) = self.remote.get() {
+            remote.detect(entry);
+        }
         Ok(Waiting {
             waits: self.clone(),
             id,
@@ -171,9 +208,42 @@ impl LockWaits {
         }
         for key in keys {
             for w in st.waiters.remove(key).unwrap_or_default() {
-                let _ = w.wake.send(());
+                let _ = w.wake.send(Wake::Released);
             }
         }
+    }
+
+    /// Sends this store's wait-for edges to the cluster's detector too.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteDetector>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The cluster's detector found that `entry` closes a cycle: its
+    /// waiter, if it still waits, fails with Deadlock.
+    pub fn on_remote_deadlock(
+        &self,
+        entry: &WaitForEntry,
+        key_hash: u64,
+        chain: Vec<WaitForEntry>,
+    ) {
+        let mut st = self.state.lock();
+        let Some(list) = st.waiters.get_mut(&entry.key) else {
+            return;
+        };
+        let Some(i) = list
+            .iter()
+            .position(|w| w.txn == entry.txn && w.lock_ts == entry.wait_for_txn)
+        else {
+            return;
+        };
+        let w = list.swap_remove(i);
+        if list.is_empty() {
+            st.waiters.remove(&entry.key);
+        }
+        let _ = w.wake.send(Wake::Deadlock(Deadlock {
+            key_hash,
+            wait_chain: chain,
+        }));
     }
 
     /// Wakes every waiter: the store stopped leading a region, so waits
@@ -184,7 +254,7 @@ impl LockWaits {
         let mut st = self.state.lock();
         for (_, waiters) in st.waiters.drain() {
             for w in waiters {
-                let _ = w.wake.send(());
+                let _ = w.wake.send(Wake::Released);
             }
         }
     }
@@ -208,25 +278,41 @@ pub struct Waiting {
     txn: u64,
     lock_ts: u64,
     key_hash: u64,
-    woken: Option<oneshot::Receiver<()>>,
+    woken: Option<oneshot::Receiver<Wake>>,
 }
 
 impl Waiting {
-    /// Sleeps until the lock is released or `deadline` passes; true when
-    /// woken by a release.
-    pub async fn until(mut self, deadline: Instant) -> bool {
+    /// Sleeps until the lock is released or `deadline` passes (`Ok(true)`
+    /// when woken by a release), or until the cluster's detector finds the
+    /// wait closes a cycle (`Err`).
+    pub async fn until(mut self, deadline: Instant) -> Result<bool, Deadlock> {
         let Some(woken) = self.woken.take() else {
-            return false;
+            return Ok(false);
         };
-        matches!(
-            tokio::time::timeout_at(deadline.into(), woken).await,
-            Ok(Ok(()))
-        )
+        match tokio::time::timeout_at(deadline.into(), woken).await {
+            Ok(Ok(Wake::Released)) => Ok(true),
+            Ok(Ok(Wake::Deadlock(d))) => Err(d),
+            _ => Ok(false),
+        }
+    }
+
+    /// The key waited for and the lock's transaction.
+    pub fn key(&self) -> (&[u8], u64) {
+        (&self.key, self.lock_ts)
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
+        if let Some(remote) = self.waits.remote.get() {
+            remote.clean_up_wait_for(WaitForEntry {
+                txn: self.txn,
+                wait_for_txn: self.lock_ts,
+                key_hash: self.key_hash,
+                key: self.key.clone(),
+                ..Default::default()
+            });
+        }
         let mut st = self.waits.state.lock();
         st.detector.remove(self.txn, self.lock_ts, self.key_hash);
         if let Some(list) = st.waiters.get_mut(&self.key) {
@@ -288,11 +374,17 @@ mod tests {
         assert_eq!(waits.counts(), (1, 1));
         waits.wake(&[b"other".to_vec()]);
         waits.wake(&[b"k".to_vec()]);
-        assert!(w.until(Instant::now() + Duration::from_secs(10)).await);
+        assert!(matches!(
+            w.until(Instant::now() + Duration::from_secs(10)).await,
+            Ok(true)
+        ));
         assert_eq!(waits.counts(), (0, 0));
 
         let w = waits.wait_for(2, b"k", 1).ok().unwrap();
-        assert!(!w.until(Instant::now() + Duration::from_millis(5)).await);
+        assert!(matches!(
+            w.until(Instant::now() + Duration::from_millis(5)).await,
+            Ok(false)
+        ));
         assert_eq!(waits.counts(), (0, 0));
 
         // A dropped wait (a cancelled request) leaves nothing behind.
@@ -311,5 +403,45 @@ mod tests {
         assert_eq!(dl.wait_chain.len(), 2);
         assert_eq!(dl.wait_chain[0].key, b"a".to_vec());
         assert_eq!(dl.wait_chain[1].key, b"b".to_vec());
+    }
+
+    /// Records what a store sends the cluster's detector.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(&'static str, u64, u64)>>);
+
+    impl RemoteDetector for Recorder {
+        fn detect(&self, e: WaitForEntry) {
+            self.0.lock().push(("detect", e.txn, e.wait_for_txn));
+        }
+        fn clean_up_wait_for(&self, e: WaitForEntry) {
+            self.0.lock().push(("clean up", e.txn, e.wait_for_txn));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cycle_found_by_the_cluster_detector_fails_the_wait() {
+        let waits = Arc::new(LockWaits::default());
+        let remote = Arc::new(Recorder::default());
+        waits.set_remote(remote.clone());
+        let w = waits.wait_for(2, b"k", 1).ok().unwrap();
+        let entry = WaitForEntry {
+            txn: 2,
+            wait_for_txn: 1,
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        // Another store's edge 1 -> 2 closed the cycle at the detector.
+        let chain = vec![entry.clone()];
+        waits.on_remote_deadlock(&entry, 7, chain);
+        let Err(d) = w.until(Instant::now() + Duration::from_secs(10)).await else {
+            panic!("expected a deadlock")
+        };
+        assert_eq!((d.key_hash, d.wait_chain.len()), (7, 1));
+        assert_eq!(waits.counts(), (0, 0));
+        assert_eq!(
+            *remote.0.lock(),
+            vec![("detect", 2, 1), ("clean up", 2, 1)],
+            "the edge went to the detector and was cleaned up there"
+        );
     }
 }

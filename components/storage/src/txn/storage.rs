@@ -118,7 +118,7 @@ impl TxnStorage {
         self
     }
 
-    pub fn lock_waits(&self) -> &lock_wait::LockWaits {
+    pub fn lock_waits(&self) -> &Arc<lock_wait::LockWaits> {
         &self.waits
     }
 
@@ -336,7 +336,15 @@ impl TxnStorage {
             match self.execute(&ctx, &cmd).await? {
                 LockOutcome::Locked { values, not_founds } => return Ok((values, not_founds)),
                 LockOutcome::Wait(waiting) => {
-                    waiting.until(deadline).await;
+                    let (key, lock_ts) = (waiting.key().0.to_vec(), waiting.key().1);
+                    if let Err(d) = waiting.until(deadline).await {
+                        return Err(super::actions::one(super::key_error::deadlock(
+                            lock_ts,
+                            &key,
+                            d.key_hash,
+                            d.wait_chain,
+                        )));
+                    }
                 }
             }
         }
