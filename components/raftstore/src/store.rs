@@ -561,10 +561,25 @@ impl Store {
             .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
         if let Some(key) = snapshot {
             let others = self.peers.values().filter(|p| p.region.id != region_id);
-            if let Err(why) = check_snapshot(&self.snaps, &msg, key, others) {
-                debug!(region_id, %why, "snapshot message dropped");
-                self.snaps.remove(&self.snaps.recv_dir(key));
-                return;
+            match check_snapshot(&self.snaps, &msg, key, others) {
+                Err(why) => {
+                    debug!(region_id, %why, "snapshot message dropped");
+                    self.snaps.remove(&self.snaps.recv_dir(key));
+                    return;
+                }
+                Ok(stale) => {
+                    for id in stale {
+                        info!(
+                            region_id = id,
+                            by = region_id,
+                            "a newer region's snapshot covers this stale one"
+                        );
+                        if let Err(e) = self.destroy_peer(id) {
+                            warn!(region_id = id, error = %e, "cannot destroy a stale peer");
+                            return;
+                        }
+                    }
+                }
             }
         }
         let Some(peer) = self.peers.get_mut(&region_id) else {
@@ -1101,27 +1116,47 @@ fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
 
 /// Why a snapshot message cannot be stepped, if it cannot: its data does
 /// not decode or does not describe this region with the receiving peer in
-/// it, its range overlaps another region this store holds, or its files
-/// did not arrive.
+/// it, its range overlaps another region this store holds that is not
+/// stale, or its files did not arrive. Otherwise the stale regions here
+/// it covers, to destroy first.
+///
+/// A region here is stale when it lies within the snapshot's range at an
+/// older version: versions only grow along a key range's history (a split
+/// gives its parts the parent's version plus the number of new regions, a
+/// merge one more than the larger of the two), so an older region inside
+/// the range is one the snapshot's region has since absorbed, say a merge
+/// source whose CommitMerge this store never saw before the log moved on.
 fn check_snapshot<'a>(
     snaps: &SnapManager,
     msg: &PeerMessage,
     key: SnapKey,
-    mut others: impl Iterator<Item = &'a Peer>,
-) -> std::result::Result<(), String> {
+    others: impl Iterator<Item = &'a Peer>,
+) -> std::result::Result<Vec<u64>, String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
         return Err("the snapshot is of another region or lacks the peer".into());
     }
     let range = (region.start_key.as_slice(), region.end_key.as_slice());
-    if others.any(|p| p.is_initialized() && overlaps(&p.region, range)) {
-        return Err("the snapshot's range overlaps another region here".into());
+    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+    let mut stale = vec![];
+    for p in others.filter(|p| p.is_initialized() && overlaps(&p.region, range)) {
+        if version(&p.region) >= version(&region) || !within(&p.region, range) {
+            return Err("the snapshot's range overlaps another region here".into());
+        }
+        stale.push(p.region.id);
     }
     if !snaps.has_received(key) {
         return Err(format!("files of snapshot {key} not received"));
     }
-    Ok(())
+    Ok(stale)
+}
+
+/// Whether the region's range lies within `[start, end)` (empty end:
+/// unbounded).
+fn within(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
+    r.start_key.as_slice() >= start
+        && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end))
 }
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
