@@ -369,3 +369,67 @@ fn describe_headers(headers: &[(&'static str, &str)]) -> String {
     let named: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v:?}")).collect();
     named.join(", ")
 }
+
+/// The cluster's deadlock detector (this store leads the first region)
+/// takes malformed and hostile edges on its Detect stream: no entry, an
+/// unknown request type, self-waits, extreme ids, a huge key, a chain of
+/// thousands of edges closed into a cycle, undecodable bodies. Each stream
+/// is answered and the detector keeps serving.
+pub async fn deadlock_detector_takes_hostile_edges(p: &mut Prober) {
+    use prost::Message as _;
+    use tikal_proto::deadlock::{DeadlockRequest, WaitForEntry};
+    const DETECT: &str = "/deadlock.Deadlock/Detect";
+    let edge = |tp: i32, txn: u64, wait_for_txn: u64| DeadlockRequest {
+        tp,
+        entry: Some(WaitForEntry {
+            txn,
+            wait_for_txn,
+            key_hash: txn ^ wait_for_txn,
+            key: b"k".to_vec(),
+            ..Default::default()
+        }),
+    };
+    let encode = |reqs: Vec<DeadlockRequest>| -> Vec<Vec<u8>> {
+        reqs.into_iter().map(|r| r.encode_to_vec()).collect()
+    };
+    let mut huge = edge(0, 7, 8);
+    if let Some(e) = huge.entry.as_mut() {
+        e.key = vec![b'k'; HUGE_KEY];
+    }
+    let chain = 5_000u64;
+    let mut long: Vec<DeadlockRequest> = (1..chain).map(|t| edge(0, t, t + 1)).collect();
+    long.push(edge(0, chain, 1));
+    long.extend((1..=chain).map(|t| edge(2, t, 0)));
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        (
+            "no entry",
+            encode(vec![DeadlockRequest { tp: 0, entry: None }]),
+        ),
+        ("unknown request type 99", encode(vec![edge(99, 1, 2)])),
+        (
+            "a transaction waiting for itself",
+            encode(vec![edge(0, 5, 5), edge(0, 5, 5)]),
+        ),
+        (
+            "ids at 0 and u64::MAX",
+            encode(vec![edge(0, 0, MAX), edge(0, MAX, 0), edge(1, MAX, 0)]),
+        ),
+        ("a key over 8 KiB", encode(vec![huge])),
+        (
+            "5,000 edges closed into a cycle, then cleaned up",
+            encode(long),
+        ),
+        (
+            "undecodable bodies",
+            vec![vec![0xff; 16], vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]],
+        ),
+    ];
+    for (what, bodies) in cases {
+        let call = crate::wire::raw_streaming(p.store_channel.clone(), DETECT, bodies);
+        p.judge(DETECT, what.to_string(), Any, call).await;
+    }
+    const ENTRIES: &str = "/deadlock.Deadlock/GetWaitForEntries";
+    let call = crate::wire::raw_unary(p.store_channel.clone(), ENTRIES, vec![]);
+    p.judge(ENTRIES, "after the hostile edges".into(), Served, call)
+        .await;
+}
