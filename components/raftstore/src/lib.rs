@@ -23,11 +23,11 @@
 //!
 //! The loop does not interpret commands: the storage layer hands in an
 //! [`Applier`] that turns a command's bytes into KV engine writes at apply
-//! time. Reads do not go through Raft; callers check leadership and epoch via
-//! the [`RegionView`] the loop publishes and read the KV engine directly.
-//! With one voter per region that is linearizable (every acknowledged write
-//! was applied before its acknowledgement); replicated regions will need a
-//! ReadIndex or lease check here.
+//! time. Reads do not go through the log: a reader asks the region's leader
+//! for a ReadIndex ([`Router::read_index`]: the leader confirms with a
+//! quorum that it still leads and waits until it has applied that far),
+//! checks the epoch via the [`RegionView`] the loop publishes, and reads the
+//! KV engine directly.
 
 mod admin;
 mod apply;
