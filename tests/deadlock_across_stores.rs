@@ -2,7 +2,8 @@
 //! keys in two regions led by different stores, then each asks for the
 //! other's key. Neither store sees the cycle among its own waiters; the
 //! cluster's detector (on the first region's leader, over gRPC
-//! `deadlock.Deadlock`) does, and one transaction gets Deadlock long
+//! `deadlock.Deadlock`) does, even after it moved to another store while
+//! one transaction was waiting, and one transaction gets Deadlock long
 //! before its lock wait would time out. The other commits.
 
 mod common;
@@ -18,11 +19,11 @@ use tikal_proto::deadlock::WaitForEntriesRequest;
 use tikal_proto::kvrpcpb::SplitRegionRequest;
 use tikv_client::TransactionClient;
 
-/// Lock waits last 20 s here, so a wait that ends in a few seconds was
+/// Lock waits last 60 s here, so a wait that ends in a few seconds was
 /// ended by the detector, not by its timeout.
 const STORE_CONFIG: &str = r#"
 [pessimistic-txn]
-wait-for-lock-timeout = "20s"
+wait-for-lock-timeout = "60s"
 "#;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -63,14 +64,14 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
         .find(|r| hex_key(r, "start_key") == right)
         .and_then(|r| r["id"].as_u64())
         .unwrap();
-    let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
-    let other = stores["stores"]
+    let stores: Vec<u64> = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await
+        ["stores"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|s| s["store"]["id"].as_u64())
-        .find(|s| *s != first)
-        .unwrap();
+        .collect();
+    let other = stores.iter().copied().find(|s| *s != first).unwrap();
     eventually(WAIT, "the regions led by different stores", || async {
         let (l, r) = (leader_of(&t, b"").await?, leader_of(&t, &right).await?);
         if l == r {
@@ -88,11 +89,10 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
     t2.get_for_update("z".to_owned()).await.unwrap();
 
     // t1 waits for t2 on the right region's store; the detector hears of it.
-    let started = Instant::now();
     let first_wait = tokio::spawn(second_lock(t1, "z", ["a", "z"]));
-    let detector = direct_at(&t, b"").await;
     eventually(WAIT, "the detector holding t1's wait", || async {
-        let r = DeadlockClient::new(detector.channel.clone())
+        let detector = direct_at(&t, b"").await;
+        let r = DeadlockClient::new(detector.channel)
             .get_wait_for_entries(WaitForEntriesRequest {})
             .await
             .ok()?
@@ -100,15 +100,44 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
         (r.entries.len() == 1).then_some(())
     })
     .await;
-    // t2 asks for "a" on the other store, closing the cycle there.
+    // The first region's leadership, and the detector with it, moves to
+    // the third store: the new detector starts empty, and the store where
+    // t1 waits sends it t1's edge again.
+    let (left, right_leader) = (
+        leader_of(&t, b"").await.unwrap(),
+        leader_of(&t, &right).await.unwrap(),
+    );
+    let third = stores
+        .iter()
+        .copied()
+        .find(|s| *s != left && *s != right_leader)
+        .unwrap();
+    let left_id = regions(&t, 3).await.unwrap()[0]["id"].as_u64().unwrap();
+    eventually(WAIT, "the detector moved, holding t1's wait", || async {
+        if leader_of(&t, b"").await? != third {
+            transfer_leader(&t, left_id, third).await;
+            return None;
+        }
+        let detector = direct_at(&t, b"").await;
+        let r = DeadlockClient::new(detector.channel)
+            .get_wait_for_entries(WaitForEntriesRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        (r.entries.len() == 1).then_some(())
+    })
+    .await;
+
+    // t2 asks for "a" on the first region's store, closing the cycle.
+    let closed = Instant::now();
     let second_wait = tokio::spawn(second_lock(t2, "a", ["a", "z"]));
     let mut fates = vec![first_wait.await.unwrap(), second_wait.await.unwrap()];
-    let took = started.elapsed();
+    let took = closed.elapsed();
     fates.sort_by_key(|f| matches!(f, Fate::Committed));
     assert_eq!(fates, vec![Fate::Deadlock, Fate::Committed]);
     assert!(
         took < Duration::from_secs(10),
-        "the deadlock took {took:?}: found by a timeout, not the detector"
+        "the deadlock took {took:?} to be found: by a timeout, not the detector"
     );
 
     let mut r = c.begin_optimistic().await.unwrap();

@@ -8,9 +8,8 @@
 //! store's edges. An edge that closes a cycle there comes back as a
 //! `DeadlockResponse`, and the store fails that wait with Deadlock. A wait
 //! that ends sends `CleanUpWaitFor`. When the first region's leadership
-//! moves, the new leader starts with no edges and stores reconnect to it;
-//! edges sent meanwhile are lost, and those waits end by their timeout, as
-//! in TiKV.
+//! moves, the new leader starts with no edges; each store reconnects and
+//! sends it every edge it holds then.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +30,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::pd_client::PdClient;
+
+/// How often an open Detect stream checks that this store still leads
+/// the first region (streams of a former detector end).
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(500);
 
 /// The cluster's detector, served by every store and answering only while
 /// this store leads the first region.
@@ -119,13 +122,22 @@ impl Deadlock for DetectorService {
         let (tx, rx) = mpsc::channel(1024);
         let (router, graph) = (self.router.clone(), self.graph.clone());
         tokio::spawn(async move {
-            while let Some(Ok(req)) = incoming.next().await {
+            let mut check = tokio::time::interval(LEADERSHIP_CHECK);
+            loop {
+                let req = tokio::select! {
+                    req = incoming.next() => match req {
+                        Some(Ok(req)) => Some(req),
+                        _ => return,
+                    },
+                    _ = check.tick() => None,
+                };
                 let Some(term) = leading_first_region(&router) else {
-                    // Leadership moved: the stream ends and its store
-                    // finds the new detector.
+                    // Leadership moved: the stream ends, and its store
+                    // finds the new detector and sends it its edges.
                     let _ = tx.send(Err(not_leader())).await;
                     return;
                 };
+                let Some(req) = req else { continue };
                 if let Some(resp) = handle(&graph, term, req) {
                     if tx.send(Ok(resp)).await.is_err() {
                         return;
@@ -188,9 +200,17 @@ impl DetectorClient {
                             continue;
                         }
                     };
-                // Edges queued while no detector was reachable are stale.
+                // What was queued while no detector was reachable is
+                // replaced by the edges as they are now: a new detector
+                // (leadership moved) starts with none of them.
                 drain(&mut rx);
                 let (out_tx, out_rx) = mpsc::unbounded_channel();
+                for entry in waits.edges() {
+                    let _ = out_tx.send(DeadlockRequest {
+                        tp: DeadlockRequestType::Detect as i32,
+                        entry: Some(entry),
+                    });
+                }
                 let responses = match client.detect(UnboundedReceiverStream::new(out_rx)).await {
                     Ok(r) => r.into_inner(),
                     Err(e) => {

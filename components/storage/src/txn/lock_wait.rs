@@ -259,6 +259,11 @@ impl LockWaits {
         }
     }
 
+    /// This store's wait-for edges now: sent again to a new detector.
+    pub fn edges(&self) -> Vec<WaitForEntry> {
+        self.state.lock().detector.entries()
+    }
+
     /// (waiters, wait-for edges) currently registered.
     pub fn counts(&self) -> (usize, usize) {
         let st = self.state.lock();
