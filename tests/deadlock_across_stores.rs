@@ -35,6 +35,17 @@ async fn leader_of(t: &TestCluster, start: &[u8]) -> Option<u64> {
         .and_then(|r| r["leader"]["store_id"].as_u64())
 }
 
+/// How many wait-for edges the cluster's detector holds.
+async fn detector_edges(t: &TestCluster) -> Option<usize> {
+    let detector = direct_at(t, b"").await;
+    let r = DeadlockClient::new(detector.channel)
+        .get_wait_for_entries(WaitForEntriesRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(r.entries.len())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
     let t = TestCluster::start_with_config(3, STORE_CONFIG).await;
@@ -91,13 +102,7 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
     // t1 waits for t2 on the right region's store; the detector hears of it.
     let first_wait = tokio::spawn(second_lock(t1, "z", ["a", "z"]));
     eventually(WAIT, "the detector holding t1's wait", || async {
-        let detector = direct_at(&t, b"").await;
-        let r = DeadlockClient::new(detector.channel)
-            .get_wait_for_entries(WaitForEntriesRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        (r.entries.len() == 1).then_some(())
+        (detector_edges(&t).await? == 1).then_some(())
     })
     .await;
     // The first region's leadership, and the detector with it, moves to
@@ -118,13 +123,7 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
             transfer_leader(&t, left_id, third).await;
             return None;
         }
-        let detector = direct_at(&t, b"").await;
-        let r = DeadlockClient::new(detector.channel)
-            .get_wait_for_entries(WaitForEntriesRequest {})
-            .await
-            .ok()?
-            .into_inner();
-        (r.entries.len() == 1).then_some(())
+        (detector_edges(&t).await? == 1).then_some(())
     })
     .await;
 
