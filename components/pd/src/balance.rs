@@ -1,27 +1,31 @@
 //! The balance schedulers: even out leaders (`balance-leader-scheduler`)
 //! and region replicas (`balance-region-scheduler`) across Up stores.
 //!
-//! Both score a store by a count, as upstream's default leader policy
-//! (`count`) does: leaders it leads, regions it holds a peer of. (Upstream
-//! scores regions by approximate size; counting keeps the number of
-//! replicas, and with it the load clients see, within one of the mean
-//! whatever the sizes.) Counts are taken as they will be once the running
-//! operators are done, and a move is made only when the source's count is
-//! at least two above the target's, so that after it the target is not
-//! above the source:
+//! Leaders are scored by count, as upstream's default leader policy
+//! (`count`) does. Regions are scored by size, as upstream's region score
+//! is: the sizes of the regions a store holds a peer of, each counted as
+//! at least 1 MiB (so empty and unreported regions weigh as much as small
+//! ones, and many small regions balance by count). Scores are taken as
+//! they will be once the running operators are done, and a move is made
+//! only when the source's score is at least two moves' worth above the
+//! target's (two leaders; twice the region's weight), so that after it the
+//! target is not above the source:
 //!
 //! ```text
 //!   leaders per store  1: 14  2: 13  3: 13  4: 0   (store 4 just joined)
 //!   region led by 1 with a follower on 4: 14 - 0 >= 2  → transfer to 4
 //!   ...                1: 10  2: 10  3: 10  4: 10  → no pair differs by 2
+//!   region score (MiB) 1: 306  4: 9, a 100 MiB region on 1 not on 4:
+//!                      306 - 9 >= 2 × 100       → move its peer 1 → 4
 //! ```
 //!
-//! Each move lowers the sum of squared counts, so moves stop; and a move
+//! Each move lowers the sum of squared scores, so moves stop; and a move
 //! can never be undone by the reverse move (that would need the target two
-//! above the source right after it was at most level). At rest:
+//! moves above the source right after it was at most level). At rest:
 //!
-//! * regions: no two Up stores differ by two or more (were A two above B,
-//!   some region on A would lack a peer on B, and would move);
+//! * regions: no region could move its peer from its highest-scored
+//!   store to a store without one scored two of its weights lower; with
+//!   regions of one size, no two Up stores differ by two regions;
 //! * leaders: every region's leader store leads at most one more region
 //!   than each of its followers' stores; with replicas spread, stores
 //!   share many regions, so leader counts end within a few of each other.
@@ -34,7 +38,8 @@ use crate::operator::{kind, Plan, Step};
 use crate::regions::RegionInfo;
 use crate::schedule::View;
 
-/// A move happens only when the source is at least this far above the target.
+/// A move happens only when the source is at least this many moves above
+/// the target.
 const TOLERANCE: i64 = 2;
 
 /// Moves `r`'s leadership to the follower on the Up store leading fewest
@@ -63,8 +68,9 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     })
 }
 
-/// Moves `r`'s peer off the Up store of its peers holding most regions to
-/// the Up store without one holding fewest, if that is at least two fewer.
+/// Moves `r`'s peer off the Up store of its peers with the highest region
+/// score to the Up store without one with the lowest, if that is at least
+/// twice `r`'s weight lower.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if v.running(kind::REGION) >= v.opts.region_schedule_limit {
         return Ok(None);
@@ -75,16 +81,17 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         .iter()
         .map(|p| p.store_id)
         .filter(|s| v.is_up(*s))
-        .max_by_key(|s| (v.regions_after(*s), std::cmp::Reverse(*s)));
+        .max_by_key(|s| (v.score_after(*s), std::cmp::Reverse(*s)));
     let to = v
         .up_stores()
         .into_iter()
         .filter(|s| r.peer_on(*s).is_none())
-        .min_by_key(|s| (v.regions_after(*s), *s));
+        .min_by_key(|s| (v.score_after(*s), *s));
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(None);
     };
-    if v.regions_after(from) - v.regions_after(to) < TOLERANCE {
+    let weight = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
+    if v.score_after(from) - v.score_after(to) < TOLERANCE.saturating_mul(weight) {
         return Ok(None);
     }
     let plan = move_peer(r, v as &dyn ClusterView, "balance-region", from, to)?;

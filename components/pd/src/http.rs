@@ -126,7 +126,7 @@ fn store_json(s: &StoreInfo, state: StoreState, load: StoreLoad, now: i64) -> Va
         "leader_size": load.leader_size_mib,
         "region_count": load.region_count,
         "region_weight": 1.0,
-        "region_score": load.region_size_mib as f64,
+        "region_score": load.region_score as f64,
         "region_size": load.region_size_mib,
     });
     // Upstream leaves these out when zero (or unknown).

@@ -282,6 +282,16 @@ impl OpStatus {
     }
 }
 
+/// What a running operator will change on one store once done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Influence {
+    pub store_id: u64,
+    pub regions: i64,
+    /// Region score (MiB), see `RegionInfo::score_mib`.
+    pub score: i64,
+    pub leaders: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub plan: Plan,
@@ -371,24 +381,43 @@ impl Operator {
     }
 
     /// What the steps not yet shown in `r` (the region as PD knows it)
-    /// will change: `(store, regions, leaders)` deltas, so schedulers count
-    /// a move under way as made and do not plan it twice.
-    pub fn influence(&self, r: &RegionInfo) -> Vec<(u64, i64, i64)> {
+    /// will change, per store, so schedulers count a move under way as made
+    /// and do not plan it twice.
+    pub fn influence(&self, r: &RegionInfo) -> Vec<Influence> {
+        let score = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
         let mut out = vec![];
         for step in self.steps().iter().skip(self.current) {
             match *step {
                 Step::AddLearner { store_id, .. } if r.peer_on(store_id).is_none() => {
-                    out.push((store_id, 1, 0))
+                    out.push(Influence {
+                        store_id,
+                        regions: 1,
+                        score,
+                        leaders: 0,
+                    })
                 }
                 Step::RemovePeer { store_id, .. } if r.peer_on(store_id).is_some() => {
-                    out.push((store_id, -1, 0))
+                    out.push(Influence {
+                        store_id,
+                        regions: -1,
+                        score: -score,
+                        leaders: 0,
+                    })
                 }
                 Step::TransferLeader {
                     from_store,
                     to_store,
                 } if r.leader_store() != Some(to_store) => {
-                    out.push((from_store, 0, -1));
-                    out.push((to_store, 0, 1));
+                    out.push(Influence {
+                        store_id: from_store,
+                        leaders: -1,
+                        ..Default::default()
+                    });
+                    out.push(Influence {
+                        store_id: to_store,
+                        leaders: 1,
+                        ..Default::default()
+                    });
                 }
                 _ => {}
             }

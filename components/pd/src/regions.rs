@@ -92,6 +92,12 @@ impl RegionInfo {
     }
 
     /// The region's size in MiB as upstream counts it (any data rounds up to 1).
+    /// The region's weight in a store's region score: its size, at least
+    /// 1 MiB, as upstream counts an empty or unreported region.
+    pub fn score_mib(&self) -> u64 {
+        self.approximate_size_mib().max(1)
+    }
+
     pub fn approximate_size_mib(&self) -> u64 {
         match self.approximate_size {
             0 => 0,
@@ -116,6 +122,9 @@ pub struct StoreLoad {
     pub learner_count: usize,
     pub pending_peer_count: usize,
     pub region_size_mib: u64,
+    /// What balance-region evens out: the sizes of the regions the store
+    /// holds a peer of, each at least 1 MiB (see [`RegionInfo::score_mib`]).
+    pub region_score: u64,
     pub leader_size_mib: u64,
     /// Write flow of the regions the store leads (per second).
     pub write_bytes_rate: f64,
@@ -251,6 +260,7 @@ impl Regions {
                 let load = loads.entry(p.store_id).or_default();
                 load.region_count += 1;
                 load.region_size_mib += size;
+                load.region_score += r.score_mib();
                 load.learner_count += usize::from(is_learner(p));
                 load.pending_peer_count += usize::from(r.is_pending(p.id));
             }

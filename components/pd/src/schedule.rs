@@ -428,8 +428,8 @@ pub(crate) struct View<'a> {
     pub now: i64,
     states: HashMap<u64, StoreState>,
     loads: OnceCell<HashMap<u64, StoreLoad>>,
-    /// Per store: (regions, leaders) the running operators will add.
-    influence: HashMap<u64, (i64, i64)>,
+    /// Per store: what the running operators will add.
+    influence: HashMap<u64, crate::operator::Influence>,
     /// (region id, kind) of every running operator.
     running: Vec<(u64, u32)>,
     schedulers: Vec<&'static str>,
@@ -437,17 +437,18 @@ pub(crate) struct View<'a> {
 
 impl<'a> View<'a> {
     fn new(cluster: &'a Cluster, ops: &Operators, now: i64) -> View<'a> {
-        let mut influence: HashMap<u64, (i64, i64)> = HashMap::new();
+        let mut influence: HashMap<u64, crate::operator::Influence> = HashMap::new();
         {
             let regions = cluster.regions.read();
             for op in ops.running.values() {
                 let Some(r) = regions.by_id.get(&op.region_id) else {
                     continue;
                 };
-                for (store, dregions, dleaders) in op.influence(r) {
-                    let e = influence.entry(store).or_default();
-                    e.0 += dregions;
-                    e.1 += dleaders;
+                for i in op.influence(r) {
+                    let e = influence.entry(i.store_id).or_default();
+                    e.regions += i.regions;
+                    e.score += i.score;
+                    e.leaders += i.leaders;
                 }
             }
         }
@@ -474,13 +475,21 @@ impl<'a> View<'a> {
 
     /// Regions on the store once the running operators are done.
     pub fn regions_after(&self, store_id: u64) -> i64 {
-        let extra = self.influence.get(&store_id).map_or(0, |i| i.0);
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.regions);
         (self.load(store_id).region_count as i64).saturating_add(extra)
+    }
+
+    /// The store's region score (MiB) once the running operators are done.
+    pub fn score_after(&self, store_id: u64) -> i64 {
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.score);
+        i64::try_from(self.load(store_id).region_score)
+            .unwrap_or(i64::MAX)
+            .saturating_add(extra)
     }
 
     /// Leaders on the store once the running operators are done.
     pub fn leaders_after(&self, store_id: u64) -> i64 {
-        let extra = self.influence.get(&store_id).map_or(0, |i| i.1);
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.leaders);
         (self.load(store_id).leader_count as i64).saturating_add(extra)
     }
 

@@ -137,3 +137,50 @@ fn removed_schedulers_move_nothing_until_added_back() {
     fleet.settle(100, |_| {});
     assert_eq!(spread(&fleet.counts(), |c| c.0), [9, 9, 9, 9]);
 }
+
+#[test]
+fn region_replicas_even_out_by_size_not_only_by_count() {
+    // Regions i on 3 of 4 stores, in turn: 9 replicas per store. The ones
+    // not on store 4 are 100 MiB, the rest 1 MiB: counts are even, sizes
+    // are not (stores 1-3: 306 MiB each, store 4: 9 MiB).
+    let on = |i: usize| {
+        let mut v = vec![1, 2, 3, 4];
+        v.rotate_left(i % 4);
+        v.truncate(3);
+        v
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3, 4], 12, on, no_merges());
+    for (i, r) in fleet.regions.values_mut().enumerate() {
+        if !r.region.peers.iter().any(|p| p.store_id == 4) {
+            r.size = 100 << 20;
+        }
+        assert_eq!(r.region.peers.len(), 3, "region {i}");
+    }
+    let score = |f: &Fleet| -> BTreeMap<u64, u64> {
+        let loads = f.cluster.store_loads();
+        [1, 2, 3, 4]
+            .iter()
+            .map(|s| (*s, loads.get(s).map_or(0, |l| l.region_score)))
+            .collect()
+    };
+    fleet.round();
+    let before = score(&fleet);
+    assert_eq!(
+        before.values().copied().collect::<Vec<_>>(),
+        [306, 306, 306, 9]
+    );
+    fleet.settle(100, |_| {});
+    let after = score(&fleet);
+    let (most, least) = (
+        after.values().max().copied().unwrap_or(0),
+        after.values().min().copied().unwrap_or(0),
+    );
+    // A 100 MiB region moved onto store 4; no store is two big regions
+    // above another any more.
+    assert!(after[&4] >= 100, "{after:?}");
+    assert!(most - least < 200, "{before:?} -> {after:?}");
+    let settled = fleet.log.len();
+    for _ in 0..30 {
+        assert_eq!(fleet.round(), 0, "{:?}", &fleet.log[settled..]);
+    }
+}
