@@ -394,7 +394,7 @@ impl Peer {
 
     /// A merge is prepared, or proposed to be: the region takes no
     /// proposals but the merge's own.
-    fn merge_pending(&self) -> bool {
+    pub(crate) fn merge_pending(&self) -> bool {
         self.merging.is_some() || self.prepare_merge_proposed > self.apply_state.applied_index
     }
 
@@ -1032,6 +1032,10 @@ impl Peer {
         if let Some(me) = region.peers.iter().find(|p| p.id == self.meta.id) {
             self.meta = me.clone();
         }
+        // No leader sends a snapshot while a merge is pending, so the
+        // region it stands for is not merging (a merge this peer saw
+        // prepared was rolled back meanwhile).
+        self.merging = None;
         self.region = region;
         self.apply_state = state;
         self.raw_node.mut_store().apply_snapshot(snap);
@@ -1166,6 +1170,7 @@ pub(crate) fn finish_snapshot(
     let mut wb = kv.write_batch();
     meta::put_region(&mut wb, &region);
     meta::put_apply_state(&mut wb, region_id, &state);
+    meta::delete_merge_state(&mut wb, region_id);
     meta::delete_pending_snapshot(&mut wb, region_id);
     kv.write(wb, true)?;
     snaps.remove(&snaps.recv_dir(key));

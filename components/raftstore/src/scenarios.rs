@@ -29,6 +29,7 @@
 //!                           adjacent region T (answered later); ticks then
 //!                           carry the merge through or roll it back
 //! regions                   each store's regions: id, range, version, role
+//!                           (and `merging` while a merge is prepared)
 //! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
 //! change S [add=T] [learner=T] [remove=T]...
 //!                           store S proposes a membership change: a voter, a
@@ -393,9 +394,12 @@ impl Cluster {
             let text: Vec<String> = regions
                 .iter()
                 .map(|r| {
-                    let role = store
+                    let mut role = store
                         .peer_status(r.id)
                         .map_or("?".into(), |p| p.role.to_lowercase());
+                    if store.is_merging(r.id) {
+                        role.push_str(" merging");
+                    }
                     format!(
                         "{}[{}..{}) v{} {role}",
                         r.id,

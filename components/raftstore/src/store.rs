@@ -561,25 +561,11 @@ impl Store {
             .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
         if let Some(key) = snapshot {
             let others = self.peers.values().filter(|p| p.region.id != region_id);
-            match check_snapshot(&self.snaps, &msg, key, others) {
-                Err(why) => {
-                    debug!(region_id, %why, "snapshot message dropped");
-                    self.snaps.remove(&self.snaps.recv_dir(key));
-                    return;
-                }
-                Ok(stale) => {
-                    for id in stale {
-                        info!(
-                            region_id = id,
-                            by = region_id,
-                            "a newer region's snapshot covers this stale one"
-                        );
-                        if let Err(e) = self.destroy_peer(id) {
-                            warn!(region_id = id, error = %e, "cannot destroy a stale peer");
-                            return;
-                        }
-                    }
-                }
+            // Stale regions it covers go when Raft applies it.
+            if let Err(why) = check_snapshot(&self.snaps, &msg, key, others) {
+                debug!(region_id, %why, "snapshot message dropped");
+                self.snaps.remove(&self.snaps.recv_dir(key));
+                return;
             }
         }
         let Some(peer) = self.peers.get_mut(&region_id) else {
@@ -818,9 +804,11 @@ impl Store {
             peer.fail_reads();
         }
         peer.ask_reads();
-        if peer.raw_node.store().wants_snapshot() {
-            // Everything applied so far is in the engine: the
-            // snapshot is taken at the applied index.
+        if peer.raw_node.store().wants_snapshot() && !peer.merge_pending() {
+            // Everything applied so far is in the engine: the snapshot is
+            // taken at the applied index. Not while a merge is pending (as
+            // TiKV): a snapshot does not carry the merge state, and the
+            // peer waits for the merge's end.
             peer.start_snapshot(&self.kv, &self.snaps)?;
         }
         if !peer.raw_node.has_ready() {
@@ -831,6 +819,7 @@ impl Store {
         Self::send(self.transport.as_mut(), peer, rd.take_messages());
         let snapshot = !rd.snapshot().is_empty();
         if snapshot {
+            self.destroy_stale_under(peer, rd.snapshot())?;
             peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
             info!(
                 region_id = id,
@@ -928,6 +917,31 @@ impl Store {
         Ok(())
     }
 
+    /// Destroys the stale regions here that the snapshot Raft is about to
+    /// apply to `peer` covers ([`check_snapshot`] let only such through).
+    fn destroy_stale_under(&mut self, peer: &Peer, snap: &raft::eraftpb::Snapshot) -> Result<()> {
+        let region = snap::decode_data(snap)?.region.unwrap_or_default();
+        let range = (region.start_key.as_slice(), region.end_key.as_slice());
+        let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+        let stale: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| p.region.id != peer.region.id)
+            .filter(|p| p.is_initialized() && overlaps(&p.region, range))
+            .filter(|p| version(&p.region) < version(&region) && within(&p.region, range))
+            .map(|p| p.region.id)
+            .collect();
+        for id in stale {
+            info!(
+                region_id = id,
+                by = region.id,
+                "a newer region's snapshot covers this stale one"
+            );
+            self.destroy_peer(id)?;
+        }
+        Ok(())
+    }
+
     /// Forgets a merge's source peer its target here took in: its log and
     /// snapshots go; its data is the target's now, and the tombstone was
     /// written with the merge.
@@ -937,6 +951,13 @@ impl Store {
         };
         peer.fail_proposals();
         peer.fail_reads();
+        // The merge's batch was written unsynced; its tombstone must be
+        // durable before the log goes (a synced write makes every earlier
+        // one durable too), or a power loss would bring the source back
+        // without its log.
+        let mut wb = self.kv.write_batch();
+        meta::put_tombstone(&mut wb, region_id, peer.meta.id);
+        self.kv.write(wb, true)?;
         let mut w = RaftLogWrite::default();
         w.clean(region_id);
         self.log.write(&mut w, true)?;
@@ -1040,6 +1061,13 @@ impl Store {
         self.peers.get(&region_id).map(|p| p.region.clone())
     }
 
+    /// Whether this store's peer of the region has a merge prepared.
+    pub fn is_merging(&self, region_id: u64) -> bool {
+        self.peers
+            .get(&region_id)
+            .is_some_and(|p| p.merging.is_some())
+    }
+
     /// Every initialized region this store has a peer of.
     pub fn regions(&self) -> Vec<metapb::Region> {
         self.peers
@@ -1117,8 +1145,8 @@ fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
 /// Why a snapshot message cannot be stepped, if it cannot: its data does
 /// not decode or does not describe this region with the receiving peer in
 /// it, its range overlaps another region this store holds that is not
-/// stale, or its files did not arrive. Otherwise the stale regions here
-/// it covers, to destroy first.
+/// stale, or its files did not arrive. Stale regions it covers are
+/// destroyed when Raft applies it ([`Store::destroy_stale_under`]).
 ///
 /// A region here is stale when it lies within the snapshot's range at an
 /// older version: versions only grow along a key range's history (a split
@@ -1131,7 +1159,7 @@ fn check_snapshot<'a>(
     msg: &PeerMessage,
     key: SnapKey,
     others: impl Iterator<Item = &'a Peer>,
-) -> std::result::Result<Vec<u64>, String> {
+) -> std::result::Result<(), String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
@@ -1139,17 +1167,15 @@ fn check_snapshot<'a>(
     }
     let range = (region.start_key.as_slice(), region.end_key.as_slice());
     let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
-    let mut stale = vec![];
     for p in others.filter(|p| p.is_initialized() && overlaps(&p.region, range)) {
         if version(&p.region) >= version(&region) || !within(&p.region, range) {
             return Err("the snapshot's range overlaps another region here".into());
         }
-        stale.push(p.region.id);
     }
     if !snaps.has_received(key) {
         return Err(format!("files of snapshot {key} not received"));
     }
-    Ok(stale)
+    Ok(())
 }
 
 /// Whether the region's range lies within `[start, end)` (empty end:
