@@ -89,6 +89,8 @@ pub(crate) struct Peer {
     /// Set on a merge's source peer once its target here took it in; the
     /// store forgets it after the round (its data is the target's now).
     pub merged: bool,
+    /// Ticks since this peer last knew a leader.
+    pub leaderless_ticks: u64,
     pub written: Arc<Written>,
     reads: Reads,
 }
@@ -225,6 +227,7 @@ impl Peer {
             merging: None,
             prepare_merge_proposed: 0,
             merged: false,
+            leaderless_ticks: 0,
             written: Arc::default(),
             reads: Reads::default(),
         })

@@ -110,6 +110,10 @@ enum Msg {
         target: metapb::Region,
         cb: Callback,
     },
+    DestroyStale {
+        region_id: u64,
+        epoch: metapb::RegionEpoch,
+    },
     Stop,
 }
 
@@ -298,6 +302,12 @@ impl Router {
             rx,
         )
         .await
+    }
+
+    /// Destroys this store's peer of the region, which PD found stale, if
+    /// it is still at `epoch` and knows no leader.
+    pub fn destroy_stale_peer(&self, region_id: u64, epoch: metapb::RegionEpoch) {
+        let _ = self.tx.send(Msg::DestroyStale { region_id, epoch });
     }
 
     /// Sends an admin command and waits for the regions it left.
@@ -571,6 +581,11 @@ impl Runner {
                 target,
                 cb,
             } => self.store.propose_prepare_merge(region_id, target, cb),
+            Msg::DestroyStale { region_id, epoch } => {
+                if let Err(e) = self.store.destroy_stale_peer(region_id, &epoch) {
+                    warn!(region_id, error = %e, "cannot destroy a stale peer");
+                }
+            }
             Msg::Stop => return false,
         }
         true

@@ -67,6 +67,9 @@ pub struct RaftstoreConfig {
     pub write_bandwidth: u64,
     /// When and where regions split.
     pub split_check: SplitCheckConfig,
+    /// A peer that knows no leader this long is reported
+    /// ([`StoreEvent::LeaderMissing`]), and again each time as long again.
+    pub max_leader_missing: Duration,
 }
 
 impl Default for RaftstoreConfig {
@@ -88,6 +91,8 @@ impl Default for RaftstoreConfig {
             thread_nice: 0,
             write_bandwidth: 0,
             split_check: SplitCheckConfig::default(),
+            // Upstream's `max-leader-missing-duration`.
+            max_leader_missing: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -123,6 +128,14 @@ pub enum StoreEvent {
     AskSplit {
         region: metapb::Region,
         split_keys: Vec<Vec<u8>>,
+    },
+    /// This store's peer of the region has known no leader for
+    /// `max-leader-missing-duration`: it may be stale (its region merged
+    /// away, or it removed while this store was away, with no peer left
+    /// to say so); PD can tell ([`Store::destroy_stale_peer`]).
+    LeaderMissing {
+        region: metapb::Region,
+        peer: metapb::Peer,
     },
 }
 
@@ -655,13 +668,66 @@ impl Store {
     /// One tick of every peer's Raft clock; every few, prepared merges
     /// move on.
     pub fn tick(&mut self) {
+        let missing = self.leader_missing_ticks();
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
+            if peer.raw_node.raft.leader_id != raft::INVALID_ID {
+                peer.leaderless_ticks = 0;
+                continue;
+            }
+            peer.leaderless_ticks += 1;
+            if peer.is_initialized() && peer.leaderless_ticks.is_multiple_of(missing) {
+                let _ = self.events.send(StoreEvent::LeaderMissing {
+                    region: peer.region.clone(),
+                    peer: peer.meta.clone(),
+                });
+            }
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(MERGE_CHECK_TICKS) {
             self.drive_merges();
         }
+    }
+
+    /// `max_leader_missing` in ticks (at least one).
+    fn leader_missing_ticks(&self) -> u64 {
+        let tick = self.cfg.base_tick.as_nanos().max(1);
+        u64::try_from(self.cfg.max_leader_missing.as_nanos() / tick)
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Destroys this store's peer of a region PD found it stale in, if the
+    /// peer is still as it was reported (`epoch`) and knows no leader. Its
+    /// data goes too unless another region here overlaps it. True if it
+    /// was destroyed.
+    pub fn destroy_stale_peer(
+        &mut self,
+        region_id: u64,
+        epoch: &metapb::RegionEpoch,
+    ) -> Result<bool> {
+        let Some(peer) = self.peers.get(&region_id) else {
+            return Ok(false);
+        };
+        let unchanged = peer.region.region_epoch.as_ref() == Some(epoch);
+        if !unchanged || peer.raw_node.raft.leader_id != raft::INVALID_ID {
+            return Ok(false);
+        }
+        let range = (
+            peer.region.start_key.as_slice(),
+            peer.region.end_key.as_slice(),
+        );
+        let shared = self
+            .peers
+            .values()
+            .any(|p| p.region.id != region_id && p.is_initialized() && overlaps(&p.region, range));
+        info!(
+            region_id,
+            shared, "destroying a stale peer, as PD knows the region"
+        );
+        // Data another region here holds stays.
+        self.destroy_peer_with(region_id, !shared)?;
+        Ok(true)
     }
 
     /// Makes this store's peer of the region start an election now.
@@ -973,12 +1039,27 @@ impl Store {
     /// data, log and snapshots go, and a tombstone keeps stale messages
     /// from recreating it.
     fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
+        self.destroy_peer_with(region_id, true)
+    }
+
+    /// [`Store::destroy_peer`], deleting the data in its range only if
+    /// `with_data`.
+    fn destroy_peer_with(&mut self, region_id: u64, with_data: bool) -> Result<()> {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
         peer.fail_proposals();
         peer.fail_reads();
-        destroy_region_data(&self.kv, &self.log, &peer.region, peer.meta.id)?;
+        let region = if with_data {
+            peer.region.clone()
+        } else {
+            // No peers: a region whose range holds nothing of its own.
+            metapb::Region {
+                id: region_id,
+                ..Default::default()
+            }
+        };
+        destroy_region_data(&self.kv, &self.log, &region, peer.meta.id)?;
         self.snaps.remove_other_generated(region_id, None);
         self.views.write().remove(&region_id);
         self.published.remove(&region_id);
@@ -1416,5 +1497,58 @@ mod tests {
         let after = store.peer_status(1).unwrap();
         assert_eq!(after.last_index, before.last_index, "nothing was appended");
         assert_eq!(after.commit, before.commit);
+    }
+
+    #[test]
+    fn a_peer_without_a_leader_is_reported_and_destroyed_when_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+            let mut wb = kv.write_batch();
+            wb.put(tikal_engine::CF_DEFAULT, b"k", b"v");
+            kv.write(wb, true).unwrap();
+        }
+        let (kv, log, snaps) = engines(dir.path());
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let cfg = RaftstoreConfig {
+            max_leader_missing: RaftstoreConfig::default().base_tick * 30,
+            ..Default::default()
+        };
+        let transport = Box::new(NoTransport);
+        let mut store =
+            Store::open(1, cfg, kv, log, snaps, Arc::new(Ignore), transport, events).unwrap();
+        // Its only other peer never answers: no leader, ever.
+        let mut reported = vec![];
+        for _ in 0..60 {
+            store.tick();
+            store.on_ready().unwrap();
+            while let Ok(ev) = rx.try_recv() {
+                if let StoreEvent::LeaderMissing { region, peer } = ev {
+                    reported.push((region.id, peer.id));
+                }
+            }
+        }
+        assert_eq!(
+            reported,
+            [(1, 1), (1, 1)],
+            "once per 30 ticks without a leader"
+        );
+        // Only as reported: a changed epoch is not destroyed.
+        let mut newer = region(&[]).region_epoch.unwrap();
+        newer.version += 1;
+        assert!(!store.destroy_stale_peer(1, &newer).unwrap());
+        let epoch = region(&[]).region_epoch.unwrap();
+        assert!(store.destroy_stale_peer(1, &epoch).unwrap());
+        assert!(store.peer_status(1).is_none());
+        assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
+        assert_eq!(
+            store
+                .kv_engine()
+                .get(tikal_engine::CF_DEFAULT, b"k")
+                .unwrap(),
+            None,
+            "its data went with it"
+        );
     }
 }

@@ -178,6 +178,9 @@ pub struct RaftstoreSection {
     pub raft_log_gc_size_limit: String,
     pub pd_heartbeat_tick_interval: String,
     pub pd_store_heartbeat_tick_interval: String,
+    /// A peer that knows no leader this long asks PD whether it is stale
+    /// (upstream's key and default).
+    pub max_leader_missing_duration: String,
     /// How often leaders look for regions due a split check, and how many
     /// bytes of writes make a region due (default: region-split-size / 16).
     pub split_region_check_tick_interval: String,
@@ -309,6 +312,7 @@ impl Default for RaftstoreSection {
             raft_log_gc_size_limit: "72MiB".into(),
             pd_heartbeat_tick_interval: "10s".into(),
             pd_store_heartbeat_tick_interval: "10s".into(),
+            max_leader_missing_duration: "2h".into(),
             split_region_check_tick_interval: "10s".into(),
             region_split_check_diff: None,
             raft_entry_max_size: "8MiB".into(),
@@ -376,6 +380,7 @@ impl TikvConfig {
             &ticks.raft_base_tick_interval,
             &ticks.pd_heartbeat_tick_interval,
             &ticks.pd_store_heartbeat_tick_interval,
+            &ticks.max_leader_missing_duration,
             &self.pessimistic_txn.wait_for_lock_timeout,
             &self.gc.poll_safe_point_interval,
             &self.resolved_ts.advance_ts_interval,

@@ -110,6 +110,7 @@ pub async fn run(
         thread_nice: cfg.raftstore.thread_nice,
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         split_check: cfg.split_check()?,
+        max_leader_missing: parse_duration(&cfg.raftstore.max_leader_missing_duration)?,
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

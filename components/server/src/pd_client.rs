@@ -165,6 +165,22 @@ impl PdClient {
             .ok_or_else(|| anyhow::anyhow!("PD knows no store {store_id}"))
     }
 
+    /// The region with this id, as PD knows it (`None`: PD knows no such
+    /// region).
+    pub async fn region_by_id(&self, region_id: u64) -> anyhow::Result<Option<metapb::Region>> {
+        let resp = self
+            .grpc()
+            .get_region_by_id(pdpb::GetRegionByIdRequest {
+                header: self.header(),
+                region_id,
+                need_buckets: false,
+            })
+            .await?
+            .into_inner();
+        check(resp.header.as_ref())?;
+        Ok(resp.region.filter(|r| r.id != 0))
+    }
+
     /// The leader of the region holding `key`, as PD knows it.
     pub async fn region_leader(&self, key: &[u8]) -> anyhow::Result<Option<metapb::Peer>> {
         let resp = self
