@@ -260,7 +260,7 @@ impl Regions {
                 let load = loads.entry(p.store_id).or_default();
                 load.region_count += 1;
                 load.region_size_mib += size;
-                load.region_score += r.score_mib();
+                load.region_score = load.region_score.saturating_add(r.score_mib());
                 load.learner_count += usize::from(is_learner(p));
                 load.pending_peer_count += usize::from(r.is_pending(p.id));
             }

@@ -446,9 +446,9 @@ impl<'a> View<'a> {
                 };
                 for i in op.influence(r) {
                     let e = influence.entry(i.store_id).or_default();
-                    e.regions += i.regions;
-                    e.score += i.score;
-                    e.leaders += i.leaders;
+                    e.regions = e.regions.saturating_add(i.regions);
+                    e.score = e.score.saturating_add(i.score);
+                    e.leaders = e.leaders.saturating_add(i.leaders);
                 }
             }
         }

@@ -432,7 +432,7 @@ impl Peer {
         if min_index < self.raw_node.store().truncated_index {
             return refuse(cb, "a peer is behind the compacted log".into());
         }
-        match self.entries(min_index + 1, last) {
+        match self.entries(min_index.saturating_add(1), last) {
             Ok(entries) if entries.iter().all(is_plain_command) => {}
             Ok(_) => return refuse(cb, "an admin command is not on every peer yet".into()),
             Err(e) => return refuse(cb, e.to_string()),
@@ -455,7 +455,7 @@ impl Peer {
             .merging
             .as_ref()
             .ok_or_else(|| RaftstoreError::Merge("no merge prepared".into()))?;
-        let entries = self.entries(state.min_index + 1, state.commit)?;
+        let entries = self.entries(state.min_index.saturating_add(1), state.commit)?;
         Ok(CommitMergeRequest {
             source: Some(self.region.clone()),
             commit: state.commit,
@@ -511,7 +511,7 @@ impl Peer {
         raft::Storage::entries(
             self.raw_node.store(),
             low,
-            high + 1,
+            high.saturating_add(1),
             None,
             raft::GetEntriesContext::empty(false),
         )
@@ -886,7 +886,7 @@ impl Peer {
             carried.insert(e.index, e);
         }
         let mut entries = Vec::new();
-        for index in applied + 1..=req.commit {
+        for index in applied.saturating_add(1)..=req.commit {
             match carried.remove(&index) {
                 Some(e) => entries.push(e),
                 None => entries.extend(self.entries(index, index)?),
@@ -894,7 +894,7 @@ impl Peer {
         }
         info!(
             region_id = self.region.id,
-            from = applied + 1,
+            from = applied.saturating_add(1),
             to = req.commit,
             "source catches up for its merge"
         );

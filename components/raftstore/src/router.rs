@@ -357,6 +357,17 @@ impl Router {
         self.views.read().get(&region_id).cloned()
     }
 
+    /// The term of the first region (the one holding the empty key) if
+    /// this store leads it; no view is copied.
+    pub fn leading_first_region(&self) -> Option<u64> {
+        self.views
+            .read()
+            .values()
+            .find(|v| v.region.start_key.is_empty())
+            .filter(|v| v.is_leader)
+            .map(|v| v.term)
+    }
+
     pub fn region_views(&self) -> Vec<RegionView> {
         self.views.read().values().cloned().collect()
     }

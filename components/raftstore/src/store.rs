@@ -987,14 +987,11 @@ impl Store {
     /// apply to `peer` covers ([`check_snapshot`] let only such through).
     fn destroy_stale_under(&mut self, peer: &Peer, snap: &raft::eraftpb::Snapshot) -> Result<()> {
         let region = snap::decode_data(snap)?.region.unwrap_or_default();
-        let range = (region.start_key.as_slice(), region.end_key.as_slice());
-        let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
         let stale: Vec<u64> = self
             .peers
             .values()
             .filter(|p| p.region.id != peer.region.id)
-            .filter(|p| p.is_initialized() && overlaps(&p.region, range))
-            .filter(|p| version(&p.region) < version(&region) && within(&p.region, range))
+            .filter(|p| under_snapshot(p, &region) == Some(true))
             .map(|p| p.region.id)
             .collect();
         for id in stale {
@@ -1239,19 +1236,15 @@ fn check_snapshot<'a>(
     snaps: &SnapManager,
     msg: &PeerMessage,
     key: SnapKey,
-    others: impl Iterator<Item = &'a Peer>,
+    mut others: impl Iterator<Item = &'a Peer>,
 ) -> std::result::Result<(), String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
         return Err("the snapshot is of another region or lacks the peer".into());
     }
-    let range = (region.start_key.as_slice(), region.end_key.as_slice());
-    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
-    for p in others.filter(|p| p.is_initialized() && overlaps(&p.region, range)) {
-        if version(&p.region) >= version(&region) || !within(&p.region, range) {
-            return Err("the snapshot's range overlaps another region here".into());
-        }
+    if others.any(|p| under_snapshot(p, &region) == Some(false)) {
+        return Err("the snapshot's range overlaps another region here".into());
     }
     if !snaps.has_received(key) {
         return Err(format!("files of snapshot {key} not received"));
@@ -1259,11 +1252,19 @@ fn check_snapshot<'a>(
     Ok(())
 }
 
-/// Whether the region's range lies within `[start, end)` (empty end:
-/// unbounded).
-fn within(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
-    r.start_key.as_slice() >= start
-        && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end))
+/// How another peer here stands to a snapshot of `region`: `None` if it
+/// does not overlap it (or knows no range yet), `Some(true)` if it is stale
+/// (inside the range at an older version), `Some(false)` if it blocks it.
+fn under_snapshot(p: &Peer, region: &metapb::Region) -> Option<bool> {
+    let (start, end) = (region.start_key.as_slice(), region.end_key.as_slice());
+    if !p.is_initialized() || !overlaps(&p.region, (start, end)) {
+        return None;
+    }
+    let r = &p.region;
+    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+    let within = r.start_key.as_slice() >= start
+        && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end));
+    Some(within && version(r) < version(region))
 }
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)

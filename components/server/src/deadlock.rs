@@ -53,16 +53,6 @@ impl DetectorService {
     }
 }
 
-/// The term of the first region if this store leads it.
-fn leading_first_region(router: &Router) -> Option<u64> {
-    router
-        .region_views()
-        .into_iter()
-        .find(|v| v.region.start_key.is_empty())
-        .filter(|v| v.is_leader)
-        .map(|v| v.term)
-}
-
 fn not_leader() -> Status {
     Status::unavailable("this store does not lead the first region: not the deadlock detector")
 }
@@ -105,7 +95,7 @@ impl Deadlock for DetectorService {
         &self,
         _: Request<WaitForEntriesRequest>,
     ) -> Result<Response<WaitForEntriesResponse>, Status> {
-        let term = leading_first_region(&self.router).ok_or_else(not_leader)?;
+        let term = self.router.leading_first_region().ok_or_else(not_leader)?;
         let g = self.graph.lock();
         let entries = if g.0 == term { g.1.entries() } else { vec![] };
         Ok(Response::new(WaitForEntriesResponse { entries }))
@@ -117,7 +107,7 @@ impl Deadlock for DetectorService {
         &self,
         req: Request<Streaming<DeadlockRequest>>,
     ) -> Result<Response<Self::DetectStream>, Status> {
-        leading_first_region(&self.router).ok_or_else(not_leader)?;
+        self.router.leading_first_region().ok_or_else(not_leader)?;
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let (router, graph) = (self.router.clone(), self.graph.clone());
@@ -131,7 +121,7 @@ impl Deadlock for DetectorService {
                     },
                     _ = check.tick() => None,
                 };
-                let Some(term) = leading_first_region(&router) else {
+                let Some(term) = router.leading_first_region() else {
                     // Leadership moved: the stream ends, and its store
                     // finds the new detector and sends it its edges.
                     let _ = tx.send(Err(not_leader())).await;
