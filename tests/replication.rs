@@ -601,3 +601,130 @@ async fn a_store_behind_the_compacted_log_catches_up_by_snapshot_with_every_cf()
     assert_eq!(txn_get(&txn, "in-flight").await.as_deref(), Some("pending"));
     assert_eq!(txn_get(&txn, "committed").await, Some(long));
 }
+
+/// One stale read on a follower: `Ok(Some(value))`, `Ok(None)` for not
+/// found, `Err(safe_ts)` for DataIsNotReady; anything else fails the test.
+async fn follower_stale_get(
+    f: &common::Direct,
+    key: &[u8],
+    ts: u64,
+) -> Result<Option<Vec<u8>>, u64> {
+    let mut ctx = f.ctx.clone();
+    ctx.stale_read = true;
+    let resp = f
+        .tikv
+        .clone()
+        .kv_get(tikal_proto::kvrpcpb::GetRequest {
+            context: Some(ctx),
+            key: key.to_vec(),
+            version: ts,
+        })
+        .await
+        .expect("kv_get")
+        .into_inner();
+    if let Some(e) = &resp.region_error {
+        let not_ready = e.data_is_not_ready.as_ref();
+        return Err(not_ready
+            .unwrap_or_else(|| panic!("follower refused: {e:?}"))
+            .safe_ts);
+    }
+    assert!(resp.error.is_none(), "{resp:?}");
+    Ok((!resp.not_found).then_some(resp.value))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_serve_stale_reads_only_below_the_leaders_safe_ts() {
+    let t =
+        TestCluster::start_with_config(3, "[resolved-ts]\nadvance-ts-interval = \"200ms\"\n").await;
+    eventually(REPLICATE_TIMEOUT, "3 voters on 3 stores", || {
+        replicated(&t, 3)
+    })
+    .await;
+    let txn = TransactionClient::new(vec![t.pd()]).await.unwrap();
+    txn_put(&txn, "sk", "v1").await;
+    let ts1 = txn.current_timestamp().await.unwrap().version();
+    let follower = common::direct_follower_at(&t, b"sk").await;
+    let leader = direct(&t).await;
+    assert_ne!(follower.ctx.peer, leader.ctx.peer);
+
+    // The follower learns a safe ts past ts1 from the leader and serves.
+    let v = eventually(Duration::from_secs(20), "a stale read at ts1", || async {
+        follower_stale_get(&follower, b"sk", ts1).await.ok()
+    })
+    .await;
+    assert_eq!(v.as_deref(), Some(&b"v1"[..]));
+
+    // A newer commit: a stale read above it never sees the older value.
+    txn_put(&txn, "sk", "v2").await;
+    let ts2 = txn.current_timestamp().await.unwrap().version();
+    let not_ready = std::sync::atomic::AtomicUsize::new(0);
+    let v = eventually(Duration::from_secs(20), "a stale read at ts2", || async {
+        match follower_stale_get(&follower, b"sk", ts2).await {
+            Ok(v) => Some(v),
+            Err(safe_ts) => {
+                assert!(
+                    safe_ts < ts2,
+                    "DataIsNotReady with safe ts {safe_ts} >= {ts2}"
+                );
+                not_ready.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        v.as_deref(),
+        Some(&b"v2"[..]),
+        "a follower served a stale value"
+    );
+    let not_ready = not_ready.into_inner();
+    eprintln!("{not_ready} stale reads at ts2 were refused before the follower could serve");
+    assert_eq!(
+        follower_stale_get(&follower, b"sk", ts1).await,
+        Ok(Some(b"v1".to_vec())),
+        "an older snapshot still reads the older value"
+    );
+
+    // A lock keeps the safe ts below its start ts on every replica.
+    let start = txn.current_timestamp().await.unwrap().version();
+    leader.prewrite_ok(b"locked", b"x", start, 60_000).await;
+    let ts3 = txn.current_timestamp().await.unwrap().version();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        let r = follower_stale_get(&follower, b"sk", ts3).await;
+        assert!(
+            matches!(r, Err(safe_ts) if safe_ts < start),
+            "a stale read above a lock was served or its safe ts passed the lock: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rollback = leader
+        .tikv
+        .clone()
+        .kv_batch_rollback(tikal_proto::kvrpcpb::BatchRollbackRequest {
+            context: Some(leader.ctx.clone()),
+            start_version: start,
+            keys: vec![b"locked".to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        rollback.region_error.is_none() && rollback.error.is_none(),
+        "{rollback:?}"
+    );
+    let v = eventually(Duration::from_secs(20), "a stale read at ts3", || async {
+        follower_stale_get(&follower, b"sk", ts3).await.ok()
+    })
+    .await;
+    assert_eq!(v.as_deref(), Some(&b"v2"[..]));
+
+    // Without stale_read a follower still refuses: reads go to the leader.
+    let resp = follower.kv_get(b"sk", ts3).await;
+    assert!(
+        resp.region_error
+            .as_ref()
+            .is_some_and(|e| e.not_leader.is_some()),
+        "{resp:?}"
+    );
+}

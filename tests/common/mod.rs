@@ -184,6 +184,15 @@ pub async fn direct(t: &TestCluster) -> Direct {
 /// Connects to the store leading the region that holds `key` (as stored:
 /// transactional keys memcomparable-encoded), with a valid Context.
 pub async fn direct_at(t: &TestCluster, key: &[u8]) -> Direct {
+    direct_to(t, key, false).await
+}
+
+/// Like [`direct_at`], to a store holding a follower of the region instead.
+pub async fn direct_follower_at(t: &TestCluster, key: &[u8]) -> Direct {
+    direct_to(t, key, true).await
+}
+
+async fn direct_to(t: &TestCluster, key: &[u8], follower: bool) -> Direct {
     let (mut pd, header) = pd_client(t).await;
     let region = pd
         .get_region(pdpb::GetRegionRequest {
@@ -194,8 +203,16 @@ pub async fn direct_at(t: &TestCluster, key: &[u8]) -> Direct {
         .await
         .unwrap()
         .into_inner();
-    let leader = region.leader.unwrap();
+    let mut leader = region.leader.unwrap();
     let region = region.region.unwrap();
+    if follower {
+        leader = region
+            .peers
+            .iter()
+            .find(|p| p.id != leader.id)
+            .cloned()
+            .expect("the region has a follower");
+    }
     let store = pd
         .get_store(pdpb::GetStoreRequest {
             header,

@@ -433,3 +433,72 @@ pub async fn deadlock_detector_takes_hostile_edges(p: &mut Prober) {
     p.judge(ENTRIES, "after the hostile edges".into(), Served, call)
         .await;
 }
+
+/// `tikvpb.Tikv/CheckLeader` is for stores; a client sending it anything
+/// gets an answer and the store keeps serving. One naming the store's own
+/// leader is not agreed with (no store vouches for itself).
+pub async fn check_leader_takes_hostile_infos(p: &mut Prober) {
+    use prost::Message as _;
+    use tikal_proto::kvrpcpb::{CheckLeaderRequest, CheckLeaderResponse, LeaderInfo, ReadState};
+    const PATH: &str = "/tikvpb.Tikv/CheckLeader";
+    let info = |region_id: u64, peer_id: u64, term: u64, safe_ts: u64| LeaderInfo {
+        region_id,
+        peer_id,
+        term,
+        region_epoch: p.region.region_epoch.clone(),
+        read_state: Some(ReadState {
+            applied_index: MAX,
+            safe_ts,
+        }),
+    };
+    let leader_peer = p.ctx.peer.as_ref().map_or(0, |l| l.id);
+    let own = CheckLeaderRequest {
+        regions: (0..64)
+            .map(|term| info(p.region.id, leader_peer, term, MAX))
+            .collect(),
+        ts: MAX,
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("no regions", CheckLeaderRequest::default().encode_to_vec()),
+        (
+            "unknown regions, ids at 0 and u64::MAX, no epoch",
+            CheckLeaderRequest {
+                regions: vec![
+                    info(0, 0, 0, MAX),
+                    info(MAX, MAX, MAX, MAX),
+                    LeaderInfo {
+                        region_id: p.region.id,
+                        ..Default::default()
+                    },
+                ],
+                ts: 0,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "100,000 infos",
+            CheckLeaderRequest {
+                regions: (0..100_000).map(|i| info(i, i, i, i)).collect(),
+                ts: 1,
+            }
+            .encode_to_vec(),
+        ),
+        ("the store's own leader, every term", own.encode_to_vec()),
+        (
+            "an undecodable body",
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+    ];
+    for (what, body) in cases {
+        let call = crate::wire::raw_unary(p.store_channel.clone(), PATH, body);
+        p.judge(PATH, what.to_string(), Any, call).await;
+    }
+    let answer = crate::wire::raw_unary(p.store_channel.clone(), PATH, own.encode_to_vec())
+        .await
+        .expect("CheckLeader answers");
+    let answer = CheckLeaderResponse::decode(answer.into_inner().as_slice()).expect("decodes");
+    assert!(
+        answer.regions.is_empty(),
+        "the store agreed with a leader on itself: {answer:?}"
+    );
+}

@@ -34,6 +34,7 @@ mod apply;
 mod meta;
 mod peer;
 mod peer_storage;
+mod read_progress;
 mod router;
 #[cfg(test)]
 mod scenarios;
@@ -48,6 +49,7 @@ pub use meta::{
     StoreIdent, INITIAL_INDEX,
 };
 pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
+pub use read_progress::{ReadProgress, ReadState};
 pub use router::{Pickup, Router};
 pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};
 pub use split_check::{SplitCheck, SplitCheckConfig};

@@ -41,7 +41,7 @@ use crate::apply::{Applier, ApplyContext, ApplyOutput};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
 use crate::snap::{self, SnapKey, SnapManager};
-use crate::{RaftstoreError, Result};
+use crate::{RaftstoreError, ReadProgress, Result};
 
 /// What a membership change's proposer gets: the region after it, or why
 /// every replica refused it.
@@ -92,6 +92,8 @@ pub(crate) struct Peer {
     /// Ticks since this peer last knew a leader.
     pub leaderless_ticks: u64,
     pub written: Arc<Written>,
+    /// The leader's safe ts for stale reads here, shared with the views.
+    pub read_progress: Arc<ReadProgress>,
     reads: Reads,
 }
 
@@ -229,6 +231,7 @@ impl Peer {
             merged: false,
             leaderless_ticks: 0,
             written: Arc::default(),
+            read_progress: Arc::default(),
             reads: Reads::default(),
         })
     }
@@ -673,6 +676,8 @@ impl Peer {
         ctx.commit()?;
         self.written.add(ctx.written());
         self.apply_state = ctx.state();
+        self.read_progress
+            .applied_to(self.apply_state.applied_index);
         for (cb, output) in answers {
             let _ = cb.send(output);
         }
@@ -1041,6 +1046,7 @@ impl Peer {
         self.merging = None;
         self.region = region;
         self.apply_state = state;
+        self.read_progress.applied_to(state.applied_index);
         self.raw_node.mut_store().apply_snapshot(snap);
         Ok(())
     }

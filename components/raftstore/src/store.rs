@@ -114,6 +114,8 @@ pub struct RegionView {
     pub approximate: RegionStats,
     /// What this store's peer has written so far (live counters).
     pub written: Arc<Written>,
+    /// Applied index and the leader's safe ts for stale reads here.
+    pub read_progress: Arc<crate::ReadProgress>,
 }
 
 /// Things the server reports to PD.
@@ -1099,6 +1101,7 @@ impl Store {
                 pending_peers,
                 approximate: peer.approximate.unwrap_or_default(),
                 written: peer.written.clone(),
+                read_progress: peer.read_progress.clone(),
             });
         }
         if changed.is_empty() {

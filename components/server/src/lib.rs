@@ -192,7 +192,9 @@ pub async fn run(
         )),
         tokio::spawn(resolved_ts::advance_loop(
             pd.clone(),
+            router.clone(),
             txn.clone(),
+            store_id,
             parse_duration(&cfg.resolved_ts.advance_ts_interval)?,
         )),
     ];
@@ -222,6 +224,7 @@ pub async fn run(
         scheduler.clone(),
         raft_intake,
         pd.clone(),
+        router.clone(),
     ))
     .max_decoding_message_size(MAX_GRPC_MESSAGE)
     .max_encoding_message_size(MAX_GRPC_MESSAGE);

@@ -180,7 +180,7 @@ impl Transport for GrpcTransport {
 }
 
 /// Connects to a store by the address PD has for it.
-async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
+pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
     let store = pd.get_store(store_id).await?;
     let addr = if store.peer_address.is_empty() {
         store.address

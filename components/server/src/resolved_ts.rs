@@ -1,22 +1,355 @@
-//! The ceiling of stale reads: every `[resolved-ts] advance-ts-interval`
-//! the store takes a timestamp from PD and records it with the
-//! transactional storage. A stale read at or below it, and below every
-//! lock of its region, cannot miss a commit; above it the read gets
-//! DataIsNotReady and the client falls back to a leader read.
+//! Safe timestamps for stale reads, on every replica.
+//!
+//! Every `[resolved-ts] advance-ts-interval` the store takes a timestamp
+//! from PD and records it with the transactional storage (which also
+//! raises `max_ts` to it). A region's leader serves a stale read at or
+//! below it and below every lock of the region.
+//!
+//! For the region's other replicas the leader computes the same safe ts,
+//! notes its applied index after that, and asks every store holding a
+//! peer of the region whether it still sees this peer leading in this
+//! term (`tikvpb.Tikv/CheckLeader`, as TiKV's resolved-ts worker does).
+//! Once a quorum of voters agreed, the pair is confirmed: no leader of a
+//! later term can have committed below the timestamp taken before the
+//! question. The next round carries the confirmed pair to the replicas,
+//! which serve stale reads up to it once they have applied that index
+//! ([`tikal_raftstore::ReadProgress`]).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::future::join_all;
+use tikal_proto::kvrpcpb::{CheckLeaderRequest, CheckLeaderResponse, LeaderInfo, ReadState};
+use tikal_proto::metapb::{self, PeerRole};
+use tikal_proto::tikvpb::tikv_client::TikvClient;
+use tikal_raftstore::{RegionView, Router};
 use tikal_storage::txn::TxnStorage;
+use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::pd_client::PdClient;
 
-pub async fn advance_loop(pd: PdClient, txn: TxnStorage, every: Duration) {
+/// Longest wait for one store's CheckLeader answer.
+const CHECK_LEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn advance_loop(
+    pd: PdClient,
+    router: Router,
+    txn: TxnStorage,
+    store_id: u64,
+    every: Duration,
+) {
+    let mut advancer = Advancer {
+        pd,
+        router,
+        txn,
+        store_id,
+        stores: HashMap::new(),
+        confirmed: HashMap::new(),
+    };
     loop {
-        match pd.tso().await {
-            Ok(ts) => txn.advance_ts_floor(ts),
-            Err(e) => debug!(error = %e, "cannot advance the stale-read ts"),
-        }
+        advancer.round().await;
         tokio::time::sleep(every).await;
+    }
+}
+
+struct Advancer {
+    pd: PdClient,
+    router: Router,
+    txn: TxnStorage,
+    store_id: u64,
+    /// Connections to the other stores, dropped on error.
+    stores: HashMap<u64, TikvClient<Channel>>,
+    /// Per region this store leads: the last read state a quorum
+    /// confirmed and the region version it was computed at, sent to the
+    /// replicas next round if the version is still the region's.
+    confirmed: HashMap<u64, (u64, ReadState)>,
+}
+
+/// A region this store leads, as asked about this round.
+struct Candidate {
+    view: RegionView,
+    state: ReadState,
+}
+
+impl Advancer {
+    async fn round(&mut self) {
+        let ts = match self.pd.tso().await {
+            Ok(ts) => ts,
+            Err(e) => {
+                debug!(error = %e, "cannot advance the stale-read ts");
+                return;
+            }
+        };
+        self.txn.advance_ts_floor(ts);
+        let candidates = self.candidates();
+        self.confirmed
+            .retain(|id, _| candidates.iter().any(|c| c.view.region.id == *id));
+        let mut asks: HashMap<u64, Vec<LeaderInfo>> = HashMap::new();
+        for c in &candidates {
+            let info = self.leader_info(c);
+            for p in &c.view.region.peers {
+                if p.store_id != self.store_id {
+                    asks.entry(p.store_id).or_default().push(info.clone());
+                }
+            }
+        }
+        let answers = join_all(asks.into_iter().map(|(store, regions)| {
+            let client = self.stores.get(&store).cloned();
+            let pd = self.pd.clone();
+            async move { (store, check_leader(pd, store, client, regions, ts).await) }
+        }))
+        .await;
+        let mut agreed: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (store, answer) in answers {
+            match answer {
+                Ok((client, regions)) => {
+                    self.stores.insert(store, client);
+                    for r in regions {
+                        agreed.entry(r).or_default().push(store);
+                    }
+                }
+                Err(e) => {
+                    debug!(store, error = %e, "CheckLeader failed");
+                    self.stores.remove(&store);
+                }
+            }
+        }
+        for c in candidates {
+            let mut stores = agreed.remove(&c.view.region.id).unwrap_or_default();
+            stores.push(self.store_id);
+            if quorum_agrees(&c.view.region, &stores) {
+                let version = region_version(&c.view.region);
+                self.confirmed.insert(c.view.region.id, (version, c.state));
+            }
+        }
+    }
+
+    /// The regions this store leads, each with its safe ts and the
+    /// applied index read after computing it.
+    fn candidates(&self) -> Vec<Candidate> {
+        self.router
+            .region_views()
+            .into_iter()
+            .filter(|v| v.is_leader)
+            .filter_map(|view| {
+                let safe_ts = match self.txn.leader_safe_ts(&view) {
+                    Ok(ts) => ts,
+                    Err(e) => {
+                        debug!(region = view.region.id, error = ?e, "no safe ts");
+                        return None;
+                    }
+                };
+                let state = ReadState {
+                    applied_index: view.read_progress.applied(),
+                    safe_ts,
+                };
+                Some(Candidate { view, state })
+            })
+            .collect()
+    }
+
+    fn leader_info(&self, c: &Candidate) -> LeaderInfo {
+        let version = region_version(&c.view.region);
+        let confirmed = self
+            .confirmed
+            .get(&c.view.region.id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, state)| state.clone());
+        LeaderInfo {
+            region_id: c.view.region.id,
+            peer_id: c.view.leader.as_ref().map_or(0, |p| p.id),
+            term: c.view.term,
+            region_epoch: c.view.region.region_epoch.clone(),
+            read_state: confirmed,
+        }
+    }
+}
+
+async fn check_leader(
+    pd: PdClient,
+    store: u64,
+    client: Option<TikvClient<Channel>>,
+    regions: Vec<LeaderInfo>,
+    ts: u64,
+) -> anyhow::Result<(TikvClient<Channel>, Vec<u64>)> {
+    let mut client = match client {
+        Some(c) => c,
+        None => crate::raft_transport::connect(&pd, store).await?,
+    };
+    let req = CheckLeaderRequest { regions, ts };
+    let resp = tokio::time::timeout(CHECK_LEADER_TIMEOUT, client.check_leader(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("CheckLeader to store {store} timed out"))??;
+    Ok((client, resp.into_inner().regions))
+}
+
+/// Whether the stores in `agreed` hold a majority of the region's voters
+/// (of both configurations while a joint change is under way).
+fn quorum_agrees(region: &metapb::Region, agreed: &[u64]) -> bool {
+    let majority = |in_config: &dyn Fn(PeerRole) -> bool| {
+        let voters: Vec<&metapb::Peer> = region
+            .peers
+            .iter()
+            .filter(|p| in_config(PeerRole::try_from(p.role).unwrap_or(PeerRole::Learner)))
+            .collect();
+        let yes = voters
+            .iter()
+            .filter(|p| agreed.contains(&p.store_id))
+            .count();
+        voters.is_empty() || yes > voters.len() / 2
+    };
+    majority(&|r| matches!(r, PeerRole::Voter | PeerRole::IncomingVoter))
+        && majority(&|r| matches!(r, PeerRole::Voter | PeerRole::DemotingVoter))
+}
+
+fn region_version(region: &metapb::Region) -> u64 {
+    region.region_epoch.as_ref().map_or(0, |e| e.version)
+}
+
+/// Answers another store's CheckLeader: the regions whose peer here sees
+/// the asking peer leading in the same term at the same region version.
+/// Those carrying a read state hand it to this replica's read progress.
+/// A request naming a leader on this store itself is not another store's,
+/// and is ignored.
+pub fn handle_check_leader(
+    router: &Router,
+    store_id: u64,
+    req: CheckLeaderRequest,
+) -> CheckLeaderResponse {
+    let mut regions = vec![];
+    for info in req.regions {
+        let Some(view) = router.region_view(info.region_id) else {
+            continue;
+        };
+        let leader_here = view.leader.as_ref().is_some_and(|l| l.store_id == store_id);
+        if leader_here || !agrees(&view, &info) {
+            continue;
+        }
+        let version = region_version(&view.region);
+        if let Some(state) = info.read_state {
+            view.read_progress.update(tikal_raftstore::ReadState {
+                applied_index: state.applied_index,
+                safe_ts: state.safe_ts,
+                version,
+            });
+        }
+        regions.push(info.region_id);
+    }
+    CheckLeaderResponse {
+        regions,
+        ts: req.ts,
+    }
+}
+
+/// Whether this replica sees the asker leading: same term, same leader
+/// peer, same region version.
+fn agrees(view: &RegionView, info: &LeaderInfo) -> bool {
+    view.term == info.term
+        && view.leader.as_ref().is_some_and(|l| l.id == info.peer_id)
+        && info.region_epoch.as_ref().map_or(0, |e| e.version) == region_version(&view.region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_agrees_only_with_the_leader_it_knows_in_its_term_and_version() {
+        let epoch = |version| {
+            Some(metapb::RegionEpoch {
+                version,
+                conf_ver: 1,
+            })
+        };
+        let view = RegionView {
+            region: metapb::Region {
+                id: 1,
+                region_epoch: epoch(3),
+                ..Default::default()
+            },
+            leader: Some(metapb::Peer {
+                id: 20,
+                store_id: 2,
+                ..Default::default()
+            }),
+            is_leader: false,
+            term: 7,
+            pending_peers: vec![],
+            approximate: Default::default(),
+            written: Default::default(),
+            read_progress: Default::default(),
+        };
+        let info = LeaderInfo {
+            region_id: 1,
+            peer_id: 20,
+            term: 7,
+            region_epoch: epoch(3),
+            read_state: None,
+        };
+        assert!(agrees(&view, &info));
+        let deposed = LeaderInfo {
+            term: 6,
+            ..info.clone()
+        };
+        assert!(!agrees(&view, &deposed), "a leader of an older term");
+        let other = LeaderInfo {
+            peer_id: 30,
+            ..info.clone()
+        };
+        assert!(!agrees(&view, &other), "another peer");
+        let split = LeaderInfo {
+            region_epoch: epoch(4),
+            ..info.clone()
+        };
+        assert!(!agrees(&view, &split), "another region version");
+        let leaderless = RegionView {
+            leader: None,
+            ..view.clone()
+        };
+        assert!(!agrees(&leaderless, &info), "no known leader");
+    }
+
+    fn region(peers: &[(u64, PeerRole)]) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            peers: peers
+                .iter()
+                .map(|&(store_id, role)| metapb::Peer {
+                    id: store_id * 10,
+                    store_id,
+                    role: role as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_quorum_of_voters_confirms_and_learners_do_not_count() {
+        use PeerRole::*;
+        let r = region(&[(1, Voter), (2, Voter), (3, Voter), (4, Learner)]);
+        assert!(!quorum_agrees(&r, &[1]));
+        assert!(!quorum_agrees(&r, &[1, 4]), "a learner is no vote");
+        assert!(quorum_agrees(&r, &[1, 3]));
+        let single = region(&[(1, Voter)]);
+        assert!(quorum_agrees(&single, &[1]));
+    }
+
+    #[test]
+    fn a_joint_configuration_needs_a_majority_of_both_halves() {
+        use PeerRole::*;
+        // Old {1,2,3}, new {1,4,5}: 2 and 3 leave, 4 and 5 come in.
+        let r = region(&[
+            (1, Voter),
+            (2, DemotingVoter),
+            (3, DemotingVoter),
+            (4, IncomingVoter),
+            (5, IncomingVoter),
+        ]);
+        assert!(!quorum_agrees(&r, &[1, 2]), "only the old half");
+        assert!(!quorum_agrees(&r, &[1, 4]), "only the new half");
+        assert!(quorum_agrees(&r, &[1, 2, 4]));
     }
 }

@@ -12,7 +12,7 @@ use tikal_proto::kvrpcpb::*;
 use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use tikal_proto::tikvpb::tikv_server::Tikv;
 use tikal_proto::tikvpb::BatchRaftMessage;
-use tikal_raftstore::Pickup;
+use tikal_raftstore::{Pickup, Router};
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
@@ -31,6 +31,8 @@ pub struct TikvService {
     raft: RaftIntake,
     /// For the ids of client-requested splits.
     pd: PdClient,
+    /// For other stores' CheckLeader.
+    router: Router,
 }
 
 impl TikvService {
@@ -40,6 +42,7 @@ impl TikvService {
         scheduler: Scheduler,
         raft: RaftIntake,
         pd: PdClient,
+        router: Router,
     ) -> Self {
         TikvService {
             raw,
@@ -47,6 +50,7 @@ impl TikvService {
             scheduler,
             raft,
             pd,
+            router,
         }
     }
 
@@ -137,6 +141,17 @@ impl Tikv for TikvService {
             .snapshot(req.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn check_leader(
+        &self,
+        req: Request<CheckLeaderRequest>,
+    ) -> GrpcResult<CheckLeaderResponse> {
+        Ok(Response::new(crate::resolved_ts::handle_check_leader(
+            &self.router,
+            self.raw.store_id(),
+            req.into_inner(),
+        )))
     }
 
     async fn kv_delete_range(

@@ -80,6 +80,10 @@ impl RawStorage {
         &self.engine
     }
 
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
     pub fn new(store_id: u64, cfg: StorageConfig, engine: KvEngine, router: Router) -> Self {
         RawStorage {
             store_id,
@@ -95,10 +99,12 @@ impl RawStorage {
     /// see every write acknowledged before it arrived (ReadIndex). A stale
     /// read (`Context.stale_read`) needs no such wait.
     pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> Result<()> {
-        self.check_region(ctx, std::iter::empty::<&[u8]>())?;
         if ctx.stale_read {
+            // Any replica; the read itself checks where it may be served.
+            self.check_replica(ctx, std::iter::empty::<&[u8]>(), true)?;
             return Ok(());
         }
+        self.check_region(ctx, std::iter::empty::<&[u8]>())?;
         Ok(self.router.read_index(ctx.region_id).await?)
     }
 
@@ -431,6 +437,17 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<RegionView> {
+        self.check_replica(ctx, keys, false)
+    }
+
+    /// `check_region`, where with `any_replica` a follower or learner of
+    /// the region passes too.
+    fn check_replica<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        any_replica: bool,
+    ) -> Result<RegionView> {
         let api = if ctx.api_version == kvrpcpb::ApiVersion::V2 as i32 {
             2
         } else {
@@ -460,7 +477,13 @@ impl RawStorage {
                 }));
             }
         }
-        if !view.is_leader {
+        let replica_here = view
+            .region
+            .peers
+            .iter()
+            .any(|p| p.store_id == self.store_id);
+        let may_serve = view.is_leader || (any_replica && replica_here);
+        if !may_serve {
             return Err(tikal_raftstore::RaftstoreError::NotLeader {
                 region_id: view.region.id,
                 leader: view.leader.clone(),
@@ -484,6 +507,21 @@ impl RawStorage {
     }
 }
 
+/// A region's boundaries as transactional user keys (they are stored
+/// memcomparable-encoded under API V1; a bound that does not decode, such
+/// as a raw key, stays as it is).
+pub fn decode_bounds(region: &mut tikal_proto::metapb::Region) {
+    let user = |bound: &mut Vec<u8>| {
+        if let Some((key, rest)) = tikal_codec::mvcc_key::decode_key(bound) {
+            if rest.is_empty() {
+                *bound = key;
+            }
+        }
+    };
+    user(&mut region.start_key);
+    user(&mut region.end_key);
+}
+
 impl RawStorage {
     /// Like `check_region` for transactional requests, whose keys are user
     /// keys while region boundaries are memcomparable-encoded (as TiKV
@@ -494,16 +532,28 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<RegionView> {
-        let mut view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
-        let user = |bound: &mut Vec<u8>| {
-            if let Some((key, rest)) = tikal_codec::mvcc_key::decode_key(bound) {
-                if rest.is_empty() {
-                    *bound = key;
-                }
-            }
-        };
-        user(&mut view.region.start_key);
-        user(&mut view.region.end_key);
+        self.txn_region(ctx, keys, false)
+    }
+
+    /// `check_txn_region` for a transactional read: a stale read
+    /// (`Context.stale_read`) may be served by any replica, which then
+    /// checks the read's ts against its own safe ts.
+    pub(crate) fn check_txn_read_region<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<RegionView> {
+        self.txn_region(ctx, keys, ctx.stale_read)
+    }
+
+    fn txn_region<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        any_replica: bool,
+    ) -> Result<RegionView> {
+        let mut view = self.check_replica(ctx, std::iter::empty::<&[u8]>(), any_replica)?;
+        decode_bounds(&mut view.region);
         for key in keys {
             if !in_region(&view, key) {
                 return Err(key_not_in_region(&view, key));
@@ -684,6 +734,7 @@ mod tests {
             pending_peers: vec![],
             approximate: Default::default(),
             written: Default::default(),
+            read_progress: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use super::reads::{self, ScanRange};
 use super::{latch, lock_wait, ConcurrencyManager, TxnResult};
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::MvccReader;
-use crate::raw::RawStorage;
+use crate::raw::{decode_bounds, RawStorage};
 use crate::StorageError;
 
 /// How long a pessimistic lock waits for a conflicting lock when the
@@ -108,7 +108,11 @@ impl TxnStorage {
     /// Records a timestamp just taken from PD: every commit at or below it
     /// has its locks on the store already, so stale reads up to it (and
     /// below every lock) are safe.
+    /// It also raises `max_ts`, so that an async-commit or 1PC prewrite
+    /// that takes its lock after this store computes a safe ts for other
+    /// replicas commits above it.
     pub fn advance_ts_floor(&self, ts: u64) {
+        self.cm.observe_read(ts);
         self.ts_floor.fetch_max(ts, Ordering::SeqCst);
     }
 
@@ -171,23 +175,23 @@ impl TxnStorage {
 
     // ---- reads ----
 
-    /// A stale read (`Context.stale_read`) is served only at or below the
-    /// region's safe ts: below every lock in the region, and at most the
-    /// PD timestamp the store last learned (so no commit can still land
-    /// below it). Above it the answer is DataIsNotReady and the client
-    /// retries as an ordinary leader read.
-    fn check_stale_read(
+    /// The region's safe ts here: below every lock in the region, and at
+    /// most, on its leader, the PD timestamp the store last learned (so no
+    /// commit can still land below it) or, on another replica, the safe ts
+    /// the leader sent once this replica applied what the leader had
+    /// ([`tikal_raftstore::ReadProgress`]).
+    fn safe_ts(
         &self,
         reader: &MvccReader<'_>,
-        ctx: &kvrpcpb::Context,
         view: &tikal_raftstore::RegionView,
-        ts: u64,
-    ) -> TxnResult<()> {
-        if !ctx.stale_read {
-            return Ok(());
-        }
+    ) -> TxnResult<u64> {
         let (start, end) = (&view.region.start_key, &view.region.end_key);
-        let mut safe_ts = self.ts_floor.load(Ordering::SeqCst);
+        let mut safe_ts = if view.is_leader {
+            self.ts_floor.load(Ordering::SeqCst)
+        } else {
+            let version = view.region.region_epoch.as_ref().map_or(0, |e| e.version);
+            view.read_progress.safe_ts(version)
+        };
         let mut below_lock = |l: &crate::mvcc::record::Lock| {
             safe_ts = safe_ts.min(l.ts.saturating_sub(1));
         };
@@ -198,6 +202,33 @@ impl TxnStorage {
             below_lock(&l);
             true
         })?;
+        Ok(safe_ts)
+    }
+
+    /// The safe ts of a region this store leads, for its other replicas
+    /// (the caller sends it with the applied index read afterwards).
+    pub fn leader_safe_ts(&self, view: &tikal_raftstore::RegionView) -> TxnResult<u64> {
+        let mut view = view.clone();
+        view.is_leader = true;
+        decode_bounds(&mut view.region);
+        self.safe_ts(&MvccReader::new(self.raw.engine()), &view)
+    }
+
+    /// A stale read (`Context.stale_read`) is served only at or below the
+    /// region's [safe ts](Self::safe_ts), by any replica. Above it the
+    /// answer is DataIsNotReady and the client retries as an ordinary
+    /// leader read.
+    fn check_stale_read(
+        &self,
+        reader: &MvccReader<'_>,
+        ctx: &kvrpcpb::Context,
+        view: &tikal_raftstore::RegionView,
+        ts: u64,
+    ) -> TxnResult<()> {
+        if !ctx.stale_read {
+            return Ok(());
+        }
+        let safe_ts = self.safe_ts(reader, view)?;
         if ts <= safe_ts {
             return Ok(());
         }
@@ -227,7 +258,7 @@ impl TxnStorage {
         for k in keys {
             crate::raw::check_key(k)?;
         }
-        let view = self.raw.check_txn_region(ctx, keys.iter().copied())?;
+        let view = self.raw.check_txn_read_region(ctx, keys.iter().copied())?;
         let reader = MvccReader::new(self.raw.engine());
         self.check_stale_read(&reader, ctx, &view, ts)?;
         read(&reader, &view)

@@ -1,0 +1,188 @@
+//! How far stale reads may go on one replica of a region.
+//!
+//! A region's leader computes a safe ts: no commit at or below it can
+//! still land, and every commit below it is in the log up to the index
+//! the leader had applied when it computed it. Once a quorum confirmed
+//! that the leader still led, it sends the pair (applied index, safe ts)
+//! to the region's other stores (`tikvpb.Tikv/CheckLeader`). A replica
+//! serves a stale read at `ts <= safe ts` once it has applied that index
+//! itself; until then the pair waits here.
+//!
+//! Pairs are kept per region version: after a split or merge the range
+//! they were computed for is no longer the region's, and reads see no
+//! safe ts until a pair for the new version is applied.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// Pairs waiting for this replica's apply; older ones are merged into the
+/// newest when more arrive (a lagging replica must not pin memory).
+const MAX_PENDING: usize = 8;
+
+/// A leader's read state for one region version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadState {
+    pub applied_index: u64,
+    pub safe_ts: u64,
+    pub version: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadProgress {
+    applied: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The newest state this replica has applied far enough to serve.
+    ready: ReadState,
+    /// States from the leader beyond this replica's applied index, in
+    /// index order.
+    pending: VecDeque<ReadState>,
+}
+
+impl ReadProgress {
+    /// The index this replica has applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// This replica applied up to `index`: states it now covers are served.
+    pub(crate) fn applied_to(&self, index: u64) {
+        self.applied.fetch_max(index, Ordering::SeqCst);
+        let mut inner = self.inner.lock();
+        inner.promote(index);
+    }
+
+    /// A state from the region's leader (already checked to lead).
+    pub fn update(&self, state: ReadState) {
+        let mut inner = self.inner.lock();
+        if state.version < inner.ready.version
+            || (state.version == inner.ready.version && state.safe_ts <= inner.ready.safe_ts)
+        {
+            return;
+        }
+        // Indexes and timestamps only grow for one leader; a state that
+        // goes back (a newer leader, behind) replaces what waits.
+        while inner
+            .pending
+            .back()
+            .is_some_and(|p| p.applied_index >= state.applied_index || p.safe_ts >= state.safe_ts)
+        {
+            inner.pending.pop_back();
+        }
+        if inner.pending.len() >= MAX_PENDING {
+            // Keep the oldest: the newest index subsumes the rest.
+            inner.pending.truncate(1);
+        }
+        inner.pending.push_back(state);
+        let applied = self.applied();
+        inner.promote(applied);
+    }
+
+    /// The safe ts a stale read of the region at `version` may use here
+    /// (0: none).
+    pub fn safe_ts(&self, version: u64) -> u64 {
+        let inner = self.inner.lock();
+        if inner.ready.version == version {
+            inner.ready.safe_ts
+        } else {
+            0
+        }
+    }
+}
+
+impl Inner {
+    fn promote(&mut self, applied: u64) {
+        while let Some(next) = self.pending.front() {
+            if next.applied_index > applied {
+                break;
+            }
+            let next = *next;
+            self.pending.pop_front();
+            let newer_version = next.version > self.ready.version;
+            if newer_version || next.safe_ts > self.ready.safe_ts {
+                self.ready = next;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(applied_index: u64, safe_ts: u64, version: u64) -> ReadState {
+        ReadState {
+            applied_index,
+            safe_ts,
+            version,
+        }
+    }
+
+    #[test]
+    fn a_state_is_served_only_once_its_index_is_applied() {
+        let p = ReadProgress::default();
+        p.applied_to(10);
+        p.update(state(12, 100, 1));
+        assert_eq!(p.safe_ts(1), 0, "index 12 not applied yet");
+        p.applied_to(11);
+        assert_eq!(p.safe_ts(1), 0);
+        p.applied_to(12);
+        assert_eq!(p.safe_ts(1), 100);
+        // Already applied: served at once.
+        p.update(state(12, 150, 1));
+        assert_eq!(p.safe_ts(1), 150);
+    }
+
+    #[test]
+    fn safe_ts_never_goes_back_and_belongs_to_one_version() {
+        let p = ReadProgress::default();
+        p.applied_to(20);
+        p.update(state(20, 200, 3));
+        p.update(state(20, 150, 3));
+        assert_eq!(p.safe_ts(3), 200, "an older state does not lower it");
+        assert_eq!(
+            p.safe_ts(4),
+            0,
+            "a split region's reads wait for a new state"
+        );
+        p.update(state(21, 210, 4));
+        p.applied_to(21);
+        assert_eq!(p.safe_ts(4), 210);
+        assert_eq!(p.safe_ts(3), 0);
+        p.update(state(22, 300, 3));
+        p.applied_to(22);
+        assert_eq!(p.safe_ts(4), 210, "a state for an older version is ignored");
+    }
+
+    #[test]
+    fn a_lagging_replica_keeps_a_bounded_queue_and_serves_in_order() {
+        let p = ReadProgress::default();
+        for i in 1..=100u64 {
+            p.update(state(i * 10, i * 1000, 1));
+        }
+        assert!(p.inner.lock().pending.len() <= MAX_PENDING);
+        p.applied_to(10);
+        assert_eq!(p.safe_ts(1), 1000, "the oldest state is kept");
+        p.applied_to(1000);
+        assert_eq!(p.safe_ts(1), 100_000);
+        assert!(p.inner.lock().pending.is_empty());
+    }
+
+    #[test]
+    fn a_state_behind_what_waits_replaces_it() {
+        // A new leader's first state may carry a lower index than the old
+        // leader's last one that still waits; the replica must not wait
+        // for an index that may come later than the new state.
+        let p = ReadProgress::default();
+        p.applied_to(5);
+        p.update(state(50, 500, 1));
+        p.update(state(8, 400, 1));
+        p.applied_to(8);
+        assert_eq!(p.safe_ts(1), 400);
+    }
+}
