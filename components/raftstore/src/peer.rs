@@ -1033,6 +1033,7 @@ impl Peer {
         snaps: &SnapManager,
         snap: &Snapshot,
     ) -> Result<()> {
+        self.read_progress.invalidate();
         let mut wb = kv.write_batch();
         meta::put_pending_snapshot(&mut wb, self.region.id, &snap::encode_snapshot(snap));
         kv.write(wb, true)?;

@@ -8,9 +8,17 @@
 //! serves a stale read at `ts <= safe ts` once it has applied that index
 //! itself; until then the pair waits here.
 //!
+//! The leader keeps the pairs a quorum confirmed here too, and serves its
+//! own stale reads up to them: a leader cut off from its quorum may not
+//! know yet that another one took over.
+//!
 //! Pairs are kept per region version: after a split or merge the range
 //! they were computed for is no longer the region's, and reads see no
-//! safe ts until a pair for the new version is applied.
+//! safe ts until a pair for the new version is applied. Replacing the
+//! replica's data (a snapshot, or destroying the peer) first invalidates
+//! everything and bumps a generation: a stale read that overlapped it
+//! sees the generation move and is refused rather than answered from
+//! half-replaced data.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +40,8 @@ pub struct ReadState {
 #[derive(Debug, Default)]
 pub struct ReadProgress {
     applied: AtomicU64,
+    /// Bumped whenever the replica's data is replaced wholesale.
+    generation: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -81,6 +91,20 @@ impl ReadProgress {
         inner.pending.push_back(state);
         let applied = self.applied();
         inner.promote(applied);
+    }
+
+    /// The replica's data is about to be replaced: no safe ts until the
+    /// leader sends a new one.
+    pub(crate) fn invalidate(&self) {
+        let mut inner = self.inner.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *inner = Inner::default();
+    }
+
+    /// Changes whenever the replica's data was replaced (see the module
+    /// docs); a stale read compares it before and after reading.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The safe ts a stale read of the region at `version` may use here
@@ -171,6 +195,22 @@ mod tests {
         p.applied_to(1000);
         assert_eq!(p.safe_ts(1), 100_000);
         assert!(p.inner.lock().pending.is_empty());
+    }
+
+    #[test]
+    fn invalidating_drops_every_state_and_moves_the_generation() {
+        let p = ReadProgress::default();
+        p.applied_to(10);
+        p.update(state(10, 100, 1));
+        p.update(state(20, 200, 1));
+        let before = p.generation();
+        p.invalidate();
+        assert_ne!(p.generation(), before);
+        assert_eq!(p.safe_ts(1), 0);
+        p.applied_to(20);
+        assert_eq!(p.safe_ts(1), 0, "a state from before is gone");
+        p.update(state(20, 150, 1));
+        assert_eq!(p.safe_ts(1), 150, "a lower safe ts is taken after a reset");
     }
 
     #[test]

@@ -1058,9 +1058,12 @@ impl Store {
                 ..Default::default()
             }
         };
+        // Readers first: no stale read may start on, or finish from, the
+        // data about to go.
+        self.views.write().remove(&region_id);
+        peer.read_progress.invalidate();
         destroy_region_data(&self.kv, &self.log, &region, peer.meta.id)?;
         self.snaps.remove_other_generated(region_id, None);
-        self.views.write().remove(&region_id);
         self.published.remove(&region_id);
         let _ = self.events.send(StoreEvent::RegionRemoved(region_id));
         info!(

@@ -1,19 +1,16 @@
 //! Safe timestamps for stale reads, on every replica.
 //!
 //! Every `[resolved-ts] advance-ts-interval` the store takes a timestamp
-//! from PD and records it with the transactional storage (which also
-//! raises `max_ts` to it). A region's leader serves a stale read at or
-//! below it and below every lock of the region.
-//!
-//! For the region's other replicas the leader computes the same safe ts,
-//! notes its applied index after that, and asks every store holding a
-//! peer of the region whether it still sees this peer leading in this
-//! term (`tikvpb.Tikv/CheckLeader`, as TiKV's resolved-ts worker does).
-//! Once a quorum of voters agreed, the pair is confirmed: no leader of a
-//! later term can have committed below the timestamp taken before the
-//! question. The next round carries the confirmed pair to the replicas,
-//! which serve stale reads up to it once they have applied that index
-//! ([`tikal_raftstore::ReadProgress`]).
+//! from PD and raises `max_ts` to it. For each region it leads it then
+//! computes a safe ts (that timestamp, lowered below every lock of the
+//! region), notes its applied index after that, and asks every store
+//! holding a peer of the region whether it still sees this peer leading in
+//! this term (`tikvpb.Tikv/CheckLeader`, as TiKV's resolved-ts worker
+//! does). Once a quorum of voters agreed, the pair is confirmed: no leader
+//! of a later term can have committed below the timestamp taken before
+//! the question. The leader serves stale reads up to it at once; the next
+//! round carries it to the other replicas, which serve them once they have
+//! applied that index ([`tikal_raftstore::ReadProgress`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -81,8 +78,8 @@ impl Advancer {
                 return;
             }
         };
-        self.txn.advance_ts_floor(ts);
-        let candidates = self.candidates();
+        self.txn.raise_max_ts(ts);
+        let candidates = self.candidates(ts);
         self.confirmed
             .retain(|id, _| candidates.iter().any(|c| c.view.region.id == *id));
         let mut asks: HashMap<u64, Vec<LeaderInfo>> = HashMap::new();
@@ -116,24 +113,36 @@ impl Advancer {
             }
         }
         for c in candidates {
-            let mut stores = agreed.remove(&c.view.region.id).unwrap_or_default();
-            stores.push(self.store_id);
+            let id = c.view.region.id;
+            let mut stores = agreed.remove(&id).unwrap_or_default();
+            let still_leads = self
+                .router
+                .region_view(id)
+                .is_some_and(|v| v.is_leader && v.term == c.view.term);
+            if still_leads {
+                stores.push(self.store_id);
+            }
             if quorum_agrees(&c.view.region, &stores) {
                 let version = region_version(&c.view.region);
-                self.confirmed.insert(c.view.region.id, (version, c.state));
+                c.view.read_progress.update(tikal_raftstore::ReadState {
+                    applied_index: c.state.applied_index,
+                    safe_ts: c.state.safe_ts,
+                    version,
+                });
+                self.confirmed.insert(id, (version, c.state));
             }
         }
     }
 
-    /// The regions this store leads, each with its safe ts and the
-    /// applied index read after computing it.
-    fn candidates(&self) -> Vec<Candidate> {
+    /// The regions this store leads, each with its safe ts from `pd_ts`
+    /// and the applied index read after computing it.
+    fn candidates(&self, pd_ts: u64) -> Vec<Candidate> {
         self.router
             .region_views()
             .into_iter()
             .filter(|v| v.is_leader)
             .filter_map(|view| {
-                let safe_ts = match self.txn.leader_safe_ts(&view) {
+                let safe_ts = match self.txn.leader_safe_ts(&view, pd_ts) {
                     Ok(ts) => ts,
                     Err(e) => {
                         debug!(region = view.region.id, error = ?e, "no safe ts");

@@ -4,7 +4,6 @@
 //! decide, and propose their batch through Raft, holding the latches until
 //! it is applied.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +32,6 @@ pub struct TxnStorage {
     cm: Arc<ConcurrencyManager>,
     waits: Arc<lock_wait::LockWaits>,
     wait_for_lock_timeout: Duration,
-    /// A PD timestamp the store has seen: the ceiling of stale reads.
-    ts_floor: Arc<AtomicU64>,
     /// Per region, the leader term whose `max_ts` was raised to a PD
     /// timestamp taken after it began (see [`TxnStorage::sync_max_ts`]).
     max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, u64>>>,
@@ -59,7 +56,6 @@ impl TxnStorage {
             cm: Arc::new(ConcurrencyManager::default()),
             waits: Arc::new(lock_wait::LockWaits::default()),
             wait_for_lock_timeout: DEFAULT_WAIT_FOR_LOCK_TIMEOUT,
-            ts_floor: Arc::new(AtomicU64::new(0)),
             max_ts_synced: Arc::default(),
             max_ts_synced_notify: Arc::default(),
         }
@@ -105,15 +101,12 @@ impl TxnStorage {
         self.max_ts_synced.lock().get(&region_id) == Some(&term)
     }
 
-    /// Records a timestamp just taken from PD: every commit at or below it
-    /// has its locks on the store already, so stale reads up to it (and
-    /// below every lock) are safe.
-    /// It also raises `max_ts`, so that an async-commit or 1PC prewrite
-    /// that takes its lock after this store computes a safe ts for other
-    /// replicas commits above it.
-    pub fn advance_ts_floor(&self, ts: u64) {
+    /// A timestamp was just taken from PD to compute safe ts with
+    /// ([`Self::leader_safe_ts`]): raising `max_ts` to it makes an
+    /// async-commit or 1PC prewrite that takes its lock after the safe ts
+    /// is computed commit above it.
+    pub fn raise_max_ts(&self, ts: u64) {
         self.cm.observe_read(ts);
-        self.ts_floor.fetch_max(ts, Ordering::SeqCst);
     }
 
     /// The default and longest lock wait of pessimistic locks.
@@ -175,23 +168,29 @@ impl TxnStorage {
 
     // ---- reads ----
 
-    /// The region's safe ts here: below every lock in the region, and at
-    /// most, on its leader, the PD timestamp the store last learned (so no
-    /// commit can still land below it) or, on another replica, the safe ts
-    /// the leader sent once this replica applied what the leader had
-    /// ([`tikal_raftstore::ReadProgress`]).
+    /// The region's safe ts here: the one its leader last sent this
+    /// replica (or, on the leader, the last one a quorum confirmed; see
+    /// [`tikal_raftstore::ReadProgress`]), lowered below every lock in the
+    /// region.
     fn safe_ts(
         &self,
         reader: &MvccReader<'_>,
         view: &tikal_raftstore::RegionView,
     ) -> TxnResult<u64> {
+        let version = view.region.region_epoch.as_ref().map_or(0, |e| e.version);
+        self.below_locks(reader, view, view.read_progress.safe_ts(version))
+    }
+
+    /// `ts` lowered below every lock (in memory or in CF lock) in the
+    /// view's range (user-key bounds).
+    fn below_locks(
+        &self,
+        reader: &MvccReader<'_>,
+        view: &tikal_raftstore::RegionView,
+        ts: u64,
+    ) -> TxnResult<u64> {
         let (start, end) = (&view.region.start_key, &view.region.end_key);
-        let mut safe_ts = if view.is_leader {
-            self.ts_floor.load(Ordering::SeqCst)
-        } else {
-            let version = view.region.region_epoch.as_ref().map_or(0, |e| e.version);
-            view.read_progress.safe_ts(version)
-        };
+        let mut safe_ts = ts;
         let mut below_lock = |l: &crate::mvcc::record::Lock| {
             safe_ts = safe_ts.min(l.ts.saturating_sub(1));
         };
@@ -205,13 +204,14 @@ impl TxnStorage {
         Ok(safe_ts)
     }
 
-    /// The safe ts of a region this store leads, for its other replicas
-    /// (the caller sends it with the applied index read afterwards).
-    pub fn leader_safe_ts(&self, view: &tikal_raftstore::RegionView) -> TxnResult<u64> {
+    /// A safe ts candidate for a region this store leads, from `pd_ts`
+    /// (a PD timestamp taken, and passed to [`Self::raise_max_ts`], before
+    /// this call): no commit at or below it can still land once a quorum
+    /// confirms this leader. The caller reads the applied index after it.
+    pub fn leader_safe_ts(&self, view: &tikal_raftstore::RegionView, pd_ts: u64) -> TxnResult<u64> {
         let mut view = view.clone();
-        view.is_leader = true;
         decode_bounds(&mut view.region);
-        self.safe_ts(&MvccReader::new(self.raw.engine()), &view)
+        self.below_locks(&MvccReader::new(self.raw.engine()), &view, pd_ts)
     }
 
     /// A stale read (`Context.stale_read`) is served only at or below the
@@ -225,26 +225,16 @@ impl TxnStorage {
         view: &tikal_raftstore::RegionView,
         ts: u64,
     ) -> TxnResult<()> {
-        if !ctx.stale_read {
-            return Ok(());
-        }
         let safe_ts = self.safe_ts(reader, view)?;
         if ts <= safe_ts {
             return Ok(());
         }
-        Err(StorageError::region(errorpb::Error {
-            message: format!(
-                "stale read at {ts} is above region {}'s safe ts {safe_ts}",
-                view.region.id
-            ),
-            data_is_not_ready: Some(errorpb::DataIsNotReady {
-                region_id: view.region.id,
-                peer_id: ctx.peer.as_ref().map_or(0, |p| p.id),
-                safe_ts,
-            }),
-            ..Default::default()
-        })
-        .into())
+        Err(data_is_not_ready(
+            ctx,
+            view,
+            format!("stale read at {ts} is above the safe ts {safe_ts}"),
+            safe_ts,
+        ))
     }
 
     /// Checks the region and, for stale reads, the safe ts; then reads.
@@ -260,8 +250,22 @@ impl TxnStorage {
         }
         let view = self.raw.check_txn_read_region(ctx, keys.iter().copied())?;
         let reader = MvccReader::new(self.raw.engine());
+        if !ctx.stale_read {
+            return read(&reader, &view);
+        }
+        let generation = view.read_progress.generation();
         self.check_stale_read(&reader, ctx, &view, ts)?;
-        read(&reader, &view)
+        let out = read(&reader, &view)?;
+        if view.read_progress.generation() != generation {
+            // The replica's data was being replaced while we read.
+            return Err(data_is_not_ready(
+                ctx,
+                &view,
+                "the replica's data was replaced during the read".into(),
+                0,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn get(&self, ctx: &kvrpcpb::Context, key: &[u8], ts: u64) -> TxnResult<Option<Vec<u8>>> {
@@ -544,4 +548,24 @@ impl TxnStorage {
         }
         Ok(resolved)
     }
+}
+
+/// DataIsNotReady for a stale read of `view`'s region: the client retries
+/// as a leader read.
+fn data_is_not_ready(
+    ctx: &kvrpcpb::Context,
+    view: &RegionView,
+    why: String,
+    safe_ts: u64,
+) -> super::TxnError {
+    StorageError::region(errorpb::Error {
+        message: format!("region {}: {why}", view.region.id),
+        data_is_not_ready: Some(errorpb::DataIsNotReady {
+            region_id: view.region.id,
+            peer_id: ctx.peer.as_ref().map_or(0, |p| p.id),
+            safe_ts,
+        }),
+        ..Default::default()
+    })
+    .into()
 }
