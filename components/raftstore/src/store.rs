@@ -7,7 +7,7 @@
 //! 1. messages a leader may send before persisting (appends) go to the
 //!    [`Transport`] at once;
 //! 2. every peer's new entries and hard state go to the Raft log engine in
-//!    **one** fsynced write;
+//!    **one** write, fsynced unless the round only moved commit indexes;
 //! 3. messages that must follow persistence (votes, append acks) go out;
 //! 4. committed entries are applied, one atomic KV batch per region, and
 //!    their proposers answered.
@@ -811,7 +811,11 @@ impl Store {
         }
         // Appends leave now, so followers persist them while we do.
         self.transport.flush();
-        self.log.write(&mut write, true)?;
+        // Only new entries, a snapshot, or a new term or vote need the
+        // fsync (raft-rs' `must_sync`); a round that only moves the commit
+        // index (a hint, see `PeerStorage::new`) writes without one.
+        let sync = readies.iter().any(|(_, rd)| rd.must_sync());
+        self.log.write(&mut write, sync)?;
 
         let mut commit_write = RaftLogWrite::default();
         for (id, mut rd) in readies {
