@@ -1,8 +1,10 @@
-//! Scale out end to end: 1 PD and 3 stores with TiKV's client-suite store
-//! settings hold many small regions; a 4th store joins, and PD's balance
-//! schedulers give it its share of region replicas and leaders (moves made
-//! of add learner, snapshot, promote, transfer leader, remove peer) while
-//! every key stays readable.
+//! Scale out and in end to end: 1 PD and 3 stores with TiKV's client-suite
+//! store settings hold many small regions; a 4th store joins, and PD's
+//! balance schedulers give it its share of region replicas and leaders
+//! (moves made of add learner, snapshot, promote, transfer leader, remove
+//! peer) while every key stays readable. Then one store is deleted
+//! (`pd-ctl store delete`): it hands off every replica and leader first,
+//! becomes Tombstone, and writes made meanwhile are all there.
 
 mod common;
 
@@ -41,8 +43,22 @@ fn balanced(per_store: &BTreeMap<u64, usize>, stores: usize) -> bool {
             .all(|&c| (c as f64 - mean).abs() <= 0.2 * mean)
 }
 
+/// The state PD shows for store `id` (Tombstone stores included).
+async fn store_state(t: &TestCluster, id: u64) -> Option<String> {
+    let url = format!(
+        "{}/pd/api/v1/stores?state=0&state=1&state=2",
+        t.cluster.pd_url()
+    );
+    let stores = common::get_json(&url).await;
+    stores["stores"]
+        .as_array()?
+        .iter()
+        .find(|s| s["store"]["id"].as_u64() == Some(id))
+        .and_then(|s| s["store"]["state_name"].as_str().map(str::to_owned))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_store_gets_its_share_of_regions_and_leaders() {
+async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_hands_them_off() {
     let t = TestCluster::start_first(4, 3, CLIENT_SUITE_STORE_CONFIG, "").await;
     eventually(WAIT, "3 voters on the first region", || regions(&t, 3)).await;
     let raw = RawClient::new(vec![t.pd()]).await.unwrap();
@@ -88,12 +104,68 @@ async fn a_new_store_gets_its_share_of_regions_and_leaders() {
         after.1
     );
 
-    let got = raw.batch_get(keys.clone()).await.unwrap();
-    assert_eq!(got.len(), KEYS, "every key reads back after the moves");
-    for pair in got {
-        assert_eq!(
-            data.get(Vec::<u8>::from(pair.key().clone()).as_slice()),
-            Some(pair.value())
+    let check_all = |data: BTreeMap<Vec<u8>, Vec<u8>>, what: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let keys: Vec<Vec<u8>> = data.keys().cloned().collect();
+            let got = raw.batch_get(keys).await.unwrap();
+            assert_eq!(got.len(), data.len(), "every key reads back {what}");
+            for pair in got {
+                assert_eq!(
+                    data.get(Vec::<u8>::from(pair.key().clone()).as_slice()),
+                    Some(pair.value())
+                );
+            }
+        }
+    };
+    check_all(data.clone(), "after the moves").await;
+
+    // ---- scale in: the store with the most replicas is deleted ----
+    let (deleted, held) = after
+        .0
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(id, n)| (*id, *n))
+        .expect("stores");
+    let url = format!("{}/pd/api/v1/store/{deleted}", t.cluster.pd_url());
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(
+        resp.status().is_success(),
+        "DELETE store: {}",
+        resp.status()
+    );
+    let deleted_at = Instant::now();
+    // Writes go on while the store hands off (each retried, as an
+    // application would, if it meets a leader just moved).
+    let mut data = data;
+    for i in 0..40 {
+        let (k, v) = (
+            format!("w{i:03}").into_bytes(),
+            format!("v{i}").into_bytes(),
         );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = raw.put(k.clone(), v.clone()).await {
+            assert!(Instant::now() < deadline, "put during the hand-off: {e:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        data.insert(k, v);
     }
+    let left = eventually(WAIT, "the deleted store handed off everything", || async {
+        let all = regions(&t, 3).await?;
+        let (replicas, leaders) = counts(&all);
+        let gone = !replicas.contains_key(&deleted) && !leaders.contains_key(&deleted);
+        let tombstone = store_state(&t, deleted).await.as_deref() == Some("Tombstone");
+        (gone && tombstone).then_some(replicas)
+    })
+    .await;
+    eprintln!(
+        "store {deleted} handed off {held} replicas and became Tombstone after {:?}: replicas {left:?}",
+        deleted_at.elapsed()
+    );
+    assert_eq!(left.len(), 3, "three stores hold every replica: {left:?}");
+    check_all(data, "after the hand-off, writes during it included").await;
 }
