@@ -1,0 +1,131 @@
+//! The hot-write scheduler end to end: 1 PD and 3 stores (real processes)
+//! whose region heartbeats carry the bytes each region wrote. Three
+//! regions led by one store all take writes; PD sees that store carry
+//! every byte written and moves a hot region's leadership to a store that
+//! writes nothing. Balance-leader is removed first, so the move is the
+//! hot scheduler's and not a count balance.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{direct_at, eventually, regions, transfer_leader, TestCluster};
+use tikal_proto::kvrpcpb::SplitRegionRequest;
+use tikv_client::RawClient;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The three regions' leaders' stores, by region start key order.
+async fn leaders(t: &TestCluster) -> Option<Vec<(u64, u64)>> {
+    let all = regions(t, 3).await?;
+    (all.len() == 3).then_some(())?;
+    all.iter()
+        .map(|r| Some((r["id"].as_u64()?, r["leader"]["store_id"].as_u64()?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_leading_every_hot_region_hands_one_off() {
+    let t = TestCluster::start_with_config(3, "[raftstore]\npd-heartbeat-tick-interval = \"1s\"\n")
+        .await;
+    eventually(WAIT, "3 voters on the first region", || regions(&t, 3)).await;
+    let resp = reqwest::Client::new()
+        .delete(format!(
+            "{}/pd/api/v1/schedulers/balance-leader-scheduler",
+            t.cluster.pd_url()
+        ))
+        .send()
+        .await
+        .expect("DELETE scheduler");
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    // Three regions: [.., h1), [h1, h2), [h2, ..), all led by one store.
+    let d = direct_at(&t, b"h0").await;
+    let split = d
+        .tikv
+        .clone()
+        .split_region(SplitRegionRequest {
+            context: Some(d.ctx.clone()),
+            split_keys: vec![b"h1".to_vec(), b"h2".to_vec()],
+            is_raw_kv: true,
+            ..Default::default()
+        })
+        .await
+        .expect("SplitRegion")
+        .into_inner();
+    assert!(split.region_error.is_none(), "{split:?}");
+    let hot_store = d.ctx.peer.as_ref().expect("leader").store_id;
+    eventually(WAIT, "one store leads all three regions", || async {
+        let now = leaders(&t).await?;
+        for (region, store) in &now {
+            if *store != hot_store {
+                transfer_leader(&t, *region, hot_store).await;
+            }
+        }
+        now.iter().all(|(_, s)| *s == hot_store).then_some(())
+    })
+    .await;
+
+    // Every region takes writes (1 KiB values), so all of the cluster's
+    // write flow is on one store.
+    let raw = RawClient::new(vec![t.pd()]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = ["h0", "h1", "h2"]
+        .into_iter()
+        .map(|prefix| {
+            let (raw, stop, written) = (raw.clone(), stop.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{prefix}-{:04}", i % 1000);
+                    if raw.put(key, vec![b'x'; 1024]).await.is_ok() {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let after = eventually(WAIT, "a hot region's leader moved off", || async {
+        let now = leaders(&t).await?;
+        now.iter().any(|(_, s)| *s != hot_store).then_some(now)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    eprintln!(
+        "after {:?} and {} writes, leaders (region, store): {after:?}",
+        started.elapsed(),
+        written.load(Ordering::Relaxed)
+    );
+    let still_hot = after.iter().filter(|(_, s)| *s == hot_store).count();
+    assert!(
+        still_hot >= 1,
+        "the hot scheduler moved too much: {after:?}"
+    );
+    // PD says which scheduler made the move.
+    let pd_log = std::fs::read_to_string(t.cluster.log_path("pd")).unwrap_or_default();
+    assert!(
+        pd_log
+            .lines()
+            .any(|l| l.contains("operator created") && l.contains("hot-region")),
+        "no hot-region operator in PD's log"
+    );
+    let resp = reqwest::get(format!("{}/pd/api/v1/schedulers", t.cluster.pd_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !resp.contains("balance-leader-scheduler"),
+        "balance-leader stayed off: {resp}"
+    );
+}
