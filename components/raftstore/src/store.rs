@@ -891,7 +891,7 @@ impl Store {
         Self::send(self.transport.as_mut(), peer, rd.take_messages());
         let snapshot = !rd.snapshot().is_empty();
         if snapshot {
-            self.destroy_stale_under(peer, rd.snapshot())?;
+            self.destroy_stale_under(peer, rd.snapshot(), write)?;
             peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
             info!(
                 region_id = id,
@@ -991,7 +991,15 @@ impl Store {
 
     /// Destroys the stale regions here that the snapshot Raft is about to
     /// apply to `peer` covers ([`check_snapshot`] let only such through).
-    fn destroy_stale_under(&mut self, peer: &Peer, snap: &raft::eraftpb::Snapshot) -> Result<()> {
+    /// `write` is the round's log write: a destroyed peer may have queued
+    /// entries in it earlier in the round, which must not land after its
+    /// log is gone.
+    fn destroy_stale_under(
+        &mut self,
+        peer: &Peer,
+        snap: &raft::eraftpb::Snapshot,
+        write: &mut RaftLogWrite,
+    ) -> Result<()> {
         let region = snap::decode_data(snap)?.region.unwrap_or_default();
         let stale: Vec<u64> = self
             .peers
@@ -1007,6 +1015,7 @@ impl Store {
                 "a newer region's snapshot covers this stale one"
             );
             self.destroy_peer(id)?;
+            write.clean(id);
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 //! applied that index ([`tikal_raftstore::ReadProgress`]).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tikal_proto::kvrpcpb::{CheckLeaderRequest, CheckLeaderResponse, LeaderInfo, ReadState};
@@ -28,6 +28,10 @@ use crate::pd_client::PdClient;
 
 /// Longest wait for one store's CheckLeader answer.
 const CHECK_LEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a store whose CheckLeader failed is left alone, at first and
+/// at most.
+const MIN_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn advance_loop(
     pd: PdClient,
@@ -42,6 +46,7 @@ pub async fn advance_loop(
         txn,
         store_id,
         stores: HashMap::new(),
+        unreachable: HashMap::new(),
         confirmed: HashMap::new(),
     };
     loop {
@@ -57,6 +62,9 @@ struct Advancer {
     store_id: u64,
     /// Connections to the other stores, dropped on error.
     stores: HashMap<u64, TikvClient<Channel>>,
+    /// Stores whose last CheckLeader failed: not asked again before the
+    /// instant, and the wait doubles while they keep failing.
+    unreachable: HashMap<u64, (Instant, Duration)>,
     /// Per region this store leads: the last read state a quorum
     /// confirmed and the region version it was computed at, sent to the
     /// replicas next round if the version is still the region's.
@@ -79,7 +87,16 @@ impl Advancer {
             }
         };
         self.txn.raise_max_ts(ts);
-        let candidates = self.candidates(ts);
+        // The lock scans read the engine: off the async runtime.
+        let (router, txn) = (self.router.clone(), self.txn.clone());
+        let candidates =
+            match tokio::task::spawn_blocking(move || candidates(&router, &txn, ts)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(error = %e, "safe ts computation failed");
+                    return;
+                }
+            };
         self.confirmed
             .retain(|id, _| candidates.iter().any(|c| c.view.region.id == *id));
         let mut asks: HashMap<u64, Vec<LeaderInfo>> = HashMap::new();
@@ -91,6 +108,12 @@ impl Advancer {
                 }
             }
         }
+        let now = Instant::now();
+        asks.retain(|store, _| {
+            self.unreachable
+                .get(store)
+                .is_none_or(|(until, _)| now >= *until)
+        });
         let answers = join_all(asks.into_iter().map(|(store, regions)| {
             let client = self.stores.get(&store).cloned();
             let pd = self.pd.clone();
@@ -102,6 +125,7 @@ impl Advancer {
             match answer {
                 Ok((client, regions)) => {
                     self.stores.insert(store, client);
+                    self.unreachable.remove(&store);
                     for r in regions {
                         agreed.entry(r).or_default().push(store);
                     }
@@ -109,6 +133,12 @@ impl Advancer {
                 Err(e) => {
                     debug!(store, error = %e, "CheckLeader failed");
                     self.stores.remove(&store);
+                    let wait = self
+                        .unreachable
+                        .get(&store)
+                        .map_or(MIN_RETRY, |(_, w)| (*w * 2).min(MAX_RETRY));
+                    self.unreachable
+                        .insert(store, (Instant::now() + wait, wait));
                 }
             }
         }
@@ -134,30 +164,6 @@ impl Advancer {
         }
     }
 
-    /// The regions this store leads, each with its safe ts from `pd_ts`
-    /// and the applied index read after computing it.
-    fn candidates(&self, pd_ts: u64) -> Vec<Candidate> {
-        self.router
-            .region_views()
-            .into_iter()
-            .filter(|v| v.is_leader)
-            .filter_map(|view| {
-                let safe_ts = match self.txn.leader_safe_ts(&view, pd_ts) {
-                    Ok(ts) => ts,
-                    Err(e) => {
-                        debug!(region = view.region.id, error = ?e, "no safe ts");
-                        return None;
-                    }
-                };
-                let state = ReadState {
-                    applied_index: view.read_progress.applied(),
-                    safe_ts,
-                };
-                Some(Candidate { view, state })
-            })
-            .collect()
-    }
-
     fn leader_info(&self, c: &Candidate) -> LeaderInfo {
         let version = region_version(&c.view.region);
         let confirmed = self
@@ -173,6 +179,30 @@ impl Advancer {
             read_state: confirmed,
         }
     }
+}
+
+/// The regions this store leads, each with its safe ts from `pd_ts` and
+/// the applied index read after computing it.
+fn candidates(router: &Router, txn: &TxnStorage, pd_ts: u64) -> Vec<Candidate> {
+    router
+        .region_views()
+        .into_iter()
+        .filter(|v| v.is_leader)
+        .filter_map(|view| {
+            let safe_ts = match txn.leader_safe_ts(&view, pd_ts) {
+                Ok(ts) => ts,
+                Err(e) => {
+                    debug!(region = view.region.id, error = ?e, "no safe ts");
+                    return None;
+                }
+            };
+            let state = ReadState {
+                applied_index: view.read_progress.applied(),
+                safe_ts,
+            };
+            Some(Candidate { view, state })
+        })
+        .collect()
 }
 
 async fn check_leader(
