@@ -684,6 +684,24 @@ async fn followers_serve_stale_reads_only_below_the_leaders_safe_ts() {
         Ok(Some(b"v1".to_vec())),
         "an older snapshot still reads the older value"
     );
+    // The store reports it (GetStoreSafeTS, whole key space): the
+    // follower's safe ts is at least the ts it just served, and never
+    // past what PD has handed out.
+    let store_safe_ts = follower
+        .tikv
+        .clone()
+        .get_store_safe_ts(tikal_proto::kvrpcpb::StoreSafeTsRequest {
+            key_range: Some(Default::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .safe_ts;
+    let now = txn.current_timestamp().await.unwrap().version();
+    assert!(
+        (ts2..now).contains(&store_safe_ts),
+        "store safe ts {store_safe_ts} outside [{ts2}, {now})"
+    );
 
     // A lock keeps the safe ts below its start ts on every replica.
     let start = txn.current_timestamp().await.unwrap().version();

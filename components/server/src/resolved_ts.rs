@@ -281,6 +281,25 @@ pub fn handle_check_leader(
     }
 }
 
+/// The smallest safe ts (see [`tikal_raftstore::ReadProgress`]) of this
+/// store's regions overlapping `[start, end)` (an empty range: all of
+/// them); 0 when none does.
+pub fn store_safe_ts(router: &Router, start: &[u8], end: &[u8]) -> u64 {
+    let whole = start.is_empty() && end.is_empty();
+    router
+        .region_views()
+        .iter()
+        .filter(|v| {
+            let r = &v.region;
+            whole
+                || ((end.is_empty() || r.start_key.as_slice() < end)
+                    && (r.end_key.is_empty() || start < r.end_key.as_slice()))
+        })
+        .map(|v| v.read_progress.safe_ts(region_version(&v.region)))
+        .min()
+        .unwrap_or(0)
+}
+
 /// Whether this replica sees the asker leading: same term, same leader
 /// peer, same region version.
 fn agrees(view: &RegionView, info: &LeaderInfo) -> bool {

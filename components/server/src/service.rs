@@ -154,6 +154,20 @@ impl Tikv for TikvService {
         )))
     }
 
+    async fn get_store_safe_ts(
+        &self,
+        req: Request<StoreSafeTsRequest>,
+    ) -> GrpcResult<StoreSafeTsResponse> {
+        let range = req.into_inner().key_range.unwrap_or_default();
+        Ok(Response::new(StoreSafeTsResponse {
+            safe_ts: crate::resolved_ts::store_safe_ts(
+                &self.router,
+                &range.start_key,
+                &range.end_key,
+            ),
+        }))
+    }
+
     async fn kv_delete_range(
         &self,
         req: Request<DeleteRangeRequest>,
