@@ -3,7 +3,7 @@
 //! One real cluster (PD + one store) gets malformed and hostile-but-well-
 //! formed requests on every method it serves — `tikvpb.Tikv`, `pdpb.PD`
 //! (its Tso and RegionHeartbeat streams included), `keyspacepb.Keyspace`
-//! and the store's `deadlock.Deadlock` and `CheckLeader`
+//! and the store's `deadlock.Deadlock`, `CheckLeader` and `GetStoreSafeTS`
 //! — batch by batch: keys over 8 KiB and empty keys, inverted ranges,
 //! timestamps and TTLs at 0 and u64::MAX, unknown enum values, wrong
 //! regions, epochs and stores, scheduling headers at their limits, then
@@ -100,6 +100,8 @@ async fn hostile_requests_get_answers_and_both_servers_keep_serving() {
     store::deadlock_detector_takes_hostile_edges(&mut p).await;
     p.check_servers().await;
     store::check_leader_takes_hostile_infos(&mut p).await;
+    p.check_servers().await;
+    store::store_safe_ts_takes_any_range(&mut p).await;
     p.check_servers().await;
     pd::pd_refuses_malformed_and_hostile_requests(&mut p).await;
     p.check_servers().await;

@@ -502,3 +502,40 @@ pub async fn check_leader_takes_hostile_infos(p: &mut Prober) {
         "the store agreed with a leader on itself: {answer:?}"
     );
 }
+
+/// `tikvpb.Tikv/GetStoreSafeTS` answers any range: inverted, empty on one
+/// side, huge keys, or no range at all; and a body that does not decode
+/// is refused.
+pub async fn store_safe_ts_takes_any_range(p: &mut Prober) {
+    use prost::Message as _;
+    const PATH: &str = "/tikvpb.Tikv/GetStoreSafeTS";
+    let range = |start: &[u8], end: &[u8]| {
+        StoreSafeTsRequest {
+            key_range: Some(KeyRange {
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+            }),
+        }
+        .encode_to_vec()
+    };
+    let huge = vec![0xff; HUGE_KEY];
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        (
+            "no range",
+            StoreSafeTsRequest::default().encode_to_vec(),
+            Served,
+        ),
+        ("inverted", range(b"z", b"a"), Served),
+        ("open end", range(b"m", b""), Served),
+        ("keys over 8 KiB", range(&huge, &huge), Served),
+        (
+            "an undecodable body",
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+            Any,
+        ),
+    ];
+    for (what, body, expect) in cases {
+        let call = crate::wire::raw_unary(p.store_channel.clone(), PATH, body);
+        p.judge(PATH, what.to_string(), expect, call).await;
+    }
+}
