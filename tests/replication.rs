@@ -380,23 +380,7 @@ async fn voters_and_states(t: &TestCluster) -> (Vec<u64>, Vec<(u64, String)>) {
                 .collect()
         })
         .unwrap_or_default();
-    // `state=N` lists Tombstone stores too (as upstream, hidden by default).
-    let url = format!(
-        "{}/pd/api/v1/stores?state=0&state=1&state=2",
-        t.cluster.pd_url()
-    );
-    let s = get_json(&url).await;
-    let states = s["stores"]
-        .as_array()
-        .map(|ss| {
-            ss.iter()
-                .filter_map(|s| {
-                    let id = s["store"]["id"].as_u64()?;
-                    Some((id, s["store"]["state_name"].as_str()?.to_owned()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let states = common::store_states(t).await;
     (voters, states)
 }
 
@@ -431,17 +415,7 @@ async fn replicas_leave_a_deleted_store_and_a_down_store_is_rebuilt_elsewhere() 
     // `pd-ctl store delete`: the store's replica moves, then it is Tombstone.
     let deleted = voters[0];
     let deleted_index = index_of(&t, deleted).await;
-    let url = format!("{}/pd/api/v1/store/{deleted}", t.cluster.pd_url());
-    let resp = reqwest::Client::new()
-        .delete(&url)
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(
-        resp.status().is_success(),
-        "DELETE store: {}",
-        resp.status()
-    );
+    common::delete_store(&t, deleted).await;
     eventually(
         REPLICATE_TIMEOUT,
         "the deleted store's replica moved",

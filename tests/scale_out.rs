@@ -43,20 +43,6 @@ fn balanced(per_store: &BTreeMap<u64, usize>, stores: usize) -> bool {
             .all(|&c| (c as f64 - mean).abs() <= 0.2 * mean)
 }
 
-/// The state PD shows for store `id` (Tombstone stores included).
-async fn store_state(t: &TestCluster, id: u64) -> Option<String> {
-    let url = format!(
-        "{}/pd/api/v1/stores?state=0&state=1&state=2",
-        t.cluster.pd_url()
-    );
-    let stores = common::get_json(&url).await;
-    stores["stores"]
-        .as_array()?
-        .iter()
-        .find(|s| s["store"]["id"].as_u64() == Some(id))
-        .and_then(|s| s["store"]["state_name"].as_str().map(str::to_owned))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_hands_them_off() {
     let t = TestCluster::start_first(4, 3, CLIENT_SUITE_STORE_CONFIG, "").await;
@@ -127,17 +113,7 @@ async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_han
         .max_by_key(|(_, n)| **n)
         .map(|(id, n)| (*id, *n))
         .expect("stores");
-    let url = format!("{}/pd/api/v1/store/{deleted}", t.cluster.pd_url());
-    let resp = reqwest::Client::new()
-        .delete(&url)
-        .send()
-        .await
-        .expect("DELETE");
-    assert!(
-        resp.status().is_success(),
-        "DELETE store: {}",
-        resp.status()
-    );
+    common::delete_store(&t, deleted).await;
     let deleted_at = Instant::now();
     // Writes go on while the store hands off (each retried, as an
     // application would, if it meets a leader just moved).
@@ -158,7 +134,9 @@ async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_han
         let all = regions(&t, 3).await?;
         let (replicas, leaders) = counts(&all);
         let gone = !replicas.contains_key(&deleted) && !leaders.contains_key(&deleted);
-        let tombstone = store_state(&t, deleted).await.as_deref() == Some("Tombstone");
+        let tombstone = common::store_states(&t)
+            .await
+            .contains(&(deleted, "Tombstone".to_owned()));
         (gone && tombstone).then_some(replicas)
     })
     .await;

@@ -480,3 +480,40 @@ pub async fn transfer_leader(t: &TestCluster, region_id: u64, store: u64) -> boo
         .await
         .is_ok_and(|r| r.status().is_success())
 }
+
+/// `pd-ctl store delete`: asks PD to take store `id` offline (its
+/// replicas move away, then it is Tombstone); asserts PD accepted.
+pub async fn delete_store(t: &TestCluster, id: u64) {
+    let url = format!("{}/pd/api/v1/store/{id}", t.cluster.pd_url());
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .expect("DELETE");
+    assert!(
+        resp.status().is_success(),
+        "DELETE store: {}",
+        resp.status()
+    );
+}
+
+/// Every store PD knows (Tombstone ones too, as `state=N` lists them
+/// upstream) with its state name.
+pub async fn store_states(t: &TestCluster) -> Vec<(u64, String)> {
+    let url = format!(
+        "{}/pd/api/v1/stores?state=0&state=1&state=2",
+        t.cluster.pd_url()
+    );
+    let s = get_json(&url).await;
+    s["stores"]
+        .as_array()
+        .map(|ss| {
+            ss.iter()
+                .filter_map(|s| {
+                    let id = s["store"]["id"].as_u64()?;
+                    Some((id, s["store"]["state_name"].as_str()?.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -182,7 +182,7 @@ pub(crate) fn merged_region(
             source.id, target.id
         ));
     }
-    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+    let version = crate::region_version;
     let epoch = merged.region_epoch.get_or_insert_with(Default::default);
     epoch.version = version(source)
         .max(version(target))

@@ -58,6 +58,11 @@ pub use transport::{NoTransport, PeerMessage, Transport};
 
 use tikal_proto::metapb;
 
+/// A region's epoch version (0 when it has no epoch).
+pub fn region_version(region: &metapb::Region) -> u64 {
+    region.region_epoch.as_ref().map_or(0, |e| e.version)
+}
+
 /// Why a proposal or region lookup failed. Mapped to kvproto region errors at
 /// the gRPC edge.
 #[derive(Debug, thiserror::Error)]

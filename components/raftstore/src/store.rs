@@ -677,7 +677,7 @@ impl Store {
                 peer.leaderless_ticks = 0;
                 continue;
             }
-            peer.leaderless_ticks += 1;
+            peer.leaderless_ticks = peer.leaderless_ticks.saturating_add(1);
             if peer.is_initialized() && peer.leaderless_ticks.is_multiple_of(missing) {
                 let _ = self.events.send(StoreEvent::LeaderMissing {
                     region: peer.region.clone(),
@@ -1280,7 +1280,7 @@ fn under_snapshot(p: &Peer, region: &metapb::Region) -> Option<bool> {
         return None;
     }
     let r = &p.region;
-    let version = |r: &metapb::Region| r.region_epoch.as_ref().map_or(0, |e| e.version);
+    let version = crate::region_version;
     let within = r.start_key.as_slice() >= start
         && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end));
     Some(within && version(r) < version(region))

@@ -19,7 +19,7 @@ use futures::future::join_all;
 use tikal_proto::kvrpcpb::{CheckLeaderRequest, CheckLeaderResponse, LeaderInfo, ReadState};
 use tikal_proto::metapb::{self, PeerRole};
 use tikal_proto::tikvpb::tikv_client::TikvClient;
-use tikal_raftstore::{RegionView, Router};
+use tikal_raftstore::{region_version, RegionView, Router};
 use tikal_storage::txn::TxnStorage;
 use tonic::transport::Channel;
 use tracing::debug;
@@ -240,10 +240,6 @@ fn quorum_agrees(region: &metapb::Region, agreed: &[u64]) -> bool {
     };
     majority(&|r| matches!(r, PeerRole::Voter | PeerRole::IncomingVoter))
         && majority(&|r| matches!(r, PeerRole::Voter | PeerRole::DemotingVoter))
-}
-
-fn region_version(region: &metapb::Region) -> u64 {
-    region.region_epoch.as_ref().map_or(0, |e| e.version)
 }
 
 /// Answers another store's CheckLeader: the regions whose peer here sees

@@ -177,7 +177,7 @@ impl TxnStorage {
         reader: &MvccReader<'_>,
         view: &tikal_raftstore::RegionView,
     ) -> TxnResult<u64> {
-        let version = view.region.region_epoch.as_ref().map_or(0, |e| e.version);
+        let version = tikal_raftstore::region_version(&view.region);
         self.below_locks(reader, view, view.read_progress.safe_ts(version))
     }
 
