@@ -107,6 +107,12 @@ impl ReadProgress {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// The newest state this replica serves, if it is for `version`.
+    pub fn ready(&self, version: u64) -> Option<ReadState> {
+        let inner = self.inner.lock();
+        (inner.ready.version == version && inner.ready.safe_ts > 0).then_some(inner.ready)
+    }
+
     /// The safe ts a stale read of the region at `version` may use here
     /// (0: none).
     pub fn safe_ts(&self, version: u64) -> u64 {
@@ -195,6 +201,17 @@ mod tests {
         p.applied_to(1000);
         assert_eq!(p.safe_ts(1), 100_000);
         assert!(p.inner.lock().pending.is_empty());
+    }
+
+    #[test]
+    fn the_ready_state_is_the_one_served_for_its_version() {
+        let p = ReadProgress::default();
+        assert_eq!(p.ready(1), None, "nothing yet");
+        p.applied_to(10);
+        p.update(state(10, 100, 1));
+        p.update(state(12, 120, 1));
+        assert_eq!(p.ready(1), Some(state(10, 100, 1)), "12 is not applied");
+        assert_eq!(p.ready(2), None, "another version");
     }
 
     #[test]

@@ -47,7 +47,6 @@ pub async fn advance_loop(
         store_id,
         stores: HashMap::new(),
         unreachable: HashMap::new(),
-        confirmed: HashMap::new(),
     };
     loop {
         advancer.round().await;
@@ -65,10 +64,6 @@ struct Advancer {
     /// Stores whose last CheckLeader failed: not asked again before the
     /// instant, and the wait doubles while they keep failing.
     unreachable: HashMap<u64, (Instant, Duration)>,
-    /// Per region this store leads: the last read state a quorum
-    /// confirmed and the region version it was computed at, sent to the
-    /// replicas next round if the version is still the region's.
-    confirmed: HashMap<u64, (u64, ReadState)>,
 }
 
 /// A region this store leads, as asked about this round.
@@ -97,8 +92,6 @@ impl Advancer {
                     return;
                 }
             };
-        self.confirmed
-            .retain(|id, _| candidates.iter().any(|c| c.view.region.id == *id));
         let mut asks: HashMap<u64, Vec<LeaderInfo>> = HashMap::new();
         for c in &candidates {
             let info = self.leader_info(c);
@@ -159,24 +152,24 @@ impl Advancer {
                     safe_ts: c.state.safe_ts,
                     version,
                 });
-                self.confirmed.insert(id, (version, c.state));
             }
         }
     }
 
     fn leader_info(&self, c: &Candidate) -> LeaderInfo {
-        let version = region_version(&c.view.region);
-        let confirmed = self
-            .confirmed
-            .get(&c.view.region.id)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, state)| state.clone());
+        // The last state a quorum confirmed (kept in the leader's own read
+        // progress, or one its predecessor sent: as valid), if it is for
+        // the region's current version.
+        let confirmed = c.view.read_progress.ready(region_version(&c.view.region));
         LeaderInfo {
             region_id: c.view.region.id,
             peer_id: c.view.leader.as_ref().map_or(0, |p| p.id),
             term: c.view.term,
             region_epoch: c.view.region.region_epoch.clone(),
-            read_state: confirmed,
+            read_state: confirmed.map(|r| ReadState {
+                applied_index: r.applied_index,
+                safe_ts: r.safe_ts,
+            }),
         }
     }
 }
