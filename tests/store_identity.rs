@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::TestCluster;
 
 async fn store_ids(t: &TestCluster) -> Vec<u64> {
@@ -52,15 +50,7 @@ async fn wiped_store_on_known_address_fails_fast_with_duplicated_address() {
     let old_id = store_ids(&t).await[0];
     t.cluster.kill_store(0);
     t.cluster.wipe_store_data(0).unwrap();
-    t.cluster.start_store(0).unwrap();
-    let status = t
-        .cluster
-        .wait_store_exit(0, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(!status.success(), "store must refuse to start");
-    let stderr_path = t.cluster.spec.data_dir.join("logs").join("tikv-0.stderr");
-    let stderr = std::fs::read_to_string(stderr_path).unwrap();
+    let stderr = t.start_store_refused(0).await;
     assert!(
         stderr.contains("duplicated store address"),
         "stderr: {stderr}"

@@ -150,6 +150,27 @@ pub fn dump_logs(dir: &std::path::Path) -> String {
     out
 }
 
+impl TestCluster {
+    /// Starts store `i` and expects it to refuse: it exits non-zero within
+    /// 30 s. Returns what it wrote to stderr.
+    pub async fn start_store_refused(&mut self, i: usize) -> String {
+        self.cluster.start_store(i).unwrap();
+        let status = self
+            .cluster
+            .wait_store_exit(i, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(!status.success(), "store {i} must refuse to start");
+        let path = self
+            .cluster
+            .spec
+            .data_dir
+            .join("logs")
+            .join(format!("tikv-{i}.stderr"));
+        std::fs::read_to_string(path).unwrap()
+    }
+}
+
 /// Polls `check` until it returns Some or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -1,8 +1,10 @@
-//! How raw values are stored: the user's bytes plus an expiry marker.
+//! How raw values are stored: the user's bytes plus an expiry marker, in
+//! TiKV's API V2 value encoding (used by every api-version here).
 //!
 //! ```text
 //! no TTL:    b"hello" -> b"hello\x00"
 //! TTL:       b"hello" -> b"hello" ++ expire_at.to_be_bytes() ++ b"\x01"
+//! deleted:                b"\x02"   (an API V2 delete's tombstone)
 //! ```
 //! The flag byte is last so decoding never needs to know which form it is in.
 
@@ -10,6 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 const FLAG_PLAIN: u8 = 0;
 const FLAG_TTL: u8 = 1;
+const FLAG_DELETED: u8 = 2;
+
+/// What an API V2 raw delete writes: the key reads as absent until
+/// compaction drops it (see `tikal_engine`'s raw tombstone filter).
+pub const TOMBSTONE: [u8; 1] = [FLAG_DELETED];
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
@@ -38,12 +45,19 @@ pub struct Stored<'a> {
     pub value: &'a [u8],
     /// Unix seconds after which the value is gone; None = never.
     pub expire_at: Option<u64>,
+    /// A tombstone: absent, whatever the clock says.
+    pub deleted: bool,
 }
 
 impl Stored<'_> {
     pub fn is_live(&self, now: u64) -> bool {
-        self.expire_at.is_none_or(|at| at > now)
+        !self.deleted && self.expire_at.is_none_or(|at| at > now)
     }
+}
+
+/// Whether `raw` is a tombstone ([`TOMBSTONE`]).
+pub fn is_tombstone(raw: &[u8]) -> bool {
+    raw == TOMBSTONE
 }
 
 /// Decodes a stored value; None if the bytes are not in either form.
@@ -53,12 +67,19 @@ pub fn decode(raw: &[u8]) -> Option<Stored<'_>> {
         FLAG_PLAIN => Some(Stored {
             value: rest,
             expire_at: None,
+            deleted: false,
+        }),
+        FLAG_DELETED if rest.is_empty() => Some(Stored {
+            value: rest,
+            expire_at: None,
+            deleted: true,
         }),
         FLAG_TTL if rest.len() >= 8 => {
             let (value, at) = rest.split_at(rest.len() - 8);
             Some(Stored {
                 value,
                 expire_at: Some(u64::from_be_bytes(at.try_into().ok()?)),
+                deleted: false,
             })
         }
         _ => None,
@@ -91,5 +112,9 @@ mod tests {
         assert_eq!(decode(b""), None);
         assert_eq!(decode(b"\x01"), None);
         assert_eq!(decode(b"x\x07"), None);
+        // A tombstone decodes, and is never live; nothing else carries the flag.
+        assert!(decode(&TOMBSTONE).is_some_and(|d| d.deleted));
+        assert_eq!(live_value(&TOMBSTONE, 0), None);
+        assert_eq!(decode(b"x\x02"), None);
     }
 }

@@ -53,8 +53,20 @@ pub struct KvEngine {
     db: Arc<DB>,
 }
 
+/// Which key-value pairs of the default column family compaction may drop:
+/// `(key, value)` to true for a pair that reads as absent whatever it
+/// covers (API V2's raw tombstones). RocksDB turns a dropped pair into a
+/// deletion, so older values under it never come back.
+pub type DropFilter = fn(&[u8], &[u8]) -> bool;
+
 impl KvEngine {
     pub fn open(path: &Path) -> Result<KvEngine> {
+        KvEngine::open_with(path, None)
+    }
+
+    /// Opens the engine; `drop` filters the default column family's
+    /// compactions (see [`DropFilter`]).
+    pub fn open_with(path: &Path, drop: Option<DropFilter>) -> Result<KvEngine> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -63,6 +75,15 @@ impl KvEngine {
         let cfs = ALL_CFS.iter().map(|cf| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if let (Some(drop), CF_DEFAULT) = (drop, *cf) {
+                cf_opts.set_compaction_filter("tikal-drop", move |_level, key, value| {
+                    if drop(key, value) {
+                        rocksdb::CompactionDecision::Remove
+                    } else {
+                        rocksdb::CompactionDecision::Keep
+                    }
+                });
+            }
             ColumnFamilyDescriptor::new(cf.name(), cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -345,6 +366,46 @@ impl KvWriteBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_drops_what_the_filter_names_and_nothing_it_covered_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let drop: DropFilter = |key, value| key.starts_with(b"r") && value == b"\x02";
+        let engine = KvEngine::open_with(dir.path(), Some(drop)).unwrap();
+        let cf = engine.cf(CF_DEFAULT);
+        let put = |k: &[u8], v: &[u8]| {
+            let mut wb = engine.write_batch();
+            wb.put(CF_DEFAULT, k, v);
+            engine.write(wb, false).unwrap();
+            engine.db.flush_cf(cf).unwrap();
+        };
+        // Older values, compacted to the bottom first; then tombstones over
+        // one of them in a newer file.
+        put(b"r1", b"old");
+        put(b"r2", b"kept");
+        put(b"x1", b"\x02");
+        engine.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        put(b"r1", b"\x02");
+        assert_eq!(
+            engine.get(CF_DEFAULT, b"r1").unwrap(),
+            Some(b"\x02".to_vec())
+        );
+        engine.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        assert_eq!(
+            engine.get(CF_DEFAULT, b"r1").unwrap(),
+            None,
+            "tombstone dropped, old value gone"
+        );
+        assert_eq!(
+            engine.get(CF_DEFAULT, b"r2").unwrap(),
+            Some(b"kept".to_vec())
+        );
+        assert_eq!(
+            engine.get(CF_DEFAULT, b"x1").unwrap(),
+            Some(b"\x02".to_vec()),
+            "not named"
+        );
+    }
 
     #[test]
     fn batch_is_atomic_and_scans_honour_bounds_and_direction() {

@@ -25,8 +25,8 @@ mod raft_log;
 mod traits;
 
 pub use kv::{
-    Cf, KvEngine, KvSnapshot, KvWriteBatch, SstInfo, CF_DEFAULT, CF_LOCK, CF_RAFT, CF_WRITE,
-    DATA_CFS,
+    Cf, DropFilter, KvEngine, KvSnapshot, KvWriteBatch, SstInfo, CF_DEFAULT, CF_LOCK, CF_RAFT,
+    CF_WRITE, DATA_CFS,
 };
 pub use memory::MemEngine;
 pub use raft_log::{RaftLogEngine, RaftLogWrite};

@@ -66,6 +66,7 @@ pub struct Cluster {
     /// Lock order: `operators` before `regions` before `stores`.
     pub(crate) operators: Mutex<Operators>,
     gc: Mutex<GcState>,
+    pub keyspaces: crate::keyspace::Keyspaces,
 }
 
 #[derive(Default)]
@@ -126,7 +127,9 @@ impl Cluster {
             }
         }
         let started = clock.now_nanos();
+        let keyspaces = crate::keyspace::Keyspaces::load(&meta, started / 1_000_000_000)?;
         Ok(Cluster {
+            keyspaces,
             meta,
             cluster_id,
             opts: RwLock::new(opts),

@@ -14,6 +14,7 @@
 //! | GET/POST `/schedulers`, DELETE `/schedulers/{name}` | running schedulers     |
 //! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
 //! | GET `/operators/{region_id}`   | one region's operator and its status        |
+//! | `/pd/api/v2/keyspaces/...`     | keyspaces, see [`crate::keyspace_http`]      |
 
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/schedulers/:name", delete(remove_scheduler))
         .route("/pd/api/v1/operators", get(operators).post(add_operator))
         .route("/pd/api/v1/operators/:region_id", get(operator))
+        .merge(crate::keyspace_http::routes())
         .with_state(state)
 }
 
@@ -467,6 +469,6 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// Upstream answers failures with the message as a JSON string.
-fn error(status: StatusCode, msg: String) -> Response {
+pub(crate) fn error(status: StatusCode, msg: String) -> Response {
     (status, Json(json!(msg))).into_response()
 }

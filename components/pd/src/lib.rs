@@ -9,6 +9,7 @@
 //! * [`schedule`] — what PD asks back on region heartbeats: [`operator`]s
 //!   planned by the replica [`checker`], the [`merge`] checker and the
 //!   [`balance`] and [`hot`] schedulers, and taking stores out of service;
+//! * [`keyspace`] — API V2's tenants and the region boundaries they need;
 //! * [`tso`] — the timestamp oracle;
 //! * [`storage`] — the durable metadata store those write through;
 //! * [`service`] / [`http`] — the gRPC and HTTP faces ([`format`]: how
@@ -29,6 +30,8 @@ pub mod config;
 pub mod format;
 pub mod hot;
 pub mod http;
+pub mod keyspace;
+pub mod keyspace_http;
 pub mod merge;
 pub mod operator;
 pub mod regions;
@@ -74,6 +77,7 @@ pub async fn run(
         deploy_path: dir.display().to_string(),
         ..Default::default()
     };
+    tokio::spawn(keyspace::split_loop(cluster.clone()));
     let svc = service::PdService {
         cluster: cluster.clone(),
         member,

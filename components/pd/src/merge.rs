@@ -9,7 +9,8 @@
 //!   that split, or was made by a split, that recently is left alone, and
 //!   so is everything right after PD starts);
 //! * it and a neighbour (the region whose range touches its own) are
-//!   healthy, fully replicated and free of operators. With two such
+//!   healthy, fully replicated and free of operators, and the boundary
+//!   between them is no keyspace's (see [`crate::keyspace`]). With two such
 //!   neighbours, the smaller takes it (ties: the next one); one over
 //!   upstream's region-max-size (144 MiB) takes nothing.
 //!
@@ -62,8 +63,15 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
                 && !regions.split_within(t.region.id, v.now, o.split_merge_interval)
                 && t.approximate_size_mib() <= REGION_MAX_SIZE_MIB
         };
+        // A keyspace's boundary stays a region boundary.
+        let keyspaces = &v.cluster.keyspaces;
         let (prev, next) = regions.neighbours(&r.region);
-        let (prev, next) = (prev.filter(fits), next.filter(fits));
+        let prev = prev
+            .filter(fits)
+            .filter(|_| !keyspaces.is_bound(&r.region.start_key));
+        let next = next
+            .filter(fits)
+            .filter(|_| !keyspaces.is_bound(&r.region.end_key));
         let target = match (prev, next) {
             (Some(p), Some(n)) if p.approximate_size < n.approximate_size => Some(p),
             (p, n) => n.or(p),

@@ -420,20 +420,37 @@ impl Pd for PdService {
     }
 }
 
-/// The keyspaces PD knows. Until API V2 lands only DEFAULT (id 0) exists.
+/// `keyspacepb.Keyspace`: see [`crate::keyspace`].
 #[derive(Clone)]
 pub struct KeyspaceService {
     pub pd: PdService,
 }
 
-fn default_keyspace() -> keyspacepb::KeyspaceMeta {
-    keyspacepb::KeyspaceMeta {
-        id: 0,
-        name: "DEFAULT".into(),
-        state: keyspacepb::KeyspaceState::Enabled as i32,
-        ..Default::default()
+/// How long a first load of DEFAULT waits for its range to be split off
+/// (upstream's `wait-region-split-timeout`).
+const WAIT_REGION_SPLIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl KeyspaceService {
+    async fn load(&self, name: &str) -> Result<keyspacepb::KeyspaceMeta, PdError> {
+        let cluster = &self.pd.cluster;
+        let m = cluster.keyspaces.by_name(name).ok_or_else(|| {
+            PdError::new(
+                pdpb::ErrorType::EntryNotFound,
+                format!("keyspace does not exist: {name}"),
+            )
+        })?;
+        if m.id == crate::keyspace::DEFAULT_ID {
+            // A client uses API V2: DEFAULT's range becomes its own regions.
+            cluster.keyspaces.split_default(&cluster.meta)?;
+            crate::keyspace::wait_split(cluster, m.id, WAIT_REGION_SPLIT).await?;
+        }
+        Ok(m)
     }
 }
+
+type WatchStream = Pin<
+    Box<dyn Stream<Item = Result<keyspacepb::WatchKeyspacesResponse, Status>> + Send + 'static>,
+>;
 
 #[tonic::async_trait]
 impl Keyspace for KeyspaceService {
@@ -442,34 +459,89 @@ impl Keyspace for KeyspaceService {
         req: Request<keyspacepb::LoadKeyspaceRequest>,
     ) -> GrpcResult<keyspacepb::LoadKeyspaceResponse> {
         self.pd.check_cluster(&req.get_ref().header)?;
-        let name = &req.get_ref().name;
-        let resp = if name == "DEFAULT" {
-            keyspacepb::LoadKeyspaceResponse {
-                header: self.pd.header(Ok(())),
-                keyspace: Some(default_keyspace()),
-            }
-        } else {
-            keyspacepb::LoadKeyspaceResponse {
-                header: self.pd.header(Err(PdError::new(
-                    pdpb::ErrorType::EntryNotFound,
-                    format!("keyspace {name:?} not found"),
-                ))),
-                keyspace: None,
+        let (keyspace, result) = match self.load(&req.get_ref().name).await {
+            Ok(m) => (Some(m), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        Ok(Response::new(keyspacepb::LoadKeyspaceResponse {
+            header: self.pd.header(result),
+            keyspace,
+        }))
+    }
+
+    type WatchKeyspacesStream = WatchStream;
+
+    async fn watch_keyspaces(
+        &self,
+        req: Request<keyspacepb::WatchKeyspacesRequest>,
+    ) -> GrpcResult<Self::WatchKeyspacesStream> {
+        self.pd.check_cluster(&req.get_ref().header)?;
+        // Subscribed before the first answer is read: no change falls between.
+        let mut changes = self.pd.cluster.keyspaces.subscribe();
+        let all = self.pd.cluster.keyspaces.list(0, 0);
+        let svc = self.clone();
+        let out = async_stream::try_stream! {
+            yield keyspacepb::WatchKeyspacesResponse {
+                header: svc.pd.header(Ok(())),
+                keyspaces: all,
+            };
+            loop {
+                let keyspaces = match changes.recv().await {
+                    Ok(m) => vec![m],
+                    // Too slow a watcher: it gets everything again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        svc.pd.cluster.keyspaces.list(0, 0)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                yield keyspacepb::WatchKeyspacesResponse {
+                    header: svc.pd.header(Ok(())),
+                    keyspaces,
+                };
             }
         };
-        Ok(Response::new(resp))
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn update_keyspace_state(
+        &self,
+        req: Request<keyspacepb::UpdateKeyspaceStateRequest>,
+    ) -> GrpcResult<keyspacepb::UpdateKeyspaceStateResponse> {
+        let req = req.into_inner();
+        self.pd.check_cluster(&req.header)?;
+        let cluster = &self.pd.cluster;
+        let result = keyspacepb::KeyspaceState::try_from(req.state)
+            .map_err(|_| {
+                PdError::new(
+                    pdpb::ErrorType::InvalidValue,
+                    format!("unknown keyspace state {}", req.state),
+                )
+            })
+            .and_then(|to| {
+                let now = cluster.clock.now_nanos() / 1_000_000_000;
+                cluster.keyspaces.set_state(&cluster.meta, req.id, to, now)
+            });
+        let (keyspace, result) = match result {
+            Ok(m) => (Some(m), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        Ok(Response::new(keyspacepb::UpdateKeyspaceStateResponse {
+            header: self.pd.header(result),
+            keyspace,
+        }))
     }
 
     async fn get_all_keyspaces(
         &self,
         req: Request<keyspacepb::GetAllKeyspacesRequest>,
     ) -> GrpcResult<keyspacepb::GetAllKeyspacesResponse> {
-        self.pd.check_cluster(&req.get_ref().header)?;
-        let keyspaces = if req.get_ref().start_id == 0 {
-            vec![default_keyspace()]
-        } else {
-            vec![]
-        };
+        let req = req.into_inner();
+        self.pd.check_cluster(&req.header)?;
+        let keyspaces = self
+            .pd
+            .cluster
+            .keyspaces
+            .list(req.start_id, req.limit as usize);
         Ok(Response::new(keyspacepb::GetAllKeyspacesResponse {
             header: self.pd.header(Ok(())),
             keyspaces,

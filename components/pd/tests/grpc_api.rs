@@ -7,25 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::{opts, Sim};
-use tikal_pd::service::PdService;
 use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::metapb;
-use tikal_proto::pdpb::{self, pd_client::PdClient, pd_server::PdServer};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tikal_proto::pdpb::{self, pd_client::PdClient};
+use tokio_stream::wrappers::ReceiverStream;
 
 async fn serve(sim: &Sim) -> PdClient<tonic::transport::Channel> {
-    let svc = PdService {
-        cluster: sim.cluster.clone(),
-        member: pdpb::Member::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PdServer::new(svc))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    PdClient::connect(format!("http://{addr}")).await.unwrap()
+    PdClient::new(common::serve(sim).await)
 }
 
 async fn get_store(pd: &mut PdClient<tonic::transport::Channel>, id: u64) -> metapb::Store {

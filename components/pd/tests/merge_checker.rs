@@ -306,3 +306,40 @@ fn a_split_report_reshapes_the_tree_and_heartbeats_keep_it() {
         ]
     );
 }
+
+/// Three regions whose boundaries are DEFAULT's raw range (`r\0\0\0`,
+/// `r\0\0\x01`, encoded), the middle one small.
+fn around_default_raw() -> Fleet {
+    let mut fleet = Fleet::new(&[1, 2, 3], 3, |_| vec![1, 2, 3], merge_now());
+    let bounds = [
+        tikal_pd::keyspace::encoded(b"r\0\0\0"),
+        tikal_pd::keyspace::encoded(b"r\0\0\x01"),
+    ];
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    for (i, id) in ids.iter().enumerate() {
+        let r = fleet.regions.get_mut(id).unwrap();
+        if i > 0 {
+            r.region.start_key = bounds[i - 1].clone();
+        }
+        if i < 2 {
+            r.region.end_key = bounds[i].clone();
+        }
+        r.size = [30, 1, 25][i] * MIB;
+    }
+    introduce(&mut fleet);
+    fleet
+}
+
+#[test]
+fn no_merge_across_a_keyspace_boundary() {
+    // Before DEFAULT is split off, the small region merges as any would.
+    let mut fleet = around_default_raw();
+    assert!(fleet.settle(5, |_| {}) > 1);
+    assert_eq!(routes(&fleet).len(), 2);
+
+    let mut fleet = around_default_raw();
+    let cluster = fleet.cluster.clone();
+    assert!(cluster.keyspaces.split_default(&cluster.meta).unwrap());
+    assert_eq!(fleet.settle(5, |_| {}), 1, "{:?}", fleet.log);
+    assert_eq!(routes(&fleet).len(), 3);
+}

@@ -37,24 +37,30 @@ pub const INITIAL_INDEX: u64 = 5;
 pub struct StoreIdent {
     pub cluster_id: u64,
     pub store_id: u64,
+    /// The `[storage] api-version` the data dir was written with (1 for
+    /// idents written before it was recorded).
+    pub api_version: u8,
 }
 
 pub fn load_store_ident(engine: &KvEngine) -> Result<Option<StoreIdent>> {
     let Some(v) = engine.get(CF_RAFT, STORE_IDENT_KEY)? else {
         return Ok(None);
     };
-    if v.len() != 16 {
+    // cluster id, store id (u64 BE each), then the API version byte.
+    if v.len() != 16 && v.len() != 17 {
         return Err(corrupted("store ident", v.len()));
     }
     Ok(Some(StoreIdent {
         cluster_id: u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
-        store_id: u64::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+        store_id: u64::from_be_bytes(v[8..16].try_into().unwrap_or_default()),
+        api_version: v.get(16).copied().unwrap_or(1),
     }))
 }
 
 pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
     let mut v = ident.cluster_id.to_be_bytes().to_vec();
     v.extend_from_slice(&ident.store_id.to_be_bytes());
+    v.push(ident.api_version);
     let mut wb = engine.write_batch();
     wb.put(CF_RAFT, STORE_IDENT_KEY, &v);
     engine.write(wb, true)?;
@@ -272,6 +278,7 @@ mod tests {
         let ident = StoreIdent {
             cluster_id: 42,
             store_id: 7,
+            api_version: 2,
         };
         write_store_ident(&engine, ident).unwrap();
         assert_eq!(load_store_ident(&engine).unwrap(), Some(ident));

@@ -150,7 +150,12 @@ pub struct ServerSection {
 #[serde(default, rename_all = "kebab-case")]
 pub struct StorageSection {
     pub data_dir: String,
+    /// 1 or 2 (see `tikal_storage::api`).
     pub api_version: u8,
+    /// TTL on raw values. API V2 requires it, as upstream. Under V1 Tikal
+    /// always takes TTLs: its values carry the V2 expiry encoding whatever
+    /// the setting, so the setting can change on a store with data.
+    pub enable_ttl: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -294,6 +299,7 @@ impl Default for StorageSection {
         StorageSection {
             data_dir: "./".into(),
             api_version: 1,
+            enable_ttl: false,
         }
     }
 }
@@ -335,8 +341,10 @@ impl TikvConfig {
                 self.storage.api_version
             );
         }
-        if self.storage.api_version == 2 {
-            anyhow::bail!("storage.api-version = 2 is not supported yet");
+        if self.storage.api_version == 2 && !self.storage.enable_ttl {
+            anyhow::bail!(
+                "storage.enable-ttl must be true in API V2 because API V2 forces to enable TTL"
+            );
         }
         if self.pd.endpoints.is_empty() {
             anyhow::bail!("pd.endpoints is empty: pass --pd");

@@ -78,7 +78,10 @@ pub async fn run(
     let status_listener = std::net::TcpListener::bind(status_addr)
         .with_context(|| format!("cannot listen on status address {status_addr}"))?;
 
-    let kv = KvEngine::open(&data_dir.join("db")).context("opening KV engine")?;
+    // API V2's raw tombstones go in compaction.
+    let drop_filter = (cfg.storage.api_version == 2)
+        .then_some(tikal_storage::api::is_raw_tombstone as tikal_engine::DropFilter);
+    let kv = KvEngine::open_with(&data_dir.join("db"), drop_filter).context("opening KV engine")?;
     let raft_log =
         Arc::new(RaftLogEngine::open(&data_dir.join("raft-engine")).context("opening raft log")?);
 
@@ -86,7 +89,7 @@ pub async fn run(
     info!(cluster_id = pd.cluster_id(), "connected to PD");
     let start_time = node::unix_secs();
     let store = node::store_meta(&cfg, start_time);
-    let store_id = node::bootstrap(&pd, &kv, &store).await?;
+    let store_id = node::bootstrap(&pd, &kv, &store, cfg.storage.api_version).await?;
     pd.put_store(tikal_proto::metapb::Store {
         id: store_id,
         ..store

@@ -30,7 +30,13 @@ pub fn unix_secs() -> i64 {
 }
 
 /// Returns this store's id, allocating and bootstrapping as needed.
-pub async fn bootstrap(pd: &PdClient, kv: &KvEngine, store: &metapb::Store) -> anyhow::Result<u64> {
+/// `api_version` is `[storage] api-version`; see [`check_api_version`].
+pub async fn bootstrap(
+    pd: &PdClient,
+    kv: &KvEngine,
+    store: &metapb::Store,
+    api_version: u8,
+) -> anyhow::Result<u64> {
     let store_id = match load_store_ident(kv)? {
         Some(ident) => {
             if ident.cluster_id != pd.cluster_id() {
@@ -41,6 +47,7 @@ pub async fn bootstrap(pd: &PdClient, kv: &KvEngine, store: &metapb::Store) -> a
                     pd.cluster_id()
                 );
             }
+            check_api_version(kv, ident, api_version)?;
             ident.store_id
         }
         None => {
@@ -50,6 +57,7 @@ pub async fn bootstrap(pd: &PdClient, kv: &KvEngine, store: &metapb::Store) -> a
                 StoreIdent {
                     cluster_id: pd.cluster_id(),
                     store_id,
+                    api_version,
                 },
             )?;
             info!(store_id, "allocated store id");
@@ -89,6 +97,44 @@ pub async fn bootstrap(pd: &PdClient, kv: &KvEngine, store: &metapb::Store) -> a
         }
     }
     Ok(store_id)
+}
+
+/// A data dir keeps the API version it was written with, as TiKV's: it
+/// may change only while the store holds no data (its keys would mean
+/// something else under the other version). Then the new one is recorded.
+pub fn check_api_version(kv: &KvEngine, ident: StoreIdent, api_version: u8) -> anyhow::Result<()> {
+    if ident.api_version == api_version {
+        return Ok(());
+    }
+    let mut found = None;
+    for cf in tikal_engine::DATA_CFS {
+        kv.scan(cf, b"", b"", false, |k, _| {
+            found = Some(k.to_vec());
+            false
+        })?;
+        if let Some(key) = found {
+            bail!(
+                "unable to switch storage.api-version from V{} to V{} because found data key \
+                 that is not written by TiDB: {}; the data dir is left as it is",
+                ident.api_version,
+                api_version,
+                key.iter().map(|b| format!("{b:02X}")).collect::<String>()
+            );
+        }
+    }
+    write_store_ident(
+        kv,
+        StoreIdent {
+            api_version,
+            ..ident
+        },
+    )?;
+    info!(
+        from = ident.api_version,
+        to = api_version,
+        "storage.api-version changed on an empty store"
+    );
+    Ok(())
 }
 
 pub fn store_meta(cfg: &TikvConfig, start_timestamp: i64) -> metapb::Store {

@@ -13,6 +13,7 @@ use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use tikal_proto::tikvpb::tikv_server::Tikv;
 use tikal_proto::tikvpb::BatchRaftMessage;
 use tikal_raftstore::{Pickup, Router};
+use tikal_storage::api::Cmd;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
@@ -301,7 +302,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             self.raw.get(&ctx, &req.cf, &req.key)
         };
         respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
@@ -319,7 +320,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             self.raw.batch_get(&ctx, &req.cf, &req.keys)
         };
         respond(
@@ -401,7 +402,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             self.raw.scan(
                 &ctx,
                 &req.cf,
@@ -444,7 +445,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             self.raw.batch_scan(
                 &ctx,
                 &req.cf,
@@ -470,7 +471,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             self.raw.get_key_ttl(&ctx, &req.cf, &req.key)
         };
         respond(
@@ -557,7 +558,7 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx).await?;
+            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
                 return Err(StorageError::invalid(format!(
                     "unknown checksum algorithm {}",

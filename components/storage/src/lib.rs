@@ -13,6 +13,7 @@
 //! `user value | expire (u64 BE, Unix seconds) | 0x01`, one without as
 //! `user value | 0x00` (see [`value`]). Every read filters out expired values.
 
+pub mod api;
 mod command;
 mod errors;
 pub mod mvcc;

@@ -6,6 +6,7 @@ use tikal_engine::{Cf, KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
 use tikal_raftstore::{ApplyOutput, Pickup, RegionView, Router};
 
+use crate::api::{Api, Cmd};
 use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
 use crate::value;
 use crate::{Result, StorageError};
@@ -98,21 +99,82 @@ impl RawStorage {
     /// Waits until a read of the request's region may be served here and
     /// see every write acknowledged before it arrived (ReadIndex). A stale
     /// read (`Context.stale_read`) needs no such wait.
-    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> Result<()> {
+    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Result<()> {
+        // Any replica for a stale read; the read itself checks where it
+        // may be served.
+        self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), ctx.stale_read)?;
         if ctx.stale_read {
-            // Any replica; the read itself checks where it may be served.
-            self.check_replica(ctx, std::iter::empty::<&[u8]>(), true)?;
             return Ok(());
         }
-        self.check_region(ctx, std::iter::empty::<&[u8]>())?;
         Ok(self.router.read_index(ctx.region_id).await?)
     }
 
+    /// The store's API version rules (see [`crate::api`]).
+    pub fn api(&self) -> Api {
+        Api {
+            version: self.cfg.api_version,
+        }
+    }
+
+    /// A raw request's key as stored: checked (size, API version, key
+    /// mode) and, under API V2, memcomparable-encoded like every V2 key.
+    fn raw_key(&self, ctx: &kvrpcpb::Context, key: Vec<u8>) -> Result<Vec<u8>> {
+        check_key(&key)?;
+        let api = self.api();
+        api.check_version(ctx, Cmd::Raw)?;
+        api.check_key(ctx, Cmd::Raw, &key)?;
+        Ok(if api.v2() {
+            tikal_codec::mvcc_key::encode_key(&key)
+        } else {
+            key
+        })
+    }
+
+    /// A raw request's range `[start, end)` (either order) as stored; see
+    /// `raw_key`. Under API V2 both ends must be given and in raw mode.
+    fn raw_range(
+        &self,
+        ctx: &kvrpcpb::Context,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
+        let api = self.api();
+        api.check_version(ctx, Cmd::Raw)?;
+        api.check_range(ctx, Cmd::Raw, start, end)?;
+        if !api.v2() {
+            return Ok((start.to_vec(), end.to_vec()));
+        }
+        let enc = tikal_codec::mvcc_key::encode_key;
+        Ok((enc(start), enc(end)))
+    }
+
+    /// A stored raw key as the client wrote it.
+    fn client_key(&self, stored: &[u8]) -> Option<Vec<u8>> {
+        if !self.api().v2() {
+            return Some(stored.to_vec());
+        }
+        match tikal_codec::mvcc_key::decode_key(stored)? {
+            (key, []) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The column family a raw request names; API V2 has only the default
+    /// one (TiKV's "cf is deprecated in API V2").
+    fn raw_cf(&self, cf: &str) -> Result<Cf> {
+        if self.api().v2() && !cf.is_empty() && cf != CF_DEFAULT.name() {
+            return Err(StorageError::invalid(format!(
+                "cf is deprecated in API V2, cf name: {cf}"
+            )));
+        }
+        cf_name(cf)
+    }
+
     pub fn get(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let cf = cf_name(cf)?;
-        check_key(key)?;
-        self.check_region(ctx, [key])?;
-        self.read_live(cf, key, value::now_secs())
+        let cf = self.raw_cf(cf)?;
+        let key = self.raw_key(ctx, key.to_vec())?;
+        self.check_region(ctx, [key.as_slice()])?;
+        self.read_live(cf, &key, value::now_secs())
     }
 
     pub fn batch_get(
@@ -121,15 +183,16 @@ impl RawStorage {
         cf: &str,
         keys: &[Vec<u8>],
     ) -> Result<Vec<kvrpcpb::KvPair>> {
-        let cf = cf_name(cf)?;
-        for k in keys {
-            check_key(k)?;
-        }
-        self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let cf = self.raw_cf(cf)?;
+        let stored = keys
+            .iter()
+            .map(|k| self.raw_key(ctx, k.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        self.check_region(ctx, stored.iter().map(Vec::as_slice))?;
         let now = value::now_secs();
         let mut pairs = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(v) = self.read_live(cf, key, now)? {
+        for (key, stored) in keys.iter().zip(&stored) {
+            if let Some(v) = self.read_live(cf, stored, now)? {
                 pairs.push(kv_pair(key.clone(), v));
             }
         }
@@ -138,15 +201,16 @@ impl RawStorage {
 
     /// Seconds left to live: Some(0) for no TTL, None if absent or expired.
     pub fn get_key_ttl(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
-        let cf = cf_name(cf)?;
-        check_key(key)?;
-        self.check_region(ctx, [key])?;
+        let cf = self.raw_cf(cf)?;
+        let key = self.raw_key(ctx, key.to_vec())?;
+        self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        let Some(raw) = self.engine.get(cf, key)? else {
+        let Some(raw) = self.engine.get(cf, &key)? else {
             return Ok(None);
         };
         let stored = decode_stored(&raw)?;
         Ok(match stored.expire_at {
+            _ if stored.deleted => None,
             None => Some(0),
             Some(at) if at > now => Some(at - now),
             Some(_) => None,
@@ -166,9 +230,10 @@ impl RawStorage {
         key_only: bool,
         reverse: bool,
     ) -> Result<Vec<kvrpcpb::KvPair>> {
-        let cf = cf_name(cf)?;
+        let cf = self.raw_cf(cf)?;
+        let (start, end) = self.raw_range(ctx, start, end)?;
         let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
-        let bounds = scan_bounds(&view, start, end, reverse, true)?;
+        let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
         self.scan_bounds(cf, &bounds, limit, key_only, reverse)
     }
 
@@ -181,11 +246,12 @@ impl RawStorage {
         key_only: bool,
         reverse: bool,
     ) -> Result<Vec<kvrpcpb::KvPair>> {
-        let cf = cf_name(cf)?;
+        let cf = self.raw_cf(cf)?;
         let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
         let mut out = vec![];
         for r in ranges {
-            let bounds = scan_bounds(&view, &r.start_key, &r.end_key, reverse, false)?;
+            let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
+            let bounds = scan_bounds(&view, &start, &end, reverse, false)?;
             out.extend(self.scan_bounds(cf, &bounds, each_limit, key_only, reverse)?);
         }
         Ok(out)
@@ -203,21 +269,22 @@ impl RawStorage {
         let now = value::now_secs();
         let (mut checksum, mut kvs, mut bytes) = (0u64, 0u64, 0u64);
         for r in ranges {
-            let b = scan_bounds(&view, &r.start_key, &r.end_key, false, false)?;
+            let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
+            let b = scan_bounds(&view, &start, &end, false, false)?;
             let mut corrupt = false;
             self.engine
                 .scan(CF_DEFAULT, &b.lower, &b.upper, false, |k, raw| {
-                    match value::decode(raw) {
-                        Some(s) if s.is_live(now) => {
+                    match (value::decode(raw), self.client_key(k)) {
+                        (Some(s), Some(k)) if s.is_live(now) => {
                             let mut digest = crc64fast::Digest::new();
-                            digest.write(k);
+                            digest.write(&k);
                             digest.write(s.value);
                             checksum ^= digest.sum64();
                             kvs += 1;
                             bytes += (k.len() + s.value.len()) as u64;
                         }
-                        Some(_) => {}
-                        None => corrupt = true,
+                        (Some(_), Some(_)) => {}
+                        _ => corrupt = true,
                     }
                     !corrupt
                 })?;
@@ -238,8 +305,8 @@ impl RawStorage {
         value: &[u8],
         ttl: u64,
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
-        check_key(&key)?;
+        let cf = self.raw_cf(cf)?;
+        let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::put(cf, key, value::encode(value, ttl, now));
@@ -253,7 +320,7 @@ impl RawStorage {
         pairs: Vec<kvrpcpb::KvPair>,
         ttls: &[u64],
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
+        let cf = self.raw_cf(cf)?;
         if ttls.len() > 1 && ttls.len() != pairs.len() {
             return Err(StorageError::invalid(format!(
                 "ttls has {} entries for {} pairs",
@@ -261,17 +328,18 @@ impl RawStorage {
                 pairs.len()
             )));
         }
-        for p in &pairs {
-            check_key(&p.key)?;
-        }
-        let view = self.check_region(ctx, pairs.iter().map(|p| p.key.as_slice()))?;
+        let pairs = pairs
+            .into_iter()
+            .map(|p| Ok((self.raw_key(ctx, p.key)?, p.value)))
+            .collect::<Result<Vec<_>>>()?;
+        let view = self.check_region(ctx, pairs.iter().map(|(k, _)| k.as_slice()))?;
         let now = value::now_secs();
         let ops = pairs
             .into_iter()
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (key, v))| {
                 let ttl = ttls.get(i).or(ttls.first()).copied().unwrap_or(0);
-                RawOp::put(cf, p.key, value::encode(&p.value, ttl, now))
+                RawOp::put(cf, key, value::encode(&v, ttl, now))
             })
             .collect();
         self.prepare(&view, ops, now)
@@ -283,11 +351,11 @@ impl RawStorage {
         cf: &str,
         key: Vec<u8>,
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
-        check_key(&key)?;
+        let cf = self.raw_cf(cf)?;
+        let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        self.prepare(&view, vec![RawOp::delete(cf, key)], now)
+        self.prepare(&view, vec![self.delete_op(cf, key)], now)
     }
 
     pub fn prepare_batch_delete(
@@ -296,12 +364,13 @@ impl RawStorage {
         cf: &str,
         keys: Vec<Vec<u8>>,
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
-        for k in &keys {
-            check_key(k)?;
-        }
+        let cf = self.raw_cf(cf)?;
+        let keys = keys
+            .into_iter()
+            .map(|k| self.raw_key(ctx, k))
+            .collect::<Result<Vec<_>>>()?;
         let view = self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
-        let ops = keys.into_iter().map(|k| RawOp::delete(cf, k)).collect();
+        let ops = keys.into_iter().map(|k| self.delete_op(cf, k)).collect();
         self.prepare(&view, ops, value::now_secs())
     }
 
@@ -312,7 +381,8 @@ impl RawStorage {
         start: Vec<u8>,
         end: Vec<u8>,
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
+        let cf = self.raw_cf(cf)?;
+        let (start, end) = self.raw_range(ctx, &start, &end)?;
         if !end.is_empty() && start > end {
             return Err(StorageError::invalid(format!(
                 "start key {} is after end key {}",
@@ -339,8 +409,8 @@ impl RawStorage {
         expected: Option<Vec<u8>>,
         ttl: u64,
     ) -> Result<PreparedWrite> {
-        let cf = cf_name(cf)?;
-        check_key(&key)?;
+        let cf = self.raw_cf(cf)?;
+        let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
@@ -348,6 +418,16 @@ impl RawStorage {
     }
 
     // ---- helpers ----
+
+    /// A raw delete: physical under API V1; under API V2 a tombstone, as
+    /// TiKV writes it, that compaction drops later.
+    fn delete_op(&self, cf: Cf, key: Vec<u8>) -> RawOp {
+        if self.api().v2() {
+            RawOp::put(cf, key, value::TOMBSTONE.to_vec())
+        } else {
+            RawOp::delete(cf, key)
+        }
+    }
 
     /// Encodes a write whose keys were checked against `view` for the Raft
     /// log, and checks its size. It carries the epoch of that check: should
@@ -414,13 +494,13 @@ impl RawStorage {
         let mut corrupt = false;
         self.engine
             .scan(cf, &b.lower, &b.upper, reverse, |k, raw| {
-                match value::decode(raw) {
-                    Some(s) if s.is_live(now) => {
+                match (value::decode(raw), self.client_key(k)) {
+                    (Some(s), Some(k)) if s.is_live(now) => {
                         let v = if key_only { vec![] } else { s.value.to_vec() };
-                        out.push(kv_pair(k.to_vec(), v));
+                        out.push(kv_pair(k, v));
                     }
-                    Some(_) => {}
-                    None => corrupt = true,
+                    (Some(_), Some(_)) => {}
+                    _ => corrupt = true,
                 }
                 !corrupt && out.len() < limit as usize
             })?;
@@ -437,27 +517,21 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<RegionView> {
-        self.check_replica(ctx, keys, false)
+        self.check_replica(ctx, Some(Cmd::Raw), keys, false)
     }
 
     /// `check_region`, where with `any_replica` a follower or learner of
-    /// the region passes too.
+    /// the region passes too. `cmd` is checked against the store's API
+    /// version; None for admin requests (SplitRegion), which any takes.
     fn check_replica<'k>(
         &self,
         ctx: &kvrpcpb::Context,
+        cmd: Option<Cmd>,
         keys: impl IntoIterator<Item = &'k [u8]>,
         any_replica: bool,
     ) -> Result<RegionView> {
-        let api = if ctx.api_version == kvrpcpb::ApiVersion::V2 as i32 {
-            2
-        } else {
-            1
-        };
-        if api != self.cfg.api_version {
-            return Err(StorageError::invalid(format!(
-                "API version mismatch: request uses V{api}, storage is V{}",
-                self.cfg.api_version
-            )));
+        if let Some(cmd) = cmd {
+            self.api().check_version(ctx, cmd)?;
         }
         let view = self.router.region_view(ctx.region_id).ok_or(
             tikal_raftstore::RaftstoreError::RegionNotFound(ctx.region_id),
@@ -552,9 +626,15 @@ impl RawStorage {
         keys: impl IntoIterator<Item = &'k [u8]>,
         any_replica: bool,
     ) -> Result<RegionView> {
-        let mut view = self.check_replica(ctx, std::iter::empty::<&[u8]>(), any_replica)?;
+        let mut view = self.check_replica(
+            ctx,
+            Some(Cmd::Txn),
+            std::iter::empty::<&[u8]>(),
+            any_replica,
+        )?;
         decode_bounds(&mut view.region);
         for key in keys {
+            self.api().check_key(ctx, Cmd::Txn, key)?;
             if !in_region(&view, key) {
                 return Err(key_not_in_region(&view, key));
             }
@@ -575,7 +655,8 @@ impl RawStorage {
         let mut keys: Vec<Vec<u8>> = keys
             .into_iter()
             .map(|k| {
-                if is_raw {
+                // API V2 stores raw keys encoded too.
+                if is_raw && !self.api().v2() {
                     k
                 } else {
                     crate::mvcc::codec::encode_key(&k)
@@ -587,7 +668,7 @@ impl RawStorage {
         }
         keys.sort();
         keys.dedup();
-        let view = self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
+        let view = self.check_replica(ctx, None, keys.iter().map(Vec::as_slice), false)?;
         keys.retain(|k| *k != view.region.start_key);
         Ok((view.region, keys))
     }

@@ -284,3 +284,28 @@ pub fn opts(max_replicas: u32) -> ScheduleOptions {
         ..Default::default()
     }
 }
+
+/// PD's gRPC services (`pdpb.PD`, `keyspacepb.Keyspace`) over `sim`'s
+/// cluster, on a free loopback port.
+pub async fn serve(sim: &Sim) -> tonic::transport::Channel {
+    use tikal_pd::service::{KeyspaceService, PdService};
+    use tikal_proto::keyspacepb::keyspace_server::KeyspaceServer;
+    use tikal_proto::pdpb::pd_server::PdServer;
+    let svc = PdService {
+        cluster: sim.cluster.clone(),
+        member: pdpb::Member::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PdServer::new(svc.clone()))
+            .add_service(KeyspaceServer::new(KeyspaceService { pd: svc }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}

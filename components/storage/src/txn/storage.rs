@@ -46,7 +46,7 @@ const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 impl TxnStorage {
     /// See [`RawStorage::read_barrier`].
     pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
-        Ok(self.raw.read_barrier(ctx).await?)
+        Ok(self.raw.read_barrier(ctx, crate::api::Cmd::Txn).await?)
     }
 
     pub fn new(raw: RawStorage) -> Self {

@@ -79,7 +79,17 @@ impl Router {
         Err(last)
     }
 
+    /// Where `key` lies among region boundaries: API V2 boundaries are
+    /// memcomparable-encoded keys, V1 raw ones the keys themselves.
+    fn region_key(&self, key: &[u8]) -> Vec<u8> {
+        match self.api_version {
+            ApiVersion::V2 => tikal_codec::mvcc_key::encode_key(key),
+            _ => key.to_vec(),
+        }
+    }
+
     async fn route(&self, key: &[u8]) -> anyhow::Result<Route> {
+        let key = &self.region_key(key)[..];
         {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, r)) = routes.range(..=key.to_vec()).next_back() {
@@ -163,7 +173,7 @@ impl Router {
             let end = &route.region.end_key;
             let here = rest
                 .iter()
-                .take_while(|k| end.is_empty() || k.as_slice() < end.as_slice())
+                .take_while(|k| end.is_empty() || self.region_key(k).as_slice() < end.as_slice())
                 .count();
             let mut client = self.store(route.leader.store_id).await?;
             let resp = client
