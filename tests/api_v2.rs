@@ -305,6 +305,14 @@ async fn keyspaces_serve_every_operation_and_never_see_each_other() {
         Some(b"default".to_vec()),
         "DEFAULT's transactional data is its own"
     );
+    // unsafe_destroy_range in A leaves DEFAULT's transactional data.
+    a_txn.unsafe_destroy_range(..).await.unwrap();
+    let ts = a_txn.current_timestamp().await.unwrap();
+    let opts = tikv_client::TransactionOptions::new_optimistic;
+    let mut in_a = a_txn.snapshot(ts.clone(), opts());
+    assert!(in_a.scan(.., 10).await.unwrap().next().is_none());
+    let mut in_default = txn(&t, None).await.snapshot(ts, opts());
+    assert_eq!(in_default.scan(.., 10).await.unwrap().count(), 2);
 
     // A V1 client is refused with a clear error, not served.
     let v1 = t.raw_client().await;

@@ -328,14 +328,16 @@ async fn safe_point_requests(p: &mut Prober) {
     }
 }
 
-/// Keyspaces: the default one loads; empty, huge and oversized names are
-/// refused.
+/// Keyspaces: empty, unknown, huge and oversized names are refused.
+/// DEFAULT is not loaded here: its first load splits its range off (API V2
+/// is in use), which moves the routing this survey holds still; the API V2
+/// end-to-end tests load it.
 async fn keyspace_requests(p: &mut Prober) {
     let header = p.header.clone();
     let h = || header.clone();
     for (what, name, expect) in [
         ("an empty name", String::new(), Refused),
-        ("DEFAULT", "DEFAULT".to_string(), Served),
+        ("a name no keyspace has", "nobody".to_string(), Refused),
         ("a 1 MiB name", "n".repeat(1 << 20), Refused),
         (
             "a 5 MiB name (over the message limit)",

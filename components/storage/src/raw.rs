@@ -138,14 +138,26 @@ impl RawStorage {
         start: &[u8],
         end: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>)> {
-        let api = self.api();
-        api.check_version(ctx, Cmd::Raw)?;
-        api.check_range(ctx, Cmd::Raw, start, end)?;
-        if !api.v2() {
+        self.check_api_range(ctx, Cmd::Raw, start, end)?;
+        if !self.api().v2() {
             return Ok((start.to_vec(), end.to_vec()));
         }
         let enc = tikal_codec::mvcc_key::encode_key;
         Ok((enc(start), enc(end)))
+    }
+
+    /// Checks a `cmd` request's range against the store's API version
+    /// rules (see [`crate::api`]).
+    pub(crate) fn check_api_range(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cmd: Cmd,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<()> {
+        let api = self.api();
+        api.check_version(ctx, cmd)?;
+        api.check_range(ctx, cmd, start, end)
     }
 
     /// A stored raw key as the client wrote it.

@@ -14,6 +14,7 @@ use tikal_raftstore::RegionView;
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
 use super::reads::{self, ScanRange};
 use super::{latch, lock_wait, ConcurrencyManager, TxnResult};
+use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::MvccReader;
 use crate::raw::{decode_bounds, RawStorage};
@@ -46,7 +47,7 @@ const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 impl TxnStorage {
     /// See [`RawStorage::read_barrier`].
     pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
-        Ok(self.raw.read_barrier(ctx, crate::api::Cmd::Txn).await?)
+        Ok(self.raw.read_barrier(ctx, Cmd::Txn).await?)
     }
 
     pub fn new(raw: RawStorage) -> Self {
@@ -301,6 +302,7 @@ impl TxnStorage {
         key_only: bool,
         reverse: bool,
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
+        self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
         self.read(ctx, &[], ts, |r, view| {
             let bounds = crate::raw::scan_bounds(view, start, end, reverse, false)?;
             let range = ScanRange {
@@ -406,6 +408,7 @@ impl TxnStorage {
         start: &[u8],
         end: &[u8],
     ) -> TxnResult<()> {
+        self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
         let view = self
             .raw
             .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
