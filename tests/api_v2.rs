@@ -69,6 +69,11 @@ async fn raw_operations(c: &RawClient, p: &str) {
     assert_eq!(keys(&all), vec![k("a"), k("b"), k("c"), k("d")]);
     let rev = c.scan_reverse(k("")..k("~"), 3).await.unwrap();
     assert_eq!(keys(&rev), vec![k("d"), k("c"), k("b")]);
+    let both = c
+        .batch_scan(vec![k("a")..k("b"), k("c")..k("~")], 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(&both), vec![k("a"), k("c"), k("d")]);
 
     // Deletes leave tombstones that read as absent everywhere.
     c.delete(k("a")).await.unwrap();
@@ -81,6 +86,9 @@ async fn raw_operations(c: &RawClient, p: &str) {
 
     // TTL: remaining seconds, then gone for every read.
     c.put_with_ttl(k("t"), "soon".to_owned(), 2).await.unwrap();
+    c.batch_put_with_ttl(vec![kv(&k("t2"), "soon")], vec![2])
+        .await
+        .unwrap();
     c.put(k("u"), "stays".to_owned()).await.unwrap();
     let ttl = c.get_key_ttl_secs(k("t")).await.unwrap();
     assert!(matches!(ttl, Some(1..=2)), "remaining ttl {ttl:?}");
@@ -90,6 +98,7 @@ async fn raw_operations(c: &RawClient, p: &str) {
     })
     .await;
     assert_eq!(c.get_key_ttl_secs(k("t")).await.unwrap(), None);
+    assert!(c.batch_get(vec![k("t"), k("t2")]).await.unwrap().is_empty());
     let all = c.scan(k("")..k("~"), 10).await.unwrap();
     assert_eq!(keys(&all), vec![k("c"), k("d"), k("u")]);
 
@@ -122,13 +131,38 @@ async fn txn_operations(c: &TransactionClient, p: &str, value: &str) {
     t.put(k("c"), value.to_owned()).await.unwrap();
     t.delete(k("b")).await.unwrap();
     t.commit().await.unwrap();
+    // Async commit and 1PC.
+    use tikv_client::TransactionOptions;
+    for (key, opts) in [
+        ("e", TransactionOptions::new_optimistic().use_async_commit()),
+        ("f", TransactionOptions::new_optimistic().try_one_pc()),
+    ] {
+        let mut t = c.begin_with_options(opts).await.unwrap();
+        t.put(k(key), value.to_owned()).await.unwrap();
+        t.commit().await.unwrap();
+    }
     let mut snap = c.snapshot(
         c.current_timestamp().await.unwrap(),
-        tikv_client::TransactionOptions::new_optimistic(),
+        TransactionOptions::new_optimistic(),
     );
     let all = snap.scan(k("")..k("~"), 10).await.unwrap();
     let got: Vec<KvPair> = all.collect();
-    assert_eq!(keys(&got), vec![k("a"), k("c")]);
+    assert_eq!(keys(&got), vec![k("a"), k("c"), k("e"), k("f")]);
+    let got: Vec<KvPair> = snap
+        .batch_get(vec![k("a"), k("b"), k("f")])
+        .await
+        .unwrap()
+        .collect();
+    let mut got = keys(&got);
+    got.sort();
+    assert_eq!(got, vec![k("a"), k("f")]);
+    // GC up to now: the latest versions stay.
+    assert!(c.gc(c.current_timestamp().await.unwrap()).await.unwrap());
+    let mut snap = c.snapshot(
+        c.current_timestamp().await.unwrap(),
+        TransactionOptions::new_optimistic(),
+    );
+    assert_eq!(snap.scan(k("")..k("~"), 10).await.unwrap().count(), 4);
 }
 
 /// What the clients cannot send, over raw gRPC to DEFAULT's raw region
@@ -312,7 +346,7 @@ async fn keyspaces_serve_every_operation_and_never_see_each_other() {
     let mut in_a = a_txn.snapshot(ts.clone(), opts());
     assert!(in_a.scan(.., 10).await.unwrap().next().is_none());
     let mut in_default = txn(&t, None).await.snapshot(ts, opts());
-    assert_eq!(in_default.scan(.., 10).await.unwrap().count(), 2);
+    assert_eq!(in_default.scan(.., 10).await.unwrap().count(), 4);
 
     // A V1 client is refused with a clear error, not served.
     let v1 = t.raw_client().await;

@@ -17,7 +17,8 @@
 //! upstream does, so an API V1 cluster keeps its single first region.
 //!
 //! Durable in the metadata store: `keyspace/<id u32 BE>` holds each
-//! `KeyspaceMeta`, `keyspace_split_default` marks DEFAULT as split.
+//! `KeyspaceMeta`, `keyspace_next_id` the next id (u64 BE; ids are never
+//! reused), `keyspace_split_default` marks DEFAULT as split.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ const MAX_NAME_LEN: usize = 64;
 
 const META_PREFIX: &[u8] = b"keyspace/";
 const SPLIT_DEFAULT: &[u8] = b"keyspace_split_default";
+/// The next id to hand out: ids are never reused, even of a keyspace whose
+/// creation failed.
+const NEXT_ID: &[u8] = b"keyspace_next_id";
 
 fn meta_key(id: u32) -> Vec<u8> {
     [META_PREFIX, &id.to_be_bytes()].concat()
@@ -88,6 +92,7 @@ fn invalid(msg: impl Into<String>) -> PdError {
 
 struct State {
     by_id: BTreeMap<u32, KeyspaceMeta>,
+    next_id: u32,
     split_default: bool,
     /// Boundaries of every keyspace that is split off: encoded (as region
     /// boundaries) to the client key.
@@ -133,8 +138,11 @@ impl Keyspaces {
             meta.write(b)?;
             slot.insert(default);
         }
+        let next_id = meta.get_u64(NEXT_ID)?.unwrap_or(1) as u32;
+        let next_id = next_id.max(by_id.keys().next_back().map_or(1, |&last| last + 1));
         let mut state = State {
             by_id,
+            next_id,
             split_default: meta.get(SPLIT_DEFAULT)?.is_some(),
             bounds: BTreeMap::new(),
         };
@@ -195,7 +203,7 @@ impl Keyspaces {
                 format!("keyspace already exists: {name}"),
             ));
         }
-        let id = s.by_id.keys().next_back().map_or(1, |&last| last + 1);
+        let id = s.next_id;
         if id > MAX_ID {
             return Err(invalid(format!("no keyspace id left (max {MAX_ID})")));
         }
@@ -209,7 +217,9 @@ impl Keyspaces {
         };
         let mut b = Batch::default();
         b.put_msg(&meta_key(id), &m);
+        b.put(NEXT_ID, &u64::from(id + 1).to_be_bytes());
         meta.write(b)?;
+        s.next_id = id + 1;
         s.by_id.insert(id, m.clone());
         s.recompute_bounds();
         drop(s);
@@ -219,10 +229,10 @@ impl Keyspaces {
 
     /// Forgets a keyspace whose creation failed.
     pub fn remove(&self, meta: &MetaStore, id: u32) -> PdResult<()> {
+        let mut s = self.state.write();
         let mut b = Batch::default();
         b.delete(&meta_key(id));
         meta.write(b)?;
-        let mut s = self.state.write();
         s.by_id.remove(&id);
         s.recompute_bounds();
         Ok(())
@@ -471,6 +481,12 @@ mod tests {
         assert!(ks.split_bounds().iter().all(|(e, k)| *e == encoded(k)));
         assert!(!ks.is_bound(b"r\0\0\x01"));
         assert_eq!(ks.create(&meta, "c", Default::default(), 21).unwrap().id, 3);
+        // A removed keyspace's id is never handed out again.
+        ks.remove(&meta, 3).unwrap();
+        assert!(ks.by_id(3).is_none());
+        drop(ks);
+        let ks = Keyspaces::load(&meta, 22).unwrap();
+        assert_eq!(ks.create(&meta, "d", Default::default(), 23).unwrap().id, 4);
     }
 
     #[test]
@@ -498,7 +514,7 @@ mod tests {
     #[test]
     fn bounds_are_the_keyspaces_prefixes() {
         assert_eq!(
-            bounds(0x0102_03),
+            bounds(0x0001_0203),
             vec![
                 b"r\x01\x02\x03".to_vec(),
                 b"r\x01\x02\x04".to_vec(),

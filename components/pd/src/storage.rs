@@ -11,6 +11,7 @@
 //! | `gc_safe_point`        | u64 BE                                  |
 //! | `service_sp/<id>`      | safe point, expire (Unix s), u64 BE each |
 //! | `keyspace/<id u32 BE>` | `keyspacepb.KeyspaceMeta`               |
+//! | `keyspace_next_id`     | u64 BE: the next keyspace id             |
 //! | `keyspace_split_default` | present = DEFAULT's range is split off |
 
 use std::path::Path;

@@ -60,7 +60,10 @@ pub fn load_store_ident(engine: &KvEngine) -> Result<Option<StoreIdent>> {
 pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
     let mut v = ident.cluster_id.to_be_bytes().to_vec();
     v.extend_from_slice(&ident.store_id.to_be_bytes());
-    v.push(ident.api_version);
+    // API V1 idents keep the 16 bytes older binaries read.
+    if ident.api_version != 1 {
+        v.push(ident.api_version);
+    }
     let mut wb = engine.write_batch();
     wb.put(CF_RAFT, STORE_IDENT_KEY, &v);
     engine.write(wb, true)?;
@@ -282,6 +285,14 @@ mod tests {
         };
         write_store_ident(&engine, ident).unwrap();
         assert_eq!(load_store_ident(&engine).unwrap(), Some(ident));
+        let v1 = StoreIdent {
+            api_version: 1,
+            ..ident
+        };
+        write_store_ident(&engine, v1).unwrap();
+        assert_eq!(load_store_ident(&engine).unwrap(), Some(v1));
+        let raw = engine.get(CF_RAFT, STORE_IDENT_KEY).unwrap().unwrap();
+        assert_eq!(raw.len(), 16, "what older binaries read");
 
         let region = metapb::Region {
             id: 3,

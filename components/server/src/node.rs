@@ -100,15 +100,21 @@ pub async fn bootstrap(
 }
 
 /// A data dir keeps the API version it was written with, as TiKV's: it
-/// may change only while the store holds no data (its keys would mean
-/// something else under the other version). Then the new one is recorded.
+/// may change only while the store holds no data but TiDB's (`m` and `t`
+/// keys, which mean the same under both versions; any other key would
+/// mean something else). Then the new one is recorded.
 pub fn check_api_version(kv: &KvEngine, ident: StoreIdent, api_version: u8) -> anyhow::Result<()> {
     if ident.api_version == api_version {
         return Ok(());
     }
+    // Everything but TiDB's ranges, as stored keys.
+    const NOT_TIDB: [(&[u8], &[u8]); 3] = [(b"", b"m"), (b"n", b"t"), (b"u", b"")];
     let mut found = None;
-    for cf in tikal_engine::DATA_CFS {
-        kv.scan(cf, b"", b"", false, |k, _| {
+    for (cf, (start, end)) in tikal_engine::DATA_CFS
+        .into_iter()
+        .flat_map(|cf| NOT_TIDB.map(|r| (cf, r)))
+    {
+        kv.scan(cf, start, end, false, |k, _| {
             found = Some(k.to_vec());
             false
         })?;
@@ -132,7 +138,7 @@ pub fn check_api_version(kv: &KvEngine, ident: StoreIdent, api_version: u8) -> a
     info!(
         from = ident.api_version,
         to = api_version,
-        "storage.api-version changed on an empty store"
+        "storage.api-version changed on a store without data but TiDB's"
     );
     Ok(())
 }
@@ -152,5 +158,46 @@ pub fn store_meta(cfg: &TikvConfig, start_timestamp: i64) -> metapb::Store {
         state: metapb::StoreState::Up as i32,
         node_state: metapb::NodeState::Serving as i32,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_version_changes_only_over_tidb_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let v1 = StoreIdent {
+            cluster_id: 1,
+            store_id: 2,
+            api_version: 1,
+        };
+        write_store_ident(&kv, v1).unwrap();
+        let put = |cf, key: &[u8]| {
+            let mut wb = kv.write_batch();
+            wb.put(cf, key, b"v");
+            kv.write(wb, false).unwrap();
+        };
+        put(tikal_engine::CF_WRITE, b"t\x80table-row");
+        put(tikal_engine::CF_DEFAULT, b"m-meta");
+        check_api_version(&kv, v1, 2).unwrap();
+        let v2 = load_store_ident(&kv).unwrap().unwrap();
+        assert_eq!(v2.api_version, 2, "recorded");
+
+        put(tikal_engine::CF_LOCK, b"user-key");
+        let e = check_api_version(&kv, v2, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("unable to switch storage.api-version from V2 to V1")
+                && e.contains(
+                    &"user-key"
+                        .bytes()
+                        .map(|b| format!("{b:02X}"))
+                        .collect::<String>()
+                ),
+            "{e}"
+        );
+        assert_eq!(load_store_ident(&kv).unwrap().unwrap().api_version, 2);
     }
 }
