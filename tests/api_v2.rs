@@ -236,6 +236,43 @@ async fn v2_store_checks(t: &TestCluster) {
         e.message().contains("Key mode mismatched"),
         "an open end is not a raw range under V2: {e:?}"
     );
+
+    // Hostile V2 keys and ranges are refused; the store keeps serving.
+    let long = [b"r\0\0\0".as_slice(), &[0xff; 9000]].concat();
+    for key in [&b""[..], b"r", b"r\0", b"x", b"\xff\xff", &long] {
+        let r = d.tikv.raw_get(get(key, "")).await.unwrap().into_inner();
+        let refused = !r.error.is_empty() || r.region_error.is_some();
+        assert!(refused || r.not_found, "{key:?}: {r:?}");
+    }
+    for (start, end, reverse) in [
+        (&b"r\0\0\x01"[..], &b"r\0\0\0"[..], false),
+        (b"r\0\0\0", b"r\0\0\x01", true),
+        (b"r", b"s", false),
+        (b"r\0\0\0", b"x\0\0\0", false),
+        (b"", b"", true),
+        (b"\xff", b"\0", false),
+    ] {
+        let scan = RawScanRequest {
+            context: Some(d.ctx.clone()),
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            limit: 10,
+            reverse,
+            ..Default::default()
+        };
+        let answered = d.tikv.raw_scan(scan).await;
+        assert!(
+            answered.is_err() || answered.as_ref().is_ok_and(|r| r.get_ref().kvs.len() <= 1),
+            "{start:?}..{end:?}: {answered:?}"
+        );
+    }
+    let r = d
+        .tikv
+        .raw_get(get(b"r\0\0\0same", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.value, b"D", "still serving");
 }
 
 /// PD's keyspace HTTP API beyond creation: paging, refusals, and state

@@ -386,13 +386,19 @@ pub async fn split_loop(cluster: Arc<Cluster>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for (region, keys) in pending_splits(&cluster) {
-            let id = region.region.id;
-            match split_at(&cluster, region, keys).await {
-                Ok(()) => info!(region_id = id, "split off a keyspace's range"),
-                Err(e) => debug!(region_id = id, error = %e, "keyspace split not made yet"),
+        // All at once: a region whose leader does not answer holds up no
+        // other.
+        let attempts = pending_splits(&cluster).into_iter().map(|(region, keys)| {
+            let cluster = &cluster;
+            async move {
+                let id = region.region.id;
+                match split_at(cluster, region, keys).await {
+                    Ok(()) => info!(region_id = id, "split off a keyspace's range"),
+                    Err(e) => debug!(region_id = id, error = %e, "keyspace split not made yet"),
+                }
             }
-        }
+        });
+        futures::future::join_all(attempts).await;
     }
 }
 
