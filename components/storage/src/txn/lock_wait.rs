@@ -25,17 +25,25 @@ use parking_lot::Mutex;
 use tikal_proto::deadlock::WaitForEntry;
 use tokio::sync::oneshot;
 
+/// The most edges a detector holds. Each is a waiting pessimistic lock
+/// request, so a real cluster stays far below; the cluster's detector takes
+/// edges from any client of its `Detect` stream, and this bounds what one
+/// can make it keep and search. Past it, new edges are not kept: their
+/// waiters still end by their lock wait timeout.
+pub const MAX_EDGES: usize = 100_000;
+
 /// The wait-for graph: for each waiting transaction, the edges it waits on
 /// (one per waiting request).
 #[derive(Default)]
 pub struct Detector {
     edges: HashMap<u64, Vec<WaitForEntry>>,
+    count: usize,
 }
 
 impl Detector {
     /// Adds `entry` unless it closes a cycle; a cycle comes back as the
     /// wait chain, starting with `entry` and ending at the edge that leads
-    /// back to `entry.txn`.
+    /// back to `entry.txn`. An edge past [`MAX_EDGES`] is not kept.
     pub fn detect(&mut self, entry: WaitForEntry) -> Result<(), Vec<WaitForEntry>> {
         if let Some(path) = self.path(entry.wait_for_txn, entry.txn) {
             let mut chain = Vec::with_capacity(path.len() + 1);
@@ -43,7 +51,11 @@ impl Detector {
             chain.extend(path);
             return Err(chain);
         }
+        if self.count >= MAX_EDGES {
+            return Ok(());
+        }
         self.edges.entry(entry.txn).or_default().push(entry);
+        self.count += 1;
         Ok(())
     }
 
@@ -55,6 +67,7 @@ impl Detector {
                 .position(|e| e.wait_for_txn == wait_for_txn && e.key_hash == key_hash)
             {
                 list.swap_remove(i);
+                self.count -= 1;
             }
             if list.is_empty() {
                 self.edges.remove(&txn);
@@ -95,7 +108,9 @@ impl Detector {
 
     /// Removes every edge of transaction `txn` (it ended).
     pub fn clean_up(&mut self, txn: u64) {
-        self.edges.remove(&txn);
+        if let Some(list) = self.edges.remove(&txn) {
+            self.count -= list.len();
+        }
     }
 
     /// Every edge, for `GetWaitForEntries`.
@@ -104,7 +119,7 @@ impl Detector {
     }
 
     pub fn edge_count(&self) -> usize {
-        self.edges.values().map(Vec::len).sum()
+        self.count
     }
 }
 
@@ -359,6 +374,25 @@ mod tests {
         // Removing 2 → 3 breaks the cycle.
         d.remove(2, 3, 20);
         d.detect(edge(3, 1, 40)).unwrap();
+    }
+
+    #[test]
+    fn the_graph_keeps_at_most_max_edges_and_still_finds_cycles() {
+        let mut d = Detector::default();
+        for i in 0..MAX_EDGES as u64 + 10 {
+            d.detect(edge(1_000_000 + i, 2_000_000 + i, i)).unwrap();
+        }
+        assert_eq!(d.edge_count(), MAX_EDGES);
+        assert_eq!(d.entries().len(), MAX_EDGES);
+        // A cycle through kept edges is still refused.
+        assert!(d.detect(edge(2_000_000, 1_000_000, 7)).is_err());
+        // Ends free room again.
+        d.clean_up(1_000_000);
+        d.remove(1_000_001, 2_000_001, 1);
+        assert_eq!(d.edge_count(), MAX_EDGES - 2);
+        d.detect(edge(5, 6, 0)).unwrap();
+        d.detect(edge(6, 5, 0)).unwrap_err();
+        assert_eq!(d.edge_count(), MAX_EDGES - 1);
     }
 
     #[test]
