@@ -324,6 +324,7 @@ impl TxnStorage {
         max_ts: u64,
         limit: u32,
     ) -> TxnResult<Vec<kvrpcpb::LockInfo>> {
+        self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
         let view = self
             .raw
             .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
