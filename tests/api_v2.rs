@@ -41,6 +41,19 @@ fn kv(k: &str, v: &str) -> KvPair {
     KvPair::new(k.to_owned(), v.to_owned())
 }
 
+/// Waits until PD knows at least `count` regions, each on 3 voters with a
+/// leader: a fresh split's peers are created and replicated before the
+/// clients use them.
+async fn settled(t: &TestCluster, count: usize) {
+    eventually(Duration::from_secs(60), "regions on 3 voters", || async {
+        common::regions(t, 3)
+            .await
+            .filter(|all| all.len() >= count)
+            .map(|_| ())
+    })
+    .await;
+}
+
 async fn create_keyspace(t: &TestCluster, name: &str) -> serde_json::Value {
     let resp = reqwest::Client::new()
         .post(format!("http://{}/pd/api/v2/keyspaces", t.pd()))
@@ -322,10 +335,10 @@ async fn keyspace_http_rules(t: &TestCluster) {
 #[tokio::test(flavor = "multi_thread")]
 async fn keyspaces_serve_every_operation_and_never_see_each_other() {
     let t = TestCluster::start_with_config(3, V2).await;
+    settled(&t, 1).await;
+    // Loading DEFAULT splits its raw and transactional ranges off.
     let default = raw(&t, None).await;
-    // Loading DEFAULT split its raw and transactional ranges off.
-    let regions = get_json(&format!("http://{}/pd/api/v1/regions", t.pd())).await;
-    assert!(regions["count"].as_u64().unwrap() >= 5, "{regions}");
+    settled(&t, 5).await;
 
     raw_operations(&default, "k").await;
     txn_operations(&txn(&t, None).await, "k", "default").await;
@@ -337,6 +350,7 @@ async fn keyspaces_serve_every_operation_and_never_see_each_other() {
     // (its lower bounds are DEFAULT's upper ones).
     let regions = get_json(&format!("http://{}/pd/api/v1/regions", t.pd())).await;
     assert!(regions["count"].as_u64().unwrap() >= 7, "{regions}");
+    settled(&t, 7).await;
     let again = get_json(&format!("http://{}/pd/api/v2/keyspaces/tenant_a", t.pd())).await;
     assert_eq!(again["id"], 1);
     keyspace_http_rules(&t).await;
