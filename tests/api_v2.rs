@@ -208,31 +208,21 @@ async fn v2_store_checks(t: &TestCluster) {
         (digest.sum64(), 1, 9),
         "the client's key (prefix included, no encoding) and the user value"
     );
-    let get = |key: &[u8], cf: &str| RawGetRequest {
-        context: Some(d.ctx.clone()),
-        key: key.to_vec(),
-        cf: cf.into(),
+    let (tikv, ctx) = (d.tikv.clone(), d.ctx.clone());
+    let get = |key: &[u8], cf: &str| {
+        let req = RawGetRequest {
+            context: Some(ctx.clone()),
+            key: key.to_vec(),
+            cf: cf.into(),
+        };
+        let mut tikv = tikv.clone();
+        async move { tikv.raw_get(req).await.unwrap().into_inner() }
     };
-    let r = d
-        .tikv
-        .raw_get(get(b"x\0\0\0same", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get(b"x\0\0\0same", "").await;
     assert!(r.error.contains("Key mode mismatched"), "{r:?}");
-    let r = d
-        .tikv
-        .raw_get(get(b"r\0\0\0same", "lock"))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get(b"r\0\0\0same", "lock").await;
     assert!(r.error.contains("cf is deprecated in API V2"), "{r:?}");
-    let r = d
-        .tikv
-        .raw_get(get(b"r\0\0\0same", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get(b"r\0\0\0same", "").await;
     assert_eq!((r.error.as_str(), r.value.as_slice()), ("", &b"D"[..]));
     let e = d
         .tikv
@@ -253,7 +243,7 @@ async fn v2_store_checks(t: &TestCluster) {
     // Hostile V2 keys and ranges are refused; the store keeps serving.
     let long = [b"r\0\0\0".as_slice(), &[0xff; 9000]].concat();
     for key in [&b""[..], b"r", b"r\0", b"x", b"\xff\xff", &long] {
-        let r = d.tikv.raw_get(get(key, "")).await.unwrap().into_inner();
+        let r = get(key, "").await;
         let refused = !r.error.is_empty() || r.region_error.is_some();
         assert!(refused || r.not_found, "{key:?}: {r:?}");
     }
@@ -279,12 +269,7 @@ async fn v2_store_checks(t: &TestCluster) {
             "{start:?}..{end:?}: {answered:?}"
         );
     }
-    let r = d
-        .tikv
-        .raw_get(get(b"r\0\0\0same", ""))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = get(b"r\0\0\0same", "").await;
     assert_eq!(r.value, b"D", "still serving");
 }
 

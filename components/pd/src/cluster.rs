@@ -79,6 +79,11 @@ struct GcState {
 pub use crate::clock::unix_nanos;
 
 impl Cluster {
+    /// Now by this cluster's clock, in Unix seconds.
+    pub(crate) fn now_secs(&self) -> i64 {
+        self.clock.now_nanos() / 1_000_000_000
+    }
+
     /// Loads (or creates, on first start) the cluster from `meta`.
     pub fn open(meta: MetaStore, opts: ScheduleOptions) -> PdResult<Cluster> {
         Cluster::open_with_clock(meta, opts, Arc::new(SystemClock))

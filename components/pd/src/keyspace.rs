@@ -39,6 +39,9 @@ use crate::storage::{Batch, MetaStore};
 
 pub const DEFAULT_ID: u32 = 0;
 pub const DEFAULT_NAME: &str = "DEFAULT";
+/// How long a keyspace's creation, or DEFAULT's first load, waits for its
+/// range to be split off (upstream's `wait-region-split-timeout`).
+pub const WAIT_REGION_SPLIT: Duration = Duration::from_secs(30);
 /// Ids are 3 bytes on the wire.
 pub const MAX_ID: u32 = 0xFF_FFFF;
 const MAX_NAME_LEN: usize = 64;
@@ -138,8 +141,11 @@ impl Keyspaces {
             meta.write(b)?;
             slot.insert(default);
         }
-        let next_id = meta.get_u64(NEXT_ID)?.unwrap_or(1) as u32;
-        let next_id = next_id.max(by_id.keys().next_back().map_or(1, |&last| last + 1));
+        // From disk: out-of-range values only make `create` refuse.
+        let stored = meta.get_u64(NEXT_ID)?.unwrap_or(1);
+        let next_id = u32::try_from(stored).unwrap_or(u32::MAX);
+        let after_last = by_id.keys().next_back().map_or(1, |&l| l.saturating_add(1));
+        let next_id = next_id.max(after_last);
         let mut state = State {
             by_id,
             next_id,
@@ -156,6 +162,11 @@ impl Keyspaces {
     pub fn by_name(&self, name: &str) -> Option<KeyspaceMeta> {
         let s = self.state.read();
         s.by_id.values().find(|m| m.name == name).cloned()
+    }
+
+    /// The keyspace named `name`, or upstream's not-found error.
+    pub fn named(&self, name: &str) -> PdResult<KeyspaceMeta> {
+        self.by_name(name).ok_or_else(|| not_found(name))
     }
 
     pub fn by_id(&self, id: u32) -> Option<KeyspaceMeta> {
@@ -365,7 +376,7 @@ pub async fn create(
     config: std::collections::HashMap<String, String>,
     wait: Duration,
 ) -> PdResult<KeyspaceMeta> {
-    let now = cluster.clock.now_nanos() / 1_000_000_000;
+    let now = cluster.now_secs();
     let m = cluster.keyspaces.create(&cluster.meta, name, config, now)?;
     if let Err(e) = wait_split(cluster, m.id, wait).await {
         cluster.keyspaces.remove(&cluster.meta, m.id)?;

@@ -28,9 +28,6 @@ use tikal_proto::pdpb::ErrorType;
 use crate::cluster::PdError;
 use crate::http::{error, HttpState};
 
-/// Upstream's `wait-region-split-timeout`.
-const WAIT_REGION_SPLIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 pub fn routes() -> Router<Arc<HttpState>> {
     Router::new()
         .route("/pd/api/v2/keyspaces", get(list).post(create))
@@ -84,7 +81,8 @@ async fn create(State(s): State<Arc<HttpState>>, body: String) -> Response {
         }
         _ => return error(StatusCode::BAD_REQUEST, "config is not an object".into()),
     };
-    match crate::keyspace::create(&s.pd.cluster, name, config, WAIT_REGION_SPLIT).await {
+    let wait = crate::keyspace::WAIT_REGION_SPLIT;
+    match crate::keyspace::create(&s.pd.cluster, name, config, wait).await {
         Ok(m) => Json(keyspace_json(&m)).into_response(),
         Err(e) => pd_error(e),
     }
@@ -129,12 +127,9 @@ async fn list(
 }
 
 async fn load(State(s): State<Arc<HttpState>>, Path(name): Path<String>) -> Response {
-    match s.pd.cluster.keyspaces.by_name(&name) {
-        Some(m) => Json(keyspace_json(&m)).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("keyspace does not exist: {name}"),
-        ),
+    match s.pd.cluster.keyspaces.named(&name) {
+        Ok(m) => Json(keyspace_json(&m)).into_response(),
+        Err(e) => pd_error(e),
     }
 }
 
@@ -154,14 +149,12 @@ async fn update_state(
         );
     };
     let cluster = &s.pd.cluster;
-    let Some(m) = cluster.keyspaces.by_name(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("keyspace does not exist: {name}"),
-        );
-    };
-    let now = cluster.clock.now_nanos() / 1_000_000_000;
-    match cluster.keyspaces.set_state(&cluster.meta, m.id, to, now) {
+    let now = cluster.now_secs();
+    let moved = cluster
+        .keyspaces
+        .named(&name)
+        .and_then(|m| cluster.keyspaces.set_state(&cluster.meta, m.id, to, now));
+    match moved {
         Ok(m) => Json(keyspace_json(&m)).into_response(),
         Err(e) => pd_error(e),
     }

@@ -426,23 +426,15 @@ pub struct KeyspaceService {
     pub pd: PdService,
 }
 
-/// How long a first load of DEFAULT waits for its range to be split off
-/// (upstream's `wait-region-split-timeout`).
-const WAIT_REGION_SPLIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 impl KeyspaceService {
     async fn load(&self, name: &str) -> Result<keyspacepb::KeyspaceMeta, PdError> {
         let cluster = &self.pd.cluster;
-        let m = cluster.keyspaces.by_name(name).ok_or_else(|| {
-            PdError::new(
-                pdpb::ErrorType::EntryNotFound,
-                format!("keyspace does not exist: {name}"),
-            )
-        })?;
+        let m = cluster.keyspaces.named(name)?;
         if m.id == crate::keyspace::DEFAULT_ID {
             // A client uses API V2: DEFAULT's range becomes its own regions.
             cluster.keyspaces.split_default(&cluster.meta)?;
-            crate::keyspace::wait_split(cluster, m.id, WAIT_REGION_SPLIT).await?;
+            let wait = crate::keyspace::WAIT_REGION_SPLIT;
+            crate::keyspace::wait_split(cluster, m.id, wait).await?;
         }
         Ok(m)
     }
@@ -518,7 +510,7 @@ impl Keyspace for KeyspaceService {
                 )
             })
             .and_then(|to| {
-                let now = cluster.clock.now_nanos() / 1_000_000_000;
+                let now = cluster.now_secs();
                 cluster.keyspaces.set_state(&cluster.meta, req.id, to, now)
             });
         let (keyspace, result) = match result {

@@ -124,7 +124,7 @@ pub fn check_api_version(kv: &KvEngine, ident: StoreIdent, api_version: u8) -> a
                  that is not written by TiDB: {}; the data dir is left as it is",
                 ident.api_version,
                 api_version,
-                key.iter().map(|b| format!("{b:02X}")).collect::<String>()
+                tikal_storage::hex(&key)
             );
         }
     }

@@ -804,7 +804,8 @@ fn kv_pair(key: Vec<u8>, value: Vec<u8>) -> kvrpcpb::KvPair {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Upper-case hex of a key, for messages.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
