@@ -142,7 +142,13 @@ async fn small_regions_merge_and_no_write_is_lost_or_revived() {
         .step_by(KEEP_EVERY)
         .map(|i| (format!("m{i:05}z").into_bytes(), b"after".to_vec()))
         .collect();
-    raw.batch_put(later.clone()).await.unwrap();
+    // PD may still be merging: a write to a region mid-merge is refused
+    // (ProposalInMergingMode) until the merge ends, possibly longer than
+    // the client's own retries; it is retried here until it lands.
+    eventually(WAIT, "writes after the merges", || async {
+        raw.batch_put(later.clone()).await.ok()
+    })
+    .await;
     for (k, v) in later {
         assert_eq!(raw.get(k).await.unwrap(), Some(v));
     }
