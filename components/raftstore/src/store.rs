@@ -207,6 +207,10 @@ impl Store {
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
+            // One append per follower and round, however many proposals
+            // the round took in (raft-rs otherwise sends one per proposal,
+            // and the follower answers each).
+            batch_append: true,
             ..Default::default()
         };
         for (region_id, bytes) in meta::load_pending_snapshots(&kv)? {
