@@ -43,6 +43,8 @@
 //! restart S                 stop store S and reopen it from its engines
 //! status [region=R]         each store's view of region R (default 1): role,
 //!                           term, leader, commit, applied, first log index
+//! traffic                   messages sent since the last `traffic`: per
+//!                           sender, receiver and type, how many and their entries
 //! proposals                 what each proposal got back
 //! get key                   the key's value on every store
 //! ```
@@ -89,13 +91,24 @@ impl Applier for KeyValueApplier {
 #[derive(Default)]
 struct Network {
     in_flight: VecDeque<PeerMessage>,
+    /// Messages and entries sent since the last `traffic`, by sending
+    /// store, receiving store and message type.
+    sent: BTreeMap<(u64, u64, String), (usize, usize)>,
 }
 
 struct SimTransport(Arc<Mutex<Network>>);
 
 impl Transport for SimTransport {
     fn send(&mut self, msg: PeerMessage) {
-        self.0.lock().in_flight.push_back(msg);
+        let mut net = self.0.lock();
+        let kind = format!("{:?}", msg.message.get_msg_type());
+        let count = net
+            .sent
+            .entry((msg.from.store_id, msg.to.store_id, kind))
+            .or_default();
+        count.0 += 1;
+        count.1 += msg.message.entries.len();
+        net.in_flight.push_back(msg);
     }
 }
 
@@ -641,6 +654,12 @@ impl goldenscript::Runner for Runner {
                     .collect();
                 for s in which {
                     c.store(s)?.compact_logs_with(&gc);
+                }
+            }
+            "traffic" => {
+                let sent = std::mem::take(&mut self.cluster()?.network.lock().sent);
+                for ((from, to, kind), (n, entries)) in sent {
+                    writeln!(out, "{from}->{to} {kind} x{n}, {entries} entries")?;
                 }
             }
             "proposals" => {
