@@ -2,7 +2,8 @@
 //!
 //! Other threads reach the store through the [`Router`]: proposals and Raft
 //! messages from other stores go into one channel; the loop takes in
-//! everything queued (up to `max_batch` and the write quota), ticks Raft on
+//! everything queued (up to `max_batch`, `max_round_bytes` of proposals
+//! and the write quota), ticks Raft on
 //! the base tick, and runs a round of [`Store::on_ready`]. Readers observe
 //! the published [`RegionView`]s.
 
@@ -140,6 +141,7 @@ impl Router {
             quota,
             held: Default::default(),
             split_checks,
+            round_bytes: 0,
         };
         let (failed_tx, failure) = tokio::sync::watch::channel(None);
         let thread = std::thread::Builder::new()
@@ -389,6 +391,8 @@ struct Runner {
     /// order: they wait here until it allows them.
     held: std::collections::VecDeque<Msg>,
     split_checks: SplitChecker,
+    /// Proposal bytes taken in this round (see `max_round_bytes`).
+    round_bytes: usize,
 }
 
 /// The split checker's thread (`split_check.rs`): regions go in, their
@@ -468,6 +472,7 @@ impl Runner {
     /// to `max_batch` and the write quota. Returns false on Stop or when
     /// every sender is gone.
     fn take_in(&mut self, timeout: Duration, max_batch: usize) -> bool {
+        self.round_bytes = 0;
         let throttled = self.throttled();
         if !throttled.is_zero() {
             // Over the write quota: proposals wait, in order; Raft traffic,
@@ -488,7 +493,7 @@ impl Runner {
             }
         }
         while let Some(msg) = self.held.pop_front() {
-            if !self.throttled().is_zero() {
+            if !self.throttled().is_zero() || self.round_full() {
                 self.held.push_front(msg);
                 return true;
             }
@@ -502,7 +507,7 @@ impl Runner {
                     return false;
                 }
                 for _ in 0..max_batch {
-                    if !self.throttled().is_zero() {
+                    if !self.throttled().is_zero() || self.round_full() {
                         break;
                     }
                     let Ok(msg) = self.rx.try_recv() else { break };
@@ -515,6 +520,11 @@ impl Runner {
             Err(RecvTimeoutError::Timeout) => true,
             Err(RecvTimeoutError::Disconnected) => false,
         }
+    }
+
+    /// Whether this round took in its `max_round_bytes` of proposals.
+    fn round_full(&self) -> bool {
+        self.round_bytes >= self.store.config().max_round_bytes
     }
 
     fn throttled(&mut self) -> Duration {
@@ -555,6 +565,7 @@ impl Runner {
                 if let Some(q) = &mut self.quota {
                     q.consume(cmd.len());
                 }
+                self.round_bytes = self.round_bytes.saturating_add(cmd.len());
                 self.store.propose(region_id, epoch, cmd, cb);
                 drop(pickup);
             }
@@ -659,6 +670,11 @@ mod tests {
     }
 
     fn one_region_store_with(dir: &std::path::Path, cfg: RaftstoreConfig) -> (Router, KvEngine) {
+        let (store, kv) = open_one_region_store(dir, cfg);
+        (Router::start(store).unwrap(), kv)
+    }
+
+    fn open_one_region_store(dir: &std::path::Path, cfg: RaftstoreConfig) -> (Store, KvEngine) {
         let kv = KvEngine::open(&dir.join("db")).unwrap();
         let log = Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap());
         let region = metapb::Region {
@@ -688,8 +704,46 @@ mod tests {
             events,
         )
         .unwrap();
-        let router = Router::start(store).unwrap();
-        (router, kv)
+        (store, kv)
+    }
+
+    #[test]
+    fn a_round_takes_in_proposals_up_to_its_byte_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RaftstoreConfig {
+            max_round_bytes: 250,
+            ..Default::default()
+        };
+        let (store, kv) = open_one_region_store(dir.path(), cfg);
+        let split_checks = SplitChecker::start(kv, store.config()).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut runner = Runner {
+            store,
+            rx,
+            quota: None,
+            held: Default::default(),
+            split_checks,
+            round_bytes: 0,
+        };
+        for _ in 0..10 {
+            let (cb, _) = oneshot::channel();
+            let cmd = vec![0; 100];
+            let pickup = None;
+            let (region_id, epoch) = (1, None);
+            let propose = Msg::Propose {
+                region_id,
+                epoch,
+                cmd,
+                cb,
+                pickup,
+            };
+            tx.send(propose).unwrap();
+        }
+        // 300 bytes reach the 250-byte cap: the round takes three.
+        assert!(runner.take_in(Duration::ZERO, 4096));
+        assert_eq!(runner.rx.len(), 7);
+        assert!(runner.take_in(Duration::ZERO, 4096));
+        assert_eq!(runner.rx.len(), 4);
     }
 
     #[tokio::test]

@@ -57,6 +57,12 @@ pub struct RaftstoreConfig {
     pub log_gc_tick: Duration,
     /// Most messages handled per round before the loop takes readies.
     pub max_batch: usize,
+    /// Proposal bytes taken in per round before the loop takes readies. A
+    /// round's entries reach each follower as one append (raft-rs'
+    /// `batch_append`), which must stay well below the receiving store's
+    /// gRPC message limit (64 MiB): with entries of at most 8 MiB
+    /// (`raft-entry-max-size`), a round stays under 24 MiB.
+    pub max_round_bytes: usize,
     /// Nice value of the loop thread (0 = unchanged). Under overload the
     /// gRPC intake must keep up, so requests wait in the write scheduler,
     /// which orders them, rather than unread in sockets, which cannot.
@@ -88,6 +94,7 @@ impl Default for RaftstoreConfig {
             },
             log_gc_tick: Duration::from_secs(3),
             max_batch: 4096,
+            max_round_bytes: 16 << 20,
             thread_nice: 0,
             write_bandwidth: 0,
             split_check: SplitCheckConfig::default(),
