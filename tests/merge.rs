@@ -144,11 +144,15 @@ async fn small_regions_merge_and_no_write_is_lost_or_revived() {
         .collect();
     // PD may still be merging: a write to a region mid-merge is refused
     // (ProposalInMergingMode) until the merge ends, possibly longer than
-    // the client's own retries; it is retried here until it lands.
-    eventually(WAIT, "writes after the merges", || async {
-        raw.batch_put(later.clone()).await.ok()
-    })
-    .await;
+    // the client's own retries; it is retried here until it lands. One
+    // key at a time: a batch over every region could meet some merge on
+    // every try while PD keeps merging (a CI run timed out that way).
+    for (k, v) in &later {
+        eventually(WAIT, "a write after the merges", || async {
+            raw.put(k.clone(), v.clone()).await.ok()
+        })
+        .await;
+    }
     for (k, v) in later {
         assert_eq!(raw.get(k).await.unwrap(), Some(v));
     }
