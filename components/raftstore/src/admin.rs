@@ -1,5 +1,5 @@
 //! What a Raft entry carries, and the administrative commands a region runs
-//! on itself through its log (split and merge).
+//! on itself through its log (split, merge and log compaction).
 //!
 //! A normal entry's context says what its data is:
 //!
@@ -46,12 +46,19 @@
 //! 3. **RollbackMerge**, in the source's log, when its store's target peer
 //!    shows a newer epoch than recorded: no CommitMerge can apply any more,
 //!    so the source takes proposals again (its version goes up once more).
+//!
+//! **CompactLog** is log GC, decided by the leader alone: it picks an index
+//! its followers' progress allows (or, past the count or size limit, its
+//! applied index) and every replica drops its entries up to there when it
+//! applies the command. No follower truncates by itself, so a follower that
+//! takes over still holds what the leader kept for its slowest peer, such
+//! as the entries a CommitMerge built from its log must carry.
 
 use prost::Message as _;
 use tikal_proto::metapb;
 use tikal_proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, BatchSplitRequest, CommitMergeRequest, PrepareMergeRequest,
-    RollbackMergeRequest,
+    AdminCmdType, AdminRequest, BatchSplitRequest, CommitMergeRequest, CompactLogRequest,
+    PrepareMergeRequest, RollbackMergeRequest,
 };
 
 const COMMAND: u8 = 1;
@@ -125,6 +132,19 @@ pub(crate) fn encode_commit_merge(req: CommitMergeRequest) -> Vec<u8> {
     AdminRequest {
         cmd_type: AdminCmdType::CommitMerge as i32,
         commit_merge: Some(req),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Encodes a CompactLog as an admin entry's data.
+pub(crate) fn encode_compact_log(compact_index: u64, compact_term: u64) -> Vec<u8> {
+    AdminRequest {
+        cmd_type: AdminCmdType::CompactLog as i32,
+        compact_log: Some(CompactLogRequest {
+            compact_index,
+            compact_term,
+        }),
         ..Default::default()
     }
     .encode_to_vec()

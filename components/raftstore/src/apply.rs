@@ -46,7 +46,7 @@ impl KvApply for ApplyContext<'_> {
     /// Commits what earlier entries of this round wrote, then reads.
     fn get(&mut self, cf: Cf, key: &[u8]) -> tikal_engine::Result<Option<Vec<u8>>> {
         if !self.wb.is_empty() {
-            self.write_out()?;
+            self.write_out(false)?;
         }
         self.engine.get(cf, key)
     }
@@ -59,6 +59,9 @@ pub struct ApplyContext<'a> {
     region_id: u64,
     state: ApplyState,
     written: crate::RegionStats,
+    /// A CompactLog applied: the batch is synced before the log drops the
+    /// entries, so the truncated index recorded never trails the log.
+    sync: bool,
 }
 
 impl<'a> ApplyContext<'a> {
@@ -69,6 +72,7 @@ impl<'a> ApplyContext<'a> {
             region_id,
             state,
             written: Default::default(),
+            sync: false,
         }
     }
 
@@ -109,6 +113,14 @@ impl<'a> ApplyContext<'a> {
         crate::meta::put_tombstone(&mut self.wb, source_id, peer_id);
     }
 
+    /// Records the log truncated up to `index` (of `term`) with this
+    /// round's writes, which are then synced.
+    pub(crate) fn truncate(&mut self, index: u64, term: u64) {
+        self.state.truncated_index = index;
+        self.state.truncated_term = term;
+        self.sync = true;
+    }
+
     /// Bytes and keys the round's commands wrote.
     pub(crate) fn written(&self) -> crate::RegionStats {
         self.written
@@ -119,15 +131,17 @@ impl<'a> ApplyContext<'a> {
     }
 
     /// Writes everything so far with the applied index of the last finished
-    /// entry. Not synced: a process crash keeps it (the OS has it); after
-    /// power loss the Raft log, which is synced, replays it.
+    /// entry. Not synced unless the log is truncated: a process crash keeps
+    /// it (the OS has it); after power loss the Raft log, which is synced,
+    /// replays it.
     pub(crate) fn commit(&mut self) -> Result<()> {
-        Ok(self.write_out()?)
+        let sync = self.sync;
+        Ok(self.write_out(sync)?)
     }
 
-    fn write_out(&mut self) -> tikal_engine::Result<()> {
+    fn write_out(&mut self, sync: bool) -> tikal_engine::Result<()> {
         let mut wb = std::mem::replace(&mut self.wb, self.engine.write_batch());
         put_apply_state(&mut wb, self.region_id, &self.state);
-        self.engine.write(wb, false)
+        self.engine.write(wb, sync)
     }
 }

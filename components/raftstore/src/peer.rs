@@ -86,6 +86,9 @@ pub(crate) struct Peer {
     pub merging: Option<MergeState>,
     /// Index of a PrepareMerge this peer proposed and has not applied yet.
     prepare_merge_proposed: u64,
+    /// Index of the last CompactLog this peer proposed: while it is above
+    /// the applied index, log GC waits for it.
+    compact_proposed: u64,
     /// Set on a merge's source peer once its target here took it in; the
     /// store forgets it after the round (its data is the target's now).
     pub merged: bool,
@@ -228,6 +231,7 @@ impl Peer {
             approximate: None,
             merging: None,
             prepare_merge_proposed: 0,
+            compact_proposed: 0,
             merged: false,
             leaderless_ticks: 0,
             written: Arc::default(),
@@ -390,12 +394,31 @@ impl Peer {
             let _ = cb.send(Err(RaftstoreError::Split(why)));
             return;
         }
+        let proposed = self.propose_admin(None, admin::encode_batch_split(req));
+        self.track(proposed.map(drop), cb);
+    }
+
+    /// On a leader, the log index every peer has (learners included).
+    fn slowest_matched(&self) -> Option<u64> {
+        self.raw_node
+            .raft
+            .prs()
+            .iter()
+            .map(|(_, p)| p.matched)
+            .min()
+    }
+
+    /// Appends an admin command at `epoch` (the current one if `None`);
+    /// its log index if it was.
+    fn propose_admin(
+        &mut self,
+        epoch: Option<&metapb::RegionEpoch>,
+        data: Vec<u8>,
+    ) -> raft::Result<u64> {
         let current = self.region.region_epoch.clone().unwrap_or_default();
-        let proposed = self.raw_node.propose(
-            admin::entry_context(true, &current),
-            admin::encode_batch_split(req),
-        );
-        self.track(proposed, cb);
+        let context = admin::entry_context(true, epoch.unwrap_or(&current));
+        self.raw_node.propose(context, data)?;
+        Ok(self.raw_node.raft.raft_log.last_index())
     }
 
     /// A merge is prepared, or proposed to be: the region takes no
@@ -424,31 +447,24 @@ impl Peer {
             return refuse(cb, why);
         }
         let last = self.raw_node.raft.raft_log.last_index();
-        let min_index = self
-            .raw_node
-            .raft
-            .prs()
-            .iter()
-            .map(|(_, p)| p.matched)
-            .min()
-            .unwrap_or(last);
+        let min_index = self.slowest_matched().unwrap_or(last);
         if min_index < self.raw_node.store().truncated_index {
             return refuse(cb, "a peer is behind the compacted log".into());
         }
+        // Log GC up to `min_index` at most keeps what the CommitMerge
+        // carries; any other admin command in the gap is refused, as TiKV.
+        let fits =
+            |e: &Entry| is_plain_command(e) || compact_log_index(e).is_some_and(|i| i <= min_index);
         match self.entries(min_index.saturating_add(1), last) {
-            Ok(entries) if entries.iter().all(is_plain_command) => {}
+            Ok(entries) if entries.iter().all(fits) => {}
             Ok(_) => return refuse(cb, "an admin command is not on every peer yet".into()),
             Err(e) => return refuse(cb, e.to_string()),
         }
-        let current = self.region.region_epoch.clone().unwrap_or_default();
-        let proposed = self.raw_node.propose(
-            admin::entry_context(true, &current),
-            admin::encode_prepare_merge(min_index, target),
-        );
-        if proposed.is_ok() {
-            self.prepare_merge_proposed = self.raw_node.raft.raft_log.last_index();
+        let proposed = self.propose_admin(None, admin::encode_prepare_merge(min_index, target));
+        if let Ok(index) = proposed {
+            self.prepare_merge_proposed = index;
         }
-        self.track(proposed, cb);
+        self.track(proposed.map(drop), cb);
     }
 
     /// On a prepared source's leader: the CommitMerge its target should
@@ -480,11 +496,8 @@ impl Peer {
         let Some(cb) = self.check_admin(None, cb) else {
             return;
         };
-        let proposed = self.raw_node.propose(
-            admin::entry_context(true, recorded),
-            admin::encode_commit_merge(req),
-        );
-        self.track(proposed, cb);
+        let proposed = self.propose_admin(Some(recorded), admin::encode_commit_merge(req));
+        self.track(proposed.map(drop), cb);
     }
 
     /// Proposes, on a prepared source's leader, to roll its merge back.
@@ -498,12 +511,8 @@ impl Peer {
             return;
         }
         let commit = state.commit;
-        let current = self.region.region_epoch.clone().unwrap_or_default();
-        let proposed = self.raw_node.propose(
-            admin::entry_context(true, &current),
-            admin::encode_rollback_merge(commit),
-        );
-        self.track(proposed, cb);
+        let proposed = self.propose_admin(None, admin::encode_rollback_merge(commit));
+        self.track(proposed.map(drop), cb);
     }
 
     /// Log entries `low..=high` (none if `low > high`).
@@ -676,6 +685,16 @@ impl Peer {
         ctx.commit()?;
         self.written.add(ctx.written());
         self.apply_state = ctx.state();
+        let truncated = (
+            self.apply_state.truncated_index,
+            self.apply_state.truncated_term,
+        );
+        if truncated.0 > self.raw_node.store().truncated_index {
+            // Synced with the batch: the entries may go.
+            self.raw_node
+                .mut_store()
+                .compact_to(truncated.0, truncated.1);
+        }
         self.read_progress
             .applied_to(self.apply_state.applied_index);
         for (cb, output) in answers {
@@ -757,6 +776,10 @@ impl Peer {
             }
             Ok(AdminCmdType::RollbackMerge) if req.rollback_merge.is_some() => {
                 self.apply_rollback_merge(ctx, req.rollback_merge.unwrap_or_default().commit)
+            }
+            Ok(AdminCmdType::CompactLog) if req.compact_log.is_some() => {
+                let c = req.compact_log.unwrap_or_default();
+                self.apply_compact_log(ctx, c.compact_index, c.compact_term)
             }
             _ => Err(RaftstoreError::Split(format!(
                 "unsupported admin command {}",
@@ -1096,58 +1119,81 @@ impl Peer {
         }
     }
 
-    /// Drops applied log entries by the `[raftstore] raft-log-gc-*` rules,
-    /// as TiKV does: a leader compacts what every peer has (once that is
-    /// `threshold` entries), or everything applied once the log exceeds
-    /// the count or size limit (slow peers then catch up by snapshot); a
-    /// follower compacts what it applied past `threshold`. The truncation
-    /// point is made durable before the entries go away.
-    pub fn compact_log(&mut self, kv: &KvEngine, log: &RaftLogEngine, gc: &LogGc) -> Result<()> {
-        if self.merge_pending() {
-            // A CommitMerge carries entries from this log.
-            return Ok(());
+    /// Log GC by the `[raftstore] raft-log-gc-*` rules, as TiKV does it: on
+    /// the leader, proposes a CompactLog up to what every peer has (once
+    /// that is `threshold` entries), or up to everything applied once the
+    /// log exceeds the count or size limit (slow peers then catch up by
+    /// snapshot). Every replica truncates when it applies the command
+    /// (`apply_compact_log`); followers never decide on their own.
+    pub fn compact_log(&mut self, gc: &LogGc) {
+        if !self.is_leader()
+            || self.merge_pending()
+            || self.compact_proposed > self.apply_state.applied_index
+        {
+            // A CommitMerge carries entries from this log; a CompactLog
+            // proposed earlier is not applied yet.
+            return;
         }
         let applied = self.apply_state.applied_index;
-        let first = self.raw_node.store().truncated_index + 1;
+        let first = self.apply_state.truncated_index + 1;
         if applied < first {
-            return Ok(());
+            return;
         }
         let count = applied - first + 1;
         let over_limit =
             count >= gc.count_limit || self.raw_node.store().log_size() >= gc.size_limit;
-        let replicated = if self.is_leader() {
-            let slowest = self
-                .raw_node
-                .raft
-                .prs()
-                .iter()
-                .map(|(_, p)| p.matched)
-                .min();
-            slowest.unwrap_or(applied).min(applied)
-        } else {
-            applied
-        };
+        let replicated = self.slowest_matched().unwrap_or(applied).min(applied);
         let index = if over_limit {
             applied
         } else if replicated >= first && replicated - first + 1 >= gc.threshold {
             replicated
         } else {
-            return Ok(());
+            return;
         };
-        let term = raft::Storage::term(self.raw_node.store(), index).map_err(|e| {
-            tikal_engine::EngineError::Corrupted {
-                what: "raft log",
-                detail: e.to_string(),
+        let term = match raft::Storage::term(self.raw_node.store(), index) {
+            Ok(term) => term,
+            Err(e) => {
+                warn!(region_id = self.region.id, index, error = %e, "no term for log GC");
+                return;
             }
-        })?;
-        self.apply_state.truncated_index = index;
-        self.apply_state.truncated_term = term;
-        let mut wb = kv.write_batch();
-        meta::put_apply_state(&mut wb, self.region.id, &self.apply_state);
-        kv.write(wb, true)?;
-        self.raw_node.mut_store().on_truncate(index, term);
-        log.compact_to(self.region.id, index + 1);
-        Ok(())
+        };
+        if let Ok(proposed) = self.propose_admin(None, admin::encode_compact_log(index, term)) {
+            self.compact_proposed = proposed;
+        }
+    }
+
+    /// Truncates the log up to `index` with this round's writes (see
+    /// `compact_log`); the storage drops the entries once they are synced.
+    /// A command at or below what is already truncated (a snapshot moved
+    /// the log past it) changes nothing.
+    fn apply_compact_log(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        index: u64,
+        term: u64,
+    ) -> SplitOutput {
+        let state = ctx.state();
+        if index <= state.truncated_index {
+            return Ok(vec![]);
+        }
+        if index > state.applied_index {
+            return Err(RaftstoreError::Split(format!(
+                "log compaction to {index} past the applied index {}",
+                state.applied_index
+            )));
+        }
+        match raft::Storage::term(self.raw_node.store(), index) {
+            Ok(t) if t == term => {}
+            found => {
+                // Every replica's log agrees up to what it applied: a
+                // mismatch is a corrupt command, kept from the storage.
+                return Err(RaftstoreError::Split(format!(
+                    "log compaction to {index} of term {term}, the log has {found:?}"
+                )));
+            }
+        }
+        ctx.truncate(index, term);
+        Ok(vec![])
     }
 }
 
@@ -1192,6 +1238,20 @@ pub(crate) fn finish_snapshot(
 fn is_plain_command(e: &Entry) -> bool {
     e.get_entry_type() == EntryType::EntryNormal
         && !matches!(admin::entry_kind(&e.context), Some(EntryKind::Admin(_)))
+}
+
+/// The index a CompactLog entry truncates to; `None` for any other entry.
+fn compact_log_index(e: &Entry) -> Option<u64> {
+    if e.get_entry_type() != EntryType::EntryNormal
+        || !matches!(admin::entry_kind(&e.context), Some(EntryKind::Admin(_)))
+    {
+        return None;
+    }
+    let req = AdminRequest::decode(&e.data[..]).ok()?;
+    if req.cmd_type != AdminCmdType::CompactLog as i32 {
+        return None;
+    }
+    Some(req.compact_log?.compact_index)
 }
 
 fn raft_change_type(t: ConfChangeType) -> raft::eraftpb::ConfChangeType {

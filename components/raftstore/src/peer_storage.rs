@@ -118,7 +118,9 @@ impl PeerStorage {
         }
     }
 
-    pub fn on_truncate(&mut self, index: u64, term: u64) {
+    /// Drops the entries up to `index` (of `term`), whose truncation the
+    /// apply state durably records.
+    pub fn compact_to(&mut self, index: u64, term: u64) {
         // Entries are of similar size: keep the share of the size that the
         // remaining entries had.
         let before = self.last_index.saturating_sub(self.truncated_index);
@@ -128,6 +130,7 @@ impl PeerStorage {
         }
         self.truncated_index = index;
         self.truncated_term = term;
+        self.log.compact_to(self.region_id, index + 1);
     }
 
     /// The log now starts after the snapshot: everything before is gone.

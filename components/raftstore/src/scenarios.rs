@@ -35,8 +35,10 @@
 //!                           store S proposes a membership change: a voter, a
 //!                           learner (new or demoted) on store T, or removing
 //!                           T's peer; a new peer's id is T, then T+10, T+20…
-//! compact S... [force]      log GC on the stores (threshold 1; `force`: up to
-//!                           the applied index even past slow followers)
+//! compact S... [force]      log GC on the stores, then stabilize: a leader
+//!                           among them proposes a CompactLog (threshold 1;
+//!                           `force`: up to the applied index even past slow
+//!                           followers), which every replica applies
 //! region                    each store's view of region 1: conf_ver and peers
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
@@ -206,6 +208,7 @@ impl Cluster {
         let dir = self.dir.path().join(format!("store-{s}"));
         let kv = KvEngine::open(&dir.join("db"))?;
         let log = Arc::new(RaftLogEngine::open(&dir.join("raft"))?);
+        pad_log(&log, s)?;
         let snaps = Arc::new(SnapManager::open(&dir.join("snap"))?);
         Ok((kv, log, snaps))
     }
@@ -655,6 +658,7 @@ impl goldenscript::Runner for Runner {
                 for s in which {
                     c.store(s)?.compact_logs_with(&gc);
                 }
+                c.stabilize()?;
             }
             "traffic" => {
                 let sent = std::mem::take(&mut self.cluster()?.network.lock().sent);
@@ -688,6 +692,34 @@ impl goldenscript::Runner for Runner {
         }
         Ok(out)
     }
+}
+
+/// raft-engine keeps the last block it read in a thread-local cache keyed
+/// by file and offset, not by engine. The stores here share one thread,
+/// and replicas write alike batches at alike offsets, so one store could
+/// be handed another's block. An incompressible entry of a size apart for
+/// each store (in a raft group no region uses), written at every open,
+/// keeps their blocks at different offsets.
+fn pad_log(log: &RaftLogEngine, s: u64) -> Res<()> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ s;
+    let data: Vec<u8> = (0..(256 << 10) * s)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let pad = raft::eraftpb::Entry {
+        index: 1,
+        term: 1,
+        data: data.into(),
+        ..Default::default()
+    };
+    let mut w = tikal_engine::RaftLogWrite::default();
+    w.append(u64::MAX - s, &[pad])?;
+    log.write(&mut w, false)?;
+    Ok(())
 }
 
 #[test]

@@ -1150,9 +1150,7 @@ impl Store {
     /// Like [`Store::compact_logs`] with other thresholds.
     pub fn compact_logs_with(&mut self, gc: &LogGc) {
         for peer in self.peers.values_mut() {
-            if let Err(e) = peer.compact_log(&self.kv, &self.log, gc) {
-                warn!(region_id = peer.region_id(), error = %e, "log compaction failed");
-            }
+            peer.compact_log(gc);
         }
         if let Err(e) = self.log.purge() {
             warn!(error = %e, "raft log purge failed");
@@ -1458,6 +1456,61 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Ok(_))));
         let status = store.peer_status(1).unwrap();
         assert_eq!((status.first_index, status.applied), (21, 22));
+    }
+
+    #[test]
+    fn log_gc_truncates_when_its_command_applies_and_refuses_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+        }
+        let mut store = open(dir.path());
+        // The sole voter leads at once; three writes follow.
+        store.on_ready().unwrap();
+        for _ in 0..3 {
+            let (cb, _rx) = tokio::sync::oneshot::channel();
+            store.propose(1, None, b"x".to_vec(), cb);
+        }
+        store.on_ready().unwrap();
+        let before = store.peer_status(1).unwrap();
+        // Forged commands: past the applied index, and with a wrong term.
+        // Applied like any entry, they answer an error and truncate nothing.
+        let peer = store.peers.get_mut(&1).unwrap();
+        let epoch = peer.region.region_epoch.clone().unwrap();
+        let term = peer.raw_node.raft.term;
+        for (index, term) in [(before.applied + 100, term), (before.applied, term + 7)] {
+            let data = admin::encode_compact_log(index, term);
+            peer.raw_node
+                .propose(admin::entry_context(true, &epoch), data)
+                .unwrap();
+        }
+        store.on_ready().unwrap();
+        let status = store.peer_status(1).unwrap();
+        assert_eq!(status.applied, before.applied + 2, "both commands applied");
+        assert_eq!(status.first_index, before.first_index, "nothing truncated");
+        // Log GC proper (threshold 1): the leader proposes, the apply
+        // truncates up to what was applied when it proposed.
+        store.compact_logs_with(&LogGc {
+            threshold: 1,
+            count_limit: u64::MAX,
+            size_limit: u64::MAX,
+        });
+        assert_eq!(
+            store.peer_status(1).unwrap().first_index,
+            before.first_index
+        );
+        store.on_ready().unwrap();
+        let status = store.peer_status(1).unwrap();
+        assert_eq!(status.first_index, before.applied + 3);
+        // The truncation is durable: a reopened store starts its log there.
+        store.shutdown();
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(
+            store.peer_status(1).unwrap().first_index,
+            status.first_index
+        );
     }
 
     #[test]
