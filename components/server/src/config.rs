@@ -221,6 +221,9 @@ impl Default for CoprocessorSection {
     }
 }
 
+/// The largest `[raftstore] raft-entry-max-size` a store takes.
+const MAX_RAFT_ENTRY_SIZE: u64 = 32 << 20;
+
 impl TikvConfig {
     /// The split checker's settings, defaults filled as upstream fills them.
     pub fn split_check(&self) -> anyhow::Result<tikal_raftstore::SplitCheckConfig> {
@@ -397,7 +400,17 @@ impl TikvConfig {
         }
         parse_size(&self.quota.foreground_write_bandwidth)
             .context("quota.foreground-write-bandwidth")?;
-        parse_size(&self.raftstore.raft_entry_max_size).context("raftstore.raft-entry-max-size")?;
+        let entry_max = parse_size(&self.raftstore.raft_entry_max_size)
+            .context("raftstore.raft-entry-max-size")?;
+        if entry_max > MAX_RAFT_ENTRY_SIZE {
+            // A round's entries (up to the raftstore's 16 MiB round cap,
+            // plus one entry) travel to a follower in one gRPC message,
+            // which a store takes up to 64 MiB.
+            anyhow::bail!(
+                "raftstore.raft-entry-max-size must be at most 32MiB: a round's entries \
+                 travel in one gRPC message of at most 64MiB"
+            );
+        }
         self.split_check()?;
         Ok(())
     }
@@ -466,6 +479,16 @@ mod tests {
         assert_eq!(split, tikal_raftstore::SplitCheckConfig::default());
         cfg.coprocessor.region_max_keys = Some(3);
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn an_entry_limit_too_large_for_one_append_is_refused() {
+        let (mut cfg, _): (TikvConfig, _) =
+            parse_toml("[raftstore]\nraft-entry-max-size = \"32MiB\"\n").unwrap();
+        cfg.validate().unwrap();
+        cfg.raftstore.raft_entry_max_size = "33MiB".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("at most 32MiB"), "{err:#}");
     }
 
     #[test]
