@@ -130,7 +130,7 @@ impl PeerStorage {
         }
         self.truncated_index = index;
         self.truncated_term = term;
-        self.log.compact_to(self.region_id, index + 1);
+        self.log.compact_to(self.region_id, index.saturating_add(1));
     }
 
     /// The log now starts after the snapshot: everything before is gone.
