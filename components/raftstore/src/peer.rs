@@ -1135,7 +1135,7 @@ impl Peer {
             return;
         }
         let applied = self.apply_state.applied_index;
-        let first = self.apply_state.truncated_index + 1;
+        let first = self.apply_state.truncated_index.saturating_add(1);
         if applied < first {
             return;
         }
