@@ -633,10 +633,15 @@ impl Peer {
         self.reads.next_id = reads.next_id;
     }
 
+    /// NotLeader, naming the leader to retry at when this peer knows
+    /// another. A leader that refuses (Raft drops proposals while it hands
+    /// leadership over) names none, as TiKV: a client told to retry here
+    /// would at once, spending its retries in a loop, while with no leader
+    /// named it reloads the region and backs off.
     pub fn not_leader(&self) -> RaftstoreError {
         RaftstoreError::NotLeader {
             region_id: self.region.id,
-            leader: self.leader(),
+            leader: self.leader().filter(|l| l.id != self.meta.id),
         }
     }
 

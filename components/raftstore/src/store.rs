@@ -1548,16 +1548,7 @@ mod tests {
             m.from = 2;
             m.to = 1;
             m.term = before.term;
-            PeerMessage {
-                region_id: 1,
-                from: region(&[(2, 2)]).peers[0].clone(),
-                to: region(&[(1, 1)]).peers[0].clone(),
-                epoch: region(&[]).region_epoch.unwrap(),
-                message: m,
-                is_tombstone: false,
-                start_key: vec![],
-                end_key: vec![],
-            }
+            from_peer_2(m)
         };
         // A proposal with no entries, a read index request with none, and a
         // heartbeat claiming a commit beyond our log would each stop
@@ -1581,6 +1572,80 @@ mod tests {
         let after = store.peer_status(1).unwrap();
         assert_eq!(after.last_index, before.last_index, "nothing was appended");
         assert_eq!(after.commit, before.commit);
+    }
+
+    /// `m` from peer 2 to peer 1 of region 1 (peer id = store id).
+    fn from_peer_2(message: Message) -> PeerMessage {
+        PeerMessage {
+            region_id: 1,
+            from: region(&[(2, 2)]).peers[0].clone(),
+            to: region(&[(1, 1)]).peers[0].clone(),
+            epoch: region(&[]).region_epoch.unwrap(),
+            message,
+            is_tombstone: false,
+            start_key: vec![],
+            end_key: vec![],
+        }
+    }
+
+    /// Region 1 on stores 1 and 2, opened on store 1, whose peer leads:
+    /// store 2's votes are stepped in by hand.
+    fn leading_one_of_two(dir: &std::path::Path) -> Store {
+        {
+            let (kv, _, _) = engines(dir);
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+        }
+        let mut store = open(dir);
+        store.campaign(1).unwrap();
+        store.on_ready().unwrap();
+        for (reply, ahead) in [
+            (MessageType::MsgRequestPreVoteResponse, 1),
+            (MessageType::MsgRequestVoteResponse, 0),
+        ] {
+            let mut m = Message::default();
+            m.set_msg_type(reply);
+            m.from = 2;
+            m.to = 1;
+            m.term = store.peers[&1].raw_node.raft.term + ahead;
+            store.step(from_peer_2(m));
+            store.on_ready().unwrap();
+        }
+        assert!(store.peers[&1].is_leader());
+        store
+    }
+
+    #[test]
+    fn a_leader_handing_over_refuses_without_naming_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = leading_one_of_two(dir.path());
+        // Raft drops proposals while a transfer is under way. A NotLeader
+        // naming this peer would send the client straight back here.
+        store.transfer_leader(1, 2).unwrap();
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        store.propose(1, None, b"x".to_vec(), cb);
+        match rx.try_recv() {
+            Ok(Err(RaftstoreError::NotLeader { region_id, leader })) => {
+                assert_eq!((region_id, leader), (1, None));
+            }
+            other => panic!("expected NotLeader with no leader, got {other:?}"),
+        }
+        // A follower names the leader it knows.
+        let status = store.peer_status(1).unwrap();
+        let mut heartbeat = Message::default();
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        heartbeat.from = 2;
+        heartbeat.to = 1;
+        heartbeat.term = status.term + 1;
+        store.step(from_peer_2(heartbeat));
+        store.on_ready().unwrap();
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        store.propose(1, None, b"y".to_vec(), cb);
+        match rx.try_recv() {
+            Ok(Err(RaftstoreError::NotLeader { leader, .. })) => {
+                assert_eq!(leader.map(|p| p.id), Some(2));
+            }
+            other => panic!("expected NotLeader naming peer 2, got {other:?}"),
+        }
     }
 
     #[test]
