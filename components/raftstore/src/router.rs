@@ -492,6 +492,7 @@ impl Runner {
                 }
             }
         }
+        let mut timeout = timeout;
         while let Some(msg) = self.held.pop_front() {
             if !self.throttled().is_zero() || self.round_full() {
                 self.held.push_front(msg);
@@ -500,6 +501,9 @@ impl Runner {
             if !self.handle(msg) {
                 return false;
             }
+            // Work for this round: take in what else is there, but do
+            // not wait for more.
+            timeout = Duration::ZERO;
         }
         match self.rx.recv_timeout(timeout) {
             Ok(msg) => {

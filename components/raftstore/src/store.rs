@@ -5,12 +5,14 @@
 //! one round of group commit across all peers:
 //!
 //! 1. messages a leader may send before persisting (appends) go to the
-//!    [`Transport`] at once;
-//! 2. every peer's new entries and hard state go to the Raft log engine in
+//!    [`Transport`] at once, every peer's before any applies;
+//! 2. leaders apply their committed entries (one atomic KV batch per
+//!    region) and answer the proposers;
+//! 3. every peer's new entries and hard state go to the Raft log engine in
 //!    **one** write, fsynced unless the round only moved commit indexes;
-//! 3. messages that must follow persistence (votes, append acks) go out;
-//! 4. committed entries are applied, one atomic KV batch per region, and
-//!    their proposers answered.
+//! 4. messages that must follow persistence (votes, append acks) go out;
+//! 5. followers apply what they learned is committed, and every peer
+//!    applies what persisting committed.
 //!
 //! Nothing here reads a clock or a socket, so a test drives stores by hand
 //! — ticks, deliveries, partitions — and gets the same run every time
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use raft::eraftpb::MessageType;
+use raft::eraftpb::{Entry, MessageType};
 use raft::Ready;
 use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite, DATA_CFS};
 use tikal_proto::metapb;
@@ -802,34 +804,51 @@ impl Store {
     /// One round of group commit across all peers; see the module docs.
     /// An error means an engine failed: the store must stop.
     pub fn on_ready(&mut self) -> Result<()> {
-        let mut write = RaftLogWrite::default();
-        let mut readies: Vec<(u64, Ready)> = vec![];
+        let mut taken: Vec<(u64, Ready)> = vec![];
         let ids: Vec<u64> = self.peers.keys().copied().collect();
         for id in &ids {
-            // Out of the map while it runs, so that a merge's target can
-            // reach its source peer (see `Peer::apply`).
-            let Some(mut peer) = self.peers.remove(id) else {
+            let Some(peer) = self.peers.get_mut(id) else {
                 continue;
             };
-            let outcome = self.ready_one(*id, &mut peer, &mut write);
-            self.peers.insert(*id, peer);
-            if let Some(rd) = outcome? {
-                readies.push((*id, rd));
+            if let Some(rd) =
+                Self::take_ready(self.transport.as_mut(), &self.kv, &self.snaps, peer)?
+            {
+                taken.push((*id, rd));
             }
         }
-        if readies.is_empty() {
+        if taken.is_empty() {
             return Ok(());
         }
         // Appends leave now, so followers persist them while we do.
         self.transport.flush();
+        let mut write = RaftLogWrite::default();
+        let mut readies: Vec<(u64, Ready, Vec<Entry>)> = vec![];
+        for (id, mut rd) in taken {
+            // Out of the map while it runs, so that a merge's target can
+            // reach its source peer (see `Peer::apply`).
+            let Some(mut peer) = self.peers.remove(&id) else {
+                continue;
+            };
+            let outcome = self.ready_one(id, &mut peer, &mut rd, &mut write);
+            self.peers.insert(id, peer);
+            readies.push((id, rd, outcome?));
+        }
         // Only new entries, a snapshot, or a new term or vote need the
         // fsync (raft-rs' `must_sync`); a round that only moves the commit
         // index (a hint, see `PeerStorage::new`) writes without one.
-        let sync = readies.iter().any(|(_, rd)| rd.must_sync());
+        let sync = readies.iter().any(|(_, rd, _)| rd.must_sync());
         self.log.write(&mut write, sync)?;
+        // Votes and acks promise what is now durable: they leave before
+        // anything more is applied, so leaders commit sooner.
+        for (id, rd, _) in &mut readies {
+            if let Some(peer) = self.peers.get(id).filter(|p| !p.merged) {
+                Self::send(self.transport.as_mut(), peer, rd.take_persisted_messages());
+            }
+        }
+        self.transport.flush();
 
         let mut commit_write = RaftLogWrite::default();
-        for (id, mut rd) in readies {
+        for (id, rd, deferred) in readies {
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
@@ -838,8 +857,11 @@ impl Store {
                 self.peers.insert(id, peer);
                 continue;
             }
-            // Votes and acks promise what is now durable.
-            Self::send(self.transport.as_mut(), &peer, rd.take_persisted_messages());
+            let applied = peer.apply(&self.kv, self.applier.as_ref(), deferred, &mut self.peers);
+            if let Err(e) = applied {
+                self.peers.insert(id, peer);
+                return Err(e);
+            }
             let mut light = peer.raw_node.advance(rd);
             if let Some(commit) = light.commit_index() {
                 let store = peer.raw_node.mut_store();
@@ -867,15 +889,14 @@ impl Store {
         self.after_round()
     }
 
-    /// Takes one peer's Raft ready (see the module docs): sends what may
-    /// go before persisting, applies a snapshot and committed entries, and
-    /// queues new entries and hard state in `write`. `None` if the peer has
-    /// nothing to do.
-    fn ready_one(
-        &mut self,
-        id: u64,
+    /// Takes one peer's Raft ready (see the module docs) and sends what
+    /// may go before persisting: a leader's appends. Every peer's leave
+    /// before any peer applies. `None` if the peer has nothing to do.
+    fn take_ready(
+        transport: &mut dyn Transport,
+        kv: &KvEngine,
+        snaps: &SnapManager,
         peer: &mut Peer,
-        write: &mut RaftLogWrite,
     ) -> Result<Option<Ready>> {
         if peer.merged {
             return Ok(None);
@@ -892,14 +913,28 @@ impl Store {
             // taken at the applied index. Not while a merge is pending (as
             // TiKV): a snapshot does not carry the merge state, and the
             // peer waits for the merge's end.
-            peer.start_snapshot(&self.kv, &self.snaps)?;
+            peer.start_snapshot(kv, snaps)?;
         }
         if !peer.raw_node.has_ready() {
             return Ok(None);
         }
         let mut rd = peer.raw_node.ready();
         // A leader's appends go out while it persists them itself.
-        Self::send(self.transport.as_mut(), peer, rd.take_messages());
+        Self::send(transport, peer, rd.take_messages());
+        Ok(Some(rd))
+    }
+
+    /// Applies a taken ready's snapshot and, on a leader, its committed
+    /// entries; queues its new entries and hard state in `write`. Returns
+    /// a follower's committed entries, applied once its acknowledgements
+    /// are sent.
+    fn ready_one(
+        &mut self,
+        id: u64,
+        peer: &mut Peer,
+        rd: &mut Ready,
+        write: &mut RaftLogWrite,
+    ) -> Result<Vec<Entry>> {
         let snapshot = !rd.snapshot().is_empty();
         if snapshot {
             self.destroy_stale_under(peer, rd.snapshot(), write)?;
@@ -912,7 +947,14 @@ impl Store {
             write.clean(id);
         }
         let committed = rd.take_committed_entries();
-        peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers)?;
+        // A leader applies at once, so its proposers hear back before its
+        // fsync; a follower first persists and acknowledges what it got.
+        let deferred = if peer.is_leader() || snapshot {
+            peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers)?;
+            vec![]
+        } else {
+            committed
+        };
         peer.on_read_states(rd.take_read_states());
         if !rd.entries().is_empty() {
             write.append(id, rd.entries())?;
@@ -924,7 +966,7 @@ impl Store {
         if snapshot || rd.hs().is_some() {
             write.set_hard_state(id, &peer.raw_node.store().hard_state)?;
         }
-        Ok(Some(rd))
+        Ok(deferred)
     }
 
     /// After a round: destroys removed peers, forgets merged sources,
@@ -1359,7 +1401,7 @@ mod tests {
     use super::*;
     use crate::apply::{ApplyContext, ApplyOutput};
     use crate::transport::NoTransport;
-    use raft::eraftpb::{Entry, HardState, Message};
+    use raft::eraftpb::{HardState, Message};
 
     struct Ignore;
 
@@ -1511,6 +1553,185 @@ mod tests {
             store.peer_status(1).unwrap().first_index,
             status.first_index
         );
+    }
+
+    /// Writes each command's bytes as a key.
+    struct PutKey;
+
+    impl Applier for PutKey {
+        fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
+            tikal_engine::KvApply::put(ctx, tikal_engine::CF_DEFAULT, cmd, b"1");
+            Ok(Box::new(()))
+        }
+    }
+
+    /// Records, for each message it sends, whether key `x` was applied
+    /// when the message left.
+    struct Probe {
+        kv: KvEngine,
+        queued: Vec<PeerMessage>,
+        sent: Arc<parking_lot::Mutex<Vec<(MessageType, bool)>>>,
+    }
+
+    impl Transport for Probe {
+        fn send(&mut self, msg: PeerMessage) {
+            self.queued.push(msg);
+        }
+
+        fn flush(&mut self) {
+            let applied = self
+                .kv
+                .get(tikal_engine::CF_DEFAULT, b"x")
+                .unwrap()
+                .is_some();
+            let mut sent = self.sent.lock();
+            for m in self.queued.drain(..) {
+                sent.push((m.message.get_msg_type(), applied));
+            }
+        }
+    }
+
+    type Sent = Arc<parking_lot::Mutex<Vec<(MessageType, bool)>>>;
+
+    /// Store `store_id` of region 1 on stores 1 and 2, applying with
+    /// `PutKey` and sending through a `Probe`.
+    fn open_probed(dir: &std::path::Path, store_id: u64) -> (Store, KvEngine, Sent) {
+        let (kv, log, snaps) = engines(dir);
+        meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+        let sent = Sent::default();
+        let probe = Probe {
+            kv: kv.clone(),
+            queued: vec![],
+            sent: sent.clone(),
+        };
+        let (events, _) = mpsc::unbounded_channel();
+        let store = Store::open(
+            store_id,
+            RaftstoreConfig::default(),
+            kv.clone(),
+            log,
+            snaps,
+            Arc::new(PutKey),
+            Box::new(probe),
+            events,
+        )
+        .unwrap();
+        (store, kv, sent)
+    }
+
+    /// A message between the peers of region 1 (peer id = store id).
+    fn between(from: u64, to: u64, message: Message) -> PeerMessage {
+        PeerMessage {
+            region_id: 1,
+            from: region(&[(from, from)]).peers[0].clone(),
+            to: region(&[(to, to)]).peers[0].clone(),
+            epoch: region(&[]).region_epoch.unwrap(),
+            message,
+            is_tombstone: false,
+            start_key: vec![],
+            end_key: vec![],
+        }
+    }
+
+    #[test]
+    fn a_leader_sends_its_appends_before_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, kv, sent) = open_probed(dir.path(), 1);
+        // Store 2's peer answers as a voter would, given what store 1's
+        // peer sent last: a pre-vote, a vote, appends.
+        let answer = |store: &mut Store, kind: MessageType, reply: MessageType| {
+            let raft = &store.peers[&1].raw_node.raft;
+            let mut m = Message::default();
+            m.set_msg_type(reply);
+            m.from = 2;
+            m.to = 1;
+            m.term = raft.term + u64::from(kind == MessageType::MsgRequestPreVote);
+            m.index = raft.raft_log.last_index();
+            store.step(between(2, 1, m));
+            store.on_ready().unwrap();
+        };
+        store.campaign(1).unwrap();
+        store.on_ready().unwrap();
+        answer(
+            &mut store,
+            MessageType::MsgRequestPreVote,
+            MessageType::MsgRequestPreVoteResponse,
+        );
+        answer(
+            &mut store,
+            MessageType::MsgRequestVote,
+            MessageType::MsgRequestVoteResponse,
+        );
+        assert!(store.peers[&1].is_leader());
+        answer(
+            &mut store,
+            MessageType::MsgAppend,
+            MessageType::MsgAppendResponse,
+        );
+        let (cb, _rx) = tokio::sync::oneshot::channel();
+        store.propose(1, None, b"x".to_vec(), cb);
+        store.on_ready().unwrap();
+        // Store 2 acknowledges x; in the same round y is proposed. Its
+        // append leaves before the round applies x.
+        let raft = &store.peers[&1].raw_node.raft;
+        let mut ack = Message::default();
+        ack.set_msg_type(MessageType::MsgAppendResponse);
+        ack.from = 2;
+        ack.to = 1;
+        ack.term = raft.term;
+        ack.index = raft.raft_log.last_index();
+        store.step(between(2, 1, ack));
+        let (cb, _rx) = tokio::sync::oneshot::channel();
+        store.propose(1, None, b"y".to_vec(), cb);
+        sent.lock().clear();
+        store.on_ready().unwrap();
+        let appends: Vec<bool> = sent
+            .lock()
+            .iter()
+            .filter(|(kind, _)| *kind == MessageType::MsgAppend)
+            .map(|(_, x_applied)| *x_applied)
+            .collect();
+        assert_eq!(
+            appends.first(),
+            Some(&false),
+            "y's append left before x was applied"
+        );
+        assert!(kv.get(tikal_engine::CF_DEFAULT, b"x").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_follower_acknowledges_an_append_before_it_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, kv, sent) = open_probed(dir.path(), 2);
+        let raft = &store.peers[&1].raw_node.raft;
+        let (term, last, last_term) = (
+            raft.term,
+            raft.raft_log.last_index(),
+            raft.raft_log.last_term(),
+        );
+        // Leader 1 appends one command and says it is committed.
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        append.from = 1;
+        append.to = 2;
+        append.term = term;
+        append.index = last;
+        append.log_term = last_term;
+        append.commit = last + 1;
+        append.mut_entries().push(Entry {
+            index: last + 1,
+            term,
+            data: b"x".to_vec().into(),
+            ..Default::default()
+        });
+        store.step(between(1, 2, append));
+        store.on_ready().unwrap();
+        assert_eq!(
+            *sent.lock(),
+            [(MessageType::MsgAppendResponse, false)],
+            "the acknowledgement left before the entry was applied"
+        );
+        assert!(kv.get(tikal_engine::CF_DEFAULT, b"x").unwrap().is_some());
     }
 
     #[test]
