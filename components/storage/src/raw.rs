@@ -570,11 +570,7 @@ impl RawStorage {
             .any(|p| p.store_id == self.store_id);
         let may_serve = view.is_leader || (any_replica && replica_here);
         if !may_serve {
-            return Err(tikal_raftstore::RaftstoreError::NotLeader {
-                region_id: view.region.id,
-                leader: view.leader.clone(),
-            }
-            .into());
+            return Err(not_leader(&view, self.store_id).into());
         }
         if let Some(epoch) = &ctx.region_epoch {
             let current = view.region.region_epoch.clone().unwrap_or_default();
@@ -590,6 +586,19 @@ impl RawStorage {
             }
         }
         Ok(view)
+    }
+}
+
+/// NotLeader for a region this store may not serve, naming the leader
+/// only if it is on another store. A leader here that does not serve yet
+/// (it has not applied an entry of its own term) names none: the official
+/// client retries a named leader at once, and each retry spends one of its
+/// ten, so it would spend them all here within milliseconds; with none it
+/// reloads the region and backs off.
+fn not_leader(view: &RegionView, store_id: u64) -> tikal_raftstore::RaftstoreError {
+    tikal_raftstore::RaftstoreError::NotLeader {
+        region_id: view.region.id,
+        leader: view.leader.clone().filter(|l| l.store_id != store_id),
     }
 }
 
@@ -863,6 +872,25 @@ mod tests {
             scan_bounds(&v, b"c", b"k", true, true),
             Err(StorageError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn not_leader_never_names_this_store() {
+        let mut v = view(b"", b"");
+        v.is_leader = false;
+        let peer = |store_id| metapb::Peer {
+            id: 10 + store_id,
+            store_id,
+            ..Default::default()
+        };
+        v.leader = Some(peer(2));
+        let named = |e| match e {
+            tikal_raftstore::RaftstoreError::NotLeader { leader, .. } => leader,
+            other => panic!("expected NotLeader, got {other:?}"),
+        };
+        assert_eq!(named(not_leader(&v, 1)), Some(peer(2)));
+        // Store 2 leads in Raft but does not serve yet.
+        assert_eq!(named(not_leader(&v, 2)), None);
     }
 
     #[test]
