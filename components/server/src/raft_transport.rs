@@ -1,10 +1,10 @@
 //! Raft between stores over gRPC, both ways.
 //!
 //! Sending ([`GrpcTransport`], the raftstore's [`Transport`]): every
-//! destination store has a bounded queue and one task that resolves the
-//! store's address from PD, keeps a `tikvpb.Tikv/BatchRaft` stream open and
-//! sends whatever is queued as one `BatchRaftMessage`. The store loop only
-//! ever `try_send`s: when a store is slow or gone its queue fills and
+//! destination store has a bounded queue of `BatchRaftMessage`s (one per
+//! store loop round) that is the body of a `tikvpb.Tikv/BatchRaft` stream,
+//! and one task that resolves the store's address from PD and keeps that
+//! stream open. The store loop only ever `try_send`s: when a store is slow or gone its queue fills and
 //! further messages are dropped (Raft retransmits), and the task reconnects
 //! with backoff. A snapshot message goes on its own `Snapshot` stream: the
 //! message first, then its files in 1 MiB chunks read from disk as they are
@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
@@ -44,8 +44,6 @@ const QUEUE_CAPACITY: usize = 1024;
 /// Bytes queued per destination store before new messages are dropped
 /// (a dead store must not pin memory; Raft resends what is lost).
 const QUEUE_BYTES: usize = 64 << 20;
-/// A batch stops growing at this many bytes (below the gRPC limit).
-const BATCH_BYTES: usize = 8 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest a snapshot send may take (a 1 GiB region at ~10 MB/s fits).
@@ -102,9 +100,12 @@ pub struct GrpcTransport {
     round: HashMap<u64, Vec<RaftMessage>>,
 }
 
-/// One destination store's queue and the bytes waiting in it.
+/// One destination store's queue and the bytes waiting in it. The queue
+/// is the body of the `BatchRaft` stream itself: the store loop's batch
+/// goes straight to the gRPC connection, with no task in between.
 struct Queue {
-    tx: mpsc::Sender<Vec<RaftMessage>>,
+    /// Swapped for a new queue's sender on each reconnect.
+    tx: Arc<parking_lot::Mutex<mpsc::Sender<BatchRaftMessage>>>,
     bytes: Arc<AtomicUsize>,
 }
 
@@ -161,16 +162,17 @@ impl Transport for GrpcTransport {
             }
             let queue = self.queues.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                let tx = Arc::new(parking_lot::Mutex::new(tx));
                 let bytes = Arc::new(AtomicUsize::new(0));
                 let shared = self.shared.clone();
-                let task = connection(shared, store_id, rx, bytes.clone());
+                let task = connection(shared, store_id, Arc::downgrade(&tx), rx, bytes.clone());
                 self.shared.runtime.spawn(task);
                 Queue { tx, bytes }
             });
             let n = msgs.len() as u64;
-            let size: usize = msgs.iter().map(prost::Message::encoded_len).sum();
+            let size = batch_bytes(&msgs);
             let full = queue.bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES;
-            if full || queue.tx.try_send(msgs).is_err() {
+            if full || queue.tx.lock().try_send(BatchRaftMessage { msgs }).is_err() {
                 self.shared.dropped.fetch_add(n, Ordering::Relaxed);
             } else {
                 queue.bytes.fetch_add(size, Ordering::Relaxed);
@@ -203,15 +205,29 @@ pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<Tikv
         .max_encoding_message_size(usize::MAX))
 }
 
-/// Keeps a `BatchRaft` stream to one store open while the transport lives.
+/// Bytes of a batch's messages, as the queue bounds count them.
+fn batch_bytes(msgs: &[RaftMessage]) -> usize {
+    msgs.iter().map(prost::Message::encoded_len).sum()
+}
+
+/// Keeps a `BatchRaft` stream to one store open while the transport
+/// lives: the queue's receiver is the stream's body. What is queued before
+/// the first connection waits for it; when a stream breaks, what it had
+/// not sent is dropped (Raft resends), the transport gets a new queue, and
+/// the task reconnects with backoff. Ends when the transport (`slot`'s
+/// owner) is gone.
 async fn connection(
     shared: Arc<Shared>,
     store_id: u64,
-    mut rx: mpsc::Receiver<Vec<RaftMessage>>,
+    slot: Weak<parking_lot::Mutex<mpsc::Sender<BatchRaftMessage>>>,
+    mut rx: mpsc::Receiver<BatchRaftMessage>,
     queued: Arc<AtomicUsize>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        if slot.strong_count() == 0 {
+            return;
+        }
         let mut client = match connect(&shared.pd, store_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -221,35 +237,33 @@ async fn connection(
                 continue;
             }
         };
-        let (batch_tx, batch_rx) = mpsc::channel::<BatchRaftMessage>(4);
-        let call =
-            tokio::spawn(async move { client.batch_raft(ReceiverStream::new(batch_rx)).await });
         info!(store_id, "raft connection open");
         backoff = Duration::from_millis(100);
-        loop {
-            let Some(mut msgs) = rx.recv().await else {
-                // The transport is gone: the store is stopping.
-                call.abort();
-                return;
-            };
-            let mut bytes: usize = msgs.iter().map(prost::Message::encoded_len).sum();
-            while bytes < BATCH_BYTES {
-                let Ok(more) = rx.try_recv() else { break };
-                bytes += more.iter().map(prost::Message::encoded_len).sum::<usize>();
-                msgs.extend(more);
+        let (next_tx, next_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let taken = queued.clone();
+        let body = futures::stream::unfold(std::mem::replace(&mut rx, next_rx), move |mut rx| {
+            let taken = taken.clone();
+            async move {
+                let batch = rx.recv().await?;
+                // Taken off the queue: no longer counted against its bound.
+                let size = batch_bytes(&batch.msgs);
+                let _ = taken.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                    Some(q.saturating_sub(size))
+                });
+                Some((batch, rx))
             }
-            // Taken off the queue: no longer counted against its bound.
-            let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                Some(q.saturating_sub(bytes))
-            });
-            if batch_tx.send(BatchRaftMessage { msgs }).await.is_err() {
-                break;
-            }
+        });
+        match client.batch_raft(body).await {
+            Err(e) => debug!(store_id, error = %e, "raft stream broke; reconnecting"),
+            Ok(_) => debug!(store_id, "raft stream ended"),
         }
-        match call.await {
-            Ok(Err(e)) => debug!(store_id, error = %e, "raft stream broke; reconnecting"),
-            _ => debug!(store_id, "raft stream ended; reconnecting"),
-        }
+        let Some(slot) = slot.upgrade() else {
+            return;
+        };
+        // The broken stream's queue is gone with what it held.
+        *slot.lock() = next_tx;
+        queued.store(0, Ordering::Relaxed);
+        drop(slot);
         tokio::time::sleep(backoff).await;
     }
 }
@@ -329,35 +343,44 @@ pub struct RaftIntake {
     pub snaps: Arc<SnapManager>,
 }
 
-impl RaftIntake {
-    fn deliver(&self, m: RaftMessage) {
-        match from_wire(m) {
-            Ok(msg) if msg.message.get_msg_type() == MessageType::MsgSnapshot => {
-                debug!(
-                    region_id = msg.region_id,
-                    "snapshot outside a Snapshot stream dropped"
-                );
-            }
-            Ok(msg) => self.router.send_raft_message(msg),
-            Err(e) => debug!(error = %e, "bad raft message dropped"),
+/// The message of `m` for the store loop, or `None` (logged) if it does not
+/// decode or is a snapshot, which only comes on a `Snapshot` stream.
+fn intake(m: RaftMessage) -> Option<PeerMessage> {
+    match from_wire(m) {
+        Ok(msg) if msg.message.get_msg_type() == MessageType::MsgSnapshot => {
+            debug!(
+                region_id = msg.region_id,
+                "snapshot outside a Snapshot stream dropped"
+            );
+            None
+        }
+        Ok(msg) => Some(msg),
+        Err(e) => {
+            debug!(error = %e, "bad raft message dropped");
+            None
         }
     }
+}
 
+impl RaftIntake {
     pub async fn raft(&self, mut stream: Streaming<RaftMessage>) -> Result<Done, Status> {
         while let Some(m) = stream.next().await {
-            self.deliver(m?);
+            if let Some(msg) = intake(m?) {
+                self.router.send_raft_message(msg);
+            }
         }
         Ok(Done {})
     }
 
+    /// A batch reaches the loop in one hand-off (one wake-up), however
+    /// many regions' messages it carries.
     pub async fn batch_raft(
         &self,
         mut stream: Streaming<BatchRaftMessage>,
     ) -> Result<Done, Status> {
         while let Some(batch) = stream.next().await {
-            for m in batch?.msgs {
-                self.deliver(m);
-            }
+            let msgs: Vec<PeerMessage> = batch?.msgs.into_iter().filter_map(intake).collect();
+            self.router.send_raft_messages(msgs);
         }
         Ok(Done {})
     }
