@@ -1,33 +1,50 @@
 #!/usr/bin/env bash
-# Where the CPU goes during a 64-client raw put run, with 1 store and with
-# 3 (every write on a Raft quorum): CPU seconds of each process (PD, each
-# store, the bench client) over an 8 s window in the middle of a 10 s run,
-# from /proc/<pid>/stat (utime + stime, in clock ticks), release build.
-# Usage: bench/cpu_split.sh
+# CPU time per raw put, per process and per thread name, at 64 clients:
+# where a put's CPU goes with 1 store and with 3 stores (3 replicas).
+# Reads utime+stime from /proc before and after a timed run of
+# `tikal bench raw`; the client's own CPU comes from its rusage.
+# Release-built binaries. Usage: bench/cpu_split.sh [seconds, default 10]
 PROFILE=release source "$(dirname "$0")/common.sh"
-HZ="$(getconf CLK_TCK)"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+SECS="${1:-10}"
+HZ=$(getconf CLK_TCK)
+
+# ticks PID: "thread-name ticks" per thread of PID, summed by name.
+ticks() {
+    for t in /proc/"$1"/task/*; do
+        # comm may hold spaces: the fields after ") " start at state.
+        local stat name
+        stat="$(cat "$t/stat" 2>/dev/null)" || continue
+        name="$(cat "$t/comm" 2>/dev/null | tr ' ' '_')"
+        awk -v n="$name" '{ sub(/^.*\) /, ""); print n, $12 + $13 }' <<<"$stat"
+    done | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }'
+}
+
 for n in 1 3; do
     STORES=$n fresh_cluster
     wait_voters "$n"
-    # Warm up: connections, memtables.
     "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 >/dev/null
-    mapfile -t pids < <(pgrep -f -- "--data-dir=$DIR/c/")
-    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 10 >"$DIR/bench.txt" &
-    client=$!
-    sleep 1
-    declare -A before=()
-    for p in "${pids[@]}" "$client"; do before[$p]=$(ticks "$p"); done
-    sleep 8
-    echo "== $n store(s): CPU over 8 s, % of one core =="
-    for p in "${pids[@]}"; do
-        name="$(tr '\0' '\n' <"/proc/$p/cmdline" | grep -- '--data-dir=' | sed 's|.*/||' || true)"
-        echo "$name: $(( ($(ticks "$p") - before[$p]) * 100 / HZ / 8 ))%"
+    pids=("$(pgrep -f -- "--data-dir=$DIR/c/pd" | head -1)")
+    names=(pd)
+    for i in $(seq 0 $((n - 1))); do
+        pids+=("$(pgrep -f -- "--data-dir=$DIR/c/tikv-$i" | head -1)")
+        names+=("tikv-$i")
     done
-    echo "bench client: $(( ($(ticks "$client") - before[$client]) * 100 / HZ / 8 ))%"
-    wait "$client"
-    tail -1 "$DIR/bench.txt"
+    for k in "${!pids[@]}"; do ticks "${pids[$k]}" >"$DIR/before.$k"; done
+    out="$( { /usr/bin/time -f 'client_cpu %U %S' "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" \
+        --op put --clients 64 --duration "$SECS"; } 2>&1 )"
+    for k in "${!pids[@]}"; do ticks "${pids[$k]}" >"$DIR/after.$k"; done
+    ops=$(awk '$1 == "64" { print $2 }' <<<"$out")
+    echo "== $n replica(s): raw put, 64 clients, $ops puts =="
+    grep -v client_cpu <<<"$out" | tail -2
+    echo "process/thread                 CPU µs per put"
+    for k in "${!pids[@]}"; do
+        join -a2 -e0 -o 0,1.2,2.2 <(sort "$DIR/before.$k") <(sort "$DIR/after.$k") |
+            awk -v p="${names[$k]}" -v hz="$HZ" -v ops="$ops" '
+                { d = ($3 - $2) / hz * 1e6 / ops; tot += d; if (d >= 0.5) printf "  %-8s %-20s %6.1f\n", p, $1, d }
+                END { printf "%-8s %-22s %6.1f\n", p, "(total)", tot }'
+    done
+    awk -v ops="$ops" '/client_cpu/ { printf "%-31s %6.1f\n", "client (total)", ($2 + $3) * 1e6 / ops }' <<<"$out"
     stop_cluster
     rm -rf "$DIR"
-    unset before
+    trap - EXIT
 done
