@@ -3,9 +3,13 @@
 # where a put's CPU goes with 1 store and with 3 stores (3 replicas).
 # Reads utime+stime from /proc before and after a timed run of
 # `tikal bench raw`; the client's own CPU comes from its rusage.
-# Release-built binaries. Usage: bench/cpu_split.sh [seconds, default 10]
+# With REGIONS, both runs are on 3 stores: one region, then the keys
+# pre-split into REGIONS regions (the split and PD's leader spreading
+# happen in the warm-up, outside the measured run).
+# Release-built binaries. Usage: bench/cpu_split.sh [seconds, default 10] [REGIONS]
 PROFILE=release source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
+if [ -n "${2:-}" ]; then setups=("3:0" "3:$2"); else setups=("1:0" "3:0"); fi
 HZ=$(getconf CLK_TCK)
 
 # ticks PID: "thread-name ticks" per thread of PID, summed by name.
@@ -19,10 +23,12 @@ ticks() {
     done | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }'
 }
 
-for n in 1 3; do
+for setup in "${setups[@]}"; do
+    n=${setup%:*} split=${setup#*:}
     STORES=$n fresh_cluster
     wait_voters "$n"
-    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 >/dev/null
+    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 \
+        --split-regions "$split" | grep '^leaders' || true
     pids=("$(pgrep -f -- "--data-dir=$DIR/c/pd" | head -1)")
     names=(pd)
     for i in $(seq 0 $((n - 1))); do
@@ -34,7 +40,7 @@ for n in 1 3; do
         --op put --clients 64 --duration "$SECS"; } 2>&1 )"
     for k in "${!pids[@]}"; do ticks "${pids[$k]}" >"$DIR/after.$k"; done
     ops=$(awk '$1 == "64" { print $2 }' <<<"$out")
-    echo "== $n replica(s): raw put, 64 clients, $ops puts =="
+    echo "== $n replica(s), $((split > 0 ? split : 1)) region(s): raw put, 64 clients, $ops puts =="
     grep -v client_cpu <<<"$out" | tail -2
     echo "process/thread                 CPU µs per put"
     for k in "${!pids[@]}"; do
