@@ -54,5 +54,5 @@ fn main() -> anyhow::Result<()> {
     set(&mut cfg.initial_cluster, &args.initial_cluster);
     set(&mut cfg.log_file, &args.log_file);
     let log_file = cfg.log_file.clone();
-    tikal_util::run_server(&log_file, unknown, |stop| tikal_pd::run(cfg, stop))
+    tikal_util::run_server(&log_file, unknown, None, |stop| tikal_pd::run(cfg, stop))
 }

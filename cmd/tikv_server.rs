@@ -63,5 +63,8 @@ fn main() -> anyhow::Result<()> {
             .collect();
     }
     let log_file = cfg.log_file.clone();
-    tikal_util::run_server(&log_file, unknown, |stop| tikal_server::run(cfg, stop))
+    let workers = cfg.server.grpc_concurrency;
+    tikal_util::run_server(&log_file, unknown, workers, |stop| {
+        tikal_server::run(cfg, stop)
+    })
 }

@@ -1,5 +1,7 @@
 //! A store keeps its identity across restarts; a wiped store on a known
-//! address is refused with upstream's "duplicated store address" error.
+//! address is refused with upstream's "duplicated store address" error;
+//! a restart may change how many threads serve it
+//! (`[server] grpc-concurrency`).
 
 mod common;
 
@@ -13,6 +15,15 @@ async fn store_ids(t: &TestCluster) -> Vec<u64> {
         .iter()
         .map(|s| s["store"]["id"].as_u64().unwrap())
         .collect()
+}
+
+/// What the restart tests wrote under "identity".
+async fn kept(t: &TestCluster) -> Option<Vec<u8>> {
+    t.raw_client()
+        .await
+        .get("identity".to_owned())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,13 +46,24 @@ async fn restart_on_same_data_dir_keeps_store_id_and_data() {
         ids,
         "restart must not register a new store"
     );
-    let got = t
-        .raw_client()
-        .await
-        .get("identity".to_owned())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(b"kept".to_vec()));
+    assert_eq!(kept(&t).await, Some(b"kept".to_vec()));
+
+    // `[server] grpc-concurrency`: 0 threads is refused at start; one
+    // thread serves.
+    t.cluster.stop_store(0).await;
+    let config = t.cluster.spec.data_dir.join("tikv.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    assert!(!base.contains("[server]"), "{base}");
+    std::fs::write(&config, format!("{base}\n[server]\ngrpc-concurrency = 0\n")).unwrap();
+    let stderr = t.start_store_refused(0).await;
+    assert!(
+        stderr.contains("server.grpc-concurrency must be between 1 and"),
+        "stderr: {stderr}"
+    );
+    std::fs::write(&config, format!("{base}\n[server]\ngrpc-concurrency = 1\n")).unwrap();
+    t.cluster.start_store(0).unwrap();
+    t.wait_ready().await;
+    assert_eq!(kept(&t).await, Some(b"kept".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -144,6 +144,11 @@ pub struct ServerSection {
     pub advertise_addr: String,
     pub status_addr: String,
     pub advertise_status_addr: String,
+    /// Worker threads of the store's async runtime, which serves gRPC
+    /// (clients and other stores) and the store's background tasks;
+    /// unset, one per core. Upstream's key; TiKV's default is 5 gRPC
+    /// threads.
+    pub grpc_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +298,7 @@ impl Default for ServerSection {
             advertise_addr: String::new(),
             status_addr: "127.0.0.1:20180".into(),
             advertise_status_addr: String::new(),
+            grpc_concurrency: None,
         }
     }
 }
@@ -432,6 +438,7 @@ mod tests {
             r#"
             [server]
             addr = "0.0.0.0:20161"
+            grpc-concurrency = 3
             [storage]
             api-version = 1
             data-dir = "/tmp/x"
@@ -441,6 +448,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.server.addr, "0.0.0.0:20161");
+        assert_eq!(cfg.server.grpc_concurrency, Some(3));
+        assert_eq!(TikvConfig::default().server.grpc_concurrency, None);
         assert_eq!(cfg.storage.data_dir, "/tmp/x");
         assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");
         assert_eq!(unknown, vec!["rocksdb".to_string()]);

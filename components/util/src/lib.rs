@@ -88,11 +88,17 @@ pub fn init_logging(log_file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most worker threads a server's runtime may be given.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// The common tail of a server binary's `main`: set up logging, report
-/// unknown config keys, run `server` until SIGINT/SIGTERM, log a fatal error.
+/// unknown config keys, run `server` until SIGINT/SIGTERM on a runtime
+/// with `worker_threads` workers (one per core if `None`), log a fatal
+/// error.
 pub fn run_server<F, Fut>(
     log_file: &str,
     unknown_keys: Vec<String>,
+    worker_threads: Option<usize>,
     server: F,
 ) -> anyhow::Result<()>
 where
@@ -103,12 +109,35 @@ where
     for key in unknown_keys {
         tracing::warn!(key, "unknown configuration key ignored");
     }
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = match runtime(worker_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return Err(e);
+        }
+    };
     let result = rt.block_on(server(Box::pin(shutdown_signal())));
     if let Err(e) = &result {
         tracing::error!("{e:#}");
     }
     result
+}
+
+/// A multi-threaded runtime with `worker_threads` workers (tokio's
+/// default, one per core, if `None`); 0 or more than
+/// [`MAX_WORKER_THREADS`] is refused.
+pub fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = worker_threads {
+        if n == 0 || n > MAX_WORKER_THREADS {
+            anyhow::bail!(
+                "server.grpc-concurrency must be between 1 and {MAX_WORKER_THREADS}, not {n}"
+            );
+        }
+        builder.worker_threads(n);
+    }
+    Ok(builder.build()?)
 }
 
 /// Runs `server` on the runtime until it ends or `shutdown` resolves. Then
@@ -158,6 +187,16 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runtime_gets_the_workers_asked_for_within_bounds() {
+        assert_eq!(runtime(Some(1)).unwrap().metrics().num_workers(), 1);
+        assert_eq!(runtime(Some(3)).unwrap().metrics().num_workers(), 3);
+        for refused in [0, MAX_WORKER_THREADS + 1, usize::MAX] {
+            let e = runtime(Some(refused)).unwrap_err().to_string();
+            assert!(e.contains("grpc-concurrency must be between 1 and"), "{e}");
+        }
+    }
 
     #[test]
     fn sizes_parse_in_powers_of_1024() {
