@@ -4,9 +4,9 @@
 //! destination store has a bounded queue of `BatchRaftMessage`s (one per
 //! store loop round) that is the body of a `tikvpb.Tikv/BatchRaft` stream,
 //! and one task that resolves the store's address from PD and keeps that
-//! stream open. The store loop only ever `try_send`s: when a store is slow or gone its queue fills and
-//! further messages are dropped (Raft retransmits), and the task reconnects
-//! with backoff. A snapshot message goes on its own `Snapshot` stream: the
+//! stream open. The store loop only ever `try_send`s: when a store is slow
+//! or gone its queue fills and further messages are dropped (Raft
+//! retransmits), and the task reconnects with backoff. A snapshot message goes on its own `Snapshot` stream: the
 //! message first, then its files in 1 MiB chunks read from disk as they are
 //! sent; the leader hears whether it arrived.
 //!
