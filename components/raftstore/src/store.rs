@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use raft::eraftpb::{Entry, MessageType};
-use raft::Ready;
+use raft::{Ready, StateRole};
 use tikal_engine::{KvEngine, RaftLogEngine, RaftLogWrite, DATA_CFS};
 use tikal_proto::metapb;
 use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
@@ -220,6 +220,9 @@ impl Store {
             // the round took in (raft-rs otherwise sends one per proposal,
             // and the follower answers each).
             batch_append: true,
+            // Commit indexes ride on appends and heartbeats (see
+            // `Peer::hurry_commit`).
+            skip_bcast_commit: true,
             ..Default::default()
         };
         for (region_id, bytes) in meta::load_pending_snapshots(&kv)? {
@@ -919,6 +922,9 @@ impl Store {
             return Ok(None);
         }
         let mut rd = peer.raw_node.ready();
+        if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
+            peer.hurry_commit();
+        }
         // A leader's appends go out while it persists them itself.
         Self::send(transport, peer, rd.take_messages());
         Ok(Some(rd))
