@@ -341,8 +341,9 @@ impl Peer {
             cc.mut_changes().push(single);
         }
         let context = ChangePeerV2Request { changes }.encode_to_vec();
+        // raft-rs broadcasts the commit of a pending membership change
+        // itself, whatever `skip_bcast_commit` says.
         let proposed = self.raw_node.propose_conf_change(context, cc);
-        self.hurry_commit();
         self.track(proposed, cb);
     }
 
