@@ -6,7 +6,10 @@ scripts/setup
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tikal/target}"
 # PROFILE=release benchmarks release-built binaries (default: the dev
 # profile tests use, see docs/benchmarks.md).
-if [ "${PROFILE:-debug}" = release ]; then
+# TIKAL_BIN=DIR runs binaries built elsewhere (an A/B of two commits).
+if [ -n "${TIKAL_BIN:-}" ]; then
+    BIN="$TIKAL_BIN"
+elif [ "${PROFILE:-debug}" = release ]; then
     cargo build --workspace --bins --release
     BIN="$CARGO_TARGET_DIR/release"
 else

@@ -6,21 +6,24 @@
 # With REGIONS, both runs are on 3 stores: one region, then the keys
 # pre-split into REGIONS regions (the split and PD's leader spreading
 # happen in the warm-up, outside the measured run).
+# Context switches per put, per thread, beside the CPU.
 # Release-built binaries. Usage: bench/cpu_split.sh [seconds, default 10] [REGIONS]
 PROFILE=release source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
 if [ -n "${2:-}" ]; then setups=("3:0" "3:$2"); else setups=("1:0" "3:0"); fi
 HZ=$(getconf CLK_TCK)
 
-# ticks PID: "thread-name ticks" per thread of PID, summed by name.
+# ticks PID: "thread-name ticks switches" per thread of PID (CPU ticks and
+# context switches so far), summed by name.
 ticks() {
     for t in /proc/"$1"/task/*; do
         # comm may hold spaces: the fields after ") " start at state.
-        local stat name
+        local stat name sw
         stat="$(cat "$t/stat" 2>/dev/null)" || continue
         name="$(cat "$t/comm" 2>/dev/null | tr ' ' '_')"
-        awk -v n="$name" '{ sub(/^.*\) /, ""); print n, $12 + $13 }' <<<"$stat"
-    done | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }'
+        sw="$(awk '/^(non)?voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }' "$t/status" 2>/dev/null)"
+        awk -v n="$name" -v sw="${sw:-0}" '{ sub(/^.*\) /, ""); print n, $12 + $13, sw }' <<<"$stat"
+    done | awk '{ s[$1] += $2; w[$1] += $3 } END { for (n in s) print n, s[n], w[n] }'
 }
 
 for setup in "${setups[@]}"; do
@@ -42,12 +45,13 @@ for setup in "${setups[@]}"; do
     ops=$(awk '$1 == "64" { print $2 }' <<<"$out")
     echo "== $n replica(s), $((split > 0 ? split : 1)) region(s): raw put, 64 clients, $ops puts =="
     grep -v client_cpu <<<"$out" | tail -2
-    echo "process/thread                 CPU µs per put"
+    echo "process/thread                 CPU µs per put   switches per put"
     for k in "${!pids[@]}"; do
-        join -a2 -e0 -o 0,1.2,2.2 <(sort "$DIR/before.$k") <(sort "$DIR/after.$k") |
+        join -a2 -e0 -o 0,1.2,2.2,1.3,2.3 <(sort "$DIR/before.$k") <(sort "$DIR/after.$k") |
             awk -v p="${names[$k]}" -v hz="$HZ" -v ops="$ops" '
-                { d = ($3 - $2) / hz * 1e6 / ops; tot += d; if (d >= 0.5) printf "  %-8s %-20s %6.1f\n", p, $1, d }
-                END { printf "%-8s %-22s %6.1f\n", p, "(total)", tot }'
+                { d = ($3 - $2) / hz * 1e6 / ops; w = ($5 - $4) / ops; tot += d; wt += w
+                  if (d >= 0.5) printf "  %-8s %-20s %6.1f %10.2f\n", p, $1, d, w }
+                END { printf "%-8s %-22s %6.1f %10.2f\n", p, "(total)", tot, wt }'
     done
     awk -v ops="$ops" '/client_cpu/ { printf "%-31s %6.1f\n", "client (total)", ($2 + $3) * 1e6 / ops }' <<<"$out"
     stop_cluster

@@ -28,6 +28,9 @@ pub const CF_RAFT: Cf = Cf::Raft;
 
 /// The column families clients may address.
 pub const DATA_CFS: [Cf; 3] = [CF_DEFAULT, CF_LOCK, CF_WRITE];
+/// Memtable size of the raft column family.
+const RAFT_CF_WRITE_BUFFER: usize = 2 << 20;
+
 pub(crate) const ALL_CFS: [Cf; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAFT];
 
 impl Cf {
@@ -75,6 +78,12 @@ impl KvEngine {
         let cfs = ALL_CFS.iter().map(|cf| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if *cf == CF_RAFT {
+                // Each region's apply state is rewritten every round: a
+                // small memtable keeps the versions a write searches
+                // through few and in cache, and flushes to a few keys.
+                cf_opts.set_write_buffer_size(RAFT_CF_WRITE_BUFFER);
+            }
             if let (Some(drop), CF_DEFAULT) = (drop, *cf) {
                 cf_opts.set_compaction_filter("tikal-drop", move |_level, key, value| {
                     if drop(key, value) {

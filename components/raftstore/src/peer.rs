@@ -68,6 +68,9 @@ pub(crate) struct Peer {
     pub raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
     apply_state: ApplyState,
+    /// Term of the entry at the applied index (0 if unknown): kept here
+    /// because the log may have dropped that entry from its cache.
+    applied_term: u64,
     /// Peers of the region met in messages, by id: an uninitialized peer
     /// answers its leader through this before it knows the region.
     pub peer_cache: HashMap<u64, metapb::Peer>,
@@ -220,12 +223,17 @@ impl Peer {
                 detail: format!("region {}: {e}", region.id),
             }
         })?;
+        // Unknown (the entry compacted away) only until this peer applies
+        // an entry: a leader's first is one of its own term.
+        let applied_term =
+            raft::Storage::term(raw_node.store(), apply_state.applied_index).unwrap_or(0);
         Ok(Peer {
             region,
             meta,
             raw_node,
             proposals: VecDeque::new(),
             apply_state,
+            applied_term,
             peer_cache: HashMap::new(),
             pending_remove: false,
             pending_splits: vec![],
@@ -273,9 +281,7 @@ impl Peer {
     /// Leads and has applied an entry of its own term: every entry any
     /// earlier leader committed is then applied here too.
     pub fn serves_reads(&self) -> bool {
-        self.is_leader()
-            && raft::Storage::term(self.raw_node.store(), self.apply_state.applied_index)
-                .is_ok_and(|t| t == self.term())
+        self.is_leader() && self.applied_term == self.term()
     }
 
     pub fn term(&self) -> u64 {
@@ -688,6 +694,7 @@ impl Peer {
         }
         let mut ctx = ApplyContext::new(kv, self.region.id, self.apply_state);
         let mut answers = Vec::with_capacity(entries.len());
+        let mut applied_term = self.applied_term;
         for entry in entries {
             if entry.index <= self.apply_state.applied_index {
                 continue;
@@ -704,11 +711,13 @@ impl Peer {
                 }
             };
             ctx.finish_entry(entry.index);
+            applied_term = entry.term;
             self.take_answer(entry.index, entry.term, output, &mut answers);
         }
         ctx.commit()?;
         self.written.add(ctx.written());
         self.apply_state = ctx.state();
+        self.applied_term = applied_term;
         let truncated = (
             self.apply_state.truncated_index,
             self.apply_state.truncated_term,
@@ -1098,6 +1107,7 @@ impl Peer {
         self.merging = None;
         self.region = region;
         self.apply_state = state;
+        self.applied_term = snap.get_metadata().term;
         self.read_progress.applied_to(state.applied_index);
         self.raw_node.mut_store().apply_snapshot(snap);
         Ok(())

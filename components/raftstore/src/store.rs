@@ -1815,6 +1815,16 @@ mod tests {
         }
     }
 
+    /// A message of `kind` and `term` from peer 2 to peer 1 of region 1.
+    fn peer_2_says(kind: MessageType, term: u64) -> PeerMessage {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        m.from = 2;
+        m.to = 1;
+        m.term = term;
+        from_peer_2(m)
+    }
+
     /// Region 1 on stores 1 and 2, opened on store 1, whose peer leads:
     /// store 2's votes are stepped in by hand.
     fn leading_one_of_two(dir: &std::path::Path) -> Store {
@@ -1858,12 +1868,7 @@ mod tests {
         }
         // A follower names the leader it knows.
         let status = store.peer_status(1).unwrap();
-        let mut heartbeat = Message::default();
-        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
-        heartbeat.from = 2;
-        heartbeat.to = 1;
-        heartbeat.term = status.term + 1;
-        store.step(from_peer_2(heartbeat));
+        store.step(peer_2_says(MessageType::MsgHeartbeat, status.term + 1));
         store.on_ready().unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
         store.propose(1, None, b"y".to_vec(), cb);
@@ -1926,5 +1931,25 @@ mod tests {
             None,
             "its data went with it"
         );
+    }
+
+    #[test]
+    fn a_new_leader_serves_reads_once_an_entry_of_its_term_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = leading_one_of_two(dir.path());
+        let serves = |store: &Store| store.views().read().get(&1).map(|v| v.is_leader);
+        // Its first entry waits for peer 2: entries of an earlier term may
+        // still be unapplied here, so reads wait too.
+        assert_eq!(serves(&store), Some(false));
+        let status = store.peer_status(1).unwrap();
+        let mut ack = peer_2_says(MessageType::MsgAppendResponse, status.term);
+        ack.message.index = store.peers[&1].raw_node.raft.raft_log.last_index();
+        store.step(ack);
+        store.on_ready().unwrap();
+        assert_eq!(serves(&store), Some(true));
+        // Deposed by a higher term: no reads, whatever it applied.
+        store.step(peer_2_says(MessageType::MsgHeartbeat, status.term + 1));
+        store.on_ready().unwrap();
+        assert_eq!(serves(&store), Some(false));
     }
 }
