@@ -622,12 +622,7 @@ impl Store {
     /// does not have, if the message can start a peer (a vote, or a
     /// leader's first heartbeat) and the peer was not removed before.
     fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
-        let m = &msg.message;
-        let initial = matches!(
-            m.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        ) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0);
-        if !initial {
+        if !is_initial(&msg.message) {
             debug!(
                 region_id = msg.region_id,
                 "message for an unknown region dropped"
@@ -791,6 +786,13 @@ impl Store {
                 );
                 continue;
             };
+            // Only a message that may create the peer needs the range (as
+            // TiKV): the receiver checks it against its regions.
+            let (start_key, end_key) = if is_initial(&m) {
+                (peer.region.start_key.clone(), peer.region.end_key.clone())
+            } else {
+                (vec![], vec![])
+            };
             transport.send(PeerMessage {
                 region_id: peer.region.id,
                 from: peer.meta.clone(),
@@ -798,8 +800,8 @@ impl Store {
                 epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 message: m,
                 is_tombstone: false,
-                start_key: peer.region.start_key.clone(),
-                end_key: peer.region.end_key.clone(),
+                start_key,
+                end_key,
             });
         }
     }
@@ -1277,6 +1279,16 @@ pub struct PeerStatus {
 /// types (a proposal, a tick, a read index request) would let a peer write
 /// into or stop this store's Raft groups, and every message between peers
 /// carries its sender's term (raft-rs stops on a vote without one).
+/// A message that may create the peer it is sent to on a store that has
+/// none yet: a vote, or a leader's first heartbeat to a peer it knows
+/// nothing of (commit 0), as TiKV decides.
+fn is_initial(m: &raft::eraftpb::Message) -> bool {
+    matches!(
+        m.get_msg_type(),
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+    ) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0)
+}
+
 fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
     use MessageType::*;
     m.term > 0
@@ -1951,5 +1963,67 @@ mod tests {
         store.step(peer_2_says(MessageType::MsgHeartbeat, status.term + 1));
         store.on_ready().unwrap();
         assert_eq!(serves(&store), Some(false));
+    }
+
+    struct Keep(Arc<parking_lot::Mutex<Vec<PeerMessage>>>);
+
+    impl Transport for Keep {
+        fn send(&mut self, msg: PeerMessage) {
+            self.0.lock().push(msg);
+        }
+
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn only_messages_that_may_create_a_peer_carry_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, log, snaps) = engines(dir.path());
+        let mut r = region(&[(1, 1), (2, 2)]);
+        r.start_key = b"a".to_vec();
+        r.end_key = b"m".to_vec();
+        meta::write_initial_region(&kv, &r).unwrap();
+        let sent = Arc::new(parking_lot::Mutex::new(vec![]));
+        let (events, _) = mpsc::unbounded_channel();
+        let mut store = Store::open(
+            1,
+            RaftstoreConfig::default(),
+            kv,
+            log,
+            snaps,
+            Arc::new(Ignore),
+            Box::new(Keep(sent.clone())),
+            events,
+        )
+        .unwrap();
+        store.campaign(1).unwrap();
+        store.on_ready().unwrap();
+        let term = store.peer_status(1).unwrap().term;
+        store.step(peer_2_says(
+            MessageType::MsgRequestPreVoteResponse,
+            term + 1,
+        ));
+        store.on_ready().unwrap();
+        store.step(peer_2_says(MessageType::MsgRequestVoteResponse, term + 1));
+        store.on_ready().unwrap();
+        assert!(store.peers[&1].is_leader());
+        let sent: Vec<(MessageType, Vec<u8>, Vec<u8>)> = sent
+            .lock()
+            .iter()
+            .map(|m| {
+                (
+                    m.message.get_msg_type(),
+                    m.start_key.clone(),
+                    m.end_key.clone(),
+                )
+            })
+            .collect();
+        let range = (b"a".to_vec(), b"m".to_vec());
+        let of = |kind| sent.iter().find(|(k, _, _)| *k == kind).cloned();
+        for vote in [MessageType::MsgRequestPreVote, MessageType::MsgRequestVote] {
+            assert_eq!(of(vote), Some((vote, range.0.clone(), range.1.clone())));
+        }
+        let append = MessageType::MsgAppend;
+        assert_eq!(of(append), Some((append, vec![], vec![])));
     }
 }
