@@ -115,7 +115,8 @@ pub async fn region_heartbeat_loop(
                             let keys = split_keys.len();
                             match crate::split::split_region(&pd, &router, &region, split_keys).await {
                                 Ok(regions) => info!(region_id = region.id, keys, regions = regions.len(), "region split"),
-                                Err(e) => debug!(region_id = region.id, error = %e, "split not made"),
+                                Err(e) if e.is_race() => debug!(region_id = region.id, error = %e, "split not made"),
+                                Err(e) => warn!(region_id = region.id, error = %e, "split not made"),
                             }
                         });
                     }

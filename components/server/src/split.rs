@@ -27,6 +27,25 @@ pub enum SplitError {
     Pd(anyhow::Error),
 }
 
+impl SplitError {
+    /// The split lost a race that ends by itself (leadership or the region
+    /// moved on, a merge is under way): the next check asks again. Anything
+    /// else (PD, the engine, bad keys) is worth an operator's attention.
+    pub fn is_race(&self) -> bool {
+        matches!(
+            self,
+            SplitError::Region(
+                RaftstoreError::NotLeader { .. }
+                    | RaftstoreError::EpochNotMatch(_)
+                    | RaftstoreError::StaleCommand
+                    | RaftstoreError::RegionNotFound(_)
+                    | RaftstoreError::ProposalInMergingMode(_)
+                    | RaftstoreError::StoreStopped
+            )
+        )
+    }
+}
+
 /// Splits `region` (as this store's leader knows it) at `keys`, which must
 /// lie strictly inside it in increasing order. Returns every region the
 /// split made, in key order.
@@ -71,4 +90,21 @@ pub async fn split_region(
         tracing::warn!(region_id = region.id, error = %e, "cannot report a split to PD");
     }
     Ok(regions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lost_races_are_quiet() {
+        let race = SplitError::Region(RaftstoreError::NotLeader {
+            region_id: 1,
+            leader: None,
+        });
+        assert!(race.is_race());
+        assert!(SplitError::Region(RaftstoreError::EpochNotMatch(Box::default())).is_race());
+        assert!(!SplitError::Pd(anyhow::anyhow!("unreachable")).is_race());
+        assert!(!SplitError::Region(RaftstoreError::Split("bad key".into())).is_race());
+    }
 }
