@@ -92,4 +92,21 @@ pub enum RaftstoreError {
     Engine(#[from] tikal_engine::EngineError),
 }
 
+impl RaftstoreError {
+    /// The region moved on (leadership, epoch, a merge, the store going
+    /// away): asking again, there or elsewhere, may succeed. These are the
+    /// failures that reach clients as kvproto region errors.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RaftstoreError::NotLeader { .. }
+                | RaftstoreError::EpochNotMatch(_)
+                | RaftstoreError::StaleCommand
+                | RaftstoreError::RegionNotFound(_)
+                | RaftstoreError::ProposalInMergingMode(_)
+                | RaftstoreError::StoreStopped
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, RaftstoreError>;

@@ -1279,16 +1279,6 @@ pub struct PeerStatus {
 /// types (a proposal, a tick, a read index request) would let a peer write
 /// into or stop this store's Raft groups, and every message between peers
 /// carries its sender's term (raft-rs stops on a vote without one).
-/// A message that may create the peer it is sent to on a store that has
-/// none yet: a vote, or a leader's first heartbeat to a peer it knows
-/// nothing of (commit 0), as TiKV decides.
-fn is_initial(m: &raft::eraftpb::Message) -> bool {
-    matches!(
-        m.get_msg_type(),
-        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-    ) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0)
-}
-
 fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
     use MessageType::*;
     m.term > 0
@@ -1306,6 +1296,16 @@ fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
                 | MsgTransferLeader
                 | MsgTimeoutNow
         )
+}
+
+/// A message that may create the peer it is sent to on a store that has
+/// none yet: a vote, or a leader's first heartbeat to a peer it knows
+/// nothing of (commit 0), as TiKV decides.
+fn is_initial(m: &raft::eraftpb::Message) -> bool {
+    matches!(
+        m.get_msg_type(),
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+    ) || (m.get_msg_type() == MessageType::MsgHeartbeat && m.commit == 0)
 }
 
 /// Why a snapshot message cannot be stepped, if it cannot: its data does

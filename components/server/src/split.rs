@@ -32,17 +32,7 @@ impl SplitError {
     /// moved on, a merge is under way): the next check asks again. Anything
     /// else (PD, the engine, bad keys) is worth an operator's attention.
     pub fn is_race(&self) -> bool {
-        matches!(
-            self,
-            SplitError::Region(
-                RaftstoreError::NotLeader { .. }
-                    | RaftstoreError::EpochNotMatch(_)
-                    | RaftstoreError::StaleCommand
-                    | RaftstoreError::RegionNotFound(_)
-                    | RaftstoreError::ProposalInMergingMode(_)
-                    | RaftstoreError::StoreStopped
-            )
-        )
+        matches!(self, SplitError::Region(e) if e.is_retryable())
     }
 }
 
