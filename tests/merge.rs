@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, most_keys_per_region, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use common::{
+    eventually, eventually_ok, most_keys_per_region, regions, TestCluster,
+    CLIENT_SUITE_STORE_CONFIG,
+};
 use tikv_client::RawClient;
 
 const KEYS: usize = 600;
@@ -148,8 +151,8 @@ async fn small_regions_merge_and_no_write_is_lost_or_revived() {
     // key at a time: a batch over every region could meet some merge on
     // every try while PD keeps merging (a CI run timed out that way).
     for (k, v) in &later {
-        eventually(WAIT, "a write after the merges", || async {
-            raw.put(k.clone(), v.clone()).await.ok()
+        eventually_ok(&t, WAIT, "a write after the merges", || {
+            raw.put(k.clone(), v.clone())
         })
         .await;
     }

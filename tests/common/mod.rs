@@ -53,10 +53,17 @@ impl TestCluster {
         store_config: &str,
         pd_config: &str,
     ) -> TestCluster {
+        // TIKAL_KEEP_TEST_DIRS=1 keeps every cluster's data and logs
+        // (for a failure to be read afterwards); the path is printed.
+        let keep = std::env::var_os("TIKAL_KEEP_TEST_DIRS").is_some();
         let dir = tempfile::Builder::new()
             .prefix("tikal-test-")
+            .disable_cleanup(keep)
             .tempdir()
             .expect("temp dir");
+        if keep {
+            eprintln!("keeping {}", dir.path().display());
+        }
         let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
         spec.store_config = store_config.to_string();
         spec.pd_config = pd_config.to_string();
@@ -168,6 +175,32 @@ impl TestCluster {
             .join("logs")
             .join(format!("tikv-{i}.stderr"));
         std::fs::read_to_string(path).unwrap()
+    }
+}
+
+/// Polls `check` until it returns Ok or `timeout` passes; the timeout's
+/// panic names the last error and carries the cluster's logs.
+pub async fn eventually_ok<T, E, F, Fut>(
+    t: &TestCluster,
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!(
+                "timed out after {timeout:?} waiting for {what}; last error: {e}\n{}",
+                t.logs()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 
