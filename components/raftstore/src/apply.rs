@@ -2,10 +2,14 @@
 //!
 //! The raftstore treats command bytes as opaque; an [`Applier`] from the
 //! storage layer gives them meaning. Appliers write through an
-//! [`ApplyContext`] (the engine's [`KvApply`]), whose batch is committed
-//! atomically together with the region's applied index. A command that must
-//! read current state (a compare-and-swap) calls `get`, which first commits
-//! what earlier entries wrote so the read sees it. Appliers read before they write
+//! [`ApplyContext`] (the engine's [`KvApply`]), one region's view of an
+//! [`ApplyBatch`]: every region applying in one pass of a round writes into
+//! the same batch, each with its applied index, and the batch is written
+//! once at the pass's end (one RocksDB write, not one per region). Nothing
+//! applied is answered or read before that write. A command that must
+//! read current state (a compare-and-swap) calls `get`, which first writes
+//! what earlier entries put in the batch so the read sees it (every region
+//! in it with its applied index so far). Appliers read before they write
 //! within one command, so a crash never leaves half a command applied.
 
 use std::any::Any;
@@ -46,36 +50,85 @@ impl KvApply for ApplyContext<'_> {
     /// Commits what earlier entries of this round wrote, then reads.
     fn get(&mut self, cf: Cf, key: &[u8]) -> tikal_engine::Result<Option<Vec<u8>>> {
         if !self.wb.is_empty() {
-            self.write_out(false)?;
+            self.write_out()?;
         }
         self.engine.get(cf, key)
     }
 }
 
-/// One region's apply batch for one round of committed entries.
+/// The KV write shared by every region applying in one pass of a round.
+pub struct ApplyBatch<'a> {
+    engine: &'a KvEngine,
+    wb: Option<KvWriteBatch<'a>>,
+    /// A CompactLog applied: the write is synced before the log drops the
+    /// entries, so the truncated index recorded never trails the log.
+    sync: bool,
+}
+
+impl<'a> ApplyBatch<'a> {
+    pub(crate) fn new(engine: &'a KvEngine) -> Self {
+        ApplyBatch {
+            engine,
+            wb: None,
+            sync: false,
+        }
+    }
+
+    pub(crate) fn engine(&self) -> &'a KvEngine {
+        self.engine
+    }
+
+    /// Region `region_id`'s view of the batch, from its applied `state`;
+    /// given back with [`ApplyBatch::restore`].
+    pub(crate) fn context(&mut self, region_id: u64, state: ApplyState) -> ApplyContext<'a> {
+        let wb = self.wb.take().unwrap_or_else(|| self.engine.write_batch());
+        ApplyContext {
+            engine: self.engine,
+            wb,
+            region_id,
+            state,
+            written: Default::default(),
+            sync: self.sync,
+        }
+    }
+
+    /// Takes a region's writes back, with its applied index.
+    pub(crate) fn restore(&mut self, ctx: ApplyContext<'a>) {
+        let ApplyContext {
+            mut wb,
+            region_id,
+            state,
+            sync,
+            ..
+        } = ctx;
+        put_apply_state(&mut wb, region_id, &state);
+        self.wb = Some(wb);
+        self.sync = sync;
+    }
+
+    /// Writes everything so far. Not synced unless a log was truncated: a
+    /// process crash keeps it (the OS has it); after power loss the Raft
+    /// log, which is synced, replays it.
+    pub(crate) fn write(&mut self) -> Result<()> {
+        let sync = std::mem::take(&mut self.sync);
+        match self.wb.take() {
+            Some(wb) if !wb.is_empty() => Ok(self.engine.write(wb, sync)?),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One region's part of an [`ApplyBatch`], while its entries apply.
 pub struct ApplyContext<'a> {
     engine: &'a KvEngine,
     wb: KvWriteBatch<'a>,
     region_id: u64,
     state: ApplyState,
     written: crate::RegionStats,
-    /// A CompactLog applied: the batch is synced before the log drops the
-    /// entries, so the truncated index recorded never trails the log.
     sync: bool,
 }
 
 impl<'a> ApplyContext<'a> {
-    pub(crate) fn new(engine: &'a KvEngine, region_id: u64, state: ApplyState) -> Self {
-        ApplyContext {
-            engine,
-            wb: engine.write_batch(),
-            region_id,
-            state,
-            written: Default::default(),
-            sync: false,
-        }
-    }
-
     pub(crate) fn finish_entry(&mut self, index: u64) {
         self.state.applied_index = index;
     }
@@ -130,18 +183,75 @@ impl<'a> ApplyContext<'a> {
         self.state
     }
 
-    /// Writes everything so far with the applied index of the last finished
-    /// entry. Not synced unless the log is truncated: a process crash keeps
-    /// it (the OS has it); after power loss the Raft log, which is synced,
-    /// replays it.
-    pub(crate) fn commit(&mut self) -> Result<()> {
-        let sync = self.sync;
-        Ok(self.write_out(sync)?)
+    /// Writes what the batch holds so far, for a command that needs
+    /// everything earlier in the engine (an admin command).
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        Ok(self.write_out()?)
     }
 
-    fn write_out(&mut self, sync: bool) -> tikal_engine::Result<()> {
+    /// Writes the batch so far (other regions' finished parts included)
+    /// with this region's applied index of its last finished entry; synced
+    /// if a log truncation is in it.
+    fn write_out(&mut self) -> tikal_engine::Result<()> {
         let mut wb = std::mem::replace(&mut self.wb, self.engine.write_batch());
         put_apply_state(&mut wb, self.region_id, &self.state);
-        self.engine.write(wb, sync)
+        self.engine.write(wb, self.sync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tikal_engine::CF_DEFAULT;
+
+    use super::*;
+    use crate::meta::load_apply_state;
+
+    fn applied(kv: &KvEngine, region_id: u64) -> u64 {
+        load_apply_state(kv, region_id).unwrap().applied_index
+    }
+
+    /// Puts `key` = `value` as region `region_id`'s entry `index`.
+    fn put_entry(batch: &mut ApplyBatch<'_>, region_id: u64, index: u64, key: &[u8], value: &[u8]) {
+        let mut ctx = batch.context(region_id, ApplyState::initial());
+        ctx.put(CF_DEFAULT, key, value);
+        ctx.finish_entry(index);
+        batch.restore(ctx);
+    }
+
+    #[test]
+    fn regions_applying_together_share_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut batch = ApplyBatch::new(&kv);
+        put_entry(&mut batch, 1, 6, b"a", b"1");
+        put_entry(&mut batch, 2, 6, b"b", b"1");
+        // Nothing is in the engine (or answerable) before the write.
+        assert_eq!(kv.get(CF_DEFAULT, b"a").unwrap(), None);
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), None);
+        batch.write().unwrap();
+        assert_eq!(kv.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), Some(b"1".to_vec()));
+        assert_eq!((applied(&kv, 1), applied(&kv, 2)), (6, 6));
+    }
+
+    #[test]
+    fn a_read_while_applying_writes_every_region_so_far_with_its_applied_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut batch = ApplyBatch::new(&kv);
+        put_entry(&mut batch, 1, 6, b"a", b"1");
+        let mut ctx = batch.context(2, ApplyState::initial());
+        ctx.put(CF_DEFAULT, b"b", b"1");
+        ctx.finish_entry(6);
+        // Region 2's next entry reads what region 1 wrote this round.
+        assert_eq!(ctx.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!((applied(&kv, 1), applied(&kv, 2)), (6, 6));
+        ctx.put(CF_DEFAULT, b"b", b"2");
+        ctx.finish_entry(7);
+        batch.restore(ctx);
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), Some(b"1".to_vec()));
+        batch.write().unwrap();
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(applied(&kv, 2), 7);
     }
 }

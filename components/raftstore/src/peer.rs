@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::admin::{self, EntryKind, MergeState};
-use crate::apply::{Applier, ApplyContext, ApplyOutput};
+use crate::apply::{Applier, ApplyBatch, ApplyContext, ApplyOutput};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
 use crate::snap::{self, SnapKey, SnapManager};
@@ -67,7 +67,14 @@ pub(crate) struct Peer {
     pub meta: metapb::Peer,
     pub raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
+    /// Applied so far, in memory: ahead of the engine while a round's
+    /// [`ApplyBatch`] is unwritten.
     apply_state: ApplyState,
+    /// The applied index the engine holds (readers see), once the batch
+    /// that applied it is written; reads are answered up to here only.
+    visible_applied: u64,
+    /// Proposers of applied entries, answered once their batch is written.
+    answers_due: Vec<(Callback, Result<ApplyOutput>)>,
     /// Term of the entry at the applied index (0 if unknown): kept here
     /// because the log may have dropped that entry from its cache.
     applied_term: u64,
@@ -233,6 +240,8 @@ impl Peer {
             raw_node,
             proposals: VecDeque::new(),
             apply_state,
+            visible_applied: apply_state.applied_index,
+            answers_due: vec![],
             applied_term,
             peer_cache: HashMap::new(),
             pending_remove: false,
@@ -627,9 +636,9 @@ impl Peer {
         self.answer_reads();
     }
 
-    /// Answers confirmed reads whose index is applied.
+    /// Answers confirmed reads whose index is applied and written.
     pub fn answer_reads(&mut self) {
-        let applied = self.apply_state.applied_index;
+        let applied = self.visible_applied;
         while self
             .reads
             .confirmed
@@ -678,13 +687,14 @@ impl Peer {
         }
     }
 
-    /// Applies committed entries in one atomic batch, then answers their
-    /// proposers. Returns the new applied index.
+    /// Applies committed entries into `batch`, with this region's applied
+    /// index; [`Peer::finish_apply`] answers their proposers once the batch
+    /// is written. Returns the new applied index.
     /// `others` are the store's other peers: a merge's target brings its
     /// source here up to date before it takes the source's range.
     pub fn apply(
         &mut self,
-        kv: &KvEngine,
+        batch: &mut ApplyBatch<'_>,
         applier: &dyn Applier,
         entries: Vec<Entry>,
         others: &mut HashMap<u64, Peer>,
@@ -692,8 +702,9 @@ impl Peer {
         if entries.is_empty() {
             return Ok(self.apply_state.applied_index);
         }
-        let mut ctx = ApplyContext::new(kv, self.region.id, self.apply_state);
-        let mut answers = Vec::with_capacity(entries.len());
+        let kv = batch.engine();
+        let mut ctx = batch.context(self.region.id, self.apply_state);
+        let mut answers = std::mem::take(&mut self.answers_due);
         let mut applied_term = self.applied_term;
         for entry in entries {
             if entry.index <= self.apply_state.applied_index {
@@ -714,30 +725,38 @@ impl Peer {
             applied_term = entry.term;
             self.take_answer(entry.index, entry.term, output, &mut answers);
         }
-        ctx.commit()?;
+        self.answers_due = answers;
         self.written.add(ctx.written());
         self.apply_state = ctx.state();
         self.applied_term = applied_term;
+        batch.restore(ctx);
+        if self.urgent_index != 0 && self.apply_state.applied_index >= self.urgent_index {
+            self.urgent_index = 0;
+            self.raw_node.skip_bcast_commit(true);
+        }
+        Ok(self.apply_state.applied_index)
+    }
+
+    /// After the batch [`Peer::apply`] wrote into is written: drops the
+    /// log a CompactLog truncated (the batch was synced), makes the applied
+    /// index visible to readers, and answers the proposers.
+    pub fn finish_apply(&mut self) {
         let truncated = (
             self.apply_state.truncated_index,
             self.apply_state.truncated_term,
         );
         if truncated.0 > self.raw_node.store().truncated_index {
-            // Synced with the batch: the entries may go.
             self.raw_node
                 .mut_store()
                 .compact_to(truncated.0, truncated.1);
         }
-        self.read_progress
-            .applied_to(self.apply_state.applied_index);
-        if self.urgent_index != 0 && self.apply_state.applied_index >= self.urgent_index {
-            self.urgent_index = 0;
-            self.raw_node.skip_bcast_commit(true);
+        if self.visible_applied < self.apply_state.applied_index {
+            self.visible_applied = self.apply_state.applied_index;
+            self.read_progress.applied_to(self.visible_applied);
         }
-        for (cb, output) in answers {
+        for (cb, output) in self.answers_due.drain(..) {
             let _ = cb.send(output);
         }
-        Ok(self.apply_state.applied_index)
     }
 
     /// Applies a client command or an admin command. An `Err` is an engine
@@ -764,6 +783,10 @@ impl Peer {
                 if epoch != current {
                     return Ok(Err(self.epoch_not_match()));
                 }
+                // Admin commands read the engine (a split's tombstones, a
+                // merge's source) and a merge's source writes its own
+                // catch-up: what the round applied so far goes first.
+                ctx.flush()?;
                 let out: SplitOutput =
                     self.apply_admin(kv, ctx, applier, entry.index, &entry.data, others)?;
                 Ok(Ok(Box::new(out)))
@@ -963,7 +986,12 @@ impl Peer {
             to = req.commit,
             "source catches up for its merge"
         );
-        self.apply(kv, applier, entries, others)?;
+        // Its own write, before the target's: the target's batch is not
+        // written until its round's end.
+        let mut batch = ApplyBatch::new(kv);
+        self.apply(&mut batch, applier, entries, others)?;
+        batch.write()?;
+        self.finish_apply();
         Ok(())
     }
 
@@ -1107,6 +1135,7 @@ impl Peer {
         self.merging = None;
         self.region = region;
         self.apply_state = state;
+        self.visible_applied = state.applied_index;
         self.applied_term = snap.get_metadata().term;
         self.read_progress.applied_to(state.applied_index);
         self.raw_node.mut_store().apply_snapshot(snap);

@@ -6,13 +6,14 @@
 //!
 //! 1. messages a leader may send before persisting (appends) go to the
 //!    [`Transport`] at once, every peer's before any applies;
-//! 2. leaders apply their committed entries (one atomic KV batch per
-//!    region) and answer the proposers;
+//! 2. leaders apply their committed entries (one atomic KV write for all
+//!    of them, see `apply.rs`) and answer the proposers;
 //! 3. every peer's new entries and hard state go to the Raft log engine in
 //!    **one** write, fsynced unless the round only moved commit indexes;
 //! 4. messages that must follow persistence (votes, append acks) go out;
 //! 5. followers apply what they learned is committed, and every peer
-//!    applies what persisting committed.
+//!    applies what persisting committed: again one KV write for all, then
+//!    the answers and the reads it covers.
 //!
 //! Nothing here reads a clock or a socket, so a test drives stores by hand
 //! — ticks, deliveries, partitions — and gets the same run every time
@@ -34,7 +35,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::admin;
-use crate::apply::Applier;
+use crate::apply::{Applier, ApplyBatch};
 use crate::meta;
 use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
 use crate::snap::{self, SnapKey, SnapManager};
@@ -376,6 +377,9 @@ impl Store {
             .filter(|(_, p)| !p.merged)
             .filter_map(|(id, p)| Some((*id, p.merging.clone()?)))
             .collect();
+        // A merge that keeps waiting says so every few seconds, so a
+        // stuck one shows in the log.
+        let loud = self.ticks.is_multiple_of(MERGE_CHECK_TICKS * 10);
         for (source_id, state) in prepared {
             let recorded = state.target.region_epoch.clone().unwrap_or_default();
             let Some(target) = self
@@ -383,7 +387,13 @@ impl Store {
                 .get(&state.target.id)
                 .filter(|t| t.is_initialized())
             else {
-                debug!(region_id = source_id, "merge waits for its target here");
+                if loud {
+                    info!(
+                        region_id = source_id,
+                        target = state.target.id,
+                        "merge waits for its target here"
+                    );
+                }
                 continue;
             };
             let now = target.region.region_epoch.clone().unwrap_or_default();
@@ -421,6 +431,16 @@ impl Store {
                 continue;
             }
             if now != recorded || !target.is_leader() {
+                if loud {
+                    info!(
+                        region_id = source_id,
+                        target = state.target.id,
+                        recorded = ?recorded,
+                        here = ?now,
+                        target_leads = target.is_leader(),
+                        "merge waits for its target to catch up or lead here"
+                    );
+                }
                 continue;
             }
             match source.commit_merge_request() {
@@ -828,16 +848,21 @@ impl Store {
         self.transport.flush();
         let mut write = RaftLogWrite::default();
         let mut readies: Vec<(u64, Ready, Vec<Entry>)> = vec![];
+        let kv = self.kv.clone();
+        let mut batch = ApplyBatch::new(&kv);
         for (id, mut rd) in taken {
             // Out of the map while it runs, so that a merge's target can
             // reach its source peer (see `Peer::apply`).
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
-            let outcome = self.ready_one(id, &mut peer, &mut rd, &mut write);
+            let outcome = self.ready_one(id, &mut peer, &mut rd, &mut write, &mut batch);
             self.peers.insert(id, peer);
             readies.push((id, rd, outcome?));
         }
+        // Leaders' applies, in one write: their proposers hear back before
+        // the fsync.
+        self.finish_applies(batch, readies.iter().map(|(id, _, _)| *id))?;
         // Only new entries, a snapshot, or a new term or vote need the
         // fsync (raft-rs' `must_sync`); a round that only moves the commit
         // index (a hint, see `PeerStorage::new`) writes without one.
@@ -853,6 +878,8 @@ impl Store {
         self.transport.flush();
 
         let mut commit_write = RaftLogWrite::default();
+        let mut batch = ApplyBatch::new(&kv);
+        let mut applied_ids = Vec::with_capacity(readies.len());
         for (id, rd, deferred) in readies {
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
@@ -862,7 +889,8 @@ impl Store {
                 self.peers.insert(id, peer);
                 continue;
             }
-            let applied = peer.apply(&self.kv, self.applier.as_ref(), deferred, &mut self.peers);
+            applied_ids.push(id);
+            let applied = peer.apply(&mut batch, self.applier.as_ref(), deferred, &mut self.peers);
             if let Err(e) = applied {
                 self.peers.insert(id, peer);
                 return Err(e);
@@ -878,9 +906,13 @@ impl Store {
             }
             Self::send(self.transport.as_mut(), &peer, light.take_messages());
             let committed = light.take_committed_entries();
-            let applied = peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers);
+            let applied = peer.apply(
+                &mut batch,
+                self.applier.as_ref(),
+                committed,
+                &mut self.peers,
+            );
             if let Ok(applied) = applied {
-                peer.answer_reads();
                 peer.raw_node.advance_apply();
                 peer.raw_node.mut_store().compact_cache(applied);
             }
@@ -888,6 +920,7 @@ impl Store {
             applied?;
         }
         self.transport.flush();
+        self.finish_applies(batch, applied_ids.into_iter())?;
         // The commit index is a hint that saves replay work after restart;
         // it need not be synced (entries themselves already are).
         self.log.write(&mut commit_write, false)?;
@@ -932,19 +965,40 @@ impl Store {
         Ok(Some(rd))
     }
 
+    /// Writes a pass's applies in one KV write, then answers what they
+    /// applied and the reads now covered (see `apply.rs`).
+    fn finish_applies(
+        &mut self,
+        mut batch: ApplyBatch<'_>,
+        ids: impl Iterator<Item = u64>,
+    ) -> Result<()> {
+        batch.write()?;
+        for id in ids {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.finish_apply();
+                peer.answer_reads();
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a taken ready's snapshot and, on a leader, its committed
-    /// entries; queues its new entries and hard state in `write`. Returns
-    /// a follower's committed entries, applied once its acknowledgements
-    /// are sent.
+    /// entries (into `batch`); queues its new entries and hard state in
+    /// `write`. Returns a follower's committed entries, applied once its
+    /// acknowledgements are sent.
     fn ready_one(
         &mut self,
         id: u64,
         peer: &mut Peer,
         rd: &mut Ready,
         write: &mut RaftLogWrite,
+        batch: &mut ApplyBatch<'_>,
     ) -> Result<Vec<Entry>> {
         let snapshot = !rd.snapshot().is_empty();
         if snapshot {
+            // Other regions' applies first: the snapshot may replace a
+            // stale peer's data, which must not be written back after it.
+            batch.write()?;
             self.destroy_stale_under(peer, rd.snapshot(), write)?;
             peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
             info!(
@@ -958,7 +1012,7 @@ impl Store {
         // A leader applies at once, so its proposers hear back before its
         // fsync; a follower first persists and acknowledges what it got.
         let deferred = if peer.is_leader() || snapshot {
-            peer.apply(&self.kv, self.applier.as_ref(), committed, &mut self.peers)?;
+            peer.apply(batch, self.applier.as_ref(), committed, &mut self.peers)?;
             vec![]
         } else {
             committed
