@@ -8,7 +8,10 @@
 //! twice the mean of the Up stores (and the region writes at least
 //! [`HOT_BYTES_RATE`]), its leadership moves to the follower on the Up
 //! store with the least flow — only if, after the move, that store would
-//! still carry less than the source, so the move is never undone:
+//! still carry less than the source, so the move is never undone. Flows
+//! count the leader transfers still running as done, so a store whose
+//! hottest region is already leaving does not hand off a second one for
+//! the flow that one takes away:
 //!
 //! ```text
 //!   flows (KiB/s)  1: 900 (region 5: 800)  2: 50  3: 50   mean 333
@@ -43,20 +46,21 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> Option<Plan> {
     if source.hottest_leader_region.map(|(id, _)| id) != Some(r.region.id) {
         return None;
     }
+    let flow = |s: u64| v.write_rate_after(s);
     let up = v.up_stores();
-    let total: f64 = up.iter().map(|s| v.load(*s).write_bytes_rate).sum();
+    let total: f64 = up.iter().map(|s| flow(*s)).sum();
     let mean = total / up.len().max(1) as f64;
-    if source.write_bytes_rate <= 2.0 * mean {
+    let source_flow = flow(from_store);
+    if source_flow <= 2.0 * mean {
         return None;
     }
-    let flow = |s: u64| v.load(s).write_bytes_rate;
     let to_store = r
         .voters()
         .map(|p| p.store_id)
         .filter(|s| *s != from_store && v.is_up(*s))
         .min_by(|a, b| flow(*a).total_cmp(&flow(*b)).then(a.cmp(b)))?;
     let rate = r.write_bytes_rate;
-    if flow(to_store) + rate >= source.write_bytes_rate - rate {
+    if flow(to_store) + rate >= source_flow - rate {
         return None;
     }
     Some(Plan {

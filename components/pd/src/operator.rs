@@ -290,6 +290,9 @@ pub struct Influence {
     /// Region score (MiB), see `RegionInfo::score_mib`.
     pub score: i64,
     pub leaders: i64,
+    /// Write flow (bytes per second) that moves with a leadership, as the
+    /// hot scheduler counts a store's flow.
+    pub write_rate: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -393,7 +396,7 @@ impl Operator {
                         store_id,
                         regions: 1,
                         score,
-                        leaders: 0,
+                        ..Default::default()
                     })
                 }
                 Step::RemovePeer { store_id, .. } if r.peer_on(store_id).is_some() => {
@@ -401,21 +404,25 @@ impl Operator {
                         store_id,
                         regions: -1,
                         score: -score,
-                        leaders: 0,
+                        ..Default::default()
                     })
                 }
                 Step::TransferLeader {
                     from_store,
                     to_store,
                 } if r.leader_store() != Some(to_store) => {
+                    // `as` saturates (and takes NaN to 0).
+                    let write_rate = r.write_bytes_rate as i64;
                     out.push(Influence {
                         store_id: from_store,
                         leaders: -1,
+                        write_rate: write_rate.saturating_neg(),
                         ..Default::default()
                     });
                     out.push(Influence {
                         store_id: to_store,
                         leaders: 1,
+                        write_rate,
                         ..Default::default()
                     });
                 }

@@ -449,6 +449,7 @@ impl<'a> View<'a> {
                     e.regions = e.regions.saturating_add(i.regions);
                     e.score = e.score.saturating_add(i.score);
                     e.leaders = e.leaders.saturating_add(i.leaders);
+                    e.write_rate = e.write_rate.saturating_add(i.write_rate);
                 }
             }
         }
@@ -491,6 +492,13 @@ impl<'a> View<'a> {
     pub fn leaders_after(&self, store_id: u64) -> i64 {
         let extra = self.influence.get(&store_id).map_or(0, |i| i.leaders);
         (self.load(store_id).leader_count as i64).saturating_add(extra)
+    }
+
+    /// The store's write flow (bytes per second, over the regions it
+    /// leads) once the running leader transfers are done.
+    pub fn write_rate_after(&self, store_id: u64) -> f64 {
+        let extra = self.influence.get(&store_id).map_or(0, |i| i.write_rate);
+        self.load(store_id).write_bytes_rate + extra as f64
     }
 
     /// How many running operators have a kind bit.

@@ -73,3 +73,40 @@ fn without_the_hot_scheduler_hot_leaders_stay_and_balance_leaves_them() {
     // hot regions to the hot scheduler, which is off.
     assert_eq!(fleet.counts()[&1], (3, 3), "{:?}", fleet.log);
 }
+
+#[test]
+fn a_store_whose_hottest_leader_is_leaving_hands_off_no_second_one() {
+    let opts = ScheduleOptions {
+        max_merge_region_size: 0,
+        ..Default::default()
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3], 3, |_| vec![1, 2, 3], opts);
+    for s in ["balance-leader-scheduler", "balance-region-scheduler"] {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    let set_rates = |fleet: &mut Fleet, kib: [u64; 3]| {
+        for (id, rate) in ids.iter().zip(kib) {
+            fleet.regions.get_mut(id).unwrap().write_rate = rate << 10;
+        }
+    };
+    // Heartbeats go in id order. Store 1 leads all three: 100 + 110 +
+    // 120 KiB/s; on the last heartbeat the 120 region is its hottest and
+    // moves (0 + 120 < 330 - 120).
+    set_rates(&mut fleet, [100, 110, 120]);
+    fleet.log.clear();
+    fleet.round();
+    assert_eq!(
+        fleet.log,
+        [format!("{}: transfer leader to store 2", ids[2])]
+    );
+    // Before PD hears that the move is done, the first region turns
+    // hottest (200). Store 1's flow counting the running move as done is
+    // 200 + 110 = 310 (430 without), store 3's 0: moving the 200 region
+    // would leave store 1 with 110, below the 200 store 3 would take, so
+    // it stays. Counted as still on store 1, the move looked worth it.
+    set_rates(&mut fleet, [200, 110, 120]);
+    fleet.log.clear();
+    fleet.heartbeat(ids[0]);
+    assert!(fleet.log.is_empty(), "{:?}", fleet.log);
+}
