@@ -1175,6 +1175,10 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        // What it applied is written (a peer is destroyed after its pass's
+        // write, or a snapshot's, see `ready_one`): those proposers hear
+        // of success; the rest retry.
+        peer.finish_apply();
         peer.fail_proposals();
         peer.fail_reads();
         let region = if with_data {
