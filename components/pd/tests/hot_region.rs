@@ -7,33 +7,41 @@ mod common;
 use common::fleet::Fleet;
 use common::ScheduleOptions;
 
-#[test]
-fn the_hottest_leader_leaves_a_store_taking_most_writes_and_stays_away() {
+/// Stores 1 2 3 and `n` regions on all three placed by `placement`, with
+/// only the hot scheduler running (and no merges).
+fn hot_only(n: usize, placement: impl Fn(usize) -> Vec<u64>) -> Fleet {
     let opts = ScheduleOptions {
         max_merge_region_size: 0,
         ..Default::default()
     };
-    // Six regions on 1 2 3; store 1 leads 0..3, 2 leads 3..5, 3 leads 5.
-    let leaders = [1, 1, 1, 2, 2, 3];
-    let mut fleet = Fleet::new(
-        &[1, 2, 3],
-        6,
-        |i| {
-            let mut v = vec![1, 2, 3];
-            v.retain(|s| *s != leaders[i]);
-            v.insert(0, leaders[i]);
-            v
-        },
-        opts,
-    );
+    let fleet = Fleet::new(&[1, 2, 3], n, placement, opts);
     for s in ["balance-leader-scheduler", "balance-region-scheduler"] {
         fleet.cluster.remove_scheduler(s).unwrap();
     }
+    fleet
+}
+
+/// Sets the regions' write rates (KiB/s), in id order.
+fn set_rates(fleet: &mut Fleet, kib: &[u64]) {
     let ids: Vec<u64> = fleet.regions.keys().copied().collect();
-    // KiB/s: store 1 writes 210, stores 2 and 3 nothing: mean 70.
-    for (id, rate) in ids.iter().zip([100u64, 60, 50, 0, 0, 0]) {
+    for (id, rate) in ids.iter().zip(kib) {
         fleet.regions.get_mut(id).unwrap().write_rate = rate << 10;
     }
+}
+
+#[test]
+fn the_hottest_leader_leaves_a_store_taking_most_writes_and_stays_away() {
+    // Six regions on 1 2 3; store 1 leads 0..3, 2 leads 3..5, 3 leads 5.
+    let leaders = [1, 1, 1, 2, 2, 3];
+    let mut fleet = hot_only(6, |i| {
+        let mut v = vec![1, 2, 3];
+        v.retain(|s| *s != leaders[i]);
+        v.insert(0, leaders[i]);
+        v
+    });
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    // KiB/s: store 1 writes 210, stores 2 and 3 nothing: mean 70.
+    set_rates(&mut fleet, &[100, 60, 50, 0, 0, 0]);
     fleet.round(); // PD learns the flows.
     fleet.log.clear();
     fleet.settle(10, |_| {});
@@ -76,24 +84,12 @@ fn without_the_hot_scheduler_hot_leaders_stay_and_balance_leaves_them() {
 
 #[test]
 fn a_store_whose_hottest_leader_is_leaving_hands_off_no_second_one() {
-    let opts = ScheduleOptions {
-        max_merge_region_size: 0,
-        ..Default::default()
-    };
-    let mut fleet = Fleet::new(&[1, 2, 3], 3, |_| vec![1, 2, 3], opts);
-    for s in ["balance-leader-scheduler", "balance-region-scheduler"] {
-        fleet.cluster.remove_scheduler(s).unwrap();
-    }
+    let mut fleet = hot_only(3, |_| vec![1, 2, 3]);
     let ids: Vec<u64> = fleet.regions.keys().copied().collect();
-    let set_rates = |fleet: &mut Fleet, kib: [u64; 3]| {
-        for (id, rate) in ids.iter().zip(kib) {
-            fleet.regions.get_mut(id).unwrap().write_rate = rate << 10;
-        }
-    };
     // Heartbeats go in id order. Store 1 leads all three: 100 + 110 +
     // 120 KiB/s; on the last heartbeat the 120 region is its hottest and
     // moves (0 + 120 < 330 - 120).
-    set_rates(&mut fleet, [100, 110, 120]);
+    set_rates(&mut fleet, &[100, 110, 120]);
     fleet.log.clear();
     fleet.round();
     assert_eq!(
@@ -105,7 +101,7 @@ fn a_store_whose_hottest_leader_is_leaving_hands_off_no_second_one() {
     // 200 + 110 = 310 (430 without), store 3's 0: moving the 200 region
     // would leave store 1 with 110, below the 200 store 3 would take, so
     // it stays. Counted as still on store 1, the move looked worth it.
-    set_rates(&mut fleet, [200, 110, 120]);
+    set_rates(&mut fleet, &[200, 110, 120]);
     fleet.log.clear();
     fleet.heartbeat(ids[0]);
     assert!(fleet.log.is_empty(), "{:?}", fleet.log);

@@ -47,7 +47,8 @@ impl KvApply for ApplyContext<'_> {
         self.wb.delete_range(cf, start, end);
     }
 
-    /// Commits what earlier entries of this round wrote, then reads.
+    /// Writes what the batch holds so far (earlier entries, other
+    /// regions' parts), then reads.
     fn get(&mut self, cf: Cf, key: &[u8]) -> tikal_engine::Result<Option<Vec<u8>>> {
         if !self.wb.is_empty() {
             self.write_out()?;
