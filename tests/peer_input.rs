@@ -15,7 +15,7 @@ use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
 use rand::{Rng, SeedableRng};
 use tikal_proto::metapb;
 use tikal_proto::raft_serverpb::{
-    RaftMessage, RaftSnapshotData, SnapshotCfFile, SnapshotChunk, SnapshotMeta,
+    ExtraMessage, RaftMessage, RaftSnapshotData, SnapshotCfFile, SnapshotChunk, SnapshotMeta,
 };
 use tikal_proto::tikvpb::BatchRaftMessage;
 
@@ -79,6 +79,10 @@ fn random_message(rng: &mut rand::rngs::StdRng, region_id: u64, me: &metapb::Pee
         },
         region_epoch: None,
         is_tombstone: rng.gen_bool(0.05),
+        extra_msg: rng.gen_bool(0.05).then(|| ExtraMessage {
+            r#type: rng.gen_range(0..3),
+            index: rng.gen_range(0..40),
+        }),
         ..Default::default()
     }
 }

@@ -43,9 +43,10 @@
 //!    peer is forgotten (its data stays: it is now the target's).
 //!    The entry is proposed at the target's epoch PrepareMerge recorded: if
 //!    the target changed since, every replica refuses it alike.
-//! 3. **RollbackMerge**, in the source's log, when its store's target peer
-//!    shows a newer epoch than recorded: no CommitMerge can apply any more,
-//!    so the source takes proposals again (its version goes up once more).
+//! 3. **RollbackMerge**, in the source's log, once a quorum of its voters
+//!    found their store's target peer at a newer epoch than recorded, or
+//!    destroyed: no CommitMerge can apply any more, so the source takes
+//!    proposals again (its version goes up once more).
 //!
 //! **CompactLog** is log GC, decided by the leader alone: it picks an index
 //! its followers' progress allows (or, past the count or size limit, its

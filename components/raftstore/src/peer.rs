@@ -17,7 +17,7 @@
 //! changes, and keeps its whole log, until the target takes it in or the
 //! merge is rolled back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use prost::Message as _;
@@ -96,6 +96,9 @@ pub(crate) struct Peer {
     pub merging: Option<MergeState>,
     /// Index of a PrepareMerge this peer proposed and has not applied yet.
     prepare_merge_proposed: u64,
+    /// On a leader: the peers that voted to roll back the merge prepared
+    /// at the index given (see [`Peer::rollback_merge_agreed`]).
+    rollback_votes: (u64, HashSet<u64>),
     /// Index of the last CompactLog this peer proposed: while it is above
     /// the applied index, log GC waits for it.
     compact_proposed: u64,
@@ -251,6 +254,7 @@ impl Peer {
             approximate: None,
             merging: None,
             prepare_merge_proposed: 0,
+            rollback_votes: (0, HashSet::new()),
             compact_proposed: 0,
             merged: false,
             leaderless_ticks: 0,
@@ -547,6 +551,45 @@ impl Peer {
         let commit = state.commit;
         let proposed = self.propose_admin(None, admin::encode_rollback_merge(commit));
         self.track(proposed.map(drop), cb);
+    }
+
+    /// Records peer `from`'s vote to roll back the merge prepared at
+    /// `commit`; true if that vote completed a quorum. Only a leader
+    /// counts votes, and only for its region's current merge and from the
+    /// region's peers.
+    pub fn want_rollback_merge(&mut self, from: u64, commit: u64) -> bool {
+        let current = self.merging.as_ref().is_some_and(|m| m.commit == commit);
+        if !current || !self.is_leader() || !self.region.peers.iter().any(|p| p.id == from) {
+            return false;
+        }
+        if self.rollback_votes.0 != commit {
+            self.rollback_votes = (commit, HashSet::new());
+        }
+        let before = self.rollback_merge_agreed();
+        self.rollback_votes.1.insert(from);
+        !before && self.rollback_merge_agreed()
+    }
+
+    /// On a leader: a quorum of the voters (of both configurations while
+    /// joint) voted to roll back the prepared merge. A single peer's view
+    /// of the target is not enough: a peer whose target peer was removed
+    /// after the merge committed elsewhere would vote too, but such
+    /// peers are never a quorum, since every source peer whose target
+    /// applied the CommitMerge is gone.
+    pub fn rollback_merge_agreed(&self) -> bool {
+        let Some(merge) = &self.merging else {
+            return false;
+        };
+        if !self.is_leader() || self.rollback_votes.0 != merge.commit {
+            return false;
+        }
+        let votes = &self.rollback_votes.1;
+        let majority = |voters: &[u64]| {
+            let yes = voters.iter().filter(|v| votes.contains(v)).count();
+            voters.is_empty() || yes >= raft::majority(voters.len())
+        };
+        let conf = self.raw_node.raft.prs().conf().to_conf_state();
+        majority(&conf.voters) && majority(&conf.voters_outgoing)
     }
 
     /// Log entries `low..=high` (none if `low > high`).

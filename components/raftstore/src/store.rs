@@ -193,6 +193,20 @@ pub struct Store {
 /// committed (or rolled back).
 const MERGE_CHECK_TICKS: u64 = 3;
 
+/// What this store's peer of a prepared merge's target says about the
+/// merge (see [`Store::drive_merges`]).
+#[derive(Debug, Clone, Copy)]
+enum TargetHere {
+    /// As the PrepareMerge recorded it: the CommitMerge can go through it.
+    Current,
+    /// Behind what was recorded: it catches up through its log.
+    Behind,
+    /// Not here, or not initialized yet.
+    Missing,
+    /// Changed since, or destroyed: no CommitMerge can apply here.
+    Stale(&'static str),
+}
+
 impl Store {
     /// Opens every region recorded in `kv` that has a peer on `store_id`,
     /// first finishing any snapshot a crash interrupted.
@@ -362,14 +376,20 @@ impl Store {
         }
     }
 
-    /// Moves every merge prepared here one step on (see `admin.rs`). On
-    /// the source's leader: with the target's peer here leading, propose
-    /// the CommitMerge through it; with the target here newer than the
-    /// PrepareMerge saw it, roll back. On the target's leader, when the
-    /// source's leader is on another store: hand the target's leadership
-    /// to that store, since the source's leader is the peer sure to keep
-    /// the log entries a CommitMerge carries. A target here that is
-    /// behind, or unknown, is waited for.
+    /// Moves every merge prepared here one step on (see `admin.rs`).
+    ///
+    /// - The target's peer here is as the PrepareMerge recorded it: on the
+    ///   source's leader, once that target peer leads, propose the
+    ///   CommitMerge through it. On the target's leader, when the source's
+    ///   leader is on another store, hand the target's leadership to that
+    ///   store, since the source's leader is the peer sure to keep the log
+    ///   entries a CommitMerge carries.
+    /// - The target's peer here changed since (a newer epoch) or is gone
+    ///   (destroyed): no CommitMerge can apply here, so this source peer
+    ///   votes to roll the merge back, and the source's leader proposes
+    ///   the rollback once a quorum of its voters did (as TiKV's
+    ///   `MsgWantRollbackMerge`; see [`Peer::rollback_merge_agreed`]).
+    /// - A target here that is behind, or unknown, is waited for.
     fn drive_merges(&mut self) {
         let prepared: Vec<(u64, admin::MergeState)> = self
             .peers
@@ -381,32 +401,39 @@ impl Store {
         // stuck one shows in the log.
         let loud = self.ticks.is_multiple_of(MERGE_CHECK_TICKS * 10);
         for (source_id, state) in prepared {
-            let recorded = state.target.region_epoch.clone().unwrap_or_default();
-            let Some(target) = self
-                .peers
-                .get(&state.target.id)
-                .filter(|t| t.is_initialized())
+            let here = self.merge_target_here(&state);
+            if let TargetHere::Stale(why) = here {
+                self.vote_rollback_merge(source_id, state.commit, why);
+            }
+            let Some(source) = self.peers.get_mut(&source_id) else {
+                continue;
+            };
+            if source.rollback_merge_agreed() {
+                roll_back_merge(source);
+                continue;
+            }
+            let (TargetHere::Current, Some(target)) = (here, self.peers.get(&state.target.id))
             else {
                 if loud {
                     info!(
                         region_id = source_id,
                         target = state.target.id,
+                        ?here,
                         "merge waits for its target here"
                     );
                 }
                 continue;
             };
-            let now = target.region.region_epoch.clone().unwrap_or_default();
             let Some(source) = self.peers.get(&source_id) else {
                 continue;
             };
-            let (cb, _) = oneshot::channel();
             if !source.is_leader() {
-                let source_leader = source.leader().map(|l| l.store_id);
-                if now != recorded || !target.is_leader() {
+                if !target.is_leader() {
                     continue;
                 }
-                let to = source_leader
+                let to = source
+                    .leader()
+                    .map(|l| l.store_id)
                     .filter(|s| *s != self.store_id)
                     .and_then(|s| target.region.peers.iter().find(|p| p.store_id == s))
                     .map(|p| p.id);
@@ -419,26 +446,12 @@ impl Store {
                 }
                 continue;
             }
-            if now.version > recorded.version || now.conf_ver > recorded.conf_ver {
-                info!(
-                    region_id = source_id,
-                    target = state.target.id,
-                    "target changed: rolling the merge back"
-                );
-                if let Some(source) = self.peers.get_mut(&source_id) {
-                    source.propose_rollback_merge(cb);
-                }
-                continue;
-            }
-            if now != recorded || !target.is_leader() {
+            if !target.is_leader() {
                 if loud {
                     info!(
                         region_id = source_id,
                         target = state.target.id,
-                        recorded = ?recorded,
-                        here = ?now,
-                        target_leads = target.is_leader(),
-                        "merge waits for its target to catch up or lead here"
+                        "merge waits for its target to lead here"
                     );
                 }
                 continue;
@@ -450,6 +463,8 @@ impl Store {
                         target = state.target.id,
                         "proposing the merge to its target"
                     );
+                    let recorded = state.target.region_epoch.clone().unwrap_or_default();
+                    let (cb, _) = oneshot::channel();
                     if let Some(target) = self.peers.get_mut(&state.target.id) {
                         target.propose_commit_merge(&recorded, req, cb);
                     }
@@ -457,6 +472,77 @@ impl Store {
                 Err(e) => warn!(region_id = source_id, error = %e, "cannot build the CommitMerge"),
             }
         }
+        self.transport.flush();
+    }
+
+    /// What this store's peer of a prepared merge's target says about it.
+    fn merge_target_here(&self, merge: &admin::MergeState) -> TargetHere {
+        let recorded = merge.target.region_epoch.clone().unwrap_or_default();
+        if let Some(target) = self
+            .peers
+            .get(&merge.target.id)
+            .filter(|t| t.is_initialized())
+        {
+            let now = target.region.region_epoch.clone().unwrap_or_default();
+            return if now.version > recorded.version || now.conf_ver > recorded.conf_ver {
+                TargetHere::Stale("the target changed")
+            } else if now == recorded {
+                TargetHere::Current
+            } else {
+                TargetHere::Behind
+            };
+        }
+        // The target's peer here that the PrepareMerge recorded was
+        // destroyed: removed from the target, or the target merged away.
+        let recorded_here = merge
+            .target
+            .peers
+            .iter()
+            .find(|p| p.store_id == self.store_id)
+            .map(|p| p.id);
+        match (
+            recorded_here,
+            meta::load_tombstone(&self.kv, merge.target.id),
+        ) {
+            (Some(id), Ok(Some(gone))) if gone >= id => {
+                TargetHere::Stale("the target's peer here is gone")
+            }
+            _ => TargetHere::Missing,
+        }
+    }
+
+    /// This store's peer of a prepared merge's source votes to roll it
+    /// back: a leader counts its own vote, a follower sends its vote to
+    /// the leader it knows (every merge check, so a new leader hears it
+    /// too). Learners do not vote.
+    fn vote_rollback_merge(&mut self, source_id: u64, commit: u64, why: &str) {
+        let Some(source) = self.peers.get_mut(&source_id) else {
+            return;
+        };
+        debug!(region_id = source_id, why, "voting to roll the merge back");
+        if source.is_leader() {
+            let me = source.meta.id;
+            // A quorum, if this vote made one, is acted on by the caller.
+            source.want_rollback_merge(me, commit);
+            return;
+        }
+        if source.meta.role == metapb::PeerRole::Learner as i32 {
+            return;
+        }
+        let Some(leader) = source.leader() else {
+            return;
+        };
+        self.transport.send(PeerMessage {
+            region_id: source_id,
+            from: source.meta.clone(),
+            to: leader,
+            epoch: source.region.region_epoch.clone().unwrap_or_default(),
+            message: Default::default(),
+            is_tombstone: false,
+            want_rollback_merge: Some(commit),
+            start_key: vec![],
+            end_key: vec![],
+        });
     }
 
     /// The regions this store leads that are due a split check (their
@@ -527,7 +613,8 @@ impl Store {
             debug!(region_id, "message with bad peers dropped");
             return;
         }
-        if !msg.is_tombstone && !from_a_peer(&msg.message) {
+        let note = msg.is_tombstone || msg.want_rollback_merge.is_some();
+        if !note && !from_a_peer(&msg.message) {
             debug!(region_id, msg_type = ?msg.message.get_msg_type(), "message type no peer sends dropped");
             return;
         }
@@ -580,6 +667,12 @@ impl Store {
             }
             return;
         }
+        if let Some(commit) = msg.want_rollback_merge {
+            if peer.want_rollback_merge(msg.from.id, commit) {
+                roll_back_merge(peer);
+            }
+            return;
+        }
         let stale_sender = peer.is_initialized()
             && msg.epoch.conf_ver < ours.conf_ver
             && !peer.region.peers.iter().any(|p| p.id == msg.from.id);
@@ -593,6 +686,7 @@ impl Store {
                 epoch: ours,
                 message: Default::default(),
                 is_tombstone: true,
+                want_rollback_merge: None,
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
             });
@@ -820,6 +914,7 @@ impl Store {
                 epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 message: m,
                 is_tombstone: false,
+                want_rollback_merge: None,
                 start_key,
                 end_key,
             });
@@ -1420,6 +1515,17 @@ fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
         && (r.end_key.is_empty() || start < r.end_key.as_slice())
 }
 
+/// Proposes rolling back the merge a quorum of the region's voters found
+/// unable to commit (see [`Store::drive_merges`]).
+fn roll_back_merge(peer: &mut Peer) {
+    info!(
+        region_id = peer.region.id,
+        "a quorum found the merge's target changed or gone: rolling the merge back"
+    );
+    let (cb, _) = oneshot::channel();
+    peer.propose_rollback_merge(cb);
+}
+
 /// Forgets this store's peer of a region: a tombstone with `peer_id` in
 /// place of its state, its data in the region's range (none while the
 /// region is unknown: no peers), and its log.
@@ -1704,6 +1810,7 @@ mod tests {
             epoch: region(&[]).region_epoch.unwrap(),
             message,
             is_tombstone: false,
+            want_rollback_merge: None,
             start_key: vec![],
             end_key: vec![],
         }
@@ -1880,6 +1987,7 @@ mod tests {
             epoch: region(&[]).region_epoch.unwrap(),
             message,
             is_tombstone: false,
+            want_rollback_merge: None,
             start_key: vec![],
             end_key: vec![],
         }

@@ -22,6 +22,11 @@ pub struct PeerMessage {
     /// was away learns so from the region's other peers and destroys itself.
     /// `message` is then empty.
     pub is_tombstone: bool,
+    /// Tells `to`, the region's leader, that `from` found the merge
+    /// prepared at this index unable to commit (the target's peer on
+    /// `from`'s store changed or is gone): a quorum of such votes rolls the
+    /// merge back. `message` is then empty.
+    pub want_rollback_merge: Option<u64>,
     /// The sender's region range: a store that has no peer of the region
     /// yet creates one only if no region it holds overlaps it (else the
     /// range is still its own region's, which will split off this one).

@@ -25,7 +25,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use protobuf::Message as _;
 use raft::eraftpb::MessageType;
-use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
+use tikal_proto::raft_serverpb::{
+    Done, ExtraMessage, ExtraMessageType, RaftMessage, SnapshotChunk,
+};
 use tikal_proto::tikvpb::tikv_client::TikvClient;
 use tikal_proto::tikvpb::BatchRaftMessage;
 use tikal_raftstore::{PeerMessage, Router, SnapKey, SnapManager, Transport};
@@ -60,6 +62,10 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
         is_tombstone: msg.is_tombstone,
         start_key: msg.start_key.clone(),
         end_key: msg.end_key.clone(),
+        extra_msg: msg.want_rollback_merge.map(|index| ExtraMessage {
+            r#type: ExtraMessageType::MsgWantRollbackMerge as i32,
+            index,
+        }),
     }
 }
 
@@ -79,6 +85,10 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
         is_tombstone: m.is_tombstone,
         start_key: m.start_key,
         end_key: m.end_key,
+        want_rollback_merge: m
+            .extra_msg
+            .filter(|x| x.r#type == ExtraMessageType::MsgWantRollbackMerge as i32)
+            .map(|x| x.index),
     })
 }
 
