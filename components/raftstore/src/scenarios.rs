@@ -18,6 +18,8 @@
 //! campaign S                store S's peer starts an election now
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
+//! round [n=N]               N times: one round on every store, then deliver
+//!                           the messages it sent (once; replies wait)
 //! propose S key=value       propose a write through store S to its region
 //!                           holding the key (answered later: `proposals`)
 //! read S                    a linearizable read of region 1 through store S
@@ -249,19 +251,26 @@ impl Cluster {
     /// Runs rounds and delivers messages until nothing moves.
     fn stabilize(&mut self) -> Res<()> {
         for _ in 0..10_000 {
-            for store in self.stores.values_mut() {
-                store.on_ready()?;
-                store.wait_for_snapshots();
-            }
-            let batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
-            if batch.is_empty() {
+            if !self.round()? {
                 return Ok(());
-            }
-            for msg in batch {
-                self.deliver(msg)?;
             }
         }
         Err("the cluster never quiesced".into())
+    }
+
+    /// One round on every store, then the messages it sent are delivered;
+    /// false if there were none.
+    fn round(&mut self) -> Res<bool> {
+        for store in self.stores.values_mut() {
+            store.on_ready()?;
+            store.wait_for_snapshots();
+        }
+        let batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
+        let sent = !batch.is_empty();
+        for msg in batch {
+            self.deliver(msg)?;
+        }
+        Ok(sent)
     }
 
     /// Delivers one message unless a partition drops it. A snapshot's
@@ -543,6 +552,13 @@ impl goldenscript::Runner for Runner {
                 }
             }
             "stabilize" => self.cluster()?.stabilize()?,
+            "round" => {
+                let c = self.cluster()?;
+                let n: u64 = key_arg(&args, "n").map_or(Ok(1), str::parse)?;
+                for _ in 0..n {
+                    c.round()?;
+                }
+            }
             "transfer_leader" => {
                 let c = self.cluster()?;
                 let from = stores_arg(&args)?

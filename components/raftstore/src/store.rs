@@ -1136,23 +1136,29 @@ impl Store {
                 .map(|(id, _)| *id)
                 .collect()
         };
+        // A merge's source that was behind may have applied a split of its
+        // own log while it caught up: those regions start all the same.
+        let mut made = vec![];
         for id in ids(&self.peers, |p| p.merged) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                made.extend(peer.pending_splits.drain(..).map(|r| (r, false)));
+            }
             self.forget_merged_peer(id)?;
         }
         for id in ids(&self.peers, |p| p.pending_remove) {
             self.destroy_peer(id)?;
         }
-        self.start_split_peers()?;
+        self.start_split_peers(made)?;
         self.publish_all();
         Ok(())
     }
 
-    /// Starts this store's peers of the regions splits made this round. A
+    /// Starts this store's peers of the regions splits made this round
+    /// (`made`: those of merged sources, with whether to campaign). A
     /// new peer whose parent leads campaigns at once, so the new region
     /// has a leader (most likely on this store) without an election
     /// timeout; messages that waited for the split are stepped now.
-    fn start_split_peers(&mut self) -> Result<()> {
-        let mut made = vec![];
+    fn start_split_peers(&mut self, mut made: Vec<(metapb::Region, bool)>) -> Result<()> {
         for peer in self.peers.values_mut() {
             if !peer.pending_splits.is_empty() {
                 let lead = peer.is_leader();
