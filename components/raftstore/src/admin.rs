@@ -172,7 +172,8 @@ pub(crate) struct MergeState {
 }
 
 /// The region `source` and `target` make together, or why they cannot
-/// merge: they must be adjacent and on the same stores. The result has the
+/// merge: they must be adjacent and on the same stores, each with the same
+/// role in both (voter, learner). The result has the
 /// target's id, peers and conf_ver, and a version above both.
 pub(crate) fn merged_region(
     target: &metapb::Region,
@@ -181,14 +182,17 @@ pub(crate) fn merged_region(
     if source.id == target.id {
         return Err("a region cannot merge into itself".into());
     }
+    // Each store with the same role in both, as TiKV checks: a rolled-back
+    // merge relies on the source's voters being the target's (see
+    // `Peer::rollback_merge_agreed`).
     let stores = |r: &metapb::Region| {
-        let mut s: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+        let mut s: Vec<(u64, i32)> = r.peers.iter().map(|p| (p.store_id, p.role)).collect();
         s.sort_unstable();
         s
     };
     if stores(source) != stores(target) {
         return Err(format!(
-            "source {} and target {} are not on the same stores",
+            "source {} and target {} are not on the same stores with the same roles",
             source.id, target.id
         ));
     }
@@ -414,13 +418,17 @@ mod tests {
             shape(&merged_region(&target, &right).unwrap()),
             "1 [a..) v10"
         );
-        // Not adjacent, not on the same stores, or itself: refused.
+        // Not adjacent, not on the same stores (or not with the same
+        // roles there), or itself: refused.
         let mut apart = right.clone();
         apart.start_key = b"zz".to_vec();
         assert!(merged_region(&target, &apart).is_err());
         let mut elsewhere = left.clone();
         elsewhere.peers[0].store_id = 9;
         assert!(merged_region(&target, &elsewhere).is_err());
+        let mut learner_there = left.clone();
+        learner_there.peers[0].role = metapb::PeerRole::Learner as i32;
+        assert!(merged_region(&target, &learner_there).is_err());
         assert!(merged_region(&target, &target).is_err());
     }
 

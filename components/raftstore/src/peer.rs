@@ -96,9 +96,14 @@ pub(crate) struct Peer {
     pub merging: Option<MergeState>,
     /// Index of a PrepareMerge this peer proposed and has not applied yet.
     prepare_merge_proposed: u64,
-    /// On a leader: the peers that voted to roll back the merge prepared
-    /// at the index given (see [`Peer::rollback_merge_agreed`]).
+    /// The peers that voted to roll back the merge prepared at the index
+    /// given (see [`Peer::rollback_merge_agreed`]), counted while this
+    /// peer led. Kept across leadership changes: a target found changed
+    /// or gone stays so.
     rollback_votes: (u64, HashSet<u64>),
+    /// Index of a RollbackMerge this peer proposed and has not applied
+    /// yet: no second one is proposed meanwhile.
+    rollback_merge_proposed: u64,
     /// Index of the last CompactLog this peer proposed: while it is above
     /// the applied index, log GC waits for it.
     compact_proposed: u64,
@@ -255,6 +260,7 @@ impl Peer {
             merging: None,
             prepare_merge_proposed: 0,
             rollback_votes: (0, HashSet::new()),
+            rollback_merge_proposed: 0,
             compact_proposed: 0,
             merged: false,
             leaderless_ticks: 0,
@@ -548,8 +554,17 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        if self.rollback_merge_proposed > self.apply_state.applied_index {
+            let _ = cb.send(Err(RaftstoreError::Merge(
+                "a rollback is proposed already".into(),
+            )));
+            return;
+        }
         let commit = state.commit;
         let proposed = self.propose_admin(None, admin::encode_rollback_merge(commit));
+        if let Ok(index) = proposed {
+            self.rollback_merge_proposed = index;
+        }
         self.track(proposed.map(drop), cb);
     }
 
@@ -571,11 +586,15 @@ impl Peer {
     }
 
     /// On a leader: a quorum of the voters (of both configurations while
-    /// joint) voted to roll back the prepared merge. A single peer's view
-    /// of the target is not enough: a peer whose target peer was removed
-    /// after the merge committed elsewhere would vote too, but such
-    /// peers are never a quorum, since every source peer whose target
-    /// applied the CommitMerge is gone.
+    /// joint) voted to roll back the prepared merge. One peer's view of
+    /// the target is not enough: a source peer whose store's target peer
+    /// was removed after the merge committed elsewhere votes too. A
+    /// committed CommitMerge is in the log of a quorum of the target's
+    /// voters, which are on the stores of the source's voters with the
+    /// same roles (`admin::merged_region`); each of them applies it and
+    /// the source peer on its store is gone, so their stores never vote.
+    /// That holds unless a quorum of those target peers is removed before
+    /// applying it, which TiKV's rule assumes too.
     pub fn rollback_merge_agreed(&self) -> bool {
         let Some(merge) = &self.merging else {
             return false;

@@ -415,11 +415,15 @@ impl Store {
             let (TargetHere::Current, Some(target)) = (here, self.peers.get(&state.target.id))
             else {
                 if loud {
+                    let waits = match here {
+                        TargetHere::Stale(_) => "merge waits for a quorum to vote it back",
+                        _ => "merge waits for its target here",
+                    };
                     info!(
                         region_id = source_id,
                         target = state.target.id,
                         ?here,
-                        "merge waits for its target here"
+                        "{waits}"
                     );
                 }
                 continue;
@@ -604,9 +608,10 @@ impl Store {
     }
 
     /// Hands a Raft message from another store to its peer, creating the
-    /// peer when the message may be the first a new peer gets. A message
-    /// for another peer than ours, or one that cannot be checked, is
-    /// dropped: its sender retries.
+    /// peer when the message may be the first a new peer gets; a note
+    /// (a tombstone, a vote to roll back a merge) is acted on here. A
+    /// message for another peer than ours, or one that cannot be checked,
+    /// is dropped: its sender retries.
     pub fn step(&mut self, msg: PeerMessage) {
         let region_id = msg.region_id;
         if msg.to.store_id != self.store_id || msg.from.id == 0 || msg.to.id == 0 {
