@@ -79,6 +79,10 @@ fn random_message(rng: &mut rand::rngs::StdRng, region_id: u64, me: &metapb::Pee
         },
         region_epoch: None,
         is_tombstone: rng.gen_bool(0.05),
+        merge_target: rng.gen_bool(0.05).then(|| metapb::Region {
+            id: rng.gen(),
+            ..Default::default()
+        }),
         extra_msg: rng.gen_bool(0.05).then(|| ExtraMessage {
             r#type: rng.gen_range(0..3),
             index: rng.gen_range(0..40),

@@ -29,6 +29,7 @@ const APPLY_STATE_PREFIX: &[u8] = b"apply_state/";
 const SNAPSHOT_PENDING_PREFIX: &[u8] = b"snapshot_pending/";
 const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
 const MERGE_STATE_PREFIX: &[u8] = b"merge_state/";
+const MERGED_PREFIX: &[u8] = b"merged_into/";
 
 /// Index and term of a new region's (empty) log.
 pub const INITIAL_INDEX: u64 = 5;
@@ -190,10 +191,28 @@ pub(crate) fn put_tombstone_mark(wb: &mut KvWriteBatch<'_>, region_id: u64, peer
 
 /// The id of this store's last removed peer of the region, if any.
 pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
-    let Some(v) = engine.get(CF_RAFT, &tombstone_key(region_id))? else {
+    load_id(engine, &tombstone_key(region_id), "tombstone")
+}
+
+/// Records that region `source_id`, forgotten here, merged into region
+/// `target_id`: every peer of it is gone, which this store tells a peer of
+/// it that still writes (see `Store::step`). Region ids are never reused,
+/// so the mark stays.
+pub(crate) fn put_merged_into(wb: &mut KvWriteBatch<'_>, source_id: u64, target_id: u64) {
+    wb.put(CF_RAFT, &merged_key(source_id), &target_id.to_be_bytes());
+}
+
+/// The region that region `source_id` merged into here, if it did.
+pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Option<u64>> {
+    load_id(engine, &merged_key(source_id), "merged_into")
+}
+
+/// An id (a big-endian u64) stored under `key` in CF raft, if any.
+fn load_id(engine: &KvEngine, key: &[u8], what: &'static str) -> Result<Option<u64>> {
+    let Some(v) = engine.get(CF_RAFT, key)? else {
         return Ok(None);
     };
-    let id = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupted("tombstone", v.len()))?;
+    let id = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupted(what, v.len()))?;
     Ok(Some(u64::from_be_bytes(id)))
 }
 
@@ -229,6 +248,10 @@ pub(crate) fn load_merge_state(engine: &KvEngine, region_id: u64) -> Result<Opti
 
 fn merge_key(id: u64) -> Vec<u8> {
     [MERGE_STATE_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn merged_key(id: u64) -> Vec<u8> {
+    [MERGED_PREFIX, &id.to_be_bytes()].concat()
 }
 
 fn pending_key(id: u64) -> Vec<u8> {

@@ -544,6 +544,7 @@ impl Store {
             message: Default::default(),
             is_tombstone: false,
             want_rollback_merge: Some(commit),
+            merged_into: None,
             start_key: vec![],
             end_key: vec![],
         });
@@ -663,6 +664,22 @@ impl Store {
         }
         let ours = peer.region.region_epoch.clone().unwrap_or_default();
         if msg.is_tombstone {
+            if let Some(target) = msg.merged_into {
+                // A peer that applied the region's CommitMerge: the region
+                // is gone everywhere, and this peer is a leftover (its
+                // store's target peer went before it applied the merge).
+                let other = msg.from.id != peer.meta.id && msg.from.store_id != self.store_id;
+                if other && peer.region.peers.iter().any(|p| p.id == msg.from.id) {
+                    info!(
+                        region_id,
+                        target, "told by a peer that the region merged away"
+                    );
+                    if let Err(e) = self.destroy_leftover(region_id) {
+                        warn!(region_id, error = %e, "cannot destroy a merged-away peer");
+                    }
+                }
+                return;
+            }
             // Only a peer of a newer configuration can say we were removed.
             if peer.is_initialized() && msg.epoch.conf_ver > ours.conf_ver {
                 info!(region_id, "told by a peer that this one was removed");
@@ -692,6 +709,7 @@ impl Store {
                 message: Default::default(),
                 is_tombstone: true,
                 want_rollback_merge: None,
+                merged_into: None,
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
             });
@@ -739,8 +757,40 @@ impl Store {
 
     /// Creates an uninitialized peer for a message to a region this store
     /// does not have, if the message can start a peer (a vote, or a
-    /// leader's first heartbeat) and the peer was not removed before.
+    /// leader's first heartbeat) and the peer was not removed before. A
+    /// message to a peer forgotten in a merge is answered: its sender is a
+    /// leftover of a region that no longer exists.
     fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
+        let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
+        if tombstone.is_some_and(|id| msg.to.id <= id) {
+            let note = msg.is_tombstone || msg.want_rollback_merge.is_some();
+            let merged = match note {
+                true => None,
+                false => meta::load_merged_into(&self.kv, msg.region_id)?,
+            };
+            if let Some(target) = merged {
+                // A leftover of a merged region still writes: tell it (a
+                // note is never answered, so two stores never trade them).
+                self.transport.send(PeerMessage {
+                    region_id: msg.region_id,
+                    from: msg.to.clone(),
+                    to: msg.from.clone(),
+                    epoch: Default::default(),
+                    message: Default::default(),
+                    is_tombstone: true,
+                    want_rollback_merge: None,
+                    merged_into: Some(target),
+                    start_key: vec![],
+                    end_key: vec![],
+                });
+                self.transport.flush();
+            }
+            debug!(
+                region_id = msg.region_id,
+                "message to a removed peer dropped"
+            );
+            return Ok(false);
+        }
         if !is_initial(&msg.message) {
             debug!(
                 region_id = msg.region_id,
@@ -764,14 +814,6 @@ impl Store {
                 self.waiting.pop_front();
             }
             self.waiting.push_back(msg.clone());
-            return Ok(false);
-        }
-        let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
-        if tombstone.is_some_and(|id| msg.to.id <= id) {
-            debug!(
-                region_id = msg.region_id,
-                "message to a removed peer dropped"
-            );
             return Ok(false);
         }
         if tombstone.is_some() {
@@ -845,6 +887,18 @@ impl Store {
         if !unchanged || peer.raw_node.raft.leader_id != raft::INVALID_ID {
             return Ok(false);
         }
+        info!(region_id, "destroying a stale peer, as PD knows the region");
+        self.destroy_leftover(region_id)?;
+        Ok(true)
+    }
+
+    /// Destroys a peer of a region that no longer has it; its data goes
+    /// too unless another region here overlaps it (that data is the other
+    /// region's).
+    fn destroy_leftover(&mut self, region_id: u64) -> Result<()> {
+        let Some(peer) = self.peers.get(&region_id) else {
+            return Ok(());
+        };
         let range = (
             peer.region.start_key.as_slice(),
             peer.region.end_key.as_slice(),
@@ -853,13 +907,8 @@ impl Store {
             .peers
             .values()
             .any(|p| p.region.id != region_id && p.is_initialized() && overlaps(&p.region, range));
-        info!(
-            region_id,
-            shared, "destroying a stale peer, as PD knows the region"
-        );
-        // Data another region here holds stays.
-        self.destroy_peer_with(region_id, !shared)?;
-        Ok(true)
+        debug!(region_id, shared, "destroying a leftover peer");
+        self.destroy_peer_with(region_id, !shared)
     }
 
     /// Makes this store's peer of the region start an election now.
@@ -920,6 +969,7 @@ impl Store {
                 message: m,
                 is_tombstone: false,
                 want_rollback_merge: None,
+                merged_into: None,
                 start_key,
                 end_key,
             });
@@ -1822,6 +1872,7 @@ mod tests {
             message,
             is_tombstone: false,
             want_rollback_merge: None,
+            merged_into: None,
             start_key: vec![],
             end_key: vec![],
         }
@@ -1999,6 +2050,7 @@ mod tests {
             message,
             is_tombstone: false,
             want_rollback_merge: None,
+            merged_into: None,
             start_key: vec![],
             end_key: vec![],
         }

@@ -27,6 +27,10 @@ pub struct PeerMessage {
     /// `from`'s store changed or is gone): a quorum of such votes rolls the
     /// merge back. `message` is then empty.
     pub want_rollback_merge: Option<u64>,
+    /// With `is_tombstone`: the region merged into this one on the
+    /// sender's store, so no peer of it is left anywhere (the sender's
+    /// peer was forgotten when its store applied the CommitMerge).
+    pub merged_into: Option<u64>,
     /// The sender's region range: a store that has no peer of the region
     /// yet creates one only if no region it holds overlaps it (else the
     /// range is still its own region's, which will split off this one).

@@ -62,6 +62,10 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
         is_tombstone: msg.is_tombstone,
         start_key: msg.start_key.clone(),
         end_key: msg.end_key.clone(),
+        merge_target: msg.merged_into.map(|id| tikal_proto::metapb::Region {
+            id,
+            ..Default::default()
+        }),
         extra_msg: msg.want_rollback_merge.map(|index| ExtraMessage {
             r#type: ExtraMessageType::MsgWantRollbackMerge as i32,
             index,
@@ -89,6 +93,7 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
             .extra_msg
             .filter(|x| x.r#type == ExtraMessageType::MsgWantRollbackMerge as i32)
             .map(|x| x.index),
+        merged_into: m.merge_target.map(|r| r.id),
     })
 }
 
