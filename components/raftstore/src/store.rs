@@ -536,17 +536,10 @@ impl Store {
         let Some(leader) = source.leader() else {
             return;
         };
+        let epoch = source.region.region_epoch.clone().unwrap_or_default();
         self.transport.send(PeerMessage {
-            region_id: source_id,
-            from: source.meta.clone(),
-            to: leader,
-            epoch: source.region.region_epoch.clone().unwrap_or_default(),
-            message: Default::default(),
-            is_tombstone: false,
             want_rollback_merge: Some(commit),
-            merged_into: None,
-            start_key: vec![],
-            end_key: vec![],
+            ..PeerMessage::note(source_id, source.meta.clone(), leader, epoch)
         });
     }
 
@@ -619,8 +612,7 @@ impl Store {
             debug!(region_id, "message with bad peers dropped");
             return;
         }
-        let note = msg.is_tombstone || msg.want_rollback_merge.is_some();
-        if !note && !from_a_peer(&msg.message) {
+        if !msg.is_note() && !from_a_peer(&msg.message) {
             debug!(region_id, msg_type = ?msg.message.get_msg_type(), "message type no peer sends dropped");
             return;
         }
@@ -702,16 +694,10 @@ impl Store {
             // A peer removed while it was away: tell it, so it goes.
             debug!(region_id, from = msg.from.id, "message from a removed peer");
             self.transport.send(PeerMessage {
-                region_id,
-                from: peer.meta.clone(),
-                to: msg.from,
-                epoch: ours,
-                message: Default::default(),
                 is_tombstone: true,
-                want_rollback_merge: None,
-                merged_into: None,
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
+                ..PeerMessage::note(region_id, peer.meta.clone(), msg.from, ours)
             });
             self.transport.flush();
             return;
@@ -763,25 +749,18 @@ impl Store {
     fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
         let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
         if tombstone.is_some_and(|id| msg.to.id <= id) {
-            let note = msg.is_tombstone || msg.want_rollback_merge.is_some();
-            let merged = match note {
+            let merged = match msg.is_note() {
                 true => None,
                 false => meta::load_merged_into(&self.kv, msg.region_id)?,
             };
             if let Some(target) = merged {
                 // A leftover of a merged region still writes: tell it (a
                 // note is never answered, so two stores never trade them).
+                let (from, to) = (msg.to.clone(), msg.from.clone());
                 self.transport.send(PeerMessage {
-                    region_id: msg.region_id,
-                    from: msg.to.clone(),
-                    to: msg.from.clone(),
-                    epoch: Default::default(),
-                    message: Default::default(),
                     is_tombstone: true,
-                    want_rollback_merge: None,
                     merged_into: Some(target),
-                    start_key: vec![],
-                    end_key: vec![],
+                    ..PeerMessage::note(msg.region_id, from, to, Default::default())
                 });
                 self.transport.flush();
             }

@@ -38,6 +38,35 @@ pub struct PeerMessage {
     pub end_key: Vec<u8>,
 }
 
+impl PeerMessage {
+    /// A message from `from` to `to` about their region that carries no
+    /// Raft message: the caller sets its note (a tombstone, a vote).
+    pub fn note(
+        region_id: u64,
+        from: metapb::Peer,
+        to: metapb::Peer,
+        epoch: metapb::RegionEpoch,
+    ) -> PeerMessage {
+        PeerMessage {
+            region_id,
+            from,
+            to,
+            epoch,
+            message: Default::default(),
+            is_tombstone: false,
+            want_rollback_merge: None,
+            merged_into: None,
+            start_key: vec![],
+            end_key: vec![],
+        }
+    }
+
+    /// It carries a note for the receiving store rather than a Raft message.
+    pub fn is_note(&self) -> bool {
+        self.is_tombstone || self.want_rollback_merge.is_some()
+    }
+}
+
 /// Carries a store's outgoing Raft messages.
 pub trait Transport: Send + 'static {
     /// Queues `msg` for `msg.to.store_id`; never blocks.
