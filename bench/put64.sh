@@ -3,15 +3,32 @@
 # the 3-replica / 1-replica ratio issue 11 targets, without the 1-client
 # and get levels of replication.sh. Each setup is a fresh cluster with a
 # 2 s warm-up. Release-built binaries.
-# Usage: bench/put64.sh [seconds, default 10]
+# With ROUNDS > 1 the pair is run that many times, one after the other,
+# and the median of the rounds' ratios is printed last: on a noisy
+# machine one pair says little (see docs/benchmarks.md, session 18).
+# Usage: bench/put64.sh [seconds, default 10] [ROUNDS, default 1]
 PROFILE=release source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
-for n in 1 3; do
-    STORES=$n fresh_cluster
-    wait_voters "$n"
-    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 >/dev/null
-    echo "== $n replica(s): raw put, 64 clients =="
-    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" | tail -2
-    stop_cluster
-    rm -rf "$DIR"
+ROUNDS="${2:-1}"
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    ops=()
+    for n in 1 3; do
+        STORES=$n fresh_cluster
+        wait_voters "$n"
+        "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 >/dev/null
+        echo "== round $round: $n replica(s): raw put, 64 clients =="
+        out="$("$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" | tail -2)"
+        echo "$out"
+        ops+=("$(awk '$1 == "64" { print $3 }' <<<"$out")")
+        stop_cluster
+        rm -rf "$DIR"
+    done
+    ratios+=("$(awk -v a="${ops[0]}" -v b="${ops[1]}" 'BEGIN { printf "%.1f", 100 * b / a }')")
+    echo "round $round: 3 replicas / 1 replica = ${ratios[-1]} %"
 done
+if [ "$ROUNDS" -gt 1 ]; then
+    printf '%s\n' "${ratios[@]}" | sort -n |
+        awk '{ r[NR] = $1 } END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+              printf "median of %d rounds: %.1f %% (lowest %.1f, highest %.1f)\n", NR, m, r[1], r[NR] }'
+fi
