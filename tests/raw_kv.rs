@@ -150,11 +150,35 @@ async fn delete_range_removes_exactly_the_range() {
     let left = c.scan("d".to_owned().."e".to_owned(), 6).await.unwrap();
     assert_eq!(c.get("d3".to_owned()).await.unwrap(), None);
     assert_eq!(keys(&left), vec!["d0", "d1", "d2", "d7", "d8", "d9"]);
+
+    // Without `enable-ttl` (the default), TTLs are refused, as TiKV does;
+    // a TTL of 0 is no TTL.
+    let refused = |e: tikv_client::Error| {
+        let text = e.to_string();
+        assert!(text.contains("TTL is not enabled"), "{text}");
+    };
+    refused(
+        c.put_with_ttl("t".to_owned(), "v".to_owned(), 5)
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        c.batch_put_with_ttl(vec![kv("t1", "v"), kv("t2", "v")], vec![0, 5])
+            .await
+            .unwrap_err(),
+    );
+    refused(c.get_key_ttl_secs("k1".to_owned()).await.unwrap_err());
+    assert_eq!(c.get("t".to_owned()).await.unwrap(), None);
+    assert_eq!(c.get("t1".to_owned()).await.unwrap(), None);
+    c.put_with_ttl("t".to_owned(), "v".to_owned(), 0)
+        .await
+        .unwrap();
+    assert_eq!(c.get("t".to_owned()).await.unwrap(), Some(b"v".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ttl_values_expire_for_every_read_and_report_remaining_ttl() {
-    let t = TestCluster::start(1).await;
+    let t = TestCluster::start_with_config(1, "[storage]\nenable-ttl = true\n").await;
     let c = t.raw_client().await;
     c.put_with_ttl("ttl".to_owned(), "soon-gone".to_owned(), 2)
         .await

@@ -66,8 +66,9 @@ pub struct Prober {
 impl Prober {
     pub async fn start() -> Prober {
         // GC polls PD's safe point every second, so a hostile safe point
-        // reaches the store's background GC while the test runs.
-        let config = "[gc]\npoll-safe-point-interval = \"1s\"\n";
+        // reaches the store's background GC while the test runs; TTLs are
+        // taken, so extreme ones reach the store's expiry arithmetic.
+        let config = "[gc]\npoll-safe-point-interval = \"1s\"\n[storage]\nenable-ttl = true\n";
         let t = TestCluster::start_with_config(1, config).await;
         let d = direct(&t).await;
         let pd_channel = Channel::from_shared(format!("http://{}", t.pd()))

@@ -157,9 +157,10 @@ pub struct StorageSection {
     pub data_dir: String,
     /// 1 or 2 (see `tikal_storage::api`).
     pub api_version: u8,
-    /// TTL on raw values. API V2 requires it, as upstream. Under V1 Tikal
-    /// always takes TTLs: its values carry the V2 expiry encoding whatever
-    /// the setting, so the setting can change on a store with data.
+    /// TTL on raw values. API V2 requires it, as upstream. Off, raw writes
+    /// with a TTL and TTL queries are refused, as upstream; Tikal's values
+    /// carry the V2 expiry encoding whatever the setting, so the setting
+    /// can change on a store with data.
     pub enable_ttl: bool,
 }
 

@@ -140,6 +140,7 @@ pub async fn run(
         StorageConfig {
             api_version: cfg.storage.api_version,
             raft_entry_max_size: parse_size(&cfg.raftstore.raft_entry_max_size)? as usize,
+            enable_ttl: cfg.storage.enable_ttl,
         },
         kv.clone(),
         router.clone(),

@@ -24,6 +24,10 @@ pub struct StorageConfig {
     /// `[raftstore] raft-entry-max-size`: larger writes are refused with
     /// RaftEntryTooLarge.
     pub raft_entry_max_size: usize,
+    /// `[storage] enable-ttl` (API V2 requires it). Off, a write that asks
+    /// for a TTL and a TTL query are refused, as TiKV refuses them; the
+    /// values stored carry the expiry encoding either way.
+    pub enable_ttl: bool,
 }
 
 impl Default for StorageConfig {
@@ -31,6 +35,7 @@ impl Default for StorageConfig {
         StorageConfig {
             api_version: 1,
             raft_entry_max_size: RAFT_ENTRY_MAX_SIZE,
+            enable_ttl: false,
         }
     }
 }
@@ -213,6 +218,9 @@ impl RawStorage {
 
     /// Seconds left to live: Some(0) for no TTL, None if absent or expired.
     pub fn get_key_ttl(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
+        if !self.ttl_enabled() {
+            return Err(ttl_not_enabled());
+        }
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key.to_vec())?;
         self.check_region(ctx, [key.as_slice()])?;
@@ -317,6 +325,7 @@ impl RawStorage {
         value: &[u8],
         ttl: u64,
     ) -> Result<PreparedWrite> {
+        self.check_ttls([ttl])?;
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
@@ -332,6 +341,7 @@ impl RawStorage {
         pairs: Vec<kvrpcpb::KvPair>,
         ttls: &[u64],
     ) -> Result<PreparedWrite> {
+        self.check_ttls(ttls.iter().copied())?;
         let cf = self.raw_cf(cf)?;
         if ttls.len() > 1 && ttls.len() != pairs.len() {
             return Err(StorageError::invalid(format!(
@@ -421,6 +431,7 @@ impl RawStorage {
         expected: Option<Vec<u8>>,
         ttl: u64,
     ) -> Result<PreparedWrite> {
+        self.check_ttls([ttl])?;
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
@@ -430,6 +441,21 @@ impl RawStorage {
     }
 
     // ---- helpers ----
+
+    /// Whether the store takes TTLs: `enable-ttl`, or API V2, which
+    /// requires it.
+    fn ttl_enabled(&self) -> bool {
+        self.cfg.enable_ttl || self.api().v2()
+    }
+
+    /// Refuses a write that asks for a TTL (any non-zero one of `ttls`)
+    /// when the store takes none.
+    fn check_ttls(&self, ttls: impl IntoIterator<Item = u64>) -> Result<()> {
+        if self.ttl_enabled() || ttls.into_iter().all(|t| t == 0) {
+            return Ok(());
+        }
+        Err(ttl_not_enabled())
+    }
 
     /// A raw delete: physical under API V1; under API V2 a tombstone, as
     /// TiKV writes it, that compaction drops later.
@@ -587,6 +613,13 @@ impl RawStorage {
         }
         Ok(view)
     }
+}
+
+fn ttl_not_enabled() -> StorageError {
+    StorageError::invalid(
+        "TTL is not enabled on this store ([storage] enable-ttl = false), \
+         but the request uses one",
+    )
 }
 
 /// NotLeader for a region this store may not serve, naming the leader
