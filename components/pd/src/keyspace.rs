@@ -173,7 +173,8 @@ impl Keyspaces {
         self.state.read().by_id.get(&id).cloned()
     }
 
-    /// Keyspaces from id `start` on, at most `limit` (0 = all).
+    /// Keyspaces from id `start` on, at most `limit` (0 = all, as upstream:
+    /// PD passes the limit to an etcd range read, where 0 means none).
     pub fn list(&self, start: u32, limit: usize) -> Vec<KeyspaceMeta> {
         let s = self.state.read();
         let all = s.by_id.range(start..).map(|(_, m)| m.clone());
