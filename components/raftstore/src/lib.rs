@@ -93,6 +93,20 @@ pub enum RaftstoreError {
 }
 
 impl RaftstoreError {
+    /// NotLeader for a region this store does not serve, naming `leader`
+    /// only if it is on another store. A leader here that cannot take the
+    /// request (it hands leadership over, or has not applied an entry of
+    /// its own term yet) names none, as TiKV: the official client retries a
+    /// named leader at once, and each retry spends one of its ten, so it
+    /// would spend them all here within milliseconds; with none it reloads
+    /// the region and backs off.
+    pub fn not_leader(region_id: u64, leader: Option<metapb::Peer>, store_id: u64) -> Self {
+        RaftstoreError::NotLeader {
+            region_id,
+            leader: leader.filter(|l| l.store_id != store_id),
+        }
+    }
+
     /// The region moved on (leadership, epoch, a merge, the store going
     /// away): asking again, there or elsewhere, may succeed. These are the
     /// failures that reach clients as kvproto region errors.

@@ -730,15 +730,9 @@ impl Peer {
     }
 
     /// NotLeader, naming the leader to retry at when this peer knows
-    /// another. A leader that refuses (Raft drops proposals while it hands
-    /// leadership over) names none, as TiKV: a client told to retry here
-    /// would at once, spending its retries in a loop, while with no leader
-    /// named it reloads the region and backs off.
+    /// another (see [`RaftstoreError::not_leader`]).
     pub fn not_leader(&self) -> RaftstoreError {
-        RaftstoreError::NotLeader {
-            region_id: self.region.id,
-            leader: self.leader().filter(|l| l.id != self.meta.id),
-        }
+        RaftstoreError::not_leader(self.region.id, self.leader(), self.meta.store_id)
     }
 
     /// Fails every waiting proposal: after a leadership change their entries

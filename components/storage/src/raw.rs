@@ -341,7 +341,6 @@ impl RawStorage {
         pairs: Vec<kvrpcpb::KvPair>,
         ttls: &[u64],
     ) -> Result<PreparedWrite> {
-        self.check_ttls(ttls.iter().copied())?;
         let cf = self.raw_cf(cf)?;
         if ttls.len() > 1 && ttls.len() != pairs.len() {
             return Err(StorageError::invalid(format!(
@@ -350,6 +349,7 @@ impl RawStorage {
                 pairs.len()
             )));
         }
+        self.check_ttls(ttls.iter().copied())?;
         let pairs = pairs
             .into_iter()
             .map(|p| Ok((self.raw_key(ctx, p.key)?, p.value)))
@@ -622,17 +622,10 @@ fn ttl_not_enabled() -> StorageError {
     )
 }
 
-/// NotLeader for a region this store may not serve, naming the leader
-/// only if it is on another store. A leader here that does not serve yet
-/// (it has not applied an entry of its own term) names none: the official
-/// client retries a named leader at once, and each retry spends one of its
-/// ten, so it would spend them all here within milliseconds; with none it
-/// reloads the region and backs off.
+/// NotLeader for a region this store may not serve (see
+/// [`tikal_raftstore::RaftstoreError::not_leader`]).
 fn not_leader(view: &RegionView, store_id: u64) -> tikal_raftstore::RaftstoreError {
-    tikal_raftstore::RaftstoreError::NotLeader {
-        region_id: view.region.id,
-        leader: view.leader.clone().filter(|l| l.store_id != store_id),
-    }
+    tikal_raftstore::RaftstoreError::not_leader(view.region.id, view.leader.clone(), store_id)
 }
 
 /// A region's boundaries as transactional user keys (they are stored
