@@ -3,16 +3,33 @@
 # all keys in one region, then the same keys pre-split into many regions
 # whose leaders PD spreads over the stores. Release-built binaries, the
 # official Rust client; prints the leaders per store before each run.
-# Usage: bench/sharding.sh [seconds, default 10] [regions, default 48]
+# With ROUNDS > 1 the pair is run that many times and the median of the
+# rounds' ratios (many regions / one region) is printed last, as
+# bench/put64.sh does.
+# Usage: bench/sharding.sh [seconds, default 10] [regions, default 48] [ROUNDS, default 1]
 PROFILE=release source "$(dirname "$0")/common.sh"
 SECS="${1:-10}"
 REGIONS="${2:-48}"
-for split in 0 "$REGIONS"; do
-    STORES=3 fresh_cluster
-    wait_voters 3
-    echo "== 3 stores, raw put (100-byte values, 10000 keys), split into ${split:-1} regions =="
-    "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" \
-        --split-regions "$split"
-    stop_cluster
-    rm -rf "$DIR"
+ROUNDS="${3:-1}"
+ratios=()
+for round in $(seq 1 "$ROUNDS"); do
+    ops=()
+    for split in 0 "$REGIONS"; do
+        STORES=3 fresh_cluster
+        wait_voters 3
+        echo "== round $round: 3 stores, raw put (100-byte values, 10000 keys), split into $((split > 0 ? split : 1)) region(s) =="
+        out="$("$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" \
+            --split-regions "$split")"
+        echo "$out"
+        ops+=("$(awk '$1 == "64" { print $3 }' <<<"$out")")
+        stop_cluster
+        rm -rf "$DIR"
+    done
+    ratios+=("$(awk -v a="${ops[0]}" -v b="${ops[1]}" 'BEGIN { printf "%.1f", 100 * b / a }')")
+    echo "round $round: $REGIONS regions / 1 region = ${ratios[-1]} %"
 done
+if [ "$ROUNDS" -gt 1 ]; then
+    printf '%s\n' "${ratios[@]}" | sort -n |
+        awk '{ r[NR] = $1 } END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+              printf "median of %d rounds: %.1f %% (lowest %.1f, highest %.1f)\n", NR, m, r[1], r[NR] }'
+fi
