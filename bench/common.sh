@@ -67,3 +67,18 @@ fresh_cluster() {
     trap 'stop_cluster; rm -rf "$DIR" "$DIR/c.out"' EXIT
     start_cluster "$DIR/c" "$PORT"
 }
+
+# ops_at_64 OUTPUT: ops/s of the 64-client line of `tikal bench raw` OUTPUT.
+ops_at_64() { awk '$1 == "64" { print $3 }' <<<"$1"; }
+
+# percent A B: B as a percentage of A, one decimal.
+percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * b / a }'; }
+
+# print_median RATIO...: the median of rounds' ratios, with the extremes
+# (nothing for a single round).
+print_median() {
+    [ "$#" -gt 1 ] || return 0
+    printf '%s\n' "$@" | sort -n |
+        awk '{ r[NR] = $1 } END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+              printf "median of %d rounds: %.1f %% (lowest %.1f, highest %.1f)\n", NR, m, r[1], r[NR] }'
+}

@@ -21,15 +21,11 @@ for round in $(seq 1 "$ROUNDS"); do
         out="$("$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" \
             --split-regions "$split")"
         echo "$out"
-        ops+=("$(awk '$1 == "64" { print $3 }' <<<"$out")")
+        ops+=("$(ops_at_64 "$out")")
         stop_cluster
         rm -rf "$DIR"
     done
-    ratios+=("$(awk -v a="${ops[0]}" -v b="${ops[1]}" 'BEGIN { printf "%.1f", 100 * b / a }')")
+    ratios+=("$(percent "${ops[0]}" "${ops[1]}")")
     echo "round $round: $REGIONS regions / 1 region = ${ratios[-1]} %"
 done
-if [ "$ROUNDS" -gt 1 ]; then
-    printf '%s\n' "${ratios[@]}" | sort -n |
-        awk '{ r[NR] = $1 } END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-              printf "median of %d rounds: %.1f %% (lowest %.1f, highest %.1f)\n", NR, m, r[1], r[NR] }'
-fi
+print_median "${ratios[@]}"
