@@ -46,12 +46,16 @@ async fn replicated(t: &TestCluster, n: usize) -> Option<Vec<Vec<u64>>> {
 /// Index (in the test cluster) of the store leading the first region.
 async fn leader_index(t: &TestCluster) -> Option<usize> {
     let r = get_json(&format!("{}/pd/api/v1/regions", t.cluster.pd_url())).await;
-    let leader_store = r["regions"][0]["leader"]["store_id"].as_u64()?;
+    store_index(t, r["regions"][0]["leader"]["store_id"].as_u64()?).await
+}
+
+/// The cluster's index of the store with id `store_id`.
+async fn store_index(t: &TestCluster, store_id: u64) -> Option<usize> {
     let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
     let addr = stores["stores"]
         .as_array()?
         .iter()
-        .find(|s| s["store"]["id"].as_u64() == Some(leader_store))
+        .find(|s| s["store"]["id"].as_u64() == Some(store_id))
         .and_then(|s| s["store"]["address"].as_str().map(str::to_owned))?;
     t.cluster.store_addrs.iter().position(|a| *a == addr)
 }
@@ -315,9 +319,21 @@ async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes()
     let raw = t.raw_client().await;
     retry("put v1", || raw.put("k".to_owned(), "v1".to_owned())).await;
 
-    // A line straight to the leader, opened before it is paused.
-    let mut old = direct(&t).await;
-    let paused = eventually(Duration::from_secs(10), "a leader", || leader_index(&t)).await;
+    // A line straight to the leader, opened before it is paused. A write
+    // through it proves that its store leads now: PD's view of the leader
+    // may lag a change, and pausing a follower would prove nothing.
+    let (mut old, paused) = eventually(Duration::from_secs(10), "a line to the leader", || async {
+        let d = direct(&t).await;
+        let store_id = d.ctx.peer.as_ref()?.store_id;
+        let put = d.put(b"k", b"v1", "");
+        let r = d.tikv.clone().raw_put(put).await.ok()?.into_inner();
+        if r.region_error.is_some() || !r.error.is_empty() {
+            return None;
+        }
+        let i = store_index(&t, store_id).await?;
+        Some((d, i))
+    })
+    .await;
     signal(&t, paused, libc::SIGSTOP);
     let stopped_at = Instant::now();
     retry("put v2 on the new leader", || {
