@@ -74,6 +74,22 @@ ops_at_64() { awk '$1 == "64" { print $3 }' <<<"$1"; }
 # percent A B: B as a percentage of A, one decimal.
 percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * b / a }'; }
 
+# record_run OUTPUT: prints a measured run's output, adds its 64-client
+# ops/s to the round's `ops`, and stops and removes its cluster.
+record_run() {
+    echo "$1"
+    ops+=("$(ops_at_64 "$1")")
+    stop_cluster
+    rm -rf "$DIR"
+}
+
+# end_round N LABEL: the round's second run as a percentage of its first,
+# added to `ratios` and printed as "round N: LABEL = R %".
+end_round() {
+    ratios+=("$(percent "${ops[0]}" "${ops[1]}")")
+    echo "round $1: $2 = ${ratios[-1]} %"
+}
+
 # print_median RATIO...: the median of rounds' ratios, with the extremes
 # (nothing for a single round).
 print_median() {

@@ -19,12 +19,8 @@ for round in $(seq 1 "$ROUNDS"); do
         "$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration 2 >/dev/null
         echo "== round $round: $n replica(s): raw put, 64 clients =="
         out="$("$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" | tail -2)"
-        echo "$out"
-        ops+=("$(ops_at_64 "$out")")
-        stop_cluster
-        rm -rf "$DIR"
+        record_run "$out"
     done
-    ratios+=("$(percent "${ops[0]}" "${ops[1]}")")
-    echo "round $round: 3 replicas / 1 replica = ${ratios[-1]} %"
+    end_round "$round" "3 replicas / 1 replica"
 done
 print_median "${ratios[@]}"

@@ -20,12 +20,8 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "== round $round: 3 stores, raw put (100-byte values, 10000 keys), split into $((split > 0 ? split : 1)) region(s) =="
         out="$("$BIN/tikal" bench raw --pd "127.0.0.1:$PORT" --op put --clients 64 --duration "$SECS" \
             --split-regions "$split")"
-        echo "$out"
-        ops+=("$(ops_at_64 "$out")")
-        stop_cluster
-        rm -rf "$DIR"
+        record_run "$out"
     done
-    ratios+=("$(percent "${ops[0]}" "${ops[1]}")")
-    echo "round $round: $REGIONS regions / 1 region = ${ratios[-1]} %"
+    end_round "$round" "$REGIONS regions / 1 region"
 done
 print_median "${ratios[@]}"
