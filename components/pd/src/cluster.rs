@@ -346,9 +346,10 @@ impl Cluster {
 
     /// Applies a region heartbeat from the region's leader, as PD does: the
     /// region must be well formed and led by one of its peers, and a report
-    /// older than what PD knows — an older epoch than the region's own, or
-    /// an older version than a region it overlaps — is ignored, so no
-    /// report can take keys from a newer region.
+    /// older than what PD knows — an older epoch than the region's own, an
+    /// older term than its last leader's, or an older version than a region
+    /// it overlaps — is ignored, so no report can take keys from a newer
+    /// region, nor a deposed leader's late report name it leader again.
     ///
     /// Returns what PD asks of the leader, if anything: the next step of the
     /// region's operator (see [`crate::schedule`]).
@@ -373,7 +374,7 @@ impl Cluster {
         let now = self.clock.now_nanos();
         let keep_splits = self.opts().split_merge_interval;
         let mut regions = self.regions.write();
-        if regions.is_stale(&region) {
+        if regions.is_stale(&region, req.term) {
             return Ok(None);
         }
         let old = regions.by_id.get(&region.id);
@@ -397,6 +398,7 @@ impl Cluster {
         let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         let info = RegionInfo {
             leader,
+            term: req.term,
             pending_peers: req.pending_peers.clone(),
             down_peers: req.down_peers.clone(),
             approximate_size: req.approximate_size,
@@ -554,7 +556,7 @@ impl Cluster {
         });
         let mut gone = vec![];
         for r in regions {
-            if tree.is_stale(r) {
+            if tree.is_stale(r, 0) {
                 continue;
             }
             self.persist_region(&tree, r)?;
@@ -696,6 +698,33 @@ mod tests {
         c.region_heartbeat(&heartbeat(&region(2, b"", b"", 1, 1)))
             .unwrap();
         assert_eq!((routes_to(&c, b"a"), routes_to(&c, b"z")), (2, 9));
+    }
+
+    #[test]
+    fn a_deposed_leaders_late_heartbeat_names_no_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let mut r = region(2, b"", b"", 1, 2);
+        r.peers.push(metapb::Peer {
+            id: 202,
+            store_id: 2,
+            ..Default::default()
+        });
+        let from = |leader: usize, term: u64| pdpb::RegionHeartbeatRequest {
+            leader: Some(r.peers[leader].clone()),
+            term,
+            ..heartbeat(&r)
+        };
+        let leader_store = |c: &Cluster| c.region_by_id(2).unwrap().leader_store();
+        c.region_heartbeat(&from(0, 6)).unwrap();
+        c.region_heartbeat(&from(1, 7)).unwrap();
+        assert_eq!(leader_store(&c), Some(2));
+        // The old leader's report of term 6, same epoch, arrives last.
+        c.region_heartbeat(&from(0, 6)).unwrap();
+        assert_eq!(leader_store(&c), Some(2));
+        // A later term moves it back.
+        c.region_heartbeat(&from(0, 8)).unwrap();
+        assert_eq!(leader_store(&c), Some(1));
     }
 
     #[test]

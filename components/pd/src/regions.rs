@@ -20,6 +20,9 @@ use crate::cluster::{invalid, PdResult};
 pub struct RegionInfo {
     pub region: metapb::Region,
     pub leader: Option<metapb::Peer>,
+    /// The Raft term the leader reported (0: not known, as after a split
+    /// report): a heartbeat of an older term is a deposed leader's.
+    pub term: u64,
     /// Peers the leader reports as not caught up yet.
     pub pending_peers: Vec<metapb::Peer>,
     /// Peers the leader has not heard from for a while.
@@ -162,9 +165,10 @@ impl Regions {
     }
 
     /// Whether a report of `region` is older than what PD knows: an older
-    /// epoch than the region's own, or an older version than a region it
+    /// epoch than the region's own, an older term than its last leader's
+    /// (`term` 0: unknown), or an older version than a region it
     /// overlaps. Such a report must not change the tree.
-    pub fn is_stale(&self, region: &metapb::Region) -> bool {
+    pub fn is_stale(&self, region: &metapb::Region, term: u64) -> bool {
         let epoch = region.region_epoch.clone().unwrap_or_default();
         let overlapped_by_newer = self.overlaps(region).into_iter().any(|id| {
             self.by_id
@@ -172,8 +176,9 @@ impl Regions {
                 .is_some_and(|r| r.epoch().version > epoch.version)
         });
         let older_than_itself = self.by_id.get(&region.id).is_some_and(|old| {
+            let term_behind = term > 0 && term < old.term;
             let old = old.epoch();
-            epoch.version < old.version || epoch.conf_ver < old.conf_ver
+            term_behind || epoch.version < old.version || epoch.conf_ver < old.conf_ver
         });
         overlapped_by_newer || older_than_itself
     }
