@@ -67,10 +67,29 @@ use prober::Prober;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a liveness check (a whole transaction) may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
-const SEED: u64 = 0x7469_6b61_6c21;
-/// Random typed requests, then random raw-byte bodies, per method.
-const RANDOM_REQUESTS: usize = 150;
-const RANDOM_BODIES: usize = 50;
+/// The random batches' seed; `ROBUSTNESS_SEED` (decimal) replaces it, for a
+/// longer survey outside CI.
+fn seed() -> u64 {
+    env_number("ROBUSTNESS_SEED").unwrap_or(0x7469_6b61_6c21)
+}
+
+/// Random typed requests per method (`ROBUSTNESS_REQUESTS` replaces it),
+/// then a third as many random raw-byte bodies.
+fn random_requests() -> usize {
+    env_number("ROBUSTNESS_REQUESTS").map_or(150, |n| n as usize)
+}
+
+fn random_bodies() -> usize {
+    random_requests() / 3
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")),
+    )
+}
 /// One byte over the store's key size limit (TiKV's `max-key-size`, 8 KiB).
 const HUGE_KEY: usize = 8 * 1024 + 1;
 const MAX: u64 = u64::MAX;

@@ -15,17 +15,17 @@ use crate::prober::Prober;
 use crate::requests::{kv, req, PdReq, StoreReq, PD_METHODS, STORE_METHODS};
 use crate::values::Gen;
 use crate::wire::{raw_streaming, raw_unary};
-use crate::{RANDOM_BODIES, RANDOM_REQUESTS, SEED};
+use crate::{random_bodies, random_requests, seed};
 
 /// Seeded random requests to every store method, with random contexts,
 /// keys, timestamps, enum values and scheduling headers, then random and
 /// mangled protobuf bodies: each gets an answer.
 pub async fn random_store_requests_get_answers(p: &mut Prober) {
     p.batch = "random store requests";
-    let mut g = Gen::new(SEED, p);
+    let mut g = Gen::new(seed(), p);
     for m in 0..STORE_METHODS {
         let hangs = p.hangs;
-        for i in 0..RANDOM_REQUESTS {
+        for i in 0..random_requests() {
             let req = g.store_request(m);
             let headers = g.headers();
             let what = format!("random #{i} {headers:?} {}", short(&format!("{req:?}")));
@@ -50,9 +50,9 @@ pub async fn random_store_requests_get_answers(p: &mut Prober) {
 /// TSO batch answered is one the oracle reserved.
 pub async fn random_pd_requests_get_answers(p: &mut Prober) {
     p.batch = "random PD requests";
-    let mut g = Gen::new(SEED ^ 1, p);
+    let mut g = Gen::new(seed() ^ 1, p);
     for m in 0..PD_METHODS {
-        for i in 0..RANDOM_REQUESTS {
+        for i in 0..random_requests() {
             let req = g.pd_request(m);
             let reroutes = matches!(req, PdReq::ReportBatchSplit(_));
             let what = format!("random #{i} {}", short(&format!("{req:?}")));
@@ -68,7 +68,7 @@ pub async fn random_pd_requests_get_answers(p: &mut Prober) {
         })
         .await;
     }
-    for i in 0..RANDOM_REQUESTS {
+    for i in 0..random_requests() {
         let reqs = (0..g.rng.gen_range(1..4))
             .map(|_| g.tso_request())
             .collect();
@@ -78,7 +78,7 @@ pub async fn random_pd_requests_get_answers(p: &mut Prober) {
         p.heartbeat_case(&what, vec![req], Any).await;
     }
     for path in ["/pdpb.PD/Tso", "/pdpb.PD/RegionHeartbeat"] {
-        for i in 0..RANDOM_BODIES {
+        for i in 0..random_bodies() {
             let valid = match path {
                 "/pdpb.PD/Tso" => g.tso_request().encode_to_vec(),
                 _ => g.region_heartbeat().encode_to_vec(),
@@ -92,14 +92,14 @@ pub async fn random_pd_requests_get_answers(p: &mut Prober) {
     }
 }
 
-/// Sends [`RANDOM_BODIES`] bodies from `body` as the unary method `path`.
+/// Sends [`random_bodies`] bodies from `body` as the unary method `path`.
 async fn send_random_bodies(
     p: &mut Prober,
     channel: Channel,
     path: &'static str,
     mut body: impl FnMut() -> Vec<u8>,
 ) {
-    for i in 0..RANDOM_BODIES {
+    for i in 0..random_bodies() {
         let body = body();
         let what = format!("random body #{i}: {}", short(&format!("{body:?}")));
         p.judge(path, what, Any, raw_unary(channel.clone(), path, body))

@@ -3,6 +3,8 @@
 //! It is tonic's prost codec except for one thing: a request that is not
 //! valid protobuf is the client's fault, so the server answers
 //! `InvalidArgument` (naming the decode error) rather than `Internal`.
+//! [`status`] builds the statuses whose messages quote what a client or a
+//! peer sent.
 
 use std::marker::PhantomData;
 
@@ -61,10 +63,43 @@ impl<U: Message + Default> Decoder for ProstDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         U::decode(buf).map(Some).map_err(|e| {
-            Status::new(
+            status(
                 Code::InvalidArgument,
                 format!("malformed protobuf message: {e}"),
             )
         })
+    }
+}
+
+/// A status whose message reaches the client as written, whatever text of
+/// the client's it quotes. gRPC sends the message percent-encoded, but
+/// tonic (0.10) leaves `%` itself as it is: a message quoting `%c9` would
+/// be decoded by the client into a byte that is not UTF-8, and the client
+/// would see `Unknown` ("Error deserializing status message header")
+/// instead of this code. Escaping `%` makes the wire form the one the gRPC
+/// spec asks for.
+pub fn status(code: Code, message: impl Into<String>) -> Status {
+    Status::new(code, message.into().replace('%', "%25"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_quoting_percent_signs_decodes_as_written() {
+        for message in [
+            "invalid x-aaws-request-id header \"%c9}\\J8p~\\\"BR\"",
+            "100% sure: %ff%fe %",
+            "plain",
+        ] {
+            let mut sent = tonic::metadata::MetadataMap::new().into_headers();
+            status(Code::InvalidArgument, message)
+                .add_header(&mut sent)
+                .unwrap();
+            let got = Status::from_header_map(&sent).unwrap();
+            assert_eq!(got.code(), Code::InvalidArgument, "{message}");
+            assert_eq!(got.message(), message);
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! ours, written to match kvproto's package, message, field and method names
 //! and numbers exactly, so unmodified TiKV clients interoperate. This crate is
 //! the bottom of the dependency graph: it holds no logic beyond the codec
-//! ([`codec`]) that maps undecodable requests to `InvalidArgument`.
+//! ([`codec`]) that maps undecodable requests to `InvalidArgument`, and the
+//! statuses whose messages quote a client's text ([`codec::status`]).
 #![allow(clippy::all, missing_docs)]
 
 pub mod codec;

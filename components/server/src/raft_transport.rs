@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use protobuf::Message as _;
 use raft::eraftpb::MessageType;
+use tikal_proto::codec::status;
 use tikal_proto::raft_serverpb::{
     Done, ExtraMessage, ExtraMessageType, RaftMessage, SnapshotChunk,
 };
@@ -35,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::pd_client::PdClient;
@@ -403,7 +404,7 @@ impl RaftIntake {
     /// Receives one snapshot; the store loop gets its message only when
     /// every file arrived whole.
     pub async fn snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
-        let invalid = |what: String| Status::invalid_argument(what);
+        let invalid = |what: String| status(Code::InvalidArgument, what);
         let first = stream
             .next()
             .await
@@ -453,5 +454,5 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+        .map_err(|e| status(Code::InvalidArgument, e.to_string()))
 }

@@ -10,11 +10,12 @@
 
 use std::future::Future;
 
+use tikal_proto::codec::status;
 use tikal_proto::errorpb;
 use tikal_proto::kvrpcpb::*;
 use tikal_storage::txn::TxnError;
 use tikal_storage::StorageError;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::metrics::GrpcTimer;
 
@@ -56,10 +57,11 @@ pub async fn respond<R: ErrorFields, T, E: Into<TxnError>>(
         TxnError::Storage(StorageError::Region(r)) => resp.set_region_error(*r),
         TxnError::Storage(e @ StorageError::InvalidArgument(_)) => resp
             .set_error_message(e.to_string())
-            .map_err(Status::invalid_argument)?,
-        TxnError::Storage(e @ StorageError::Internal(_)) => resp
-            .set_error_message(e.to_string())
-            .map_err(Status::internal)?,
+            .map_err(|e| status(Code::InvalidArgument, e))?,
+        TxnError::Storage(e @ StorageError::Internal(_)) => {
+            resp.set_error_message(e.to_string())
+                .map_err(|e| status(Code::Internal, e))?
+        }
     }
     Ok(resp)
 }

@@ -8,6 +8,7 @@
 //! through [`respond`], the one place failures become kvproto error fields
 //! or gRPC statuses.
 
+use tikal_proto::codec::status;
 use tikal_proto::kvrpcpb::*;
 use tikal_proto::raft_serverpb::{Done, RaftMessage, SnapshotChunk};
 use tikal_proto::tikvpb::tikv_server::Tikv;
@@ -17,7 +18,7 @@ use tikal_storage::api::Cmd;
 use tikal_storage::scheduler::{now_ms, Footprint, Permit, RequestMeta, Scheduler};
 use tikal_storage::txn::TxnStorage;
 use tikal_storage::{CasOutcome, PreparedWrite, RawStorage, StorageError};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::pd_client::PdClient;
 use crate::raft_transport::RaftIntake;
@@ -93,7 +94,7 @@ fn request_meta<T>(req: &Request<T>, ctx: Option<&Context>) -> Result<RequestMet
     };
     let default_ctx = Context::default();
     RequestMeta::parse(header, ctx.unwrap_or(&default_ctx), now_ms())
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+        .map_err(|e| status(Code::InvalidArgument, e.to_string()))
 }
 
 /// Hash of a (column family, key) pair, for per-key write ordering. The
