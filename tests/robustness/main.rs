@@ -90,6 +90,7 @@ fn env_number(name: &str) -> Option<u64> {
             .unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")),
     )
 }
+
 /// One byte over the store's key size limit (TiKV's `max-key-size`, 8 KiB).
 const HUGE_KEY: usize = 8 * 1024 + 1;
 const MAX: u64 = u64::MAX;
