@@ -14,7 +14,8 @@
 //! 4. only then answers the proposers.
 //!
 //! Tests drive `Store`s by hand over a simulated network
-//! (`testscripts/`, run by `scenarios.rs`).
+//! (`testscripts/`, run by `scenarios.rs`), and through seeded random
+//! fault schedules (`chaos.rs`).
 //!
 //! Example: 64 clients each send a `RawPut`. While the loop fsyncs the batch
 //! holding the first put, the other 63 queue up; the next round proposes all
@@ -31,6 +32,8 @@
 
 mod admin;
 mod apply;
+#[cfg(test)]
+mod chaos;
 mod meta;
 mod peer;
 mod peer_storage;

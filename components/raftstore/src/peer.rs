@@ -285,6 +285,45 @@ impl Peer {
             .cloned()
     }
 
+    /// Repairs an append that raft-rs' `batch_append` got wrong, or says
+    /// to drop it (false). raft-rs adds a follower's next entries to an
+    /// append already queued for it if they continue its entries, and
+    /// counts an append without entries as continued by anything. When a
+    /// rejection moves the follower's next index back in the same round,
+    /// a queued empty append at, say, index 81 takes the entries from 75 on
+    /// and keeps its index: a follower holding entry 81 would take them as
+    /// 82 and on and acknowledge entries it does not have (found by
+    /// `chaos.rs`). The entries are right, their predecessor is not: it
+    /// becomes the entry before the first one sent, with the term the log
+    /// has for it, or the append is dropped if the log no longer has that
+    /// term (Raft sends again).
+    pub fn repair_append(&self, m: &mut raft::eraftpb::Message) -> bool {
+        let Some(first) = m.entries.first().map(|e| e.index) else {
+            return true;
+        };
+        if m.get_msg_type() != raft::eraftpb::MessageType::MsgAppend
+            || m.index.checked_add(1) == Some(first)
+        {
+            return true;
+        }
+        let index = first.saturating_sub(1);
+        match self.raw_node.raft.raft_log.term(index) {
+            Ok(term) => {
+                warn!(
+                    region_id = self.region.id,
+                    to = m.to,
+                    index = m.index,
+                    first,
+                    "repairing a batched append's predecessor"
+                );
+                m.index = index;
+                m.log_term = term;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.apply_state.applied_index
     }

@@ -77,27 +77,29 @@ use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest, SplitRequest
 
 type Res<T> = std::result::Result<T, Box<dyn Error>>;
 
-const REGION: u64 = 1;
+pub(crate) const REGION: u64 = 1;
 
-/// Applies `key=value` commands into CF default.
+/// Applies `key=value` commands (several joined by `;`) into CF default.
 struct KeyValueApplier;
 
 impl Applier for KeyValueApplier {
     fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
         let text = String::from_utf8_lossy(cmd);
-        let (k, v) = text.split_once('=').unwrap_or((&text, ""));
-        ctx.put(CF_DEFAULT, k.as_bytes(), v.as_bytes());
+        for pair in text.split(';') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            ctx.put(CF_DEFAULT, k.as_bytes(), v.as_bytes());
+        }
         Ok(Box::new(()))
     }
 }
 
 /// Every message in flight, in send order.
 #[derive(Default)]
-struct Network {
-    in_flight: VecDeque<PeerMessage>,
+pub(crate) struct Network {
+    pub(crate) in_flight: VecDeque<PeerMessage>,
     /// Messages and entries sent since the last `traffic`, by sending
     /// store, receiving store and message type.
-    sent: BTreeMap<(u64, u64, String), (usize, usize)>,
+    pub(crate) sent: BTreeMap<(u64, u64, String), (usize, usize)>,
 }
 
 struct SimTransport(Arc<Mutex<Network>>);
@@ -151,12 +153,12 @@ impl Proposal {
     }
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    stores: BTreeMap<u64, Store>,
-    network: Arc<Mutex<Network>>,
+    pub(crate) stores: BTreeMap<u64, Store>,
+    pub(crate) network: Arc<Mutex<Network>>,
     /// Stores cut off from everyone not in the same set.
-    partitioned: BTreeSet<u64>,
+    pub(crate) partitioned: BTreeSet<u64>,
     proposals: Vec<Proposal>,
     /// Peers of region 1 ever created per store, for new peer ids.
     incarnations: BTreeMap<u64, u64>,
@@ -167,7 +169,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(n: u64, voters: u64) -> Res<Cluster> {
+    pub(crate) fn new(n: u64, voters: u64) -> Res<Cluster> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut c = Cluster {
             dir: tempfile::tempdir()?,
@@ -215,7 +217,7 @@ impl Cluster {
         Ok((kv, log, snaps))
     }
 
-    fn open(&mut self, s: u64) -> Res<()> {
+    pub(crate) fn open(&mut self, s: u64) -> Res<()> {
         let (kv, log, snaps) = self.engines(s)?;
         let election = 10 + s as usize;
         let cfg = RaftstoreConfig {
@@ -238,7 +240,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn store(&mut self, s: u64) -> Res<&mut Store> {
+    pub(crate) fn store(&mut self, s: u64) -> Res<&mut Store> {
         self.stores
             .get_mut(&s)
             .ok_or_else(|| format!("no store {s}").into())
@@ -249,7 +251,7 @@ impl Cluster {
     }
 
     /// Runs rounds and delivers messages until nothing moves.
-    fn stabilize(&mut self) -> Res<()> {
+    pub(crate) fn stabilize(&mut self) -> Res<()> {
         for _ in 0..10_000 {
             if !self.round()? {
                 return Ok(());
@@ -275,7 +277,7 @@ impl Cluster {
 
     /// Delivers one message unless a partition drops it. A snapshot's
     /// files travel with it, and its sender learns whether it arrived.
-    fn deliver(&mut self, msg: PeerMessage) -> Res<()> {
+    pub(crate) fn deliver(&mut self, msg: PeerMessage) -> Res<()> {
         let (from, to) = (msg.from.store_id, msg.to.store_id);
         let snapshot = msg.message.get_msg_type() == MessageType::MsgSnapshot;
         let mut delivered = self.connected(from, to) && self.stores.contains_key(&to);

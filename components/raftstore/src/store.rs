@@ -924,7 +924,10 @@ impl Store {
     }
 
     fn send(transport: &mut dyn Transport, peer: &Peer, messages: Vec<raft::eraftpb::Message>) {
-        for m in messages {
+        for mut m in messages {
+            if !peer.repair_append(&mut m) {
+                continue;
+            }
             let Some(to) = peer.find_peer(m.to) else {
                 debug!(
                     region_id = peer.region.id,
