@@ -15,9 +15,10 @@
 //! - then every replica holds the same data, and every acknowledged write
 //!   is in it (no replica diverges, no acknowledged write is lost).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tikal_engine::CF_DEFAULT;
+use tikal_proto::metapb;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyOutput;
@@ -56,14 +57,24 @@ impl Rng {
     }
 }
 
-/// Write number `n`: its own key, and `last` names it, so replicas that
-/// applied the same writes in another order differ.
-fn write_cmd(n: u64) -> String {
-    format!("{};last={n}", write_key(n))
+/// Write number `n`: its own key, and, with one region, `last` names it,
+/// so replicas that applied the same writes in another order differ.
+/// (With several, `last` would lie outside most writes' regions.)
+fn write_cmd(n: u64, sharding: bool) -> String {
+    match sharding {
+        false => format!("{};last={n}", write_key(n)),
+        true => format!("{}=1", write_key(n)),
+    }
 }
 
 fn write_key(n: u64) -> String {
     format!("w{n:05}")
+}
+
+fn holds(region: &metapb::Region, key: &str) -> bool {
+    let key = key.as_bytes();
+    region.start_key.as_slice() <= key
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 struct Write {
@@ -83,6 +94,8 @@ struct Read {
 
 struct Chaos {
     rng: Rng,
+    /// Regions also split and merge.
+    sharding: bool,
     cluster: Cluster,
     /// Messages held back for a later round.
     delayed: Vec<PeerMessage>,
@@ -95,7 +108,7 @@ struct Chaos {
 }
 
 impl Chaos {
-    fn new(seed: u64) -> Res<Chaos> {
+    fn new(seed: u64, sharding: bool) -> Res<Chaos> {
         let mut cluster = Cluster::new(STORES, STORES).map_err(|e| e.to_string())?;
         cluster
             .store(1)
@@ -104,6 +117,7 @@ impl Chaos {
         cluster.stabilize().map_err(|e| e.to_string())?;
         Ok(Chaos {
             rng: Rng(seed),
+            sharding,
             cluster,
             delayed: vec![],
             writes: vec![],
@@ -127,6 +141,10 @@ impl Chaos {
             store.wait_for_snapshots();
         }
         let mut batch: Vec<PeerMessage> = self.cluster.network.lock().in_flight.drain(..).collect();
+        // A store's regions take their rounds in hash order; a stable sort
+        // keeps each region's messages in order and the schedule the same
+        // on every run.
+        batch.sort_by_key(|m| (m.from.store_id, m.to.store_id, m.region_id));
         for msg in std::mem::take(&mut self.delayed) {
             let at = self.rng.below(batch.len() as u64 + 1) as usize;
             batch.insert(at, msg);
@@ -204,17 +222,28 @@ impl Chaos {
         let live = self.cluster.stores.contains_key(&s);
         match roll {
             0..=34 if live => {
+                let n = self.next_write;
+                let Some(region) = self.region_of(s, &write_key(n)) else {
+                    return Ok(());
+                };
                 // Mostly through the leader, as a client that follows
                 // NotLeader answers does.
-                let s = match self.leader() {
+                let s = match self.leader_of(region.id) {
                     Some(l) if self.rng.percent(70) => l,
                     _ => s,
                 };
-                let n = self.next_write;
+                let Some(region) = self.region_of(s, &write_key(n)) else {
+                    return Ok(());
+                };
                 self.next_write += 1;
                 let (tx, answer) = oneshot::channel();
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                store.propose(REGION, None, write_cmd(n).into_bytes(), tx);
+                store.propose(
+                    region.id,
+                    None,
+                    write_cmd(n, self.sharding).into_bytes(),
+                    tx,
+                );
                 self.writes.push(Write {
                     n,
                     answer,
@@ -223,26 +252,35 @@ impl Chaos {
                 self.log.push(format!("{step}: write {n} via store {s}"));
             }
             35..=44 if live => {
-                let must_see = self
-                    .writes
-                    .iter()
-                    .filter(|w| w.acked == Some(true))
-                    .map(|w| w.n)
-                    .collect();
-                let s = match self.leader() {
+                let Some(region) = self.pick_region(s) else {
+                    return Ok(());
+                };
+                let s = match self.leader_of(region.id) {
                     Some(l) if self.rng.percent(70) => l,
                     _ => s,
                 };
+                // The region as the store asked knows it: what it must see.
+                let Some(region) = (self.cluster.stores.get(&s))
+                    .and_then(|st| st.region(region.id))
+                    .filter(|r| !r.peers.is_empty())
+                else {
+                    return Ok(());
+                };
+                let must_see = (self.writes.iter())
+                    .filter(|w| w.acked == Some(true) && holds(&region, &write_key(w.n)))
+                    .map(|w| w.n)
+                    .collect();
                 let (tx, answer) = oneshot::channel();
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                store.read_index(REGION, tx);
+                store.read_index(region.id, tx);
                 self.reads.push(Read {
                     store: s,
                     step,
                     must_see,
                     answer,
                 });
-                self.log.push(format!("{step}: read via store {s}"));
+                self.log
+                    .push(format!("{step}: read region {} via store {s}", region.id));
             }
             45..=64 => {
                 for store in self.cluster.stores.values_mut() {
@@ -268,10 +306,18 @@ impl Chaos {
             }
             91..=94 if live => {
                 let to = self.rng.store();
+                let Some(region) = self.pick_region(s) else {
+                    return Ok(());
+                };
+                let Some(peer) = region.peers.iter().find(|p| p.store_id == to) else {
+                    return Ok(());
+                };
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                if store.transfer_leader(REGION, to).is_ok() {
-                    self.log
-                        .push(format!("{step}: store {s} hands leadership to {to}"));
+                if store.transfer_leader(region.id, peer.id).is_ok() {
+                    self.log.push(format!(
+                        "{step}: store {s} hands region {}'s leadership to {to}",
+                        region.id
+                    ));
                 }
             }
             95..=99 if live => {
@@ -290,14 +336,102 @@ impl Chaos {
             }
             _ => {}
         }
+        if self.sharding {
+            match self.rng.below(100) {
+                0..=2 => self.split(step)?,
+                3..=4 => self.merge(step)?,
+                _ => {}
+            }
+        }
         self.collect_answers();
         self.check_reads()
     }
 
-    /// A store whose peer believes it leads, if any.
-    fn leader(&self) -> Option<u64> {
+    /// The leader of the region holding a random key proposes a split
+    /// there.
+    fn split(&mut self, step: usize) -> Res<()> {
+        let key = write_key(self.rng.below(self.next_write + 50));
+        let s = self.rng.store();
+        let Some(region) = self.region_of(s, &key) else {
+            return Ok(());
+        };
+        let Some(leader) = self.leader_of(region.id) else {
+            return Ok(());
+        };
+        if region.start_key == key.as_bytes() {
+            return Ok(());
+        }
+        (self.cluster)
+            .split(leader, region.id, vec![key.clone()])
+            .map_err(|e| e.to_string())?;
+        self.log.push(format!(
+            "{step}: store {leader} splits region {} at {key}",
+            region.id
+        ));
+        Ok(())
+    }
+
+    /// The leader of a random region proposes merging it into a
+    /// neighbour.
+    fn merge(&mut self, step: usize) -> Res<()> {
+        let s = self.rng.store();
+        let Some(source) = self.pick_region(s) else {
+            return Ok(());
+        };
+        let right = self.rng.percent(50);
+        let Some(leader) = self.leader_of(source.id) else {
+            return Ok(());
+        };
+        // The target as the source's leader knows it.
+        let regions = (self.cluster.stores.get(&leader))
+            .map(|st| st.regions())
+            .unwrap_or_default();
+        let target = regions.into_iter().find(|r| {
+            if right {
+                !source.end_key.is_empty() && r.start_key == source.end_key
+            } else {
+                !source.start_key.is_empty() && r.end_key == source.start_key
+            }
+        });
+        let Some(target) = target else {
+            return Ok(());
+        };
+        (self.cluster)
+            .merge(leader, source.id, target.id)
+            .map_err(|e| e.to_string())?;
+        self.log.push(format!(
+            "{step}: store {leader} merges region {} into {}",
+            source.id, target.id
+        ));
+        Ok(())
+    }
+
+    /// Store `s`'s region holding `key`, if initialized there.
+    fn region_of(&self, s: u64, key: &str) -> Option<metapb::Region> {
+        let store = self.cluster.stores.get(&s)?;
+        (store.regions().into_iter()).find(|r| !r.peers.is_empty() && holds(r, key))
+    }
+
+    /// One of store `s`'s regions; random only if it has several (so a
+    /// schedule without splits draws as it always did).
+    fn pick_region(&mut self, s: u64) -> Option<metapb::Region> {
+        let store = self.cluster.stores.get(&s)?;
+        let mut regions: Vec<_> = (store.regions().into_iter())
+            .filter(|r| !r.peers.is_empty())
+            .collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let at = match regions.len() {
+            0 => return None,
+            1 => 0,
+            n => self.rng.below(n as u64) as usize,
+        };
+        Some(regions.swap_remove(at))
+    }
+
+    /// A store whose peer of the region believes it leads, if any.
+    fn leader_of(&self, region_id: u64) -> Option<u64> {
         let leads = |(_, st): &(&u64, &crate::Store)| {
-            st.peer_status(REGION).is_some_and(|p| p.role == "Leader")
+            (st.peer_status(region_id)).is_some_and(|p| p.role == "Leader")
         };
         self.cluster.stores.iter().find(leads).map(|(s, _)| *s)
     }
@@ -321,11 +455,11 @@ impl Chaos {
                 return Ok(());
             }
         }
-        let status: Vec<String> = self
-            .cluster
-            .stores
-            .iter()
-            .map(|(s, st)| format!("store {s}: {:?}", st.peer_status(REGION)))
+        let status: Vec<String> = (self.region_ids().into_iter())
+            .flat_map(|id| {
+                (self.cluster.stores.iter())
+                    .map(move |(s, st)| format!("region {id} store {s}: {:?}", st.peer_status(id)))
+            })
             .collect();
         let unanswered = self.writes.iter().filter(|w| w.acked.is_none()).count();
         Err(format!(
@@ -335,19 +469,41 @@ impl Chaos {
         ))
     }
 
+    /// Every region any store has.
+    fn region_ids(&self) -> BTreeSet<u64> {
+        (self.cluster.stores.values())
+            .flat_map(|st| st.regions().into_iter().map(|r| r.id))
+            .collect()
+    }
+
+    /// Every store has the same regions, none merging, each with one
+    /// leader and every replica applied to its commit index; every write
+    /// and read is answered.
     fn settled(&self) -> bool {
-        let statuses: Vec<_> = self
-            .cluster
-            .stores
-            .values()
-            .filter_map(|s| s.peer_status(REGION))
-            .collect();
-        let leaders = statuses.iter().filter(|p| p.role == "Leader").count();
-        leaders == 1
-            && statuses.len() as u64 == STORES
-            && statuses
-                .iter()
-                .all(|p| p.applied == statuses[0].applied && p.commit == p.applied)
+        let layout = |st: &crate::Store| {
+            let mut regions: Vec<_> = (st.regions().into_iter())
+                .map(|r| (r.id, r.start_key, r.end_key, r.region_epoch))
+                .collect();
+            regions.sort_by(|a, b| a.1.cmp(&b.1));
+            regions
+        };
+        let layouts: Vec<_> = self.cluster.stores.values().map(layout).collect();
+        if layouts.iter().any(|l| *l != layouts[0]) {
+            return false;
+        }
+        let region_settled = |id: u64| {
+            let stores = self.cluster.stores.values();
+            if stores.clone().any(|st| st.is_merging(id)) {
+                return false;
+            }
+            let statuses: Vec<_> = stores.filter_map(|st| st.peer_status(id)).collect();
+            let leaders = statuses.iter().filter(|p| p.role == "Leader").count();
+            leaders == 1
+                && statuses.len() as u64 == STORES
+                && (statuses.iter())
+                    .all(|p| p.applied == statuses[0].applied && p.commit == p.applied)
+        };
+        self.region_ids().into_iter().all(region_settled)
             && self.writes.iter().all(|w| w.acked.is_some())
             && self.reads.is_empty()
     }
@@ -369,16 +525,19 @@ impl Chaos {
         let (first, reference) = contents.iter().next().ok_or("no stores")?;
         for (s, data) in &contents {
             if data != reference {
+                let only = |a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>| {
+                    let keys: Vec<_> = (a.iter())
+                        .filter(|(k, v)| b.get(*k) != Some(*v))
+                        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                        .take(10)
+                        .collect();
+                    keys.join(" ")
+                };
                 return Err(format!(
-                    "replicas diverged: store {first} holds {} keys (last={:?}), \
-                     store {s} {} (last={:?})",
-                    reference.len(),
-                    reference
-                        .get(b"last".as_slice())
-                        .map(|v| String::from_utf8_lossy(v)),
-                    data.len(),
-                    data.get(b"last".as_slice())
-                        .map(|v| String::from_utf8_lossy(v)),
+                    "replicas diverged: keys store {first} has and store {s} has not or \
+                     holds otherwise: [{}]; the other way: [{}]",
+                    only(reference, data),
+                    only(data, reference),
                 ));
             }
         }
@@ -398,11 +557,12 @@ struct Outcome {
     reads: usize,
     snapshots: usize,
     term: u64,
+    regions: usize,
 }
 
 /// Runs one seed's schedule of `steps` actions and checks what must hold.
-fn run(seed: u64, steps: usize) -> Res<Outcome> {
-    let mut chaos = Chaos::new(seed)?;
+fn run(seed: u64, steps: usize, sharding: bool) -> Res<Outcome> {
+    let mut chaos = Chaos::new(seed, sharding)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for step in 0..steps {
             chaos.step(step)?;
@@ -433,6 +593,7 @@ fn run(seed: u64, steps: usize) -> Res<Outcome> {
         reads: chaos.reads_checked,
         snapshots,
         term,
+        regions: chaos.region_ids().len(),
     })
 }
 
@@ -440,27 +601,39 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
 }
 
-#[test]
-fn random_fault_schedules_keep_replicas_identical_and_reads_linearizable() {
-    let seeds = env_or("CHAOS_SEEDS", "1..12");
+/// Runs the seeds `CHAOS_SEEDS` names (default `seeds`) for
+/// `CHAOS_STEPS` steps (default 1,000) each; fails with every failing
+/// seed's report.
+fn run_seeds(seeds: &str, sharding: bool) {
+    let seeds = env_or("CHAOS_SEEDS", seeds);
     let (first, last) = seeds.split_once("..").expect("CHAOS_SEEDS=first..last");
     let first: u64 = first.parse().expect("first seed");
     let last: u64 = last.parse().expect("last seed");
     let steps: usize = env_or("CHAOS_STEPS", "1000").parse().expect("CHAOS_STEPS");
     let mut failures = vec![];
     for seed in first..=last {
-        match run(seed, steps) {
+        match run(seed, steps, sharding) {
             Ok(o) => {
                 // A schedule that acknowledged nothing tested nothing.
                 assert!(o.acked > 0, "seed {seed}: no write was acknowledged");
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} reads checked, \
-                     {} snapshots sent, final term {}",
-                    o.acked, o.reads, o.snapshots, o.term
+                     {} snapshots sent, {} regions, region 1's term {}",
+                    o.acked, o.reads, o.snapshots, o.regions, o.term
                 );
             }
             Err(e) => failures.push(e),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn random_fault_schedules_keep_replicas_identical_and_reads_linearizable() {
+    run_seeds("1..12", false);
+}
+
+#[test]
+fn random_fault_schedules_with_splits_and_merges() {
+    run_seeds("1..12", true);
 }

@@ -353,7 +353,7 @@ impl Cluster {
     }
 
     /// Store S proposes splitting `region_id` at `keys`.
-    fn split(&mut self, s: u64, region_id: u64, keys: Vec<String>) -> Res<()> {
+    pub(crate) fn split(&mut self, s: u64, region_id: u64, keys: Vec<String>) -> Res<()> {
         let region = self.store(s)?.region(region_id).ok_or("no peer")?;
         let mut requests = vec![];
         for key in &keys {
@@ -385,7 +385,7 @@ impl Cluster {
     /// The region holding `key` on store S.
     /// Store `s` proposes merging region `source` into `target` (the
     /// target as store `s` knows it).
-    fn merge(&mut self, s: u64, source: u64, target: u64) -> Res<()> {
+    pub(crate) fn merge(&mut self, s: u64, source: u64, target: u64) -> Res<()> {
         let target = self.store(s)?.region(target).ok_or("no target peer")?;
         let (tx, answer) = oneshot::channel();
         let target_id = target.id;

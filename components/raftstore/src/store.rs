@@ -658,10 +658,18 @@ impl Store {
         if msg.is_tombstone {
             if let Some(target) = msg.merged_into {
                 // A peer that applied the region's CommitMerge: the region
-                // is gone everywhere, and this peer is a leftover (its
-                // store's target peer went before it applied the merge).
+                // is gone everywhere. This peer is a leftover only if its
+                // store has no peer of the target: a target peer that is
+                // behind takes this one in when it applies the CommitMerge,
+                // and the merged data is this peer's (found by `chaos.rs`).
                 let other = msg.from.id != peer.meta.id && msg.from.store_id != self.store_id;
-                if other && peer.region.peers.iter().any(|p| p.id == msg.from.id) {
+                let fellow = peer.region.peers.iter().any(|p| p.id == msg.from.id);
+                if self.peers.contains_key(&target) {
+                    debug!(
+                        region_id,
+                        target, "merged away; this store's target peer takes it in"
+                    );
+                } else if other && fellow {
                     info!(
                         region_id,
                         target, "told by a peer that the region merged away"
