@@ -3,8 +3,12 @@
 //! delays, duplicates and reorders messages, stores are cut off and
 //! restarted, leadership is handed over and logs are compacted past
 //! followers. Every schedule comes from a seed, so a failing seed replays
-//! exactly. CI runs seeds 1 to 12 of 1,000 steps each; a longer survey:
+//! exactly. CI runs seeds 1 to 12 of 1,000 steps each, and seeds that
+//! once found a defect (they replay it only while the schedule generator
+//! stays as it is); a longer survey:
 //! `CHAOS_SEEDS=first..last CHAOS_STEPS=n cargo test -p tikal-raftstore chaos`.
+//! `CHAOS_LOG=info` (a tracing filter) prints the stores' logs, each line
+//! under the store it came from.
 //!
 //! What must hold, whatever the schedule:
 //! - no store's round fails or panics;
@@ -134,17 +138,15 @@ impl Chaos {
     /// delivered or refused, never lost silently: their sender must
     /// hear (as over a gRPC stream that fails).
     fn faulty_round(&mut self) -> Res<()> {
-        for store in self.cluster.stores.values_mut() {
+        for (s, store) in &mut self.cluster.stores {
+            let _store = tracing::info_span!("store", s).entered();
             store
                 .on_ready()
                 .map_err(|e| format!("a store's round failed: {e}"))?;
             store.wait_for_snapshots();
         }
         let mut batch: Vec<PeerMessage> = self.cluster.network.lock().in_flight.drain(..).collect();
-        // A store's regions take their rounds in hash order; a stable sort
-        // keeps each region's messages in order and the schedule the same
-        // on every run.
-        batch.sort_by_key(|m| (m.from.store_id, m.to.store_id, m.region_id));
+        crate::scenarios::sort_messages(&mut batch);
         for msg in std::mem::take(&mut self.delayed) {
             let at = self.rng.below(batch.len() as u64 + 1) as usize;
             batch.insert(at, msg);
@@ -562,6 +564,12 @@ struct Outcome {
 
 /// Runs one seed's schedule of `steps` actions and checks what must hold.
 fn run(seed: u64, steps: usize, sharding: bool) -> Res<Outcome> {
+    if let Ok(filter) = std::env::var("CHAOS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut chaos = Chaos::new(seed, sharding)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for step in 0..steps {
@@ -601,17 +609,22 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
 }
 
-/// Runs the seeds `CHAOS_SEEDS` names (default `seeds`) for
-/// `CHAOS_STEPS` steps (default 1,000) each; fails with every failing
-/// seed's report.
-fn run_seeds(seeds: &str, sharding: bool) {
-    let seeds = env_or("CHAOS_SEEDS", seeds);
-    let (first, last) = seeds.split_once("..").expect("CHAOS_SEEDS=first..last");
-    let first: u64 = first.parse().expect("first seed");
-    let last: u64 = last.parse().expect("last seed");
+/// Runs the seeds `CHAOS_SEEDS` names (default: 1 to 12 and `found`, the
+/// seeds that once found a defect) for `CHAOS_STEPS` steps (default 1,000)
+/// each; fails with every failing seed's report.
+fn run_seeds(found: &[u64], sharding: bool) {
+    let seeds: Vec<u64> = match std::env::var("CHAOS_SEEDS") {
+        Ok(range) => {
+            let (first, last) = range.split_once("..").expect("CHAOS_SEEDS=first..last");
+            let first: u64 = first.parse().expect("first seed");
+            let last: u64 = last.parse().expect("last seed");
+            (first..=last).collect()
+        }
+        Err(_) => (1..=12).chain(found.iter().copied()).collect(),
+    };
     let steps: usize = env_or("CHAOS_STEPS", "1000").parse().expect("CHAOS_STEPS");
     let mut failures = vec![];
-    for seed in first..=last {
+    for seed in seeds {
         match run(seed, steps, sharding) {
             Ok(o) => {
                 // A schedule that acknowledged nothing tested nothing.
@@ -630,10 +643,14 @@ fn run_seeds(seeds: &str, sharding: bool) {
 
 #[test]
 fn random_fault_schedules_keep_replicas_identical_and_reads_linearizable() {
-    run_seeds("1..12", false);
+    // Seed 9: raft-rs' batched append with a wrong predecessor.
+    run_seeds(&[], false);
 }
 
 #[test]
 fn random_fault_schedules_with_splits_and_merges() {
-    run_seeds("1..12", true);
+    // Seed 8: a source destroyed while its target here was behind; 83: one
+    // destroyed while a split here was yet to make its target; 49 and 98: a
+    // waiting source blocking its target's snapshot or first message.
+    run_seeds(&[49, 83, 98], true);
 }

@@ -32,7 +32,9 @@
 //!                           carry the merge through or roll it back
 //! regions                   each store's regions: id, range, version, role
 //!                           (and `merging` while a merge is prepared)
-//! transfer_leader S to=T    store S, if leader, hands leadership to store T's peer
+//! transfer_leader S to=T [region=R]
+//!                           store S, if leader, hands leadership of region R
+//!                           (default 1) to store T's peer
 //! change S [add=T] [learner=T] [remove=T]...
 //!                           store S proposes a membership change: a voter, a
 //!                           learner (new or demoted) on store T, or removing
@@ -263,11 +265,13 @@ impl Cluster {
     /// One round on every store, then the messages it sent are delivered;
     /// false if there were none.
     fn round(&mut self) -> Res<bool> {
-        for store in self.stores.values_mut() {
+        for (s, store) in &mut self.stores {
+            let _store = tracing::info_span!("store", s).entered();
             store.on_ready()?;
             store.wait_for_snapshots();
         }
-        let batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
+        let mut batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
+        sort_messages(&mut batch);
         let sent = !batch.is_empty();
         for msg in batch {
             self.deliver(msg)?;
@@ -289,6 +293,7 @@ impl Cluster {
         }
         let (region_id, to_peer) = (msg.region_id, msg.to.id);
         if delivered {
+            let _store = tracing::info_span!("store", s = to).entered();
             self.store(to)?.step(msg);
         }
         if snapshot {
@@ -568,7 +573,12 @@ impl goldenscript::Runner for Runner {
                     .copied()
                     .ok_or("transfer_leader S to=T")?;
                 let to: u64 = key_arg(&args, "to").ok_or("to=T")?.parse()?;
-                if let Err(e) = c.store(from)?.transfer_leader(REGION, to) {
+                let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;
+                let region = c.store(from)?.region(region_id).ok_or("no such region")?;
+                let to = (region.peers.iter())
+                    .find(|p| p.store_id == to)
+                    .map_or(to, |p| p.id);
+                if let Err(e) = c.store(from)?.transfer_leader(region_id, to) {
                     writeln!(out, "error: {e}")?;
                 }
                 c.stabilize()?;
@@ -710,6 +720,13 @@ impl goldenscript::Runner for Runner {
         }
         Ok(out)
     }
+}
+
+/// Puts a round's messages in (sending store, receiving store, region)
+/// order, each region's in the order sent: a store's regions take their
+/// rounds in hash order, which would make runs differ.
+pub(crate) fn sort_messages(batch: &mut [PeerMessage]) {
+    batch.sort_by_key(|m| (m.from.store_id, m.to.store_id, m.region_id));
 }
 
 /// raft-engine keeps the last block it read in a thread-local cache keyed

@@ -131,6 +131,11 @@ impl SnapManager {
                         warn!(region_id = key.region_id, error = %e, "snapshot generation failed")
                     }
                 }
+                // The engine is closed with its last handle: none may
+                // outlive the answer (a store reopened at once would find
+                // its engine still locked).
+                drop(snap);
+                drop(kv);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| io_error("snapshot thread", e))?;

@@ -20,7 +20,7 @@
 //! (`testscripts/`). In a server, [`crate::Router`] runs the store on its
 //! own thread with a real clock and channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,6 +185,9 @@ pub struct Store {
     /// Messages that would create a peer in a range a local region still
     /// covers (see [`MAX_WAITING_MESSAGES`]).
     waiting: std::collections::VecDeque<PeerMessage>,
+    /// Local peers other stores said merged away (source → target), kept
+    /// while a target peer here may still take them in.
+    merged_away: HashMap<u64, u64>,
     /// Raft ticks so far: prepared merges are driven every few.
     ticks: u64,
 }
@@ -291,6 +294,7 @@ impl Store {
             events,
             published: HashMap::new(),
             waiting: Default::default(),
+            merged_away: HashMap::new(),
             ticks: 0,
         };
         store.publish_all();
@@ -391,11 +395,21 @@ impl Store {
     ///   `MsgWantRollbackMerge`; see [`Peer::rollback_merge_agreed`]).
     /// - A target here that is behind, or unknown, is waited for.
     fn drive_merges(&mut self) {
-        let prepared: Vec<(u64, admin::MergeState)> = self
+        let mut prepared: Vec<(u64, admin::MergeState)> = self
             .peers
             .iter()
             .filter(|(_, p)| !p.merged)
             .filter_map(|(id, p)| Some((*id, p.merging.clone()?)))
+            .collect();
+        prepared.sort_by_key(|(id, _)| *id);
+        // Targets a source led here merges into keep their leadership
+        // here: two sources led on two stores, merging into one target
+        // from either side, would otherwise hand its leadership back and
+        // forth, and neither merge would be proposed (found by
+        // `chaos.rs`). Once one commits, the other rolls back.
+        let wanted: HashSet<u64> = (prepared.iter())
+            .filter(|(id, _)| self.peers.get(id).is_some_and(|p| p.is_leader()))
+            .map(|(_, state)| state.target.id)
             .collect();
         // A merge that keeps waiting says so every few seconds, so a
         // stuck one shows in the log.
@@ -432,7 +446,7 @@ impl Store {
                 continue;
             };
             if !source.is_leader() {
-                if !target.is_leader() {
+                if !target.is_leader() || wanted.contains(&state.target.id) {
                     continue;
                 }
                 let to = source
@@ -659,16 +673,22 @@ impl Store {
             if let Some(target) = msg.merged_into {
                 // A peer that applied the region's CommitMerge: the region
                 // is gone everywhere. This peer is a leftover only if its
-                // store has no peer of the target: a target peer that is
-                // behind takes this one in when it applies the CommitMerge,
-                // and the merged data is this peer's (found by `chaos.rs`).
+                // store's target peer is gone (removed before it applied the
+                // merge). A target peer that is behind, or not yet started
+                // (a split here not yet applied makes it), takes this one in
+                // when it applies the CommitMerge, and the merged data is
+                // this peer's (found by `chaos.rs`); a snapshot of the merged
+                // target replaces it too.
                 let other = msg.from.id != peer.meta.id && msg.from.store_id != self.store_id;
                 let fellow = peer.region.peers.iter().any(|p| p.id == msg.from.id);
-                if self.peers.contains_key(&target) {
+                let target_gone = !self.peers.contains_key(&target)
+                    && meta::load_tombstone(&self.kv, target).is_ok_and(|t| t.is_some());
+                if !target_gone {
                     debug!(
                         region_id,
-                        target, "merged away; this store's target peer takes it in"
+                        target, "merged away; this store's target peer is to take it in"
                     );
+                    self.merged_away.insert(region_id, target);
                 } else if other && fellow {
                     info!(
                         region_id,
@@ -724,7 +744,7 @@ impl Store {
         if let Some(key) = snapshot {
             let others = self.peers.values().filter(|p| p.region.id != region_id);
             // Stale regions it covers go when Raft applies it.
-            if let Err(why) = check_snapshot(&self.snaps, &msg, key, others) {
+            if let Err(why) = check_snapshot(&self.snaps, &msg, key, others, &self.merged_away) {
                 debug!(region_id, %why, "snapshot message dropped");
                 self.snaps.remove(&self.snaps.recv_dir(key));
                 return;
@@ -786,11 +806,24 @@ impl Store {
             return Ok(false);
         }
         let range = (msg.start_key.as_slice(), msg.end_key.as_slice());
-        if self
-            .peers
-            .values()
-            .any(|p| p.is_initialized() && overlaps(&p.region, range))
-        {
+        let overlapped: Vec<u64> = (self.peers.values())
+            .filter(|p| p.is_initialized() && overlaps(&p.region, range))
+            .map(|p| p.region.id)
+            .collect();
+        let merged_here = |id: &u64| self.merged_away.get(id) == Some(&msg.region_id);
+        if !overlapped.is_empty() && overlapped.iter().all(merged_here) {
+            // Only sources that merged into this region cover its range:
+            // no split here will make this peer, so it comes by snapshot,
+            // and they are leftovers (their data with them).
+            for id in overlapped {
+                info!(
+                    region_id = id,
+                    target = msg.region_id,
+                    "merged away; its target's peer starts here"
+                );
+                self.destroy_leftover(id)?;
+            }
+        } else if !overlapped.is_empty() {
             // A region here still covers the range: most likely it has not
             // applied the split that makes this one yet. Step it again then.
             debug!(
@@ -1266,7 +1299,7 @@ impl Store {
             .peers
             .values()
             .filter(|p| p.region.id != peer.region.id)
-            .filter(|p| under_snapshot(p, &region) == Some(true))
+            .filter(|p| under_snapshot(p, &region, &self.merged_away) == Some(true))
             .map(|p| p.region.id)
             .collect();
         for id in stale {
@@ -1321,6 +1354,7 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        self.merged_away.remove(&region_id);
         // What it applied is written (a peer is destroyed after its pass's
         // write, or a snapshot's, see `ready_one`): those proposers hear
         // of success; the rest retry.
@@ -1529,13 +1563,14 @@ fn check_snapshot<'a>(
     msg: &PeerMessage,
     key: SnapKey,
     mut others: impl Iterator<Item = &'a Peer>,
+    merged_away: &HashMap<u64, u64>,
 ) -> std::result::Result<(), String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
     if region.id != msg.region_id || !region.peers.iter().any(|p| p.id == msg.to.id) {
         return Err("the snapshot is of another region or lacks the peer".into());
     }
-    if others.any(|p| under_snapshot(p, &region) == Some(false)) {
+    if others.any(|p| under_snapshot(p, &region, merged_away) == Some(false)) {
         return Err("the snapshot's range overlaps another region here".into());
     }
     if !snaps.has_received(key) {
@@ -1545,9 +1580,18 @@ fn check_snapshot<'a>(
 }
 
 /// How another peer here stands to a snapshot of `region`: `None` if it
-/// does not overlap it (or knows no range yet), `Some(true)` if it is stale
-/// (inside the range at an older version), `Some(false)` if it blocks it.
-fn under_snapshot(p: &Peer, region: &metapb::Region) -> Option<bool> {
+/// does not overlap it (or knows no range yet), `Some(true)` if it is stale,
+/// `Some(false)` if it blocks it. A peer is stale inside the range at an
+/// older version, or as a merge source into `region` that other stores
+/// said merged away (`merged_away`, so the merge committed) when the
+/// snapshot is newer than the target its PrepareMerge named: the target
+/// took the source's data in before the snapshot was taken, and a merge
+/// commits only at that target epoch.
+fn under_snapshot(
+    p: &Peer,
+    region: &metapb::Region,
+    merged_away: &HashMap<u64, u64>,
+) -> Option<bool> {
     let (start, end) = (region.start_key.as_slice(), region.end_key.as_slice());
     if !p.is_initialized() || !overlaps(&p.region, (start, end)) {
         return None;
@@ -1556,7 +1600,10 @@ fn under_snapshot(p: &Peer, region: &metapb::Region) -> Option<bool> {
     let version = crate::region_version;
     let within = r.start_key.as_slice() >= start
         && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end));
-    Some(within && version(r) < version(region))
+    let merged_in = merged_away.get(&r.id) == Some(&region.id)
+        && (p.merging.as_ref())
+            .is_some_and(|m| m.target.id == region.id && version(&m.target) < version(region));
+    Some((within && version(r) < version(region)) || merged_in)
 }
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
