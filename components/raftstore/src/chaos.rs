@@ -650,7 +650,8 @@ fn random_fault_schedules_keep_replicas_identical_and_reads_linearizable() {
 #[test]
 fn random_fault_schedules_with_splits_and_merges() {
     // Seed 8: a source destroyed while its target here was behind; 83: one
-    // destroyed while a split here was yet to make its target; 49 and 98: a
-    // waiting source blocking its target's snapshot or first message.
-    run_seeds(&[49, 83, 98], true);
+    // destroyed while a split here was yet to make its target; 49, 98, 368
+    // and 385: a waiting source blocking its target's snapshot or first
+    // message.
+    run_seeds(&[49, 83, 98, 368, 385], true);
 }

@@ -195,16 +195,36 @@ pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option
 }
 
 /// Records that region `source_id`, forgotten here, merged into region
-/// `target_id`: every peer of it is gone, which this store tells a peer of
+/// `target_id`, which had epoch version `version` once it took the source
+/// in: every peer of the source is gone, which this store tells a peer of
 /// it that still writes (see `Store::step`). Region ids are never reused,
 /// so the mark stays.
-pub(crate) fn put_merged_into(wb: &mut KvWriteBatch<'_>, source_id: u64, target_id: u64) {
-    wb.put(CF_RAFT, &merged_key(source_id), &target_id.to_be_bytes());
+pub(crate) fn put_merged_into(
+    wb: &mut KvWriteBatch<'_>,
+    source_id: u64,
+    target_id: u64,
+    version: u64,
+) {
+    let mut v = target_id.to_be_bytes().to_vec();
+    v.extend_from_slice(&version.to_be_bytes());
+    wb.put(CF_RAFT, &merged_key(source_id), &v);
 }
 
-/// The region that region `source_id` merged into here, if it did.
-pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Option<u64>> {
-    load_id(engine, &merged_key(source_id), "merged_into")
+/// The region that region `source_id` merged into here, and its version
+/// once it took the source in (0 in a mark written before versions were).
+pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Option<(u64, u64)>> {
+    let Some(v) = engine.get(CF_RAFT, &merged_key(source_id))? else {
+        return Ok(None);
+    };
+    let word = |at: usize| v.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok());
+    match (v.len(), word(0), word(8)) {
+        (8, Some(target), _) => Ok(Some((u64::from_be_bytes(target), 0))),
+        (16, Some(target), Some(version)) => Ok(Some((
+            u64::from_be_bytes(target),
+            u64::from_be_bytes(version),
+        ))),
+        _ => Err(corrupted("merged_into", v.len())),
+    }
 }
 
 /// An id (a big-endian u64) stored under `key` in CF raft, if any.
@@ -327,5 +347,25 @@ mod tests {
         let initial = load_apply_state(&engine, 3).unwrap();
         assert_eq!(initial.applied_index, INITIAL_INDEX);
         assert_eq!(initial.truncated_term, INITIAL_INDEX);
+    }
+
+    #[test]
+    fn a_merged_into_mark_keeps_the_targets_version_and_reads_older_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        assert_eq!(load_merged_into(&engine, 5).unwrap(), None);
+        let mut wb = engine.write_batch();
+        put_merged_into(&mut wb, 5, 9, 12);
+        engine.write(wb, false).unwrap();
+        assert_eq!(load_merged_into(&engine, 5).unwrap(), Some((9, 12)));
+        // A mark from before the version was kept: the target alone.
+        let mut wb = engine.write_batch();
+        wb.put(CF_RAFT, &merged_key(6), &9u64.to_be_bytes());
+        engine.write(wb, false).unwrap();
+        assert_eq!(load_merged_into(&engine, 6).unwrap(), Some((9, 0)));
+        let mut wb = engine.write_batch();
+        wb.put(CF_RAFT, &merged_key(7), &[1, 2, 3]);
+        engine.write(wb, false).unwrap();
+        assert!(load_merged_into(&engine, 7).is_err());
     }
 }

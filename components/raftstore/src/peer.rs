@@ -1034,7 +1034,7 @@ impl Peer {
                     .map_or(0, |p| p.id)
             }
         };
-        ctx.put_merged_source(source.id, peer_id);
+        ctx.put_merged_source(source.id, peer_id, crate::region_version(&merged));
         ctx.put_region(&merged);
         info!(
             region_id = self.region.id,

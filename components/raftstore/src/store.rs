@@ -185,9 +185,10 @@ pub struct Store {
     /// Messages that would create a peer in a range a local region still
     /// covers (see [`MAX_WAITING_MESSAGES`]).
     waiting: std::collections::VecDeque<PeerMessage>,
-    /// Local peers other stores said merged away (source → target), kept
+    /// Local peers other stores said merged away: source → (target, the
+    /// target's version once it took the source in, 0 if unknown), kept
     /// while a target peer here may still take them in.
-    merged_away: HashMap<u64, u64>,
+    merged_away: HashMap<u64, (u64, u64)>,
     /// Raft ticks so far: prepared merges are driven every few.
     ticks: u64,
 }
@@ -688,7 +689,8 @@ impl Store {
                         region_id,
                         target, "merged away; this store's target peer is to take it in"
                     );
-                    self.merged_away.insert(region_id, target);
+                    self.merged_away
+                        .insert(region_id, (target, msg.merged_version));
                 } else if other && fellow {
                     info!(
                         region_id,
@@ -781,13 +783,14 @@ impl Store {
                 true => None,
                 false => meta::load_merged_into(&self.kv, msg.region_id)?,
             };
-            if let Some(target) = merged {
+            if let Some((target, version)) = merged {
                 // A leftover of a merged region still writes: tell it (a
                 // note is never answered, so two stores never trade them).
                 let (from, to) = (msg.to.clone(), msg.from.clone());
                 self.transport.send(PeerMessage {
                     is_tombstone: true,
                     merged_into: Some(target),
+                    merged_version: version,
                     ..PeerMessage::note(msg.region_id, from, to, Default::default())
                 });
                 self.transport.flush();
@@ -810,7 +813,7 @@ impl Store {
             .filter(|p| p.is_initialized() && overlaps(&p.region, range))
             .map(|p| p.region.id)
             .collect();
-        let merged_here = |id: &u64| self.merged_away.get(id) == Some(&msg.region_id);
+        let merged_here = |id: &u64| self.merged_away.get(id).map(|m| m.0) == Some(msg.region_id);
         if !overlapped.is_empty() && overlapped.iter().all(merged_here) {
             // Only sources that merged into this region cover its range:
             // no split here will make this peer, so it comes by snapshot,
@@ -993,6 +996,7 @@ impl Store {
                 is_tombstone: false,
                 want_rollback_merge: None,
                 merged_into: None,
+                merged_version: 0,
                 start_key,
                 end_key,
             });
@@ -1563,7 +1567,7 @@ fn check_snapshot<'a>(
     msg: &PeerMessage,
     key: SnapKey,
     mut others: impl Iterator<Item = &'a Peer>,
-    merged_away: &HashMap<u64, u64>,
+    merged_away: &HashMap<u64, (u64, u64)>,
 ) -> std::result::Result<(), String> {
     let data = snap::decode_data(msg.message.get_snapshot()).map_err(|e| e.to_string())?;
     let region = data.region.unwrap_or_default();
@@ -1582,15 +1586,16 @@ fn check_snapshot<'a>(
 /// How another peer here stands to a snapshot of `region`: `None` if it
 /// does not overlap it (or knows no range yet), `Some(true)` if it is stale,
 /// `Some(false)` if it blocks it. A peer is stale inside the range at an
-/// older version, or as a merge source into `region` that other stores
-/// said merged away (`merged_away`, so the merge committed) when the
-/// snapshot is newer than the target its PrepareMerge named: the target
-/// took the source's data in before the snapshot was taken, and a merge
-/// commits only at that target epoch.
+/// older version, or as a source other stores said merged into `region`
+/// (`merged_away`, so the merge committed) when the snapshot holds the
+/// source's data: it is at least at the version the target had once it
+/// took the source in (as TiKV checks a merge target's epoch), or, that
+/// version unknown, newer than the target the source's PrepareMerge named
+/// (a merge commits only at that epoch).
 fn under_snapshot(
     p: &Peer,
     region: &metapb::Region,
-    merged_away: &HashMap<u64, u64>,
+    merged_away: &HashMap<u64, (u64, u64)>,
 ) -> Option<bool> {
     let (start, end) = (region.start_key.as_slice(), region.end_key.as_slice());
     if !p.is_initialized() || !overlaps(&p.region, (start, end)) {
@@ -1600,9 +1605,12 @@ fn under_snapshot(
     let version = crate::region_version;
     let within = r.start_key.as_slice() >= start
         && (end.is_empty() || (!r.end_key.is_empty() && r.end_key.as_slice() <= end));
-    let merged_in = merged_away.get(&r.id) == Some(&region.id)
-        && (p.merging.as_ref())
-            .is_some_and(|m| m.target.id == region.id && version(&m.target) < version(region));
+    let merged_in = match merged_away.get(&r.id) {
+        Some(&(target, merged)) if target == region.id && merged > 0 => version(region) >= merged,
+        Some(&(target, _)) if target == region.id => (p.merging.as_ref())
+            .is_some_and(|m| m.target.id == region.id && version(&m.target) < version(region)),
+        _ => false,
+    };
     Some((within && version(r) < version(region)) || merged_in)
 }
 
@@ -1910,6 +1918,7 @@ mod tests {
             is_tombstone: false,
             want_rollback_merge: None,
             merged_into: None,
+            merged_version: 0,
             start_key: vec![],
             end_key: vec![],
         }
@@ -2088,6 +2097,7 @@ mod tests {
             is_tombstone: false,
             want_rollback_merge: None,
             merged_into: None,
+            merged_version: 0,
             start_key: vec![],
             end_key: vec![],
         }

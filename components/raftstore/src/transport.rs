@@ -31,6 +31,11 @@ pub struct PeerMessage {
     /// sender's store, so no peer of it is left anywhere (the sender's
     /// peer was forgotten when its store applied the CommitMerge).
     pub merged_into: Option<u64>,
+    /// With `merged_into`: the target's epoch version once it took the
+    /// region in (0: unknown, a mark from before it was recorded). A
+    /// snapshot of the target at this version or later holds the region's
+    /// data.
+    pub merged_version: u64,
     /// The sender's region range: a store that has no peer of the region
     /// yet creates one only if no region it holds overlaps it (else the
     /// range is still its own region's, which will split off this one).
@@ -56,6 +61,7 @@ impl PeerMessage {
             is_tombstone: false,
             want_rollback_merge: None,
             merged_into: None,
+            merged_version: 0,
             start_key: vec![],
             end_key: vec![],
         }

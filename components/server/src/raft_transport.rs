@@ -65,6 +65,10 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
         end_key: msg.end_key.clone(),
         merge_target: msg.merged_into.map(|id| tikal_proto::metapb::Region {
             id,
+            region_epoch: Some(tikal_proto::metapb::RegionEpoch {
+                version: msg.merged_version,
+                conf_ver: 0,
+            }),
             ..Default::default()
         }),
         extra_msg: msg.want_rollback_merge.map(|index| ExtraMessage {
@@ -94,6 +98,9 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
             .extra_msg
             .filter(|x| x.r#type == ExtraMessageType::MsgWantRollbackMerge as i32)
             .map(|x| x.index),
+        merged_version: (m.merge_target.as_ref())
+            .and_then(|r| r.region_epoch.as_ref())
+            .map_or(0, |e| e.version),
         merged_into: m.merge_target.map(|r| r.id),
     })
 }
@@ -455,4 +462,29 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| status(Code::InvalidArgument, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikal_proto::metapb;
+
+    #[test]
+    fn a_merged_away_note_keeps_its_target_and_version_on_the_wire() {
+        let peer = |id, store_id| metapb::Peer {
+            id,
+            store_id,
+            ..Default::default()
+        };
+        let note = PeerMessage {
+            is_tombstone: true,
+            merged_into: Some(9),
+            merged_version: 12,
+            ..PeerMessage::note(5, peer(51, 1), peer(53, 3), Default::default())
+        };
+        let back = from_wire(to_wire(&note)).unwrap();
+        assert!(back.is_tombstone);
+        assert_eq!((back.merged_into, back.merged_version), (Some(9), 12));
+        assert_eq!((back.region_id, back.from.id, back.to.id), (5, 51, 53));
+    }
 }
