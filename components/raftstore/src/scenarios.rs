@@ -163,7 +163,7 @@ pub(crate) struct Cluster {
     pub(crate) partitioned: BTreeSet<u64>,
     proposals: Vec<Proposal>,
     /// Peers of region 1 ever created per store, for new peer ids.
-    incarnations: BTreeMap<u64, u64>,
+    pub(crate) incarnations: BTreeMap<u64, u64>,
     /// The id the next region a split makes gets.
     next_region: u64,
     _events: mpsc::UnboundedReceiver<StoreEvent>,
