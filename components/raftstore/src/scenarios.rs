@@ -47,6 +47,8 @@
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
 //! restart S                 stop store S and reopen it from its engines
+//! pd_says_stale S region=R  PD tells store S its peer of region R is stale
+//!                           (the answer to a peer that knows no leader)
 //! status [region=R]         each store's view of region R (default 1): role,
 //!                           term, leader, commit, applied, first log index
 //! traffic                   messages sent since the last `traffic`: per
@@ -633,6 +635,22 @@ impl goldenscript::Runner for Runner {
                     c.stores.remove(&s).ok_or("no such store")?.shutdown();
                     c.open(s)?;
                 }
+            }
+            "pd_says_stale" => {
+                // PD's answer to a store whose peer knows no leader: the
+                // region is gone, or has moved on without the peer.
+                let c = self.cluster()?;
+                let s = stores_arg(&args)?
+                    .first()
+                    .copied()
+                    .ok_or("pd_says_stale S region=R")?;
+                let region_id: u64 = key_arg(&args, "region").ok_or("region=R")?.parse()?;
+                let store = c.store(s)?;
+                let epoch = (store.region(region_id))
+                    .and_then(|r| r.region_epoch)
+                    .unwrap_or_default();
+                let destroyed = store.destroy_stale_peer(region_id, &epoch)?;
+                writeln!(out, "destroyed: {destroyed}")?;
             }
             "status" => {
                 let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;

@@ -682,9 +682,7 @@ impl Store {
                 // target replaces it too.
                 let other = msg.from.id != peer.meta.id && msg.from.store_id != self.store_id;
                 let fellow = peer.region.peers.iter().any(|p| p.id == msg.from.id);
-                let target_gone = !self.peers.contains_key(&target)
-                    && meta::load_tombstone(&self.kv, target).is_ok_and(|t| t.is_some());
-                if !target_gone {
+                if !self.target_gone(target) {
                     debug!(
                         region_id,
                         target, "merged away; this store's target peer is to take it in"
@@ -895,9 +893,10 @@ impl Store {
     }
 
     /// Destroys this store's peer of a region PD found it stale in, if the
-    /// peer is still as it was reported (`epoch`) and knows no leader. Its
-    /// data goes too unless another region here overlaps it. True if it
-    /// was destroyed.
+    /// peer is still as it was reported (`epoch`), knows no leader, and is
+    /// not a merge source its store's target peer may still take in (as
+    /// for a merged-away note, see `step`). Its data goes too unless
+    /// another region here overlaps it. True if it was destroyed.
     pub fn destroy_stale_peer(
         &mut self,
         region_id: u64,
@@ -910,9 +909,25 @@ impl Store {
         if !unchanged || peer.raw_node.raft.leader_id != raft::INVALID_ID {
             return Ok(false);
         }
+        let target = (peer.merging.as_ref().map(|m| m.target.id))
+            .or_else(|| self.merged_away.get(&region_id).map(|m| m.0));
+        if let Some(target) = target.filter(|t| !self.target_gone(*t)) {
+            info!(
+                region_id,
+                target, "a stale merge source waits for its target here to take it in"
+            );
+            return Ok(false);
+        }
         info!(region_id, "destroying a stale peer, as PD knows the region");
         self.destroy_leftover(region_id)?;
         Ok(true)
+    }
+
+    /// Whether this store's peer of a merge's target is gone for good (a
+    /// tombstone and no live peer), so it will never take the source in.
+    fn target_gone(&self, target: u64) -> bool {
+        !self.peers.contains_key(&target)
+            && meta::load_tombstone(&self.kv, target).is_ok_and(|t| t.is_some())
     }
 
     /// Destroys a peer of a region that no longer has it; its data goes
