@@ -682,6 +682,9 @@ impl Store {
                 // target replaces it too.
                 let other = msg.from.id != peer.meta.id && msg.from.store_id != self.store_id;
                 let fellow = peer.region.peers.iter().any(|p| p.id == msg.from.id);
+                if !other || !fellow {
+                    return;
+                }
                 if !self.target_gone(target) {
                     debug!(
                         region_id,
@@ -689,7 +692,7 @@ impl Store {
                     );
                     self.merged_away
                         .insert(region_id, (target, msg.merged_version));
-                } else if other && fellow {
+                } else {
                     info!(
                         region_id,
                         target, "told by a peer that the region merged away"
