@@ -897,9 +897,12 @@ impl Store {
 
     /// Destroys this store's peer of a region PD found it stale in, if the
     /// peer is still as it was reported (`epoch`), knows no leader, and is
-    /// not a merge source its store's target peer may still take in (as
-    /// for a merged-away note, see `step`). Its data goes too unless
-    /// another region here overlaps it. True if it was destroyed.
+    /// not a merge source whose target has a peer here, which takes it in
+    /// once it catches up. (A target with no peer here yet, which a
+    /// merged-away note waits for, is not waited for here: after PD's
+    /// long wait, it most likely merged on itself, and waiting would keep
+    /// the source for good.) Its data goes too unless another region here
+    /// overlaps it. True if it was destroyed.
     pub fn destroy_stale_peer(
         &mut self,
         region_id: u64,
@@ -914,7 +917,7 @@ impl Store {
         }
         let target = (peer.merging.as_ref().map(|m| m.target.id))
             .or_else(|| self.merged_away.get(&region_id).map(|m| m.0));
-        if let Some(target) = target.filter(|t| !self.target_gone(*t)) {
+        if let Some(target) = target.filter(|t| self.peers.contains_key(t)) {
             info!(
                 region_id,
                 target, "a stale merge source waits for its target here to take it in"
