@@ -26,7 +26,7 @@ use tikal_proto::metapb;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyOutput;
-use crate::scenarios::{Cluster, REGION};
+use crate::scenarios::{holds, Cluster, REGION};
 use crate::transport::PeerMessage;
 use crate::{LogGc, Result as StoreResult};
 use raft::eraftpb::MessageType;
@@ -87,12 +87,6 @@ fn write_cmd(n: u64, mode: Mode) -> String {
 
 fn write_key(n: u64) -> String {
     format!("w{n:05}")
-}
-
-fn holds(region: &metapb::Region, key: &str) -> bool {
-    let key = key.as_bytes();
-    region.start_key.as_slice() <= key
-        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 struct Write {

@@ -411,10 +411,7 @@ impl Cluster {
         store
             .regions()
             .into_iter()
-            .find(|r| {
-                r.start_key.as_slice() <= key.as_bytes()
-                    && (r.end_key.is_empty() || key.as_bytes() < r.end_key.as_slice())
-            })
+            .find(|r| holds(r, key))
             .map(|r| r.id)
             .ok_or_else(|| format!("store {s} has no region holding {key}").into())
     }
@@ -738,6 +735,13 @@ impl goldenscript::Runner for Runner {
         }
         Ok(out)
     }
+}
+
+/// Whether `key` lies in the region's range.
+pub(crate) fn holds(region: &metapb::Region, key: &str) -> bool {
+    let key = key.as_bytes();
+    region.start_key.as_slice() <= key
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Puts a round's messages in (sending store, receiving store, region)
