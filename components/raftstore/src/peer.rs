@@ -110,8 +110,13 @@ pub(crate) struct Peer {
     /// Set on a merge's source peer once its target here took it in; the
     /// store forgets it after the round (its data is the target's now).
     pub merged: bool,
-    /// Ticks since this peer last knew a leader.
+    /// Ticks since this peer last knew a leader; for a naive peer (see
+    /// [`Peer::is_naive`]), which never campaigns and so keeps naming a
+    /// leader that may have dropped it, ticks since it last heard any
+    /// Raft message.
     pub leaderless_ticks: u64,
+    /// Whether a Raft message reached this peer since the last tick.
+    pub heard: bool,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
     urgent_index: u64,
@@ -264,6 +269,7 @@ impl Peer {
             compact_proposed: 0,
             merged: false,
             leaderless_ticks: 0,
+            heard: false,
             urgent_index: 0,
             written: Arc::default(),
             read_progress: Arc::default(),
@@ -273,6 +279,14 @@ impl Peer {
 
     pub fn is_initialized(&self) -> bool {
         !self.region.peers.is_empty()
+    }
+
+    /// Whether this peer never campaigns (it holds nothing yet, or is a
+    /// learner), so it keeps naming a leader that may have removed it and
+    /// gone quiet: only hearing nothing tells such a peer it may be stale
+    /// (TiKV's "naive" peer).
+    pub fn is_naive(&self) -> bool {
+        !self.is_initialized() || !self.raw_node.raft.promotable()
     }
 
     /// A peer of the region by id, from the region or met in messages.

@@ -757,6 +757,7 @@ impl Store {
             return;
         };
         peer.peer_cache.insert(msg.from.id, msg.from.clone());
+        peer.heard = true;
         if let Err(e) = peer.raw_node.step(msg.message) {
             debug!(region_id, error = %e, "raft message rejected");
         }
@@ -869,12 +870,17 @@ impl Store {
         let missing = self.leader_missing_ticks();
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
-            if peer.raw_node.raft.leader_id != raft::INVALID_ID {
+            let heard = std::mem::take(&mut peer.heard);
+            let led = match peer.is_naive() {
+                true => heard,
+                false => peer.raw_node.raft.leader_id != raft::INVALID_ID,
+            };
+            if led {
                 peer.leaderless_ticks = 0;
                 continue;
             }
             peer.leaderless_ticks = peer.leaderless_ticks.saturating_add(1);
-            if peer.is_initialized() && peer.leaderless_ticks.is_multiple_of(missing) {
+            if peer.leaderless_ticks.is_multiple_of(missing) {
                 let _ = self.events.send(StoreEvent::LeaderMissing {
                     region: peer.region.clone(),
                     peer: peer.meta.clone(),
@@ -883,7 +889,37 @@ impl Store {
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(MERGE_CHECK_TICKS) {
+            self.drop_merged_sources();
             self.drive_merges();
+        }
+    }
+
+    /// Destroys the merged-away sources here whose target here is past
+    /// the merge (at or beyond the version it had once it took the source
+    /// in) without having taken them in: it applied a snapshot instead,
+    /// and that snapshot held the source's data, or a region split from
+    /// it since holds it. Waiting would keep the source, and the range it
+    /// blocks, for good (a split target's new region could never start
+    /// here; found by `chaos.rs`).
+    fn drop_merged_sources(&mut self) {
+        let mut past: Vec<u64> = (self.merged_away.iter())
+            .filter(|(_, &(target, merged))| {
+                merged > 0
+                    && self.peers.get(&target).is_some_and(|t| {
+                        t.is_initialized() && crate::region_version(&t.region) >= merged
+                    })
+            })
+            .map(|(source, _)| *source)
+            .collect();
+        past.sort_unstable();
+        for source in past {
+            info!(
+                region_id = source,
+                "merged away, and this store's target is past the merge: destroying the source"
+            );
+            if let Err(e) = self.destroy_leftover(source) {
+                warn!(region_id = source, error = %e, "cannot destroy a merged-away peer");
+            }
         }
     }
 
@@ -896,7 +932,8 @@ impl Store {
     }
 
     /// Destroys this store's peer of a region PD found it stale in, if the
-    /// peer is still as it was reported (`epoch`), knows no leader, and is
+    /// peer is still as it was reported (`epoch`), knows no leader (a naive
+    /// one: has heard nothing for `max_leader_missing`), and is
     /// not a merge source whose target has a peer here, which takes it in
     /// once it catches up. (A target with no peer here yet, which a
     /// merged-away note waits for, is not waited for here: after PD's
@@ -911,8 +948,12 @@ impl Store {
         let Some(peer) = self.peers.get(&region_id) else {
             return Ok(false);
         };
-        let unchanged = peer.region.region_epoch.as_ref() == Some(epoch);
-        if !unchanged || peer.raw_node.raft.leader_id != raft::INVALID_ID {
+        let unchanged = peer.region.region_epoch.clone().unwrap_or_default() == *epoch;
+        let quiet = match peer.is_naive() {
+            true => peer.leaderless_ticks >= self.leader_missing_ticks(),
+            false => peer.raw_node.raft.leader_id == raft::INVALID_ID,
+        };
+        if !unchanged || !quiet {
             return Ok(false);
         }
         let target = (peer.merging.as_ref().map(|m| m.target.id))
@@ -2193,6 +2234,23 @@ mod tests {
         }
     }
 
+    /// Store 1 over `dir`, reporting a peer without a leader after 30
+    /// ticks; its events.
+    fn missing_after_30_ticks(
+        dir: &std::path::Path,
+    ) -> (Store, mpsc::UnboundedReceiver<StoreEvent>) {
+        let (kv, log, snaps) = engines(dir);
+        let (events, rx) = mpsc::unbounded_channel();
+        let cfg = RaftstoreConfig {
+            max_leader_missing: RaftstoreConfig::default().base_tick * 30,
+            ..Default::default()
+        };
+        let transport = Box::new(NoTransport);
+        let store =
+            Store::open(1, cfg, kv, log, snaps, Arc::new(Ignore), transport, events).unwrap();
+        (store, rx)
+    }
+
     #[test]
     fn a_peer_without_a_leader_is_reported_and_destroyed_when_stale() {
         let dir = tempfile::tempdir().unwrap();
@@ -2203,15 +2261,7 @@ mod tests {
             wb.put(tikal_engine::CF_DEFAULT, b"k", b"v");
             kv.write(wb, true).unwrap();
         }
-        let (kv, log, snaps) = engines(dir.path());
-        let (events, mut rx) = mpsc::unbounded_channel();
-        let cfg = RaftstoreConfig {
-            max_leader_missing: RaftstoreConfig::default().base_tick * 30,
-            ..Default::default()
-        };
-        let transport = Box::new(NoTransport);
-        let mut store =
-            Store::open(1, cfg, kv, log, snaps, Arc::new(Ignore), transport, events).unwrap();
+        let (mut store, mut rx) = missing_after_30_ticks(dir.path());
         // Its only other peer never answers: no leader, ever.
         let mut reported = vec![];
         for _ in 0..60 {
@@ -2244,6 +2294,47 @@ mod tests {
             None,
             "its data went with it"
         );
+    }
+
+    #[test]
+    fn a_peer_that_holds_nothing_is_reported_once_it_hears_nothing() {
+        // Store 1 has no region; peer 2 (on store 2) leads region 1 and
+        // adds peer 1, whose store makes it from the first heartbeat. It
+        // never campaigns and keeps naming its leader, so only silence
+        // tells that it may have been removed before its snapshot came.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut rx) = missing_after_30_ticks(dir.path());
+        let mut reported = 0;
+        let mut run = |store: &mut Store, ticks: usize, heartbeat_every: Option<usize>| {
+            for t in 0..ticks {
+                if heartbeat_every.is_some_and(|n| t % n == 0) {
+                    store.step(peer_2_says(MessageType::MsgHeartbeat, 6));
+                }
+                store.tick();
+                store.on_ready().unwrap();
+                while let Ok(ev) = rx.try_recv() {
+                    if let StoreEvent::LeaderMissing { region, peer } = ev {
+                        assert_eq!((region.id, peer.id), (1, 1));
+                        reported += 1;
+                    }
+                }
+            }
+            reported
+        };
+        // While its leader's heartbeats come, it is a member waiting.
+        assert_eq!(run(&mut store, 60, Some(5)), 0);
+        assert_eq!(store.peers[&1].raw_node.raft.leader_id, 2);
+        assert!(!store.peers[&1].is_initialized());
+        let epoch = metapb::RegionEpoch::default();
+        assert!(
+            !store.destroy_stale_peer(1, &epoch).unwrap(),
+            "it hears its leader"
+        );
+        // Removed: nothing comes any more.
+        assert_eq!(run(&mut store, 60, None), 2, "once per 30 quiet ticks");
+        assert!(store.destroy_stale_peer(1, &epoch).unwrap());
+        assert!(store.peer_status(1).is_none());
+        assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
     }
 
     #[test]
