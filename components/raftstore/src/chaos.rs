@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::apply::ApplyOutput;
 use crate::scenarios::{holds, Cluster, REGION};
 use crate::transport::PeerMessage;
-use crate::{LogGc, Result as StoreResult};
+use crate::{LogGc, Result as StoreResult, StoreEvent};
 use raft::eraftpb::MessageType;
 use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::raft_cmdpb::ChangePeerRequest;
@@ -117,6 +117,8 @@ struct Chaos {
     /// What happened, for a failing seed's report.
     log: Vec<String>,
     reads_checked: usize,
+    /// Peers PD's verdict destroyed while settling.
+    stale_destroyed: usize,
 }
 
 impl Chaos {
@@ -137,6 +139,7 @@ impl Chaos {
             next_write: 0,
             log: vec![],
             reads_checked: 0,
+            stale_destroyed: 0,
         })
     }
 
@@ -519,10 +522,12 @@ impl Chaos {
         for msg in std::mem::take(&mut self.delayed) {
             self.deliver(msg)?;
         }
+        while self.cluster.events.try_recv().is_ok() {}
         for _ in 0..500 {
             for store in self.cluster.stores.values_mut() {
                 store.tick();
             }
+            self.pd_verdicts()?;
             self.cluster.stabilize().map_err(|e| e.to_string())?;
             self.collect_answers();
             self.check_reads()?;
@@ -542,6 +547,59 @@ impl Chaos {
             self.reads.len(),
             status.join("; ")
         ))
+    }
+
+    /// Plays PD's part for peers that report no leader (or, naive, heard
+    /// nothing) for `max_leader_missing`: PD knows a region as the store
+    /// with its newest epoch has it; a region no other store has is
+    /// unknown to PD once another store has a tombstone for it (merged
+    /// away or removed), else known as the asking store has it.
+    fn pd_verdicts(&mut self) -> Res<()> {
+        while let Ok(ev) = self.cluster.events.try_recv() {
+            let StoreEvent::LeaderMissing { region, peer } = ev else {
+                continue;
+            };
+            let s = peer.store_id;
+            let epoch = |r: &metapb::Region| {
+                let e = r.region_epoch.clone().unwrap_or_default();
+                (e.conf_ver, e.version)
+            };
+            let others = (self.cluster.stores.iter()).filter(|(o, _)| **o != s);
+            let newest = (others.clone())
+                .filter_map(|(_, st)| st.region(region.id))
+                .filter(|r| !r.peers.is_empty())
+                .max_by_key(epoch);
+            let gone = (others.map(|(_, st)| st.kv_engine()))
+                .any(|kv| crate::meta::load_tombstone(kv, region.id).is_ok_and(|t| t.is_some()));
+            let own = self
+                .cluster
+                .stores
+                .get(&s)
+                .and_then(|st| st.region(region.id));
+            let known = match newest {
+                Some(r) => Some(r),
+                None if gone => None,
+                None => own.filter(|r| !r.peers.is_empty()),
+            };
+            if !crate::peer_is_stale(&region, peer.id, known.as_ref()) {
+                continue;
+            }
+            let Some(store) = self.cluster.stores.get_mut(&s) else {
+                continue;
+            };
+            let epoch = region.region_epoch.clone().unwrap_or_default();
+            if store
+                .destroy_stale_peer(region.id, &epoch)
+                .map_err(|e| e.to_string())?
+            {
+                self.stale_destroyed += 1;
+                self.log.push(format!(
+                    "settle: PD finds store {s}'s peer of region {} stale; destroyed",
+                    region.id
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every region any store has.
@@ -565,8 +623,8 @@ impl Chaos {
 
     /// Every region any store has has one leader; every store its leader
     /// names has a peer of it at the same epoch, not merging, applied to
-    /// the leader's commit index, and no other store has one (but for an
-    /// uninitialized one); every write and read is answered.
+    /// the leader's commit index, and no other store has one; every write
+    /// and read is answered.
     fn settled(&self) -> bool {
         let region_settled = |id: u64| {
             let Some((l, region)) = self.led(id) else {
@@ -585,11 +643,8 @@ impl Chaos {
                             && r.region_epoch == region.region_epoch
                     }
                     (false, None, _) => true,
-                    // A peer added and removed before its snapshot came:
-                    // it holds nothing, and only PD's check of peers whose
-                    // leader stays silent would remove it (not simulated;
-                    // see docs/robustness.md).
-                    (false, Some(_), Some(r)) => r.peers.is_empty(),
+                    // A peer added and removed before its snapshot came
+                    // goes by PD's verdict too.
                     _ => false,
                 }
             })
@@ -662,6 +717,7 @@ struct Outcome {
     term: u64,
     conf_ver: u64,
     regions: usize,
+    stale_destroyed: usize,
 }
 
 /// Runs one seed's schedule of `steps` actions and checks what must hold.
@@ -714,6 +770,7 @@ fn run(seed: u64, steps: usize, mode: Mode) -> Res<Outcome> {
         term,
         conf_ver,
         regions: chaos.region_ids().len(),
+        stale_destroyed: chaos.stale_destroyed,
     })
 }
 
@@ -743,8 +800,9 @@ fn run_seeds(found: &[u64], mode: Mode) {
                 assert!(o.acked > 0, "seed {seed}: no write was acknowledged");
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} reads checked, \
-                     {} snapshots sent, {} regions, region 1 at term {} and conf_ver {}",
-                    o.acked, o.reads, o.snapshots, o.regions, o.term, o.conf_ver
+                     {} snapshots sent, {} regions, region 1 at term {} and conf_ver {}, \
+                     {} stale peers destroyed by PD's verdict",
+                    o.acked, o.reads, o.snapshots, o.regions, o.term, o.conf_ver, o.stale_destroyed
                 );
             }
             Err(e) => failures.push(e),
@@ -771,6 +829,8 @@ fn random_fault_schedules_with_splits_and_merges() {
 
 #[test]
 fn random_fault_schedules_with_membership_changes() {
-    // Seed 69: a leader that applied its own removal stopped raft-rs.
-    run_seeds(&[69], Mode::Membership);
+    // Seed 69: a leader that applied its own removal stopped raft-rs; 118
+    // and 175: a peer removed before its snapshot came stayed, naming a
+    // leader that had dropped it, until PD's verdict for naive peers.
+    run_seeds(&[69, 118, 175], Mode::Membership);
 }

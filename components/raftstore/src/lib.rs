@@ -66,6 +66,24 @@ pub fn region_version(region: &metapb::Region) -> u64 {
     region.region_epoch.as_ref().map_or(0, |e| e.version)
 }
 
+/// Whether a store's peer `peer_id` of `local` is stale, given the
+/// region as PD knows it (its verdict on a peer that reports no leader): PD knows no such region (merged away, or never
+/// reported — after `max-leader-missing-duration`), or knows it at a newer
+/// epoch without this peer (removed while this store was away).
+pub fn peer_is_stale(local: &metapb::Region, peer_id: u64, known: Option<&metapb::Region>) -> bool {
+    let Some(known) = known else {
+        return true;
+    };
+    if known.peers.iter().any(|p| p.id == peer_id) {
+        return false;
+    }
+    let (ours, theirs) = (
+        local.region_epoch.clone().unwrap_or_default(),
+        known.region_epoch.clone().unwrap_or_default(),
+    );
+    theirs.conf_ver > ours.conf_ver || theirs.version > ours.version
+}
+
 /// Why a proposal or region lookup failed. Mapped to kvproto region errors at
 /// the gRPC edge.
 #[derive(Debug, thiserror::Error)]
@@ -127,3 +145,37 @@ impl RaftstoreError {
 }
 
 pub type Result<T> = std::result::Result<T, RaftstoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(version: u64, conf_ver: u64, peers: &[u64]) -> metapb::Region {
+        metapb::Region {
+            id: 7,
+            region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+            peers: peers
+                .iter()
+                .map(|&id| metapb::Peer {
+                    id,
+                    store_id: id,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_peer_is_stale_only_when_pd_shows_the_region_moved_on_without_it() {
+        let local = region(5, 3, &[1, 2, 3]);
+        // Merged away (or never known): stale.
+        assert!(peer_is_stale(&local, 3, None));
+        // Removed while this store was away: a newer epoch without it.
+        assert!(peer_is_stale(&local, 3, Some(&region(5, 4, &[1, 2, 4]))));
+        assert!(peer_is_stale(&local, 3, Some(&region(6, 3, &[1, 2, 4]))));
+        // Still a member, or PD not yet past our epoch: not stale.
+        assert!(!peer_is_stale(&local, 3, Some(&region(9, 9, &[1, 2, 3]))));
+        assert!(!peer_is_stale(&local, 3, Some(&region(5, 3, &[1, 2]))));
+    }
+}

@@ -168,7 +168,8 @@ pub(crate) struct Cluster {
     pub(crate) incarnations: BTreeMap<u64, u64>,
     /// The id the next region a split makes gets.
     next_region: u64,
-    _events: mpsc::UnboundedReceiver<StoreEvent>,
+    /// What the stores report to PD (only `chaos.rs` reads them).
+    pub(crate) events: mpsc::UnboundedReceiver<StoreEvent>,
     events_tx: mpsc::UnboundedSender<StoreEvent>,
 }
 
@@ -183,7 +184,7 @@ impl Cluster {
             proposals: vec![],
             incarnations: (1..=voters).map(|s| (s, 1)).collect(),
             next_region: 2,
-            _events: events,
+            events,
             events_tx,
         };
         let region = metapb::Region {
@@ -234,6 +235,9 @@ impl Cluster {
                 count_limit: u64::MAX,
                 size_limit: u64::MAX,
             },
+            // A peer that hears no leader for this long asks PD (`chaos.rs`
+            // plays PD's part).
+            max_leader_missing: RaftstoreConfig::default().base_tick * 50,
             ..Default::default()
         };
         let transport = Box::new(SimTransport(self.network.clone()));

@@ -217,7 +217,7 @@ impl Flows {
 /// long, and destroys the peer if PD shows it stale.
 async fn check_stale(pd: &PdClient, router: &Router, region: metapb::Region, peer_id: u64) {
     match pd.region_by_id(region.id).await {
-        Ok(known) if is_stale(&region, peer_id, known.as_ref()) => {
+        Ok(known) if tikal_raftstore::peer_is_stale(&region, peer_id, known.as_ref()) => {
             info!(
                 region_id = region.id,
                 "PD shows this peer stale; destroying it"
@@ -232,24 +232,6 @@ async fn check_stale(pd: &PdClient, router: &Router, region: metapb::Region, pee
             debug!(region_id = region.id, error = %e, "cannot ask PD about a leaderless peer")
         }
     }
-}
-
-/// Whether this store's peer `peer_id` of `local` is stale, given the
-/// region as PD knows it: PD knows no such region (merged away, or never
-/// reported — after `max-leader-missing-duration`), or knows it at a newer
-/// epoch without this peer (removed while this store was away).
-fn is_stale(local: &metapb::Region, peer_id: u64, known: Option<&metapb::Region>) -> bool {
-    let Some(known) = known else {
-        return true;
-    };
-    if known.peers.iter().any(|p| p.id == peer_id) {
-        return false;
-    }
-    let (ours, theirs) = (
-        local.region_epoch.clone().unwrap_or_default(),
-        known.region_epoch.clone().unwrap_or_default(),
-    );
-    theirs.conf_ver > ours.conf_ver || theirs.version > ours.version
 }
 
 /// Sends one heartbeat if this store leads the region; true if the stream is gone.
@@ -295,38 +277,4 @@ fn disk_space(dir: &std::path::Path) -> (u64, u64) {
     }
     let frsize = st.f_frsize as u64;
     (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn region(version: u64, conf_ver: u64, peers: &[u64]) -> metapb::Region {
-        metapb::Region {
-            id: 7,
-            region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
-            peers: peers
-                .iter()
-                .map(|&id| metapb::Peer {
-                    id,
-                    store_id: id,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_peer_is_stale_only_when_pd_shows_the_region_moved_on_without_it() {
-        let local = region(5, 3, &[1, 2, 3]);
-        // Merged away (or never known): stale.
-        assert!(is_stale(&local, 3, None));
-        // Removed while this store was away: a newer epoch without it.
-        assert!(is_stale(&local, 3, Some(&region(5, 4, &[1, 2, 4]))));
-        assert!(is_stale(&local, 3, Some(&region(6, 3, &[1, 2, 4]))));
-        // Still a member, or PD not yet past our epoch: not stale.
-        assert!(!is_stale(&local, 3, Some(&region(9, 9, &[1, 2, 3]))));
-        assert!(!is_stale(&local, 3, Some(&region(5, 3, &[1, 2]))));
-    }
 }
