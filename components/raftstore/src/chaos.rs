@@ -9,7 +9,8 @@
 //! `CHAOS_SEEDS=first..last CHAOS_STEPS=n cargo test -p tikal-raftstore chaos`.
 //! `CHAOS_LOG=info` (a tracing filter) prints the stores' logs, each line
 //! under the store it came from; `CHAOS_TAIL=n` shows a failing seed's
-//! last n actions (default 40).
+//! last n actions (default 40); `CHAOS_PD=1` plays PD's stale-peer
+//! verdict during the faults too, not only while the cluster settles.
 //!
 //! What must hold, whatever the schedule:
 //! - no store's round fails or panics;
@@ -117,8 +118,12 @@ struct Chaos {
     /// What happened, for a failing seed's report.
     log: Vec<String>,
     reads_checked: usize,
-    /// Peers PD's verdict destroyed while settling.
+    /// Peers PD's verdict destroyed.
     stale_destroyed: usize,
+    /// Whether PD's verdicts also come during the faults, not only while
+    /// settling (`CHAOS_PD=1`; a survey knob, since it changes every
+    /// seed's schedule).
+    pd_during_steps: bool,
 }
 
 impl Chaos {
@@ -140,6 +145,7 @@ impl Chaos {
             log: vec![],
             reads_checked: 0,
             stale_destroyed: 0,
+            pd_during_steps: std::env::var("CHAOS_PD").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -357,6 +363,9 @@ impl Chaos {
                 }
             }
         }
+        if self.pd_during_steps {
+            self.pd_verdicts()?;
+        }
         self.collect_answers();
         self.check_reads()
     }
@@ -552,8 +561,8 @@ impl Chaos {
     /// Plays PD's part for peers that report no leader (or, naive, heard
     /// nothing) for `max_leader_missing`: PD knows a region as the store
     /// with its newest epoch has it; a region no other store has is
-    /// unknown to PD once another store has a tombstone for it (merged
-    /// away or removed), else known as the asking store has it.
+    /// unknown to PD once another store took it in by a merge, else known
+    /// as the asking store has it.
     fn pd_verdicts(&mut self) -> Res<()> {
         while let Ok(ev) = self.cluster.events.try_recv() {
             let StoreEvent::LeaderMissing { region, peer } = ev else {
@@ -570,7 +579,7 @@ impl Chaos {
                 .filter(|r| !r.peers.is_empty())
                 .max_by_key(epoch);
             let gone = (others.map(|(_, st)| st.kv_engine()))
-                .any(|kv| crate::meta::load_tombstone(kv, region.id).is_ok_and(|t| t.is_some()));
+                .any(|kv| crate::meta::load_merged_into(kv, region.id).is_ok_and(|t| t.is_some()));
             let own = self
                 .cluster
                 .stores
@@ -594,7 +603,7 @@ impl Chaos {
             {
                 self.stale_destroyed += 1;
                 self.log.push(format!(
-                    "settle: PD finds store {s}'s peer of region {} stale; destroyed",
+                    "PD finds store {s}'s peer of region {} stale; destroyed",
                     region.id
                 ));
             }
@@ -677,6 +686,17 @@ impl Chaos {
                 .collect();
             keys.join(" ")
         };
+        // Every acknowledged write is in some region: its data cannot
+        // be checked once no region holds its key.
+        for w in self.writes.iter().filter(|w| w.acked == Some(true)) {
+            let key = write_key(w.n);
+            let held = (self.region_ids().into_iter())
+                .filter_map(|id| self.led(id))
+                .any(|(_, r)| holds(&r, &key));
+            if !held {
+                return Err(format!("acknowledged write {} is in no region", w.n));
+            }
+        }
         for id in self.region_ids() {
             let (l, region) = self.led(id).ok_or("a region without one leader")?;
             let reference = scan(&self.cluster.stores[&l], &region)?;
