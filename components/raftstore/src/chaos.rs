@@ -281,7 +281,7 @@ impl Chaos {
                     return Ok(());
                 };
                 let must_see = (self.writes.iter())
-                    .filter(|w| w.acked == Some(true) && holds(&region, &write_key(w.n)))
+                    .filter(|w| w.acked == Some(true) && holds(&region, write_key(w.n)))
                     .map(|w| w.n)
                     .collect();
                 let (tx, answer) = oneshot::channel();
@@ -590,7 +590,12 @@ impl Chaos {
                 None if gone => None,
                 None => own.filter(|r| !r.peers.is_empty()),
             };
-            if !crate::peer_is_stale(&region, peer.id, known.as_ref()) {
+            // PD's region at the peer's start key: the newest any store has.
+            let covering = (self.cluster.stores.values())
+                .flat_map(|st| st.regions())
+                .filter(|r| !r.peers.is_empty() && holds(r, &region.start_key))
+                .max_by_key(epoch);
+            if !crate::peer_is_stale(&region, peer.id, known.as_ref(), covering.as_ref()) {
                 continue;
             }
             let Some(store) = self.cluster.stores.get_mut(&s) else {

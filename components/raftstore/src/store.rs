@@ -1682,7 +1682,7 @@ fn under_snapshot(
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
 /// share a key.
-fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
+pub(crate) fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
     (end.is_empty() || r.start_key.as_slice() < end)
         && (r.end_key.is_empty() || start < r.end_key.as_slice())
 }
