@@ -590,12 +590,7 @@ impl Chaos {
                 None if gone => None,
                 None => own.filter(|r| !r.peers.is_empty()),
             };
-            // PD's region at the peer's start key: the newest any store has.
-            let covering = (self.cluster.stores.values())
-                .flat_map(|st| st.regions())
-                .filter(|r| !r.peers.is_empty() && holds(r, &region.start_key))
-                .max_by_key(epoch);
-            if !crate::peer_is_stale(&region, peer.id, known.as_ref(), covering.as_ref()) {
+            if !crate::peer_is_stale(&region, peer.id, known.as_ref()) {
                 continue;
             }
             let Some(store) = self.cluster.stores.get_mut(&s) else {
@@ -603,7 +598,7 @@ impl Chaos {
             };
             let epoch = region.region_epoch.clone().unwrap_or_default();
             if store
-                .destroy_stale_peer(region.id, &epoch)
+                .destroy_stale_peer(region.id, peer.id, &epoch)
                 .map_err(|e| e.to_string())?
             {
                 self.stale_destroyed += 1;

@@ -67,31 +67,22 @@ pub fn region_version(region: &metapb::Region) -> u64 {
 }
 
 /// Whether a store's peer `peer_id` of `local` is stale, given the
-/// region as PD knows it by id (`known`) and PD's region holding the
-/// local region's start key (`covering`): PD's verdict on a peer that
-/// reports no leader. Stale if PD knows the region at a newer epoch
-/// without this peer (removed while its store was away), or knows no
-/// such region and either the peer holds nothing or a newer region
-/// (higher version) covers its range (it merged away). A region PD never
-/// heard of (a split whose report and heartbeats were lost) is kept, as
-/// TiKV keeps it: destroyed, its data would be gone.
-pub fn peer_is_stale(
-    local: &metapb::Region,
-    peer_id: u64,
-    known: Option<&metapb::Region>,
-    covering: Option<&metapb::Region>,
-) -> bool {
-    let epoch = |r: &metapb::Region| r.region_epoch.clone().unwrap_or_default();
+/// region as PD knows it (`known`): PD's verdict on a peer that reports
+/// no leader. Stale if PD knows the region at a newer epoch without this
+/// peer (removed while its store was away), or knows no such region and
+/// the peer holds nothing. A region PD does not know that holds data is
+/// kept, as TiKV keeps it: it may have merged away while this store's
+/// target peer is behind (which takes its data in when it applies the
+/// CommitMerge), or split with its report lost. Merged-away leftovers are
+/// told so by the other stores instead.
+pub fn peer_is_stale(local: &metapb::Region, peer_id: u64, known: Option<&metapb::Region>) -> bool {
     let Some(known) = known else {
-        let superseded = covering.is_some_and(|c| {
-            let range = (local.start_key.as_slice(), local.end_key.as_slice());
-            store::overlaps(c, range) && epoch(c).version > epoch(local).version
-        });
-        return local.peers.is_empty() || superseded;
+        return local.peers.is_empty();
     };
     if known.peers.iter().any(|p| p.id == peer_id) {
         return false;
     }
+    let epoch = |r: &metapb::Region| r.region_epoch.clone().unwrap_or_default();
     let (ours, theirs) = (epoch(local), epoch(known));
     theirs.conf_ver > ours.conf_ver || theirs.version > ours.version
 }
@@ -182,71 +173,19 @@ mod tests {
     fn a_peer_is_stale_only_when_pd_shows_the_region_moved_on_without_it() {
         let local = region(5, 3, &[1, 2, 3]);
         // Removed while this store was away: a newer epoch without it.
-        assert!(peer_is_stale(
-            &local,
-            3,
-            Some(&region(5, 4, &[1, 2, 4])),
-            None
-        ));
-        assert!(peer_is_stale(
-            &local,
-            3,
-            Some(&region(6, 3, &[1, 2, 4])),
-            None
-        ));
+        assert!(peer_is_stale(&local, 3, Some(&region(5, 4, &[1, 2, 4]))));
+        assert!(peer_is_stale(&local, 3, Some(&region(6, 3, &[1, 2, 4]))));
         // Still a member, or PD not yet past our epoch: not stale.
-        assert!(!peer_is_stale(
-            &local,
-            3,
-            Some(&region(9, 9, &[1, 2, 3])),
-            None
-        ));
-        assert!(!peer_is_stale(
-            &local,
-            3,
-            Some(&region(5, 3, &[1, 2])),
-            None
-        ));
-    }
-
-    #[test]
-    fn a_region_pd_does_not_know_is_stale_only_once_a_newer_one_covers_it() {
-        let mut local = region(5, 3, &[1, 2, 3]);
-        (local.start_key, local.end_key) = (b"c".to_vec(), b"f".to_vec());
-        let covering = |version, start: &[u8], end: &[u8]| metapb::Region {
-            id: 9,
-            start_key: start.to_vec(),
-            end_key: end.to_vec(),
-            ..region(version, 1, &[1, 2, 3])
-        };
-        // Merged into a region that holds its range now.
-        assert!(peer_is_stale(
-            &local,
-            3,
-            None,
-            Some(&covering(6, b"a", b""))
-        ));
-        // Never reported (a split whose report was lost): PD has nothing
-        // there, or the parent at an older version, or a region that
-        // does not reach the range.
-        assert!(!peer_is_stale(&local, 3, None, None));
-        assert!(!peer_is_stale(
-            &local,
-            3,
-            None,
-            Some(&covering(5, b"a", b""))
-        ));
-        assert!(!peer_is_stale(
-            &local,
-            3,
-            None,
-            Some(&covering(7, b"a", b"c"))
-        ));
-        // A peer that holds nothing loses nothing.
+        assert!(!peer_is_stale(&local, 3, Some(&region(9, 9, &[1, 2, 3]))));
+        assert!(!peer_is_stale(&local, 3, Some(&region(5, 3, &[1, 2]))));
+        // PD knows no such region: kept if it holds data (merged away
+        // while a target here is behind, or a split whose report was
+        // lost), stale if it holds nothing.
+        assert!(!peer_is_stale(&local, 3, None));
         let uninitialized = metapb::Region {
             id: 7,
             ..Default::default()
         };
-        assert!(peer_is_stale(&uninitialized, 3, None, None));
+        assert!(peer_is_stale(&uninitialized, 3, None));
     }
 }

@@ -113,6 +113,7 @@ enum Msg {
     },
     DestroyStale {
         region_id: u64,
+        peer_id: u64,
         epoch: metapb::RegionEpoch,
     },
     Stop,
@@ -306,10 +307,15 @@ impl Router {
         .await
     }
 
-    /// Destroys this store's peer of the region, which PD found stale, if
-    /// it is still at `epoch` and knows no leader.
-    pub fn destroy_stale_peer(&self, region_id: u64, epoch: metapb::RegionEpoch) {
-        let _ = self.tx.send(Msg::DestroyStale { region_id, epoch });
+    /// Destroys this store's peer `peer_id` of the region, which PD found
+    /// stale, if it is still at `epoch` and still without a leader (see
+    /// [`Store::destroy_stale_peer`]).
+    pub fn destroy_stale_peer(&self, region_id: u64, peer_id: u64, epoch: metapb::RegionEpoch) {
+        let _ = self.tx.send(Msg::DestroyStale {
+            region_id,
+            peer_id,
+            epoch,
+        });
     }
 
     /// Sends an admin command and waits for the regions it left.
@@ -607,8 +613,12 @@ impl Runner {
                 target,
                 cb,
             } => self.store.propose_prepare_merge(region_id, target, cb),
-            Msg::DestroyStale { region_id, epoch } => {
-                if let Err(e) = self.store.destroy_stale_peer(region_id, &epoch) {
+            Msg::DestroyStale {
+                region_id,
+                peer_id,
+                epoch,
+            } => {
+                if let Err(e) = self.store.destroy_stale_peer(region_id, peer_id, &epoch) {
                     warn!(region_id, error = %e, "cannot destroy a stale peer");
                 }
             }

@@ -48,7 +48,7 @@
 //! heal                      reconnect everyone
 //! restart S                 stop store S and reopen it from its engines
 //! pd_says_stale S region=R  PD tells store S its peer of region R is stale
-//!                           (the answer to a peer that knows no leader)
+//!                           (the answer to a peer that reports no leader)
 //! status [region=R]         each store's view of region R (default 1): role,
 //!                           term, leader, commit, applied, first log index
 //! traffic                   messages sent since the last `traffic`: per
@@ -638,7 +638,7 @@ impl goldenscript::Runner for Runner {
                 }
             }
             "pd_says_stale" => {
-                // PD's answer to a store whose peer knows no leader: the
+                // PD's answer to a store whose peer reports no leader: the
                 // region is gone, or has moved on without the peer.
                 let c = self.cluster()?;
                 let s = stores_arg(&args)?
@@ -647,10 +647,12 @@ impl goldenscript::Runner for Runner {
                     .ok_or("pd_says_stale S region=R")?;
                 let region_id: u64 = key_arg(&args, "region").ok_or("region=R")?.parse()?;
                 let store = c.store(s)?;
-                let epoch = (store.region(region_id))
-                    .and_then(|r| r.region_epoch)
-                    .unwrap_or_default();
-                let destroyed = store.destroy_stale_peer(region_id, &epoch)?;
+                let region = store.region(region_id).unwrap_or_default();
+                let peer_id = (region.peers.iter())
+                    .find(|p| p.store_id == s)
+                    .map_or(0, |p| p.id);
+                let epoch = region.region_epoch.unwrap_or_default();
+                let destroyed = store.destroy_stale_peer(region_id, peer_id, &epoch)?;
                 writeln!(out, "destroyed: {destroyed}")?;
             }
             "status" => {

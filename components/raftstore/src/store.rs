@@ -76,8 +76,9 @@ pub struct RaftstoreConfig {
     pub write_bandwidth: u64,
     /// When and where regions split.
     pub split_check: SplitCheckConfig,
-    /// A peer that knows no leader this long is reported
-    /// ([`StoreEvent::LeaderMissing`]), and again each time as long again.
+    /// A peer that knows no leader this long (a naive one: hears nothing)
+    /// is reported ([`StoreEvent::LeaderMissing`]), and again each time as
+    /// long again.
     pub max_leader_missing: Duration,
 }
 
@@ -141,10 +142,11 @@ pub enum StoreEvent {
         region: metapb::Region,
         split_keys: Vec<Vec<u8>>,
     },
-    /// This store's peer of the region has known no leader for
-    /// `max-leader-missing-duration`: it may be stale (its region merged
-    /// away, or it removed while this store was away, with no peer left
-    /// to say so); PD can tell ([`Store::destroy_stale_peer`]).
+    /// This store's peer of the region has known no leader (a naive one:
+    /// heard nothing) for `max-leader-missing-duration`: it may be stale
+    /// (removed while this store was away, or before its snapshot came,
+    /// with no peer left to say so); PD can tell
+    /// ([`Store::destroy_stale_peer`]).
     LeaderMissing {
         region: metapb::Region,
         peer: metapb::Peer,
@@ -871,9 +873,10 @@ impl Store {
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
             let heard = std::mem::take(&mut peer.heard);
-            let led = match peer.is_naive() {
-                true => heard,
-                false => peer.raw_node.raft.leader_id != raft::INVALID_ID,
+            let led = if peer.is_naive() {
+                heard
+            } else {
+                peer.raw_node.raft.leader_id != raft::INVALID_ID
             };
             if led {
                 peer.leaderless_ticks = 0;
@@ -903,8 +906,9 @@ impl Store {
     /// here; found by `chaos.rs`).
     fn drop_merged_sources(&mut self) {
         let mut past: Vec<u64> = (self.merged_away.iter())
-            .filter(|(_, &(target, merged))| {
+            .filter(|(source, &(target, merged))| {
                 merged > 0
+                    && self.peers.contains_key(source)
                     && self.peers.get(&target).is_some_and(|t| {
                         t.is_initialized() && crate::region_version(&t.region) >= merged
                     })
@@ -931,27 +935,30 @@ impl Store {
             .max(1)
     }
 
-    /// Destroys this store's peer of a region PD found it stale in, if the
-    /// peer is still as it was reported (`epoch`), knows no leader (a naive
-    /// one: has heard nothing for `max_leader_missing`), and is
-    /// not a merge source whose target has a peer here, which takes it in
-    /// once it catches up. (A target with no peer here yet, which a
-    /// merged-away note waits for, is not waited for here: after PD's
-    /// long wait, it most likely merged on itself, and waiting would keep
-    /// the source for good.) Its data goes too unless another region here
-    /// overlaps it. True if it was destroyed.
+    /// Destroys this store's peer `peer_id` of a region PD found it stale
+    /// in, if the peer is still as it was reported (`epoch`) and still
+    /// without a leader (a naive one: has heard nothing for
+    /// `max_leader_missing`), and is not a merge source whose target has a
+    /// peer here, which takes it in once it catches up. (A target with no
+    /// peer here yet, which a merged-away note waits for, is not waited
+    /// for here: after PD's long wait, it most likely merged on itself,
+    /// and waiting would keep the source for good.) Its data goes too
+    /// unless another region here overlaps it. True if it was destroyed.
     pub fn destroy_stale_peer(
         &mut self,
         region_id: u64,
+        peer_id: u64,
         epoch: &metapb::RegionEpoch,
     ) -> Result<bool> {
         let Some(peer) = self.peers.get(&region_id) else {
             return Ok(false);
         };
-        let unchanged = peer.region.region_epoch.clone().unwrap_or_default() == *epoch;
-        let quiet = match peer.is_naive() {
-            true => peer.leaderless_ticks >= self.leader_missing_ticks(),
-            false => peer.raw_node.raft.leader_id == raft::INVALID_ID,
+        let unchanged = peer.meta.id == peer_id
+            && peer.region.region_epoch.clone().unwrap_or_default() == *epoch;
+        let quiet = if peer.is_naive() {
+            !peer.heard && peer.leaderless_ticks >= self.leader_missing_ticks()
+        } else {
+            peer.raw_node.raft.leader_id == raft::INVALID_ID
         };
         if !unchanged || !quiet {
             return Ok(false);
@@ -1391,6 +1398,7 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        self.merged_away.remove(&region_id);
         peer.fail_proposals();
         peer.fail_reads();
         // The merge's batch was written unsynced; its tombstone must be
@@ -2281,9 +2289,13 @@ mod tests {
         // Only as reported: a changed epoch is not destroyed.
         let mut newer = region(&[]).region_epoch.unwrap();
         newer.version += 1;
-        assert!(!store.destroy_stale_peer(1, &newer).unwrap());
+        assert!(!store.destroy_stale_peer(1, 1, &newer).unwrap());
         let epoch = region(&[]).region_epoch.unwrap();
-        assert!(store.destroy_stale_peer(1, &epoch).unwrap());
+        assert!(
+            !store.destroy_stale_peer(1, 2, &epoch).unwrap(),
+            "another peer"
+        );
+        assert!(store.destroy_stale_peer(1, 1, &epoch).unwrap());
         assert!(store.peer_status(1).is_none());
         assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
         assert_eq!(
@@ -2327,12 +2339,23 @@ mod tests {
         assert!(!store.peers[&1].is_initialized());
         let epoch = metapb::RegionEpoch::default();
         assert!(
-            !store.destroy_stale_peer(1, &epoch).unwrap(),
+            !store.destroy_stale_peer(1, 1, &epoch).unwrap(),
             "it hears its leader"
         );
         // Removed: nothing comes any more.
         assert_eq!(run(&mut store, 60, None), 2, "once per 30 quiet ticks");
-        assert!(store.destroy_stale_peer(1, &epoch).unwrap());
+        // A message between the report and PD's answer keeps it.
+        store.step(peer_2_says(MessageType::MsgHeartbeat, 6));
+        assert!(
+            !store.destroy_stale_peer(1, 1, &epoch).unwrap(),
+            "it just heard"
+        );
+        assert_eq!(run(&mut store, 31, None), 3);
+        assert!(
+            !store.destroy_stale_peer(1, 2, &epoch).unwrap(),
+            "another peer"
+        );
+        assert!(store.destroy_stale_peer(1, 1, &epoch).unwrap());
         assert!(store.peer_status(1).is_none());
         assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
     }

@@ -189,7 +189,8 @@ pub struct RaftstoreSection {
     pub raft_log_gc_size_limit: String,
     pub pd_heartbeat_tick_interval: String,
     pub pd_store_heartbeat_tick_interval: String,
-    /// A peer that knows no leader this long asks PD whether it is stale
+    /// A peer that knows no leader (or, naive, hears nothing) this long
+    /// asks PD whether it is stale
     /// (upstream's key and default).
     pub max_leader_missing_duration: String,
     /// How often leaders look for regions due a split check, and how many

@@ -213,37 +213,25 @@ impl Flows {
     }
 }
 
-/// Asks PD about a region this store's peer has known no leader of for
-/// long, and destroys the peer if PD shows it stale.
+/// Asks PD about a region this store's peer has known no leader of (or,
+/// naive, heard nothing from) for long, and destroys the peer if PD shows
+/// it stale.
 async fn check_stale(pd: &PdClient, router: &Router, region: metapb::Region, peer_id: u64) {
-    let asked = async {
-        let known = pd.region_by_id(region.id).await?;
-        // A region PD does not know is stale only if a newer one covers
-        // its range (it merged away).
-        let covering = match (&known, region.peers.is_empty()) {
-            (None, false) => pd.region_by_key(&region.start_key).await?.0,
-            _ => None,
-        };
-        anyhow::Ok((known, covering))
-    };
-    match asked.await {
-        Ok((known, covering))
-            if tikal_raftstore::peer_is_stale(
-                &region,
-                peer_id,
-                known.as_ref(),
-                covering.as_ref(),
-            ) =>
-        {
+    match pd.region_by_id(region.id).await {
+        Ok(known) if tikal_raftstore::peer_is_stale(&region, peer_id, known.as_ref()) => {
             info!(
                 region_id = region.id,
                 "PD shows this peer stale; destroying it"
             );
-            router.destroy_stale_peer(region.id, region.region_epoch.clone().unwrap_or_default());
+            router.destroy_stale_peer(
+                region.id,
+                peer_id,
+                region.region_epoch.clone().unwrap_or_default(),
+            );
         }
         Ok(_) => debug!(
             region_id = region.id,
-            "no leader, but PD still has this peer or does not know its region"
+            "no leader, but PD still has this peer, or does not know its region"
         ),
         Err(e) => {
             debug!(region_id = region.id, error = %e, "cannot ask PD about a leaderless peer")

@@ -183,14 +183,6 @@ impl PdClient {
 
     /// The leader of the region holding `key`, as PD knows it.
     pub async fn region_leader(&self, key: &[u8]) -> anyhow::Result<Option<metapb::Peer>> {
-        Ok(self.region_by_key(key).await?.1)
-    }
-
-    /// The region holding `key` and its leader, as PD knows them.
-    pub async fn region_by_key(
-        &self,
-        key: &[u8],
-    ) -> anyhow::Result<(Option<metapb::Region>, Option<metapb::Peer>)> {
         let resp = self
             .grpc()
             .get_region(pdpb::GetRegionRequest {
@@ -201,10 +193,7 @@ impl PdClient {
             .await?
             .into_inner();
         check(resp.header.as_ref())?;
-        Ok((
-            resp.region.filter(|r| r.id != 0),
-            resp.leader.filter(|l| l.id != 0),
-        ))
+        Ok(resp.leader.filter(|l| l.id != 0))
     }
 
     /// Reports the store's stats. A store PD has made Tombstone gets
