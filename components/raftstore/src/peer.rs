@@ -1029,23 +1029,19 @@ impl Peer {
                 id
             }
             other => {
-                // Every store of the target holds an initialized source
-                // peer (PrepareMerge needs every peer's log past the
-                // compacted index), so this is not expected.
-                warn!(
-                    region_id = self.region.id,
-                    source = source.id,
-                    "merging a source with no initialized peer here"
-                );
-                if let Some(mut src) = other {
-                    src.merged = true;
+                if let Some(src) = other {
                     others.insert(source.id, src);
                 }
-                source
-                    .peers
-                    .iter()
-                    .find(|p| p.store_id == self.meta.store_id)
-                    .map_or(0, |p| p.id)
+                // Every store of the target holds an initialized source
+                // peer (PrepareMerge needs every peer's log past the
+                // compacted index, and a waiting source is destroyed only
+                // once its target here is gone or past the merge). Taking
+                // the range without the source's data would make this
+                // replica diverge: the store stops instead, as TiKV does.
+                return Err(RaftstoreError::Merge(format!(
+                    "source {} of the CommitMerge at {} has no initialized peer here",
+                    source.id, req.commit
+                )));
             }
         };
         ctx.put_merged_source(source.id, peer_id, crate::region_version(&merged));
