@@ -281,7 +281,7 @@ impl Chaos {
                     return Ok(());
                 };
                 let must_see = (self.writes.iter())
-                    .filter(|w| w.acked == Some(true) && holds(&region, write_key(w.n)))
+                    .filter(|w| w.acked == Some(true) && holds(&region, &write_key(w.n)))
                     .map(|w| w.n)
                     .collect();
                 let (tx, answer) = oneshot::channel();
@@ -688,11 +688,13 @@ impl Chaos {
         };
         // Every acknowledged write is in some region: its data cannot
         // be checked once no region holds its key.
+        let led: Vec<metapb::Region> = (self.region_ids().into_iter())
+            .filter_map(|id| self.led(id))
+            .map(|(_, r)| r)
+            .collect();
         for w in self.writes.iter().filter(|w| w.acked == Some(true)) {
             let key = write_key(w.n);
-            let held = (self.region_ids().into_iter())
-                .filter_map(|id| self.led(id))
-                .any(|(_, r)| holds(&r, &key));
+            let held = led.iter().any(|r| holds(r, &key));
             if !held {
                 return Err(format!("acknowledged write {} is in no region", w.n));
             }

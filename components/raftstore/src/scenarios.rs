@@ -744,8 +744,8 @@ impl goldenscript::Runner for Runner {
 }
 
 /// Whether `key` lies in the region's range.
-pub(crate) fn holds(region: &metapb::Region, key: impl AsRef<[u8]>) -> bool {
-    let key = key.as_ref();
+pub(crate) fn holds(region: &metapb::Region, key: &str) -> bool {
+    let key = key.as_bytes();
     region.start_key.as_slice() <= key
         && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }

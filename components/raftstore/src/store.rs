@@ -1690,7 +1690,7 @@ fn under_snapshot(
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
 /// share a key.
-pub(crate) fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
+fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
     (end.is_empty() || r.start_key.as_slice() < end)
         && (r.end_key.is_empty() || start < r.end_key.as_slice())
 }
@@ -2259,6 +2259,18 @@ mod tests {
         (store, rx)
     }
 
+    /// PD's verdict at `epoch` destroys region 1's peer 1 and no other
+    /// id, leaving its tombstone.
+    fn destroyed_as_peer_1_only(store: &mut Store, epoch: &metapb::RegionEpoch) {
+        assert!(
+            !store.destroy_stale_peer(1, 2, epoch).unwrap(),
+            "another peer"
+        );
+        assert!(store.destroy_stale_peer(1, 1, epoch).unwrap());
+        assert!(store.peer_status(1).is_none());
+        assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
+    }
+
     #[test]
     fn a_peer_without_a_leader_is_reported_and_destroyed_when_stale() {
         let dir = tempfile::tempdir().unwrap();
@@ -2291,13 +2303,7 @@ mod tests {
         newer.version += 1;
         assert!(!store.destroy_stale_peer(1, 1, &newer).unwrap());
         let epoch = region(&[]).region_epoch.unwrap();
-        assert!(
-            !store.destroy_stale_peer(1, 2, &epoch).unwrap(),
-            "another peer"
-        );
-        assert!(store.destroy_stale_peer(1, 1, &epoch).unwrap());
-        assert!(store.peer_status(1).is_none());
-        assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
+        destroyed_as_peer_1_only(&mut store, &epoch);
         assert_eq!(
             store
                 .kv_engine()
@@ -2351,13 +2357,7 @@ mod tests {
             "it just heard"
         );
         assert_eq!(run(&mut store, 31, None), 3);
-        assert!(
-            !store.destroy_stale_peer(1, 2, &epoch).unwrap(),
-            "another peer"
-        );
-        assert!(store.destroy_stale_peer(1, 1, &epoch).unwrap());
-        assert!(store.peer_status(1).is_none());
-        assert_eq!(meta::load_tombstone(store.kv_engine(), 1).unwrap(), Some(1));
+        destroyed_as_peer_1_only(&mut store, &epoch);
     }
 
     #[test]
