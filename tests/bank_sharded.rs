@@ -69,7 +69,7 @@ async fn bank_total_holds_while_regions_split_and_leaders_move() {
             }
         }
     };
-    let report = bank::run(&t, bank::secs(20), moves).await;
+    let report = bank::run(&t.pd(), bank::secs(20), moves).await;
     report.check();
 
     let (first, last) = (first.into_inner(), last.into_inner());

@@ -211,6 +211,6 @@ async fn two_transactions_locking_in_opposite_orders_one_deadlocks_one_commits()
 #[tokio::test(flavor = "multi_thread")]
 async fn bank_transfers_keep_the_total_and_apply_each_commit_once() {
     let t = TestCluster::start(1).await;
-    let report = bank::run(&t, bank::secs(30), |_| std::future::ready(())).await;
+    let report = bank::run(&t.pd(), bank::secs(30), |_| std::future::ready(())).await;
     report.check();
 }

@@ -11,9 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tikv_client::{Transaction, TransactionClient};
-
-use super::TestCluster;
+use tikv_client::{TimestampExt, Transaction, TransactionClient};
 
 const ACCOUNTS: usize = 100;
 const INITIAL: i64 = 1_000;
@@ -56,7 +54,8 @@ fn record_key(client: usize, seq: u64) -> String {
     format!("xfer:{client}:{seq:08}")
 }
 
-/// One attempt at a transfer; Ok(None) when `from` cannot afford it.
+/// One attempt at a transfer, up to its commit; Ok(None) when `from`
+/// cannot afford it.
 async fn try_transfer(
     txn: &mut Transaction,
     pessimistic: bool,
@@ -81,7 +80,6 @@ async fn try_transfer(
     txn.put(from, (fb - x.amount).to_string()).await?;
     txn.put(to, (tb + x.amount).to_string()).await?;
     txn.put(record.to_owned(), x.encode()).await?;
-    txn.commit().await?;
     Ok(Some(()))
 }
 
@@ -113,16 +111,26 @@ async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientL
         } else {
             c.begin_optimistic().await.unwrap()
         };
-        match try_transfer(&mut txn, pessimistic, x, &record).await {
-            Ok(Some(())) => {
+        let tried = try_transfer(&mut txn, pessimistic, x, &record).await;
+        if !matches!(tried, Ok(Some(()))) {
+            // Nothing can commit before the commit starts: roll back (at
+            // most pessimistic locks, which also expire) and move on.
+            log.retries += u64::from(tried.is_err());
+            let _ = txn.rollback().await;
+            continue;
+        }
+        match txn.commit().await {
+            Ok(_) => {
                 log.committed.insert(record, x);
             }
-            Ok(None) => txn.rollback().await.unwrap(),
             Err(_) => {
-                // Conflict, deadlock or lock timeout: roll back and move
-                // on. If the rollback fails too, the commit may have landed.
+                // Conflict, or a store lost mid-commit. An optimistic
+                // rollback (BatchRollback) that succeeds means the commit
+                // never will; a failed one, that it may have landed. A
+                // pessimistic rollback (PessimisticRollback) only drops
+                // pessimistic locks and succeeds whatever the commit did.
                 log.retries += 1;
-                if txn.rollback().await.is_err() {
+                if txn.rollback().await.is_err() || pessimistic {
                     log.unknown.insert(record, x);
                 }
             }
@@ -158,10 +166,72 @@ pub fn secs(default: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
-async fn client(t: &TestCluster) -> TransactionClient {
-    TransactionClient::new(vec![t.pd()])
+async fn client(pd: &str) -> TransactionClient {
+    TransactionClient::new(vec![pd.to_owned()])
         .await
         .expect("TransactionClient connects to PD")
+}
+
+/// The transaction and primary key of a `TxnNotFound` in `e`.
+fn txn_not_found(e: &tikv_client::Error) -> Option<(u64, Vec<u8>)> {
+    use tikv_client::Error;
+    match e {
+        Error::KeyError(ke) => {
+            (ke.txn_not_found.as_ref()).map(|t| (t.start_ts, t.primary_key.clone()))
+        }
+        Error::MultipleKeyErrors(es) | Error::ExtractedErrors(es) => {
+            es.iter().find_map(txn_not_found)
+        }
+        _ => None,
+    }
+}
+
+/// What the official Go client does and the Rust one (0.4) does not: a
+/// lock whose primary holds neither a lock nor a commit or rollback record
+/// (its prewrite failed, and so did the rollback, while a store was down)
+/// is answered `TxnNotFound` by CheckTxnStatus (as TiKV answers it), and
+/// once the lock expired the client asks again with
+/// `rollback_if_not_exist`. The Rust client means to, but its match misses
+/// the error as its plan wraps it (`MultipleKeyErrors`), so every read of
+/// the key fails. With the bank's clients stopped, ask for it.
+async fn roll_back_missing_primary(pd: &str, c: &TransactionClient, start_ts: u64, primary: &[u8]) {
+    let Ok(now) = c.current_timestamp().await else {
+        return;
+    };
+    let mut d = super::direct_at_pd(pd, &tikal_codec::mvcc_key::encode_key(primary)).await;
+    let req = tikal_proto::kvrpcpb::CheckTxnStatusRequest {
+        context: Some(d.ctx.clone()),
+        primary_key: primary.to_vec(),
+        lock_ts: start_ts,
+        current_ts: now.version(),
+        rollback_if_not_exist: true,
+        ..Default::default()
+    };
+    let answer = d.tikv.kv_check_txn_status(req).await;
+    eprintln!("bank: rolled back txn {start_ts}, whose primary was never written: {answer:?}");
+}
+
+/// The total, the transfer records by key and every balance, read once the
+/// clients stopped.
+async fn final_state(
+    c: &TransactionClient,
+) -> tikv_client::Result<(i64, HashMap<String, Transfer>, Vec<i64>)> {
+    let total = snapshot_total(c).await?;
+    let mut r = c.begin_optimistic().await?;
+    let records = r
+        .scan("xfer:".to_owned().."xfer;".to_owned(), u32::MAX)
+        .await?
+        .map(|p| {
+            let key = String::from_utf8(Vec::from(p.key().clone())).unwrap();
+            (key, Transfer::decode(p.value()))
+        })
+        .collect();
+    let mut balances = vec![];
+    for i in 0..ACCOUNTS {
+        balances.push(number(r.get(account(i)).await?));
+    }
+    r.commit().await?;
+    Ok((total, records, balances))
 }
 
 /// What a bank run saw.
@@ -177,14 +247,16 @@ pub struct Report {
     gave_up: u64,
 }
 
-/// Runs the bank for `length` while `during(until)` runs beside it, then
-/// reads the final state.
-pub async fn run<F, Fut>(t: &TestCluster, length: Duration, during: F) -> Report
+/// Runs the bank against the cluster whose PD is at `pd` for `length`
+/// while `during(until)` runs beside it, then reads the final state
+/// (retrying for up to a minute: `during` may have left locks behind whose
+/// transactions a store's death cut short).
+pub async fn run<F, Fut>(pd: &str, length: Duration, during: F) -> Report
 where
     F: FnOnce(Instant) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let c = client(t).await;
+    let c = client(pd).await;
     let mut init = c.begin_optimistic().await.unwrap();
     for i in 0..ACCOUNTS {
         init.put(account(i), INITIAL.to_string()).await.unwrap();
@@ -194,7 +266,7 @@ where
     let until = Instant::now() + length;
     let mut workers = vec![];
     for id in 0..CLIENTS {
-        let c = client(t).await;
+        let c = client(pd).await;
         workers.push(tokio::spawn(bank_client(c, id, until)));
     }
     let reads = async {
@@ -216,27 +288,24 @@ where
         logs.push(w.await.unwrap());
     }
 
-    let final_total = snapshot_total(&c).await.unwrap();
-    let mut r = c.begin_optimistic().await.unwrap();
-    let records: HashMap<String, Transfer> = r
-        .scan("xfer:".to_owned().."xfer;".to_owned(), u32::MAX)
-        .await
-        .unwrap()
-        .map(|p| {
-            let key = String::from_utf8(Vec::from(p.key().clone())).unwrap();
-            (key, Transfer::decode(p.value()))
-        })
-        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (final_total, records, balances) = loop {
+        match final_state(&c).await {
+            Ok(state) => break state,
+            Err(e) if Instant::now() > deadline => panic!("reading the bank's final state: {e}"),
+            Err(e) => {
+                if let Some((start_ts, primary)) = txn_not_found(&e) {
+                    roll_back_missing_primary(pd, &c, start_ts, &primary).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+        }
+    };
     let mut expected = vec![INITIAL; ACCOUNTS];
     for x in records.values() {
         expected[x.from] -= x.amount;
         expected[x.to] += x.amount;
     }
-    let mut balances = vec![];
-    for i in 0..ACCOUNTS {
-        balances.push(number(r.get(account(i)).await.unwrap()));
-    }
-    r.commit().await.unwrap();
     Report {
         logs,
         records,

@@ -114,8 +114,18 @@ pub async fn pd_client(
     tikal_proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
     Option<tikal_proto::pdpb::RequestHeader>,
 ) {
+    pd_client_at(&t.pd()).await
+}
+
+/// [`pd_client`] for the PD at `pd`.
+pub async fn pd_client_at(
+    pd: &str,
+) -> (
+    tikal_proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+    Option<tikal_proto::pdpb::RequestHeader>,
+) {
     use tikal_proto::pdpb;
-    let mut pd = pdpb::pd_client::PdClient::connect(format!("http://{}", t.pd()))
+    let mut pd = pdpb::pd_client::PdClient::connect(format!("http://{pd}"))
         .await
         .expect("PD answers gRPC");
     let members = pd
@@ -238,16 +248,21 @@ pub async fn direct(t: &TestCluster) -> Direct {
 /// Connects to the store leading the region that holds `key` (as stored:
 /// transactional keys memcomparable-encoded), with a valid Context.
 pub async fn direct_at(t: &TestCluster, key: &[u8]) -> Direct {
-    direct_to(t, key, false).await
+    direct_to(&t.pd(), key, false).await
+}
+
+/// [`direct_at`] in the cluster whose PD is at `pd`.
+pub async fn direct_at_pd(pd: &str, key: &[u8]) -> Direct {
+    direct_to(pd, key, false).await
 }
 
 /// Like [`direct_at`], to a store holding a follower of the region instead.
 pub async fn direct_follower_at(t: &TestCluster, key: &[u8]) -> Direct {
-    direct_to(t, key, true).await
+    direct_to(&t.pd(), key, true).await
 }
 
-async fn direct_to(t: &TestCluster, key: &[u8], follower: bool) -> Direct {
-    let (mut pd, header) = pd_client(t).await;
+async fn direct_to(pd: &str, key: &[u8], follower: bool) -> Direct {
+    let (mut pd, header) = pd_client_at(pd).await;
     let region = pd
         .get_region(pdpb::GetRegionRequest {
             header: header.clone(),

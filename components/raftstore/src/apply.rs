@@ -161,12 +161,17 @@ impl<'a> ApplyContext<'a> {
         crate::meta::delete_merge_state(&mut self.wb, self.region_id);
     }
 
-    /// Forgets region `source_id`, merged into this one, with this round's
+    /// Forgets region `source`, merged into this one, with this round's
     /// writes: a tombstone with its peer here replaces its state, and a
-    /// mark says where it went.
-    pub(crate) fn put_merged_source(&mut self, source_id: u64, peer_id: u64, version: u64) {
-        crate::meta::put_tombstone(&mut self.wb, source_id, peer_id);
-        crate::meta::put_merged_into(&mut self.wb, source_id, self.region_id, version);
+    /// mark says where it went and what it was.
+    pub(crate) fn put_merged_source(
+        &mut self,
+        source: &tikal_proto::metapb::Region,
+        peer_id: u64,
+        version: u64,
+    ) {
+        crate::meta::put_tombstone(&mut self.wb, source.id, peer_id);
+        crate::meta::put_merged_into(&mut self.wb, source, self.region_id, version);
     }
 
     /// Records the log truncated up to `index` (of `term`) with this

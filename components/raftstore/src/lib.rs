@@ -48,8 +48,8 @@ mod transport;
 
 pub use apply::{Applier, ApplyContext, ApplyOutput};
 pub use meta::{
-    load_first_region, load_store_ident, remove_region, write_initial_region, write_store_ident,
-    StoreIdent, INITIAL_INDEX,
+    applied_index, load_first_region, load_regions, load_store_ident, remove_region,
+    write_initial_region, write_store_ident, StoreIdent, INITIAL_INDEX,
 };
 pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
 pub use read_progress::{ReadProgress, ReadState};

@@ -85,7 +85,8 @@ pub(crate) fn put_region(wb: &mut KvWriteBatch<'_>, region: &metapb::Region) {
     wb.put(CF_RAFT, &region_key(region.id), &region.encode_to_vec());
 }
 
-pub(crate) fn load_regions(engine: &KvEngine) -> Result<Vec<metapb::Region>> {
+/// Every region this store keeps a state for.
+pub fn load_regions(engine: &KvEngine) -> Result<Vec<metapb::Region>> {
     let mut end = REGION_STATE_PREFIX.to_vec();
     *end.last_mut().unwrap_or(&mut 0) += 1;
     let mut regions = vec![];
@@ -151,6 +152,12 @@ pub(crate) fn load_apply_state(engine: &KvEngine, region_id: u64) -> Result<Appl
 
 /// Records a received snapshot as being applied: after a crash it is
 /// applied again from its files.
+/// The index up to which this store applied `region_id`'s log (0 if it
+/// holds no apply state for it).
+pub fn applied_index(engine: &KvEngine, region_id: u64) -> Result<u64> {
+    Ok(load_apply_state(engine, region_id)?.applied_index)
+}
+
 pub(crate) fn put_pending_snapshot(wb: &mut KvWriteBatch<'_>, region_id: u64, snap: &[u8]) {
     wb.put(CF_RAFT, &pending_key(region_id), snap);
 }
@@ -194,35 +201,60 @@ pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option
     load_id(engine, &tombstone_key(region_id), "tombstone")
 }
 
-/// Records that region `source_id`, forgotten here, merged into region
+/// Where a region forgotten here went: the region it merged into and that
+/// region's version once it took the source in, and the source as it
+/// merged (its last epoch and peers; `None` in a mark written before
+/// sources were kept).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MergedInto {
+    pub target: u64,
+    pub version: u64,
+    pub source: Option<metapb::Region>,
+}
+
+/// Records that region `source`, forgotten here, merged into region
 /// `target_id`, which had epoch version `version` once it took the source
 /// in: every peer of the source is gone, which this store tells a peer of
 /// it that still writes (see `Store::step`). Region ids are never reused,
 /// so the mark stays.
 pub(crate) fn put_merged_into(
     wb: &mut KvWriteBatch<'_>,
-    source_id: u64,
+    source: &metapb::Region,
     target_id: u64,
     version: u64,
 ) {
     let mut v = target_id.to_be_bytes().to_vec();
     v.extend_from_slice(&version.to_be_bytes());
-    wb.put(CF_RAFT, &merged_key(source_id), &v);
+    v.extend_from_slice(&source.encode_to_vec());
+    wb.put(CF_RAFT, &merged_key(source.id), &v);
 }
 
-/// The region that region `source_id` merged into here, and its version
-/// once it took the source in (0 in a mark written before versions were).
-pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Option<(u64, u64)>> {
+/// Where region `source_id` went, if it merged away here. Older marks
+/// hold the target alone (8 bytes; version 0) or the target and version
+/// (16 bytes).
+pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Option<MergedInto>> {
     let Some(v) = engine.get(CF_RAFT, &merged_key(source_id))? else {
         return Ok(None);
     };
     let word = |at: usize| v.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok());
-    match (v.len(), word(0), word(8)) {
-        (8, Some(target), _) => Ok(Some((u64::from_be_bytes(target), 0))),
-        (16, Some(target), Some(version)) => Ok(Some((
-            u64::from_be_bytes(target),
-            u64::from_be_bytes(version),
-        ))),
+    let (Some(target), version) = (word(0), word(8)) else {
+        return Err(corrupted("merged_into", v.len()));
+    };
+    let source = match v.get(16..) {
+        None | Some([]) => None,
+        Some(bytes) => Some(
+            metapb::Region::decode(bytes).map_err(|e| EngineError::Corrupted {
+                what: "merged_into",
+                detail: e.to_string(),
+            })?,
+        ),
+    };
+    match (v.len(), version) {
+        (8, _) | (16.., Some(_)) => Ok(Some(MergedInto {
+            target: u64::from_be_bytes(target),
+            version: version.map_or(0, u64::from_be_bytes),
+            source,
+        })),
         _ => Err(corrupted("merged_into", v.len())),
     }
 }
@@ -350,19 +382,42 @@ mod tests {
     }
 
     #[test]
-    fn a_merged_into_mark_keeps_the_targets_version_and_reads_older_marks() {
+    fn a_merged_into_mark_keeps_the_targets_version_and_the_source_and_reads_older_marks() {
         let dir = tempfile::tempdir().unwrap();
         let engine = KvEngine::open(dir.path()).unwrap();
         assert_eq!(load_merged_into(&engine, 5).unwrap(), None);
+        let source = metapb::Region {
+            id: 5,
+            peers: vec![metapb::Peer {
+                id: 6,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
         let mut wb = engine.write_batch();
-        put_merged_into(&mut wb, 5, 9, 12);
+        put_merged_into(&mut wb, &source, 9, 12);
         engine.write(wb, false).unwrap();
-        assert_eq!(load_merged_into(&engine, 5).unwrap(), Some((9, 12)));
-        // A mark from before the version was kept: the target alone.
+        let mark = |target, version, source| {
+            Some(MergedInto {
+                target,
+                version,
+                source,
+            })
+        };
+        assert_eq!(
+            load_merged_into(&engine, 5).unwrap(),
+            mark(9, 12, Some(source))
+        );
+        // Marks from before the source, and the version, were kept.
         let mut wb = engine.write_batch();
         wb.put(CF_RAFT, &merged_key(6), &9u64.to_be_bytes());
+        let mut both = 9u64.to_be_bytes().to_vec();
+        both.extend_from_slice(&12u64.to_be_bytes());
+        wb.put(CF_RAFT, &merged_key(8), &both);
         engine.write(wb, false).unwrap();
-        assert_eq!(load_merged_into(&engine, 6).unwrap(), Some((9, 0)));
+        assert_eq!(load_merged_into(&engine, 6).unwrap(), mark(9, 0, None));
+        assert_eq!(load_merged_into(&engine, 8).unwrap(), mark(9, 12, None));
         let mut wb = engine.write_batch();
         wb.put(CF_RAFT, &merged_key(7), &[1, 2, 3]);
         engine.write(wb, false).unwrap();

@@ -1044,7 +1044,7 @@ impl Peer {
                 )));
             }
         };
-        ctx.put_merged_source(source.id, peer_id, crate::region_version(&merged));
+        ctx.put_merged_source(&source, peer_id, crate::region_version(&merged));
         ctx.put_region(&merged);
         info!(
             region_id = self.region.id,

@@ -35,10 +35,11 @@
 //! transfer_leader S to=T [region=R]
 //!                           store S, if leader, hands leadership of region R
 //!                           (default 1) to store T's peer
-//! change S [add=T] [learner=T] [remove=T]...
-//!                           store S proposes a membership change: a voter, a
-//!                           learner (new or demoted) on store T, or removing
-//!                           T's peer; a new peer's id is T, then T+10, T+20…
+//! change S [add=T] [learner=T] [remove=T]... [region=R]
+//!                           store S proposes a membership change of region R
+//!                           (default 1): a voter, a learner (new or demoted)
+//!                           on store T, or removing T's peer; a new peer's id
+//!                           is T, then T+10, T+20…
 //! compact S... [force]      log GC on the stores, then stabilize: a leader
 //!                           among them proposes a CompactLog (threshold 1;
 //!                           `force`: up to the applied index even past slow
@@ -312,13 +313,17 @@ impl Cluster {
 
     /// Store S's membership change proposal, as `change` describes it.
     fn change(&mut self, s: u64, args: &[&Argument]) -> Res<()> {
-        let region = self.store(s)?.region(REGION).ok_or("no peer")?;
+        let region_id = key_arg(args, "region").map_or(Ok(REGION), str::parse)?;
+        let region = self.store(s)?.region(region_id).ok_or("no peer")?;
         let mut changes = vec![];
         let mut text = vec![];
         for a in args {
             let Argument::KeyValue(k, v) = a else {
                 continue;
             };
+            if k == "region" {
+                continue;
+            }
             let t: u64 = v.parse()?;
             let existing = region.peers.iter().find(|p| p.store_id == t).cloned();
             let new_peer = |c: &mut Cluster| {
@@ -353,7 +358,7 @@ impl Cluster {
         }
         let (tx, answer) = oneshot::channel();
         self.store(s)?
-            .propose_conf_change(REGION, None, changes, tx);
+            .propose_conf_change(region_id, None, changes, tx);
         self.proposals.push(Proposal {
             store: s,
             cmd: format!("change {}", text.join(" ")),

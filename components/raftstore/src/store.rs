@@ -787,16 +787,34 @@ impl Store {
                 true => None,
                 false => meta::load_merged_into(&self.kv, msg.region_id)?,
             };
-            if let Some((target, version)) = merged {
+            if let Some(merged) = merged {
                 // A leftover of a merged region still writes: tell it (a
                 // note is never answered, so two stores never trade them).
                 let (from, to) = (msg.to.clone(), msg.from.clone());
-                self.transport.send(PeerMessage {
-                    is_tombstone: true,
-                    merged_into: Some(target),
-                    merged_version: version,
-                    ..PeerMessage::note(msg.region_id, from, to, Default::default())
-                });
+                let member = |s: &metapb::Region| s.peers.iter().any(|p| p.id == msg.from.id);
+                let note = match merged.source.filter(|s| !member(s)) {
+                    // Removed from the source before it merged (cut off
+                    // meanwhile): no part of the merge, and no target here
+                    // would ever take it in, so it is told it was removed,
+                    // at the source's last epoch (as TiKV answers a peer
+                    // isolated before its removal and the PrepareMerge).
+                    Some(source) => PeerMessage {
+                        is_tombstone: true,
+                        ..PeerMessage::note(
+                            msg.region_id,
+                            from,
+                            to,
+                            source.region_epoch.unwrap_or_default(),
+                        )
+                    },
+                    None => PeerMessage {
+                        is_tombstone: true,
+                        merged_into: Some(merged.target),
+                        merged_version: merged.version,
+                        ..PeerMessage::note(msg.region_id, from, to, Default::default())
+                    },
+                };
+                self.transport.send(note);
                 self.transport.flush();
             }
             debug!(
