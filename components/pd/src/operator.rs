@@ -299,8 +299,10 @@ pub struct Influence {
 pub struct Operator {
     pub plan: Plan,
     pub region_id: u64,
-    /// The region's epoch when the operator was made.
+    /// The region's epoch and range when the operator was made.
     pub region_epoch: metapb::RegionEpoch,
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
     pub approximate_size_mib: u64,
     /// Index of the first step not seen done.
     pub current: usize,
@@ -324,6 +326,8 @@ impl Operator {
             plan,
             region_id: r.region.id,
             region_epoch: r.epoch(),
+            start_key: r.region.start_key.clone(),
+            end_key: r.region.end_key.clone(),
             approximate_size_mib: r.approximate_size_mib(),
             current: 0,
             created_at: now,
@@ -347,12 +351,22 @@ impl Operator {
         if self.is_timed_out(now) {
             return Progress::Dropped(OpStatus::Timeout, "operator timed out");
         }
-        // Preparing the merge changes the source's epoch: its operator
-        // ends when the source is gone, not by what the source reports.
+        let epoch = r.epoch();
+        // Preparing the merge adds one to the source's version and keeps
+        // its range: its operator ends when the source is gone. Anything
+        // more (a split, a merge into it, a merge rolled back) makes the
+        // merge stale, and it is dropped (with its target's half) to be
+        // planned again; else the command is refused for good and both
+        // regions stay held until the operator times out.
         if let Step::MergeRegion { passive: false, .. } = step {
+            let moved = r.region.start_key != self.start_key
+                || r.region.end_key != self.end_key
+                || epoch.version > self.region_epoch.version.saturating_add(1);
+            if moved {
+                return Progress::Dropped(OpStatus::Cancel, "merge source split or merged");
+            }
             return Progress::Running(step.command(r, conf_change_v2).map(Box::new));
         }
-        let epoch = r.epoch();
         if epoch.version != self.region_epoch.version {
             return Progress::Dropped(OpStatus::Cancel, "region split or merged");
         }

@@ -115,6 +115,37 @@ fn the_merge_command_names_the_target_region_and_is_resent_until_done() {
 }
 
 #[test]
+fn a_merge_whose_source_split_before_preparing_it_is_dropped_with_its_target_half() {
+    let (fleet, [_, b, c]) = three([30, 1, 25], merge_now());
+    let req = fleet.request(b);
+    let resp = fleet.cluster.region_heartbeat(&req).unwrap().unwrap();
+    assert!(resp.merge.is_some());
+    assert_eq!(fleet.cluster.operators().len(), 2);
+    // The source splits before it prepares the merge (found by
+    // tests/nemesis.rs): the merge, refused by the store from now on, must
+    // not hold both regions until the operator times out.
+    let mut split = req.clone();
+    let region = split.region.as_mut().unwrap();
+    let mut middle = region.start_key.clone();
+    middle.push(0x80);
+    assert!(middle < region.end_key);
+    region.end_key = middle;
+    region.region_epoch.as_mut().unwrap().version += 1;
+    let again = fleet.cluster.region_heartbeat(&split).unwrap();
+    // The merge into c is dropped and c released. The source, still
+    // small, may be planned anew, but not into c: it no longer touches it.
+    assert_eq!(fleet.cluster.operator(c).unwrap().1.name(), "CANCEL");
+    assert!(fleet
+        .cluster
+        .operators()
+        .iter()
+        .all(|op| { op.region_id != c && op.merge_partner() != Some(c) }));
+    if let Some(merge) = again.and_then(|r| r.merge) {
+        assert_ne!(merge.target.unwrap().id, c);
+    }
+}
+
+#[test]
 fn regions_over_max_merge_region_keys_are_not_merged() {
     let opts = ScheduleOptions {
         max_merge_region_keys: 50,
