@@ -1272,6 +1272,7 @@ impl Store {
             info!(
                 region_id = id,
                 index = rd.snapshot().get_metadata().index,
+                range = %range_text(&peer.region),
                 "applied snapshot"
             );
             write.clean(id);
@@ -1366,6 +1367,7 @@ impl Store {
             }
             info!(
                 region_id = peer.region_id(),
+                range = %range_text(&peer.region),
                 "started the peer of a split region"
             );
             // An uninitialized peer created by an early message gives way.
@@ -1477,6 +1479,7 @@ impl Store {
         info!(
             region_id,
             peer_id = peer.meta.id,
+            range = %range_text(&region),
             "peer removed from its region and destroyed"
         );
         Ok(())
@@ -1727,6 +1730,19 @@ fn roll_back_merge(peer: &mut Peer) {
 /// Forgets this store's peer of a region: a tombstone with `peer_id` in
 /// place of its state, its data in the region's range (none while the
 /// region is unknown: no peers), and its log.
+/// A region's range for the log (`[start, end)` in hex; a region with no
+/// peers holds no range of its own).
+fn range_text(region: &metapb::Region) -> String {
+    if region.peers.is_empty() {
+        return "none".into();
+    }
+    format!(
+        "[{}, {})",
+        crate::admin::hex(&region.start_key),
+        crate::admin::hex(&region.end_key)
+    )
+}
+
 fn destroy_region_data(
     kv: &KvEngine,
     log: &RaftLogEngine,
