@@ -49,6 +49,10 @@ enum Mode {
     /// Region 1's voters are removed and added back (a learner first,
     /// then promoted).
     Membership,
+    /// All of it at once, as a real cluster under PD has it: regions
+    /// split and merge, and any region's voters are removed and added
+    /// back.
+    Everything,
 }
 
 /// splitmix64: small, seedable, and the same on every machine.
@@ -82,7 +86,7 @@ impl Rng {
 /// (With several, `last` would lie outside most writes' regions.)
 fn write_cmd(n: u64, mode: Mode) -> String {
     match mode {
-        Mode::SplitsAndMerges => format!("{}=1", write_key(n)),
+        Mode::SplitsAndMerges | Mode::Everything => format!("{}=1", write_key(n)),
         _ => format!("{};last={n}", write_key(n)),
     }
 }
@@ -359,9 +363,20 @@ impl Chaos {
             },
             Mode::Membership => {
                 if self.rng.percent(4) {
-                    self.change_membership(step)?;
+                    self.change_membership(step, REGION)?;
                 }
             }
+            Mode::Everything => match self.rng.below(100) {
+                0..=2 => self.split(step)?,
+                3..=4 => self.merge(step)?,
+                5..=7 => {
+                    let s = self.rng.store();
+                    if let Some(region) = self.pick_region(s) {
+                        self.change_membership(step, region.id)?;
+                    }
+                }
+                _ => {}
+            },
         }
         if self.pd_during_steps {
             self.pd_verdicts()?;
@@ -370,12 +385,12 @@ impl Chaos {
         self.check_reads()
     }
 
-    /// Region 1's leader proposes one membership change: promotes a
+    /// The region's leader proposes one membership change: promotes a
     /// learner, else removes a voter other than itself if every store has
     /// one, else adds the store that has none back as a learner (a new
     /// peer id each time).
-    fn change_membership(&mut self, step: usize) -> Res<()> {
-        let Some((leader, region)) = self.led(REGION) else {
+    fn change_membership(&mut self, step: usize, region_id: u64) -> Res<()> {
+        let Some((leader, region)) = self.led(region_id) else {
             return Ok(());
         };
         let learner = metapb::PeerRole::Learner as i32;
@@ -395,8 +410,15 @@ impl Chaos {
             };
             let n = self.cluster.incarnations.entry(s).or_insert(0);
             *n += 1;
+            // Peer ids only grow, as PD allocates them: with splits about,
+            // new peers count from above every split-made id (10 × region
+            // id + store), else a tombstone there would refuse them.
+            let base = match self.mode {
+                Mode::Everything => 1_000_000,
+                _ => 0,
+            };
             let peer = metapb::Peer {
-                id: s + 10 * (*n - 1),
+                id: base + s + 10 * (*n - 1),
                 store_id: s,
                 ..Default::default()
             };
@@ -409,9 +431,10 @@ impl Chaos {
             peer: Some(peer),
         }];
         let store = self.cluster.stores.get_mut(&leader).ok_or("no store")?;
-        store.propose_conf_change(REGION, None, changes, tx);
-        self.log
-            .push(format!("{step}: store {leader} proposes {text}"));
+        store.propose_conf_change(region_id, None, changes, tx);
+        self.log.push(format!(
+            "{step}: store {leader} proposes {text} in region {region_id}"
+        ));
         Ok(())
     }
 
@@ -552,8 +575,10 @@ impl Chaos {
             .collect();
         let unanswered = self.writes.iter().filter(|w| w.acked.is_none()).count();
         Err(format!(
-            "never settled after healing: {unanswered} writes and {} reads unanswered; {}",
+            "never settled after healing: {unanswered} writes and {} reads unanswered; \
+             unsettled: {}; {}",
             self.reads.len(),
+            self.unsettled().join("; "),
             status.join("; ")
         ))
     }
@@ -661,6 +686,43 @@ impl Chaos {
         self.region_ids().into_iter().all(region_settled)
             && self.writes.iter().all(|w| w.acked.is_some())
             && self.reads.is_empty()
+    }
+
+    /// The regions [`Chaos::settled`] finds unsettled, as their leader's
+    /// region and each store's.
+    fn unsettled(&self) -> Vec<String> {
+        let mut out = vec![];
+        for id in self.region_ids() {
+            let Some((l, region)) = self.led(id) else {
+                out.push(format!("region {id}: not one leader"));
+                continue;
+            };
+            for (s, st) in &self.cluster.stores {
+                let member = region.peers.iter().any(|p| p.store_id == *s);
+                let here = st.region(id);
+                let odd = match (member, &here) {
+                    (true, Some(r)) => st.is_merging(id) || r.region_epoch != region.region_epoch,
+                    (true, None) => true,
+                    (false, _) => st.peer_status(id).is_some(),
+                };
+                if odd {
+                    out.push(format!(
+                        "region {id} (led by store {l}: {:?} peers {:?}) on store {s}: {:?} {:?} \
+                         merging {}",
+                        region.region_epoch,
+                        region
+                            .peers
+                            .iter()
+                            .map(|p| (p.id, p.store_id, p.role))
+                            .collect::<Vec<_>>(),
+                        here.map(|r| (r.region_epoch, r.peers.len())),
+                        st.peer_status(id),
+                        st.is_merging(id)
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// For every region: its replicas hold the same data in its range,
@@ -855,4 +917,9 @@ fn random_fault_schedules_with_membership_changes() {
     // and 175: a peer removed before its snapshot came stayed, naming a
     // leader that had dropped it, until PD's verdict for naive peers.
     run_seeds(&[69, 118, 175], Mode::Membership);
+}
+
+#[test]
+fn random_fault_schedules_with_splits_merges_and_membership_changes() {
+    run_seeds(&[], Mode::Everything);
 }

@@ -47,6 +47,9 @@
 //! region                    each store's view of region 1: conf_ver and peers
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
+//! hold S                    keep snapshots sent to store S in flight (a slow
+//!                           link for big messages)
+//! release S                 deliver the snapshots held for store S, in one batch
 //! restart S                 stop store S and reopen it from its engines
 //! pd_says_stale S region=R  PD tells store S its peer of region R is stale
 //!                           (the answer to a peer that reports no leader)
@@ -164,6 +167,8 @@ pub(crate) struct Cluster {
     pub(crate) network: Arc<Mutex<Network>>,
     /// Stores cut off from everyone not in the same set.
     pub(crate) partitioned: BTreeSet<u64>,
+    /// Stores whose snapshots are kept in flight until released.
+    held: BTreeMap<u64, Vec<PeerMessage>>,
     proposals: Vec<Proposal>,
     /// Peers of region 1 ever created per store, for new peer ids.
     pub(crate) incarnations: BTreeMap<u64, u64>,
@@ -182,6 +187,7 @@ impl Cluster {
             stores: BTreeMap::new(),
             network: Arc::new(Mutex::new(Network::default())),
             partitioned: BTreeSet::new(),
+            held: BTreeMap::new(),
             proposals: vec![],
             incarnations: (1..=voters).map(|s| (s, 1)).collect(),
             next_region: 2,
@@ -281,9 +287,22 @@ impl Cluster {
         sort_messages(&mut batch);
         let sent = !batch.is_empty();
         for msg in batch {
-            self.deliver(msg)?;
+            let snapshot = msg.message.get_msg_type() == MessageType::MsgSnapshot;
+            match self.held.get_mut(&msg.to.store_id).filter(|_| snapshot) {
+                Some(held) => held.push(msg),
+                None => self.deliver(msg)?,
+            }
         }
         Ok(sent)
+    }
+
+    /// Delivers, in one batch, what was held for store `s`, and stops
+    /// holding.
+    fn release(&mut self, s: u64) -> Res<()> {
+        for msg in self.held.remove(&s).unwrap_or_default() {
+            self.deliver(msg)?;
+        }
+        Ok(())
     }
 
     /// Delivers one message unless a partition drops it. A snapshot's
@@ -633,6 +652,18 @@ impl goldenscript::Runner for Runner {
                 c.partitioned = stores_arg(&args)?.into_iter().collect();
             }
             "heal" => self.cluster()?.partitioned.clear(),
+            "hold" => {
+                let c = self.cluster()?;
+                for s in stores_arg(&args)? {
+                    c.held.entry(s).or_default();
+                }
+            }
+            "release" => {
+                let c = self.cluster()?;
+                for s in stores_arg(&args)? {
+                    c.release(s)?;
+                }
+            }
             "restart" => {
                 let c = self.cluster()?;
                 for s in stores_arg(&args)? {
