@@ -1319,7 +1319,15 @@ impl Store {
             }
             self.forget_merged_peer(id)?;
         }
+        // A peer removed after a split in the same round: the split's
+        // regions were written with it and keep their peers here. Left
+        // unstarted, one would surface only at the next restart, over
+        // whatever region took its range here meanwhile (found by
+        // `tests/nemesis.rs`: destroying it deleted that region's data).
         for id in ids(&self.peers, |p| p.pending_remove) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                made.extend(peer.pending_splits.drain(..).map(|r| (r, false)));
+            }
             self.destroy_peer(id)?;
         }
         self.start_split_peers(made)?;
@@ -1453,6 +1461,18 @@ impl Store {
             return Ok(());
         };
         self.merged_away.remove(&region_id);
+        // Regions a split made this round, not started yet, go with it:
+        // it is destroyed mid-round only as stale under a snapshot, which
+        // covers them too (`after_round` starts those of a removed peer).
+        // Their states must not surface at the next restart.
+        for child in peer.pending_splits.drain(..) {
+            warn!(
+                region_id = child.id,
+                parent = region_id,
+                "a split's region goes with its destroyed parent"
+            );
+            meta::remove_region(&self.kv, child.id)?;
+        }
         // What it applied is written (a peer is destroyed after its pass's
         // write, or a snapshot's, see `ready_one`): those proposers hear
         // of success; the rest retry.
