@@ -150,14 +150,14 @@ pub(crate) fn load_apply_state(engine: &KvEngine, region_id: u64) -> Result<Appl
     })
 }
 
-/// Records a received snapshot as being applied: after a crash it is
-/// applied again from its files.
 /// The index up to which this store applied `region_id`'s log (0 if it
 /// holds no apply state for it).
 pub fn applied_index(engine: &KvEngine, region_id: u64) -> Result<u64> {
     Ok(load_apply_state(engine, region_id)?.applied_index)
 }
 
+/// Records a received snapshot as being applied: after a crash it is
+/// applied again from its files.
 pub(crate) fn put_pending_snapshot(wb: &mut KvWriteBatch<'_>, region_id: u64, snap: &[u8]) {
     wb.put(CF_RAFT, &pending_key(region_id), snap);
 }

@@ -1139,9 +1139,12 @@ impl Peer {
                 .iter()
                 .find(|p| p.store_id == self.meta.store_id);
             // A peer of the new region on this store was already removed
-            // (its other peers moved on): it must not come back.
+            // (its other peers moved on): it must not come back. With no
+            // peer here at all (this store left the parent first), the
+            // new region is not this store's either.
             let removed = match (meta::load_tombstone(kv, region.id)?, mine) {
                 (Some(last), Some(me)) => me.id <= last,
+                (_, None) => true,
                 _ => false,
             };
             if removed {

@@ -1764,9 +1764,6 @@ fn roll_back_merge(peer: &mut Peer) {
     peer.propose_rollback_merge(cb);
 }
 
-/// Forgets this store's peer of a region: a tombstone with `peer_id` in
-/// place of its state, its data in the region's range (none while the
-/// region is unknown: no peers), and its log.
 /// A region's range for the log (`[start, end)` in hex; a region with no
 /// peers holds no range of its own).
 fn range_text(region: &metapb::Region) -> String {
@@ -1780,6 +1777,9 @@ fn range_text(region: &metapb::Region) -> String {
     )
 }
 
+/// Forgets this store's peer of a region: a tombstone with `peer_id` in
+/// place of its state, its data in the region's range (none while the
+/// region is unknown: no peers), and its log.
 fn destroy_region_data(
     kv: &KvEngine,
     log: &RaftLogEngine,
