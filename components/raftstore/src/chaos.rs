@@ -921,5 +921,7 @@ fn random_fault_schedules_with_membership_changes() {
 
 #[test]
 fn random_fault_schedules_with_splits_merges_and_membership_changes() {
-    run_seeds(&[], Mode::Everything);
+    // Seed 276: a replica that missed a split took a snapshot of the
+    // smaller range and kept the data outside it, owned by no region.
+    run_seeds(&[276], Mode::Everything);
 }

@@ -1232,6 +1232,20 @@ impl Peer {
         self.read_progress.invalidate();
         let mut wb = kv.write_batch();
         meta::put_pending_snapshot(&mut wb, self.region.id, &snap::encode_snapshot(snap));
+        // A replica that missed a split takes a snapshot of a smaller
+        // range: what it held outside that range belongs to the regions
+        // the split made, none of which is here (one range, one region
+        // per store), so it goes, as TiKV clears a snapshot's extra data.
+        // Left, it lay here with no region to own it (found by the chaos
+        // schedules with splits and membership changes, seed 276).
+        if self.is_initialized() {
+            let new = snap::decode_data(snap)?.region.unwrap_or_default();
+            for (start, end) in outside(&self.region, &new) {
+                for cf in tikal_engine::DATA_CFS {
+                    wb.delete_range(cf, &start, &end);
+                }
+            }
+        }
         kv.write(wb, true)?;
         let (region, state) = finish_snapshot(kv, snaps, self.region.id, snap)?;
         if let Some(me) = region.peers.iter().find(|p| p.id == self.meta.id) {
@@ -1408,6 +1422,27 @@ pub(crate) fn finish_snapshot(
     Ok((region, state))
 }
 
+/// The parts of `old`'s range that `new`'s does not cover, as
+/// `[start, end)` pairs (an empty end: to the end of the key space).
+fn outside(old: &metapb::Region, new: &metapb::Region) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut parts = vec![];
+    if old.start_key < new.start_key {
+        let end = if old.end_key.is_empty() || new.start_key < old.end_key {
+            new.start_key.clone()
+        } else {
+            old.end_key.clone()
+        };
+        parts.push((old.start_key.clone(), end));
+    }
+    let new_ends_first =
+        !new.end_key.is_empty() && (old.end_key.is_empty() || new.end_key < old.end_key);
+    if new_ends_first {
+        let start = new.end_key.clone().max(old.start_key.clone());
+        parts.push((start, old.end_key.clone()));
+    }
+    parts
+}
+
 /// A client command (or an empty entry), not an admin command or a
 /// membership change.
 fn is_plain_command(e: &Entry) -> bool {
@@ -1554,5 +1589,41 @@ pub(crate) fn change_region_peers(
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: &str, end: &str) -> metapb::Region {
+        metapb::Region {
+            start_key: start.as_bytes().to_vec(),
+            end_key: end.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn parts(old: (&str, &str), new: (&str, &str)) -> Vec<(String, String)> {
+        outside(&region(old.0, old.1), &region(new.0, new.1))
+            .into_iter()
+            .map(|(s, e)| (String::from_utf8(s).unwrap(), String::from_utf8(e).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_of_a_smaller_range_clears_what_the_old_range_held_outside_it() {
+        let p = |s: &str, e: &str| (s.to_string(), e.to_string());
+        // The region kept the right part of a split it missed.
+        assert_eq!(parts(("b", "k"), ("f", "k")), [p("b", "f")]);
+        // ... the left part, or the middle of the key space's end.
+        assert_eq!(parts(("b", ""), ("b", "f")), [p("f", "")]);
+        assert_eq!(parts(("", ""), ("c", "f")), [p("", "c"), p("f", "")]);
+        // Moved right past its old end by later splits: all of it.
+        assert_eq!(parts(("b", "d"), ("f", "k")), [p("b", "d")]);
+        // A snapshot of the same or a larger range (after a merge) clears
+        // nothing.
+        assert!(parts(("c", "f"), ("c", "f")).is_empty());
+        assert!(parts(("c", "f"), ("a", "")).is_empty());
     }
 }
