@@ -811,6 +811,7 @@ impl Peer {
         if entries.is_empty() {
             return Ok(self.apply_state.applied_index);
         }
+        let version = crate::region_version(&self.region);
         let kv = batch.engine();
         let mut ctx = batch.context(self.region.id, self.apply_state);
         let mut answers = std::mem::take(&mut self.answers_due);
@@ -839,6 +840,12 @@ impl Peer {
         self.apply_state = ctx.state();
         self.applied_term = applied_term;
         batch.restore(ctx);
+        if crate::region_version(&self.region) != version {
+            // A cached snapshot now stands for an older range (found by
+            // the chaos schedules with splits and membership changes,
+            // seed 167: a new learner refused the stale one forever).
+            self.raw_node.mut_store().forget_snapshot();
+        }
         if self.urgent_index != 0 && self.apply_state.applied_index >= self.urgent_index {
             self.urgent_index = 0;
             self.raw_node.skip_bcast_commit(true);

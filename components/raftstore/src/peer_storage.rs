@@ -153,6 +153,17 @@ impl PeerStorage {
         self.log_size
     }
 
+    /// Forgets a snapshot generated, or being generated, before the
+    /// region's range changed (a split or merge applied since): a store
+    /// that holds the regions the change made would refuse it for good,
+    /// its range overlapping theirs. The next request generates anew.
+    pub fn forget_snapshot(&self) {
+        let mut state = self.snap_state.borrow_mut();
+        if matches!(*state, SnapState::Ready(_) | SnapState::Generating(_)) {
+            *state = SnapState::Idle;
+        }
+    }
+
     /// True once raft-rs asked for a snapshot that is not being generated.
     pub fn wants_snapshot(&self) -> bool {
         matches!(*self.snap_state.borrow(), SnapState::Wanted)

@@ -1766,7 +1766,7 @@ fn roll_back_merge(peer: &mut Peer) {
 
 /// A region's range for the log (`[start, end)` in hex; a region with no
 /// peers holds no range of its own).
-fn range_text(region: &metapb::Region) -> String {
+pub(crate) fn range_text(region: &metapb::Region) -> String {
     if region.peers.is_empty() {
         return "none".into();
     }
