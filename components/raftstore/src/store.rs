@@ -735,6 +735,10 @@ impl Store {
             self.transport.flush();
             return;
         }
+        if msg.check_stale {
+            // Still a member, as far as this peer knows.
+            return;
+        }
         let m = &msg.message;
         if m.get_msg_type() == MessageType::MsgHeartbeat
             && m.commit > peer.raw_node.raft.raft_log.last_index()
@@ -783,13 +787,14 @@ impl Store {
     fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
         let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
         if tombstone.is_some_and(|id| msg.to.id <= id) {
-            let merged = match msg.is_note() {
+            let merged = match msg.is_note() && !msg.check_stale {
                 true => None,
                 false => meta::load_merged_into(&self.kv, msg.region_id)?,
             };
             if let Some(merged) = merged {
-                // A leftover of a merged region still writes: tell it (a
-                // note is never answered, so two stores never trade them).
+                // A leftover of a merged region still writes, or asks
+                // whether it is stale: tell it (no other note is answered,
+                // so two stores never trade them).
                 let (from, to) = (msg.to.clone(), msg.from.clone());
                 let member = |s: &metapb::Region| s.peers.iter().any(|p| p.id == msg.from.id);
                 let note = match merged.source.filter(|s| !member(s)) {
@@ -888,6 +893,7 @@ impl Store {
     /// move on.
     pub fn tick(&mut self) {
         let missing = self.leader_missing_ticks();
+        let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
             let heard = std::mem::take(&mut peer.heard);
@@ -906,7 +912,26 @@ impl Store {
                     region: peer.region.clone(),
                     peer: peer.meta.clone(),
                 });
+                // PD cannot judge a peer of a region it no longer knows
+                // (merged away); the region's other peers may. A learner
+                // sends nothing else: it never campaigns.
+                let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+                for to in (peer.region.peers.iter()).filter(|p| p.id != peer.meta.id) {
+                    self.transport.send(PeerMessage {
+                        check_stale: true,
+                        ..PeerMessage::note(
+                            peer.region.id,
+                            peer.meta.clone(),
+                            to.clone(),
+                            epoch.clone(),
+                        )
+                    });
+                    asked = true;
+                }
             }
+        }
+        if asked {
+            self.transport.flush();
         }
         self.ticks += 1;
         if self.ticks.is_multiple_of(MERGE_CHECK_TICKS) {
@@ -1074,18 +1099,12 @@ impl Store {
             } else {
                 (vec![], vec![])
             };
+            let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             transport.send(PeerMessage {
-                region_id: peer.region.id,
-                from: peer.meta.clone(),
-                to,
-                epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 message: m,
-                is_tombstone: false,
-                want_rollback_merge: None,
-                merged_into: None,
-                merged_version: 0,
                 start_key,
                 end_key,
+                ..PeerMessage::note(peer.region.id, peer.meta.clone(), to, epoch)
             });
         }
     }
@@ -2055,17 +2074,13 @@ mod tests {
     /// A message between the peers of region 1 (peer id = store id).
     fn between(from: u64, to: u64, message: Message) -> PeerMessage {
         PeerMessage {
-            region_id: 1,
-            from: region(&[(from, from)]).peers[0].clone(),
-            to: region(&[(to, to)]).peers[0].clone(),
-            epoch: region(&[]).region_epoch.unwrap(),
             message,
-            is_tombstone: false,
-            want_rollback_merge: None,
-            merged_into: None,
-            merged_version: 0,
-            start_key: vec![],
-            end_key: vec![],
+            ..PeerMessage::note(
+                1,
+                region(&[(from, from)]).peers[0].clone(),
+                region(&[(to, to)]).peers[0].clone(),
+                region(&[]).region_epoch.unwrap(),
+            )
         }
     }
 
@@ -2233,19 +2248,7 @@ mod tests {
 
     /// `m` from peer 2 to peer 1 of region 1 (peer id = store id).
     fn from_peer_2(message: Message) -> PeerMessage {
-        PeerMessage {
-            region_id: 1,
-            from: region(&[(2, 2)]).peers[0].clone(),
-            to: region(&[(1, 1)]).peers[0].clone(),
-            epoch: region(&[]).region_epoch.unwrap(),
-            message,
-            is_tombstone: false,
-            want_rollback_merge: None,
-            merged_into: None,
-            merged_version: 0,
-            start_key: vec![],
-            end_key: vec![],
-        }
+        between(2, 1, message)
     }
 
     /// A message of `kind` and `term` from peer 2 to peer 1 of region 1.

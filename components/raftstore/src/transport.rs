@@ -36,6 +36,12 @@ pub struct PeerMessage {
     /// snapshot of the target at this version or later holds the region's
     /// data.
     pub merged_version: u64,
+    /// Asks `to` whether `from` is still a member of the region: sent by a
+    /// peer that has known no leader for `max-leader-missing-duration` to
+    /// the region's other peers (as TiKV's check-stale-peer message). One
+    /// that knows `from` was removed answers with a tombstone; otherwise
+    /// nothing. `message` is then empty.
+    pub check_stale: bool,
     /// The sender's region range: a store that has no peer of the region
     /// yet creates one only if no region it holds overlaps it (else the
     /// range is still its own region's, which will split off this one).
@@ -62,6 +68,7 @@ impl PeerMessage {
             want_rollback_merge: None,
             merged_into: None,
             merged_version: 0,
+            check_stale: false,
             start_key: vec![],
             end_key: vec![],
         }
@@ -69,7 +76,7 @@ impl PeerMessage {
 
     /// It carries a note for the receiving store rather than a Raft message.
     pub fn is_note(&self) -> bool {
-        self.is_tombstone || self.want_rollback_merge.is_some()
+        self.is_tombstone || self.want_rollback_merge.is_some() || self.check_stale
     }
 }
 

@@ -71,10 +71,17 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
             }),
             ..Default::default()
         }),
-        extra_msg: msg.want_rollback_merge.map(|index| ExtraMessage {
-            r#type: ExtraMessageType::MsgWantRollbackMerge as i32,
-            index,
-        }),
+        extra_msg: match (msg.want_rollback_merge, msg.check_stale) {
+            (Some(index), _) => Some(ExtraMessage {
+                r#type: ExtraMessageType::MsgWantRollbackMerge as i32,
+                index,
+            }),
+            (None, true) => Some(ExtraMessage {
+                r#type: ExtraMessageType::MsgCheckStalePeer as i32,
+                index: 0,
+            }),
+            (None, false) => None,
+        },
     }
 }
 
@@ -94,10 +101,11 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
         is_tombstone: m.is_tombstone,
         start_key: m.start_key,
         end_key: m.end_key,
-        want_rollback_merge: m
-            .extra_msg
+        want_rollback_merge: (m.extra_msg.as_ref())
             .filter(|x| x.r#type == ExtraMessageType::MsgWantRollbackMerge as i32)
             .map(|x| x.index),
+        check_stale: (m.extra_msg.as_ref())
+            .is_some_and(|x| x.r#type == ExtraMessageType::MsgCheckStalePeer as i32),
         merged_version: (m.merge_target.as_ref())
             .and_then(|r| r.region_epoch.as_ref())
             .map_or(0, |e| e.version),
@@ -469,13 +477,16 @@ mod tests {
     use super::*;
     use tikal_proto::metapb;
 
-    #[test]
-    fn a_merged_away_note_keeps_its_target_and_version_on_the_wire() {
-        let peer = |id, store_id| metapb::Peer {
+    fn peer(id: u64, store_id: u64) -> metapb::Peer {
+        metapb::Peer {
             id,
             store_id,
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_merged_away_note_keeps_its_target_and_version_on_the_wire() {
         let note = PeerMessage {
             is_tombstone: true,
             merged_into: Some(9),
@@ -486,5 +497,20 @@ mod tests {
         assert!(back.is_tombstone);
         assert_eq!((back.merged_into, back.merged_version), (Some(9), 12));
         assert_eq!((back.region_id, back.from.id, back.to.id), (5, 51, 53));
+        assert!(!back.check_stale);
+    }
+
+    #[test]
+    fn a_check_stale_note_keeps_its_kind_on_the_wire() {
+        let note = PeerMessage {
+            check_stale: true,
+            ..PeerMessage::note(5, peer(51, 1), peer(53, 3), Default::default())
+        };
+        let wire = to_wire(&note);
+        let extra = wire.extra_msg.clone().expect("an extra message");
+        assert_eq!(extra.r#type, ExtraMessageType::MsgCheckStalePeer as i32);
+        let back = from_wire(wire).unwrap();
+        assert!(back.check_stale && back.is_note());
+        assert_eq!(back.want_rollback_merge, None);
     }
 }
