@@ -112,6 +112,10 @@ pub enum RaftstoreError {
     Merge(String),
     #[error("the store is shutting down")]
     StoreStopped,
+    /// What the store keeps breaks an invariant: it stops rather than
+    /// serve or destroy data it cannot place.
+    #[error("inconsistent store state: {0}")]
+    Inconsistent(String),
     #[error(transparent)]
     Engine(#[from] tikal_engine::EngineError),
 }

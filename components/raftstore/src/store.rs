@@ -282,6 +282,18 @@ impl Store {
             info!(region_id = peer.region_id(), "opened region peer");
             peers.insert(peer.region_id(), peer);
         }
+        if let Some((a, b)) = overlapping(peers.values().filter(|p| p.is_initialized())) {
+            // One of them is a leftover (TiKV stops here too): destroying
+            // either could delete the other's data, and serving both
+            // would answer one range two ways.
+            return Err(RaftstoreError::Inconsistent(format!(
+                "regions {} {} and {} {} overlap",
+                a.id,
+                range_text(a),
+                b.id,
+                range_text(b)
+            )));
+        }
         let mut store = Store {
             store_id,
             cfg,
@@ -1767,6 +1779,17 @@ fn under_snapshot(
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
 /// share a key.
+/// Two of the peers' regions whose ranges overlap, if any.
+fn overlapping<'a>(
+    peers: impl Iterator<Item = &'a Peer>,
+) -> Option<(&'a metapb::Region, &'a metapb::Region)> {
+    let mut regions: Vec<&metapb::Region> = peers.map(|p| &p.region).collect();
+    regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    (regions.windows(2))
+        .find(|w| w[0].end_key.is_empty() || w[0].end_key > w[1].start_key)
+        .map(|w| (w[0], w[1]))
+}
+
 fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
     (end.is_empty() || r.start_key.as_slice() < end)
         && (r.end_key.is_empty() || start < r.end_key.as_slice())
@@ -1891,6 +1914,10 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> Store {
+        try_open(dir).unwrap()
+    }
+
+    fn try_open(dir: &std::path::Path) -> Result<Store> {
         let (kv, log, snaps) = engines(dir);
         let (events, _) = mpsc::unbounded_channel();
         Store::open(
@@ -1903,7 +1930,6 @@ mod tests {
             Box::new(NoTransport),
             events,
         )
-        .unwrap()
     }
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -2205,6 +2231,34 @@ mod tests {
         assert!(meta::load_regions(&kv).unwrap().is_empty());
         assert_eq!(meta::load_tombstone(&kv, 1).unwrap(), Some(3));
         assert_eq!(kv.get(tikal_engine::CF_DEFAULT, b"old data").unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_whose_regions_overlap_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_range = |id: u64, start: &[u8], end: &[u8]| metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..region(&[(id, 1)])
+        };
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &with_range(1, b"", b"m")).unwrap();
+            meta::write_initial_region(&kv, &with_range(2, b"m", b"")).unwrap();
+        }
+        assert_eq!(open(dir.path()).regions().len(), 2, "adjacent is fine");
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &with_range(3, b"k", b"p")).unwrap();
+        }
+        match try_open(dir.path()) {
+            Err(RaftstoreError::Inconsistent(why)) => {
+                assert!(why.contains("regions 1 ") && why.contains(" 3 "), "{why}")
+            }
+            Err(e) => panic!("expected an overlap, got {e}"),
+            Ok(_) => panic!("a store with overlapping regions opened"),
+        }
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
         RaftstoreError::Engine(_)
         | RaftstoreError::ConfChange(_)
         | RaftstoreError::Split(_)
-        | RaftstoreError::Merge(_) => {}
+        | RaftstoreError::Merge(_)
+        | RaftstoreError::Inconsistent(_) => {}
     }
     err
 }
