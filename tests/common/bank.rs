@@ -194,7 +194,10 @@ fn txn_not_found(e: &tikv_client::Error) -> Option<(u64, Vec<u8>)> {
 /// once the lock expired the client asks again with
 /// `rollback_if_not_exist`. The Rust client means to, but its match misses
 /// the error as its plan wraps it (`MultipleKeyErrors`), so every read of
-/// the key fails. With the bank's clients stopped, ask for it.
+/// the key fails. The bank asks itself, for its snapshot reads during the
+/// run and its final reads. Asking before the lock expired is safe: the
+/// rollback record makes a late prewrite of the primary fail, so a live
+/// transaction only aborts.
 async fn roll_back_missing_primary(pd: &str, c: &TransactionClient, start_ts: u64, primary: &[u8]) {
     let Ok(now) = c.current_timestamp().await else {
         return;
@@ -281,7 +284,14 @@ where
                     assert_eq!(sum, INITIAL * ACCOUNTS as i64, "a snapshot's total");
                     snapshots += 1;
                 }
-                Err(_) => gave_up += 1,
+                Err(e) => {
+                    gave_up += 1;
+                    // An orphan lock would fail every later read of its
+                    // key (see `roll_back_missing_primary`).
+                    if let Some((start_ts, primary)) = txn_not_found(&e) {
+                        roll_back_missing_primary(pd, &c, start_ts, &primary).await;
+                    }
+                }
             }
         }
         (snapshots, gave_up)
