@@ -660,75 +660,76 @@ impl Chaos {
     /// the leader's commit index, and no other store has one; every write
     /// and read is answered.
     fn settled(&self) -> bool {
-        let region_settled = |id: u64| {
-            let Some((l, region)) = self.led(id) else {
-                return false;
-            };
-            let Some(lead) = self.cluster.stores[&l].peer_status(id) else {
-                return false;
-            };
-            self.cluster.stores.iter().all(|(s, st)| {
-                let member = region.peers.iter().any(|p| p.store_id == *s);
-                match (member, st.peer_status(id), st.region(id)) {
-                    (true, Some(p), Some(r)) => {
-                        !st.is_merging(id)
-                            && p.applied == lead.applied
-                            && p.commit == p.applied
-                            && r.region_epoch == region.region_epoch
-                    }
-                    (false, None, _) => true,
-                    // A peer added and removed before its snapshot came
-                    // goes by PD's verdict too.
-                    _ => false,
-                }
-            })
-        };
-        self.region_ids().into_iter().all(region_settled)
+        (self.region_ids().into_iter()).all(|id| self.odd_replicas(id).is_none())
             && self.writes.iter().all(|w| w.acked.is_some())
             && self.reads.is_empty()
     }
 
+    /// `None` if region `id` is settled (see [`Chaos::settled`]); else the
+    /// stores whose replica is not as it should be (none named when the
+    /// region has not one leader).
+    fn odd_replicas(&self, id: u64) -> Option<Vec<u64>> {
+        let Some((l, region)) = self.led(id) else {
+            return Some(vec![]);
+        };
+        let Some(lead) = self.cluster.stores[&l].peer_status(id) else {
+            return Some(vec![]);
+        };
+        let odd: Vec<u64> = (self.cluster.stores.iter())
+            .filter(|(s, st)| {
+                let member = region.peers.iter().any(|p| p.store_id == **s);
+                match (member, st.peer_status(id), st.region(id)) {
+                    (true, Some(p), Some(r)) => {
+                        st.is_merging(id)
+                            || p.applied != lead.applied
+                            || p.commit != p.applied
+                            || r.region_epoch != region.region_epoch
+                    }
+                    (false, None, _) => false,
+                    // A peer added and removed before its snapshot came
+                    // goes by PD's verdict too.
+                    _ => true,
+                }
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        (!odd.is_empty()).then_some(odd)
+    }
+
     /// The regions [`Chaos::settled`] finds unsettled, as their leader's
-    /// region and each store's.
+    /// region and each odd store's.
     fn unsettled(&self) -> Vec<String> {
         let mut out = vec![];
         for id in self.region_ids() {
-            let Some((l, region)) = self.led(id) else {
+            let Some(odd) = self.odd_replicas(id) else {
+                continue;
+            };
+            let Some((l, region)) = self.led(id).filter(|_| !odd.is_empty()) else {
                 out.push(format!("region {id}: not one leader"));
                 continue;
             };
-            for (s, st) in &self.cluster.stores {
-                let member = region.peers.iter().any(|p| p.store_id == *s);
-                let here = st.region(id);
-                let odd = match (member, &here) {
-                    (true, Some(r)) => st.is_merging(id) || r.region_epoch != region.region_epoch,
-                    (true, None) => true,
-                    (false, _) => st.peer_status(id).is_some(),
-                };
-                if odd {
-                    let ranges: Vec<String> = (st.regions().iter())
-                        .filter(|r| !r.peers.is_empty())
-                        .map(|r| format!("{}{}", r.id, crate::store::range_text(r)))
-                        .collect();
-                    out.push(format!(
-                        "store {s} holds {}; leader's range {}",
-                        ranges.join(" "),
-                        crate::store::range_text(&region)
-                    ));
-                    out.push(format!(
-                        "region {id} (led by store {l}: {:?} peers {:?}) on store {s}: {:?} {:?} \
-                         merging {}",
-                        region.region_epoch,
-                        region
-                            .peers
-                            .iter()
-                            .map(|p| (p.id, p.store_id, p.role))
-                            .collect::<Vec<_>>(),
-                        here.map(|r| (r.region_epoch, r.peers.len())),
-                        st.peer_status(id),
-                        st.is_merging(id)
-                    ));
-                }
+            for s in odd {
+                let st = &self.cluster.stores[&s];
+                let ranges: Vec<String> = (st.regions().iter())
+                    .filter(|r| !r.peers.is_empty())
+                    .map(|r| format!("{}{}", r.id, crate::store::range_text(r)))
+                    .collect();
+                out.push(format!(
+                    "store {s} holds {}; leader's range {}",
+                    ranges.join(" "),
+                    crate::store::range_text(&region)
+                ));
+                out.push(format!(
+                    "region {id} (led by store {l}: {:?} peers {:?}) on store {s}: {:?} {:?} \
+                     merging {}",
+                    region.region_epoch,
+                    (region.peers.iter())
+                        .map(|p| (p.id, p.store_id, p.role))
+                        .collect::<Vec<_>>(),
+                    st.region(id).map(|r| (r.region_epoch, r.peers.len())),
+                    st.peer_status(id),
+                    st.is_merging(id)
+                ));
             }
         }
         out
