@@ -202,7 +202,10 @@ async fn roll_back_missing_primary(pd: &str, c: &TransactionClient, start_ts: u6
     let Ok(now) = c.current_timestamp().await else {
         return;
     };
-    let mut d = super::direct_at_pd(pd, &tikal_codec::mvcc_key::encode_key(primary)).await;
+    let Ok(mut d) = super::direct_at_pd(pd, &tikal_codec::mvcc_key::encode_key(primary)).await
+    else {
+        return; // The next failed read asks again.
+    };
     let req = tikal_proto::kvrpcpb::CheckTxnStatusRequest {
         context: Some(d.ctx.clone()),
         primary_key: primary.to_vec(),

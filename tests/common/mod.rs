@@ -248,20 +248,22 @@ pub async fn direct(t: &TestCluster) -> Direct {
 /// Connects to the store leading the region that holds `key` (as stored:
 /// transactional keys memcomparable-encoded), with a valid Context.
 pub async fn direct_at(t: &TestCluster, key: &[u8]) -> Direct {
-    direct_to(&t.pd(), key, false).await
+    direct_to(&t.pd(), key, false).await.unwrap()
 }
 
-/// [`direct_at`] in the cluster whose PD is at `pd`.
-pub async fn direct_at_pd(pd: &str, key: &[u8]) -> Direct {
+/// [`direct_at`] in the cluster whose PD is at `pd`; an error if PD or the
+/// leader's store does not answer (a nemesis may have stopped it).
+pub async fn direct_at_pd(pd: &str, key: &[u8]) -> anyhow::Result<Direct> {
     direct_to(pd, key, false).await
 }
 
 /// Like [`direct_at`], to a store holding a follower of the region instead.
 pub async fn direct_follower_at(t: &TestCluster, key: &[u8]) -> Direct {
-    direct_to(&t.pd(), key, true).await
+    direct_to(&t.pd(), key, true).await.unwrap()
 }
 
-async fn direct_to(pd: &str, key: &[u8], follower: bool) -> Direct {
+async fn direct_to(pd: &str, key: &[u8], follower: bool) -> anyhow::Result<Direct> {
+    use anyhow::Context as _;
     let (mut pd, header) = pd_client_at(pd).await;
     let region = pd
         .get_region(pdpb::GetRegionRequest {
@@ -269,34 +271,28 @@ async fn direct_to(pd: &str, key: &[u8], follower: bool) -> Direct {
             region_key: key.to_vec(),
             need_buckets: false,
         })
-        .await
-        .unwrap()
+        .await?
         .into_inner();
-    let mut leader = region.leader.unwrap();
-    let region = region.region.unwrap();
+    let mut leader = region.leader.context("no leader")?;
+    let region = region.region.context("no region")?;
     if follower {
-        leader = region
-            .peers
-            .iter()
+        leader = (region.peers.iter())
             .find(|p| p.id != leader.id)
             .cloned()
-            .expect("the region has a follower");
+            .context("the region has no follower")?;
     }
     let store = pd
         .get_store(pdpb::GetStoreRequest {
             header,
             store_id: leader.store_id,
         })
-        .await
-        .unwrap()
+        .await?
         .into_inner()
         .store
-        .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", store.address))
-        .unwrap()
+        .context("no such store")?;
+    let channel = Channel::from_shared(format!("http://{}", store.address))?
         .connect()
-        .await
-        .unwrap();
+        .await?;
     let tikv = TikvClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -306,7 +302,7 @@ async fn direct_to(pd: &str, key: &[u8], follower: bool) -> Direct {
         peer: Some(leader),
         ..Default::default()
     };
-    Direct { tikv, ctx, channel }
+    Ok(Direct { tikv, ctx, channel })
 }
 
 impl Direct {
