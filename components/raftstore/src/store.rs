@@ -872,6 +872,22 @@ impl Store {
                 region_id = msg.region_id,
                 "message for a range a local region covers; waits for a split"
             );
+            // Or it is a leftover nobody tells it is: a learner removed
+            // while cut off never campaigns, and would hold the range until
+            // max-leader-missing-duration. A region older than the
+            // message's asks its peers now (as TiKV wakes a learner a newer
+            // region overlaps; seed 11 of tests/nemesis.rs).
+            let mut asked = false;
+            for id in &overlapped {
+                if let Some(p) = (self.peers.get(id))
+                    .filter(|p| crate::region_version(&p.region) < msg.epoch.version)
+                {
+                    asked |= ask_if_stale(self.transport.as_mut(), p);
+                }
+            }
+            if asked {
+                self.transport.flush();
+            }
             if self.waiting.len() >= MAX_WAITING_MESSAGES {
                 self.waiting.pop_front();
             }
@@ -925,21 +941,8 @@ impl Store {
                     peer: peer.meta.clone(),
                 });
                 // PD cannot judge a peer of a region it no longer knows
-                // (merged away); the region's other peers may. A learner
-                // sends nothing else: it never campaigns.
-                let epoch = peer.region.region_epoch.clone().unwrap_or_default();
-                for to in (peer.region.peers.iter()).filter(|p| p.id != peer.meta.id) {
-                    self.transport.send(PeerMessage {
-                        check_stale: true,
-                        ..PeerMessage::note(
-                            peer.region.id,
-                            peer.meta.clone(),
-                            to.clone(),
-                            epoch.clone(),
-                        )
-                    });
-                    asked = true;
-                }
+                // (merged away); the region's other peers may.
+                asked |= ask_if_stale(self.transport.as_mut(), peer);
             }
         }
         if asked {
@@ -1779,6 +1782,21 @@ fn under_snapshot(
 
 /// Whether the region's range and `[start, end)` (empty end: unbounded)
 /// share a key.
+/// Sends `peer`'s check-stale note to the region's other peers (see
+/// [`PeerMessage::check_stale`]); true if it sent any (the caller flushes).
+fn ask_if_stale(transport: &mut dyn Transport, peer: &Peer) -> bool {
+    let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+    let mut sent = false;
+    for to in (peer.region.peers.iter()).filter(|p| p.id != peer.meta.id) {
+        transport.send(PeerMessage {
+            check_stale: true,
+            ..PeerMessage::note(peer.region.id, peer.meta.clone(), to.clone(), epoch.clone())
+        });
+        sent = true;
+    }
+    sent
+}
+
 /// Two of the peers' regions whose ranges overlap, if any.
 fn overlapping<'a>(
     peers: impl Iterator<Item = &'a Peer>,
