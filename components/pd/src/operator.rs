@@ -303,6 +303,8 @@ pub struct Operator {
     pub region_epoch: metapb::RegionEpoch,
     pub start_key: Vec<u8>,
     pub end_key: Vec<u8>,
+    /// The region's peers then, as (store, role), sorted.
+    pub stores: Vec<(u64, i32)>,
     pub approximate_size_mib: u64,
     /// Index of the first step not seen done.
     pub current: usize,
@@ -320,6 +322,15 @@ pub enum Progress {
     Dropped(OpStatus, &'static str),
 }
 
+/// `r`'s peers as (store, role), sorted.
+fn stores_of(r: &RegionInfo) -> Vec<(u64, i32)> {
+    let mut stores: Vec<(u64, i32)> = (r.region.peers.iter())
+        .map(|p| (p.store_id, p.role))
+        .collect();
+    stores.sort_unstable();
+    stores
+}
+
 impl Operator {
     pub fn new(plan: Plan, r: &RegionInfo, now: i64, timeout: Duration) -> Operator {
         Operator {
@@ -328,6 +339,7 @@ impl Operator {
             region_epoch: r.epoch(),
             start_key: r.region.start_key.clone(),
             end_key: r.region.end_key.clone(),
+            stores: stores_of(r),
             approximate_size_mib: r.approximate_size_mib(),
             current: 0,
             created_at: now,
@@ -353,14 +365,16 @@ impl Operator {
         }
         let epoch = r.epoch();
         // Preparing the merge adds one to the source's version and keeps
-        // its range: its operator ends when the source is gone. Anything
-        // more (a split, a merge into it, a merge rolled back) makes the
-        // merge stale, and it is dropped (with its target's half) to be
-        // planned again; else the command is refused for good and both
+        // its range and peers: its operator ends when the source is gone.
+        // Anything more (a split, a merge into it, a merge rolled back, a
+        // peer added or removed by an operator dropped just before) makes
+        // the merge stale, and it is dropped (with its target's half) to
+        // be planned again; else the command is refused for good and both
         // regions stay held until the operator times out.
         if let Step::MergeRegion { passive: false, .. } = step {
             let moved = r.region.start_key != self.start_key
                 || r.region.end_key != self.end_key
+                || stores_of(r) != self.stores
                 || epoch.version > self.region_epoch.version.saturating_add(1);
             if moved {
                 return Progress::Dropped(OpStatus::Cancel, "merge source split or merged");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::fleet::{key, Fleet};
 use common::ScheduleOptions;
+use tikal_proto::metapb;
 
 const MIB: u64 = 1 << 20;
 
@@ -140,6 +141,31 @@ fn a_merge_whose_source_split_before_preparing_it_is_dropped_with_its_target_hal
         .operators()
         .iter()
         .all(|op| { op.region_id != c && op.merge_partner() != Some(c) }));
+    if let Some(merge) = again.and_then(|r| r.merge) {
+        assert_ne!(merge.target.unwrap().id, c);
+    }
+}
+
+#[test]
+fn a_merge_whose_source_gained_a_peer_before_preparing_it_is_dropped_with_its_target_half() {
+    let (fleet, [_, b, c]) = three([30, 1, 25], merge_now());
+    let req = fleet.request(b);
+    let resp = fleet.cluster.region_heartbeat(&req).unwrap().unwrap();
+    assert!(resp.merge.is_some());
+    // A learner an operator dropped just before had already added (found
+    // by tests/nemesis.rs, seed 11): the source's stores no longer match
+    // the target's, so the store refuses the merge for good.
+    let mut grown = req.clone();
+    let region = grown.region.as_mut().unwrap();
+    region.peers.push(metapb::Peer {
+        id: 999,
+        store_id: 99,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    });
+    region.region_epoch.as_mut().unwrap().conf_ver += 1;
+    let again = fleet.cluster.region_heartbeat(&grown).unwrap();
+    assert_eq!(fleet.cluster.operator(c).unwrap().1.name(), "CANCEL");
     if let Some(merge) = again.and_then(|r| r.merge) {
         assert_ne!(merge.target.unwrap().id, c);
     }
