@@ -303,8 +303,6 @@ pub struct Operator {
     pub region_epoch: metapb::RegionEpoch,
     pub start_key: Vec<u8>,
     pub end_key: Vec<u8>,
-    /// The region's peers then, as (store, role), sorted.
-    pub stores: Vec<(u64, i32)>,
     pub approximate_size_mib: u64,
     /// Index of the first step not seen done.
     pub current: usize,
@@ -322,9 +320,10 @@ pub enum Progress {
     Dropped(OpStatus, &'static str),
 }
 
-/// `r`'s peers as (store, role), sorted.
-fn stores_of(r: &RegionInfo) -> Vec<(u64, i32)> {
-    let mut stores: Vec<(u64, i32)> = (r.region.peers.iter())
+/// The region's peers as (store, role), sorted: a merge's source must
+/// match its target's.
+fn stores_of(region: &metapb::Region) -> Vec<(u64, i32)> {
+    let mut stores: Vec<(u64, i32)> = (region.peers.iter())
         .map(|p| (p.store_id, p.role))
         .collect();
     stores.sort_unstable();
@@ -339,7 +338,6 @@ impl Operator {
             region_epoch: r.epoch(),
             start_key: r.region.start_key.clone(),
             end_key: r.region.end_key.clone(),
-            stores: stores_of(r),
             approximate_size_mib: r.approximate_size_mib(),
             current: 0,
             created_at: now,
@@ -367,14 +365,20 @@ impl Operator {
         // Preparing the merge adds one to the source's version and keeps
         // its range and peers: its operator ends when the source is gone.
         // Anything more (a split, a merge into it, a merge rolled back, a
-        // peer added or removed by an operator dropped just before) makes
-        // the merge stale, and it is dropped (with its target's half) to
-        // be planned again; else the command is refused for good and both
-        // regions stay held until the operator times out.
-        if let Step::MergeRegion { passive: false, .. } = step {
+        // peer the alignment steps did not plan, added by an operator
+        // dropped just before) makes the merge stale, and it is dropped
+        // (with its target's half) to be planned again; else the command
+        // is refused for good and both regions stay held until the
+        // operator times out.
+        if let Step::MergeRegion {
+            passive: false,
+            target,
+            ..
+        } = step
+        {
             let moved = r.region.start_key != self.start_key
                 || r.region.end_key != self.end_key
-                || stores_of(r) != self.stores
+                || stores_of(&r.region) != stores_of(target)
                 || epoch.version > self.region_epoch.version.saturating_add(1);
             if moved {
                 return Progress::Dropped(OpStatus::Cancel, "merge source split or merged");
