@@ -1804,7 +1804,7 @@ fn overlapping<'a>(
     let mut regions: Vec<&metapb::Region> = peers.map(|p| &p.region).collect();
     regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
     (regions.windows(2))
-        .find(|w| w[0].end_key.is_empty() || w[0].end_key > w[1].start_key)
+        .find(|w| overlaps(w[0], (&w[1].start_key, &w[1].end_key)))
         .map(|w| (w[0], w[1]))
 }
 
