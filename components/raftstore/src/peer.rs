@@ -117,6 +117,12 @@ pub(crate) struct Peer {
     pub leaderless_ticks: u64,
     /// Whether a Raft message reached this peer since the last tick.
     pub heard: bool,
+    /// The store tick at which this peer last asked its region's other
+    /// peers whether it is stale because a newer region's message found it
+    /// over that region's range (see `Store::maybe_create_peer`): such
+    /// messages come with every heartbeat, the question once an election
+    /// timeout is enough.
+    pub asked_if_stale_at: Option<u64>,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
     urgent_index: u64,
@@ -270,6 +276,7 @@ impl Peer {
             merged: false,
             leaderless_ticks: 0,
             heard: false,
+            asked_if_stale_at: None,
             urgent_index: 0,
             written: Arc::default(),
             read_progress: Arc::default(),

@@ -56,7 +56,9 @@
 //! status [region=R]         each store's view of region R (default 1): role,
 //!                           term, leader, commit, applied, first log index
 //! traffic                   messages sent since the last `traffic`: per
-//!                           sender, receiver and type, how many and their entries
+//!                           sender, receiver and type (Raft's, or the note's:
+//!                           CheckStale, Tombstone, WantRollbackMerge), how
+//!                           many and their entries
 //! proposals                 what each proposal got back
 //! get key                   the key's value on every store
 //! ```
@@ -115,7 +117,12 @@ struct SimTransport(Arc<Mutex<Network>>);
 impl Transport for SimTransport {
     fn send(&mut self, msg: PeerMessage) {
         let mut net = self.0.lock();
-        let kind = format!("{:?}", msg.message.get_msg_type());
+        let kind = match &msg {
+            m if m.check_stale => "CheckStale".to_string(),
+            m if m.is_tombstone => "Tombstone".to_string(),
+            m if m.want_rollback_merge.is_some() => "WantRollbackMerge".to_string(),
+            m => format!("{:?}", m.message.get_msg_type()),
+        };
         let count = net
             .sent
             .entry((msg.from.store_id, msg.to.store_id, kind))

@@ -877,11 +877,20 @@ impl Store {
             // max-leader-missing-duration. A region older than the
             // message's asks its peers now (as TiKV wakes a learner a newer
             // region overlaps; seed 11 of tests/nemesis.rs).
+            // Once an election timeout at most: the newer region's
+            // messages keep coming while it waits.
+            let (now, every) = (self.ticks, self.raft_cfg.election_tick as u64);
             let mut asked = false;
             for id in &overlapped {
-                if let Some(p) = (self.peers.get(id))
+                let Some(p) = (self.peers.get_mut(id))
                     .filter(|p| crate::region_version(&p.region) < msg.epoch.version)
+                else {
+                    continue;
+                };
+                if p.asked_if_stale_at
+                    .is_none_or(|at| now >= at.saturating_add(every))
                 {
+                    p.asked_if_stale_at = Some(now);
                     asked |= ask_if_stale(self.transport.as_mut(), p);
                 }
             }
@@ -1780,8 +1789,6 @@ fn under_snapshot(
     Some((within && version(r) < version(region)) || merged_in)
 }
 
-/// Whether the region's range and `[start, end)` (empty end: unbounded)
-/// share a key.
 /// Sends `peer`'s check-stale note to the region's other peers (see
 /// [`PeerMessage::check_stale`]); true if it sent any (the caller flushes).
 fn ask_if_stale(transport: &mut dyn Transport, peer: &Peer) -> bool {
@@ -1808,6 +1815,8 @@ fn overlapping<'a>(
         .map(|w| (w[0], w[1]))
 }
 
+/// Whether the region's range and `[start, end)` (empty end: unbounded)
+/// share a key.
 fn overlaps(r: &metapb::Region, (start, end): (&[u8], &[u8])) -> bool {
     (end.is_empty() || r.start_key.as_slice() < end)
         && (r.end_key.is_empty() || start < r.end_key.as_slice())
