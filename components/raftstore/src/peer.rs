@@ -123,6 +123,13 @@ pub(crate) struct Peer {
     /// messages come with every heartbeat, the question once an election
     /// timeout is enough.
     pub asked_if_stale_at: Option<u64>,
+    /// Peers a membership change applied here removed from the region,
+    /// with the polls (see `Store::tell_removed_peers`) since: while this
+    /// peer leads, it tells each it was removed, at growing intervals.
+    /// A removed peer cut off at the time, a learner above all, would
+    /// otherwise hold its copy until max-leader-missing-duration (as
+    /// TiKV's leader polls its removed peers until they are gone).
+    pub removed_peers: Vec<(metapb::Peer, u64)>,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
     urgent_index: u64,
@@ -277,6 +284,7 @@ impl Peer {
             leaderless_ticks: 0,
             heard: false,
             asked_if_stale_at: None,
+            removed_peers: vec![],
             urgent_index: 0,
             written: Arc::default(),
             read_progress: Arc::default(),
@@ -1230,8 +1238,18 @@ impl Peer {
                 self.pending_remove = true;
             }
         }
+        let removed = (self.region.peers.iter())
+            .filter(|p| p.id != self.meta.id && !region.peers.iter().any(|q| q.id == p.id));
+        self.removed_peers.extend(removed.map(|p| (p.clone(), 0)));
         self.region = region;
         Ok(self.region.clone())
+    }
+
+    /// Whether raft-rs still counts `id` in the configuration: a voter
+    /// removed by a joint change stays an outgoing voter until the joint
+    /// state is left.
+    pub fn in_raft_config(&self, id: u64) -> bool {
+        self.raw_node.raft.prs().get(id).is_some()
     }
 
     /// Replaces this peer's data and log with a received snapshot's. The

@@ -199,6 +199,11 @@ pub struct Store {
 /// committed (or rolled back).
 const MERGE_CHECK_TICKS: u64 = 3;
 
+/// A leader tells a peer a membership change removed that it was removed
+/// after 1, 2, 4, … of its polls (one an election timeout), up to this
+/// many; then it forgets the peer (17 minutes with 1-second timeouts).
+const REMOVED_PEER_POLLS: u64 = 1024;
+
 /// What this store's peer of a prepared merge's target says about the
 /// merge (see [`Store::drive_merges`]).
 #[derive(Debug, Clone, Copy)]
@@ -961,6 +966,55 @@ impl Store {
         if self.ticks.is_multiple_of(MERGE_CHECK_TICKS) {
             self.drop_merged_sources();
             self.drive_merges();
+        }
+        if self
+            .ticks
+            .is_multiple_of(self.raft_cfg.election_tick.max(1) as u64)
+        {
+            self.tell_removed_peers();
+        }
+    }
+
+    /// One poll of the peers membership changes removed (see
+    /// [`Peer::removed_peers`]): a leader tells each, once raft-rs no
+    /// longer counts it (a joint change keeps it until left), that it was
+    /// removed, at this epoch. A removed peer that applied its removal is
+    /// gone already and its store drops the note; one cut off meanwhile
+    /// goes when it hears it. Nothing answers, so it is sent again later.
+    fn tell_removed_peers(&mut self) {
+        let mut sent = false;
+        for peer in self.peers.values_mut() {
+            for (_, polls) in &mut peer.removed_peers {
+                *polls += 1;
+            }
+            (peer.removed_peers).retain(|(_, polls)| *polls <= REMOVED_PEER_POLLS);
+            if peer.removed_peers.is_empty() || !peer.is_leader() {
+                continue;
+            }
+            let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+            for (removed, polls) in &peer.removed_peers {
+                if !polls.is_power_of_two()
+                    || removed.store_id == self.store_id
+                    || peer.in_raft_config(removed.id)
+                {
+                    continue;
+                }
+                self.transport.send(PeerMessage {
+                    is_tombstone: true,
+                    start_key: peer.region.start_key.clone(),
+                    end_key: peer.region.end_key.clone(),
+                    ..PeerMessage::note(
+                        peer.region.id,
+                        peer.meta.clone(),
+                        removed.clone(),
+                        epoch.clone(),
+                    )
+                });
+                sent = true;
+            }
+        }
+        if sent {
+            self.transport.flush();
         }
     }
 
