@@ -128,7 +128,9 @@ pub(crate) struct Peer {
     /// peer leads, it tells each it was removed, at growing intervals.
     /// A removed peer cut off at the time, a learner above all, would
     /// otherwise hold its copy until max-leader-missing-duration (as
-    /// TiKV's leader polls its removed peers until they are gone).
+    /// TiKV's leader polls its removed peers until they are gone). In
+    /// memory only: a restart forgets it, and a replica that catches up
+    /// by snapshot does not learn the removals the snapshot covers.
     pub removed_peers: Vec<(metapb::Peer, u64)>,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
@@ -1245,9 +1247,9 @@ impl Peer {
         Ok(self.region.clone())
     }
 
-    /// Whether raft-rs still counts `id` in the configuration: a voter
-    /// removed by a joint change stays an outgoing voter until the joint
-    /// state is left.
+    /// Whether raft-rs counts `id` in the configuration (incoming,
+    /// outgoing or learner): a removed peer it counts is not told it was
+    /// removed.
     pub fn in_raft_config(&self, id: u64) -> bool {
         self.raw_node.raft.prs().get(id).is_some()
     }

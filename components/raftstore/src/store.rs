@@ -200,8 +200,12 @@ pub struct Store {
 const MERGE_CHECK_TICKS: u64 = 3;
 
 /// A leader tells a peer a membership change removed that it was removed
-/// after 1, 2, 4, … of its polls (one an election timeout), up to this
-/// many; then it forgets the peer (17 minutes with 1-second timeouts).
+/// after 4, 8, 16, … of its polls (one an election timeout), up to this
+/// many; then it forgets the peer (17 minutes with the default 1-second
+/// election timeout). Not at once: a removed peer still connected applies
+/// its removal itself, after any split committed before it (told first,
+/// it would go with the split's new region's copy).
+const FIRST_REMOVED_PEER_POLL: u64 = 4;
 const REMOVED_PEER_POLLS: u64 = 1024;
 
 /// What this store's peer of a prepared merge's target says about the
@@ -976,11 +980,11 @@ impl Store {
     }
 
     /// One poll of the peers membership changes removed (see
-    /// [`Peer::removed_peers`]): a leader tells each, once raft-rs no
-    /// longer counts it (a joint change keeps it until left), that it was
-    /// removed, at this epoch. A removed peer that applied its removal is
-    /// gone already and its store drops the note; one cut off meanwhile
-    /// goes when it hears it. Nothing answers, so it is sent again later.
+    /// [`Peer::removed_peers`]): a leader tells each that it was removed,
+    /// at this epoch (unless raft-rs counts that peer again). A removed
+    /// peer that applied its removal is gone already and its store drops
+    /// the note; an initialized one cut off meanwhile goes when it hears
+    /// it. Nothing answers, so it is sent again later.
     fn tell_removed_peers(&mut self) {
         let mut sent = false;
         for peer in self.peers.values_mut() {
@@ -993,8 +997,8 @@ impl Store {
             }
             let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             for (removed, polls) in &peer.removed_peers {
-                if !polls.is_power_of_two()
-                    || removed.store_id == self.store_id
+                if *polls < FIRST_REMOVED_PEER_POLL
+                    || !polls.is_power_of_two()
                     || peer.in_raft_config(removed.id)
                 {
                     continue;
