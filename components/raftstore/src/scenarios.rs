@@ -39,7 +39,8 @@
 //!                           store S proposes a membership change of region R
 //!                           (default 1): a voter, a learner (new or demoted)
 //!                           on store T, or removing T's peer; a new peer's id
-//!                           is T, then T+10, T+20…
+//!                           is T, then T+10, T+20… (above every id given on
+//!                           store T, splits' too, as PD's ids only grow)
 //! compact S... [force]      log GC on the stores, then stabilize: a leader
 //!                           among them proposes a CompactLog (threshold 1;
 //!                           `force`: up to the applied index even past slow
@@ -179,6 +180,10 @@ pub(crate) struct Cluster {
     proposals: Vec<Proposal>,
     /// Peers of region 1 ever created per store, for new peer ids.
     pub(crate) incarnations: BTreeMap<u64, u64>,
+    /// The highest peer id given on each store: a new peer's id is above
+    /// it, as PD's ids only grow (a store takes a message to a lower id
+    /// than its peer's for a removed peer's).
+    highest_peer_id: BTreeMap<u64, u64>,
     /// The id the next region a split makes gets.
     next_region: u64,
     /// What the stores report to PD (only `chaos.rs` reads them).
@@ -197,6 +202,7 @@ impl Cluster {
             held: BTreeMap::new(),
             proposals: vec![],
             incarnations: (1..=voters).map(|s| (s, 1)).collect(),
+            highest_peer_id: (1..=voters).map(|s| (s, s)).collect(),
             next_region: 2,
             events,
             events_tx,
@@ -353,10 +359,16 @@ impl Cluster {
             let t: u64 = v.parse()?;
             let existing = region.peers.iter().find(|p| p.store_id == t).cloned();
             let new_peer = |c: &mut Cluster| {
+                let highest = c.highest_peer_id.get(&t).copied().unwrap_or(0);
                 let n = c.incarnations.entry(t).or_insert(0);
                 *n += 1;
+                while t + 10 * (*n - 1) <= highest {
+                    *n += 1;
+                }
+                let id = t + 10 * (*n - 1);
+                c.highest_peer_id.insert(t, id);
                 metapb::Peer {
-                    id: t + 10 * (*n - 1),
+                    id,
                     store_id: t,
                     ..Default::default()
                 }
@@ -401,6 +413,10 @@ impl Cluster {
         for key in &keys {
             let id = self.next_region;
             self.next_region += 1;
+            for p in &region.peers {
+                let highest = self.highest_peer_id.entry(p.store_id).or_insert(0);
+                *highest = (*highest).max(10 * id + p.store_id);
+            }
             requests.push(SplitRequest {
                 split_key: key.as_bytes().to_vec(),
                 new_region_id: id,
