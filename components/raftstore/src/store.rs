@@ -747,12 +747,7 @@ impl Store {
         if stale_sender {
             // A peer removed while it was away: tell it, so it goes.
             debug!(region_id, from = msg.from.id, "message from a removed peer");
-            self.transport.send(PeerMessage {
-                is_tombstone: true,
-                start_key: peer.region.start_key.clone(),
-                end_key: peer.region.end_key.clone(),
-                ..PeerMessage::note(region_id, peer.meta.clone(), msg.from, ours)
-            });
+            self.transport.send(you_were_removed(peer, msg.from));
             self.transport.flush();
             return;
         }
@@ -888,7 +883,7 @@ impl Store {
             // region overlaps; seed 11 of tests/nemesis.rs).
             // Once an election timeout at most: the newer region's
             // messages keep coming while it waits.
-            let (now, every) = (self.ticks, self.raft_cfg.election_tick as u64);
+            let (now, every) = (self.ticks, self.election_ticks());
             let mut asked = false;
             for id in &overlapped {
                 let Some(p) = (self.peers.get_mut(id))
@@ -971,12 +966,14 @@ impl Store {
             self.drop_merged_sources();
             self.drive_merges();
         }
-        if self
-            .ticks
-            .is_multiple_of(self.raft_cfg.election_tick.max(1) as u64)
-        {
+        if self.ticks.is_multiple_of(self.election_ticks()) {
             self.tell_removed_peers();
         }
+    }
+
+    /// The election timeout in ticks (at least one).
+    fn election_ticks(&self) -> u64 {
+        (self.raft_cfg.election_tick as u64).max(1)
     }
 
     /// One poll of the peers membership changes removed (see
@@ -995,7 +992,6 @@ impl Store {
             if peer.removed_peers.is_empty() || !peer.is_leader() {
                 continue;
             }
-            let epoch = peer.region.region_epoch.clone().unwrap_or_default();
             for (removed, polls) in &peer.removed_peers {
                 if *polls < FIRST_REMOVED_PEER_POLL
                     || !polls.is_power_of_two()
@@ -1003,17 +999,7 @@ impl Store {
                 {
                     continue;
                 }
-                self.transport.send(PeerMessage {
-                    is_tombstone: true,
-                    start_key: peer.region.start_key.clone(),
-                    end_key: peer.region.end_key.clone(),
-                    ..PeerMessage::note(
-                        peer.region.id,
-                        peer.meta.clone(),
-                        removed.clone(),
-                        epoch.clone(),
-                    )
-                });
+                self.transport.send(you_were_removed(peer, removed.clone()));
                 sent = true;
             }
         }
@@ -1845,6 +1831,18 @@ fn under_snapshot(
         _ => false,
     };
     Some((within && version(r) < version(region)) || merged_in)
+}
+
+/// `peer`'s tombstone note to `to`, a peer no longer in its region: at
+/// the region's epoch, with its range.
+fn you_were_removed(peer: &Peer, to: metapb::Peer) -> PeerMessage {
+    let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+    PeerMessage {
+        is_tombstone: true,
+        start_key: peer.region.start_key.clone(),
+        end_key: peer.region.end_key.clone(),
+        ..PeerMessage::note(peer.region.id, peer.meta.clone(), to, epoch)
+    }
 }
 
 /// Sends `peer`'s check-stale note to the region's other peers (see
