@@ -65,7 +65,7 @@ impl TestCluster {
             eprintln!("keeping {}", dir.path().display());
         }
         let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
-        spec.store_config = store_config.to_string();
+        spec.store_config = without_reserve(store_config);
         spec.pd_config = pd_config.to_string();
         let cluster = match LocalCluster::start_first(spec, running, READY_TIMEOUT).await {
             Ok(c) => c,
@@ -429,6 +429,28 @@ impl tonic::codec::Decoder for BytesCodec {
         let mut out = vec![0; bytes::Buf::remaining(buf)];
         bytes::Buf::copy_to_slice(buf, &mut out);
         Ok(Some(out))
+    }
+}
+
+/// `store_config` with `[storage] reserve-space = "0"` unless it sets a
+/// reserve: a test must not depend on how full the machine's disk is, and
+/// upstream's reserve (5 GB, or 5 % of the disk) would refuse every write
+/// on a machine with less room than that.
+fn without_reserve(store_config: &str) -> String {
+    if store_config.contains("reserve-space") {
+        return store_config.to_string();
+    }
+    let line = "reserve-space = \"0\"";
+    match store_config.find("[storage]\n") {
+        Some(at) => {
+            let after = at + "[storage]\n".len();
+            format!(
+                "{}{line}\n{}",
+                &store_config[..after],
+                &store_config[after..]
+            )
+        }
+        None => format!("{store_config}\n[storage]\n{line}\n"),
     }
 }
 

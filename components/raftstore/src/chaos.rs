@@ -28,6 +28,7 @@ use tikal_proto::metapb;
 use tokio::sync::oneshot;
 
 use crate::apply::ApplyOutput;
+use crate::disk::DiskFullOpt;
 use crate::scenarios::{holds, Cluster, REGION};
 use crate::transport::PeerMessage;
 use crate::{LogGc, Result as StoreResult, StoreEvent};
@@ -261,7 +262,8 @@ impl Chaos {
                 self.next_write += 1;
                 let (tx, answer) = oneshot::channel();
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                store.propose(region.id, None, write_cmd(n, self.mode).into_bytes(), tx);
+                let cmd = write_cmd(n, self.mode).into_bytes();
+                store.propose(region.id, None, cmd, DiskFullOpt::NotAllowedOnFull, tx);
                 self.writes.push(Write {
                     n,
                     answer,

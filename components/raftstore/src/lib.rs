@@ -34,6 +34,7 @@ mod admin;
 mod apply;
 #[cfg(test)]
 mod chaos;
+mod disk;
 mod meta;
 mod peer;
 mod peer_storage;
@@ -47,6 +48,7 @@ mod store;
 mod transport;
 
 pub use apply::{Applier, ApplyContext, ApplyOutput};
+pub use disk::{allows as disk_allows, grade as grade_disk, DiskFullOpt, DiskState, DiskUsage};
 pub use meta::{
     applied_index, load_first_region, load_regions, load_store_ident, remove_region,
     write_initial_region, write_store_ident, StoreIdent, INITIAL_INDEX,
@@ -112,6 +114,10 @@ pub enum RaftstoreError {
     Merge(String),
     #[error("the store is shutting down")]
     StoreStopped,
+    /// A client write refused for lack of disk space on `store_ids` (see
+    /// `disk.rs`).
+    #[error("disk full on store(s) {store_ids:?}: {reason}")]
+    DiskFull { store_ids: Vec<u64>, reason: String },
     /// What the store keeps breaks an invariant: it stops rather than
     /// serve or destroy data it cannot place.
     #[error("inconsistent store state: {0}")]

@@ -38,6 +38,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, EntryKind, MergeState};
 use crate::apply::{Applier, ApplyBatch, ApplyContext, ApplyOutput};
+use crate::disk::{self, DiskFullOpt, DiskUsage};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
 use crate::snap::{self, SnapKey, SnapManager};
@@ -132,6 +133,9 @@ pub(crate) struct Peer {
     /// memory only: a restart forgets it, and a replica that catches up
     /// by snapshot does not learn the removals the snapshot covers.
     pub removed_peers: Vec<(metapb::Peer, u64)>,
+    /// Peers whose last message said their store's disk is not Normal (see
+    /// `disk.rs`); a peer is dropped from it once it says Normal again.
+    full_disks: HashMap<u64, DiskUsage>,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
     urgent_index: u64,
@@ -287,6 +291,7 @@ impl Peer {
             heard: false,
             asked_if_stale_at: None,
             removed_peers: vec![],
+            full_disks: HashMap::new(),
             urgent_index: 0,
             written: Arc::default(),
             read_progress: Arc::default(),
@@ -673,12 +678,63 @@ impl Peer {
             return false;
         }
         let votes = &self.rollback_votes.1;
+        self.quorum_of(|id| votes.contains(&id))
+    }
+
+    /// Whether the voters for which `yes` holds are a quorum of the
+    /// region's configuration (of both halves of a joint one).
+    fn quorum_of(&self, yes: impl Fn(u64) -> bool) -> bool {
         let majority = |voters: &[u64]| {
-            let yes = voters.iter().filter(|v| votes.contains(v)).count();
-            voters.is_empty() || yes >= raft::majority(voters.len())
+            let ayes = voters.iter().filter(|&&v| yes(v)).count();
+            voters.is_empty() || ayes >= raft::majority(voters.len())
         };
         let conf = self.raw_node.raft.prs().conf().to_conf_state();
         majority(&conf.voters) && majority(&conf.voters_outgoing)
+    }
+
+    /// Records how full `from`'s disk is, as its message said.
+    pub fn note_disk_usage(&mut self, from: u64, usage: DiskUsage) {
+        if usage == DiskUsage::Normal {
+            self.full_disks.remove(&from);
+        } else {
+            self.full_disks.insert(from, usage);
+        }
+    }
+
+    /// On a leader, whether a client write that tolerates `opt` may be
+    /// proposed, given this store's disk (`(store id, usage)`) and the
+    /// usage its followers last reported: this store's disk must take it,
+    /// and so must the disks of a quorum of voters. Otherwise DiskFull
+    /// names the stores that refuse it. A follower answers NotLeader
+    /// later, as before.
+    pub fn check_disk(&self, own: (u64, DiskUsage), opt: DiskFullOpt) -> Result<()> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let (store_id, usage) = own;
+        if !disk::allows(opt, usage) {
+            return Err(RaftstoreError::DiskFull {
+                store_ids: vec![store_id],
+                reason: format!("the leader's disk is {usage:?}; the write allows {opt:?}"),
+            });
+        }
+        let refuses = |id: u64| {
+            self.full_disks
+                .get(&id)
+                .is_some_and(|u| !disk::allows(opt, *u))
+        };
+        if self.full_disks.is_empty() || self.quorum_of(|id| !refuses(id)) {
+            return Ok(());
+        }
+        let mut store_ids: Vec<u64> = (self.region.peers.iter())
+            .filter(|p| refuses(p.id))
+            .map(|p| p.store_id)
+            .collect();
+        store_ids.sort_unstable();
+        Err(RaftstoreError::DiskFull {
+            store_ids,
+            reason: format!("no quorum of voters has disk room for a write that allows {opt:?}"),
+        })
     }
 
     /// Log entries `low..=high` (none if `low > high`).

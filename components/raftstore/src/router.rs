@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use crate::apply::ApplyOutput;
+use crate::disk::DiskFullOpt;
 use crate::peer::Callback;
 use crate::split_check::{self, SplitCheck};
 use crate::store::{RegionView, Store};
@@ -76,6 +77,7 @@ enum Msg {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
         cmd: Vec<u8>,
+        opt: DiskFullOpt,
         cb: Callback,
         pickup: Pickup,
     },
@@ -193,7 +195,8 @@ impl Router {
     }
 
     /// Proposes `cmd` to the region's Raft group and waits until it is
-    /// committed and applied, returning the applier's output.
+    /// committed and applied, returning the applier's output. The write is
+    /// refused on a (nearly) full disk.
     pub async fn propose(
         &self,
         region_id: u64,
@@ -201,18 +204,21 @@ impl Router {
         cmd: Vec<u8>,
         pickup: Pickup,
     ) -> Result<ApplyOutput> {
-        self.send_proposal(region_id, epoch, cmd, pickup)?
+        let opt = DiskFullOpt::NotAllowedOnFull;
+        self.send_proposal(region_id, epoch, cmd, opt, pickup)?
             .await
             .map_err(|_| RaftstoreError::StoreStopped)?
     }
 
     /// Hands `cmd` to the store loop without waiting; the receiver yields
-    /// the applier's output once the command is applied.
+    /// the applier's output once the command is applied. `opt` says how
+    /// full the disks it needs may be (see `disk.rs`).
     pub fn send_proposal(
         &self,
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
         cmd: Vec<u8>,
+        opt: DiskFullOpt,
         pickup: Pickup,
     ) -> Result<oneshot::Receiver<Result<ApplyOutput>>> {
         let (cb, rx) = oneshot::channel();
@@ -221,6 +227,7 @@ impl Router {
                 region_id,
                 epoch,
                 cmd,
+                opt,
                 cb,
                 pickup,
             })
@@ -569,6 +576,7 @@ impl Runner {
                 region_id,
                 epoch,
                 cmd,
+                opt,
                 cb,
                 pickup,
             } => {
@@ -576,7 +584,7 @@ impl Runner {
                     q.consume(cmd.len());
                 }
                 self.round_bytes = self.round_bytes.saturating_add(cmd.len());
-                self.store.propose(region_id, epoch, cmd, cb);
+                self.store.propose(region_id, epoch, cmd, opt, cb);
                 drop(pickup);
             }
             Msg::Raft(msg) => self.store.step(*msg),
@@ -748,6 +756,7 @@ mod tests {
                 region_id,
                 epoch,
                 cmd,
+                opt: DiskFullOpt::NotAllowedOnFull,
                 cb,
                 pickup,
             };
@@ -825,7 +834,13 @@ mod tests {
             .await
             .unwrap();
         let held = router
-            .send_proposal(1, None, b"held".to_vec(), None)
+            .send_proposal(
+                1,
+                None,
+                b"held".to_vec(),
+                DiskFullOpt::NotAllowedOnFull,
+                None,
+            )
             .unwrap();
         // A read is answered long before the quota lets the write in.
         let read = tokio::time::timeout(Duration::from_secs(5), router.read_index(1)).await;

@@ -20,8 +20,13 @@
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! round [n=N]               N times: one round on every store, then deliver
 //!                           the messages it sent (once; replies wait)
-//! propose S key=value       propose a write through store S to its region
-//!                           holding the key (answered later: `proposals`)
+//! propose S key=value [allow=almost|full]
+//!                           propose a write through store S to its region
+//!                           holding the key (answered later: `proposals`);
+//!                           `allow`: the write's DiskFullOpt (default
+//!                           NotAllowedOnFull)
+//! disk S... usage=U         the stores' disk monitors now say normal,
+//!                           almost (AlmostFull) or full (AlreadyFull)
 //! read S                    a linearizable read of region 1 through store S
 //!                           (ReadIndex; answered later: `proposals`)
 //! split S key... [region=R] store S proposes splitting region R (default 1)
@@ -79,6 +84,7 @@ use tikal_proto::metapb;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{Applier, ApplyContext, ApplyOutput};
+use crate::disk::{DiskFullOpt, DiskUsage};
 use crate::snap::{SnapKey, SnapManager};
 use crate::transport::{PeerMessage, Transport};
 use crate::{meta, LogGc, RaftstoreConfig, Result, Store, StoreEvent};
@@ -642,15 +648,21 @@ impl goldenscript::Runner for Runner {
                 let (k, v) = args
                     .iter()
                     .find_map(|a| match a {
-                        Argument::KeyValue(k, v) => Some((k.clone(), v.clone())),
+                        Argument::KeyValue(k, v) if k != "allow" => Some((k.clone(), v.clone())),
                         _ => None,
                     })
-                    .ok_or("propose S key=value")?;
+                    .ok_or("propose S key=value [allow=almost|full]")?;
+                let opt = match key_arg(&args, "allow") {
+                    None => DiskFullOpt::NotAllowedOnFull,
+                    Some("almost") => DiskFullOpt::AllowedOnAlmostFull,
+                    Some("full") => DiskFullOpt::AllowedOnAlreadyFull,
+                    Some(other) => return Err(format!("allow={other}: almost or full").into()),
+                };
                 let cmd = format!("{k}={v}");
                 let region_id = c.region_of(s, &k)?;
                 let (tx, answer) = oneshot::channel();
                 c.store(s)?
-                    .propose(region_id, None, cmd.clone().into_bytes(), tx);
+                    .propose(region_id, None, cmd.clone().into_bytes(), opt, tx);
                 c.proposals.push(Proposal {
                     store: s,
                     cmd,
@@ -675,6 +687,19 @@ impl goldenscript::Runner for Runner {
                 c.partitioned = stores_arg(&args)?.into_iter().collect();
             }
             "heal" => self.cluster()?.partitioned.clear(),
+            "disk" => {
+                // What the stores' disk monitors would say next.
+                let c = self.cluster()?;
+                let usage = match key_arg(&args, "usage").ok_or("disk S... usage=U")? {
+                    "normal" => DiskUsage::Normal,
+                    "almost" => DiskUsage::AlmostFull,
+                    "full" => DiskUsage::AlreadyFull,
+                    other => return Err(format!("usage={other}: normal, almost or full").into()),
+                };
+                for s in stores_arg(&args)? {
+                    c.store(s)?.disk_state().set(usage);
+                }
+            }
             "hold" => {
                 let c = self.cluster()?;
                 for s in stores_arg(&args)? {

@@ -36,11 +36,12 @@ use tracing::{debug, info, warn};
 
 use crate::admin;
 use crate::apply::{Applier, ApplyBatch};
+use crate::disk::{DiskFullOpt, DiskState};
 use crate::meta;
 use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::split_check::{SplitCheck, SplitCheckConfig};
-use crate::transport::{PeerMessage, Transport};
+use crate::transport::{PeerMessage, Stamped, Transport};
 use crate::{RaftstoreError, Result};
 
 /// Settings under `[raftstore]`.
@@ -177,6 +178,8 @@ pub struct Store {
     snaps: Arc<SnapManager>,
     applier: Arc<dyn Applier>,
     transport: Box<dyn Transport>,
+    /// This store's disk usage, set by the server's disk monitor.
+    disk: DiskState,
     raft_cfg: raft::Config,
     logger: slog::Logger,
     peers: HashMap<u64, Peer>,
@@ -303,6 +306,11 @@ impl Store {
                 range_text(b)
             )));
         }
+        let disk = DiskState::default();
+        let transport = Box::new(Stamped {
+            inner: transport,
+            disk: disk.clone(),
+        });
         let mut store = Store {
             store_id,
             cfg,
@@ -311,6 +319,7 @@ impl Store {
             snaps,
             applier,
             transport,
+            disk,
             raft_cfg,
             logger,
             peers,
@@ -327,6 +336,12 @@ impl Store {
 
     pub fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    /// The handle through which the server's disk monitor tells this store
+    /// how full its disk is.
+    pub fn disk_state(&self) -> DiskState {
+        self.disk.clone()
     }
 
     pub fn config(&self) -> &RaftstoreConfig {
@@ -349,10 +364,17 @@ impl Store {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
         cmd: Vec<u8>,
+        opt: DiskFullOpt,
         cb: Callback,
     ) {
+        let disk = (self.store_id, self.disk.get());
         match self.peers.get_mut(&region_id) {
-            Some(peer) => peer.propose(epoch, cmd, cb),
+            Some(peer) => match peer.check_disk(disk, opt) {
+                Ok(()) => peer.propose(epoch, cmd, cb),
+                Err(e) => {
+                    let _ = cb.send(Err(e));
+                }
+            },
             None => {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
             }
@@ -779,6 +801,7 @@ impl Store {
             return;
         };
         peer.peer_cache.insert(msg.from.id, msg.from.clone());
+        peer.note_disk_usage(msg.from.id, msg.disk_usage);
         peer.heard = true;
         if let Err(e) = peer.raw_node.step(msg.message) {
             debug!(region_id, error = %e, "raft message rejected");
@@ -2054,7 +2077,7 @@ mod tests {
         // The sole voter leads and appends right after the snapshot.
         store.on_ready().unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), cb);
+        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         store.on_ready().unwrap();
         assert!(matches!(rx.try_recv(), Ok(Ok(_))));
         let status = store.peer_status(1).unwrap();
@@ -2073,7 +2096,7 @@ mod tests {
         store.on_ready().unwrap();
         for _ in 0..3 {
             let (cb, _rx) = tokio::sync::oneshot::channel();
-            store.propose(1, None, b"x".to_vec(), cb);
+            store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         }
         store.on_ready().unwrap();
         let before = store.peer_status(1).unwrap();
@@ -2229,7 +2252,7 @@ mod tests {
             MessageType::MsgAppendResponse,
         );
         let (cb, _rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), cb);
+        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         store.on_ready().unwrap();
         // Store 2 acknowledges x; in the same round y is proposed. Its
         // append leaves before the round applies x.
@@ -2242,7 +2265,7 @@ mod tests {
         ack.index = raft.raft_log.last_index();
         store.step(between(2, 1, ack));
         let (cb, _rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"y".to_vec(), cb);
+        store.propose(1, None, b"y".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         sent.lock().clear();
         store.on_ready().unwrap();
         let appends: Vec<bool> = sent
@@ -2432,7 +2455,7 @@ mod tests {
         // naming this peer would send the client straight back here.
         store.transfer_leader(1, 2).unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), cb);
+        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         match rx.try_recv() {
             Ok(Err(RaftstoreError::NotLeader { region_id, leader })) => {
                 assert_eq!((region_id, leader), (1, None));
@@ -2444,7 +2467,7 @@ mod tests {
         store.step(peer_2_says(MessageType::MsgHeartbeat, status.term + 1));
         store.on_ready().unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"y".to_vec(), cb);
+        store.propose(1, None, b"y".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         match rx.try_recv() {
             Ok(Err(RaftstoreError::NotLeader { leader, .. })) => {
                 assert_eq!(leader.map(|p| p.id), Some(2));

@@ -9,6 +9,8 @@
 
 use tikal_proto::metapb;
 
+use crate::disk::{DiskState, DiskUsage};
+
 /// One Raft message between two peers of a region, with what the receiving
 /// store needs to check it (as `raft_serverpb.RaftMessage` carries it).
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ pub struct PeerMessage {
     /// range is still its own region's, which will split off this one).
     pub start_key: Vec<u8>,
     pub end_key: Vec<u8>,
+    /// How full the sender's disk is; the store loop stamps it on each
+    /// message it sends.
+    pub disk_usage: DiskUsage,
 }
 
 impl PeerMessage {
@@ -71,6 +76,7 @@ impl PeerMessage {
             check_stale: false,
             start_key: vec![],
             end_key: vec![],
+            disk_usage: DiskUsage::Normal,
         }
     }
 
@@ -94,4 +100,22 @@ pub struct NoTransport;
 
 impl Transport for NoTransport {
     fn send(&mut self, _: PeerMessage) {}
+}
+
+/// Stamps the store's disk usage on every message it sends (a store
+/// loop's transport, whichever carries the messages).
+pub(crate) struct Stamped {
+    pub inner: Box<dyn Transport>,
+    pub disk: DiskState,
+}
+
+impl Transport for Stamped {
+    fn send(&mut self, mut msg: PeerMessage) {
+        msg.disk_usage = self.disk.get();
+        self.inner.send(msg);
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
 }

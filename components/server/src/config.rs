@@ -162,6 +162,11 @@ pub struct StorageSection {
     /// carry the V2 expiry encoding whatever the setting, so the setting
     /// can change on a store with data.
     pub enable_ttl: bool,
+    /// Room kept back for Raft, membership changes and deletes: at this
+    /// much free space or less (or 5 % of the capacity, if that is more)
+    /// the store refuses client writes (see `disk.rs`). "0" turns the
+    /// check off. Upstream's key and default.
+    pub reserve_space: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -202,6 +207,9 @@ pub struct RaftstoreSection {
     /// Nice value of the raftstore thread (0 = unchanged); see
     /// `tikal_raftstore::RaftstoreConfig::thread_nice`.
     pub thread_nice: i32,
+    /// The store's capacity ("0": its file system's size); a smaller one
+    /// makes it full sooner (upstream's key).
+    pub capacity: String,
 }
 
 /// `[coprocessor]`: when regions split (upstream's keys and defaults; the
@@ -311,6 +319,7 @@ impl Default for StorageSection {
             data_dir: "./".into(),
             api_version: 1,
             enable_ttl: false,
+            reserve_space: "5GB".into(),
         }
     }
 }
@@ -334,6 +343,7 @@ impl Default for RaftstoreSection {
             region_split_check_diff: None,
             raft_entry_max_size: "8MiB".into(),
             thread_nice: 0,
+            capacity: "0".into(),
         }
     }
 }
@@ -408,6 +418,8 @@ impl TikvConfig {
         }
         parse_size(&self.quota.foreground_write_bandwidth)
             .context("quota.foreground-write-bandwidth")?;
+        parse_size(&self.storage.reserve_space).context("storage.reserve-space")?;
+        parse_size(&self.raftstore.capacity).context("raftstore.capacity")?;
         let entry_max = parse_size(&self.raftstore.raft_entry_max_size)
             .context("raftstore.raft-entry-max-size")?;
         if entry_max > MAX_RAFT_ENTRY_SIZE {

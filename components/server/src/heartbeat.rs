@@ -20,9 +20,8 @@ use crate::pd_client::PdClient;
 
 pub struct StoreStatsSource {
     pub store_id: u64,
-    pub data_dir: std::path::PathBuf,
     pub start_time: u32,
-    pub kv: tikal_engine::KvEngine,
+    pub disk: Arc<crate::disk::DiskMonitor>,
 }
 
 /// Sends store heartbeats every `every`, and at once when `kick` fires (the
@@ -37,14 +36,16 @@ pub async fn store_heartbeat_loop(
     kick: Arc<Notify>,
 ) -> String {
     loop {
-        let (capacity, available) = disk_space(&src.data_dir);
+        // The room the disk monitor last measured (once a second), as TiKV
+        // reports it: the capacity may be `[raftstore] capacity`.
+        let space = src.disk.last();
         let stats = pdpb::StoreStats {
             store_id: src.store_id,
-            capacity,
-            available,
+            capacity: space.capacity,
+            available: space.available,
             region_count: router.region_views().len() as u32,
             start_time: src.start_time,
-            used_size: src.kv.approximate_size(),
+            used_size: space.used,
             ..Default::default()
         };
         // After a failure (PD down or restarting) retry soon, so a restarted
@@ -267,19 +268,4 @@ async fn send(
         ..Default::default()
     };
     tx.send(req).await.is_err()
-}
-
-/// (capacity, available) bytes of the file system holding `dir`.
-fn disk_space(dir: &std::path::Path) -> (u64, u64) {
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return (0, 0);
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `st` a writable
-    // statvfs the call fills in.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return (0, 0);
-    }
-    let frsize = st.f_frsize as u64;
-    (st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize)
 }

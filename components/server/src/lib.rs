@@ -15,6 +15,7 @@
 
 pub mod config;
 mod deadlock;
+pub mod disk;
 mod gc_worker;
 pub mod heartbeat;
 mod leadership;
@@ -120,7 +121,7 @@ pub async fn run(
     let snaps = Arc::new(SnapManager::open(&data_dir.join("snap"))?);
     let (transport, transport_handle) =
         raft_transport::GrpcTransport::new(pd.clone(), snaps.clone());
-    let router = Router::start(Store::open(
+    let store = Store::open(
         store_id,
         raftstore_cfg,
         kv.clone(),
@@ -129,7 +130,16 @@ pub async fn run(
         Arc::new(RawApplier),
         Box::new(transport),
         events_tx,
-    )?)?;
+    )?;
+    let disk = Arc::new(disk::DiskMonitor::new(
+        data_dir.clone(),
+        parse_size(&cfg.raftstore.capacity)?,
+        parse_size(&cfg.storage.reserve_space)?,
+        store.disk_state(),
+    ));
+    // A store that starts without room refuses writes from the first one.
+    disk.check();
+    let router = Router::start(store)?;
     transport_handle.set_router(router.clone());
     let raft_intake = raft_transport::RaftIntake {
         router: router.clone(),
@@ -167,14 +177,14 @@ pub async fn run(
         router.clone(),
         heartbeat::StoreStatsSource {
             store_id,
-            data_dir: data_dir.clone(),
             start_time: start_time as u32,
-            kv: kv.clone(),
+            disk: disk.clone(),
         },
         parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
         reconnected.clone(),
     ));
     let background = [
+        tokio::spawn(disk.run(Duration::from_secs(1))),
         tokio::spawn(heartbeat::region_heartbeat_loop(
             pd.clone(),
             router.clone(),

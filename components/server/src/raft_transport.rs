@@ -82,6 +82,7 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
             }),
             (None, false) => None,
         },
+        disk_usage: msg.disk_usage as i32,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
 pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
     let message = raft::eraftpb::Message::parse_from_bytes(&m.message)
         .map_err(|e| format!("undecodable raft message: {e}"))?;
+    let disk_usage = m.disk_usage();
     let (Some(from), Some(to)) = (m.from_peer, m.to_peer) else {
         return Err("raft message without from_peer or to_peer".into());
     };
@@ -109,6 +111,7 @@ pub fn from_wire(m: RaftMessage) -> Result<PeerMessage, String> {
         merged_version: (m.merge_target.as_ref())
             .and_then(|r| r.region_epoch.as_ref())
             .map_or(0, |e| e.version),
+        disk_usage,
         merged_into: m.merge_target.map(|r| r.id),
     })
 }
@@ -476,6 +479,7 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
     use tikal_proto::metapb;
+    use tikal_raftstore::DiskUsage;
 
     fn peer(id: u64, store_id: u64) -> metapb::Peer {
         metapb::Peer {
@@ -512,5 +516,22 @@ mod tests {
         let back = from_wire(wire).unwrap();
         assert!(back.check_stale && back.is_note());
         assert_eq!(back.want_rollback_merge, None);
+    }
+
+    #[test]
+    fn the_senders_disk_usage_keeps_its_value_on_the_wire() {
+        let msg = PeerMessage {
+            disk_usage: DiskUsage::AlreadyFull,
+            ..PeerMessage::note(5, peer(51, 1), peer(53, 3), Default::default())
+        };
+        let wire = to_wire(&msg);
+        // kvproto's disk_usage.DiskUsage numbers, as TiKV sends them.
+        assert_eq!(wire.disk_usage, 2);
+        assert_eq!(from_wire(wire).unwrap().disk_usage, DiskUsage::AlreadyFull);
+        let unknown = RaftMessage {
+            disk_usage: 7,
+            ..to_wire(&msg)
+        };
+        assert_eq!(from_wire(unknown).unwrap().disk_usage, DiskUsage::Normal);
     }
 }

@@ -84,6 +84,12 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
                 ..Default::default()
             })
         }
+        RaftstoreError::DiskFull { store_ids, reason } => {
+            err.disk_full = Some(errorpb::DiskFull {
+                store_id: store_ids.clone(),
+                reason: reason.clone(),
+            })
+        }
         // Never a client request's outcome: the message says what happened.
         RaftstoreError::Engine(_)
         | RaftstoreError::ConfChange(_)

@@ -4,7 +4,7 @@
 use prost::Message;
 use tikal_engine::{Cf, KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
-use tikal_raftstore::{ApplyOutput, Pickup, RegionView, Router};
+use tikal_raftstore::{ApplyOutput, DiskFullOpt, Pickup, RegionView, Router};
 
 use crate::api::{Api, Cmd};
 use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
@@ -54,6 +54,8 @@ pub struct PreparedWrite {
     region_id: u64,
     epoch: Option<tikal_proto::metapb::RegionEpoch>,
     cmd: Vec<u8>,
+    /// How full the disks it needs may be.
+    disk_full_opt: DiskFullOpt,
 }
 
 /// A proposed write; `wait` yields its outcome once applied.
@@ -331,7 +333,7 @@ impl RawStorage {
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::put(cf, key, value::encode(value, ttl, now));
-        self.prepare(&view, vec![op], now)
+        self.prepare(&view, vec![op], now, ctx.disk_full_opt())
     }
 
     pub fn prepare_batch_put(
@@ -364,7 +366,7 @@ impl RawStorage {
                 RawOp::put(cf, key, value::encode(&v, ttl, now))
             })
             .collect();
-        self.prepare(&view, ops, now)
+        self.prepare(&view, ops, now, ctx.disk_full_opt())
     }
 
     pub fn prepare_delete(
@@ -377,7 +379,12 @@ impl RawStorage {
         let key = self.raw_key(ctx, key)?;
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        self.prepare(&view, vec![self.delete_op(cf, key)], now)
+        self.prepare(
+            &view,
+            vec![self.delete_op(cf, key)],
+            now,
+            almost_full_ok(ctx),
+        )
     }
 
     pub fn prepare_batch_delete(
@@ -393,7 +400,7 @@ impl RawStorage {
             .collect::<Result<Vec<_>>>()?;
         let view = self.check_region(ctx, keys.iter().map(Vec::as_slice))?;
         let ops = keys.into_iter().map(|k| self.delete_op(cf, k)).collect();
-        self.prepare(&view, ops, value::now_secs())
+        self.prepare(&view, ops, value::now_secs(), almost_full_ok(ctx))
     }
 
     pub fn prepare_delete_range(
@@ -418,7 +425,7 @@ impl RawStorage {
             return Err(key_not_in_region(&view, &end));
         }
         let op = RawOp::delete_range(cf, start, end);
-        self.prepare(&view, vec![op], value::now_secs())
+        self.prepare(&view, vec![op], value::now_secs(), almost_full_ok(ctx))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -437,7 +444,7 @@ impl RawStorage {
         let view = self.check_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let op = RawOp::compare_and_swap(cf, key, value::encode(value, ttl, now), expected);
-        self.prepare(&view, vec![op], now)
+        self.prepare(&view, vec![op], now, ctx.disk_full_opt())
     }
 
     // ---- helpers ----
@@ -471,11 +478,14 @@ impl RawStorage {
     /// log, and checks its size. It carries the epoch of that check: should
     /// a split move its keys to another region before it applies, it is
     /// refused there (EpochNotMatch) rather than applied by the wrong log.
+    /// `disk_full_opt` says how full the disks it needs may be (see
+    /// `tikal_raftstore::DiskFullOpt`).
     pub(crate) fn prepare(
         &self,
         view: &RegionView,
         ops: Vec<RawOp>,
         now: u64,
+        disk_full_opt: DiskFullOpt,
     ) -> Result<PreparedWrite> {
         let cmd = RawCommand { ops, now }.encode_to_vec();
         let limit = self.cfg.raft_entry_max_size;
@@ -496,15 +506,20 @@ impl RawStorage {
             region_id: view.region.id,
             epoch: view.region.region_epoch.clone(),
             cmd,
+            disk_full_opt,
         })
     }
 
     /// Hands a prepared write to the store loop without waiting. `pickup`
     /// is dropped when the loop takes the write in.
     pub fn submit(&self, write: PreparedWrite, pickup: Pickup) -> Result<PendingWrite> {
-        let rx = self
-            .router
-            .send_proposal(write.region_id, write.epoch, write.cmd, pickup)?;
+        let rx = self.router.send_proposal(
+            write.region_id,
+            write.epoch,
+            write.cmd,
+            write.disk_full_opt,
+            pickup,
+        )?;
         Ok(PendingWrite(rx))
     }
 
@@ -613,6 +628,13 @@ impl RawStorage {
         }
         Ok(view)
     }
+}
+
+/// The disk-full option of a write that makes room or ends transactions
+/// (deletes, GC, commits, rollbacks): at least AllowedOnAlmostFull, as TiKV
+/// takes them.
+pub(crate) fn almost_full_ok(ctx: &kvrpcpb::Context) -> DiskFullOpt {
+    ctx.disk_full_opt().max(DiskFullOpt::AllowedOnAlmostFull)
 }
 
 fn ttl_not_enabled() -> StorageError {

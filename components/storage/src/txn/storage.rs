@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tikal_engine::Cf;
 use tikal_proto::{errorpb, kvrpcpb};
-use tikal_raftstore::RegionView;
+use tikal_raftstore::{DiskFullOpt, RegionView};
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
 use super::reads::{self, ScanRange};
@@ -147,21 +147,24 @@ impl TxnStorage {
             (out, pctx.batch)
         };
         let memory_locked = std::mem::take(&mut batch.memory_locked);
+        let opt = if cmd.allowed_on_almost_full() {
+            crate::raw::almost_full_ok(ctx)
+        } else {
+            ctx.disk_full_opt()
+        };
         let result = match out {
-            Ok(out) => self.apply(&view, batch).await.map(|()| out),
+            Ok(out) => self.apply(&view, batch, opt).await.map(|()| out),
             Err(e) => Err(e),
         };
         self.cm.release(&memory_locked);
         result
     }
 
-    async fn apply(&self, view: &RegionView, batch: Batch) -> TxnResult<()> {
+    async fn apply(&self, view: &RegionView, batch: Batch, opt: DiskFullOpt) -> TxnResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let write = self
-            .raw
-            .prepare(view, batch.ops, crate::value::now_secs())?;
+        let write = (self.raw).prepare(view, batch.ops, crate::value::now_secs(), opt)?;
         self.raw.submit(write, None)?.wait().await?;
         self.waits.wake(&batch.released);
         Ok(())
@@ -419,7 +422,7 @@ impl TxnStorage {
         for cf in [Cf::Default, Cf::Lock, Cf::Write] {
             b.delete_range(cf, lower.clone(), upper.clone());
         }
-        self.apply(&view, b).await
+        self.apply(&view, b, crate::raw::almost_full_ok(ctx)).await
     }
 
     /// TiKV's UnsafeDestroyRange: a store-wide request (no region) that
@@ -455,7 +458,8 @@ impl TxnStorage {
                 commands::gc_batch(&reader, &start, &view.region.end_key, safe_point)?
             };
             removed += n;
-            self.apply(&view, batch).await?;
+            self.apply(&view, batch, crate::raw::almost_full_ok(ctx))
+                .await?;
             match next {
                 Some(key) => from = Some(key),
                 None => return Ok(removed),

@@ -34,6 +34,10 @@ impl Commit {
 impl WriteCommand for Commit {
     type Output = ();
 
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> Vec<Vec<u8>> {
         self.keys.clone()
     }
@@ -62,6 +66,10 @@ pub struct BatchRollback {
 
 impl WriteCommand for BatchRollback {
     type Output = ();
+
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
 
     fn keys(&self) -> Vec<Vec<u8>> {
         self.keys.clone()
@@ -97,6 +105,10 @@ pub struct Cleanup {
 
 impl WriteCommand for Cleanup {
     type Output = ();
+
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
 
     fn keys(&self) -> Vec<Vec<u8>> {
         vec![self.key.clone()]

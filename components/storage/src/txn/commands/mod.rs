@@ -54,6 +54,14 @@ pub trait WriteCommand {
     /// Decides from the applied state of every latched key. On error the
     /// batch is dropped: nothing is written.
     fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<Self::Output>;
+
+    /// Whether the command may write on a store whose disk is almost full
+    /// whatever the client's `disk_full_opt`: it ends transactions (commits,
+    /// rolls back, resolves locks) rather than adds data, as TiKV lets
+    /// them, so that locks do not outlive the room to release them.
+    fn allowed_on_almost_full(&self) -> bool {
+        false
+    }
 }
 
 /// What a command decides from, and the batch it decides into.

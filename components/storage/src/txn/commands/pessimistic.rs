@@ -147,6 +147,10 @@ pub struct PessimisticRollback {
 impl WriteCommand for PessimisticRollback {
     type Output = ();
 
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> Vec<Vec<u8>> {
         self.keys.clone()
     }

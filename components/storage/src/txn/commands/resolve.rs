@@ -36,6 +36,10 @@ impl ResolveLock {
 impl WriteCommand for ResolveLock {
     type Output = ();
 
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> Vec<Vec<u8>> {
         self.targets.iter().map(|t| t.0.clone()).collect()
     }

@@ -49,6 +49,10 @@ pub struct TxnStatus {
 impl WriteCommand for CheckTxnStatus {
     type Output = TxnStatus;
 
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
+
     fn keys(&self) -> Vec<Vec<u8>> {
         vec![self.primary.clone()]
     }
@@ -125,6 +129,10 @@ pub struct CheckSecondaryLocks {
 
 impl WriteCommand for CheckSecondaryLocks {
     type Output = (Vec<kvrpcpb::LockInfo>, u64);
+
+    fn allowed_on_almost_full(&self) -> bool {
+        true
+    }
 
     fn keys(&self) -> Vec<Vec<u8>> {
         self.keys.clone()
