@@ -65,8 +65,8 @@ impl TestCluster {
             eprintln!("keeping {}", dir.path().display());
         }
         let mut spec = ClusterSpec::for_test(bin_dir(), dir.path().to_path_buf(), stores);
-        spec.store_config = without_reserve(store_config);
-        spec.pd_config = pd_config.to_string();
+        spec.store_config = with_default(store_config, "storage", "reserve-space", "\"0\"");
+        spec.pd_config = with_default(pd_config, "schedule", "low-space-ratio", "0.999");
         let cluster = match LocalCluster::start_first(spec, running, READY_TIMEOUT).await {
             Ok(c) => c,
             Err(e) => panic!("{e:#}\n{}", dump_logs(dir.path())),
@@ -432,25 +432,23 @@ impl tonic::codec::Decoder for BytesCodec {
     }
 }
 
-/// `store_config` with `[storage] reserve-space = "0"` unless it sets a
-/// reserve: a test must not depend on how full the machine's disk is, and
-/// upstream's reserve (5 GB, or 5 % of the disk) would refuse every write
-/// on a machine with less room than that.
-fn without_reserve(store_config: &str) -> String {
-    if store_config.contains("reserve-space") {
-        return store_config.to_string();
+/// `config` with `key = value` in `[section]` unless it sets `key`.
+/// Tests must not depend on how full the machine's disk is: upstream's
+/// store reserve (5 GB, or 5 % of the disk) would refuse every write, and
+/// PD's low-space ratio (0.8) every new replica, on a machine with less
+/// room than that. So test stores keep no reserve and test PDs call a
+/// store low on space only under 0.1 % free, unless a test says otherwise.
+fn with_default(config: &str, section: &str, key: &str, value: &str) -> String {
+    if config.contains(key) {
+        return config.to_string();
     }
-    let line = "reserve-space = \"0\"";
-    match store_config.find("[storage]\n") {
+    let header = format!("[{section}]\n");
+    match config.find(&header) {
         Some(at) => {
-            let after = at + "[storage]\n".len();
-            format!(
-                "{}{line}\n{}",
-                &store_config[..after],
-                &store_config[after..]
-            )
+            let after = at + header.len();
+            format!("{}{key} = {value}\n{}", &config[..after], &config[after..])
         }
-        None => format!("{store_config}\n[storage]\n{line}\n"),
+        None => format!("{config}\n{header}{key} = {value}\n"),
     }
 }
 

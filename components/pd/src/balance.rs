@@ -69,8 +69,8 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
 }
 
 /// Moves `r`'s peer off the Up store of its peers with the highest region
-/// score to the Up store without one with the lowest, if that is at least
-/// twice `r`'s weight lower.
+/// score to the Up store with room without one with the lowest, if that is
+/// at least twice `r`'s weight lower.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if v.running(kind::REGION) >= v.opts.region_schedule_limit {
         return Ok(None);
@@ -85,7 +85,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     let to = v
         .up_stores()
         .into_iter()
-        .filter(|s| r.peer_on(*s).is_none())
+        .filter(|s| r.peer_on(*s).is_none() && v.has_room(*s))
         .min_by_key(|s| (v.score_after(*s), *s));
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(None);

@@ -36,6 +36,8 @@ pub trait ClusterView {
     fn store_ids(&self) -> Vec<u64>;
     fn region_count(&self, store_id: u64) -> usize;
     fn leader_count(&self, store_id: u64) -> usize;
+    /// Whether the store has room for a new replica (is not low on space).
+    fn has_room(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
     fn alloc_id(&self) -> PdResult<u64>;
 }
@@ -134,12 +136,13 @@ fn status(s: StoreState) -> &'static str {
     }
 }
 
-/// The Up store holding no peer of `r` with the fewest regions.
+/// The Up store with room holding no peer of `r` with the fewest regions.
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView) -> Option<u64> {
     c.store_ids()
         .into_iter()
         .filter(|id| r.peer_on(*id).is_none())
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
+        .filter(|id| c.has_room(*id))
         .min_by_key(|id| (c.region_count(*id), *id))
 }
 

@@ -45,6 +45,9 @@ pub struct ScheduleSection {
     /// No merge of a region split this recently, nor by a PD started this
     /// recently.
     pub split_merge_interval: String,
+    /// A store with less than (1 − this) of its capacity available takes no
+    /// new replicas (upstream's key and default, 0.8).
+    pub low_space_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +86,7 @@ impl Default for ScheduleSection {
             max_merge_region_size: 20,
             max_merge_region_keys: 200_000,
             split_merge_interval: "1h".into(),
+            low_space_ratio: 0.8,
         }
     }
 }
@@ -175,6 +179,8 @@ impl PdConfig {
             max_merge_region_keys: sc.max_merge_region_keys,
             ..ScheduleOptions::default()
         };
+        opts.set("low-space-ratio", &serde_json::json!(sc.low_space_ratio))
+            .map_err(|e| anyhow::anyhow!("schedule.{e}"))?;
         // The checks of online changes, so a file and POST /config agree.
         let durations = [
             ("max-store-down-time", &sc.max_store_down_time),
@@ -196,7 +202,7 @@ impl PdConfig {
 /// What the cluster schedules by: `[replication] max-replicas` and the
 /// `[schedule]` settings, typed. Changed online by `POST /config`
 /// ([`ScheduleOptions::set`]); shown by `GET /config` ([`Self::schedule_json`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScheduleOptions {
     pub max_replicas: u32,
     pub max_store_down_time: Duration,
@@ -210,6 +216,8 @@ pub struct ScheduleOptions {
     pub max_merge_region_size: u64,
     pub max_merge_region_keys: u64,
     pub split_merge_interval: Duration,
+    /// In (0, 1); see [`crate::stores::StoreInfo::is_low_space`].
+    pub low_space_ratio: f64,
 }
 
 impl Default for ScheduleOptions {
@@ -227,6 +235,7 @@ impl Default for ScheduleOptions {
             max_merge_region_size: 20,
             max_merge_region_keys: 200_000,
             split_merge_interval: Duration::from_secs(3600),
+            low_space_ratio: 0.8,
         }
     }
 }
@@ -262,6 +271,14 @@ impl ScheduleOptions {
             "hot-region-schedule-limit" => self.hot_region_schedule_limit = number()?,
             "max-merge-region-size" => self.max_merge_region_size = number()?,
             "max-merge-region-keys" => self.max_merge_region_keys = number()?,
+            "low-space-ratio" => {
+                let r = value
+                    .as_f64()
+                    .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                    .filter(|r| *r > 0.0 && *r < 1.0)
+                    .ok_or_else(|| format!("{key} must be a number in (0, 1), not {value}"))?;
+                self.low_space_ratio = r;
+            }
             "max-store-down-time" | "operator-timeout" | "split-merge-interval" => {
                 let text = value
                     .as_str()
@@ -303,6 +320,7 @@ impl ScheduleOptions {
             "max-merge-region-size": self.max_merge_region_size,
             "max-merge-region-keys": self.max_merge_region_keys,
             "split-merge-interval": go_duration(self.split_merge_interval),
+            "low-space-ratio": self.low_space_ratio,
             "leader-schedule-policy": "count",
         })
     }

@@ -427,6 +427,8 @@ pub(crate) struct View<'a> {
     pub opts: ScheduleOptions,
     pub now: i64,
     states: HashMap<u64, StoreState>,
+    /// Every store as last reported, for its room.
+    space: HashMap<u64, crate::stores::StoreInfo>,
     loads: OnceCell<HashMap<u64, StoreLoad>>,
     /// Per store: what the running operators will add.
     influence: HashMap<u64, crate::operator::Influence>,
@@ -458,6 +460,9 @@ impl<'a> View<'a> {
             opts: cluster.opts(),
             now,
             states: cluster.store_states(),
+            space: (cluster.stores().into_iter())
+                .map(|s| (s.meta.id, s))
+                .collect(),
             loads: OnceCell::new(),
             influence,
             running: ops
@@ -547,6 +552,12 @@ impl ClusterView for View<'_> {
 
     fn leader_count(&self, store_id: u64) -> usize {
         usize::try_from(self.leaders_after(store_id)).unwrap_or(0)
+    }
+
+    fn has_room(&self, store_id: u64) -> bool {
+        let regions = self.load(store_id).region_count;
+        let ratio = self.opts.low_space_ratio;
+        !(self.space.get(&store_id)).is_some_and(|s| s.is_low_space(ratio, regions))
     }
 
     fn alloc_id(&self) -> PdResult<u64> {

@@ -25,6 +25,11 @@ use tikal_proto::{metapb, pdpb};
 
 use crate::clock::elapsed;
 
+/// Upstream's bounds of a young store, never low on space (see
+/// [`StoreInfo::is_low_space`]).
+const YOUNG_REGIONS: usize = 100;
+const YOUNG_MIN_SPACE: u64 = 8 << 30;
+
 /// A store silent this long is shown as Disconnected.
 pub const STORE_DISCONNECT: Duration = Duration::from_secs(20);
 
@@ -120,6 +125,18 @@ impl StoreInfo {
         }
     }
 
+    /// Whether the store is short of room for new replicas: less than
+    /// (1 − `low_space_ratio`) of its capacity available, as PD judges it.
+    /// A young store (at most 100 regions, more than 8 GiB free) and one
+    /// that reported no capacity never are.
+    pub fn is_low_space(&self, low_space_ratio: f64, region_count: usize) -> bool {
+        let (capacity, available) = (self.stats.capacity, self.stats.available);
+        if capacity == 0 || (region_count <= YOUNG_REGIONS && available > YOUNG_MIN_SPACE) {
+            return false;
+        }
+        (available as f64) < capacity as f64 * (1.0 - low_space_ratio)
+    }
+
     /// Time since the store's process started (zero if it never said).
     pub fn uptime(&self, now: i64) -> Duration {
         let start = i64::from(self.stats.start_time).saturating_mul(1_000_000_000);
@@ -167,6 +184,21 @@ mod tests {
 
     fn store(last_heartbeat: i64) -> StoreInfo {
         StoreInfo::new(metapb::Store::default(), last_heartbeat)
+    }
+
+    #[test]
+    fn a_store_is_low_on_space_below_a_fifth_free_unless_young() {
+        let mut s = store(0);
+        assert!(!s.is_low_space(0.8, 500), "no capacity reported");
+        s.stats.capacity = 128 << 30;
+        s.stats.available = 16 << 30; // an eighth
+        assert!(s.is_low_space(0.8, 101));
+        assert!(!s.is_low_space(0.8, 100), "young: few regions, 16 GiB free");
+        s.stats.available = 32 << 30; // a quarter
+        assert!(!s.is_low_space(0.8, 101));
+        s.stats.capacity = 1 << 30;
+        s.stats.available = 100 << 20;
+        assert!(s.is_low_space(0.8, 0), "few regions but under 8 GiB free");
     }
 
     #[test]

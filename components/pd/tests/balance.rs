@@ -82,6 +82,24 @@ fn a_fourth_store_gets_its_share_of_regions_and_leaders_and_then_nothing_moves()
 }
 
 #[test]
+fn a_fourth_store_low_on_space_gets_no_regions() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, no_merges());
+    // 1 GiB of 16 free: under a fifth, and under 8 GiB (not young).
+    fleet.space.insert(4, (16 << 30, 1 << 30));
+    fleet.add_store(4);
+    fleet.settle(30, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(counts.get(&4).map_or(0, |c| c.0), 0, "{counts:?}");
+
+    // Room again: it gets its share.
+    fleet.space.insert(4, (16 << 30, 12 << 30));
+    fleet.store_heartbeats();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
+}
+
+#[test]
 fn leaders_all_on_one_store_spread_evenly_without_moving_replicas() {
     let mut fleet = Fleet::new(&[1, 2, 3], 30, |_| vec![1, 2, 3], no_merges());
     fleet.settle(50, |_| {});

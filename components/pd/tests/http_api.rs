@@ -214,6 +214,7 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
         ("max-merge-region-size", json!(20)),
         ("max-merge-region-keys", json!(200000)),
         ("split-merge-interval", json!("1h0m0s")),
+        ("low-space-ratio", json!(0.8)),
     ] {
         assert_eq!(schedule[key], value, "{key}");
     }
@@ -225,7 +226,7 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
     let (status, msg) = send(
         Method::POST,
         &format!("{api}/config"),
-        json!({"max-merge-region-keys": "many", "split-merge-interval": "0s"}),
+        json!({"max-merge-region-keys": "many", "split-merge-interval": "0s", "low-space-ratio": 1.5}),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
@@ -240,12 +241,17 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
     let (status, _) = send(
         Method::POST,
         &format!("{api}/config"),
-        json!({"max-merge-region-keys": 1000, "schedule.split-merge-interval": "0s"}),
+        json!({
+            "max-merge-region-keys": 1000,
+            "schedule.split-merge-interval": "0s",
+            "low-space-ratio": 0.9
+        }),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     let schedule = get(&format!("{api}/config/schedule")).await;
     assert_eq!(schedule["max-merge-region-keys"], 1000);
+    assert_eq!(schedule["low-space-ratio"], 0.9);
     assert_eq!(schedule["split-merge-interval"], "0s");
     fleet.settle(5, |_| {});
     assert_eq!(

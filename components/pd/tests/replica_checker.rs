@@ -62,6 +62,24 @@ fn new_replicas_go_to_the_store_with_fewest_regions() {
 }
 
 #[test]
+fn a_store_low_on_space_gets_no_new_replica() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1], opts(3));
+    // Under a fifth of its capacity free (and under 8 GiB: not young).
+    sim.available.insert(2, 1 << 30);
+    sim.store_heartbeats();
+    let log = sim.run();
+    assert_eq!(
+        log,
+        ["add learner on store 3", QUIET, "promote on store 3", QUIET]
+    );
+    assert_eq!(sim.voter_stores(), [1, 3]);
+    // With room again it gets the third.
+    sim.available.insert(2, 6 << 30);
+    sim.store_heartbeats();
+    assert_eq!(sim.step(), "add learner on store 2");
+}
+
+#[test]
 fn learners_are_promoted_only_once_caught_up() {
     let mut sim = Sim::new(&[1, 2, 3], &[1, 2], opts(3));
     let learner = peer(3, metapb::PeerRole::Learner);

@@ -35,6 +35,8 @@ pub struct Fleet {
     pub regions: BTreeMap<u64, SimRegion>,
     /// Every command PD sent, as `region: what was done`.
     pub log: Vec<String>,
+    /// Stores that report (capacity, available); the others report none.
+    pub space: BTreeMap<u64, (u64, u64)>,
     _dir: tempfile::TempDir,
 }
 
@@ -76,6 +78,7 @@ impl Fleet {
             cluster,
             regions: BTreeMap::new(),
             log: vec![],
+            space: BTreeMap::new(),
             _dir: dir,
         };
         for s in stores {
@@ -133,6 +136,8 @@ impl Fleet {
                 self.cluster
                     .store_heartbeat(pdpb::StoreStats {
                         store_id: s.meta.id,
+                        capacity: self.space.get(&s.meta.id).map_or(0, |s| s.0),
+                        available: self.space.get(&s.meta.id).map_or(0, |s| s.1),
                         ..Default::default()
                     })
                     .unwrap();

@@ -9,7 +9,7 @@
 
 pub mod fleet;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ pub struct Sim {
     pub pending: Vec<u64>,
     /// Stores that have stopped heartbeating.
     pub silent: BTreeSet<u64>,
+    /// Stores that report this much available instead of 6 GiB (of 10).
+    pub available: BTreeMap<u64, u64>,
     pub log: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -94,6 +96,7 @@ impl Sim {
             leader_store: first,
             pending: vec![],
             silent: BTreeSet::new(),
+            available: BTreeMap::new(),
             log: vec![],
             _dir: dir,
         };
@@ -109,7 +112,7 @@ impl Sim {
                     .store_heartbeat(pdpb::StoreStats {
                         store_id: s.meta.id,
                         capacity: 10 << 30,
-                        available: 6 << 30,
+                        available: self.available.get(&s.meta.id).copied().unwrap_or(6 << 30),
                         used_size: 1 << 30,
                         start_time: 1_700_000_000,
                         ..Default::default()
