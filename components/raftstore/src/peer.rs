@@ -692,6 +692,31 @@ impl Peer {
         majority(&conf.voters) && majority(&conf.voters_outgoing)
     }
 
+    /// On a leader that refuses writes for its own disk, hands leadership
+    /// to the lowest-id voter whose disk last said Normal (as TiKV's leader
+    /// does), so the region takes writes again where there is room. None
+    /// such: the region waits for room.
+    pub fn hand_off_for_room(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
+        let me = self.meta.id;
+        let conf = self.raw_node.raft.prs().conf().to_conf_state();
+        let to = (conf.voters.iter())
+            .filter(|id| **id != me && !self.full_disks.contains_key(id))
+            .min()
+            .copied();
+        if let Some(to) = to {
+            if self.raw_node.raft.lead_transferee != Some(to) {
+                info!(
+                    region_id = self.region.id,
+                    to, "disk short of room: handing leadership over"
+                );
+                self.raw_node.transfer_leader(to);
+            }
+        }
+    }
+
     /// Records how full `from`'s disk is, as its message said.
     pub fn note_disk_usage(&mut self, from: u64, usage: DiskUsage) {
         if usage == DiskUsage::Normal {

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::admin;
 use crate::apply::{Applier, ApplyBatch};
-use crate::disk::{DiskFullOpt, DiskState};
+use crate::disk::{DiskFullOpt, DiskState, DiskUsage};
 use crate::meta;
 use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
 use crate::snap::{self, SnapKey, SnapManager};
@@ -372,6 +372,9 @@ impl Store {
             Some(peer) => match peer.check_disk(disk, opt) {
                 Ok(()) => peer.propose(epoch, cmd, cb),
                 Err(e) => {
+                    if disk.1 != DiskUsage::Normal {
+                        peer.hand_off_for_room();
+                    }
                     let _ = cb.send(Err(e));
                 }
             },
@@ -778,6 +781,15 @@ impl Store {
             return;
         }
         let m = &msg.message;
+        if m.get_msg_type() == MessageType::MsgTimeoutNow
+            && self.disk.get() != DiskUsage::Normal
+            && msg.disk_usage == DiskUsage::Normal
+        {
+            // A leader with room handing over to a store without: it would
+            // refuse the writes its leader takes (TiKV refuses it too).
+            debug!(region_id, "leadership refused: this disk is short of room");
+            return;
+        }
         if m.get_msg_type() == MessageType::MsgHeartbeat
             && m.commit > peer.raw_node.raft.raft_log.last_index()
         {
