@@ -30,6 +30,9 @@
 //!   than each of its followers' stores; with replicas spread, stores
 //!   share many regions, so leader counts end within a few of each other.
 //!
+//! A store low on space is the exception: it takes no replicas, and sheds
+//! them to stores with room until it is no longer low.
+//!
 //! Hot regions are left to [`crate::hot`].
 
 use crate::checker::{move_peer, ClusterView};
@@ -70,18 +73,22 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
 
 /// Moves `r`'s peer off the Up store of its peers with the highest region
 /// score to the Up store with room without one with the lowest, if that is
-/// at least twice `r`'s weight lower.
+/// at least twice `r`'s weight lower; off a store low on space (see
+/// [`crate::stores::StoreInfo::is_low_space`]) whatever the scores.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if v.running(kind::REGION) >= v.opts.region_schedule_limit {
         return Ok(None);
     }
-    let from = r
-        .region
-        .peers
-        .iter()
-        .map(|p| p.store_id)
-        .filter(|s| v.is_up(*s))
-        .max_by_key(|s| (v.score_after(*s), std::cmp::Reverse(*s)));
+    let highest = |short_of_room: bool| {
+        (r.region.peers.iter())
+            .map(|p| p.store_id)
+            .filter(|s| v.is_up(*s) && (!short_of_room || !v.has_room(*s)))
+            .max_by_key(|s| (v.score_after(*s), std::cmp::Reverse(*s)))
+    };
+    // A store low on space sheds replicas whatever the scores say (as
+    // upstream's region score soars when space runs low).
+    let crowded = highest(true);
+    let from = crowded.or_else(|| highest(false));
     let to = v
         .up_stores()
         .into_iter()
@@ -91,7 +98,9 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         return Ok(None);
     };
     let weight = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
-    if v.score_after(from) - v.score_after(to) < TOLERANCE.saturating_mul(weight) {
+    if crowded.is_none()
+        && v.score_after(from) - v.score_after(to) < TOLERANCE.saturating_mul(weight)
+    {
         return Ok(None);
     }
     let plan = move_peer(r, v as &dyn ClusterView, "balance-region", from, to)?;

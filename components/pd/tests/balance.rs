@@ -97,6 +97,13 @@ fn a_fourth_store_low_on_space_gets_no_regions() {
     fleet.settle(100, |_| {});
     let counts = fleet.counts();
     assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
+
+    // Short of room again: it sheds its replicas to the stores with room.
+    fleet.space.insert(4, (16 << 30, 1 << 30));
+    fleet.store_heartbeats();
+    fleet.settle(200, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.0), [48, 48, 48, 0], "{counts:?}");
 }
 
 #[test]
