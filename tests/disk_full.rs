@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, get_json, TestCluster};
-use tikv_client::{Error, RawClient};
+use common::{direct, eventually, get_json, TestCluster};
+use tikv_client::{Error, RawClient, TimestampExt, TransactionClient};
 
 /// AlmostFull from 96 MiB of files, AlreadyFull from 176 MiB: each 64 KiB
 /// put adds about twice its size (Raft log and KV engine), and the monitor
@@ -60,6 +60,12 @@ async fn read_back(client: &RawClient, from: u32, to: u32) {
 async fn a_full_store_refuses_writes_keeps_its_data_and_takes_writes_with_room_again() {
     let mut t = TestCluster::start_with_config(1, SMALL_STORE).await;
     let client = t.raw_client().await;
+    // A transaction prewritten while there is room, committed once the
+    // disk is almost full: ending it must not be refused.
+    let tso = TransactionClient::new(vec![t.pd()]).await.unwrap();
+    let d = direct(&t).await;
+    let start_ts = tso.current_timestamp().await.unwrap().version();
+    d.prewrite_ok(b"txn:a", b"before", start_ts, 60_000).await;
 
     // PD sees the configured capacity, not the disk's.
     let url = format!("{}/pd/api/v1/stores", t.cluster.pd_url());
@@ -95,9 +101,32 @@ async fn a_full_store_refuses_writes_keeps_its_data_and_takes_writes_with_room_a
         .await
         .expect("a delete on an almost full store");
     assert_eq!(client.get(key(0)).await.unwrap(), None);
-    // Still full: a new write is refused again.
+    // Still full: a new write is refused again, a transactional one too;
+    // the transaction from before commits.
     let again = client.put(key(acked), value(acked)).await.unwrap_err();
     assert!(full_stores(&again).is_some(), "{again:?}");
+    let ts = tso.current_timestamp().await.unwrap().version();
+    let mut tikv = d.tikv.clone();
+    let refused = tikv
+        .kv_prewrite(d.prewrite(b"txn:b", b"during", ts, 60_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        refused
+            .region_error
+            .as_ref()
+            .is_some_and(|e| e.disk_full.is_some()),
+        "{refused:?}"
+    );
+    let commit_ts = tso.current_timestamp().await.unwrap().version();
+    let committed = d.commit(&[b"txn:a"], start_ts, commit_ts).await;
+    assert!(
+        committed.region_error.is_none() && committed.error.is_none(),
+        "{committed:?}"
+    );
+    let got = d.kv_get(b"txn:a", commit_ts).await;
+    assert_eq!(got.value, b"before");
 
     // More room (a bigger capacity): writes are taken again, and every
     // acknowledged write is there.

@@ -151,17 +151,7 @@ async fn a_waiting_lock_request_is_woken_by_release_and_times_out_otherwise() {
         .into_inner();
     assert!(prewrite.errors.is_empty(), "{prewrite:?}");
     let commit_ts = ts().await;
-    let commit = d
-        .tikv
-        .kv_commit(kvrpcpb::CommitRequest {
-            context: Some(d.ctx.clone()),
-            start_version: waiter,
-            keys: vec![b"k".to_vec()],
-            commit_version: commit_ts,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let commit = d.commit(&[b"k"], waiter, commit_ts).await;
     assert!(commit.error.is_none(), "{commit:?}");
     let errs = tokio::time::timeout(WAKE_BOUND, pending)
         .await

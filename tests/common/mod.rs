@@ -348,6 +348,21 @@ impl Direct {
         );
     }
 
+    /// Commits `keys` of the transaction `start_ts` at `commit_ts`.
+    pub async fn commit(&self, keys: &[&[u8]], start_ts: u64, commit_ts: u64) -> CommitResponse {
+        self.tikv
+            .clone()
+            .kv_commit(CommitRequest {
+                context: Some(self.ctx.clone()),
+                start_version: start_ts,
+                keys: keys.iter().map(|k| k.to_vec()).collect(),
+                commit_version: commit_ts,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// A transactional read of `key` at `version`.
     pub async fn kv_get(&self, key: &[u8], version: u64) -> GetResponse {
         self.tikv
