@@ -7,7 +7,10 @@
 //! the disks of so many voters that no quorum with room is left, are fuller
 //! than the write's [`DiskFullOpt`] tolerates (see `Peer::check_disk`).
 //! Reads, membership changes, splits and merges are never refused: they are
-//! how an operator or PD makes room.
+//! how an operator or PD makes room. A leader also stops sending log entries
+//! to followers whose disks are not Normal while the others make a quorum
+//! (`Peer::pause_full_followers`), so a full follower does not fill up
+//! with the writes its leader takes.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -31,11 +34,15 @@ impl DiskState {
 }
 
 /// Whether a write that tolerates `opt` may be written to a store whose
-/// disk is at `usage`. Both enums grow with fullness: `NotAllowedOnFull`
-/// takes only Normal, `AllowedOnAlmostFull` also AlmostFull, and
-/// `AllowedOnAlreadyFull` anything.
+/// disk is at `usage`: Normal takes every write, AlmostFull those that
+/// allow it, and AlreadyFull none (as TiKV: the last half of the reserve
+/// is Raft's and the operator's, whatever a client asks).
 pub fn allows(opt: DiskFullOpt, usage: DiskUsage) -> bool {
-    usage as i32 <= opt as i32
+    match usage {
+        DiskUsage::Normal => true,
+        DiskUsage::AlmostFull => opt != DiskFullOpt::NotAllowedOnFull,
+        DiskUsage::AlreadyFull => false,
+    }
 }
 
 /// The store's usage for an amount of free space, as TiKV grades it:
@@ -64,7 +71,8 @@ mod tests {
         assert!(!allows(NotAllowedOnFull, AlreadyFull));
         assert!(allows(AllowedOnAlmostFull, AlmostFull));
         assert!(!allows(AllowedOnAlmostFull, AlreadyFull));
-        assert!(allows(AllowedOnAlreadyFull, AlreadyFull));
+        assert!(allows(AllowedOnAlreadyFull, AlmostFull));
+        assert!(!allows(AllowedOnAlreadyFull, AlreadyFull));
     }
 
     #[test]

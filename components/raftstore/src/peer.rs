@@ -145,6 +145,9 @@ pub(crate) struct Peer {
     reads: Reads,
 }
 
+/// Raft's window of appends in flight to one follower (`raft::Config`).
+pub(crate) const MAX_INFLIGHT_MSGS: usize = 256;
+
 /// A region's approximate size in bytes and number of keys (or bytes and
 /// keys written).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -702,8 +705,10 @@ impl Peer {
         }
         let me = self.meta.id;
         let conf = self.raw_node.raft.prs().conf().to_conf_state();
+        let prs = self.raw_node.raft.prs();
         let to = (conf.voters.iter())
             .filter(|id| **id != me && !self.full_disks.contains_key(id))
+            .filter(|id| prs.get(**id).is_some_and(|p| p.recent_active))
             .min()
             .copied();
         if let Some(to) = to {
@@ -719,10 +724,50 @@ impl Peer {
 
     /// Records how full `from`'s disk is, as its message said.
     pub fn note_disk_usage(&mut self, from: u64, usage: DiskUsage) {
+        let before = self
+            .full_disks
+            .get(&from)
+            .copied()
+            .unwrap_or(DiskUsage::Normal);
         if usage == DiskUsage::Normal {
             self.full_disks.remove(&from);
         } else {
             self.full_disks.insert(from, usage);
+        }
+        if usage != before {
+            self.pause_full_followers();
+        }
+    }
+
+    /// Whether any peer's store said its disk is short of room.
+    pub fn has_full_disks(&self) -> bool {
+        !self.full_disks.is_empty()
+    }
+
+    /// Whether `to`'s store said its disk is short of room.
+    pub fn disk_short(&self, to: u64) -> bool {
+        self.full_disks.contains_key(&to)
+    }
+
+    /// On a leader, stops log entries to the peers whose disks are not
+    /// Normal while the others make a quorum (their inflight window closed,
+    /// as TiKV's leader does), so they do not fill up with the writes the
+    /// rest take; heartbeats still go, and entries resume once they say
+    /// Normal. When they are needed for a quorum they keep getting entries:
+    /// only writes that allow their usage, and Raft's own, are proposed
+    /// then. Called whenever a usage changes and on each tick (new
+    /// leaders and new peers start with open windows).
+    pub fn pause_full_followers(&mut self) {
+        if !self.is_leader() {
+            return;
+        }
+        let me = self.meta.id;
+        let normal = |id: u64| id == me || !self.full_disks.contains_key(&id);
+        let pause = self.quorum_of(normal);
+        let full_disks = &self.full_disks;
+        for (id, pr) in self.raw_node.raft.mut_prs().iter_mut() {
+            let closed = pause && *id != me && full_disks.contains_key(id);
+            pr.ins.set_cap(if closed { 0 } else { MAX_INFLIGHT_MSGS });
         }
     }
 

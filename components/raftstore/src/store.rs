@@ -246,7 +246,7 @@ impl Store {
             max_election_tick: cfg.max_election_ticks,
             heartbeat_tick: cfg.heartbeat_ticks,
             max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
+            max_inflight_msgs: peer::MAX_INFLIGHT_MSGS,
             check_quorum: true,
             pre_vote: true,
             // One append per follower and round, however many proposals
@@ -504,7 +504,12 @@ impl Store {
                     .filter(|s| *s != self.store_id)
                     .and_then(|s| target.region.peers.iter().find(|p| p.store_id == s))
                     .map(|p| p.id);
-                if let (Some(to), Some(target)) = (to, self.peers.get_mut(&state.target.id)) {
+                // Not to a store short of room from one with room (it
+                // would refuse, after an election timeout of no writes).
+                let short_here = self.disk.get() != DiskUsage::Normal;
+                let target = self.peers.get_mut(&state.target.id);
+                let target = target.filter(|t| short_here || to.is_none_or(|to| !t.disk_short(to)));
+                if let (Some(to), Some(target)) = (to, target) {
                     debug!(
                         region_id = target.region.id,
                         to, "target leadership goes to its merge source's leader"
@@ -972,6 +977,9 @@ impl Store {
         let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
+            if peer.has_full_disks() {
+                peer.pause_full_followers();
+            }
             let heard = std::mem::take(&mut peer.heard);
             let led = if peer.is_naive() {
                 heard
@@ -1169,6 +1177,12 @@ impl Store {
             .ok_or(RaftstoreError::RegionNotFound(region_id))?;
         if !peer.is_leader() {
             return Err(peer.not_leader());
+        }
+        if self.disk.get() == DiskUsage::Normal && peer.disk_short(to) {
+            // It would refuse at the end (see `step`), after a whole
+            // election timeout of proposals dropped here.
+            debug!(region_id, to, "no leadership to a store short of room");
+            return Ok(());
         }
         peer.raw_node.transfer_leader(to);
         Ok(())
