@@ -13,8 +13,15 @@ use tikal_tools::local_cluster::free_port;
 async fn playground_serves_clients_and_stops_cleanly_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let pd_port = free_port().unwrap();
+    // No disk reserve: the test must not depend on the machine's free
+    // space (see tests/common).
+    let conf = tempfile::tempdir().unwrap();
+    let store_config = conf.path().join("store.toml");
+    std::fs::write(&store_config, "[storage]\nreserve-space = \"0\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tikal"))
         .args(["playground", "--stores", "2"])
+        .arg("--store-config")
+        .arg(&store_config)
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--pd-port", &pd_port.to_string()])

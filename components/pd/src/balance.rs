@@ -72,7 +72,8 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
 }
 
 /// Moves `r`'s peer off the Up store of its peers with the highest region
-/// score to the Up store with room without one with the lowest, if that is
+/// score to the Up store with room (below the high-space ratio) without one
+/// with the lowest, if that is
 /// at least twice `r`'s weight lower; off a store low on space (see
 /// [`crate::stores::StoreInfo::is_low_space`]) whatever the scores.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
@@ -92,7 +93,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     let to = v
         .up_stores()
         .into_iter()
-        .filter(|s| r.peer_on(*s).is_none() && v.has_room(*s))
+        .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
         .min_by_key(|s| (v.score_after(*s), *s));
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(None);

@@ -422,6 +422,10 @@ fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
 /// store states, each store's counts as they will be once the running
 /// operators are done, and how many operators of each kind run. Per-store
 /// counts are taken only if a rule needs them.
+/// Upstream's `high-space-ratio` default: balance-region's targets keep
+/// this much of their capacity free.
+const HIGH_SPACE_RATIO: f64 = 0.7;
+
 pub(crate) struct View<'a> {
     pub cluster: &'a Cluster,
     pub opts: ScheduleOptions,
@@ -523,6 +527,21 @@ impl<'a> View<'a> {
         self.store_state(store_id) == Some(StoreState::Up)
     }
 
+    /// Whether the store is not low on space at `ratio`.
+    fn room_at(&self, store_id: u64, ratio: f64) -> bool {
+        let regions = self.load(store_id).region_count;
+        !(self.space.get(&store_id)).is_some_and(|s| s.is_low_space(ratio, regions))
+    }
+
+    /// Whether balance-region may move a replica onto the store: it has
+    /// room below upstream's high-space ratio (0.7, or the low-space ratio
+    /// if that is lower), so a store that shed replicas for lack of room
+    /// does not take them back as soon as it is just above the line.
+    pub fn has_room_to_balance(&self, store_id: u64) -> bool {
+        let ratio = HIGH_SPACE_RATIO.min(self.opts.low_space_ratio);
+        self.room_at(store_id, ratio)
+    }
+
     /// Up stores, in id order.
     pub fn up_stores(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.store_ids();
@@ -555,9 +574,7 @@ impl ClusterView for View<'_> {
     }
 
     fn has_room(&self, store_id: u64) -> bool {
-        let regions = self.load(store_id).region_count;
-        let ratio = self.opts.low_space_ratio;
-        !(self.space.get(&store_id)).is_some_and(|s| s.is_low_space(ratio, regions))
+        self.room_at(store_id, self.opts.low_space_ratio)
     }
 
     fn alloc_id(&self) -> PdResult<u64> {

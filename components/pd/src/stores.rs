@@ -127,11 +127,11 @@ impl StoreInfo {
 
     /// Whether the store is short of room for new replicas: less than
     /// (1 − `low_space_ratio`) of its capacity available, as PD judges it.
-    /// A young store (at most 100 regions, more than 8 GiB free) and one
+    /// A young store (under 100 regions, more than 8 GiB free) and one
     /// that reported no capacity never are.
     pub fn is_low_space(&self, low_space_ratio: f64, region_count: usize) -> bool {
         let (capacity, available) = (self.stats.capacity, self.stats.available);
-        if capacity == 0 || (region_count <= YOUNG_REGIONS && available > YOUNG_MIN_SPACE) {
+        if capacity == 0 || (region_count < YOUNG_REGIONS && available > YOUNG_MIN_SPACE) {
             return false;
         }
         (available as f64) < capacity as f64 * (1.0 - low_space_ratio)
@@ -192,8 +192,8 @@ mod tests {
         assert!(!s.is_low_space(0.8, 500), "no capacity reported");
         s.stats.capacity = 128 << 30;
         s.stats.available = 16 << 30; // an eighth
-        assert!(s.is_low_space(0.8, 101));
-        assert!(!s.is_low_space(0.8, 100), "young: few regions, 16 GiB free");
+        assert!(s.is_low_space(0.8, 100));
+        assert!(!s.is_low_space(0.8, 99), "young: few regions, 16 GiB free");
         s.stats.available = 32 << 30; // a quarter
         assert!(!s.is_low_space(0.8, 101));
         s.stats.capacity = 1 << 30;

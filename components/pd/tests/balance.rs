@@ -104,6 +104,14 @@ fn a_fourth_store_low_on_space_gets_no_regions() {
     fleet.settle(200, |_| {});
     let counts = fleet.counts();
     assert_eq!(spread(&counts, |c| c.0), [48, 48, 48, 0], "{counts:?}");
+
+    // Just above the low-space line (a fifth free) but under 30 %: it is
+    // no longer low, so it sheds nothing more, yet takes nothing back
+    // (it would swing around the line).
+    fleet.space.insert(4, (32 << 30, 7 << 30));
+    fleet.store_heartbeats();
+    fleet.settle(30, |_| {});
+    assert_eq!(fleet.counts().get(&4).map_or(0, |c| c.0), 0);
 }
 
 #[test]

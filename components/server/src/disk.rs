@@ -76,6 +76,11 @@ impl DiskMonitor {
     /// Measures, grades and publishes the store's usage; returns the room.
     pub fn check(&self) -> Space {
         let space = self.measure();
+        if space.capacity == 0 {
+            // The file system could not be read: nothing to grade by, so
+            // the last grade stands.
+            return space;
+        }
         let usage = grade_disk(space.available, self.reserve(space.capacity));
         let before = self.state.get();
         if usage != before {
