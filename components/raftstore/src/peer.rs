@@ -136,6 +136,9 @@ pub(crate) struct Peer {
     /// Peers whose last message said their store's disk is not Normal (see
     /// `disk.rs`); a peer is dropped from it once it says Normal again.
     full_disks: HashMap<u64, DiskUsage>,
+    /// Whether some peer's inflight window is closed for its full disk
+    /// (see [`Peer::pause_full_followers`]).
+    windows_closed: bool,
     /// On a leader, the last entry whose commit followers must hear of at
     /// once (see [`Peer::hurry_commit`]); 0 when none is pending.
     urgent_index: u64,
@@ -295,6 +298,7 @@ impl Peer {
             asked_if_stale_at: None,
             removed_peers: vec![],
             full_disks: HashMap::new(),
+            windows_closed: false,
             urgent_index: 0,
             written: Arc::default(),
             read_progress: Arc::default(),
@@ -739,36 +743,40 @@ impl Peer {
         }
     }
 
-    /// Whether any peer's store said its disk is short of room.
-    pub fn has_full_disks(&self) -> bool {
-        !self.full_disks.is_empty()
-    }
-
     /// Whether `to`'s store said its disk is short of room.
     pub fn disk_short(&self, to: u64) -> bool {
         self.full_disks.contains_key(&to)
     }
 
     /// On a leader, stops log entries to the peers whose disks are not
-    /// Normal while the others make a quorum (their inflight window closed,
-    /// as TiKV's leader does), so they do not fill up with the writes the
-    /// rest take; heartbeats still go, and entries resume once they say
-    /// Normal. When they are needed for a quorum they keep getting entries:
-    /// only writes that allow their usage, and Raft's own, are proposed
-    /// then. Called whenever a usage changes and on each tick (new
-    /// leaders and new peers start with open windows).
+    /// Normal while the others make a quorum (their inflight window is
+    /// closed, as TiKV's leader does), so they do not fill up with the
+    /// writes the rest take; heartbeats still go, and entries resume once
+    /// they say Normal. When they are needed for a quorum they keep getting
+    /// entries: only writes that allow their usage, and Raft's own, are
+    /// proposed then. Anywhere else (a follower) every window is opened
+    /// again, so a peer that leads again later starts with none closed.
+    /// Called whenever a usage changes and on ticks while
+    /// [`Peer::disk_windows_due`].
     pub fn pause_full_followers(&mut self) {
-        if !self.is_leader() {
-            return;
-        }
         let me = self.meta.id;
         let normal = |id: u64| id == me || !self.full_disks.contains_key(&id);
-        let pause = self.quorum_of(normal);
+        let pause = self.is_leader() && self.quorum_of(normal);
         let full_disks = &self.full_disks;
+        let mut closed_any = false;
         for (id, pr) in self.raw_node.raft.mut_prs().iter_mut() {
             let closed = pause && *id != me && full_disks.contains_key(id);
             pr.ins.set_cap(if closed { 0 } else { MAX_INFLIGHT_MSGS });
+            closed_any |= closed;
         }
+        self.windows_closed = closed_any;
+    }
+
+    /// Whether the inflight windows may need changing on this tick: a peer
+    /// reported a full disk, or windows are still closed (a leader that
+    /// lost leadership, new peers, conf changes).
+    pub fn disk_windows_due(&self) -> bool {
+        !self.full_disks.is_empty() || self.windows_closed
     }
 
     /// On a leader, whether a client write that tolerates `opt` may be

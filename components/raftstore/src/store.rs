@@ -977,7 +977,7 @@ impl Store {
         let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
-            if peer.has_full_disks() {
+            if peer.disk_windows_due() {
                 peer.pause_full_followers();
             }
             let heard = std::mem::take(&mut peer.heard);
