@@ -48,7 +48,7 @@ mod store;
 mod transport;
 
 pub use apply::{Applier, ApplyContext, ApplyOutput};
-pub use disk::{allows as disk_allows, grade as grade_disk, DiskFullOpt, DiskState, DiskUsage};
+pub use disk::{grade as grade_disk, DiskFullOpt, DiskState, DiskUsage};
 pub use meta::{
     applied_index, load_first_region, load_regions, load_store_ident, remove_region,
     write_initial_region, write_store_ident, StoreIdent, INITIAL_INDEX,

@@ -728,6 +728,10 @@ impl Peer {
 
     /// Records how full `from`'s disk is, as its message said.
     pub fn note_disk_usage(&mut self, from: u64, usage: DiskUsage) {
+        if usage == DiskUsage::Normal && self.full_disks.is_empty() {
+            // Every message's case: nothing to record or change.
+            return;
+        }
         let before = self
             .full_disks
             .get(&from)

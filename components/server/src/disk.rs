@@ -81,10 +81,9 @@ impl DiskMonitor {
             // the last grade stands.
             return space;
         }
-        let usage = grade_disk(space.available, self.reserve(space.capacity));
-        let before = self.state.get();
-        if usage != before {
-            let (available, reserve) = (space.available, self.reserve(space.capacity));
+        let (available, reserve) = (space.available, self.reserve(space.capacity));
+        let usage = grade_disk(available, reserve);
+        if usage != self.state.get() {
             if usage == DiskUsage::Normal {
                 info!(available, reserve, "disk has room again: writes are taken");
             } else {
