@@ -15,6 +15,7 @@
 use std::any::Any;
 
 use tikal_engine::{Cf, KvApply, KvEngine, KvWriteBatch};
+use tikal_proto::metapb;
 
 use crate::meta::{put_apply_state, ApplyState};
 use crate::Result;
@@ -30,6 +31,15 @@ pub trait Applier: Send + Sync + 'static {
     /// not read or write): answering it, or counting the entry as applied,
     /// would let replicas diverge, so it stops the store's Raft loop.
     fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput>;
+
+    /// Run on a region's leader before it gives another replica a read
+    /// index for a read that carries `check` (see `replica_read.rs`):
+    /// whatever the read needs of the leader's in-memory state. Returns
+    /// why the read may not go ahead, for the replica to hand its reader,
+    /// or None.
+    fn check_replica_read(&self, _region: &metapb::Region, _check: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 impl KvApply for ApplyContext<'_> {

@@ -108,6 +108,8 @@ struct Read {
     step: usize,
     /// Writes acknowledged before the read was asked.
     must_see: Vec<u64>,
+    /// Asked as a replica read.
+    replica: bool,
     answer: oneshot::Receiver<StoreResult<()>>,
 }
 
@@ -123,12 +125,18 @@ struct Chaos {
     /// What happened, for a failing seed's report.
     log: Vec<String>,
     reads_checked: usize,
+    /// Of those, replica reads.
+    replica_reads_checked: usize,
     /// Peers PD's verdict destroyed.
     stale_destroyed: usize,
     /// Whether PD's verdicts also come during the faults, not only while
     /// settling (`CHAOS_PD=1`; a survey knob, since it changes every
     /// seed's schedule).
     pd_during_steps: bool,
+    /// Whether a read not sent to the leader is a replica read (a
+    /// follower or learner serves it), or a leader's read that fails
+    /// there.
+    replica_reads: bool,
 }
 
 impl Chaos {
@@ -149,8 +157,13 @@ impl Chaos {
             next_write: 0,
             log: vec![],
             reads_checked: 0,
+            replica_reads_checked: 0,
             stale_destroyed: 0,
             pd_during_steps: std::env::var("CHAOS_PD").is_ok_and(|v| v == "1"),
+            // Always with one region; elsewhere a survey knob, so that the
+            // regression seeds of the other schedules keep their traffic.
+            replica_reads: mode == Mode::OneRegion
+                || std::env::var("CHAOS_REPLICA_READS").is_ok_and(|v| v == "1"),
         })
     }
 
@@ -230,6 +243,7 @@ impl Chaos {
                         }
                     }
                     self.reads_checked += 1;
+                    self.replica_reads_checked += usize::from(r.replica);
                 }
                 Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {}
                 Err(oneshot::error::TryRecvError::Empty) => pending.push(r),
@@ -275,9 +289,9 @@ impl Chaos {
                 let Some(region) = self.pick_region(s) else {
                     return Ok(());
                 };
-                let s = match self.leader_of(region.id) {
-                    Some(l) if self.rng.percent(70) => l,
-                    _ => s,
+                let (s, replica) = match self.leader_of(region.id) {
+                    Some(l) if self.rng.percent(70) => (l, None),
+                    _ => (s, self.replica_reads.then(Vec::new)),
                 };
                 // The region as the store asked knows it: what it must see.
                 let Some(region) = (self.cluster.stores.get(&s))
@@ -292,15 +306,22 @@ impl Chaos {
                     .collect();
                 let (tx, answer) = oneshot::channel();
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                store.read_index(region.id, tx);
+                let kind = if replica.is_some() {
+                    "replica read"
+                } else {
+                    "read"
+                };
+                let is_replica = replica.is_some();
+                store.read_index(region.id, replica, tx);
                 self.reads.push(Read {
                     store: s,
                     step,
                     must_see,
+                    replica: is_replica,
                     answer,
                 });
                 self.log
-                    .push(format!("{step}: read region {} via store {s}", region.id));
+                    .push(format!("{step}: {kind} region {} via store {s}", region.id));
             }
             45..=64 => {
                 for store in self.cluster.stores.values_mut() {
@@ -809,6 +830,7 @@ impl Chaos {
 struct Outcome {
     acked: usize,
     reads: usize,
+    replica_reads: usize,
     snapshots: usize,
     term: u64,
     conf_ver: u64,
@@ -862,6 +884,7 @@ fn run(seed: u64, steps: usize, mode: Mode) -> Res<Outcome> {
     Ok(Outcome {
         acked,
         reads: chaos.reads_checked,
+        replica_reads: chaos.replica_reads_checked,
         snapshots,
         term,
         conf_ver,
@@ -895,10 +918,17 @@ fn run_seeds(found: &[u64], mode: Mode) {
                 // A schedule that acknowledged nothing tested nothing.
                 assert!(o.acked > 0, "seed {seed}: no write was acknowledged");
                 eprintln!(
-                    "seed {seed}: {} writes acknowledged, {} reads checked, \
+                    "seed {seed}: {} writes acknowledged, {} reads checked ({} replica reads), \
                      {} snapshots sent, {} regions, region 1 at term {} and conf_ver {}, \
                      {} stale peers destroyed by PD's verdict",
-                    o.acked, o.reads, o.snapshots, o.regions, o.term, o.conf_ver, o.stale_destroyed
+                    o.acked,
+                    o.reads,
+                    o.replica_reads,
+                    o.snapshots,
+                    o.regions,
+                    o.term,
+                    o.conf_ver,
+                    o.stale_destroyed
                 );
             }
             Err(e) => failures.push(e),

@@ -28,7 +28,9 @@
 //! for a ReadIndex ([`Router::read_index`]: the leader confirms with a
 //! quorum that it still leads and waits until it has applied that far),
 //! checks the epoch via the [`RegionView`] the loop publishes, and reads the
-//! KV engine directly.
+//! KV engine directly. A follower or learner serves a replica read the same
+//! way, with the read index its leader gives it
+//! ([`Router::replica_read_index`], `replica_read.rs`).
 
 mod admin;
 mod apply;
@@ -39,6 +41,7 @@ mod meta;
 mod peer;
 mod peer_storage;
 mod read_progress;
+mod replica_read;
 mod router;
 #[cfg(test)]
 mod scenarios;
@@ -114,6 +117,14 @@ pub enum RaftstoreError {
     Merge(String),
     #[error("the store is shutting down")]
     StoreStopped,
+    /// A replica read (see `replica_read.rs`) got no read index from the
+    /// region's leader in time.
+    #[error("region {region_id}: read index not ready: {reason}")]
+    ReadIndexNotReady { region_id: u64, reason: String },
+    /// The leader's check of a replica read refused it; what the check
+    /// answered (see [`Applier::check_replica_read`]).
+    #[error("the leader refused the replica read")]
+    ReplicaReadRefused(Vec<u8>),
     /// A client write refused for lack of disk space on `store_ids` (see
     /// `disk.rs`).
     #[error("disk full on store(s) {store_ids:?}: {reason}")]
@@ -153,6 +164,7 @@ impl RaftstoreError {
                 | RaftstoreError::RegionNotFound(_)
                 | RaftstoreError::ProposalInMergingMode(_)
                 | RaftstoreError::StoreStopped
+                | RaftstoreError::ReadIndexNotReady { .. }
         )
     }
 }

@@ -41,6 +41,7 @@ use crate::apply::{Applier, ApplyBatch, ApplyContext, ApplyOutput};
 use crate::disk::{self, DiskFullOpt, DiskUsage};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
+use crate::replica_read::ReplicaReads;
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::{RaftstoreError, ReadProgress, Result};
 
@@ -146,6 +147,8 @@ pub(crate) struct Peer {
     /// The leader's safe ts for stale reads here, shared with the views.
     pub read_progress: Arc<ReadProgress>,
     reads: Reads,
+    /// Reads this peer serves as a follower or learner (replica reads).
+    replica_reads: ReplicaReads,
 }
 
 /// Raft's window of appends in flight to one follower (`raft::Config`).
@@ -303,6 +306,7 @@ impl Peer {
             written: Arc::default(),
             read_progress: Arc::default(),
             reads: Reads::default(),
+            replica_reads: ReplicaReads::default(),
         })
     }
 
@@ -870,8 +874,35 @@ impl Peer {
         self.reads.arrived.push(cb);
     }
 
-    /// Asks Raft for one read index covering the reads that arrived.
+    /// Queues a read served by this replica, a follower or a learner,
+    /// once it has applied what its leader had committed (see
+    /// `replica_read.rs`); `check` (may be empty) is for the leader. A
+    /// leader takes it as its own read.
+    pub fn replica_read_index(&mut self, cb: ReadCallback, check: Vec<u8>) {
+        if self.is_leader() {
+            return self.read_index(cb);
+        }
+        if !self.is_initialized() || self.raw_node.raft.leader_id == raft::INVALID_ID {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        self.replica_reads.arrive(cb, check);
+    }
+
+    /// Asks Raft for one read index covering the reads that arrived (on a
+    /// replica: asks its leader).
     pub fn ask_reads(&mut self) {
+        if self.is_leader() {
+            if !self.replica_reads.is_idle() {
+                // Asked as a follower: the old leader's answers will not
+                // come (their term is past); the readers retry.
+                self.replica_reads.fail_all(|| RaftstoreError::StaleCommand);
+            }
+        } else {
+            for ctx in self.replica_reads.ask(self.meta.id) {
+                self.raw_node.read_index(ctx);
+            }
+        }
         // raft-rs drops a read index request until the leader has
         // committed an entry of its term; those reads wait for that.
         if self.reads.arrived.is_empty() || !self.raw_node.raft.commit_to_current_term() {
@@ -887,6 +918,9 @@ impl Peer {
     /// Takes Raft's confirmed read indexes for requests asked earlier.
     pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
+            if self.replica_reads.on_read_state(self.meta.id, &rs) {
+                continue;
+            }
             let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
                 continue;
             };
@@ -909,6 +943,7 @@ impl Peer {
     /// Answers confirmed reads whose index is applied and written.
     pub fn answer_reads(&mut self) {
         let applied = self.visible_applied;
+        self.replica_reads.answer(applied);
         while self
             .reads
             .confirmed
@@ -921,6 +956,27 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// A tick for the replica reads: asks again what is still
+    /// unanswered, gives up on what waited too long.
+    pub fn tick_replica_reads(&mut self) {
+        if self.replica_reads.is_idle() {
+            return;
+        }
+        for ctx in self.replica_reads.tick(self.region.id) {
+            // raft-rs drops it while no leader is known.
+            self.raw_node.read_index(ctx);
+        }
+    }
+
+    /// Fails every read, a leader's and a replica's: the peer goes.
+    pub fn fail_all_reads(&mut self) {
+        self.fail_reads();
+        let (region_id, leader) = (self.region.id, self.leader());
+        let store_id = self.meta.store_id;
+        self.replica_reads
+            .fail_all(|| RaftstoreError::not_leader(region_id, leader.clone(), store_id));
     }
 
     /// Fails every read not yet answered: this peer no longer leads.

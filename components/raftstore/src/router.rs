@@ -95,6 +95,9 @@ enum Msg {
     },
     ReadIndex {
         region_id: u64,
+        /// A replica read's check for the leader (see
+        /// [`Router::replica_read_index`]); None for a leader's read.
+        replica: Option<Vec<u8>>,
         cb: crate::peer::ReadCallback,
     },
     ReportSnapshot {
@@ -346,9 +349,27 @@ impl Router {
     /// has applied everything committed before. Reads that arrive together
     /// share one confirmation.
     pub async fn read_index(&self, region_id: u64) -> Result<()> {
+        self.read(region_id, None).await
+    }
+
+    /// Waits until this store's replica of the region, leader, follower or
+    /// learner, may serve a linearizable read: it has applied everything
+    /// the leader had committed when the read arrived (see
+    /// `replica_read.rs`). The leader first runs `check` (empty for none)
+    /// through its [`crate::Applier::check_replica_read`]; a refusal comes
+    /// back as [`RaftstoreError::ReplicaReadRefused`].
+    pub async fn replica_read_index(&self, region_id: u64, check: Vec<u8>) -> Result<()> {
+        self.read(region_id, Some(check)).await
+    }
+
+    async fn read(&self, region_id: u64, replica: Option<Vec<u8>>) -> Result<()> {
         let (cb, rx) = oneshot::channel();
         self.tx
-            .send(Msg::ReadIndex { region_id, cb })
+            .send(Msg::ReadIndex {
+                region_id,
+                replica,
+                cb,
+            })
             .map_err(|_| RaftstoreError::StoreStopped)?;
         rx.await.map_err(|_| RaftstoreError::StoreStopped)?
     }
@@ -601,7 +622,11 @@ impl Runner {
             } => self
                 .store
                 .propose_conf_change(region_id, epoch, changes, cb),
-            Msg::ReadIndex { region_id, cb } => self.store.read_index(region_id, cb),
+            Msg::ReadIndex {
+                region_id,
+                replica,
+                cb,
+            } => self.store.read_index(region_id, replica, cb),
             Msg::TransferLeader { region_id, to } => {
                 let _ = self.store.transfer_leader(region_id, to);
             }

@@ -97,6 +97,7 @@ type Res<T> = std::result::Result<T, Box<dyn Error>>;
 pub(crate) const REGION: u64 = 1;
 
 /// Applies `key=value` commands (several joined by `;`) into CF default.
+/// A replica read's check that starts with `locked` is refused.
 struct KeyValueApplier;
 
 impl Applier for KeyValueApplier {
@@ -107,6 +108,10 @@ impl Applier for KeyValueApplier {
             ctx.put(CF_DEFAULT, k.as_bytes(), v.as_bytes());
         }
         Ok(Box::new(()))
+    }
+
+    fn check_replica_read(&self, _region: &metapb::Region, check: &[u8]) -> Option<Vec<u8>> {
+        check.starts_with(b"locked").then(|| check.to_vec())
     }
 }
 
@@ -671,10 +676,17 @@ impl goldenscript::Runner for Runner {
                 });
             }
             "read" => {
+                // `via=replica` lets a follower or learner serve it, with the
+                // leader's `check=TEXT` if given (see KeyValueApplier).
                 let c = self.cluster()?;
                 let s = stores_arg(&args)?.first().copied().ok_or("read S")?;
+                let replica = match key_arg(&args, "via") {
+                    None | Some("leader") => None,
+                    Some("replica") => Some(key_arg(&args, "check").unwrap_or("").into()),
+                    Some(other) => return Err(format!("via={other}: leader or replica").into()),
+                };
                 let (tx, answer) = oneshot::channel();
-                c.store(s)?.read_index(REGION, tx);
+                c.store(s)?.read_index(REGION, replica, tx);
                 c.proposals.push(Proposal {
                     store: s,
                     cmd: "read".into(),

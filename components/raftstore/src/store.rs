@@ -39,6 +39,7 @@ use crate::apply::{Applier, ApplyBatch};
 use crate::disk::{DiskFullOpt, DiskState, DiskUsage};
 use crate::meta;
 use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
+use crate::replica_read::ReadContext;
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::split_check::{SplitCheck, SplitCheckConfig};
 use crate::transport::{PeerMessage, Stamped, Transport};
@@ -646,10 +647,15 @@ impl Store {
     }
 
     /// `cb` is answered once this store may serve a linearizable read of
-    /// the region (Raft's ReadIndex, batched per round).
-    pub fn read_index(&mut self, region_id: u64, cb: ReadCallback) {
+    /// the region (Raft's ReadIndex, batched per round). With `replica`
+    /// (the leader's check, may be empty) a follower or learner may serve
+    /// it too (see `replica_read.rs`); else only the leader.
+    pub fn read_index(&mut self, region_id: u64, replica: Option<Vec<u8>>, cb: ReadCallback) {
         match self.peers.get_mut(&region_id) {
-            Some(peer) => peer.read_index(cb),
+            Some(peer) => match replica {
+                None => peer.read_index(cb),
+                Some(check) => peer.replica_read_index(cb, check),
+            },
             None => {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
             }
@@ -817,10 +823,18 @@ impl Store {
         let Some(peer) = self.peers.get_mut(&region_id) else {
             return;
         };
+        let mut message = msg.message;
+        if message.get_msg_type() == MessageType::MsgReadIndex {
+            // Another replica's read: its leader runs the read's check.
+            match leader_takes_read(peer, &msg.from, message, self.applier.as_ref()) {
+                Some(m) => message = m,
+                None => return,
+            }
+        }
         peer.peer_cache.insert(msg.from.id, msg.from.clone());
         peer.note_disk_usage(msg.from.id, msg.disk_usage);
         peer.heard = true;
-        if let Err(e) = peer.raw_node.step(msg.message) {
+        if let Err(e) = peer.raw_node.step(message) {
             debug!(region_id, error = %e, "raft message rejected");
         }
         if let Some(key) = snapshot {
@@ -977,6 +991,7 @@ impl Store {
         let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
+            peer.tick_replica_reads();
             if peer.disk_windows_due() {
                 peer.pause_full_followers();
             }
@@ -1192,7 +1207,7 @@ impl Store {
     pub fn shutdown(&mut self) {
         for peer in self.peers.values_mut() {
             peer.fail_proposals();
-            peer.fail_reads();
+            peer.fail_all_reads();
         }
     }
 
@@ -1564,7 +1579,7 @@ impl Store {
         };
         self.merged_away.remove(&region_id);
         peer.fail_proposals();
-        peer.fail_reads();
+        peer.fail_all_reads();
         // The merge's batch was written unsynced; its tombstone must be
         // durable before the log goes (a synced write makes every earlier
         // one durable too), or a power loss would bring the source back
@@ -1614,7 +1629,7 @@ impl Store {
         // of success; the rest retry.
         peer.finish_apply();
         peer.fail_proposals();
-        peer.fail_reads();
+        peer.fail_all_reads();
         let region = if with_data {
             peer.region.clone()
         } else {
@@ -1774,6 +1789,13 @@ pub struct PeerStatus {
 /// carries its sender's term (raft-rs stops on a vote without one).
 fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
     use MessageType::*;
+    match m.get_msg_type() {
+        // A replica's read index request (raft-rs forwards it without a
+        // term) and its answer: raft-rs reads the one entry's context.
+        MsgReadIndex => return m.term == 0 && m.entries.len() == 1,
+        MsgReadIndexResp => return m.term > 0 && m.entries.len() == 1,
+        _ => {}
+    }
     m.term > 0
         && matches!(
             m.get_msg_type(),
@@ -1789,6 +1811,32 @@ fn from_a_peer(m: &raft::eraftpb::Message) -> bool {
                 | MsgTransferLeader
                 | MsgTimeoutNow
         )
+}
+
+/// A replica's read index request to `peer`, as its Raft should step it:
+/// only a leader takes one, from a member of the region asking for
+/// itself, after running the read's check (its answer goes back in the
+/// request's context, see `replica_read.rs`). None drops it; the replica
+/// asks again.
+fn leader_takes_read(
+    peer: &Peer,
+    from: &metapb::Peer,
+    mut m: raft::eraftpb::Message,
+    applier: &dyn Applier,
+) -> Option<raft::eraftpb::Message> {
+    if !peer.is_leader() || m.from != from.id || !peer.region.peers.iter().any(|p| p.id == from.id)
+    {
+        return None;
+    }
+    let ctx =
+        ReadContext::decode(&m.entries[0].data).filter(|c| c.is_ask() && c.peer_id == from.id)?;
+    let refusal = match ctx.payload {
+        [] => None,
+        check => applier.check_replica_read(&peer.region, check),
+    };
+    let answered = ctx.answered(refusal);
+    m.entries[0].data = answered.into();
+    Some(m)
 }
 
 /// A message that may create the peer it is sent to on a store that has
@@ -2421,7 +2469,11 @@ mod tests {
         store.step(from_2(propose));
         let mut read = Message::default();
         read.set_msg_type(MessageType::MsgReadIndex);
-        store.step(from_2(read));
+        store.step(from_2(read.clone()));
+        // As raft-rs forwards a replica's read index request: no term.
+        let mut forwarded = from_2(read);
+        forwarded.message.term = 0;
+        store.step(forwarded);
         let mut heartbeat = Message::default();
         heartbeat.set_msg_type(MessageType::MsgHeartbeat);
         heartbeat.commit = 1_000;
