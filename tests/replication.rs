@@ -16,6 +16,16 @@ use tikv_client::{RawClient, TimestampExt, TransactionClient};
 
 const REPLICATE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// 1 PD and 3 stores, once every region has 3 voters on them.
+async fn three_replicas() -> TestCluster {
+    let t = TestCluster::start(3).await;
+    eventually(REPLICATE_TIMEOUT, "3 voters on 3 stores", || {
+        replicated(&t, 3)
+    })
+    .await;
+    t
+}
+
 /// Every region's voters' store ids, once every region has `n` voters on
 /// `n` distinct stores and no peer waits for a snapshot.
 async fn replicated(t: &TestCluster, n: usize) -> Option<Vec<Vec<u64>>> {
@@ -311,11 +321,7 @@ fn signal(t: &TestCluster, i: usize, sig: i32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes() {
-    let t = TestCluster::start(3).await;
-    eventually(REPLICATE_TIMEOUT, "3 voters on 3 stores", || {
-        replicated(&t, 3)
-    })
-    .await;
+    let t = three_replicas().await;
     let raw = t.raw_client().await;
     retry("put v1", || raw.put("k".to_owned(), "v1".to_owned())).await;
 
@@ -734,5 +740,119 @@ async fn followers_serve_stale_reads_only_below_the_leaders_safe_ts() {
             .as_ref()
             .is_some_and(|e| e.not_leader.is_some()),
         "{resp:?}"
+    );
+}
+
+/// A replica read (`Context.replica_read`, TiKV's Follower Read) of `key`
+/// on `f`: transactional at `ts`, or raw with `ts` None.
+async fn replica_get(
+    f: &common::Direct,
+    key: &[u8],
+    ts: Option<u64>,
+) -> (
+    Option<tikal_proto::errorpb::Error>,
+    Option<Vec<u8>>,
+    Option<tikal_proto::kvrpcpb::KeyError>,
+) {
+    use tikal_proto::kvrpcpb::{GetRequest, RawGetRequest};
+    let mut ctx = f.ctx.clone();
+    ctx.replica_read = true;
+    let mut tikv = f.tikv.clone();
+    match ts {
+        Some(version) => {
+            let r = tikv
+                .kv_get(GetRequest {
+                    context: Some(ctx),
+                    key: key.to_vec(),
+                    version,
+                })
+                .await
+                .expect("kv_get")
+                .into_inner();
+            (r.region_error, (!r.not_found).then_some(r.value), r.error)
+        }
+        None => {
+            let r = tikv
+                .raw_get(RawGetRequest {
+                    context: Some(ctx),
+                    key: key.to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .expect("raw_get")
+                .into_inner();
+            (r.region_error, (!r.not_found).then_some(r.value), None)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn followers_serve_replica_reads_that_see_every_acknowledged_write() {
+    let t = three_replicas().await;
+    let follower = common::direct_follower_at(&t, b"any").await;
+    let leader = direct(&t).await;
+    assert_ne!(follower.ctx.peer, leader.ctx.peer);
+
+    // Raw: every put, once acknowledged, is what the follower reads.
+    let raw = RawClient::new(vec![t.pd()]).await.unwrap();
+    for i in 0..20 {
+        let v = format!("v{i}").into_bytes();
+        raw.put(b"rk".to_vec(), v.clone()).await.unwrap();
+        let (region_error, value, _) = replica_get(&follower, b"rk", None).await;
+        assert!(region_error.is_none(), "{region_error:?}");
+        assert_eq!(value, Some(v), "a replica read missed an acknowledged put");
+    }
+    // Without the flag the follower still refuses (NotLeader).
+    let resp = follower
+        .tikv
+        .clone()
+        .raw_get(tikal_proto::kvrpcpb::RawGetRequest {
+            context: Some(follower.ctx.clone()),
+            key: b"rk".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.region_error.is_some_and(|e| e.not_leader.is_some()));
+
+    // Transactional: a committed value, and a lock in the way.
+    let txn = TransactionClient::new(vec![t.pd()]).await.unwrap();
+    txn_put(&txn, "tk", "t1").await;
+    let ts = txn.current_timestamp().await.unwrap().version();
+    let (region_error, value, key_error) = replica_get(&follower, b"tk", Some(ts)).await;
+    assert!(
+        region_error.is_none() && key_error.is_none(),
+        "{region_error:?} {key_error:?}"
+    );
+    assert_eq!(value.as_deref(), Some(&b"t1"[..]));
+    let start = txn.current_timestamp().await.unwrap().version();
+    leader.prewrite_ok(b"tlock", b"x", start, 60_000).await;
+    let (_, _, key_error) = replica_get(&follower, b"tlock", Some(start + 1)).await;
+    let locked = key_error.and_then(|e| e.locked);
+    assert_eq!(
+        locked.map(|l| l.lock_version),
+        Some(start),
+        "the lock must block the read"
+    );
+
+    // The leader raised its max_ts to the replica read's ts before giving
+    // the read index: an async-commit transaction prewritten after the read
+    // commits above it, so the read cannot have missed it.
+    let read_ts = txn.current_timestamp().await.unwrap().version() + (10_000 << 18);
+    let (region_error, value, _) = replica_get(&follower, b"tk", Some(read_ts)).await;
+    assert!(region_error.is_none(), "{region_error:?}");
+    assert_eq!(value.as_deref(), Some(&b"t1"[..]));
+    let start = txn.current_timestamp().await.unwrap().version();
+    let prewrite = tikal_proto::kvrpcpb::PrewriteRequest {
+        use_async_commit: true,
+        min_commit_ts: start + 1,
+        ..leader.prewrite(b"ac", b"y", start, 60_000)
+    };
+    let resp = leader.send_prewrite_ok(prewrite).await;
+    assert!(
+        resp.min_commit_ts > read_ts,
+        "async commit may commit at {} <= {read_ts}, below a replica read",
+        resp.min_commit_ts
     );
 }

@@ -335,10 +335,16 @@ impl Direct {
 
     /// Sends [`Direct::prewrite`] and asserts it succeeded.
     pub async fn prewrite_ok(&self, key: &[u8], value: &[u8], start_ts: u64, ttl: u64) {
+        self.send_prewrite_ok(self.prewrite(key, value, start_ts, ttl))
+            .await;
+    }
+
+    /// Sends `req`, asserts it succeeded, and returns the answer.
+    pub async fn send_prewrite_ok(&self, req: PrewriteRequest) -> PrewriteResponse {
         let resp = self
             .tikv
             .clone()
-            .kv_prewrite(self.prewrite(key, value, start_ts, ttl))
+            .kv_prewrite(req)
             .await
             .unwrap()
             .into_inner();
@@ -346,6 +352,7 @@ impl Direct {
             resp.errors.is_empty() && resp.region_error.is_none(),
             "{resp:?}"
         );
+        resp
     }
 
     /// Commits `keys` of the transaction `start_ts` at `commit_ts`.

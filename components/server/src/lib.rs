@@ -119,6 +119,9 @@ pub async fn run(
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let snaps = Arc::new(SnapManager::open(&data_dir.join("snap"))?);
+    // max_ts and in-memory locks: the transactional storage's, and the
+    // applier's for the leader's check of replica reads.
+    let cm = Arc::new(tikal_storage::txn::ConcurrencyManager::default());
     let (transport, transport_handle) =
         raft_transport::GrpcTransport::new(pd.clone(), snaps.clone());
     let store = Store::open(
@@ -127,7 +130,7 @@ pub async fn run(
         kv.clone(),
         raft_log,
         snaps.clone(),
-        Arc::new(RawApplier),
+        Arc::new(RawApplier::new(cm.clone())),
         Box::new(transport),
         events_tx,
     )?;
@@ -169,6 +172,7 @@ pub async fn run(
         Some(Arc::new(metrics::SchedulerMetrics::new())),
     );
     let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
+        .with_concurrency_manager(cm)
         .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let reconnected = Arc::new(tokio::sync::Notify::new());
     // Ends, with PD's reason, once PD says this store is Tombstone.

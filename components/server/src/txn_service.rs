@@ -15,7 +15,8 @@ use crate::respond::respond;
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
-        s.read_barrier(&ctx).await?;
+        let ranges = vec![point(&req.key)];
+        s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
         s.get(&ctx, &req.key, req.version)
     };
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
@@ -28,7 +29,8 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
 pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
-        s.read_barrier(&ctx).await?;
+        let ranges = req.keys.iter().map(|k| point(k)).collect();
+        s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
         s.batch_get(&ctx, &req.keys, req.version)
     };
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
@@ -40,7 +42,13 @@ pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetR
 pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
-        s.read_barrier(&ctx).await?;
+        // A reverse scan's start key is its (exclusive) upper end.
+        let range = match req.reverse {
+            false => (req.start_key.clone(), req.end_key.clone()),
+            true => (req.end_key.clone(), req.start_key.clone()),
+        };
+        s.snapshot_read_barrier(&ctx, req.version, vec![range])
+            .await?;
         s.scan(
             &ctx,
             &req.start_key,
@@ -55,6 +63,14 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
         r.pairs = pairs
     })
     .await
+}
+
+/// The range `[key, key\0)`: `key` alone.
+fn point(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut end = Vec::with_capacity(key.len() + 1);
+    end.extend_from_slice(key);
+    end.push(0);
+    (key.to_vec(), end)
 }
 
 pub async fn prewrite(s: &TxnStorage, req: PrewriteRequest) -> Result<PrewriteResponse, Status> {

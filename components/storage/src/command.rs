@@ -5,11 +5,15 @@
 //! its entry applies, judged live or expired at the proposer's clock
 //! (`now`), so every replica reaches the same answer.
 
+use std::sync::Arc;
+
 use prost::Message;
 use tikal_engine::{Cf, KvApply};
+use tikal_proto::metapb;
 use tikal_raftstore::{Applier, ApplyContext, ApplyOutput};
 use tracing::error;
 
+use crate::txn::ConcurrencyManager;
 use crate::value;
 
 #[derive(Clone, PartialEq, Message)]
@@ -93,7 +97,18 @@ pub struct CasOutcome {
 pub type RawApplyResult = Result<Option<CasOutcome>, String>;
 
 /// Applies [`RawCommand`]s; installed into the raftstore by the server.
-pub struct RawApplier;
+/// With the store's concurrency manager it also runs the leader's check of
+/// transactional replica reads ([`crate::txn::reads::check_replica_read`]).
+#[derive(Default)]
+pub struct RawApplier {
+    cm: Option<Arc<ConcurrencyManager>>,
+}
+
+impl RawApplier {
+    pub fn new(cm: Arc<ConcurrencyManager>) -> RawApplier {
+        RawApplier { cm: Some(cm) }
+    }
+}
 
 impl Applier for RawApplier {
     fn apply(
@@ -102,6 +117,11 @@ impl Applier for RawApplier {
         cmd: &[u8],
     ) -> tikal_raftstore::Result<ApplyOutput> {
         Ok(Box::new(apply_entry(ctx, cmd)?))
+    }
+
+    fn check_replica_read(&self, _region: &metapb::Region, check: &[u8]) -> Option<Vec<u8>> {
+        let cm = self.cm.as_ref()?;
+        crate::txn::reads::check_replica_read(cm, check)
     }
 }
 

@@ -90,12 +90,20 @@ pub fn region_error(e: &RaftstoreError) -> errorpb::Error {
                 reason: reason.clone(),
             })
         }
-        // Never a client request's outcome: the message says what happened.
+        RaftstoreError::ReadIndexNotReady { region_id, reason } => {
+            err.read_index_not_ready = Some(errorpb::ReadIndexNotReady {
+                reason: reason.clone(),
+                region_id: *region_id,
+            })
+        }
+        // Never a client request's outcome: the message says what happened
+        // (a replica read's refusal becomes a key error in the txn layer).
         RaftstoreError::Engine(_)
         | RaftstoreError::ConfChange(_)
         | RaftstoreError::Split(_)
         | RaftstoreError::Merge(_)
-        | RaftstoreError::Inconsistent(_) => {}
+        | RaftstoreError::Inconsistent(_)
+        | RaftstoreError::ReplicaReadRefused(_) => {}
     }
     err
 }

@@ -4,7 +4,7 @@
 use prost::Message;
 use tikal_engine::{Cf, KvEngine, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
-use tikal_raftstore::{ApplyOutput, DiskFullOpt, Pickup, RegionView, Router};
+use tikal_raftstore::{ApplyOutput, DiskFullOpt, Pickup, RaftstoreError, RegionView, Router};
 
 use crate::api::{Api, Cmd};
 use crate::command::{CasOutcome, RawApplyResult, RawCommand, RawOp};
@@ -105,15 +105,39 @@ impl RawStorage {
 
     /// Waits until a read of the request's region may be served here and
     /// see every write acknowledged before it arrived (ReadIndex). A stale
-    /// read (`Context.stale_read`) needs no such wait.
+    /// read (`Context.stale_read`) needs no such wait. A replica read
+    /// (`Context.replica_read`, TiKV's Follower Read) may be served by a
+    /// follower or learner, with the read index its leader gives it.
     pub async fn read_barrier(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Result<()> {
-        // Any replica for a stale read; the read itself checks where it
-        // may be served.
-        self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), ctx.stale_read)?;
+        // With no check, the leader refuses nothing.
+        self.read_barrier_checked(ctx, cmd, vec![]).await.map(drop)
+    }
+
+    /// [`Self::read_barrier`], where a replica read carries `check` for
+    /// the leader (see `tikal_raftstore::Applier::check_replica_read`).
+    /// Returns the leader's refusal, if it refused the read.
+    pub async fn read_barrier_checked(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cmd: Cmd,
+        check: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>> {
+        // Any replica for a stale or a replica read; the read itself
+        // checks where it may be served.
+        let any_replica = ctx.stale_read || ctx.replica_read;
+        let view = self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), any_replica)?;
         if ctx.stale_read {
-            return Ok(());
+            return Ok(None);
         }
-        Ok(self.router.read_index(ctx.region_id).await?)
+        if ctx.replica_read && !view.is_leader {
+            return match self.router.replica_read_index(ctx.region_id, check).await {
+                Ok(()) => Ok(None),
+                Err(RaftstoreError::ReplicaReadRefused(refusal)) => Ok(Some(refusal)),
+                Err(e) => Err(e.into()),
+            };
+        }
+        self.router.read_index(ctx.region_id).await?;
+        Ok(None)
     }
 
     /// The store's API version rules (see [`crate::api`]).
@@ -192,7 +216,7 @@ impl RawStorage {
     pub fn get(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key.to_vec())?;
-        self.check_region(ctx, [key.as_slice()])?;
+        self.check_read_region(ctx, [key.as_slice()])?;
         self.read_live(cf, &key, value::now_secs())
     }
 
@@ -207,7 +231,7 @@ impl RawStorage {
             .iter()
             .map(|k| self.raw_key(ctx, k.clone()))
             .collect::<Result<Vec<_>>>()?;
-        self.check_region(ctx, stored.iter().map(Vec::as_slice))?;
+        self.check_read_region(ctx, stored.iter().map(Vec::as_slice))?;
         let now = value::now_secs();
         let mut pairs = Vec::with_capacity(keys.len());
         for (key, stored) in keys.iter().zip(&stored) {
@@ -225,7 +249,7 @@ impl RawStorage {
         }
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key.to_vec())?;
-        self.check_region(ctx, [key.as_slice()])?;
+        self.check_read_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
         let Some(raw) = self.engine.get(cf, &key)? else {
             return Ok(None);
@@ -254,7 +278,7 @@ impl RawStorage {
     ) -> Result<Vec<kvrpcpb::KvPair>> {
         let cf = self.raw_cf(cf)?;
         let (start, end) = self.raw_range(ctx, start, end)?;
-        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
         self.scan_bounds(cf, &bounds, limit, key_only, reverse)
     }
@@ -269,7 +293,7 @@ impl RawStorage {
         reverse: bool,
     ) -> Result<Vec<kvrpcpb::KvPair>> {
         let cf = self.raw_cf(cf)?;
-        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let mut out = vec![];
         for r in ranges {
             let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
@@ -287,7 +311,7 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         ranges: &[kvrpcpb::KeyRange],
     ) -> Result<(u64, u64, u64)> {
-        let view = self.check_region(ctx, std::iter::empty::<&[u8]>())?;
+        let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let now = value::now_secs();
         let (mut checksum, mut kvs, mut bytes) = (0u64, 0u64, 0u64);
         for r in ranges {
@@ -563,6 +587,16 @@ impl RawStorage {
         Ok(out)
     }
 
+    /// `check_region` for a read: with `Context.replica_read` a follower
+    /// or learner passes too (after [`Self::read_barrier`]).
+    fn check_read_region<'k>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<RegionView> {
+        self.check_replica(ctx, Some(Cmd::Raw), keys, ctx.replica_read)
+    }
+
     /// Checks that this store leads the request's region at the epoch the
     /// client knows, and that every key lies in the region.
     pub(crate) fn check_region<'k>(
@@ -686,7 +720,7 @@ impl RawStorage {
         ctx: &kvrpcpb::Context,
         keys: impl IntoIterator<Item = &'k [u8]>,
     ) -> Result<RegionView> {
-        self.txn_region(ctx, keys, ctx.stale_read)
+        self.txn_region(ctx, keys, ctx.stale_read || ctx.replica_read)
     }
 
     fn txn_region<'k>(

@@ -207,3 +207,81 @@ pub fn scan_lock(
     })?;
     Ok(out)
 }
+
+/// The check a replica read at `ts` over `ranges` (`[start, end)`, empty
+/// end = unbounded) asks of the region's leader (see
+/// [`check_replica_read`]), encoded for the raftstore.
+pub fn replica_read_check(ts: u64, ranges: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+    use prost::Message;
+    let key_ranges = ranges
+        .into_iter()
+        .map(|(start_key, end_key)| kvrpcpb::KeyRange { start_key, end_key })
+        .collect();
+    let req = tikal_proto::raft_cmdpb::ReadIndexRequest {
+        start_ts: ts,
+        key_ranges,
+    };
+    req.encode_to_vec()
+}
+
+/// On a region's leader, before it gives a replica the read index for a
+/// transactional read (TiKV's replica read): raises `max_ts` to the
+/// read's ts, as a read here would, so no async-commit or 1PC transaction
+/// commits at or below it later, and returns the encoded `LockInfo` of an
+/// in-memory lock in the read's ranges that blocks it. Such a lock belongs
+/// to a prewrite not yet applied, which the replica cannot see. An
+/// undecodable check is refused with an empty answer (the reader reports
+/// an error; our replicas never send one).
+pub fn check_replica_read(cm: &ConcurrencyManager, check: &[u8]) -> Option<Vec<u8>> {
+    use prost::Message;
+    let Ok(req) = tikal_proto::raft_cmdpb::ReadIndexRequest::decode(check) else {
+        return Some(vec![]);
+    };
+    cm.observe_read(req.start_ts);
+    let no_bypass = kvrpcpb::Context::default();
+    for range in &req.key_ranges {
+        for (key, lock) in cm.memory_locks_in(&range.start_key, &range.end_key) {
+            if blocks_read(&lock, req.start_ts, &no_bypass) {
+                return Some(lock.info(&key).encode_to_vec());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::mvcc::record::LockType;
+
+    #[test]
+    fn a_leader_refuses_a_replica_read_an_in_memory_lock_blocks_and_raises_max_ts() {
+        let cm = ConcurrencyManager::default();
+        let mut lock = Lock::new(LockType::Put, b"k2".to_vec(), 10, 3_000);
+        lock.use_async_commit = true;
+        lock.min_commit_ts = 11;
+        cm.lock_in_memory(b"k2", lock);
+        let range = |a: &[u8], b: &[u8]| (a.to_vec(), b.to_vec());
+
+        // Other keys, and an older snapshot, pass; max_ts follows the reads.
+        let check = replica_read_check(20, vec![range(b"k1", b"k2"), range(b"k3", b"")]);
+        assert_eq!(check_replica_read(&cm, &check), None);
+        assert_eq!(cm.max_ts(), 20);
+        assert_eq!(
+            check_replica_read(&cm, &replica_read_check(9, vec![range(b"", b"")])),
+            None
+        );
+
+        // A read at or above its min commit ts over its key is refused
+        // with the lock.
+        let refusal = check_replica_read(&cm, &replica_read_check(30, vec![range(b"k", b"l")]));
+        let info = kvrpcpb::LockInfo::decode(refusal.expect("refused").as_slice()).unwrap();
+        assert_eq!((info.key.as_slice(), info.lock_version), (&b"k2"[..], 10));
+        assert_eq!(cm.max_ts(), 30);
+
+        // Bytes that are no check are refused, with nothing to decode.
+        assert_eq!(check_replica_read(&cm, b"\xff\xff"), Some(vec![]));
+    }
+}

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tikal_engine::Cf;
 use tikal_proto::{errorpb, kvrpcpb};
 use tikal_raftstore::{DiskFullOpt, RegionView};
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
 use super::reads::{self, ScanRange};
-use super::{latch, lock_wait, ConcurrencyManager, TxnResult};
+use super::{key_error, latch, lock_wait, ConcurrencyManager, TxnError, TxnResult};
 use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::MvccReader;
@@ -45,9 +46,41 @@ pub struct TxnStorage {
 const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 impl TxnStorage {
-    /// See [`RawStorage::read_barrier`].
+    /// See [`RawStorage::read_barrier`]; on the leader only (ScanLock).
     pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
-        Ok(self.raw.read_barrier(ctx, Cmd::Txn).await?)
+        let leader_only = kvrpcpb::Context {
+            replica_read: false,
+            ..ctx.clone()
+        };
+        Ok(self.raw.read_barrier(&leader_only, Cmd::Txn).await?)
+    }
+
+    /// The barrier of a snapshot read at `ts` over `ranges` (`[start,
+    /// end)`, empty end = unbounded). A replica read (`Context.replica_read`)
+    /// may be served by a follower or learner: the region's leader first
+    /// raises its max_ts to `ts` and looks for in-memory locks in the
+    /// ranges ([`reads::check_replica_read`]); a lock it finds is the
+    /// read's KeyIsLocked.
+    pub async fn snapshot_read_barrier(
+        &self,
+        ctx: &kvrpcpb::Context,
+        ts: u64,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> TxnResult<()> {
+        if !ctx.replica_read || ctx.stale_read {
+            return Ok(self.raw.read_barrier(ctx, Cmd::Txn).await?);
+        }
+        let check = reads::replica_read_check(ts, ranges);
+        let Some(refusal) = self.raw.read_barrier_checked(ctx, Cmd::Txn, check).await? else {
+            return Ok(());
+        };
+        match kvrpcpb::LockInfo::decode(refusal.as_slice()) {
+            Ok(lock) if !refusal.is_empty() => Err(TxnError::Key(vec![key_error::locked(lock)])),
+            _ => Err(StorageError::Internal(
+                "the leader could not read a replica read's check".into(),
+            )
+            .into()),
+        }
     }
 
     pub fn new(raw: RawStorage) -> Self {
@@ -60,6 +93,13 @@ impl TxnStorage {
             max_ts_synced: Arc::default(),
             max_ts_synced_notify: Arc::default(),
         }
+    }
+
+    /// Shares `cm` (max_ts and in-memory locks) with the store's applier,
+    /// which runs the leader's check of replica reads with it.
+    pub fn with_concurrency_manager(mut self, cm: Arc<ConcurrencyManager>) -> Self {
+        self.cm = cm;
+        self
     }
 
     /// A new leader (region, term) took PD timestamp `ts` after its term
