@@ -943,7 +943,6 @@ impl Peer {
     /// Answers confirmed reads whose index is applied and written.
     pub fn answer_reads(&mut self) {
         let applied = self.visible_applied;
-        self.replica_reads.answer(applied);
         while self
             .reads
             .confirmed
@@ -956,6 +955,14 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// Answers the replica reads confirmed at an index this peer has
+    /// applied. Called after the round's views are published: a reader
+    /// checks its region against the view, which must already show what
+    /// the applied entries did (a split, a snapshot's narrower range).
+    pub fn answer_replica_reads(&mut self) {
+        self.replica_reads.answer(self.visible_applied);
     }
 
     /// A tick for the replica reads: asks again what is still

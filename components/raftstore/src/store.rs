@@ -1483,6 +1483,9 @@ impl Store {
         }
         self.start_split_peers(made)?;
         self.publish_all();
+        for peer in self.peers.values_mut() {
+            peer.answer_replica_reads();
+        }
         Ok(())
     }
 

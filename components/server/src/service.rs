@@ -303,8 +303,10 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            self.raw.get(&ctx, &req.cf, &req.key)
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let out = self.raw.get(&ctx, &req.cf, &req.key)?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
             Some(v) => r.value = v,
@@ -321,8 +323,10 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            self.raw.batch_get(&ctx, &req.cf, &req.keys)
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let out = self.raw.batch_get(&ctx, &req.cf, &req.keys)?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond(
             "raw_batch_get",
@@ -403,8 +407,8 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            self.raw.scan(
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let out = self.raw.scan(
                 &ctx,
                 &req.cf,
                 &req.start_key,
@@ -412,7 +416,9 @@ impl Tikv for TikvService {
                 req.limit,
                 req.key_only,
                 req.reverse,
-            )
+            )?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond("raw_scan", call, |r: &mut RawScanResponse, kvs| r.kvs = kvs)
             .await
@@ -446,15 +452,17 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            self.raw.batch_scan(
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let out = self.raw.batch_scan(
                 &ctx,
                 &req.cf,
                 &req.ranges,
                 req.each_limit,
                 req.key_only,
                 req.reverse,
-            )
+            )?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond(
             "raw_batch_scan",
@@ -472,8 +480,10 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            self.raw.get_key_ttl(&ctx, &req.cf, &req.key)
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let out = self.raw.get_key_ttl(&ctx, &req.cf, &req.key)?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond(
             "raw_get_key_ttl",
@@ -559,14 +569,16 @@ impl Tikv for TikvService {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
         let call = async {
-            self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
             if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
                 return Err(StorageError::invalid(format!(
                     "unknown checksum algorithm {}",
                     req.algorithm
                 )));
             }
-            self.raw.checksum(&ctx, &req.ranges)
+            let out = self.raw.checksum(&ctx, &req.ranges)?;
+            guard.check()?;
+            Ok::<_, StorageError>(out)
         };
         respond("raw_checksum", call, |r: &mut RawChecksumResponse, sum| {
             (r.checksum, r.total_kvs, r.total_bytes) = sum

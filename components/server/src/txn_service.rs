@@ -7,7 +7,7 @@ use tikal_storage::txn::commands::{
     BatchRollback, CheckSecondaryLocks, CheckTxnStatus, Cleanup, Commit, PessimisticRollback,
     ResolveLock, TxnHeartBeat,
 };
-use tikal_storage::txn::TxnStorage;
+use tikal_storage::txn::{TxnError, TxnStorage};
 use tonic::Status;
 
 use crate::respond::respond;
@@ -16,8 +16,10 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
     let ctx = req.context.unwrap_or_default();
     let call = async {
         let ranges = vec![point(&req.key)];
-        s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
-        s.get(&ctx, &req.key, req.version)
+        let guard = s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
+        let value = s.get(&ctx, &req.key, req.version)?;
+        guard.check()?;
+        Ok::<_, TxnError>(value)
     };
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
         Some(v) => r.value = v,
@@ -30,8 +32,10 @@ pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetR
     let ctx = req.context.unwrap_or_default();
     let call = async {
         let ranges = req.keys.iter().map(|k| point(k)).collect();
-        s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
-        s.batch_get(&ctx, &req.keys, req.version)
+        let guard = s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
+        let pairs = s.batch_get(&ctx, &req.keys, req.version)?;
+        guard.check()?;
+        Ok::<_, TxnError>(pairs)
     };
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
         r.pairs = pairs
@@ -47,9 +51,10 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
             false => (req.start_key.clone(), req.end_key.clone()),
             true => (req.end_key.clone(), req.start_key.clone()),
         };
-        s.snapshot_read_barrier(&ctx, req.version, vec![range])
+        let guard = s
+            .snapshot_read_barrier(&ctx, req.version, vec![range])
             .await?;
-        s.scan(
+        let pairs = s.scan(
             &ctx,
             &req.start_key,
             &req.end_key,
@@ -57,7 +62,9 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
             req.version,
             req.key_only,
             req.reverse,
-        )
+        )?;
+        guard.check()?;
+        Ok::<_, TxnError>(pairs)
     };
     respond("kv_scan", call, |r: &mut ScanResponse, pairs| {
         r.pairs = pairs

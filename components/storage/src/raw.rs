@@ -108,36 +108,45 @@ impl RawStorage {
     /// read (`Context.stale_read`) needs no such wait. A replica read
     /// (`Context.replica_read`, TiKV's Follower Read) may be served by a
     /// follower or learner, with the read index its leader gives it.
-    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Result<()> {
+    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context, cmd: Cmd) -> Result<ReadGuard> {
         // With no check, the leader refuses nothing.
-        self.read_barrier_checked(ctx, cmd, vec![]).await.map(drop)
+        Ok(self.read_barrier_checked(ctx, cmd, vec![]).await?.1)
     }
 
     /// [`Self::read_barrier`], where a replica read carries `check` for
     /// the leader (see `tikal_raftstore::Applier::check_replica_read`).
-    /// Returns the leader's refusal, if it refused the read.
+    /// Returns the leader's refusal, if it refused the read, and the guard
+    /// the read must pass once done.
     pub async fn read_barrier_checked(
         &self,
         ctx: &kvrpcpb::Context,
         cmd: Cmd,
         check: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<(Option<Vec<u8>>, ReadGuard)> {
         // Any replica for a stale or a replica read; the read itself
         // checks where it may be served.
         let any_replica = ctx.stale_read || ctx.replica_read;
         let view = self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), any_replica)?;
         if ctx.stale_read {
-            return Ok(None);
+            return Ok((None, ReadGuard(None)));
         }
         if ctx.replica_read && !view.is_leader {
+            // Taken before the read index is asked for: a snapshot or the
+            // peer's end any time after moves it.
+            let progress = &view.read_progress;
+            let guard = ReadGuard(Some((
+                progress.clone(),
+                progress.generation(),
+                ctx.region_id,
+            )));
             return match self.router.replica_read_index(ctx.region_id, check).await {
-                Ok(()) => Ok(None),
-                Err(RaftstoreError::ReplicaReadRefused(refusal)) => Ok(Some(refusal)),
+                Ok(()) => Ok((None, guard)),
+                Err(RaftstoreError::ReplicaReadRefused(refusal)) => Ok((Some(refusal), guard)),
                 Err(e) => Err(e.into()),
             };
         }
         self.router.read_index(ctx.region_id).await?;
-        Ok(None)
+        Ok((None, ReadGuard(None)))
     }
 
     /// The store's API version rules (see [`crate::api`]).
@@ -661,6 +670,30 @@ impl RawStorage {
             }
         }
         Ok(view)
+    }
+}
+
+/// What a replica read checks once it has read: a follower's data can be
+/// replaced (a snapshot) or dropped (the peer destroyed) while a reader is
+/// on it, which a leader's cannot. A read over such a change may miss
+/// acknowledged writes, so it is refused (ReadIndexNotReady) and the client
+/// retries.
+#[must_use = "a replica read must check its guard once it has read"]
+pub struct ReadGuard(Option<(std::sync::Arc<tikal_raftstore::ReadProgress>, u64, u64)>);
+
+impl ReadGuard {
+    /// Ok if the replica's data stayed in place since the barrier began.
+    pub fn check(self) -> Result<()> {
+        match self.0 {
+            Some((progress, generation, region_id)) if progress.generation() != generation => {
+                Err(RaftstoreError::ReadIndexNotReady {
+                    region_id,
+                    reason: "the replica's data was replaced during the read".into(),
+                }
+                .into())
+            }
+            _ => Ok(()),
+        }
     }
 }
 

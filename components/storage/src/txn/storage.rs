@@ -18,7 +18,7 @@ use super::{key_error, latch, lock_wait, ConcurrencyManager, TxnError, TxnResult
 use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::MvccReader;
-use crate::raw::{decode_bounds, RawStorage};
+use crate::raw::{decode_bounds, RawStorage, ReadGuard};
 use crate::StorageError;
 
 /// How long a pessimistic lock waits for a conflicting lock when the
@@ -52,7 +52,9 @@ impl TxnStorage {
             replica_read: false,
             ..ctx.clone()
         };
-        Ok(self.raw.read_barrier(&leader_only, Cmd::Txn).await?)
+        // A leader's data stays in place: nothing for the read to check.
+        let _leader = self.raw.read_barrier(&leader_only, Cmd::Txn).await?;
+        Ok(())
     }
 
     /// The barrier of a snapshot read at `ts` over `ranges` (`[start,
@@ -66,13 +68,14 @@ impl TxnStorage {
         ctx: &kvrpcpb::Context,
         ts: u64,
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> TxnResult<()> {
+    ) -> TxnResult<ReadGuard> {
         if !ctx.replica_read || ctx.stale_read {
             return Ok(self.raw.read_barrier(ctx, Cmd::Txn).await?);
         }
         let check = reads::replica_read_check(ts, ranges);
-        let Some(refusal) = self.raw.read_barrier_checked(ctx, Cmd::Txn, check).await? else {
-            return Ok(());
+        let (refusal, guard) = self.raw.read_barrier_checked(ctx, Cmd::Txn, check).await?;
+        let Some(refusal) = refusal else {
+            return Ok(guard);
         };
         match kvrpcpb::LockInfo::decode(refusal.as_slice()) {
             Ok(lock) if !refusal.is_empty() => Err(TxnError::Key(vec![key_error::locked(lock)])),
