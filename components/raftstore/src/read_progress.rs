@@ -94,8 +94,9 @@ impl ReadProgress {
     }
 
     /// The replica's data is about to be replaced: no safe ts until the
-    /// leader sends a new one.
-    pub(crate) fn invalidate(&self) {
+    /// leader sends a new one. (The store calls it; public for tests of
+    /// readers.)
+    pub fn invalidate(&self) {
         let mut inner = self.inner.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
         *inner = Inner::default();

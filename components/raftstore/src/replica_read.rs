@@ -126,12 +126,24 @@ pub(crate) struct ReplicaReads {
     /// Arrived since the last round with a check: each asked alone.
     checked: Vec<(Vec<u8>, ReadCallback)>,
     asked: BTreeMap<u64, Asked>,
-    /// Confirmed: (read index, reader), answered once applied.
-    confirmed: Vec<(u64, ReadCallback)>,
+    /// Confirmed: (read index, reader, ticks since), answered once
+    /// applied.
+    confirmed: Vec<(u64, ReadCallback, u32)>,
     next_id: u64,
 }
 
 impl ReplicaReads {
+    /// Request ids start at the clock: a leader may still hold a request
+    /// (or its answer be in flight) from this peer's previous life, before
+    /// a restart, and must not answer a new request with it.
+    pub fn new() -> ReplicaReads {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        ReplicaReads {
+            next_id: now.map_or(0, |d| d.as_nanos() as u64),
+            ..ReplicaReads::default()
+        }
+    }
+
     /// A read arrived; `check` is empty when the leader need not run one.
     pub fn arrive(&mut self, cb: ReadCallback, check: Vec<u8>) {
         if check.is_empty() {
@@ -139,6 +151,11 @@ impl ReplicaReads {
         } else {
             self.checked.push((check, cb));
         }
+    }
+
+    /// Whether a read waits for this replica to apply.
+    pub fn has_confirmed(&self) -> bool {
+        !self.confirmed.is_empty()
     }
 
     pub fn is_idle(&self) -> bool {
@@ -160,7 +177,7 @@ impl ReplicaReads {
         }
         let mut contexts = vec![];
         for (check, cbs) in requests {
-            self.next_id += 1;
+            self.next_id = self.next_id.wrapping_add(1);
             let ctx = ReadContext::encode(peer_id, self.next_id, ASK, &check);
             contexts.push(ctx.clone());
             let asked = Asked {
@@ -191,7 +208,7 @@ impl ReplicaReads {
             PASSED => {
                 let index = state.index;
                 self.confirmed
-                    .extend(asked.cbs.into_iter().map(|cb| (index, cb)));
+                    .extend(asked.cbs.into_iter().map(|cb| (index, cb, 0)));
             }
             REFUSED => {
                 for cb in asked.cbs {
@@ -209,14 +226,14 @@ impl ReplicaReads {
 
     /// Answers the confirmed reads whose index is `applied` or below.
     pub fn answer(&mut self, applied: u64) {
-        if self.confirmed.iter().all(|(i, _)| *i > applied) {
+        if self.confirmed.iter().all(|(i, _, _)| *i > applied) {
             return;
         }
         let (due, waiting) = std::mem::take(&mut self.confirmed)
             .into_iter()
-            .partition(|(i, _)| *i <= applied);
+            .partition(|(i, _, _)| *i <= applied);
         self.confirmed = waiting;
-        for (_, cb) in due {
+        for (_, cb, _) in due {
             let _ = cb.send(Ok(()));
         }
     }
@@ -236,14 +253,33 @@ impl ReplicaReads {
                 again.push(asked.ctx.clone());
             }
         }
+        let not_ready = |reason: &str| RaftstoreError::ReadIndexNotReady {
+            region_id,
+            reason: reason.into(),
+        };
         for id in expired {
             if let Some(asked) = self.asked.remove(&id) {
                 for cb in asked.cbs {
-                    let _ = cb.send(Err(RaftstoreError::ReadIndexNotReady {
-                        region_id,
-                        reason: "no read index from the leader in time".into(),
-                    }));
+                    let _ = cb.send(Err(not_ready("no read index from the leader in time")));
                 }
+            }
+        }
+        // A replica that stopped applying (it waits for a snapshot, say)
+        // does not hold its readers for ever.
+        for (_, _, age) in &mut self.confirmed {
+            *age += 1;
+        }
+        if self
+            .confirmed
+            .iter()
+            .any(|(_, _, age)| *age >= GIVE_UP_TICKS)
+        {
+            let (late, waiting) = std::mem::take(&mut self.confirmed)
+                .into_iter()
+                .partition(|(_, _, age)| *age >= GIVE_UP_TICKS);
+            self.confirmed = waiting;
+            for (_, cb, _) in late {
+                let _ = cb.send(Err(not_ready("not applied up to the read index in time")));
             }
         }
         again
@@ -257,7 +293,7 @@ impl ReplicaReads {
             .into_iter()
             .chain(this.checked.into_iter().map(|(_, cb)| cb))
             .chain(this.asked.into_values().flat_map(|a| a.cbs))
-            .chain(this.confirmed.into_iter().map(|(_, cb)| cb));
+            .chain(this.confirmed.into_iter().map(|(_, cb, _)| cb));
         for cb in all {
             let _ = cb.send(Err(err()));
         }
@@ -340,6 +376,24 @@ mod tests {
         assert!(matches!(
             d_rx.try_recv(),
             Ok(Err(RaftstoreError::ReadIndexNotReady { region_id: 1, .. }))
+        ));
+        assert!(reads.is_idle());
+
+        // Confirmed but never applied that far: given up too.
+        let (e, mut e_rx) = oneshot::channel();
+        reads.arrive(e, vec![]);
+        let ask = ReadContext::decode(&reads.ask(3)[0])
+            .unwrap()
+            .answered(None);
+        assert!(reads.on_read_state(3, &state(ask, 50)));
+        for _ in 0..GIVE_UP_TICKS - 1 {
+            let _ = reads.tick(1);
+        }
+        assert!(e_rx.try_recv().is_err(), "still waiting to apply");
+        let _ = reads.tick(1);
+        assert!(matches!(
+            e_rx.try_recv(),
+            Ok(Err(RaftstoreError::ReadIndexNotReady { .. }))
         ));
         assert!(reads.is_idle());
     }

@@ -27,8 +27,13 @@
 //!                           NotAllowedOnFull)
 //! disk S... usage=U         the stores' disk monitors now say normal,
 //!                           almost (AlmostFull) or full (AlreadyFull)
-//! read S                    a linearizable read of region 1 through store S
-//!                           (ReadIndex; answered later: `proposals`)
+//! read S [region=R] [via=replica [check=TEXT]]
+//!                           a linearizable read of region R (default 1)
+//!                           through store S (ReadIndex; answered later:
+//!                           `proposals`); `via=replica`: a replica read a
+//!                           follower or learner may serve, with the
+//!                           leader's check (refused if TEXT starts with
+//!                           `locked`)
 //! split S key... [region=R] store S proposes splitting region R (default 1)
 //!                           at the keys; new regions get ids 2, 3, … and
 //!                           peer ids 10 × region + store (answered later)
@@ -676,7 +681,8 @@ impl goldenscript::Runner for Runner {
                 });
             }
             "read" => {
-                // `via=replica` lets a follower or learner serve it, with the
+                // Of region 1 unless `region=R`. `via=replica` lets a
+                // follower or learner serve it, with the
                 // leader's `check=TEXT` if given (see KeyValueApplier).
                 let c = self.cluster()?;
                 let s = stores_arg(&args)?.first().copied().ok_or("read S")?;
@@ -685,8 +691,9 @@ impl goldenscript::Runner for Runner {
                     Some("replica") => Some(key_arg(&args, "check").unwrap_or("").into()),
                     Some(other) => return Err(format!("via={other}: leader or replica").into()),
                 };
+                let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;
                 let (tx, answer) = oneshot::channel();
-                c.store(s)?.read_index(REGION, replica, tx);
+                c.store(s)?.read_index(region_id, replica, tx);
                 c.proposals.push(Proposal {
                     store: s,
                     cmd: "read".into(),

@@ -957,6 +957,23 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_reads_guard_fails_once_the_replicas_data_was_replaced() {
+        let progress = std::sync::Arc::new(tikal_raftstore::ReadProgress::default());
+        let guard = || ReadGuard(Some((progress.clone(), progress.generation(), 7)));
+        assert!(guard().check().is_ok());
+        let taken = guard();
+        progress.invalidate();
+        match taken.check() {
+            Err(StorageError::Region(e)) => {
+                assert_eq!(e.read_index_not_ready.map(|r| r.region_id), Some(7))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(guard().check().is_ok(), "taken after the change");
+        assert!(ReadGuard(None).check().is_ok(), "a leader's read");
+    }
+
+    #[test]
     fn scan_bounds_clip_to_region_and_reject_inverted_ranges() {
         let v = view(b"b", b"m");
         let b = scan_bounds(&v, b"c", b"", false, true).unwrap();
