@@ -25,6 +25,17 @@ impl MessageExt for EntryExt {
 
 pub struct RaftLogEngine {
     engine: Engine,
+    /// Told apart from other engines on one thread (see
+    /// [`RaftLogEngine::mark_cache_sentinel`]).
+    id: u64,
+    sentinel: std::sync::OnceLock<(u64, u64)>,
+}
+
+static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+thread_local! {
+    /// The engine whose entries this thread read last.
+    static LAST_READER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Log appends and hard states for any number of regions, written atomically.
@@ -68,7 +79,31 @@ impl RaftLogEngine {
         };
         Ok(RaftLogEngine {
             engine: Engine::open(cfg)?,
+            id: ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            sentinel: std::sync::OnceLock::new(),
         })
+    }
+
+    /// For processes that run several engines on one thread (the
+    /// in-process test clusters): raft-engine keeps the last block of
+    /// entries it read in a thread-local cache keyed by file and offset,
+    /// not by engine, so one engine could be handed another's block at the
+    /// same place. Entry `index` of raft group `region`, written by the
+    /// caller in a block no other engine has (a size of its own), is read
+    /// first whenever this engine reads entries after another did on the
+    /// thread, which leaves that block in the cache. A store process has
+    /// one engine and marks none.
+    pub fn mark_cache_sentinel(&self, region: u64, index: u64) {
+        let _ = self.sentinel.set((region, index));
+    }
+
+    fn before_entry_read(&self) {
+        let Some(&(region, index)) = self.sentinel.get() else {
+            return;
+        };
+        if LAST_READER.with(|last| last.replace(self.id)) != self.id {
+            let _ = self.engine.get_entry::<EntryExt>(region, index);
+        }
     }
 
     /// Persists `write`; with `sync` the call returns only after fsync.
@@ -95,12 +130,14 @@ impl RaftLogEngine {
         max_size: Option<usize>,
         out: &mut Vec<Entry>,
     ) -> Result<usize> {
+        self.before_entry_read();
         Ok(self
             .engine
             .fetch_entries_to::<EntryExt>(region_id, low, high, max_size, out)?)
     }
 
     pub fn entry(&self, region_id: u64, index: u64) -> Result<Option<Entry>> {
+        self.before_entry_read();
         Ok(self.engine.get_entry::<EntryExt>(region_id, index)?)
     }
 

@@ -110,6 +110,8 @@ struct Read {
     must_see: Vec<u64>,
     /// Asked as a replica read.
     replica: bool,
+    /// The region and its version as the store knew them when asked.
+    region: (u64, u64),
     answer: oneshot::Receiver<StoreResult<()>>,
 }
 
@@ -180,6 +182,9 @@ impl Chaos {
                 .map_err(|e| format!("a store's round failed: {e}"))?;
             store.wait_for_snapshots();
         }
+        // Reads answered this round, before a message delivered below can
+        // destroy a replica that answered one (and its data with it).
+        self.check_reads()?;
         let mut batch: Vec<PeerMessage> = self.cluster.network.lock().in_flight.drain(..).collect();
         crate::scenarios::sort_messages(&mut batch);
         for msg in std::mem::take(&mut self.delayed) {
@@ -229,8 +234,22 @@ impl Chaos {
         for mut r in std::mem::take(&mut self.reads) {
             match r.answer.try_recv() {
                 Ok(Ok(())) => {
-                    let kv = self.cluster.stores[&r.store].kv_engine();
+                    let store = &self.cluster.stores[&r.store];
+                    let now = store.region(r.region.0).map(|region| version(&region));
+                    if now != Some(r.region.1) {
+                        // The region split or merged meanwhile: the
+                        // storage's epoch check after the read index
+                        // refuses such a read (EpochNotMatch).
+                        continue;
+                    }
+                    let kv = store.kv_engine();
                     for n in &r.must_see {
+                        if self.region_of(r.store, &write_key(*n)).is_none() {
+                            // Answered, then the replica went before this
+                            // check (rounds within `stabilize`): its data
+                            // went with it.
+                            continue;
+                        }
                         let seen = kv
                             .get(CF_DEFAULT, write_key(*n).as_bytes())
                             .map_err(|e| e.to_string())?;
@@ -318,6 +337,7 @@ impl Chaos {
                     step,
                     must_see,
                     replica: is_replica,
+                    region: (region.id, version(&region)),
                     answer,
                 });
                 self.log
@@ -891,6 +911,11 @@ fn run(seed: u64, steps: usize, mode: Mode) -> Res<Outcome> {
         regions: chaos.region_ids().len(),
         stale_destroyed: chaos.stale_destroyed,
     })
+}
+
+/// A region's epoch version.
+fn version(region: &metapb::Region) -> u64 {
+    region.region_epoch.as_ref().map_or(0, |e| e.version)
 }
 
 fn env_or(name: &str, default: &str) -> String {

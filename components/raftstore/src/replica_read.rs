@@ -32,7 +32,9 @@
 //! committed in its term and drops it, or a message is lost. The replica
 //! asks again every [`RETRY_TICKS`] ticks, as TiKV's
 //! `raft-read-index-retry-interval-ticks`, and gives up with
-//! ReadIndexNotReady after [`GIVE_UP_TICKS`].
+//! ReadIndexNotReady after [`GIVE_UP_TICKS`] without an answer, or
+//! [`GIVE_UP_TICKS`] more without having applied that far (so a read
+//! waits at most about twice that).
 //!
 //! Example: store 2 holds a follower of region 1, led on store 1 at commit
 //! 40. A replica read on store 2 asks, store 1 answers 40 after its

@@ -675,9 +675,12 @@ impl RawStorage {
 
 /// What a replica read checks once it has read: a follower's data can be
 /// replaced (a snapshot) or dropped (the peer destroyed) while a reader is
-/// on it, which a leader's cannot. A read over such a change may miss
-/// acknowledged writes, so it is refused (ReadIndexNotReady) and the client
-/// retries.
+/// on it. A read over such a change may miss acknowledged writes, so it is
+/// refused (ReadIndexNotReady) and the client retries. It watches the
+/// region read only: a region split from it during the read, then
+/// destroyed here, is not seen (reads run on the live engine, not an
+/// engine snapshot); nor are leader reads guarded (a leader's data goes
+/// only after it was deposed and removed).
 #[must_use = "a replica read must check its guard once it has read"]
 pub struct ReadGuard(Option<(std::sync::Arc<tikal_raftstore::ReadProgress>, u64, u64)>);
 
