@@ -871,24 +871,7 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        if self.merging.is_some() {
-            let _ = cb.send(Err(Self::merging_refusal(self.region.id)));
-            return;
-        }
         self.reads.arrived.push(cb);
-    }
-
-    /// Why a read of a region that prepared a merge is refused (as TiKV
-    /// refuses a read index then). The merge's target may take writes in
-    /// this range as soon as it commits the merge, while this region's
-    /// peers that have not applied the CommitMerge yet could still confirm
-    /// a leader of it: a read here could miss them. The client retries; a
-    /// merge rolled back serves again.
-    fn merging_refusal(region_id: u64) -> RaftstoreError {
-        RaftstoreError::ReadIndexNotReady {
-            region_id,
-            reason: "the region is merging".into(),
-        }
     }
 
     /// Queues a read served by this replica, a follower or a learner,
@@ -898,10 +881,6 @@ impl Peer {
     pub fn replica_read_index(&mut self, cb: ReadCallback, check: Vec<u8>) {
         if self.is_leader() {
             return self.read_index(cb);
-        }
-        if self.merging.is_some() {
-            let _ = cb.send(Err(Self::merging_refusal(self.region.id)));
-            return;
         }
         if !self.is_initialized() || self.raw_node.raft.leader_id == raft::INVALID_ID {
             let _ = cb.send(Err(self.not_leader()));
@@ -963,14 +942,16 @@ impl Peer {
 
     /// Answers confirmed reads whose index is applied and written.
     pub fn answer_reads(&mut self) {
-        if self.merging.is_some() && !self.reads.confirmed.is_empty() {
-            // Confirmed before the PrepareMerge applied here; see
-            // `merging_refusal`.
-            for (_, batch) in std::mem::take(&mut self.reads.confirmed) {
-                for cb in batch {
-                    let _ = cb.send(Err(Self::merging_refusal(self.region.id)));
-                }
-            }
+        if self.merging.is_some() {
+            // A region that prepared a merge answers no read (TiKV refuses
+            // its read index). The merge's target may take writes in this
+            // range as soon as it commits the merge, while this region's
+            // peers that have not applied the CommitMerge yet could still
+            // confirm a leader of it: a read here could miss them. The
+            // reads wait: once the merge is done this peer goes and they
+            // fail (the client retries at the merged region); a merge rolled
+            // back answers them. Refused at once, they would spend the
+            // official Rust client's ten retries while the merge runs.
             return;
         }
         let applied = self.visible_applied;
@@ -993,10 +974,8 @@ impl Peer {
     /// checks its region against the view, which must already show what
     /// the applied entries did (a split, a snapshot's narrower range).
     pub fn answer_replica_reads(&mut self) {
-        if self.merging.is_some() && self.replica_reads.has_confirmed() {
-            let region_id = self.region.id;
-            self.replica_reads
-                .fail_all(|| Self::merging_refusal(region_id));
+        if self.merging.is_some() {
+            // See `answer_reads`.
             return;
         }
         self.replica_reads.answer(self.visible_applied);

@@ -155,11 +155,6 @@ impl ReplicaReads {
         }
     }
 
-    /// Whether a read waits for this replica to apply.
-    pub fn has_confirmed(&self) -> bool {
-        !self.confirmed.is_empty()
-    }
-
     pub fn is_idle(&self) -> bool {
         self.plain.is_empty()
             && self.checked.is_empty()
