@@ -942,18 +942,6 @@ impl Peer {
 
     /// Answers confirmed reads whose index is applied and written.
     pub fn answer_reads(&mut self) {
-        if self.merging.is_some() {
-            // A region that prepared a merge answers no read (TiKV refuses
-            // its read index). The merge's target may take writes in this
-            // range as soon as it commits the merge, while this region's
-            // peers that have not applied the CommitMerge yet could still
-            // confirm a leader of it: a read here could miss them. The
-            // reads wait: once the merge is done this peer goes and they
-            // fail (the client retries at the merged region); a merge rolled
-            // back answers them. Refused at once, they would spend the
-            // official Rust client's ten retries while the merge runs.
-            return;
-        }
         let applied = self.visible_applied;
         while self
             .reads
@@ -974,10 +962,6 @@ impl Peer {
     /// checks its region against the view, which must already show what
     /// the applied entries did (a split, a snapshot's narrower range).
     pub fn answer_replica_reads(&mut self) {
-        if self.merging.is_some() {
-            // See `answer_reads`.
-            return;
-        }
         self.replica_reads.answer(self.visible_applied);
     }
 
