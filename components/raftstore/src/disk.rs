@@ -47,9 +47,12 @@ pub fn allows(opt: DiskFullOpt, usage: DiskUsage) -> bool {
 
 /// The store's usage for an amount of free space, as TiKV grades it:
 /// AlreadyFull at half the reserve or less, AlmostFull at the reserve or
-/// less. A reserve of 0 turns the check off.
+/// less. With a reserve of 0 only no room at all is AlreadyFull (a write
+/// would fail in the engine and stop the store).
 pub fn grade(available: u64, reserve: u64) -> DiskUsage {
-    if reserve == 0 || available > reserve {
+    if available == 0 {
+        DiskUsage::AlreadyFull
+    } else if reserve == 0 || available > reserve {
         DiskUsage::Normal
     } else if available > reserve / 2 {
         DiskUsage::AlmostFull
@@ -82,7 +85,8 @@ mod tests {
         assert_eq!(grade(51, 100), DiskUsage::AlmostFull);
         assert_eq!(grade(50, 100), DiskUsage::AlreadyFull);
         assert_eq!(grade(0, 100), DiskUsage::AlreadyFull);
-        assert_eq!(grade(0, 0), DiskUsage::Normal, "no reserve: never full");
+        assert_eq!(grade(1, 0), DiskUsage::Normal, "no reserve");
+        assert_eq!(grade(0, 0), DiskUsage::AlreadyFull, "no reserve, no room");
     }
 
     #[test]

@@ -164,8 +164,8 @@ pub struct StorageSection {
     pub enable_ttl: bool,
     /// Room kept back for Raft, membership changes and deletes: at this
     /// much free space or less (or 5 % of the capacity, if that is more)
-    /// the store refuses client writes (see `disk.rs`). "0" turns the
-    /// check off. Upstream's key and default.
+    /// the store refuses client writes (see `disk.rs`). With "0" only no
+    /// room at all counts. Upstream's key and default.
     pub reserve_space: String,
 }
 

@@ -7,7 +7,7 @@
 //!   snapshots);
 //! - available: capacity − used, but no more than the file system has free.
 //!
-//! With `[storage] reserve-space` R (0 turns the check off) the reserve is
+//! With `[storage] reserve-space` R (with 0, only no room at all is full) the reserve is
 //! the larger of R and 5 % of the capacity. At the reserve or less the
 //! store is AlmostFull; at half of it or less, AlreadyFull. The store loop
 //! then refuses client writes that do not allow that (see
@@ -187,15 +187,17 @@ mod tests {
     }
 
     #[test]
-    fn the_reserve_is_at_least_a_twentieth_of_the_capacity_and_zero_turns_it_off() {
+    fn the_reserve_is_at_least_a_twentieth_of_the_capacity_and_zero_leaves_only_no_room_full() {
         let dir = tempfile::tempdir().unwrap();
         let m = DiskMonitor::new(dir.path().into(), 0, 1, DiskState::default());
         assert_eq!(m.reserve(2000), 100);
         assert_eq!(m.reserve(10), 1);
-        let off = DiskMonitor::new(dir.path().into(), 1, 0, DiskState::default());
-        assert_eq!(off.reserve(2000), 0);
+        let none = DiskMonitor::new(dir.path().into(), 1, 0, DiskState::default());
+        assert_eq!(none.reserve(2000), 0);
+        none.check();
+        assert_eq!(none.state.get(), DiskUsage::Normal, "one byte of room");
         std::fs::write(dir.path().join("a"), b"more than one byte").unwrap();
-        off.check();
-        assert_eq!(off.state.get(), DiskUsage::Normal);
+        none.check();
+        assert_eq!(none.state.get(), DiskUsage::AlreadyFull, "no room at all");
     }
 }
