@@ -302,12 +302,9 @@ impl Tikv for TikvService {
     async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            let out = self.raw.get(&ctx, &req.cf, &req.key)?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+        let call = self
+            .raw
+            .guarded_read(&ctx, Cmd::Raw, || self.raw.get(&ctx, &req.cf, &req.key));
         respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
             Some(v) => r.value = v,
             None => r.not_found = true,
@@ -322,12 +319,9 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawBatchGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            let out = self.raw.batch_get(&ctx, &req.cf, &req.keys)?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+            self.raw.batch_get(&ctx, &req.cf, &req.keys)
+        });
         respond(
             "raw_batch_get",
             call,
@@ -406,9 +400,8 @@ impl Tikv for TikvService {
     async fn raw_scan(&self, req: Request<RawScanRequest>) -> GrpcResult<RawScanResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            let out = self.raw.scan(
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+            self.raw.scan(
                 &ctx,
                 &req.cf,
                 &req.start_key,
@@ -416,10 +409,8 @@ impl Tikv for TikvService {
                 req.limit,
                 req.key_only,
                 req.reverse,
-            )?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+            )
+        });
         respond("raw_scan", call, |r: &mut RawScanResponse, kvs| r.kvs = kvs)
             .await
             .map(Response::new)
@@ -451,19 +442,16 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawBatchScanResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            let out = self.raw.batch_scan(
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+            self.raw.batch_scan(
                 &ctx,
                 &req.cf,
                 &req.ranges,
                 req.each_limit,
                 req.key_only,
                 req.reverse,
-            )?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+            )
+        });
         respond(
             "raw_batch_scan",
             call,
@@ -479,12 +467,9 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawGetKeyTtlResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
-            let out = self.raw.get_key_ttl(&ctx, &req.cf, &req.key)?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+            self.raw.get_key_ttl(&ctx, &req.cf, &req.key)
+        });
         respond(
             "raw_get_key_ttl",
             call,
@@ -568,18 +553,15 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawChecksumResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = async {
-            let guard = self.raw.read_barrier(&ctx, Cmd::Raw).await?;
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
             if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
                 return Err(StorageError::invalid(format!(
                     "unknown checksum algorithm {}",
                     req.algorithm
                 )));
             }
-            let out = self.raw.checksum(&ctx, &req.ranges)?;
-            guard.check()?;
-            Ok::<_, StorageError>(out)
-        };
+            self.raw.checksum(&ctx, &req.ranges)
+        });
         respond("raw_checksum", call, |r: &mut RawChecksumResponse, sum| {
             (r.checksum, r.total_kvs, r.total_bytes) = sum
         })

@@ -7,20 +7,17 @@ use tikal_storage::txn::commands::{
     BatchRollback, CheckSecondaryLocks, CheckTxnStatus, Cleanup, Commit, PessimisticRollback,
     ResolveLock, TxnHeartBeat,
 };
-use tikal_storage::txn::{TxnError, TxnStorage};
+use tikal_storage::txn::TxnStorage;
 use tonic::Status;
 
 use crate::respond::respond;
 
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async {
-        let ranges = vec![point(&req.key)];
-        let guard = s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
-        let value = s.get(&ctx, &req.key, req.version)?;
-        guard.check()?;
-        Ok::<_, TxnError>(value)
-    };
+    let ranges = vec![point(&req.key)];
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, || {
+        s.get(&ctx, &req.key, req.version)
+    });
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
         Some(v) => r.value = v,
         None => r.not_found = true,
@@ -30,13 +27,10 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
 
 pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async {
-        let ranges = req.keys.iter().map(|k| point(k)).collect();
-        let guard = s.snapshot_read_barrier(&ctx, req.version, ranges).await?;
-        let pairs = s.batch_get(&ctx, &req.keys, req.version)?;
-        guard.check()?;
-        Ok::<_, TxnError>(pairs)
-    };
+    let ranges = req.keys.iter().map(|k| point(k)).collect();
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, || {
+        s.batch_get(&ctx, &req.keys, req.version)
+    });
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
         r.pairs = pairs
     })
@@ -45,16 +39,13 @@ pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetR
 
 pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async {
-        // A reverse scan's start key is its (exclusive) upper end.
-        let range = match req.reverse {
-            false => (req.start_key.clone(), req.end_key.clone()),
-            true => (req.end_key.clone(), req.start_key.clone()),
-        };
-        let guard = s
-            .snapshot_read_barrier(&ctx, req.version, vec![range])
-            .await?;
-        let pairs = s.scan(
+    // A reverse scan's start key is its (exclusive) upper end.
+    let range = match req.reverse {
+        false => (req.start_key.clone(), req.end_key.clone()),
+        true => (req.end_key.clone(), req.start_key.clone()),
+    };
+    let call = s.guarded_snapshot_read(&ctx, req.version, vec![range], || {
+        s.scan(
             &ctx,
             &req.start_key,
             &req.end_key,
@@ -62,10 +53,8 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
             req.version,
             req.key_only,
             req.reverse,
-        )?;
-        guard.check()?;
-        Ok::<_, TxnError>(pairs)
-    };
+        )
+    });
     respond("kv_scan", call, |r: &mut ScanResponse, pairs| {
         r.pairs = pairs
     })

@@ -113,6 +113,20 @@ impl RawStorage {
         Ok(self.read_barrier_checked(ctx, cmd, vec![]).await?.1)
     }
 
+    /// Runs `read` once [`Self::read_barrier`] lets it, and refuses its
+    /// result if a replica's data moved meanwhile ([`ReadGuard`]).
+    pub async fn guarded_read<T>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        cmd: Cmd,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let guard = self.read_barrier(ctx, cmd).await?;
+        let out = read()?;
+        guard.check()?;
+        Ok(out)
+    }
+
     /// [`Self::read_barrier`], where a replica read carries `check` for
     /// the leader (see `tikal_raftstore::Applier::check_replica_read`).
     /// Returns the leader's refusal, if it refused the read, and the guard

@@ -57,13 +57,29 @@ impl TxnStorage {
         Ok(())
     }
 
+    /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, and
+    /// refuses its result if a replica's data moved meanwhile
+    /// ([`ReadGuard`]).
+    pub async fn guarded_snapshot_read<T>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        ts: u64,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        read: impl FnOnce() -> TxnResult<T>,
+    ) -> TxnResult<T> {
+        let guard = self.snapshot_read_barrier(ctx, ts, ranges).await?;
+        let out = read()?;
+        guard.check()?;
+        Ok(out)
+    }
+
     /// The barrier of a snapshot read at `ts` over `ranges` (`[start,
     /// end)`, empty end = unbounded). A replica read (`Context.replica_read`)
     /// may be served by a follower or learner: the region's leader first
     /// raises its max_ts to `ts` and looks for in-memory locks in the
     /// ranges ([`reads::check_replica_read`]); a lock it finds is the
     /// read's KeyIsLocked.
-    pub async fn snapshot_read_barrier(
+    async fn snapshot_read_barrier(
         &self,
         ctx: &kvrpcpb::Context,
         ts: u64,
