@@ -396,14 +396,15 @@ impl Cluster {
             _ => old.map_or(0.0, |o| elapsed(o.reported_at, now).as_secs_f64()),
         };
         let rate = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let (approximate_size, approximate_keys, size_reported) = reported_size(old, &region, req);
         let info = RegionInfo {
             leader,
             term: req.term,
             pending_peers: req.pending_peers.clone(),
             down_peers: req.down_peers.clone(),
-            approximate_size: req.approximate_size,
-            approximate_keys: req.approximate_keys,
-            size_reported: old.is_some_and(|o| o.size_reported) || req.approximate_size > 0,
+            approximate_size,
+            approximate_keys,
+            size_reported,
             written_bytes: req.bytes_written,
             written_keys: req.keys_written,
             write_bytes_rate: rate(req.bytes_written),
@@ -620,6 +621,29 @@ impl Cluster {
     }
 }
 
+/// A heartbeat's size and keys, and whether they are known. A store
+/// reports size 0 while it has not measured the region's current range
+/// (after a split or a merge, or on a new leader) and at least 1 once it
+/// has. What PD knew stays while the range is the same (a new leader has
+/// not measured yet); a new range's size is unknown until measured, so a
+/// region that just took in a merge is not merged on as if empty.
+fn reported_size(
+    old: Option<&RegionInfo>,
+    region: &metapb::Region,
+    req: &pdpb::RegionHeartbeatRequest,
+) -> (u64, u64, bool) {
+    if req.approximate_size > 0 {
+        return (req.approximate_size, req.approximate_keys, true);
+    }
+    let version = |r: &metapb::Region| r.region_epoch.as_ref().map(|e| e.version);
+    match old {
+        Some(o) if o.size_reported && version(&o.region) == version(region) => {
+            (o.approximate_size, o.approximate_keys, true)
+        }
+        _ => (0, 0, false),
+    }
+}
+
 pub(crate) fn invalid(msg: impl Into<String>) -> PdError {
     PdError::new(pdpb::ErrorType::InvalidValue, msg)
 }
@@ -698,6 +722,35 @@ mod tests {
         c.region_heartbeat(&heartbeat(&region(2, b"", b"", 1, 1)))
             .unwrap();
         assert_eq!((routes_to(&c, b"a"), routes_to(&c, b"z")), (2, 9));
+    }
+
+    #[test]
+    fn a_size_is_known_only_for_the_range_it_was_measured_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let known = |c: &Cluster| {
+            let r = c.region_by_id(2).unwrap();
+            (r.size_reported, r.approximate_size, r.approximate_keys)
+        };
+        let sized = |r: &metapb::Region, size: u64, keys: u64| pdpb::RegionHeartbeatRequest {
+            approximate_size: size,
+            approximate_keys: keys,
+            ..heartbeat(r)
+        };
+        let whole = region(2, b"", b"", 1, 1);
+        c.region_heartbeat(&heartbeat(&whole)).unwrap();
+        assert_eq!(known(&c), (false, 0, 0), "never measured");
+        c.region_heartbeat(&sized(&whole, 1, 0)).unwrap();
+        assert_eq!(known(&c), (true, 1, 0), "measured empty");
+        c.region_heartbeat(&sized(&whole, 5 << 20, 40)).unwrap();
+        // A new leader that has not measured yet: the same range.
+        c.region_heartbeat(&heartbeat(&whole)).unwrap();
+        assert_eq!(known(&c), (true, 5 << 20, 40));
+        // A merge (or split) changed the range: unknown until measured.
+        // Taken as 0 keys, the region would be merged on at once.
+        c.region_heartbeat(&heartbeat(&region(2, b"", b"", 2, 1)))
+            .unwrap();
+        assert_eq!(known(&c), (false, 0, 0));
     }
 
     #[test]

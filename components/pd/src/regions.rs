@@ -29,8 +29,9 @@ pub struct RegionInfo {
     pub down_peers: Vec<pdpb::PeerStats>,
     pub approximate_size: u64,
     pub approximate_keys: u64,
-    /// Whether any heartbeat of this region carried a size above zero:
-    /// until one does, its size is unknown and it is never merged.
+    /// Whether the size is known: a heartbeat of the region's current
+    /// range carried one (see `cluster::reported_size`). Until then the
+    /// region is never merged.
     pub size_reported: bool,
     /// Bytes and keys written in the last reported interval, and the rates
     /// they make (per second).

@@ -123,8 +123,10 @@ pub struct RegionView {
     /// On a leader: peers that still wait for a snapshot (PD promotes a
     /// learner only once it is not pending).
     pub pending_peers: Vec<metapb::Peer>,
-    /// Size and keys at the leader's last split check (zero until one ran).
-    pub approximate: RegionStats,
+    /// Size and keys at this peer's last split check of the region's
+    /// current range (None until one ran: after a split or a merge, or
+    /// on a new leader).
+    pub approximate: Option<RegionStats>,
     /// What this store's peer has written so far (live counters).
     pub written: Arc<Written>,
     /// Applied index and the leader's safe ts for stale reads here.
@@ -1687,7 +1689,7 @@ impl Store {
                 is_leader: peer.serves_reads(),
                 term: peer.term(),
                 pending_peers,
-                approximate: peer.approximate.unwrap_or_default(),
+                approximate: peer.approximate,
                 written: peer.written.clone(),
                 read_progress: peer.read_progress.clone(),
             });

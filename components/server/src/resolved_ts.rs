@@ -323,7 +323,7 @@ mod tests {
             is_leader: false,
             term: 7,
             pending_peers: vec![],
-            approximate: Default::default(),
+            approximate: None,
             written: Default::default(),
             read_progress: Default::default(),
         };

@@ -967,7 +967,7 @@ mod tests {
             is_leader: true,
             term: 1,
             pending_peers: vec![],
-            approximate: Default::default(),
+            approximate: None,
             written: Default::default(),
             read_progress: Default::default(),
         }
