@@ -199,12 +199,20 @@ fn txn_not_found(e: &tikv_client::Error) -> Option<(u64, Vec<u8>)> {
 /// rollback record makes a late prewrite of the primary fail, so a live
 /// transaction only aborts.
 async fn roll_back_missing_primary(pd: &str, c: &TransactionClient, start_ts: u64, primary: &[u8]) {
-    let Ok(now) = c.current_timestamp().await else {
-        return;
+    // The next failed read asks again; why this one could not is printed,
+    // for a run that keeps failing.
+    let now = match c.current_timestamp().await {
+        Ok(now) => now,
+        Err(e) => return eprintln!("bank: no timestamp to roll back txn {start_ts}: {e}"),
     };
-    let Ok(mut d) = super::direct_at_pd(pd, &tikal_codec::mvcc_key::encode_key(primary)).await
-    else {
-        return; // The next failed read asks again.
+    let key = tikal_codec::mvcc_key::encode_key(primary);
+    let reach = tokio::time::timeout(Duration::from_secs(10), super::direct_at_pd(pd, &key));
+    let mut d = match reach.await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return eprintln!("bank: cannot reach txn {start_ts}'s primary: {e:#}"),
+        Err(_) => {
+            return eprintln!("bank: no answer from PD or store for txn {start_ts}'s primary")
+        }
     };
     let req = tikal_proto::kvrpcpb::CheckTxnStatusRequest {
         context: Some(d.ctx.clone()),
@@ -214,8 +222,13 @@ async fn roll_back_missing_primary(pd: &str, c: &TransactionClient, start_ts: u6
         rollback_if_not_exist: true,
         ..Default::default()
     };
-    let answer = d.tikv.kv_check_txn_status(req).await;
-    eprintln!("bank: rolled back txn {start_ts}, whose primary was never written: {answer:?}");
+    let asked = std::time::Instant::now();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), d.tikv.kv_check_txn_status(req)).await;
+    eprintln!(
+        "bank: rolled back txn {start_ts}, whose primary was never written ({:?}): {answer:?}",
+        asked.elapsed()
+    );
 }
 
 /// The total, the transfer records by key and every balance, read once the

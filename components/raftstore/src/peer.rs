@@ -41,7 +41,7 @@ use crate::apply::{Applier, ApplyBatch, ApplyContext, ApplyOutput};
 use crate::disk::{self, DiskFullOpt, DiskUsage};
 use crate::meta::{self, ApplyState};
 use crate::peer_storage::{PeerStorage, SnapState};
-use crate::replica_read::ReplicaReads;
+use crate::replica_read::{ReplicaReads, GIVE_UP_TICKS};
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::{RaftstoreError, ReadProgress, Result};
 
@@ -205,6 +205,9 @@ struct Reads {
     asked: VecDeque<(u64, Vec<ReadCallback>)>,
     /// Confirmed: answered once applied reaches the index.
     confirmed: VecDeque<(u64, Vec<ReadCallback>)>,
+    /// Ticks confirmed reads have waited for a merge to end (see
+    /// [`Peer::readable_index`]).
+    held_ticks: u32,
 }
 
 impl Peer {
@@ -940,14 +943,37 @@ impl Peer {
         self.answer_reads();
     }
 
-    /// Answers confirmed reads whose index is applied and written.
+    /// The highest read index a read may be answered at: what is applied
+    /// and written, but below the PrepareMerge while a merge is prepared.
+    ///
+    /// The merge's target may take writes in this range as soon as it
+    /// commits the merge, and this region's peers that have not applied
+    /// the CommitMerge yet can still confirm its leader. So a read index
+    /// at or past the PrepareMerge may have been confirmed after the
+    /// target took a write here, which the read would miss (TiKV refuses
+    /// such a read index). One confirmed below the PrepareMerge was asked
+    /// before the merge committed anywhere, so the frozen source data is a
+    /// state it may see. Held reads are answered if the merge rolls back,
+    /// fail with NotLeader when the merge ends here (the client reloads
+    /// the region), or with ReadIndexNotReady after [`GIVE_UP_TICKS`].
+    /// Refused at once, they would spend the official Rust client's ten
+    /// retries within the merge's usual 0.3 s.
+    fn readable_index(&self) -> u64 {
+        match &self.merging {
+            Some(merge) => self.visible_applied.min(merge.commit.saturating_sub(1)),
+            None => self.visible_applied,
+        }
+    }
+
+    /// Answers confirmed reads whose index is applied and written (see
+    /// [`Peer::readable_index`]).
     pub fn answer_reads(&mut self) {
-        let applied = self.visible_applied;
+        let readable = self.readable_index();
         while self
             .reads
             .confirmed
             .front()
-            .is_some_and(|(i, _)| *i <= applied)
+            .is_some_and(|(i, _)| *i <= readable)
         {
             if let Some((_, batch)) = self.reads.confirmed.pop_front() {
                 for cb in batch {
@@ -958,22 +984,53 @@ impl Peer {
     }
 
     /// Answers the replica reads confirmed at an index this peer has
-    /// applied. Called after the round's views are published: a reader
-    /// checks its region against the view, which must already show what
-    /// the applied entries did (a split, a snapshot's narrower range).
+    /// applied (see [`Peer::readable_index`]). Called after the round's
+    /// views are published: a reader checks its region against the view,
+    /// which must already show what the applied entries did (a split, a
+    /// snapshot's narrower range).
     pub fn answer_replica_reads(&mut self) {
-        self.replica_reads.answer(self.visible_applied);
+        self.replica_reads.answer(self.readable_index());
     }
 
-    /// A tick for the replica reads: asks again what is still
-    /// unanswered, gives up on what waited too long.
-    pub fn tick_replica_reads(&mut self) {
+    /// A tick for the reads: a replica's are asked again while
+    /// unanswered; reads that waited too long, a replica's or ones held
+    /// by a merge, fail.
+    pub fn tick_reads(&mut self) {
+        self.tick_merge_held_reads();
         if self.replica_reads.is_idle() {
             return;
         }
         for ctx in self.replica_reads.tick(self.region.id) {
             // raft-rs drops it while no leader is known.
             self.raw_node.read_index(ctx);
+        }
+    }
+
+    /// Fails the confirmed reads a prepared merge held for
+    /// [`GIVE_UP_TICKS`] (see [`Peer::readable_index`]); the client
+    /// retries.
+    fn tick_merge_held_reads(&mut self) {
+        let readable = self.readable_index();
+        if !self.reads.confirmed.iter().any(|(i, _)| *i > readable) {
+            self.reads.held_ticks = 0;
+            return;
+        }
+        self.reads.held_ticks += 1;
+        if self.reads.held_ticks < GIVE_UP_TICKS {
+            return;
+        }
+        self.reads.held_ticks = 0;
+        let region_id = self.region.id;
+        let (held, answerable): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.reads.confirmed)
+                .into_iter()
+                .partition(|(i, _)| *i > readable);
+        self.reads.confirmed = answerable;
+        for cb in held.into_iter().flat_map(|(_, batch)| batch) {
+            let _ = cb.send(Err(RaftstoreError::ReadIndexNotReady {
+                region_id,
+                reason: "the region is merging".into(),
+            }));
         }
     }
 

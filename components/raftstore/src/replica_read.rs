@@ -33,8 +33,9 @@
 //! asks again every [`RETRY_TICKS`] ticks, as TiKV's
 //! `raft-read-index-retry-interval-ticks`, and gives up with
 //! ReadIndexNotReady after [`GIVE_UP_TICKS`] without an answer, or
-//! [`GIVE_UP_TICKS`] more without having applied that far (so a read
-//! waits at most about twice that).
+//! [`GIVE_UP_TICKS`] more without having applied that far, or while a
+//! prepared merge holds it (see `Peer::readable_index`), so a read waits
+//! at most about twice that.
 //!
 //! Example: store 2 holds a follower of region 1, led on store 1 at commit
 //! 40. A replica read on store 2 asks, store 1 answers 40 after its
@@ -276,7 +277,7 @@ impl ReplicaReads {
                 .partition(|(_, _, age)| *age >= GIVE_UP_TICKS);
             self.confirmed = waiting;
             for (_, cb, _) in late {
-                let _ = cb.send(Err(not_ready("not applied up to the read index in time")));
+                let _ = cb.send(Err(not_ready("not answerable at the read index in time")));
             }
         }
         again

@@ -993,7 +993,7 @@ impl Store {
         let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
-            peer.tick_replica_reads();
+            peer.tick_reads();
             if peer.disk_windows_due() {
                 peer.pause_full_followers();
             }

@@ -141,18 +141,13 @@ impl RawStorage {
         // checks where it may be served.
         let any_replica = ctx.stale_read || ctx.replica_read;
         let view = self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), any_replica)?;
+        // Taken before the read index is asked for: a snapshot or the
+        // peer's end any time after moves it.
+        let guard = ReadGuard::new(&view.read_progress, ctx.region_id);
         if ctx.stale_read {
-            return Ok((None, ReadGuard(None)));
+            return Ok((None, guard));
         }
         if ctx.replica_read && !view.is_leader {
-            // Taken before the read index is asked for: a snapshot or the
-            // peer's end any time after moves it.
-            let progress = &view.read_progress;
-            let guard = ReadGuard(Some((
-                progress.clone(),
-                progress.generation(),
-                ctx.region_id,
-            )));
             return match self.router.replica_read_index(ctx.region_id, check).await {
                 Ok(()) => Ok((None, guard)),
                 Err(RaftstoreError::ReplicaReadRefused(refusal)) => Ok((Some(refusal), guard)),
@@ -160,7 +155,7 @@ impl RawStorage {
             };
         }
         self.router.read_index(ctx.region_id).await?;
-        Ok((None, ReadGuard(None)))
+        Ok((None, guard))
     }
 
     /// The store's API version rules (see [`crate::api`]).
@@ -687,30 +682,41 @@ impl RawStorage {
     }
 }
 
-/// What a replica read checks once it has read: a follower's data can be
-/// replaced (a snapshot) or dropped (the peer destroyed) while a reader is
+/// What a read checks once it has read: a replica's data can be replaced
+/// (a snapshot) or dropped (the peer destroyed: a follower's, or a
+/// leader's deposed and removed since its read index) while a reader is
 /// on it. A read over such a change may miss acknowledged writes, so it is
 /// refused (ReadIndexNotReady) and the client retries. It watches the
 /// region read only: a region split from it during the read, then
 /// destroyed here, is not seen (reads run on the live engine, not an
-/// engine snapshot); nor are leader reads guarded (a leader's data goes
-/// only after it was deposed and removed).
-#[must_use = "a replica read must check its guard once it has read"]
-pub struct ReadGuard(Option<(std::sync::Arc<tikal_raftstore::ReadProgress>, u64, u64)>);
+/// engine snapshot).
+#[must_use = "a read must check its guard once it has read"]
+pub struct ReadGuard {
+    progress: std::sync::Arc<tikal_raftstore::ReadProgress>,
+    generation: u64,
+    region_id: u64,
+}
 
 impl ReadGuard {
+    /// Watches the replica `progress` stands for from now on.
+    fn new(progress: &std::sync::Arc<tikal_raftstore::ReadProgress>, region_id: u64) -> Self {
+        ReadGuard {
+            progress: progress.clone(),
+            generation: progress.generation(),
+            region_id,
+        }
+    }
+
     /// Ok if the replica's data stayed in place since the barrier began.
     pub fn check(self) -> Result<()> {
-        match self.0 {
-            Some((progress, generation, region_id)) if progress.generation() != generation => {
-                Err(RaftstoreError::ReadIndexNotReady {
-                    region_id,
-                    reason: "the replica's data was replaced during the read".into(),
-                }
-                .into())
-            }
-            _ => Ok(()),
+        if self.progress.generation() == self.generation {
+            return Ok(());
         }
+        Err(RaftstoreError::ReadIndexNotReady {
+            region_id: self.region_id,
+            reason: "the replica's data was replaced during the read".into(),
+        }
+        .into())
     }
 }
 
@@ -974,9 +980,9 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_reads_guard_fails_once_the_replicas_data_was_replaced() {
+    fn a_reads_guard_fails_once_the_replicas_data_was_replaced() {
         let progress = std::sync::Arc::new(tikal_raftstore::ReadProgress::default());
-        let guard = || ReadGuard(Some((progress.clone(), progress.generation(), 7)));
+        let guard = || ReadGuard::new(&progress, 7);
         assert!(guard().check().is_ok());
         let taken = guard();
         progress.invalidate();
@@ -987,7 +993,6 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(guard().check().is_ok(), "taken after the change");
-        assert!(ReadGuard(None).check().is_ok(), "a leader's read");
     }
 
     #[test]
