@@ -9,7 +9,7 @@
 //!   that split, or was made by a split, that recently is left alone, and
 //!   so is everything right after PD starts);
 //! * it and a neighbour (the region whose range touches its own) are
-//!   healthy, fully replicated and free of operators, and the boundary
+//!   healthy, fully replicated, of known size and free of operators, and the boundary
 //!   between them is no keyspace's (see [`crate::keyspace`]). With two such
 //!   neighbours, the smaller takes it (ties: the next one); one over
 //!   upstream's region-max-size (144 MiB) takes nothing.
@@ -57,8 +57,11 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         if regions.split_within(r.region.id, v.now, o.split_merge_interval) {
             return Ok(None);
         }
+        // A target of unknown size (it just took in a merge, say) would
+        // count as the smallest and pass any cap: not one.
         let fits = |t: &&RegionInfo| {
-            t.is_healthy(v.max_replicas())
+            t.size_reported
+                && t.is_healthy(v.max_replicas())
                 && !v.has_operator(t.region.id)
                 && !regions.split_within(t.region.id, v.now, o.split_merge_interval)
                 && t.approximate_size_mib() <= REGION_MAX_SIZE_MIB

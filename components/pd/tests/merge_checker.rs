@@ -183,6 +183,23 @@ fn regions_over_max_merge_region_keys_are_not_merged() {
 }
 
 #[test]
+fn a_region_that_just_took_in_a_merge_is_neither_source_nor_target_until_measured() {
+    let (mut fleet, [a, b, c]) = three([1, 1, 1], merge_now());
+    // a merges into b, which reports its grown range with size 0 until
+    // its store measures it: c, also small, waits rather than merging
+    // into a region that would pass for empty; nor is b merged on.
+    fleet.round();
+    assert_eq!(fleet.log, [format!("{a}: merge into {b}")]);
+    // Measured (2 MiB), b is a target again.
+    fleet.log.clear();
+    fleet.round();
+    assert_eq!(fleet.log.len(), 1, "{:?}", fleet.log);
+    assert_eq!(routes(&fleet).len(), 1);
+    assert!(fleet.cluster.region_by_id(a).is_none());
+    assert!(fleet.cluster.region_by_id(b).is_some() != fleet.cluster.region_by_id(c).is_some());
+}
+
+#[test]
 fn regions_that_never_reported_a_size_are_not_merged() {
     let (mut fleet, [a, b, c]) = three([0, 0, 0], merge_now());
     assert_eq!(fleet.settle(3, |_| {}), 1, "{:?}", fleet.log);

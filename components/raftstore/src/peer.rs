@@ -1006,12 +1006,14 @@ impl Peer {
         }
     }
 
-    /// Fails the confirmed reads a prepared merge held for
-    /// [`GIVE_UP_TICKS`] (see [`Peer::readable_index`]); the client
-    /// retries.
+    /// Fails the confirmed reads a prepared merge holds once reads have
+    /// been held for [`GIVE_UP_TICKS`] (one count for all: a later one
+    /// may go sooner); see [`Peer::readable_index`]. The client retries.
     fn tick_merge_held_reads(&mut self) {
         let readable = self.readable_index();
-        if !self.reads.confirmed.iter().any(|(i, _)| *i > readable) {
+        let is_held = |(i, _): &(u64, Vec<ReadCallback>)| *i > readable;
+        // Reads waiting only for their index to be applied are not held.
+        if self.merging.is_none() || !self.reads.confirmed.iter().any(is_held) {
             self.reads.held_ticks = 0;
             return;
         }
@@ -1024,7 +1026,7 @@ impl Peer {
         let (held, answerable): (VecDeque<_>, VecDeque<_>) =
             std::mem::take(&mut self.reads.confirmed)
                 .into_iter()
-                .partition(|(i, _)| *i > readable);
+                .partition(is_held);
         self.reads.confirmed = answerable;
         for cb in held.into_iter().flat_map(|(_, batch)| batch) {
             let _ = cb.send(Err(RaftstoreError::ReadIndexNotReady {
@@ -1548,6 +1550,9 @@ impl Peer {
         // prepared was rolled back meanwhile).
         self.merging = None;
         self.region = region;
+        // Its data is the snapshot's now: measured again before reported.
+        self.approximate = None;
+        self.size_diff_hint = u64::MAX;
         self.apply_state = state;
         self.visible_applied = state.applied_index;
         self.applied_term = snap.get_metadata().term;

@@ -124,8 +124,8 @@ pub struct RegionView {
     /// learner only once it is not pending).
     pub pending_peers: Vec<metapb::Peer>,
     /// Size and keys at this peer's last split check of the region's
-    /// current range (None until one ran: after a split or a merge, or
-    /// on a new leader).
+    /// current range (None until one ran here since the range last
+    /// changed: a split, a merge or a snapshot).
     pub approximate: Option<RegionStats>,
     /// What this store's peer has written so far (live counters).
     pub written: Arc<Written>,
@@ -614,14 +614,16 @@ impl Store {
         });
     }
 
-    /// The regions this store leads that are due a split check (their
-    /// applied commands reached `region-split-check-diff`); their counters
-    /// start again.
+    /// The regions this store leads that are due a split check: their
+    /// applied commands reached `region-split-check-diff`, or their size
+    /// is unknown here (a new leader, or a check that failed); their
+    /// counters start again.
     pub fn split_check_due(&mut self) -> Vec<metapb::Region> {
         let diff = self.cfg.split_check.check_diff;
         self.peers
             .values_mut()
-            .filter(|p| p.is_initialized() && p.is_leader() && p.size_diff_hint >= diff)
+            .filter(|p| p.is_initialized() && p.is_leader())
+            .filter(|p| p.size_diff_hint >= diff || p.approximate.is_none())
             .map(|p| {
                 p.size_diff_hint = 0;
                 p.region.clone()
@@ -635,7 +637,9 @@ impl Store {
         let Some(peer) = self.peers.get_mut(&region.id) else {
             return;
         };
-        if peer.region.region_epoch != region.region_epoch {
+        // A membership change since leaves the range, and so the size, as
+        // it was; a split or a merge does not (and asks for a new check).
+        if crate::region_version(&peer.region) != crate::region_version(region) {
             return;
         }
         peer.approximate = Some(found.stats);

@@ -158,6 +158,11 @@ impl RawStorage {
         Ok((None, guard))
     }
 
+    /// The store's view of a region, as published (bounds as stored).
+    pub(crate) fn region_view(&self, region_id: u64) -> Option<RegionView> {
+        self.router.region_view(region_id)
+    }
+
     /// The store's API version rules (see [`crate::api`]).
     pub fn api(&self) -> Api {
         Api {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use tikal_engine::Cf;
-use tikal_proto::{errorpb, kvrpcpb};
+use tikal_proto::{errorpb, kvrpcpb, metapb};
 use tikal_raftstore::{DiskFullOpt, RegionView};
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
@@ -34,10 +34,28 @@ pub struct TxnStorage {
     cm: Arc<ConcurrencyManager>,
     waits: Arc<lock_wait::LockWaits>,
     wait_for_lock_timeout: Duration,
-    /// Per region, the leader term whose `max_ts` was raised to a PD
-    /// timestamp taken after it began (see [`TxnStorage::sync_max_ts`]).
-    max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, u64>>>,
+    /// Per region, the leader term and range whose `max_ts` was raised to
+    /// a PD timestamp taken after the term began, or the range grew (see
+    /// [`TxnStorage::sync_max_ts`]).
+    max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, SyncedLeader>>>,
     max_ts_synced_notify: Arc<tokio::sync::Notify>,
+}
+
+/// A leader term that synced `max_ts`, and the region's range then.
+struct SyncedLeader {
+    term: u64,
+    start_key: Vec<u8>,
+    end_key: Vec<u8>,
+}
+
+impl SyncedLeader {
+    /// Same term, and `region` no wider than at the sync (a split since
+    /// needs no new sync; a merge does).
+    fn covers(&self, region: &metapb::Region, term: u64) -> bool {
+        let end_within = self.end_key.is_empty()
+            || (!region.end_key.is_empty() && region.end_key <= self.end_key);
+        self.term == term && region.start_key >= self.start_key && end_within
+    }
 }
 
 /// How long an async-commit or 1PC prewrite waits for a new leader to sync
@@ -47,14 +65,13 @@ const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 impl TxnStorage {
     /// See [`RawStorage::read_barrier`]; on the leader only (ScanLock).
-    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<()> {
+    /// The read checks the guard once done.
+    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<ReadGuard> {
         let leader_only = kvrpcpb::Context {
             replica_read: false,
             ..ctx.clone()
         };
-        // A leader's data stays in place: nothing for the read to check.
-        let _leader = self.raw.read_barrier(&leader_only, Cmd::Txn).await?;
-        Ok(())
+        Ok(self.raw.read_barrier(&leader_only, Cmd::Txn).await?)
     }
 
     /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, and
@@ -121,14 +138,22 @@ impl TxnStorage {
         self
     }
 
-    /// A new leader (region, term) took PD timestamp `ts` after its term
-    /// began: reads the old leader served were at lower timestamps, so
-    /// raising `max_ts` to `ts` keeps async-commit and 1PC transactions
-    /// from committing below them. Until then such prewrites get
+    /// A new leader of `region` (as the store's view has it, at `term`)
+    /// took PD timestamp `ts` after its term began: reads the old leader
+    /// served were at lower timestamps, so raising `max_ts` to `ts` keeps
+    /// async-commit and 1PC transactions from committing below them. A
+    /// leader whose range grew since (it took in a merge) syncs again: the
+    /// source's leader, maybe on another store, served reads in that range
+    /// (TiKV syncs after a CommitMerge too). Until then such prewrites get
     /// `MaxTimestampNotSynced` and the client retries.
-    pub fn sync_max_ts(&self, region_id: u64, term: u64, ts: u64) {
+    pub fn sync_max_ts(&self, region: &metapb::Region, term: u64, ts: u64) {
         self.cm.observe_read(ts);
-        self.max_ts_synced.lock().insert(region_id, term);
+        let synced = SyncedLeader {
+            term,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+        };
+        self.max_ts_synced.lock().insert(region.id, synced);
         self.max_ts_synced_notify.notify_waiters();
     }
 
@@ -140,7 +165,9 @@ impl TxnStorage {
             let view = self
                 .raw
                 .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
-            if self.max_ts_synced(view.region.id, view.term) {
+            // The store's own view: its bounds as the sync recorded them.
+            let stored = self.raw.region_view(view.region.id);
+            if stored.is_some_and(|v| self.max_ts_synced(&v.region, view.term)) {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -156,9 +183,10 @@ impl TxnStorage {
         }
     }
 
-    /// Whether the region's current leader term has synced `max_ts`.
-    pub fn max_ts_synced(&self, region_id: u64, term: u64) -> bool {
-        self.max_ts_synced.lock().get(&region_id) == Some(&term)
+    /// Whether the region's current leader term has synced `max_ts` since
+    /// its range last grew.
+    pub fn max_ts_synced(&self, region: &metapb::Region, term: u64) -> bool {
+        (self.max_ts_synced.lock().get(&region.id)).is_some_and(|s| s.covers(region, term))
     }
 
     /// A timestamp was just taken from PD to compute safe ts with
@@ -635,4 +663,41 @@ fn data_is_not_ready(
         ..Default::default()
     })
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_syncs_max_ts_again_for_a_new_term_or_a_range_a_merge_grew() {
+        let region = |start: &[u8], end: &[u8]| metapb::Region {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        };
+        let synced = SyncedLeader {
+            term: 5,
+            start_key: b"b".to_vec(),
+            end_key: b"m".to_vec(),
+        };
+        assert!(synced.covers(&region(b"b", b"m"), 5));
+        assert!(!synced.covers(&region(b"b", b"m"), 6), "a new term");
+        assert!(synced.covers(&region(b"b", b"f"), 5), "split: narrower");
+        assert!(
+            !synced.covers(&region(b"a", b"m"), 5),
+            "merged from the left"
+        );
+        assert!(
+            !synced.covers(&region(b"b", b"t"), 5),
+            "merged from the right"
+        );
+        assert!(!synced.covers(&region(b"b", b""), 5), "to the end");
+        let to_end = SyncedLeader {
+            end_key: vec![],
+            ..synced
+        };
+        assert!(to_end.covers(&region(b"c", b""), 5));
+        assert!(to_end.covers(&region(b"c", b"x"), 5));
+    }
 }
