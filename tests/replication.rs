@@ -530,17 +530,28 @@ async fn a_store_behind_the_compacted_log_catches_up_by_snapshot_with_every_cf()
     let start_ts = txn.current_timestamp().await.expect("ts").version();
     d.prewrite_ok(b"in-flight", b"pending", start_ts, 60_000)
         .await;
+    // Writes for ten log GC ticks at least, so the leader compacts its
+    // log past the down store (100 puts alone can take less than one
+    // tick: the store then came back in time to catch up from the log).
     let raw = t.raw_client().await;
-    for i in 0..100 {
+    let writing = std::time::Instant::now();
+    let mut i = 0;
+    while i < 100 || writing.elapsed() < Duration::from_secs(1) {
         retry("put", || raw.put(format!("fill{i:03}"), "v".to_owned())).await;
+        i += 1;
     }
 
-    // Back, it cannot catch up from the log: it gets a snapshot.
-    t.cluster.start_store(behind).expect("restart");
+    // Back, it cannot catch up from the log: it gets a snapshot. Its log
+    // may already show one (it joined the region by one), so a new one.
     let log = t.cluster.log_path(&format!("tikv-{behind}"));
-    eventually(Duration::from_secs(30), "the snapshot applied", || async {
+    let snapshots = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("applied snapshot").then_some(())
+        text.matches("applied snapshot").count()
+    };
+    let before = snapshots();
+    t.cluster.start_store(behind).expect("restart");
+    eventually(Duration::from_secs(30), "the snapshot applied", || async {
+        (snapshots() > before).then_some(())
     })
     .await;
     eventually(REPLICATE_TIMEOUT, "3 voters caught up", || {
