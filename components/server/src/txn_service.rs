@@ -191,18 +191,15 @@ pub async fn resolve_lock(
 
 pub async fn scan_lock(s: &TxnStorage, req: ScanLockRequest) -> Result<ScanLockResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = async {
-        let guard = s.read_barrier(&ctx).await?;
-        let locks = s.scan_lock(
+    let call = s.guarded_leader_read(&ctx, || {
+        s.scan_lock(
             &ctx,
             &req.start_key,
             &req.end_key,
             req.max_version,
             req.limit,
-        )?;
-        guard.check()?;
-        Ok::<_, tikal_storage::txn::TxnError>(locks)
-    };
+        )
+    });
     respond("kv_scan_lock", call, |r: &mut ScanLockResponse, locks| {
         r.locks = locks
     })

@@ -115,12 +115,12 @@ impl RawStorage {
 
     /// Runs `read` once [`Self::read_barrier`] lets it, and refuses its
     /// result if a replica's data moved meanwhile ([`ReadGuard`]).
-    pub async fn guarded_read<T>(
+    pub async fn guarded_read<T, E: From<StorageError>>(
         &self,
         ctx: &kvrpcpb::Context,
         cmd: Cmd,
-        read: impl FnOnce() -> Result<T>,
-    ) -> Result<T> {
+        read: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let guard = self.read_barrier(ctx, cmd).await?;
         let out = read()?;
         guard.check()?;

@@ -64,14 +64,17 @@ impl SyncedLeader {
 const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 impl TxnStorage {
-    /// See [`RawStorage::read_barrier`]; on the leader only (ScanLock).
-    /// The read checks the guard once done.
-    pub async fn read_barrier(&self, ctx: &kvrpcpb::Context) -> TxnResult<ReadGuard> {
+    /// [`RawStorage::guarded_read`] on the leader only (ScanLock).
+    pub async fn guarded_leader_read<T>(
+        &self,
+        ctx: &kvrpcpb::Context,
+        read: impl FnOnce() -> TxnResult<T>,
+    ) -> TxnResult<T> {
         let leader_only = kvrpcpb::Context {
             replica_read: false,
             ..ctx.clone()
         };
-        Ok(self.raw.read_barrier(&leader_only, Cmd::Txn).await?)
+        self.raw.guarded_read(&leader_only, Cmd::Txn, read).await
     }
 
     /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, and
