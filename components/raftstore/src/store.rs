@@ -2106,6 +2106,17 @@ mod tests {
         try_open(dir).unwrap()
     }
 
+    /// Store 1 with region 1's sole voter, which leads after one round.
+    fn sole_voter(dir: &std::path::Path) -> Store {
+        {
+            let (kv, _, _) = engines(dir);
+            meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+        }
+        let mut store = open(dir);
+        store.on_ready().unwrap();
+        store
+    }
+
     fn try_open(dir: &std::path::Path) -> Result<Store> {
         let (kv, log, snaps) = engines(dir);
         let (events, _) = mpsc::unbounded_channel();
@@ -2168,15 +2179,40 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_of_unknown_size_is_checked_and_a_membership_change_keeps_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = sole_voter(dir.path());
+        let checked = |store: &mut Store| store.split_check_due().len();
+        assert_eq!(checked(&mut store), 1, "never measured");
+        assert_eq!(checked(&mut store), 1, "still unknown: asked again");
+        // The result comes back after a membership change (conf_ver only):
+        // the range is the same, so it counts.
+        let mut asked = store.region(1).unwrap();
+        asked.region_epoch.as_mut().unwrap().conf_ver -= 1;
+        let stats = RegionStats { size: 10, keys: 1 };
+        let found = SplitCheck {
+            stats,
+            split_keys: vec![],
+        };
+        store.on_split_check(&asked, found);
+        assert_eq!(store.peers[&1].approximate, Some(stats));
+        assert_eq!(checked(&mut store), 0, "measured, nothing written since");
+        // One taken before a split or a merge (another version) does not.
+        store.peers.get_mut(&1).unwrap().approximate = None;
+        asked.region_epoch.as_mut().unwrap().version -= 1;
+        let found = SplitCheck {
+            stats,
+            split_keys: vec![],
+        };
+        store.on_split_check(&asked, found);
+        assert_eq!(store.peers[&1].approximate, None);
+    }
+
+    #[test]
     fn log_gc_truncates_when_its_command_applies_and_refuses_a_bad_one() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (kv, _, _) = engines(dir.path());
-            meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
-        }
-        let mut store = open(dir.path());
         // The sole voter leads at once; three writes follow.
-        store.on_ready().unwrap();
+        let mut store = sole_voter(dir.path());
         for _ in 0..3 {
             let (cb, _rx) = tokio::sync::oneshot::channel();
             store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
