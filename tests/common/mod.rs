@@ -21,7 +21,13 @@ pub struct TestCluster {
     _dir: tempfile::TempDir,
 }
 
+/// Where `pd-server` and `tikv-server` are: the ones cargo built with
+/// the test, or a copy named by `TIKAL_TEST_BIN_DIR` (so a long survey
+/// can run on binaries that a rebuild meanwhile does not replace).
 fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TIKAL_TEST_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     PathBuf::from(env!("CARGO_BIN_EXE_pd-server"))
         .parent()
         .expect("binary has a parent directory")

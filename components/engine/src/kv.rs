@@ -230,6 +230,11 @@ pub struct SstInfo {
 }
 
 impl KvSnapshot<'_> {
+    /// Like [`KvEngine::get`], as of the snapshot.
+    pub fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(self.engine.cf(cf), key)?)
+    }
+
     /// Like [`KvEngine::scan`], as of the snapshot.
     pub fn scan(
         &self,
@@ -306,22 +311,31 @@ impl KvSnapshot<'_> {
     }
 }
 
-impl crate::KvRead for KvEngine {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        KvEngine::get(self, cf, key)
-    }
+/// [`crate::KvRead`] through a type's own `get` and `scan` (the engine
+/// reads its latest state, a snapshot its point in time).
+macro_rules! kv_read_by_inherent_methods {
+    ($ty:ty) => {
+        impl crate::KvRead for $ty {
+            fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+                <$ty>::get(self, cf, key)
+            }
 
-    fn scan(
-        &self,
-        cf: Cf,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
-        KvEngine::scan(self, cf, start, end, reverse, visit)
-    }
+            fn scan(
+                &self,
+                cf: Cf,
+                start: &[u8],
+                end: &[u8],
+                reverse: bool,
+                visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<()> {
+                <$ty>::scan(self, cf, start, end, reverse, visit)
+            }
+        }
+    };
 }
+
+kv_read_by_inherent_methods!(KvEngine);
+kv_read_by_inherent_methods!(KvSnapshot<'_>);
 
 /// An atomic group of writes to the KV engine.
 pub struct KvWriteBatch<'a> {
@@ -477,6 +491,33 @@ mod tests {
         let mut wb = engine.write_batch();
         wb.delete_range(CF_LOCK, b"a", b"");
         assert!(wb.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_reads_as_of_its_point_in_time_after_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        let mut wb = engine.write_batch();
+        wb.put(CF_DEFAULT, b"a", b"1");
+        wb.put(CF_DEFAULT, b"b", b"2");
+        engine.write(wb, false).unwrap();
+        let snap = engine.snapshot();
+        // A region's data dropped as a destroyed peer drops it.
+        let mut wb = engine.write_batch();
+        wb.delete_range(CF_DEFAULT, b"", b"");
+        wb.put(CF_DEFAULT, b"c", b"3");
+        engine.write(wb, false).unwrap();
+        let read: &dyn crate::KvRead = &snap;
+        assert_eq!(read.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(read.get(CF_DEFAULT, b"c").unwrap(), None);
+        let mut seen = vec![];
+        read.scan(CF_DEFAULT, b"", b"", true, &mut |k, _| {
+            seen.push(k.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"b".to_vec(), b"a".to_vec()]);
+        assert_eq!(engine.get(CF_DEFAULT, b"a").unwrap(), None);
     }
 
     #[test]

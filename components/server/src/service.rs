@@ -302,9 +302,9 @@ impl Tikv for TikvService {
     async fn raw_get(&self, req: Request<RawGetRequest>) -> GrpcResult<RawGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self
-            .raw
-            .guarded_read(&ctx, Cmd::Raw, || self.raw.get(&ctx, &req.cf, &req.key));
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
+            self.raw.get(at, &ctx, &req.cf, &req.key)
+        });
         respond("raw_get", call, |r: &mut RawGetResponse, v| match v {
             Some(v) => r.value = v,
             None => r.not_found = true,
@@ -319,8 +319,8 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawBatchGetResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
-            self.raw.batch_get(&ctx, &req.cf, &req.keys)
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
+            self.raw.batch_get(at, &ctx, &req.cf, &req.keys)
         });
         respond(
             "raw_batch_get",
@@ -400,8 +400,9 @@ impl Tikv for TikvService {
     async fn raw_scan(&self, req: Request<RawScanRequest>) -> GrpcResult<RawScanResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
             self.raw.scan(
+                at,
                 &ctx,
                 &req.cf,
                 &req.start_key,
@@ -442,8 +443,9 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawBatchScanResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
             self.raw.batch_scan(
+                at,
                 &ctx,
                 &req.cf,
                 &req.ranges,
@@ -467,8 +469,8 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawGetKeyTtlResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
-            self.raw.get_key_ttl(&ctx, &req.cf, &req.key)
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
+            self.raw.get_key_ttl(at, &ctx, &req.cf, &req.key)
         });
         respond(
             "raw_get_key_ttl",
@@ -553,14 +555,14 @@ impl Tikv for TikvService {
     ) -> GrpcResult<RawChecksumResponse> {
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        let call = self.raw.guarded_read(&ctx, Cmd::Raw, || {
+        let call = self.raw.guarded_read(&ctx, Cmd::Raw, |at| {
             if req.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
                 return Err(StorageError::invalid(format!(
                     "unknown checksum algorithm {}",
                     req.algorithm
                 )));
             }
-            self.raw.checksum(&ctx, &req.ranges)
+            self.raw.checksum(at, &ctx, &req.ranges)
         });
         respond("raw_checksum", call, |r: &mut RawChecksumResponse, sum| {
             (r.checksum, r.total_kvs, r.total_bytes) = sum

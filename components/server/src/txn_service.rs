@@ -15,8 +15,8 @@ use crate::respond::respond;
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let ranges = vec![point(&req.key)];
-    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, || {
-        s.get(&ctx, &req.key, req.version)
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at| {
+        s.get(at, &ctx, &req.key, req.version)
     });
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
         Some(v) => r.value = v,
@@ -28,8 +28,8 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
 pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let ranges = req.keys.iter().map(|k| point(k)).collect();
-    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, || {
-        s.batch_get(&ctx, &req.keys, req.version)
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at| {
+        s.batch_get(at, &ctx, &req.keys, req.version)
     });
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
         r.pairs = pairs
@@ -44,8 +44,9 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
         false => (req.start_key.clone(), req.end_key.clone()),
         true => (req.end_key.clone(), req.start_key.clone()),
     };
-    let call = s.guarded_snapshot_read(&ctx, req.version, vec![range], || {
+    let call = s.guarded_snapshot_read(&ctx, req.version, vec![range], |at| {
         s.scan(
+            at,
             &ctx,
             &req.start_key,
             &req.end_key,
@@ -191,8 +192,9 @@ pub async fn resolve_lock(
 
 pub async fn scan_lock(s: &TxnStorage, req: ScanLockRequest) -> Result<ScanLockResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = s.guarded_leader_read(&ctx, || {
+    let call = s.guarded_leader_read(&ctx, |at| {
         s.scan_lock(
+            at,
             &ctx,
             &req.start_key,
             &req.end_key,

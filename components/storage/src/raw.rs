@@ -2,7 +2,7 @@
 //! engine, writes through Raft.
 
 use prost::Message;
-use tikal_engine::{Cf, KvEngine, CF_DEFAULT, DATA_CFS};
+use tikal_engine::{Cf, KvEngine, KvRead, CF_DEFAULT, DATA_CFS};
 use tikal_proto::{errorpb, kvrpcpb};
 use tikal_raftstore::{ApplyOutput, DiskFullOpt, Pickup, RaftstoreError, RegionView, Router};
 
@@ -113,18 +113,33 @@ impl RawStorage {
         Ok(self.read_barrier_checked(ctx, cmd, vec![]).await?.1)
     }
 
-    /// Runs `read` once [`Self::read_barrier`] lets it, and refuses its
-    /// result if a replica's data moved meanwhile ([`ReadGuard`]).
+    /// Runs `read` once [`Self::read_barrier`] lets it, on an engine
+    /// snapshot taken then ([`Self::guarded`]).
     pub async fn guarded_read<T, E: From<StorageError>>(
         &self,
         ctx: &kvrpcpb::Context,
         cmd: Cmd,
-        read: impl FnOnce() -> std::result::Result<T, E>,
+        read: impl FnOnce(&dyn KvRead) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let guard = self.read_barrier(ctx, cmd).await?;
-        let out = read()?;
-        guard.check()?;
-        Ok(out)
+        self.guarded(guard, read)
+    }
+
+    /// Runs `read` on an engine snapshot taken now, once its barrier has
+    /// passed, and refuses the result if the replica's data was replaced
+    /// since the barrier began (`guard`). `read` checks the region view
+    /// after the snapshot is taken: a region split from the one read and
+    /// then destroyed here drops its data only after the split is
+    /// published, so a view that still shows the region whole means the
+    /// snapshot holds all of it, whatever happens to the live engine
+    /// during the read (TiKV reads a snapshot taken after its read index
+    /// too).
+    pub fn guarded<T, E: From<StorageError>>(
+        &self,
+        guard: ReadGuard,
+        read: impl FnOnce(&dyn KvRead) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        read_snapshot(&self.engine, guard, read)
     }
 
     /// [`Self::read_barrier`], where a replica read carries `check` for
@@ -236,15 +251,22 @@ impl RawStorage {
         cf_name(cf)
     }
 
-    pub fn get(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(
+        &self,
+        at: &dyn KvRead,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         let cf = self.raw_cf(cf)?;
         let key = self.raw_key(ctx, key.to_vec())?;
         self.check_read_region(ctx, [key.as_slice()])?;
-        self.read_live(cf, &key, value::now_secs())
+        read_live(at, cf, &key, value::now_secs())
     }
 
     pub fn batch_get(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         cf: &str,
         keys: &[Vec<u8>],
@@ -258,7 +280,7 @@ impl RawStorage {
         let now = value::now_secs();
         let mut pairs = Vec::with_capacity(keys.len());
         for (key, stored) in keys.iter().zip(&stored) {
-            if let Some(v) = self.read_live(cf, stored, now)? {
+            if let Some(v) = read_live(at, cf, stored, now)? {
                 pairs.push(kv_pair(key.clone(), v));
             }
         }
@@ -266,7 +288,13 @@ impl RawStorage {
     }
 
     /// Seconds left to live: Some(0) for no TTL, None if absent or expired.
-    pub fn get_key_ttl(&self, ctx: &kvrpcpb::Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
+    pub fn get_key_ttl(
+        &self,
+        at: &dyn KvRead,
+        ctx: &kvrpcpb::Context,
+        cf: &str,
+        key: &[u8],
+    ) -> Result<Option<u64>> {
         if !self.ttl_enabled() {
             return Err(ttl_not_enabled());
         }
@@ -274,7 +302,7 @@ impl RawStorage {
         let key = self.raw_key(ctx, key.to_vec())?;
         self.check_read_region(ctx, [key.as_slice()])?;
         let now = value::now_secs();
-        let Some(raw) = self.engine.get(cf, &key)? else {
+        let Some(raw) = at.get(cf, &key)? else {
             return Ok(None);
         };
         let stored = decode_stored(&raw)?;
@@ -291,6 +319,7 @@ impl RawStorage {
     #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         cf: &str,
         start: &[u8],
@@ -303,11 +332,13 @@ impl RawStorage {
         let (start, end) = self.raw_range(ctx, start, end)?;
         let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
-        self.scan_bounds(cf, &bounds, limit, key_only, reverse)
+        self.scan_bounds(at, cf, &bounds, limit, key_only, reverse)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn batch_scan(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         cf: &str,
         ranges: &[kvrpcpb::KeyRange],
@@ -321,7 +352,7 @@ impl RawStorage {
         for r in ranges {
             let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
             let bounds = scan_bounds(&view, &start, &end, reverse, false)?;
-            out.extend(self.scan_bounds(cf, &bounds, each_limit, key_only, reverse)?);
+            out.extend(self.scan_bounds(at, cf, &bounds, each_limit, key_only, reverse)?);
         }
         Ok(out)
     }
@@ -331,6 +362,7 @@ impl RawStorage {
     /// digests are XORed, so order does not matter.
     pub fn checksum(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         ranges: &[kvrpcpb::KeyRange],
     ) -> Result<(u64, u64, u64)> {
@@ -341,22 +373,21 @@ impl RawStorage {
             let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
             let b = scan_bounds(&view, &start, &end, false, false)?;
             let mut corrupt = false;
-            self.engine
-                .scan(CF_DEFAULT, &b.lower, &b.upper, false, |k, raw| {
-                    match (value::decode(raw), self.client_key(k)) {
-                        (Some(s), Some(k)) if s.is_live(now) => {
-                            let mut digest = crc64fast::Digest::new();
-                            digest.write(&k);
-                            digest.write(s.value);
-                            checksum ^= digest.sum64();
-                            kvs += 1;
-                            bytes += (k.len() + s.value.len()) as u64;
-                        }
-                        (Some(_), Some(_)) => {}
-                        _ => corrupt = true,
+            at.scan(CF_DEFAULT, &b.lower, &b.upper, false, &mut |k, raw| {
+                match (value::decode(raw), self.client_key(k)) {
+                    (Some(s), Some(k)) if s.is_live(now) => {
+                        let mut digest = crc64fast::Digest::new();
+                        digest.write(&k);
+                        digest.write(s.value);
+                        checksum ^= digest.sum64();
+                        kvs += 1;
+                        bytes += (k.len() + s.value.len()) as u64;
                     }
-                    !corrupt
-                })?;
+                    (Some(_), Some(_)) => {}
+                    _ => corrupt = true,
+                }
+                !corrupt
+            })?;
             if corrupt {
                 return Err(StorageError::Internal("corrupted raw value".into()));
             }
@@ -570,16 +601,9 @@ impl RawStorage {
         Ok(PendingWrite(rx))
     }
 
-    fn read_live(&self, cf: Cf, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
-        let Some(raw) = self.engine.get(cf, key)? else {
-            return Ok(None);
-        };
-        let stored = decode_stored(&raw)?;
-        Ok(stored.is_live(now).then(|| stored.value.to_vec()))
-    }
-
     fn scan_bounds(
         &self,
+        at: &dyn KvRead,
         cf: Cf,
         b: &Bounds,
         limit: u32,
@@ -592,18 +616,17 @@ impl RawStorage {
             return Ok(out);
         }
         let mut corrupt = false;
-        self.engine
-            .scan(cf, &b.lower, &b.upper, reverse, |k, raw| {
-                match (value::decode(raw), self.client_key(k)) {
-                    (Some(s), Some(k)) if s.is_live(now) => {
-                        let v = if key_only { vec![] } else { s.value.to_vec() };
-                        out.push(kv_pair(k, v));
-                    }
-                    (Some(_), Some(_)) => {}
-                    _ => corrupt = true,
+        at.scan(cf, &b.lower, &b.upper, reverse, &mut |k, raw| {
+            match (value::decode(raw), self.client_key(k)) {
+                (Some(s), Some(k)) if s.is_live(now) => {
+                    let v = if key_only { vec![] } else { s.value.to_vec() };
+                    out.push(kv_pair(k, v));
                 }
-                !corrupt && out.len() < limit as usize
-            })?;
+                (Some(_), Some(_)) => {}
+                _ => corrupt = true,
+            }
+            !corrupt && out.len() < limit as usize
+        })?;
         if corrupt {
             return Err(StorageError::Internal("corrupted raw value".into()));
         }
@@ -688,13 +711,12 @@ impl RawStorage {
 }
 
 /// What a read checks once it has read: a replica's data can be replaced
-/// (a snapshot) or dropped (the peer destroyed: a follower's, or a
-/// leader's deposed and removed since its read index) while a reader is
-/// on it. A read over such a change may miss acknowledged writes, so it is
-/// refused (ReadIndexNotReady) and the client retries. It watches the
-/// region read only: a region split from it during the read, then
-/// destroyed here, is not seen (reads run on the live engine, not an
-/// engine snapshot).
+/// (a Raft snapshot) or dropped (the peer destroyed: a follower's, or a
+/// leader's deposed and removed since its read index) between the read's
+/// barrier and the engine snapshot it reads. A read over such a change may
+/// miss acknowledged writes, so it is refused (ReadIndexNotReady) and the
+/// client retries. What happens after the engine snapshot is taken does
+/// not reach the read (see [`RawStorage::guarded`]).
 #[must_use = "a read must check its guard once it has read"]
 pub struct ReadGuard {
     progress: std::sync::Arc<tikal_raftstore::ReadProgress>,
@@ -737,6 +759,27 @@ fn ttl_not_enabled() -> StorageError {
         "TTL is not enabled on this store ([storage] enable-ttl = false), \
          but the request uses one",
     )
+}
+
+/// [`RawStorage::guarded`] on `engine`.
+fn read_snapshot<T, E: From<StorageError>>(
+    engine: &KvEngine,
+    guard: ReadGuard,
+    read: impl FnOnce(&dyn KvRead) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let snapshot = engine.snapshot();
+    let out = read(&snapshot)?;
+    guard.check()?;
+    Ok(out)
+}
+
+/// A raw value that is there and not expired at `now`.
+fn read_live(at: &dyn KvRead, cf: Cf, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
+    let Some(raw) = at.get(cf, key)? else {
+        return Ok(None);
+    };
+    let stored = decode_stored(&raw)?;
+    Ok(stored.is_live(now).then(|| stored.value.to_vec()))
 }
 
 /// NotLeader for a region this store may not serve (see
@@ -998,6 +1041,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(guard().check().is_ok(), "taken after the change");
+    }
+
+    #[test]
+    fn a_guarded_read_sees_the_data_of_its_start_when_the_live_engine_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        let mut wb = engine.write_batch();
+        wb.put(CF_DEFAULT, b"k", &value::encode(b"v", 0, 0));
+        engine.write(wb, false).unwrap();
+        let progress = std::sync::Arc::new(tikal_raftstore::ReadProgress::default());
+        let got = read_snapshot(&engine, ReadGuard::new(&progress, 1), |at| {
+            // A region split off the one read, then destroyed here
+            // mid-read: its data goes from the live engine, not from the
+            // read's snapshot.
+            let mut wb = engine.write_batch();
+            wb.delete_range(CF_DEFAULT, b"", b"");
+            engine.write(wb, false).unwrap();
+            read_live(at, CF_DEFAULT, b"k", 1)
+        });
+        assert_eq!(got.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(engine.get(CF_DEFAULT, b"k").unwrap(), None);
+        // The read's own region replaced meanwhile: refused as before.
+        let refused = read_snapshot(&engine, ReadGuard::new(&progress, 1), |at| {
+            progress.invalidate();
+            read_live(at, CF_DEFAULT, b"k", 1)
+        });
+        assert!(refused.is_err());
     }
 
     #[test]

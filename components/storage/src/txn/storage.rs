@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tikal_engine::Cf;
+use tikal_engine::{Cf, KvRead};
 use tikal_proto::{errorpb, kvrpcpb, metapb};
 use tikal_raftstore::{DiskFullOpt, RegionView};
 
@@ -68,7 +68,7 @@ impl TxnStorage {
     pub async fn guarded_leader_read<T>(
         &self,
         ctx: &kvrpcpb::Context,
-        read: impl FnOnce() -> TxnResult<T>,
+        read: impl FnOnce(&dyn KvRead) -> TxnResult<T>,
     ) -> TxnResult<T> {
         let leader_only = kvrpcpb::Context {
             replica_read: false,
@@ -77,20 +77,17 @@ impl TxnStorage {
         self.raw.guarded_read(&leader_only, Cmd::Txn, read).await
     }
 
-    /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, and
-    /// refuses its result if a replica's data moved meanwhile
-    /// ([`ReadGuard`]).
+    /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, on an
+    /// engine snapshot taken then ([`RawStorage::guarded`]).
     pub async fn guarded_snapshot_read<T>(
         &self,
         ctx: &kvrpcpb::Context,
         ts: u64,
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
-        read: impl FnOnce() -> TxnResult<T>,
+        read: impl FnOnce(&dyn KvRead) -> TxnResult<T>,
     ) -> TxnResult<T> {
         let guard = self.snapshot_read_barrier(ctx, ts, ranges).await?;
-        let out = read()?;
-        guard.check()?;
-        Ok(out)
+        self.raw.guarded(guard, read)
     }
 
     /// The barrier of a snapshot read at `ts` over `ranges` (`[start,
@@ -331,9 +328,11 @@ impl TxnStorage {
         ))
     }
 
-    /// Checks the region and, for stale reads, the safe ts; then reads.
+    /// Checks the region and, for stale reads, the safe ts; then reads
+    /// `at` (an engine snapshot taken after the read's barrier).
     fn read<T>(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         keys: &[&[u8]],
         ts: u64,
@@ -343,7 +342,7 @@ impl TxnStorage {
             crate::raw::check_key(k)?;
         }
         let view = self.raw.check_txn_read_region(ctx, keys.iter().copied())?;
-        let reader = MvccReader::new(self.raw.engine());
+        let reader = MvccReader::new(at);
         if !ctx.stale_read {
             return read(&reader, &view);
         }
@@ -362,8 +361,14 @@ impl TxnStorage {
         Ok(out)
     }
 
-    pub fn get(&self, ctx: &kvrpcpb::Context, key: &[u8], ts: u64) -> TxnResult<Option<Vec<u8>>> {
-        self.read(ctx, &[key], ts, |r, _| {
+    pub fn get(
+        &self,
+        at: &dyn KvRead,
+        ctx: &kvrpcpb::Context,
+        key: &[u8],
+        ts: u64,
+    ) -> TxnResult<Option<Vec<u8>>> {
+        self.read(at, ctx, &[key], ts, |r, _| {
             reads::get(r, &self.cm, ctx, key, ts)
         })
     }
@@ -371,12 +376,13 @@ impl TxnStorage {
     /// Found pairs; a locked key is a pair carrying its error.
     pub fn batch_get(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         keys: &[Vec<u8>],
         ts: u64,
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
         let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        self.read(ctx, &key_refs, ts, |r, _| {
+        self.read(at, ctx, &key_refs, ts, |r, _| {
             reads::batch_get(r, &self.cm, ctx, keys, ts)
         })
     }
@@ -387,6 +393,7 @@ impl TxnStorage {
     #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         start: &[u8],
         end: &[u8],
@@ -396,7 +403,7 @@ impl TxnStorage {
         reverse: bool,
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
         self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
-        self.read(ctx, &[], ts, |r, view| {
+        self.read(at, ctx, &[], ts, |r, view| {
             let bounds = crate::raw::scan_bounds(view, start, end, reverse, false)?;
             let range = ScanRange {
                 lower: &bounds.lower,
@@ -411,6 +418,7 @@ impl TxnStorage {
 
     pub fn scan_lock(
         &self,
+        at: &dyn KvRead,
         ctx: &kvrpcpb::Context,
         start: &[u8],
         end: &[u8],
@@ -422,7 +430,7 @@ impl TxnStorage {
             .raw
             .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = crate::raw::scan_bounds(&view, start, end, false, false)?;
-        let reader = MvccReader::new(self.raw.engine());
+        let reader = MvccReader::new(at);
         reads::scan_lock(&reader, &bounds.lower, &bounds.upper, max_ts, limit)
     }
 
