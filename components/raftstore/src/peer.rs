@@ -204,10 +204,16 @@ struct Reads {
     /// Asked of Raft, by request id.
     asked: VecDeque<(u64, Vec<ReadCallback>)>,
     /// Confirmed: answered once applied reaches the index.
-    confirmed: VecDeque<(u64, Vec<ReadCallback>)>,
-    /// Ticks confirmed reads have waited for a merge to end (see
+    confirmed: VecDeque<Confirmed>,
+}
+
+/// Reads confirmed at one read index.
+struct Confirmed {
+    index: u64,
+    /// Ticks these reads have waited for a merge to end (see
     /// [`Peer::readable_index`]).
     held_ticks: u32,
+    batch: Vec<ReadCallback>,
 }
 
 impl Peer {
@@ -930,7 +936,11 @@ impl Peer {
             let id = u64::from_be_bytes(id);
             while let Some((asked, batch)) = self.reads.asked.pop_front() {
                 if asked == id {
-                    self.reads.confirmed.push_back((rs.index, batch));
+                    self.reads.confirmed.push_back(Confirmed {
+                        index: rs.index,
+                        held_ticks: 0,
+                        batch,
+                    });
                     break;
                 }
                 // Raft answers in order; an earlier request it skipped
@@ -973,9 +983,9 @@ impl Peer {
             .reads
             .confirmed
             .front()
-            .is_some_and(|(i, _)| *i <= readable)
+            .is_some_and(|c| c.index <= readable)
         {
-            if let Some((_, batch)) = self.reads.confirmed.pop_front() {
+            if let Some(Confirmed { batch, .. }) = self.reads.confirmed.pop_front() {
                 for cb in batch {
                     let _ = cb.send(Ok(()));
                 }
@@ -1006,29 +1016,33 @@ impl Peer {
         }
     }
 
-    /// Fails the confirmed reads a prepared merge holds once reads have
-    /// been held for [`GIVE_UP_TICKS`] (one count for all: a later one
-    /// may go sooner); see [`Peer::readable_index`]. The client retries.
+    /// Fails the confirmed reads a prepared merge has held for
+    /// [`GIVE_UP_TICKS`] (see [`Peer::readable_index`]). The client
+    /// retries.
     fn tick_merge_held_reads(&mut self) {
+        if self.merging.is_none() {
+            return;
+        }
         let readable = self.readable_index();
-        let is_held = |(i, _): &(u64, Vec<ReadCallback>)| *i > readable;
-        // Reads waiting only for their index to be applied are not held.
-        if self.merging.is_none() || !self.reads.confirmed.iter().any(is_held) {
-            self.reads.held_ticks = 0;
+        let mut any_expired = false;
+        for c in &mut self.reads.confirmed {
+            // Reads waiting only for their index to be applied are not
+            // held.
+            if c.index > readable {
+                c.held_ticks += 1;
+                any_expired |= c.held_ticks >= GIVE_UP_TICKS;
+            }
+        }
+        if !any_expired {
             return;
         }
-        self.reads.held_ticks += 1;
-        if self.reads.held_ticks < GIVE_UP_TICKS {
-            return;
-        }
-        self.reads.held_ticks = 0;
         let region_id = self.region.id;
-        let (held, answerable): (VecDeque<_>, VecDeque<_>) =
+        let (expired, waiting): (VecDeque<_>, VecDeque<_>) =
             std::mem::take(&mut self.reads.confirmed)
                 .into_iter()
-                .partition(is_held);
-        self.reads.confirmed = answerable;
-        for cb in held.into_iter().flat_map(|(_, batch)| batch) {
+                .partition(|c| c.held_ticks >= GIVE_UP_TICKS);
+        self.reads.confirmed = waiting;
+        for cb in expired.into_iter().flat_map(|c| c.batch) {
             let _ = cb.send(Err(RaftstoreError::ReadIndexNotReady {
                 region_id,
                 reason: "the region is merging".into(),
@@ -1052,7 +1066,7 @@ impl Peer {
             .arrived
             .into_iter()
             .chain(reads.asked.into_iter().flat_map(|(_, b)| b))
-            .chain(reads.confirmed.into_iter().flat_map(|(_, b)| b));
+            .chain(reads.confirmed.into_iter().flat_map(|c| c.batch));
         for cb in all {
             let _ = cb.send(Err(self.not_leader()));
         }
