@@ -964,7 +964,7 @@ impl Peer {
     /// such a read index). One confirmed below the PrepareMerge was asked
     /// before the merge committed anywhere, so the frozen source data is a
     /// state it may see. Held reads are answered if the merge rolls back,
-    /// fail with NotLeader when the merge ends here (the client reloads
+    /// fail with RegionNotFound when the merge ends here (the client reloads
     /// the region), or with ReadIndexNotReady after [`GIVE_UP_TICKS`].
     /// Refused at once, they would spend the official Rust client's ten
     /// retries within the merge's usual 0.3 s.
@@ -1050,17 +1050,38 @@ impl Peer {
         }
     }
 
-    /// Fails every read, a leader's and a replica's: the peer goes.
+    /// Fails every read, a leader's and a replica's: the peer goes, and
+    /// the region's leader elsewhere (if this peer knows one) serves on.
     pub fn fail_all_reads(&mut self) {
-        self.fail_reads();
         let (region_id, leader) = (self.region.id, self.leader());
         let store_id = self.meta.store_id;
-        self.replica_reads
-            .fail_all(|| RaftstoreError::not_leader(region_id, leader.clone(), store_id));
+        self.fail_all_reads_with(|| {
+            RaftstoreError::not_leader(region_id, leader.clone(), store_id)
+        });
+    }
+
+    /// Fails every read, a leader's and a replica's, with RegionNotFound:
+    /// the region merged away, so no leader serves it any more (one this
+    /// peer names may be a source peer that has not applied the merge
+    /// yet), and the client looks the keys' region up again.
+    pub fn fail_all_reads_merged(&mut self) {
+        let region_id = self.region.id;
+        self.fail_all_reads_with(|| RaftstoreError::RegionNotFound(region_id));
+    }
+
+    fn fail_all_reads_with(&mut self, error: impl Fn() -> RaftstoreError) {
+        self.fail_reads_with(&error);
+        self.replica_reads.fail_all(error);
     }
 
     /// Fails every read not yet answered: this peer no longer leads.
     pub fn fail_reads(&mut self) {
+        let (region_id, leader) = (self.region.id, self.leader());
+        let store_id = self.meta.store_id;
+        self.fail_reads_with(|| RaftstoreError::not_leader(region_id, leader.clone(), store_id));
+    }
+
+    fn fail_reads_with(&mut self, error: impl Fn() -> RaftstoreError) {
         let reads = std::mem::take(&mut self.reads);
         let all = reads
             .arrived
@@ -1068,7 +1089,7 @@ impl Peer {
             .chain(reads.asked.into_iter().flat_map(|(_, b)| b))
             .chain(reads.confirmed.into_iter().flat_map(|c| c.batch));
         for cb in all {
-            let _ = cb.send(Err(self.not_leader()));
+            let _ = cb.send(Err(error()));
         }
         self.reads.next_id = reads.next_id;
     }

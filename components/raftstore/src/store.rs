@@ -1588,7 +1588,7 @@ impl Store {
         };
         self.merged_away.remove(&region_id);
         peer.fail_proposals();
-        peer.fail_all_reads();
+        peer.fail_all_reads_merged();
         // The merge's batch was written unsynced; its tombstone must be
         // durable before the log goes (a synced write makes every earlier
         // one durable too), or a power loss would bring the source back
@@ -1620,7 +1620,7 @@ impl Store {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
-        self.merged_away.remove(&region_id);
+        let merged_away = self.merged_away.remove(&region_id).is_some();
         // Regions a split made this round, not started yet, go with it:
         // it is destroyed mid-round only as stale under a snapshot, which
         // covers them too (`after_round` starts those of a removed peer).
@@ -1638,7 +1638,11 @@ impl Store {
         // of success; the rest retry.
         peer.finish_apply();
         peer.fail_proposals();
-        peer.fail_all_reads();
+        if merged_away {
+            peer.fail_all_reads_merged();
+        } else {
+            peer.fail_all_reads();
+        }
         let region = if with_data {
             peer.region.clone()
         } else {
