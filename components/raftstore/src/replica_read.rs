@@ -136,13 +136,14 @@ pub(crate) struct ReplicaReads {
 }
 
 impl ReplicaReads {
-    /// Request ids start at the clock: a leader may still hold a request
-    /// (or its answer be in flight) from this peer's previous life, before
-    /// a restart, and must not answer a new request with it.
+    /// Request ids start at a random number: a leader may still hold a
+    /// request (or its answer be in flight) from this peer's previous
+    /// life, before a restart, and must not answer a new request with it.
+    /// (A start at the clock would repeat ids if the clock went back
+    /// across the restart.)
     pub fn new() -> ReplicaReads {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         ReplicaReads {
-            next_id: now.map_or(0, |d| d.as_nanos() as u64),
+            next_id: rand::random(),
             ..ReplicaReads::default()
         }
     }
