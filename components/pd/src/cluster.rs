@@ -168,6 +168,7 @@ impl Cluster {
         for (key, value) in changes {
             new.set(key, value)?;
         }
+        new.check()?;
         tracing::info!(?new, "schedule settings changed");
         *opts = new;
         Ok(())

@@ -48,6 +48,10 @@ pub struct ScheduleSection {
     /// A store with less than (1 − this) of its capacity available takes no
     /// new replicas (upstream's key and default, 0.8).
     pub low_space_ratio: f64,
+    /// Balance-region moves a replica only onto a store with at least
+    /// (1 − this) of its capacity available (upstream's key and default,
+    /// 0.7); below `low-space-ratio`.
+    pub high_space_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +91,7 @@ impl Default for ScheduleSection {
             max_merge_region_keys: 200_000,
             split_merge_interval: "1h".into(),
             low_space_ratio: 0.8,
+            high_space_ratio: 0.7,
         }
     }
 }
@@ -179,8 +184,13 @@ impl PdConfig {
             max_merge_region_keys: sc.max_merge_region_keys,
             ..ScheduleOptions::default()
         };
-        opts.set("low-space-ratio", &serde_json::json!(sc.low_space_ratio))
-            .map_err(|e| anyhow::anyhow!("schedule.{e}"))?;
+        for (key, ratio) in [
+            ("low-space-ratio", sc.low_space_ratio),
+            ("high-space-ratio", sc.high_space_ratio),
+        ] {
+            opts.set(key, &serde_json::json!(ratio))
+                .map_err(|e| anyhow::anyhow!("schedule.{e}"))?;
+        }
         // The checks of online changes, so a file and POST /config agree.
         let durations = [
             ("max-store-down-time", &sc.max_store_down_time),
@@ -195,6 +205,7 @@ impl PdConfig {
         if opts.max_replicas == 0 {
             bail!("replication.max-replicas must be at least 1");
         }
+        opts.check().map_err(|e| anyhow::anyhow!("schedule: {e}"))?;
         Ok(opts)
     }
 }
@@ -218,6 +229,9 @@ pub struct ScheduleOptions {
     pub split_merge_interval: Duration,
     /// In (0, 1); see [`crate::stores::StoreInfo::is_low_space`].
     pub low_space_ratio: f64,
+    /// In (0, 1) and below `low_space_ratio`: the room balance-region's
+    /// targets must have.
+    pub high_space_ratio: f64,
 }
 
 impl Default for ScheduleOptions {
@@ -236,6 +250,7 @@ impl Default for ScheduleOptions {
             max_merge_region_keys: 200_000,
             split_merge_interval: Duration::from_secs(3600),
             low_space_ratio: 0.8,
+            high_space_ratio: 0.7,
         }
     }
 }
@@ -271,13 +286,16 @@ impl ScheduleOptions {
             "hot-region-schedule-limit" => self.hot_region_schedule_limit = number()?,
             "max-merge-region-size" => self.max_merge_region_size = number()?,
             "max-merge-region-keys" => self.max_merge_region_keys = number()?,
-            "low-space-ratio" => {
+            "low-space-ratio" | "high-space-ratio" => {
                 let r = value
                     .as_f64()
                     .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
                     .filter(|r| *r > 0.0 && *r < 1.0)
                     .ok_or_else(|| format!("{key} must be a number in (0, 1), not {value}"))?;
-                self.low_space_ratio = r;
+                match key {
+                    "low-space-ratio" => self.low_space_ratio = r,
+                    _ => self.high_space_ratio = r,
+                }
             }
             "max-store-down-time" | "operator-timeout" | "split-merge-interval" => {
                 let text = value
@@ -287,6 +305,18 @@ impl ScheduleOptions {
                 self.set_duration(key, d)?;
             }
             _ => return Err(format!("config item {key} not found")),
+        }
+        Ok(())
+    }
+
+    /// What must hold between settings, once a change's keys are all set
+    /// (a change may move both space ratios at once).
+    pub fn check(&self) -> Result<(), String> {
+        if self.low_space_ratio <= self.high_space_ratio {
+            return Err(format!(
+                "low-space-ratio ({}) must be above high-space-ratio ({})",
+                self.low_space_ratio, self.high_space_ratio
+            ));
         }
         Ok(())
     }
@@ -321,6 +351,7 @@ impl ScheduleOptions {
             "max-merge-region-keys": self.max_merge_region_keys,
             "split-merge-interval": go_duration(self.split_merge_interval),
             "low-space-ratio": self.low_space_ratio,
+            "high-space-ratio": self.high_space_ratio,
             "leader-schedule-policy": "count",
         })
     }
@@ -397,6 +428,8 @@ mod tests {
             "[replication]\nmax-replicas = 0",
             "[schedule]\nmax-store-down-time = \"soon\"",
             "[schedule]\noperator-timeout = \"0s\"",
+            "[schedule]\nhigh-space-ratio = 0.8",
+            "[schedule]\nlow-space-ratio = 0.6",
         ] {
             let (mut cfg, _): (PdConfig, _) = tikal_util::parse_toml(bad).unwrap();
             assert!(cfg.validate().is_err(), "{bad}");

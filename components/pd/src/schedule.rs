@@ -422,10 +422,6 @@ fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
 /// store states, each store's counts as they will be once the running
 /// operators are done, and how many operators of each kind run. Per-store
 /// counts are taken only if a rule needs them.
-/// Upstream's `high-space-ratio` default: balance-region's targets keep
-/// this much of their capacity free.
-const HIGH_SPACE_RATIO: f64 = 0.7;
-
 pub(crate) struct View<'a> {
     pub cluster: &'a Cluster,
     pub opts: ScheduleOptions,
@@ -534,12 +530,11 @@ impl<'a> View<'a> {
     }
 
     /// Whether balance-region may move a replica onto the store: it has
-    /// room below upstream's high-space ratio (0.7, or the low-space ratio
-    /// if that is lower), so a store that shed replicas for lack of room
-    /// does not take them back as soon as it is just above the line.
+    /// room below `high-space-ratio` (which is below `low-space-ratio`),
+    /// so a store that shed replicas for lack of room does not take them
+    /// back as soon as it is just above the line.
     pub fn has_room_to_balance(&self, store_id: u64) -> bool {
-        let ratio = HIGH_SPACE_RATIO.min(self.opts.low_space_ratio);
-        self.room_at(store_id, ratio)
+        self.room_at(store_id, self.opts.high_space_ratio)
     }
 
     /// Up stores, in id order.

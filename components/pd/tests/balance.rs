@@ -112,6 +112,17 @@ fn a_fourth_store_low_on_space_gets_no_regions() {
     fleet.store_heartbeats();
     fleet.settle(30, |_| {});
     assert_eq!(fleet.counts().get(&4).map_or(0, |c| c.0), 0);
+
+    // That line is `high-space-ratio` (0.7): raised online past the
+    // store's 78 % used, it takes its share again.
+    let change = [("high-space-ratio".to_string(), serde_json::json!(0.79))];
+    fleet
+        .cluster
+        .update_opts(change.iter().map(|(k, v)| (k, v)))
+        .unwrap();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
 }
 
 #[test]

@@ -215,6 +215,7 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
         ("max-merge-region-keys", json!(200000)),
         ("split-merge-interval", json!("1h0m0s")),
         ("low-space-ratio", json!(0.8)),
+        ("high-space-ratio", json!(0.7)),
     ] {
         assert_eq!(schedule[key], value, "{key}");
     }
@@ -237,6 +238,30 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
     );
     assert_eq!(fleet.settle(3, |_| {}), 1);
     assert_eq!(fleet.regions.len(), 2);
+    // The low-space line must stay above the high-space one, also when a
+    // change moves both.
+    let (status, msg) = send(
+        Method::POST,
+        &format!("{api}/config"),
+        json!({"low-space-ratio": 0.6}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    let (status, msg) = send(
+        Method::POST,
+        &format!("{api}/config"),
+        json!({"low-space-ratio": 0.6, "high-space-ratio": 0.5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    let moved = get(&format!("{api}/config/schedule")).await;
+    assert_eq!(
+        (
+            moved["low-space-ratio"].clone(),
+            moved["high-space-ratio"].clone()
+        ),
+        (json!(0.6), json!(0.5))
+    );
 
     let (status, _) = send(
         Method::POST,
