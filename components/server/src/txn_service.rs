@@ -7,6 +7,7 @@ use tikal_storage::txn::commands::{
     BatchRollback, CheckSecondaryLocks, CheckTxnStatus, Cleanup, Commit, PessimisticRollback,
     ResolveLock, TxnHeartBeat,
 };
+use tikal_storage::txn::reads::point;
 use tikal_storage::txn::TxnStorage;
 use tonic::Status;
 
@@ -15,8 +16,8 @@ use crate::respond::respond;
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let ranges = vec![point(&req.key)];
-    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at| {
-        s.get(at, &ctx, &req.key, req.version)
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at, start| {
+        s.get(at, start, &ctx, &req.key, req.version)
     });
     respond("kv_get", call, |r: &mut GetResponse, v| match v {
         Some(v) => r.value = v,
@@ -28,8 +29,8 @@ pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status>
 pub async fn batch_get(s: &TxnStorage, req: BatchGetRequest) -> Result<BatchGetResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let ranges = req.keys.iter().map(|k| point(k)).collect();
-    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at| {
-        s.batch_get(at, &ctx, &req.keys, req.version)
+    let call = s.guarded_snapshot_read(&ctx, req.version, ranges, |at, start| {
+        s.batch_get(at, start, &ctx, &req.keys, req.version)
     });
     respond("kv_batch_get", call, |r: &mut BatchGetResponse, pairs| {
         r.pairs = pairs
@@ -44,9 +45,10 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
         false => (req.start_key.clone(), req.end_key.clone()),
         true => (req.end_key.clone(), req.start_key.clone()),
     };
-    let call = s.guarded_snapshot_read(&ctx, req.version, vec![range], |at| {
+    let call = s.guarded_snapshot_read(&ctx, req.version, vec![range], |at, start| {
         s.scan(
             at,
+            start,
             &ctx,
             &req.start_key,
             &req.end_key,
@@ -60,14 +62,6 @@ pub async fn scan(s: &TxnStorage, req: ScanRequest) -> Result<ScanResponse, Stat
         r.pairs = pairs
     })
     .await
-}
-
-/// The range `[key, key\0)`: `key` alone.
-fn point(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut end = Vec::with_capacity(key.len() + 1);
-    end.extend_from_slice(key);
-    end.push(0);
-    (key.to_vec(), end)
 }
 
 pub async fn prewrite(s: &TxnStorage, req: PrewriteRequest) -> Result<PrewriteResponse, Status> {

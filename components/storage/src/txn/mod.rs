@@ -41,7 +41,7 @@ use crate::mvcc::record::Lock;
 use crate::StorageError;
 
 pub use commands::PrewriteOutcome;
-pub use storage::{TxnStorage, DEFAULT_WAIT_FOR_LOCK_TIMEOUT};
+pub use storage::{ReadStart, TxnStorage, DEFAULT_WAIT_FOR_LOCK_TIMEOUT};
 
 /// A failed transactional command: a storage failure (region, argument,
 /// internal) or key errors the client resolves or reports.
@@ -93,10 +93,6 @@ impl ConcurrencyManager {
         for k in keys {
             m.remove(k);
         }
-    }
-
-    pub(crate) fn memory_lock(&self, key: &[u8]) -> Option<Lock> {
-        self.memory_locks.lock().get(key).cloned()
     }
 
     pub(crate) fn memory_locks_in(&self, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Lock)> {

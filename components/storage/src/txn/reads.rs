@@ -2,11 +2,12 @@
 //! `ts`, unless a lock that may still commit at or below `ts` is in the
 //! way (KeyIsLocked, for the client to resolve). Every read first raises
 //! the concurrency manager's `max_ts`, so an async-commit or 1PC
-//! transaction never commits below it.
+//! transaction never commits below it, and takes the in-memory locks of
+//! its ranges ([`MemoryLocks`]), before the reader it reads is made.
 //!
-//! These take a reader and the concurrency manager, not a region: the
-//! store checks the region first ([`super::TxnStorage`]); the scenario
-//! tests read the in-memory engine directly.
+//! These take a reader and those locks, not a region: the store checks
+//! the region first ([`super::TxnStorage`]); the scenario tests read the
+//! in-memory engine directly.
 
 use std::collections::BTreeMap;
 
@@ -17,16 +18,61 @@ use super::{key_error as ke, ConcurrencyManager, TxnError, TxnResult};
 use crate::mvcc::record::{Lock, Write, WriteType};
 use crate::mvcc::MvccReader;
 
+/// The in-memory locks (prewrites not yet applied) in a read's ranges,
+/// taken once the read has raised `max_ts` and before its engine snapshot
+/// (TiKV checks them before its snapshot too). A prewrite that took its
+/// memory lock before the raise, and so may commit at or below the read's
+/// ts, either still holds it here or released it once its lock was
+/// applied, before the snapshot, which then shows the lock. Taken after
+/// the snapshot, a lock applied and released in between would be in
+/// neither. A prewrite that locks after the raise commits above the ts.
+pub struct MemoryLocks(BTreeMap<Vec<u8>, Lock>);
+
+impl MemoryLocks {
+    /// Raises `cm`'s max_ts to `ts`, then takes its in-memory locks in
+    /// `ranges` (`[start, end)` user keys, empty end = unbounded).
+    pub fn take(cm: &ConcurrencyManager, ts: u64, ranges: &[(Vec<u8>, Vec<u8>)]) -> MemoryLocks {
+        cm.observe_read(ts);
+        let mut locks = BTreeMap::new();
+        for (start, end) in ranges {
+            locks.extend(cm.memory_locks_in(start, end));
+        }
+        MemoryLocks(locks)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Lock> {
+        self.0.get(key)
+    }
+
+    fn range<'a>(
+        &'a self,
+        lower: &[u8],
+        upper: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Lock)> + 'a {
+        self.0
+            .range(lower.to_vec()..)
+            .take_while(move |(k, _)| upper.is_empty() || k.as_slice() < upper)
+    }
+}
+
+/// The range `[key, key\0)`: `key` alone.
+pub fn point(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut end = Vec::with_capacity(key.len() + 1);
+    end.extend_from_slice(key);
+    end.push(0);
+    (key.to_vec(), end)
+}
+
 /// The lock on `key` (in memory or applied) if it blocks a read at `ts`.
 fn check_lock(
     reader: &MvccReader<'_>,
-    cm: &ConcurrencyManager,
+    locks: &MemoryLocks,
     key: &[u8],
     ts: u64,
     ctx: &kvrpcpb::Context,
 ) -> TxnResult<()> {
-    let lock = match cm.memory_lock(key) {
-        Some(l) => Some(l),
+    let lock = match locks.get(key) {
+        Some(l) => Some(l.clone()),
         None => reader.load_lock(key)?,
     };
     match lock {
@@ -37,28 +83,26 @@ fn check_lock(
 
 pub fn get(
     reader: &MvccReader<'_>,
-    cm: &ConcurrencyManager,
+    locks: &MemoryLocks,
     ctx: &kvrpcpb::Context,
     key: &[u8],
     ts: u64,
 ) -> TxnResult<Option<Vec<u8>>> {
-    cm.observe_read(ts);
-    check_lock(reader, cm, key, ts, ctx)?;
+    check_lock(reader, locks, key, ts, ctx)?;
     Ok(reader.get(key, ts)?)
 }
 
 /// Found pairs; a locked key is a pair carrying its error.
 pub fn batch_get(
     reader: &MvccReader<'_>,
-    cm: &ConcurrencyManager,
+    locks: &MemoryLocks,
     ctx: &kvrpcpb::Context,
     keys: &[Vec<u8>],
     ts: u64,
 ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
-    cm.observe_read(ts);
     let mut pairs = vec![];
     for key in keys {
-        match check_lock(reader, cm, key, ts, ctx) {
+        match check_lock(reader, locks, key, ts, ctx) {
             Err(TxnError::Key(mut e)) => pairs.push(kvrpcpb::KvPair {
                 error: e.pop(),
                 key: key.clone(),
@@ -92,12 +136,11 @@ pub struct ScanRange<'a> {
 /// Pairs in scan order; a locked key becomes a pair carrying its error.
 pub fn scan(
     reader: &MvccReader<'_>,
-    cm: &ConcurrencyManager,
+    memory_locks: &MemoryLocks,
     ctx: &kvrpcpb::Context,
     range: &ScanRange<'_>,
     ts: u64,
 ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
-    cm.observe_read(ts);
     let (lower, upper, reverse) = (range.lower, range.upper, range.reverse);
     let limit = match range.limit {
         0 => usize::MAX,
@@ -111,9 +154,9 @@ pub fn scan(
         }
         true
     })?;
-    for (k, l) in cm.memory_locks_in(lower, upper) {
-        if blocks_read(&l, ts, ctx) {
-            locks.insert(k, l);
+    for (k, l) in memory_locks.range(lower, upper) {
+        if blocks_read(l, ts, ctx) {
+            locks.insert(k.clone(), l.clone());
         }
     }
     // Values: the visible version of each key.

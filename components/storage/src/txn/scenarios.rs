@@ -546,7 +546,8 @@ impl Runner {
             "get" => {
                 let key = a.key()?;
                 let ts = a.ts("ts")?;
-                let r = reads::get(&self.reader(), &self.cm, &read_ctx, &key, ts);
+                let locks = reads::MemoryLocks::take(&self.cm, ts, &[reads::point(&key)]);
+                let r = reads::get(&self.reader(), &locks, &read_ctx, &key, ts);
                 outcome(r, |v| match v {
                     Some(v) => format!("{}\n", s(&v)),
                     None => "not found\n".into(),
@@ -565,7 +566,9 @@ impl Runner {
                     key_only: a.flag("key_only"),
                     reverse: a.flag("reverse"),
                 };
-                let r = reads::scan(&self.reader(), &self.cm, &read_ctx, &range, ts);
+                let bounds = [(lower.as_bytes().to_vec(), upper.as_bytes().to_vec())];
+                let locks = reads::MemoryLocks::take(&self.cm, ts, &bounds);
+                let r = reads::scan(&self.reader(), &locks, &read_ctx, &range, ts);
                 outcome(r, |pairs| {
                     let mut o = String::new();
                     for p in pairs {

@@ -13,7 +13,7 @@ use tikal_proto::{errorpb, kvrpcpb, metapb};
 use tikal_raftstore::{DiskFullOpt, RegionView};
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
-use super::reads::{self, ScanRange};
+use super::reads::{self, MemoryLocks, ScanRange};
 use super::{key_error, latch, lock_wait, ConcurrencyManager, TxnError, TxnResult};
 use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
@@ -39,6 +39,14 @@ pub struct TxnStorage {
     /// [`TxnStorage::sync_max_ts`]).
     max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, SyncedLeader>>>,
     max_ts_synced_notify: Arc<tokio::sync::Notify>,
+}
+
+/// What a transactional read takes before its engine snapshot: the
+/// in-memory locks of its ranges, once `max_ts` is raised, and for a stale
+/// read the safe ts published then (region version, safe ts).
+pub struct ReadStart {
+    memory_locks: MemoryLocks,
+    safe_ts: Option<(u64, u64)>,
 }
 
 /// A leader term that synced `max_ts`, and the region's range then.
@@ -78,16 +86,32 @@ impl TxnStorage {
     }
 
     /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, on an
-    /// engine snapshot taken then ([`RawStorage::guarded`]).
+    /// engine snapshot taken then ([`RawStorage::guarded`]), with what the
+    /// read must take before that snapshot ([`ReadStart`]).
     pub async fn guarded_snapshot_read<T>(
         &self,
         ctx: &kvrpcpb::Context,
         ts: u64,
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
-        read: impl FnOnce(&dyn KvRead) -> TxnResult<T>,
+        read: impl FnOnce(&dyn KvRead, &ReadStart) -> TxnResult<T>,
     ) -> TxnResult<T> {
-        let guard = self.snapshot_read_barrier(ctx, ts, ranges).await?;
-        self.raw.guarded(guard, read)
+        let guard = self.snapshot_read_barrier(ctx, ts, ranges.clone()).await?;
+        let start = ReadStart {
+            memory_locks: MemoryLocks::take(&self.cm, ts, &ranges),
+            safe_ts: ctx
+                .stale_read
+                .then(|| self.published_safe_ts(ctx.region_id)),
+        };
+        self.raw.guarded(guard, |at| read(at, &start))
+    }
+
+    /// The safe ts this replica has published for the region, with the
+    /// region version it is for (0: none).
+    fn published_safe_ts(&self, region_id: u64) -> (u64, u64) {
+        self.raw.region_view(region_id).map_or((0, 0), |v| {
+            let version = tikal_raftstore::region_version(&v.region);
+            (version, v.read_progress.safe_ts(version))
+        })
     }
 
     /// The barrier of a snapshot read at `ts` over `ranges` (`[start,
@@ -259,19 +283,6 @@ impl TxnStorage {
 
     // ---- reads ----
 
-    /// The region's safe ts here: the one its leader last sent this
-    /// replica (or, on the leader, the last one a quorum confirmed; see
-    /// [`tikal_raftstore::ReadProgress`]), lowered below every lock in the
-    /// region.
-    fn safe_ts(
-        &self,
-        reader: &MvccReader<'_>,
-        view: &tikal_raftstore::RegionView,
-    ) -> TxnResult<u64> {
-        let version = tikal_raftstore::region_version(&view.region);
-        self.below_locks(reader, view, view.read_progress.safe_ts(version))
-    }
-
     /// `ts` lowered below every lock (in memory or in CF lock) in the
     /// view's range (user-key bounds).
     fn below_locks(
@@ -306,17 +317,29 @@ impl TxnStorage {
     }
 
     /// A stale read (`Context.stale_read`) is served only at or below the
-    /// region's [safe ts](Self::safe_ts), by any replica. Above it the
-    /// answer is DataIsNotReady and the client retries as an ordinary
-    /// leader read.
+    /// region's safe ts, by any replica: the one its leader last sent this
+    /// replica (or, on the leader, the last one a quorum confirmed; see
+    /// [`tikal_raftstore::ReadProgress`]) as published before the read's
+    /// engine snapshot (`published`: version and safe ts; one published
+    /// later may cover a commit applied after the snapshot), lowered below
+    /// every lock in the region. Above it the answer is DataIsNotReady and
+    /// the client retries as an ordinary leader read.
     fn check_stale_read(
         &self,
         reader: &MvccReader<'_>,
         ctx: &kvrpcpb::Context,
         view: &tikal_raftstore::RegionView,
+        published: (u64, u64),
         ts: u64,
     ) -> TxnResult<()> {
-        let safe_ts = self.safe_ts(reader, view)?;
+        let (version, published_ts) = published;
+        let version_now = tikal_raftstore::region_version(&view.region);
+        let at_version = if version == version_now {
+            published_ts
+        } else {
+            0
+        };
+        let safe_ts = self.below_locks(reader, view, at_version)?;
         if ts <= safe_ts {
             return Ok(());
         }
@@ -329,10 +352,12 @@ impl TxnStorage {
     }
 
     /// Checks the region and, for stale reads, the safe ts; then reads
-    /// `at` (an engine snapshot taken after the read's barrier).
+    /// `at` (an engine snapshot taken after the read's barrier and
+    /// `start`).
     fn read<T>(
         &self,
         at: &dyn KvRead,
+        start: &ReadStart,
         ctx: &kvrpcpb::Context,
         keys: &[&[u8]],
         ts: u64,
@@ -347,7 +372,8 @@ impl TxnStorage {
             return read(&reader, &view);
         }
         let generation = view.read_progress.generation();
-        self.check_stale_read(&reader, ctx, &view, ts)?;
+        let published = start.safe_ts.unwrap_or_default();
+        self.check_stale_read(&reader, ctx, &view, published, ts)?;
         let out = read(&reader, &view)?;
         if view.read_progress.generation() != generation {
             // The replica's data was being replaced while we read.
@@ -364,12 +390,13 @@ impl TxnStorage {
     pub fn get(
         &self,
         at: &dyn KvRead,
+        start: &ReadStart,
         ctx: &kvrpcpb::Context,
         key: &[u8],
         ts: u64,
     ) -> TxnResult<Option<Vec<u8>>> {
-        self.read(at, ctx, &[key], ts, |r, _| {
-            reads::get(r, &self.cm, ctx, key, ts)
+        self.read(at, start, ctx, &[key], ts, |r, _| {
+            reads::get(r, &start.memory_locks, ctx, key, ts)
         })
     }
 
@@ -377,13 +404,14 @@ impl TxnStorage {
     pub fn batch_get(
         &self,
         at: &dyn KvRead,
+        start: &ReadStart,
         ctx: &kvrpcpb::Context,
         keys: &[Vec<u8>],
         ts: u64,
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
         let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        self.read(at, ctx, &key_refs, ts, |r, _| {
-            reads::batch_get(r, &self.cm, ctx, keys, ts)
+        self.read(at, start, ctx, &key_refs, ts, |r, _| {
+            reads::batch_get(r, &start.memory_locks, ctx, keys, ts)
         })
     }
 
@@ -394,6 +422,7 @@ impl TxnStorage {
     pub fn scan(
         &self,
         at: &dyn KvRead,
+        read_start: &ReadStart,
         ctx: &kvrpcpb::Context,
         start: &[u8],
         end: &[u8],
@@ -403,7 +432,7 @@ impl TxnStorage {
         reverse: bool,
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
         self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
-        self.read(at, ctx, &[], ts, |r, view| {
+        self.read(at, read_start, ctx, &[], ts, |r, view| {
             let bounds = crate::raw::scan_bounds(view, start, end, reverse, false)?;
             let range = ScanRange {
                 lower: &bounds.lower,
@@ -412,7 +441,7 @@ impl TxnStorage {
                 key_only,
                 reverse,
             };
-            reads::scan(r, &self.cm, ctx, &range, ts)
+            reads::scan(r, &read_start.memory_locks, ctx, &range, ts)
         })
     }
 
@@ -679,6 +708,159 @@ fn data_is_not_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mvcc::codec::{append_ts, encode_key};
+    use crate::mvcc::record::{Lock, LockType, Write, WriteType};
+    use tikal_engine::{KvEngine, CF_LOCK, CF_WRITE};
+
+    /// A store leading region 1 (the whole key space) on its own, with the
+    /// transactional storage over it, and its engine (for writes that
+    /// stand for an apply racing a read).
+    async fn one_store(dir: &std::path::Path) -> (TxnStorage, KvEngine) {
+        let kv = KvEngine::open(&dir.join("db")).unwrap();
+        let log = Arc::new(tikal_engine::RaftLogEngine::open(&dir.join("raft")).unwrap());
+        let region = metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        tikal_raftstore::write_initial_region(&kv, &region).unwrap();
+        let cm = Arc::new(ConcurrencyManager::default());
+        let snaps = Arc::new(tikal_raftstore::SnapManager::open(&dir.join("snap")).unwrap());
+        let store = tikal_raftstore::Store::open(
+            1,
+            Default::default(),
+            kv.clone(),
+            log,
+            snaps,
+            Arc::new(crate::RawApplier::new(cm.clone())),
+            Box::new(tikal_raftstore::NoTransport),
+            tokio::sync::mpsc::unbounded_channel().0,
+        )
+        .unwrap();
+        let router = tikal_raftstore::Router::start(store).unwrap();
+        let cfg = crate::raw::StorageConfig {
+            api_version: 1,
+            raft_entry_max_size: 8 << 20,
+            enable_ttl: false,
+        };
+        let raw = RawStorage::new(1, cfg, kv.clone(), router);
+        let txn = TxnStorage::new(raw).with_concurrency_manager(cm);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !txn.raw.region_view(1).is_some_and(|v| v.is_leader) {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (txn, kv)
+    }
+
+    fn ctx() -> kvrpcpb::Context {
+        kvrpcpb::Context {
+            region_id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn write(kv: &KvEngine, cf: tikal_engine::Cf, key: Vec<u8>, value: Vec<u8>) {
+        let mut wb = kv.write_batch();
+        wb.put(cf, &key, &value);
+        kv.write(wb, false).unwrap();
+    }
+
+    fn commit(kv: &KvEngine, key: &[u8], value: &[u8], start_ts: u64, commit_ts: u64) {
+        let w = Write::new(WriteType::Put, start_ts, Some(value.to_vec()));
+        write(
+            kv,
+            CF_WRITE,
+            append_ts(encode_key(key), commit_ts),
+            w.to_bytes(),
+        );
+    }
+
+    async fn get(txn: &TxnStorage, ctx: &kvrpcpb::Context, ts: u64) -> TxnResult<Option<Vec<u8>>> {
+        let point = vec![reads::point(b"k")];
+        txn.guarded_snapshot_read(ctx, ts, point, |at, start| {
+            txn.get(at, start, ctx, b"k", ts)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_read_sees_a_prewrite_that_released_its_memory_lock_after_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (txn, kv) = one_store(dir.path()).await;
+        commit(&kv, b"k", b"old", 1, 2);
+        // An async-commit prewrite holds its memory lock: it took max_ts
+        // before the read raised it, so it may commit at or below 20.
+        let mut lock = Lock::new(LockType::Put, b"k".to_vec(), 10, 3_000);
+        lock.use_async_commit = true;
+        lock.min_commit_ts = 11;
+        txn.cm.lock_in_memory(b"k", lock.clone());
+        let got = txn
+            .guarded_snapshot_read(&ctx(), 20, vec![reads::point(b"k")], |at, start| {
+                // After the read's engine snapshot, the prewrite's lock is
+                // applied and its memory lock released.
+                write(&kv, CF_LOCK, encode_key(b"k"), lock.to_bytes());
+                txn.cm.release(&[b"k".to_vec()]);
+                txn.get(at, start, &ctx(), b"k", 20)
+            })
+            .await;
+        match got {
+            Err(TxnError::Key(e)) => assert!(e[0].locked.is_some(), "{e:?}"),
+            other => panic!("the read must meet the lock, got {other:?}"),
+        }
+        assert_eq!(txn.cm.max_ts(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_stale_read_goes_by_the_safe_ts_published_before_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (txn, kv) = one_store(dir.path()).await;
+        commit(&kv, b"k", b"old", 50, 60);
+        let view = txn.raw.region_view(1).unwrap();
+        let progress = view.read_progress.clone();
+        let version = tikal_raftstore::region_version(&view.region);
+        let publish = |safe_ts| {
+            progress.update(tikal_raftstore::ReadState {
+                applied_index: progress.applied(),
+                safe_ts,
+                version,
+            })
+        };
+        publish(100);
+        let stale = kvrpcpb::Context {
+            stale_read: true,
+            ..ctx()
+        };
+        assert_eq!(get(&txn, &stale, 90).await.unwrap(), Some(b"old".to_vec()));
+        // After the read's snapshot, a commit at 150 is applied and a safe
+        // ts past it published: the snapshot lacks that commit.
+        let got = txn
+            .guarded_snapshot_read(&stale, 180, vec![reads::point(b"k")], |at, start| {
+                commit(&kv, b"k", b"new", 140, 150);
+                publish(200);
+                txn.get(at, start, &stale, b"k", 180)
+            })
+            .await;
+        match got {
+            Err(TxnError::Storage(StorageError::Region(e))) => {
+                assert!(e.data_is_not_ready.is_some(), "{e:?}")
+            }
+            other => panic!("the read must be refused, got {other:?}"),
+        }
+        assert_eq!(get(&txn, &stale, 180).await.unwrap(), Some(b"new".to_vec()));
+    }
 
     #[test]
     fn a_leader_syncs_max_ts_again_for_a_new_term_or_a_range_a_merge_grew() {
