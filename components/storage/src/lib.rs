@@ -4,7 +4,8 @@
 //! A request's life here: the server hands in a kvproto request; we check it
 //! against the region it names (exists on this store, this peer leads it, the
 //! epoch is current, every key lies inside it) and validate arguments. Reads
-//! then go straight to the KV engine. Writes become a [`RawCommand`]: a list
+//! then wait for their read index and read an engine snapshot taken after
+//! it. Writes become a [`RawCommand`]: a list
 //! of column-family puts and deletes (or one compare-and-swap) proposed to the
 //! region's Raft group; [`RawApplier`] performs it at apply time on every
 //! replica, so all replicas evaluate a CAS against the same state.
@@ -19,6 +20,8 @@ mod errors;
 pub mod mvcc;
 mod raw;
 pub mod scheduler;
+#[cfg(test)]
+mod test_store;
 pub mod txn;
 pub use tikal_codec::raw_value as value;
 

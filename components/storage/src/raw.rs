@@ -152,14 +152,19 @@ impl RawStorage {
         cmd: Cmd,
         check: Vec<u8>,
     ) -> Result<(Option<Vec<u8>>, ReadGuard)> {
+        // A stale read is a transactional read at a ts (served below the
+        // region's safe ts, checked as it reads); a raw read has no ts, so
+        // one asking for it is served as a linearizable read, as TiKV
+        // serves it.
+        let stale = ctx.stale_read && cmd == Cmd::Txn;
         // Any replica for a stale or a replica read; the read itself
         // checks where it may be served.
-        let any_replica = ctx.stale_read || ctx.replica_read;
+        let any_replica = stale || ctx.replica_read;
         let view = self.check_replica(ctx, Some(cmd), std::iter::empty::<&[u8]>(), any_replica)?;
         // Taken before the read index is asked for: a snapshot or the
         // peer's end any time after moves it.
         let guard = ReadGuard::new(&view.read_progress, ctx.region_id);
-        if ctx.stale_read {
+        if stale {
             return Ok((None, guard));
         }
         if ctx.replica_read && !view.is_leader {
@@ -1068,6 +1073,29 @@ mod tests {
             read_live(at, CF_DEFAULT, b"k", 1)
         });
         assert!(refused.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_raw_read_asking_for_a_stale_read_still_waits_for_its_read_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::test_store::one_store(dir.path()).await;
+        let mut wb = store.kv.write_batch();
+        wb.put(CF_DEFAULT, b"k", &value::encode(b"v", 0, 0));
+        store.kv.write(wb, false).unwrap();
+        let stale = kvrpcpb::Context {
+            stale_read: true,
+            ..crate::test_store::ctx()
+        };
+        let get = || {
+            store
+                .raw
+                .guarded_read(&stale, Cmd::Raw, |at| store.raw.get(at, &stale, "", b"k"))
+        };
+        assert_eq!(get().await.unwrap(), Some(b"v".to_vec()));
+        // A store loop that is gone answers no read index: the read fails
+        // rather than answering from data no quorum confirmed.
+        store.router.stop();
+        assert!(get().await.is_err());
     }
 
     #[test]

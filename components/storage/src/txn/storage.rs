@@ -708,85 +708,10 @@ fn data_is_not_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::codec::{append_ts, encode_key};
-    use crate::mvcc::record::{Lock, LockType, Write, WriteType};
-    use tikal_engine::{KvEngine, CF_LOCK, CF_WRITE};
-
-    /// A store leading region 1 (the whole key space) on its own, with the
-    /// transactional storage over it, and its engine (for writes that
-    /// stand for an apply racing a read).
-    async fn one_store(dir: &std::path::Path) -> (TxnStorage, KvEngine) {
-        let kv = KvEngine::open(&dir.join("db")).unwrap();
-        let log = Arc::new(tikal_engine::RaftLogEngine::open(&dir.join("raft")).unwrap());
-        let region = metapb::Region {
-            id: 1,
-            region_epoch: Some(metapb::RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![metapb::Peer {
-                id: 2,
-                store_id: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        tikal_raftstore::write_initial_region(&kv, &region).unwrap();
-        let cm = Arc::new(ConcurrencyManager::default());
-        let snaps = Arc::new(tikal_raftstore::SnapManager::open(&dir.join("snap")).unwrap());
-        let store = tikal_raftstore::Store::open(
-            1,
-            Default::default(),
-            kv.clone(),
-            log,
-            snaps,
-            Arc::new(crate::RawApplier::new(cm.clone())),
-            Box::new(tikal_raftstore::NoTransport),
-            tokio::sync::mpsc::unbounded_channel().0,
-        )
-        .unwrap();
-        let router = tikal_raftstore::Router::start(store).unwrap();
-        let cfg = crate::raw::StorageConfig {
-            api_version: 1,
-            raft_entry_max_size: 8 << 20,
-            enable_ttl: false,
-        };
-        let raw = RawStorage::new(1, cfg, kv.clone(), router);
-        let txn = TxnStorage::new(raw).with_concurrency_manager(cm);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !txn.raw.region_view(1).is_some_and(|v| v.is_leader) {
-            assert!(Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        (txn, kv)
-    }
-
-    fn ctx() -> kvrpcpb::Context {
-        kvrpcpb::Context {
-            region_id: 1,
-            region_epoch: Some(metapb::RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn write(kv: &KvEngine, cf: tikal_engine::Cf, key: Vec<u8>, value: Vec<u8>) {
-        let mut wb = kv.write_batch();
-        wb.put(cf, &key, &value);
-        kv.write(wb, false).unwrap();
-    }
-
-    fn commit(kv: &KvEngine, key: &[u8], value: &[u8], start_ts: u64, commit_ts: u64) {
-        let w = Write::new(WriteType::Put, start_ts, Some(value.to_vec()));
-        write(
-            kv,
-            CF_WRITE,
-            append_ts(encode_key(key), commit_ts),
-            w.to_bytes(),
-        );
-    }
+    use crate::mvcc::codec::encode_key;
+    use crate::mvcc::record::{Lock, LockType};
+    use crate::test_store::{commit, ctx, one_store, write};
+    use tikal_engine::CF_LOCK;
 
     async fn get(txn: &TxnStorage, ctx: &kvrpcpb::Context, ts: u64) -> TxnResult<Option<Vec<u8>>> {
         let point = vec![reads::point(b"k")];
@@ -799,7 +724,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_sees_a_prewrite_that_released_its_memory_lock_after_the_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let (txn, kv) = one_store(dir.path()).await;
+        let crate::test_store::TestStore { txn, kv, .. } = one_store(dir.path()).await;
         commit(&kv, b"k", b"old", 1, 2);
         // An async-commit prewrite holds its memory lock: it took max_ts
         // before the read raised it, so it may commit at or below 20.
@@ -826,7 +751,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_read_goes_by_the_safe_ts_published_before_its_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let (txn, kv) = one_store(dir.path()).await;
+        let crate::test_store::TestStore { txn, kv, .. } = one_store(dir.path()).await;
         commit(&kv, b"k", b"old", 50, 60);
         let view = txn.raw.region_view(1).unwrap();
         let progress = view.read_progress.clone();
