@@ -186,9 +186,11 @@ pub async fn resolve_lock(
 
 pub async fn scan_lock(s: &TxnStorage, req: ScanLockRequest) -> Result<ScanLockResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    let call = s.guarded_leader_read(&ctx, |at| {
+    let range = (req.start_key.clone(), req.end_key.clone());
+    let call = s.guarded_leader_read(&ctx, req.max_version, range, |at, start| {
         s.scan_lock(
             at,
+            start,
             &ctx,
             &req.start_key,
             &req.end_key,

@@ -22,6 +22,14 @@ pub struct TestStore {
     pub router: Router,
 }
 
+impl Drop for TestStore {
+    /// Joins the store loop: a loop still running when the test process
+    /// exits would meet RocksDB torn down under it.
+    fn drop(&mut self) {
+        self.router.stop();
+    }
+}
+
 /// Opens a [`TestStore`] in `dir` and waits until it leads its region.
 pub async fn one_store(dir: &std::path::Path) -> TestStore {
     let kv = KvEngine::open(&dir.join("db")).unwrap();

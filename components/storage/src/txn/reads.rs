@@ -229,14 +229,21 @@ pub fn scan(
 }
 
 /// Locks with `ts <= max_ts` among keys in `[lower, upper)`, at most
-/// `limit` (0 = no limit).
+/// `limit` (0 = no limit). An in-memory one among `memory` (a prewrite not
+/// yet applied) fails the scan with KeyIsLocked, as TiKV answers: the
+/// caller (GC resolving locks below its safe point) must not miss it, and
+/// it is not there to return yet.
 pub fn scan_lock(
     reader: &MvccReader<'_>,
+    memory: &MemoryLocks,
     lower: &[u8],
     upper: &[u8],
     max_ts: u64,
     limit: u32,
 ) -> TxnResult<Vec<kvrpcpb::LockInfo>> {
+    if let Some((key, lock)) = memory.range(lower, upper).find(|(_, l)| l.ts <= max_ts) {
+        return Err(one(ke::locked(lock.info(key))));
+    }
     let limit = match limit {
         0 => usize::MAX,
         n => n as usize,

@@ -585,7 +585,8 @@ impl Runner {
             }
             "scan_lock" => {
                 let max_ts = a.ts("max_ts")?;
-                let r = reads::scan_lock(&self.reader(), b"", b"", max_ts, 0);
+                let locks = reads::MemoryLocks::take(&self.cm, max_ts, &[(vec![], vec![])]);
+                let r = reads::scan_lock(&self.reader(), &locks, b"", b"", max_ts, 0);
                 outcome(r, |locks| {
                     let keys: Vec<String> = locks
                         .iter()

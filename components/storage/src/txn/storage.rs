@@ -41,6 +41,21 @@ pub struct TxnStorage {
     max_ts_synced_notify: Arc<tokio::sync::Notify>,
 }
 
+/// What a write command holds from deciding until its batch is applied
+/// or dropped: its keys' latches and the locks it shows in memory (released
+/// when this is dropped).
+struct Held {
+    cm: Arc<ConcurrencyManager>,
+    memory_locked: Vec<Vec<u8>>,
+    _latches: latch::Guard,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.cm.release(&self.memory_locked);
+    }
+}
+
 /// What a transactional read takes before its engine snapshot: the
 /// in-memory locks of its ranges, once `max_ts` is raised, and for a stale
 /// read the safe ts published then (region version, safe ts).
@@ -72,17 +87,23 @@ impl SyncedLeader {
 const MAX_TS_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 impl TxnStorage {
-    /// [`RawStorage::guarded_read`] on the leader only (ScanLock).
+    /// [`Self::guarded_snapshot_read`] at `ts` over `range` on the leader
+    /// only, after its read index, whatever the request's context asks
+    /// (ScanLock).
     pub async fn guarded_leader_read<T>(
         &self,
         ctx: &kvrpcpb::Context,
-        read: impl FnOnce(&dyn KvRead) -> TxnResult<T>,
+        ts: u64,
+        range: (Vec<u8>, Vec<u8>),
+        read: impl FnOnce(&dyn KvRead, &ReadStart) -> TxnResult<T>,
     ) -> TxnResult<T> {
         let leader_only = kvrpcpb::Context {
             replica_read: false,
+            stale_read: false,
             ..ctx.clone()
         };
-        self.raw.guarded_read(&leader_only, Cmd::Txn, read).await
+        self.guarded_snapshot_read(&leader_only, ts, vec![range], read)
+            .await
     }
 
     /// Runs `read` once [`Self::snapshot_read_barrier`] lets it, on an
@@ -237,8 +258,9 @@ impl TxnStorage {
 
     /// Runs a write command: region check, latches, decide, propose, wait
     /// for apply. The command sees the applied state of every key it
-    /// latched; locks it showed in memory go once its batch is applied or
-    /// dropped.
+    /// latched; its latches and the locks it showed in memory go once its
+    /// batch is applied or dropped, whether or not the caller still waits
+    /// ([`Self::apply_to_the_end`]).
     pub async fn execute<C: WriteCommand>(
         &self,
         ctx: &kvrpcpb::Context,
@@ -251,24 +273,62 @@ impl TxnStorage {
         let view = self
             .raw
             .check_txn_region(ctx, keys.iter().map(Vec::as_slice))?;
-        let _guard = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
+        let latches = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
         let (out, mut batch) = {
             let mut pctx = ProcessContext::new(self.raw.engine(), &self.cm, &self.waits);
             let out = cmd.process(&mut pctx);
             (out, pctx.batch)
         };
-        let memory_locked = std::mem::take(&mut batch.memory_locked);
+        let held = Held {
+            cm: self.cm.clone(),
+            memory_locked: std::mem::take(&mut batch.memory_locked),
+            _latches: latches,
+        };
         let opt = if cmd.allowed_on_almost_full() {
             crate::raw::almost_full_ok(ctx)
         } else {
             ctx.disk_full_opt()
         };
-        let result = match out {
-            Ok(out) => self.apply(&view, batch, opt).await.map(|()| out),
-            Err(e) => Err(e),
-        };
-        self.cm.release(&memory_locked);
-        result
+        let out = out?;
+        self.apply_to_the_end(&view, batch, opt, held).await?;
+        Ok(out)
+    }
+
+    /// [`Self::apply`] for a command that holds latches and in-memory
+    /// locks (`held`), seen through to its end by a task of its own. A
+    /// client that gives up drops its request's future, but a proposed
+    /// write may still apply: until it has, its keys must stay latched (a
+    /// command after it would decide on state it is about to change) and
+    /// its in-memory locks shown (readers would see neither them nor the
+    /// applied locks). Dropped with the request instead, in-memory locks
+    /// would never be released, and their keys would read as locked for
+    /// good.
+    async fn apply_to_the_end(
+        &self,
+        view: &RegionView,
+        batch: Batch,
+        opt: DiskFullOpt,
+        held: Held,
+    ) -> TxnResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let write = (self.raw).prepare(view, batch.ops, crate::value::now_secs(), opt)?;
+        let pending = self.raw.submit(write, None)?;
+        let waits = self.waits.clone();
+        let released = batch.released;
+        let applied = tokio::spawn(async move {
+            let outcome = pending.wait().await;
+            if outcome.is_ok() {
+                waits.wake(&released);
+            }
+            drop(held);
+            outcome
+        });
+        match applied.await {
+            Ok(outcome) => outcome.map(|_| ()).map_err(Into::into),
+            Err(e) => Err(StorageError::Internal(format!("a write's task failed: {e}")).into()),
+        }
     }
 
     async fn apply(&self, view: &RegionView, batch: Batch, opt: DiskFullOpt) -> TxnResult<()> {
@@ -445,9 +505,13 @@ impl TxnStorage {
         })
     }
 
+    /// The locks at or below `max_ts` in `[start, end)`, read from `at`
+    /// after [`Self::guarded_leader_read`] at `max_ts` over that range.
+    #[allow(clippy::too_many_arguments)]
     pub fn scan_lock(
         &self,
         at: &dyn KvRead,
+        read_start: &ReadStart,
         ctx: &kvrpcpb::Context,
         start: &[u8],
         end: &[u8],
@@ -460,7 +524,8 @@ impl TxnStorage {
             .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let bounds = crate::raw::scan_bounds(&view, start, end, false, false)?;
         let reader = MvccReader::new(at);
-        reads::scan_lock(&reader, &bounds.lower, &bounds.upper, max_ts, limit)
+        let memory = &read_start.memory_locks;
+        reads::scan_lock(&reader, memory, &bounds.lower, &bounds.upper, max_ts, limit)
     }
 
     // ---- writes ----
@@ -713,6 +778,115 @@ mod tests {
     use crate::test_store::{commit, ctx, one_store, write};
     use tikal_engine::CF_LOCK;
 
+    #[tokio::test]
+    async fn a_prewrite_whose_caller_gives_up_releases_its_memory_lock_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_store(dir.path()).await;
+        let (txn, kv) = (&store.txn, &store.kv);
+        let prewrite = |start_version| {
+            commands::Prewrite::from_request(kvrpcpb::PrewriteRequest {
+                context: Some(ctx()),
+                mutations: vec![kvrpcpb::Mutation {
+                    op: kvrpcpb::Op::Put as i32,
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                }],
+                primary_lock: b"k".to_vec(),
+                start_version,
+                lock_ttl: 3_000,
+                use_async_commit: true,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        // Polled once: proposed, then dropped, as a cancelled request's
+        // handler is.
+        let (first, context) = (prewrite(10), ctx());
+        let mut gave_up = Box::pin(txn.execute(&context, &first));
+        let once = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(gave_up.as_mut(), cx).is_pending())
+        });
+        assert!(once.await, "answered before its write could apply");
+        drop(gave_up);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let applied = || kv.get(CF_LOCK, &encode_key(b"k")).unwrap().is_some();
+        let in_memory = || !txn.cm.memory_locks_in(b"k", b"").is_empty();
+        // Shown in memory until applied (checked in that order: the
+        // release comes after the apply), then no longer in memory.
+        loop {
+            assert!(in_memory() || applied(), "released before applied");
+            if applied() && !in_memory() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "applied: {}, still in memory: {}",
+                applied(),
+                in_memory()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The latch went too: another transaction's prewrite runs, and
+        // meets the applied lock.
+        let second = prewrite(20);
+        let other = tokio::time::timeout(Duration::from_secs(10), txn.execute(&context, &second));
+        match other.await {
+            Ok(Err(TxnError::Key(_))) => {}
+            Ok(other) => panic!("a prewrite over another's lock: {:?}", other.err()),
+            Err(_) => panic!("the latch was never released"),
+        }
+    }
+
+    #[tokio::test]
+    async fn scan_lock_raises_max_ts_refuses_an_unapplied_lock_and_always_asks_the_quorum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_store(dir.path()).await;
+        let (txn, kv) = (&store.txn, &store.kv);
+        write(
+            kv,
+            CF_LOCK,
+            encode_key(b"a"),
+            Lock::new(LockType::Put, b"a".to_vec(), 5, 3_000).to_bytes(),
+        );
+        let scan = |ctx: kvrpcpb::Context, max_ts: u64| async move {
+            let range = (vec![], vec![]);
+            txn.guarded_leader_read(&ctx, max_ts, range, |at, start| {
+                txn.scan_lock(at, start, &ctx, b"", b"", max_ts, 0)
+            })
+            .await
+        };
+        let found = scan(ctx(), 50).await.unwrap();
+        assert_eq!(
+            found.iter().map(|l| l.lock_version).collect::<Vec<_>>(),
+            [5]
+        );
+        assert_eq!(txn.cm.max_ts(), 50, "as a read at 50 raises it");
+        // A prewrite at 40 not applied yet: GC must not miss its lock.
+        txn.cm
+            .lock_in_memory(b"m", Lock::new(LockType::Put, b"m".to_vec(), 40, 3_000));
+        match scan(ctx(), 50).await {
+            Err(TxnError::Key(e)) => {
+                assert_eq!(e[0].locked.as_ref().map(|l| l.lock_version), Some(40))
+            }
+            other => panic!("{other:?}"),
+        }
+        let below_m = scan(ctx(), 30).await.unwrap();
+        assert_eq!(
+            below_m.iter().map(|l| l.lock_version).collect::<Vec<_>>(),
+            [5]
+        );
+        txn.cm.release(&[b"m".to_vec()]);
+        // Stale or not, it reads only what a quorum confirmed: a store whose
+        // loop is gone answers nothing.
+        store.router.stop();
+        let stale = kvrpcpb::Context {
+            stale_read: true,
+            ..ctx()
+        };
+        assert!(scan(stale, 50).await.is_err());
+    }
+
     async fn get(txn: &TxnStorage, ctx: &kvrpcpb::Context, ts: u64) -> TxnResult<Option<Vec<u8>>> {
         let point = vec![reads::point(b"k")];
         txn.guarded_snapshot_read(ctx, ts, point, |at, start| {
@@ -724,8 +898,9 @@ mod tests {
     #[tokio::test]
     async fn a_read_sees_a_prewrite_that_released_its_memory_lock_after_the_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let crate::test_store::TestStore { txn, kv, .. } = one_store(dir.path()).await;
-        commit(&kv, b"k", b"old", 1, 2);
+        let store = one_store(dir.path()).await;
+        let (txn, kv) = (&store.txn, &store.kv);
+        commit(kv, b"k", b"old", 1, 2);
         // An async-commit prewrite holds its memory lock: it took max_ts
         // before the read raised it, so it may commit at or below 20.
         let mut lock = Lock::new(LockType::Put, b"k".to_vec(), 10, 3_000);
@@ -736,7 +911,7 @@ mod tests {
             .guarded_snapshot_read(&ctx(), 20, vec![reads::point(b"k")], |at, start| {
                 // After the read's engine snapshot, the prewrite's lock is
                 // applied and its memory lock released.
-                write(&kv, CF_LOCK, encode_key(b"k"), lock.to_bytes());
+                write(kv, CF_LOCK, encode_key(b"k"), lock.to_bytes());
                 txn.cm.release(&[b"k".to_vec()]);
                 txn.get(at, start, &ctx(), b"k", 20)
             })
@@ -751,8 +926,9 @@ mod tests {
     #[tokio::test]
     async fn a_stale_read_goes_by_the_safe_ts_published_before_its_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let crate::test_store::TestStore { txn, kv, .. } = one_store(dir.path()).await;
-        commit(&kv, b"k", b"old", 50, 60);
+        let store = one_store(dir.path()).await;
+        let (txn, kv) = (&store.txn, &store.kv);
+        commit(kv, b"k", b"old", 50, 60);
         let view = txn.raw.region_view(1).unwrap();
         let progress = view.read_progress.clone();
         let version = tikal_raftstore::region_version(&view.region);
@@ -768,12 +944,12 @@ mod tests {
             stale_read: true,
             ..ctx()
         };
-        assert_eq!(get(&txn, &stale, 90).await.unwrap(), Some(b"old".to_vec()));
+        assert_eq!(get(txn, &stale, 90).await.unwrap(), Some(b"old".to_vec()));
         // After the read's snapshot, a commit at 150 is applied and a safe
         // ts past it published: the snapshot lacks that commit.
         let got = txn
             .guarded_snapshot_read(&stale, 180, vec![reads::point(b"k")], |at, start| {
-                commit(&kv, b"k", b"new", 140, 150);
+                commit(kv, b"k", b"new", 140, 150);
                 publish(200);
                 txn.get(at, start, &stale, b"k", 180)
             })
@@ -784,7 +960,7 @@ mod tests {
             }
             other => panic!("the read must be refused, got {other:?}"),
         }
-        assert_eq!(get(&txn, &stale, 180).await.unwrap(), Some(b"new".to_vec()));
+        assert_eq!(get(txn, &stale, 180).await.unwrap(), Some(b"new".to_vec()));
     }
 
     #[test]
