@@ -139,7 +139,10 @@ impl RawStorage {
         guard: ReadGuard,
         read: impl FnOnce(&dyn KvRead) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        read_snapshot(&self.engine, guard, read)
+        let snapshot = self.engine.snapshot();
+        let out = read(&snapshot)?;
+        guard.check()?;
+        Ok(out)
     }
 
     /// [`Self::read_barrier`], where a replica read carries `check` for
@@ -766,18 +769,6 @@ fn ttl_not_enabled() -> StorageError {
     )
 }
 
-/// [`RawStorage::guarded`] on `engine`.
-fn read_snapshot<T, E: From<StorageError>>(
-    engine: &KvEngine,
-    guard: ReadGuard,
-    read: impl FnOnce(&dyn KvRead) -> std::result::Result<T, E>,
-) -> std::result::Result<T, E> {
-    let snapshot = engine.snapshot();
-    let out = read(&snapshot)?;
-    guard.check()?;
-    Ok(out)
-}
-
 /// A raw value that is there and not expired at `now`.
 fn read_live(at: &dyn KvRead, cf: Cf, key: &[u8], now: u64) -> Result<Option<Vec<u8>>> {
     let Some(raw) = at.get(cf, key)? else {
@@ -1048,15 +1039,16 @@ mod tests {
         assert!(guard().check().is_ok(), "taken after the change");
     }
 
-    #[test]
-    fn a_guarded_read_sees_the_data_of_its_start_when_the_live_engine_drops_it() {
+    #[tokio::test]
+    async fn a_guarded_read_sees_the_data_of_its_start_when_the_live_engine_drops_it() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = KvEngine::open(dir.path()).unwrap();
+        let store = crate::test_store::one_store(dir.path()).await;
+        let (raw, engine) = (&store.raw, &store.kv);
         let mut wb = engine.write_batch();
         wb.put(CF_DEFAULT, b"k", &value::encode(b"v", 0, 0));
         engine.write(wb, false).unwrap();
         let progress = std::sync::Arc::new(tikal_raftstore::ReadProgress::default());
-        let got = read_snapshot(&engine, ReadGuard::new(&progress, 1), |at| {
+        let got = raw.guarded(ReadGuard::new(&progress, 1), |at| {
             // A region split off the one read, then destroyed here
             // mid-read: its data goes from the live engine, not from the
             // read's snapshot.
@@ -1068,7 +1060,7 @@ mod tests {
         assert_eq!(got.unwrap(), Some(b"v".to_vec()));
         assert_eq!(engine.get(CF_DEFAULT, b"k").unwrap(), None);
         // The read's own region replaced meanwhile: refused as before.
-        let refused = read_snapshot(&engine, ReadGuard::new(&progress, 1), |at| {
+        let refused = raw.guarded(ReadGuard::new(&progress, 1), |at| {
             progress.invalidate();
             read_live(at, CF_DEFAULT, b"k", 1)
         });

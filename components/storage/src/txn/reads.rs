@@ -261,11 +261,14 @@ pub fn scan_lock(
 /// The check a replica read at `ts` over `ranges` (`[start, end)`, empty
 /// end = unbounded) asks of the region's leader (see
 /// [`check_replica_read`]), encoded for the raftstore.
-pub fn replica_read_check(ts: u64, ranges: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+pub fn replica_read_check(ts: u64, ranges: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     use prost::Message;
     let key_ranges = ranges
-        .into_iter()
-        .map(|(start_key, end_key)| kvrpcpb::KeyRange { start_key, end_key })
+        .iter()
+        .map(|(start_key, end_key)| kvrpcpb::KeyRange {
+            start_key: start_key.clone(),
+            end_key: end_key.clone(),
+        })
         .collect();
     let req = tikal_proto::raft_cmdpb::ReadIndexRequest {
         start_ts: ts,
@@ -316,17 +319,17 @@ mod tests {
         let range = |a: &[u8], b: &[u8]| (a.to_vec(), b.to_vec());
 
         // Other keys, and an older snapshot, pass; max_ts follows the reads.
-        let check = replica_read_check(20, vec![range(b"k1", b"k2"), range(b"k3", b"")]);
+        let check = replica_read_check(20, &[range(b"k1", b"k2"), range(b"k3", b"")]);
         assert_eq!(check_replica_read(&cm, &check), None);
         assert_eq!(cm.max_ts(), 20);
         assert_eq!(
-            check_replica_read(&cm, &replica_read_check(9, vec![range(b"", b"")])),
+            check_replica_read(&cm, &replica_read_check(9, &[range(b"", b"")])),
             None
         );
 
         // A read at or above its min commit ts over its key is refused
         // with the lock.
-        let refusal = check_replica_read(&cm, &replica_read_check(30, vec![range(b"k", b"l")]));
+        let refusal = check_replica_read(&cm, &replica_read_check(30, &[range(b"k", b"l")]));
         let info = kvrpcpb::LockInfo::decode(refusal.expect("refused").as_slice()).unwrap();
         assert_eq!((info.key.as_slice(), info.lock_version), (&b"k2"[..], 10));
         assert_eq!(cm.max_ts(), 30);

@@ -116,7 +116,7 @@ impl TxnStorage {
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
         read: impl FnOnce(&dyn KvRead, &ReadStart) -> TxnResult<T>,
     ) -> TxnResult<T> {
-        let guard = self.snapshot_read_barrier(ctx, ts, ranges.clone()).await?;
+        let guard = self.snapshot_read_barrier(ctx, ts, &ranges).await?;
         let start = ReadStart {
             memory_locks: MemoryLocks::take(&self.cm, ts, &ranges),
             safe_ts: ctx
@@ -145,7 +145,7 @@ impl TxnStorage {
         &self,
         ctx: &kvrpcpb::Context,
         ts: u64,
-        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        ranges: &[(Vec<u8>, Vec<u8>)],
     ) -> TxnResult<ReadGuard> {
         if !ctx.replica_read || ctx.stale_read {
             return Ok(self.raw.read_barrier(ctx, Cmd::Txn).await?);
@@ -260,7 +260,7 @@ impl TxnStorage {
     /// for apply. The command sees the applied state of every key it
     /// latched; its latches and the locks it showed in memory go once its
     /// batch is applied or dropped, whether or not the caller still waits
-    /// ([`Self::apply_to_the_end`]).
+    /// ([`Self::apply`]).
     pub async fn execute<C: WriteCommand>(
         &self,
         ctx: &kvrpcpb::Context,
@@ -290,25 +290,26 @@ impl TxnStorage {
             ctx.disk_full_opt()
         };
         let out = out?;
-        self.apply_to_the_end(&view, batch, opt, held).await?;
+        self.apply(&view, batch, opt, Some(held)).await?;
         Ok(out)
     }
 
-    /// [`Self::apply`] for a command that holds latches and in-memory
-    /// locks (`held`), seen through to its end by a task of its own. A
-    /// client that gives up drops its request's future, but a proposed
-    /// write may still apply: until it has, its keys must stay latched (a
-    /// command after it would decide on state it is about to change) and
-    /// its in-memory locks shown (readers would see neither them nor the
-    /// applied locks). Dropped with the request instead, in-memory locks
-    /// would never be released, and their keys would read as locked for
-    /// good.
-    async fn apply_to_the_end(
+    /// Proposes `batch` and waits until it is applied, then wakes the
+    /// waiters of the locks it released and lets go of what the command
+    /// holds (`held`: latches and in-memory locks). The wait runs in a task
+    /// of its own, to the end: a client that gives up drops its request's
+    /// future, but a proposed write may still apply, and until it has, its
+    /// keys must stay latched (a command after it would decide on state it
+    /// is about to change) and its in-memory locks shown (readers would
+    /// see neither them nor the applied locks). Dropped with the request
+    /// instead, in-memory locks would never be released, and their keys
+    /// would read as locked for good.
+    async fn apply(
         &self,
         view: &RegionView,
         batch: Batch,
         opt: DiskFullOpt,
-        held: Held,
+        held: Option<Held>,
     ) -> TxnResult<()> {
         if batch.is_empty() {
             return Ok(());
@@ -329,16 +330,6 @@ impl TxnStorage {
             Ok(outcome) => outcome.map(|_| ()).map_err(Into::into),
             Err(e) => Err(StorageError::Internal(format!("a write's task failed: {e}")).into()),
         }
-    }
-
-    async fn apply(&self, view: &RegionView, batch: Batch, opt: DiskFullOpt) -> TxnResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let write = (self.raw).prepare(view, batch.ops, crate::value::now_secs(), opt)?;
-        self.raw.submit(write, None)?.wait().await?;
-        self.waits.wake(&batch.released);
-        Ok(())
     }
 
     // ---- reads ----
@@ -614,7 +605,8 @@ impl TxnStorage {
         for cf in [Cf::Default, Cf::Lock, Cf::Write] {
             b.delete_range(cf, lower.clone(), upper.clone());
         }
-        self.apply(&view, b, crate::raw::almost_full_ok(ctx)).await
+        self.apply(&view, b, crate::raw::almost_full_ok(ctx), None)
+            .await
     }
 
     /// TiKV's UnsafeDestroyRange: a store-wide request (no region) that
@@ -650,7 +642,7 @@ impl TxnStorage {
                 commands::gc_batch(&reader, &start, &view.region.end_key, safe_point)?
             };
             removed += n;
-            self.apply(&view, batch, crate::raw::almost_full_ok(ctx))
+            self.apply(&view, batch, crate::raw::almost_full_ok(ctx), None)
                 .await?;
             match next {
                 Some(key) => from = Some(key),
@@ -888,8 +880,20 @@ mod tests {
     }
 
     async fn get(txn: &TxnStorage, ctx: &kvrpcpb::Context, ts: u64) -> TxnResult<Option<Vec<u8>>> {
+        get_racing(txn, ctx, ts, || {}).await
+    }
+
+    /// A get of `k` at `ts` where `race` runs right after the read's
+    /// engine snapshot is taken.
+    async fn get_racing(
+        txn: &TxnStorage,
+        ctx: &kvrpcpb::Context,
+        ts: u64,
+        race: impl FnOnce(),
+    ) -> TxnResult<Option<Vec<u8>>> {
         let point = vec![reads::point(b"k")];
         txn.guarded_snapshot_read(ctx, ts, point, |at, start| {
+            race();
             txn.get(at, start, ctx, b"k", ts)
         })
         .await
@@ -907,15 +911,13 @@ mod tests {
         lock.use_async_commit = true;
         lock.min_commit_ts = 11;
         txn.cm.lock_in_memory(b"k", lock.clone());
-        let got = txn
-            .guarded_snapshot_read(&ctx(), 20, vec![reads::point(b"k")], |at, start| {
-                // After the read's engine snapshot, the prewrite's lock is
-                // applied and its memory lock released.
-                write(kv, CF_LOCK, encode_key(b"k"), lock.to_bytes());
-                txn.cm.release(&[b"k".to_vec()]);
-                txn.get(at, start, &ctx(), b"k", 20)
-            })
-            .await;
+        let got = get_racing(txn, &ctx(), 20, || {
+            // After the read's engine snapshot, the prewrite's lock is
+            // applied and its memory lock released.
+            write(kv, CF_LOCK, encode_key(b"k"), lock.to_bytes());
+            txn.cm.release(&[b"k".to_vec()]);
+        })
+        .await;
         match got {
             Err(TxnError::Key(e)) => assert!(e[0].locked.is_some(), "{e:?}"),
             other => panic!("the read must meet the lock, got {other:?}"),
@@ -947,13 +949,11 @@ mod tests {
         assert_eq!(get(txn, &stale, 90).await.unwrap(), Some(b"old".to_vec()));
         // After the read's snapshot, a commit at 150 is applied and a safe
         // ts past it published: the snapshot lacks that commit.
-        let got = txn
-            .guarded_snapshot_read(&stale, 180, vec![reads::point(b"k")], |at, start| {
-                commit(kv, b"k", b"new", 140, 150);
-                publish(200);
-                txn.get(at, start, &stale, b"k", 180)
-            })
-            .await;
+        let got = get_racing(txn, &stale, 180, || {
+            commit(kv, b"k", b"new", 140, 150);
+            publish(200);
+        })
+        .await;
         match got {
             Err(TxnError::Storage(StorageError::Region(e))) => {
                 assert!(e.data_is_not_ready.is_some(), "{e:?}")
