@@ -5,23 +5,27 @@
 //! (`count`) does. Regions are scored by size, as upstream's region score
 //! is: the sizes of the regions a store holds a peer of, each counted as
 //! at least 1 MiB (so empty and unreported regions weigh as much as small
-//! ones, and many small regions balance by count). Scores are taken as
-//! they will be once the running operators are done, and a move is made
-//! only when the source's score is at least two moves' worth above the
-//! target's (two leaders; twice the region's weight), so that after it the
-//! target is not above the source:
+//! ones, and many small regions balance by count). Each score is divided
+//! by the store's leader or region weight (`pd-ctl store weight`, 1
+//! unless set), so a store weighted 2 ends with twice the share. Scores
+//! are taken as they will be once the running operators are done, and a
+//! move is made only when, after it, the source still scores at least as
+//! high as the target; with weights of 1 that is the source two moves'
+//! worth above the target (two leaders; twice the region's size):
 //!
 //! ```text
 //!   leaders per store  1: 14  2: 13  3: 13  4: 0   (store 4 just joined)
-//!   region led by 1 with a follower on 4: 14 - 0 >= 2  → transfer to 4
-//!   ...                1: 10  2: 10  3: 10  4: 10  → no pair differs by 2
+//!   region led by 1 with a follower on 4: 14-1 >= 0+1  → transfer to 4
+//!   ...                1: 10  2: 10  3: 10  4: 10  → no move keeps order
 //!   region score (MiB) 1: 306  4: 9, a 100 MiB region on 1 not on 4:
-//!                      306 - 9 >= 2 × 100       → move its peer 1 → 4
+//!                      306-100 >= 9+100        → move its peer 1 → 4
+//!   store 4 weighted 2: 1: 10  4: 19, 10-1 >= (19+1)/2 → transfer to 4
 //! ```
 //!
-//! Each move lowers the sum of squared scores, so moves stop; and a move
-//! can never be undone by the reverse move (that would need the target two
-//! moves above the source right after it was at most level). At rest:
+//! Each move lowers the sum over stores of weight × score², so moves
+//! stop; and a move can never be undone by the reverse move (after it the
+//! source scores at least the target, and the reverse would need the
+//! target above the source). At rest:
 //!
 //! * regions: no region could move its peer from its highest-scored
 //!   store to a store without one scored two of its weights lower; with
@@ -41,12 +45,15 @@ use crate::operator::{kind, Plan, Step};
 use crate::regions::RegionInfo;
 use crate::schedule::View;
 
-/// A move happens only when the source is at least this many moves above
-/// the target.
-const TOLERANCE: i64 = 2;
+/// Orders stores by score, then by id: the lowest score (and on a tie
+/// the lowest id) first.
+fn by_score(score: impl Fn(u64) -> f64) -> impl Fn(&u64, &u64) -> std::cmp::Ordering {
+    move |a, b| score(*a).total_cmp(&score(*b)).then(a.cmp(b))
+}
 
-/// Moves `r`'s leadership to the follower on the Up store leading fewest
-/// regions, if its leader's store leads at least two more.
+/// Moves `r`'s leadership to the follower on the Up store that would
+/// score lowest with it, if after the move its leader's store scores at
+/// least as high as that store.
 pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
         return None;
@@ -56,8 +63,8 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
         .voters()
         .map(|p| p.store_id)
         .filter(|s| *s != from_store && v.is_up(*s))
-        .min_by_key(|s| (v.leaders_after(*s), *s))?;
-    if v.leaders_after(from_store) - v.leaders_after(to_store) < TOLERANCE {
+        .min_by(by_score(|s| v.leader_score(s, 1)))?;
+    if v.leader_score(from_store, -1) < v.leader_score(to_store, 1) {
         return None;
     }
     Some(Plan {
@@ -71,20 +78,23 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     })
 }
 
-/// Moves `r`'s peer off the Up store of its peers with the highest region
-/// score to the Up store with room (below the high-space ratio) without one
-/// with the lowest, if that is
-/// at least twice `r`'s weight lower; off a store low on space (see
-/// [`crate::stores::StoreInfo::is_low_space`]) whatever the scores.
+/// Moves `r`'s peer off the Up store of its peers that would score highest
+/// without it to the Up store with room (below the high-space ratio)
+/// without one that would score lowest with it, if after the move the
+/// first still scores at least as high as the second; off a store low on
+/// space (see [`crate::stores::StoreInfo::is_low_space`]) whatever the
+/// scores.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if v.running(kind::REGION) >= v.opts.region_schedule_limit {
         return Ok(None);
     }
+    let size = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
     let highest = |short_of_room: bool| {
         (r.region.peers.iter())
             .map(|p| p.store_id)
             .filter(|s| v.is_up(*s) && (!short_of_room || !v.has_room(*s)))
-            .max_by_key(|s| (v.score_after(*s), std::cmp::Reverse(*s)))
+            // The highest score; on a tie the lowest id.
+            .min_by(by_score(|s| -v.region_score(s, -size)))
     };
     // A store low on space sheds replicas whatever the scores say (as
     // upstream's region score soars when space runs low).
@@ -94,14 +104,11 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         .up_stores()
         .into_iter()
         .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
-        .min_by_key(|s| (v.score_after(*s), *s));
+        .min_by(by_score(|s| v.region_score(s, size)));
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(None);
     };
-    let weight = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
-    if crowded.is_none()
-        && v.score_after(from) - v.score_after(to) < TOLERANCE.saturating_mul(weight)
-    {
+    if crowded.is_none() && v.region_score(from, -size) < v.region_score(to, size) {
         return Ok(None);
     }
     let plan = move_peer(r, v as &dyn ClusterView, "balance-region", from, to)?;

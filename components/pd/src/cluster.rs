@@ -17,7 +17,7 @@ use crate::regions::{check_region, Regions};
 use crate::schedule::Operators;
 use crate::storage::{self, id_key, Batch, MetaError, MetaStore};
 pub use crate::stores::StoreInfo;
-use crate::stores::{set_state, Liveness};
+use crate::stores::{set_state, Liveness, Weights};
 use crate::tso::Tso;
 
 /// Ids reserved per durable write of the id allocator.
@@ -114,6 +114,20 @@ impl Cluster {
             let state = metapb::StoreState::try_from(s.state).unwrap_or(metapb::StoreState::Up);
             set_state(&mut s, state);
             stores.insert(s.id, StoreInfo::new(s, 0));
+        }
+        for (k, v) in meta.scan_raw(storage::STORE_WEIGHT_PREFIX)? {
+            let id = storage::decode_u64(&k, &k[storage::STORE_WEIGHT_PREFIX.len()..])?;
+            let weights = Weights::decode(&v).filter(|w| w.are_valid());
+            let Some(weights) = weights else {
+                return Err(MetaError::Corrupted {
+                    key: format!("store weight of {id}"),
+                    detail: format!("{} bytes, or not two weights of 0 or more", v.len()),
+                }
+                .into());
+            };
+            if let Some(s) = stores.get_mut(&id) {
+                s.weights = weights;
+            }
         }
         let mut regions = Regions::default();
         for r in meta.scan_msgs::<metapb::Region>(storage::REGION_PREFIX)? {
@@ -286,12 +300,13 @@ impl Cluster {
         let mut b = Batch::default();
         b.put_msg(&id_key(storage::STORE_PREFIX, store.id), &store);
         self.meta.write(b)?;
-        let stats = stores
+        let (stats, weights) = stores
             .get(&store.id)
-            .map(|s| s.stats.clone())
+            .map(|s| (s.stats.clone(), s.weights))
             .unwrap_or_default();
         let mut info = StoreInfo::new(store, now);
         info.stats = stats;
+        info.weights = weights;
         stores.insert(info.meta.id, info);
         Ok(())
     }
@@ -698,6 +713,30 @@ mod tests {
 
     fn routes_to(c: &Cluster, key: &[u8]) -> u64 {
         c.region_by_key(key).map_or(0, |r| r.region.id)
+    }
+
+    #[test]
+    fn store_weights_outlive_a_restart_and_a_new_put_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = Weights {
+            leader: 2.5,
+            region: 0.0,
+        };
+        {
+            let c = cluster(dir.path());
+            c.set_store_weights(1, weights).unwrap();
+            let bad = Weights {
+                leader: f64::NAN,
+                region: 1.0,
+            };
+            assert!(c.set_store_weights(1, bad).is_err());
+            assert!(c.set_store_weights(7, weights).is_err(), "no store 7");
+        }
+        let c = Cluster::open(MetaStore::open(dir.path()).unwrap(), Default::default()).unwrap();
+        assert_eq!(c.store(1).unwrap().weights, weights);
+        // A restarted store registers again: its weights stay.
+        c.put_store(c.store(1).unwrap().meta).unwrap();
+        assert_eq!(c.store(1).unwrap().weights, weights);
     }
 
     #[test]

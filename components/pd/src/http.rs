@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tikal_proto::metapb;
@@ -32,7 +32,7 @@ use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::schedule::{SchedulerError, StoreError};
 use crate::service::PdService;
-use crate::stores::{StoreInfo, StoreState};
+use crate::stores::{weighted, StoreInfo, StoreState, Weights};
 
 pub struct HttpState {
     pub pd: PdService,
@@ -44,7 +44,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/health", get(health))
         .route("/pd/api/v1/stores", get(stores))
+        .route(
+            "/pd/api/v1/stores/remove-tombstone",
+            delete(remove_tombstones),
+        )
         .route("/pd/api/v1/store/:id", get(store).delete(delete_store))
+        .route("/pd/api/v1/store/:id/state", post(set_store_state))
+        .route("/pd/api/v1/store/:id/weight", post(set_store_weight))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/region/id/:id", get(region_by_id))
         .route("/pd/api/v1/region/key/:key", get(region_by_key))
@@ -57,7 +63,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
         .route("/pd/api/v1/schedulers/:name", delete(remove_scheduler))
         .route("/pd/api/v1/operators", get(operators).post(add_operator))
-        .route("/pd/api/v1/operators/:region_id", get(operator))
+        .route(
+            "/pd/api/v1/operators/:region_id",
+            get(operator).delete(cancel_operator),
+        )
         .merge(crate::keyspace_http::routes())
         .with_state(state)
 }
@@ -123,12 +132,12 @@ fn store_json(s: &StoreInfo, state: StoreState, load: StoreLoad, now: i64) -> Va
         "available": byte_size(st.available),
         "used_size": byte_size(st.used_size),
         "leader_count": load.leader_count,
-        "leader_weight": 1.0,
-        "leader_score": load.leader_count as f64,
+        "leader_weight": s.weights.leader,
+        "leader_score": weighted(load.leader_count as f64, s.weights.leader),
         "leader_size": load.leader_size_mib,
         "region_count": load.region_count,
-        "region_weight": 1.0,
-        "region_score": load.region_score as f64,
+        "region_weight": s.weights.region,
+        "region_score": weighted(load.region_score as f64, s.weights.region),
         "region_size": load.region_size_mib,
     });
     // Upstream leaves these out when zero (or unknown).
@@ -215,7 +224,6 @@ async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Respo
     }
 }
 
-/// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
 /// `POST /operators` with upstream's body for a leader transfer:
 /// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`.
 async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response {
@@ -242,21 +250,106 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
     }
 }
 
+/// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
 async fn delete_store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
     };
     match s.pd.cluster.remove_store(id) {
         Ok(()) => Json(json!("The store is set as Offline.")).into_response(),
-        Err(e) => {
-            let status = match e {
-                StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-                StoreError::Removed(_) => StatusCode::GONE,
-                StoreError::NotEnough { .. } => StatusCode::BAD_REQUEST,
-                StoreError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error(status, e.to_string())
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /store/{id}/state?state=Up|Offline` (any case): `Up` is `pd-ctl
+/// store cancel-delete`, `Offline` the same as `DELETE /store/{id}`.
+/// Upstream takes no other state here.
+async fn set_store_state(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    };
+    let state = query_pairs(query.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    let cluster = &s.pd.cluster;
+    let done = if state.eq_ignore_ascii_case("up") {
+        cluster.up_store(id)
+    } else if state.eq_ignore_ascii_case("offline") {
+        cluster.remove_store(id)
+    } else {
+        return error(StatusCode::BAD_REQUEST, format!("invalid state {state}"));
+    };
+    match done {
+        Ok(()) => Json(json!("The store's state is updated.")).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /store/{id}/weight` with `{"leader": W, "region": W}`, as
+/// `pd-ctl store weight`: each a number, 0 or more.
+async fn set_store_weight(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    };
+    let Ok(req) = serde_json::from_str::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not JSON".into());
+    };
+    let mut weights = [0.0; 2];
+    for (w, name) in weights.iter_mut().zip(["leader", "region"]) {
+        *w = match &req[name] {
+            Value::Null => return error(StatusCode::BAD_REQUEST, format!("{name} weight unset")),
+            v => match v.as_f64().filter(|w| *w >= 0.0) {
+                Some(w) => w,
+                None => return error(StatusCode::BAD_REQUEST, format!("bad format {name} weight")),
+            },
+        };
+    }
+    let [leader, region] = weights;
+    match s
+        .pd
+        .cluster
+        .set_store_weights(id, Weights { leader, region })
+    {
+        Ok(()) => Json(json!("The store's weight is updated.")).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// A store command's failure with upstream's status for it.
+fn store_error(e: StoreError) -> Response {
+    let status = match e {
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::Removed(_) => StatusCode::GONE,
+        StoreError::NotEnough { .. } | StoreError::BadWeights(_) => StatusCode::BAD_REQUEST,
+        StoreError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// `DELETE /stores/remove-tombstone`, as `pd-ctl store remove-tombstone`:
+/// forgets the Tombstone stores no region names. Those a region still
+/// names stay, and are listed in the failure.
+async fn remove_tombstones(State(s): State<Arc<HttpState>>) -> Response {
+    match s.pd.cluster.remove_tombstones() {
+        Ok(kept) if kept.is_empty() => {
+            Json(json!("Remove tombstone successfully.")).into_response()
         }
+        Ok(kept) => {
+            let ids: Vec<String> = kept.iter().map(u64::to_string).collect();
+            let msg = format!("failed stores: {}", ids.join(", "));
+            error(StatusCode::INTERNAL_SERVER_ERROR, msg)
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -447,11 +540,28 @@ async fn operator(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Re
         Some((op, status)) => {
             Json(json!(format!("status: {}, operator: {op}", status.name()))).into_response()
         }
-        None => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[PD:operator:ErrOperatorNotFound]operator not found".into(),
-        ),
+        None => operator_not_found(),
     }
+}
+
+/// `DELETE /operators/{region_id}`, as `pd-ctl operator remove`.
+async fn cancel_operator(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let id = match id.parse::<u64>() {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if s.pd.cluster.cancel_operator(id) {
+        Json(json!("The pending operator is canceled.")).into_response()
+    } else {
+        operator_not_found()
+    }
+}
+
+fn operator_not_found() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "[PD:operator:ErrOperatorNotFound]operator not found".into(),
+    )
 }
 
 /// `a=1&b&a=2` -> [("a","1"), ("b",""), ("a","2")] (values are not

@@ -42,7 +42,7 @@ use crate::config::ScheduleOptions;
 use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::storage::{self, id_key, Batch, MetaError};
-use crate::stores::{set_state, supports_conf_change_v2, StoreState};
+use crate::stores::{set_state, supports_conf_change_v2, weighted, StoreState, Weights};
 use crate::{balance, hot, merge};
 
 /// How long an ended operator stays visible (as upstream keeps records).
@@ -83,6 +83,8 @@ pub enum StoreError {
          would be {up} while need {need}"
     )]
     NotEnough { id: u64, up: usize, need: u32 },
+    #[error("bad format weights {0:?}: each must be a number, 0 or more")]
+    BadWeights(Weights),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -334,6 +336,93 @@ impl Cluster {
         Ok(())
     }
 
+    /// Puts an Offline store back in service, as `pd-ctl store
+    /// cancel-delete` does: it takes replicas again, and the replicas it
+    /// still holds stay. A store that is Up stays so; a Tombstone cannot
+    /// come back.
+    pub fn up_store(&self, id: u64) -> Result<(), StoreError> {
+        let mut stores = self.stores.write();
+        let Some(store) = stores.get_mut(&id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        if store.is_tombstone() {
+            return Err(StoreError::Removed(id));
+        }
+        if !store.is_offline() {
+            return Ok(());
+        }
+        let mut meta = store.meta.clone();
+        set_state(&mut meta, metapb::StoreState::Up);
+        self.put_store_meta(&meta)?;
+        info!(
+            store_id = id,
+            "store is up again; its deletion is cancelled"
+        );
+        store.meta = meta;
+        Ok(())
+    }
+
+    /// Forgets the Tombstone stores no region names any more, as `pd-ctl
+    /// store remove-tombstone` does, and returns the ids of those kept
+    /// because a region still has a peer there.
+    pub fn remove_tombstones(&self) -> Result<Vec<u64>, MetaError> {
+        let loads = self.store_loads();
+        let mut stores = self.stores.write();
+        let (kept, gone): (Vec<u64>, Vec<u64>) = (stores.values())
+            .filter(|s| s.is_tombstone())
+            .map(|s| s.meta.id)
+            .partition(|id| loads.get(id).is_some_and(|l| l.region_count > 0));
+        let mut b = Batch::default();
+        for id in &gone {
+            b.delete(&id_key(storage::STORE_PREFIX, *id));
+            b.delete(&id_key(storage::STORE_WEIGHT_PREFIX, *id));
+        }
+        self.meta.write(b)?;
+        for id in gone {
+            stores.remove(&id);
+            info!(store_id = id, "tombstone store removed");
+        }
+        Ok(kept)
+    }
+
+    /// Sets a store's leader and region weights, as `pd-ctl store weight`
+    /// does. Kept across PD restarts.
+    pub fn set_store_weights(&self, id: u64, weights: Weights) -> Result<(), StoreError> {
+        if !weights.are_valid() {
+            return Err(StoreError::BadWeights(weights));
+        }
+        let mut stores = self.stores.write();
+        let Some(store) = stores.get_mut(&id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        let mut b = Batch::default();
+        b.put(&id_key(storage::STORE_WEIGHT_PREFIX, id), &weights.encode());
+        self.meta.write(b)?;
+        info!(
+            store_id = id,
+            leader = weights.leader,
+            region = weights.region,
+            "store weights set"
+        );
+        store.weights = weights;
+        Ok(())
+    }
+
+    /// Cancels a region's running operator, as `pd-ctl operator remove`
+    /// does (the other half of a merge with it). What its leader was
+    /// already told to do still happens; PD stops driving the rest.
+    /// False if none runs.
+    pub fn cancel_operator(&self, region_id: u64) -> bool {
+        let now = self.clock.now_nanos();
+        let mut ops = self.operators.lock();
+        if !ops.running.contains_key(&region_id) {
+            return false;
+        }
+        info!(region_id, "operator cancelled by request");
+        ops.end(region_id, OpStatus::Cancel, now);
+        true
+    }
+
     /// Makes every Offline store that holds no region peer a Tombstone.
     pub(crate) fn bury_empty_stores(&self) -> Result<(), MetaError> {
         let loads = self.store_loads();
@@ -497,6 +586,26 @@ impl<'a> View<'a> {
     pub fn leaders_after(&self, store_id: u64) -> i64 {
         let extra = self.influence.get(&store_id).map_or(0, |i| i.leaders);
         (self.load(store_id).leader_count as i64).saturating_add(extra)
+    }
+
+    fn weights(&self, store_id: u64) -> Weights {
+        self.space
+            .get(&store_id)
+            .map_or_else(Weights::default, |s| s.weights)
+    }
+
+    /// The store's leader score once the running operators are done and
+    /// `delta` more leaders moved there: leaders over its leader weight.
+    pub fn leader_score(&self, store_id: u64, delta: i64) -> f64 {
+        let leaders = self.leaders_after(store_id).saturating_add(delta);
+        weighted(leaders as f64, self.weights(store_id).leader)
+    }
+
+    /// The store's region score (MiB) once the running operators are done
+    /// and `delta` MiB more moved there, over its region weight.
+    pub fn region_score(&self, store_id: u64, delta: i64) -> f64 {
+        let score = self.score_after(store_id).saturating_add(delta);
+        weighted(score as f64, self.weights(store_id).region)
     }
 
     /// The store's write flow (bytes per second, over the regions it

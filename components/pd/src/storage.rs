@@ -39,6 +39,9 @@ pub const ALLOC_ID: &[u8] = b"alloc_id";
 pub const TSO: &[u8] = b"tso";
 pub const GC_SAFE_POINT: &[u8] = b"gc_safe_point";
 pub const STORE_PREFIX: &[u8] = b"store/";
+/// A store's leader and region weights, apart from its `metapb.Store` (as
+/// upstream keeps them), see [`crate::stores::Weights`].
+pub const STORE_WEIGHT_PREFIX: &[u8] = b"store_weight/";
 pub const REGION_PREFIX: &[u8] = b"region/";
 pub const SERVICE_SP_PREFIX: &[u8] = b"service_sp/";
 

@@ -39,6 +39,62 @@ pub struct StoreInfo {
     pub stats: pdpb::StoreStats,
     /// Unix nanoseconds of the last heartbeat (0 = none since PD started).
     pub last_heartbeat: i64,
+    /// `pd-ctl store weight`: the balance schedulers divide the store's
+    /// leader and region scores by these (see [`weighted`]); 1 unless set.
+    pub weights: Weights,
+}
+
+/// A store's leader and region weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    pub leader: f64,
+    pub region: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            leader: 1.0,
+            region: 1.0,
+        }
+    }
+}
+
+impl Weights {
+    /// Both weights as stored: each as its IEEE bits, big-endian.
+    pub fn encode(self) -> Vec<u8> {
+        [
+            self.leader.to_bits().to_be_bytes(),
+            self.region.to_bits().to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    pub fn decode(v: &[u8]) -> Option<Weights> {
+        let leader: [u8; 8] = v.get(..8)?.try_into().ok()?;
+        let region: [u8; 8] = v.get(8..)?.try_into().ok()?;
+        Some(Weights {
+            leader: f64::from_bits(u64::from_be_bytes(leader)),
+            region: f64::from_bits(u64::from_be_bytes(region)),
+        })
+    }
+
+    /// Whether both are finite and not negative (0 is allowed, as
+    /// upstream: such a store scores as if it were full).
+    pub fn are_valid(self) -> bool {
+        [self.leader, self.region]
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0)
+    }
+}
+
+/// Upstream's floor for a weight in a score: a store weighted 0 scores
+/// a million times its count, so it sheds and never takes.
+const MIN_WEIGHT: f64 = 1e-6;
+
+/// A score as the balance schedulers compare it: `score / weight`.
+pub fn weighted(score: f64, weight: f64) -> f64 {
+    score / weight.max(MIN_WEIGHT)
 }
 
 /// The state PD shows for a store and schedules by.
@@ -92,6 +148,7 @@ impl StoreInfo {
             meta,
             stats: Default::default(),
             last_heartbeat,
+            weights: Weights::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use common::fleet::Fleet;
 use common::ScheduleOptions;
+use tikal_pd::stores::Weights;
 
 /// Regions i on stores 1, 2, 3, led in turn by each.
 fn three_stores(i: usize) -> Vec<u64> {
@@ -227,4 +228,68 @@ fn region_replicas_even_out_by_size_not_only_by_count() {
     for _ in 0..30 {
         assert_eq!(fleet.round(), 0, "{:?}", &fleet.log[settled..]);
     }
+}
+
+#[test]
+fn weights_give_a_store_its_share_of_leaders_and_regions() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, no_merges());
+    // Store 3 weighs twice as much for leaders: half of them, 24 of 48.
+    let weights = |leader, region| Weights { leader, region };
+    fleet
+        .cluster
+        .set_store_weights(3, weights(2.0, 1.0))
+        .unwrap();
+    fleet.settle(100, |_| {});
+    let leaders = spread(&fleet.counts(), |c| c.1);
+    assert!((23..=25).contains(&leaders[2]), "{leaders:?}");
+    assert!(
+        leaders[..2].iter().all(|l| (11..=13).contains(l)),
+        "{leaders:?}"
+    );
+
+    // A fourth store weighing half for regions takes a seventh of the 144
+    // replicas (about 20), not a quarter (36).
+    fleet.add_store(4);
+    fleet
+        .cluster
+        .set_store_weights(4, weights(1.0, 0.5))
+        .unwrap();
+    fleet.settle(200, |_| {});
+    let regions = spread(&fleet.counts(), |c| c.0);
+    assert!((19..=22).contains(&regions[3]), "{regions:?}");
+    assert!(
+        regions[..3].iter().all(|r| (39..=43).contains(r)),
+        "{regions:?}"
+    );
+
+    // Weight 0: the store sheds its leaders, down to at most one (moving
+    // the last would leave it scoring below its target).
+    fleet
+        .cluster
+        .set_store_weights(3, weights(0.0, 1.0))
+        .unwrap();
+    fleet.settle(200, |_| {});
+    assert!(fleet.counts()[&3].1 <= 1, "{:?}", fleet.counts());
+}
+
+#[test]
+fn a_store_weighted_zero_takes_nothing_and_others_still_balance() {
+    // Store 4 joins weighted 0 for leaders and regions; store 5 joins
+    // weighted 1: store 5 alone gets a share, store 4 nothing.
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, no_merges());
+    fleet.add_store(4);
+    let zero = Weights {
+        leader: 0.0,
+        region: 0.0,
+    };
+    fleet.cluster.set_store_weights(4, zero).unwrap();
+    fleet.add_store(5);
+    fleet.settle(300, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(
+        counts.get(&4).copied().unwrap_or_default(),
+        (0, 0),
+        "{counts:?}"
+    );
+    assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 0, 36], "{counts:?}");
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tikal_pd::config::PdConfig;
 use tikal_pd::http::{router, HttpState};
 use tikal_pd::service::PdService;
-use tikal_proto::pdpb;
+use tikal_proto::{metapb, pdpb};
 
 /// Serves the API over `sim`'s cluster on a free loopback port.
 fn serve(sim: &Sim) -> String {
@@ -320,4 +320,158 @@ async fn schedulers_are_listed_added_and_removed() {
             .len(),
         3
     );
+}
+
+#[tokio::test]
+async fn a_deleted_store_comes_back_or_its_tombstone_is_forgotten() {
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let state = |id: u64, to: &str| format!("{api}/store/{id}/state?state={to}");
+
+    // `pd-ctl store cancel-delete`: Offline, then Up again.
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/4")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(sim.state_name(4), "Offline");
+    let (code, body) = call(Method::POST, &state(4, "Up")).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The store's state is updated."))
+    );
+    assert_eq!(sim.state_name(4), "Up");
+    sim.store_heartbeats();
+    assert_eq!(sim.state_name(4), "Up", "not buried once back");
+    // Up again is no change; Offline through this path as DELETE does.
+    let (code, _) = call(Method::POST, &state(4, "up")).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = call(Method::POST, &state(4, "Offline")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(sim.state_name(4), "Offline");
+    let (code, body) = call(Method::POST, &state(4, "Tombstone")).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::BAD_REQUEST, json!("invalid state Tombstone"))
+    );
+    let (code, _) = call(Method::POST, &state(424242, "Up")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // Buried, it cannot come back; `remove-tombstone` forgets it.
+    sim.store_heartbeats();
+    assert_eq!(sim.state_name(4), "Tombstone");
+    let (code, body) = call(Method::POST, &state(4, "Up")).await;
+    assert_eq!(code, StatusCode::GONE, "{body}");
+    assert_eq!(get(&format!("{api}/stores?state=2")).await["count"], 1);
+    let (code, body) = call(Method::DELETE, &format!("{api}/stores/remove-tombstone")).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("Remove tombstone successfully."))
+    );
+    assert_eq!(get(&format!("{api}/stores?state=2")).await["count"], 0);
+    let (code, _) = call(Method::GET, &format!("{api}/store/4")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(get(&format!("{api}/stores")).await["count"], 4);
+    // Forgotten for good: what a restarted PD loads has no store 4.
+    let kept: Vec<u64> = (sim.cluster.meta)
+        .scan_msgs::<metapb::Store>(tikal_pd::storage::STORE_PREFIX)
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(kept, vec![1, 2, 3, 5]);
+}
+
+#[tokio::test]
+async fn a_running_operator_is_cancelled_by_request() {
+    let mut sim = Sim::new(&[1, 2], &[1], opts(3));
+    assert_eq!(sim.step(), "add learner on store 2");
+    let api = serve(&sim);
+    assert_eq!(
+        get(&format!("{api}/operators"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (code, body) = call(Method::DELETE, &format!("{api}/operators/1")).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The pending operator is canceled."))
+    );
+    assert_eq!(get(&format!("{api}/operators")).await, json!([]));
+    let last = get(&format!("{api}/operators/1")).await;
+    assert!(
+        last.as_str()
+            .unwrap()
+            .starts_with("status: CANCEL, operator: make-up-replica"),
+        "{last}"
+    );
+    let (code, body) = call(Method::DELETE, &format!("{api}/operators/1")).await;
+    assert_eq!(
+        (code, body),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!("[PD:operator:ErrOperatorNotFound]operator not found")
+        )
+    );
+    let (code, _) = call(Method::DELETE, &format!("{api}/operators/x")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    // The replica checker takes the region up again from where it is.
+    sim.run();
+    assert_eq!(sim.voter_stores(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn store_weights_are_set_checked_and_shown_in_the_scores() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let weight = format!("{api}/store/1/weight");
+
+    let (code, body) = send(Method::POST, &weight, json!({"leader": 2, "region": 0.5})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The store's weight is updated."))
+    );
+    let status = &get(&format!("{api}/store/1")).await["status"];
+    assert_eq!(status["leader_weight"], 2.0);
+    assert_eq!(status["region_weight"], 0.5);
+    assert_eq!(status["leader_count"], 1);
+    assert_eq!(status["leader_score"], 0.5, "one leader over weight 2");
+    assert_eq!(status["region_size"], 3);
+    assert_eq!(status["region_score"], 6.0, "3 MiB over weight 0.5");
+    let other = &get(&format!("{api}/store/2")).await["status"];
+    assert_eq!(
+        (&other["leader_weight"], &other["region_weight"]),
+        (&json!(1.0), &json!(1.0))
+    );
+
+    for (body, why) in [
+        (json!({"region": 1}), "leader weight unset"),
+        (json!({"leader": 1}), "region weight unset"),
+        (
+            json!({"leader": -1, "region": 1}),
+            "bad format leader weight",
+        ),
+        (
+            json!({"leader": 1, "region": "2"}),
+            "bad format region weight",
+        ),
+    ] {
+        let (code, answer) = send(Method::POST, &weight, body).await;
+        assert_eq!((code, answer), (StatusCode::BAD_REQUEST, json!(why)));
+    }
+    let status = &get(&format!("{api}/store/1")).await["status"];
+    assert_eq!(
+        status["leader_weight"], 2.0,
+        "refused changes change nothing"
+    );
+    let (code, _) = send(
+        Method::POST,
+        &format!("{api}/store/424242/weight"),
+        json!({"leader": 1, "region": 1}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }
