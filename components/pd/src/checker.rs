@@ -166,7 +166,7 @@ fn pick_new_leader(
 /// A plan ending in the removal of `peer_id` from `store_id` (after the
 /// steps `before`), with the leader moved away first if it is there. None
 /// when the leader must move and no voter can take it.
-fn remove_plan(
+pub(crate) fn remove_plan(
     r: &RegionInfo,
     c: &dyn ClusterView,
     desc: String,

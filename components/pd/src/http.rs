@@ -30,7 +30,7 @@ use crate::config::PdConfig;
 use crate::format::{byte_size, go_duration, rfc3339};
 use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
-use crate::schedule::{SchedulerError, StoreError};
+use crate::schedule::{AdminOp, SchedulerError, StoreError};
 use crate::service::PdService;
 use crate::stores::{weighted, StoreInfo, StoreState, Weights};
 
@@ -224,27 +224,44 @@ async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Respo
     }
 }
 
-/// `POST /operators` with upstream's body for a leader transfer:
-/// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`.
+/// `POST /operators` with the bodies `pd-ctl operator add` sends:
+/// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`,
+/// `add-peer`, `add-learner` and `remove-peer` with `"store_id"`, and
+/// `transfer-peer` with `"from_store_id"` and `"to_store_id"`.
 async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response {
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not JSON".into());
     };
-    let (Some(region_id), Some(to_store)) =
-        (req["region_id"].as_u64(), req["to_store_id"].as_u64())
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "region_id and to_store_id are required".into(),
-        );
+    let id = |field: &str| {
+        req[field]
+            .as_u64()
+            .ok_or_else(|| format!("{field} is required (a number)"))
     };
-    if req["name"] != "transfer-leader" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("operator {} is not supported", req["name"]),
-        );
-    }
-    match s.pd.cluster.add_transfer_leader(region_id, to_store) {
+    let op = || -> Result<AdminOp, String> {
+        Ok(match req["name"].as_str().unwrap_or_default() {
+            "transfer-leader" => AdminOp::TransferLeader {
+                to_store: id("to_store_id")?,
+            },
+            "add-peer" => AdminOp::AddPeer {
+                store_id: id("store_id")?,
+            },
+            "add-learner" => AdminOp::AddLearner {
+                store_id: id("store_id")?,
+            },
+            "remove-peer" => AdminOp::RemovePeer {
+                store_id: id("store_id")?,
+            },
+            "transfer-peer" => AdminOp::TransferPeer {
+                from_store: id("from_store_id")?,
+                to_store: id("to_store_id")?,
+            },
+            _ => return Err(format!("operator {} is not supported", req["name"])),
+        })
+    };
+    let made = id("region_id")
+        .and_then(|region_id| Ok((region_id, op()?)))
+        .and_then(|(region_id, op)| s.pd.cluster.add_admin_operator(region_id, op));
+    match made {
         Ok(()) => Json(json!("The operator is created.")).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

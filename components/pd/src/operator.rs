@@ -215,6 +215,8 @@ impl fmt::Display for Step {
 
 /// Upstream's `OpKind` bits (named in bit order by [`kind_names`]).
 pub mod kind {
+    /// Asked for by hand (`POST /operators`).
+    pub const ADMIN: u32 = 1 << 0;
     pub const MERGE: u32 = 1 << 2;
     pub const REPLICA: u32 = 1 << 4;
     pub const HOT_REGION: u32 = 1 << 6;
@@ -224,6 +226,7 @@ pub mod kind {
 
 pub fn kind_names(k: u32) -> String {
     let names: Vec<&str> = [
+        (kind::ADMIN, "admin"),
         (kind::MERGE, "merge"),
         (kind::REPLICA, "replica"),
         (kind::HOT_REGION, "hot-region"),

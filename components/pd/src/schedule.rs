@@ -89,6 +89,104 @@ pub enum StoreError {
     Meta(#[from] MetaError),
 }
 
+/// An operator `pd-ctl operator add` asks for, by upstream's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminOp {
+    /// `transfer-leader`: leadership to the region's voter there.
+    TransferLeader { to_store: u64 },
+    /// `add-peer`: a new voter there (a learner first, promoted once it
+    /// caught up).
+    AddPeer { store_id: u64 },
+    /// `add-learner`: a new learner there.
+    AddLearner { store_id: u64 },
+    /// `remove-peer`: the peer there goes (leadership moved away first if
+    /// it leads).
+    RemovePeer { store_id: u64 },
+    /// `transfer-peer`: the peer moves, as balance-region moves one.
+    TransferPeer { from_store: u64, to_store: u64 },
+}
+
+impl AdminOp {
+    /// The plan, or why the region cannot have it now.
+    fn plan(self, r: &RegionInfo, v: &View) -> Result<Plan, String> {
+        let id = r.region.id;
+        let takes = |store_id: u64| -> Result<(), String> {
+            if !v.is_up(store_id) {
+                return Err(format!("store {store_id} is not up"));
+            }
+            if r.peer_on(store_id).is_some() {
+                return Err(format!(
+                    "region {id} already has a peer on store {store_id}"
+                ));
+            }
+            Ok(())
+        };
+        let has_peer = |store_id: u64| -> Result<u64, String> {
+            (r.peer_on(store_id).map(|p| p.id))
+                .ok_or_else(|| format!("region {id} has no peer on store {store_id}"))
+        };
+        let no_leader = || format!("no voter of region {id} can take its leadership");
+        let (desc, brief, kind, steps) = match self {
+            AdminOp::TransferLeader { to_store } => {
+                if !r.peer_on(to_store).is_some_and(crate::regions::is_voter) {
+                    return Err(format!("region {id} has no voter on store {to_store}"));
+                }
+                let from_store = r
+                    .leader_store()
+                    .ok_or_else(|| format!("region {id} has no leader"))?;
+                let step = Step::TransferLeader {
+                    from_store,
+                    to_store,
+                };
+                let brief = format!("transfer leader: store {from_store} to {to_store}");
+                ("admin-transfer-leader", brief, kind::LEADER, vec![step])
+            }
+            AdminOp::AddPeer { store_id } => {
+                takes(store_id)?;
+                let steps = checker::add_voter(v, store_id).map_err(|e| e.to_string())?;
+                let brief = format!("add peer: store [{store_id}]");
+                ("admin-add-peer", brief, kind::REGION, steps.to_vec())
+            }
+            AdminOp::AddLearner { store_id } => {
+                takes(store_id)?;
+                let peer_id = v.alloc_id().map_err(|e| e.to_string())?;
+                let step = Step::AddLearner { store_id, peer_id };
+                let brief = format!("add learner peer: store [{store_id}]");
+                ("admin-add-learner", brief, kind::REGION, vec![step])
+            }
+            AdminOp::RemovePeer { store_id } => {
+                let peer_id = has_peer(store_id)?;
+                let desc = "admin-remove-peer".to_string();
+                let p = checker::remove_plan(r, v, desc, store_id, peer_id, &[]);
+                return p.map(admin).ok_or_else(no_leader);
+            }
+            AdminOp::TransferPeer {
+                from_store,
+                to_store,
+            } => {
+                has_peer(from_store)?;
+                takes(to_store)?;
+                let p = checker::move_peer(r, v, "admin-move-peer", from_store, to_store)
+                    .map_err(|e| e.to_string())?;
+                return p.map(admin).ok_or_else(no_leader);
+            }
+        };
+        Ok(admin(Plan {
+            desc: desc.into(),
+            brief,
+            kind,
+            steps,
+        }))
+    }
+}
+
+/// A plan asked for by hand: not a repair, so no replica limit applies.
+fn admin(mut p: Plan) -> Plan {
+    p.kind &= !kind::REPLICA;
+    p.kind |= kind::ADMIN;
+    p
+}
+
 impl Cluster {
     /// Drives `r`'s operator (or makes one) and returns the command for
     /// the leader, if there is one to send now.
@@ -267,37 +365,21 @@ impl Cluster {
             .map(|(op, status, _)| (op.clone(), *status))
     }
 
-    /// An operator asked for by hand, as `pd-ctl operator add
-    /// transfer-leader <region> <store>` does: the region's leadership
-    /// moves to its voter on `to_store`. It goes to the leader with the
-    /// region's next heartbeat. Refused while another operator runs.
-    pub fn add_transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), String> {
+    /// An operator asked for by hand, as `pd-ctl operator add ...` asks
+    /// (see [`AdminOp`]). It goes to the region's leader with its next
+    /// heartbeat. Refused while another operator runs on the region.
+    pub fn add_admin_operator(&self, region_id: u64, op: AdminOp) -> Result<(), String> {
         let r = self
             .region_by_id(region_id)
             .ok_or_else(|| format!("region {region_id} not found"))?;
-        if !r.peer_on(to_store).is_some_and(crate::regions::is_voter) {
-            return Err(format!(
-                "region {region_id} has no voter on store {to_store}"
-            ));
-        }
-        let from_store = r
-            .leader_store()
-            .ok_or_else(|| format!("region {region_id} has no leader"))?;
-        let plan = crate::operator::Plan {
-            desc: "admin-transfer-leader".into(),
-            brief: format!("transfer leader: store {from_store} to {to_store}"),
-            kind: crate::operator::kind::LEADER,
-            steps: vec![crate::operator::Step::TransferLeader {
-                from_store,
-                to_store,
-            }],
-        };
         let now = self.clock.now_nanos();
         let mut ops = self.operators.lock();
         if ops.running.contains_key(&region_id) {
             return Err(format!("region {region_id} already has an operator"));
         }
-        let op = Operator::new(plan, &r, now, self.opts().operator_timeout);
+        let view = View::new(self, &ops, now);
+        let plan = op.plan(&r, &view)?;
+        let op = Operator::new(plan, &r, now, view.opts.operator_timeout);
         info!(region_id, operator = %op, "operator created by request");
         ops.running.insert(region_id, op);
         Ok(())

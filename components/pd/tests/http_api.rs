@@ -475,3 +475,89 @@ async fn store_weights_are_set_checked_and_shown_in_the_scores() {
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn peers_are_added_moved_and_removed_by_request() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let ops = format!("{api}/operators");
+    let ask = |body: Value| send(Method::POST, &ops, body);
+
+    // `pd-ctl operator add transfer-peer 1 3 4`.
+    let (code, body) = ask(json!({
+        "name": "transfer-peer", "region_id": 1, "from_store_id": 3, "to_store_id": 4
+    }))
+    .await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The operator is created."))
+    );
+    let line = get(&ops).await[0].as_str().unwrap().to_string();
+    assert!(
+        line.starts_with("admin-move-peer {mv peer: store [3] to [4]} (kind:admin,region"),
+        "{line}"
+    );
+    // One at a time per region.
+    let (code, body) = ask(json!({"name": "add-peer", "region_id": 1, "store_id": 3})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body, json!("region 1 already has an operator"));
+    assert_eq!(
+        sim.run(),
+        [
+            "add learner on store 4",
+            "-",
+            "promote on store 4",
+            "remove store 3",
+            "-"
+        ]
+    );
+    assert_eq!(sim.voter_stores(), vec![1, 2, 4]);
+
+    // `remove-peer` of the leader's peer: leadership moves away first,
+    // then the replica checker makes up the third replica.
+    let (code, _) = ask(json!({"name": "remove-peer", "region_id": 1, "store_id": 1})).await;
+    assert_eq!(code, StatusCode::OK);
+    let log = sim.run();
+    assert!(log[0].starts_with("transfer leader to store"), "{log:?}");
+    assert_eq!(log[1], "remove store 1", "{log:?}");
+    assert_eq!(sim.voter_stores().len(), 3, "{log:?}");
+
+    // `add-learner` on the store without a peer.
+    let free = [1, 2, 3, 4]
+        .into_iter()
+        .find(|s| sim.peer_on(*s).is_none())
+        .unwrap();
+    let (code, _) = ask(json!({"name": "add-learner", "region_id": 1, "store_id": free})).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(sim.step(), format!("add learner on store {free}"));
+    let kinds = get(&format!("{ops}?object")).await;
+    assert_eq!(kinds[0]["desc"], "admin-add-learner");
+
+    // Refused: what cannot be done now, and what is not a request.
+    sim.run();
+    for (body, why) in [
+        (
+            json!({"name": "add-peer", "region_id": 1, "store_id": 9}),
+            "store 9 is not up",
+        ),
+        (
+            json!({"name": "add-peer", "region_id": 1, "store_id": free}),
+            &*format!("region 1 already has a peer on store {free}"),
+        ),
+        (
+            json!({"name": "remove-peer", "region_id": 99, "store_id": 1}),
+            "region 99 not found",
+        ),
+        (
+            json!({"name": "add-peer", "region_id": 1}),
+            "store_id is required (a number)",
+        ),
+        (
+            json!({"name": "scatter-region", "region_id": 1}),
+            "operator \"scatter-region\" is not supported",
+        ),
+    ] {
+        assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));
+    }
+}
