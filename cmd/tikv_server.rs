@@ -33,6 +33,10 @@ struct Args {
     /// TOML config file; flags override it.
     #[arg(long, short = 'C')]
     config: Option<std::path::PathBuf>,
+    /// Store labels, `key=value` pairs separated by commas (e.g.
+    /// `zone=z1,host=h1`); replaces `[server] labels`.
+    #[arg(long, alias = "label")]
+    labels: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +59,9 @@ fn main() -> anyhow::Result<()> {
     );
     set(&mut cfg.storage.data_dir, &args.data_dir);
     set(&mut cfg.log_file, &args.log_file);
+    if let Some(labels) = &args.labels {
+        cfg.server.labels = tikal_server::config::parse_labels(labels)?;
+    }
     if let Some(pd) = &args.pd {
         cfg.pd.endpoints = pd
             .split(',')

@@ -35,7 +35,9 @@
 //!   share many regions, so leader counts end within a few of each other.
 //!
 //! A store low on space is the exception: it takes no replicas, and sheds
-//! them to stores with room until it is no longer low.
+//! them to stores with room until it is no longer low. With location
+//! labels, a replica never moves to a store nearer the region's other
+//! replicas than the one it leaves (see [`crate::placement`]).
 //!
 //! Hot regions are left to [`crate::hot`].
 
@@ -78,39 +80,55 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     })
 }
 
-/// Moves `r`'s peer off the Up store of its peers that would score highest
-/// without it to the Up store with room (below the high-space ratio)
-/// without one that would score lowest with it, if after the move the
-/// first still scores at least as high as the second; off a store low on
-/// space (see [`crate::stores::StoreInfo::is_low_space`]) whatever the
-/// scores.
+/// Moves `r`'s peer off one of its Up stores to the Up store with room
+/// (below the high-space ratio) without one that would score lowest with
+/// it and is no nearer the other replicas: the first of its stores, from
+/// the highest score down, for which such a store exists and after the
+/// move still scores at least as high as it. Off a store low on space (see
+/// [`crate::stores::StoreInfo::is_low_space`]) whatever the scores.
 pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if v.running(kind::REGION) >= v.opts.region_schedule_limit {
         return Ok(None);
     }
     let size = i64::try_from(r.score_mib()).unwrap_or(i64::MAX);
-    let highest = |short_of_room: bool| {
-        (r.region.peers.iter())
+    // Sources by score, highest first (ties: lowest id).
+    let sources = |short_of_room: bool| {
+        let mut s: Vec<u64> = (r.region.peers.iter())
             .map(|p| p.store_id)
             .filter(|s| v.is_up(*s) && (!short_of_room || !v.has_room(*s)))
-            // The highest score; on a tie the lowest id.
-            .min_by(by_score(|s| -v.region_score(s, -size)))
+            .collect();
+        s.sort_by(by_score(|s| -v.region_score(s, -size)));
+        s
     };
     // A store low on space sheds replicas whatever the scores say (as
     // upstream's region score soars when space runs low).
-    let crowded = highest(true);
-    let from = crowded.or_else(|| highest(false));
-    let to = v
-        .up_stores()
-        .into_iter()
-        .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
-        .min_by(by_score(|s| v.region_score(s, size)));
-    let (Some(from), Some(to)) = (from, to) else {
+    let crowded = sources(true);
+    let short_of_room = !crowded.is_empty();
+    let candidates = if short_of_room {
+        crowded
+    } else {
+        sources(false)
+    };
+    let pair = candidates.into_iter().find_map(|from| {
+        // Never to a store nearer the other replicas than `from` is (by
+        // location labels, see `crate::placement`).
+        let others: Vec<u64> = (r.region.peers.iter())
+            .map(|p| p.store_id)
+            .filter(|s| *s != from)
+            .collect();
+        let safe = v.distinct_score(&others, from);
+        let to = v
+            .up_stores()
+            .into_iter()
+            .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
+            .filter(|s| v.distinct_score(&others, *s) >= safe)
+            .min_by(by_score(|s| v.region_score(s, size)))?;
+        let worth = short_of_room || v.region_score(from, -size) >= v.region_score(to, size);
+        worth.then_some((from, to))
+    });
+    let Some((from, to)) = pair else {
         return Ok(None);
     };
-    if crowded.is_none() && v.region_score(from, -size) < v.region_score(to, size) {
-        return Ok(None);
-    }
     let plan = move_peer(r, v as &dyn ClusterView, "balance-region", from, to)?;
     Ok(plan.map(|mut p| {
         // A balancing move, not a repair: limited as one.

@@ -12,13 +12,21 @@
 //! |                                               | promote it, remove the bad voter                    |
 //! | fewer voters than `max-replicas`              | `make-up-replica`: add learner on a target, promote |
 //! | more voters than `max-replicas`               | `remove-extra-replica`: remove the worst voter      |
+//! | every voter Up, one could be farther from the | `move-to-better-location`: add learner there,       |
+//! | others by location labels                     | promote it, remove the voter                        |
 //!
-//! A target is an Up store holding no peer of the region, the one with the
-//! fewest regions (ties: lowest id); without one the rule does not apply
-//! and the region keeps working with what it has. A removal never removes
+//! A target is an Up store with room holding no peer of the region: the
+//! one farthest from the replicas that stay, by location labels (highest
+//! distinct score, see [`crate::placement`]), then with the fewest regions
+//! (ties: lowest id); without one the rule does not apply and the region
+//! keeps working with what it has. The worst voter is on a store that does
+//! not take replicas, else the nearest to the others, then not the leader,
+//! then on the store with the most regions. A removal never removes
 //! the leader: a step first moves leadership to a voter on an Up store
 //! (the one leading fewest regions). Regions in joint consensus, or with a
 //! peer on a store PD does not know, are left alone.
+
+use std::cmp::Reverse;
 
 use tikal_proto::metapb;
 
@@ -40,6 +48,9 @@ pub trait ClusterView {
     fn has_room(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
     fn alloc_id(&self) -> PdResult<u64>;
+    /// How far `other` is from the stores `others` by location labels (see
+    /// [`crate::placement`]); 0 without location labels.
+    fn distinct_score(&self, others: &[u64], other: u64) -> u64;
 }
 
 pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
@@ -89,7 +100,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
             let desc = format!("remove-extra-{}-replica", status(state));
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
         }
-        if let Some(target) = pick_target(r, c) {
+        if let Some(target) = pick_target(r, c, &staying(r, Some(p.store_id))) {
             let desc = format!("replace-{}-replica", status(state));
             let add = add_voter(c, target)?;
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &add));
@@ -97,7 +108,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     }
 
     if voters < max {
-        if let Some(target) = pick_target(r, c) {
+        if let Some(target) = pick_target(r, c, &staying(r, None)) {
             return Ok(Some(Plan {
                 desc: "make-up-replica".into(),
                 brief: format!("add peer: store [{target}]"),
@@ -108,21 +119,26 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     }
     if voters > max {
         let leader = r.leader_store();
+        let voter_stores: Vec<u64> = r.voters().map(|p| p.store_id).collect();
         let worst = states
             .iter()
             .filter(|(p, _)| !is_learner(p))
             .min_by_key(|(p, s)| {
                 (
                     s.takes_replicas(),
+                    c.distinct_score(&voter_stores, p.store_id),
                     Some(p.store_id) == leader,
-                    std::cmp::Reverse(c.region_count(p.store_id)),
-                    std::cmp::Reverse(p.store_id),
+                    Reverse(c.region_count(p.store_id)),
+                    Reverse(p.store_id),
                 )
             });
         if let Some((p, _)) = worst {
             let desc = "remove-extra-replica".into();
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
         }
+    }
+    if voters == max && states.iter().all(|(_, s)| s.takes_replicas()) {
+        return better_location(r, c);
     }
     Ok(None)
 }
@@ -136,14 +152,64 @@ fn status(s: StoreState) -> &'static str {
     }
 }
 
-/// The Up store with room holding no peer of `r` with the fewest regions.
-fn pick_target(r: &RegionInfo, c: &dyn ClusterView) -> Option<u64> {
+/// The Up store with room holding no peer of `r` that is farthest from
+/// the stores `staying` (the highest distinct score), then with the
+/// fewest regions (ties: lowest id).
+fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
+    targets(r, c).min_by_key(|id| {
+        (
+            Reverse(c.distinct_score(staying, *id)),
+            c.region_count(*id),
+            *id,
+        )
+    })
+}
+
+/// The Up stores with room holding no peer of `r`.
+fn targets<'a>(r: &'a RegionInfo, c: &'a dyn ClusterView) -> impl Iterator<Item = u64> + 'a {
     c.store_ids()
         .into_iter()
         .filter(|id| r.peer_on(*id).is_none())
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
         .filter(|id| c.has_room(*id))
-        .min_by_key(|id| (c.region_count(*id), *id))
+}
+
+/// The stores of `r`'s peers, but `leaving`.
+fn staying(r: &RegionInfo, leaving: Option<u64>) -> Vec<u64> {
+    (r.region.peers.iter())
+        .map(|p| p.store_id)
+        .filter(|s| Some(*s) != leaving)
+        .collect()
+}
+
+/// Where a voter of a region with every replica in place would be better
+/// off (`move-to-better-location`): the voter nearest the others (the
+/// lowest distinct score; ties: not the leader, the store with the most
+/// regions), moved to the target farthest from the rest, if that is
+/// strictly farther than it is now.
+fn better_location(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
+    let voters: Vec<u64> = r.voters().map(|p| p.store_id).collect();
+    let leader = r.leader_store();
+    let Some(worst) = voters.iter().copied().min_by_key(|s| {
+        let others: Vec<u64> = voters.iter().copied().filter(|o| o != s).collect();
+        (
+            c.distinct_score(&others, *s),
+            Some(*s) == leader,
+            Reverse(c.region_count(*s)),
+            Reverse(*s),
+        )
+    }) else {
+        return Ok(None);
+    };
+    let others = staying(r, Some(worst));
+    let now = c.distinct_score(&others, worst);
+    let Some(target) = pick_target(r, c, &others) else {
+        return Ok(None);
+    };
+    if c.distinct_score(&others, target) <= now {
+        return Ok(None);
+    }
+    move_peer(r, c, "move-to-better-location", worst, target)
 }
 
 /// Where leadership goes before the leader's store loses its peer: a voter

@@ -168,7 +168,7 @@ impl Cluster {
 
     /// The settings scheduling runs by now.
     pub fn opts(&self) -> ScheduleOptions {
-        *self.opts.read()
+        self.opts.read().clone()
     }
 
     /// Changes settings online, as `POST /config` does: every key (upstream
@@ -178,7 +178,7 @@ impl Cluster {
         changes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
     ) -> Result<(), String> {
         let mut opts = self.opts.write();
-        let mut new = *opts;
+        let mut new = opts.clone();
         for (key, value) in changes {
             new.set(key, value)?;
         }
@@ -267,6 +267,14 @@ impl Cluster {
         if store.id == 0 || store.address.is_empty() {
             return Err(invalid("store needs an id and an address"));
         }
+        let bad_label = (store.labels.iter())
+            .find(|l| !tikal_util::is_label_key(&l.key) || !tikal_util::is_label_value(&l.value));
+        if let Some(l) = bad_label {
+            return Err(invalid(format!(
+                "store label {:?}={:?}: keys and values are letters, digits and -_./",
+                l.key, l.value
+            )));
+        }
         let mut stores = self.stores.write();
         for other in stores.values() {
             let o = &other.meta;
@@ -292,8 +300,12 @@ impl Cluster {
             Some(existing) => {
                 store.state = existing.meta.state;
                 store.node_state = existing.meta.node_state;
+                store.labels = crate::placement::merge_labels(&existing.meta.labels, &store.labels);
             }
-            None => set_state(&mut store, metapb::StoreState::Up),
+            None => {
+                set_state(&mut store, metapb::StoreState::Up);
+                store.labels = crate::placement::merge_labels(&[], &store.labels);
+            }
         }
         let now = self.clock.now_nanos();
         store.last_heartbeat = now;
@@ -713,6 +725,36 @@ mod tests {
 
     fn routes_to(c: &Cluster, key: &[u8]) -> u64 {
         c.region_by_key(key).map_or(0, |r| r.region.id)
+    }
+
+    #[test]
+    fn store_labels_are_checked_and_merge_as_stores_report_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let label = |key: &str, value: &str| metapb::StoreLabel {
+            key: key.into(),
+            value: value.into(),
+        };
+        let mut store = c.store(1).unwrap().meta;
+        store.labels = vec![label("zone", "z1"), label("host", "h1")];
+        c.put_store(store.clone()).unwrap();
+        // A restart reporting a new host and no zone keeps the zone.
+        store.labels = vec![label("host", "h2")];
+        c.put_store(store.clone()).unwrap();
+        assert_eq!(
+            c.store(1).unwrap().meta.labels,
+            vec![label("zone", "z1"), label("host", "h2")]
+        );
+        for bad in [label("", "x"), label("zone", "a b"), label("-zone", "z")] {
+            store.labels = vec![bad.clone()];
+            let err = c.put_store(store.clone()).unwrap_err();
+            assert!(err.to_string().contains("store label"), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            c.store(1).unwrap().meta.labels.len(),
+            2,
+            "refused: unchanged"
+        );
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub struct ScheduleSection {
 #[serde(default, rename_all = "kebab-case")]
 pub struct ReplicationSection {
     pub max_replicas: u32,
+    /// The store labels that say where a store is, outermost first (e.g.
+    /// `["zone", "host"]`): PD keeps a region's replicas as far apart as
+    /// they allow (see `crate::placement`). Upstream's key; empty by
+    /// default.
+    pub location_labels: Vec<String>,
 }
 
 impl Default for PdConfig {
@@ -98,7 +103,10 @@ impl Default for ScheduleSection {
 
 impl Default for ReplicationSection {
     fn default() -> Self {
-        ReplicationSection { max_replicas: 3 }
+        ReplicationSection {
+            max_replicas: 3,
+            location_labels: vec![],
+        }
     }
 }
 
@@ -184,6 +192,9 @@ impl PdConfig {
             max_merge_region_keys: sc.max_merge_region_keys,
             ..ScheduleOptions::default()
         };
+        let labels = serde_json::json!(self.replication.location_labels.join(","));
+        opts.set("location-labels", &labels)
+            .map_err(|e| anyhow::anyhow!("replication.{e}"))?;
         for (key, ratio) in [
             ("low-space-ratio", sc.low_space_ratio),
             ("high-space-ratio", sc.high_space_ratio),
@@ -213,9 +224,11 @@ impl PdConfig {
 /// What the cluster schedules by: `[replication] max-replicas` and the
 /// `[schedule]` settings, typed. Changed online by `POST /config`
 /// ([`ScheduleOptions::set`]); shown by `GET /config` ([`Self::schedule_json`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleOptions {
     pub max_replicas: u32,
+    /// `[replication] location-labels`, each a valid label key.
+    pub location_labels: Vec<String>,
     pub max_store_down_time: Duration,
     pub operator_timeout: Duration,
     pub leader_schedule_limit: u64,
@@ -239,6 +252,7 @@ impl Default for ScheduleOptions {
         // Upstream's defaults, and ours for the operator timeout.
         ScheduleOptions {
             max_replicas: 3,
+            location_labels: vec![],
             max_store_down_time: Duration::from_secs(30 * 60),
             operator_timeout: Duration::from_secs(10 * 60),
             leader_schedule_limit: 4,
@@ -278,6 +292,20 @@ impl ScheduleOptions {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| format!("{key} must be between 1 and {}", u32::MAX))?;
                 self.max_replicas = n;
+            }
+            "location-labels" => {
+                // Upstream's JSON form: one string, comma-separated.
+                let text = value.as_str().ok_or_else(|| {
+                    format!("{key} must be a string of comma-separated labels, not {value}")
+                })?;
+                let labels: Vec<String> = (text.split(','))
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                if let Some(bad) = labels.iter().find(|l| !tikal_util::is_label_key(l)) {
+                    return Err(format!("{key}: {bad:?} is not a valid label key"));
+                }
+                self.location_labels = labels;
             }
             "leader-schedule-limit" => self.leader_schedule_limit = number()?,
             "region-schedule-limit" => self.region_schedule_limit = number()?,
@@ -358,7 +386,10 @@ impl ScheduleOptions {
 
     /// The `replication` object of `GET /config`.
     pub fn replication_json(&self) -> serde_json::Value {
-        serde_json::json!({ "max-replicas": self.max_replicas })
+        serde_json::json!({
+            "max-replicas": self.max_replicas,
+            "location-labels": self.location_labels.join(","),
+        })
     }
 }
 
@@ -401,6 +432,7 @@ mod tests {
         let text = r#"
             [replication]
             max-replicas = 5
+            location-labels = ["zone", "host"]
             [schedule]
             max-store-down-time = "3s"
             operator-timeout = "1500ms"
@@ -414,6 +446,11 @@ mod tests {
         cfg.validate().unwrap();
         let opts = cfg.schedule_options().unwrap();
         assert_eq!(opts.max_replicas, 5);
+        assert_eq!(opts.location_labels, ["zone", "host"]);
+        assert_eq!(
+            opts.replication_json(),
+            serde_json::json!({"max-replicas": 5, "location-labels": "zone,host"})
+        );
         assert_eq!(opts.max_store_down_time, Duration::from_secs(3));
         assert_eq!(opts.operator_timeout, Duration::from_millis(1500));
         assert_eq!(opts.leader_schedule_limit, 7);
@@ -430,6 +467,7 @@ mod tests {
             "[schedule]\noperator-timeout = \"0s\"",
             "[schedule]\nhigh-space-ratio = 0.8",
             "[schedule]\nlow-space-ratio = 0.6",
+            "[replication]\nlocation-labels = [\"zone\", \"-host\"]",
         ] {
             let (mut cfg, _): (PdConfig, _) = tikal_util::parse_toml(bad).unwrap();
             assert!(cfg.validate().is_err(), "{bad}");
@@ -439,6 +477,16 @@ mod tests {
     #[test]
     fn online_changes_take_upstream_keys_and_refuse_bad_values() {
         let mut o = ScheduleOptions::default();
+        // Location labels come as upstream's one comma-separated string.
+        o.set("location-labels", &serde_json::json!("zone, host"))
+            .unwrap();
+        assert_eq!(o.location_labels, ["zone", "host"]);
+        for bad in [serde_json::json!(["zone"]), serde_json::json!("zone,a b")] {
+            assert!(o.set("replication.location-labels", &bad).is_err(), "{bad}");
+        }
+        assert_eq!(o.location_labels, ["zone", "host"], "unchanged");
+        o.set("location-labels", &serde_json::json!("")).unwrap();
+        assert!(o.location_labels.is_empty());
         o.set("max-merge-region-keys", &serde_json::json!(10))
             .unwrap();
         o.set("schedule.split-merge-interval", &serde_json::json!("1s"))
@@ -448,7 +496,7 @@ mod tests {
         assert_eq!(o.max_merge_region_keys, 10);
         assert_eq!(o.split_merge_interval, Duration::from_secs(1));
         assert_eq!(o.max_replicas, 5);
-        let before = o;
+        let before = o.clone();
         for (key, value) in [
             ("max-merge-region-keys", serde_json::json!(-1)),
             ("max-merge-region-keys", serde_json::json!("many")),

@@ -34,6 +34,7 @@ pub mod keyspace;
 pub mod keyspace_http;
 pub mod merge;
 pub mod operator;
+pub mod placement;
 pub mod regions;
 pub mod schedule;
 pub mod service;

@@ -766,4 +766,14 @@ impl ClusterView for View<'_> {
     fn alloc_id(&self) -> PdResult<u64> {
         self.cluster.alloc_id()
     }
+
+    fn distinct_score(&self, others: &[u64], other: u64) -> u64 {
+        let labels = &self.opts.location_labels;
+        if labels.is_empty() {
+            return 0;
+        }
+        let meta = |id: &u64| self.space.get(id).map(|s| &s.meta);
+        let stores: Vec<&metapb::Store> = others.iter().filter_map(meta).collect();
+        meta(&other).map_or(0, |o| crate::placement::distinct_score(labels, &stores, o))
+    }
 }

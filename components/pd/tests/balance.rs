@@ -293,3 +293,22 @@ fn a_store_weighted_zero_takes_nothing_and_others_still_balance() {
     );
     assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 0, 36], "{counts:?}");
 }
+
+#[test]
+fn balance_never_moves_a_replica_nearer_the_others() {
+    // Stores 1, 2, 3 on hosts h1, h2, h3; store 4 joins on h1.
+    let opts = common::with_location_labels(no_merges(), &["host"]);
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, opts);
+    for (id, host) in [(1, "h1"), (2, "h2"), (3, "h3")] {
+        common::set_labels(&fleet.cluster, id, &[("host", host)]);
+    }
+    fleet.add_store(4);
+    common::set_labels(&fleet.cluster, 4, &[("host", "h1")]);
+    fleet.settle(200, |_| {});
+    // Only store 1's replicas may move there (same host): the two share
+    // h1's 48, and every region keeps one replica per host.
+    let regions = spread(&fleet.counts(), |c| c.0);
+    assert_eq!((regions[1], regions[2]), (48, 48), "{regions:?}");
+    assert_eq!(regions[0] + regions[3], 48, "{regions:?}");
+    assert!((23..=25).contains(&regions[3]), "{regions:?}");
+}

@@ -274,3 +274,64 @@ fn membership_changes_use_change_peer_before_5_0_and_change_peer_v2_after() {
     assert_eq!(r.change_peer_v2.unwrap().changes.len(), 1);
     assert_eq!(r.header.unwrap().cluster_id, new.cluster.cluster_id);
 }
+
+/// Stores 1 to 6, two on each of hosts h1, h2, h3.
+fn on_hosts(sim: &Sim) {
+    for id in 1..=6u64 {
+        let host = format!("h{}", id.div_ceil(2));
+        common::set_labels(&sim.cluster, id, &[("host", &host)]);
+    }
+}
+
+fn hosts(sim: &Sim) -> Vec<u64> {
+    let mut h: Vec<u64> = sim.voter_stores().iter().map(|s| s.div_ceil(2)).collect();
+    h.sort_unstable();
+    h
+}
+
+#[test]
+fn with_location_labels_replicas_go_to_distinct_hosts() {
+    let opts = common::with_location_labels(opts(3), &["host"]);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1], opts);
+    on_hosts(&sim);
+    sim.run();
+    // By region count alone stores 2 and 3 would take them (2 is on h1).
+    assert_eq!(sim.voter_stores(), vec![1, 3, 5]);
+    assert_eq!(hosts(&sim), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_replica_sharing_a_host_moves_to_a_better_location() {
+    let opts = common::with_location_labels(opts(3), &["host"]);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1, 2, 3], opts);
+    on_hosts(&sim);
+    let log = sim.run();
+    assert_eq!(
+        log,
+        [
+            "add learner on store 5",
+            "-",
+            "promote on store 5",
+            "remove store 2",
+            "-"
+        ]
+    );
+    let (op, status) = sim.cluster.operator(1).unwrap();
+    assert_eq!(
+        (op.plan.desc.as_str(), status),
+        ("move-to-better-location", OpStatus::Success)
+    );
+    assert_eq!(hosts(&sim), vec![1, 2, 3]);
+    // Spread as far as the labels allow: nothing more moves.
+    assert_eq!(sim.run(), [QUIET]);
+}
+
+#[test]
+fn an_extra_replica_is_removed_where_it_shares_a_host() {
+    let opts = common::with_location_labels(opts(3), &["host"]);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1, 2, 3, 5], opts);
+    on_hosts(&sim);
+    // By region count and id alone store 5 would go.
+    assert_eq!(sim.run()[0], "remove store 2");
+    assert_eq!(sim.voter_stores(), vec![1, 3, 5]);
+}

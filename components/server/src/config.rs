@@ -15,6 +15,7 @@
 //! ```
 //! Keys Tikal does not know are reported in the log, not silently dropped.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -130,6 +131,19 @@ impl Default for SchedulerSection {
     }
 }
 
+/// `--labels zone=z1,host=h1` as a label map; each pair needs exactly one
+/// `=` (the labels themselves are checked with the rest of the config).
+pub fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split('=').collect::<Vec<_>>()[..] {
+            [key, value] => labels.insert(key.trim().to_string(), value.trim().to_string()),
+            _ => anyhow::bail!("invalid label {pair:?}: expected key=value"),
+        };
+    }
+    Ok(labels)
+}
+
 impl SchedulerSection {
     pub fn policy(&self) -> anyhow::Result<tikal_storage::scheduler::Policy> {
         tikal_storage::scheduler::Policy::from_name(&self.policy, &self.threshold, &self.edf)
@@ -149,6 +163,10 @@ pub struct ServerSection {
     /// unset, one per core. Upstream's key; TiKV's default is 5 gRPC
     /// threads.
     pub grpc_concurrency: Option<usize>,
+    /// Where the store is, for PD's `location-labels` (upstream's key and
+    /// form: `labels = { zone = "z1", host = "h1" }`). Sent to PD at every
+    /// start.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +327,7 @@ impl Default for ServerSection {
             status_addr: "127.0.0.1:20180".into(),
             advertise_status_addr: String::new(),
             grpc_concurrency: None,
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -369,6 +388,15 @@ impl TikvConfig {
         }
         if self.pd.endpoints.is_empty() {
             anyhow::bail!("pd.endpoints is empty: pass --pd");
+        }
+        for (key, value) in &self.server.labels {
+            if !tikal_util::is_label_key(key) || !tikal_util::is_label_value(value) {
+                anyhow::bail!(
+                    "server.labels: {key:?} = {value:?} is not a valid label (keys: letters, \
+                     digits and -_./, starting and ending with a letter or digit; values: \
+                     letters, digits and -_./)"
+                );
+            }
         }
         if self.server.advertise_addr.is_empty() {
             self.server.advertise_addr = self.server.addr.clone();
@@ -502,6 +530,34 @@ mod tests {
         assert_eq!(split, tikal_raftstore::SplitCheckConfig::default());
         cfg.coprocessor.region_max_keys = Some(3);
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn store_labels_come_from_the_file_or_the_flag_and_are_checked() {
+        let (mut cfg, unknown): (TikvConfig, _) =
+            parse_toml("[server]\nlabels = { zone = \"z1\", host = \"h1\" }\n").unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        cfg.validate().unwrap();
+        let pairs: Vec<(&str, &str)> = (cfg.server.labels.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(pairs, [("host", "h1"), ("zone", "z1")]);
+        let store = crate::node::store_meta(&cfg, 0);
+        let sent: Vec<(&str, &str)> = (store.labels.iter())
+            .map(|l| (l.key.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(sent, pairs, "sent to PD");
+
+        let flag = parse_labels("zone=z2, rack=r1").unwrap();
+        assert_eq!(flag.get("rack").map(String::as_str), Some("r1"));
+        for bad in ["zone", "zone=a=b"] {
+            assert!(parse_labels(bad).is_err(), "{bad}");
+        }
+        for (key, value) in [("-zone", "z"), ("zone", "a b"), ("", "z")] {
+            cfg.server.labels = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let err = cfg.validate().unwrap_err();
+            assert!(format!("{err:#}").contains("server.labels"), "{err:#}");
+        }
     }
 
     #[test]

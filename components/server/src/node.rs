@@ -157,6 +157,12 @@ pub fn store_meta(cfg: &TikvConfig, start_timestamp: i64) -> metapb::Store {
             .unwrap_or_default(),
         state: metapb::StoreState::Up as i32,
         node_state: metapb::NodeState::Serving as i32,
+        labels: (cfg.server.labels.iter())
+            .map(|(key, value)| metapb::StoreLabel {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
         ..Default::default()
     }
 }

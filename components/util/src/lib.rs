@@ -1,5 +1,5 @@
-//! Small helpers shared by the servers and tools: configuration parsing and
-//! logging setup. Nothing here knows about TiKV or PD.
+//! Small helpers shared by the servers and tools: configuration parsing,
+//! the store label format, and logging setup.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +20,28 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     parse_toml(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// Whether `key` may name a store label (`[server] labels` on a store,
+/// `location-labels` in PD): letters, digits and `-_./`, starting and
+/// ending with a letter or digit, optionally after one leading `$` (the
+/// format upstream checks).
+pub fn is_label_key(key: &str) -> bool {
+    let body = key.strip_prefix('$').unwrap_or(key);
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    edge(body.chars().next())
+        && edge(body.chars().last())
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+/// Whether `value` may be a store label's value: letters, digits and
+/// `-_./`, possibly empty.
+pub fn is_label_value(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 /// Parses TiKV/PD-style durations: "100ms", "10s", "1.5s", "30m", "1h".
@@ -187,6 +209,20 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_and_values_follow_upstreams_format() {
+        for good in ["a", "0", "a.1-2", "abc/def", "$abc", "$a.b-c/d_e", "zone"] {
+            assert!(is_label_key(good), "{good}");
+        }
+        for bad in [
+            "", "$", ".123", "/abc", "abc/", "-abc", "abc-", "abc$def", "123*", "a b",
+        ] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        assert!(is_label_value("") && is_label_value("z1.rack-2/a_b"));
+        assert!(!is_label_value("v2?") && !is_label_value("a,b") && !is_label_value("a=b"));
+    }
 
     #[test]
     fn a_runtime_gets_the_workers_asked_for_within_bounds() {

@@ -312,3 +312,24 @@ pub async fn serve(sim: &Sim) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// Gives store `id` these labels, as its next PutStore would.
+pub fn set_labels(cluster: &Cluster, id: u64, labels: &[(&str, &str)]) {
+    let mut meta = cluster.store(id).unwrap().meta;
+    meta.labels = labels
+        .iter()
+        .map(|(key, value)| metapb::StoreLabel {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .collect();
+    cluster.put_store(meta).unwrap();
+}
+
+/// `opts` with `[replication] location-labels` set.
+pub fn with_location_labels(opts: ScheduleOptions, labels: &[&str]) -> ScheduleOptions {
+    ScheduleOptions {
+        location_labels: labels.iter().map(|l| l.to_string()).collect(),
+        ..opts
+    }
+}
