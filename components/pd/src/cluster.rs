@@ -79,6 +79,11 @@ struct GcState {
 pub use crate::clock::unix_nanos;
 
 impl Cluster {
+    /// When this PD started, in Unix seconds.
+    pub fn started_secs(&self) -> i64 {
+        self.started / 1_000_000_000
+    }
+
     /// Now by this cluster's clock, in Unix seconds.
     pub(crate) fn now_secs(&self) -> i64 {
         self.clock.now_nanos() / 1_000_000_000

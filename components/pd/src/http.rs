@@ -51,6 +51,16 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/store/:id", get(store).delete(delete_store))
         .route("/pd/api/v1/store/:id/state", post(set_store_state))
         .route("/pd/api/v1/store/:id/weight", post(set_store_weight))
+        .route(
+            "/pd/api/v1/store/:id/label",
+            post(set_store_labels).delete(delete_store_label),
+        )
+        .route("/pd/api/v1/regions/store/:id", get(store_regions))
+        .route("/pd/api/v1/regions/count", get(region_count))
+        .route("/pd/api/v1/cluster", get(cluster))
+        .route("/pd/api/v1/version", get(version))
+        .route("/pd/api/v1/status", get(status))
+        .route("/pd/api/v1/ping", get(|| async {}))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/region/id/:id", get(region_by_id))
         .route("/pd/api/v1/region/key/:key", get(region_by_key))
@@ -210,8 +220,9 @@ async fn stores(State(s): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> R
 }
 
 async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    let id = match store_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad,
     };
     let cluster = &s.pd.cluster;
     match cluster.store(id) {
@@ -269,13 +280,14 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
 
 /// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
 async fn delete_store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
-    let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    let id = match store_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad,
     };
-    match s.pd.cluster.remove_store(id) {
-        Ok(()) => Json(json!("The store is set as Offline.")).into_response(),
-        Err(e) => store_error(e),
-    }
+    store_done(
+        s.pd.cluster.remove_store(id),
+        "The store is set as Offline.",
+    )
 }
 
 /// `POST /store/{id}/state?state=Up|Offline` (any case): `Up` is `pd-ctl
@@ -286,8 +298,9 @@ async fn set_store_state(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
+    let id = match store_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad,
     };
     let state = query_pairs(query.as_deref())
         .into_iter()
@@ -302,10 +315,7 @@ async fn set_store_state(
     } else {
         return error(StatusCode::BAD_REQUEST, format!("invalid state {state}"));
     };
-    match done {
-        Ok(()) => Json(json!("The store's state is updated.")).into_response(),
-        Err(e) => store_error(e),
-    }
+    store_done(done, "The store's state is updated.")
 }
 
 /// `POST /store/{id}/weight` with `{"leader": W, "region": W}`, as
@@ -315,11 +325,9 @@ async fn set_store_weight(
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}"));
-    };
-    let Ok(req) = serde_json::from_str::<Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the body is not JSON".into());
+    let (id, req) = match store_and_body::<Value>(&id, &body, "JSON") {
+        Ok(parsed) => parsed,
+        Err(bad) => return bad,
     };
     let mut weights = [0.0; 2];
     for (w, name) in weights.iter_mut().zip(["leader", "region"]) {
@@ -332,12 +340,89 @@ async fn set_store_weight(
         };
     }
     let [leader, region] = weights;
-    match s
-        .pd
-        .cluster
-        .set_store_weights(id, Weights { leader, region })
-    {
-        Ok(()) => Json(json!("The store's weight is updated.")).into_response(),
+    let weights = Weights { leader, region };
+    store_done(
+        s.pd.cluster.set_store_weights(id, weights),
+        "The store's weight is updated.",
+    )
+}
+
+/// `POST /store/{id}/label[?force]` with `{"key": "value", ...}`, as
+/// `pd-ctl store label`: merged into the store's labels (an empty value
+/// deletes one), or with `force` (present, whatever its value, as
+/// upstream reads it) in place of them all.
+async fn set_store_labels(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    body: String,
+) -> Response {
+    let what = "a JSON object of labels";
+    let (id, map) = match store_and_body::<serde_json::Map<String, Value>>(&id, &body, what) {
+        Ok(parsed) => parsed,
+        Err(bad) => return bad,
+    };
+    let mut labels = vec![];
+    for (key, value) in map {
+        let Some(value) = value.as_str() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("label {key}: the value must be a string"),
+            );
+        };
+        labels.push(tikal_proto::metapb::StoreLabel {
+            key,
+            value: value.to_string(),
+        });
+    }
+    let force = query_pairs(query.as_deref())
+        .iter()
+        .any(|(k, _)| k == "force");
+    store_done(
+        s.pd.cluster.set_store_labels(id, labels, force),
+        "The store's label is updated.",
+    )
+}
+
+/// `DELETE /store/{id}/label` with the key as a JSON string, as `pd-ctl
+/// store label <id> <key> --delete`.
+async fn delete_store_label(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let what = "the label key as a JSON string";
+    let (id, key) = match store_and_body::<String>(&id, &body, what) {
+        Ok(parsed) => parsed,
+        Err(bad) => return bad,
+    };
+    let done = s.pd.cluster.delete_store_label(id, &key);
+    store_done(done, &format!("The label {key} is deleted for store {id}."))
+}
+
+/// A store id from the path, or the answer refusing it.
+fn store_id(id: &str) -> Result<u64, Response> {
+    id.parse::<u64>()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("invalid store id {id:?}")))
+}
+
+/// A store id from the path and a request body, or the answer refusing
+/// them (`what` says what the body must be).
+fn store_and_body<T: serde::de::DeserializeOwned>(
+    id: &str,
+    body: &str,
+    what: &str,
+) -> Result<(u64, T), Response> {
+    let id = store_id(id)?;
+    let body = serde_json::from_str(body)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("the body must be {what}")))?;
+    Ok((id, body))
+}
+
+/// A store command's answer: `ok` as upstream words it, or the failure.
+fn store_done(done: Result<(), StoreError>, ok: &str) -> Response {
+    match done {
+        Ok(()) => Json(json!(ok)).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -347,8 +432,10 @@ fn store_error(e: StoreError) -> Response {
     let status = match e {
         StoreError::NotFound(_) => StatusCode::NOT_FOUND,
         StoreError::Removed(_) => StatusCode::GONE,
-        StoreError::NotEnough { .. } | StoreError::BadWeights(_) => StatusCode::BAD_REQUEST,
-        StoreError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::NotEnough { .. } | StoreError::BadWeights(_) | StoreError::BadLabel(..) => {
+            StatusCode::BAD_REQUEST
+        }
+        StoreError::Meta(_) | StoreError::NoLabel(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
 }
@@ -434,6 +521,51 @@ async fn regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
             .map(region_json)
             .collect();
     Json(json!({ "count": list.len(), "regions": list }))
+}
+
+/// `GET /regions/store/{id}`: the regions with a peer (of any role) on
+/// the store, in key order; none for a store PD does not know.
+async fn store_regions(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+    let id = match store_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad,
+    };
+    let list: Vec<Value> = (s.pd.cluster.scan_regions(b"", b"", 0).iter())
+        .filter(|r| r.peer_on(id).is_some())
+        .map(region_json)
+        .collect();
+    Json(json!({ "count": list.len(), "regions": list })).into_response()
+}
+
+/// `GET /regions/count`: upstream's regions answer without the list.
+async fn region_count(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let count = s.pd.cluster.scan_regions(b"", b"", 0).len();
+    Json(json!({ "count": count, "regions": null }))
+}
+
+/// `GET /cluster`: `metapb.Cluster`, as `pd-ctl cluster` shows it.
+async fn cluster(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let c = &s.pd.cluster;
+    Json(json!({ "id": c.cluster_id, "max_peer_count": c.opts().max_replicas }))
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({
+        "version": crate::PD_COMPAT_VERSION,
+        "build_time": "",
+        "hash": "",
+        "branch": "",
+    }))
+}
+
+/// `GET /status`: the build and when this PD started (Unix seconds).
+async fn status(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    Json(json!({
+        "build_ts": "None",
+        "version": crate::PD_COMPAT_VERSION,
+        "git_hash": option_env!("TIKAL_GIT_HASH").unwrap_or("None"),
+        "start_timestamp": s.pd.cluster.started_secs(),
+    }))
 }
 
 async fn region_by_id(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {

@@ -85,6 +85,10 @@ pub enum StoreError {
     NotEnough { id: u64, up: usize, need: u32 },
     #[error("bad format weights {0:?}: each must be a number, 0 or more")]
     BadWeights(Weights),
+    #[error("label {0:?}={1:?}: keys and values are letters, digits and -_./")]
+    BadLabel(String, String),
+    #[error("the label key {0} does not exist")]
+    NoLabel(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -487,6 +491,60 @@ impl Cluster {
             "store weights set"
         );
         store.weights = weights;
+        Ok(())
+    }
+
+    /// Sets labels on a store, as `pd-ctl store label` does: merged into
+    /// its own as a store's report is (see
+    /// [`crate::placement::merge_labels`]; an empty value deletes one), or
+    /// with `force` in place of them all.
+    pub fn set_store_labels(
+        &self,
+        id: u64,
+        labels: Vec<metapb::StoreLabel>,
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let bad = (labels.iter())
+            .find(|l| !tikal_util::is_label_key(&l.key) || !tikal_util::is_label_value(&l.value));
+        if let Some(l) = bad {
+            return Err(StoreError::BadLabel(l.key.clone(), l.value.clone()));
+        }
+        self.change_labels(id, |old| {
+            let base = if force { &[][..] } else { old };
+            Ok(crate::placement::merge_labels(base, &labels))
+        })
+    }
+
+    /// Deletes one label of a store (`pd-ctl store label <id> <key>
+    /// --delete`).
+    pub fn delete_store_label(&self, id: u64, key: &str) -> Result<(), StoreError> {
+        self.change_labels(id, |old| {
+            if !old.iter().any(|l| l.key.eq_ignore_ascii_case(key)) {
+                return Err(StoreError::NoLabel(key.to_string()));
+            }
+            Ok((old.iter())
+                .filter(|l| !l.key.eq_ignore_ascii_case(key))
+                .cloned()
+                .collect())
+        })
+    }
+
+    /// Replaces a store's labels with `change` of them, kept in PD's meta
+    /// store.
+    fn change_labels(
+        &self,
+        id: u64,
+        change: impl FnOnce(&[metapb::StoreLabel]) -> Result<Vec<metapb::StoreLabel>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut stores = self.stores.write();
+        let Some(store) = stores.get_mut(&id) else {
+            return Err(StoreError::NotFound(id));
+        };
+        let mut meta = store.meta.clone();
+        meta.labels = change(&meta.labels)?;
+        self.put_store_meta(&meta)?;
+        info!(store_id = id, labels = ?meta.labels, "store labels set");
+        store.meta = meta;
         Ok(())
     }
 

@@ -561,3 +561,109 @@ async fn peers_are_added_moved_and_removed_by_request() {
         assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));
     }
 }
+
+#[tokio::test]
+async fn store_labels_are_set_and_deleted_and_the_cluster_described() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let label = format!("{api}/store/1/label");
+    let labels = |sim: &Sim| -> Vec<(String, String)> {
+        let meta = sim.cluster.store(1).unwrap().meta;
+        meta.labels.into_iter().map(|l| (l.key, l.value)).collect()
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+
+    // `pd-ctl store label 1 zone=z1 host=h1`: merged.
+    let (code, body) = send(Method::POST, &label, json!({"zone": "z1", "host": "h1"})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The store's label is updated."))
+    );
+    let (code, _) = send(Method::POST, &label, json!({"host": "h2", "rack": "r1"})).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        labels(&sim),
+        pairs(&[("host", "h2"), ("zone", "z1"), ("rack", "r1")])
+    );
+    let shown = &get(&format!("{api}/store/1")).await["store"]["labels"];
+    assert_eq!(shown[0], json!({"key": "host", "value": "h2"}));
+    // `--rewrite` (`?force`): exactly these.
+    let (code, _) = send(
+        Method::POST,
+        &format!("{label}?force=true"),
+        json!({"zone": "z2"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(labels(&sim), pairs(&[("zone", "z2")]));
+    // `--delete`: the key as a JSON string.
+    let (code, body) = send(Method::DELETE, &label, json!("zone")).await;
+    assert_eq!(
+        (code, body),
+        (
+            StatusCode::OK,
+            json!("The label zone is deleted for store 1.")
+        )
+    );
+    assert!(labels(&sim).is_empty());
+    let (code, body) = send(Method::DELETE, &label, json!("zone")).await;
+    assert_eq!(
+        (code, body),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!("the label key zone does not exist")
+        )
+    );
+    for bad in [
+        json!({"-zone": "z"}),
+        json!({"zone": "a b"}),
+        json!({"zone": 1}),
+        json!(["zone"]),
+    ] {
+        let (code, _) = send(Method::POST, &label, bad.clone()).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert!(labels(&sim).is_empty(), "refused: unchanged");
+    let (code, _) = send(
+        Method::POST,
+        &format!("{api}/store/9/label"),
+        json!({"a": "b"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // The regions of a store, and how many there are.
+    let on_1 = get(&format!("{api}/regions/store/1")).await;
+    assert_eq!(on_1["count"], 1);
+    assert_eq!(on_1["regions"][0]["id"], 1);
+    assert_eq!(
+        get(&format!("{api}/regions/store/4")).await,
+        json!({"count": 0, "regions": []})
+    );
+    assert_eq!(
+        get(&format!("{api}/regions/count")).await,
+        json!({"count": 1, "regions": null})
+    );
+
+    // `pd-ctl cluster`, version, status, ping.
+    let cluster = get(&format!("{api}/cluster")).await;
+    assert_eq!(cluster["id"], sim.cluster.cluster_id);
+    assert_eq!(cluster["max_peer_count"], 3);
+    assert_eq!(
+        get(&format!("{api}/version")).await["version"],
+        tikal_pd::PD_COMPAT_VERSION
+    );
+    let status = get(&format!("{api}/status")).await;
+    assert_eq!(status["start_timestamp"], 1_700_000_000);
+    let req = Request::builder()
+        .uri(format!("{api}/ping"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = hyper::Client::new().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
