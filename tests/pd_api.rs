@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{get_json, pd_client, TestCluster};
 use serde_json::json;
 use tikal_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
@@ -291,4 +293,74 @@ async fn status_server_reports_metrics_status_and_config() {
     let c = get_json(&format!("http://{status}/config")).await;
     assert_eq!(c["server"]["addr"], t.cluster.store_addrs[0].as_str());
     assert_eq!(c["storage"]["api-version"], 1);
+}
+
+/// POSTs `body` to PD's HTTP API; panics unless it succeeds.
+async fn post(t: &TestCluster, path: &str, body: serde_json::Value) {
+    let url = format!("{}{path}", t.cluster.pd_url());
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {path}: {status} {text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn location_labels_keep_replicas_on_distinct_hosts() {
+    // Every store says its zone in its config; hosts are set online.
+    let t = TestCluster::start_with_configs(
+        4,
+        "[server]\nlabels = { zone = \"z1\" }\n",
+        "[replication]\nmax-replicas = 1\nlocation-labels = [\"zone\", \"host\"]\n",
+    )
+    .await;
+    let c = &t.cluster;
+    let stores = c.http_get("/pd/api/v1/stores").await.unwrap();
+    let mut ids: Vec<u64> = (stores["stores"].as_array().unwrap().iter())
+        .map(|s| {
+            let labels = &s["store"]["labels"];
+            assert_eq!(labels, &json!([{"key": "zone", "value": "z1"}]), "{s}");
+            s["store"]["id"].as_u64().unwrap()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 4);
+    let regions = c.http_get("/pd/api/v1/regions").await.unwrap();
+    let leader = regions["regions"][0]["leader"]["store_id"]
+        .as_u64()
+        .unwrap();
+    // The leader's store shares host h1 with the store PD would pick
+    // first by region count and id alone.
+    let others: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
+    let host_of = |id: u64| match id {
+        id if id == leader || id == others[0] => "h1",
+        id if id == others[1] => "h2",
+        _ => "h3",
+    };
+    for id in &ids {
+        post(
+            &t,
+            &format!("/pd/api/v1/store/{id}/label"),
+            json!({"host": host_of(*id)}),
+        )
+        .await;
+    }
+    post(&t, "/pd/api/v1/config", json!({"max-replicas": 3})).await;
+
+    let hosts = common::eventually(Duration::from_secs(60), "3 voters on 3 hosts", || async {
+        let all = common::regions(&t, 3).await?;
+        let region = all.first()?;
+        let mut hosts: Vec<&str> = (region["peers"].as_array()?.iter())
+            .filter_map(|p| p["store_id"].as_u64())
+            .map(host_of)
+            .collect();
+        hosts.sort_unstable();
+        Some(hosts.join(","))
+    })
+    .await;
+    assert_eq!(hosts, "h1,h2,h3");
 }
