@@ -121,7 +121,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             .up_stores()
             .into_iter()
             .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
-            .filter(|s| v.distinct_score(&others, *s) >= safe)
+            .filter(|s| v.distinct_score(&others, *s) >= safe && v.isolated(&others, *s))
             .min_by(by_score(|s| v.region_score(s, size)))?;
         let worth = short_of_room || v.region_score(from, -size) >= v.region_score(to, size);
         worth.then_some((from, to))

@@ -51,6 +51,9 @@ pub trait ClusterView {
     /// How far `other` is from the stores `others` by location labels (see
     /// [`crate::placement`]); 0 without location labels.
     fn distinct_score(&self, others: &[u64], other: u64) -> u64;
+    /// Whether `target` may take a replica beside the stores `others` under
+    /// `[replication] isolation-level` (always, without one).
+    fn isolated(&self, others: &[u64], target: u64) -> bool;
 }
 
 pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
@@ -152,26 +155,23 @@ fn status(s: StoreState) -> &'static str {
     }
 }
 
-/// The Up store with room holding no peer of `r` that is farthest from
-/// the stores `staying` (the highest distinct score), then with the
-/// fewest regions (ties: lowest id).
+/// The Up store with room holding no peer of `r`, allowed beside the
+/// stores `staying` by the isolation level, that is farthest from them
+/// (the highest distinct score), then with the fewest regions (ties:
+/// lowest id).
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
-    targets(r, c).min_by_key(|id| {
-        (
-            Reverse(c.distinct_score(staying, *id)),
-            c.region_count(*id),
-            *id,
-        )
-    })
-}
-
-/// The Up stores with room holding no peer of `r`.
-fn targets<'a>(r: &'a RegionInfo, c: &'a dyn ClusterView) -> impl Iterator<Item = u64> + 'a {
     c.store_ids()
         .into_iter()
         .filter(|id| r.peer_on(*id).is_none())
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
-        .filter(|id| c.has_room(*id))
+        .filter(|id| c.has_room(*id) && c.isolated(staying, *id))
+        .min_by_key(|id| {
+            (
+                Reverse(c.distinct_score(staying, *id)),
+                c.region_count(*id),
+                *id,
+            )
+        })
 }
 
 /// The stores of `r`'s peers, but `leaving`.

@@ -63,6 +63,10 @@ pub struct ReplicationSection {
     /// they allow (see `crate::placement`). Upstream's key; empty by
     /// default.
     pub location_labels: Vec<String>,
+    /// One of `location-labels`, or empty: no two replicas of a region are
+    /// placed where the labels down to this one are all equal, even if
+    /// that leaves the region short of replicas. Upstream's key.
+    pub isolation_level: String,
 }
 
 impl Default for PdConfig {
@@ -106,6 +110,7 @@ impl Default for ReplicationSection {
         ReplicationSection {
             max_replicas: 3,
             location_labels: vec![],
+            isolation_level: String::new(),
         }
     }
 }
@@ -195,6 +200,11 @@ impl PdConfig {
         let labels = serde_json::json!(self.replication.location_labels.join(","));
         opts.set("location-labels", &labels)
             .map_err(|e| anyhow::anyhow!("replication.{e}"))?;
+        opts.set(
+            "isolation-level",
+            &serde_json::json!(self.replication.isolation_level),
+        )
+        .map_err(|e| anyhow::anyhow!("replication.{e}"))?;
         for (key, ratio) in [
             ("low-space-ratio", sc.low_space_ratio),
             ("high-space-ratio", sc.high_space_ratio),
@@ -229,6 +239,9 @@ pub struct ScheduleOptions {
     pub max_replicas: u32,
     /// `[replication] location-labels`, each a valid label key.
     pub location_labels: Vec<String>,
+    /// `[replication] isolation-level`: empty or one of `location_labels`
+    /// (see [`ScheduleOptions::check`]).
+    pub isolation_level: String,
     pub max_store_down_time: Duration,
     pub operator_timeout: Duration,
     pub leader_schedule_limit: u64,
@@ -253,6 +266,7 @@ impl Default for ScheduleOptions {
         ScheduleOptions {
             max_replicas: 3,
             location_labels: vec![],
+            isolation_level: String::new(),
             max_store_down_time: Duration::from_secs(30 * 60),
             operator_timeout: Duration::from_secs(10 * 60),
             leader_schedule_limit: 4,
@@ -307,6 +321,12 @@ impl ScheduleOptions {
                 }
                 self.location_labels = labels;
             }
+            "isolation-level" => {
+                let level = value
+                    .as_str()
+                    .ok_or_else(|| format!("{key} must be a string, not {value}"))?;
+                self.isolation_level = level.trim().to_string();
+            }
             "leader-schedule-limit" => self.leader_schedule_limit = number()?,
             "region-schedule-limit" => self.region_schedule_limit = number()?,
             "replica-schedule-limit" => self.replica_schedule_limit = number()?,
@@ -340,6 +360,10 @@ impl ScheduleOptions {
     /// What must hold between settings, once a change's keys are all set
     /// (a change may move both space ratios at once).
     pub fn check(&self) -> Result<(), String> {
+        let level = &self.isolation_level;
+        if !level.is_empty() && !self.location_labels.contains(level) {
+            return Err("isolation-level must be one of location-labels or empty".into());
+        }
         if self.low_space_ratio <= self.high_space_ratio {
             return Err(format!(
                 "low-space-ratio ({}) must be above high-space-ratio ({})",
@@ -389,6 +413,7 @@ impl ScheduleOptions {
         serde_json::json!({
             "max-replicas": self.max_replicas,
             "location-labels": self.location_labels.join(","),
+            "isolation-level": self.isolation_level,
         })
     }
 }
@@ -449,7 +474,11 @@ mod tests {
         assert_eq!(opts.location_labels, ["zone", "host"]);
         assert_eq!(
             opts.replication_json(),
-            serde_json::json!({"max-replicas": 5, "location-labels": "zone,host"})
+            serde_json::json!({
+                "max-replicas": 5,
+                "location-labels": "zone,host",
+                "isolation-level": "",
+            })
         );
         assert_eq!(opts.max_store_down_time, Duration::from_secs(3));
         assert_eq!(opts.operator_timeout, Duration::from_millis(1500));
@@ -468,6 +497,7 @@ mod tests {
             "[schedule]\nhigh-space-ratio = 0.8",
             "[schedule]\nlow-space-ratio = 0.6",
             "[replication]\nlocation-labels = [\"zone\", \"-host\"]",
+            "[replication]\nlocation-labels = [\"zone\"]\nisolation-level = \"host\"",
         ] {
             let (mut cfg, _): (PdConfig, _) = tikal_util::parse_toml(bad).unwrap();
             assert!(cfg.validate().is_err(), "{bad}");
@@ -485,8 +515,22 @@ mod tests {
             assert!(o.set("replication.location-labels", &bad).is_err(), "{bad}");
         }
         assert_eq!(o.location_labels, ["zone", "host"], "unchanged");
+        // The isolation level must be one of them, checked once a change's
+        // keys are all set.
+        o.set("isolation-level", &serde_json::json!("zone"))
+            .unwrap();
+        o.check().unwrap();
+        o.set("isolation-level", &serde_json::json!("rack"))
+            .unwrap();
+        let err = o.check().unwrap_err();
+        assert_eq!(
+            err,
+            "isolation-level must be one of location-labels or empty"
+        );
+        o.set("isolation-level", &serde_json::json!("")).unwrap();
         o.set("location-labels", &serde_json::json!("")).unwrap();
         assert!(o.location_labels.is_empty());
+        o.check().unwrap();
         o.set("max-merge-region-keys", &serde_json::json!(10))
             .unwrap();
         o.set("schedule.split-merge-interval", &serde_json::json!("1s"))

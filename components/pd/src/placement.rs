@@ -21,6 +21,10 @@
 //! would score strictly higher (`move-to-better-location`); balance-region
 //! never moves a replica to a store scoring lower than the one it leaves.
 //! Without location labels every score is 0 and none of this applies.
+//!
+//! `[replication] isolation-level` (one of the location labels) is a hard
+//! rule on top: no replica goes where another replica's labels down to
+//! that level are all equal ([`isolated`]).
 
 use tikal_proto::metapb;
 
@@ -55,6 +59,28 @@ pub fn distinct_score(labels: &[String], stores: &[&metapb::Store], other: &meta
             100u64.saturating_pow(below)
         })
         .fold(0u64, u64::saturating_add)
+}
+
+/// Whether `target` may take a replica beside `stores` under
+/// `isolation-level` = `labels[level]`: its values of `labels[..=level]`
+/// must differ from each of theirs somewhere. Compared exactly, as
+/// upstream's isolation filter compares (so two stores both without a
+/// value are at one place).
+pub fn isolated(
+    labels: &[String],
+    level: usize,
+    stores: &[&metapb::Store],
+    target: &metapb::Store,
+) -> bool {
+    let Some(keys) = labels.get(..=level) else {
+        return true;
+    };
+    let here: Vec<&str> = keys.iter().map(|k| label_value(target, k)).collect();
+    (stores.iter()).filter(|s| s.id != target.id).all(|s| {
+        keys.iter()
+            .map(|k| label_value(s, k))
+            .ne(here.iter().copied())
+    })
 }
 
 /// Merges the labels a store reports into those PD has for it, as upstream
@@ -119,6 +145,23 @@ mod tests {
             distinct_score(&[], &[&a, &b], &store(3, &[("zone", "z9")])),
             0
         );
+    }
+
+    #[test]
+    fn isolation_refuses_a_place_another_replica_has() {
+        let labels = vec!["zone".to_string(), "host".to_string()];
+        let a = store(1, &[("zone", "z1"), ("host", "h1")]);
+        let b = store(2, &[("zone", "z2"), ("host", "h2")]);
+        let zone = |c: &metapb::Store| isolated(&labels, 0, &[&a, &b], c);
+        let host = |c: &metapb::Store| isolated(&labels, 1, &[&a, &b], c);
+        let same_zone = store(3, &[("zone", "z1"), ("host", "h9")]);
+        assert!(!zone(&same_zone) && host(&same_zone));
+        assert!(zone(&store(3, &[("zone", "z3")])));
+        assert!(!host(&store(3, &[("zone", "z2"), ("host", "h2")])));
+        // No zone at all is a place of its own, shared by all without one.
+        let nowhere = store(3, &[]);
+        assert!(zone(&nowhere));
+        assert!(!isolated(&labels, 0, &[&a, &store(4, &[])], &nowhere));
     }
 
     #[test]

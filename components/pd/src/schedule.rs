@@ -834,4 +834,14 @@ impl ClusterView for View<'_> {
         let stores: Vec<&metapb::Store> = others.iter().filter_map(meta).collect();
         meta(&other).map_or(0, |o| crate::placement::distinct_score(labels, &stores, o))
     }
+
+    fn isolated(&self, others: &[u64], target: u64) -> bool {
+        let labels = &self.opts.location_labels;
+        let Some(level) = labels.iter().position(|l| *l == self.opts.isolation_level) else {
+            return true;
+        };
+        let meta = |id: &u64| self.space.get(id).map(|s| &s.meta);
+        let stores: Vec<&metapb::Store> = others.iter().filter_map(meta).collect();
+        meta(&target).is_none_or(|t| crate::placement::isolated(labels, level, &stores, t))
+    }
 }

@@ -335,3 +335,19 @@ fn an_extra_replica_is_removed_where_it_shares_a_host() {
     assert_eq!(sim.run()[0], "remove store 2");
     assert_eq!(sim.voter_stores(), vec![1, 3, 5]);
 }
+
+#[test]
+fn with_an_isolation_level_a_region_stays_short_rather_than_share_a_zone() {
+    // Stores 1, 2 in zone z1; 3, 4 in z2: room for two zones only.
+    let mut opts = common::with_location_labels(opts(3), &["zone", "host"]);
+    opts.isolation_level = "zone".into();
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1], opts);
+    for id in 1..=4u64 {
+        let zone = format!("z{}", id.div_ceil(2));
+        let host = format!("h{id}");
+        common::set_labels(&sim.cluster, id, &[("zone", &zone), ("host", &host)]);
+    }
+    sim.run();
+    // Without the isolation level a third replica would go to store 2.
+    assert_eq!(sim.voter_stores(), vec![1, 3]);
+}
