@@ -18,12 +18,13 @@
 //! A target is an Up store with room holding no peer of the region: the
 //! one farthest from the replicas that stay, by location labels (highest
 //! distinct score, see [`crate::placement`]), then with the fewest regions
-//! (ties: lowest id); without one the rule does not apply and the region
-//! keeps working with what it has. The worst voter is on a store that does
-//! not take replicas, else the nearest to the others, then not the leader,
-//! then on the store with the most regions. A removal never removes
-//! the leader: a step first moves leadership to a voter on an Up store
-//! (the one leading fewest regions). Regions in joint consensus, or with a
+//! once it has this one, over its region weight (ties: lowest id); without
+//! one the rule does not apply and the region keeps working with what it
+//! has. The worst voter is on a store that does not take replicas, else
+//! the nearest to the others, then not the leader, then on the store with
+//! the most regions over its weight. A removal never removes the leader: a
+//! step first moves leadership to a voter on an Up store (the one leading
+//! fewest regions once it leads this one, over its leader weight). Regions in joint consensus, or with a
 //! peer on a store PD does not know, are left alone.
 
 use std::cmp::Reverse;
@@ -42,8 +43,12 @@ pub trait ClusterView {
     fn store_state(&self, store_id: u64) -> Option<StoreState>;
     /// Every store PD knows, in id order.
     fn store_ids(&self) -> Vec<u64>;
-    fn region_count(&self, store_id: u64) -> usize;
-    fn leader_count(&self, store_id: u64) -> usize;
+    /// The store's regions once the running operators are done and
+    /// `delta` more placed there, over its region weight (`pd-ctl store
+    /// weight`, 1 unless set).
+    fn region_load(&self, store_id: u64, delta: i64) -> f64;
+    /// The same for the leaders it holds, over its leader weight.
+    fn leader_load(&self, store_id: u64, delta: i64) -> f64;
     /// Whether the store has room for a new replica (is not low on space).
     fn has_room(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
@@ -131,7 +136,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
                     s.takes_replicas(),
                     c.distinct_score(&voter_stores, p.store_id),
                     Some(p.store_id) == leader,
-                    Reverse(c.region_count(p.store_id)),
+                    Reverse(Load(c.region_load(p.store_id, 0))),
                     Reverse(p.store_id),
                 )
             });
@@ -146,6 +151,25 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     Ok(None)
 }
 
+/// A weighted load, ordered (loads are finite: see
+/// [`crate::stores::weighted`]).
+#[derive(PartialEq)]
+struct Load(f64);
+
+impl Eq for Load {}
+
+impl PartialOrd for Load {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Load {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
 /// Upstream's word for why a replica must go.
 fn status(s: StoreState) -> &'static str {
     if s == StoreState::Down {
@@ -157,8 +181,8 @@ fn status(s: StoreState) -> &'static str {
 
 /// The Up store with room holding no peer of `r`, allowed beside the
 /// stores `staying` by the isolation level, that is farthest from them
-/// (the highest distinct score), then with the fewest regions (ties:
-/// lowest id).
+/// (the highest distinct score), then with the lowest region load once it
+/// has this one (ties: lowest id).
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
     c.store_ids()
         .into_iter()
@@ -168,7 +192,7 @@ fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u
         .min_by_key(|id| {
             (
                 Reverse(c.distinct_score(staying, *id)),
-                c.region_count(*id),
+                Load(c.region_load(*id, 1)),
                 *id,
             )
         })
@@ -195,7 +219,7 @@ fn better_location(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>
         (
             c.distinct_score(&others, *s),
             Some(*s) == leader,
-            Reverse(c.region_count(*s)),
+            Reverse(Load(c.region_load(*s, 0))),
             Reverse(*s),
         )
     }) else {
@@ -213,8 +237,8 @@ fn better_location(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>
 }
 
 /// Where leadership goes before the leader's store loses its peer: a voter
-/// (or a peer about to become one, `joining`) on an Up store, the one
-/// leading fewest regions (ties: lowest id).
+/// (or a peer about to become one, `joining`) on an Up store, the one with
+/// the lowest leader load once it leads this one (ties: lowest id).
 fn pick_new_leader(
     r: &RegionInfo,
     c: &dyn ClusterView,
@@ -226,7 +250,7 @@ fn pick_new_leader(
         .chain(joining.iter().copied())
         .filter(|id| *id != leaving)
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
-        .min_by_key(|id| (c.leader_count(*id), *id))
+        .min_by_key(|id| (Load(c.leader_load(*id, 1)), *id))
 }
 
 /// A plan ending in the removal of `peer_id` from `store_id` (after the

@@ -237,7 +237,7 @@ async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Respo
 
 /// `POST /operators` with the bodies `pd-ctl operator add` sends:
 /// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`,
-/// `add-peer`, `add-learner` and `remove-peer` with `"store_id"`, and
+/// `add-peer` and `remove-peer` with `"store_id"`, and
 /// `transfer-peer` with `"from_store_id"` and `"to_store_id"`.
 async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response {
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
@@ -254,9 +254,6 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
                 to_store: id("to_store_id")?,
             },
             "add-peer" => AdminOp::AddPeer {
-                store_id: id("store_id")?,
-            },
-            "add-learner" => AdminOp::AddLearner {
                 store_id: id("store_id")?,
             },
             "remove-peer" => AdminOp::RemovePeer {

@@ -101,8 +101,6 @@ pub enum AdminOp {
     /// `add-peer`: a new voter there (a learner first, promoted once it
     /// caught up).
     AddPeer { store_id: u64 },
-    /// `add-learner`: a new learner there.
-    AddLearner { store_id: u64 },
     /// `remove-peer`: the peer there goes (leadership moved away first if
     /// it leads).
     RemovePeer { store_id: u64 },
@@ -150,13 +148,6 @@ impl AdminOp {
                 let steps = checker::add_voter(v, store_id).map_err(|e| e.to_string())?;
                 let brief = format!("add peer: store [{store_id}]");
                 ("admin-add-peer", brief, kind::REGION, steps.to_vec())
-            }
-            AdminOp::AddLearner { store_id } => {
-                takes(store_id)?;
-                let peer_id = v.alloc_id().map_err(|e| e.to_string())?;
-                let step = Step::AddLearner { store_id, peer_id };
-                let brief = format!("add learner peer: store [{store_id}]");
-                ("admin-add-learner", brief, kind::REGION, vec![step])
             }
             AdminOp::RemovePeer { store_id } => {
                 let peer_id = has_peer(store_id)?;
@@ -809,12 +800,13 @@ impl ClusterView for View<'_> {
         ids
     }
 
-    fn region_count(&self, store_id: u64) -> usize {
-        usize::try_from(self.regions_after(store_id)).unwrap_or(0)
+    fn region_load(&self, store_id: u64, delta: i64) -> f64 {
+        let regions = self.regions_after(store_id).saturating_add(delta);
+        weighted(regions as f64, self.weights(store_id).region)
     }
 
-    fn leader_count(&self, store_id: u64) -> usize {
-        usize::try_from(self.leaders_after(store_id)).unwrap_or(0)
+    fn leader_load(&self, store_id: u64, delta: i64) -> f64 {
+        self.leader_score(store_id, delta)
     }
 
     fn has_room(&self, store_id: u64) -> bool {

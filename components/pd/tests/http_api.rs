@@ -523,27 +523,39 @@ async fn peers_are_added_moved_and_removed_by_request() {
     assert_eq!(log[1], "remove store 1", "{log:?}");
     assert_eq!(sim.voter_stores().len(), 3, "{log:?}");
 
-    // `add-learner` on the store without a peer.
+    // `add-peer` on the store without a peer: a learner, then a voter.
     let free = [1, 2, 3, 4]
         .into_iter()
         .find(|s| sim.peer_on(*s).is_none())
         .unwrap();
-    let (code, _) = ask(json!({"name": "add-learner", "region_id": 1, "store_id": free})).await;
+    let (code, _) = ask(json!({"name": "add-peer", "region_id": 1, "store_id": free})).await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(sim.step(), format!("add learner on store {free}"));
     let kinds = get(&format!("{ops}?object")).await;
-    assert_eq!(kinds[0]["desc"], "admin-add-learner");
+    assert_eq!(kinds[0]["desc"], "admin-add-peer");
+    let log = sim.run();
+    assert_eq!(
+        log[..3],
+        [
+            &*format!("add learner on store {free}"),
+            "-",
+            &*format!("promote on store {free}")
+        ]
+    );
 
     // Refused: what cannot be done now, and what is not a request.
-    sim.run();
+    let has = sim.voter_stores()[0];
     for (body, why) in [
         (
             json!({"name": "add-peer", "region_id": 1, "store_id": 9}),
             "store 9 is not up",
         ),
         (
-            json!({"name": "add-peer", "region_id": 1, "store_id": free}),
-            &*format!("region 1 already has a peer on store {free}"),
+            json!({"name": "add-peer", "region_id": 1, "store_id": has}),
+            &*format!("region 1 already has a peer on store {has}"),
+        ),
+        (
+            json!({"name": "add-learner", "region_id": 1, "store_id": free}),
+            "operator \"add-learner\" is not supported",
         ),
         (
             json!({"name": "remove-peer", "region_id": 99, "store_id": 1}),

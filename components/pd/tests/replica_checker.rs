@@ -351,3 +351,24 @@ fn with_an_isolation_level_a_region_stays_short_rather_than_share_a_zone() {
     // Without the isolation level a third replica would go to store 2.
     assert_eq!(sim.voter_stores(), vec![1, 3]);
 }
+
+#[test]
+fn repairs_pass_over_a_store_weighted_zero() {
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
+    let zero = tikal_pd::stores::Weights {
+        leader: 0.0,
+        region: 0.0,
+    };
+    sim.cluster.set_store_weights(4, zero).unwrap();
+    sim.cluster.set_store_weights(2, zero).unwrap();
+    // The leader's store 1 is deleted: by counts alone its replica would go
+    // to store 4 and its leadership to store 2, both weighted 0.
+    sim.cluster.remove_store(1).unwrap();
+    let log = sim.run();
+    assert_eq!(log[0], "add learner on store 5", "{log:?}");
+    assert!(
+        log.contains(&"transfer leader to store 3".to_string()),
+        "{log:?}"
+    );
+    assert_eq!(sim.voter_stores(), [2, 3, 5]);
+}
