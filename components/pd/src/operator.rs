@@ -69,6 +69,20 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step puts, moves or takes something on `store`.
+    pub fn names_store(&self, store: u64) -> bool {
+        match self {
+            Step::AddLearner { store_id, .. }
+            | Step::PromoteLearner { store_id, .. }
+            | Step::RemovePeer { store_id, .. } => *store_id == store,
+            Step::TransferLeader {
+                from_store,
+                to_store,
+            } => *from_store == store || *to_store == store,
+            Step::MergeRegion { target, .. } => target.peers.iter().any(|p| p.store_id == store),
+        }
+    }
+
     /// Whether the region, as its leader reports it, shows this step done.
     pub fn is_done(&self, r: &RegionInfo) -> bool {
         match *self {

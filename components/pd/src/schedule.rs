@@ -441,14 +441,20 @@ impl Cluster {
 
     /// Forgets the Tombstone stores no region names any more, as `pd-ctl
     /// store remove-tombstone` does, and returns the ids of those kept
-    /// because a region still has a peer there.
+    /// because a region still has a peer there or a running operator
+    /// names them (a learner on its way there would land on a store PD
+    /// no longer knows, and its region would never be repaired again).
     pub fn remove_tombstones(&self) -> Result<Vec<u64>, MetaError> {
+        let ops = self.operators.lock();
         let loads = self.store_loads();
         let mut stores = self.stores.write();
+        let named = |id: &u64| {
+            (ops.running.values()).any(|op| op.plan.steps.iter().any(|s| s.names_store(*id)))
+        };
         let (kept, gone): (Vec<u64>, Vec<u64>) = (stores.values())
             .filter(|s| s.is_tombstone())
             .map(|s| s.meta.id)
-            .partition(|id| loads.get(id).is_some_and(|l| l.region_count > 0));
+            .partition(|id| loads.get(id).is_some_and(|l| l.region_count > 0) || named(id));
         let mut b = Batch::default();
         for id in &gone {
             b.delete(&id_key(storage::STORE_PREFIX, *id));

@@ -679,3 +679,32 @@ async fn store_labels_are_set_and_deleted_and_the_cluster_described() {
     let resp = hyper::Client::new().request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_tombstone_a_running_operator_names_is_kept() {
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    // An operator asked for by hand will put a replica on store 4 ...
+    let add = json!({"name": "add-peer", "region_id": 1, "store_id": 4});
+    let (code, _) = send(Method::POST, &format!("{api}/operators"), add).await;
+    assert_eq!(code, StatusCode::OK);
+    // ... which is deleted and buried before the region's next heartbeat.
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/4")).await;
+    assert_eq!(code, StatusCode::OK);
+    sim.store_heartbeats();
+    assert_eq!(sim.state_name(4), "Tombstone");
+
+    let remove = format!("{api}/stores/remove-tombstone");
+    let (code, body) = call(Method::DELETE, &remove).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::INTERNAL_SERVER_ERROR, json!("failed stores: 4"))
+    );
+    assert_eq!(sim.state_name(4), "Tombstone", "still known");
+    let (code, _) = call(Method::DELETE, &format!("{api}/operators/1")).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = call(Method::DELETE, &remove).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(sim.cluster.store(4).is_err(), "forgotten");
+}
