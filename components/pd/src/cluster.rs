@@ -152,6 +152,7 @@ impl Cluster {
         }
         let started = clock.now_nanos();
         let keyspaces = crate::keyspace::Keyspaces::load(&meta, started / 1_000_000_000)?;
+        let opts = with_online_changes(&meta, opts)?;
         Ok(Cluster {
             keyspaces,
             meta,
@@ -177,17 +178,29 @@ impl Cluster {
     }
 
     /// Changes settings online, as `POST /config` does: every key (upstream
-    /// names, see [`ScheduleOptions::set`]) or none.
+    /// names, see [`ScheduleOptions::set`]) or none. Kept in the meta
+    /// store, so they outlive a restart and win over the config file, as
+    /// upstream keeps them.
     pub fn update_opts<'a>(
         &self,
         changes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
     ) -> Result<(), String> {
         let mut opts = self.opts.write();
         let mut new = opts.clone();
+        let mut kept = online_changes(&self.meta).map_err(|e| e.to_string())?;
         for (key, value) in changes {
             new.set(key, value)?;
+            let bare = key
+                .strip_prefix("schedule.")
+                .or_else(|| key.strip_prefix("replication."))
+                .unwrap_or(key);
+            kept.insert(bare.to_string(), value.clone());
         }
         new.check()?;
+        let text = serde_json::Value::Object(kept).to_string();
+        let mut b = Batch::default();
+        b.put(storage::CONFIG_CHANGES, text.as_bytes());
+        self.meta.write(b).map_err(|e| e.to_string())?;
         tracing::info!(?new, "schedule settings changed");
         *opts = new;
         Ok(())
@@ -677,6 +690,40 @@ fn reported_size(
     }
 }
 
+/// The settings changed online so far (see [`Cluster::update_opts`]).
+fn online_changes(
+    meta: &MetaStore,
+) -> Result<serde_json::Map<String, serde_json::Value>, MetaError> {
+    let Some(bytes) = meta.get(storage::CONFIG_CHANGES)? else {
+        return Ok(Default::default());
+    };
+    serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupted {
+        key: "config_changes".into(),
+        detail: e.to_string(),
+    })
+}
+
+/// `opts` (from the config file) with the settings changed online over
+/// them. A change this version refuses is left out with a warning; if the
+/// result breaks a rule between settings (see [`ScheduleOptions::check`]),
+/// the file's settings stand, with a warning.
+fn with_online_changes(
+    meta: &MetaStore,
+    opts: ScheduleOptions,
+) -> Result<ScheduleOptions, MetaError> {
+    let mut merged = opts.clone();
+    for (key, value) in online_changes(meta)? {
+        if let Err(e) = merged.set(&key, &value) {
+            tracing::warn!(key, %value, error = e, "setting changed online not applied");
+        }
+    }
+    if let Err(e) = merged.check() {
+        tracing::warn!(error = e, "settings changed online not applied");
+        return Ok(opts);
+    }
+    Ok(merged)
+}
+
 pub(crate) fn invalid(msg: impl Into<String>) -> PdError {
     PdError::new(pdpb::ErrorType::InvalidValue, msg)
 }
@@ -692,6 +739,7 @@ fn tombstone(store_id: u64) -> PdError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn region(id: u64, start: &[u8], end: &[u8], version: u64, conf_ver: u64) -> metapb::Region {
         metapb::Region {
@@ -730,6 +778,43 @@ mod tests {
 
     fn routes_to(c: &Cluster, key: &[u8]) -> u64 {
         c.region_by_key(key).map_or(0, |r| r.region.id)
+    }
+
+    #[test]
+    fn settings_changed_online_outlive_a_restart_and_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let change = |c: &Cluster, pairs: &[(&str, serde_json::Value)]| {
+            let owned: Vec<(String, serde_json::Value)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            c.update_opts(owned.iter().map(|(k, v)| (k, v)))
+        };
+        {
+            let c = cluster(dir.path());
+            change(&c, &[("location-labels", json!("zone,host"))]).unwrap();
+            let both = [
+                ("high-space-ratio", json!(0.9)),
+                ("low-space-ratio", json!(0.95)),
+            ];
+            change(&c, &both).unwrap();
+            change(&c, &[("replication.max-replicas", json!(5))]).unwrap();
+            // Refused: not kept either.
+            assert!(change(&c, &[("max-replicas", json!(0))]).is_err());
+        }
+        let file = ScheduleOptions {
+            leader_schedule_limit: 7,
+            ..Default::default()
+        };
+        let c = Cluster::open(MetaStore::open(dir.path()).unwrap(), file).unwrap();
+        let opts = c.opts();
+        assert_eq!(opts.location_labels, ["zone", "host"]);
+        assert_eq!((opts.high_space_ratio, opts.low_space_ratio), (0.9, 0.95));
+        assert_eq!(opts.max_replicas, 5);
+        assert_eq!(
+            opts.leader_schedule_limit, 7,
+            "the file's, never changed online"
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub const ALLOC_ID: &[u8] = b"alloc_id";
 pub const TSO: &[u8] = b"tso";
 pub const GC_SAFE_POINT: &[u8] = b"gc_safe_point";
 pub const STORE_PREFIX: &[u8] = b"store/";
+/// The settings changed online (`POST /config`), as a JSON object of
+/// upstream keys: they outlive a restart and win over the config file.
+pub const CONFIG_CHANGES: &[u8] = b"config_changes";
 /// A store's leader and region weights, apart from its `metapb.Store` (as
 /// upstream keeps them), see [`crate::stores::Weights`].
 pub const STORE_WEIGHT_PREFIX: &[u8] = b"store_weight/";
