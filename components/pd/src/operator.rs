@@ -366,6 +366,17 @@ impl Operator {
         &self.plan.steps
     }
 
+    /// The store the step to be carried out next puts a replica on, if it
+    /// does (a learner added or promoted).
+    pub fn next_placement(&self) -> Option<u64> {
+        match self.plan.steps.get(self.current)? {
+            Step::AddLearner { store_id, .. } | Step::PromoteLearner { store_id, .. } => {
+                Some(*store_id)
+            }
+            _ => None,
+        }
+    }
+
     /// Moves past the steps `r` shows done and says what to do next.
     pub fn progress(&mut self, r: &RegionInfo, now: i64, conf_change_v2: bool) -> Progress {
         let steps = &self.plan.steps;

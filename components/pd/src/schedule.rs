@@ -194,7 +194,23 @@ impl Cluster {
         let mut ops = self.operators.lock();
         let id = r.region.id;
         if let Some(op) = ops.running.get_mut(&id) {
-            match op.progress(r, now, v2) {
+            let progress = op.progress(r, now, v2);
+            // A store taken out of service (or forgotten) since the
+            // operator was planned gets no replica from it: it is dropped,
+            // and the checkers plan again from what the region has.
+            let leaving = |s: u64| {
+                let stores = self.stores.read();
+                stores
+                    .get(&s)
+                    .is_none_or(|s| s.is_offline() || s.is_tombstone())
+            };
+            let progress = match (progress, op.next_placement()) {
+                (Progress::Running(_), Some(s)) if leaving(s) => {
+                    Progress::Dropped(OpStatus::Cancel, "its target store left service")
+                }
+                (p, _) => p,
+            };
+            match progress {
                 Progress::Running(cmd) => return Ok(cmd.map(|c| self.response(r, *c))),
                 Progress::Finished => {
                     info!(region_id = id, operator = %op, "operator finished");

@@ -372,3 +372,21 @@ fn repairs_pass_over_a_store_weighted_zero() {
     );
     assert_eq!(sim.voter_stores(), [2, 3, 5]);
 }
+
+#[test]
+fn an_operator_placing_on_a_store_taken_out_of_service_is_dropped() {
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
+    assert_eq!(sim.run(), [QUIET]);
+    let add = tikal_pd::schedule::AdminOp::AddPeer { store_id: 4 };
+    sim.cluster.add_admin_operator(1, add).unwrap();
+    // Store 4 is deleted before the region's next heartbeat.
+    sim.cluster.remove_store(4).unwrap();
+    assert_ne!(sim.step(), "add learner on store 4");
+    let (op, status) = sim.cluster.operator(1).unwrap();
+    assert_eq!(
+        (op.plan.desc.as_str(), status),
+        ("admin-add-peer", OpStatus::Cancel)
+    );
+    assert!(sim.peer_on(4).is_none());
+    assert_eq!(sim.run(), [QUIET]);
+}
