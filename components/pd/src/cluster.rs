@@ -285,9 +285,7 @@ impl Cluster {
         if store.id == 0 || store.address.is_empty() {
             return Err(invalid("store needs an id and an address"));
         }
-        let bad_label = (store.labels.iter())
-            .find(|l| !tikal_util::is_label_key(&l.key) || !tikal_util::is_label_value(&l.value));
-        if let Some(l) = bad_label {
+        if let Some(l) = crate::placement::bad_label(&store.labels) {
             return Err(invalid(format!(
                 "store label {:?}={:?}: keys and values are letters, digits and -_./",
                 l.key, l.value

@@ -83,6 +83,13 @@ pub fn isolated(
     })
 }
 
+/// The first label whose key or value breaks the store label format
+/// ([`tikal_util::is_label_key`], [`tikal_util::is_label_value`]).
+pub fn bad_label(labels: &[metapb::StoreLabel]) -> Option<&metapb::StoreLabel> {
+    (labels.iter())
+        .find(|l| !tikal_util::is_label_key(&l.key) || !tikal_util::is_label_value(&l.value))
+}
+
 /// Merges the labels a store reports into those PD has for it, as upstream
 /// does: a reported key replaces the one of the same name (ignoring case),
 /// new keys are added, keys no longer reported stay, and a key reported

@@ -517,9 +517,7 @@ impl Cluster {
         labels: Vec<metapb::StoreLabel>,
         force: bool,
     ) -> Result<(), StoreError> {
-        let bad = (labels.iter())
-            .find(|l| !tikal_util::is_label_key(&l.key) || !tikal_util::is_label_value(&l.value));
-        if let Some(l) = bad {
+        if let Some(l) = crate::placement::bad_label(&labels) {
             return Err(StoreError::BadLabel(l.key.clone(), l.value.clone()));
         }
         self.change_labels(id, |old| {
@@ -799,6 +797,13 @@ impl<'a> View<'a> {
         self.room_at(store_id, self.opts.high_space_ratio)
     }
 
+    /// The stores `others` and `one` as PD knows them (unknown ones left
+    /// out), for the placement rules.
+    fn metas(&self, others: &[u64], one: u64) -> (Vec<&metapb::Store>, Option<&metapb::Store>) {
+        let meta = |id: &u64| self.space.get(id).map(|s| &s.meta);
+        (others.iter().filter_map(meta).collect(), meta(&one))
+    }
+
     /// Up stores, in id order.
     pub fn up_stores(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.store_ids();
@@ -844,9 +849,8 @@ impl ClusterView for View<'_> {
         if labels.is_empty() {
             return 0;
         }
-        let meta = |id: &u64| self.space.get(id).map(|s| &s.meta);
-        let stores: Vec<&metapb::Store> = others.iter().filter_map(meta).collect();
-        meta(&other).map_or(0, |o| crate::placement::distinct_score(labels, &stores, o))
+        let (stores, other) = self.metas(others, other);
+        other.map_or(0, |o| crate::placement::distinct_score(labels, &stores, o))
     }
 
     fn isolated(&self, others: &[u64], target: u64) -> bool {
@@ -854,8 +858,7 @@ impl ClusterView for View<'_> {
         let Some(level) = labels.iter().position(|l| *l == self.opts.isolation_level) else {
             return true;
         };
-        let meta = |id: &u64| self.space.get(id).map(|s| &s.meta);
-        let stores: Vec<&metapb::Store> = others.iter().filter_map(meta).collect();
-        meta(&target).is_none_or(|t| crate::placement::isolated(labels, level, &stores, t))
+        let (stores, target) = self.metas(others, target);
+        target.is_none_or(|t| crate::placement::isolated(labels, level, &stores, t))
     }
 }
