@@ -59,13 +59,14 @@ wait_voters() {
     return 1
 }
 
-# fresh_cluster: PD + $STORES stores (default 1) on a random port in a new temp dir, both
+# fresh_cluster: PD + $STORES stores (default 1, with the store config file
+# $STORE_CONFIG if set) on a random port in a new temp dir, both
 # removed on exit; sets DIR and PORT.
 fresh_cluster() {
     DIR="$(mktemp -d /tmp/tikal-bench-XXXXXX)"
     PORT="$(random_port)"
     trap 'stop_cluster; rm -rf "$DIR" "$DIR/c.out"' EXIT
-    start_cluster "$DIR/c" "$PORT"
+    start_cluster "$DIR/c" "$PORT" "${STORE_CONFIG:-}"
 }
 
 # ops_at_64 OUTPUT: ops/s of the 64-client line of `tikal bench raw` OUTPUT.

@@ -8,6 +8,13 @@
 //! | empty                            | a client command, no epoch known (written by older versions) |
 //! | `1`, version, conf_ver (u64 BE)  | a client command proposed at that epoch |
 //! | `2`, version, conf_ver (u64 BE)  | a `raft_cmdpb.AdminRequest`       |
+//! | `3`, version, conf_ver (u64 BE)  | client commands, each a u32 BE length and its bytes |
+//!
+//! A leader proposes the client commands it took in during one round as
+//! one entry (kind `3`, as TiKV batches a peer's writes): raft-rs then
+//! appends, sends, persists and commits one entry for all of them. They
+//! are applied one by one, in order, each as if it were alone, and each
+//! proposer hears its own command's result.
 //!
 //! The epoch is checked again when the entry is applied, because the
 //! region may have changed between proposal and apply: a write proposed
@@ -64,19 +71,31 @@ use tikal_proto::raft_cmdpb::{
 
 const COMMAND: u8 = 1;
 const ADMIN: u8 = 2;
+const COMMANDS: u8 = 3;
 
 /// What a committed normal entry holds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum EntryKind {
     /// A client command, with the epoch it was proposed at if recorded.
     Command(Option<metapb::RegionEpoch>),
+    /// Client commands proposed together (see [`encode_commands`]).
+    Commands(metapb::RegionEpoch),
     Admin(metapb::RegionEpoch),
 }
 
 /// The context of an entry proposed at `epoch`.
 pub(crate) fn entry_context(admin: bool, epoch: &metapb::RegionEpoch) -> Vec<u8> {
+    context(if admin { ADMIN } else { COMMAND }, epoch)
+}
+
+/// The context of client commands proposed together at `epoch`.
+pub(crate) fn commands_context(epoch: &metapb::RegionEpoch) -> Vec<u8> {
+    context(COMMANDS, epoch)
+}
+
+fn context(kind: u8, epoch: &metapb::RegionEpoch) -> Vec<u8> {
     let mut out = Vec::with_capacity(17);
-    out.push(if admin { ADMIN } else { COMMAND });
+    out.push(kind);
     out.extend_from_slice(&epoch.version.to_be_bytes());
     out.extend_from_slice(&epoch.conf_ver.to_be_bytes());
     out
@@ -101,8 +120,38 @@ pub(crate) fn entry_kind(context: &[u8]) -> Option<EntryKind> {
     match context[0] {
         COMMAND => Some(EntryKind::Command(Some(epoch))),
         ADMIN => Some(EntryKind::Admin(epoch)),
+        COMMANDS => Some(EntryKind::Commands(epoch)),
         _ => None,
     }
+}
+
+/// The data of an entry of client commands proposed together; `None` if
+/// a command is too long to frame (4 GiB; far above any batch's bound).
+pub(crate) fn encode_commands(cmds: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let total = cmds.iter().map(|c| c.len() + 4).sum();
+    let mut out = Vec::with_capacity(total);
+    for cmd in cmds {
+        out.extend_from_slice(&u32::try_from(cmd.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(cmd);
+    }
+    Some(out)
+}
+
+/// The commands of an entry [`encode_commands`] wrote; `None` if the data
+/// is not such a list.
+pub(crate) fn decode_commands(mut data: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut cmds = vec![];
+    while !data.is_empty() {
+        let (len, rest) = data.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if rest.len() < len {
+            return None;
+        }
+        let (cmd, rest) = rest.split_at(len);
+        cmds.push(cmd);
+        data = rest;
+    }
+    Some(cmds)
 }
 
 /// Encodes a batch split as an admin entry's data.
@@ -433,6 +482,19 @@ mod tests {
     }
 
     #[test]
+    fn commands_round_trip_and_a_torn_list_is_refused() {
+        let cmds = vec![b"put a".to_vec(), vec![], vec![7; 300]];
+        let data = encode_commands(&cmds).unwrap();
+        let back = decode_commands(&data).unwrap();
+        assert_eq!(back, cmds.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(decode_commands(&[]), Some(vec![]));
+        // A length longer than what follows, or a torn length.
+        assert_eq!(decode_commands(&data[..data.len() - 1]), None);
+        assert_eq!(decode_commands(&[0, 0, 1]), None);
+        assert_eq!(decode_commands(&[0, 0, 0, 9, 1]), None);
+    }
+
+    #[test]
     fn entry_contexts_round_trip_and_unknown_ones_are_refused() {
         let epoch = metapb::RegionEpoch {
             conf_ver: 7,
@@ -444,7 +506,11 @@ mod tests {
         );
         assert_eq!(
             entry_kind(&entry_context(true, &epoch)),
-            Some(EntryKind::Admin(epoch))
+            Some(EntryKind::Admin(epoch.clone()))
+        );
+        assert_eq!(
+            entry_kind(&commands_context(&epoch)),
+            Some(EntryKind::Commands(epoch))
         );
         assert_eq!(entry_kind(b""), Some(EntryKind::Command(None)));
         assert_eq!(entry_kind(b"x"), None);

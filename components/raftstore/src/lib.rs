@@ -56,7 +56,7 @@ pub use meta::{
     applied_index, load_first_region, load_regions, load_store_ident, remove_region,
     write_initial_region, write_store_ident, StoreIdent, INITIAL_INDEX,
 };
-pub use peer::{ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
+pub use peer::{CommandBatch, ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
 pub use read_progress::{ReadProgress, ReadState};
 pub use router::{Pickup, Router};
 pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};

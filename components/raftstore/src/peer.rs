@@ -58,10 +58,47 @@ pub(crate) type Callback = oneshot::Sender<Result<ApplyOutput>>;
 /// Answered once a linearizable read of the region may be served here.
 pub(crate) type ReadCallback = oneshot::Sender<Result<()>>;
 
+/// Proposers waiting for the entry at `index` of `term`: one per client
+/// command in it, in order.
 struct Proposal {
     index: u64,
     term: u64,
-    cb: Callback,
+    cbs: Vec<Callback>,
+}
+
+/// Client commands a leader took in since its last round, proposed as one
+/// entry when the round starts (see `admin.rs`).
+#[derive(Default)]
+struct PendingCommands {
+    /// The region version they were checked against.
+    version: u64,
+    cmds: Vec<Vec<u8>>,
+    bytes: usize,
+    cbs: Vec<Callback>,
+}
+
+/// How many client commands one entry may carry, and how many bytes of
+/// them (TiKV's bounds: 256 requests, 40 % of `raft-entry-max-size`).
+#[derive(Debug, Clone, Copy)]
+pub struct CommandBatch {
+    pub max_commands: usize,
+    pub max_bytes: usize,
+}
+
+impl CommandBatch {
+    /// One entry per command.
+    pub const OFF: CommandBatch = CommandBatch {
+        max_commands: 1,
+        max_bytes: 0,
+    };
+
+    /// Upstream's bounds for entries of at most `raft_entry_max_size`.
+    pub fn for_entry_max(raft_entry_max_size: usize) -> CommandBatch {
+        CommandBatch {
+            max_commands: 256,
+            max_bytes: raft_entry_max_size / 5 * 2,
+        }
+    }
 }
 
 pub(crate) struct Peer {
@@ -69,6 +106,7 @@ pub(crate) struct Peer {
     pub meta: metapb::Peer,
     pub raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
+    pending: PendingCommands,
     /// Applied so far, in memory: ahead of the engine while a round's
     /// [`ApplyBatch`] is unwritten.
     apply_state: ApplyState,
@@ -289,6 +327,7 @@ impl Peer {
             meta,
             raw_node,
             proposals: VecDeque::new(),
+            pending: PendingCommands::default(),
             apply_state,
             visible_applied: apply_state.applied_index,
             answers_due: vec![],
@@ -440,6 +479,7 @@ impl Peer {
         changes: Vec<ChangePeerRequest>,
         cb: Callback,
     ) {
+        self.propose_pending();
         let Some(cb) = self.check_admin(epoch, cb) else {
             return;
         };
@@ -469,40 +509,116 @@ impl Peer {
 
     /// Waits for the entry just proposed, or answers that it was not.
     fn track(&mut self, proposed: raft::Result<()>, cb: Callback) {
+        self.track_all(proposed, vec![cb]);
+    }
+
+    /// [`Peer::track`] for an entry of several client commands.
+    fn track_all(&mut self, proposed: raft::Result<()>, cbs: Vec<Callback>) {
         if proposed.is_err() {
-            let _ = cb.send(Err(self.not_leader()));
+            for cb in cbs {
+                let _ = cb.send(Err(self.not_leader()));
+            }
             return;
         }
         let index = self.raw_node.raft.raft_log.last_index();
         self.proposals.push_back(Proposal {
             index,
             term: self.term(),
-            cb,
+            cbs,
         });
     }
 
-    /// Proposes a client command checked against the region at `epoch`
-    /// (the current one if `None`); it is applied only if the region's
-    /// version is still the same then (see `admin.rs`).
-    pub fn propose(&mut self, epoch: Option<metapb::RegionEpoch>, cmd: Vec<u8>, cb: Callback) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
+    /// Takes a client command checked against the region at `epoch` (the
+    /// current one if `None`); it is applied only if the region's version
+    /// is still the same then (see `admin.rs`). It waits with the others
+    /// of this round for [`Peer::propose_pending`], unless `batch` says it
+    /// goes alone.
+    pub fn propose(
+        &mut self,
+        epoch: Option<metapb::RegionEpoch>,
+        cmd: Vec<u8>,
+        cb: Callback,
+        batch: CommandBatch,
+    ) {
+        if let Err(e) = self.check_command(epoch.map(|e| e.version)) {
+            let _ = cb.send(Err(e));
             return;
+        }
+        let pending = &self.pending;
+        if pending.cmds.len() >= batch.max_commands
+            || pending.bytes.saturating_add(cmd.len()) > batch.max_bytes
+        {
+            // Those before it go first, in their own entry.
+            self.propose_pending();
+        }
+        if cmd.len() > batch.max_bytes {
+            let epoch = self.region.region_epoch.clone().unwrap_or_default();
+            let proposed = self
+                .raw_node
+                .propose(admin::entry_context(false, &epoch), cmd);
+            self.track(proposed, cb);
+            return;
+        }
+        let version = crate::region_version(&self.region);
+        let pending = &mut self.pending;
+        pending.version = version;
+        pending.bytes += cmd.len();
+        pending.cmds.push(cmd);
+        pending.cbs.push(cb);
+    }
+
+    /// Whether the region takes a client command checked against
+    /// `version` (the current one if `None`).
+    fn check_command(&self, version: Option<u64>) -> Result<()> {
+        // raft-rs drops proposals while leadership is handed over.
+        if !self.is_leader() || self.raw_node.raft.lead_transferee.is_some() {
+            return Err(self.not_leader());
         }
         if self.merge_pending() {
-            let _ = cb.send(Err(RaftstoreError::ProposalInMergingMode(self.region.id)));
+            return Err(RaftstoreError::ProposalInMergingMode(self.region.id));
+        }
+        if version.is_some_and(|v| v != crate::region_version(&self.region)) {
+            return Err(self.epoch_not_match());
+        }
+        Ok(())
+    }
+
+    /// Proposes the client commands taken in since the last round as one
+    /// entry (a lone command as a plain one). Called when a round starts
+    /// and before anything else is proposed, so the log keeps the order
+    /// in which the peer took things in.
+    pub fn propose_pending(&mut self) {
+        if self.pending.cbs.is_empty() {
             return;
         }
-        let current = self.region.region_epoch.clone().unwrap_or_default();
-        let epoch = epoch.unwrap_or_else(|| current.clone());
-        if epoch.version != current.version {
-            let _ = cb.send(Err(self.epoch_not_match()));
+        let PendingCommands {
+            version,
+            mut cmds,
+            cbs,
+            ..
+        } = std::mem::take(&mut self.pending);
+        // Leadership may have moved since they were taken in.
+        if self.check_command(Some(version)).is_err() {
+            for cb in cbs {
+                let refused = self.check_command(Some(version));
+                let _ = cb.send(Err(refused.err().unwrap_or(RaftstoreError::StaleCommand)));
+            }
             return;
         }
-        let proposed = self
-            .raw_node
-            .propose(admin::entry_context(false, &epoch), cmd);
-        self.track(proposed, cb);
+        let epoch = self.region.region_epoch.clone().unwrap_or_default();
+        let entry = match cmds.len() {
+            1 => cmds
+                .pop()
+                .map(|cmd| (admin::entry_context(false, &epoch), cmd)),
+            _ => admin::encode_commands(&cmds).map(|data| (admin::commands_context(&epoch), data)),
+        };
+        let proposed = match entry {
+            Some((context, data)) => self.raw_node.propose(context, data),
+            // Unreachable within the batch's bounds; refused as a dropped
+            // proposal is.
+            None => Err(raft::Error::ProposalDropped),
+        };
+        self.track_all(proposed, cbs);
     }
 
     /// Proposes splitting the region at `req`'s keys (ids from PD); `cb`
@@ -541,6 +657,7 @@ impl Peer {
         epoch: Option<&metapb::RegionEpoch>,
         data: Vec<u8>,
     ) -> raft::Result<u64> {
+        self.propose_pending();
         let current = self.region.region_epoch.clone().unwrap_or_default();
         let context = admin::entry_context(true, epoch.unwrap_or(&current));
         self.raw_node.propose(context, data)?;
@@ -734,6 +851,7 @@ impl Peer {
                     region_id = self.region.id,
                     to, "disk short of room: handing leadership over"
                 );
+                self.propose_pending();
                 self.raw_node.transfer_leader(to);
             }
         }
@@ -1103,8 +1221,10 @@ impl Peer {
     /// Fails every waiting proposal: after a leadership change their entries
     /// may be overwritten, and clients retry on the new leader.
     pub fn fail_proposals(&mut self) {
-        for p in self.proposals.drain(..) {
-            let _ = p.cb.send(Err(RaftstoreError::StaleCommand));
+        let pending = std::mem::take(&mut self.pending).cbs;
+        let waiting = self.proposals.drain(..).flat_map(|p| p.cbs);
+        for cb in waiting.chain(pending) {
+            let _ = cb.send(Err(RaftstoreError::StaleCommand));
         }
     }
 
@@ -1140,7 +1260,7 @@ impl Peer {
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     let out: ApplyOutput = Box::new(self.apply_conf_change(&mut ctx, &entry));
-                    Some(Ok(out))
+                    Some(vec![Ok(out)])
                 }
             };
             ctx.finish_entry(entry.index);
@@ -1187,9 +1307,10 @@ impl Peer {
         }
     }
 
-    /// Applies a client command or an admin command. An `Err` is an engine
-    /// failure (this round stays unwritten and unanswered); the inner
-    /// result is the proposer's answer.
+    /// Applies a normal entry: client commands or an admin command. An
+    /// `Err` is an engine failure (this round stays unwritten and
+    /// unanswered); the inner results are the proposers' answers, one per
+    /// command, in order.
     fn apply_normal(
         &mut self,
         kv: &KvEngine,
@@ -1197,19 +1318,26 @@ impl Peer {
         applier: &dyn Applier,
         entry: &Entry,
         others: &mut HashMap<u64, Peer>,
-    ) -> Result<Result<ApplyOutput>> {
+    ) -> Result<Vec<Result<ApplyOutput>>> {
         let current = self.region.region_epoch.clone().unwrap_or_default();
-        match admin::entry_kind(&entry.context) {
-            Some(EntryKind::Command(epoch)) => {
-                if epoch.is_some_and(|e| e.version != current.version) {
-                    return Ok(Err(self.epoch_not_match()));
+        let cmds = match admin::entry_kind(&entry.context) {
+            Some(EntryKind::Command(epoch)) => (epoch.map(|e| e.version), vec![&entry.data[..]]),
+            Some(EntryKind::Commands(epoch)) => match admin::decode_commands(&entry.data) {
+                Some(cmds) => (Some(epoch.version), cmds),
+                None => {
+                    // Every replica skips it alike; its proposers hear
+                    // that it was dropped.
+                    warn!(
+                        region_id = self.region.id,
+                        index = entry.index,
+                        "entry of commands that does not decode skipped"
+                    );
+                    return Ok(vec![]);
                 }
-                self.size_diff_hint = self.size_diff_hint.saturating_add(entry.data.len() as u64);
-                Ok(Ok(applier.apply(ctx, &entry.data)?))
-            }
+            },
             Some(EntryKind::Admin(epoch)) => {
                 if epoch != current {
-                    return Ok(Err(self.epoch_not_match()));
+                    return Ok(vec![Err(self.epoch_not_match())]);
                 }
                 // Admin commands read the engine (a split's tombstones, a
                 // merge's source) and a merge's source writes its own
@@ -1217,7 +1345,7 @@ impl Peer {
                 ctx.flush()?;
                 let out: SplitOutput =
                     self.apply_admin(kv, ctx, applier, entry.index, &entry.data, others)?;
-                Ok(Ok(Box::new(out)))
+                return Ok(vec![Ok(Box::new(out))]);
             }
             None => {
                 warn!(
@@ -1225,9 +1353,22 @@ impl Peer {
                     index = entry.index,
                     "entry of an unknown kind skipped"
                 );
-                Ok(Err(RaftstoreError::Split("unknown entry kind".into())))
+                return Ok(vec![Err(RaftstoreError::Split(
+                    "unknown entry kind".into(),
+                ))]);
             }
+        };
+        let (version, cmds) = cmds;
+        if version.is_some_and(|v| v != current.version) {
+            return Ok(cmds.iter().map(|_| Err(self.epoch_not_match())).collect());
         }
+        let size = cmds.iter().map(|c| c.len() as u64).sum::<u64>();
+        self.size_diff_hint = self.size_diff_hint.saturating_add(size);
+        let mut outputs = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            outputs.push(Ok(applier.apply(ctx, cmd)?));
+        }
+        Ok(outputs)
     }
 
     /// Applies an admin command at `index`. An `Err` is an engine failure
@@ -1621,10 +1762,10 @@ impl Peer {
         &mut self,
         index: u64,
         term: u64,
-        output: Option<Result<ApplyOutput>>,
+        outputs: Option<Vec<Result<ApplyOutput>>>,
         answers: &mut Vec<(Callback, Result<ApplyOutput>)>,
     ) {
-        let mut output = output;
+        let mut outputs = outputs;
         while let Some(front) = self.proposals.front() {
             if front.index > index {
                 break;
@@ -1632,11 +1773,17 @@ impl Peer {
             let Some(p) = self.proposals.pop_front() else {
                 break;
             };
-            let result = match output.take() {
-                Some(out) if p.index == index && p.term == term => out,
-                _ => Err(RaftstoreError::StaleCommand),
-            };
-            answers.push((p.cb, result));
+            // Older proposals, or this index of another term: their
+            // entries were overwritten. A command missing from its entry
+            // (one that did not decode) was not applied either.
+            let mut mine = outputs
+                .take_if(|_| p.index == index && p.term == term)
+                .unwrap_or_default()
+                .into_iter();
+            for cb in p.cbs {
+                let out = mine.next().unwrap_or(Err(RaftstoreError::StaleCommand));
+                answers.push((cb, out));
+            }
         }
     }
 

@@ -38,7 +38,7 @@ use crate::admin;
 use crate::apply::{Applier, ApplyBatch};
 use crate::disk::{DiskFullOpt, DiskState, DiskUsage};
 use crate::meta;
-use crate::peer::{self, Callback, LogGc, Peer, ReadCallback, RegionStats, Written};
+use crate::peer::{self, Callback, CommandBatch, LogGc, Peer, ReadCallback, RegionStats, Written};
 use crate::replica_read::ReadContext;
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::split_check::{SplitCheck, SplitCheckConfig};
@@ -62,6 +62,8 @@ pub struct RaftstoreConfig {
     pub log_gc_tick: Duration,
     /// Most messages handled per round before the loop takes readies.
     pub max_batch: usize,
+    /// Bounds of the client commands a leader proposes as one entry.
+    pub command_batch: CommandBatch,
     /// Proposal bytes taken in per round before the loop takes readies. A
     /// round's entries reach each follower as one append (raft-rs'
     /// `batch_append`), which must stay well below the receiving store's
@@ -100,6 +102,7 @@ impl Default for RaftstoreConfig {
             },
             log_gc_tick: Duration::from_secs(3),
             max_batch: 4096,
+            command_batch: CommandBatch::for_entry_max(8 << 20),
             max_round_bytes: 16 << 20,
             thread_nice: 0,
             write_bandwidth: 0,
@@ -373,7 +376,7 @@ impl Store {
         let disk = (self.store_id, self.disk.get());
         match self.peers.get_mut(&region_id) {
             Some(peer) => match peer.check_disk(disk, opt) {
-                Ok(()) => peer.propose(epoch, cmd, cb),
+                Ok(()) => peer.propose(epoch, cmd, cb, self.cfg.command_batch),
                 Err(e) => {
                     if disk.1 != DiskUsage::Normal {
                         peer.hand_off_for_room();
@@ -517,6 +520,7 @@ impl Store {
                         region_id = target.region.id,
                         to, "target leadership goes to its merge source's leader"
                     );
+                    target.propose_pending();
                     target.raw_node.transfer_leader(to);
                 }
                 continue;
@@ -1205,6 +1209,7 @@ impl Store {
             debug!(region_id, to, "no leadership to a store short of room");
             return Ok(());
         }
+        peer.propose_pending();
         peer.raw_node.transfer_leader(to);
         Ok(())
     }
@@ -1361,6 +1366,9 @@ impl Store {
         snaps: &SnapManager,
         peer: &mut Peer,
     ) -> Result<Option<Ready>> {
+        // The round's client commands, as one entry (or refused, if the
+        // peer was deposed or merged since it took them in).
+        peer.propose_pending();
         if peer.merged {
             return Ok(None);
         }
@@ -2142,6 +2150,75 @@ mod tests {
             term,
             ..Default::default()
         }
+    }
+
+    /// Answers each command with its own bytes.
+    struct Echo;
+
+    impl Applier for Echo {
+        fn apply(&self, _: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
+            Ok(Box::new(cmd.to_vec()))
+        }
+    }
+
+    /// Proposes `cmds` in one round of a sole voter batching by `batch`;
+    /// each proposer's answer, and how many entries the round appended.
+    fn one_round(batch: CommandBatch, cmds: &[&[u8]]) -> (Vec<Vec<u8>>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, log, snaps) = engines(dir.path());
+        meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let cfg = RaftstoreConfig {
+            command_batch: batch,
+            ..Default::default()
+        };
+        let (applier, transport) = (Arc::new(Echo), Box::new(NoTransport));
+        let mut store = Store::open(1, cfg, kv, log, snaps, applier, transport, events).unwrap();
+        store.on_ready().unwrap();
+        let before = store.peer_status(1).unwrap().last_index;
+        let answers: Vec<_> = (cmds.iter())
+            .map(|cmd| {
+                let (cb, rx) = tokio::sync::oneshot::channel();
+                store.propose(1, None, cmd.to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+                rx
+            })
+            .collect();
+        store.on_ready().unwrap();
+        let status = store.peer_status(1).unwrap();
+        assert_eq!(
+            status.applied, status.last_index,
+            "all applied in the round"
+        );
+        let answers = (answers.into_iter())
+            .map(|mut rx| match rx.try_recv() {
+                Ok(Ok(out)) => *out.downcast::<Vec<u8>>().unwrap(),
+                other => panic!("expected an answer, got {other:?}"),
+            })
+            .collect();
+        (answers, status.last_index - before)
+    }
+
+    #[test]
+    fn a_rounds_commands_are_one_entry_and_each_proposer_hears_its_own() {
+        let cmds: &[&[u8]] = &[b"a", b"bb", b"c", b"dddd", b"e"];
+        let want: Vec<Vec<u8>> = cmds.iter().map(|c| c.to_vec()).collect();
+        let upstream = CommandBatch::for_entry_max(8 << 20);
+        assert_eq!(one_round(upstream, cmds), (want.clone(), 1));
+        // Without batching, an entry each.
+        assert_eq!(one_round(CommandBatch::OFF, cmds), (want.clone(), 5));
+        // Two commands per entry at most.
+        let two = CommandBatch {
+            max_commands: 2,
+            ..upstream
+        };
+        assert_eq!(one_round(two, cmds), (want.clone(), 3));
+        // Three bytes per entry at most: "a" and "bb", then "c", then
+        // "dddd" alone (too long to batch), then "e"; order kept.
+        let three_bytes = CommandBatch {
+            max_bytes: 3,
+            ..upstream
+        };
+        assert_eq!(one_round(three_bytes, cmds), (want, 4));
     }
 
     #[test]

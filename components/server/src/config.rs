@@ -222,6 +222,10 @@ pub struct RaftstoreSection {
     pub region_split_check_diff: Option<String>,
     /// The largest Raft entry a write may make (upstream's key).
     pub raft_entry_max_size: String,
+    /// Whether a leader proposes the writes it takes in during one round
+    /// as one Raft entry, up to 256 of them and 40 % of
+    /// `raft-entry-max-size` (upstream's key and bounds; default on).
+    pub cmd_batch: bool,
     /// Nice value of the raftstore thread (0 = unchanged); see
     /// `tikal_raftstore::RaftstoreConfig::thread_nice`.
     pub thread_nice: i32,
@@ -258,6 +262,17 @@ impl Default for CoprocessorSection {
 const MAX_RAFT_ENTRY_SIZE: u64 = 32 << 20;
 
 impl TikvConfig {
+    /// How a leader batches client writes into entries (`cmd-batch`).
+    pub fn command_batch(&self) -> anyhow::Result<tikal_raftstore::CommandBatch> {
+        if !self.raftstore.cmd_batch {
+            return Ok(tikal_raftstore::CommandBatch::OFF);
+        }
+        let entry_max = parse_size(&self.raftstore.raft_entry_max_size)
+            .context("raftstore.raft-entry-max-size")?;
+        let entry_max = usize::try_from(entry_max).context("raftstore.raft-entry-max-size")?;
+        Ok(tikal_raftstore::CommandBatch::for_entry_max(entry_max))
+    }
+
     /// The split checker's settings, defaults filled as upstream fills them.
     pub fn split_check(&self) -> anyhow::Result<tikal_raftstore::SplitCheckConfig> {
         let c = &self.coprocessor;
@@ -361,6 +376,7 @@ impl Default for RaftstoreSection {
             split_region_check_tick_interval: "10s".into(),
             region_split_check_diff: None,
             raft_entry_max_size: "8MiB".into(),
+            cmd_batch: true,
             thread_nice: 0,
             capacity: "0".into(),
         }
@@ -558,6 +574,20 @@ mod tests {
             let err = cfg.validate().unwrap_err();
             assert!(format!("{err:#}").contains("server.labels"), "{err:#}");
         }
+    }
+
+    #[test]
+    fn writes_are_batched_into_entries_unless_cmd_batch_is_off() {
+        let (cfg, _): (TikvConfig, _) =
+            parse_toml("[raftstore]\nraft-entry-max-size = \"1MiB\"\n").unwrap();
+        let batch = cfg.command_batch().unwrap();
+        assert_eq!(
+            (batch.max_commands, batch.max_bytes),
+            (256, (1 << 20) * 2 / 5)
+        );
+        let (cfg, _): (TikvConfig, _) = parse_toml("[raftstore]\ncmd-batch = false\n").unwrap();
+        let batch = cfg.command_batch().unwrap();
+        assert_eq!((batch.max_commands, batch.max_bytes), (1, 0));
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub async fn run(
     .context("registering the store with PD")?;
     info!(store_id, addr = %cfg.server.advertise_addr, "store registered");
 
+    // At most 32 MiB (checked with the config).
+    let entry_max = parse_size(&cfg.raftstore.raft_entry_max_size)? as usize;
     let raftstore_cfg = RaftstoreConfig {
         base_tick: parse_duration(&cfg.raftstore.raft_base_tick_interval)?,
         election_ticks: cfg.raftstore.raft_election_timeout_ticks,
@@ -111,6 +113,7 @@ pub async fn run(
             size_limit: parse_size(&cfg.raftstore.raft_log_gc_size_limit)?,
         },
         log_gc_tick: parse_duration(&cfg.raftstore.raft_log_gc_tick_interval)?,
+        command_batch: cfg.command_batch()?,
         thread_nice: cfg.raftstore.thread_nice,
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         split_check: cfg.split_check()?,
@@ -152,7 +155,7 @@ pub async fn run(
         store_id,
         StorageConfig {
             api_version: cfg.storage.api_version,
-            raft_entry_max_size: parse_size(&cfg.raftstore.raft_entry_max_size)? as usize,
+            raft_entry_max_size: entry_max,
             enable_ttl: cfg.storage.enable_ttl,
         },
         kv.clone(),
