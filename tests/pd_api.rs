@@ -364,3 +364,74 @@ async fn location_labels_keep_replicas_on_distinct_hosts() {
     .await;
     assert_eq!(hosts, "h1,h2,h3");
 }
+
+/// Region boundaries PD shows (start keys after the first), once every
+/// region has its one voter.
+async fn boundaries(t: &TestCluster) -> Option<Vec<Vec<u8>>> {
+    let all = common::regions(t, 1).await?;
+    Some(
+        all[1..]
+            .iter()
+            .map(|r| common::hex_key(r, "start_key"))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn regions_split_by_request_at_given_keys_and_at_their_middle() {
+    let t = TestCluster::start_with_config(1, "[raftstore]\npd-heartbeat-tick-interval = \"1s\"\n")
+        .await;
+    let raw = t.raw_client().await;
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i:02}").into_bytes()).collect();
+    for k in &keys {
+        raw.put(k.clone(), vec![7; 100]).await.unwrap();
+    }
+    let wait = Duration::from_secs(30);
+    let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let region_at = |key: &'static [u8]| {
+        let t = &t;
+        async move {
+            let all = common::regions(t, 1).await.unwrap();
+            let holds = |r: &&serde_json::Value| {
+                let (start, end) = (
+                    common::hex_key(r, "start_key"),
+                    common::hex_key(r, "end_key"),
+                );
+                start.as_slice() <= key && (end.is_empty() || key < end.as_slice())
+            };
+            all.iter().find(holds).unwrap()["id"].as_u64().unwrap()
+        }
+    };
+
+    // `pd-ctl operator add split-region <id> --policy=usekey --keys=...`.
+    let id = region_at(b"k00").await;
+    let at = json!({"name": "split-region", "region_id": id, "policy": "usekey",
+                    "keys": [hex(b"k30"), hex(b"k10")]});
+    post(&t, "/pd/api/v1/operators", at).await;
+    common::eventually(wait, "regions split at k10 and k30", || async {
+        (boundaries(&t).await? == [b"k10".to_vec(), b"k30".to_vec()]).then_some(())
+    })
+    .await;
+
+    // `--policy=scan` on [k10, k30): twenty keys of one size, so the
+    // boundary nearest the middle of its bytes is k20.
+    let id = region_at(b"k10").await;
+    let half = json!({"name": "split-region", "region_id": id, "policy": "scan"});
+    post(&t, "/pd/api/v1/operators", half).await;
+    let want = [b"k10".to_vec(), b"k20".to_vec(), b"k30".to_vec()];
+    common::eventually(wait, "region [k10, k30) split at k20", || async {
+        (boundaries(&t).await? == want).then_some(())
+    })
+    .await;
+
+    // Every key is still there, across the new boundaries. (The limit is
+    // the key count: the official Rust client 0.4 goes on scanning from
+    // the key space's start after the last region, whose end is empty,
+    // until its limit is used up.)
+    let scanned = raw.scan(b"k".to_vec()..b"l".to_vec(), 40).await.unwrap();
+    let got: Vec<Vec<u8>> = scanned
+        .into_iter()
+        .map(|p| p.key().clone().into())
+        .collect();
+    assert_eq!(got, keys);
+}

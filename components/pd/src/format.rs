@@ -40,6 +40,22 @@ fn trim_fraction(s: String) -> String {
     }
 }
 
+/// Bytes as upstream shows keys: upper-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// Hex (either case) back to bytes; `None` if it is not hex.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// `Duration::from_secs(1800)` -> `"30m0s"`, as Go's `Duration.String`.
 pub fn go_duration(d: Duration) -> String {
     let nanos = d.as_nanos();

@@ -24,10 +24,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tikal_proto::metapb;
+use tikal_proto::{metapb, pdpb};
 
 use crate::config::PdConfig;
-use crate::format::{byte_size, go_duration, rfc3339};
+use crate::format::{byte_size, from_hex, go_duration, hex, rfc3339};
 use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::schedule::{AdminOp, SchedulerError, StoreError};
@@ -263,6 +263,7 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
                 from_store: id("from_store_id")?,
                 to_store: id("to_store_id")?,
             },
+            "split-region" => split_op(&req)?,
             _ => return Err(format!("operator {} is not supported", req["name"])),
         })
     };
@@ -273,6 +274,29 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
         Ok(()) => Json(json!("The operator is created.")).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// `split-region`'s `"policy"` (`scan`, `approximate` or `usekey`, any
+/// case) and, for `usekey`, its `"keys"` in hex, as upstream reads them.
+fn split_op(req: &Value) -> Result<AdminOp, String> {
+    let name = req["policy"].as_str().ok_or("missing split policy")?;
+    let policy = pdpb::CheckPolicy::from_str_name(&name.to_uppercase())
+        .ok_or_else(|| format!("check policy {name} is not supported"))?;
+    let mut keys = vec![];
+    if policy == pdpb::CheckPolicy::Usekey {
+        let listed = match &req["keys"] {
+            Value::Null => &vec![],
+            Value::Array(keys) => keys,
+            _ => return Err("bad format keys".into()),
+        };
+        for key in listed {
+            let text = key.as_str().ok_or("bad format keys")?;
+            keys.push(
+                from_hex(text).ok_or_else(|| format!("split key {text} is not in hex format"))?,
+            );
+        }
+    }
+    Ok(AdminOp::SplitRegion { policy, keys })
 }
 
 /// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
@@ -452,10 +476,6 @@ async fn remove_tombstones(State(s): State<Arc<HttpState>>) -> Response {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
 /// Upstream's `MetaPeer`: the peer, its role by number and by name, and

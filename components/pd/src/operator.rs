@@ -66,6 +66,14 @@ pub enum Step {
         target: metapb::Region,
         passive: bool,
     },
+    /// The region, as it spans `start_key..end_key`, splits by `policy`
+    /// (at `keys` with `Usekey`); done once its range changed.
+    SplitRegion {
+        start_key: Vec<u8>,
+        end_key: Vec<u8>,
+        policy: pdpb::CheckPolicy,
+        keys: Vec<Vec<u8>>,
+    },
 }
 
 impl Step {
@@ -80,6 +88,7 @@ impl Step {
                 to_store,
             } => *from_store == store || *to_store == store,
             Step::MergeRegion { target, .. } => target.peers.iter().any(|p| p.store_id == store),
+            Step::SplitRegion { .. } => false,
         }
     }
 
@@ -105,6 +114,11 @@ impl Step {
                     && (r.region.start_key != target.start_key
                         || r.region.end_key != target.end_key)
             }
+            Step::SplitRegion {
+                ref start_key,
+                ref end_key,
+                ..
+            } => r.region.start_key != *start_key || r.region.end_key != *end_key,
         }
     }
 
@@ -120,7 +134,7 @@ impl Step {
             Step::RemovePeer { store_id, peer_id } => {
                 r.peer_on(store_id).map(|p| p.id) != Some(peer_id)
             }
-            Step::MergeRegion { .. } => false,
+            Step::MergeRegion { .. } | Step::SplitRegion { .. } => false,
         }
     }
 
@@ -170,6 +184,15 @@ impl Step {
                 ..Default::default()
             }),
             Step::MergeRegion { passive: true, .. } => None,
+            Step::SplitRegion {
+                policy, ref keys, ..
+            } => Some(pdpb::RegionHeartbeatResponse {
+                split_region: Some(pdpb::SplitRegion {
+                    policy: policy as i32,
+                    keys: keys.clone(),
+                }),
+                ..Default::default()
+            }),
             Step::AddLearner { store_id, peer_id } => match r.peer_on(store_id) {
                 Some(_) => None,
                 None => Some(change(
@@ -223,6 +246,9 @@ impl fmt::Display for Step {
             Step::MergeRegion {
                 source_id, target, ..
             } => write!(f, "merge region {source_id} into region {}", target.id),
+            Step::SplitRegion { policy, .. } => {
+                write!(f, "split region with policy {}", policy.as_str_name())
+            }
         }
     }
 }
@@ -233,6 +259,7 @@ pub mod kind {
     pub const ADMIN: u32 = 1 << 0;
     pub const MERGE: u32 = 1 << 2;
     pub const REPLICA: u32 = 1 << 4;
+    pub const SPLIT: u32 = 1 << 5;
     pub const HOT_REGION: u32 = 1 << 6;
     pub const REGION: u32 = 1 << 7;
     pub const LEADER: u32 = 1 << 8;
@@ -243,6 +270,7 @@ pub fn kind_names(k: u32) -> String {
         (kind::ADMIN, "admin"),
         (kind::MERGE, "merge"),
         (kind::REPLICA, "replica"),
+        (kind::SPLIT, "split"),
         (kind::HOT_REGION, "hot-region"),
         (kind::REGION, "region"),
         (kind::LEADER, "leader"),

@@ -94,7 +94,7 @@ pub enum StoreError {
 }
 
 /// An operator `pd-ctl operator add` asks for, by upstream's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminOp {
     /// `transfer-leader`: leadership to the region's voter there.
     TransferLeader { to_store: u64 },
@@ -106,6 +106,12 @@ pub enum AdminOp {
     RemovePeer { store_id: u64 },
     /// `transfer-peer`: the peer moves, as balance-region moves one.
     TransferPeer { from_store: u64, to_store: u64 },
+    /// `split-region`: the region splits at its middle (`scan`,
+    /// `approximate`; the store scans for both) or at `keys` (`usekey`).
+    SplitRegion {
+        policy: pdpb::CheckPolicy,
+        keys: Vec<Vec<u8>>,
+    },
 }
 
 impl AdminOp {
@@ -164,6 +170,20 @@ impl AdminOp {
                 let p = checker::move_peer(r, v, "admin-move-peer", from_store, to_store)
                     .map_err(|e| e.to_string())?;
                 return p.map(admin).ok_or_else(no_leader);
+            }
+            AdminOp::SplitRegion { policy, keys } => {
+                let mut brief = format!("split: region {id} use policy {}", policy.as_str_name());
+                if !keys.is_empty() {
+                    let hex: Vec<String> = keys.iter().map(|k| crate::format::hex(k)).collect();
+                    brief.push_str(&format!(" and keys [{}]", hex.join(" ")));
+                }
+                let step = Step::SplitRegion {
+                    start_key: r.region.start_key.clone(),
+                    end_key: r.region.end_key.clone(),
+                    policy,
+                    keys,
+                };
+                ("admin-split-region", brief, kind::SPLIT, vec![step])
             }
         };
         Ok(admin(Plan {

@@ -708,3 +708,77 @@ async fn a_tombstone_a_running_operator_names_is_kept() {
     assert_eq!(code, StatusCode::OK);
     assert!(sim.cluster.store(4).is_err(), "forgotten");
 }
+
+#[tokio::test]
+async fn a_region_is_split_by_request_at_given_keys_or_at_its_middle() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let ops = format!("{api}/operators");
+    let ask = |body: Value| send(Method::POST, &ops, body);
+
+    // `pd-ctl operator add split-region 1 --policy=usekey --keys=6162,6D`.
+    let (code, _) = ask(json!({
+        "name": "split-region", "region_id": 1, "policy": "usekey", "keys": ["6162", "6D"]
+    }))
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let line = get(&ops).await[0].as_str().unwrap().to_string();
+    assert!(
+        line.starts_with(
+            "admin-split-region {split: region 1 use policy USEKEY and keys [6162 6D]} \
+             (kind:admin,split"
+        ),
+        "{line}"
+    );
+    // Every heartbeat asks the leader, until the region's range changes.
+    for _ in 0..2 {
+        let split = sim.heartbeat().and_then(|r| r.split_region).unwrap();
+        assert_eq!(split.policy, pdpb::CheckPolicy::Usekey as i32);
+        assert_eq!(split.keys, vec![b"ab".to_vec(), b"m".to_vec()]);
+    }
+    // Split (right-derived, as the store splits): region 1 keeps [m, ).
+    sim.region.start_key = b"m".to_vec();
+    sim.region.region_epoch.as_mut().unwrap().version += 2;
+    assert_eq!(sim.heartbeat(), None);
+    assert_eq!(get(&ops).await, json!([]));
+    let last = get(&format!("{ops}/1")).await;
+    assert!(
+        last.as_str()
+            .unwrap()
+            .starts_with("status: SUCCESS, operator: admin-split-region"),
+        "{last}"
+    );
+
+    // `--policy=approximate` (any case): the store picks the key.
+    let (code, _) =
+        ask(json!({"name": "split-region", "region_id": 1, "policy": "APPROXIMATE"})).await;
+    assert_eq!(code, StatusCode::OK);
+    let split = sim.heartbeat().and_then(|r| r.split_region).unwrap();
+    assert_eq!(
+        (split.policy, split.keys),
+        (pdpb::CheckPolicy::Approximate as i32, vec![])
+    );
+    call(Method::DELETE, &format!("{ops}/1")).await;
+
+    for (body, why) in [
+        (
+            json!({"name": "split-region", "region_id": 1}),
+            "missing split policy",
+        ),
+        (
+            json!({"name": "split-region", "region_id": 1, "policy": "half"}),
+            "check policy half is not supported",
+        ),
+        (
+            json!({"name": "split-region", "region_id": 1, "policy": "usekey", "keys": ["6g"]}),
+            "split key 6g is not in hex format",
+        ),
+        (
+            json!({"name": "split-region", "region_id": 1, "policy": "usekey", "keys": "61"}),
+            "bad format keys",
+        ),
+    ] {
+        assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));
+    }
+}

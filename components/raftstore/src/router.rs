@@ -121,6 +121,10 @@ enum Msg {
         peer_id: u64,
         epoch: metapb::RegionEpoch,
     },
+    SplitAtMiddle {
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+    },
     Stop,
 }
 
@@ -328,6 +332,15 @@ impl Router {
         });
     }
 
+    /// Has the region checked at its middle, as PD's split-region
+    /// operator asks with its `scan` and `approximate` policies: if this
+    /// store leads it at `epoch` (any if `None`), the split checker picks
+    /// the user-key boundary nearest half its bytes, and the split follows
+    /// as one the checker found by size would (`StoreEvent::AskSplit`).
+    pub fn split_at_middle(&self, region_id: u64, epoch: Option<metapb::RegionEpoch>) {
+        let _ = self.tx.send(Msg::SplitAtMiddle { region_id, epoch });
+    }
+
     /// Sends an admin command and waits for the regions it left.
     async fn admin(
         &self,
@@ -432,21 +445,27 @@ struct Runner {
 /// The split checker's thread (`split_check.rs`): regions go in, their
 /// measurements come back; the loop polls for them each round.
 struct SplitChecker {
-    tasks: Sender<metapb::Region>,
+    /// Regions to check, and whether at their middle (PD's split-region
+    /// operator) rather than by the split thresholds.
+    tasks: Sender<(metapb::Region, bool)>,
     results: Receiver<(metapb::Region, SplitCheck)>,
 }
 
 impl SplitChecker {
     fn start(kv: tikal_engine::KvEngine, cfg: &crate::RaftstoreConfig) -> Result<SplitChecker> {
         let cfg = cfg.split_check.clone();
-        let (tasks, task_rx) = crossbeam_channel::unbounded::<metapb::Region>();
+        let (tasks, task_rx) = crossbeam_channel::unbounded::<(metapb::Region, bool)>();
         let (result_tx, results) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("split-check".into())
             .spawn(move || {
                 // Ends when the loop (the task sender) is gone.
-                for region in task_rx {
-                    match split_check::check(&kv, &region, &cfg) {
+                for (region, middle) in task_rx {
+                    let found = match middle {
+                        true => split_check::half(&kv, &region),
+                        false => split_check::check(&kv, &region, &cfg),
+                    };
+                    match found {
                         Ok(found) => {
                             if result_tx.send((region, found)).is_err() {
                                 return;
@@ -491,7 +510,7 @@ impl Runner {
             if last_split_check.elapsed() >= cfg.split_check.tick {
                 last_split_check = Instant::now();
                 for region in self.store.split_check_due() {
-                    let _ = self.split_checks.tasks.send(region);
+                    let _ = self.split_checks.tasks.send((region, false));
                 }
             }
             while let Ok((region, found)) = self.split_checks.results.try_recv() {
@@ -653,6 +672,11 @@ impl Runner {
             } => {
                 if let Err(e) = self.store.destroy_stale_peer(region_id, peer_id, &epoch) {
                     warn!(region_id, error = %e, "cannot destroy a stale peer");
+                }
+            }
+            Msg::SplitAtMiddle { region_id, epoch } => {
+                if let Some(region) = self.store.led_region(region_id, epoch.as_ref()) {
+                    let _ = self.split_checks.tasks.send((region, true));
                 }
             }
             Msg::Stop => return false,

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use tikal_codec::mvcc_key;
-use tikal_engine::{KvEngine, CF_DEFAULT, CF_WRITE};
+use tikal_engine::{KvEngine, KvSnapshot, CF_DEFAULT, CF_WRITE};
 use tikal_proto::metapb;
 
 use crate::peer::RegionStats;
@@ -76,18 +76,95 @@ pub fn user_key(stored: &[u8]) -> &[u8] {
 
 /// Measures `region` as of now and picks its split keys (module docs).
 pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> Result<SplitCheck> {
+    let limit = cfg.batch_split_limit.max(1) as usize;
+    let mut stats = RegionStats::default();
+    let (mut by_keys, mut by_size) = (vec![], vec![]);
+    let mut size_since_split = 0u64;
+    walk(&kv.snapshot(), region, |user, bytes, first| {
+        if first {
+            // A new user key: it may start the next region.
+            let inside = user > region.start_key.as_slice();
+            if inside
+                && cfg.region_split_keys > 0
+                && stats.keys > 0
+                && stats.keys % cfg.region_split_keys == 0
+                && by_keys.len() < limit
+            {
+                push_increasing(&mut by_keys, user);
+            }
+            if inside && size_since_split >= cfg.region_split_size.max(1) && by_size.len() < limit {
+                push_increasing(&mut by_size, user);
+                size_since_split = 0;
+            }
+            stats.keys += 1;
+        }
+        stats.size = stats.size.saturating_add(bytes);
+        size_since_split = size_since_split.saturating_add(bytes);
+        true
+    })?;
+    let split_keys = if stats.keys > cfg.region_max_keys {
+        by_keys
+    } else if stats.size > cfg.region_max_size {
+        by_size
+    } else {
+        vec![]
+    };
+    Ok(SplitCheck { stats, split_keys })
+}
+
+/// Measures `region` and picks one split key: the user-key boundary
+/// nearest half its bytes (none when it holds fewer than two user keys).
+/// PD's split-region operator asks for this with its `scan` and
+/// `approximate` policies; both scan here.
+pub fn half(kv: &KvEngine, region: &metapb::Region) -> Result<SplitCheck> {
     let snap = kv.snapshot();
+    let mut stats = RegionStats::default();
+    walk(&snap, region, |_, bytes, first| {
+        stats.keys += u64::from(first);
+        stats.size = stats.size.saturating_add(bytes);
+        true
+    })?;
+    let middle = stats.size / 2;
+    // The last boundary before the middle: a key and the bytes before it.
+    let mut below: Option<(Vec<u8>, u64)> = None;
+    let mut split_keys = vec![];
+    let mut before = 0u64;
+    walk(&snap, region, |user, bytes, first| {
+        if first && before > 0 && user > region.start_key.as_slice() {
+            if before >= middle {
+                split_keys.push(match below.take() {
+                    Some((key, b)) if middle - b < before - middle => key,
+                    _ => user.to_vec(),
+                });
+                return false;
+            }
+            let (key, b) = below.get_or_insert_with(|| (vec![], 0));
+            key.clear();
+            key.extend_from_slice(user);
+            *b = before;
+        }
+        before = before.saturating_add(bytes);
+        true
+    })?;
+    Ok(SplitCheck { stats, split_keys })
+}
+
+/// Walks `region`'s CF write and CF default side by side in key order
+/// (module docs), calling `f(user_key, bytes, first)` for each entry:
+/// its user key, its size, and whether it is the first entry of that
+/// user key. Stops early when `f` returns false.
+fn walk(
+    snap: &KvSnapshot<'_>,
+    region: &metapb::Region,
+    mut f: impl FnMut(&[u8], u64, bool) -> bool,
+) -> Result<()> {
     let mut write = snap
         .iter(CF_WRITE, &region.start_key, &region.end_key)
         .peekable();
     let mut default = snap
         .iter(CF_DEFAULT, &region.start_key, &region.end_key)
         .peekable();
-    let limit = cfg.batch_split_limit.max(1) as usize;
-    let mut stats = RegionStats::default();
-    let mut last: Vec<u8> = vec![];
-    let (mut by_keys, mut by_size) = (vec![], vec![]);
-    let mut size_since_split = 0u64;
+    let mut last: Option<Vec<u8>> = None;
     loop {
         // The smaller of the two CFs' next keys.
         let from_write = match (write.peek(), default.peek()) {
@@ -103,41 +180,19 @@ pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> 
         };
         let Some(item) = next else { break };
         let (key, value) = item?;
-        let entry_size = (key.len() + value.len()) as u64;
+        let bytes = (key.len() + value.len()) as u64;
         let user = user_key(&key);
-        if stats.keys > 0 && user == last.as_slice() {
-            stats.size = stats.size.saturating_add(entry_size);
-            size_since_split = size_since_split.saturating_add(entry_size);
-            continue;
+        let first = last.as_deref() != Some(user);
+        if first {
+            let last = last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(user);
         }
-        // A new user key: it may start the next region.
-        let inside = user > region.start_key.as_slice();
-        if inside
-            && cfg.region_split_keys > 0
-            && stats.keys > 0
-            && stats.keys % cfg.region_split_keys == 0
-            && by_keys.len() < limit
-        {
-            push_increasing(&mut by_keys, user);
+        if !f(user, bytes, first) {
+            break;
         }
-        if inside && size_since_split >= cfg.region_split_size.max(1) && by_size.len() < limit {
-            push_increasing(&mut by_size, user);
-            size_since_split = 0;
-        }
-        stats.keys += 1;
-        stats.size = stats.size.saturating_add(entry_size);
-        size_since_split = size_since_split.saturating_add(entry_size);
-        last.clear();
-        last.extend_from_slice(user);
     }
-    let split_keys = if stats.keys > cfg.region_max_keys {
-        by_keys
-    } else if stats.size > cfg.region_max_size {
-        by_size
-    } else {
-        vec![]
-    };
-    Ok(SplitCheck { stats, split_keys })
+    Ok(())
 }
 
 /// Keeps split keys strictly increasing (a raw key may sort between a
@@ -212,6 +267,34 @@ mod tests {
             .collect();
         assert_eq!(found.split_keys, expected);
         assert!(found.stats.size > 6 * 300);
+    }
+
+    #[test]
+    fn half_splits_at_the_boundary_nearest_the_middle_never_inside_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut wb = kv.write_batch();
+        // a and b: 100 bytes each; c: two versions of 208; d: 100.
+        wb.put(CF_DEFAULT, b"a", &[0; 99]);
+        wb.put(CF_DEFAULT, b"b", &[0; 99]);
+        let c = mvcc_key::encode_key(b"c");
+        for ts in [10, 20] {
+            wb.put(CF_WRITE, &versioned(b"c", ts), &[0; 191]);
+        }
+        wb.put(CF_DEFAULT, b"d", &[0; 99]);
+        kv.write(wb, false).unwrap();
+        let found = half(&kv, &region(b"", b"")).unwrap();
+        assert_eq!((found.stats.keys, found.stats.size), (4, 716));
+        // The middle (358) lies inside c's versions: 200 bytes before c,
+        // 616 before d. c's boundary is nearer, and the split is at c's
+        // user key, not between its versions.
+        assert_eq!(found.split_keys, vec![c]);
+        // a and b alone: the middle is b's boundary.
+        let found = half(&kv, &region(b"", b"b\xff")).unwrap();
+        assert_eq!(found.split_keys, vec![b"b".to_vec()]);
+        // One key, or none: nothing to split.
+        assert!(half(&kv, &region(b"d", b"")).unwrap().split_keys.is_empty());
+        assert!(half(&kv, &region(b"x", b"")).unwrap().split_keys.is_empty());
     }
 
     #[test]

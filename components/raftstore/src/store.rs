@@ -635,6 +635,18 @@ impl Store {
             .collect()
     }
 
+    /// The region, if this store's peer leads it at `epoch` (any if None).
+    pub fn led_region(
+        &self,
+        region_id: u64,
+        epoch: Option<&metapb::RegionEpoch>,
+    ) -> Option<metapb::Region> {
+        let peer = self.peers.get(&region_id)?;
+        let current = peer.region.region_epoch.as_ref();
+        let at_epoch = epoch.is_none_or(|e| Some(e) == current);
+        (peer.is_initialized() && peer.is_leader() && at_epoch).then(|| peer.region.clone())
+    }
+
     /// Takes a split check's outcome: records the region's size, and asks
     /// PD for a split if one is due and the region is still as checked.
     pub fn on_split_check(&mut self, region: &metapb::Region, found: SplitCheck) {

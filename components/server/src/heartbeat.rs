@@ -112,14 +112,7 @@ pub async fn region_heartbeat_loop(
                     }
                     Some(StoreEvent::AskSplit { region, split_keys }) => {
                         let (pd, router) = (pd.clone(), router.clone());
-                        tokio::spawn(async move {
-                            let keys = split_keys.len();
-                            match crate::split::split_region(&pd, &router, &region, split_keys).await {
-                                Ok(regions) => info!(region_id = region.id, keys, regions = regions.len(), "region split"),
-                                Err(e) if e.is_race() => debug!(region_id = region.id, error = %e, "split not made"),
-                                Err(e) => warn!(region_id = region.id, error = %e, "split not made"),
-                            }
-                        });
+                        tokio::spawn(async move { split(&pd, &router, &region, split_keys).await });
                     }
                     None => return,
                 },
@@ -129,7 +122,7 @@ pub async fn region_heartbeat_loop(
                     }
                 }
                 resp = responses.next() => match resp {
-                    Some(Ok(r)) => carry_out(&router, r),
+                    Some(Ok(r)) => carry_out(&pd, &router, r),
                     Some(Err(e)) => {
                         warn!(error = %e, "region heartbeat stream broke; reopening");
                         broken = true;
@@ -146,8 +139,34 @@ pub async fn region_heartbeat_loop(
 /// a membership change through Raft, a leader transfer, or a merge (the
 /// store carries it through once prepared). Its result shows
 /// in the next heartbeats; PD resends or times out what did not happen.
-fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
+fn carry_out(pd: &PdClient, router: &Router, r: pdpb::RegionHeartbeatResponse) {
     let region_id = r.region_id;
+    if let Some(split_region) = r.split_region.clone() {
+        let epoch = r.region_epoch.clone();
+        match pdpb::CheckPolicy::try_from(split_region.policy) {
+            Ok(pdpb::CheckPolicy::Usekey) => {
+                let (pd, router) = (pd.clone(), router.clone());
+                tokio::spawn(async move {
+                    let keys = split_region.keys;
+                    let Some(region) = led_at(&router, region_id, epoch.as_ref()) else {
+                        return;
+                    };
+                    let keys = keys_inside(&region, keys);
+                    if !keys.is_empty() {
+                        split(&pd, &router, &region, keys).await;
+                    }
+                });
+            }
+            Ok(pdpb::CheckPolicy::Scan | pdpb::CheckPolicy::Approximate) => {
+                router.split_at_middle(region_id, epoch)
+            }
+            Err(_) => warn!(
+                region_id,
+                policy = split_region.policy,
+                "split asked for with an unknown policy"
+            ),
+        }
+    }
     let steps = match (r.change_peer_v2, r.change_peer) {
         (Some(v2), _) if !v2.changes.is_empty() => v2.changes,
         (_, Some(one)) => vec![one],
@@ -183,6 +202,45 @@ fn carry_out(router: &Router, r: pdpb::RegionHeartbeatResponse) {
             }
         });
     }
+}
+
+/// Splits `region` at `keys` (ids from PD), and logs how it went.
+async fn split(pd: &PdClient, router: &Router, region: &metapb::Region, keys: Vec<Vec<u8>>) {
+    let region_id = region.id;
+    let count = keys.len();
+    match crate::split::split_region(pd, router, region, keys).await {
+        Ok(regions) => info!(
+            region_id,
+            keys = count,
+            regions = regions.len(),
+            "region split"
+        ),
+        Err(e) if e.is_race() => debug!(region_id, error = %e, "split not made"),
+        Err(e) => warn!(region_id, error = %e, "split not made"),
+    }
+}
+
+/// The region as this store leads it, if it does at `epoch` (any if None).
+fn led_at(
+    router: &Router,
+    region_id: u64,
+    epoch: Option<&metapb::RegionEpoch>,
+) -> Option<metapb::Region> {
+    let view = router.region_view(region_id)?;
+    let at_epoch = epoch.is_none_or(|e| Some(e) == view.region.region_epoch.as_ref());
+    (view.is_leader && at_epoch).then_some(view.region)
+}
+
+/// PD's split keys for `region` that lie strictly inside it, in order and
+/// once each: a split key on or outside a boundary splits nothing.
+fn keys_inside(region: &metapb::Region, mut keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    keys.retain(|k| {
+        k.as_slice() > region.start_key.as_slice()
+            && (region.end_key.is_empty() || k.as_slice() < region.end_key.as_slice())
+    });
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// What each region led here had written at its last heartbeat, and when
