@@ -11,6 +11,11 @@
 //! what earlier entries put in the batch so the read sees it (every region
 //! in it with its applied index so far). Appliers read before they write
 //! within one command, so a crash never leaves half a command applied.
+//! An entry of several client commands (see `admin.rs`) holds its writes
+//! out of the batch until the entry is finished, and `get` lays them over
+//! what it reads: a read by its third command sees what the first two
+//! wrote, yet never writes half the entry to the engine, where a crash
+//! would leave it to be applied a second time on top of itself.
 
 use std::any::Any;
 
@@ -45,26 +50,58 @@ pub trait Applier: Send + Sync + 'static {
 impl KvApply for ApplyContext<'_> {
     fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
         self.written.add(key.len() + value.len());
-        self.wb.put(cf, key, value);
+        match &mut self.held {
+            Some(held) => held.push(Held::Put(cf, key.to_vec(), value.to_vec())),
+            None => self.wb.put(cf, key, value),
+        }
     }
 
     fn delete(&mut self, cf: Cf, key: &[u8]) {
         self.written.add(key.len());
-        self.wb.delete(cf, key);
+        match &mut self.held {
+            Some(held) => held.push(Held::Delete(cf, key.to_vec())),
+            None => self.wb.delete(cf, key),
+        }
     }
 
     fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) {
-        self.wb.delete_range(cf, start, end);
+        match &mut self.held {
+            Some(held) => held.push(Held::DeleteRange(cf, start.to_vec(), end.to_vec())),
+            None => self.wb.delete_range(cf, start, end),
+        }
     }
 
     /// Writes what the batch holds so far (earlier entries, other
-    /// regions' parts), then reads.
+    /// regions' parts), then reads, with what this entry's earlier
+    /// commands wrote laid over.
     fn get(&mut self, cf: Cf, key: &[u8]) -> tikal_engine::Result<Option<Vec<u8>>> {
         if !self.wb.is_empty() {
             self.write_out()?;
         }
-        self.engine.get(cf, key)
+        let mut value = self.engine.get(cf, key)?;
+        for w in self.held.iter().flatten() {
+            match w {
+                Held::Put(c, k, v) if *c == cf && k == key => value = Some(v.clone()),
+                Held::Delete(c, k) if *c == cf && k == key => value = None,
+                Held::DeleteRange(c, start, end)
+                    if *c == cf
+                        && key >= start.as_slice()
+                        && (end.is_empty() || key < end.as_slice()) =>
+                {
+                    value = None
+                }
+                _ => {}
+            }
+        }
+        Ok(value)
     }
+}
+
+/// A write of an unfinished entry of several commands (module docs).
+enum Held {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
 }
 
 /// The KV write shared by every region applying in one pass of a round.
@@ -100,6 +137,7 @@ impl<'a> ApplyBatch<'a> {
             state,
             written: Default::default(),
             sync: self.sync,
+            held: None,
         }
     }
 
@@ -137,10 +175,25 @@ pub struct ApplyContext<'a> {
     state: ApplyState,
     written: crate::RegionStats,
     sync: bool,
+    /// While an entry of several commands applies: their writes so far.
+    held: Option<Vec<Held>>,
 }
 
 impl<'a> ApplyContext<'a> {
+    /// The entry about to apply holds several commands: their writes are
+    /// held out of the batch until [`ApplyContext::finish_entry`].
+    pub(crate) fn hold_writes(&mut self) {
+        self.held = Some(vec![]);
+    }
+
     pub(crate) fn finish_entry(&mut self, index: u64) {
+        for w in self.held.take().into_iter().flatten() {
+            match w {
+                Held::Put(cf, key, value) => self.wb.put(cf, &key, &value),
+                Held::Delete(cf, key) => self.wb.delete(cf, &key),
+                Held::DeleteRange(cf, start, end) => self.wb.delete_range(cf, &start, &end),
+            }
+        }
         self.state.applied_index = index;
     }
 
@@ -271,5 +324,38 @@ mod tests {
         batch.write().unwrap();
         assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), Some(b"2".to_vec()));
         assert_eq!(applied(&kv, 2), 7);
+    }
+
+    #[test]
+    fn a_read_inside_an_entry_of_several_commands_writes_none_of_that_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(dir.path()).unwrap();
+        let mut batch = ApplyBatch::new(&kv);
+        let mut ctx = batch.context(2, ApplyState::initial());
+        ctx.put(CF_DEFAULT, b"a", b"1");
+        ctx.put(CF_DEFAULT, b"c", b"1");
+        ctx.finish_entry(6);
+        // Entry 7 holds several commands: the first two write, the third
+        // reads and sees them.
+        ctx.hold_writes();
+        ctx.put(CF_DEFAULT, b"b", b"2");
+        ctx.delete(CF_DEFAULT, b"a");
+        ctx.delete_range(CF_DEFAULT, b"c", b"");
+        assert_eq!(ctx.get(CF_DEFAULT, b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(ctx.get(CF_DEFAULT, b"a").unwrap(), None);
+        assert_eq!(ctx.get(CF_DEFAULT, b"c").unwrap(), None);
+        // The read wrote entry 6 and nothing of entry 7: a crash now
+        // replays 7 whole, from the state after 6.
+        assert_eq!(applied(&kv, 2), 6);
+        assert_eq!(kv.get(CF_DEFAULT, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), None);
+        assert_eq!(kv.get(CF_DEFAULT, b"c").unwrap(), Some(b"1".to_vec()));
+        ctx.finish_entry(7);
+        batch.restore(ctx);
+        batch.write().unwrap();
+        assert_eq!(applied(&kv, 2), 7);
+        assert_eq!(kv.get(CF_DEFAULT, b"a").unwrap(), None);
+        assert_eq!(kv.get(CF_DEFAULT, b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(kv.get(CF_DEFAULT, b"c").unwrap(), None);
     }
 }

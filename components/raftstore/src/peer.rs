@@ -1364,6 +1364,11 @@ impl Peer {
         }
         let size = cmds.iter().map(|c| c.len() as u64).sum::<u64>();
         self.size_diff_hint = self.size_diff_hint.saturating_add(size);
+        if cmds.len() > 1 {
+            // No part of the entry may reach the engine before all of it
+            // (see `apply.rs`).
+            ctx.hold_writes();
+        }
         let mut outputs = Vec::with_capacity(cmds.len());
         for cmd in cmds {
             outputs.push(Ok(applier.apply(ctx, cmd)?));

@@ -2233,6 +2233,49 @@ mod tests {
         assert_eq!(one_round(three_bytes, cmds), (want, 4));
     }
 
+    /// `w:K` writes key K; `r:K` answers whether the read sees K, and
+    /// whether the engine itself holds it yet.
+    struct WriteThenRead(KvEngine);
+
+    impl Applier for WriteThenRead {
+        fn apply(&self, ctx: &mut ApplyContext<'_>, cmd: &[u8]) -> Result<ApplyOutput> {
+            use tikal_engine::KvApply;
+            let (op, key) = cmd.split_at(2);
+            if op == b"w:" {
+                ctx.put(tikal_engine::CF_DEFAULT, key, b"1");
+                return Ok(Box::new((false, false)));
+            }
+            let seen = ctx.get(tikal_engine::CF_DEFAULT, key)?.is_some();
+            let stored = self.0.get(tikal_engine::CF_DEFAULT, key)?.is_some();
+            Ok(Box::new((seen, stored)))
+        }
+    }
+
+    #[test]
+    fn a_read_in_an_entry_of_several_commands_sees_them_without_storing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, log, snaps) = engines(dir.path());
+        meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let applier = Arc::new(WriteThenRead(kv.clone()));
+        let (cfg, transport) = (RaftstoreConfig::default(), Box::new(NoTransport));
+        let mut store = Store::open(1, cfg, kv, log, snaps, applier, transport, events).unwrap();
+        store.on_ready().unwrap();
+        let mut answers = [b"w:x", b"r:x"].map(|cmd| {
+            let (cb, rx) = tokio::sync::oneshot::channel();
+            store.propose(1, None, cmd.to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+            rx
+        });
+        store.on_ready().unwrap();
+        let read = match answers[1].try_recv() {
+            Ok(Ok(out)) => *out.downcast::<(bool, bool)>().unwrap(),
+            other => panic!("expected an answer, got {other:?}"),
+        };
+        // One entry: the read sees the write before it, and the engine
+        // does not hold the write until the whole entry is applied.
+        assert_eq!(read, (true, false));
+    }
+
     #[test]
     fn a_log_older_than_the_applied_snapshot_is_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
