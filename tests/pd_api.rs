@@ -378,9 +378,14 @@ async fn boundaries(t: &TestCluster) -> Option<Vec<Vec<u8>>> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn regions_split_by_request_at_given_keys_and_at_their_middle() {
-    let t = TestCluster::start_with_config(1, "[raftstore]\npd-heartbeat-tick-interval = \"1s\"\n")
-        .await;
+async fn regions_split_at_given_keys_or_their_middle_and_merge_by_request() {
+    // One store, one replica: a merge needs fully replicated regions.
+    let t = TestCluster::start_with_configs(
+        1,
+        "[raftstore]\npd-heartbeat-tick-interval = \"1s\"\n",
+        "[replication]\nmax-replicas = 1\n",
+    )
+    .await;
     let raw = t.raw_client().await;
     let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("k{i:02}").into_bytes()).collect();
     for k in &keys {
@@ -421,6 +426,17 @@ async fn regions_split_by_request_at_given_keys_and_at_their_middle() {
     let want = [b"k10".to_vec(), b"k20".to_vec(), b"k30".to_vec()];
     common::eventually(wait, "region [k10, k30) split at k20", || async {
         (boundaries(&t).await? == want).then_some(())
+    })
+    .await;
+
+    // `pd-ctl operator add merge-region <source> <target>`: [k10, k20)
+    // into [k20, k30).
+    let (source, target) = (region_at(b"k10").await, region_at(b"k20").await);
+    let merge = json!({"name": "merge-region", "source_region_id": source,
+                       "target_region_id": target});
+    post(&t, "/pd/api/v1/operators", merge).await;
+    common::eventually(wait, "[k10, k20) merged into [k20, k30)", || async {
+        (boundaries(&t).await? == [b"k10".to_vec(), b"k30".to_vec()]).then_some(())
     })
     .await;
 

@@ -237,8 +237,10 @@ async fn store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Respo
 
 /// `POST /operators` with the bodies `pd-ctl operator add` sends:
 /// `{"name": "transfer-leader", "region_id": R, "to_store_id": S}`,
-/// `add-peer` and `remove-peer` with `"store_id"`, and
-/// `transfer-peer` with `"from_store_id"` and `"to_store_id"`.
+/// `add-peer` and `remove-peer` with `"store_id"`, `transfer-peer` with
+/// `"from_store_id"` and `"to_store_id"`, `split-region` with `"policy"`
+/// and `"keys"`, and `merge-region` with `"source_region_id"` and
+/// `"target_region_id"` (no `region_id`).
 async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response {
     let Ok(req) = serde_json::from_str::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "the body is not JSON".into());
@@ -264,10 +266,18 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
                 to_store: id("to_store_id")?,
             },
             "split-region" => split_op(&req)?,
+            "merge-region" => AdminOp::MergeRegion {
+                target: id("target_region_id")?,
+            },
             _ => return Err(format!("operator {} is not supported", req["name"])),
         })
     };
-    let made = id("region_id")
+    // A merge names its source so (as upstream); every other, `region_id`.
+    let region_field = match req["name"].as_str() {
+        Some("merge-region") => "source_region_id",
+        _ => "region_id",
+    };
+    let made = id(region_field)
         .and_then(|region_id| Ok((region_id, op()?)))
         .and_then(|(region_id, op)| s.pd.cluster.add_admin_operator(region_id, op));
     match made {

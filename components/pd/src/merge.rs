@@ -84,7 +84,19 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             None => return Ok(None),
         }
     };
-    let Some(mut steps) = align_peers(r, &target, v)? else {
+    plan(r, &target, v, "merge-region")
+}
+
+/// The operator that merges `r` into the adjacent `target`, `r`'s peers
+/// moved onto the target's stores first (module docs); None if the two
+/// cannot be paired.
+pub(crate) fn plan(
+    r: &RegionInfo,
+    target: &RegionInfo,
+    v: &View,
+    desc: &str,
+) -> PdResult<Option<Plan>> {
+    let Some(mut steps) = align_peers(r, target, v)? else {
         return Ok(None);
     };
     let mut plan_kind = kind::MERGE;
@@ -103,7 +115,7 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         passive: false,
     });
     Ok(Some(Plan {
-        desc: "merge-region".into(),
+        desc: desc.into(),
         brief: format!("merge: region {} to {}", r.region.id, target.region.id),
         kind: plan_kind,
         steps,

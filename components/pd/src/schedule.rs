@@ -106,6 +106,9 @@ pub enum AdminOp {
     RemovePeer { store_id: u64 },
     /// `transfer-peer`: the peer moves, as balance-region moves one.
     TransferPeer { from_store: u64, to_store: u64 },
+    /// `merge-region`: the region merges into the adjacent `target`
+    /// (its peers moved onto the target's stores first).
+    MergeRegion { target: u64 },
     /// `split-region`: the region splits at its middle (`scan`,
     /// `approximate`; the store scans for both) or at `keys` (`usekey`).
     SplitRegion {
@@ -171,6 +174,31 @@ impl AdminOp {
                     .map_err(|e| e.to_string())?;
                 return p.map(admin).ok_or_else(no_leader);
             }
+            AdminOp::MergeRegion { target } => {
+                let t = v
+                    .cluster
+                    .region_by_id(target)
+                    .ok_or_else(|| format!("region {target} not found"))?;
+                for (which, region) in [(id, r), (target, &t)] {
+                    if !region.is_healthy(v.max_replicas()) {
+                        return Err(format!(
+                            "region {which} has abnormal peers (it must be healthy and fully \
+                             replicated)"
+                        ));
+                    }
+                }
+                let (a, b) = (&r.region, &t.region);
+                let adjacent = (!a.start_key.is_empty() && a.start_key == b.end_key)
+                    || (!a.end_key.is_empty() && a.end_key == b.start_key);
+                if !adjacent {
+                    return Err(format!("regions {id} and {target} are not adjacent"));
+                }
+                let p = crate::merge::plan(r, &t, v, "admin-merge-region")
+                    .map_err(|e| e.to_string())?;
+                return p.map(admin).ok_or_else(|| {
+                    format!("region {id} cannot be moved onto region {target}'s stores")
+                });
+            }
             AdminOp::SplitRegion { policy, keys } => {
                 let mut brief = format!("split: region {id} use policy {}", policy.as_str_name());
                 if !keys.is_empty() {
@@ -193,6 +221,28 @@ impl AdminOp {
             steps,
         }))
     }
+}
+
+/// A merge holds its target too: a passive operator keeps every other one
+/// off it until the merge ends. For a `plan` that merges, the target's id
+/// and that operator's plan.
+fn merge_target_hold(plan: &Plan) -> Option<(u64, Plan)> {
+    plan.steps.iter().find_map(|s| match s {
+        Step::MergeRegion {
+            source_id, target, ..
+        } => Some((
+            target.id,
+            Plan {
+                steps: vec![Step::MergeRegion {
+                    source_id: *source_id,
+                    target: target.clone(),
+                    passive: true,
+                }],
+                ..plan.clone()
+            },
+        )),
+        _ => None,
+    })
 }
 
 /// A plan asked for by hand: not a repair, so no replica limit applies.
@@ -247,36 +297,19 @@ impl Cluster {
             return Ok(None);
         };
         let timeout = view.opts.operator_timeout;
-        // A merge holds its target too: a passive operator keeps every
-        // other one off it until the merge ends.
-        let target_op = plan.steps.iter().find_map(|s| match s {
-            Step::MergeRegion {
-                source_id, target, ..
-            } => Some(Plan {
-                steps: vec![Step::MergeRegion {
-                    source_id: *source_id,
-                    target: target.clone(),
-                    passive: true,
-                }],
-                ..plan.clone()
-            }),
-            _ => None,
-        });
+        let hold = merge_target_hold(&plan);
         let mut op = Operator::new(plan, r, now, timeout);
         info!(region_id = id, operator = %op, "operator created");
         let cmd = match op.progress(r, now, v2) {
             Progress::Running(cmd) => cmd,
             Progress::Finished | Progress::Dropped(..) => return Ok(None),
         };
-        if let Some(plan) = target_op {
-            let Some(Step::MergeRegion { target, .. }) = plan.steps.first() else {
+        if let Some((target_id, hold)) = hold {
+            let Some(target) = self.region_by_id(target_id) else {
                 return Ok(None);
             };
-            let Some(target) = self.region_by_id(target.id) else {
-                return Ok(None);
-            };
-            let op = Operator::new(plan, &target, now, timeout);
-            ops.running.insert(target.region.id, op);
+            ops.running
+                .insert(target_id, Operator::new(hold, &target, now, timeout));
         }
         ops.running.insert(id, op);
         Ok(cmd.map(|c| self.response(r, *c)))
@@ -410,7 +443,18 @@ impl Cluster {
         }
         let view = View::new(self, &ops, now);
         let plan = op.plan(&r, &view)?;
-        let op = Operator::new(plan, &r, now, view.opts.operator_timeout);
+        let timeout = view.opts.operator_timeout;
+        if let Some((target_id, hold)) = merge_target_hold(&plan) {
+            if ops.running.contains_key(&target_id) {
+                return Err(format!("region {target_id} already has an operator"));
+            }
+            let target = self
+                .region_by_id(target_id)
+                .ok_or_else(|| format!("region {target_id} not found"))?;
+            ops.running
+                .insert(target_id, Operator::new(hold, &target, now, timeout));
+        }
+        let op = Operator::new(plan, &r, now, timeout);
         info!(region_id, operator = %op, "operator created by request");
         ops.running.insert(region_id, op);
         Ok(())

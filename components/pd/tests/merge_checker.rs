@@ -421,3 +421,35 @@ fn no_merge_across_a_keyspace_boundary() {
     assert_eq!(fleet.settle(5, |_| {}), 1, "{:?}", fleet.log);
     assert_eq!(routes(&fleet).len(), 3);
 }
+
+#[test]
+fn a_merge_asked_for_by_hand_needs_no_small_or_old_region_only_a_healthy_neighbour() {
+    use tikal_pd::schedule::AdminOp;
+    // Regions too big and too young for the merge checker.
+    let (mut fleet, [a, b, c]) = three([30, 30, 30], ScheduleOptions::default());
+    let merge = |target| AdminOp::MergeRegion { target };
+    let ask = |fleet: &Fleet, source, op| fleet.cluster.add_admin_operator(source, op);
+    assert_eq!(
+        ask(&fleet, a, merge(c)),
+        Err(format!("regions {a} and {c} are not adjacent"))
+    );
+    assert_eq!(
+        ask(&fleet, a, merge(999)),
+        Err("region 999 not found".to_string())
+    );
+    // `pd-ctl operator add merge-region b c`: the target is held too.
+    fleet.cluster.add_admin_operator(b, merge(c)).unwrap();
+    let free = ask(&fleet, a, AdminOp::TransferLeader { to_store: 2 });
+    assert_eq!(free, Ok(()), "a has no part in the merge");
+    assert_eq!(
+        ask(&fleet, c, merge(b)),
+        Err(format!("region {c} already has an operator"))
+    );
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
+    assert_eq!(routes(&fleet)[1], (c, key(1), vec![]));
+    let (op, status) = fleet.cluster.operator(b).unwrap();
+    assert_eq!(status.name(), "SUCCESS");
+    assert_eq!(op.plan.desc, "admin-merge-region");
+    assert_eq!(op.plan.brief, format!("merge: region {b} to {c}"));
+}
