@@ -46,6 +46,9 @@ impl From<MetaError> for PdError {
     }
 }
 
+/// Most regions one AskBatchSplit makes.
+pub const MAX_SPLIT_COUNT: u32 = 1024;
+
 pub type PdResult<T> = std::result::Result<T, PdError>;
 
 pub struct Cluster {
@@ -540,9 +543,9 @@ impl Cluster {
         count: u32,
     ) -> PdResult<Vec<pdpb::SplitId>> {
         self.require_bootstrapped()?;
-        if count == 0 || count > 1024 {
+        if count == 0 || count > MAX_SPLIT_COUNT {
             return Err(invalid(format!(
-                "split count {count} out of range 1..=1024"
+                "split count {count} out of range 1..={MAX_SPLIT_COUNT}"
             )));
         }
         if self.region_by_id(region.id).is_none() {

@@ -459,6 +459,11 @@ impl Operator {
         Progress::Running(step.command(r, conf_change_v2).map(Box::new))
     }
 
+    /// Whether this operator splits its region.
+    pub fn splits(&self) -> bool {
+        (self.steps().iter()).any(|s| matches!(s, Step::SplitRegion { .. }))
+    }
+
     /// The region of the other half of a merge, if this is one.
     pub fn merge_partner(&self) -> Option<u64> {
         self.steps().iter().find_map(|s| match s {

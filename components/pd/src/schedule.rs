@@ -200,6 +200,29 @@ impl AdminOp {
                 });
             }
             AdminOp::SplitRegion { policy, keys } => {
+                if policy == pdpb::CheckPolicy::Usekey {
+                    let region = &r.region;
+                    let mut inside: Vec<&Vec<u8>> = (keys.iter())
+                        .filter(|k| {
+                            k.as_slice() > region.start_key.as_slice()
+                                && (region.end_key.is_empty()
+                                    || k.as_slice() < region.end_key.as_slice())
+                        })
+                        .collect();
+                    inside.sort();
+                    inside.dedup();
+                    // The store splits at these, with ids from AskBatchSplit.
+                    match inside.len() {
+                        0 => return Err(format!("no split key lies inside region {id}")),
+                        n if n > crate::cluster::MAX_SPLIT_COUNT as usize => {
+                            return Err(format!(
+                                "{n} split keys; at most {} at once",
+                                crate::cluster::MAX_SPLIT_COUNT
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
                 let mut brief = format!("split: region {id} use policy {}", policy.as_str_name());
                 if !keys.is_empty() {
                     let hex: Vec<String> = keys.iter().map(|k| crate::format::hex(k)).collect();
@@ -330,6 +353,11 @@ impl Cluster {
             };
             if op.merge_partner().is_some() {
                 info!(region_id = id, operator = %op, "merged: operator finished");
+                ops.end(*id, OpStatus::Success, now);
+            } else if op.splits() {
+                // A region a split made reached PD before the region's own
+                // report: its range changed, which is the split done.
+                info!(region_id = id, operator = %op, "split: operator finished");
                 ops.end(*id, OpStatus::Success, now);
             } else {
                 warn!(region_id = id, operator = %op, "region is gone: operator dropped");

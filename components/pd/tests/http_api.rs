@@ -712,6 +712,10 @@ async fn a_tombstone_a_running_operator_names_is_kept() {
 #[tokio::test]
 async fn a_region_is_split_by_request_at_given_keys_or_at_its_middle() {
     let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    // Two regions led by store 1 after the split: no leader moves here.
+    for s in ["balance-leader-scheduler", "balance-region-scheduler"] {
+        sim.cluster.remove_scheduler(s).unwrap();
+    }
     sim.step();
     let api = serve(&sim);
     let ops = format!("{api}/operators");
@@ -737,11 +741,41 @@ async fn a_region_is_split_by_request_at_given_keys_or_at_its_middle() {
         assert_eq!(split.policy, pdpb::CheckPolicy::Usekey as i32);
         assert_eq!(split.keys, vec![b"ab".to_vec(), b"m".to_vec()]);
     }
-    // Split (right-derived, as the store splits): region 1 keeps [m, ).
-    sim.region.start_key = b"m".to_vec();
-    sim.region.region_epoch.as_mut().unwrap().version += 2;
-    assert_eq!(sim.heartbeat(), None);
+    // Split (right-derived, as the store splits): region 1 keeps [m, ),
+    // and the new regions' reports may reach PD first. The left one
+    // overlaps what PD knows of region 1, which leaves PD's tree: the
+    // split is done.
+    let version = sim.region.region_epoch.as_ref().unwrap().version + 2;
+    let epoch = metapb::RegionEpoch {
+        version,
+        conf_ver: 1,
+    };
+    let left = metapb::Region {
+        id: 2000,
+        end_key: b"ab".to_vec(),
+        region_epoch: Some(epoch.clone()),
+        peers: (sim.region.peers.iter())
+            .map(|p| metapb::Peer {
+                id: p.id + 2000,
+                ..p.clone()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let report = pdpb::RegionHeartbeatRequest {
+        region: Some(left),
+        ..sim.request()
+    };
+    let leader = report.region.as_ref().unwrap().peers[0].clone();
+    let report = pdpb::RegionHeartbeatRequest {
+        leader: Some(leader),
+        ..report
+    };
+    sim.cluster.region_heartbeat(&report).unwrap();
     assert_eq!(get(&ops).await, json!([]));
+    sim.region.start_key = b"m".to_vec();
+    sim.region.region_epoch = Some(epoch);
+    assert_eq!(sim.heartbeat(), None);
     let last = get(&format!("{ops}/1")).await;
     assert!(
         last.as_str()
@@ -777,6 +811,11 @@ async fn a_region_is_split_by_request_at_given_keys_or_at_its_middle() {
         (
             json!({"name": "split-region", "region_id": 1, "policy": "usekey", "keys": "61"}),
             "bad format keys",
+        ),
+        (
+            // Region 1 is [m, ) now.
+            json!({"name": "split-region", "region_id": 1, "policy": "usekey", "keys": ["6162", "6D"]}),
+            "no split key lies inside region 1",
         ),
     ] {
         assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));

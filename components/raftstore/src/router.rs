@@ -151,6 +151,7 @@ impl Router {
             quota,
             held: Default::default(),
             split_checks,
+            middle_checks: Default::default(),
             round_bytes: 0,
         };
         let (failed_tx, failure) = tokio::sync::watch::channel(None);
@@ -438,6 +439,10 @@ struct Runner {
     /// order: they wait here until it allows them.
     held: std::collections::VecDeque<Msg>,
     split_checks: SplitChecker,
+    /// Regions with a check at their middle queued or running: PD asks
+    /// again with every heartbeat until the split shows, and one scan
+    /// at a time is enough.
+    middle_checks: std::collections::HashSet<u64>,
     /// Proposal bytes taken in this round (see `max_round_bytes`).
     round_bytes: usize,
 }
@@ -448,7 +453,8 @@ struct SplitChecker {
     /// Regions to check, and whether at their middle (PD's split-region
     /// operator) rather than by the split thresholds.
     tasks: Sender<(metapb::Region, bool)>,
-    results: Receiver<(metapb::Region, SplitCheck)>,
+    /// What each check found (None: it failed, and was logged).
+    results: Receiver<(metapb::Region, Option<SplitCheck>)>,
 }
 
 impl SplitChecker {
@@ -465,13 +471,13 @@ impl SplitChecker {
                         true => split_check::half(&kv, &region),
                         false => split_check::check(&kv, &region, &cfg),
                     };
-                    match found {
-                        Ok(found) => {
-                            if result_tx.send((region, found)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => warn!(region_id = region.id, error = %e, "split check failed"),
+                    let found = found
+                        .inspect_err(
+                            |e| warn!(region_id = region.id, error = %e, "split check failed"),
+                        )
+                        .ok();
+                    if result_tx.send((region, found)).is_err() {
+                        return;
                     }
                 }
             })
@@ -514,7 +520,10 @@ impl Runner {
                 }
             }
             while let Ok((region, found)) = self.split_checks.results.try_recv() {
-                self.store.on_split_check(&region, found);
+                self.middle_checks.remove(&region.id);
+                if let Some(found) = found {
+                    self.store.on_split_check(&region, found);
+                }
             }
         }
         self.shutdown();
@@ -676,7 +685,9 @@ impl Runner {
             }
             Msg::SplitAtMiddle { region_id, epoch } => {
                 if let Some(region) = self.store.led_region(region_id, epoch.as_ref()) {
-                    let _ = self.split_checks.tasks.send((region, true));
+                    if self.middle_checks.insert(region_id) {
+                        let _ = self.split_checks.tasks.send((region, true));
+                    }
                 }
             }
             Msg::Stop => return false,
@@ -794,6 +805,7 @@ mod tests {
             quota: None,
             held: Default::default(),
             split_checks,
+            middle_checks: Default::default(),
             round_bytes: 0,
         };
         for _ in 0..10 {

@@ -146,6 +146,11 @@ pub fn half(kv: &KvEngine, region: &metapb::Region) -> Result<SplitCheck> {
         before = before.saturating_add(bytes);
         true
     })?;
+    if split_keys.is_empty() {
+        // The last user key starts before the middle (it holds more than
+        // half): its boundary is the nearest.
+        split_keys.extend(below.map(|(key, _)| key));
+    }
     Ok(SplitCheck { stats, split_keys })
 }
 
@@ -288,10 +293,18 @@ mod tests {
         // The middle (358) lies inside c's versions: 200 bytes before c,
         // 616 before d. c's boundary is nearer, and the split is at c's
         // user key, not between its versions.
-        assert_eq!(found.split_keys, vec![c]);
+        assert_eq!(found.split_keys, vec![c.clone()]);
         // a and b alone: the middle is b's boundary.
         let found = half(&kv, &region(b"", b"b\xff")).unwrap();
         assert_eq!(found.split_keys, vec![b"b".to_vec()]);
+        // c's versions and d: c holds 416 of 516 bytes, so the middle lies
+        // inside the first key, and d's boundary is the only one.
+        let found = half(&kv, &region(&c, b"")).unwrap();
+        assert_eq!(found.split_keys, vec![b"d".to_vec()]);
+        // a and b and c: the last key holds more than half; its boundary
+        // is the nearest to the middle.
+        let found = half(&kv, &region(b"", b"c\xff")).unwrap();
+        assert_eq!((found.stats.size, found.split_keys), (616, vec![c]));
         // One key, or none: nothing to split.
         assert!(half(&kv, &region(b"d", b"")).unwrap().split_keys.is_empty());
         assert!(half(&kv, &region(b"x", b"")).unwrap().split_keys.is_empty());
