@@ -188,10 +188,18 @@ impl AdminOp {
                     }
                 }
                 let (a, b) = (&r.region, &t.region);
-                let adjacent = (!a.start_key.is_empty() && a.start_key == b.end_key)
-                    || (!a.end_key.is_empty() && a.end_key == b.start_key);
-                if !adjacent {
+                let boundary = if !a.start_key.is_empty() && a.start_key == b.end_key {
+                    &a.start_key
+                } else if !a.end_key.is_empty() && a.end_key == b.start_key {
+                    &a.end_key
+                } else {
                     return Err(format!("regions {id} and {target} are not adjacent"));
+                };
+                // As the merge checker: PD would split it again at once.
+                if v.cluster.keyspaces.is_bound(boundary) {
+                    return Err(format!(
+                        "the boundary between regions {id} and {target} is a keyspace's"
+                    ));
                 }
                 let p = crate::merge::plan(r, &t, v, "admin-merge-region")
                     .map_err(|e| e.to_string())?;

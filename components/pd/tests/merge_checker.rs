@@ -420,6 +420,16 @@ fn no_merge_across_a_keyspace_boundary() {
     assert!(cluster.keyspaces.split_default(&cluster.meta).unwrap());
     assert_eq!(fleet.settle(5, |_| {}), 1, "{:?}", fleet.log);
     assert_eq!(routes(&fleet).len(), 3);
+    // Nor by hand.
+    let ids: Vec<u64> = routes(&fleet).iter().map(|r| r.0).collect();
+    let merge = tikal_pd::schedule::AdminOp::MergeRegion { target: ids[0] };
+    assert_eq!(
+        cluster.add_admin_operator(ids[1], merge),
+        Err(format!(
+            "the boundary between regions {} and {} is a keyspace's",
+            ids[1], ids[0]
+        ))
+    );
 }
 
 #[test]

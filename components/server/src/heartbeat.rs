@@ -75,6 +75,7 @@ pub async fn region_heartbeat_loop(
     let mut tick = tokio::time::interval(every);
     let mut first = true;
     let mut flows = Flows::default();
+    let splitting = Splitting::default();
     loop {
         // (Re)open the stream and report every region this store leads.
         let (tx, rx) = mpsc::channel::<pdpb::RegionHeartbeatRequest>(1024);
@@ -122,7 +123,7 @@ pub async fn region_heartbeat_loop(
                     }
                 }
                 resp = responses.next() => match resp {
-                    Some(Ok(r)) => carry_out(&pd, &router, r),
+                    Some(Ok(r)) => carry_out(&pd, &router, &splitting, r),
                     Some(Err(e)) => {
                         warn!(error = %e, "region heartbeat stream broke; reopening");
                         broken = true;
@@ -139,24 +140,35 @@ pub async fn region_heartbeat_loop(
 /// a membership change through Raft, a leader transfer, or a merge (the
 /// store carries it through once prepared). Its result shows
 /// in the next heartbeats; PD resends or times out what did not happen.
-fn carry_out(pd: &PdClient, router: &Router, r: pdpb::RegionHeartbeatResponse) {
+/// Regions a split PD asked for at given keys is under way in: PD asks
+/// again with every heartbeat until the split shows, and one is enough.
+#[derive(Clone, Default)]
+struct Splitting(Arc<parking_lot::Mutex<std::collections::HashSet<u64>>>);
+
+fn carry_out(
+    pd: &PdClient,
+    router: &Router,
+    splitting: &Splitting,
+    r: pdpb::RegionHeartbeatResponse,
+) {
     let region_id = r.region_id;
     if let Some(split_region) = r.split_region.clone() {
         let epoch = r.region_epoch.clone();
         match pdpb::CheckPolicy::try_from(split_region.policy) {
-            Ok(pdpb::CheckPolicy::Usekey) => {
-                let (pd, router) = (pd.clone(), router.clone());
+            Ok(pdpb::CheckPolicy::Usekey) if splitting.0.lock().insert(region_id) => {
+                let (pd, router, splitting) = (pd.clone(), router.clone(), splitting.clone());
                 tokio::spawn(async move {
                     let keys = split_region.keys;
-                    let Some(region) = led_at(&router, region_id, epoch.as_ref()) else {
-                        return;
-                    };
-                    let keys = keys_inside(&region, keys);
-                    if !keys.is_empty() {
-                        split(&pd, &router, &region, keys).await;
+                    if let Some(region) = led_at(&router, region_id, epoch.as_ref()) {
+                        let keys = keys_inside(&region, keys);
+                        if !keys.is_empty() {
+                            split(&pd, &router, &region, keys).await;
+                        }
                     }
+                    splitting.0.lock().remove(&region_id);
                 });
             }
+            Ok(pdpb::CheckPolicy::Usekey) => {}
             Ok(pdpb::CheckPolicy::Scan | pdpb::CheckPolicy::Approximate) => {
                 router.split_at_middle(region_id, epoch)
             }
