@@ -297,17 +297,23 @@ impl Cluster {
         if let Some(op) = ops.running.get_mut(&id) {
             let progress = op.progress(r, now, v2);
             // A store taken out of service (or forgotten) since the
-            // operator was planned gets no replica from it: it is dropped,
-            // and the checkers plan again from what the region has.
-            let leaving = |s: u64| {
+            // operator was planned, or down (as upstream validates a
+            // step's target store), gets no replica from it: the operator
+            // is dropped, and the checkers plan again from what the region
+            // has.
+            let unfit = |s: u64| {
+                let liveness = self.liveness();
                 let stores = self.stores.read();
-                stores
-                    .get(&s)
-                    .is_none_or(|s| s.is_offline() || s.is_tombstone())
+                stores.get(&s).is_none_or(|s| {
+                    matches!(
+                        s.state(&liveness),
+                        StoreState::Offline | StoreState::Tombstone | StoreState::Down
+                    )
+                })
             };
             let progress = match (progress, op.next_placement()) {
-                (Progress::Running(_), Some(s)) if leaving(s) => {
-                    Progress::Dropped(OpStatus::Cancel, "its target store left service")
+                (Progress::Running(_), Some(s)) if unfit(s) => {
+                    Progress::Dropped(OpStatus::Cancel, "its target store is down or left service")
                 }
                 (p, _) => p,
             };

@@ -373,14 +373,15 @@ fn repairs_pass_over_a_store_weighted_zero() {
     assert_eq!(sim.voter_stores(), [2, 3, 5]);
 }
 
-#[test]
-fn an_operator_placing_on_a_store_taken_out_of_service_is_dropped() {
+/// Asks for a peer on store 4, has `gone` happen to store 4 before the
+/// region's next heartbeat, and checks that the operator is dropped
+/// without a learner placed there.
+fn add_peer_dropped_when(gone: impl FnOnce(&mut Sim)) {
     let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
     assert_eq!(sim.run(), [QUIET]);
     let add = tikal_pd::schedule::AdminOp::AddPeer { store_id: 4 };
     sim.cluster.add_admin_operator(1, add).unwrap();
-    // Store 4 is deleted before the region's next heartbeat.
-    sim.cluster.remove_store(4).unwrap();
+    gone(&mut sim);
     assert_ne!(sim.step(), "add learner on store 4");
     let (op, status) = sim.cluster.operator(1).unwrap();
     assert_eq!(
@@ -389,4 +390,20 @@ fn an_operator_placing_on_a_store_taken_out_of_service_is_dropped() {
     );
     assert!(sim.peer_on(4).is_none());
     assert_eq!(sim.run(), [QUIET]);
+}
+
+#[test]
+fn an_operator_placing_on_a_store_taken_out_of_service_is_dropped() {
+    add_peer_dropped_when(|sim| sim.cluster.remove_store(4).unwrap());
+}
+
+#[test]
+fn an_operator_placing_on_a_store_gone_down_is_dropped() {
+    // Silent past max-store-down-time: the learner would wait there until
+    // the operator timed out.
+    add_peer_dropped_when(|sim| {
+        sim.silent.insert(4);
+        sim.advance(Duration::from_secs(4));
+        assert_eq!(sim.state_name(4), "Down");
+    });
 }
