@@ -551,20 +551,17 @@ impl Peer {
             // Those before it go first, in their own entry.
             self.propose_pending();
         }
-        if cmd.len() > batch.max_bytes {
-            let epoch = self.region.region_epoch.clone().unwrap_or_default();
-            let proposed = self
-                .raw_node
-                .propose(admin::entry_context(false, &epoch), cmd);
-            self.track(proposed, cb);
-            return;
-        }
+        let alone = cmd.len() > batch.max_bytes;
         let version = crate::region_version(&self.region);
         let pending = &mut self.pending;
         pending.version = version;
-        pending.bytes += cmd.len();
+        pending.bytes = pending.bytes.saturating_add(cmd.len());
         pending.cmds.push(cmd);
         pending.cbs.push(cb);
+        if alone {
+            // Too long to share an entry: a plain one of its own, now.
+            self.propose_pending();
+        }
     }
 
     /// Whether the region takes a client command checked against
