@@ -451,3 +451,96 @@ async fn regions_split_at_given_keys_or_their_middle_and_merge_by_request() {
         .collect();
     assert_eq!(got, keys);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_table_is_scattered_as_tidb_asks() {
+    // Two stores, one replica: the two regions of a group end one on
+    // each store. Nothing else moves them.
+    let t = TestCluster::start_with_configs(
+        2,
+        "[raftstore]\npd-heartbeat-tick-interval = \"1s\"\n",
+        "[replication]\nmax-replicas = 1\n",
+    )
+    .await;
+    for s in tikal_pd::schedule::SCHEDULERS {
+        common::pd_delete(&t, &format!("/pd/api/v1/schedulers/{s}")).await;
+    }
+    let wait = Duration::from_secs(30);
+    let operators = format!("{}/pd/api/v1/operators", t.cluster.pd_url());
+    common::eventually(wait, "no operator running", || async {
+        get_json(&operators)
+            .await
+            .as_array()?
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let raw = t.raw_client().await;
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("k{i:02}").into_bytes()).collect();
+    for k in &keys {
+        raw.put(k.clone(), vec![7; 100]).await.unwrap();
+    }
+    let all = common::regions(&t, 1).await.unwrap();
+    let id = all[0]["id"].as_u64().unwrap();
+    let at = json!({"name": "split-region", "region_id": id, "policy": "usekey",
+                    "keys": ["6B3130"]});
+    post(&t, "/pd/api/v1/operators", at).await;
+    common::eventually(wait, "the region split at k10", || async {
+        (boundaries(&t).await? == [b"k10".to_vec()]).then_some(())
+    })
+    .await;
+    let on_store = |r: &serde_json::Value| r["leader"]["store_id"].as_u64();
+    let all = common::regions(&t, 1).await.unwrap();
+    assert_eq!(on_store(&all[0]), on_store(&all[1]), "{all:?}");
+    let ids: Vec<u64> = all.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+
+    // As TiDB and client-go ask after splitting a table.
+    let (mut pd, header) = pd_client(&t).await;
+    let req = pdpb::ScatterRegionRequest {
+        header: header.clone(),
+        group: "table-42".into(),
+        regions_id: ids.clone(),
+        ..Default::default()
+    };
+    let r = pd.scatter_region(req).await.unwrap().into_inner();
+    ok(&r.header);
+    assert_eq!(r.finished_percentage, 100);
+    common::eventually(wait, "one region on each store", || async {
+        let all = common::regions(&t, 1).await?;
+        let stores: std::collections::BTreeSet<u64> =
+            all.iter().map(on_store).collect::<Option<_>>()?;
+        (all.len() == 2 && stores.len() == 2).then_some(())
+    })
+    .await;
+    // client-go's WaitScatterRegionFinish: the region that moved shows
+    // its scatter done; the one already in place needed no operator (its
+    // last one is still the split's).
+    let success = pdpb::OperatorStatus::Success as i32;
+    let want = [
+        (None, "admin-split-region".to_string(), success),
+        (None, "scatter-region".to_string(), success),
+    ];
+    common::eventually(wait, "the scatter shown done", || {
+        let (mut pd, header, ids, want) = (pd.clone(), header.clone(), ids.clone(), want.clone());
+        async move {
+            let mut ended = vec![];
+            for region_id in ids {
+                let header = header.clone();
+                let req = pdpb::GetOperatorRequest { header, region_id };
+                let op = pd.get_operator(req).await.ok()?.into_inner();
+                let error = op.header.and_then(|h| h.error).map(|e| e.r#type);
+                let desc = String::from_utf8_lossy(&op.desc).to_string();
+                ended.push((error, desc, op.status));
+            }
+            ended.sort();
+            (ended == want).then_some(())
+        }
+    })
+    .await;
+    let scanned = raw.scan(b"k".to_vec()..b"l".to_vec(), 20).await.unwrap();
+    let got: Vec<Vec<u8>> = scanned
+        .into_iter()
+        .map(|p| p.key().clone().into())
+        .collect();
+    assert_eq!(got, keys);
+}

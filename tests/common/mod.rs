@@ -597,7 +597,12 @@ pub async fn transfer_leader(t: &TestCluster, region_id: u64, store: u64) -> boo
 /// `pd-ctl store delete`: asks PD to take store `id` offline (its
 /// replicas move away, then it is Tombstone); asserts PD accepted.
 pub async fn delete_store(t: &TestCluster, id: u64) {
-    let url = format!("{}/pd/api/v1/store/{id}", t.cluster.pd_url());
+    pd_delete(t, &format!("/pd/api/v1/store/{id}")).await;
+}
+
+/// DELETEs a path of PD's HTTP API; asserts PD accepted.
+pub async fn pd_delete(t: &TestCluster, path: &str) {
+    let url = format!("{}{path}", t.cluster.pd_url());
     let resp = reqwest::Client::new()
         .delete(&url)
         .send()
@@ -605,7 +610,7 @@ pub async fn delete_store(t: &TestCluster, id: u64) {
         .expect("DELETE");
     assert!(
         resp.status().is_success(),
-        "DELETE store: {}",
+        "DELETE {path}: {}",
         resp.status()
     );
 }

@@ -269,6 +269,9 @@ async fn add_operator(State(s): State<Arc<HttpState>>, body: String) -> Response
             "merge-region" => AdminOp::MergeRegion {
                 target: id("target_region_id")?,
             },
+            "scatter-region" => AdminOp::ScatterRegion {
+                group: req["group"].as_str().unwrap_or_default().to_string(),
+            },
             _ => return Err(format!("operator {} is not supported", req["name"])),
         })
     };

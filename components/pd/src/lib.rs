@@ -36,6 +36,7 @@ pub mod merge;
 pub mod operator;
 pub mod placement;
 pub mod regions;
+pub mod scatter;
 pub mod schedule;
 pub mod service;
 pub mod storage;

@@ -125,21 +125,33 @@ pub(crate) fn plan(
 /// Steps that put the source's peers on the target's stores, one store
 /// at a time; None if the two cannot be paired (different peer counts).
 fn align_peers(src: &RegionInfo, target: &RegionInfo, v: &View) -> PdResult<Option<Vec<Step>>> {
-    let stores =
-        |r: &RegionInfo| -> BTreeSet<u64> { r.region.peers.iter().map(|p| p.store_id).collect() };
-    let (have, want) = (stores(src), stores(target));
+    let want: BTreeSet<u64> = target.region.peers.iter().map(|p| p.store_id).collect();
+    align_to(src, &want, src.leader_store(), v)
+}
+
+/// Steps that move `r`'s peers onto the stores `want`, one store at a
+/// time (a learner added there and promoted, leadership handed to it if
+/// the leaving peer leads, the leaving peer removed), with the leader on
+/// store `leader` at the start; None if the two cannot be paired
+/// (different counts) or a store to add to is not Up.
+pub(crate) fn align_to(
+    r: &RegionInfo,
+    want: &BTreeSet<u64>,
+    mut leader: Option<u64>,
+    v: &View,
+) -> PdResult<Option<Vec<Step>>> {
+    let have: BTreeSet<u64> = r.region.peers.iter().map(|p| p.store_id).collect();
     let missing: Vec<u64> = want.difference(&have).copied().collect();
-    let extra: Vec<u64> = have.difference(&want).copied().collect();
+    let extra: Vec<u64> = have.difference(want).copied().collect();
     if missing.len() != extra.len() {
         return Ok(None);
     }
     if missing.iter().any(|s| !v.is_up(*s)) {
         return Ok(None);
     }
-    let mut leader = src.leader_store();
     let mut steps = vec![];
     for (to, from) in missing.into_iter().zip(extra) {
-        let Some(leaving) = src.peer_on(from) else {
+        let Some(leaving) = r.peer_on(from) else {
             return Ok(None);
         };
         steps.extend(add_voter(v as &dyn ClusterView, to)?);

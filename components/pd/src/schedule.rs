@@ -43,7 +43,7 @@ use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::storage::{self, id_key, Batch, MetaError};
 use crate::stores::{set_state, supports_conf_change_v2, weighted, StoreState, Weights};
-use crate::{balance, hot, merge};
+use crate::{balance, hot, merge, scatter};
 
 /// How long an ended operator stays visible (as upstream keeps records).
 const ENDED_KEPT: Duration = Duration::from_secs(10 * 60);
@@ -69,6 +69,8 @@ pub struct Operators {
     running: HashMap<u64, Operator>,
     /// The last operator that ended, per region: how, and when.
     ended: HashMap<u64, (Operator, OpStatus, i64)>,
+    /// What scatters placed, per group.
+    scattered: scatter::Groups,
 }
 
 /// A store request PD refuses, with upstream's messages.
@@ -115,11 +117,15 @@ pub enum AdminOp {
         policy: pdpb::CheckPolicy,
         keys: Vec<Vec<u8>>,
     },
+    /// `scatter-region` (and gRPC `ScatterRegion`): replicas and leader
+    /// spread evenly within `group` (see [`crate::scatter`]).
+    ScatterRegion { group: String },
 }
 
 impl AdminOp {
-    /// The plan, or why the region cannot have it now.
-    fn plan(self, r: &RegionInfo, v: &View) -> Result<Plan, String> {
+    /// The plan, or why the region cannot have it now. A plan with no
+    /// steps has nothing to do.
+    fn plan(self, r: &RegionInfo, v: &View, groups: &mut scatter::Groups) -> Result<Plan, String> {
         let id = r.region.id;
         let takes = |store_id: u64| -> Result<(), String> {
             if !v.is_up(store_id) {
@@ -244,6 +250,7 @@ impl AdminOp {
                 };
                 ("admin-split-region", brief, kind::SPLIT, vec![step])
             }
+            AdminOp::ScatterRegion { group } => return groups.scatter(r, v, &group),
         };
         Ok(admin(Plan {
             desc: desc.into(),
@@ -480,11 +487,18 @@ impl Cluster {
             .ok_or_else(|| format!("region {region_id} not found"))?;
         let now = self.clock.now_nanos();
         let mut ops = self.operators.lock();
-        if ops.running.contains_key(&region_id) {
+        if let Some(running) = ops.running.get(&region_id) {
+            // Clients ask again while the scatter they asked for runs.
+            if matches!(op, AdminOp::ScatterRegion { .. }) && running.plan.desc == scatter::DESC {
+                return Ok(());
+            }
             return Err(format!("region {region_id} already has an operator"));
         }
         let view = View::new(self, &ops, now);
-        let plan = op.plan(&r, &view)?;
+        let plan = op.plan(&r, &view, &mut ops.scattered)?;
+        if plan.steps.is_empty() {
+            return Ok(());
+        }
         let timeout = view.opts.operator_timeout;
         if let Some((target_id, hold)) = merge_target_hold(&plan) {
             if ops.running.contains_key(&target_id) {

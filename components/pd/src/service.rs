@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tikal_proto::keyspacepb::{self, keyspace_server::Keyspace};
@@ -15,6 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use crate::cluster::{Cluster, PdError, PdResult, RegionInfo};
+use crate::operator::{kind_names, OpStatus};
+use crate::schedule::AdminOp;
 
 #[derive(Clone)]
 pub struct PdService {
@@ -418,7 +421,102 @@ impl Pd for PdService {
             min_safe_point: min,
         }))
     }
+
+    /// See [`crate::scatter`]. With `regions_id`, the regions that could
+    /// not be scattered are tried again, up to `retry_limit` times (at most
+    /// 30) with a pause that doubles from 100 ms, as upstream; they lower
+    /// `finished_percentage` and are no error. The single `region_id` of
+    /// older clients fails in the header.
+    async fn scatter_region(
+        &self,
+        req: Request<pdpb::ScatterRegionRequest>,
+    ) -> GrpcResult<pdpb::ScatterRegionResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let scatter = |id: u64| {
+            let group = req.group.clone();
+            self.cluster
+                .add_admin_operator(id, AdminOp::ScatterRegion { group })
+        };
+        if req.regions_id.is_empty() {
+            let id = req.region_id;
+            let result = match self.cluster.region_by_id(id) {
+                None => Err(PdError::new(
+                    pdpb::ErrorType::RegionNotFound,
+                    format!("region {id} not found"),
+                )),
+                Some(_) => scatter(id).map_err(|e| PdError::new(pdpb::ErrorType::Unknown, e)),
+            };
+            let finished_percentage = if result.is_ok() { 100 } else { 0 };
+            return Ok(Response::new(pdpb::ScatterRegionResponse {
+                header: self.header(result),
+                finished_percentage,
+            }));
+        }
+        let mut left: Vec<u64> = req.regions_id.clone();
+        left.sort_unstable();
+        left.dedup();
+        let total = left.len() as u64;
+        let mut pause = SCATTER_FIRST_PAUSE;
+        for attempt in 0..=req.retry_limit.min(SCATTER_MAX_RETRIES) {
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SCATTER_MAX_PAUSE);
+            }
+            left.retain(|id| match scatter(*id) {
+                Ok(()) => false,
+                Err(e) => {
+                    warn!(region_id = *id, error = %e, "region not scattered");
+                    true
+                }
+            });
+            if left.is_empty() {
+                break;
+            }
+        }
+        Ok(Response::new(pdpb::ScatterRegionResponse {
+            header: self.header(Ok(())),
+            finished_percentage: 100 - 100 * left.len() as u64 / total,
+        }))
+    }
+
+    /// The region's running operator, or the last one that ended (kept
+    /// ten minutes); `REGION_NOT_FOUND` "Not Found" if neither, as upstream.
+    async fn get_operator(
+        &self,
+        req: Request<pdpb::GetOperatorRequest>,
+    ) -> GrpcResult<pdpb::GetOperatorResponse> {
+        let req = req.into_inner();
+        self.check_cluster(&req.header)?;
+        let Some((op, status)) = self.cluster.operator(req.region_id) else {
+            return Ok(Response::new(pdpb::GetOperatorResponse {
+                header: self.header(Err(PdError::new(
+                    pdpb::ErrorType::RegionNotFound,
+                    "Not Found",
+                ))),
+                ..Default::default()
+            }));
+        };
+        let status = match status {
+            OpStatus::Running => pdpb::OperatorStatus::Running,
+            OpStatus::Success => pdpb::OperatorStatus::Success,
+            OpStatus::Timeout => pdpb::OperatorStatus::Timeout,
+            OpStatus::Cancel => pdpb::OperatorStatus::Cancel,
+        };
+        Ok(Response::new(pdpb::GetOperatorResponse {
+            header: self.header(Ok(())),
+            region_id: req.region_id,
+            desc: op.plan.desc.into_bytes(),
+            status: status as i32,
+            kind: kind_names(op.plan.kind).into_bytes(),
+        }))
+    }
 }
+
+/// `ScatterRegion`'s retries (upstream's bounds).
+const SCATTER_MAX_RETRIES: u64 = 30;
+const SCATTER_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const SCATTER_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// `keyspacepb.Keyspace`: see [`crate::keyspace`].
 #[derive(Clone)]

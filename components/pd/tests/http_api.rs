@@ -566,8 +566,8 @@ async fn peers_are_added_moved_and_removed_by_request() {
             "store_id is required (a number)",
         ),
         (
-            json!({"name": "scatter-region", "region_id": 1}),
-            "operator \"scatter-region\" is not supported",
+            json!({"name": "transfer-region", "region_id": 1}),
+            "operator \"transfer-region\" is not supported",
         ),
     ] {
         assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));
@@ -820,4 +820,42 @@ async fn a_region_is_split_by_request_at_given_keys_or_at_its_middle() {
     ] {
         assert_eq!(ask(body).await, (StatusCode::BAD_REQUEST, json!(why)));
     }
+}
+
+#[tokio::test]
+async fn a_region_is_scattered_by_request() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    for s in tikal_pd::schedule::SCHEDULERS {
+        sim.cluster.remove_scheduler(s).unwrap();
+    }
+    sim.step();
+    let api = serve(&sim);
+    let ops = format!("{api}/operators");
+    let ask = || {
+        send(
+            Method::POST,
+            &ops,
+            json!({"name": "scatter-region", "region_id": 1, "group": "g"}),
+        )
+    };
+    // `pd-ctl operator add scatter-region 1`, twice in group g: the first
+    // finds it spread already, the second moves a replica to store 4.
+    for _ in 0..2 {
+        let (code, body) = ask().await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body, json!("The operator is created."));
+    }
+    let line = get(&ops).await[0].as_str().unwrap().to_string();
+    assert!(
+        line.starts_with(
+            "scatter-region {scatter region: stores [2, 3, 4], leader store 2} \
+             (kind:admin,region,leader"
+        ),
+        "{line}"
+    );
+    sim.run();
+    assert_eq!(sim.voter_stores(), [2, 3, 4]);
+    let (code, body) = send(Method::POST, &ops, json!({"name": "scatter-region"})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("region_id"), "{body}");
 }
