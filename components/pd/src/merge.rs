@@ -126,31 +126,32 @@ pub(crate) fn plan(
 /// at a time; None if the two cannot be paired (different peer counts).
 fn align_peers(src: &RegionInfo, target: &RegionInfo, v: &View) -> PdResult<Option<Vec<Step>>> {
     let want: BTreeSet<u64> = target.region.peers.iter().map(|p| p.store_id).collect();
-    align_to(src, &want, src.leader_store(), v)
-}
-
-/// Steps that move `r`'s peers onto the stores `want`, one store at a
-/// time (a learner added there and promoted, leadership handed to it if
-/// the leaving peer leads, the leaving peer removed), with the leader on
-/// store `leader` at the start; None if the two cannot be paired
-/// (different counts) or a store to add to is not Up.
-pub(crate) fn align_to(
-    r: &RegionInfo,
-    want: &BTreeSet<u64>,
-    mut leader: Option<u64>,
-    v: &View,
-) -> PdResult<Option<Vec<Step>>> {
-    let have: BTreeSet<u64> = r.region.peers.iter().map(|p| p.store_id).collect();
+    let have: BTreeSet<u64> = src.region.peers.iter().map(|p| p.store_id).collect();
     let missing: Vec<u64> = want.difference(&have).copied().collect();
-    let extra: Vec<u64> = have.difference(want).copied().collect();
+    let extra: Vec<u64> = have.difference(&want).copied().collect();
     if missing.len() != extra.len() {
         return Ok(None);
     }
-    if missing.iter().any(|s| !v.is_up(*s)) {
+    let moves: Vec<(u64, u64)> = extra.into_iter().zip(missing).collect();
+    move_peers(src, &moves, src.leader_store(), v)
+}
+
+/// Steps that move `r`'s peers by `moves` (from store, to store), in
+/// that order, one at a time: a learner added on the new store and
+/// promoted, leadership handed to it if the leaving peer leads, the
+/// leaving peer removed. The leader is on store `leader` at the start.
+/// None if a store to add to is not Up or one to leave holds no peer.
+pub(crate) fn move_peers(
+    r: &RegionInfo,
+    moves: &[(u64, u64)],
+    mut leader: Option<u64>,
+    v: &View,
+) -> PdResult<Option<Vec<Step>>> {
+    if moves.iter().any(|(_, to)| !v.is_up(*to)) {
         return Ok(None);
     }
     let mut steps = vec![];
-    for (to, from) in missing.into_iter().zip(extra) {
+    for &(from, to) in moves {
         let Some(leaving) = r.peer_on(from) else {
             return Ok(None);
         };

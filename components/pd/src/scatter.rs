@@ -14,10 +14,14 @@
 //! Only a healthy region (led, fully replicated, nothing pending or down)
 //! is scattered. A replica moves only to an Up store with room, and only
 //! where the location labels keep it at least as far from the others as
-//! where it was (the rule balance-region keeps). The move is an operator
-//! (`scatter-region`, the admin kind) walked through heartbeats as any
-//! other: a learner added and promoted, leadership handed over, the old
-//! peer removed, then the leader moved to its chosen store.
+//! where it was (the rule balance-region keeps), judged beside the
+//! replicas placed before it and those still to move, in the order the
+//! moves are made. Leadership goes only to an Up store. The move is an
+//! operator (`scatter-region`, the admin kind) walked through heartbeats
+//! as any other: leadership handed to its chosen store first if that one
+//! is already a voter, then one replica at a time a learner added and
+//! promoted, leadership handed over if the leaving peer leads, the old
+//! peer removed; a new leader on a new store takes over last.
 //!
 //! ```text
 //!   group "t", stores 1-6, regions A and B both on 1 2 3 led by 1
@@ -99,9 +103,13 @@ impl Groups {
         // Distinct: each pick excluded the picks before it and the
         // replicas after it, and a replica's own store is never excluded.
         let want: BTreeSet<u64> = chosen.iter().copied().collect();
+        // Leadership only to an Up store (a replica may stay on one that
+        // is not, for now).
         let new_leader = (chosen.iter().copied())
+            .filter(|s| v.is_up(*s))
             .min_by_key(|s| (count(&g.leaders, *s), *s != leader, *s))
-            .unwrap_or(leader);
+            .or(want.contains(&leader).then_some(leader))
+            .ok_or_else(|| format!("region {id} has no store to lead from"))?;
         // A leader chosen among the voters takes over first, so a leader
         // whose store is left hands over once, not twice.
         let mut steps = vec![];
@@ -113,7 +121,13 @@ impl Groups {
             });
             leader_now = new_leader;
         }
-        let moves = crate::merge::align_to(r, &want, Some(leader_now), v)
+        // In the order checked above: each move is safe beside the
+        // replicas placed before it and those left after it.
+        let pairs: Vec<(u64, u64)> = (current.iter().copied())
+            .zip(chosen.iter().copied())
+            .filter(|(from, to)| from != to)
+            .collect();
+        let moves = crate::merge::move_peers(r, &pairs, Some(leader_now), v)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("region {id} cannot be moved onto stores {want:?}"))?;
         steps.extend(moves);

@@ -489,7 +489,10 @@ impl Cluster {
         let mut ops = self.operators.lock();
         if let Some(running) = ops.running.get(&region_id) {
             // Clients ask again while the scatter they asked for runs.
-            if matches!(op, AdminOp::ScatterRegion { .. }) && running.plan.desc == scatter::DESC {
+            if matches!(op, AdminOp::ScatterRegion { .. })
+                && running.plan.desc == scatter::DESC
+                && !running.is_timed_out(now)
+            {
                 return Ok(());
             }
             return Err(format!("region {region_id} already has an operator"));

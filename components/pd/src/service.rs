@@ -423,9 +423,9 @@ impl Pd for PdService {
     }
 
     /// See [`crate::scatter`]. With `regions_id`, the regions that could
-    /// not be scattered are tried again, up to `retry_limit` times (at most
-    /// 30) with a pause that doubles from 100 ms, as upstream; they lower
-    /// `finished_percentage` and are no error. The single `region_id` of
+    /// not be scattered (but exist) are tried again, up to `retry_limit`
+    /// times (at most 30) with a pause that doubles from 100 ms, as
+    /// upstream; failures lower `finished_percentage` and are no error. The single `region_id` of
     /// older clients fails in the header.
     async fn scatter_region(
         &self,
@@ -457,6 +457,10 @@ impl Pd for PdService {
         left.sort_unstable();
         left.dedup();
         let total = left.len() as u64;
+        // A region PD does not know fails at once (as upstream): no pause
+        // would bring it.
+        left.retain(|id| self.cluster.region_by_id(*id).is_some());
+        let unknown = total - left.len() as u64;
         let mut pause = SCATTER_FIRST_PAUSE;
         for attempt in 0..=req.retry_limit.min(SCATTER_MAX_RETRIES) {
             if attempt > 0 {
@@ -476,7 +480,7 @@ impl Pd for PdService {
         }
         Ok(Response::new(pdpb::ScatterRegionResponse {
             header: self.header(Ok(())),
-            finished_percentage: 100 - 100 * left.len() as u64 / total,
+            finished_percentage: 100 - 100 * (left.len() as u64 + unknown) / total,
         }))
     }
 

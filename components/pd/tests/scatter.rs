@@ -5,7 +5,7 @@
 mod common;
 
 use common::fleet::Fleet;
-use common::{opts, ScheduleOptions, Sim, QUIET};
+use common::{opts, set_labels, with_location_labels, ScheduleOptions, Sim, QUIET};
 use tikal_pd::schedule::{AdminOp, SCHEDULERS};
 use tikal_proto::pdpb::{self, pd_client::PdClient};
 
@@ -58,15 +58,108 @@ fn a_scattered_group_spreads_replicas_and_leaders_evenly() {
     // The first region of each kind stays: 1 2 3 led by 1 needs nothing.
     assert!(moved >= 10, "{moved} regions moved");
 
-    // Another group counts from nothing: its first region stays put.
+    // Another group counts from nothing: its first region stays put,
+    // leader and all.
     let first = ids[0];
-    let before = fleet.regions[&first].region.clone();
+    let before = fleet.regions[&first].clone();
     fleet
         .cluster
         .add_admin_operator(first, scatter("u"))
         .unwrap();
     fleet.settle(5, |_| {});
-    assert_eq!(fleet.regions[&first].region.peers, before.peers);
+    let after = &fleet.regions[&first];
+    assert_eq!(after.region.peers, before.region.peers);
+    assert_eq!(after.leader_store, before.leader_store);
+}
+
+/// Heartbeats until nothing runs, checking `each` after every step.
+fn run_checking(sim: &mut Sim, mut each: impl FnMut(&Sim)) {
+    for _ in 0..50 {
+        let caught_up = sim.pending.is_empty();
+        let line = sim.step();
+        each(sim);
+        if line == QUIET && caught_up && sim.cluster.operators().is_empty() {
+            return;
+        }
+    }
+    panic!("no quiet after 50 heartbeats: {:?}", sim.log);
+}
+
+#[test]
+fn a_scatter_never_brings_replicas_nearer_each_other_on_its_way() {
+    let labels = with_location_labels(opts(3), &["zone"]);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], labels);
+    no_schedulers(&sim.cluster);
+    let zones = [(1, "z1"), (2, "z2"), (3, "z3"), (4, "z2"), (5, "z1")];
+    for (store, zone) in zones {
+        set_labels(&sim.cluster, store, &[("zone", zone)]);
+    }
+    assert_eq!(sim.step(), QUIET);
+    // The group's first scatter counts 1 2 3; the second moves 1 to 5
+    // (z1 for z1) and then 2 to 4 (z2 for z2). Moving 1 to 4 first would
+    // leave two replicas in z2 and none in z1 until the second move.
+    let id = sim.region.id;
+    for _ in 0..2 {
+        sim.cluster.add_admin_operator(id, scatter("g")).unwrap();
+    }
+    let zone_of = |store: u64| zones.iter().find(|(s, _)| *s == store).unwrap().1;
+    run_checking(&mut sim, |sim| {
+        let voters = sim.voter_stores();
+        let mut in_zones: Vec<&str> = voters.iter().map(|s| zone_of(*s)).collect();
+        in_zones.sort_unstable();
+        in_zones.dedup();
+        assert!(
+            in_zones.len() == 3,
+            "voters {voters:?} share a zone: {:?}",
+            sim.log
+        );
+    });
+    assert_eq!(sim.voter_stores(), [3, 4, 5]);
+}
+
+#[test]
+fn leadership_is_scattered_only_onto_an_up_store() {
+    let three = ScheduleOptions {
+        max_replicas: 3,
+        ..Default::default()
+    };
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], three);
+    no_schedulers(&sim.cluster);
+    assert_eq!(sim.step(), QUIET);
+    let id = sim.region.id;
+    sim.cluster.add_admin_operator(id, scatter("g")).unwrap();
+    // Store 2 (leading fewest of the group, then lowest id) stops
+    // heartbeating: Disconnected, not yet Down. Leadership goes to 3.
+    sim.silent.insert(2);
+    sim.advance(std::time::Duration::from_secs(25));
+    assert_eq!(sim.state_name(2), "Disconnected");
+    sim.cluster.add_admin_operator(id, scatter("g")).unwrap();
+    let op = sim.cluster.operator(id).unwrap().0;
+    assert_eq!(
+        op.plan.brief,
+        "scatter region: stores [1, 2, 3], leader store 3"
+    );
+}
+
+#[tokio::test]
+async fn a_region_busy_with_another_operator_is_tried_again_after_a_pause() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    no_schedulers(&sim.cluster);
+    assert_eq!(sim.step(), QUIET);
+    let id = sim.region.id;
+    let to_2 = AdminOp::TransferLeader { to_store: 2 };
+    sim.cluster.add_admin_operator(id, to_2).unwrap();
+    let mut pd = PdClient::new(common::serve(&sim).await);
+    let req = pdpb::ScatterRegionRequest {
+        regions_id: vec![id],
+        retry_limit: 2,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let r = pd.scatter_region(req).await.unwrap().into_inner();
+    assert_eq!((error_of(&r.header), r.finished_percentage), (None, 0));
+    // Two pauses: 100 ms, then 200 ms.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }
 
 #[test]
