@@ -724,6 +724,7 @@ mod tests {
     use crate::apply::Applier;
     use crate::apply::ApplyContext;
     use crate::meta;
+    use crate::store::StoreEvent;
     use crate::RaftstoreConfig;
     use tikal_engine::KvApply;
     use tikal_engine::{KvEngine, RaftLogEngine};
@@ -757,6 +758,15 @@ mod tests {
     }
 
     fn open_one_region_store(dir: &std::path::Path, cfg: RaftstoreConfig) -> (Store, KvEngine) {
+        let (store, kv, _) = open_one_region_store_heard(dir, cfg);
+        (store, kv)
+    }
+
+    /// [`open_one_region_store`], with the store's events.
+    fn open_one_region_store_heard(
+        dir: &std::path::Path,
+        cfg: RaftstoreConfig,
+    ) -> (Store, KvEngine, mpsc::UnboundedReceiver<StoreEvent>) {
         let kv = KvEngine::open(&dir.join("db")).unwrap();
         let log = Arc::new(RaftLogEngine::open(&dir.join("raft")).unwrap());
         let region = metapb::Region {
@@ -773,7 +783,7 @@ mod tests {
             ..Default::default()
         };
         meta::write_initial_region(&kv, &region).unwrap();
-        let (events, _) = mpsc::unbounded_channel();
+        let (events, heard) = mpsc::unbounded_channel();
         let snaps = Arc::new(crate::SnapManager::open(&dir.join("snap")).unwrap());
         let store = Store::open(
             1,
@@ -786,7 +796,50 @@ mod tests {
             events,
         )
         .unwrap();
-        (store, kv)
+        (store, kv, heard)
+    }
+
+    #[tokio::test]
+    async fn a_split_at_the_middle_asked_for_reaches_pd_as_a_split_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, kv, mut heard) =
+            open_one_region_store_heard(dir.path(), RaftstoreConfig::default());
+        // Twenty keys of one size: the middle of the bytes is k10.
+        let mut wb = kv.write_batch();
+        for i in 0..20 {
+            wb.put(
+                tikal_engine::CF_DEFAULT,
+                format!("k{i:02}").as_bytes(),
+                &[7; 100],
+            );
+        }
+        kv.write(wb, false).unwrap();
+        let router = Router::start(store).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !router.region_view(1).is_some_and(|v| v.is_leader) {
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // PD's `split-region --policy=scan`, as its heartbeat answers ask
+        // it again and again; and one at an epoch the region is past.
+        let stale = metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 0,
+        };
+        router.split_at_middle(1, Some(stale));
+        router.split_at_middle(1, None);
+        router.split_at_middle(1, None);
+        let asked = loop {
+            let event = tokio::time::timeout_at(deadline.into(), heard.recv())
+                .await
+                .expect("a split asked for within 10 s")
+                .expect("events flow");
+            if let StoreEvent::AskSplit { region, split_keys } = event {
+                break (region.id, split_keys);
+            }
+        };
+        assert_eq!(asked, (1, vec![b"k10".to_vec()]));
+        router.stop();
     }
 
     #[test]

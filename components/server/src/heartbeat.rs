@@ -145,6 +145,29 @@ pub async fn region_heartbeat_loop(
 #[derive(Clone, Default)]
 struct Splitting(Arc<parking_lot::Mutex<std::collections::HashSet<u64>>>);
 
+impl Splitting {
+    /// Marks a split under way in the region, until the guard goes; None
+    /// if one already is.
+    fn begin(&self, region_id: u64) -> Option<SplitUnderWay> {
+        let fresh = self.0.lock().insert(region_id);
+        fresh.then(|| SplitUnderWay {
+            splitting: self.clone(),
+            region_id,
+        })
+    }
+}
+
+struct SplitUnderWay {
+    splitting: Splitting,
+    region_id: u64,
+}
+
+impl Drop for SplitUnderWay {
+    fn drop(&mut self) {
+        self.splitting.0.lock().remove(&self.region_id);
+    }
+}
+
 fn carry_out(
     pd: &PdClient,
     router: &Router,
@@ -155,20 +178,21 @@ fn carry_out(
     if let Some(split_region) = r.split_region.clone() {
         let epoch = r.region_epoch.clone();
         match pdpb::CheckPolicy::try_from(split_region.policy) {
-            Ok(pdpb::CheckPolicy::Usekey) if splitting.0.lock().insert(region_id) => {
-                let (pd, router, splitting) = (pd.clone(), router.clone(), splitting.clone());
-                tokio::spawn(async move {
-                    let keys = split_region.keys;
-                    if let Some(region) = led_at(&router, region_id, epoch.as_ref()) {
-                        let keys = keys_inside(&region, keys);
-                        if !keys.is_empty() {
-                            split(&pd, &router, &region, keys).await;
+            Ok(pdpb::CheckPolicy::Usekey) => {
+                if let Some(under_way) = splitting.begin(region_id) {
+                    let (pd, router) = (pd.clone(), router.clone());
+                    tokio::spawn(async move {
+                        let _under_way = under_way;
+                        let keys = split_region.keys;
+                        if let Some(region) = led_at(&router, region_id, epoch.as_ref()) {
+                            let keys = keys_inside(&region, keys);
+                            if !keys.is_empty() {
+                                split(&pd, &router, &region, keys).await;
+                            }
                         }
-                    }
-                    splitting.0.lock().remove(&region_id);
-                });
+                    });
+                }
             }
-            Ok(pdpb::CheckPolicy::Usekey) => {}
             Ok(pdpb::CheckPolicy::Scan | pdpb::CheckPolicy::Approximate) => {
                 router.split_at_middle(region_id, epoch)
             }
@@ -354,6 +378,17 @@ fn reported_size(approximate: Option<RegionStats>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_split_at_pds_keys_runs_per_region_at_a_time() {
+        let splitting = Splitting::default();
+        let first = splitting.begin(7).expect("none under way");
+        // PD asks again with the next heartbeat: no second split.
+        assert!(splitting.begin(7).is_none());
+        assert!(splitting.begin(8).is_some(), "another region's is free");
+        drop(first);
+        assert!(splitting.begin(7).is_some(), "done: PD may ask again");
+    }
 
     #[test]
     fn a_measured_region_never_reports_the_unknown_size() {
