@@ -57,6 +57,26 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/pd/api/v1/regions/store/:id", get(store_regions))
         .route("/pd/api/v1/regions/count", get(region_count))
+        .route(
+            "/pd/api/v1/regions/writeflow",
+            get(|s, q| top_regions(s, q, |r| r.written_bytes)),
+        )
+        .route(
+            "/pd/api/v1/regions/confver",
+            get(|s, q| top_regions(s, q, |r| r.epoch().conf_ver)),
+        )
+        .route(
+            "/pd/api/v1/regions/version",
+            get(|s, q| top_regions(s, q, |r| r.epoch().version)),
+        )
+        .route(
+            "/pd/api/v1/regions/size",
+            get(|s, q| top_regions(s, q, RegionInfo::approximate_size_mib)),
+        )
+        .route(
+            "/pd/api/v1/regions/keys",
+            get(|s, q| top_regions(s, q, |r| r.approximate_keys)),
+        )
         .route("/pd/api/v1/cluster", get(cluster))
         .route("/pd/api/v1/version", get(version))
         .route("/pd/api/v1/status", get(status))
@@ -564,6 +584,37 @@ async fn store_regions(State(s): State<Arc<HttpState>>, Path(id): Path<String>) 
         .filter(|r| r.peer_on(id).is_some())
         .map(region_json)
         .collect();
+    Json(json!({ "count": list.len(), "regions": list })).into_response()
+}
+
+/// Upstream's default and largest `limit` of a top-regions list.
+const TOP_REGIONS: usize = 16;
+const TOP_REGIONS_MAX: usize = 10240;
+
+/// `GET /regions/writeflow`, `/confver`, `/version`, `/size`, `/keys`
+/// (`pd-ctl region topwrite`, `topconfver`, ...): the `limit` regions
+/// (16 unless given; at most 10240) with the most of `key`, most first.
+async fn top_regions(
+    State(s): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+    key: fn(&RegionInfo) -> u64,
+) -> Response {
+    let pairs = query_pairs(query.as_deref());
+    let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+        None => TOP_REGIONS,
+        Some((_, v)) => match v.parse::<i64>() {
+            Ok(n) => usize::try_from(n).unwrap_or(0).min(TOP_REGIONS_MAX),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit {v:?}: not a number"),
+                )
+            }
+        },
+    };
+    let mut all = s.pd.cluster.scan_regions(b"", b"", 0);
+    all.sort_by_key(|r| std::cmp::Reverse(key(r)));
+    let list: Vec<Value> = all.iter().take(limit).map(region_json).collect();
     Json(json!({ "count": list.len(), "regions": list })).into_response()
 }
 

@@ -859,3 +859,37 @@ async fn a_region_is_scattered_by_request() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(body.to_string().contains("region_id"), "{body}");
 }
+
+#[tokio::test]
+async fn the_top_regions_by_write_flow_size_and_keys_as_pd_ctl_lists_them() {
+    let mut fleet = common::fleet::Fleet::new(&[1, 2, 3], 5, |_| vec![1, 2, 3], opts(3));
+    for (i, r) in fleet.regions.values_mut().enumerate() {
+        // Writes grow with i, size falls with it, keys peak in the middle.
+        r.write_rate = 1000 * (i as u64 + 1);
+        r.size = (10 - i as u64) << 20;
+        r.keys = [5, 9, 100, 7, 1][i];
+    }
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    fleet.round();
+    let api = serve_cluster(fleet.cluster.clone());
+    let top = |path: &'static str| {
+        let api = api.clone();
+        async move {
+            let body = get(&format!("{api}/regions/{path}")).await;
+            let listed: Vec<u64> = (body["regions"].as_array().unwrap().iter())
+                .map(|r| r["id"].as_u64().unwrap())
+                .collect();
+            assert_eq!(body["count"], listed.len());
+            listed
+        }
+    };
+    let newest_first: Vec<u64> = ids.iter().rev().copied().collect();
+    assert_eq!(top("writeflow").await, newest_first);
+    assert_eq!(top("writeflow?limit=2").await, newest_first[..2]);
+    assert_eq!(top("size?limit=1").await, [ids[0]]);
+    assert_eq!(top("keys?limit=3").await, [ids[2], ids[1], ids[3]]);
+    assert_eq!(top("writeflow?limit=0").await, Vec::<u64>::new());
+    assert_eq!(top("confver").await.len(), 5);
+    let (code, _) = call(Method::GET, &format!("{api}/regions/version?limit=x")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
