@@ -57,6 +57,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/pd/api/v1/regions/store/:id", get(store_regions))
         .route("/pd/api/v1/regions/count", get(region_count))
+        .route("/pd/api/v1/regions/check/:state", get(check_regions))
         .route(
             "/pd/api/v1/regions/writeflow",
             get(|s, q| top_regions(s, q, |r| r.written_bytes)),
@@ -582,6 +583,39 @@ async fn store_regions(State(s): State<Arc<HttpState>>, Path(id): Path<String>) 
     };
     let list: Vec<Value> = (s.pd.cluster.scan_regions(b"", b"", 0).iter())
         .filter(|r| r.peer_on(id).is_some())
+        .map(region_json)
+        .collect();
+    Json(json!({ "count": list.len(), "regions": list })).into_response()
+}
+
+/// `GET /regions/check/{state}` (`pd-ctl region check miss-peer` and the
+/// like): the regions in that state, as upstream's region statistics
+/// classify them, in key order.
+async fn check_regions(State(s): State<Arc<HttpState>>, Path(state): Path<String>) -> Response {
+    let c = &s.pd.cluster;
+    let opts = c.opts();
+    let want = opts.max_replicas as usize;
+    let states = c.store_states();
+    let offline = |store: u64| states.get(&store) == Some(&StoreState::Offline);
+    let test: Box<dyn Fn(&RegionInfo) -> bool> = match state.as_str() {
+        "miss-peer" => Box::new(|r| r.region.peers.len() < want),
+        "extra-peer" => Box::new(|r| r.region.peers.len() > want),
+        "down-peer" => Box::new(|r| !r.down_peers.is_empty()),
+        "pending-peer" => Box::new(|r| !r.pending_peers.is_empty()),
+        "offline-peer" => Box::new(|r| r.region.peers.iter().any(|p| offline(p.store_id))),
+        "learner-peer" => Box::new(|r| r.learners().next().is_some()),
+        "empty-region" => Box::new(|r| r.approximate_size_mib() <= 1),
+        "undersized-region" => Box::new(|r| {
+            r.approximate_size_mib() <= opts.max_merge_region_size
+                && r.approximate_keys <= opts.max_merge_region_keys
+        }),
+        _ => {
+            let why = format!("region state {state:?} is not supported");
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    let list: Vec<Value> = (c.scan_regions(b"", b"", 0).iter())
+        .filter(|r| test(r))
         .map(region_json)
         .collect();
     Json(json!({ "count": list.len(), "regions": list })).into_response()

@@ -860,6 +860,16 @@ async fn a_region_is_scattered_by_request() {
     assert!(body.to_string().contains("region_id"), "{body}");
 }
 
+/// The ids of a regions answer, checked against its count.
+async fn region_ids(url: String) -> Vec<u64> {
+    let body = get(&url).await;
+    let listed: Vec<u64> = (body["regions"].as_array().unwrap().iter())
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(body["count"], listed.len());
+    listed
+}
+
 #[tokio::test]
 async fn the_top_regions_by_write_flow_size_and_keys_as_pd_ctl_lists_them() {
     let mut fleet = common::fleet::Fleet::new(&[1, 2, 3], 5, |_| vec![1, 2, 3], opts(3));
@@ -872,17 +882,7 @@ async fn the_top_regions_by_write_flow_size_and_keys_as_pd_ctl_lists_them() {
     let ids: Vec<u64> = fleet.regions.keys().copied().collect();
     fleet.round();
     let api = serve_cluster(fleet.cluster.clone());
-    let top = |path: &'static str| {
-        let api = api.clone();
-        async move {
-            let body = get(&format!("{api}/regions/{path}")).await;
-            let listed: Vec<u64> = (body["regions"].as_array().unwrap().iter())
-                .map(|r| r["id"].as_u64().unwrap())
-                .collect();
-            assert_eq!(body["count"], listed.len());
-            listed
-        }
-    };
+    let top = |path: &str| region_ids(format!("{api}/regions/{path}"));
     let newest_first: Vec<u64> = ids.iter().rev().copied().collect();
     assert_eq!(top("writeflow").await, newest_first);
     assert_eq!(top("writeflow?limit=2").await, newest_first[..2]);
@@ -891,5 +891,41 @@ async fn the_top_regions_by_write_flow_size_and_keys_as_pd_ctl_lists_them() {
     assert_eq!(top("writeflow?limit=0").await, Vec::<u64>::new());
     assert_eq!(top("confver").await.len(), 5);
     let (code, _) = call(Method::GET, &format!("{api}/regions/version?limit=x")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn regions_are_listed_by_what_is_wrong_with_them() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    let api = serve(&sim);
+    let check = |state: &str| region_ids(format!("{api}/regions/check/{state}"));
+    let id = sim.region.id;
+    let none: Vec<u64> = vec![];
+    // A voter catching up; 3 MiB, so not empty, but small enough to merge.
+    sim.pending = vec![sim.peer_on(2).unwrap().id];
+    sim.heartbeat();
+    assert_eq!(check("pending-peer").await, [id]);
+    assert_eq!(check("undersized-region").await, [id]);
+    for state in [
+        "miss-peer",
+        "extra-peer",
+        "down-peer",
+        "offline-peer",
+        "learner-peer",
+    ] {
+        assert_eq!(check(state).await, none, "{state}");
+    }
+    assert_eq!(check("empty-region").await, none);
+    // Store 3 leaves: its peer is offline, and its replacement starts as
+    // a learner, one peer more than max-replicas.
+    sim.cluster.remove_store(3).unwrap();
+    assert_eq!(check("offline-peer").await, [id]);
+    sim.step();
+    let learner = Some(metapb::PeerRole::Learner as i32);
+    assert_eq!(sim.peer_on(4).map(|p| p.role), learner, "a learner on 4");
+    sim.heartbeat();
+    assert_eq!(check("learner-peer").await, [id]);
+    assert_eq!(check("extra-peer").await, [id]);
+    let (code, _) = call(Method::GET, &format!("{api}/regions/check/hist-size")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
