@@ -16,6 +16,7 @@
 //! | GET `/operators/{region_id}`   | one region's operator and its status        |
 //! | `/pd/api/v2/keyspaces/...`     | keyspaces, see [`crate::keyspace_http`]      |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -58,6 +59,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/regions/store/:id", get(store_regions))
         .route("/pd/api/v1/regions/count", get(region_count))
         .route("/pd/api/v1/regions/check/:state", get(check_regions))
+        .route("/pd/api/v1/hotspot/regions/write", get(hot_write_regions))
         .route(
             "/pd/api/v1/regions/writeflow",
             get(|s, q| top_regions(s, q, |r| r.written_bytes)),
@@ -619,6 +621,49 @@ async fn check_regions(State(s): State<Arc<HttpState>>, Path(state): Path<String
         .map(region_json)
         .collect();
     Json(json!({ "count": list.len(), "regions": list })).into_response()
+}
+
+/// `GET /hotspot/regions/write` (`pd-ctl hot write`): per store, the hot
+/// regions (writing at least `hot::HOT_BYTES_RATE`) it leads
+/// (`as_leader`) and holds a replica of (`as_peer`), with their write
+/// rates per second, as the hot scheduler sees them. Upstream's hot
+/// degree and anti-count are not kept, so not shown.
+async fn hot_write_regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let regions = s.pd.cluster.scan_regions(b"", b"", 0);
+    let hot: Vec<&RegionInfo> = regions.iter().filter(|r| crate::hot::is_hot(r)).collect();
+    let by_store = |stores_of: &dyn Fn(&RegionInfo) -> Vec<u64>| {
+        let mut stores: BTreeMap<u64, Vec<&RegionInfo>> = BTreeMap::new();
+        for r in &hot {
+            for store in stores_of(r) {
+                stores.entry(store).or_default().push(r);
+            }
+        }
+        let shown: serde_json::Map<String, Value> = (stores.into_iter())
+            .map(|(store, rs)| {
+                let stats: Vec<Value> = (rs.iter())
+                    .map(|r| {
+                        json!({
+                            "store_id": store,
+                            "region_id": r.region.id,
+                            "flow_bytes": r.write_bytes_rate,
+                            "flow_keys": r.write_keys_rate,
+                        })
+                    })
+                    .collect();
+                let total = json!({
+                    "total_flow_bytes": rs.iter().map(|r| r.write_bytes_rate).sum::<f64>(),
+                    "total_flow_keys": rs.iter().map(|r| r.write_keys_rate).sum::<f64>(),
+                    "regions_count": rs.len(),
+                    "statistics": stats,
+                });
+                (store.to_string(), total)
+            })
+            .collect();
+        Value::Object(shown)
+    };
+    let leaders = |r: &RegionInfo| r.leader_store().into_iter().collect();
+    let peers = |r: &RegionInfo| r.region.peers.iter().map(|p| p.store_id).collect();
+    Json(json!({ "as_leader": by_store(&leaders), "as_peer": by_store(&peers) }))
 }
 
 /// Upstream's default and largest `limit` of a top-regions list.

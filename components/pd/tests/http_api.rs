@@ -929,3 +929,35 @@ async fn regions_are_listed_by_what_is_wrong_with_them() {
     let (code, _) = call(Method::GET, &format!("{api}/regions/check/hist-size")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn hot_write_regions_are_shown_per_store_as_leader_and_as_peer() {
+    // Regions led by stores 1, 2 and 3 in turn; the middle one is cold.
+    let rotate = |i: usize| {
+        let mut v = vec![1, 2, 3];
+        v.rotate_left(i % 3);
+        v
+    };
+    let mut fleet = common::fleet::Fleet::new(&[1, 2, 3], 3, rotate, opts(3));
+    for s in tikal_pd::schedule::SCHEDULERS {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    for (r, rate) in fleet.regions.values_mut().zip([5000, 100, 2048]) {
+        r.write_rate = rate;
+    }
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    fleet.round();
+    let api = serve_cluster(fleet.cluster.clone());
+    let hot = get(&format!("{api}/hotspot/regions/write")).await;
+    let leaders = &hot["as_leader"];
+    assert_eq!(leaders.as_object().unwrap().len(), 2, "{hot}");
+    assert_eq!(leaders["1"]["regions_count"], 1);
+    assert_eq!(leaders["1"]["total_flow_bytes"], 5000.0);
+    assert_eq!(leaders["1"]["statistics"][0]["region_id"], ids[0]);
+    assert_eq!(leaders["3"]["total_flow_bytes"], 2048.0);
+    assert_eq!(leaders["3"]["statistics"][0]["region_id"], ids[2]);
+    for store in ["1", "2", "3"] {
+        assert_eq!(hot["as_peer"][store]["regions_count"], 2, "{hot}");
+        assert_eq!(hot["as_peer"][store]["total_flow_bytes"], 7048.0);
+    }
+}
