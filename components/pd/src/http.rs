@@ -679,7 +679,8 @@ async fn top_regions(
     key: fn(&RegionInfo) -> u64,
 ) -> Response {
     let pairs = query_pairs(query.as_deref());
-    let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+    // An empty value counts as none, as upstream reads it.
+    let limit = match pairs.iter().find(|(k, v)| k == "limit" && !v.is_empty()) {
         None => TOP_REGIONS,
         Some((_, v)) => match v.parse::<i64>() {
             Ok(n) => usize::try_from(n).unwrap_or(0).min(TOP_REGIONS_MAX),

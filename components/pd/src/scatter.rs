@@ -7,7 +7,9 @@
 //! counts, per group and store, the replicas and leaders it has placed,
 //! and each region's replicas go to the stores with the lowest counts (a
 //! replica stays where it is on a tie, so a scatter moves no more than it
-//! must), its leader to the chosen store that leads the fewest. Without a
+//! must, and moves only to a store the region does not use yet; it stays
+//! on a store that is not Up only if no Up store will do), its leader to
+//! the chosen store that leads the fewest. Without a
 //! group name the regions share the cluster's group. A group's counts are
 //! forgotten once it has not been used for [`GROUP_KEPT`].
 //!
@@ -41,6 +43,34 @@ use crate::schedule::View;
 /// How long a group's counts are kept after its last scatter (upstream's
 /// 3 minutes).
 pub const GROUP_KEPT: Duration = Duration::from_secs(3 * 60);
+
+/// Where the replicas on `current` go, in that order: each to the store
+/// among `candidates` with the fewest of the group's replicas (`placed`),
+/// staying on a tie. A replica moves only to a store the region does not
+/// use (never onto one another replica leaves: that would be two moves
+/// for one) and only if `safe_move(others, from, to)` holds, `others`
+/// being the replicas placed before it and those still to move; it stays
+/// if nowhere else will do.
+fn pick_stores(
+    current: &[u64],
+    candidates: &[u64],
+    placed: &HashMap<u64, u64>,
+    safe_move: impl Fn(&[u64], u64, u64) -> bool,
+) -> Vec<u64> {
+    let count = |s: u64| placed.get(&s).copied().unwrap_or(0);
+    let mut chosen: Vec<u64> = Vec::with_capacity(current.len());
+    for (i, &from) in current.iter().enumerate() {
+        let others: Vec<u64> = (chosen.iter().copied())
+            .chain(current[i + 1..].iter().copied())
+            .collect();
+        let new_store = |s: &u64| !chosen.contains(s) && !current.contains(s);
+        let to = (candidates.iter().copied())
+            .filter(|s| *s == from || (new_store(s) && safe_move(&others, from, *s)))
+            .min_by_key(|s| (count(*s), *s != from, *s));
+        chosen.push(to.unwrap_or(from));
+    }
+    chosen
+}
 
 /// The scatter operator's desc, as upstream names it.
 pub const DESC: &str = "scatter-region";
@@ -85,23 +115,12 @@ impl Groups {
             .filter(|s| v.has_room(*s))
             .collect();
         let count = |m: &HashMap<u64, u64>, s: u64| m.get(&s).copied().unwrap_or(0);
-        let mut chosen: Vec<u64> = Vec::with_capacity(current.len());
-        for (i, &from) in current.iter().enumerate() {
-            // The replicas already placed, and those not yet looked at.
-            let others: Vec<u64> = (chosen.iter().copied())
-                .chain(current[i + 1..].iter().copied())
-                .collect();
-            let free = |s: &u64| !others.contains(s);
-            let safe = v.distinct_score(&others, from);
-            let to = (candidates.iter().copied())
-                .filter(free)
-                .filter(|s| v.distinct_score(&others, *s) >= safe && v.isolated(&others, *s))
-                .chain(Some(from).filter(free))
-                .min_by_key(|s| (count(&g.peers, *s), *s != from, *s));
-            chosen.push(to.unwrap_or(from));
-        }
-        // Distinct: each pick excluded the picks before it and the
-        // replicas after it, and a replica's own store is never excluded.
+        let safe_move = |others: &[u64], from: u64, to: u64| {
+            v.distinct_score(others, to) >= v.distinct_score(others, from) && v.isolated(others, to)
+        };
+        let chosen = pick_stores(&current, &candidates, &g.peers, safe_move);
+        // Distinct: each pick is its replica's own store or one neither
+        // the region nor an earlier pick holds.
         let want: BTreeSet<u64> = chosen.iter().copied().collect();
         // Leadership only to an Up store (a replica may stay on one that
         // is not, for now).
@@ -160,5 +179,37 @@ impl Groups {
             kind: plan_kind,
             steps,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_go_where_the_group_has_fewest_and_never_onto_a_store_left() {
+        let placed = HashMap::from([(1, 1), (2, 2)]);
+        let any = |_: &[u64], _: u64, _: u64| true;
+        // 1 moves to 4 (none there); 2 (two there) would take 1 next, but
+        // one move does it: 2 and 3 stay.
+        assert_eq!(
+            pick_stores(&[1, 2, 3], &[1, 2, 3, 4], &placed, any),
+            [4, 2, 3]
+        );
+        // Ties stay; a store that is no candidate (not Up) is left if
+        // another will do, kept if none will.
+        let even = HashMap::from([(1, 1), (2, 1), (3, 1), (4, 1)]);
+        assert_eq!(
+            pick_stores(&[1, 2, 3], &[1, 2, 3, 4], &even, any),
+            [1, 2, 3]
+        );
+        assert_eq!(pick_stores(&[1, 2, 3], &[1, 2, 4], &even, any), [1, 2, 4]);
+        assert_eq!(pick_stores(&[1, 2, 3], &[1, 2], &even, any), [1, 2, 3]);
+        // An unsafe move is not made.
+        let never = |_: &[u64], _: u64, _: u64| false;
+        assert_eq!(
+            pick_stores(&[1, 2, 3], &[1, 2, 3, 4], &placed, never),
+            [1, 2, 3]
+        );
     }
 }

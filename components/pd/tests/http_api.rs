@@ -889,6 +889,7 @@ async fn the_top_regions_by_write_flow_size_and_keys_as_pd_ctl_lists_them() {
     assert_eq!(top("size?limit=1").await, [ids[0]]);
     assert_eq!(top("keys?limit=3").await, [ids[2], ids[1], ids[3]]);
     assert_eq!(top("writeflow?limit=0").await, Vec::<u64>::new());
+    assert_eq!(top("writeflow?limit=").await, newest_first);
     assert_eq!(top("confver").await.len(), 5);
     let (code, _) = call(Method::GET, &format!("{api}/regions/version?limit=x")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);

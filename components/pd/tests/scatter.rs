@@ -254,3 +254,37 @@ async fn scatter_region_and_get_operator_over_grpc() {
     assert_eq!(op.status, pdpb::OperatorStatus::Success as i32);
     assert_eq!(op.desc, b"scatter-region");
 }
+
+#[test]
+fn a_scatter_timed_out_is_not_taken_for_one_under_way() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    no_schedulers(&sim.cluster);
+    assert_eq!(sim.step(), QUIET);
+    let id = sim.region.id;
+    for _ in 0..2 {
+        sim.cluster.add_admin_operator(id, scatter("g")).unwrap();
+    }
+    // Asked again while it runs: done. Past its timeout, no longer.
+    assert_eq!(sim.cluster.add_admin_operator(id, scatter("g")), Ok(()));
+    sim.advance(std::time::Duration::from_secs(11));
+    assert_eq!(
+        sim.cluster.add_admin_operator(id, scatter("g")),
+        Err(format!("region {id} already has an operator"))
+    );
+}
+
+#[tokio::test]
+async fn a_region_pd_does_not_know_fails_without_pauses() {
+    let sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    let mut pd = PdClient::new(common::serve(&sim).await);
+    let req = pdpb::ScatterRegionRequest {
+        regions_id: vec![999],
+        retry_limit: 30,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let r = pd.scatter_region(req).await.unwrap().into_inner();
+    assert_eq!(r.finished_percentage, 0);
+    // Thirty pauses would take over twenty minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
