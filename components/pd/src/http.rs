@@ -576,15 +576,42 @@ async fn regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
     Json(json!({ "count": list.len(), "regions": list }))
 }
 
-/// `GET /regions/store/{id}`: the regions with a peer (of any role) on
-/// the store, in key order; none for a store PD does not know.
-async fn store_regions(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+/// `GET /regions/store/{id}`: the regions with a peer on the store, in
+/// key order; none for a store PD does not know. `?type=` picks the
+/// peer's part as upstream names them: `leader`, `follower` (a voter
+/// that does not lead), `learner`, `pending` (not caught up), `witness`
+/// (Tikal has none) or `all` (the default).
+async fn store_regions(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let id = match store_id(&id) {
         Ok(id) => id,
         Err(bad) => return bad,
     };
+    let pairs = query_pairs(query.as_deref());
+    let part = (pairs.iter())
+        .find(|(k, v)| k == "type" && !v.is_empty())
+        .map_or("all", |(_, v)| v.as_str());
+    let plays: fn(&RegionInfo, &metapb::Peer) -> bool = match part {
+        "all" => |_, _| true,
+        "leader" => |r, p| r.leader.as_ref().is_some_and(|l| l.id == p.id),
+        "follower" => {
+            |r, p| crate::regions::is_voter(p) && r.leader.as_ref().is_none_or(|l| l.id != p.id)
+        }
+        "learner" => |_, p| crate::regions::is_learner(p),
+        "pending" => |r, p| r.is_pending(p.id),
+        "witness" => |_, _| false,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown region type {other:?}"),
+            )
+        }
+    };
     let list: Vec<Value> = (s.pd.cluster.scan_regions(b"", b"", 0).iter())
-        .filter(|r| r.peer_on(id).is_some())
+        .filter(|r| r.peer_on(id).is_some_and(|p| plays(r, p)))
         .map(region_json)
         .collect();
     Json(json!({ "count": list.len(), "regions": list })).into_response()

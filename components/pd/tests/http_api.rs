@@ -962,3 +962,31 @@ async fn hot_write_regions_are_shown_per_store_as_leader_and_as_peer() {
         assert_eq!(hot["as_peer"][store]["total_flow_bytes"], 7048.0);
     }
 }
+
+#[tokio::test]
+async fn a_stores_regions_are_listed_by_the_part_its_peer_plays() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    let api = serve(&sim);
+    let on = |store: u64, part: &str| region_ids(format!("{api}/regions/store/{store}{part}"));
+    let id = sim.region.id;
+    sim.step();
+    // Store 3 leaves; its replacement on 4 starts as a learner, and its
+    // next report shows it catching up.
+    sim.cluster.remove_store(3).unwrap();
+    sim.step();
+    sim.pending = vec![sim.peer_on(4).unwrap().id];
+    sim.heartbeat();
+    let none: Vec<u64> = vec![];
+    assert_eq!(on(1, "?type=leader").await, [id]);
+    assert_eq!(on(2, "?type=leader").await, none);
+    assert_eq!(on(2, "?type=follower").await, [id]);
+    assert_eq!(on(1, "?type=follower").await, none);
+    assert_eq!(on(4, "?type=learner").await, [id]);
+    assert_eq!(on(4, "?type=pending").await, [id]);
+    assert_eq!(on(2, "?type=pending").await, none);
+    assert_eq!(on(4, "?type=witness").await, none);
+    assert_eq!(on(4, "").await, [id]);
+    assert_eq!(on(4, "?type=all").await, [id]);
+    let (code, _) = call(Method::GET, &format!("{api}/regions/store/4?type=boss")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
