@@ -60,6 +60,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/regions/count", get(region_count))
         .route("/pd/api/v1/regions/check/:state", get(check_regions))
         .route("/pd/api/v1/hotspot/regions/write", get(hot_write_regions))
+        .route("/pd/api/v1/hotspot/stores", get(hot_stores))
         .route(
             "/pd/api/v1/regions/writeflow",
             get(|s, q| top_regions(s, q, |r| r.written_bytes)),
@@ -691,6 +692,21 @@ async fn hot_write_regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
     let leaders = |r: &RegionInfo| r.leader_store().into_iter().collect();
     let peers = |r: &RegionInfo| r.region.peers.iter().map(|p| p.store_id).collect();
     Json(json!({ "as_leader": by_store(&leaders), "as_peer": by_store(&peers) }))
+}
+
+/// `GET /hotspot/stores` (`pd-ctl hot store`): each store's write flow
+/// per second, as the hot scheduler counts it (over the regions it
+/// leads). Reads are not measured, so not shown.
+async fn hot_stores(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let loads = s.pd.cluster.store_loads();
+    let mut bytes = serde_json::Map::new();
+    let mut keys = serde_json::Map::new();
+    for store in s.pd.cluster.stores().iter().filter(|s| !s.is_tombstone()) {
+        let load = loads.get(&store.meta.id).copied().unwrap_or_default();
+        bytes.insert(store.meta.id.to_string(), json!(load.write_bytes_rate));
+        keys.insert(store.meta.id.to_string(), json!(load.write_keys_rate));
+    }
+    Json(json!({ "bytes-write-rate": bytes, "keys-write-rate": keys }))
 }
 
 /// Upstream's default and largest `limit` of a top-regions list.

@@ -961,6 +961,14 @@ async fn hot_write_regions_are_shown_per_store_as_leader_and_as_peer() {
         assert_eq!(hot["as_peer"][store]["regions_count"], 2, "{hot}");
         assert_eq!(hot["as_peer"][store]["total_flow_bytes"], 7048.0);
     }
+    // `pd-ctl hot store`: every region's flow counts on its leader's
+    // store, the cold one's too.
+    let stores = get(&format!("{api}/hotspot/stores")).await;
+    let rates = &stores["bytes-write-rate"];
+    assert_eq!(
+        (&rates["1"], &rates["2"], &rates["3"]),
+        (&json!(5000.0), &json!(100.0), &json!(2048.0))
+    );
 }
 
 #[tokio::test]
