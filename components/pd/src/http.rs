@@ -568,12 +568,12 @@ fn region_json(r: &RegionInfo) -> Value {
 }
 
 async fn regions(State(s): State<Arc<HttpState>>) -> Json<Value> {
-    let list: Vec<Value> =
-        s.pd.cluster
-            .scan_regions(b"", b"", 0)
-            .iter()
-            .map(region_json)
-            .collect();
+    regions_answer(s.pd.cluster.scan_regions(b"", b"", 0).iter())
+}
+
+/// Upstream's answer listing regions: their count and each one.
+fn regions_answer<'a>(regions: impl Iterator<Item = &'a RegionInfo>) -> Json<Value> {
+    let list: Vec<Value> = regions.map(region_json).collect();
     Json(json!({ "count": list.len(), "regions": list }))
 }
 
@@ -611,11 +611,12 @@ async fn store_regions(
             )
         }
     };
-    let list: Vec<Value> = (s.pd.cluster.scan_regions(b"", b"", 0).iter())
-        .filter(|r| r.peer_on(id).is_some_and(|p| plays(r, p)))
-        .map(region_json)
-        .collect();
-    Json(json!({ "count": list.len(), "regions": list })).into_response()
+    let all = s.pd.cluster.scan_regions(b"", b"", 0);
+    regions_answer(
+        all.iter()
+            .filter(|r| r.peer_on(id).is_some_and(|p| plays(r, p))),
+    )
+    .into_response()
 }
 
 /// `GET /regions/check/{state}` (`pd-ctl region check miss-peer` and the
@@ -644,11 +645,8 @@ async fn check_regions(State(s): State<Arc<HttpState>>, Path(state): Path<String
             return error(StatusCode::BAD_REQUEST, why);
         }
     };
-    let list: Vec<Value> = (c.scan_regions(b"", b"", 0).iter())
-        .filter(|r| test(r))
-        .map(region_json)
-        .collect();
-    Json(json!({ "count": list.len(), "regions": list })).into_response()
+    let all = c.scan_regions(b"", b"", 0);
+    regions_answer(all.iter().filter(|r| test(r))).into_response()
 }
 
 /// `GET /hotspot/regions/write` (`pd-ctl hot write`): per store, the hot
@@ -737,8 +735,7 @@ async fn top_regions(
     };
     let mut all = s.pd.cluster.scan_regions(b"", b"", 0);
     all.sort_by_key(|r| std::cmp::Reverse(key(r)));
-    let list: Vec<Value> = all.iter().take(limit).map(region_json).collect();
-    Json(json!({ "count": list.len(), "regions": list })).into_response()
+    regions_answer(all.iter().take(limit)).into_response()
 }
 
 /// `GET /regions/count`: upstream's regions answer without the list.

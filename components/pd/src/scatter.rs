@@ -161,9 +161,11 @@ impl Groups {
             });
         }
         for s in &chosen {
-            *g.peers.entry(*s).or_default() += 1;
+            let placed = g.peers.entry(*s).or_default();
+            *placed = placed.saturating_add(1);
         }
-        *g.leaders.entry(new_leader).or_default() += 1;
+        let led = g.leaders.entry(new_leader).or_default();
+        *led = led.saturating_add(1);
         let mut plan_kind = kind::ADMIN;
         if want != current.iter().copied().collect() {
             plan_kind |= kind::REGION;
