@@ -16,6 +16,7 @@ pub use crate::regions::RegionInfo;
 use crate::regions::{check_region, Regions};
 use crate::schedule::Operators;
 use crate::storage::{self, id_key, Batch, MetaError, MetaStore};
+use crate::store_limit::{Limits, Settings};
 pub use crate::stores::StoreInfo;
 use crate::stores::{set_state, Liveness, Weights};
 use crate::tso::Tso;
@@ -156,6 +157,13 @@ impl Cluster {
         let started = clock.now_nanos();
         let keyspaces = crate::keyspace::Keyspaces::load(&meta, started / 1_000_000_000)?;
         let opts = with_online_changes(&meta, opts)?;
+        let limits = match meta.get(storage::STORE_LIMITS)? {
+            None => Settings::default(),
+            Some(bytes) => Settings::decode(&bytes).ok_or_else(|| MetaError::Corrupted {
+                key: "store_limits".into(),
+                detail: "not store limit rates above zero".into(),
+            })?,
+        };
         Ok(Cluster {
             keyspaces,
             meta,
@@ -170,7 +178,7 @@ impl Cluster {
             ids: Mutex::new((id_end, id_end)),
             stores: RwLock::new(stores),
             regions: RwLock::new(regions),
-            operators: Mutex::new(Operators::default()),
+            operators: Mutex::new(Operators::new(Limits::new(limits))),
             gc: Mutex::new(gc),
         })
     }

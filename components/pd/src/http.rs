@@ -33,6 +33,7 @@ use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::schedule::{AdminOp, SchedulerError, StoreError};
 use crate::service::PdService;
+use crate::store_limit::LimitType;
 use crate::stores::{weighted, StoreInfo, StoreState, Weights};
 
 pub struct HttpState {
@@ -52,6 +53,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/store/:id", get(store).delete(delete_store))
         .route("/pd/api/v1/store/:id/state", post(set_store_state))
         .route("/pd/api/v1/store/:id/weight", post(set_store_weight))
+        .route("/pd/api/v1/store/:id/limit", post(set_store_limit))
+        .route(
+            "/pd/api/v1/stores/limit",
+            get(store_limits).post(set_all_store_limits),
+        )
         .route(
             "/pd/api/v1/store/:id/label",
             post(set_store_labels).delete(delete_store_label),
@@ -376,6 +382,80 @@ async fn set_store_state(
     store_done(done, "The store's state is updated.")
 }
 
+/// `GET /stores/limit`, as `pd-ctl store limit`: each store's rates, in
+/// operations a minute (Tombstone stores left out); see
+/// [`crate::store_limit`].
+async fn store_limits(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    let limits = (s.pd.cluster.store_limits().into_iter())
+        .map(|(id, rates)| (id.to_string(), json!(rates)))
+        .collect();
+    Json(Value::Object(limits))
+}
+
+/// `POST /stores/limit` with `{"rate": R, "type": T}`, as `pd-ctl store
+/// limit all R [T]`: every store's rate, and the rate of stores yet to
+/// come. `type` is `add-peer` or `remove-peer`; none means both.
+async fn set_all_store_limits(State(s): State<Arc<HttpState>>, body: String) -> Response {
+    let (rate, types) = match limit_request(&body) {
+        Ok(req) => req,
+        Err(bad) => return bad,
+    };
+    store_done(
+        s.pd.cluster.set_all_store_limits(&types, rate),
+        "Set store limit successfully.",
+    )
+}
+
+/// `POST /store/{id}/limit` with `{"rate": R, "type": T}`, as `pd-ctl
+/// store limit <id> R [T]`.
+async fn set_store_limit(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let id = match store_id(&id) {
+        Ok(id) => id,
+        Err(bad) => return bad,
+    };
+    let (rate, types) = match limit_request(&body) {
+        Ok(req) => req,
+        Err(bad) => return bad,
+    };
+    store_done(
+        s.pd.cluster.set_store_limit(id, &types, rate),
+        "The store's limit is updated.",
+    )
+}
+
+/// The rate and types a store limit request sets, with upstream's
+/// messages for what it refuses. Upstream's `labels` (stores chosen by
+/// label) is refused rather than taken as "all stores".
+fn limit_request(body: &str) -> Result<(f64, Vec<LimitType>), Response> {
+    let bad = |msg: &str| error(StatusCode::BAD_REQUEST, msg.into());
+    let Ok(Value::Object(req)) = serde_json::from_str::<Value>(body) else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    let rate = match req.get("rate") {
+        None | Some(Value::Null) => return Err(bad("rate unset")),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| bad("invalid rate which should be larger than 0"))?,
+    };
+    let types = match req.get("type") {
+        None | Some(Value::Null) => LimitType::ALL.to_vec(),
+        Some(v) => match v.as_str().and_then(LimitType::from_name) {
+            Some(t) => vec![t],
+            None => return Err(bad("unknown type")),
+        },
+    };
+    if req.contains_key("labels") {
+        return Err(bad(
+            "labels are not supported: set the stores' limits one by one",
+        ));
+    }
+    Ok((rate, types))
+}
+
 /// `POST /store/{id}/weight` with `{"leader": W, "region": W}`, as
 /// `pd-ctl store weight`: each a number, 0 or more.
 async fn set_store_weight(
@@ -490,9 +570,10 @@ fn store_error(e: StoreError) -> Response {
     let status = match e {
         StoreError::NotFound(_) => StatusCode::NOT_FOUND,
         StoreError::Removed(_) => StatusCode::GONE,
-        StoreError::NotEnough { .. } | StoreError::BadWeights(_) | StoreError::BadLabel(..) => {
-            StatusCode::BAD_REQUEST
-        }
+        StoreError::NotEnough { .. }
+        | StoreError::BadWeights(_)
+        | StoreError::BadLabel(..)
+        | StoreError::BadRate => StatusCode::BAD_REQUEST,
         StoreError::Meta(_) | StoreError::NoLabel(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())

@@ -40,6 +40,7 @@ pub mod scatter;
 pub mod schedule;
 pub mod service;
 pub mod storage;
+pub mod store_limit;
 pub mod stores;
 pub mod tso;
 

@@ -14,6 +14,9 @@
 //! | `balance-leader-scheduler` ([`balance`]) | leader counts even across Up stores         |
 //! | `balance-region-scheduler` ([`balance`]) | region counts even across Up stores         |
 //!
+//! A plan whose steps would overdraw a store's limit (see
+//! [`store_limit`]) is not made; the region's next heartbeat plans again.
+//!
 //! Only healthy regions (led, fully replicated, nothing pending or down)
 //! are merged or balanced. Schedulers see each store's counts as they will
 //! be once the running operators are done (upstream's operator influence),
@@ -29,11 +32,11 @@
 //! how the last one ended.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tikal_proto::{metapb, pdpb};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::checker::{self, ClusterView};
 use crate::clock::elapsed;
@@ -42,6 +45,7 @@ use crate::config::ScheduleOptions;
 use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::storage::{self, id_key, Batch, MetaError};
+use crate::store_limit::{self, LimitType, Limits, Rates};
 use crate::stores::{set_state, supports_conf_change_v2, weighted, StoreState, Weights};
 use crate::{balance, hot, merge, scatter};
 
@@ -64,13 +68,25 @@ pub enum SchedulerError {
     Existed,
 }
 
-#[derive(Default)]
 pub struct Operators {
     running: HashMap<u64, Operator>,
     /// The last operator that ended, per region: how, and when.
     ended: HashMap<u64, (Operator, OpStatus, i64)>,
     /// What scatters placed, per group.
     scattered: scatter::Groups,
+    /// How fast each store may take in and let go replicas.
+    limits: Limits,
+}
+
+impl Operators {
+    pub fn new(limits: Limits) -> Operators {
+        Operators {
+            running: HashMap::new(),
+            ended: HashMap::new(),
+            scattered: scatter::Groups::default(),
+            limits,
+        }
+    }
 }
 
 /// A store request PD refuses, with upstream's messages.
@@ -85,6 +101,8 @@ pub enum StoreError {
          would be {up} while need {need}"
     )]
     NotEnough { id: u64, up: usize, need: u32 },
+    #[error("invalid rate which should be larger than 0")]
+    BadRate,
     #[error("bad format weights {0:?}: each must be a number, 0 or more")]
     BadWeights(Weights),
     #[error("label {0:?}={1:?}: keys and values are letters, digits and -_./")]
@@ -341,6 +359,12 @@ impl Cluster {
             return Ok(None);
         };
         let timeout = view.opts.operator_timeout;
+        let costs = store_limit::plan_costs(&plan, r.approximate_size_mib());
+        if !ops.limits.allows(&costs, now) {
+            // Not made: the region's next heartbeat plans again.
+            debug!(region_id = id, plan = %plan.desc, "operator over a store limit");
+            return Ok(None);
+        }
         let hold = merge_target_hold(&plan);
         let mut op = Operator::new(plan, r, now, timeout);
         info!(region_id = id, operator = %op, "operator created");
@@ -355,6 +379,7 @@ impl Cluster {
             ops.running
                 .insert(target_id, Operator::new(hold, &target, now, timeout));
         }
+        ops.limits.take(&costs, now);
         ops.running.insert(id, op);
         Ok(cmd.map(|c| self.response(r, *c)))
     }
@@ -513,6 +538,10 @@ impl Cluster {
             ops.running
                 .insert(target_id, Operator::new(hold, &target, now, timeout));
         }
+        // Asked for by hand: never held back by a store limit, but its
+        // tokens are taken, so the checkers wait behind it.
+        let costs = store_limit::plan_costs(&plan, r.approximate_size_mib());
+        ops.limits.take(&costs, now);
         let op = Operator::new(plan, &r, now, timeout);
         info!(region_id, operator = %op, "operator created by request");
         ops.running.insert(region_id, op);
@@ -627,6 +656,58 @@ impl Cluster {
             "store weights set"
         );
         store.weights = weights;
+        Ok(())
+    }
+
+    /// Every store's limit rates (Tombstone stores left out), as
+    /// `GET /stores/limit` shows them; see [`crate::store_limit`].
+    pub fn store_limits(&self) -> BTreeMap<u64, Rates> {
+        let ids: Vec<u64> = (self.stores.read().values())
+            .filter(|s| !s.is_tombstone())
+            .map(|s| s.meta.id)
+            .collect();
+        let ops = self.operators.lock();
+        (ids.into_iter())
+            .map(|id| (id, ops.limits.settings.rates(id)))
+            .collect()
+    }
+
+    /// Sets `rate` (per minute) for `types` of every store, and of stores
+    /// yet to come, as `pd-ctl store limit all` does.
+    pub fn set_all_store_limits(&self, types: &[LimitType], rate: f64) -> Result<(), StoreError> {
+        self.change_limits(rate, |s| s.set_all(types, rate))
+    }
+
+    /// Sets `rate` (per minute) for `types` of one store, as
+    /// `pd-ctl store limit <id>` does.
+    pub fn set_store_limit(
+        &self,
+        id: u64,
+        types: &[LimitType],
+        rate: f64,
+    ) -> Result<(), StoreError> {
+        if !self.stores.read().contains_key(&id) {
+            return Err(StoreError::NotFound(id));
+        }
+        self.change_limits(rate, |s| s.set_store(id, types, rate))
+    }
+
+    fn change_limits(
+        &self,
+        rate: f64,
+        change: impl FnOnce(&mut store_limit::Settings),
+    ) -> Result<(), StoreError> {
+        if !store_limit::is_valid_rate(rate) {
+            return Err(StoreError::BadRate);
+        }
+        let mut ops = self.operators.lock();
+        let mut settings = ops.limits.settings.clone();
+        change(&mut settings);
+        let mut b = Batch::default();
+        b.put(storage::STORE_LIMITS, &settings.encode());
+        self.meta.write(b)?;
+        info!(?settings, "store limits set");
+        ops.limits.reset(settings);
         Ok(())
     }
 

@@ -45,6 +45,9 @@ pub const CONFIG_CHANGES: &[u8] = b"config_changes";
 /// A store's leader and region weights, apart from its `metapb.Store` (as
 /// upstream keeps them), see [`crate::stores::Weights`].
 pub const STORE_WEIGHT_PREFIX: &[u8] = b"store_weight/";
+/// Store limits' rates (`pd-ctl store limit`), see
+/// [`crate::store_limit::Settings`].
+pub const STORE_LIMITS: &[u8] = b"store_limits";
 pub const REGION_PREFIX: &[u8] = b"region/";
 pub const SERVICE_SP_PREFIX: &[u8] = b"service_sp/";
 

@@ -998,3 +998,84 @@ async fn a_stores_regions_are_listed_by_the_part_its_peer_plays() {
     let (code, _) = call(Method::GET, &format!("{api}/regions/store/4?type=boss")).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn store_limits_are_shown_set_for_all_or_one_and_checked() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    let all = format!("{api}/stores/limit");
+    let rates = |add: f64, remove: f64| json!({"add-peer": add, "remove-peer": remove});
+    assert_eq!(
+        get(&all).await,
+        json!({"1": rates(15.0, 15.0), "2": rates(15.0, 15.0), "3": rates(15.0, 15.0)})
+    );
+
+    let (code, body) = send(Method::POST, &all, json!({"rate": 30, "type": "add-peer"})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("Set store limit successfully."))
+    );
+    let one = format!("{api}/store/2/limit");
+    let (code, body) = send(Method::POST, &one, json!({"rate": 5})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("The store's limit is updated."))
+    );
+    let shown = get(&all).await;
+    assert_eq!(shown["1"], rates(30.0, 15.0));
+    assert_eq!(shown["2"], rates(5.0, 5.0));
+    // A rate for all stores covers the one set apart too.
+    let (code, _) = send(
+        Method::POST,
+        &all,
+        json!({"rate": 60, "type": "remove-peer"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    let shown = get(&all).await;
+    assert_eq!(shown["2"], rates(5.0, 60.0));
+    assert_eq!(shown["3"], rates(30.0, 60.0));
+
+    for (body, why) in [
+        (json!({"type": "add-peer"}), "rate unset"),
+        (
+            json!({"rate": 0}),
+            "invalid rate which should be larger than 0",
+        ),
+        (
+            json!({"rate": -3}),
+            "invalid rate which should be larger than 0",
+        ),
+        (
+            json!({"rate": "5"}),
+            "invalid rate which should be larger than 0",
+        ),
+        (json!({"rate": 5, "type": "add-learner"}), "unknown type"),
+        (json!(5), "the body must be a JSON object"),
+    ] {
+        for url in [&all, &one] {
+            let (code, answer) = send(Method::POST, url, body.clone()).await;
+            assert_eq!(
+                (code, answer),
+                (StatusCode::BAD_REQUEST, json!(why)),
+                "{url}"
+            );
+        }
+    }
+    let (code, _) = send(
+        Method::POST,
+        &all,
+        json!({"rate": 5, "labels": {"zone": "z1"}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = send(
+        Method::POST,
+        &format!("{api}/store/42/limit"),
+        json!({"rate": 5}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(get(&all).await, shown, "refused changes change nothing");
+}
