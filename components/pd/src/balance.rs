@@ -34,6 +34,10 @@
 //!   than each of its followers' stores; with replicas spread, stores
 //!   share many regions, so leader counts end within a few of each other.
 //!
+//! A store whose store limit could not pay for a large region's move now
+//! (see [`crate::store_limit`]) is neither a source nor a target, as
+//! upstream's store filters leave it out: the move goes elsewhere.
+//!
 //! A store low on space is the exception: it takes no replicas, and sheds
 //! them to stores with room until it is no longer low. With location
 //! labels, a replica never moves to a store nearer the region's other
@@ -46,6 +50,7 @@ use crate::cluster::PdResult;
 use crate::operator::{kind, Plan, Step};
 use crate::regions::RegionInfo;
 use crate::schedule::View;
+use crate::store_limit::LimitType;
 
 /// Orders stores by score, then by id: the lowest score (and on a tie
 /// the lowest id) first.
@@ -96,6 +101,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         let mut s: Vec<u64> = (r.region.peers.iter())
             .map(|p| p.store_id)
             .filter(|s| v.is_up(*s) && (!short_of_room || !v.has_room(*s)))
+            .filter(|s| v.within_limit(*s, LimitType::RemovePeer))
             .collect();
         s.sort_by(by_score(|s| -v.region_score(s, -size)));
         s
@@ -121,6 +127,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             .up_stores()
             .into_iter()
             .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
+            .filter(|s| v.within_limit(*s, LimitType::AddPeer))
             .filter(|s| v.distinct_score(&others, *s) >= safe && v.isolated(&others, *s))
             .min_by(by_score(|s| v.region_score(s, size)))?;
         let worth = short_of_room || v.region_score(from, -size) >= v.region_score(to, size);

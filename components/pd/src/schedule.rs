@@ -32,7 +32,7 @@
 //! how the last one ended.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tikal_proto::{metapb, pdpb};
@@ -359,7 +359,7 @@ impl Cluster {
             return Ok(None);
         };
         let timeout = view.opts.operator_timeout;
-        let costs = store_limit::plan_costs(&plan, r.approximate_size_mib());
+        let costs = view.limit_costs(&plan, r);
         if !ops.limits.allows(&costs, now) {
             // Not made: the region's next heartbeat plans again.
             debug!(region_id = id, plan = %plan.desc, "operator over a store limit");
@@ -538,10 +538,13 @@ impl Cluster {
             ops.running
                 .insert(target_id, Operator::new(hold, &target, now, timeout));
         }
-        // Asked for by hand: never held back by a store limit, but its
-        // tokens are taken, so the checkers wait behind it.
-        let costs = store_limit::plan_costs(&plan, r.approximate_size_mib());
-        ops.limits.take(&costs, now);
+        // Asked for by hand: never held back by a store limit, but the
+        // buckets that hold its costs give them, so the checkers wait
+        // behind it. A scatter's learners are light: they take nothing.
+        if plan.desc != scatter::DESC {
+            let costs = view.limit_costs(&plan, &r);
+            ops.limits.take(&costs, now);
+        }
         let op = Operator::new(plan, &r, now, timeout);
         info!(region_id, operator = %op, "operator created by request");
         ops.running.insert(region_id, op);
@@ -879,6 +882,8 @@ pub(crate) struct View<'a> {
     /// (region id, kind) of every running operator.
     running: Vec<(u64, u32)>,
     schedulers: Vec<&'static str>,
+    /// Store limit buckets that cannot pay for a large region's step now.
+    exhausted: HashSet<(u64, LimitType)>,
 }
 
 impl<'a> View<'a> {
@@ -899,11 +904,16 @@ impl<'a> View<'a> {
                 }
             }
         }
+        let states = cluster.store_states();
+        let exhausted = (states.keys())
+            .flat_map(|s| LimitType::ALL.map(|t| (*s, t)))
+            .filter(|(s, t)| !ops.limits.could_pay_large(*s, *t, now))
+            .collect();
         View {
             cluster,
             opts: cluster.opts(),
             now,
-            states: cluster.store_states(),
+            states,
             space: (cluster.stores().into_iter())
                 .map(|s| (s.meta.id, s))
                 .collect(),
@@ -915,6 +925,7 @@ impl<'a> View<'a> {
                 .map(|op| (op.region_id, op.plan.kind))
                 .collect(),
             schedulers: cluster.schedulers(),
+            exhausted,
         }
     }
 
@@ -973,6 +984,19 @@ impl<'a> View<'a> {
     /// How many running operators have a kind bit.
     pub fn running(&self, kind: u32) -> u64 {
         self.running.iter().filter(|(_, k)| k & kind != 0).count() as u64
+    }
+
+    /// Whether the store's `t` bucket could pay a large region's step now
+    /// (balance-region leaves stores that could not out, as upstream's
+    /// store filters do).
+    pub fn within_limit(&self, store_id: u64, t: LimitType) -> bool {
+        !self.exhausted.contains(&(store_id, t))
+    }
+
+    /// What `plan` costs the stores' limits (see [`store_limit`]).
+    fn limit_costs(&self, plan: &Plan, r: &RegionInfo) -> Vec<(u64, LimitType, f64)> {
+        let is_down = |s| self.states.get(&s) == Some(&StoreState::Down);
+        store_limit::plan_costs(plan, r.approximate_size_mib(), is_down)
     }
 
     pub fn has_operator(&self, region_id: u64) -> bool {

@@ -11,13 +11,17 @@
 //! second, a bucket holds `max(1, r) × 1000` tokens and gains `r × 1000` a
 //! second: at 15 a minute a large region's step may start every 4 s.
 //!
+//! Removing a peer from a Down store costs at most the small-region cost:
+//! nothing is read from it, and a lost store's repair must not crawl.
+//!
 //! A checker's or scheduler's operator is made only if every bucket it
 //! needs holds its whole cost (the steps' costs summed per store and
 //! type); its tokens are then taken at once. Otherwise it is not made,
 //! and the region's next heartbeat plans again. Operators asked for by
-//! hand (`pd-ctl operator add`, scatters) are not held back, as upstream's
-//! urgent ones are not, but they take their tokens (a bucket may go below
-//! zero), so the checkers wait behind them.
+//! hand (`pd-ctl operator add`) are not held back, as upstream's urgent
+//! ones are not: each bucket that holds its cost gives it, the others
+//! give nothing. Scatters take no tokens at all (upstream's scatter adds
+//! "light-weight" learners).
 //!
 //! Rates are kept in the meta store: a default for every store, and the
 //! rates set for single stores. Setting a rate for all stores sets the
@@ -166,19 +170,32 @@ pub fn step_cost(size_mib: u64) -> f64 {
 
 /// What `plan`, on a region of `size_mib`, costs each store's buckets:
 /// its steps' costs summed per store and type (only those above zero).
-pub fn plan_costs(plan: &Plan, size_mib: u64) -> Vec<(u64, LimitType, f64)> {
-    let cost = step_cost(size_mib);
-    if cost == 0.0 {
-        return vec![];
-    }
+/// A removal from a store `is_down` says is Down costs as a region of at
+/// most [`SMALL_REGION_MIB`].
+pub fn plan_costs(
+    plan: &Plan,
+    size_mib: u64,
+    is_down: impl Fn(u64) -> bool,
+) -> Vec<(u64, LimitType, f64)> {
     let mut sums: BTreeMap<(u64, LimitType), f64> = BTreeMap::new();
     for step in &plan.steps {
-        let (store, t) = match step {
-            Step::AddLearner { store_id, .. } => (*store_id, LimitType::AddPeer),
-            Step::RemovePeer { store_id, .. } => (*store_id, LimitType::RemovePeer),
+        let (store, t, cost) = match step {
+            Step::AddLearner { store_id, .. } => {
+                (*store_id, LimitType::AddPeer, step_cost(size_mib))
+            }
+            Step::RemovePeer { store_id, .. } if is_down(*store_id) => (
+                *store_id,
+                LimitType::RemovePeer,
+                step_cost(size_mib.min(SMALL_REGION_MIB)),
+            ),
+            Step::RemovePeer { store_id, .. } => {
+                (*store_id, LimitType::RemovePeer, step_cost(size_mib))
+            }
             _ => continue,
         };
-        *sums.entry((store, t)).or_default() += cost;
+        if cost > 0.0 {
+            *sums.entry((store, t)).or_default() += cost;
+        }
     }
     sums.into_iter().map(|((s, t), c)| (s, t, c)).collect()
 }
@@ -227,12 +244,23 @@ impl Limits {
             tokens: capacity,
             at: now,
         });
-        if now > b.at {
-            let gained = elapsed(b.at, now).as_secs_f64() * fill;
-            b.tokens = (b.tokens + gained).min(capacity);
-            b.at = now;
-        }
+        // A clock stepped back restarts the count from its new "now",
+        // rather than freezing the bucket until the old one comes again.
+        let gained = elapsed(b.at, now).as_secs_f64() * fill;
+        b.tokens = (b.tokens + gained).min(capacity);
+        b.at = now;
         b
+    }
+
+    /// Whether the bucket holds a large region's cost now (it is not
+    /// changed: a view of it).
+    pub fn could_pay_large(&self, store_id: u64, t: LimitType, now: i64) -> bool {
+        let Some(b) = self.buckets.get(&(store_id, t)) else {
+            return true;
+        };
+        let (fill, capacity) = shape(self.settings.rates(store_id).get(t));
+        let gained = elapsed(b.at, now).as_secs_f64() * fill;
+        (b.tokens + gained).min(capacity) >= REGION_COST
     }
 
     /// Whether every bucket holds its share of `costs` now.
@@ -240,10 +268,14 @@ impl Limits {
         (costs.iter()).all(|(s, t, c)| self.tokens(*s, *t, now).tokens >= *c)
     }
 
-    /// Takes `costs` from the buckets (down below zero if need be).
+    /// Takes `costs` from the buckets; a bucket that does not hold its
+    /// share gives nothing (so it never goes below zero).
     pub fn take(&mut self, costs: &[(u64, LimitType, f64)], now: i64) {
         for (s, t, c) in costs {
-            self.tokens(*s, *t, now).tokens -= c;
+            let b = self.tokens(*s, *t, now);
+            if b.tokens >= *c {
+                b.tokens -= c;
+            }
         }
     }
 }
@@ -276,6 +308,58 @@ mod tests {
         assert_eq!(step_cost(2), 200.0);
         assert_eq!(step_cost(1), 0.0);
         assert_eq!(step_cost(0), 0.0);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_freeze_a_bucket() {
+        let mut l = Limits::default();
+        let big = [(1, LimitType::AddPeer, 1000.0)];
+        l.take(&big, 100 * SEC);
+        // Stepped back 60 s: the bucket fills from the new "now" on.
+        assert!(!l.allows(&big, 40 * SEC));
+        assert!(l.allows(&big, 44 * SEC));
+    }
+
+    #[test]
+    fn a_bucket_short_of_a_cost_gives_nothing() {
+        let mut l = Limits::default();
+        let big = [(1, LimitType::AddPeer, 1000.0)];
+        let small = [(1, LimitType::AddPeer, 200.0)];
+        l.take(&small, 0);
+        l.take(&big, 0);
+        // 800 left: the large cost was not taken.
+        assert!(l.allows(&[(1, LimitType::AddPeer, 800.0)], 0));
+    }
+
+    #[test]
+    fn removing_from_a_down_store_costs_as_a_small_region() {
+        let step = |s| Step::RemovePeer {
+            store_id: s,
+            peer_id: 9,
+        };
+        let plan = Plan {
+            desc: "replace-down-replica".into(),
+            brief: String::new(),
+            kind: 0,
+            steps: vec![
+                Step::AddLearner {
+                    store_id: 4,
+                    peer_id: 10,
+                },
+                step(2),
+                step(3),
+            ],
+        };
+        let costs = plan_costs(&plan, 64, |s| s == 2);
+        assert_eq!(
+            costs,
+            [
+                (2, LimitType::RemovePeer, 200.0),
+                (3, LimitType::RemovePeer, 1000.0),
+                (4, LimitType::AddPeer, 1000.0),
+            ]
+        );
+        assert_eq!(plan_costs(&plan, 1, |_| true), []);
     }
 
     #[test]

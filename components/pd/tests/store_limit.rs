@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use common::fleet::Fleet;
 use common::{opts, ScheduleOptions};
-use tikal_pd::clock::ManualClock;
+use tikal_pd::clock::{Clock, ManualClock};
 use tikal_pd::cluster::Cluster;
 use tikal_pd::schedule::{AdminOp, SCHEDULERS};
 use tikal_pd::storage::MetaStore;
 use tikal_pd::store_limit::{LimitType, Rates};
+use tikal_pd::stores::Weights;
 use tikal_proto::metapb;
 
 const MIB: u64 = 1 << 20;
@@ -98,8 +99,8 @@ fn operators_asked_for_by_hand_are_not_held_back_but_take_their_tokens() {
     let mut fleet = fleet(3, 64, opts(2));
     fleet.round();
     let ids: Vec<u64> = fleet.regions.keys().copied().collect();
-    // Two at once, over a bucket that holds one: both are made, and the
-    // bucket is 1000 tokens short.
+    // Two at once, over a bucket that holds one: both are made; the first
+    // empties the bucket, the second finds nothing to take.
     for id in &ids[..2] {
         (fleet.cluster)
             .add_admin_operator(*id, AdminOp::AddPeer { store_id: 3 })
@@ -108,13 +109,12 @@ fn operators_asked_for_by_hand_are_not_held_back_but_take_their_tokens() {
     }
     assert_eq!(adds_on(&fleet, 3), 2, "{:?}", fleet.log);
     // Three replicas wanted now: the checker's learner for the third
-    // region waits for the bucket to fill back up, 8 s at 250 tokens a
+    // region waits for the bucket to fill back up, 4 s at 250 tokens a
     // second.
-    let three = serde_json::Map::from_iter([("max-replicas".to_string(), 3.into())]);
-    fleet.cluster.update_opts(&three).unwrap();
+    set_max_replicas(&fleet, 3);
     let third = ids[2];
     fleet.heartbeat(third);
-    fleet.clock.advance(Duration::from_secs(7));
+    fleet.clock.advance(Duration::from_secs(3));
     fleet.store_heartbeats();
     fleet.heartbeat(third);
     assert_eq!(adds_on(&fleet, 3), 2, "{:?}", fleet.log);
@@ -122,6 +122,71 @@ fn operators_asked_for_by_hand_are_not_held_back_but_take_their_tokens() {
     fleet.store_heartbeats();
     fleet.heartbeat(third);
     assert_eq!(adds_on(&fleet, 3), 3, "{:?}", fleet.log);
+}
+
+fn set_max_replicas(fleet: &Fleet, n: u32) {
+    let change = serde_json::Map::from_iter([("max-replicas".to_string(), n.into())]);
+    fleet.cluster.update_opts(&change).unwrap();
+}
+
+#[test]
+fn a_scatter_takes_no_tokens() {
+    let mut fleet = fleet(3, 64, opts(2));
+    fleet.round();
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    // The group's first region stays where it is; its second moves a
+    // replica to store 3, the store the group has used least.
+    for id in &ids[..2] {
+        let group = "t".to_string();
+        (fleet.cluster)
+            .add_admin_operator(*id, AdminOp::ScatterRegion { group })
+            .unwrap();
+    }
+    // Its leadership may move first: a few heartbeats.
+    for _ in 0..4 {
+        fleet.heartbeat(ids[1]);
+    }
+    assert_eq!(adds_on(&fleet, 3), 1, "{:?}", fleet.log);
+    // The bucket is still full: the checker's learner goes at once.
+    set_max_replicas(&fleet, 3);
+    fleet.heartbeat(ids[2]);
+    assert_eq!(adds_on(&fleet, 3), 2, "{:?}", fleet.log);
+}
+
+#[test]
+fn a_down_stores_replicas_are_replaced_at_the_small_region_cost() {
+    // Stores 1-4; every region on 1, 2 and 3. Store 3 goes down: each
+    // region's replica there is replaced on store 4 (add-peer, 1000 each
+    // against store 4's bucket) and removed from store 3 (remove-peer,
+    // 200 each against store 3's, a Down store's removal cost).
+    let mut fleet = Fleet::new(&[1, 2, 3, 4], 3, |_| vec![1, 2, 3], opts(3));
+    for s in SCHEDULERS {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    for r in fleet.regions.values_mut() {
+        r.size = 64 * MIB;
+    }
+    fleet.round();
+    (fleet.cluster)
+        .set_store_limit(4, &[LimitType::AddPeer], 6000.0)
+        .unwrap();
+    // Store 3 may remove one large region's peer a minute, but five of a
+    // Down store's.
+    (fleet.cluster)
+        .set_store_limit(3, &[LimitType::RemovePeer], 1.0)
+        .unwrap();
+    let silent_since = fleet.clock.now_nanos();
+    while fleet.clock.now_nanos() - silent_since < 5_000_000_000 {
+        fleet.clock.advance(Duration::from_secs(1));
+        for s in [1, 2, 4] {
+            fleet.store_heartbeat(s);
+        }
+    }
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    for id in &ids {
+        fleet.heartbeat(*id);
+    }
+    assert_eq!(adds_on(&fleet, 4), 3, "{:?}", fleet.log);
 }
 
 #[test]
@@ -169,4 +234,36 @@ fn store_limits_outlive_a_restart() {
     // A store that joins later gets the rates set for all.
     cluster.put_store(store(3)).unwrap();
     assert_eq!(cluster.store_limits()[&3], rates(15.0, 30.0));
+}
+
+#[test]
+fn balance_region_moves_to_a_store_whose_limit_can_pay() {
+    // Six large regions on stores 1-3, a seventh on 5, 1 and 2; store 4
+    // empty and weighted to take far more than store 5, but allowed one
+    // large learner a minute. Once its bucket is spent, balance-region
+    // moves replicas to store 5 instead of asking for store 4 in vain.
+    let placement = |i: usize| if i < 6 { vec![1, 2, 3] } else { vec![5, 1, 2] };
+    let mut fleet = Fleet::new(&[1, 2, 3, 4, 5], 7, placement, opts(3));
+    for s in SCHEDULERS {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    for r in fleet.regions.values_mut() {
+        r.size = 64 * MIB;
+    }
+    // PD hears of every region before it balances.
+    fleet.round();
+    (fleet.cluster)
+        .add_scheduler("balance-region-scheduler")
+        .unwrap();
+    let heavy = Weights {
+        leader: 1.0,
+        region: 100.0,
+    };
+    fleet.cluster.set_store_weights(4, heavy).unwrap();
+    (fleet.cluster)
+        .set_store_limit(4, &[LimitType::AddPeer], 1.0)
+        .unwrap();
+    fleet.round();
+    assert_eq!(adds_on(&fleet, 4), 1, "{:?}", fleet.log);
+    assert!(adds_on(&fleet, 5) >= 1, "{:?}", fleet.log);
 }

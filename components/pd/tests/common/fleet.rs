@@ -138,16 +138,20 @@ impl Fleet {
     pub fn store_heartbeats(&self) {
         for s in self.cluster.stores() {
             if !s.is_tombstone() {
-                self.cluster
-                    .store_heartbeat(pdpb::StoreStats {
-                        store_id: s.meta.id,
-                        capacity: self.space.get(&s.meta.id).map_or(0, |s| s.0),
-                        available: self.space.get(&s.meta.id).map_or(0, |s| s.1),
-                        ..Default::default()
-                    })
-                    .unwrap();
+                self.store_heartbeat(s.meta.id);
             }
         }
+    }
+
+    pub fn store_heartbeat(&self, id: u64) {
+        self.cluster
+            .store_heartbeat(pdpb::StoreStats {
+                store_id: id,
+                capacity: self.space.get(&id).map_or(0, |s| s.0),
+                available: self.space.get(&id).map_or(0, |s| s.1),
+                ..Default::default()
+            })
+            .unwrap();
     }
 
     pub fn request(&self, id: u64) -> pdpb::RegionHeartbeatRequest {
