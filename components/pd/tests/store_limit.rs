@@ -95,10 +95,7 @@ fn a_limit_set_for_one_store_leaves_the_others_alone() {
 
 #[test]
 fn operators_asked_for_by_hand_are_not_held_back_but_take_their_tokens() {
-    // Two replicas wanted, and two each: PD hears of the regions first.
-    let mut fleet = fleet(3, 64, opts(2));
-    fleet.round();
-    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    let (mut fleet, ids) = three_known_regions();
     // Two at once, over a bucket that holds one: both are made; the first
     // empties the bucket, the second finds nothing to take.
     for id in &ids[..2] {
@@ -124,6 +121,15 @@ fn operators_asked_for_by_hand_are_not_held_back_but_take_their_tokens() {
     assert_eq!(adds_on(&fleet, 3), 3, "{:?}", fleet.log);
 }
 
+/// Three large regions on stores 1 and 2, two replicas wanted (so
+/// nothing to do), after a round in which PD heard of them; their ids.
+fn three_known_regions() -> (Fleet, Vec<u64>) {
+    let mut fleet = fleet(3, 64, opts(2));
+    fleet.round();
+    let ids = fleet.regions.keys().copied().collect();
+    (fleet, ids)
+}
+
 fn set_max_replicas(fleet: &Fleet, n: u32) {
     let change = serde_json::Map::from_iter([("max-replicas".to_string(), n.into())]);
     fleet.cluster.update_opts(&change).unwrap();
@@ -131,9 +137,7 @@ fn set_max_replicas(fleet: &Fleet, n: u32) {
 
 #[test]
 fn a_scatter_takes_no_tokens() {
-    let mut fleet = fleet(3, 64, opts(2));
-    fleet.round();
-    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    let (mut fleet, ids) = three_known_regions();
     // The group's first region stays where it is; its second moves a
     // replica to store 3, the store the group has used least.
     for id in &ids[..2] {
