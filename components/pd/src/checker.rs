@@ -15,6 +15,12 @@
 //! | every voter Up, one could be farther from the | `move-to-better-location`: add learner there,       |
 //! | others by location labels                     | promote it, remove the voter                        |
 //!
+//! Each rule but the learner's promotion can be switched off online
+//! (`[schedule] enable-remove-down-replica`, `enable-replace-offline-replica`
+//! for the Down and Offline rows, `enable-make-up-replica`,
+//! `enable-remove-extra-replica`, `enable-location-replacement`; see
+//! [`Repairs`]): off, the row plans nothing and the next rows are asked.
+//!
 //! A target is an Up store with room holding no peer of the region: the
 //! one farthest from the replicas that stay, by location labels (highest
 //! distinct score, see [`crate::placement`]), then with the fewest regions
@@ -32,6 +38,7 @@ use std::cmp::Reverse;
 use tikal_proto::metapb;
 
 use crate::cluster::PdResult;
+use crate::config::Repairs;
 use crate::operator::{kind, Plan, Step};
 use crate::regions::{is_learner, RegionInfo};
 use crate::stores::StoreState;
@@ -59,6 +66,8 @@ pub trait ClusterView {
     /// Whether `target` may take a replica beside the stores `others` under
     /// `[replication] isolation-level` (always, without one).
     fn isolated(&self, others: &[u64], target: u64) -> bool;
+    /// Which rules are switched on (`[schedule] enable-*`).
+    fn repairs(&self) -> Repairs;
 }
 
 pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
@@ -73,13 +82,25 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
         }
     }
 
+    let repairs = c.repairs();
+    // Replicas on a Down or Offline store go only while that rule is on.
+    let may_go = |s: StoreState| match s {
+        StoreState::Down => repairs.remove_down,
+        _ => repairs.replace_offline,
+    };
     for (p, s) in &states {
-        if is_learner(p) && s.loses_replicas() {
+        if is_learner(p) && s.loses_replicas() && may_go(*s) {
             let desc = format!("remove-extra-{}-replica", status(*s));
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
         }
     }
-    if let Some(p) = r.learners().next() {
+    // A learner on a Down or Offline store left there (its rule off) is
+    // never promoted.
+    let on_live_store = |p: &&metapb::Peer| {
+        c.store_state(p.store_id)
+            .is_some_and(StoreState::takes_replicas)
+    };
+    if let Some(p) = r.learners().find(on_live_store) {
         if r.is_pending(p.id) {
             return Ok(None);
         }
@@ -99,7 +120,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     // Down stores first, then by store id.
     let mut bad: Vec<(&metapb::Peer, StoreState)> = states
         .iter()
-        .filter(|(_, s)| s.loses_replicas())
+        .filter(|(_, s)| s.loses_replicas() && may_go(*s))
         .copied()
         .collect();
     bad.sort_by_key(|(p, s)| (*s != StoreState::Down, p.store_id));
@@ -115,7 +136,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
         }
     }
 
-    if voters < max {
+    if voters < max && repairs.make_up {
         if let Some(target) = pick_target(r, c, &staying(r, None)) {
             return Ok(Some(Plan {
                 desc: "make-up-replica".into(),
@@ -125,7 +146,7 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
             }));
         }
     }
-    if voters > max {
+    if voters > max && repairs.remove_extra {
         let leader = r.leader_store();
         let voter_stores: Vec<u64> = r.voters().map(|p| p.store_id).collect();
         let worst = states
@@ -145,7 +166,8 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
         }
     }
-    if voters == max && states.iter().all(|(_, s)| s.takes_replicas()) {
+    let all_up = states.iter().all(|(_, s)| s.takes_replicas());
+    if voters == max && all_up && repairs.location_replacement {
         return better_location(r, c);
     }
     Ok(None)

@@ -52,6 +52,15 @@ pub struct ScheduleSection {
     /// (1 − this) of its capacity available (upstream's key and default,
     /// 0.7); below `low-space-ratio`.
     pub high_space_ratio: f64,
+    /// The replica checker's rules, each on unless switched off
+    /// (upstream's keys): replace (or remove) replicas on Down stores, on
+    /// Offline stores; add replicas up to `max-replicas`; remove those
+    /// over it; move one to a better location by labels.
+    pub enable_remove_down_replica: bool,
+    pub enable_replace_offline_replica: bool,
+    pub enable_make_up_replica: bool,
+    pub enable_remove_extra_replica: bool,
+    pub enable_location_replacement: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +110,11 @@ impl Default for ScheduleSection {
             split_merge_interval: "1h".into(),
             low_space_ratio: 0.8,
             high_space_ratio: 0.7,
+            enable_remove_down_replica: true,
+            enable_replace_offline_replica: true,
+            enable_make_up_replica: true,
+            enable_remove_extra_replica: true,
+            enable_location_replacement: true,
         }
     }
 }
@@ -195,6 +209,13 @@ impl PdConfig {
             hot_region_schedule_limit: sc.hot_region_schedule_limit,
             max_merge_region_size: sc.max_merge_region_size,
             max_merge_region_keys: sc.max_merge_region_keys,
+            repairs: Repairs {
+                remove_down: sc.enable_remove_down_replica,
+                replace_offline: sc.enable_replace_offline_replica,
+                make_up: sc.enable_make_up_replica,
+                remove_extra: sc.enable_remove_extra_replica,
+                location_replacement: sc.enable_location_replacement,
+            },
             ..ScheduleOptions::default()
         };
         let labels = serde_json::json!(self.replication.location_labels.join(","));
@@ -258,6 +279,50 @@ pub struct ScheduleOptions {
     /// In (0, 1) and below `low_space_ratio`: the room balance-region's
     /// targets must have.
     pub high_space_ratio: f64,
+    /// Which of the replica checker's rules run.
+    pub repairs: Repairs,
+}
+
+/// The replica checker's rules that can be switched off (upstream's
+/// `enable-*` keys; all on by default). Off, a rule plans nothing: a
+/// replica on a Down store stays (`enable-remove-down-replica`), an
+/// Offline store keeps its replicas and never becomes Tombstone
+/// (`enable-replace-offline-replica`), and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repairs {
+    pub remove_down: bool,
+    pub replace_offline: bool,
+    pub make_up: bool,
+    pub remove_extra: bool,
+    pub location_replacement: bool,
+}
+
+impl Default for Repairs {
+    fn default() -> Self {
+        Repairs {
+            remove_down: true,
+            replace_offline: true,
+            make_up: true,
+            remove_extra: true,
+            location_replacement: true,
+        }
+    }
+}
+
+impl Repairs {
+    /// Each switch by its upstream key.
+    fn switches(&mut self) -> [(&'static str, &mut bool); 5] {
+        [
+            ("enable-remove-down-replica", &mut self.remove_down),
+            ("enable-replace-offline-replica", &mut self.replace_offline),
+            ("enable-make-up-replica", &mut self.make_up),
+            ("enable-remove-extra-replica", &mut self.remove_extra),
+            (
+                "enable-location-replacement",
+                &mut self.location_replacement,
+            ),
+        ]
+    }
 }
 
 impl Default for ScheduleOptions {
@@ -279,6 +344,7 @@ impl Default for ScheduleOptions {
             split_merge_interval: Duration::from_secs(3600),
             low_space_ratio: 0.8,
             high_space_ratio: 0.7,
+            repairs: Repairs::default(),
         }
     }
 }
@@ -352,7 +418,19 @@ impl ScheduleOptions {
                 let d = crate::format::parse_go_duration(text)?;
                 self.set_duration(key, d)?;
             }
-            _ => return Err(format!("config item {key} not found")),
+            _ => {
+                let mut switches = self.repairs.switches();
+                let Some((_, on)) = switches.iter_mut().find(|(k, _)| *k == key) else {
+                    return Err(format!("config item {key} not found"));
+                };
+                // pd-ctl sends "true" / "false" as strings.
+                **on = match value {
+                    serde_json::Value::Bool(b) => *b,
+                    serde_json::Value::String(s) if s.eq_ignore_ascii_case("true") => true,
+                    serde_json::Value::String(s) if s.eq_ignore_ascii_case("false") => false,
+                    _ => return Err(format!("{key} must be true or false, not {value}")),
+                };
+            }
         }
         Ok(())
     }
@@ -391,7 +469,7 @@ impl ScheduleOptions {
     /// The `schedule` object of `GET /config`, with upstream's keys.
     pub fn schedule_json(&self) -> serde_json::Value {
         use crate::format::go_duration;
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "max-store-down-time": go_duration(self.max_store_down_time),
             "operator-timeout": go_duration(self.operator_timeout),
             "leader-schedule-limit": self.leader_schedule_limit,
@@ -405,7 +483,12 @@ impl ScheduleOptions {
             "low-space-ratio": self.low_space_ratio,
             "high-space-ratio": self.high_space_ratio,
             "leader-schedule-policy": "count",
-        })
+        });
+        let mut repairs = self.repairs;
+        for (key, on) in repairs.switches() {
+            json[key] = serde_json::json!(*on);
+        }
+        json
     }
 
     /// The `replication` object of `GET /config`.
@@ -465,6 +548,7 @@ mod tests {
             max-merge-region-size = 1
             max-merge-region-keys = 10
             split-merge-interval = "0s"
+            enable-remove-down-replica = false
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -489,6 +573,13 @@ mod tests {
             (1, 10)
         );
         assert_eq!(opts.split_merge_interval, Duration::ZERO);
+        let off = Repairs {
+            remove_down: false,
+            ..Repairs::default()
+        };
+        assert_eq!(opts.repairs, off);
+        assert_eq!(opts.schedule_json()["enable-remove-down-replica"], false);
+        assert_eq!(opts.schedule_json()["enable-make-up-replica"], true);
 
         for bad in [
             "[replication]\nmax-replicas = 0",
@@ -540,6 +631,18 @@ mod tests {
         assert_eq!(o.max_merge_region_keys, 10);
         assert_eq!(o.split_merge_interval, Duration::from_secs(1));
         assert_eq!(o.max_replicas, 5);
+        // Switches: JSON booleans, or pd-ctl's "true" / "false".
+        o.set("enable-make-up-replica", &serde_json::json!(false))
+            .unwrap();
+        o.set(
+            "schedule.enable-location-replacement",
+            &serde_json::json!("False"),
+        )
+        .unwrap();
+        assert!(!o.repairs.make_up && !o.repairs.location_replacement);
+        o.set("enable-make-up-replica", &serde_json::json!("true"))
+            .unwrap();
+        assert!(o.repairs.make_up);
         let before = o.clone();
         for (key, value) in [
             ("max-merge-region-keys", serde_json::json!(-1)),
@@ -548,6 +651,8 @@ mod tests {
             ("max-store-down-time", serde_json::json!("0s")),
             ("max-replicas", serde_json::json!(0)),
             ("no-such-key", serde_json::json!(1)),
+            ("enable-make-up-replica", serde_json::json!(0)),
+            ("enable-make-up-replica", serde_json::json!("yes")),
         ] {
             assert!(o.set(key, &value).is_err(), "{key} = {value}");
         }

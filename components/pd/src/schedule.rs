@@ -1089,4 +1089,8 @@ impl ClusterView for View<'_> {
         let (stores, target) = self.metas(others, target);
         target.is_none_or(|t| crate::placement::isolated(labels, level, &stores, t))
     }
+
+    fn repairs(&self) -> crate::config::Repairs {
+        self.opts.repairs
+    }
 }

@@ -407,3 +407,73 @@ fn an_operator_placing_on_a_store_gone_down_is_dropped() {
         assert_eq!(sim.state_name(4), "Down");
     });
 }
+
+/// Switches one of the replica checker's rules (`enable-*`) online, as
+/// `pd-ctl config set` does (it sends the value as a string).
+fn switch(sim: &Sim, key: &str, on: bool) {
+    let change = serde_json::Map::from_iter([(key.to_string(), on.to_string().into())]);
+    sim.cluster.update_opts(&change).unwrap();
+}
+
+#[test]
+fn each_repair_rule_can_be_switched_off_and_on_online() {
+    // Make up a missing replica.
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2], opts(3));
+    switch(&sim, "enable-make-up-replica", false);
+    assert_eq!(sim.run(), [QUIET]);
+    switch(&sim, "enable-make-up-replica", true);
+    assert_eq!(sim.run()[0], "add learner on store 3");
+
+    // Remove one too many.
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3, 4], opts(3));
+    switch(&sim, "enable-remove-extra-replica", false);
+    assert_eq!(sim.run(), [QUIET]);
+    switch(&sim, "enable-remove-extra-replica", true);
+    assert_eq!(sim.run()[0], "remove store 4");
+
+    // Replace a Down store's replica.
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    switch(&sim, "enable-remove-down-replica", false);
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(sim.state_name(3), "Down");
+    assert_eq!(sim.run(), [QUIET]);
+    switch(&sim, "enable-remove-down-replica", true);
+    assert_eq!(sim.run()[0], "add learner on store 4");
+
+    // Move an Offline store's replica: the store stays Offline meanwhile.
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    switch(&sim, "enable-replace-offline-replica", false);
+    sim.cluster.remove_store(3).unwrap();
+    assert_eq!(sim.run(), [QUIET]);
+    assert_eq!(sim.state_name(3), "Offline");
+    switch(&sim, "enable-replace-offline-replica", true);
+    assert_eq!(sim.run()[0], "add learner on store 4");
+
+    // Move a replica to a better location by labels.
+    let opts = common::with_location_labels(opts(3), &["host"]);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1, 2, 3], opts);
+    on_hosts(&sim);
+    switch(&sim, "enable-location-replacement", false);
+    assert_eq!(sim.run(), [QUIET]);
+    switch(&sim, "enable-location-replacement", true);
+    assert_eq!(sim.run()[0], "add learner on store 5");
+}
+
+#[test]
+fn a_learner_left_on_a_down_store_is_not_promoted() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2], opts(3));
+    switch(&sim, "enable-remove-down-replica", false);
+    assert_eq!(sim.step(), "add learner on store 3");
+    // Store 3 goes down before its learner is promoted.
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(4));
+    assert_eq!(sim.state_name(3), "Down");
+    sim.cluster.cancel_operator(1);
+    let log = sim.run();
+    assert!(log.iter().all(|l| l == QUIET), "{log:?}");
+    assert_eq!(sim.voter_stores(), [1, 2]);
+    // With the rule on again, the learner is removed.
+    switch(&sim, "enable-remove-down-replica", true);
+    assert_eq!(sim.run()[0], "remove store 3");
+}
