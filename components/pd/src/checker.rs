@@ -5,7 +5,7 @@
 //! | region shows                                  | plan (steps)                                        |
 //! |-----------------------------------------------|-----------------------------------------------------|
 //! | a learner on a Down/Offline store             | `remove-extra-{down,offline}-replica`: remove it     |
-//! | a learner that caught up (not pending)        | `promote-learner`: promote it                       |
+//! | a learner that caught up (not pending), on a store neither Down nor Offline | `promote-learner`: promote it |
 //! | a learner still catching up                   | nothing; wait                                       |
 //! | a voter on a Down/Offline store               | more voters than `max-replicas`: remove it;         |
 //! |                                               | else `replace-…-replica`: add learner on a target,  |
@@ -95,11 +95,10 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
         }
     }
     // A learner on a Down or Offline store left there (its rule off) is
-    // never promoted.
-    let on_live_store = |p: &&metapb::Peer| {
-        c.store_state(p.store_id)
-            .is_some_and(StoreState::takes_replicas)
-    };
+    // never promoted; one on a store that is only Disconnected (for
+    // instance after a PD restart) is waited for as before.
+    let on_live_store =
+        |p: &&metapb::Peer| (c.store_state(p.store_id)).is_some_and(|s| !s.loses_replicas());
     if let Some(p) = r.learners().find(on_live_store) {
         if r.is_pending(p.id) {
             return Ok(None);

@@ -808,6 +808,8 @@ mod tests {
             ];
             change(&c, &both).unwrap();
             change(&c, &[("replication.max-replicas", json!(5))]).unwrap();
+            // pd-ctl's string form of a switch.
+            change(&c, &[("enable-remove-down-replica", json!("false"))]).unwrap();
             // Refused: not kept either.
             assert!(change(&c, &[("max-replicas", json!(0))]).is_err());
         }
@@ -820,6 +822,7 @@ mod tests {
         assert_eq!(opts.location_labels, ["zone", "host"]);
         assert_eq!((opts.high_space_ratio, opts.low_space_ratio), (0.9, 0.95));
         assert_eq!(opts.max_replicas, 5);
+        assert!(!opts.repairs.remove_down && opts.repairs.make_up);
         assert_eq!(
             opts.leader_schedule_limit, 7,
             "the file's, never changed online"

@@ -19,8 +19,8 @@
 //! type); its tokens are then taken at once. Otherwise it is not made,
 //! and the region's next heartbeat plans again. Operators asked for by
 //! hand (`pd-ctl operator add`) are not held back, as upstream's urgent
-//! ones are not: each bucket that holds its cost gives it, the others
-//! give nothing. Scatters take no tokens at all (upstream's scatter adds
+//! ones are not, but they spend what the buckets hold (down to zero), so
+//! the checkers wait behind them. Scatters take no tokens at all (upstream's scatter adds
 //! "light-weight" learners).
 //!
 //! Rates are kept in the meta store: a default for every store, and the
@@ -269,13 +269,11 @@ impl Limits {
     }
 
     /// Takes `costs` from the buckets; a bucket that does not hold its
-    /// share gives nothing (so it never goes below zero).
+    /// share gives what it holds (it never goes below zero).
     pub fn take(&mut self, costs: &[(u64, LimitType, f64)], now: i64) {
         for (s, t, c) in costs {
             let b = self.tokens(*s, *t, now);
-            if b.tokens >= *c {
-                b.tokens -= c;
-            }
+            b.tokens = (b.tokens - c).max(0.0);
         }
     }
 }
@@ -321,14 +319,16 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_short_of_a_cost_gives_nothing() {
+    fn a_bucket_short_of_a_cost_gives_what_it_holds() {
         let mut l = Limits::default();
         let big = [(1, LimitType::AddPeer, 1000.0)];
         let small = [(1, LimitType::AddPeer, 200.0)];
         l.take(&small, 0);
         l.take(&big, 0);
-        // 800 left: the large cost was not taken.
-        assert!(l.allows(&[(1, LimitType::AddPeer, 800.0)], 0));
+        l.take(&big, 0);
+        // Empty, not in debt: full again after 4 s at 250 a second.
+        assert!(!l.allows(&[(1, LimitType::AddPeer, 1.0)], 0));
+        assert!(l.allows(&big, 4 * SEC));
     }
 
     #[test]

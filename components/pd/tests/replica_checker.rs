@@ -477,3 +477,19 @@ fn a_learner_left_on_a_down_store_is_not_promoted() {
     switch(&sim, "enable-remove-down-replica", true);
     assert_eq!(sim.run()[0], "remove store 3");
 }
+
+#[test]
+fn a_learner_on_a_store_only_disconnected_is_still_promoted() {
+    let mut o = opts(3);
+    o.max_store_down_time = Duration::from_secs(60);
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2], o);
+    assert_eq!(sim.step(), "add learner on store 3");
+    // Store 3 silent past the disconnect time, not yet Down; the repair's
+    // operator lost (as after a PD restart): the checker decides alone.
+    sim.silent.insert(3);
+    sim.advance(Duration::from_secs(25));
+    assert_eq!(sim.state_name(3), "Disconnected");
+    sim.cluster.cancel_operator(1);
+    assert!(sim.run().contains(&"promote on store 3".to_string()));
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+}
