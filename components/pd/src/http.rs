@@ -386,10 +386,14 @@ async fn set_store_state(
 /// operations a minute (Tombstone stores left out); see
 /// [`crate::store_limit`].
 async fn store_limits(State(s): State<Arc<HttpState>>) -> Json<Value> {
+    Json(store_limits_json(&s))
+}
+
+fn store_limits_json(s: &HttpState) -> Value {
     let limits = (s.pd.cluster.store_limits().into_iter())
         .map(|(id, rates)| (id.to_string(), json!(rates)))
         .collect();
-    Json(Value::Object(limits))
+    Value::Object(limits)
 }
 
 /// `POST /stores/limit` with `{"rate": R, "type": T}`, as `pd-ctl store
@@ -877,13 +881,21 @@ async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
         "peer-urls": s.config.peer_urls,
         "advertise-client-urls": s.config.advertise_client_urls,
         "initial-cluster": s.config.initial_cluster,
-        "schedule": opts.schedule_json(),
+        "schedule": schedule_json(&s),
         "replication": opts.replication_json(),
     }))
 }
 
 async fn schedule_config(State(s): State<Arc<HttpState>>) -> Json<Value> {
-    Json(s.pd.cluster.opts().schedule_json())
+    Json(schedule_json(&s))
+}
+
+/// The `schedule` settings as upstream shows them, each store's limits
+/// (`store-limit`) among them.
+fn schedule_json(s: &HttpState) -> Value {
+    let mut json = s.pd.cluster.opts().schedule_json();
+    json["store-limit"] = store_limits_json(s);
+    json
 }
 
 async fn replication_config(State(s): State<Arc<HttpState>>) -> Json<Value> {

@@ -1078,4 +1078,13 @@ async fn store_limits_are_shown_set_for_all_or_one_and_checked() {
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert_eq!(get(&all).await, shown, "refused changes change nothing");
+    // `pd-ctl config show` shows them too.
+    assert_eq!(
+        get(&format!("{api}/config")).await["schedule"]["store-limit"],
+        shown
+    );
+    assert_eq!(
+        get(&format!("{api}/config/schedule")).await["store-limit"],
+        shown
+    );
 }
