@@ -58,7 +58,7 @@ pub struct Cluster {
     /// Changed online by `POST /config`; read a copy with [`Cluster::opts`].
     opts: RwLock<ScheduleOptions>,
     /// The schedulers that run (upstream's names), see [`crate::schedule`].
-    pub(crate) schedulers: RwLock<Vec<&'static str>>,
+    pub(crate) schedulers: RwLock<Vec<crate::schedule::RunningScheduler>>,
     pub tso: Tso,
     pub(crate) clock: Arc<dyn Clock>,
     /// When this PD started (Unix nanoseconds, by `clock`).
@@ -169,7 +169,11 @@ impl Cluster {
             meta,
             cluster_id,
             opts: RwLock::new(opts),
-            schedulers: RwLock::new(crate::schedule::SCHEDULERS.to_vec()),
+            schedulers: RwLock::new(
+                (crate::schedule::SCHEDULERS.iter())
+                    .map(|s| crate::schedule::RunningScheduler::new(s))
+                    .collect(),
+            ),
             tso,
             clock,
             started,

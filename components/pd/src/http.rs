@@ -101,7 +101,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/pd/api/v1/config/replicate", get(replication_config))
         .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
-        .route("/pd/api/v1/schedulers/:name", delete(remove_scheduler))
+        .route(
+            "/pd/api/v1/schedulers/:name",
+            delete(remove_scheduler).post(pause_scheduler),
+        )
         .route("/pd/api/v1/operators", get(operators).post(add_operator))
         .route(
             "/pd/api/v1/operators/:region_id",
@@ -918,8 +921,58 @@ async fn update_config(State(s): State<Arc<HttpState>>, body: String) -> Respons
     }
 }
 
-async fn schedulers(State(s): State<Arc<HttpState>>) -> Json<Value> {
-    Json(json!(s.pd.cluster.schedulers()))
+/// `GET /schedulers`: the running schedulers' names; with
+/// `?status=paused` the paused ones (`pd-ctl scheduler show --status
+/// paused`), as objects with when they were paused and resume if
+/// `timestamp` is asked for; `?status=disabled` none (none is disabled).
+async fn schedulers(State(s): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> Json<Value> {
+    let pairs = query_pairs(query.as_deref());
+    let status = pairs.iter().find(|(k, _)| k == "status").map(|(_, v)| v);
+    let timestamps = pairs.iter().any(|(k, _)| k == "timestamp");
+    let cluster = &s.pd.cluster;
+    Json(match status.map(String::as_str) {
+        Some("paused") if timestamps => {
+            let at = |secs: i64| rfc3339(secs.saturating_mul(1_000_000_000));
+            (cluster.paused_schedulers().iter())
+                .map(|p| json!({"name": p.name, "paused_at": at(p.paused_at), "resume_at": at(p.resume_at)}))
+                .collect()
+        }
+        Some("paused") => json!(cluster
+            .paused_schedulers()
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()),
+        Some("disabled") => json!([]),
+        _ => json!(cluster.schedulers()),
+    })
+}
+
+/// `POST /schedulers/{name}` with `{"delay": seconds}`, as `pd-ctl
+/// scheduler pause <name> <seconds>` (`resume` sends 0); `all` is every
+/// running scheduler. Errors as upstream answers them (500 for an
+/// unknown scheduler).
+async fn pause_scheduler(
+    State(s): State<Arc<HttpState>>,
+    Path(name): Path<String>,
+    body: String,
+) -> Response {
+    let Ok(Value::Object(req)) = serde_json::from_str::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".into(),
+        );
+    };
+    let delay = match req.get("delay") {
+        None => return error(StatusCode::BAD_REQUEST, "missing pause time".into()),
+        Some(v) => match v.as_i64() {
+            Some(d) => d,
+            None => return error(StatusCode::BAD_REQUEST, format!("bad pause time {v}")),
+        },
+    };
+    match s.pd.cluster.pause_scheduler(&name, delay) {
+        Ok(()) => Json(json!("Pause or resume the scheduler successfully.")).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// `POST /schedulers` with `{"name": "balance-leader-scheduler"}`.

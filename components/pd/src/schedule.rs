@@ -59,6 +59,27 @@ pub const SCHEDULERS: [&str; 3] = [
     "balance-hot-region-scheduler",
 ];
 
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// A scheduler that runs, and the pause it is under (`pd-ctl scheduler
+/// pause`; Unix seconds, both 0 when it never was paused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningScheduler {
+    pub name: &'static str,
+    pub paused_at: i64,
+    pub resume_at: i64,
+}
+
+impl RunningScheduler {
+    pub fn new(name: &'static str) -> RunningScheduler {
+        RunningScheduler {
+            name,
+            paused_at: 0,
+            resume_at: 0,
+        }
+    }
+}
+
 /// A scheduler request PD refuses, with upstream's messages.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SchedulerError {
@@ -412,9 +433,55 @@ impl Cluster {
         }
     }
 
-    /// The schedulers that run, by upstream's names.
+    /// The schedulers that run (paused or not), by upstream's names.
     pub fn schedulers(&self) -> Vec<&'static str> {
-        self.schedulers.read().clone()
+        self.schedulers.read().iter().map(|s| s.name).collect()
+    }
+
+    /// The schedulers that run and are not paused at `now` (Unix nanos).
+    fn active_schedulers(&self, now: i64) -> Vec<&'static str> {
+        let now = now.div_euclid(NANOS_PER_SEC);
+        (self.schedulers.read().iter())
+            .filter(|s| s.resume_at <= now)
+            .map(|s| s.name)
+            .collect()
+    }
+
+    /// Pauses a running scheduler (or with `all`, every one) for `delay`
+    /// seconds, or resumes it with a delay of 0 or less, as `pd-ctl
+    /// scheduler pause` / `resume` do. Pauses live in memory, as
+    /// upstream's.
+    pub fn pause_scheduler(&self, name: &str, delay: i64) -> Result<(), SchedulerError> {
+        let now = self.clock.now_nanos().div_euclid(NANOS_PER_SEC);
+        let (at, until) = if delay > 0 {
+            (now, now.saturating_add(delay))
+        } else {
+            (0, 0)
+        };
+        let mut running = self.schedulers.write();
+        let mut found = false;
+        for s in running
+            .iter_mut()
+            .filter(|s| name == "all" || s.name == name)
+        {
+            (s.paused_at, s.resume_at) = (at, until);
+            found = true;
+        }
+        if !found && name != "all" {
+            return Err(SchedulerError::NotFound);
+        }
+        info!(scheduler = name, delay, "scheduler paused or resumed");
+        Ok(())
+    }
+
+    /// The schedulers paused now, with when they were paused and when they
+    /// resume (Unix seconds).
+    pub fn paused_schedulers(&self) -> Vec<RunningScheduler> {
+        let now = self.clock.now_nanos().div_euclid(NANOS_PER_SEC);
+        (self.schedulers.read().iter())
+            .filter(|s| s.resume_at > now)
+            .copied()
+            .collect()
     }
 
     /// Starts a scheduler by name, as `POST /schedulers` does.
@@ -424,10 +491,10 @@ impl Cluster {
             .find(|s| **s == name)
             .ok_or(SchedulerError::NotFound)?;
         let mut running = self.schedulers.write();
-        if running.contains(known) {
+        if running.iter().any(|s| s.name == *known) {
             return Err(SchedulerError::Existed);
         }
-        running.push(known);
+        running.push(RunningScheduler::new(known));
         info!(scheduler = name, "scheduler added");
         Ok(())
     }
@@ -436,7 +503,7 @@ impl Cluster {
     pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
         let mut running = self.schedulers.write();
         let before = running.len();
-        running.retain(|s| *s != name);
+        running.retain(|s| s.name != name);
         if running.len() == before {
             return Err(SchedulerError::NotFound);
         }
@@ -924,7 +991,7 @@ impl<'a> View<'a> {
                 .values()
                 .map(|op| (op.region_id, op.plan.kind))
                 .collect(),
-            schedulers: cluster.schedulers(),
+            schedulers: cluster.active_schedulers(now),
             exhausted,
         }
     }

@@ -184,6 +184,33 @@ fn removed_schedulers_move_nothing_until_added_back() {
 }
 
 #[test]
+fn a_paused_scheduler_moves_nothing_until_its_pause_ends_or_it_is_resumed() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 12, |_| vec![1, 2, 3], no_merges());
+    // Rounds are 10 s: paused for two rounds.
+    let cluster = fleet.cluster.clone();
+    cluster
+        .pause_scheduler("balance-leader-scheduler", 20)
+        .unwrap();
+    assert_eq!(fleet.round(), 0);
+    assert_eq!(fleet.round(), 0);
+    assert_eq!(fleet.counts()[&1].1, 12, "every leader still on store 1");
+    assert!(fleet.round() > 0, "the pause is over");
+
+    // Paused for good (an hour), then resumed by hand.
+    cluster.pause_scheduler("all", 3600).unwrap();
+    let led = fleet.counts()[&1].1;
+    fleet.settle(5, |_| {});
+    assert_eq!(fleet.counts()[&1].1, led);
+    cluster.pause_scheduler("all", 0).unwrap();
+    fleet.settle(50, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.1), [4, 4, 4]);
+    assert_eq!(
+        cluster.pause_scheduler("no-such-scheduler", 5),
+        Err(tikal_pd::schedule::SchedulerError::NotFound)
+    );
+}
+
+#[test]
 fn region_replicas_even_out_by_size_not_only_by_count() {
     // Regions i on 3 of 4 stores, in turn: 9 replicas per store. The ones
     // not on store 4 are 100 MiB, the rest 1 MiB: counts are even, sizes

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{opts, Sim};
 use hyper::{Body, Method, Request, StatusCode};
 use serde_json::{json, Value};
+use tikal_pd::clock::Clock;
 use tikal_pd::config::PdConfig;
 use tikal_pd::http::{router, HttpState};
 use tikal_pd::service::PdService;
@@ -190,6 +191,16 @@ async fn config_shows_replication_and_schedule_settings() {
     assert_eq!(config["schedule"]["operator-timeout"], "10s");
 }
 
+/// How many items the JSON array at `url` holds.
+async fn array_len(url: &str) -> usize {
+    get(url).await.as_array().map_or(0, Vec::len)
+}
+
+/// The status of a POST of `body` to `url`.
+async fn post_code(url: &str, body: Value) -> StatusCode {
+    send(Method::POST, url, body).await.0
+}
+
 async fn send(method: Method, url: &str, body: Value) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
@@ -312,14 +323,7 @@ async fn schedulers_are_listed_added_and_removed() {
         StatusCode::BAD_REQUEST
     );
     assert_eq!(add("no-such-scheduler").await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        get(&format!("{api}/schedulers"))
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(array_len(&format!("{api}/schedulers")).await, 3);
 }
 
 #[tokio::test]
@@ -385,14 +389,7 @@ async fn a_running_operator_is_cancelled_by_request() {
     let mut sim = Sim::new(&[1, 2], &[1], opts(3));
     assert_eq!(sim.step(), "add learner on store 2");
     let api = serve(&sim);
-    assert_eq!(
-        get(&format!("{api}/operators"))
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(array_len(&format!("{api}/operators")).await, 1);
 
     let (code, body) = call(Method::DELETE, &format!("{api}/operators/1")).await;
     assert_eq!(
@@ -1026,13 +1023,10 @@ async fn store_limits_are_shown_set_for_all_or_one_and_checked() {
     assert_eq!(shown["1"], rates(30.0, 15.0));
     assert_eq!(shown["2"], rates(5.0, 5.0));
     // A rate for all stores covers the one set apart too.
-    let (code, _) = send(
-        Method::POST,
-        &all,
-        json!({"rate": 60, "type": "remove-peer"}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        post_code(&all, json!({"rate": 60, "type": "remove-peer"})).await,
+        StatusCode::OK
+    );
     let shown = get(&all).await;
     assert_eq!(shown["2"], rates(5.0, 60.0));
     assert_eq!(shown["3"], rates(30.0, 60.0));
@@ -1063,20 +1057,14 @@ async fn store_limits_are_shown_set_for_all_or_one_and_checked() {
             );
         }
     }
-    let (code, _) = send(
-        Method::POST,
-        &all,
-        json!({"rate": 5, "labels": {"zone": "z1"}}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
-    let (code, _) = send(
-        Method::POST,
-        &format!("{api}/store/42/limit"),
-        json!({"rate": 5}),
-    )
-    .await;
-    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        post_code(&all, json!({"rate": 5, "labels": {"zone": "z1"}})).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post_code(&format!("{api}/store/42/limit"), json!({"rate": 5})).await,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(get(&all).await, shown, "refused changes change nothing");
     // `pd-ctl config show` shows them too.
     assert_eq!(
@@ -1086,5 +1074,69 @@ async fn store_limits_are_shown_set_for_all_or_one_and_checked() {
     assert_eq!(
         get(&format!("{api}/config/schedule")).await["store-limit"],
         shown
+    );
+}
+
+#[tokio::test]
+async fn schedulers_are_paused_listed_as_paused_and_resumed() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let leader = format!("{api}/schedulers/balance-leader-scheduler");
+    let (code, body) = send(Method::POST, &leader, json!({"delay": 60})).await;
+    assert_eq!(
+        (code, body),
+        (
+            StatusCode::OK,
+            json!("Pause or resume the scheduler successfully.")
+        )
+    );
+    let paused = format!("{api}/schedulers?status=paused");
+    assert_eq!(get(&paused).await, json!(["balance-leader-scheduler"]));
+    assert_eq!(
+        array_len(&format!("{api}/schedulers")).await,
+        3,
+        "a paused scheduler still runs"
+    );
+    let now = sim.clock.now_nanos() / 1_000_000_000 * 1_000_000_000;
+    let at = |nanos: i64| tikal_pd::format::rfc3339(nanos);
+    assert_eq!(
+        get(&format!("{paused}&timestamp=true")).await,
+        json!([{
+            "name": "balance-leader-scheduler",
+            "paused_at": at(now),
+            "resume_at": at(now + 60_000_000_000),
+        }])
+    );
+    assert_eq!(
+        get(&format!("{api}/schedulers?status=disabled")).await,
+        json!([])
+    );
+    sim.advance(Duration::from_secs(61));
+    assert_eq!(get(&paused).await, json!([]));
+
+    let all = format!("{api}/schedulers/all");
+    assert_eq!(
+        send(Method::POST, &all, json!({"delay": 30})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(array_len(&paused).await, 3);
+    assert_eq!(
+        send(Method::POST, &all, json!({"delay": 0})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(get(&paused).await, json!([]));
+
+    let (code, body) = send(Method::POST, &leader, json!({"wait": 5})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::BAD_REQUEST, json!("missing pause time"))
+    );
+    assert_eq!(
+        post_code(&leader, json!({"delay": "soon"})).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post_code(&format!("{api}/schedulers/nope"), json!({"delay": 5})).await,
+        StatusCode::INTERNAL_SERVER_ERROR
     );
 }
