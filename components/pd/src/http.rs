@@ -11,7 +11,9 @@
 //! | GET `/regions`, `/region/id/{id}`, `/region/key/{key}` | regions, peers by role |
 //! | GET/POST `/config`, `/config/schedule` | settings; POST changes them online  |
 //! | GET `/config/replicate`        | the replication settings                    |
-//! | GET/POST `/schedulers`, DELETE `/schedulers/{name}` | running schedulers     |
+//! | GET/POST `/schedulers` (`?status=paused`), DELETE `/schedulers/{name}` | running schedulers |
+//! | POST `/schedulers/{name}` (`{"delay"}`) | pause or resume one (or `all`)     |
+//! | GET/POST `/stores/limit`, POST `/store/{id}/limit` | store limits          |
 //! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
 //! | GET `/operators/{region_id}`   | one region's operator and its status        |
 //! | `/pd/api/v2/keyspaces/...`     | keyspaces, see [`crate::keyspace_http`]      |

@@ -196,18 +196,30 @@ fn a_paused_scheduler_moves_nothing_until_its_pause_ends_or_it_is_resumed() {
     assert_eq!(fleet.counts()[&1].1, 12, "every leader still on store 1");
     assert!(fleet.round() > 0, "the pause is over");
 
-    // Paused for good (an hour), then resumed by hand.
+    // Everything paused for an hour: a new store gets nothing and no
+    // leader moves, round after round.
     cluster.pause_scheduler("all", 3600).unwrap();
-    let led = fleet.counts()[&1].1;
-    fleet.settle(5, |_| {});
-    assert_eq!(fleet.counts()[&1].1, led);
-    cluster.pause_scheduler("all", 0).unwrap();
-    fleet.settle(50, |_| {});
-    assert_eq!(spread(&fleet.counts(), |c| c.1), [4, 4, 4]);
+    fleet.add_store(4);
+    let before = fleet.counts();
+    for _ in 0..3 {
+        assert_eq!(fleet.round(), 0);
+    }
+    assert_eq!(fleet.counts(), before);
+    // Resumed by hand (a delay of 0 or less): balancing goes on.
+    cluster.pause_scheduler("all", -1).unwrap();
+    fleet.settle(200, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.0), [9, 9, 9, 9]);
+
+    // A scheduler removed and added again comes back unpaused.
+    let name = "balance-region-scheduler";
+    cluster.pause_scheduler(name, 3600).unwrap();
+    cluster.remove_scheduler(name).unwrap();
     assert_eq!(
-        cluster.pause_scheduler("no-such-scheduler", 5),
+        cluster.pause_scheduler(name, 5),
         Err(tikal_pd::schedule::SchedulerError::NotFound)
     );
+    cluster.add_scheduler(name).unwrap();
+    assert!(cluster.paused_schedulers().is_empty());
 }
 
 #[test]

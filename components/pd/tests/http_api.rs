@@ -193,7 +193,11 @@ async fn config_shows_replication_and_schedule_settings() {
 
 /// How many items the JSON array at `url` holds.
 async fn array_len(url: &str) -> usize {
-    get(url).await.as_array().map_or(0, Vec::len)
+    let answer = get(url).await;
+    answer
+        .as_array()
+        .unwrap_or_else(|| panic!("{url}: {answer}"))
+        .len()
 }
 
 /// The status of a POST of `body` to `url`.
@@ -1111,7 +1115,9 @@ async fn schedulers_are_paused_listed_as_paused_and_resumed() {
         get(&format!("{api}/schedulers?status=disabled")).await,
         json!([])
     );
-    sim.advance(Duration::from_secs(61));
+    sim.advance(Duration::from_secs(59));
+    assert_eq!(array_len(&paused).await, 1, "a second to go");
+    sim.advance(Duration::from_secs(1));
     assert_eq!(get(&paused).await, json!([]));
 
     let all = format!("{api}/schedulers/all");
@@ -1135,8 +1141,13 @@ async fn schedulers_are_paused_listed_as_paused_and_resumed() {
         post_code(&leader, json!({"delay": "soon"})).await,
         StatusCode::BAD_REQUEST
     );
+    let nope = format!("{api}/schedulers/nope");
+    let (code, body) = send(Method::POST, &nope, json!({"delay": 5})).await;
     assert_eq!(
-        post_code(&format!("{api}/schedulers/nope"), json!({"delay": 5})).await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        (code, body),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!("[PD:scheduler:ErrSchedulerNotFound]scheduler not found")
+        )
     );
 }
