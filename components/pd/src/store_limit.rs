@@ -207,6 +207,15 @@ struct Bucket {
     at: i64,
 }
 
+impl Bucket {
+    /// The tokens it holds at `now`, filling at `rate` a minute.
+    fn level(&self, rate: f64, now: i64) -> f64 {
+        let (fill, capacity) = shape(rate);
+        let gained = elapsed(self.at, now).as_secs_f64() * fill;
+        (self.tokens + gained).min(capacity)
+    }
+}
+
 /// Token rate (per second) and capacity of a bucket at `rate` a minute.
 fn shape(rate: f64) -> (f64, f64) {
     let per_sec = rate.min(UNLIMITED) / 60.0;
@@ -239,15 +248,14 @@ impl Limits {
 
     /// The tokens in a bucket now.
     fn tokens(&mut self, store_id: u64, t: LimitType, now: i64) -> &mut Bucket {
-        let (fill, capacity) = shape(self.settings.rates(store_id).get(t));
+        let rate = self.settings.rates(store_id).get(t);
         let b = self.buckets.entry((store_id, t)).or_insert(Bucket {
-            tokens: capacity,
+            tokens: shape(rate).1,
             at: now,
         });
         // A clock stepped back restarts the count from its new "now",
         // rather than freezing the bucket until the old one comes again.
-        let gained = elapsed(b.at, now).as_secs_f64() * fill;
-        b.tokens = (b.tokens + gained).min(capacity);
+        b.tokens = b.level(rate, now);
         b.at = now;
         b
     }
@@ -255,12 +263,8 @@ impl Limits {
     /// Whether the bucket holds a large region's cost now (it is not
     /// changed: a view of it).
     pub fn could_pay_large(&self, store_id: u64, t: LimitType, now: i64) -> bool {
-        let Some(b) = self.buckets.get(&(store_id, t)) else {
-            return true;
-        };
-        let (fill, capacity) = shape(self.settings.rates(store_id).get(t));
-        let gained = elapsed(b.at, now).as_secs_f64() * fill;
-        (b.tokens + gained).min(capacity) >= REGION_COST
+        let rate = self.settings.rates(store_id).get(t);
+        (self.buckets.get(&(store_id, t))).is_none_or(|b| b.level(rate, now) >= REGION_COST)
     }
 
     /// Whether every bucket holds its share of `costs` now.

@@ -21,7 +21,19 @@ const MIB: u64 = 1 << 20;
 /// `n` regions of `size_mib` on stores 1 and 2, store 3 empty, no
 /// schedulers: only the replica checker (or a request) moves anything.
 fn fleet(n: usize, size_mib: u64, opts: ScheduleOptions) -> Fleet {
-    let mut fleet = Fleet::new(&[1, 2, 3], n, |_| vec![1, 2], opts);
+    fleet_on(&[1, 2, 3], n, |_| vec![1, 2], size_mib, opts)
+}
+
+/// `n` regions of `size_mib` over `stores`, placed by `placement` (see
+/// `Fleet::new`), with no scheduler running.
+fn fleet_on(
+    stores: &[u64],
+    n: usize,
+    placement: impl Fn(usize) -> Vec<u64>,
+    size_mib: u64,
+    opts: ScheduleOptions,
+) -> Fleet {
+    let mut fleet = Fleet::new(stores, n, placement, opts);
     for s in SCHEDULERS {
         fleet.cluster.remove_scheduler(s).unwrap();
     }
@@ -67,13 +79,7 @@ fn a_limit_set_for_one_store_leaves_the_others_alone() {
     // Even regions can take a fourth replica only on store 3, odd ones
     // only on store 4.
     let placement = |i: usize| [vec![1, 2, 4], vec![1, 2, 3]][i % 2].clone();
-    let mut fleet = Fleet::new(&[1, 2, 3, 4], 4, placement, opts(4));
-    for s in SCHEDULERS {
-        fleet.cluster.remove_scheduler(s).unwrap();
-    }
-    for r in fleet.regions.values_mut() {
-        r.size = 64 * MIB;
-    }
+    let mut fleet = fleet_on(&[1, 2, 3, 4], 4, placement, 64, opts(4));
     for s in [1, 2, 3, 4] {
         fleet
             .cluster
@@ -163,13 +169,7 @@ fn a_down_stores_replicas_are_replaced_at_the_small_region_cost() {
     // region's replica there is replaced on store 4 (add-peer, 1000 each
     // against store 4's bucket) and removed from store 3 (remove-peer,
     // 200 each against store 3's, a Down store's removal cost).
-    let mut fleet = Fleet::new(&[1, 2, 3, 4], 3, |_| vec![1, 2, 3], opts(3));
-    for s in SCHEDULERS {
-        fleet.cluster.remove_scheduler(s).unwrap();
-    }
-    for r in fleet.regions.values_mut() {
-        r.size = 64 * MIB;
-    }
+    let mut fleet = fleet_on(&[1, 2, 3, 4], 3, |_| vec![1, 2, 3], 64, opts(3));
     fleet.round();
     (fleet.cluster)
         .set_store_limit(4, &[LimitType::AddPeer], 6000.0)
@@ -247,13 +247,7 @@ fn balance_region_moves_to_a_store_whose_limit_can_pay() {
     // large learner a minute. Once its bucket is spent, balance-region
     // moves replicas to store 5 instead of asking for store 4 in vain.
     let placement = |i: usize| if i < 6 { vec![1, 2, 3] } else { vec![5, 1, 2] };
-    let mut fleet = Fleet::new(&[1, 2, 3, 4, 5], 7, placement, opts(3));
-    for s in SCHEDULERS {
-        fleet.cluster.remove_scheduler(s).unwrap();
-    }
-    for r in fleet.regions.values_mut() {
-        r.size = 64 * MIB;
-    }
+    let mut fleet = fleet_on(&[1, 2, 3, 4, 5], 7, placement, 64, opts(3));
     // PD hears of every region before it balances.
     fleet.round();
     (fleet.cluster)
