@@ -36,7 +36,10 @@
 //!
 //! A store whose store limit could not pay for a large region's move now
 //! (see [`crate::store_limit`]) is neither a source nor a target, as
-//! upstream's store filters leave it out: the move goes elsewhere.
+//! upstream's store filters leave it out: the move goes elsewhere. So is
+//! a store sending or receiving more than `max-snapshot-count` snapshots;
+//! and a store with more than `max-pending-peer-count` pending peers is no
+//! target.
 //!
 //! A store low on space is the exception: it takes no replicas, and sheds
 //! them to stores with room until it is no longer low. With location
@@ -101,7 +104,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         let mut s: Vec<u64> = (r.region.peers.iter())
             .map(|p| p.store_id)
             .filter(|s| v.is_up(*s) && (!short_of_room || !v.has_room(*s)))
-            .filter(|s| v.within_limit(*s, LimitType::RemovePeer))
+            .filter(|s| v.within_limit(*s, LimitType::RemovePeer) && !v.too_many_snapshots(*s))
             .collect();
         s.sort_by(by_score(|s| -v.region_score(s, -size)));
         s
@@ -127,7 +130,7 @@ pub(crate) fn region(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             .up_stores()
             .into_iter()
             .filter(|s| r.peer_on(*s).is_none() && v.has_room_to_balance(*s))
-            .filter(|s| v.within_limit(*s, LimitType::AddPeer))
+            .filter(|s| v.within_limit(*s, LimitType::AddPeer) && v.takes_replica_now(*s))
             .filter(|s| v.distinct_score(&others, *s) >= safe && v.isolated(&others, *s))
             .min_by(by_score(|s| v.region_score(s, size)))?;
         let worth = short_of_room || v.region_score(from, -size) >= v.region_score(to, size);

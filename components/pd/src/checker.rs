@@ -58,6 +58,11 @@ pub trait ClusterView {
     fn leader_load(&self, store_id: u64, delta: i64) -> f64;
     /// Whether the store has room for a new replica (is not low on space).
     fn has_room(&self, store_id: u64) -> bool;
+    /// Whether the store may take a new replica now: it is not sending or
+    /// receiving too many snapshots, nor holding too many pending peers
+    /// (`[schedule] max-snapshot-count`, `max-pending-peer-count`). A
+    /// passing state: a region whose best target is held back waits.
+    fn takes_replica_now(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
     fn alloc_id(&self) -> PdResult<u64>;
     /// How far `other` is from the stores `others` by location labels (see
@@ -203,20 +208,20 @@ fn status(s: StoreState) -> &'static str {
 /// The Up store with room holding no peer of `r`, allowed beside the
 /// stores `staying` by the isolation level, that is farthest from them
 /// (the highest distinct score), then with the lowest region load once it
-/// has this one (ties: lowest id).
+/// has this one (ties: lowest id). Of the farthest stores only those that
+/// take a replica now (see [`ClusterView::takes_replica_now`]) count, as
+/// upstream picks: if none does, `None`, and the region waits rather than
+/// settle for a nearer store.
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
-    c.store_ids()
-        .into_iter()
+    let fit: Vec<u64> = (c.store_ids().into_iter())
         .filter(|id| r.peer_on(*id).is_none())
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
         .filter(|id| c.has_room(*id) && c.isolated(staying, *id))
-        .min_by_key(|id| {
-            (
-                Reverse(c.distinct_score(staying, *id)),
-                Load(c.region_load(*id, 1)),
-                *id,
-            )
-        })
+        .collect();
+    let farthest = fit.iter().map(|id| c.distinct_score(staying, *id)).max()?;
+    fit.into_iter()
+        .filter(|id| c.distinct_score(staying, *id) == farthest && c.takes_replica_now(*id))
+        .min_by_key(|id| (Load(c.region_load(*id, 1)), *id))
 }
 
 /// The stores of `r`'s peers, but `leaving`.

@@ -52,6 +52,14 @@ pub struct ScheduleSection {
     /// (1 − this) of its capacity available (upstream's key and default,
     /// 0.7); below `low-space-ratio`.
     pub high_space_ratio: f64,
+    /// A store sending or receiving more snapshots than this takes no new
+    /// replica, and one sending more gives none up to balance-region
+    /// (upstream's key and default, 64).
+    pub max_snapshot_count: u64,
+    /// A store with more regions than this whose peer there is pending
+    /// (behind the leader's log) takes no new replica; 0 turns the check
+    /// off (upstream's key and default, 64).
+    pub max_pending_peer_count: u64,
     /// The replica checker's rules, each on unless switched off
     /// (upstream's keys): replace (or remove) replicas on Down stores, on
     /// Offline stores; add replicas up to `max-replicas`; remove those
@@ -110,6 +118,8 @@ impl Default for ScheduleSection {
             split_merge_interval: "1h".into(),
             low_space_ratio: 0.8,
             high_space_ratio: 0.7,
+            max_snapshot_count: 64,
+            max_pending_peer_count: 64,
             enable_remove_down_replica: true,
             enable_replace_offline_replica: true,
             enable_make_up_replica: true,
@@ -209,6 +219,8 @@ impl PdConfig {
             hot_region_schedule_limit: sc.hot_region_schedule_limit,
             max_merge_region_size: sc.max_merge_region_size,
             max_merge_region_keys: sc.max_merge_region_keys,
+            max_snapshot_count: sc.max_snapshot_count,
+            max_pending_peer_count: sc.max_pending_peer_count,
             repairs: Repairs {
                 remove_down: sc.enable_remove_down_replica,
                 replace_offline: sc.enable_replace_offline_replica,
@@ -279,6 +291,11 @@ pub struct ScheduleOptions {
     /// In (0, 1) and below `low_space_ratio`: the room balance-region's
     /// targets must have.
     pub high_space_ratio: f64,
+    /// See [`ScheduleSection::max_snapshot_count`] and
+    /// [`crate::checker::ClusterView::takes_replica_now`].
+    pub max_snapshot_count: u64,
+    /// 0: no limit.
+    pub max_pending_peer_count: u64,
     /// Which of the replica checker's rules run.
     pub repairs: Repairs,
 }
@@ -344,6 +361,8 @@ impl Default for ScheduleOptions {
             split_merge_interval: Duration::from_secs(3600),
             low_space_ratio: 0.8,
             high_space_ratio: 0.7,
+            max_snapshot_count: 64,
+            max_pending_peer_count: 64,
             repairs: Repairs::default(),
         }
     }
@@ -400,6 +419,8 @@ impl ScheduleOptions {
             "hot-region-schedule-limit" => self.hot_region_schedule_limit = number()?,
             "max-merge-region-size" => self.max_merge_region_size = number()?,
             "max-merge-region-keys" => self.max_merge_region_keys = number()?,
+            "max-snapshot-count" => self.max_snapshot_count = number()?,
+            "max-pending-peer-count" => self.max_pending_peer_count = number()?,
             "low-space-ratio" | "high-space-ratio" => {
                 let r = value
                     .as_f64()
@@ -482,6 +503,8 @@ impl ScheduleOptions {
             "split-merge-interval": go_duration(self.split_merge_interval),
             "low-space-ratio": self.low_space_ratio,
             "high-space-ratio": self.high_space_ratio,
+            "max-snapshot-count": self.max_snapshot_count,
+            "max-pending-peer-count": self.max_pending_peer_count,
             "leader-schedule-policy": "count",
         });
         let mut repairs = self.repairs;
@@ -549,6 +572,7 @@ mod tests {
             max-merge-region-keys = 10
             split-merge-interval = "0s"
             enable-remove-down-replica = false
+            max-pending-peer-count = 0
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -580,6 +604,24 @@ mod tests {
         assert_eq!(opts.repairs, off);
         assert_eq!(opts.schedule_json()["enable-remove-down-replica"], false);
         assert_eq!(opts.schedule_json()["enable-make-up-replica"], true);
+        assert_eq!(opts.max_pending_peer_count, 0, "0 turns the check off");
+        assert_eq!(opts.max_snapshot_count, 64, "upstream default");
+        assert_eq!(opts.schedule_json()["max-snapshot-count"], 64);
+        let mut online = opts.clone();
+        online
+            .set("schedule.max-snapshot-count", &serde_json::json!(3))
+            .unwrap();
+        online
+            .set("max-pending-peer-count", &serde_json::json!("16"))
+            .unwrap();
+        assert_eq!(
+            (online.max_snapshot_count, online.max_pending_peer_count),
+            (3, 16)
+        );
+        assert!(online
+            .set("max-snapshot-count", &serde_json::json!(-1))
+            .is_err());
+        assert_eq!(online.max_snapshot_count, 3, "unchanged");
 
         for bad in [
             "[replication]\nmax-replicas = 0",

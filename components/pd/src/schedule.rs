@@ -1084,6 +1084,24 @@ impl<'a> View<'a> {
         !(self.space.get(&store_id)).is_some_and(|s| s.is_low_space(ratio, regions))
     }
 
+    /// Whether the store is sending or receiving more snapshots than
+    /// `max-snapshot-count`, as its last heartbeat said (upstream's
+    /// store filter: such a store neither takes nor gives up replicas).
+    pub fn too_many_snapshots(&self, store_id: u64) -> bool {
+        let max = self.opts.max_snapshot_count;
+        self.space.get(&store_id).is_some_and(|s| {
+            u64::from(s.stats.sending_snap_count) > max
+                || u64::from(s.stats.receiving_snap_count) > max
+        })
+    }
+
+    /// Whether more of the store's regions have a pending peer there than
+    /// `max-pending-peer-count` (never, with 0).
+    fn too_many_pending_peers(&self, store_id: u64) -> bool {
+        let max = self.opts.max_pending_peer_count;
+        max > 0 && self.load(store_id).pending_peer_count as u64 > max
+    }
+
     /// Whether balance-region may move a replica onto the store: it has
     /// room below `high-space-ratio` (which is below `low-space-ratio`),
     /// so a store that shed replicas for lack of room does not take them
@@ -1133,6 +1151,10 @@ impl ClusterView for View<'_> {
 
     fn has_room(&self, store_id: u64) -> bool {
         self.room_at(store_id, self.opts.low_space_ratio)
+    }
+
+    fn takes_replica_now(&self, store_id: u64) -> bool {
+        !self.too_many_snapshots(store_id) && !self.too_many_pending_peers(store_id)
     }
 
     fn alloc_id(&self) -> PdResult<u64> {

@@ -351,3 +351,33 @@ fn balance_never_moves_a_replica_nearer_the_others() {
     assert_eq!(regions[0] + regions[3], 48, "{regions:?}");
     assert!((23..=25).contains(&regions[3]), "{regions:?}");
 }
+
+#[test]
+fn a_store_busy_with_snapshots_neither_takes_nor_gives_up_replicas() {
+    let mut opts = no_merges();
+    opts.max_snapshot_count = 2;
+    let mut fleet = Fleet::new(&[1, 2, 3], 48, three_stores, opts);
+    // The new store receives three snapshots (over two): it takes nothing.
+    fleet.snapshots.insert(4, (0, 3));
+    fleet.add_store(4);
+    fleet.settle(30, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(counts.get(&4).map_or(0, |c| c.0), 0, "{counts:?}");
+
+    // Done receiving, but store 1 sends three: the new store's share
+    // comes from stores 2 and 3 only.
+    fleet.snapshots.insert(4, (0, 2));
+    fleet.snapshots.insert(1, (3, 0));
+    fleet.store_heartbeats();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(counts[&1].0, 48, "{counts:?}");
+    assert!(counts[&4].0 >= 12, "{counts:?}");
+
+    // Store 1 idle again: every store ends with its share.
+    fleet.snapshots.clear();
+    fleet.store_heartbeats();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{opts, peer, Sim, QUIET};
+use common::{opts, peer, ScheduleOptions, Sim, QUIET};
 use tikal_pd::operator::OpStatus;
 use tikal_pd::schedule::StoreError;
 use tikal_proto::{metapb, pdpb};
@@ -476,6 +476,112 @@ fn a_learner_left_on_a_down_store_is_not_promoted() {
     // With the rule on again, the learner is removed.
     switch(&sim, "enable-remove-down-replica", true);
     assert_eq!(sim.run()[0], "remove store 3");
+}
+
+/// Region 1 ends at "m"; after it, for each of `peers` in turn, a region
+/// with a voter on store 1 (its leader) and one on that store, pending
+/// there if said so.
+fn other_regions(sim: &mut Sim, peers: &[(u64, bool)]) {
+    sim.region.end_key = b"m".to_vec();
+    for (i, (store, pending)) in peers.iter().enumerate() {
+        let id = 10 + i as u64;
+        let on = |store_id: u64, n: u64| metapb::Peer {
+            id: id * 100 + n,
+            store_id,
+            ..Default::default()
+        };
+        let region = metapb::Region {
+            id,
+            start_key: format!("m{i:02}").into_bytes(),
+            end_key: format!("m{i:02}z").into_bytes(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 2,
+                version: 1,
+            }),
+            peers: vec![on(1, 1), on(*store, 2)],
+            ..Default::default()
+        };
+        let req = pdpb::RegionHeartbeatRequest {
+            leader: Some(on(1, 1)),
+            pending_peers: if *pending {
+                vec![on(*store, 2)]
+            } else {
+                vec![]
+            },
+            region: Some(region),
+            approximate_size: 1 << 20,
+            ..Default::default()
+        };
+        sim.cluster.region_heartbeat(&req).unwrap();
+    }
+}
+
+#[test]
+fn a_store_busy_with_snapshots_takes_no_new_replica_until_it_is_not() {
+    let mut o = opts(3);
+    o.max_snapshot_count = 2;
+    let mut sim = Sim::new(&[1, 2, 3], &[1], o);
+    // Store 2 receives three snapshots and store 3 sends three: both over.
+    sim.snapshots.insert(2, (0, 3));
+    sim.snapshots.insert(3, (3, 0));
+    sim.store_heartbeats();
+    assert_eq!(sim.run(), [QUIET]);
+    // Two is at the limit, not over it.
+    sim.snapshots.insert(3, (2, 0));
+    sim.store_heartbeats();
+    assert_eq!(
+        sim.run(),
+        ["add learner on store 3", QUIET, "promote on store 3", QUIET]
+    );
+    // The limit raised online, store 2 takes the third replica.
+    let change = [("max-snapshot-count".to_string(), serde_json::json!(3))];
+    (sim.cluster)
+        .update_opts(change.iter().map(|(k, v)| (k, v)))
+        .unwrap();
+    assert_eq!(sim.step(), "add learner on store 2");
+}
+
+#[test]
+fn a_store_with_too_many_pending_peers_takes_no_new_replica() {
+    // Store 2 holds two regions, both pending there; store 3 holds three,
+    // none pending. By region count store 2 takes the new replica.
+    let first_add = |max_pending_peer_count: u64| {
+        let o = ScheduleOptions {
+            max_pending_peer_count,
+            ..opts(2)
+        };
+        let mut sim = Sim::new(&[1, 2, 3], &[1], o);
+        other_regions(
+            &mut sim,
+            &[(2, true), (2, true), (3, false), (3, false), (3, false)],
+        );
+        sim.step()
+    };
+    assert_eq!(
+        first_add(1),
+        "add learner on store 3",
+        "two pending, over one"
+    );
+    assert_eq!(first_add(2), "add learner on store 2", "at the limit");
+    assert_eq!(first_add(0), "add learner on store 2", "0: no limit");
+}
+
+#[test]
+fn with_location_labels_a_region_waits_for_a_farther_store_rather_than_take_a_nearer_one() {
+    let mut o = common::with_location_labels(opts(2), &["host"]);
+    o.max_snapshot_count = 2;
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1], o);
+    on_hosts(&sim);
+    // Every store on another host than store 1's receives three snapshots.
+    for s in 3..=6 {
+        sim.snapshots.insert(s, (0, 3));
+    }
+    sim.store_heartbeats();
+    // Store 2 is free but shares store 1's host: the region waits.
+    assert_eq!(sim.run(), [QUIET]);
+    sim.snapshots.remove(&6);
+    sim.store_heartbeats();
+    assert_eq!(sim.step(), "add learner on store 6");
 }
 
 #[test]

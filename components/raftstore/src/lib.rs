@@ -59,7 +59,9 @@ pub use meta::{
 pub use peer::{CommandBatch, ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
 pub use read_progress::{ReadProgress, ReadState};
 pub use router::{Pickup, Router};
-pub use snap::{decode_data as decode_snapshot_data, SnapKey, SnapManager, SnapReceiver};
+pub use snap::{
+    decode_data as decode_snapshot_data, SnapBusy, SnapCounts, SnapKey, SnapManager, SnapReceiver,
+};
 pub use split_check::{SplitCheck, SplitCheckConfig};
 pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};
 pub use transport::{NoTransport, PeerMessage, Transport};

@@ -23,6 +23,8 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -63,10 +65,39 @@ impl fmt::Display for SnapKey {
     }
 }
 
-/// A store's snapshot files.
+/// A store's snapshot files, and how many snapshots it is busy with.
 #[derive(Debug)]
 pub struct SnapManager {
     dir: PathBuf,
+    sending: Arc<AtomicU32>,
+    receiving: Arc<AtomicU32>,
+}
+
+/// Snapshots a store is busy with, as its heartbeats report them
+/// (`sending_snap_count`, `receiving_snap_count`) and PD's
+/// `max-snapshot-count` weighs them: sending counts those being generated
+/// too, as TiKV counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapCounts {
+    pub sending: u32,
+    pub receiving: u32,
+}
+
+/// Counts one snapshot as sent or received until dropped.
+#[derive(Debug)]
+pub struct SnapBusy(Arc<AtomicU32>);
+
+impl SnapBusy {
+    fn new(count: &Arc<AtomicU32>) -> SnapBusy {
+        count.fetch_add(1, Ordering::Relaxed);
+        SnapBusy(count.clone())
+    }
+}
+
+impl Drop for SnapBusy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A generation in progress: the loop polls `done` (see `PeerStorage`).
@@ -87,7 +118,26 @@ impl SnapManager {
         }
         Ok(SnapManager {
             dir: dir.to_path_buf(),
+            sending: Arc::default(),
+            receiving: Arc::default(),
         })
+    }
+
+    pub fn counts(&self) -> SnapCounts {
+        SnapCounts {
+            sending: self.sending.load(Ordering::Relaxed),
+            receiving: self.receiving.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a snapshot as being sent (or generated) while the guard lives.
+    pub fn sending(&self) -> SnapBusy {
+        SnapBusy::new(&self.sending)
+    }
+
+    /// Counts a snapshot as being received while the guard lives.
+    pub fn receiving(&self) -> SnapBusy {
+        SnapBusy::new(&self.receiving)
     }
 
     pub fn gen_dir(&self, key: SnapKey) -> PathBuf {
@@ -112,6 +162,7 @@ impl SnapManager {
         let kv = kv.clone();
         let dir = self.gen_dir(key);
         let parent = self.dir.clone();
+        let busy = self.sending();
         std::thread::Builder::new()
             .name(format!("snap-gen-{}", key.region_id))
             .spawn(move || {
@@ -136,6 +187,7 @@ impl SnapManager {
                 // its engine still locked).
                 drop(snap);
                 drop(kv);
+                drop(busy);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| io_error("snapshot thread", e))?;
@@ -488,4 +540,43 @@ fn corrupted(detail: String) -> crate::RaftstoreError {
         detail,
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_count_as_busy_while_their_guards_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::open(dir.path()).unwrap();
+        let sending = snaps.sending();
+        let (first, second) = (snaps.receiving(), snaps.receiving());
+        let counts = |sending, receiving| SnapCounts { sending, receiving };
+        assert_eq!(snaps.counts(), counts(1, 2));
+        drop(first);
+        drop(sending);
+        assert_eq!(snaps.counts(), counts(0, 1));
+        drop(second);
+        assert_eq!(snaps.counts(), counts(0, 0));
+    }
+
+    #[test]
+    fn a_generated_snapshot_no_longer_counts_once_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = KvEngine::open(&dir.path().join("db")).unwrap();
+        let snaps = SnapManager::open(&dir.path().join("snap")).unwrap();
+        let region = metapb::Region {
+            id: 1,
+            ..Default::default()
+        };
+        let key = SnapKey {
+            region_id: 1,
+            term: 1,
+            index: 5,
+        };
+        let generating = (snaps.start_generate(&kv, region, key, ConfState::default())).unwrap();
+        generating.done.recv().unwrap().unwrap();
+        assert_eq!(snaps.counts(), SnapCounts::default());
+    }
 }

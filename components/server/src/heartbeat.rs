@@ -22,6 +22,7 @@ pub struct StoreStatsSource {
     pub store_id: u64,
     pub start_time: u32,
     pub disk: Arc<crate::disk::DiskMonitor>,
+    pub snaps: Arc<tikal_raftstore::SnapManager>,
 }
 
 /// Sends store heartbeats every `every`, and at once when `kick` fires (the
@@ -39,6 +40,7 @@ pub async fn store_heartbeat_loop(
         // The room the disk monitor last measured (once a second), as TiKV
         // reports it: the capacity may be `[raftstore] capacity`.
         let space = src.disk.last();
+        let snaps = src.snaps.counts();
         let stats = pdpb::StoreStats {
             store_id: src.store_id,
             capacity: space.capacity,
@@ -46,6 +48,8 @@ pub async fn store_heartbeat_loop(
             region_count: router.region_views().len() as u32,
             start_time: src.start_time,
             used_size: space.used,
+            sending_snap_count: snaps.sending,
+            receiving_snap_count: snaps.receiving,
             ..Default::default()
         };
         // After a failure (PD down or restarting) retry soon, so a restarted

@@ -149,7 +149,7 @@ pub async fn run(
     transport_handle.set_router(router.clone());
     let raft_intake = raft_transport::RaftIntake {
         router: router.clone(),
-        snaps,
+        snaps: snaps.clone(),
     };
     let raw = RawStorage::new(
         store_id,
@@ -186,6 +186,7 @@ pub async fn run(
             store_id,
             start_time: start_time as u32,
             disk: disk.clone(),
+            snaps,
         },
         parse_duration(&cfg.raftstore.pd_store_heartbeat_tick_interval)?,
         reconnected.clone(),

@@ -306,6 +306,7 @@ async fn connection(
 /// the leader whether it arrived.
 async fn send_snapshot(shared: Arc<Shared>, msg: PeerMessage) {
     let (region_id, to) = (msg.region_id, msg.to.id);
+    let _busy = shared.snaps.sending();
     // Until it hears, the leader sends that peer nothing else: a send that
     // hangs must end as a failure, and the leader then tries again.
     let sent = tokio::time::timeout(SNAPSHOT_SEND_TIMEOUT, stream_snapshot(&shared, msg)).await;
@@ -423,6 +424,7 @@ impl RaftIntake {
     /// every file arrived whole.
     pub async fn snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
         let invalid = |what: String| status(Code::InvalidArgument, what);
+        let _busy = self.snaps.receiving();
         let first = stream
             .next()
             .await

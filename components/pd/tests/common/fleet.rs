@@ -41,6 +41,8 @@ pub struct Fleet {
     pub log: Vec<String>,
     /// Stores that report (capacity, available); the others report none.
     pub space: BTreeMap<u64, (u64, u64)>,
+    /// Stores that report (sending, receiving) snapshots instead of none.
+    pub snapshots: BTreeMap<u64, (u32, u32)>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +85,7 @@ impl Fleet {
             regions: BTreeMap::new(),
             log: vec![],
             space: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             _dir: dir,
         };
         for s in stores {
@@ -144,11 +147,14 @@ impl Fleet {
     }
 
     pub fn store_heartbeat(&self, id: u64) {
+        let (sending, receiving) = self.snapshots.get(&id).copied().unwrap_or_default();
         self.cluster
             .store_heartbeat(pdpb::StoreStats {
                 store_id: id,
                 capacity: self.space.get(&id).map_or(0, |s| s.0),
                 available: self.space.get(&id).map_or(0, |s| s.1),
+                sending_snap_count: sending,
+                receiving_snap_count: receiving,
                 ..Default::default()
             })
             .unwrap();

@@ -34,6 +34,8 @@ pub struct Sim {
     pub silent: BTreeSet<u64>,
     /// Stores that report this much available instead of 6 GiB (of 10).
     pub available: BTreeMap<u64, u64>,
+    /// Stores that report (sending, receiving) snapshots instead of none.
+    pub snapshots: BTreeMap<u64, (u32, u32)>,
     pub log: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -97,6 +99,7 @@ impl Sim {
             pending: vec![],
             silent: BTreeSet::new(),
             available: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             log: vec![],
             _dir: dir,
         };
@@ -108,6 +111,8 @@ impl Sim {
     pub fn store_heartbeats(&self) {
         for s in self.cluster.stores() {
             if !self.silent.contains(&s.meta.id) && !s.is_tombstone() {
+                let (sending, receiving) =
+                    self.snapshots.get(&s.meta.id).copied().unwrap_or_default();
                 self.cluster
                     .store_heartbeat(pdpb::StoreStats {
                         store_id: s.meta.id,
@@ -115,6 +120,8 @@ impl Sim {
                         available: self.available.get(&s.meta.id).copied().unwrap_or(6 << 30),
                         used_size: 1 << 30,
                         start_time: 1_700_000_000,
+                        sending_snap_count: sending,
+                        receiving_snap_count: receiving,
                         ..Default::default()
                     })
                     .unwrap();
