@@ -24,8 +24,10 @@
 //! A target is an Up store with room holding no peer of the region: the
 //! one farthest from the replicas that stay, by location labels (highest
 //! distinct score, see [`crate::placement`]), then with the fewest regions
-//! once it has this one, over its region weight (ties: lowest id); without
-//! one the rule does not apply and the region keeps working with what it
+//! once it has this one, over its region weight (ties: lowest id), among
+//! those of the farthest that are not busy with snapshots or pending
+//! peers (`max-snapshot-count`, `max-pending-peer-count`); without one
+//! the rule does not apply and the region keeps working with what it
 //! has. The worst voter is on a store that does not take replicas, else
 //! the nearest to the others, then not the leader, then on the store with
 //! the most regions over its weight. A removal never removes the leader: a

@@ -52,9 +52,9 @@ pub struct ScheduleSection {
     /// (1 − this) of its capacity available (upstream's key and default,
     /// 0.7); below `low-space-ratio`.
     pub high_space_ratio: f64,
-    /// A store sending or receiving more snapshots than this takes no new
-    /// replica, and one sending more gives none up to balance-region
-    /// (upstream's key and default, 64).
+    /// A store sending or receiving more snapshots than this neither takes
+    /// a new replica nor gives one up to balance-region (upstream's key
+    /// and default, 64).
     pub max_snapshot_count: u64,
     /// A store with more regions than this whose peer there is pending
     /// (behind the leader's log) takes no new replica; 0 turns the check
@@ -573,6 +573,7 @@ mod tests {
             split-merge-interval = "0s"
             enable-remove-down-replica = false
             max-pending-peer-count = 0
+            max-snapshot-count = 5
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -605,8 +606,15 @@ mod tests {
         assert_eq!(opts.schedule_json()["enable-remove-down-replica"], false);
         assert_eq!(opts.schedule_json()["enable-make-up-replica"], true);
         assert_eq!(opts.max_pending_peer_count, 0, "0 turns the check off");
-        assert_eq!(opts.max_snapshot_count, 64, "upstream default");
-        assert_eq!(opts.schedule_json()["max-snapshot-count"], 64);
+        assert_eq!(opts.max_snapshot_count, 5);
+        assert_eq!(opts.schedule_json()["max-snapshot-count"], 5);
+        assert_eq!(opts.schedule_json()["max-pending-peer-count"], 0);
+        let defaults = ScheduleOptions::default();
+        assert_eq!(
+            (defaults.max_snapshot_count, defaults.max_pending_peer_count),
+            (64, 64),
+            "upstream's defaults"
+        );
         let mut online = opts.clone();
         online
             .set("schedule.max-snapshot-count", &serde_json::json!(3))

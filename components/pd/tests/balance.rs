@@ -364,14 +364,15 @@ fn a_store_busy_with_snapshots_neither_takes_nor_gives_up_replicas() {
     let counts = fleet.counts();
     assert_eq!(counts.get(&4).map_or(0, |c| c.0), 0, "{counts:?}");
 
-    // Done receiving, but store 1 sends three: the new store's share
-    // comes from stores 2 and 3 only.
+    // Done receiving, but store 1 sends three and store 2 receives
+    // three: the new store's share comes from store 3 only.
     fleet.snapshots.insert(4, (0, 2));
     fleet.snapshots.insert(1, (3, 0));
+    fleet.snapshots.insert(2, (0, 3));
     fleet.store_heartbeats();
     fleet.settle(100, |_| {});
     let counts = fleet.counts();
-    assert_eq!(counts[&1].0, 48, "{counts:?}");
+    assert_eq!((counts[&1].0, counts[&2].0), (48, 48), "{counts:?}");
     assert!(counts[&4].0 >= 12, "{counts:?}");
 
     // Store 1 idle again: every store ends with its share.
