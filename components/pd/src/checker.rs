@@ -215,14 +215,16 @@ fn status(s: StoreState) -> &'static str {
 /// upstream picks: if none does, `None`, and the region waits rather than
 /// settle for a nearer store.
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
-    let fit: Vec<u64> = (c.store_ids().into_iter())
+    let fit: Vec<(u64, u64)> = (c.store_ids().into_iter())
         .filter(|id| r.peer_on(*id).is_none())
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
         .filter(|id| c.has_room(*id) && c.isolated(staying, *id))
+        .map(|id| (id, c.distinct_score(staying, id)))
         .collect();
-    let farthest = fit.iter().map(|id| c.distinct_score(staying, *id)).max()?;
+    let farthest = fit.iter().map(|(_, score)| *score).max()?;
     fit.into_iter()
-        .filter(|id| c.distinct_score(staying, *id) == farthest && c.takes_replica_now(*id))
+        .filter(|(id, score)| *score == farthest && c.takes_replica_now(*id))
+        .map(|(id, _)| id)
         .min_by_key(|id| (Load(c.region_load(*id, 1)), *id))
 }
 
