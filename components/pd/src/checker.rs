@@ -207,23 +207,28 @@ fn status(s: StoreState) -> &'static str {
     }
 }
 
-/// The Up store with room holding no peer of `r`, allowed beside the
-/// stores `staying` by the isolation level, that is farthest from them
-/// (the highest distinct score), then with the lowest region load once it
-/// has this one (ties: lowest id). Of the farthest stores only those that
-/// take a replica now (see [`ClusterView::takes_replica_now`]) count, as
-/// upstream picks: if none does, `None`, and the region waits rather than
-/// settle for a nearer store.
+/// The store with room holding no peer of `r`, allowed beside the stores
+/// `staying` by the isolation level, that is farthest from them (the
+/// highest distinct score), then with the lowest region load once it has
+/// this one (ties: lowest id). The farthest are found among the Up and the
+/// only Disconnected stores; of them only those Up that take a replica now
+/// (see [`ClusterView::takes_replica_now`]) count, as upstream picks: if
+/// none does, `None`, and the region waits rather than settle for a
+/// nearer store.
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
     let fit: Vec<(u64, u64)> = (c.store_ids().into_iter())
         .filter(|id| r.peer_on(*id).is_none())
-        .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
+        .filter(|id| {
+            c.store_state(*id)
+                .is_some_and(StoreState::takes_replicas_later)
+        })
         .filter(|id| c.has_room(*id) && c.isolated(staying, *id))
         .map(|id| (id, c.distinct_score(staying, id)))
         .collect();
     let farthest = fit.iter().map(|(_, score)| *score).max()?;
+    let up = |id: u64| c.store_state(id).is_some_and(StoreState::takes_replicas);
     fit.into_iter()
-        .filter(|(id, score)| *score == farthest && c.takes_replica_now(*id))
+        .filter(|(id, score)| *score == farthest && up(*id) && c.takes_replica_now(*id))
         .map(|(id, _)| id)
         .min_by_key(|id| (Load(c.region_load(*id, 1)), *id))
 }

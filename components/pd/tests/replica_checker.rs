@@ -599,3 +599,21 @@ fn a_learner_on_a_store_only_disconnected_is_still_promoted() {
     assert!(sim.run().contains(&"promote on store 3".to_string()));
     assert_eq!(sim.voter_stores(), [1, 2, 3]);
 }
+
+#[test]
+fn with_location_labels_a_region_waits_for_a_farther_store_only_disconnected() {
+    let mut o = common::with_location_labels(opts(2), &["host"]);
+    o.max_store_down_time = Duration::from_secs(60);
+    let mut sim = Sim::new(&[1, 2, 3, 4, 5, 6], &[1], o);
+    on_hosts(&sim);
+    // Every store on another host than store 1's falls silent: Disconnected,
+    // not Down, so its absence is passing.
+    sim.silent.extend(3..=6);
+    sim.advance(Duration::from_secs(25));
+    assert_eq!(sim.state_name(5), "Disconnected");
+    // Store 2 is Up but shares store 1's host: the region waits.
+    assert_eq!(sim.run(), [QUIET]);
+    sim.silent.remove(&5);
+    sim.store_heartbeats();
+    assert_eq!(sim.step(), "add learner on store 5");
+}

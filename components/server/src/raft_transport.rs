@@ -13,7 +13,8 @@
 //! Receiving ([`RaftIntake`]): `Raft` and `BatchRaft` messages go straight
 //! to the store loop; a `Snapshot` stream is written to the snapshot
 //! directory (sizes and checksums checked) and its message handed to the
-//! loop only once every file is whole. A message that does not decode is
+//! loop only once every file is whole; one silent for a minute is given up
+//! and its partial files removed. A message that does not decode is
 //! dropped and logged; the stream goes on.
 
 use std::collections::HashMap;
@@ -51,6 +52,11 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest a snapshot send may take (a 1 GiB region at ~10 MB/s fits).
 const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a snapshot stream may stay silent before its receiver gives it
+/// up: a sender that vanished without closing its connection must not
+/// leave the store counting a snapshot received, nor its files half
+/// written, until restart.
+const SNAPSHOT_CHUNK_IDLE: Duration = Duration::from_secs(60);
 
 /// The wire form of a raftstore message.
 pub fn to_wire(msg: &PeerMessage) -> RaftMessage {
@@ -422,40 +428,73 @@ impl RaftIntake {
 
     /// Receives one snapshot; the store loop gets its message only when
     /// every file arrived whole.
-    pub async fn snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
-        let invalid = |what: String| status(Code::InvalidArgument, what);
-        let _busy = self.snaps.receiving();
-        let first = stream
-            .next()
+    pub async fn snapshot(&self, stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
+        let msg = receive_snapshot(&self.snaps, stream, SNAPSHOT_CHUNK_IDLE)
             .await
-            .ok_or_else(|| invalid("empty snapshot stream".into()))??;
-        let msg = first
-            .message
-            .ok_or_else(|| invalid("the first snapshot chunk carries no message".into()))
-            .and_then(|m| from_wire(m).map_err(invalid))?;
-        if msg.message.get_msg_type() != MessageType::MsgSnapshot {
-            return Err(invalid("a snapshot stream must carry a MsgSnapshot".into()));
-        }
-        let snap = msg.message.get_snapshot();
-        let key = SnapKey::of(msg.region_id, snap);
-        let data =
-            tikal_raftstore::decode_snapshot_data(snap).map_err(|e| invalid(e.to_string()))?;
-        let snaps = self.snaps.clone();
-        let mut receiver = blocking(move || snaps.receive(key, &data)).await?;
-        if !first.data.is_empty() {
-            receiver = write_chunk(receiver, first.data).await?;
-        }
-        while let Some(chunk) = stream.next().await {
-            receiver = write_chunk(receiver, chunk?.data).await?;
-        }
-        blocking(move || receiver.finish()).await?;
-        info!(
-            region_id = key.region_id,
-            index = key.index,
-            "snapshot received"
-        );
+            .inspect_err(|e| {
+                if e.code() == Code::DeadlineExceeded {
+                    warn!(error = %e.message(), "snapshot stream given up");
+                }
+            })?;
         self.router.send_raft_message(msg);
         Ok(Done {})
+    }
+}
+
+/// Writes one snapshot stream's files into the snapshot directory and
+/// answers its message once every file arrived whole. A stream silent for
+/// `idle` ends with `DeadlineExceeded`, its partial files removed.
+async fn receive_snapshot<S>(
+    snaps: &Arc<SnapManager>,
+    mut stream: S,
+    idle: Duration,
+) -> Result<PeerMessage, Status>
+where
+    S: tokio_stream::Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
+{
+    let invalid = |what: String| status(Code::InvalidArgument, what);
+    let _busy = snaps.receiving();
+    let first = next_chunk(&mut stream, idle)
+        .await?
+        .ok_or_else(|| invalid("empty snapshot stream".into()))?;
+    let msg = first
+        .message
+        .ok_or_else(|| invalid("the first snapshot chunk carries no message".into()))
+        .and_then(|m| from_wire(m).map_err(invalid))?;
+    if msg.message.get_msg_type() != MessageType::MsgSnapshot {
+        return Err(invalid("a snapshot stream must carry a MsgSnapshot".into()));
+    }
+    let snap = msg.message.get_snapshot();
+    let key = SnapKey::of(msg.region_id, snap);
+    let data = tikal_raftstore::decode_snapshot_data(snap).map_err(|e| invalid(e.to_string()))?;
+    let into = snaps.clone();
+    let mut receiver = blocking(move || into.receive(key, &data)).await?;
+    if !first.data.is_empty() {
+        receiver = write_chunk(receiver, first.data).await?;
+    }
+    while let Some(chunk) = next_chunk(&mut stream, idle).await? {
+        receiver = write_chunk(receiver, chunk.data).await?;
+    }
+    blocking(move || receiver.finish()).await?;
+    info!(
+        region_id = key.region_id,
+        index = key.index,
+        "snapshot received"
+    );
+    Ok(msg)
+}
+
+/// The stream's next chunk, `None` at its end, or `DeadlineExceeded` if
+/// none comes within `idle`.
+async fn next_chunk<S>(stream: &mut S, idle: Duration) -> Result<Option<SnapshotChunk>, Status>
+where
+    S: tokio_stream::Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
+{
+    match tokio::time::timeout(idle, stream.next()).await {
+        Ok(chunk) => chunk.transpose(),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no snapshot chunk for {idle:?}"
+        ))),
     }
 }
 
@@ -489,6 +528,53 @@ mod tests {
             store_id,
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stream_gone_silent_is_given_up_and_leaves_nothing_behind() {
+        use prost::Message as _;
+        use tikal_proto::raft_serverpb::{RaftSnapshotData, SnapshotCfFile, SnapshotMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Arc::new(SnapManager::open(dir.path()).unwrap());
+        let data = RaftSnapshotData {
+            region: Some(metapb::Region {
+                id: 5,
+                ..Default::default()
+            }),
+            meta: Some(SnapshotMeta {
+                cf_files: vec![SnapshotCfFile {
+                    cf: "default".into(),
+                    size: 4,
+                    checksum: 0,
+                }],
+            }),
+            ..Default::default()
+        };
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(MessageType::MsgSnapshot);
+        message.mut_snapshot().data = data.encode_to_vec().into();
+        message.mut_snapshot().mut_metadata().index = 7;
+        let msg = PeerMessage {
+            message,
+            ..PeerMessage::note(5, peer(51, 1), peer(53, 3), Default::default())
+        };
+        // The message and half the file, then silence with the stream open.
+        let first = SnapshotChunk {
+            message: Some(to_wire(&msg)),
+            data: b"ab".to_vec(),
+        };
+        let stream = tokio_stream::iter([Ok(first)]).chain(tokio_stream::pending());
+        let idle = Duration::from_millis(300);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            receive_snapshot(&snaps, stream, idle),
+        )
+        .await
+        .expect("a silent stream must be given up");
+        assert_eq!(outcome.unwrap_err().code(), Code::DeadlineExceeded);
+        assert_eq!(snaps.counts().receiving, 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
