@@ -382,3 +382,28 @@ fn a_store_busy_with_snapshots_neither_takes_nor_gives_up_replicas() {
     let counts = fleet.counts();
     assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
 }
+
+#[test]
+fn a_store_with_too_many_pending_peers_takes_no_replica_from_balance() {
+    let mut opts = no_merges();
+    opts.max_pending_peer_count = 2;
+    // Store 4 holds a voter of three regions, and none has caught up.
+    let placement = |i: usize| {
+        if i < 3 {
+            vec![1, 2, 4]
+        } else {
+            three_stores(i)
+        }
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3, 4], 48, placement, opts);
+    fleet.lagging.insert(4);
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(counts[&4].0, 3, "{counts:?}");
+
+    // Caught up: store 4 takes its share.
+    fleet.lagging.clear();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
+}

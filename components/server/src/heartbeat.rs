@@ -25,6 +25,27 @@ pub struct StoreStatsSource {
     pub snaps: Arc<tikal_raftstore::SnapManager>,
 }
 
+impl StoreStatsSource {
+    /// What a store heartbeat reports, for a store holding `regions`.
+    fn stats(&self, regions: usize) -> pdpb::StoreStats {
+        // The room the disk monitor last measured (once a second), as TiKV
+        // reports it: the capacity may be `[raftstore] capacity`.
+        let space = self.disk.last();
+        let snaps = self.snaps.counts();
+        pdpb::StoreStats {
+            store_id: self.store_id,
+            capacity: space.capacity,
+            available: space.available,
+            region_count: u32::try_from(regions).unwrap_or(u32::MAX),
+            start_time: self.start_time,
+            used_size: space.used,
+            sending_snap_count: snaps.sending,
+            receiving_snap_count: snaps.receiving,
+            ..Default::default()
+        }
+    }
+}
+
 /// Sends store heartbeats every `every`, and at once when `kick` fires (the
 /// region heartbeat stream reconnected: PD may have restarted and should see
 /// this store Up without waiting a whole interval). Returns PD's reason
@@ -37,21 +58,7 @@ pub async fn store_heartbeat_loop(
     kick: Arc<Notify>,
 ) -> String {
     loop {
-        // The room the disk monitor last measured (once a second), as TiKV
-        // reports it: the capacity may be `[raftstore] capacity`.
-        let space = src.disk.last();
-        let snaps = src.snaps.counts();
-        let stats = pdpb::StoreStats {
-            store_id: src.store_id,
-            capacity: space.capacity,
-            available: space.available,
-            region_count: router.region_views().len() as u32,
-            start_time: src.start_time,
-            used_size: space.used,
-            sending_snap_count: snaps.sending,
-            receiving_snap_count: snaps.receiving,
-            ..Default::default()
-        };
+        let stats = src.stats(router.region_views().len());
         // After a failure (PD down or restarting) retry soon, so a restarted
         // PD sees the store Up again without waiting a whole interval.
         let wait = match pd.store_heartbeat(stats).await {
@@ -382,6 +389,32 @@ fn reported_size(approximate: Option<RegionStats>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_heartbeat_reports_the_snapshots_being_sent_and_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = crate::disk::DiskMonitor::new(dir.path().into(), 0, 0, Default::default());
+        let src = StoreStatsSource {
+            store_id: 4,
+            start_time: 1,
+            disk: Arc::new(disk),
+            snaps: Arc::new(tikal_raftstore::SnapManager::open(&dir.path().join("snap")).unwrap()),
+        };
+        let sending = [src.snaps.sending(), src.snaps.sending()];
+        let receiving = src.snaps.receiving();
+        let stats = src.stats(3);
+        assert_eq!((stats.store_id, stats.region_count), (4, 3));
+        assert_eq!(
+            (stats.sending_snap_count, stats.receiving_snap_count),
+            (2, 1)
+        );
+        drop((sending, receiving));
+        let stats = src.stats(3);
+        assert_eq!(
+            (stats.sending_snap_count, stats.receiving_snap_count),
+            (0, 0)
+        );
+    }
 
     #[test]
     fn one_split_at_pds_keys_runs_per_region_at_a_time() {

@@ -4,7 +4,7 @@
 //! `Sim` does for one region; a `merge` is carried out at once (the
 //! target takes the source's range at a newer version and reports it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub struct Fleet {
     pub space: BTreeMap<u64, (u64, u64)>,
     /// Stores that report (sending, receiving) snapshots instead of none.
     pub snapshots: BTreeMap<u64, (u32, u32)>,
+    /// Stores whose peers never catch up: reported pending on every
+    /// heartbeat.
+    pub lagging: BTreeSet<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,6 +89,7 @@ impl Fleet {
             log: vec![],
             space: BTreeMap::new(),
             snapshots: BTreeMap::new(),
+            lagging: BTreeSet::new(),
             _dir: dir,
         };
         for s in stores {
@@ -176,7 +180,7 @@ impl Fleet {
                 .region
                 .peers
                 .iter()
-                .filter(|p| r.pending.contains(&p.id))
+                .filter(|p| r.pending.contains(&p.id) || self.lagging.contains(&p.store_id))
                 .cloned()
                 .collect(),
             approximate_size: if r.measured { r.size } else { 0 },
