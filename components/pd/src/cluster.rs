@@ -555,6 +555,13 @@ impl Cluster {
         count: u32,
     ) -> PdResult<Vec<pdpb::SplitId>> {
         self.require_bootstrapped()?;
+        if self.opts().halt_scheduling {
+            // As upstream: the store's split check tries again later.
+            return Err(PdError::new(
+                pdpb::ErrorType::Unknown,
+                "scheduling is halted",
+            ));
+        }
         if count == 0 || count > MAX_SPLIT_COUNT {
             return Err(invalid(format!(
                 "split count {count} out of range 1..={MAX_SPLIT_COUNT}"

@@ -69,6 +69,11 @@ pub struct ScheduleSection {
     pub enable_make_up_replica: bool,
     pub enable_remove_extra_replica: bool,
     pub enable_location_replacement: bool,
+    /// On, PD plans nothing by itself: no checker or scheduler makes an
+    /// operator and stores' split requests are refused; running operators
+    /// go on, and operators asked for by hand are still made (upstream's
+    /// key, off by default).
+    pub halt_scheduling: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +130,7 @@ impl Default for ScheduleSection {
             enable_make_up_replica: true,
             enable_remove_extra_replica: true,
             enable_location_replacement: true,
+            halt_scheduling: false,
         }
     }
 }
@@ -228,6 +234,7 @@ impl PdConfig {
                 remove_extra: sc.enable_remove_extra_replica,
                 location_replacement: sc.enable_location_replacement,
             },
+            halt_scheduling: sc.halt_scheduling,
             ..ScheduleOptions::default()
         };
         let labels = serde_json::json!(self.replication.location_labels.join(","));
@@ -298,6 +305,8 @@ pub struct ScheduleOptions {
     pub max_pending_peer_count: u64,
     /// Which of the replica checker's rules run.
     pub repairs: Repairs,
+    /// See [`ScheduleSection::halt_scheduling`].
+    pub halt_scheduling: bool,
 }
 
 /// The replica checker's rules that can be switched off (upstream's
@@ -364,6 +373,7 @@ impl Default for ScheduleOptions {
             max_snapshot_count: 64,
             max_pending_peer_count: 64,
             repairs: Repairs::default(),
+            halt_scheduling: false,
         }
     }
 }
@@ -378,6 +388,13 @@ impl ScheduleOptions {
             .strip_prefix("schedule.")
             .or_else(|| key.strip_prefix("replication."))
             .unwrap_or(key);
+        // pd-ctl sends "true" / "false" as strings.
+        let boolean = || match value {
+            serde_json::Value::Bool(b) => Ok(*b),
+            serde_json::Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+            serde_json::Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+            _ => Err(format!("{key} must be true or false, not {value}")),
+        };
         let number = || {
             value
                 .as_u64()
@@ -421,6 +438,7 @@ impl ScheduleOptions {
             "max-merge-region-keys" => self.max_merge_region_keys = number()?,
             "max-snapshot-count" => self.max_snapshot_count = number()?,
             "max-pending-peer-count" => self.max_pending_peer_count = number()?,
+            "halt-scheduling" => self.halt_scheduling = boolean()?,
             "low-space-ratio" | "high-space-ratio" => {
                 let r = value
                     .as_f64()
@@ -444,13 +462,7 @@ impl ScheduleOptions {
                 let Some((_, on)) = switches.iter_mut().find(|(k, _)| *k == key) else {
                     return Err(format!("config item {key} not found"));
                 };
-                // pd-ctl sends "true" / "false" as strings.
-                **on = match value {
-                    serde_json::Value::Bool(b) => *b,
-                    serde_json::Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                    serde_json::Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    _ => return Err(format!("{key} must be true or false, not {value}")),
-                };
+                **on = boolean()?;
             }
         }
         Ok(())
@@ -507,9 +519,14 @@ impl ScheduleOptions {
             "max-pending-peer-count": self.max_pending_peer_count,
             "leader-schedule-policy": "count",
         });
+        // Switches as upstream shows them: strings; `halt-scheduling` only
+        // when on.
         let mut repairs = self.repairs;
         for (key, on) in repairs.switches() {
-            json[key] = serde_json::json!(*on);
+            json[key] = serde_json::json!(on.to_string());
+        }
+        if self.halt_scheduling {
+            json["halt-scheduling"] = serde_json::json!("true");
         }
         json
     }
@@ -574,6 +591,7 @@ mod tests {
             enable-remove-down-replica = false
             max-pending-peer-count = 0
             max-snapshot-count = 5
+            halt-scheduling = true
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -603,8 +621,14 @@ mod tests {
             ..Repairs::default()
         };
         assert_eq!(opts.repairs, off);
-        assert_eq!(opts.schedule_json()["enable-remove-down-replica"], false);
-        assert_eq!(opts.schedule_json()["enable-make-up-replica"], true);
+        // Switches show as upstream's strings; halt-scheduling only when on.
+        assert_eq!(opts.schedule_json()["enable-remove-down-replica"], "false");
+        assert_eq!(opts.schedule_json()["enable-make-up-replica"], "true");
+        assert!(opts.halt_scheduling);
+        assert_eq!(opts.schedule_json()["halt-scheduling"], "true");
+        assert!(!ScheduleOptions::default().halt_scheduling);
+        let json = ScheduleOptions::default().schedule_json();
+        assert!(json.get("halt-scheduling").is_none(), "{json}");
         assert_eq!(opts.max_pending_peer_count, 0, "0 turns the check off");
         assert_eq!(opts.max_snapshot_count, 5);
         assert_eq!(opts.schedule_json()["max-snapshot-count"], 5);
@@ -630,6 +654,18 @@ mod tests {
             .set("max-snapshot-count", &serde_json::json!(-1))
             .is_err());
         assert_eq!(online.max_snapshot_count, 3, "unchanged");
+        online
+            .set("schedule.halt-scheduling", &serde_json::json!("false"))
+            .unwrap();
+        assert!(!online.halt_scheduling);
+        online
+            .set("halt-scheduling", &serde_json::json!(true))
+            .unwrap();
+        assert!(online.halt_scheduling);
+        assert!(online
+            .set("halt-scheduling", &serde_json::json!("soon"))
+            .is_err());
+        assert!(online.halt_scheduling, "unchanged");
 
         for bad in [
             "[replication]\nmax-replicas = 0",

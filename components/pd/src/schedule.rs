@@ -376,6 +376,9 @@ impl Cluster {
             }
         }
         let view = View::new(self, &ops, now);
+        if view.opts.halt_scheduling {
+            return Ok(None);
+        }
         let Some(plan) = plan(r, &view)? else {
             return Ok(None);
         };

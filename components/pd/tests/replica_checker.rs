@@ -617,3 +617,22 @@ fn with_location_labels_a_region_waits_for_a_farther_store_only_disconnected() {
     sim.store_heartbeats();
     assert_eq!(sim.step(), "add learner on store 5");
 }
+
+#[test]
+fn halted_scheduling_plans_nothing_and_refuses_splits_but_running_operators_go_on() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2], opts(3));
+    assert_eq!(sim.step(), "add learner on store 3");
+    switch(&sim, "halt-scheduling", true);
+    // The running operator goes on to its end ...
+    assert_eq!(sim.run(), ["-", "promote on store 3", "-"]);
+    // ... but a replica lost now is not made up while halted.
+    sim.cluster.remove_store(3).unwrap();
+    assert_eq!(sim.run(), [QUIET]);
+    // A store asking to split is refused: splits wait too.
+    let region = sim.request().region.unwrap();
+    let err = sim.cluster.ask_batch_split(&region, 1).unwrap_err();
+    assert!(err.to_string().contains("halted"), "{err}");
+    switch(&sim, "halt-scheduling", false);
+    assert_eq!(sim.step(), "add learner on store 4");
+    assert_eq!(sim.cluster.ask_batch_split(&region, 1).unwrap().len(), 1);
+}
