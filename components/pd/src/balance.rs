@@ -33,6 +33,8 @@
 //! * leaders: every region's leader store leads at most one more region
 //!   than each of its followers' stores; with replicas spread, stores
 //!   share many regions, so leader counts end within a few of each other.
+//!   Under `leader-schedule-policy = "size"` the same holds of the sizes
+//!   of the regions led, the region's own size taking the place of one.
 //!
 //! A store whose store limit could not pay for a large region's move now
 //! (see [`crate::store_limit`]) is neither a source nor a target, as
@@ -73,8 +75,8 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
         .voters()
         .map(|p| p.store_id)
         .filter(|s| *s != from_store && v.is_up(*s))
-        .min_by(by_score(|s| v.leader_score(s, 1)))?;
-    if v.leader_score(from_store, -1) < v.leader_score(to_store, 1) {
+        .min_by(by_score(|s| v.leader_score(s, r, true)))?;
+    if v.leader_score(from_store, r, false) < v.leader_score(to_store, r, true) {
         return None;
     }
     Some(Plan {

@@ -56,8 +56,10 @@ pub trait ClusterView {
     /// `delta` more placed there, over its region weight (`pd-ctl store
     /// weight`, 1 unless set).
     fn region_load(&self, store_id: u64, delta: i64) -> f64;
-    /// The same for the leaders it holds, over its leader weight.
-    fn leader_load(&self, store_id: u64, delta: i64) -> f64;
+    /// The store's leader score once it leads `r` too (by
+    /// `leader-schedule-policy`: leaders or their regions' sizes), over its
+    /// leader weight.
+    fn leader_load(&self, store_id: u64, r: &RegionInfo) -> f64;
     /// Whether the store has room for a new replica (is not low on space).
     fn has_room(&self, store_id: u64) -> bool;
     /// Whether the store may take a new replica now: it is not sending or
@@ -285,7 +287,7 @@ fn pick_new_leader(
         .chain(joining.iter().copied())
         .filter(|id| *id != leaving)
         .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
-        .min_by_key(|id| (Load(c.leader_load(*id, 1)), *id))
+        .min_by_key(|id| (Load(c.leader_load(*id, r)), *id))
 }
 
 /// A plan ending in the removal of `peer_id` from `store_id` (after the

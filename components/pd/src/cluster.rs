@@ -59,6 +59,9 @@ pub struct Cluster {
     opts: RwLock<ScheduleOptions>,
     /// The schedulers that run (upstream's names), see [`crate::schedule`].
     pub(crate) schedulers: RwLock<Vec<crate::schedule::RunningScheduler>>,
+    /// Paused checkers (upstream's names) and when each resumes (Unix
+    /// seconds), see [`Cluster::pause_checker`].
+    pub(crate) paused_checkers: RwLock<HashMap<&'static str, i64>>,
     pub tso: Tso,
     pub(crate) clock: Arc<dyn Clock>,
     /// When this PD started (Unix nanoseconds, by `clock`).
@@ -174,6 +177,7 @@ impl Cluster {
                     .map(|s| crate::schedule::RunningScheduler::new(s))
                     .collect(),
             ),
+            paused_checkers: RwLock::default(),
             tso,
             clock,
             started,

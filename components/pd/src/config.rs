@@ -74,6 +74,9 @@ pub struct ScheduleSection {
     /// go on, and operators asked for by hand are still made (upstream's
     /// key, off by default).
     pub halt_scheduling: bool,
+    /// What balance-leader evens out: `count` (leaders, upstream's
+    /// default) or `size` (the sizes of the regions led).
+    pub leader_schedule_policy: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +134,7 @@ impl Default for ScheduleSection {
             enable_remove_extra_replica: true,
             enable_location_replacement: true,
             halt_scheduling: false,
+            leader_schedule_policy: "count".into(),
         }
     }
 }
@@ -241,6 +245,11 @@ impl PdConfig {
         opts.set("location-labels", &labels)
             .map_err(|e| anyhow::anyhow!("replication.{e}"))?;
         opts.set(
+            "leader-schedule-policy",
+            &serde_json::json!(sc.leader_schedule_policy),
+        )
+        .map_err(|e| anyhow::anyhow!("schedule.{e}"))?;
+        opts.set(
             "isolation-level",
             &serde_json::json!(self.replication.isolation_level),
         )
@@ -307,6 +316,26 @@ pub struct ScheduleOptions {
     pub repairs: Repairs,
     /// See [`ScheduleSection::halt_scheduling`].
     pub halt_scheduling: bool,
+    pub leader_schedule_policy: LeaderPolicy,
+}
+
+/// What balance-leader evens out between stores (`leader-schedule-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaderPolicy {
+    /// The leaders each store holds.
+    #[default]
+    Count,
+    /// The sizes of the regions each store leads.
+    Size,
+}
+
+impl LeaderPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaderPolicy::Count => "count",
+            LeaderPolicy::Size => "size",
+        }
+    }
 }
 
 /// The replica checker's rules that can be switched off (upstream's
@@ -374,6 +403,7 @@ impl Default for ScheduleOptions {
             max_pending_peer_count: 64,
             repairs: Repairs::default(),
             halt_scheduling: false,
+            leader_schedule_policy: LeaderPolicy::Count,
         }
     }
 }
@@ -439,6 +469,15 @@ impl ScheduleOptions {
             "max-snapshot-count" => self.max_snapshot_count = number()?,
             "max-pending-peer-count" => self.max_pending_peer_count = number()?,
             "halt-scheduling" => self.halt_scheduling = boolean()?,
+            "leader-schedule-policy" => {
+                // Upstream takes either case.
+                let name = value.as_str().map(|s| s.trim().to_ascii_lowercase());
+                self.leader_schedule_policy = match name.as_deref() {
+                    Some("count") => LeaderPolicy::Count,
+                    Some("size") => LeaderPolicy::Size,
+                    _ => return Err(format!("{key} must be \"count\" or \"size\", not {value}")),
+                };
+            }
             "low-space-ratio" | "high-space-ratio" => {
                 let r = value
                     .as_f64()
@@ -517,7 +556,7 @@ impl ScheduleOptions {
             "high-space-ratio": self.high_space_ratio,
             "max-snapshot-count": self.max_snapshot_count,
             "max-pending-peer-count": self.max_pending_peer_count,
-            "leader-schedule-policy": "count",
+            "leader-schedule-policy": self.leader_schedule_policy.name(),
         });
         // Switches as upstream shows them: strings; `halt-scheduling` only
         // when on.
@@ -592,6 +631,7 @@ mod tests {
             max-pending-peer-count = 0
             max-snapshot-count = 5
             halt-scheduling = true
+            leader-schedule-policy = "size"
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -625,6 +665,13 @@ mod tests {
         assert_eq!(opts.schedule_json()["enable-remove-down-replica"], "false");
         assert_eq!(opts.schedule_json()["enable-make-up-replica"], "true");
         assert!(opts.halt_scheduling);
+        assert_eq!(opts.leader_schedule_policy, LeaderPolicy::Size);
+        assert_eq!(opts.schedule_json()["leader-schedule-policy"], "size");
+        let json = ScheduleOptions::default().schedule_json();
+        assert_eq!(
+            json["leader-schedule-policy"], "count",
+            "upstream's default"
+        );
         assert_eq!(opts.schedule_json()["halt-scheduling"], "true");
         assert!(!ScheduleOptions::default().halt_scheduling);
         let json = ScheduleOptions::default().schedule_json();
@@ -666,6 +713,14 @@ mod tests {
             .set("halt-scheduling", &serde_json::json!("soon"))
             .is_err());
         assert!(online.halt_scheduling, "unchanged");
+        online
+            .set("leader-schedule-policy", &serde_json::json!("Count"))
+            .unwrap();
+        assert_eq!(online.leader_schedule_policy, LeaderPolicy::Count);
+        assert!(online
+            .set("leader-schedule-policy", &serde_json::json!("speed"))
+            .is_err());
+        assert_eq!(online.leader_schedule_policy, LeaderPolicy::Count);
 
         for bad in [
             "[replication]\nmax-replicas = 0",
@@ -673,6 +728,7 @@ mod tests {
             "[schedule]\noperator-timeout = \"0s\"",
             "[schedule]\nhigh-space-ratio = 0.8",
             "[schedule]\nlow-space-ratio = 0.6",
+            "[schedule]\nleader-schedule-policy = \"speed\"",
             "[replication]\nlocation-labels = [\"zone\", \"-host\"]",
             "[replication]\nlocation-labels = [\"zone\"]\nisolation-level = \"host\"",
         ] {

@@ -335,6 +335,8 @@ pub struct Influence {
     /// Region score (MiB), see `RegionInfo::score_mib`.
     pub score: i64,
     pub leaders: i64,
+    /// The led regions' sizes (MiB, as `score`).
+    pub leader_score: i64,
     /// Write flow (bytes per second) that moves with a leadership, as the
     /// hot scheduler counts a store's flow.
     pub write_rate: i64,
@@ -509,12 +511,14 @@ impl Operator {
                     out.push(Influence {
                         store_id: from_store,
                         leaders: -1,
+                        leader_score: -score,
                         write_rate: write_rate.saturating_neg(),
                         ..Default::default()
                     });
                     out.push(Influence {
                         store_id: to_store,
                         leaders: 1,
+                        leader_score: score,
                         write_rate,
                         ..Default::default()
                     });

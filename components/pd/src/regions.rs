@@ -95,13 +95,13 @@ impl RegionInfo {
             && self.voters().count() == max_replicas
     }
 
-    /// The region's size in MiB as upstream counts it (any data rounds up to 1).
     /// The region's weight in a store's region score: its size, at least
     /// 1 MiB, as upstream counts an empty or unreported region.
     pub fn score_mib(&self) -> u64 {
         self.approximate_size_mib().max(1)
     }
 
+    /// The region's size in MiB as upstream counts it (any data rounds up to 1).
     pub fn approximate_size_mib(&self) -> u64 {
         match self.approximate_size {
             0 => 0,
@@ -130,11 +130,25 @@ pub struct StoreLoad {
     /// holds a peer of, each at least 1 MiB (see [`RegionInfo::score_mib`]).
     pub region_score: u64,
     pub leader_size_mib: u64,
+    /// What balance-leader evens out under the `size` policy: the sizes of
+    /// the regions the store leads, each at least 1 MiB.
+    pub leader_score_mib: u64,
     /// Write flow of the regions the store leads (per second).
     pub write_bytes_rate: f64,
     pub write_keys_rate: f64,
     /// The region with the most written bytes the store leads, and its rate.
     pub hottest_leader_region: Option<(u64, f64)>,
+}
+
+impl StoreLoad {
+    /// What balance-leader evens out under `policy`: leaders, or the sizes
+    /// of the regions led (MiB).
+    pub fn leader_score(&self, policy: crate::config::LeaderPolicy) -> u64 {
+        match policy {
+            crate::config::LeaderPolicy::Count => self.leader_count as u64,
+            crate::config::LeaderPolicy::Size => self.leader_score_mib,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -274,6 +288,7 @@ impl Regions {
                 let load = loads.entry(store).or_default();
                 load.leader_count += 1;
                 load.leader_size_mib += size;
+                load.leader_score_mib = load.leader_score_mib.saturating_add(r.score_mib());
                 load.write_bytes_rate += r.write_bytes_rate;
                 load.write_keys_rate += r.write_keys_rate;
                 // Ties: the lowest region id.

@@ -41,7 +41,7 @@ use tracing::{debug, info, warn};
 use crate::checker::{self, ClusterView};
 use crate::clock::elapsed;
 use crate::cluster::{Cluster, PdResult};
-use crate::config::ScheduleOptions;
+use crate::config::{LeaderPolicy, ScheduleOptions};
 use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
 use crate::storage::{self, id_key, Batch, MetaError};
@@ -57,6 +57,21 @@ pub const SCHEDULERS: [&str; 3] = [
     "balance-leader-scheduler",
     "balance-region-scheduler",
     "balance-hot-region-scheduler",
+];
+
+/// Upstream's answer for a checker name it does not know.
+fn checker_not_found() -> String {
+    "[PD:checker:ErrCheckerNotFound]checker not found".into()
+}
+
+/// The checkers `pd-ctl checker pause` names, as upstream's.
+pub const CHECKERS: [&str; 6] = [
+    "learner",
+    "replica",
+    "rule",
+    "split",
+    "merge",
+    "joint-state",
 ];
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -475,6 +490,41 @@ impl Cluster {
         }
         info!(scheduler = name, delay, "scheduler paused or resumed");
         Ok(())
+    }
+
+    /// Pauses a checker for `delay` seconds, or resumes it with a delay of
+    /// 0, as `pd-ctl checker pause` / `resume` do (in memory, as
+    /// upstream's). Names are upstream's ([`CHECKERS`]); `rule`, `split`
+    /// and `joint-state` have nothing to pause here (no placement rules;
+    /// stores leave joint states by themselves).
+    pub fn pause_checker(&self, name: &str, delay: u64) -> Result<(), String> {
+        let name = (CHECKERS.iter())
+            .find(|c| **c == name)
+            .ok_or_else(checker_not_found)?;
+        let now = self.clock.now_nanos().div_euclid(NANOS_PER_SEC);
+        let mut paused = self.paused_checkers.write();
+        if delay == 0 {
+            paused.remove(name);
+        } else {
+            let delay = i64::try_from(delay).unwrap_or(i64::MAX);
+            paused.insert(name, now.saturating_add(delay));
+        }
+        info!(checker = name, delay, "checker paused or resumed");
+        Ok(())
+    }
+
+    /// Whether a checker is paused now; an error for an unknown name.
+    pub fn is_checker_paused(&self, name: &str) -> Result<bool, String> {
+        if !CHECKERS.contains(&name) {
+            return Err(checker_not_found());
+        }
+        let now = self.clock.now_nanos();
+        Ok(self.checker_paused_at(name, now))
+    }
+
+    fn checker_paused_at(&self, name: &str, now: i64) -> bool {
+        let now = now.div_euclid(NANOS_PER_SEC);
+        (self.paused_checkers.read().get(name)).is_some_and(|resume_at| *resume_at > now)
     }
 
     /// The schedulers paused now, with when they were paused and when they
@@ -904,15 +954,23 @@ impl Operators {
 /// checkers and running schedulers (see the table at the top).
 fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if let Some(plan) = checker::check(r, v)? {
+        // Promoting learners is upstream's learner checker; the rest its
+        // replica checker.
+        let by = match plan.desc.as_str() {
+            "promote-learner" => "learner",
+            _ => "replica",
+        };
         let limited = plan.kind & kind::REPLICA != 0
             && v.running(kind::REPLICA) >= v.opts.replica_schedule_limit;
-        return Ok((!limited).then_some(plan));
+        return Ok((!limited && !v.checker_paused(by)).then_some(plan));
     }
     if !r.is_healthy(v.max_replicas()) {
         return Ok(None);
     }
-    if let Some(plan) = merge::check(r, v)? {
-        return Ok(Some(plan));
+    if !v.checker_paused("merge") {
+        if let Some(plan) = merge::check(r, v)? {
+            return Ok(Some(plan));
+        }
     }
     if v.runs("balance-hot-region-scheduler") {
         if let Some(plan) = hot::check(r, v) {
@@ -970,6 +1028,7 @@ impl<'a> View<'a> {
                     e.regions = e.regions.saturating_add(i.regions);
                     e.score = e.score.saturating_add(i.score);
                     e.leaders = e.leaders.saturating_add(i.leaders);
+                    e.leader_score = e.leader_score.saturating_add(i.leader_score);
                     e.write_rate = e.write_rate.saturating_add(i.write_rate);
                 }
             }
@@ -1018,12 +1077,6 @@ impl<'a> View<'a> {
             .saturating_add(extra)
     }
 
-    /// Leaders on the store once the running operators are done.
-    pub fn leaders_after(&self, store_id: u64) -> i64 {
-        let extra = self.influence.get(&store_id).map_or(0, |i| i.leaders);
-        (self.load(store_id).leader_count as i64).saturating_add(extra)
-    }
-
     fn weights(&self, store_id: u64) -> Weights {
         self.space
             .get(&store_id)
@@ -1031,10 +1084,25 @@ impl<'a> View<'a> {
     }
 
     /// The store's leader score once the running operators are done and
-    /// `delta` more leaders moved there: leaders over its leader weight.
-    pub fn leader_score(&self, store_id: u64, delta: i64) -> f64 {
-        let leaders = self.leaders_after(store_id).saturating_add(delta);
-        weighted(leaders as f64, self.weights(store_id).leader)
+    /// it leads `r` too (`gains`) or no longer (`!gains`): by
+    /// `leader-schedule-policy`, its leaders or the sizes of the regions it
+    /// leads (MiB, see [`RegionInfo::score_mib`]), over its leader weight.
+    pub fn leader_score(&self, store_id: u64, r: &RegionInfo, gains: bool) -> f64 {
+        let policy = self.opts.leader_schedule_policy;
+        let (extra, unit) = match policy {
+            LeaderPolicy::Count => (self.influence.get(&store_id).map_or(0, |i| i.leaders), 1),
+            LeaderPolicy::Size => (
+                self.influence.get(&store_id).map_or(0, |i| i.leader_score),
+                i64::try_from(r.score_mib()).unwrap_or(i64::MAX),
+            ),
+        };
+        let score = i64::try_from(self.load(store_id).leader_score(policy)).unwrap_or(i64::MAX);
+        let now = score.saturating_add(extra);
+        let delta = if gains { unit } else { unit.saturating_neg() };
+        weighted(
+            now.saturating_add(delta) as f64,
+            self.weights(store_id).leader,
+        )
     }
 
     /// The store's region score (MiB) once the running operators are done
@@ -1052,6 +1120,10 @@ impl<'a> View<'a> {
     }
 
     /// How many running operators have a kind bit.
+    pub fn checker_paused(&self, name: &str) -> bool {
+        self.cluster.checker_paused_at(name, self.now)
+    }
+
     pub fn running(&self, kind: u32) -> u64 {
         self.running.iter().filter(|(_, k)| k & kind != 0).count() as u64
     }
@@ -1148,8 +1220,8 @@ impl ClusterView for View<'_> {
         weighted(regions as f64, self.weights(store_id).region)
     }
 
-    fn leader_load(&self, store_id: u64, delta: i64) -> f64 {
-        self.leader_score(store_id, delta)
+    fn leader_load(&self, store_id: u64, r: &RegionInfo) -> f64 {
+        self.leader_score(store_id, r, true)
     }
 
     fn has_room(&self, store_id: u64) -> bool {

@@ -407,3 +407,41 @@ fn a_store_with_too_many_pending_peers_takes_no_replica_from_balance() {
     let counts = fleet.counts();
     assert_eq!(spread(&counts, |c| c.0), [36, 36, 36, 36], "{counts:?}");
 }
+
+#[test]
+fn with_the_size_policy_leaders_even_out_by_the_sizes_they_lead() {
+    // Every store holds every region and leads ten; store 1's are 10 MiB,
+    // the others' 1 MiB.
+    let mut fleet = Fleet::new(&[1, 2, 3], 30, three_stores, no_merges());
+    for r in fleet.regions.values_mut() {
+        if r.leader_store == 1 {
+            r.size = 10 << 20;
+        }
+    }
+    let led = |fleet: &Fleet| -> BTreeMap<u64, u64> {
+        let mut sizes = BTreeMap::new();
+        for r in fleet.regions.values() {
+            *sizes.entry(r.leader_store).or_default() += r.size >> 20;
+        }
+        sizes
+    };
+    // By count (upstream's default) they are even already.
+    fleet.settle(10, |_| {});
+    assert!(fleet.log.is_empty(), "{:?}", fleet.log);
+    assert_eq!(led(&fleet), BTreeMap::from([(1, 100), (2, 10), (3, 10)]));
+
+    let change = serde_json::Map::from_iter([(
+        "leader-schedule-policy".to_string(),
+        serde_json::json!("size"),
+    )]);
+    fleet.cluster.update_opts(&change).unwrap();
+    fleet.settle(100, |_| {});
+    let sizes = led(&fleet);
+    let (most, least) = (sizes.values().max(), sizes.values().min());
+    // Settled: no 10 MiB leader can move without overshooting.
+    assert!(most.unwrap() - least.unwrap() < 20, "{sizes:?}");
+    assert!(sizes[&1] < 100, "{sizes:?}");
+    assert!(fleet.log.iter().all(|l| l.contains("transfer leader")));
+    let counts = fleet.counts();
+    assert!(counts[&1].1 < 10, "{counts:?}");
+}

@@ -1151,3 +1151,44 @@ async fn schedulers_are_paused_listed_as_paused_and_resumed() {
         )
     );
 }
+
+#[tokio::test]
+async fn checkers_are_paused_shown_and_resumed() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let merge = format!("{api}/checker/merge");
+    assert_eq!(get(&merge).await, json!({"paused": false}));
+    let (code, body) = send(Method::POST, &merge, json!({"delay": 60})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("Pause the checker successfully."))
+    );
+    assert_eq!(get(&merge).await, json!({"paused": true}));
+    assert!(sim.cluster.is_checker_paused("merge").unwrap());
+    let (code, body) = send(Method::POST, &merge, json!({"delay": 0})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::OK, json!("Resume the checker successfully."))
+    );
+    assert_eq!(get(&merge).await, json!({"paused": false}));
+
+    let (code, body) = send(Method::POST, &merge, json!({"delay": -1})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::BAD_REQUEST, json!("delay cannot be negative"))
+    );
+    let (code, body) = send(Method::POST, &merge, json!({"wait": 5})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::BAD_REQUEST, json!("missing pause time"))
+    );
+    let nope = format!("{api}/checker/nope");
+    let not_found = json!("[PD:checker:ErrCheckerNotFound]checker not found");
+    let (code, body) = send(Method::POST, &nope, json!({"delay": 5})).await;
+    assert_eq!(
+        (code, body),
+        (StatusCode::INTERNAL_SERVER_ERROR, not_found.clone())
+    );
+    let (code, body) = call(Method::GET, &nope).await;
+    assert_eq!((code, body), (StatusCode::INTERNAL_SERVER_ERROR, not_found));
+}

@@ -463,3 +463,13 @@ fn a_merge_asked_for_by_hand_needs_no_small_or_old_region_only_a_healthy_neighbo
     assert_eq!(op.plan.desc, "admin-merge-region");
     assert_eq!(op.plan.brief, format!("merge: region {b} to {c}"));
 }
+
+#[test]
+fn a_paused_merge_checker_merges_nothing_until_resumed() {
+    let (mut fleet, [_, b, c]) = three([30, 1, 25], merge_now());
+    fleet.cluster.pause_checker("merge", 600).unwrap();
+    assert!(!fleet.heartbeat(b), "{:?}", fleet.log);
+    fleet.cluster.pause_checker("merge", 0).unwrap();
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
+}

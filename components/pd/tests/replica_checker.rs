@@ -636,3 +636,31 @@ fn halted_scheduling_plans_nothing_and_refuses_splits_but_running_operators_go_o
     assert_eq!(sim.step(), "add learner on store 4");
     assert_eq!(sim.cluster.ask_batch_split(&region, 1).unwrap().len(), 1);
 }
+
+#[test]
+fn a_paused_checker_plans_nothing_until_its_pause_ends_or_it_is_resumed() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2], opts(3));
+    sim.cluster.pause_checker("replica", 60).unwrap();
+    assert_eq!(sim.cluster.is_checker_paused("replica"), Ok(true));
+    assert_eq!(sim.cluster.is_checker_paused("learner"), Ok(false));
+    assert_eq!(sim.run(), [QUIET]);
+    sim.advance(Duration::from_secs(59));
+    assert_eq!(sim.run(), [QUIET], "a second to go");
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.cluster.is_checker_paused("replica"), Ok(false));
+    assert_eq!(sim.step(), "add learner on store 3");
+
+    // A learner left without its operator (as after a PD restart) waits
+    // while the learner checker is paused.
+    sim.cluster.pause_checker("learner", 600).unwrap();
+    sim.cluster.cancel_operator(1);
+    assert_eq!(sim.run(), ["-", "-"]);
+    sim.cluster.pause_checker("learner", 0).unwrap();
+    assert!(sim.run().contains(&"promote on store 3".to_string()));
+    assert_eq!(sim.voter_stores(), [1, 2, 3]);
+
+    // Upstream's names only; those with nothing to pause here are taken.
+    assert!(sim.cluster.pause_checker("joint-state", 5).is_ok());
+    assert!(sim.cluster.pause_checker("nope", 5).is_err());
+    assert!(sim.cluster.is_checker_paused("nope").is_err());
+}
