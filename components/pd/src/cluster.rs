@@ -559,11 +559,18 @@ impl Cluster {
         count: u32,
     ) -> PdResult<Vec<pdpb::SplitId>> {
         self.require_bootstrapped()?;
-        if self.opts().halt_scheduling {
-            // As upstream: the store's split check tries again later.
+        // As upstream; the store's split check tries again later.
+        let opts = self.opts();
+        if opts.halt_scheduling {
             return Err(PdError::new(
                 pdpb::ErrorType::Unknown,
                 "scheduling is halted",
+            ));
+        }
+        if !opts.tikv_split {
+            return Err(PdError::new(
+                pdpb::ErrorType::Unknown,
+                "tikv split region is disabled (enable-tikv-split-region)",
             ));
         }
         if count == 0 || count > MAX_SPLIT_COUNT {

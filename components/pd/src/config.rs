@@ -77,6 +77,13 @@ pub struct ScheduleSection {
     /// What balance-leader evens out: `count` (leaders, upstream's
     /// default) or `size` (the sizes of the regions led).
     pub leader_schedule_policy: String,
+    /// On, a small region merges only into the region after it (upstream's
+    /// key, off by default).
+    pub enable_one_way_merge: bool,
+    /// Off, stores' split requests (`AskBatchSplit`, also behind a
+    /// client's `SplitRegion`) are refused (upstream's key, on by
+    /// default).
+    pub enable_tikv_split_region: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,6 +142,8 @@ impl Default for ScheduleSection {
             enable_location_replacement: true,
             halt_scheduling: false,
             leader_schedule_policy: "count".into(),
+            enable_one_way_merge: false,
+            enable_tikv_split_region: true,
         }
     }
 }
@@ -239,6 +248,8 @@ impl PdConfig {
                 location_replacement: sc.enable_location_replacement,
             },
             halt_scheduling: sc.halt_scheduling,
+            one_way_merge: sc.enable_one_way_merge,
+            tikv_split: sc.enable_tikv_split_region,
             ..ScheduleOptions::default()
         };
         let labels = serde_json::json!(self.replication.location_labels.join(","));
@@ -317,6 +328,10 @@ pub struct ScheduleOptions {
     /// See [`ScheduleSection::halt_scheduling`].
     pub halt_scheduling: bool,
     pub leader_schedule_policy: LeaderPolicy,
+    /// See [`ScheduleSection::enable_one_way_merge`].
+    pub one_way_merge: bool,
+    /// See [`ScheduleSection::enable_tikv_split_region`].
+    pub tikv_split: bool,
 }
 
 /// What balance-leader evens out between stores (`leader-schedule-policy`).
@@ -404,6 +419,8 @@ impl Default for ScheduleOptions {
             repairs: Repairs::default(),
             halt_scheduling: false,
             leader_schedule_policy: LeaderPolicy::Count,
+            one_way_merge: false,
+            tikv_split: true,
         }
     }
 }
@@ -469,6 +486,8 @@ impl ScheduleOptions {
             "max-snapshot-count" => self.max_snapshot_count = number()?,
             "max-pending-peer-count" => self.max_pending_peer_count = number()?,
             "halt-scheduling" => self.halt_scheduling = boolean()?,
+            "enable-one-way-merge" => self.one_way_merge = boolean()?,
+            "enable-tikv-split-region" => self.tikv_split = boolean()?,
             "leader-schedule-policy" => {
                 // Upstream takes either case.
                 let name = value.as_str().map(|s| s.trim().to_ascii_lowercase());
@@ -564,6 +583,8 @@ impl ScheduleOptions {
         for (key, on) in repairs.switches() {
             json[key] = serde_json::json!(on.to_string());
         }
+        json["enable-one-way-merge"] = serde_json::json!(self.one_way_merge.to_string());
+        json["enable-tikv-split-region"] = serde_json::json!(self.tikv_split.to_string());
         if self.halt_scheduling {
             json["halt-scheduling"] = serde_json::json!("true");
         }
@@ -632,6 +653,8 @@ mod tests {
             max-snapshot-count = 5
             halt-scheduling = true
             leader-schedule-policy = "size"
+            enable-one-way-merge = true
+            enable-tikv-split-region = false
         "#;
         let (mut cfg, unknown): (PdConfig, _) = tikal_util::parse_toml(text).unwrap();
         assert!(unknown.is_empty(), "{unknown:?}");
@@ -666,6 +689,14 @@ mod tests {
         assert_eq!(opts.schedule_json()["enable-make-up-replica"], "true");
         assert!(opts.halt_scheduling);
         assert_eq!(opts.leader_schedule_policy, LeaderPolicy::Size);
+        assert!(opts.one_way_merge && !opts.tikv_split);
+        assert_eq!(opts.schedule_json()["enable-one-way-merge"], "true");
+        assert_eq!(opts.schedule_json()["enable-tikv-split-region"], "false");
+        let defaults = ScheduleOptions::default();
+        assert!(
+            !defaults.one_way_merge && defaults.tikv_split,
+            "upstream's defaults"
+        );
         assert_eq!(opts.schedule_json()["leader-schedule-policy"], "size");
         let json = ScheduleOptions::default().schedule_json();
         assert_eq!(

@@ -12,7 +12,8 @@
 //!   healthy, fully replicated, of known size and free of operators, and the boundary
 //!   between them is no keyspace's (see [`crate::keyspace`]). With two such
 //!   neighbours, the smaller takes it (ties: the next one); one over
-//!   upstream's region-max-size (144 MiB) takes nothing.
+//!   upstream's region-max-size (144 MiB) takes nothing. With
+//!   `enable-one-way-merge` only the next one may take it.
 //!
 //! The operator first moves the source's peers onto the target's stores
 //! (a learner on a missing store, promoted, leadership handed to it if the
@@ -75,6 +76,7 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
         let next = next
             .filter(fits)
             .filter(|_| !keyspaces.is_bound(&r.region.end_key));
+        let prev = prev.filter(|_| !o.one_way_merge);
         let target = match (prev, next) {
             (Some(p), Some(n)) if p.approximate_size < n.approximate_size => Some(p),
             (p, n) => n.or(p),

@@ -92,3 +92,42 @@ async fn stores_report_state_and_node_state_as_upstream() {
     let err = refused.header.unwrap().error.unwrap();
     assert_eq!(err.r#type, pdpb::ErrorType::StoreTombstone as i32);
 }
+
+/// A store's `AskBatchSplit` for one new region: the new region's id, or
+/// the error in the answer's header.
+async fn ask_split(
+    pd: &mut PdClient<tonic::transport::Channel>,
+    region: &metapb::Region,
+) -> Result<u64, String> {
+    let req = pdpb::AskBatchSplitRequest {
+        header: None,
+        region: Some(region.clone()),
+        split_count: 1,
+    };
+    let resp = pd.ask_batch_split(req).await.unwrap().into_inner();
+    match resp.header.and_then(|h| h.error) {
+        Some(e) => Err(e.message),
+        None => Ok(resp.ids[0].new_region_id),
+    }
+}
+
+#[tokio::test]
+async fn split_requests_are_refused_while_scheduling_is_halted_or_store_splits_are_off() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let mut pd = serve(&sim).await;
+    let region = sim.request().region.unwrap();
+    assert!(ask_split(&mut pd, &region).await.is_ok());
+    let set = |key: &str, value: &str| {
+        let change = serde_json::Map::from_iter([(key.to_string(), value.into())]);
+        sim.cluster.update_opts(&change).unwrap();
+    };
+    set("enable-tikv-split-region", "false");
+    let err = ask_split(&mut pd, &region).await.unwrap_err();
+    assert!(err.contains("split region is disabled"), "{err}");
+    set("enable-tikv-split-region", "true");
+    set("halt-scheduling", "true");
+    let err = ask_split(&mut pd, &region).await.unwrap_err();
+    assert!(err.contains("scheduling is halted"), "{err}");
+    set("halt-scheduling", "false");
+    assert!(ask_split(&mut pd, &region).await.is_ok());
+}

@@ -473,3 +473,19 @@ fn a_paused_merge_checker_merges_nothing_until_resumed() {
     assert!(fleet.heartbeat(b));
     assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
 }
+
+#[test]
+fn with_one_way_merge_a_region_merges_only_into_the_next_one() {
+    // The previous neighbour is the smaller: it takes the merge ...
+    let (mut fleet, [a, b, _]) = three([25, 1, 30], merge_now());
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {a}")]);
+    // ... unless merges go one way only.
+    let one_way = ScheduleOptions {
+        one_way_merge: true,
+        ..merge_now()
+    };
+    let (mut fleet, [_, b, c]) = three([25, 1, 30], one_way);
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
+}
