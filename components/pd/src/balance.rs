@@ -74,13 +74,37 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     let to_store = r
         .voters()
         .map(|p| p.store_id)
-        .filter(|s| *s != from_store && v.is_up(*s))
+        .filter(|s| *s != from_store && v.takes_leader(*s))
         .min_by(by_score(|s| v.leader_score(s, r, true)))?;
     if v.leader_score(from_store, r, false) < v.leader_score(to_store, r, true) {
         return None;
     }
     Some(Plan {
         desc: "balance-leader".into(),
+        brief: format!("transfer leader: store {from_store} to {to_store}"),
+        kind: kind::LEADER,
+        steps: vec![Step::TransferLeader {
+            from_store,
+            to_store,
+        }],
+    })
+}
+
+/// Moves `r`'s leadership off a store `evict-leader-scheduler` holds, to
+/// the follower on a store that takes leaders and would score lowest with
+/// it (within `leader-schedule-limit`, as upstream's).
+pub(crate) fn evict_leader(r: &RegionInfo, v: &View) -> Option<Plan> {
+    let from_store = r.leader_store().filter(|s| v.is_evicted(*s))?;
+    if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
+        return None;
+    }
+    let to_store = r
+        .voters()
+        .map(|p| p.store_id)
+        .filter(|s| *s != from_store && v.takes_leader(*s))
+        .min_by(by_score(|s| v.leader_score(s, r, true)))?;
+    Some(Plan {
+        desc: crate::schedule::EVICT_LEADER.into(),
         brief: format!("transfer leader: store {from_store} to {to_store}"),
         kind: kind::LEADER,
         steps: vec![Step::TransferLeader {

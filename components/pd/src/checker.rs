@@ -67,6 +67,9 @@ pub trait ClusterView {
     /// (`[schedule] max-snapshot-count`, `max-pending-peer-count`). A
     /// passing state: a region whose best target is held back waits.
     fn takes_replica_now(&self, store_id: u64) -> bool;
+    /// Whether the store may be given a leader: it is Up and no
+    /// `evict-leader-scheduler` holds it.
+    fn takes_leader(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
     fn alloc_id(&self) -> PdResult<u64>;
     /// How far `other` is from the stores `others` by location labels (see
@@ -285,8 +288,7 @@ fn pick_new_leader(
     r.voters()
         .map(|p| p.store_id)
         .chain(joining.iter().copied())
-        .filter(|id| *id != leaving)
-        .filter(|id| c.store_state(*id).is_some_and(StoreState::takes_replicas))
+        .filter(|id| *id != leaving && c.takes_leader(*id))
         .min_by_key(|id| (Load(c.leader_load(*id, r)), *id))
 }
 

@@ -4,7 +4,7 @@
 //! What PD asks of regions and stores in return (operators, store removal)
 //! is in [`crate::schedule`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -62,6 +62,9 @@ pub struct Cluster {
     /// Paused checkers (upstream's names) and when each resumes (Unix
     /// seconds), see [`Cluster::pause_checker`].
     pub(crate) paused_checkers: RwLock<HashMap<&'static str, i64>>,
+    /// The stores `evict-leader-scheduler` takes every leader off (and
+    /// gives none), see [`Cluster::evict_leaders`].
+    pub(crate) evicted: RwLock<BTreeSet<u64>>,
     pub tso: Tso,
     pub(crate) clock: Arc<dyn Clock>,
     /// When this PD started (Unix nanoseconds, by `clock`).
@@ -178,6 +181,7 @@ impl Cluster {
                     .collect(),
             ),
             paused_checkers: RwLock::default(),
+            evicted: RwLock::default(),
             tso,
             clock,
             started,

@@ -21,6 +21,7 @@
 //!
 //! The balance schedulers leave hot regions alone.
 
+use crate::checker::ClusterView;
 use crate::operator::{kind, Plan, Step};
 use crate::regions::RegionInfo;
 use crate::schedule::View;
@@ -57,7 +58,7 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> Option<Plan> {
     let to_store = r
         .voters()
         .map(|p| p.store_id)
-        .filter(|s| *s != from_store && v.is_up(*s))
+        .filter(|s| *s != from_store && v.takes_leader(*s))
         .min_by(|a, b| flow(*a).total_cmp(&flow(*b)).then(a.cmp(b)))?;
     let rate = r.write_bytes_rate;
     if flow(to_store) + rate >= source_flow - rate {

@@ -13,6 +13,7 @@
 //! | GET `/config/replicate`        | the replication settings                    |
 //! | GET/POST `/schedulers` (`?status=paused`), DELETE `/schedulers/{name}` | running schedulers |
 //! | POST `/schedulers/{name}` (`{"delay"}`) | pause or resume one (or `all`)     |
+//! | GET `/scheduler-config/evict-leader-scheduler/list` | the stores whose leaders it evicts |
 //! | GET/POST `/checker/{name}` (`{"delay"}`) | a checker paused?; pause or resume it |
 //! | GET/POST `/stores/limit`, POST `/store/{id}/limit` | store limits          |
 //! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
@@ -34,7 +35,7 @@ use crate::config::{LeaderPolicy, PdConfig};
 use crate::format::{byte_size, from_hex, go_duration, hex, rfc3339};
 use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
-use crate::schedule::{AdminOp, SchedulerError, StoreError};
+use crate::schedule::{AdminOp, SchedulerError, StoreError, EVICT_LEADER};
 use crate::service::PdService;
 use crate::store_limit::LimitType;
 use crate::stores::{weighted, StoreInfo, StoreState, Weights};
@@ -104,6 +105,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/pd/api/v1/config/replicate", get(replication_config))
         .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
+        .route(
+            "/pd/api/v1/scheduler-config/evict-leader-scheduler/list",
+            get(evict_leader_config),
+        )
         .route(
             "/pd/api/v1/schedulers/:name",
             delete(remove_scheduler).post(pause_scheduler),
@@ -1034,16 +1039,40 @@ async fn checker_status(State(s): State<Arc<HttpState>>, Path(name): Path<String
     }
 }
 
-/// `POST /schedulers` with `{"name": "balance-leader-scheduler"}`.
+/// `POST /schedulers` with `{"name": "balance-leader-scheduler"}`, or
+/// `{"name": "evict-leader-scheduler", "store_id": N}` to add a store to
+/// that one.
 async fn add_scheduler(State(s): State<Arc<HttpState>>, body: String) -> Response {
     let req = serde_json::from_str::<Value>(&body).unwrap_or_default();
     let Some(name) = req["name"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "missing scheduler name".into());
     };
+    if name == EVICT_LEADER {
+        let Some(id) = req["store_id"].as_u64() else {
+            return error(StatusCode::BAD_REQUEST, "missing store id".into());
+        };
+        return match s.pd.cluster.evict_leaders(id) {
+            Ok(()) => Json(json!("The scheduler is created.")).into_response(),
+            Err(e) => store_error(e),
+        };
+    }
     match s.pd.cluster.add_scheduler(name) {
         Ok(()) => Json(json!("The scheduler is created.")).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
+}
+
+/// `GET /scheduler-config/evict-leader-scheduler/list`: the stores it
+/// holds, each over the whole key space, in upstream's shape.
+async fn evict_leader_config(State(s): State<Arc<HttpState>>) -> Response {
+    let stores = s.pd.cluster.evicted_stores();
+    if stores.is_empty() {
+        return error(StatusCode::NOT_FOUND, SchedulerError::NotFound.to_string());
+    }
+    let ranges: serde_json::Map<String, Value> = (stores.iter())
+        .map(|id| (id.to_string(), json!([{"start-key": "", "end-key": ""}])))
+        .collect();
+    Json(json!({ "store-id-ranges": ranges })).into_response()
 }
 
 async fn remove_scheduler(State(s): State<Arc<HttpState>>, Path(name): Path<String>) -> Response {

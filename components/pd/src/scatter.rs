@@ -125,7 +125,7 @@ impl Groups {
         // Leadership only to an Up store (a replica may stay on one that
         // is not, for now).
         let new_leader = (chosen.iter().copied())
-            .filter(|s| v.is_up(*s))
+            .filter(|s| v.takes_leader(*s))
             .min_by_key(|s| (count(&g.leaders, *s), *s != leader, *s))
             .or(want.contains(&leader).then_some(leader))
             .ok_or_else(|| format!("region {id} has no store to lead from"))?;

@@ -32,7 +32,7 @@
 //! how the last one ended.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use tikal_proto::{metapb, pdpb};
@@ -58,6 +58,11 @@ pub const SCHEDULERS: [&str; 3] = [
     "balance-region-scheduler",
     "balance-hot-region-scheduler",
 ];
+
+/// The scheduler that moves every leader off the stores it is given, as
+/// upstream's (one scheduler for all of them; `evict-leader-scheduler-{id}`
+/// names one store's part when deleting).
+pub const EVICT_LEADER: &str = "evict-leader-scheduler";
 
 /// Upstream's answer for a checker name it does not know.
 fn checker_not_found() -> String {
@@ -552,16 +557,59 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops a scheduler by name, as `DELETE /schedulers/{name}` does.
+    /// Stops a scheduler by name, as `DELETE /schedulers/{name}` does;
+    /// `evict-leader-scheduler-{id}` gives leaders back to that store only
+    /// (the scheduler stops with its last store).
     pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
         let mut running = self.schedulers.write();
+        let mut evicted = self.evicted.write();
+        let one_store = name
+            .strip_prefix(EVICT_LEADER)
+            .and_then(|s| s.strip_prefix('-'));
+        if let Some(id) = one_store {
+            let id: u64 = id.parse().map_err(|_| SchedulerError::NotFound)?;
+            if !evicted.remove(&id) {
+                return Err(SchedulerError::NotFound);
+            }
+            if evicted.is_empty() {
+                running.retain(|s| s.name != EVICT_LEADER);
+            }
+            info!(store_id = id, "leaders no longer evicted");
+            return Ok(());
+        }
         let before = running.len();
         running.retain(|s| s.name != name);
         if running.len() == before {
             return Err(SchedulerError::NotFound);
         }
+        if name == EVICT_LEADER {
+            evicted.clear();
+        }
         info!(scheduler = name, "scheduler removed");
         Ok(())
+    }
+
+    /// Adds a store to `evict-leader-scheduler` (starting it if it does
+    /// not run), as `pd-ctl scheduler add evict-leader-scheduler <id>`:
+    /// the store's leaders move to other voters and it is given none
+    /// until the store is removed from the scheduler.
+    pub fn evict_leaders(&self, store_id: u64) -> Result<(), StoreError> {
+        let known = (self.stores.read().get(&store_id)).is_some_and(|s| !s.is_tombstone());
+        if !known {
+            return Err(StoreError::NotFound(store_id));
+        }
+        let mut running = self.schedulers.write();
+        self.evicted.write().insert(store_id);
+        if !running.iter().any(|s| s.name == EVICT_LEADER) {
+            running.push(RunningScheduler::new(EVICT_LEADER));
+        }
+        info!(store_id, "leaders evicted");
+        Ok(())
+    }
+
+    /// The stores `evict-leader-scheduler` holds.
+    pub fn evicted_stores(&self) -> Vec<u64> {
+        self.evicted.read().iter().copied().collect()
     }
 
     /// A command, addressed as upstream addresses it: the region, its
@@ -972,6 +1020,11 @@ fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             return Ok(Some(plan));
         }
     }
+    if v.runs(EVICT_LEADER) {
+        if let Some(plan) = balance::evict_leader(r, v) {
+            return Ok(Some(plan));
+        }
+    }
     if v.runs("balance-hot-region-scheduler") {
         if let Some(plan) = hot::check(r, v) {
             return Ok(Some(plan));
@@ -1012,6 +1065,8 @@ pub(crate) struct View<'a> {
     schedulers: Vec<&'static str>,
     /// Store limit buckets that cannot pay for a large region's step now.
     exhausted: HashSet<(u64, LimitType)>,
+    /// Stores `evict-leader-scheduler` holds (paused or not).
+    evicted: BTreeSet<u64>,
 }
 
 impl<'a> View<'a> {
@@ -1055,6 +1110,7 @@ impl<'a> View<'a> {
                 .collect(),
             schedulers: cluster.active_schedulers(now),
             exhausted,
+            evicted: cluster.evicted.read().clone(),
         }
     }
 
@@ -1153,6 +1209,11 @@ impl<'a> View<'a> {
         self.store_state(store_id) == Some(StoreState::Up)
     }
 
+    /// Whether `evict-leader-scheduler` holds the store.
+    pub fn is_evicted(&self, store_id: u64) -> bool {
+        self.evicted.contains(&store_id)
+    }
+
     /// Whether the store is not low on space at `ratio`.
     fn room_at(&self, store_id: u64, ratio: f64) -> bool {
         let regions = self.load(store_id).region_count;
@@ -1226,6 +1287,10 @@ impl ClusterView for View<'_> {
 
     fn has_room(&self, store_id: u64) -> bool {
         self.room_at(store_id, self.opts.low_space_ratio)
+    }
+
+    fn takes_leader(&self, store_id: u64) -> bool {
+        self.is_up(store_id) && !self.is_evicted(store_id)
     }
 
     fn takes_replica_now(&self, store_id: u64) -> bool {

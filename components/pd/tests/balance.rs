@@ -445,3 +445,54 @@ fn with_the_size_policy_leaders_even_out_by_the_sizes_they_lead() {
     let counts = fleet.counts();
     assert!(counts[&1].1 < 10, "{counts:?}");
 }
+
+#[test]
+fn evicted_stores_lose_every_leader_and_get_none_until_given_back() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 30, three_stores, no_merges());
+    fleet.cluster.evict_leaders(1).unwrap();
+    assert!(fleet
+        .cluster
+        .schedulers()
+        .contains(&"evict-leader-scheduler"));
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.1), [0, 15, 15], "{counts:?}");
+    assert_eq!(spread(&counts, |c| c.0), [30, 30, 30], "replicas stay");
+    assert!(fleet.log.iter().all(|l| l.contains("transfer leader")));
+
+    // A second store: every leader goes to the third.
+    fleet.cluster.evict_leaders(2).unwrap();
+    assert_eq!(fleet.cluster.evicted_stores(), [1, 2]);
+    fleet.settle(100, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.1), [0, 0, 30]);
+
+    // Store 2 given back (as `evict-leader-scheduler-2` is deleted), then
+    // store 1 with the whole scheduler: leaders even out again.
+    fleet
+        .cluster
+        .remove_scheduler("evict-leader-scheduler-2")
+        .unwrap();
+    assert!(fleet
+        .cluster
+        .schedulers()
+        .contains(&"evict-leader-scheduler"));
+    fleet.settle(100, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.1), [0, 15, 15]);
+    fleet
+        .cluster
+        .remove_scheduler("evict-leader-scheduler")
+        .unwrap();
+    assert!(fleet.cluster.evicted_stores().is_empty());
+    assert!(!fleet
+        .cluster
+        .schedulers()
+        .contains(&"evict-leader-scheduler"));
+    fleet.settle(100, |_| {});
+    assert_eq!(spread(&fleet.counts(), |c| c.1), [10, 10, 10]);
+
+    assert!(fleet.cluster.evict_leaders(9).is_err(), "no such store");
+    assert!(fleet
+        .cluster
+        .remove_scheduler("evict-leader-scheduler-1")
+        .is_err());
+}

@@ -1192,3 +1192,41 @@ async fn checkers_are_paused_shown_and_resumed() {
     let (code, body) = call(Method::GET, &nope).await;
     assert_eq!((code, body), (StatusCode::INTERNAL_SERVER_ERROR, not_found));
 }
+
+#[tokio::test]
+async fn leaders_are_evicted_from_a_store_by_request_and_given_back() {
+    let sim = Sim::new(&[1, 2], &[1], opts(3));
+    let api = serve(&sim);
+    let url = format!("{api}/schedulers");
+    let evict = |body: Value| send(Method::POST, &url, body);
+    let body = json!({"name": "evict-leader-scheduler", "store_id": 2});
+    assert_eq!(
+        evict(body).await,
+        (StatusCode::OK, json!("The scheduler is created."))
+    );
+    let list = format!("{api}/scheduler-config/evict-leader-scheduler/list");
+    assert_eq!(
+        get(&list).await,
+        json!({"store-id-ranges": {"2": [{"start-key": "", "end-key": ""}]}})
+    );
+    assert_eq!(array_len(&url).await, 4);
+    assert!(get(&url)
+        .await
+        .as_array()
+        .unwrap()
+        .contains(&json!("evict-leader-scheduler")));
+
+    let no_store = json!({"name": "evict-leader-scheduler"});
+    assert_eq!(evict(no_store).await.0, StatusCode::BAD_REQUEST);
+    let unknown = json!({"name": "evict-leader-scheduler", "store_id": 9});
+    assert_eq!(evict(unknown).await.0, StatusCode::NOT_FOUND);
+
+    let give_back = format!("{api}/schedulers/evict-leader-scheduler-2");
+    assert_eq!(call(Method::DELETE, &give_back).await.0, StatusCode::OK);
+    assert_eq!(
+        call(Method::DELETE, &give_back).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(array_len(&url).await, 3, "gone with its last store");
+    assert_eq!(call(Method::GET, &list).await.0, StatusCode::NOT_FOUND);
+}

@@ -664,3 +664,21 @@ fn a_paused_checker_plans_nothing_until_its_pause_ends_or_it_is_resumed() {
     assert!(sim.cluster.pause_checker("nope", 5).is_err());
     assert!(sim.cluster.is_checker_paused("nope").is_err());
 }
+
+#[test]
+fn a_leader_leaving_its_store_passes_over_a_store_whose_leaders_are_evicted() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    sim.cluster.evict_leaders(2).unwrap();
+    sim.cluster.remove_store(1).unwrap();
+    let steps = sim.run();
+    assert!(
+        steps.contains(&"transfer leader to store 3".to_string()),
+        "{steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|s| s.contains("leader to store 2")),
+        "{steps:?}"
+    );
+    assert_eq!(sim.voter_stores(), [2, 3, 4]);
+}
