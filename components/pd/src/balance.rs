@@ -2,7 +2,8 @@
 //! and region replicas (`balance-region-scheduler`) across Up stores.
 //!
 //! Leaders are scored by count, as upstream's default leader policy
-//! (`count`) does. Regions are scored by size, as upstream's region score
+//! (`count`) does, or with `leader-schedule-policy = "size"` by the sizes
+//! of the regions led (each at least 1 MiB). Regions are scored by size, as upstream's region score
 //! is: the sizes of the regions a store holds a peer of, each counted as
 //! at least 1 MiB (so empty and unreported regions weigh as much as small
 //! ones, and many small regions balance by count). Each score is divided

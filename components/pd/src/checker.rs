@@ -26,13 +26,17 @@
 //! distinct score, see [`crate::placement`]), then with the fewest regions
 //! once it has this one, over its region weight (ties: lowest id), among
 //! those of the farthest that are not busy with snapshots or pending
-//! peers (`max-snapshot-count`, `max-pending-peer-count`); without one
-//! the rule does not apply and the region keeps working with what it
-//! has. The worst voter is on a store that does not take replicas, else
+//! peers (`max-snapshot-count`, `max-pending-peer-count`). The farthest
+//! are found among the Up stores and those only Disconnected since they
+//! last reported: if only such a one is farthest, the region waits for
+//! it. Without a target the rule does not apply and the region keeps
+//! working with what it has. The worst voter is on a store that does not take replicas, else
 //! the nearest to the others, then not the leader, then on the store with
 //! the most regions over its weight. A removal never removes the leader: a
-//! step first moves leadership to a voter on an Up store (the one leading
-//! fewest regions once it leads this one, over its leader weight). Regions in joint consensus, or with a
+//! step first moves leadership to a voter on an Up store no
+//! `evict-leader-scheduler` holds (the one with the lowest leader score
+//! once it leads this one, by `leader-schedule-policy`, over its leader
+//! weight). Regions in joint consensus, or with a
 //! peer on a store PD does not know, are left alone.
 
 use std::cmp::Reverse;
@@ -70,6 +74,13 @@ pub trait ClusterView {
     /// Whether the store may be given a leader: it is Up and no
     /// `evict-leader-scheduler` holds it.
     fn takes_leader(&self, store_id: u64) -> bool;
+    /// Whether the checker of upstream's name (`replica`, `learner`) is
+    /// paused now (`pd-ctl checker pause`).
+    fn checker_paused(&self, name: &str) -> bool;
+    /// Whether the store may take a new replica once a passing state is
+    /// over: Up, or only Disconnected since it last reported to this PD
+    /// (as upstream's first target stage allows temporary states).
+    fn takes_replica_later(&self, store_id: u64) -> bool;
     /// A fresh id for a new peer.
     fn alloc_id(&self) -> PdResult<u64>;
     /// How far `other` is from the stores `others` by location labels (see
@@ -100,7 +111,11 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
         StoreState::Down => repairs.remove_down,
         _ => repairs.replace_offline,
     };
-    for (p, s) in &states {
+    // Upstream's replica checker has every row but the promotion, its
+    // learner checker that one; each may be paused (`pd-ctl checker
+    // pause`). Paused, its rows plan nothing.
+    let replica_paused = c.checker_paused("replica");
+    for (p, s) in states.iter().filter(|_| !replica_paused) {
         if is_learner(p) && s.loses_replicas() && may_go(*s) {
             let desc = format!("remove-extra-{}-replica", status(*s));
             return Ok(remove_plan(r, c, desc, p.store_id, p.id, &[]));
@@ -108,11 +123,12 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     }
     // A learner on a Down or Offline store left there (its rule off) is
     // never promoted; one on a store that is only Disconnected (for
-    // instance after a PD restart) is waited for as before.
+    // instance after a PD restart) is waited for as before. While a
+    // learner waits, the replica rows wait too (they count voters).
     let on_live_store =
         |p: &&metapb::Peer| (c.store_state(p.store_id)).is_some_and(|s| !s.loses_replicas());
     if let Some(p) = r.learners().find(on_live_store) {
-        if r.is_pending(p.id) {
+        if r.is_pending(p.id) || c.checker_paused("learner") {
             return Ok(None);
         }
         return Ok(Some(Plan {
@@ -124,6 +140,9 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
                 peer_id: p.id,
             }],
         }));
+    }
+    if replica_paused {
+        return Ok(None);
     }
 
     let voters = r.voters().count();
@@ -223,10 +242,7 @@ fn status(s: StoreState) -> &'static str {
 fn pick_target(r: &RegionInfo, c: &dyn ClusterView, staying: &[u64]) -> Option<u64> {
     let fit: Vec<(u64, u64)> = (c.store_ids().into_iter())
         .filter(|id| r.peer_on(*id).is_none())
-        .filter(|id| {
-            c.store_state(*id)
-                .is_some_and(StoreState::takes_replicas_later)
-        })
+        .filter(|id| c.takes_replica_later(*id))
         .filter(|id| c.has_room(*id) && c.isolated(staying, *id))
         .map(|id| (id, c.distinct_score(staying, id)))
         .collect();

@@ -200,6 +200,11 @@ impl Cluster {
         self.opts.read().clone()
     }
 
+    /// Whether `halt-scheduling` is on.
+    pub(crate) fn scheduling_halted(&self) -> bool {
+        self.opts.read().halt_scheduling
+    }
+
     /// Changes settings online, as `POST /config` does: every key (upstream
     /// names, see [`ScheduleOptions::set`]) or none. Kept in the meta
     /// store, so they outlive a restart and win over the config file, as

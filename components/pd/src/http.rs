@@ -258,13 +258,13 @@ async fn stores(State(s): State<Arc<HttpState>>, RawQuery(query): RawQuery) -> R
     }
     let cluster = &s.pd.cluster;
     let (loads, liveness) = (cluster.store_loads(), cluster.liveness());
+    let policy = cluster.opts().leader_schedule_policy;
     let list: Vec<Value> = cluster
         .stores()
         .iter()
         .filter(|st| accept.contains(&st.meta.state))
         .map(|st| {
             let load = loads.get(&st.meta.id).copied().unwrap_or_default();
-            let policy = cluster.opts().leader_schedule_policy;
             store_json(st, st.state(&liveness), load, policy, liveness.now)
         })
         .collect();

@@ -395,10 +395,10 @@ impl Cluster {
                 }
             }
         }
-        let view = View::new(self, &ops, now);
-        if view.opts.halt_scheduling {
+        if self.scheduling_halted() {
             return Ok(None);
         }
+        let view = View::new(self, &ops, now);
         let Some(plan) = plan(r, &view)? else {
             return Ok(None);
         };
@@ -1002,15 +1002,13 @@ impl Operators {
 /// checkers and running schedulers (see the table at the top).
 fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
     if let Some(plan) = checker::check(r, v)? {
-        // Promoting learners is upstream's learner checker; the rest its
-        // replica checker.
-        let by = match plan.desc.as_str() {
-            "promote-learner" => "learner",
-            _ => "replica",
-        };
         let limited = plan.kind & kind::REPLICA != 0
             && v.running(kind::REPLICA) >= v.opts.replica_schedule_limit;
-        return Ok((!limited && !v.checker_paused(by)).then_some(plan));
+        // Over the limit, the rest is asked, as upstream's merge checker
+        // is.
+        if !limited {
+            return Ok(Some(plan));
+        }
     }
     if !r.is_healthy(v.max_replicas()) {
         return Ok(None);
@@ -1176,10 +1174,6 @@ impl<'a> View<'a> {
     }
 
     /// How many running operators have a kind bit.
-    pub fn checker_paused(&self, name: &str) -> bool {
-        self.cluster.checker_paused_at(name, self.now)
-    }
-
     pub fn running(&self, kind: u32) -> u64 {
         self.running.iter().filter(|(_, k)| k & kind != 0).count() as u64
     }
@@ -1287,6 +1281,23 @@ impl ClusterView for View<'_> {
 
     fn has_room(&self, store_id: u64) -> bool {
         self.room_at(store_id, self.opts.low_space_ratio)
+    }
+
+    fn checker_paused(&self, name: &str) -> bool {
+        self.cluster.checker_paused_at(name, self.now)
+    }
+
+    fn takes_replica_later(&self, store_id: u64) -> bool {
+        match self.store_state(store_id) {
+            Some(StoreState::Up) => true,
+            // Heard from since PD started: a store silent since before a
+            // PD restart may have been dead for long (its last heartbeat
+            // time is not kept), and is not waited for.
+            Some(StoreState::Disconnected) => {
+                (self.space.get(&store_id)).is_some_and(|s| s.last_heartbeat > 0)
+            }
+            _ => false,
+        }
     }
 
     fn takes_leader(&self, store_id: u64) -> bool {

@@ -124,14 +124,6 @@ impl StoreState {
         self == StoreState::Up
     }
 
-    /// Whether the store may take new replicas once a passing state is
-    /// over: Up, or only Disconnected (as upstream's target filters with
-    /// `AllowTemporaryStates`). A region whose best target is Disconnected
-    /// waits for it rather than settle for a worse one.
-    pub fn takes_replicas_later(self) -> bool {
-        matches!(self, StoreState::Up | StoreState::Disconnected)
-    }
-
     /// Whether the store's replicas must be replaced elsewhere.
     pub fn loses_replicas(self) -> bool {
         matches!(

@@ -489,3 +489,23 @@ fn with_one_way_merge_a_region_merges_only_into_the_next_one() {
     assert!(fleet.heartbeat(b));
     assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
 }
+
+#[test]
+fn a_paused_replica_checker_leaves_the_merge_checker_asked() {
+    let opts = common::with_location_labels(merge_now(), &["host"]);
+    let (mut fleet, [_, b, c]) = three([30, 1, 25], opts);
+    // Stores 1 and 2 share a host and store 4 is on its own: every
+    // region would be better off with a replica moved there.
+    fleet.add_store(4);
+    for (id, host) in [(1, "h1"), (2, "h1"), (3, "h2"), (4, "h3")] {
+        common::set_labels(&fleet.cluster, id, &[("host", host)]);
+    }
+    fleet.cluster.pause_checker("replica", 600).unwrap();
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
+    // Resumed, the replica checker's move comes first.
+    fleet.cluster.pause_checker("replica", 0).unwrap();
+    fleet.log.clear();
+    assert!(fleet.heartbeat(c));
+    assert_eq!(fleet.log, [format!("{c}: add learner on store 4")]);
+}
