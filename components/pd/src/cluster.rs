@@ -170,18 +170,19 @@ impl Cluster {
                 detail: "not store limit rates above zero".into(),
             })?,
         };
+        let (schedulers, evicted) = crate::schedule::load_schedulers(&meta)?;
         Ok(Cluster {
             keyspaces,
             meta,
             cluster_id,
             opts: RwLock::new(opts),
             schedulers: RwLock::new(
-                (crate::schedule::SCHEDULERS.iter())
-                    .map(|s| crate::schedule::RunningScheduler::new(s))
+                (schedulers.into_iter())
+                    .map(crate::schedule::RunningScheduler::new)
                     .collect(),
             ),
             paused_checkers: RwLock::default(),
-            evicted: RwLock::default(),
+            evicted: RwLock::new(evicted),
             tso,
             clock,
             started,
@@ -912,6 +913,38 @@ mod tests {
         // A restarted store registers again: its weights stay.
         c.put_store(c.store(1).unwrap().meta).unwrap();
         assert_eq!(c.store(1).unwrap().weights, weights);
+    }
+
+    #[test]
+    fn schedulers_removed_added_and_evicted_stores_outlive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let reopen = || Cluster::open(MetaStore::open(dir.path()).unwrap(), Default::default());
+        {
+            let c = cluster(dir.path());
+            c.remove_scheduler("balance-region-scheduler").unwrap();
+            c.evict_leaders(1).unwrap();
+            // Pauses are not kept, as upstream's.
+            c.pause_scheduler("balance-leader-scheduler", 600).unwrap();
+        }
+        {
+            let c = reopen().unwrap();
+            assert_eq!(
+                c.schedulers(),
+                [
+                    "balance-leader-scheduler",
+                    "balance-hot-region-scheduler",
+                    crate::schedule::EVICT_LEADER
+                ]
+            );
+            assert_eq!(c.evicted_stores(), [1]);
+            assert!(c.paused_schedulers().is_empty());
+            c.remove_scheduler("evict-leader-scheduler-1").unwrap();
+            c.add_scheduler("balance-region-scheduler").unwrap();
+        }
+        let c = reopen().unwrap();
+        assert_eq!(c.schedulers().len(), 3);
+        assert!(!c.schedulers().contains(&crate::schedule::EVICT_LEADER));
+        assert!(c.evicted_stores().is_empty());
     }
 
     #[test]

@@ -1058,6 +1058,7 @@ async fn add_scheduler(State(s): State<Arc<HttpState>>, body: String) -> Respons
     }
     match s.pd.cluster.add_scheduler(name) {
         Ok(()) => Json(json!("The scheduler is created.")).into_response(),
+        Err(e @ SchedulerError::Meta(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
@@ -1079,6 +1080,7 @@ async fn remove_scheduler(State(s): State<Arc<HttpState>>, Path(name): Path<Stri
     match s.pd.cluster.remove_scheduler(&name) {
         Ok(()) => Json(json!("The scheduler is removed.")).into_response(),
         Err(e @ SchedulerError::NotFound) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ SchedulerError::Meta(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

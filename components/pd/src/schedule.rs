@@ -44,7 +44,7 @@ use crate::cluster::{Cluster, PdResult};
 use crate::config::{LeaderPolicy, ScheduleOptions};
 use crate::operator::{kind, OpStatus, Operator, Plan, Progress, Step};
 use crate::regions::{RegionInfo, StoreLoad};
-use crate::storage::{self, id_key, Batch, MetaError};
+use crate::storage::{self, id_key, Batch, MetaError, MetaStore};
 use crate::store_limit::{self, LimitType, Limits, Rates};
 use crate::stores::{set_state, supports_conf_change_v2, weighted, StoreState, Weights};
 use crate::{balance, hot, merge, scatter};
@@ -100,6 +100,49 @@ impl RunningScheduler {
     }
 }
 
+/// The schedulers that run and the stores `evict-leader-scheduler` holds,
+/// as kept in the meta store once changed by request (upstream keeps its
+/// schedulers' configs too): a restarted PD runs what ran before. Pauses
+/// are not kept, as upstream's are not.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptSchedulers {
+    running: Vec<String>,
+    evict_leader_stores: BTreeSet<u64>,
+}
+
+/// The schedulers to run and the stores whose leaders are evicted, as
+/// kept (see [`KeptSchedulers`]), or the default schedulers if nothing is.
+/// Names this version does not know are left out with a warning.
+pub(crate) fn load_schedulers(
+    meta: &MetaStore,
+) -> Result<(Vec<&'static str>, BTreeSet<u64>), MetaError> {
+    let Some(bytes) = meta.get(storage::SCHEDULERS)? else {
+        return Ok((SCHEDULERS.to_vec(), BTreeSet::new()));
+    };
+    let kept: KeptSchedulers =
+        serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupted {
+            key: "schedulers".into(),
+            detail: e.to_string(),
+        })?;
+    let mut running: Vec<&'static str> = vec![];
+    for name in &kept.running {
+        match SCHEDULERS
+            .iter()
+            .chain([&EVICT_LEADER])
+            .find(|s| **s == name)
+        {
+            Some(known) if !running.contains(known) => running.push(known),
+            Some(_) => {}
+            None => warn!(scheduler = name, "kept scheduler unknown: not started"),
+        }
+    }
+    let mut evicted = kept.evict_leader_stores;
+    if !running.contains(&EVICT_LEADER) {
+        evicted.clear();
+    }
+    Ok((running, evicted))
+}
+
 /// A scheduler request PD refuses, with upstream's messages.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SchedulerError {
@@ -107,6 +150,8 @@ pub enum SchedulerError {
     NotFound,
     #[error("[PD:scheduler:ErrSchedulerExisted]scheduler existed")]
     Existed,
+    #[error("{0}")]
+    Meta(String),
 }
 
 pub struct Operators {
@@ -552,9 +597,34 @@ impl Cluster {
         if running.iter().any(|s| s.name == *known) {
             return Err(SchedulerError::Existed);
         }
-        running.push(RunningScheduler::new(known));
+        let evicted = self.evicted.read();
+        let mut next = running.clone();
+        next.push(RunningScheduler::new(known));
+        self.keep_schedulers(&next, &evicted)
+            .map_err(|e| SchedulerError::Meta(e.to_string()))?;
+        *running = next;
         info!(scheduler = name, "scheduler added");
         Ok(())
+    }
+
+    /// Keeps the running schedulers and the evicted stores in the meta
+    /// store (see [`KeptSchedulers`]), before they take effect.
+    fn keep_schedulers(
+        &self,
+        running: &[RunningScheduler],
+        evicted: &BTreeSet<u64>,
+    ) -> Result<(), MetaError> {
+        let kept = KeptSchedulers {
+            running: running.iter().map(|s| s.name.to_string()).collect(),
+            evict_leader_stores: evicted.clone(),
+        };
+        let text = serde_json::to_vec(&kept).map_err(|e| MetaError::Corrupted {
+            key: "schedulers".into(),
+            detail: e.to_string(),
+        })?;
+        let mut b = Batch::default();
+        b.put(storage::SCHEDULERS, &text);
+        self.meta.write(b)
     }
 
     /// Stops a scheduler by name, as `DELETE /schedulers/{name}` does;
@@ -563,28 +633,30 @@ impl Cluster {
     pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
         let mut running = self.schedulers.write();
         let mut evicted = self.evicted.write();
+        let (mut next, mut next_evicted) = (running.clone(), evicted.clone());
         let one_store = name
             .strip_prefix(EVICT_LEADER)
             .and_then(|s| s.strip_prefix('-'));
         if let Some(id) = one_store {
             let id: u64 = id.parse().map_err(|_| SchedulerError::NotFound)?;
-            if !evicted.remove(&id) {
+            if !next_evicted.remove(&id) {
                 return Err(SchedulerError::NotFound);
             }
-            if evicted.is_empty() {
-                running.retain(|s| s.name != EVICT_LEADER);
+            if next_evicted.is_empty() {
+                next.retain(|s| s.name != EVICT_LEADER);
             }
-            info!(store_id = id, "leaders no longer evicted");
-            return Ok(());
+        } else {
+            next.retain(|s| s.name != name);
+            if next.len() == running.len() {
+                return Err(SchedulerError::NotFound);
+            }
+            if name == EVICT_LEADER {
+                next_evicted.clear();
+            }
         }
-        let before = running.len();
-        running.retain(|s| s.name != name);
-        if running.len() == before {
-            return Err(SchedulerError::NotFound);
-        }
-        if name == EVICT_LEADER {
-            evicted.clear();
-        }
+        self.keep_schedulers(&next, &next_evicted)
+            .map_err(|e| SchedulerError::Meta(e.to_string()))?;
+        (*running, *evicted) = (next, next_evicted);
         info!(scheduler = name, "scheduler removed");
         Ok(())
     }
@@ -599,10 +671,14 @@ impl Cluster {
             return Err(StoreError::NotFound(store_id));
         }
         let mut running = self.schedulers.write();
-        self.evicted.write().insert(store_id);
-        if !running.iter().any(|s| s.name == EVICT_LEADER) {
-            running.push(RunningScheduler::new(EVICT_LEADER));
+        let mut evicted = self.evicted.write();
+        let (mut next, mut next_evicted) = (running.clone(), evicted.clone());
+        next_evicted.insert(store_id);
+        if !next.iter().any(|s| s.name == EVICT_LEADER) {
+            next.push(RunningScheduler::new(EVICT_LEADER));
         }
+        self.keep_schedulers(&next, &next_evicted)?;
+        (*running, *evicted) = (next, next_evicted);
         info!(store_id, "leaders evicted");
         Ok(())
     }
