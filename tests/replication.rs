@@ -56,18 +56,7 @@ async fn replicated(t: &TestCluster, n: usize) -> Option<Vec<Vec<u64>>> {
 /// Index (in the test cluster) of the store leading the first region.
 async fn leader_index(t: &TestCluster) -> Option<usize> {
     let r = get_json(&format!("{}/pd/api/v1/regions", t.cluster.pd_url())).await;
-    store_index(t, r["regions"][0]["leader"]["store_id"].as_u64()?).await
-}
-
-/// The cluster's index of the store with id `store_id`.
-async fn store_index(t: &TestCluster, store_id: u64) -> Option<usize> {
-    let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
-    let addr = stores["stores"]
-        .as_array()?
-        .iter()
-        .find(|s| s["store"]["id"].as_u64() == Some(store_id))
-        .and_then(|s| s["store"]["address"].as_str().map(str::to_owned))?;
-    t.cluster.store_addrs.iter().position(|a| *a == addr)
+    common::store_index(t, r["regions"][0]["leader"]["store_id"].as_u64()?).await
 }
 
 fn key(i: usize) -> String {
@@ -336,7 +325,7 @@ async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes()
         if r.region_error.is_some() || !r.error.is_empty() {
             return None;
         }
-        let i = store_index(&t, store_id).await?;
+        let i = common::store_index(&t, store_id).await?;
         Some((d, i))
     })
     .await;

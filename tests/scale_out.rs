@@ -4,7 +4,11 @@
 //! (moves made of add learner, snapshot, promote, transfer leader, remove
 //! peer) while every key stays readable. Then one store is deleted
 //! (`pd-ctl store delete`): it hands off every replica and leader first,
-//! becomes Tombstone, and writes made meanwhile are all there.
+//! becomes Tombstone, and writes made meanwhile are all there. Last, a
+//! store restarts gracefully, as TiUP restarts one: its leaders are
+//! evicted (`evict-leader-scheduler`), it is killed once it leads
+//! nothing, the others serve meanwhile, and it leads again once given
+//! back.
 
 mod common;
 
@@ -145,5 +149,44 @@ async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_han
         deleted_at.elapsed()
     );
     assert_eq!(left.len(), 3, "three stores hold every replica: {left:?}");
-    check_all(data, "after the hand-off, writes during it included").await;
+    check_all(
+        data.clone(),
+        "after the hand-off, writes during it included",
+    )
+    .await;
+
+    // ---- a graceful restart, as TiUP makes one: the store's leaders are
+    // evicted, it restarts once it leads nothing, then gets them back ----
+    let restarted = *left.keys().next().expect("a store");
+    let body = serde_json::json!({"name": "evict-leader-scheduler", "store_id": restarted});
+    common::pd_post(&t, "/pd/api/v1/schedulers", body).await;
+    let evicted_at = Instant::now();
+    eventually(WAIT, "the store leads nothing", || async {
+        let (_, leaders) = counts(&regions(&t, 3).await?);
+        (!leaders.contains_key(&restarted)).then_some(())
+    })
+    .await;
+    eprintln!(
+        "store {restarted} led nothing after {:?}",
+        evicted_at.elapsed()
+    );
+    let i = common::store_index(&t, restarted).await.expect("its index");
+    t.cluster.kill_store(i);
+    // Its replicas are followers: every key reads back and writes go on
+    // from the other two while it is away.
+    check_all(data.clone(), "with the evicted store down").await;
+    raw.put(b"r000".to_vec(), b"during".to_vec()).await.unwrap();
+    data.insert(b"r000".to_vec(), b"during".to_vec());
+    t.cluster.start_store(i).expect("the store restarts");
+    common::pd_delete(
+        &t,
+        &format!("/pd/api/v1/schedulers/evict-leader-scheduler-{restarted}"),
+    )
+    .await;
+    eventually(WAIT, "the restarted store leads again", || async {
+        let (_, leaders) = counts(&regions(&t, 3).await?);
+        (leaders.get(&restarted) > Some(&0)).then_some(())
+    })
+    .await;
+    check_all(data, "after the graceful restart").await;
 }

@@ -601,6 +601,29 @@ pub async fn delete_store(t: &TestCluster, id: u64) {
 }
 
 /// DELETEs a path of PD's HTTP API; asserts PD accepted.
+/// The cluster's index of the store with id `store_id`.
+pub async fn store_index(t: &TestCluster, store_id: u64) -> Option<usize> {
+    let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
+    let addr = stores["stores"]
+        .as_array()?
+        .iter()
+        .find(|s| s["store"]["id"].as_u64() == Some(store_id))
+        .and_then(|s| s["store"]["address"].as_str().map(str::to_owned))?;
+    t.cluster.store_addrs.iter().position(|a| *a == addr)
+}
+
+/// POSTs `body` to PD's `path`, which must succeed.
+pub async fn pd_post(t: &TestCluster, path: &str, body: serde_json::Value) {
+    let url = format!("{}{path}", t.cluster.pd_url());
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+}
+
 pub async fn pd_delete(t: &TestCluster, path: &str) {
     let url = format!("{}{path}", t.cluster.pd_url());
     let resp = reqwest::Client::new()
