@@ -33,17 +33,6 @@ fn racing_key(j: usize) -> Vec<u8> {
     format!("m{:05}w{j}", (j * 37) % KEYS).into_bytes()
 }
 
-async fn post_pd_config(t: &TestCluster, body: serde_json::Value) {
-    let url = format!("{}/pd/api/v1/config", t.cluster.pd_url());
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    assert!(resp.status().is_success(), "POST {url}: {}", resp.status());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn small_regions_merge_and_no_write_is_lost_or_revived() {
     let t = TestCluster::start_with_config(3, CLIENT_SUITE_STORE_CONFIG).await;
@@ -76,8 +65,9 @@ async fn small_regions_merge_and_no_write_is_lost_or_revived() {
         expected.retain(|k, _| *k < from || *k >= to);
     }
     assert_eq!(expected.len(), KEYS / KEEP_EVERY);
-    post_pd_config(
+    common::pd_post(
         &t,
+        "/pd/api/v1/config",
         serde_json::json!({
             "split-merge-interval": "0s",
             "max-merge-region-keys": 3,

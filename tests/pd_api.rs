@@ -295,20 +295,6 @@ async fn status_server_reports_metrics_status_and_config() {
     assert_eq!(c["storage"]["api-version"], 1);
 }
 
-/// POSTs `body` to PD's HTTP API; panics unless it succeeds.
-async fn post(t: &TestCluster, path: &str, body: serde_json::Value) {
-    let url = format!("{}{path}", t.cluster.pd_url());
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    assert!(status.is_success(), "POST {path}: {status} {text}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn location_labels_keep_replicas_on_distinct_hosts() {
     // Every store says its zone in its config; hosts are set online.
@@ -342,14 +328,14 @@ async fn location_labels_keep_replicas_on_distinct_hosts() {
         _ => "h3",
     };
     for id in &ids {
-        post(
+        common::pd_post(
             &t,
             &format!("/pd/api/v1/store/{id}/label"),
             json!({"host": host_of(*id)}),
         )
         .await;
     }
-    post(&t, "/pd/api/v1/config", json!({"max-replicas": 3})).await;
+    common::pd_post(&t, "/pd/api/v1/config", json!({"max-replicas": 3})).await;
 
     let hosts = common::eventually(Duration::from_secs(60), "3 voters on 3 hosts", || async {
         let all = common::regions(&t, 3).await?;
@@ -412,7 +398,7 @@ async fn regions_split_at_given_keys_or_their_middle_and_merge_by_request() {
     let id = region_at(b"k00").await;
     let at = json!({"name": "split-region", "region_id": id, "policy": "usekey",
                     "keys": [hex(b"k30"), hex(b"k10")]});
-    post(&t, "/pd/api/v1/operators", at).await;
+    common::pd_post(&t, "/pd/api/v1/operators", at).await;
     common::eventually(wait, "regions split at k10 and k30", || async {
         (boundaries(&t).await? == [b"k10".to_vec(), b"k30".to_vec()]).then_some(())
     })
@@ -422,7 +408,7 @@ async fn regions_split_at_given_keys_or_their_middle_and_merge_by_request() {
     // boundary nearest the middle of its bytes is k20.
     let id = region_at(b"k10").await;
     let half = json!({"name": "split-region", "region_id": id, "policy": "scan"});
-    post(&t, "/pd/api/v1/operators", half).await;
+    common::pd_post(&t, "/pd/api/v1/operators", half).await;
     let want = [b"k10".to_vec(), b"k20".to_vec(), b"k30".to_vec()];
     common::eventually(wait, "region [k10, k30) split at k20", || async {
         (boundaries(&t).await? == want).then_some(())
@@ -434,7 +420,7 @@ async fn regions_split_at_given_keys_or_their_middle_and_merge_by_request() {
     let (source, target) = (region_at(b"k10").await, region_at(b"k20").await);
     let merge = json!({"name": "merge-region", "source_region_id": source,
                        "target_region_id": target});
-    post(&t, "/pd/api/v1/operators", merge).await;
+    common::pd_post(&t, "/pd/api/v1/operators", merge).await;
     common::eventually(wait, "[k10, k20) merged into [k20, k30)", || async {
         (boundaries(&t).await? == [b"k10".to_vec(), b"k30".to_vec()]).then_some(())
     })
@@ -484,7 +470,7 @@ async fn a_split_table_is_scattered_as_tidb_asks() {
     let id = all[0]["id"].as_u64().unwrap();
     let at = json!({"name": "split-region", "region_id": id, "policy": "usekey",
                     "keys": ["6B3130"]});
-    post(&t, "/pd/api/v1/operators", at).await;
+    common::pd_post(&t, "/pd/api/v1/operators", at).await;
     common::eventually(wait, "the region split at k10", || async {
         (boundaries(&t).await? == [b"k10".to_vec()]).then_some(())
     })

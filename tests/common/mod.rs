@@ -621,7 +621,9 @@ pub async fn pd_post(t: &TestCluster, path: &str, body: serde_json::Value) {
         .send()
         .await
         .expect("POST");
-    assert!(resp.status().is_success(), "POST {path}: {}", resp.status());
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {path}: {status} {text}");
 }
 
 pub async fn pd_delete(t: &TestCluster, path: &str) {
