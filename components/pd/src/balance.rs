@@ -71,7 +71,10 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
         return None;
     }
-    let from_store = r.leader_store().filter(|s| v.is_up(*s))?;
+    // A store `grant-leader-scheduler` holds keeps its leaders.
+    let from_store = r
+        .leader_store()
+        .filter(|s| v.is_up(*s) && !v.is_granted(*s))?;
     let to_store = r
         .voters()
         .map(|p| p.store_id)
@@ -80,15 +83,20 @@ pub(crate) fn leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     if v.leader_score(from_store, r, false) < v.leader_score(to_store, r, true) {
         return None;
     }
-    Some(Plan {
-        desc: "balance-leader".into(),
+    Some(transfer_leader("balance-leader", from_store, to_store))
+}
+
+/// A leader scheduler's plan: leadership from one store to another.
+fn transfer_leader(desc: &str, from_store: u64, to_store: u64) -> Plan {
+    Plan {
+        desc: desc.into(),
         brief: format!("transfer leader: store {from_store} to {to_store}"),
         kind: kind::LEADER,
         steps: vec![Step::TransferLeader {
             from_store,
             to_store,
         }],
-    })
+    }
 }
 
 /// Moves `r`'s leadership off a store `evict-leader-scheduler` holds, to
@@ -104,15 +112,31 @@ pub(crate) fn evict_leader(r: &RegionInfo, v: &View) -> Option<Plan> {
         .map(|p| p.store_id)
         .filter(|s| *s != from_store && v.takes_leader(*s))
         .min_by(by_score(|s| v.leader_score(s, r, true)))?;
-    Some(Plan {
-        desc: crate::schedule::EVICT_LEADER.into(),
-        brief: format!("transfer leader: store {from_store} to {to_store}"),
-        kind: kind::LEADER,
-        steps: vec![Step::TransferLeader {
-            from_store,
-            to_store,
-        }],
-    })
+    Some(transfer_leader(
+        crate::schedule::EVICT_LEADER,
+        from_store,
+        to_store,
+    ))
+}
+
+/// Moves `r`'s leadership onto a store `grant-leader-scheduler` holds, if
+/// it has a voter on one that takes leaders and its leader is on none (the
+/// one that would score lowest with it; within `leader-schedule-limit`).
+pub(crate) fn grant_leader(r: &RegionInfo, v: &View) -> Option<Plan> {
+    let from_store = r.leader_store().filter(|s| !v.is_granted(*s))?;
+    if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
+        return None;
+    }
+    let to_store = r
+        .voters()
+        .map(|p| p.store_id)
+        .filter(|s| v.is_granted(*s) && v.takes_leader(*s))
+        .min_by(by_score(|s| v.leader_score(s, r, true)))?;
+    Some(transfer_leader(
+        crate::schedule::GRANT_LEADER,
+        from_store,
+        to_store,
+    ))
 }
 
 /// Moves `r`'s peer off one of its Up stores to the Up store with room

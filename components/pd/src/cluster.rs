@@ -4,7 +4,7 @@
 //! What PD asks of regions and stores in return (operators, store removal)
 //! is in [`crate::schedule`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -62,9 +62,9 @@ pub struct Cluster {
     /// Paused checkers (upstream's names) and when each resumes (Unix
     /// seconds), see [`Cluster::pause_checker`].
     pub(crate) paused_checkers: RwLock<HashMap<&'static str, i64>>,
-    /// The stores `evict-leader-scheduler` takes every leader off (and
-    /// gives none), see [`Cluster::evict_leaders`].
-    pub(crate) evicted: RwLock<BTreeSet<u64>>,
+    /// The stores `evict-leader-scheduler` and `grant-leader-scheduler`
+    /// hold, see [`Cluster::hold_store`].
+    pub(crate) holds: RwLock<crate::schedule::Holds>,
     pub tso: Tso,
     pub(crate) clock: Arc<dyn Clock>,
     /// When this PD started (Unix nanoseconds, by `clock`).
@@ -170,7 +170,7 @@ impl Cluster {
                 detail: "not store limit rates above zero".into(),
             })?,
         };
-        let (schedulers, evicted) = crate::schedule::load_schedulers(&meta)?;
+        let (schedulers, holds) = crate::schedule::load_schedulers(&meta)?;
         Ok(Cluster {
             keyspaces,
             meta,
@@ -182,7 +182,7 @@ impl Cluster {
                     .collect(),
             ),
             paused_checkers: RwLock::default(),
-            evicted: RwLock::new(evicted),
+            holds: RwLock::new(holds),
             tso,
             clock,
             started,
@@ -922,7 +922,7 @@ mod tests {
         {
             let c = cluster(dir.path());
             c.remove_scheduler("balance-region-scheduler").unwrap();
-            c.evict_leaders(1).unwrap();
+            c.hold_store(crate::schedule::LeaderHold::Evict, 1).unwrap();
             // Pauses are not kept, as upstream's.
             c.pause_scheduler("balance-leader-scheduler", 600).unwrap();
         }
@@ -936,7 +936,7 @@ mod tests {
                     crate::schedule::EVICT_LEADER
                 ]
             );
-            assert_eq!(c.evicted_stores(), [1]);
+            assert_eq!(c.held_stores(crate::schedule::LeaderHold::Evict), [1]);
             assert!(c.paused_schedulers().is_empty());
             c.remove_scheduler("evict-leader-scheduler-1").unwrap();
             c.add_scheduler("balance-region-scheduler").unwrap();
@@ -944,7 +944,7 @@ mod tests {
         let c = reopen().unwrap();
         assert_eq!(c.schedulers().len(), 3);
         assert!(!c.schedulers().contains(&crate::schedule::EVICT_LEADER));
-        assert!(c.evicted_stores().is_empty());
+        assert!(c.held_stores(crate::schedule::LeaderHold::Evict).is_empty());
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub(crate) fn check(r: &RegionInfo, v: &View) -> Option<Plan> {
     {
         return None;
     }
-    let from_store = r.leader_store().filter(|s| v.is_up(*s))?;
+    let from_store = r
+        .leader_store()
+        .filter(|s| v.is_up(*s) && !v.is_granted(*s))?;
     let source = v.load(from_store);
     if source.hottest_leader_region.map(|(id, _)| id) != Some(r.region.id) {
         return None;

@@ -13,7 +13,7 @@
 //! | GET `/config/replicate`        | the replication settings                    |
 //! | GET/POST `/schedulers` (`?status=paused`), DELETE `/schedulers/{name}` | running schedulers |
 //! | POST `/schedulers/{name}` (`{"delay"}`) | pause or resume one (or `all`)     |
-//! | GET `/scheduler-config/evict-leader-scheduler/list` | the stores whose leaders it evicts |
+//! | GET `/scheduler-config/{evict,grant}-leader-scheduler/list` | the stores it holds |
 //! | GET/POST `/checker/{name}` (`{"delay"}`) | a checker paused?; pause or resume it |
 //! | GET/POST `/stores/limit`, POST `/store/{id}/limit` | store limits          |
 //! | GET `/operators` (`?object`, `?kind=`) | running operators                   |
@@ -35,7 +35,7 @@ use crate::config::{LeaderPolicy, PdConfig};
 use crate::format::{byte_size, from_hex, go_duration, hex, rfc3339};
 use crate::operator::{kind_names, OpStatus};
 use crate::regions::{RegionInfo, StoreLoad};
-use crate::schedule::{AdminOp, SchedulerError, StoreError, EVICT_LEADER};
+use crate::schedule::{AdminOp, LeaderHold, SchedulerError, StoreError};
 use crate::service::PdService;
 use crate::store_limit::LimitType;
 use crate::stores::{weighted, StoreInfo, StoreState, Weights};
@@ -106,8 +106,8 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/pd/api/v1/config/replicate", get(replication_config))
         .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
         .route(
-            "/pd/api/v1/scheduler-config/evict-leader-scheduler/list",
-            get(evict_leader_config),
+            "/pd/api/v1/scheduler-config/:name/list",
+            get(held_stores_config),
         )
         .route(
             "/pd/api/v1/schedulers/:name",
@@ -1047,11 +1047,11 @@ async fn add_scheduler(State(s): State<Arc<HttpState>>, body: String) -> Respons
     let Some(name) = req["name"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "missing scheduler name".into());
     };
-    if name == EVICT_LEADER {
+    if let Some(hold) = LeaderHold::by_name(name) {
         let Some(id) = req["store_id"].as_u64() else {
             return error(StatusCode::BAD_REQUEST, "missing store id".into());
         };
-        return match s.pd.cluster.evict_leaders(id) {
+        return match s.pd.cluster.hold_store(hold, id) {
             Ok(()) => Json(json!("The scheduler is created.")).into_response(),
             Err(e) => store_error(e),
         };
@@ -1063,10 +1063,10 @@ async fn add_scheduler(State(s): State<Arc<HttpState>>, body: String) -> Respons
     }
 }
 
-/// `GET /scheduler-config/evict-leader-scheduler/list`: the stores it
-/// holds, each over the whole key space, in upstream's shape.
-async fn evict_leader_config(State(s): State<Arc<HttpState>>) -> Response {
-    let stores = s.pd.cluster.evicted_stores();
+/// `GET /scheduler-config/{evict,grant}-leader-scheduler/list`: the
+/// stores it holds, each over the whole key space, in upstream's shape.
+async fn held_stores_config(State(s): State<Arc<HttpState>>, Path(name): Path<String>) -> Response {
+    let stores = LeaderHold::by_name(&name).map_or_else(Vec::new, |h| s.pd.cluster.held_stores(h));
     if stores.is_empty() {
         return error(StatusCode::NOT_FOUND, SchedulerError::NotFound.to_string());
     }

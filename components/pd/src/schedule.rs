@@ -63,6 +63,37 @@ pub const SCHEDULERS: [&str; 3] = [
 /// upstream's (one scheduler for all of them; `evict-leader-scheduler-{id}`
 /// names one store's part when deleting).
 pub const EVICT_LEADER: &str = "evict-leader-scheduler";
+/// The scheduler that moves every leader it can onto the stores it is
+/// given (those of regions with a voter there), named as the one above.
+pub const GRANT_LEADER: &str = "grant-leader-scheduler";
+
+/// The schedulers that hold stores, upstream's store-scoped leader
+/// schedulers: what each does with the leaders of the stores it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LeaderHold {
+    /// `evict-leader-scheduler`: every leader leaves, none comes.
+    Evict,
+    /// `grant-leader-scheduler`: every leader it can comes, none leaves.
+    Grant,
+}
+
+impl LeaderHold {
+    pub const ALL: [LeaderHold; 2] = [LeaderHold::Evict, LeaderHold::Grant];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaderHold::Evict => EVICT_LEADER,
+            LeaderHold::Grant => GRANT_LEADER,
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<LeaderHold> {
+        LeaderHold::ALL.into_iter().find(|h| h.name() == name)
+    }
+}
+
+/// The stores each store-holding scheduler that runs holds.
+pub(crate) type Holds = BTreeMap<LeaderHold, BTreeSet<u64>>;
 
 /// Upstream's answer for a checker name it does not know.
 fn checker_not_found() -> String {
@@ -107,17 +138,16 @@ impl RunningScheduler {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeptSchedulers {
     running: Vec<String>,
-    evict_leader_stores: BTreeSet<u64>,
+    /// The stores each store-holding scheduler holds, by its name.
+    held: BTreeMap<String, BTreeSet<u64>>,
 }
 
-/// The schedulers to run and the stores whose leaders are evicted, as
+/// The schedulers to run and the stores those that hold stores hold, as
 /// kept (see [`KeptSchedulers`]), or the default schedulers if nothing is.
 /// Names this version does not know are left out with a warning.
-pub(crate) fn load_schedulers(
-    meta: &MetaStore,
-) -> Result<(Vec<&'static str>, BTreeSet<u64>), MetaError> {
+pub(crate) fn load_schedulers(meta: &MetaStore) -> Result<(Vec<&'static str>, Holds), MetaError> {
     let Some(bytes) = meta.get(storage::SCHEDULERS)? else {
-        return Ok((SCHEDULERS.to_vec(), BTreeSet::new()));
+        return Ok((SCHEDULERS.to_vec(), Holds::new()));
     };
     let kept: KeptSchedulers =
         serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupted {
@@ -125,22 +155,22 @@ pub(crate) fn load_schedulers(
             detail: e.to_string(),
         })?;
     let mut running: Vec<&'static str> = vec![];
+    let known = SCHEDULERS
+        .into_iter()
+        .chain(LeaderHold::ALL.map(LeaderHold::name));
+    let known: Vec<&'static str> = known.collect();
     for name in &kept.running {
-        match SCHEDULERS
-            .iter()
-            .chain([&EVICT_LEADER])
-            .find(|s| **s == name)
-        {
-            Some(known) if !running.contains(known) => running.push(known),
+        match known.iter().find(|s| **s == name) {
+            Some(k) if !running.contains(k) => running.push(k),
             Some(_) => {}
             None => warn!(scheduler = name, "kept scheduler unknown: not started"),
         }
     }
-    let mut evicted = kept.evict_leader_stores;
-    if !running.contains(&EVICT_LEADER) {
-        evicted.clear();
-    }
-    Ok((running, evicted))
+    let holds = (kept.held.into_iter())
+        .filter_map(|(name, stores)| Some((LeaderHold::by_name(&name)?, stores)))
+        .filter(|(h, stores)| running.contains(&h.name()) && !stores.is_empty())
+        .collect();
+    Ok((running, holds))
 }
 
 /// A scheduler request PD refuses, with upstream's messages.
@@ -597,26 +627,28 @@ impl Cluster {
         if running.iter().any(|s| s.name == *known) {
             return Err(SchedulerError::Existed);
         }
-        let evicted = self.evicted.read();
+        let holds = self.holds.read();
         let mut next = running.clone();
         next.push(RunningScheduler::new(known));
-        self.keep_schedulers(&next, &evicted)
+        self.keep_schedulers(&next, &holds)
             .map_err(|e| SchedulerError::Meta(e.to_string()))?;
         *running = next;
         info!(scheduler = name, "scheduler added");
         Ok(())
     }
 
-    /// Keeps the running schedulers and the evicted stores in the meta
-    /// store (see [`KeptSchedulers`]), before they take effect.
+    /// Keeps the running schedulers and the stores held in the meta store
+    /// (see [`KeptSchedulers`]), before they take effect.
     fn keep_schedulers(
         &self,
         running: &[RunningScheduler],
-        evicted: &BTreeSet<u64>,
+        holds: &Holds,
     ) -> Result<(), MetaError> {
         let kept = KeptSchedulers {
             running: running.iter().map(|s| s.name.to_string()).collect(),
-            evict_leader_stores: evicted.clone(),
+            held: (holds.iter())
+                .map(|(h, stores)| (h.name().to_string(), stores.clone()))
+                .collect(),
         };
         let text = serde_json::to_vec(&kept).map_err(|e| MetaError::Corrupted {
             key: "schedulers".into(),
@@ -628,64 +660,67 @@ impl Cluster {
     }
 
     /// Stops a scheduler by name, as `DELETE /schedulers/{name}` does;
-    /// `evict-leader-scheduler-{id}` gives leaders back to that store only
-    /// (the scheduler stops with its last store).
+    /// `evict-leader-scheduler-{id}` (or `grant-leader-scheduler-{id}`)
+    /// lets go of that store only (the scheduler stops with its last).
     pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
         let mut running = self.schedulers.write();
-        let mut evicted = self.evicted.write();
-        let (mut next, mut next_evicted) = (running.clone(), evicted.clone());
-        let one_store = name
-            .strip_prefix(EVICT_LEADER)
-            .and_then(|s| s.strip_prefix('-'));
-        if let Some(id) = one_store {
+        let mut holds = self.holds.write();
+        let (mut next, mut next_holds) = (running.clone(), holds.clone());
+        let one_store = LeaderHold::ALL.into_iter().find_map(|h| {
+            let id = name.strip_prefix(h.name())?.strip_prefix('-')?;
+            Some((h, id))
+        });
+        if let Some((hold, id)) = one_store {
             let id: u64 = id.parse().map_err(|_| SchedulerError::NotFound)?;
-            if !next_evicted.remove(&id) {
+            let stores = next_holds.entry(hold).or_default();
+            if !stores.remove(&id) {
                 return Err(SchedulerError::NotFound);
             }
-            if next_evicted.is_empty() {
-                next.retain(|s| s.name != EVICT_LEADER);
+            if stores.is_empty() {
+                next_holds.remove(&hold);
+                next.retain(|s| s.name != hold.name());
             }
         } else {
             next.retain(|s| s.name != name);
             if next.len() == running.len() {
                 return Err(SchedulerError::NotFound);
             }
-            if name == EVICT_LEADER {
-                next_evicted.clear();
+            if let Some(hold) = LeaderHold::by_name(name) {
+                next_holds.remove(&hold);
             }
         }
-        self.keep_schedulers(&next, &next_evicted)
+        self.keep_schedulers(&next, &next_holds)
             .map_err(|e| SchedulerError::Meta(e.to_string()))?;
-        (*running, *evicted) = (next, next_evicted);
+        (*running, *holds) = (next, next_holds);
         info!(scheduler = name, "scheduler removed");
         Ok(())
     }
 
-    /// Adds a store to `evict-leader-scheduler` (starting it if it does
-    /// not run), as `pd-ctl scheduler add evict-leader-scheduler <id>`:
-    /// the store's leaders move to other voters and it is given none
-    /// until the store is removed from the scheduler.
-    pub fn evict_leaders(&self, store_id: u64) -> Result<(), StoreError> {
+    /// Adds a store to a store-holding scheduler (starting it if it does
+    /// not run), as `pd-ctl scheduler add evict-leader-scheduler <id>` (or
+    /// `grant-leader-scheduler`): see [`LeaderHold`]; held until the store
+    /// is let go with its `-{id}` name.
+    pub fn hold_store(&self, hold: LeaderHold, store_id: u64) -> Result<(), StoreError> {
         let known = (self.stores.read().get(&store_id)).is_some_and(|s| !s.is_tombstone());
         if !known {
             return Err(StoreError::NotFound(store_id));
         }
         let mut running = self.schedulers.write();
-        let mut evicted = self.evicted.write();
-        let (mut next, mut next_evicted) = (running.clone(), evicted.clone());
-        next_evicted.insert(store_id);
-        if !next.iter().any(|s| s.name == EVICT_LEADER) {
-            next.push(RunningScheduler::new(EVICT_LEADER));
+        let mut holds = self.holds.write();
+        let (mut next, mut next_holds) = (running.clone(), holds.clone());
+        next_holds.entry(hold).or_default().insert(store_id);
+        if !next.iter().any(|s| s.name == hold.name()) {
+            next.push(RunningScheduler::new(hold.name()));
         }
-        self.keep_schedulers(&next, &next_evicted)?;
-        (*running, *evicted) = (next, next_evicted);
-        info!(store_id, "leaders evicted");
+        self.keep_schedulers(&next, &next_holds)?;
+        (*running, *holds) = (next, next_holds);
+        info!(store_id, scheduler = hold.name(), "store held");
         Ok(())
     }
 
-    /// The stores `evict-leader-scheduler` holds.
-    pub fn evicted_stores(&self) -> Vec<u64> {
-        self.evicted.read().iter().copied().collect()
+    /// The stores a store-holding scheduler holds.
+    pub fn held_stores(&self, hold: LeaderHold) -> Vec<u64> {
+        (self.holds.read().get(&hold)).map_or_else(Vec::new, |s| s.iter().copied().collect())
     }
 
     /// A command, addressed as upstream addresses it: the region, its
@@ -1099,6 +1134,11 @@ fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             return Ok(Some(plan));
         }
     }
+    if v.runs(GRANT_LEADER) {
+        if let Some(plan) = balance::grant_leader(r, v) {
+            return Ok(Some(plan));
+        }
+    }
     if v.runs("balance-hot-region-scheduler") {
         if let Some(plan) = hot::check(r, v) {
             return Ok(Some(plan));
@@ -1139,8 +1179,8 @@ pub(crate) struct View<'a> {
     schedulers: Vec<&'static str>,
     /// Store limit buckets that cannot pay for a large region's step now.
     exhausted: HashSet<(u64, LimitType)>,
-    /// Stores `evict-leader-scheduler` holds (paused or not).
-    evicted: BTreeSet<u64>,
+    /// Stores the store-holding schedulers hold (paused or not).
+    holds: Holds,
 }
 
 impl<'a> View<'a> {
@@ -1184,7 +1224,7 @@ impl<'a> View<'a> {
                 .collect(),
             schedulers: cluster.active_schedulers(now),
             exhausted,
-            evicted: cluster.evicted.read().clone(),
+            holds: cluster.holds.read().clone(),
         }
     }
 
@@ -1281,7 +1321,16 @@ impl<'a> View<'a> {
 
     /// Whether `evict-leader-scheduler` holds the store.
     pub fn is_evicted(&self, store_id: u64) -> bool {
-        self.evicted.contains(&store_id)
+        self.is_held(LeaderHold::Evict, store_id)
+    }
+
+    /// Whether `grant-leader-scheduler` holds the store.
+    pub fn is_granted(&self, store_id: u64) -> bool {
+        self.is_held(LeaderHold::Grant, store_id)
+    }
+
+    fn is_held(&self, hold: LeaderHold, store_id: u64) -> bool {
+        (self.holds.get(&hold)).is_some_and(|s| s.contains(&store_id))
     }
 
     /// Whether the store is not low on space at `ratio`.

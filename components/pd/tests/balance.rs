@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use common::fleet::Fleet;
 use common::ScheduleOptions;
+use tikal_pd::schedule::LeaderHold;
 use tikal_pd::stores::Weights;
 
 /// Regions i on stores 1, 2, 3, led in turn by each.
@@ -449,7 +450,7 @@ fn with_the_size_policy_leaders_even_out_by_the_sizes_they_lead() {
 #[test]
 fn evicted_stores_lose_every_leader_and_get_none_until_given_back() {
     let mut fleet = Fleet::new(&[1, 2, 3], 30, three_stores, no_merges());
-    fleet.cluster.evict_leaders(1).unwrap();
+    fleet.cluster.hold_store(LeaderHold::Evict, 1).unwrap();
     assert!(fleet
         .cluster
         .schedulers()
@@ -461,8 +462,8 @@ fn evicted_stores_lose_every_leader_and_get_none_until_given_back() {
     assert!(fleet.log.iter().all(|l| l.contains("transfer leader")));
 
     // A second store: every leader goes to the third.
-    fleet.cluster.evict_leaders(2).unwrap();
-    assert_eq!(fleet.cluster.evicted_stores(), [1, 2]);
+    fleet.cluster.hold_store(LeaderHold::Evict, 2).unwrap();
+    assert_eq!(fleet.cluster.held_stores(LeaderHold::Evict), [1, 2]);
     fleet.settle(100, |_| {});
     assert_eq!(spread(&fleet.counts(), |c| c.1), [0, 0, 30]);
 
@@ -482,7 +483,7 @@ fn evicted_stores_lose_every_leader_and_get_none_until_given_back() {
         .cluster
         .remove_scheduler("evict-leader-scheduler")
         .unwrap();
-    assert!(fleet.cluster.evicted_stores().is_empty());
+    assert!(fleet.cluster.held_stores(LeaderHold::Evict).is_empty());
     assert!(!fleet
         .cluster
         .schedulers()
@@ -490,9 +491,52 @@ fn evicted_stores_lose_every_leader_and_get_none_until_given_back() {
     fleet.settle(100, |_| {});
     assert_eq!(spread(&fleet.counts(), |c| c.1), [10, 10, 10]);
 
-    assert!(fleet.cluster.evict_leaders(9).is_err(), "no such store");
+    assert!(
+        fleet.cluster.hold_store(LeaderHold::Evict, 9).is_err(),
+        "no such store"
+    );
     assert!(fleet
         .cluster
         .remove_scheduler("evict-leader-scheduler-1")
         .is_err());
+}
+
+#[test]
+fn a_granted_store_takes_every_leader_it_can_and_keeps_them() {
+    // Store 4 holds a voter of half the regions.
+    let placement = |i: usize| {
+        let mut v = three_stores(i);
+        if i.is_multiple_of(2) {
+            v[2] = 4;
+        }
+        v
+    };
+    let mut fleet = Fleet::new(&[1, 2, 3, 4], 24, placement, no_merges());
+    for s in ["balance-region-scheduler", "balance-hot-region-scheduler"] {
+        fleet.cluster.remove_scheduler(s).unwrap();
+    }
+    fleet.cluster.hold_store(LeaderHold::Grant, 4).unwrap();
+    fleet.settle(100, |_| {});
+    // Every region with a voter on store 4 is led from there; balance-leader
+    // takes none of them away.
+    let on_4 = fleet
+        .regions
+        .values()
+        .filter(|r| r.region.peers.iter().any(|p| p.store_id == 4));
+    assert_eq!(on_4.clone().count(), 12);
+    assert!(
+        on_4.clone().all(|r| r.leader_store == 4),
+        "{:?}",
+        fleet.counts()
+    );
+    assert_eq!(fleet.counts()[&4].1, 12);
+
+    // Let go: balance-leader evens leaders out again.
+    fleet
+        .cluster
+        .remove_scheduler("grant-leader-scheduler-4")
+        .unwrap();
+    assert!(fleet.cluster.held_stores(LeaderHold::Grant).is_empty());
+    fleet.settle(100, |_| {});
+    assert!(fleet.counts()[&4].1 < 12, "{:?}", fleet.counts());
 }

@@ -1229,4 +1229,16 @@ async fn leaders_are_evicted_from_a_store_by_request_and_given_back() {
     );
     assert_eq!(array_len(&url).await, 3, "gone with its last store");
     assert_eq!(call(Method::GET, &list).await.0, StatusCode::NOT_FOUND);
+
+    // Its sibling holds stores the same way.
+    let body = json!({"name": "grant-leader-scheduler", "store_id": 1});
+    assert_eq!(evict(body).await.0, StatusCode::OK);
+    let list = format!("{api}/scheduler-config/grant-leader-scheduler/list");
+    assert_eq!(
+        get(&list).await,
+        json!({"store-id-ranges": {"1": [{"start-key": "", "end-key": ""}]}})
+    );
+    let whole = format!("{api}/schedulers/grant-leader-scheduler");
+    assert_eq!(call(Method::DELETE, &whole).await.0, StatusCode::OK);
+    assert_eq!(call(Method::GET, &list).await.0, StatusCode::NOT_FOUND);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{opts, peer, ScheduleOptions, Sim, QUIET};
 use tikal_pd::operator::OpStatus;
-use tikal_pd::schedule::StoreError;
+use tikal_pd::schedule::{LeaderHold, StoreError};
 use tikal_proto::{metapb, pdpb};
 
 #[test]
@@ -669,7 +669,7 @@ fn a_paused_checker_plans_nothing_until_its_pause_ends_or_it_is_resumed() {
 fn a_leader_leaving_its_store_passes_over_a_store_whose_leaders_are_evicted() {
     let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     sim.step();
-    sim.cluster.evict_leaders(2).unwrap();
+    sim.cluster.hold_store(LeaderHold::Evict, 2).unwrap();
     sim.cluster.remove_store(1).unwrap();
     let steps = sim.run();
     assert!(
