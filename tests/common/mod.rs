@@ -600,7 +600,6 @@ pub async fn delete_store(t: &TestCluster, id: u64) {
     pd_delete(t, &format!("/pd/api/v1/store/{id}")).await;
 }
 
-/// DELETEs a path of PD's HTTP API; asserts PD accepted.
 /// The cluster's index of the store with id `store_id`.
 pub async fn store_index(t: &TestCluster, store_id: u64) -> Option<usize> {
     let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
@@ -626,6 +625,7 @@ pub async fn pd_post(t: &TestCluster, path: &str, body: serde_json::Value) {
     assert!(status.is_success(), "POST {path}: {status} {text}");
 }
 
+/// DELETEs a path of PD's HTTP API; asserts PD accepted.
 pub async fn pd_delete(t: &TestCluster, path: &str) {
     let url = format!("{}{path}", t.cluster.pd_url());
     let resp = reqwest::Client::new()

@@ -100,15 +100,17 @@ fn transfer_leader(desc: &str, from_store: u64, to_store: u64) -> Plan {
 }
 
 /// Moves `r`'s leadership off a store `evict-leader-scheduler` holds, to
-/// the follower on a store that takes leaders and would score lowest with
-/// it (within `leader-schedule-limit`, as upstream's).
+/// the voter, neither pending nor down, on a store that takes leaders
+/// and would score lowest with it (within `leader-schedule-limit`, as
+/// upstream's). Regions that are not healthy are taken too.
 pub(crate) fn evict_leader(r: &RegionInfo, v: &View) -> Option<Plan> {
     let from_store = r.leader_store().filter(|s| v.is_evicted(*s))?;
-    if v.running(kind::LEADER) >= v.opts.leader_schedule_limit {
+    if v.running(kind::LEADER) >= v.opts.leader_schedule_limit || r.in_joint_state() {
         return None;
     }
     let to_store = r
         .voters()
+        .filter(|p| !r.is_pending(p.id) && !r.is_down(p.id))
         .map(|p| p.store_id)
         .filter(|s| *s != from_store && v.takes_leader(*s))
         .min_by(by_score(|s| v.leader_score(s, r, true)))?;

@@ -605,6 +605,7 @@ fn store_error(e: StoreError) -> Response {
         StoreError::NotFound(_) => StatusCode::NOT_FOUND,
         StoreError::Removed(_) => StatusCode::GONE,
         StoreError::NotEnough { .. }
+        | StoreError::HeldByOther(..)
         | StoreError::BadWeights(_)
         | StoreError::BadLabel(..)
         | StoreError::BadRate => StatusCode::BAD_REQUEST,

@@ -142,7 +142,10 @@ fn align_peers(src: &RegionInfo, target: &RegionInfo, v: &View) -> PdResult<Opti
 /// that order, one at a time: a learner added on the new store and
 /// promoted, leadership handed to it if the leaving peer leads, the
 /// leaving peer removed. The leader is on store `leader` at the start.
-/// None if a store to add to is not Up or one to leave holds no peer.
+/// Leadership goes to a store that takes leaders (see
+/// [`ClusterView::takes_leader`]): the new one, else a voter that stays.
+/// None if a store to add to is not Up, one to leave holds no peer, or
+/// no store may take the leadership.
 pub(crate) fn move_peers(
     r: &RegionInfo,
     moves: &[(u64, u64)],
@@ -159,11 +162,18 @@ pub(crate) fn move_peers(
         };
         steps.extend(add_voter(v as &dyn ClusterView, to)?);
         if leader == Some(from) {
+            let stays = |s: u64| s != from && moves.iter().all(|(f, _)| *f != s);
+            let next = Some(to).filter(|s| v.takes_leader(*s)).or_else(|| {
+                (r.voters().map(|p| p.store_id)).find(|s| stays(*s) && v.takes_leader(*s))
+            });
+            let Some(next) = next else {
+                return Ok(None);
+            };
             steps.push(Step::TransferLeader {
                 from_store: from,
-                to_store: to,
+                to_store: next,
             });
-            leader = Some(to);
+            leader = Some(next);
         }
         steps.push(Step::RemovePeer {
             store_id: from,

@@ -84,6 +84,11 @@ impl RegionInfo {
         self.pending_peers.iter().any(|p| p.id == peer_id)
     }
 
+    /// Whether the leader reported the peer down.
+    pub fn is_down(&self, peer_id: u64) -> bool {
+        (self.down_peers.iter()).any(|d| d.peer.as_ref().is_some_and(|p| p.id == peer_id))
+    }
+
     /// Led, fully replicated (`max_replicas` voters, no learner), every
     /// peer caught up and alive: a region schedulers may move or merge.
     pub fn is_healthy(&self, max_replicas: usize) -> bool {

@@ -137,8 +137,10 @@ impl RunningScheduler {
 /// are not kept, as upstream's are not.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct KeptSchedulers {
+    #[serde(default)]
     running: Vec<String>,
     /// The stores each store-holding scheduler holds, by its name.
+    #[serde(default)]
     held: BTreeMap<String, BTreeSet<u64>>,
 }
 
@@ -225,6 +227,8 @@ pub enum StoreError {
     BadLabel(String, String),
     #[error("the label key {0} does not exist")]
     NoLabel(String),
+    #[error("store {0} is already held by {1}")]
+    HeldByOther(u64, &'static str),
     #[error(transparent)]
     Meta(#[from] MetaError),
 }
@@ -281,6 +285,9 @@ impl AdminOp {
             AdminOp::TransferLeader { to_store } => {
                 if !r.peer_on(to_store).is_some_and(crate::regions::is_voter) {
                     return Err(format!("region {id} has no voter on store {to_store}"));
+                }
+                if v.is_evicted(to_store) {
+                    return Err(format!("store {to_store} is held by {EVICT_LEADER}"));
                 }
                 let from_store = r
                     .leader_store()
@@ -707,6 +714,11 @@ impl Cluster {
         }
         let mut running = self.schedulers.write();
         let mut holds = self.holds.write();
+        // Evicted and granted at once would mean nothing: refused.
+        let other = (holds.iter()).find(|(h, stores)| **h != hold && stores.contains(&store_id));
+        if let Some((other, _)) = other {
+            return Err(StoreError::HeldByOther(store_id, other.name()));
+        }
         let (mut next, mut next_holds) = (running.clone(), holds.clone());
         next_holds.entry(hold).or_default().insert(store_id);
         if !next.iter().any(|s| s.name == hold.name()) {
@@ -1063,8 +1075,8 @@ impl Cluster {
     /// Makes every Offline store that holds no region peer a Tombstone.
     pub(crate) fn bury_empty_stores(&self) -> Result<(), MetaError> {
         let loads = self.store_loads();
-        let mut stores = self.stores.write();
-        for s in stores.values_mut() {
+        let mut buried = vec![];
+        for s in self.stores.write().values_mut() {
             let empty = loads.get(&s.meta.id).is_none_or(|l| l.region_count == 0);
             if s.is_offline() && empty {
                 let mut meta = s.meta.clone();
@@ -1072,8 +1084,30 @@ impl Cluster {
                 self.put_store_meta(&meta)?;
                 info!(store_id = meta.id, "store is tombstone");
                 s.meta = meta;
+                buried.push(s.meta.id);
             }
         }
+        self.let_go(&buried)
+    }
+
+    /// Lets the store-holding schedulers go of `ids` (stores gone for
+    /// good); one left holding nothing stops.
+    fn let_go(&self, ids: &[u64]) -> Result<(), MetaError> {
+        let mut running = self.schedulers.write();
+        let mut holds = self.holds.write();
+        let held = |stores: &BTreeSet<u64>| ids.iter().any(|id| stores.contains(id));
+        if !holds.values().any(held) {
+            return Ok(());
+        }
+        let (mut next, mut next_holds) = (running.clone(), holds.clone());
+        for stores in next_holds.values_mut() {
+            stores.retain(|s| !ids.contains(s));
+        }
+        next_holds.retain(|_, stores| !stores.is_empty());
+        next.retain(|s| LeaderHold::by_name(s.name).is_none_or(|h| next_holds.contains_key(&h)));
+        self.keep_schedulers(&next, &next_holds)?;
+        (*running, *holds) = (next, next_holds);
+        info!(?ids, "stores gone: no longer held");
         Ok(())
     }
 
@@ -1121,16 +1155,18 @@ fn plan(r: &RegionInfo, v: &View) -> PdResult<Option<Plan>> {
             return Ok(Some(plan));
         }
     }
+    // Leaders leave an evicted store even from regions not healthy (a
+    // store being restarted must not wait on another's repair).
+    if v.runs(EVICT_LEADER) {
+        if let Some(plan) = balance::evict_leader(r, v) {
+            return Ok(Some(plan));
+        }
+    }
     if !r.is_healthy(v.max_replicas()) {
         return Ok(None);
     }
     if !v.checker_paused("merge") {
         if let Some(plan) = merge::check(r, v)? {
-            return Ok(Some(plan));
-        }
-    }
-    if v.runs(EVICT_LEADER) {
-        if let Some(plan) = balance::evict_leader(r, v) {
             return Ok(Some(plan));
         }
     }

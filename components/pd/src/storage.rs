@@ -48,8 +48,9 @@ pub const STORE_WEIGHT_PREFIX: &[u8] = b"store_weight/";
 /// Store limits' rates (`pd-ctl store limit`), see
 /// [`crate::store_limit::Settings`].
 pub const STORE_LIMITS: &[u8] = b"store_limits";
-/// The schedulers that run and the stores `evict-leader-scheduler` holds,
-/// once changed by request, see [`crate::schedule::SchedulerSet`].
+/// The schedulers that run and the stores the evict- and grant-leader
+/// schedulers hold, once changed by request (a JSON object, see
+/// `schedule::load_schedulers`).
 pub const SCHEDULERS: &[u8] = b"schedulers";
 pub const REGION_PREFIX: &[u8] = b"region/";
 pub const SERVICE_SP_PREFIX: &[u8] = b"service_sp/";

@@ -540,3 +540,14 @@ fn a_granted_store_takes_every_leader_it_can_and_keeps_them() {
     fleet.settle(100, |_| {});
     assert!(fleet.counts()[&4].1 < 12, "{:?}", fleet.counts());
 }
+
+#[test]
+fn leaders_leave_an_evicted_store_from_regions_not_healthy_but_not_to_a_pending_peer() {
+    let mut fleet = Fleet::new(&[1, 2, 3], 30, three_stores, no_merges());
+    // Store 3's peers never catch up: no region is healthy.
+    fleet.lagging.insert(3);
+    fleet.cluster.hold_store(LeaderHold::Evict, 1).unwrap();
+    fleet.settle(100, |_| {});
+    let counts = fleet.counts();
+    assert_eq!(spread(&counts, |c| c.1), [0, 20, 10], "{counts:?}");
+}

@@ -490,16 +490,22 @@ fn with_one_way_merge_a_region_merges_only_into_the_next_one() {
     assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
 }
 
-#[test]
-fn a_paused_replica_checker_leaves_the_merge_checker_asked() {
-    let opts = common::with_location_labels(merge_now(), &["host"]);
-    let (mut fleet, [_, b, c]) = three([30, 1, 25], opts);
-    // Stores 1 and 2 share a host and store 4 is on its own: every
-    // region would be better off with a replica moved there.
+/// Three regions of `sizes` MiB on stores 1-3, with store 4 added: stores
+/// 1 and 2 share a host and store 4 is on its own, so every region would
+/// be better off with a replica moved there.
+fn misplaced(sizes: [u64; 3], opts: ScheduleOptions) -> (Fleet, [u64; 3]) {
+    let opts = common::with_location_labels(opts, &["host"]);
+    let (fleet, ids) = three(sizes, opts);
     fleet.add_store(4);
     for (id, host) in [(1, "h1"), (2, "h1"), (3, "h2"), (4, "h3")] {
         common::set_labels(&fleet.cluster, id, &[("host", host)]);
     }
+    (fleet, ids)
+}
+
+#[test]
+fn a_paused_replica_checker_leaves_the_merge_checker_asked() {
+    let (mut fleet, [_, b, c]) = misplaced([30, 1, 25], merge_now());
     fleet.cluster.pause_checker("replica", 600).unwrap();
     assert!(fleet.heartbeat(b));
     assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
@@ -508,4 +514,46 @@ fn a_paused_replica_checker_leaves_the_merge_checker_asked() {
     fleet.log.clear();
     assert!(fleet.heartbeat(c));
     assert_eq!(fleet.log, [format!("{c}: add learner on store 4")]);
+}
+
+#[test]
+fn a_replica_move_over_its_limit_leaves_the_merge_checker_asked() {
+    let limited = ScheduleOptions {
+        replica_schedule_limit: 0,
+        ..merge_now()
+    };
+    let (mut fleet, [_, b, c]) = misplaced([30, 1, 25], limited);
+    assert!(fleet.heartbeat(b));
+    assert_eq!(fleet.log, [format!("{b}: merge into {c}")]);
+}
+
+#[test]
+fn a_merge_hands_leadership_to_no_store_whose_leaders_are_evicted() {
+    // The small middle region is on stores 1-3 and led from 1; its
+    // neighbours are on 4, 2, 3. To merge, its peer moves from 1 to 4,
+    // but store 4 may not lead: leadership goes to a voter that stays.
+    let placement = |i: usize| if i == 1 { vec![1, 2, 3] } else { vec![4, 2, 3] };
+    let mut fleet = Fleet::new(&[1, 2, 3, 4], 3, placement, merge_now());
+    let ids: Vec<u64> = fleet.regions.keys().copied().collect();
+    for (id, size) in ids.iter().zip([30, 1, 25]) {
+        fleet.regions.get_mut(id).unwrap().size = size * MIB;
+    }
+    introduce(&mut fleet);
+    fleet
+        .cluster
+        .hold_store(tikal_pd::schedule::LeaderHold::Evict, 4)
+        .unwrap();
+    fleet.settle(50, |_| {});
+    let b = ids[1];
+    assert!(
+        fleet.cluster.region_by_id(b).is_none(),
+        "merged: {:?}",
+        fleet.log
+    );
+    assert!(
+        !fleet.log.iter().any(|l| l.contains("leader to store 4")),
+        "{:?}",
+        fleet.log
+    );
+    assert!(fleet.regions.values().all(|r| r.leader_store != 4));
 }

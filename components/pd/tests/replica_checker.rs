@@ -682,3 +682,18 @@ fn a_leader_leaving_its_store_passes_over_a_store_whose_leaders_are_evicted() {
     );
     assert_eq!(sim.voter_stores(), [2, 3, 4]);
 }
+
+#[test]
+fn a_store_held_by_a_leader_scheduler_is_let_go_once_tombstone() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    sim.cluster.hold_store(LeaderHold::Evict, 1).unwrap();
+    // Evicted and granted at once is refused.
+    let both = sim.cluster.hold_store(LeaderHold::Grant, 1).unwrap_err();
+    assert!(matches!(both, StoreError::HeldByOther(1, _)), "{both}");
+    sim.cluster.remove_store(1).unwrap();
+    sim.run();
+    assert_eq!(sim.state_name(1), "Tombstone");
+    assert!(sim.cluster.held_stores(LeaderHold::Evict).is_empty());
+    assert!(!sim.cluster.schedulers().contains(&"evict-leader-scheduler"));
+}
