@@ -9,13 +9,17 @@
 //! | who                                   | wants                                         |
 //! |---------------------------------------|-----------------------------------------------|
 //! | replica checker ([`checker`])          | repair: `max-replicas` voters on live stores  |
+//! | `evict-leader-scheduler` ([`balance`]) | leaders off the stores it holds (any region)  |
 //! | merge checker ([`merge`])              | a small region merged into a neighbour        |
+//! | `grant-leader-scheduler` ([`balance`]) | leaders onto the stores it holds              |
 //! | `balance-hot-region-scheduler` ([`hot`]) | a hot leader off a store taking most writes |
 //! | `balance-leader-scheduler` ([`balance`]) | leader counts even across Up stores         |
 //! | `balance-region-scheduler` ([`balance`]) | region counts even across Up stores         |
 //!
 //! A plan whose steps would overdraw a store's limit (see
 //! [`store_limit`]) is not made; the region's next heartbeat plans again.
+//! With `halt-scheduling` on, nothing is planned; a paused checker
+//! (`pd-ctl checker pause`) or scheduler is passed over.
 //!
 //! Only healthy regions (led, fully replicated, nothing pending or down)
 //! are merged or balanced. Schedulers see each store's counts as they will
