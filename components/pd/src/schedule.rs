@@ -712,9 +712,10 @@ impl Cluster {
     /// `grant-leader-scheduler`): see [`LeaderHold`]; held until the store
     /// is let go with its `-{id}` name.
     pub fn hold_store(&self, hold: LeaderHold, store_id: u64) -> Result<(), StoreError> {
-        let known = (self.stores.read().get(&store_id)).is_some_and(|s| !s.is_tombstone());
-        if !known {
-            return Err(StoreError::NotFound(store_id));
+        match self.stores.read().get(&store_id) {
+            None => return Err(StoreError::NotFound(store_id)),
+            Some(s) if s.is_tombstone() => return Err(StoreError::Removed(store_id)),
+            Some(_) => {}
         }
         let mut running = self.schedulers.write();
         let mut holds = self.holds.write();

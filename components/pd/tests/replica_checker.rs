@@ -696,4 +696,7 @@ fn a_store_held_by_a_leader_scheduler_is_let_go_once_tombstone() {
     assert_eq!(sim.state_name(1), "Tombstone");
     assert!(sim.cluster.held_stores(LeaderHold::Evict).is_empty());
     assert!(!sim.cluster.schedulers().contains(&"evict-leader-scheduler"));
+    // And it cannot be held again (410 over HTTP, as other store APIs).
+    let gone = sim.cluster.hold_store(LeaderHold::Evict, 1).unwrap_err();
+    assert!(matches!(gone, StoreError::Removed(1)), "{gone}");
 }
