@@ -190,6 +190,12 @@ pub enum SchedulerError {
     Meta(String),
 }
 
+impl From<MetaError> for SchedulerError {
+    fn from(e: MetaError) -> Self {
+        SchedulerError::Meta(e.to_string())
+    }
+}
+
 pub struct Operators {
     running: HashMap<u64, Operator>,
     /// The last operator that ended, per region: how, and when.
@@ -634,17 +640,35 @@ impl Cluster {
             .iter()
             .find(|s| **s == name)
             .ok_or(SchedulerError::NotFound)?;
-        let mut running = self.schedulers.write();
-        if running.iter().any(|s| s.name == *known) {
-            return Err(SchedulerError::Existed);
-        }
-        let holds = self.holds.read();
-        let mut next = running.clone();
-        next.push(RunningScheduler::new(known));
-        self.keep_schedulers(&next, &holds)
-            .map_err(|e| SchedulerError::Meta(e.to_string()))?;
-        *running = next;
+        self.change_schedulers(|running, _| {
+            if running.iter().any(|s| s.name == *known) {
+                return Err(SchedulerError::Existed);
+            }
+            running.push(RunningScheduler::new(known));
+            Ok(())
+        })?;
         info!(scheduler = name, "scheduler added");
+        Ok(())
+    }
+
+    /// Changes the running schedulers and the stores held as `change`
+    /// does to copies of them, keeps the result in the meta store, then
+    /// lets it take effect; nothing changes if `change` or the write fails.
+    /// A store-holding scheduler runs exactly while it holds a store: one
+    /// left without, or stores held by one stopped, are dropped here.
+    fn change_schedulers<E: From<MetaError>>(
+        &self,
+        change: impl FnOnce(&mut Vec<RunningScheduler>, &mut Holds) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut running = self.schedulers.write();
+        let mut holds = self.holds.write();
+        let (mut next, mut next_holds) = (running.clone(), holds.clone());
+        change(&mut next, &mut next_holds)?;
+        next_holds
+            .retain(|h, stores| !stores.is_empty() && next.iter().any(|s| s.name == h.name()));
+        next.retain(|s| LeaderHold::by_name(s.name).is_none_or(|h| next_holds.contains_key(&h)));
+        self.keep_schedulers(&next, &next_holds)?;
+        (*running, *holds) = (next, next_holds);
         Ok(())
     }
 
@@ -674,35 +698,28 @@ impl Cluster {
     /// `evict-leader-scheduler-{id}` (or `grant-leader-scheduler-{id}`)
     /// lets go of that store only (the scheduler stops with its last).
     pub fn remove_scheduler(&self, name: &str) -> Result<(), SchedulerError> {
-        let mut running = self.schedulers.write();
-        let mut holds = self.holds.write();
-        let (mut next, mut next_holds) = (running.clone(), holds.clone());
         let one_store = LeaderHold::ALL.into_iter().find_map(|h| {
             let id = name.strip_prefix(h.name())?.strip_prefix('-')?;
             Some((h, id))
         });
-        if let Some((hold, id)) = one_store {
-            let id: u64 = id.parse().map_err(|_| SchedulerError::NotFound)?;
-            let stores = next_holds.entry(hold).or_default();
-            if !stores.remove(&id) {
-                return Err(SchedulerError::NotFound);
+        self.change_schedulers(|running, holds| {
+            if let Some((hold, id)) = one_store {
+                let id: u64 = id.parse().map_err(|_| SchedulerError::NotFound)?;
+                if !holds
+                    .get_mut(&hold)
+                    .is_some_and(|stores| stores.remove(&id))
+                {
+                    return Err(SchedulerError::NotFound);
+                }
+            } else {
+                let before = running.len();
+                running.retain(|s| s.name != name);
+                if running.len() == before {
+                    return Err(SchedulerError::NotFound);
+                }
             }
-            if stores.is_empty() {
-                next_holds.remove(&hold);
-                next.retain(|s| s.name != hold.name());
-            }
-        } else {
-            next.retain(|s| s.name != name);
-            if next.len() == running.len() {
-                return Err(SchedulerError::NotFound);
-            }
-            if let Some(hold) = LeaderHold::by_name(name) {
-                next_holds.remove(&hold);
-            }
-        }
-        self.keep_schedulers(&next, &next_holds)
-            .map_err(|e| SchedulerError::Meta(e.to_string()))?;
-        (*running, *holds) = (next, next_holds);
+            Ok(())
+        })?;
         info!(scheduler = name, "scheduler removed");
         Ok(())
     }
@@ -717,20 +734,19 @@ impl Cluster {
             Some(s) if s.is_tombstone() => return Err(StoreError::Removed(store_id)),
             Some(_) => {}
         }
-        let mut running = self.schedulers.write();
-        let mut holds = self.holds.write();
-        // Evicted and granted at once would mean nothing: refused.
-        let other = (holds.iter()).find(|(h, stores)| **h != hold && stores.contains(&store_id));
-        if let Some((other, _)) = other {
-            return Err(StoreError::HeldByOther(store_id, other.name()));
-        }
-        let (mut next, mut next_holds) = (running.clone(), holds.clone());
-        next_holds.entry(hold).or_default().insert(store_id);
-        if !next.iter().any(|s| s.name == hold.name()) {
-            next.push(RunningScheduler::new(hold.name()));
-        }
-        self.keep_schedulers(&next, &next_holds)?;
-        (*running, *holds) = (next, next_holds);
+        self.change_schedulers(|running, holds| {
+            // Evicted and granted at once would mean nothing: refused.
+            let other =
+                (holds.iter()).find(|(h, stores)| **h != hold && stores.contains(&store_id));
+            if let Some((other, _)) = other {
+                return Err(StoreError::HeldByOther(store_id, other.name()));
+            }
+            holds.entry(hold).or_default().insert(store_id);
+            if !running.iter().any(|s| s.name == hold.name()) {
+                running.push(RunningScheduler::new(hold.name()));
+            }
+            Ok(())
+        })?;
         info!(store_id, scheduler = hold.name(), "store held");
         Ok(())
     }
@@ -1098,20 +1114,16 @@ impl Cluster {
     /// Lets the store-holding schedulers go of `ids` (stores gone for
     /// good); one left holding nothing stops.
     fn let_go(&self, ids: &[u64]) -> Result<(), MetaError> {
-        let mut running = self.schedulers.write();
-        let mut holds = self.holds.write();
         let held = |stores: &BTreeSet<u64>| ids.iter().any(|id| stores.contains(id));
-        if !holds.values().any(held) {
+        if !self.holds.read().values().any(held) {
             return Ok(());
         }
-        let (mut next, mut next_holds) = (running.clone(), holds.clone());
-        for stores in next_holds.values_mut() {
-            stores.retain(|s| !ids.contains(s));
-        }
-        next_holds.retain(|_, stores| !stores.is_empty());
-        next.retain(|s| LeaderHold::by_name(s.name).is_none_or(|h| next_holds.contains_key(&h)));
-        self.keep_schedulers(&next, &next_holds)?;
-        (*running, *holds) = (next, next_holds);
+        self.change_schedulers(|_, holds| {
+            for stores in holds.values_mut() {
+                stores.retain(|s| !ids.contains(s));
+            }
+            Ok::<_, MetaError>(())
+        })?;
         info!(?ids, "stores gone: no longer held");
         Ok(())
     }
