@@ -284,7 +284,7 @@ impl Regions {
             for p in &r.region.peers {
                 let load = loads.entry(p.store_id).or_default();
                 load.region_count += 1;
-                load.region_size_mib += size;
+                load.region_size_mib = load.region_size_mib.saturating_add(size);
                 load.region_score = load.region_score.saturating_add(r.score_mib());
                 load.learner_count += usize::from(is_learner(p));
                 load.pending_peer_count += usize::from(r.is_pending(p.id));
@@ -292,7 +292,7 @@ impl Regions {
             if let Some(store) = r.leader_store() {
                 let load = loads.entry(store).or_default();
                 load.leader_count += 1;
-                load.leader_size_mib += size;
+                load.leader_size_mib = load.leader_size_mib.saturating_add(size);
                 load.leader_score_mib = load.leader_score_mib.saturating_add(r.score_mib());
                 load.write_bytes_rate += r.write_bytes_rate;
                 load.write_keys_rate += r.write_keys_rate;

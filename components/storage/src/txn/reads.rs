@@ -142,10 +142,11 @@ pub fn scan(
     ts: u64,
 ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
     let (lower, upper, reverse) = (range.lower, range.upper, range.reverse);
-    let limit = match range.limit {
-        0 => usize::MAX,
-        n => n as usize,
-    };
+    // As TiKV: a limit of 0 asks for nothing (it is not "no limit").
+    if range.limit == 0 {
+        return Ok(vec![]);
+    }
+    let limit = range.limit as usize;
     // Locks first: a locked key in range reports its lock in place.
     let mut locks = BTreeMap::new();
     reader.scan_locks(lower, upper, |k, l| {

@@ -562,7 +562,7 @@ impl Runner {
                 let range = ScanRange {
                     lower: lower.as_bytes(),
                     upper: upper.as_bytes(),
-                    limit: a.ts_opt("limit")?.unwrap_or(0).try_into()?,
+                    limit: a.ts_opt("limit")?.unwrap_or(u32::MAX.into()).try_into()?,
                     key_only: a.flag("key_only"),
                     reverse: a.flag("reverse"),
                 };
