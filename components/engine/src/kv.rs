@@ -8,7 +8,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use crate::Result;
+use crate::{Result, WriteBudget};
 
 /// A column family of the KV engine. Being an enum, an unknown name cannot
 /// reach the engine: names from clients or the Raft log are parsed first.
@@ -54,6 +54,7 @@ impl Cf {
 #[derive(Clone)]
 pub struct KvEngine {
     db: Arc<DB>,
+    budget: WriteBudget,
 }
 
 /// Which key-value pairs of the default column family compaction may drop:
@@ -104,7 +105,10 @@ impl KvEngine {
                 });
             }
         }
-        Ok(KvEngine { db: Arc::new(db) })
+        Ok(KvEngine {
+            db: Arc::new(db),
+            budget: WriteBudget::default(),
+        })
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
@@ -175,11 +179,19 @@ impl KvEngine {
     /// column family. Its keys must not overlap data that should survive:
     /// callers delete the range first.
     pub fn ingest_sst(&self, cf: Cf, path: &Path) -> Result<()> {
+        self.budget.take()?;
         let mut opts = rocksdb::IngestExternalFileOptions::default();
         opts.set_move_files(true);
         self.db
             .ingest_external_file_cf_opts(self.cf(cf), &opts, vec![path])?;
         Ok(())
+    }
+
+    /// Makes this engine (and its clones) share `budget`'s crash point
+    /// (tests; see [`WriteBudget`]).
+    pub fn with_budget(mut self, budget: WriteBudget) -> KvEngine {
+        self.budget = budget;
+        self
     }
 
     pub fn write_batch(&self) -> KvWriteBatch<'_> {
@@ -193,6 +205,7 @@ impl KvEngine {
     /// Writes a batch atomically. `sync` forces an fsync of the WAL; without
     /// it the write survives a process crash (kill -9) but not power loss.
     pub fn write(&self, batch: KvWriteBatch<'_>, sync: bool) -> Result<()> {
+        self.budget.take()?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(batch.wb, &opts)?;

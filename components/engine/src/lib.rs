@@ -19,11 +19,13 @@
 //! This crate is the bottom storage layer: it knows bytes and column families,
 //! not regions, transactions or Raft roles.
 
+mod crash;
 mod kv;
 mod memory;
 mod raft_log;
 mod traits;
 
+pub use crash::WriteBudget;
 pub use kv::{
     Cf, DropFilter, KvEngine, KvSnapshot, KvWriteBatch, SstInfo, CF_DEFAULT, CF_LOCK, CF_RAFT,
     CF_WRITE, DATA_CFS,
@@ -41,6 +43,9 @@ pub enum EngineError {
     RaftEngine(#[from] raft_engine::Error),
     #[error("corrupted {what}: {detail}")]
     Corrupted { what: &'static str, detail: String },
+    /// A test's crash point was reached (see [`WriteBudget`]).
+    #[error("the engine stopped writing at a test's crash point")]
+    CrashPoint,
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -8,7 +8,7 @@
 use raft::eraftpb::{Entry, HardState};
 use raft_engine::{Config, Engine, LogBatch, MessageExt, ReadableSize};
 
-use crate::Result;
+use crate::{Result, WriteBudget};
 
 const HARD_STATE_KEY: &[u8] = b"hard_state";
 
@@ -29,6 +29,7 @@ pub struct RaftLogEngine {
     /// [`RaftLogEngine::mark_cache_sentinel`]).
     id: u64,
     sentinel: std::sync::OnceLock<(u64, u64)>,
+    budget: WriteBudget,
 }
 
 static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -81,6 +82,7 @@ impl RaftLogEngine {
             engine: Engine::open(cfg)?,
             id: ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             sentinel: std::sync::OnceLock::new(),
+            budget: WriteBudget::default(),
         })
     }
 
@@ -106,11 +108,19 @@ impl RaftLogEngine {
         }
     }
 
+    /// Makes this engine share `budget`'s crash point (tests; see
+    /// [`WriteBudget`]).
+    pub fn with_budget(mut self, budget: WriteBudget) -> RaftLogEngine {
+        self.budget = budget;
+        self
+    }
+
     /// Persists `write`; with `sync` the call returns only after fsync.
     pub fn write(&self, write: &mut RaftLogWrite, sync: bool) -> Result<()> {
         if write.batch.is_empty() {
             return Ok(());
         }
+        self.budget.take()?;
         self.engine.write(&mut write.batch, sync)?;
         Ok(())
     }
@@ -152,11 +162,17 @@ impl RaftLogEngine {
     /// Drops entries before `index`. The caller has durably recorded the
     /// truncated index and term first.
     pub fn compact_to(&self, region_id: u64, index: u64) {
-        self.engine.compact_to(region_id, index);
+        // Past a crash point nothing is written, this either.
+        if !self.budget.is_spent() {
+            self.engine.compact_to(region_id, index);
+        }
     }
 
     /// Reclaims log files whose entries were all compacted away.
     pub fn purge(&self) -> Result<()> {
+        if self.budget.is_spent() {
+            return Err(crate::EngineError::CrashPoint);
+        }
         self.engine.purge_expired_files()?;
         Ok(())
     }

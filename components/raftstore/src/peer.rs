@@ -1541,11 +1541,22 @@ impl Peer {
             carried.insert(e.index, e);
         }
         let mut entries = Vec::new();
+        let mut first_carried = None;
         for index in applied.saturating_add(1)..=req.commit {
             match carried.remove(&index) {
-                Some(e) => entries.push(e),
+                Some(e) => {
+                    first_carried.get_or_insert(entries.len());
+                    entries.push(e);
+                }
                 None => entries.extend(self.entries(index, index)?),
             }
+        }
+        // The carried entries go into this peer's log first, as TiKV
+        // appends them: the write below records them applied, and an
+        // applied index past the end of the log would stop raft-rs at
+        // the next open (found by a crash at every write of a catch-up).
+        if let Some(i) = first_carried {
+            self.raw_node.mut_store().append_durably(&entries[i..])?;
         }
         info!(
             region_id = self.region.id,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use tikal_engine::RaftLogEngine;
+use tikal_engine::{RaftLogEngine, RaftLogWrite};
 use tikal_proto::metapb;
 
 use crate::meta::ApplyState;
@@ -116,6 +116,16 @@ impl PeerStorage {
         while self.cache.front().is_some_and(|e| e.index <= index) && self.cache.len() > 1 {
             self.cache.pop_front();
         }
+    }
+
+    /// Writes `entries` into the log itself, synced, replacing any from
+    /// the first one's index on (see `Peer::catch_up_for_merge`).
+    pub fn append_durably(&mut self, entries: &[Entry]) -> crate::Result<()> {
+        let mut w = RaftLogWrite::default();
+        w.append(self.region_id, entries)?;
+        self.log.write(&mut w, true)?;
+        self.on_append(entries);
+        Ok(())
     }
 
     /// Drops the entries up to `index` (of `term`), whose truncation the

@@ -62,6 +62,10 @@
 //!                           link for big messages)
 //! release S                 deliver the snapshots held for store S, in one batch
 //! restart S                 stop store S and reopen it from its engines
+//! crash S... after=N        kill -9 the stores right after their next N
+//!                           writes (of either engine): nothing more is
+//!                           written, they stop, and take no messages
+//!                           until `restart` (see `WriteBudget`)
 //! pd_says_stale S region=R  PD tells store S its peer of region R is stale
 //!                           (the answer to a peer that reports no leader)
 //! status [region=R]         each store's view of region R (default 1): role,
@@ -84,7 +88,7 @@ use std::sync::Arc;
 
 use goldenscript::{Argument, Command, Context};
 use parking_lot::Mutex;
-use tikal_engine::{KvApply, KvEngine, RaftLogEngine, CF_DEFAULT};
+use tikal_engine::{KvApply, KvEngine, RaftLogEngine, WriteBudget, CF_DEFAULT};
 use tikal_proto::metapb;
 use tokio::sync::{mpsc, oneshot};
 
@@ -205,6 +209,10 @@ pub(crate) struct Cluster {
     /// What the stores report to PD (only `chaos.rs` reads them).
     pub(crate) events: mpsc::UnboundedReceiver<StoreEvent>,
     events_tx: mpsc::UnboundedSender<StoreEvent>,
+    /// Each open store's crash point (`crash`), shared by its engines.
+    budgets: BTreeMap<u64, WriteBudget>,
+    /// How many stores were killed at their crash point.
+    pub(crate) crashes: usize,
 }
 
 impl Cluster {
@@ -222,6 +230,8 @@ impl Cluster {
             next_region: 2,
             events,
             events_tx,
+            budgets: BTreeMap::new(),
+            crashes: 0,
         };
         let region = metapb::Region {
             id: REGION,
@@ -241,7 +251,7 @@ impl Cluster {
         for s in 1..=n {
             if s <= voters {
                 // Closed again before `open` takes the engines.
-                let (kv, _, _) = c.engines(s)?;
+                let (kv, _, _) = c.engines(s, &WriteBudget::default())?;
                 meta::write_initial_region(&kv, &region)?;
             }
             c.open(s)?;
@@ -249,17 +259,23 @@ impl Cluster {
         Ok(c)
     }
 
-    fn engines(&self, s: u64) -> Res<(KvEngine, Arc<RaftLogEngine>, Arc<SnapManager>)> {
+    fn engines(
+        &self,
+        s: u64,
+        budget: &WriteBudget,
+    ) -> Res<(KvEngine, Arc<RaftLogEngine>, Arc<SnapManager>)> {
         let dir = self.dir.path().join(format!("store-{s}"));
-        let kv = KvEngine::open(&dir.join("db"))?;
-        let log = Arc::new(RaftLogEngine::open(&dir.join("raft"))?);
+        let kv = KvEngine::open(&dir.join("db"))?.with_budget(budget.clone());
+        let log = RaftLogEngine::open(&dir.join("raft"))?.with_budget(budget.clone());
+        let log = Arc::new(log);
         pad_log(&log, s)?;
         let snaps = Arc::new(SnapManager::open(&dir.join("snap"))?);
         Ok((kv, log, snaps))
     }
 
     pub(crate) fn open(&mut self, s: u64) -> Res<()> {
-        let (kv, log, snaps) = self.engines(s)?;
+        let budget = WriteBudget::default();
+        let (kv, log, snaps) = self.engines(s, &budget)?;
         let election = 10 + s as usize;
         let cfg = RaftstoreConfig {
             election_ticks: 10,
@@ -281,7 +297,23 @@ impl Cluster {
         let events = self.events_tx.clone();
         let store = Store::open(s, cfg, kv, log, snaps, applier, transport, events)?;
         self.stores.insert(s, store);
+        self.budgets.insert(s, budget);
         Ok(())
+    }
+
+    /// Kills (drops, with nothing more written) the stores that reached
+    /// their crash point: a killed process. `restart` opens one again.
+    fn reap(&mut self) {
+        let spent: Vec<u64> = (self.budgets.iter())
+            .filter(|(_, b)| b.is_spent())
+            .map(|(s, _)| *s)
+            .collect();
+        for s in spent {
+            self.budgets.remove(&s);
+            if self.stores.remove(&s).is_some() {
+                self.crashes += 1;
+            }
+        }
     }
 
     pub(crate) fn store(&mut self, s: u64) -> Res<&mut Store> {
@@ -309,9 +341,14 @@ impl Cluster {
     fn round(&mut self) -> Res<bool> {
         for (s, store) in &mut self.stores {
             let _store = tracing::info_span!("store", s).entered();
-            store.on_ready()?;
+            let ran = store.on_ready();
+            if self.budgets.get(s).is_some_and(WriteBudget::is_spent) {
+                continue;
+            }
+            ran?;
             store.wait_for_snapshots();
         }
+        self.reap();
         let mut batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
         sort_messages(&mut batch);
         let sent = !batch.is_empty();
@@ -350,6 +387,7 @@ impl Cluster {
         if delivered {
             let _store = tracing::info_span!("store", s = to).entered();
             self.store(to)?.step(msg);
+            self.reap();
         }
         if snapshot {
             if let Some(sender) = self.stores.get_mut(&from) {
@@ -617,10 +655,17 @@ impl goldenscript::Runner for Runner {
                 if which.is_empty() {
                     which = c.stores.keys().copied().collect();
                 }
+                for s in &which {
+                    c.store(*s)?;
+                }
                 for _ in 0..n {
+                    // One killed at its crash point meanwhile is skipped.
                     for s in &which {
-                        c.store(*s)?.tick();
+                        if let Some(store) = c.stores.get_mut(s) {
+                            store.tick();
+                        }
                     }
+                    c.reap();
                     c.stabilize()?;
                 }
             }
@@ -735,10 +780,21 @@ impl goldenscript::Runner for Runner {
                 let c = self.cluster()?;
                 for s in stores_arg(&args)? {
                     // Its engines close with it; in-flight messages to it
-                    // stay queued, as a network would hold them.
-                    c.stores.remove(&s).ok_or("no such store")?.shutdown();
+                    // stay queued, as a network would hold them. A store
+                    // killed at its crash point is only opened.
+                    if let Some(mut store) = c.stores.remove(&s) {
+                        store.shutdown();
+                    }
                     c.open(s)?;
                 }
+            }
+            "crash" => {
+                let c = self.cluster()?;
+                let after: u64 = key_arg(&args, "after").ok_or("after=N")?.parse()?;
+                for s in stores_arg(&args)? {
+                    c.budgets.get(&s).ok_or("no such store")?.crash_after(after);
+                }
+                c.reap();
             }
             "pd_says_stale" => {
                 // PD's answer to a store whose peer reports no leader: the
@@ -842,6 +898,10 @@ impl goldenscript::Runner for Runner {
             }
             other => return Err(format!("unknown command {other}").into()),
         }
+        // A tick or a command may have written a store to its crash point.
+        if let Some(c) = self.cluster.as_mut() {
+            c.reap();
+        }
         Ok(out)
     }
 }
@@ -906,4 +966,75 @@ fn scenarios() {
         goldenscript::run(&mut Runner::default(), &path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
+}
+
+/// Runs `script` (goldenscript blocks) with `{crash}` replaced by
+/// `crash S after=N` for N = 0, 1, 2, … until store S is no longer killed
+/// before the script ends, and checks that every run ends as the run
+/// without a crash does: the last block's output (after a `restart S`) is
+/// the same. A store that cannot open again, a lost or doubled write, or
+/// replicas that differ fail it. Returns how many crash points it swept.
+fn crash_sweep(script: &str, s: u64) -> usize {
+    let run = |crash: String| {
+        let mut runner = Runner::default();
+        let out = goldenscript::generate(&mut runner, &script.replace("{crash}", &crash))
+            .unwrap_or_else(|e| panic!("with `{crash}`: {e}"));
+        let last = out.rsplit("---\n").next().unwrap_or_default().to_string();
+        let crashes = runner.cluster.as_ref().map_or(0, |c| c.crashes);
+        (last, crashes)
+    };
+    let (want, crashes) = run(String::new());
+    assert_eq!(crashes, 0);
+    for n in 0.. {
+        let crash = format!("crash {s} after={n}");
+        let (got, crashes) = run(crash.clone());
+        if crashes == 0 {
+            eprintln!("swept {n} crash points");
+            return n;
+        }
+        assert_eq!(got, want, "killed by `{crash}`");
+    }
+    unreachable!()
+}
+
+/// A source peer behind at its merge catches up from the entries the
+/// CommitMerge carries; store 3 is killed at each of its writes while it
+/// catches up and takes the merge, then restarts.
+#[test]
+fn a_merge_catching_up_survives_a_crash_at_every_write() {
+    let script = "\
+cluster stores=3
+campaign 1
+propose 1 a=1
+propose 1 g=2
+propose 1 p=3
+stabilize
+split 1 m
+stabilize
+split 1 f region=2
+round n=2
+partition 3
+stabilize
+merge 1 source=2 target=1
+stabilize
+tick 1 2 n=3
+{crash}
+heal
+tick n=12
+---
+
+restart 3
+tick n=12
+propose 1 b=4
+stabilize
+tick n=2
+regions
+get a
+get g
+get p
+get b
+---
+";
+    let swept = crash_sweep(script, 3);
+    assert!(swept > 5, "only {swept} crash points");
 }
