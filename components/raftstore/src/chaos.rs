@@ -139,10 +139,15 @@ struct Chaos {
     /// follower or learner serves it), or a leader's read that fails
     /// there.
     replica_reads: bool,
+    /// With crashes, half the restarts are kills at a crash point a few
+    /// writes ahead (mid-round, see `WriteBudget`), the store staying down
+    /// until picked again; drawn from their own generator, so that the
+    /// schedules without crashes stay as their regression seeds found them.
+    crashes: Option<Rng>,
 }
 
 impl Chaos {
-    fn new(seed: u64, mode: Mode) -> Res<Chaos> {
+    fn new(seed: u64, mode: Mode, crashes: bool) -> Res<Chaos> {
         let mut cluster = Cluster::new(STORES, STORES).map_err(|e| e.to_string())?;
         cluster
             .store(1)
@@ -166,6 +171,7 @@ impl Chaos {
             // regression seeds of the other schedules keep their traffic.
             replica_reads: mode == Mode::OneRegion
                 || std::env::var("CHAOS_REPLICA_READS").is_ok_and(|v| v == "1"),
+            crashes: crashes.then_some(Rng(seed ^ 0x6b69_6c6c)),
         })
     }
 
@@ -175,13 +181,7 @@ impl Chaos {
     /// delivered or refused, never lost silently: their sender must
     /// hear (as over a gRPC stream that fails).
     fn faulty_round(&mut self) -> Res<()> {
-        for (s, store) in &mut self.cluster.stores {
-            let _store = tracing::info_span!("store", s).entered();
-            store
-                .on_ready()
-                .map_err(|e| format!("a store's round failed: {e}"))?;
-            store.wait_for_snapshots();
-        }
+        (self.cluster.run_stores()).map_err(|e| format!("a store's round failed: {e}"))?;
         // Reads answered this round, before a message delivered below can
         // destroy a replica that answered one (and its data with it).
         self.check_reads()?;
@@ -234,7 +234,11 @@ impl Chaos {
         for mut r in std::mem::take(&mut self.reads) {
             match r.answer.try_recv() {
                 Ok(Ok(())) => {
-                    let store = &self.cluster.stores[&r.store];
+                    let Some(store) = self.cluster.stores.get(&r.store) else {
+                        // Answered, then killed at a crash point before this
+                        // check: nothing left to look at.
+                        continue;
+                    };
                     let now = store.region(r.region.0).map(|region| version(&region));
                     if now != Some(r.region.1) {
                         // The region split or merged meanwhile: the
@@ -360,10 +364,24 @@ impl Chaos {
                     self.log.push(format!("{step}: heal"));
                 }
             }
-            89..=90 if live => {
-                self.cluster.stores.remove(&s).ok_or("no store")?.shutdown();
+            89..=90 if !live => {
                 self.reopen(s)?;
-                self.log.push(format!("{step}: restart store {s}"));
+                self.log
+                    .push(format!("{step}: store {s} starts after its crash"));
+            }
+            89..=90 => {
+                match (self.crashes.as_mut()).and_then(|r| r.percent(50).then(|| r.below(24))) {
+                    Some(n) => {
+                        self.cluster.crash_after(s, n).map_err(|e| e.to_string())?;
+                        self.log
+                            .push(format!("{step}: store {s} is killed after {n} more writes"));
+                    }
+                    None => {
+                        self.cluster.stores.remove(&s).ok_or("no store")?.shutdown();
+                        self.reopen(s)?;
+                        self.log.push(format!("{step}: restart store {s}"));
+                    }
+                }
             }
             91..=94 if live => {
                 let to = self.rng.store();
@@ -424,6 +442,8 @@ impl Chaos {
         if self.pd_during_steps {
             self.pd_verdicts()?;
         }
+        // A tick or a command may have written a store to its crash point.
+        self.cluster.reap();
         self.collect_answers();
         self.check_reads()
     }
@@ -593,6 +613,10 @@ impl Chaos {
     /// write and read is answered, and every replica applied the leader's
     /// commit index.
     fn settle(&mut self) -> Res<()> {
+        self.cluster.disarm();
+        for s in self.cluster.killed() {
+            self.reopen(s)?;
+        }
         self.cluster.partitioned.clear();
         for msg in std::mem::take(&mut self.delayed) {
             self.deliver(msg)?;
@@ -856,17 +880,19 @@ struct Outcome {
     conf_ver: u64,
     regions: usize,
     stale_destroyed: usize,
+    /// Stores killed at a crash point.
+    crashes: usize,
 }
 
 /// Runs one seed's schedule of `steps` actions and checks what must hold.
-fn run(seed: u64, steps: usize, mode: Mode) -> Res<Outcome> {
+fn run(seed: u64, steps: usize, mode: Mode, crashes: bool) -> Res<Outcome> {
     if let Ok(filter) = std::env::var("CHAOS_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let mut chaos = Chaos::new(seed, mode)?;
+    let mut chaos = Chaos::new(seed, mode, crashes)?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for step in 0..steps {
             chaos.step(step)?;
@@ -910,6 +936,7 @@ fn run(seed: u64, steps: usize, mode: Mode) -> Res<Outcome> {
         conf_ver,
         regions: chaos.region_ids().len(),
         stale_destroyed: chaos.stale_destroyed,
+        crashes: chaos.cluster.crashes,
     })
 }
 
@@ -925,7 +952,7 @@ fn env_or(name: &str, default: &str) -> String {
 /// Runs the seeds `CHAOS_SEEDS` names (default: 1 to 12 and `found`, the
 /// seeds that once found a defect) for `CHAOS_STEPS` steps (default 1,000)
 /// each; fails with every failing seed's report.
-fn run_seeds(found: &[u64], mode: Mode) {
+fn run_seeds(found: &[u64], mode: Mode, crashes: bool) {
     let seeds: Vec<u64> = match std::env::var("CHAOS_SEEDS") {
         Ok(range) => {
             let (first, last) = range.split_once("..").expect("CHAOS_SEEDS=first..last");
@@ -938,14 +965,14 @@ fn run_seeds(found: &[u64], mode: Mode) {
     let steps: usize = env_or("CHAOS_STEPS", "1000").parse().expect("CHAOS_STEPS");
     let mut failures = vec![];
     for seed in seeds {
-        match run(seed, steps, mode) {
+        match run(seed, steps, mode, crashes) {
             Ok(o) => {
                 // A schedule that acknowledged nothing tested nothing.
                 assert!(o.acked > 0, "seed {seed}: no write was acknowledged");
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} reads checked ({} replica reads), \
                      {} snapshots sent, {} regions, region 1 at term {} and conf_ver {}, \
-                     {} stale peers destroyed by PD's verdict",
+                     {} stale peers destroyed by PD's verdict, {} crashes",
                     o.acked,
                     o.reads,
                     o.replica_reads,
@@ -953,7 +980,8 @@ fn run_seeds(found: &[u64], mode: Mode) {
                     o.regions,
                     o.term,
                     o.conf_ver,
-                    o.stale_destroyed
+                    o.stale_destroyed,
+                    o.crashes
                 );
             }
             Err(e) => failures.push(e),
@@ -965,7 +993,7 @@ fn run_seeds(found: &[u64], mode: Mode) {
 #[test]
 fn random_fault_schedules_keep_replicas_identical_and_reads_linearizable() {
     // Seed 9: raft-rs' batched append with a wrong predecessor.
-    run_seeds(&[], Mode::OneRegion);
+    run_seeds(&[], Mode::OneRegion, false);
 }
 
 #[test]
@@ -975,7 +1003,11 @@ fn random_fault_schedules_with_splits_and_merges() {
     // and 385: a waiting source blocking its target's snapshot or first
     // message; 354 and 403: a waiting source whose target here caught up
     // past the merge by a snapshot, blocking a region split from it.
-    run_seeds(&[49, 83, 98, 354, 368, 385, 403], Mode::SplitsAndMerges);
+    run_seeds(
+        &[49, 83, 98, 354, 368, 385, 403],
+        Mode::SplitsAndMerges,
+        false,
+    );
 }
 
 #[test]
@@ -983,7 +1015,7 @@ fn random_fault_schedules_with_membership_changes() {
     // Seed 69: a leader that applied its own removal stopped raft-rs; 118
     // and 175: a peer removed before its snapshot came stayed, naming a
     // leader that had dropped it, until PD's verdict for naive peers.
-    run_seeds(&[69, 118, 175], Mode::Membership);
+    run_seeds(&[69, 118, 175], Mode::Membership, false);
 }
 
 #[test]
@@ -992,5 +1024,10 @@ fn random_fault_schedules_with_splits_merges_and_membership_changes() {
     // smaller range and kept the data outside it, owned by no region; 167:
     // a leader kept sending a snapshot generated before a split, which a
     // store holding the split's regions refused for good.
-    run_seeds(&[167, 276], Mode::Everything);
+    run_seeds(&[167, 276], Mode::Everything, false);
+}
+
+#[test]
+fn random_fault_schedules_with_everything_and_crashes_mid_round() {
+    run_seeds(&[], Mode::Everything, true);
 }

@@ -306,9 +306,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Kills store `s` right after its next `n` writes (`crash`).
+    pub(crate) fn crash_after(&mut self, s: u64, n: u64) -> Res<()> {
+        self.budgets.get(&s).ok_or("no such store")?.crash_after(n);
+        self.reap();
+        Ok(())
+    }
+
+    /// No store is killed at a crash point from now on.
+    pub(crate) fn disarm(&mut self) {
+        for budget in self.budgets.values() {
+            budget.crash_after(u64::MAX);
+        }
+    }
+
+    /// Stores killed at their crash point and not opened since.
+    pub(crate) fn killed(&self) -> Vec<u64> {
+        self.killed.iter().copied().collect()
+    }
+
     /// Kills (drops, with nothing more written) the stores that reached
     /// their crash point: a killed process. `restart` opens one again.
-    fn reap(&mut self) {
+    pub(crate) fn reap(&mut self) {
         let spent: Vec<u64> = (self.budgets.iter())
             .filter(|(_, b)| b.is_spent())
             .map(|(s, _)| *s)
@@ -345,16 +364,7 @@ impl Cluster {
     /// One round on every store, then the messages it sent are delivered;
     /// false if there were none.
     fn round(&mut self) -> Res<bool> {
-        for (s, store) in &mut self.stores {
-            let _store = tracing::info_span!("store", s).entered();
-            let ran = store.on_ready();
-            if self.budgets.get(s).is_some_and(WriteBudget::is_spent) {
-                continue;
-            }
-            ran?;
-            store.wait_for_snapshots();
-        }
-        self.reap();
+        self.run_stores()?;
         let mut batch: Vec<PeerMessage> = self.network.lock().in_flight.drain(..).collect();
         sort_messages(&mut batch);
         let sent = !batch.is_empty();
@@ -366,6 +376,22 @@ impl Cluster {
             }
         }
         Ok(sent)
+    }
+
+    /// One Raft round on every store; one that reached its crash point
+    /// meanwhile is killed.
+    pub(crate) fn run_stores(&mut self) -> Res<()> {
+        for (s, store) in &mut self.stores {
+            let _store = tracing::info_span!("store", s).entered();
+            let ran = store.on_ready();
+            if self.budgets.get(s).is_some_and(WriteBudget::is_spent) {
+                continue;
+            }
+            ran?;
+            store.wait_for_snapshots();
+        }
+        self.reap();
+        Ok(())
     }
 
     /// Delivers, in one batch, what was held for store `s`, and stops
@@ -821,9 +847,8 @@ impl goldenscript::Runner for Runner {
                 let c = self.cluster()?;
                 let after: u64 = key_arg(&args, "after").ok_or("after=N")?.parse()?;
                 for s in stores_arg(&args)? {
-                    c.budgets.get(&s).ok_or("no such store")?.crash_after(after);
+                    c.crash_after(s, after)?;
                 }
-                c.reap();
             }
             "pd_says_stale" => {
                 // PD's answer to a store whose peer reports no leader: the
