@@ -594,6 +594,7 @@ impl Cluster {
                 format!("region {} not found", region.id),
             ));
         }
+        self.check_peer_stores(region)?;
         let ids: Vec<pdpb::SplitId> = (0..count)
             .map(|_| {
                 Ok(pdpb::SplitId {
@@ -614,6 +615,26 @@ impl Cluster {
         Ok(ids)
     }
 
+    /// A region a store sent is well formed and its peers are on stores PD
+    /// knows, one each: what PD does for it (an id per peer, a report
+    /// checked against the tree) is then bounded by the cluster's size,
+    /// not by what a request claims.
+    fn check_peer_stores(&self, region: &metapb::Region) -> PdResult<()> {
+        check_region(region)?;
+        let stores = self.stores.read();
+        match region
+            .peers
+            .iter()
+            .find(|p| !stores.contains_key(&p.store_id))
+        {
+            Some(p) => Err(invalid(format!(
+                "region {}: peer {} is on store {}, which PD does not know",
+                region.id, p.id, p.store_id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A store's report of a split: every region in it not older than what
     /// PD knows goes into the tree at once (the parent shrinks, the new
     /// regions appear), so no key is left without a region until each new
@@ -623,11 +644,15 @@ impl Cluster {
     pub fn report_batch_split(&self, report: &[metapb::Region]) -> PdResult<()> {
         self.require_bootstrapped()?;
         let regions = report;
-        if regions.len() < 2 {
-            return Err(invalid("a split report names at least two regions"));
+        if regions.len() < 2 || regions.len() > MAX_SPLIT_COUNT as usize + 1 {
+            return Err(invalid(format!(
+                "a split report names 2 to {} regions, not {}",
+                MAX_SPLIT_COUNT + 1,
+                regions.len()
+            )));
         }
         for r in regions {
-            check_region(r)?;
+            self.check_peer_stores(r)?;
         }
         if regions.windows(2).any(|w| w[0].end_key != w[1].start_key) {
             return Err(invalid("split regions must be adjacent, in key order"));
@@ -1049,5 +1074,54 @@ mod tests {
         assert!(c.report_batch_split(&split[..1]).is_err());
         assert_eq!(routes_to(&c, b"a"), 2);
         assert!(c.region_by_key(b"a").unwrap().leader.is_none());
+    }
+
+    #[test]
+    fn split_requests_are_bounded_by_the_stores_pd_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let mut known = region(2, b"", b"", 1, 1);
+        assert_eq!(c.ask_batch_split(&known, 2).unwrap().len(), 2);
+        // A peer on a store PD never heard of: no ids for it, however many.
+        let mut forged = known.clone();
+        forged.peers = (0..100)
+            .map(|i| metapb::Peer {
+                id: 1000 + i,
+                store_id: 1000 + i,
+                ..Default::default()
+            })
+            .collect();
+        let err = c.ask_batch_split(&forged, 2).unwrap_err();
+        assert!(err.to_string().contains("does not know"), "{err}");
+        // A report of more regions than one split can make, or naming an
+        // unknown store, changes nothing.
+        let many: Vec<metapb::Region> = (0..2000u32)
+            .map(|i| {
+                let key = |i: u32| {
+                    if i == 0 {
+                        vec![]
+                    } else {
+                        i.to_be_bytes().to_vec()
+                    }
+                };
+                let end = if i == 1999 { vec![] } else { key(i + 1) };
+                region(1000 + u64::from(i), &key(i), &end, 5, 1)
+            })
+            .collect();
+        let err = c.report_batch_split(&many).unwrap_err();
+        assert!(err.to_string().contains("2 to 1025 regions"), "{err}");
+        known.peers[0].store_id = 7;
+        let split = [region(9, b"", b"m", 5, 1), {
+            let mut r = known.clone();
+            r.start_key = b"m".to_vec();
+            r.region_epoch = Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 5,
+            });
+            r
+        }];
+        let err = c.report_batch_split(&split).unwrap_err();
+        assert!(err.to_string().contains("does not know"), "{err}");
+        assert_eq!(routes_to(&c, b"a"), 2);
     }
 }
