@@ -141,7 +141,7 @@ struct Chaos {
     replica_reads: bool,
     /// With crashes, half the restarts are kills at a crash point a few
     /// writes ahead (mid-round, see `WriteBudget`), the store staying down
-    /// until picked again; drawn from their own generator, so that the
+    /// for about ten steps; drawn from their own generator, so that the
     /// schedules without crashes stay as their regression seeds found them.
     crashes: Option<Rng>,
 }
@@ -278,6 +278,14 @@ impl Chaos {
 
     /// One random action.
     fn step(&mut self, step: usize) -> Res<()> {
+        // A killed store comes back after a while, as a supervisor
+        // restarts a crashed process.
+        let back = self.crashes.as_mut().is_some_and(|r| r.percent(10));
+        if let Some(s) = self.cluster.killed().first().copied().filter(|_| back) {
+            self.reopen(s)?;
+            self.log
+                .push(format!("{step}: store {s} starts after its crash"));
+        }
         let roll = self.rng.below(100);
         let s = self.rng.store();
         let live = self.cluster.stores.contains_key(&s);
