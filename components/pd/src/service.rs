@@ -38,6 +38,24 @@ fn split<T: Default>(r: PdResult<T>) -> (T, PdResult<()>) {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl PdService {
+    /// `count` timestamps (see [`crate::tso::Tso::allocate`]); while the
+    /// oracle is as far ahead of the clock as it may go, waits for the
+    /// clock a millisecond at a time, and gives up after a second.
+    async fn timestamps(&self, count: u32) -> Result<(i64, i64), Status> {
+        for _ in 0..1000 {
+            let allocated = (self.cluster.tso)
+                .allocate(&self.cluster.meta, count)
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            match allocated {
+                Some(ts) => return Ok(ts),
+                None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
+        Err(Status::unavailable(
+            "timestamps used up; the clock does not move",
+        ))
+    }
+
     fn header(&self, result: PdResult<()>) -> Option<pdpb::ResponseHeader> {
         Some(pdpb::ResponseHeader {
             cluster_id: self.cluster.cluster_id,
@@ -117,11 +135,7 @@ impl Pd for PdService {
                         crate::tso::MAX_COUNT
                     )))?;
                 }
-                let (physical, logical) = svc
-                    .cluster
-                    .tso
-                    .allocate(&svc.cluster.meta, r.count)
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                let (physical, logical) = svc.timestamps(r.count).await?;
                 yield pdpb::TsoResponse {
                     header: svc.header(Ok(())),
                     count: r.count,

@@ -19,6 +19,13 @@ const MAX_LOGICAL: i64 = 1 << LOGICAL_BITS;
 /// Most timestamps one request may reserve: they share one physical ms.
 pub const MAX_COUNT: u32 = (1 << LOGICAL_BITS) - 1;
 const WINDOW_MS: i64 = 3000;
+/// How far past the wall clock (or, after a restart, past where the oracle
+/// started) requests that use up the logical part may push the physical
+/// part. Without a bound, a client asking for `MAX_COUNT` timestamps in a
+/// loop moved PD's time ahead by a millisecond a request, and with it every
+/// lock's expiry and every safe point. Upstream moves it at most one
+/// millisecond per 50 ms update; here a request waits for the clock instead.
+const MAX_AHEAD_MS: i64 = 50;
 
 pub struct Tso {
     state: Mutex<State>,
@@ -29,6 +36,9 @@ struct State {
     logical: i64,
     /// Persisted: no timestamp may reach this physical time.
     window: i64,
+    /// The physical time the oracle started at (above the wall clock after
+    /// a restart that came soon after the last one).
+    start: i64,
 }
 
 fn now_ms() -> i64 {
@@ -50,13 +60,17 @@ impl Tso {
                 physical,
                 logical: 0,
                 window,
+                start: physical,
             }),
         })
     }
 
     /// Reserves `count` consecutive timestamps and returns the last one as
     /// (physical, logical); the batch is `logical - count + 1 ..= logical`.
-    pub fn allocate(&self, meta: &MetaStore, count: u32) -> Result<(i64, i64)> {
+    /// `None` if the logical part is used up and the physical part is as
+    /// far ahead of the clock as it may go ([`MAX_AHEAD_MS`]): ask again
+    /// once the clock moved.
+    pub fn allocate(&self, meta: &MetaStore, count: u32) -> Result<Option<(i64, i64)>> {
         let count = i64::from(count.clamp(1, MAX_COUNT));
         let mut s = self.state.lock();
         let now = now_ms();
@@ -65,6 +79,9 @@ impl Tso {
             s.logical = 0;
         }
         if s.logical + count >= MAX_LOGICAL {
+            if s.physical >= now.max(s.start).saturating_add(MAX_AHEAD_MS) {
+                return Ok(None);
+            }
             s.physical += 1;
             s.logical = 0;
         }
@@ -74,7 +91,7 @@ impl Tso {
             s.window = window;
         }
         s.logical += count;
-        Ok((s.physical, s.logical))
+        Ok(Some((s.physical, s.logical)))
     }
 }
 
@@ -82,7 +99,8 @@ impl Tso {
 mod tests {
     use super::*;
 
-    fn compose((p, l): (i64, i64)) -> i64 {
+    fn compose(ts: Option<(i64, i64)>) -> i64 {
+        let (p, l) = ts.expect("a timestamp");
         p << LOGICAL_BITS | l
     }
 
@@ -98,12 +116,40 @@ mod tests {
             last = ts;
         }
         // Exhausting the logical space moves to the next millisecond.
-        let (p1, _) = tso.allocate(&meta, (MAX_LOGICAL - 2) as u32).unwrap();
-        let (p2, _) = tso.allocate(&meta, 10).unwrap();
+        let (p1, _) = tso
+            .allocate(&meta, (MAX_LOGICAL - 2) as u32)
+            .unwrap()
+            .unwrap();
+        let (p2, _) = tso.allocate(&meta, 10).unwrap().unwrap();
         assert!(p2 > p1);
         let before_restart = compose(tso.allocate(&meta, 1).unwrap());
         // A restart: a new oracle over the same metadata.
         let tso = Tso::open(&meta).unwrap();
         assert!(compose(tso.allocate(&meta, 1).unwrap()) > before_restart);
+    }
+
+    #[test]
+    fn using_up_the_logical_part_moves_time_only_a_little_ahead_of_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(dir.path()).unwrap();
+        let tso = Tso::open(&meta).unwrap();
+        let start = tso.state.lock().start;
+        let (mut last, mut refused) = (0, 0);
+        for _ in 0..1000 {
+            match tso.allocate(&meta, MAX_COUNT).unwrap() {
+                Some(ts) => {
+                    let ts = compose(Some(ts));
+                    assert!(ts > last);
+                    last = ts;
+                }
+                None => refused += 1,
+            }
+        }
+        let ahead = (last >> LOGICAL_BITS) - now_ms().max(start);
+        assert!(ahead <= MAX_AHEAD_MS, "{ahead} ms ahead of the clock");
+        assert!(
+            refused > 0,
+            "1000 requests of a whole millisecond in well under a second"
+        );
     }
 }
