@@ -410,10 +410,14 @@ impl Cluster {
         let snapshot = msg.message.get_msg_type() == MessageType::MsgSnapshot;
         let mut delivered = self.connected(from, to) && self.stores.contains_key(&to);
         if delivered && snapshot {
+            // Its files are the sender's: gone if it was killed meanwhile.
             let key = SnapKey::of(msg.region_id, msg.message.get_snapshot());
-            let src = self.store(from)?.snap_manager().clone();
-            let dst = self.store(to)?.snap_manager().clone();
-            delivered = src.copy_to(&dst, key, msg.message.get_snapshot()).is_ok();
+            delivered = match (self.stores.get(&from), self.stores.get(&to)) {
+                (Some(src), Some(dst)) => (src.snap_manager())
+                    .copy_to(dst.snap_manager(), key, msg.message.get_snapshot())
+                    .is_ok(),
+                _ => false,
+            };
         }
         let (region_id, to_peer) = (msg.region_id, msg.to.id);
         if delivered {
