@@ -237,7 +237,8 @@ async fn split_requests(p: &mut Prober) {
         ("split_count 0", with_peers(1), 0, Refused),
         ("split_count u32::MAX", with_peers(1), u32::MAX, Refused),
         ("an unknown region", unknown, 1, Refused),
-        ("split_count 1024", with_peers(3), 1024, Served),
+        ("split_count 1024", Some(p.region.clone()), 1024, Served),
+        ("peers sharing a store", with_peers(3), 1, Refused),
         (
             "split_count 1024 of a region listing 1000 peers",
             with_peers(1000),
