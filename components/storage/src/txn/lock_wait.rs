@@ -32,18 +32,31 @@ use tokio::sync::oneshot;
 /// waiters still end by their lock wait timeout.
 pub const MAX_EDGES: usize = 100_000;
 
+/// The most bytes of keys and resource group tags a detector holds: the
+/// edge count alone would let a `Detect` client park 100,000 keys of any
+/// size there. Past it, new edges are not kept, as past [`MAX_EDGES`].
+pub const MAX_EDGE_BYTES: usize = 64 << 20;
+
+/// The bytes an edge holds beyond its fixed fields.
+fn edge_bytes(e: &WaitForEntry) -> usize {
+    e.key.len().saturating_add(e.resource_group_tag.len())
+}
+
 /// The wait-for graph: for each waiting transaction, the edges it waits on
 /// (one per waiting request).
 #[derive(Default)]
 pub struct Detector {
     edges: HashMap<u64, Vec<WaitForEntry>>,
     count: usize,
+    /// [`edge_bytes`] of every edge kept.
+    bytes: usize,
 }
 
 impl Detector {
     /// Adds `entry` unless it closes a cycle; a cycle comes back as the
     /// wait chain, starting with `entry` and ending at the edge that leads
-    /// back to `entry.txn`. An edge past [`MAX_EDGES`] is not kept.
+    /// back to `entry.txn`. An edge past [`MAX_EDGES`] or
+    /// [`MAX_EDGE_BYTES`] is not kept.
     pub fn detect(&mut self, entry: WaitForEntry) -> Result<(), Vec<WaitForEntry>> {
         if let Some(path) = self.path(entry.wait_for_txn, entry.txn) {
             let mut chain = Vec::with_capacity(path.len() + 1);
@@ -51,11 +64,13 @@ impl Detector {
             chain.extend(path);
             return Err(chain);
         }
-        if self.count >= MAX_EDGES {
+        let bytes = self.bytes.saturating_add(edge_bytes(&entry));
+        if self.count >= MAX_EDGES || bytes > MAX_EDGE_BYTES {
             return Ok(());
         }
         self.edges.entry(entry.txn).or_default().push(entry);
         self.count += 1;
+        self.bytes = bytes;
         Ok(())
     }
 
@@ -66,8 +81,9 @@ impl Detector {
                 .iter()
                 .position(|e| e.wait_for_txn == wait_for_txn && e.key_hash == key_hash)
             {
-                list.swap_remove(i);
+                let gone = list.swap_remove(i);
                 self.count -= 1;
+                self.bytes -= edge_bytes(&gone);
             }
             if list.is_empty() {
                 self.edges.remove(&txn);
@@ -110,6 +126,7 @@ impl Detector {
     pub fn clean_up(&mut self, txn: u64) {
         if let Some(list) = self.edges.remove(&txn) {
             self.count -= list.len();
+            self.bytes -= list.iter().map(edge_bytes).sum::<usize>();
         }
     }
 
@@ -393,6 +410,31 @@ mod tests {
         d.detect(edge(5, 6, 0)).unwrap();
         d.detect(edge(6, 5, 0)).unwrap_err();
         assert_eq!(d.edge_count(), MAX_EDGES - 1);
+    }
+
+    #[test]
+    fn the_graph_keeps_at_most_max_edge_bytes_of_keys_and_tags() {
+        let mut d = Detector::default();
+        let big = |txn: u64| WaitForEntry {
+            key: vec![b'k'; 1 << 20],
+            resource_group_tag: vec![b't'; 1 << 20],
+            ..edge(txn, txn + 1_000, txn)
+        };
+        for txn in 0..40 {
+            d.detect(big(txn)).unwrap();
+        }
+        // 2 MiB each: 32 fit in 64 MiB.
+        assert_eq!(d.edge_count(), 32);
+        // Small edges still fit, and cycles are still found.
+        d.detect(edge(5_000, 5_001, 0)).unwrap();
+        assert!(d.detect(edge(1_000, 0, 0)).is_err());
+        // Ends free room again.
+        d.clean_up(0);
+        d.remove(1, 1_001, 1);
+        d.detect(big(100)).unwrap();
+        d.detect(big(101)).unwrap();
+        d.detect(big(102)).unwrap();
+        assert_eq!(d.edge_count(), 33);
     }
 
     #[test]
