@@ -37,6 +37,8 @@ pub enum RegionErr {
     EpochNotMatch,
     StoreNotMatch,
     EntryTooLarge,
+    /// TiKV's "invalid max_ts update": a read far above PD's time.
+    InvalidMaxTs,
 }
 
 impl RegionErr {
@@ -46,6 +48,7 @@ impl RegionErr {
             RegionErr::EpochNotMatch => e.epoch_not_match.is_some(),
             RegionErr::StoreNotMatch => e.store_not_match.is_some(),
             RegionErr::EntryTooLarge => e.raft_entry_too_large.is_some(),
+            RegionErr::InvalidMaxTs => e.message.starts_with("invalid max_ts update"),
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use tikal_proto::kvrpcpb::*;
 
-use crate::judge::Expect::{self, Any, CorruptionOk, Invalid, Refused, Served};
-use crate::judge::RegionErr::EntryTooLarge;
+use crate::judge::Expect::{self, Any, CorruptionOk, Invalid, Refused, Region, Served};
+use crate::judge::RegionErr::{EntryTooLarge, InvalidMaxTs};
 use crate::prober::Prober;
 use crate::requests::{every_store_method, lock_mutation, put_mutation, req, Shape};
 use crate::{HUGE_KEY, MAX};
@@ -33,6 +33,25 @@ pub async fn transactional_methods_survive_extreme_timestamps(p: &mut Prober) {
         (scan.limit, scan.sample_step) = (u32::MAX, u32::MAX);
         let what = format!("{what}, limit and sample_step u32::MAX");
         call!(p, tikv.kv_scan(scan), what, Any);
+    }
+    // A read far above PD's time is refused, and none of the reads above
+    // raised max_ts with it: an async-commit prewrite still commits within
+    // max-drift (60 s) of PD's time, not near u64::MAX.
+    let far = req::get(&ctx, &locked, MAX - 1);
+    call!(
+        p,
+        tikv.kv_get(far),
+        "version u64::MAX - 1",
+        Region(InvalidMaxTs)
+    );
+    let mut after = pw(&p.key("ac"), ts, 3000);
+    async_commit(&mut after);
+    let what = "async commit after reads far ahead";
+    if let Some(r) = call!(p, tikv.kv_prewrite(after), what, Served) {
+        let now = p.tso().await;
+        let problem = format!("min_commit_ts {} with PD at {now}", r.min_commit_ts);
+        let near = r.min_commit_ts > ts && r.min_commit_ts <= now + (60_000 << 18);
+        p.require(near, "kv_prewrite", what, problem);
     }
     let absent: Vec<_> = (0..5000).map(|_| p.key("absent")).collect();
     let get = req::batch_get(&ctx, absent, ts);

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -185,6 +186,65 @@ pub struct StorageSection {
     /// the store refuses client writes (see `disk.rs`). With "0" only no
     /// room at all counts. Upstream's key and default.
     pub reserve_space: String,
+    pub max_ts: MaxTsSection,
+}
+
+/// `[storage.max-ts]`: how far a client's read may raise `max_ts` above
+/// PD's time (see `tikal_storage::txn::MaxTsPolicy`). Upstream's keys and
+/// defaults (v8.5.7's action).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct MaxTsSection {
+    /// The ceiling's lead over the last PD timestamp the store took.
+    pub max_drift: String,
+    /// How often the store takes a PD timestamp for the ceiling.
+    pub cache_sync_interval: String,
+    /// `error` (refuse such a read) or `log` (serve it). Upstream's
+    /// `panic` is taken as `error`: nothing a client sends may stop a
+    /// store.
+    pub action_on_invalid_update: String,
+}
+
+impl Default for MaxTsSection {
+    fn default() -> Self {
+        MaxTsSection {
+            max_drift: "60s".into(),
+            cache_sync_interval: "15s".into(),
+            action_on_invalid_update: "error".into(),
+        }
+    }
+}
+
+impl MaxTsSection {
+    /// The policy these keys describe, and how often to refresh the
+    /// ceiling.
+    pub fn policy(&self) -> anyhow::Result<(tikal_storage::txn::MaxTsPolicy, Duration)> {
+        use tikal_storage::txn::{InvalidMaxTsAction, MaxTsPolicy};
+        let max_drift = parse_duration(&self.max_drift).context("storage.max-ts.max-drift")?;
+        let every = parse_duration(&self.cache_sync_interval)
+            .context("storage.max-ts.cache-sync-interval")?;
+        if every.is_zero() || max_drift <= every {
+            anyhow::bail!(
+                "storage.max-ts.max-drift ({}) must exceed storage.max-ts.cache-sync-interval ({}), \
+                 which must not be 0",
+                self.max_drift,
+                self.cache_sync_interval
+            );
+        }
+        let action = match self.action_on_invalid_update.to_ascii_lowercase().as_str() {
+            "error" | "panic" => InvalidMaxTsAction::Error,
+            "log" => InvalidMaxTsAction::Log,
+            other => anyhow::bail!(
+                "storage.max-ts.action-on-invalid-update must be error, log or panic, not {other:?}"
+            ),
+        };
+        let policy = MaxTsPolicy {
+            max_drift,
+            valid_for: every.saturating_mul(3),
+            action,
+        };
+        Ok((policy, every))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -354,6 +414,7 @@ impl Default for StorageSection {
             api_version: 1,
             enable_ttl: false,
             reserve_space: "5GB".into(),
+            max_ts: MaxTsSection::default(),
         }
     }
 }
@@ -463,6 +524,7 @@ impl TikvConfig {
         parse_size(&self.quota.foreground_write_bandwidth)
             .context("quota.foreground-write-bandwidth")?;
         parse_size(&self.storage.reserve_space).context("storage.reserve-space")?;
+        self.storage.max_ts.policy()?;
         parse_size(&self.raftstore.capacity).context("raftstore.capacity")?;
         let entry_max = parse_size(&self.raftstore.raft_entry_max_size)
             .context("raftstore.raft-entry-max-size")?;
@@ -613,6 +675,45 @@ mod tests {
         let err = cfg.validate().unwrap_err();
         assert!(
             format!("{err:#}").contains("quota.foreground-write-bandwidth"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_max_ts_ceiling_takes_upstreams_keys_and_never_panics() {
+        use tikal_storage::txn::InvalidMaxTsAction;
+        let (mut cfg, unknown): (TikvConfig, _) = parse_toml(
+            "[storage.max-ts]\nmax-drift = \"30s\"\ncache-sync-interval = \"5s\"\n\
+             action-on-invalid-update = \"Panic\"\n",
+        )
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        cfg.validate().unwrap();
+        let (policy, every) = cfg.storage.max_ts.policy().unwrap();
+        assert_eq!(every, Duration::from_secs(5));
+        assert_eq!(policy.max_drift, Duration::from_secs(30));
+        assert_eq!(policy.valid_for, Duration::from_secs(15));
+        assert_eq!(
+            policy.action,
+            InvalidMaxTsAction::Error,
+            "panic acts as error"
+        );
+        let (default, _) = TikvConfig::default().storage.max_ts.policy().unwrap();
+        assert_eq!(default.max_drift, Duration::from_secs(60));
+        assert_eq!(default.action, InvalidMaxTsAction::Error);
+        cfg.storage.max_ts.action_on_invalid_update = "LOG".into();
+        assert_eq!(
+            cfg.storage.max_ts.policy().unwrap().0.action,
+            InvalidMaxTsAction::Log
+        );
+        cfg.storage.max_ts.max_drift = "5s".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("must exceed"), "{err:#}");
+        cfg.storage.max_ts.max_drift = "60s".into();
+        cfg.storage.max_ts.action_on_invalid_update = "ignore".into();
+        let err = cfg.validate().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("error, log or panic"),
             "{err:#}"
         );
     }

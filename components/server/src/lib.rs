@@ -174,8 +174,11 @@ pub async fn run(
         trace.clone(),
         Some(Arc::new(metrics::SchedulerMetrics::new())),
     );
+    let (max_ts_policy, max_ts_sync) = cfg.storage.max_ts.policy()?;
+    cm.set_max_ts_policy(max_ts_policy);
     let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
         .with_concurrency_manager(cm)
+        .with_tso_source(Arc::new(pd.clone()))
         .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
     let reconnected = Arc::new(tokio::sync::Notify::new());
     // Ends, with PD's reason, once PD says this store is Tombstone.
@@ -211,6 +214,11 @@ pub async fn run(
             router.clone(),
             txn.clone(),
             Duration::from_millis(50),
+        )),
+        tokio::spawn(resolved_ts::max_ts_limit_loop(
+            pd.clone(),
+            txn.clone(),
+            max_ts_sync,
         )),
         tokio::spawn(resolved_ts::advance_loop(
             pd.clone(),

@@ -216,6 +216,13 @@ impl PdClient {
     }
 }
 
+/// Where a read above the store's `max_ts` ceiling is checked again.
+impl tikal_storage::txn::TsoSource for PdClient {
+    fn tso(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<u64>> + Send + '_>> {
+        Box::pin(async move { PdClient::tso(self).await.ok() })
+    }
+}
+
 impl PdClient {
     /// One timestamp from PD's TSO (a one-request stream).
     pub async fn tso(&self) -> anyhow::Result<u64> {

@@ -54,6 +54,19 @@ pub async fn advance_loop(
     }
 }
 
+/// Refreshes the store's `max_ts` ceiling from PD every `every`
+/// (`[storage.max-ts] cache-sync-interval`; see
+/// `tikal_storage::txn::MaxTsPolicy`).
+pub async fn max_ts_limit_loop(pd: PdClient, txn: TxnStorage, every: Duration) {
+    loop {
+        match pd.tso().await {
+            Ok(ts) => txn.refresh_max_ts_limit(ts),
+            Err(e) => debug!(error = %e, "cannot refresh the max_ts ceiling"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 struct Advancer {
     pd: PdClient,
     router: Router,

@@ -26,6 +26,7 @@ pub mod commands;
 pub mod key_error;
 mod latch;
 pub mod lock_wait;
+mod max_ts;
 pub mod reads;
 #[cfg(test)]
 mod scenarios;
@@ -41,7 +42,8 @@ use crate::mvcc::record::Lock;
 use crate::StorageError;
 
 pub use commands::PrewriteOutcome;
-pub use storage::{ReadStart, TxnStorage, DEFAULT_WAIT_FOR_LOCK_TIMEOUT};
+pub use max_ts::{InvalidMaxTsAction, MaxTsPolicy};
+pub use storage::{ReadStart, TsoSource, TxnStorage, DEFAULT_WAIT_FOR_LOCK_TIMEOUT};
 
 /// A failed transactional command: a storage failure (region, argument,
 /// internal) or key errors the client resolves or reports.
@@ -70,14 +72,44 @@ pub type TxnResult<T> = std::result::Result<T, TxnError>;
 pub struct ConcurrencyManager {
     max_ts: AtomicU64,
     memory_locks: Mutex<BTreeMap<Vec<u8>, Lock>>,
+    /// How far a client's read may raise `max_ts` (see `max_ts.rs`).
+    limit: Mutex<max_ts::MaxTsLimit>,
 }
 
 impl ConcurrencyManager {
-    /// A read at `ts` happened: later commits must be above it.
+    /// A read at `ts` happened: later commits must be above it. A client's
+    /// timestamp is checked against the ceiling first
+    /// ([`Self::exceeds_limit`]).
     pub fn observe_read(&self, ts: u64) {
         if ts != u64::MAX {
             self.max_ts.fetch_max(ts, Ordering::SeqCst);
         }
+    }
+
+    /// A timestamp from PD: raises `max_ts` to it and the ceiling of
+    /// client reads to it plus `max-drift`.
+    pub fn observe_pd_ts(&self, ts: u64) {
+        self.observe_read(ts);
+        self.refresh_max_ts_limit(ts);
+    }
+
+    /// A timestamp from PD: the ceiling of client reads becomes it plus
+    /// `max-drift` (`max_ts` itself is left alone).
+    pub fn refresh_max_ts_limit(&self, ts: u64) {
+        self.limit.lock().set(ts);
+    }
+
+    /// The ceiling of client reads `ts` goes above, if it does.
+    pub fn exceeds_limit(&self, ts: u64) -> Option<u64> {
+        self.limit.lock().exceeded_by(ts)
+    }
+
+    pub fn set_max_ts_policy(&self, policy: MaxTsPolicy) {
+        self.limit.lock().policy = policy;
+    }
+
+    pub fn max_ts_policy(&self) -> MaxTsPolicy {
+        self.limit.lock().policy
     }
 
     pub fn max_ts(&self) -> u64 {

@@ -4,6 +4,8 @@
 //! decide, and propose their batch through Raft, holding the latches until
 //! it is applied.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,9 @@ use tikal_raftstore::{DiskFullOpt, RegionView};
 
 use super::commands::{self, Batch, LockOutcome, ProcessContext, WriteCommand};
 use super::reads::{self, MemoryLocks, ScanRange};
-use super::{key_error, latch, lock_wait, ConcurrencyManager, TxnError, TxnResult};
+use super::{
+    key_error, latch, lock_wait, ConcurrencyManager, InvalidMaxTsAction, TxnError, TxnResult,
+};
 use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
 use crate::mvcc::MvccReader;
@@ -25,6 +29,16 @@ use crate::StorageError;
 /// request leaves it to the server (`wait_timeout` 0), and the most it may
 /// ask for: TiKV's `[pessimistic-txn] wait-for-lock-timeout` default.
 pub const DEFAULT_WAIT_FOR_LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where the store takes a fresh PD timestamp from, to check a read above
+/// its `max_ts` ceiling once more before refusing it. `None`: PD did not
+/// answer.
+pub trait TsoSource: Send + Sync {
+    fn tso(&self) -> Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>>;
+}
+
+/// Longest wait for that timestamp (TiKV's).
+const TSO_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The transactional storage of one store.
 #[derive(Clone)]
@@ -39,6 +53,7 @@ pub struct TxnStorage {
     /// [`TxnStorage::sync_max_ts`]).
     max_ts_synced: Arc<parking_lot::Mutex<std::collections::HashMap<u64, SyncedLeader>>>,
     max_ts_synced_notify: Arc<tokio::sync::Notify>,
+    tso: Option<Arc<dyn TsoSource>>,
 }
 
 /// What a write command holds from deciding until its batch is applied
@@ -116,6 +131,7 @@ impl TxnStorage {
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
         read: impl FnOnce(&dyn KvRead, &ReadStart) -> TxnResult<T>,
     ) -> TxnResult<T> {
+        self.check_read_ts(ts).await?;
         let guard = self.snapshot_read_barrier(ctx, ts, &ranges).await?;
         let start = ReadStart {
             memory_locks: MemoryLocks::take(&self.cm, ts, &ranges),
@@ -124,6 +140,43 @@ impl TxnStorage {
                 .then(|| self.published_safe_ts(ctx.region_id)),
         };
         self.raw.guarded(guard, |at| read(at, &start))
+    }
+
+    /// Refuses a read whose timestamp is above the store's `max_ts`
+    /// ceiling (see `max_ts.rs`) once a fresh PD timestamp confirms it;
+    /// unconfirmed (PD silent), the read goes on, as in TiKV.
+    async fn check_read_ts(&self, ts: u64) -> TxnResult<()> {
+        if self.cm.exceeds_limit(ts).is_none() {
+            return Ok(());
+        }
+        let fresh = match &self.tso {
+            Some(tso) => (tokio::time::timeout(TSO_CHECK_TIMEOUT, tso.tso()).await).unwrap_or(None),
+            None => None,
+        };
+        let Some(pd_ts) = fresh else {
+            tracing::warn!(
+                ts,
+                "a read's timestamp may be above the max_ts ceiling; PD did not confirm"
+            );
+            return Ok(());
+        };
+        self.cm.refresh_max_ts_limit(pd_ts);
+        let Some(ceiling) = self.cm.exceeds_limit(ts) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            ts,
+            ceiling,
+            "a read's timestamp is above the max_ts ceiling"
+        );
+        match self.cm.max_ts_policy().action {
+            InvalidMaxTsAction::Log => Ok(()),
+            InvalidMaxTsAction::Error => Err(StorageError::region(errorpb::Error {
+                message: format!("invalid max_ts update: {ts} exceeds the limit {ceiling}"),
+                ..Default::default()
+            })
+            .into()),
+        }
     }
 
     /// The safe ts this replica has published for the region, with the
@@ -173,7 +226,20 @@ impl TxnStorage {
             wait_for_lock_timeout: DEFAULT_WAIT_FOR_LOCK_TIMEOUT,
             max_ts_synced: Arc::default(),
             max_ts_synced_notify: Arc::default(),
+            tso: None,
         }
+    }
+
+    /// Where a read above the `max_ts` ceiling is checked once more.
+    pub fn with_tso_source(mut self, tso: Arc<dyn TsoSource>) -> Self {
+        self.tso = Some(tso);
+        self
+    }
+
+    /// The store took PD timestamp `ts` to refresh its `max_ts` ceiling
+    /// (every `[storage.max-ts] cache-sync-interval`).
+    pub fn refresh_max_ts_limit(&self, ts: u64) {
+        self.cm.refresh_max_ts_limit(ts);
     }
 
     /// Shares `cm` (max_ts and in-memory locks) with the store's applier,
@@ -192,7 +258,7 @@ impl TxnStorage {
     /// (TiKV syncs after a CommitMerge too). Until then such prewrites get
     /// `MaxTimestampNotSynced` and the client retries.
     pub fn sync_max_ts(&self, region: &metapb::Region, term: u64, ts: u64) {
-        self.cm.observe_read(ts);
+        self.cm.observe_pd_ts(ts);
         let synced = SyncedLeader {
             term,
             start_key: region.start_key.clone(),
@@ -239,7 +305,7 @@ impl TxnStorage {
     /// async-commit or 1PC prewrite that takes its lock after the safe ts
     /// is computed commit above it.
     pub fn raise_max_ts(&self, ts: u64) {
-        self.cm.observe_read(ts);
+        self.cm.observe_pd_ts(ts);
     }
 
     /// The default and longest lock wait of pessimistic locks.
@@ -768,6 +834,7 @@ mod tests {
     use crate::mvcc::codec::encode_key;
     use crate::mvcc::record::{Lock, LockType};
     use crate::test_store::{commit, ctx, one_store, write};
+    use crate::txn::MaxTsPolicy;
     use tikal_engine::CF_LOCK;
 
     #[tokio::test]
@@ -877,6 +944,55 @@ mod tests {
             ..ctx()
         };
         assert!(scan(stale, 50).await.is_err());
+    }
+
+    /// PD as a read above the ceiling sees it: a set timestamp, or silence.
+    struct FakePd(parking_lot::Mutex<Option<u64>>);
+
+    impl TsoSource for FakePd {
+        fn tso(&self) -> Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>> {
+            let ts = *self.0.lock();
+            Box::pin(async move { ts })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_far_above_pd_time_is_refused_and_leaves_max_ts_alone() {
+        const MS: u64 = 1 << 18;
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_store(dir.path()).await;
+        let pd = Arc::new(FakePd(parking_lot::Mutex::new(Some(1_000_000 * MS))));
+        let txn = store.txn.clone().with_tso_source(pd.clone());
+        // The store's own PD timestamp (as the stale-read loop takes one).
+        txn.raise_max_ts(1_000_000 * MS);
+        // Within max-drift (60 s) of it: served, and raises max_ts.
+        get(&txn, &ctx(), 1_059_000 * MS).await.unwrap();
+        assert_eq!(txn.cm.max_ts(), 1_059_000 * MS);
+        // Far above, and PD confirms: refused with TiKV's message, and
+        // max_ts stays where it was.
+        match get(&txn, &ctx(), u64::MAX - 1).await {
+            Err(TxnError::Storage(StorageError::Region(e))) => {
+                assert!(
+                    e.message.starts_with("invalid max_ts update"),
+                    "{}",
+                    e.message
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(txn.cm.max_ts(), 1_059_000 * MS);
+        // PD moved on since the store last asked: the fresh timestamp
+        // raises the ceiling, and an honest read above the old one passes.
+        *pd.0.lock() = Some(1_120_000 * MS);
+        get(&txn, &ctx(), 1_100_000 * MS).await.unwrap();
+        assert_eq!(txn.cm.max_ts(), 1_100_000 * MS);
+        // With the action `log`, such a read is served.
+        txn.cm.set_max_ts_policy(MaxTsPolicy {
+            action: InvalidMaxTsAction::Log,
+            ..txn.cm.max_ts_policy()
+        });
+        get(&txn, &ctx(), 2_000_000 * MS).await.unwrap();
+        assert_eq!(txn.cm.max_ts(), 2_000_000 * MS);
     }
 
     async fn get(txn: &TxnStorage, ctx: &kvrpcpb::Context, ts: u64) -> TxnResult<Option<Vec<u8>>> {
