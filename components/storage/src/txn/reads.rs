@@ -33,6 +33,13 @@ impl MemoryLocks {
     /// `ranges` (`[start, end)` user keys, empty end = unbounded).
     pub fn take(cm: &ConcurrencyManager, ts: u64, ranges: &[(Vec<u8>, Vec<u8>)]) -> MemoryLocks {
         cm.observe_read(ts);
+        Self::without_raise(cm, ranges)
+    }
+
+    /// The in-memory locks in `ranges`, leaving `max_ts` alone: for a
+    /// stale read, served only at or below a safe ts no commit can land
+    /// under (as TiKV, which does not raise `max_ts` for those).
+    pub fn without_raise(cm: &ConcurrencyManager, ranges: &[(Vec<u8>, Vec<u8>)]) -> MemoryLocks {
         let mut locks = BTreeMap::new();
         for (start, end) in ranges {
             locks.extend(cm.memory_locks_in(start, end));

@@ -131,10 +131,15 @@ impl TxnStorage {
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
         read: impl FnOnce(&dyn KvRead, &ReadStart) -> TxnResult<T>,
     ) -> TxnResult<T> {
-        self.check_read_ts(ts).await?;
+        if !ctx.stale_read {
+            self.check_read_ts(ts).await?;
+        }
         let guard = self.snapshot_read_barrier(ctx, ts, &ranges).await?;
         let start = ReadStart {
-            memory_locks: MemoryLocks::take(&self.cm, ts, &ranges),
+            memory_locks: match ctx.stale_read {
+                true => MemoryLocks::without_raise(&self.cm, &ranges),
+                false => MemoryLocks::take(&self.cm, ts, &ranges),
+            },
             safe_ts: ctx
                 .stale_read
                 .then(|| self.published_safe_ts(ctx.region_id)),
@@ -985,6 +990,14 @@ mod tests {
         // raises the ceiling, and an honest read above the old one passes.
         *pd.0.lock() = Some(1_120_000 * MS);
         get(&txn, &ctx(), 1_100_000 * MS).await.unwrap();
+        assert_eq!(txn.cm.max_ts(), 1_100_000 * MS);
+        // A stale read is not checked, and raises nothing: it is served
+        // only below a safe ts (here it is refused, none being published).
+        let stale = kvrpcpb::Context {
+            stale_read: true,
+            ..ctx()
+        };
+        assert!(get(&txn, &stale, u64::MAX - 1).await.is_err());
         assert_eq!(txn.cm.max_ts(), 1_100_000 * MS);
         // With the action `log`, such a read is served.
         txn.cm.set_max_ts_policy(MaxTsPolicy {
