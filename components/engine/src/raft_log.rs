@@ -151,6 +151,11 @@ impl RaftLogEngine {
         Ok(self.engine.get_entry::<EntryExt>(region_id, index)?)
     }
 
+    /// Every region with a log or hard state here.
+    pub fn regions(&self) -> Vec<u64> {
+        self.engine.raft_groups()
+    }
+
     pub fn first_index(&self, region_id: u64) -> Option<u64> {
         self.engine.first_index(region_id)
     }

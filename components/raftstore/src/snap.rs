@@ -306,12 +306,24 @@ impl SnapManager {
     pub(crate) fn remove_other_generated(&self, region_id: u64, keep: Option<SnapKey>) {
         let prefix = format!("gen_{region_id}_");
         let keep = keep.map(|k| format!("gen_{k}"));
+        self.remove_where(|name| name.starts_with(&prefix) && Some(name) != keep.as_deref());
+    }
+
+    /// Removes every snapshot a store opening finds once it has finished
+    /// the applies a crash interrupted: what was generated is generated
+    /// again when asked for, and what was received is sent again (its
+    /// message went with the process). A crash right after an apply's
+    /// last write leaves its files otherwise.
+    pub(crate) fn remove_leftovers(&self) {
+        self.remove_where(|name| name.starts_with("gen_") || name.starts_with("rev_"));
+    }
+
+    fn remove_where(&self, pick: impl Fn(&str) -> bool) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && Some(&name) != keep.as_ref() {
+            if pick(&entry.file_name().to_string_lossy()) {
                 self.remove(&entry.path());
             }
         }

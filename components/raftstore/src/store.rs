@@ -282,6 +282,7 @@ impl Store {
             w.set_hard_state(region_id, &hs)?;
             log.write(&mut w, true)?;
         }
+        snaps.remove_leftovers();
         let mut peers = HashMap::new();
         for region in meta::load_regions(&kv)? {
             if !region.peers.iter().any(|p| p.store_id == store_id) {
@@ -300,6 +301,7 @@ impl Store {
             info!(region_id = peer.region_id(), "opened region peer");
             peers.insert(peer.region_id(), peer);
         }
+        drop_destroyed_logs(&kv, &log, &peers)?;
         if let Some((a, b)) = overlapping(peers.values().filter(|p| p.is_initialized())) {
             // One of them is a leftover (TiKV stops here too): destroying
             // either could delete the other's data, and serving both
@@ -2055,6 +2057,28 @@ fn destroy_region_data(
     Ok(())
 }
 
+/// A crash between a destroyed peer's tombstone and the cleaning of its
+/// log (or a merged source's) leaves the log: it goes now rather than when
+/// the region comes back here. A log with no tombstone and no region state
+/// is an uninitialized peer's (its hard state) and stays.
+fn drop_destroyed_logs(
+    kv: &KvEngine,
+    log: &RaftLogEngine,
+    open: &HashMap<u64, Peer>,
+) -> Result<()> {
+    let mut w = RaftLogWrite::default();
+    for region_id in log.regions() {
+        if !open.contains_key(&region_id) && meta::load_tombstone(kv, region_id)?.is_some() {
+            info!(region_id, "dropping the log of a destroyed peer");
+            w.clean(region_id);
+        }
+    }
+    if !w.is_empty() {
+        log.write(&mut w, true)?;
+    }
+    Ok(())
+}
+
 /// A crash after a snapshot was applied but before the region's old log
 /// was dropped leaves entries that end below the truncated index; the log
 /// engine could not take the next entries after such a hole. They predate
@@ -2592,6 +2616,45 @@ mod tests {
         assert!(meta::load_regions(&kv).unwrap().is_empty());
         assert_eq!(meta::load_tombstone(&kv, 1).unwrap(), Some(3));
         assert_eq!(kv.get(tikal_engine::CF_DEFAULT, b"old data").unwrap(), None);
+    }
+
+    #[test]
+    fn a_destroyed_peers_log_and_leftover_snapshots_go_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SnapKey {
+            region_id: 5,
+            term: 1,
+            index: 6,
+        };
+        {
+            let (kv, log, snaps) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1)])).unwrap();
+            // Region 5's peer was destroyed, and a crash came before its
+            // log was cleaned.
+            let mut wb = kv.write_batch();
+            meta::put_tombstone(&mut wb, 5, 7);
+            kv.write(wb, true).unwrap();
+            let mut w = RaftLogWrite::default();
+            w.append(5, &[entry(6, 1)]).unwrap();
+            let hs = |term, vote| HardState {
+                term,
+                vote,
+                ..Default::default()
+            };
+            w.set_hard_state(5, &hs(1, 7)).unwrap();
+            // Region 6: an uninitialized peer's vote, which must stay.
+            w.set_hard_state(6, &hs(3, 9)).unwrap();
+            log.write(&mut w, true).unwrap();
+            // A received and a generated snapshot a crash left behind.
+            std::fs::create_dir_all(snaps.recv_dir(key)).unwrap();
+            std::fs::create_dir_all(snaps.gen_dir(key)).unwrap();
+        }
+        drop(open(dir.path()));
+        let (_, log, snaps) = engines(dir.path());
+        assert!(!log.regions().contains(&5), "{:?}", log.regions());
+        assert_eq!(log.hard_state(6).unwrap().map(|h| h.vote), Some(9));
+        assert!(!snaps.recv_dir(key).exists());
+        assert!(!snaps.gen_dir(key).exists());
     }
 
     #[test]
