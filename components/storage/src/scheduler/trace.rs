@@ -2,7 +2,9 @@
 //!
 //! One row per scheduling event, in the seed's column order. Rows are
 //! formatted into an in-memory buffer (constant cost per event) that a
-//! background thread appends to the file every 10 ms. The file is never
+//! background thread appends to the file 10 ms after its first row; with
+//! nothing to write (a store that takes no client writes, as a follower
+//! of every region), that thread sleeps until a row comes. The file is never
 //! rewritten: memory holds at most one flush interval of rows (and a full
 //! buffer is written at once), however many requests are traced. Only
 //! complete lines are ever written, so a reader sees a prefix of the
@@ -12,10 +14,10 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Decision, Priority};
 
@@ -69,13 +71,21 @@ impl TraceRow {
 
 struct Inner {
     path: PathBuf,
-    buffer: Mutex<Vec<u8>>,
+    buffer: Mutex<Buffer>,
+    /// Told when the buffer gets its first row, or the writer goes.
+    wake: Condvar,
     file: Mutex<File>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    rows: Vec<u8>,
+    closed: bool,
 }
 
 impl Inner {
     fn flush(&self) {
-        let data = std::mem::take(&mut *self.buffer.lock());
+        let data = std::mem::take(&mut self.buffer.lock().rows);
         if data.is_empty() {
             return;
         }
@@ -98,30 +108,31 @@ impl TraceWriter {
         file.write_all(format!("{TRACE_HEADER}\n").as_bytes())?;
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
-            buffer: Mutex::new(Vec::with_capacity(64 << 10)),
+            buffer: Mutex::new(Buffer {
+                rows: Vec::with_capacity(64 << 10),
+                closed: false,
+            }),
+            wake: Condvar::new(),
             file: Mutex::new(file),
         });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let flusher = inner.clone();
         std::thread::Builder::new()
             .name("trace-flush".into())
-            .spawn(move || loop {
-                std::thread::sleep(FLUSH_EVERY);
-                match weak.upgrade() {
-                    Some(inner) => inner.flush(),
-                    None => return,
-                }
-            })?;
+            .spawn(move || flusher.flush_loop())?;
         Ok(TraceWriter { inner })
     }
 
     pub fn record(&self, row: &TraceRow) {
-        let full = {
+        let (first, full) = {
             let mut buf = self.inner.buffer.lock();
-            row.write_csv(&mut buf);
-            buf.len() >= MAX_BUFFER
+            let first = buf.rows.is_empty();
+            row.write_csv(&mut buf.rows);
+            (first, buf.rows.len() >= MAX_BUFFER)
         };
         if full {
             self.inner.flush();
+        } else if first {
+            self.inner.wake.notify_one();
         }
     }
 
@@ -131,9 +142,31 @@ impl TraceWriter {
     }
 }
 
+impl Inner {
+    /// The flusher: waits for a first row, gives the others `FLUSH_EVERY`
+    /// to join it, writes them; ends once the writer is dropped.
+    fn flush_loop(&self) {
+        loop {
+            {
+                let mut buf = self.buffer.lock();
+                while buf.rows.is_empty() && !buf.closed {
+                    self.wake.wait(&mut buf);
+                }
+                if buf.closed {
+                    return;
+                }
+            }
+            std::thread::sleep(FLUSH_EVERY);
+            self.flush();
+        }
+    }
+}
+
 impl Drop for TraceWriter {
     fn drop(&mut self) {
         self.inner.flush();
+        self.inner.buffer.lock().closed = true;
+        self.inner.wake.notify_one();
     }
 }
 
@@ -170,6 +203,31 @@ mod tests {
         assert_eq!(lines.len(), 3);
     }
 
+    /// Polls `done` for up to 10 s.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_flusher_writes_each_burst_on_its_own_and_ends_with_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay_trace_server.csv");
+        let w = TraceWriter::create(&path).unwrap();
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        w.record(&row("a", Decision::Scheduled));
+        eventually("the first row is written", || lines() == 2);
+        // The flusher slept on an empty buffer; a new row wakes it.
+        w.record(&row("b", Decision::Scheduled));
+        eventually("the second row is written", || lines() == 3);
+        let inner = Arc::downgrade(&w.inner);
+        drop(w);
+        eventually("the flusher ends", || inner.upgrade().is_none());
+    }
+
     #[test]
     fn rows_of_extreme_client_times_format_without_overflow() {
         let mut out = vec![];
@@ -200,7 +258,7 @@ mod tests {
         let w = TraceWriter::create(&path).unwrap();
         for i in 0..100_000 {
             w.record(&row(&format!("r{i}"), Decision::Scheduled));
-            assert!(w.inner.buffer.lock().len() < MAX_BUFFER + 256);
+            assert!(w.inner.buffer.lock().rows.len() < MAX_BUFFER + 256);
         }
         drop(w);
         let text = std::fs::read_to_string(&path).unwrap();
