@@ -291,13 +291,17 @@ pub fn replica_read_check(ts: u64, ranges: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 /// commits at or below it later, and returns the encoded `LockInfo` of an
 /// in-memory lock in the read's ranges that blocks it. Such a lock belongs
 /// to a prewrite not yet applied, which the replica cannot see. An
-/// undecodable check is refused with an empty answer (the reader reports
-/// an error; our replicas never send one).
+/// undecodable check, or one above this store's `max_ts` ceiling (the
+/// replica checked the read against its own first), is refused with an
+/// empty answer: the reader reports an error.
 pub fn check_replica_read(cm: &ConcurrencyManager, check: &[u8]) -> Option<Vec<u8>> {
     use prost::Message;
     let Ok(req) = tikal_proto::raft_cmdpb::ReadIndexRequest::decode(check) else {
         return Some(vec![]);
     };
+    if cm.exceeds_limit(req.start_ts).is_some() {
+        return Some(vec![]);
+    }
     cm.observe_read(req.start_ts);
     let no_bypass = kvrpcpb::Context::default();
     for range in &req.key_ranges {
@@ -344,5 +348,11 @@ mod tests {
 
         // Bytes that are no check are refused, with nothing to decode.
         assert_eq!(check_replica_read(&cm, b"\xff\xff"), Some(vec![]));
+
+        // So is a read far above PD's time, which leaves max_ts alone.
+        cm.refresh_max_ts_limit(40);
+        let far = replica_read_check(u64::MAX - 1, &[range(b"", b"")]);
+        assert_eq!(check_replica_read(&cm, &far), Some(vec![]));
+        assert_eq!(cm.max_ts(), 30);
     }
 }

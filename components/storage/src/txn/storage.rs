@@ -216,7 +216,8 @@ impl TxnStorage {
         match kvrpcpb::LockInfo::decode(refusal.as_slice()) {
             Ok(lock) if !refusal.is_empty() => Err(TxnError::Key(vec![key_error::locked(lock)])),
             _ => Err(StorageError::Internal(
-                "the leader could not read a replica read's check".into(),
+                "the leader refused the replica read (its check undecodable or its ts too high)"
+                    .into(),
             )
             .into()),
         }
