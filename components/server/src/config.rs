@@ -240,8 +240,9 @@ impl MaxTsSection {
         };
         let policy = MaxTsPolicy {
             max_drift,
-            valid_for: every.saturating_mul(3),
+            valid_for: every.saturating_mul(3).min(max_drift),
             action,
+            ..Default::default()
         };
         Ok((policy, every))
     }
@@ -693,6 +694,11 @@ mod tests {
         assert_eq!(every, Duration::from_secs(5));
         assert_eq!(policy.max_drift, Duration::from_secs(30));
         assert_eq!(policy.valid_for, Duration::from_secs(15));
+        // Never past max-drift, where PD's time may overtake the ceiling.
+        cfg.storage.max_ts.max_drift = "10s".into();
+        let (policy, _) = cfg.storage.max_ts.policy().unwrap();
+        assert_eq!(policy.valid_for, Duration::from_secs(10));
+        cfg.storage.max_ts.max_drift = "30s".into();
         assert_eq!(
             policy.action,
             InvalidMaxTsAction::Error,

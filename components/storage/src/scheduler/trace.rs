@@ -84,12 +84,15 @@ struct Buffer {
 }
 
 impl Inner {
+    /// Writes what the buffer holds. The file is held from the take to the
+    /// write, so chunks reach it in the order they were taken, and a flush
+    /// returns only once every row taken before it is written.
     fn flush(&self) {
+        let mut file = self.file.lock();
         let data = std::mem::take(&mut self.buffer.lock().rows);
         if data.is_empty() {
             return;
         }
-        let mut file = self.file.lock();
         if let Err(e) = file.write_all(&data) {
             tracing::warn!(path = %self.path.display(), error = %e, "trace write failed");
         }

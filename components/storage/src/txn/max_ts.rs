@@ -10,7 +10,8 @@
 //! use). A ceiling not refreshed for three intervals grows with the local
 //! clock, so a store cut off from PD does not refuse honest readers. A
 //! read above the ceiling is checked once more against a fresh PD
-//! timestamp, then refused (action `error`) or only logged (`log`).
+//! timestamp (unless PD set the ceiling within the last second), then
+//! refused (action `error`) or only logged (`log`).
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,13 @@ pub enum InvalidMaxTsAction {
 pub struct MaxTsPolicy {
     pub max_drift: Duration,
     /// How long a ceiling stays as PD set it; older, it grows with the
-    /// local clock (three `cache-sync-interval`s, as TiKV).
+    /// local clock (three `cache-sync-interval`s, as TiKV, but never
+    /// longer than `max_drift`, past which PD's time may have overtaken it).
     pub valid_for: Duration,
+    /// A ceiling set this recently is taken as PD's word without asking PD
+    /// again (the store refreshes it every second for stale reads): a
+    /// flood of made-up timestamps costs PD nothing.
+    pub fresh_for: Duration,
     pub action: InvalidMaxTsAction,
 }
 
@@ -41,6 +47,7 @@ impl Default for MaxTsPolicy {
         MaxTsPolicy {
             max_drift: Duration::from_secs(60),
             valid_for: Duration::from_secs(45),
+            fresh_for: Duration::from_secs(1),
             action: InvalidMaxTsAction::Error,
         }
     }
@@ -77,6 +84,11 @@ impl MaxTsLimit {
             self.ceiling = ceiling;
             self.set_at = Instant::now();
         }
+    }
+
+    /// Whether PD set the ceiling within `fresh_for`.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.ceiling != 0 && self.set_at.elapsed() < self.policy.fresh_for
     }
 
     /// The ceiling `ts` goes above, if it does (`u64::MAX`, which raises
@@ -138,7 +150,7 @@ mod tests {
             policy: MaxTsPolicy {
                 max_drift: Duration::ZERO,
                 valid_for: Duration::ZERO,
-                action: InvalidMaxTsAction::Error,
+                ..Default::default()
             },
             ..Default::default()
         };

@@ -104,6 +104,11 @@ impl ConcurrencyManager {
         self.limit.lock().exceeded_by(ts)
     }
 
+    /// Whether PD set that ceiling within the policy's `fresh_for`.
+    pub fn max_ts_limit_is_fresh(&self) -> bool {
+        self.limit.lock().is_fresh()
+    }
+
     pub fn set_max_ts_policy(&self, policy: MaxTsPolicy) {
         self.limit.lock().policy = policy;
     }

@@ -148,24 +148,29 @@ impl TxnStorage {
     }
 
     /// Refuses a read whose timestamp is above the store's `max_ts`
-    /// ceiling (see `max_ts.rs`) once a fresh PD timestamp confirms it;
-    /// unconfirmed (PD silent), the read goes on, as in TiKV.
+    /// ceiling (see `max_ts.rs`) once PD confirms it: by a fresh PD
+    /// timestamp, or by having set the ceiling within the last second.
+    /// Unconfirmed (PD silent), the read goes on, as in TiKV.
     async fn check_read_ts(&self, ts: u64) -> TxnResult<()> {
         if self.cm.exceeds_limit(ts).is_none() {
             return Ok(());
         }
-        let fresh = match &self.tso {
-            Some(tso) => (tokio::time::timeout(TSO_CHECK_TIMEOUT, tso.tso()).await).unwrap_or(None),
-            None => None,
-        };
-        let Some(pd_ts) = fresh else {
-            tracing::warn!(
-                ts,
-                "a read's timestamp may be above the max_ts ceiling; PD did not confirm"
-            );
-            return Ok(());
-        };
-        self.cm.refresh_max_ts_limit(pd_ts);
+        if !self.cm.max_ts_limit_is_fresh() {
+            let fresh = match &self.tso {
+                Some(tso) => {
+                    (tokio::time::timeout(TSO_CHECK_TIMEOUT, tso.tso()).await).unwrap_or(None)
+                }
+                None => None,
+            };
+            let Some(pd_ts) = fresh else {
+                tracing::warn!(
+                    ts,
+                    "a read's timestamp may be above the max_ts ceiling; PD did not confirm"
+                );
+                return Ok(());
+            };
+            self.cm.refresh_max_ts_limit(pd_ts);
+        }
         let Some(ceiling) = self.cm.exceeds_limit(ts) else {
             return Ok(());
         };
@@ -969,6 +974,12 @@ mod tests {
         let store = one_store(dir.path()).await;
         let pd = Arc::new(FakePd(parking_lot::Mutex::new(Some(1_000_000 * MS))));
         let txn = store.txn.clone().with_tso_source(pd.clone());
+        // PD is asked again whatever the ceiling's age (the part with a
+        // fresh ceiling comes last).
+        txn.cm.set_max_ts_policy(MaxTsPolicy {
+            fresh_for: Duration::ZERO,
+            ..txn.cm.max_ts_policy()
+        });
         // The store's own PD timestamp (as the stale-read loop takes one).
         txn.raise_max_ts(1_000_000 * MS);
         // Within max-drift (60 s) of it: served, and raises max_ts.
@@ -1000,6 +1011,16 @@ mod tests {
         };
         assert!(get(&txn, &stale, u64::MAX - 1).await.is_err());
         assert_eq!(txn.cm.max_ts(), 1_100_000 * MS);
+        // A ceiling PD set within `fresh_for` is its word: reads above it
+        // are refused without asking PD (which would say otherwise here).
+        txn.cm.set_max_ts_policy(MaxTsPolicy {
+            fresh_for: Duration::from_secs(3600),
+            ..txn.cm.max_ts_policy()
+        });
+        txn.raise_max_ts(1_120_000 * MS);
+        *pd.0.lock() = Some(2_000_000 * MS);
+        assert!(get(&txn, &ctx(), 1_190_000 * MS).await.is_err());
+        assert_eq!(txn.cm.max_ts(), 1_120_000 * MS);
         // With the action `log`, such a read is served.
         txn.cm.set_max_ts_policy(MaxTsPolicy {
             action: InvalidMaxTsAction::Log,
