@@ -1050,6 +1050,14 @@ fn crash_sweep(script: &str, s: u64, keys: &str, check: fn(&str, &str)) -> usize
             .unwrap_or_else(|e| panic!("with `{crash}`: {e}"));
         let last = out.rsplit("---\n").next().unwrap_or_default().to_string();
         let crashes = runner.cluster.as_ref().map_or(0, |c| c.crashes);
+        // Whatever the crash cut short, no destroyed peer's log is left.
+        for (id, store) in runner.cluster.iter().flat_map(|c| &c.stores) {
+            let left = store.destroyed_logs().unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                left.is_empty(),
+                "with `{crash}`: store {id} keeps the logs of {left:?}"
+            );
+        }
         (last, crashes)
     };
     let (want, crashes) = run("");

@@ -1751,6 +1751,14 @@ impl Store {
     }
 
     /// The state of this store's peer of a region, for tests and status.
+    /// Logs of peers destroyed here that are still on disk (none once a
+    /// store has opened and its destroys have finished; see
+    /// `drop_destroyed_logs`). For the crash sweeps.
+    #[cfg(test)]
+    pub(crate) fn destroyed_logs(&self) -> Result<Vec<u64>> {
+        destroyed_logs(&self.kv, &self.log, &self.peers)
+    }
+
     pub fn snap_manager(&self) -> &Arc<SnapManager> {
         &self.snaps
     }
@@ -2067,16 +2075,30 @@ fn drop_destroyed_logs(
     open: &HashMap<u64, Peer>,
 ) -> Result<()> {
     let mut w = RaftLogWrite::default();
-    for region_id in log.regions() {
-        if !open.contains_key(&region_id) && meta::load_tombstone(kv, region_id)?.is_some() {
-            info!(region_id, "dropping the log of a destroyed peer");
-            w.clean(region_id);
-        }
+    for region_id in destroyed_logs(kv, log, open)? {
+        info!(region_id, "dropping the log of a destroyed peer");
+        w.clean(region_id);
     }
     if !w.is_empty() {
         log.write(&mut w, true)?;
     }
     Ok(())
+}
+
+/// The regions whose log is here though their peer here was destroyed:
+/// tombstoned, and not among the `open` peers.
+fn destroyed_logs(
+    kv: &KvEngine,
+    log: &RaftLogEngine,
+    open: &HashMap<u64, Peer>,
+) -> Result<Vec<u64>> {
+    let mut ids = vec![];
+    for region_id in log.regions() {
+        if !open.contains_key(&region_id) && meta::load_tombstone(kv, region_id)?.is_some() {
+            ids.push(region_id);
+        }
+    }
+    Ok(ids)
 }
 
 /// A crash after a snapshot was applied but before the region's old log
