@@ -96,6 +96,29 @@ pub fn rollback_key(
     Ok(())
 }
 
+/// Marks `w`, a commit record about to be written on `key` at
+/// `commit_ts`, as overlapping a rollback when the transaction that
+/// started at `commit_ts` already left its rollback record there. Only an
+/// async-commit or 1PC commit_ts can meet one: the store computes it
+/// (above `max_ts`), so it may equal another transaction's start_ts,
+/// where PD never issues one timestamp twice. Overwriting the rollback
+/// would let that transaction's late prewrite of `key` succeed after it
+/// was rolled back (TiKV guards the same case with `max_ts` and a lock's
+/// `rollback_ts`; one read here covers every order of the two).
+pub fn keep_rollback_at(
+    reader: &MvccReader<'_>,
+    key: &[u8],
+    commit_ts: u64,
+    w: &mut Write,
+) -> TxnResult<()> {
+    if let Some((c, old)) = reader.seek_write(key, commit_ts)? {
+        if c == commit_ts && old.write_type == WriteType::Rollback {
+            w.has_overlapped_rollback = true;
+        }
+    }
+    Ok(())
+}
+
 /// Commits `key`'s lock of `start_ts` at `commit_ts`.
 pub fn commit_key(
     reader: &MvccReader<'_>,
@@ -118,11 +141,14 @@ pub fn commit_key(
                     lock.min_commit_ts,
                 )));
             }
-            let w = Write::new(
+            let mut w = Write::new(
                 WriteType::of_lock(lock.lock_type),
                 start_ts,
                 lock.short_value.clone(),
             );
+            if lock.use_async_commit {
+                keep_rollback_at(reader, key, commit_ts, &mut w)?;
+            }
             b.put_write(key, commit_ts, &w);
             b.delete_lock(key);
             Ok(())

@@ -22,7 +22,7 @@ use tikal_proto::kvrpcpb::{self, prewrite_request::PessimisticAction, write_conf
 
 use super::{ProcessContext, WriteCommand};
 use crate::mvcc::record::{Lock, LockType, Write, WriteType, SHORT_VALUE_MAX_LEN};
-use crate::txn::actions::{finished, one, Finished};
+use crate::txn::actions::{finished, keep_rollback_at, one, Finished};
 use crate::txn::{key_error as ke, TxnError, TxnResult};
 use crate::StorageError;
 
@@ -291,11 +291,12 @@ impl WriteCommand for Prewrite {
         }
         if self.try_one_pc {
             for (key, lock, replaces_lock) in locks {
-                let w = Write::new(
+                let mut w = Write::new(
                     WriteType::of_lock(lock.lock_type),
                     start_ts,
                     lock.short_value.clone(),
                 );
+                keep_rollback_at(&ctx.reader, key, min_commit_ts, &mut w)?;
                 ctx.batch.put_write(key, min_commit_ts, &w);
                 if replaces_lock {
                     ctx.batch.delete_lock(key);
