@@ -7,7 +7,9 @@
 //! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
 //! | `snapshot_pending/<id BE>`| a received snapshot being applied (eraftpb)  |
 //! | `tombstone/<id BE>`       | id of this store's last, removed peer        |
+//! | `incarnation/<id BE>`     | id of a peer made again after a removal      |
 //! | `merge_state/<id BE>`     | a prepared merge: its index (8 bytes BE), then `raft_cmdpb.PrepareMergeRequest` |
+//! | `merged_into/<id BE>`     | where a source that merged here went ([`MergedInto`]) |
 //!
 //! The apply state is written in the same batch as the data it covers.
 //!
@@ -28,6 +30,7 @@ const REGION_STATE_PREFIX: &[u8] = b"region_state/";
 const APPLY_STATE_PREFIX: &[u8] = b"apply_state/";
 const SNAPSHOT_PENDING_PREFIX: &[u8] = b"snapshot_pending/";
 const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
+const INCARNATION_PREFIX: &[u8] = b"incarnation/";
 const MERGE_STATE_PREFIX: &[u8] = b"merge_state/";
 const MERGED_PREFIX: &[u8] = b"merged_into/";
 
@@ -201,6 +204,25 @@ pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option
     load_id(engine, &tombstone_key(region_id), "tombstone")
 }
 
+/// Records, durably, that this store made its peer `peer_id` of a region
+/// again after removing an earlier one. Until that peer holds the region
+/// (a snapshot brings its state), its log holds nothing but its hard
+/// state, and that must outlive a restart: a peer that forgot its vote
+/// could vote twice in one term, and the term have two leaders.
+pub(crate) fn write_incarnation(engine: &KvEngine, region_id: u64, peer_id: u64) -> Result<()> {
+    let mut wb = engine.write_batch();
+    wb.put(CF_RAFT, &incarnation_key(region_id), &peer_id.to_be_bytes());
+    Ok(engine.write(wb, true)?)
+}
+
+/// The peer this store made again after the region's last removal here
+/// ([`write_incarnation`]), unless it was removed in turn.
+pub(crate) fn load_incarnation(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
+    let removed = load_tombstone(engine, region_id)?;
+    let made = load_id(engine, &incarnation_key(region_id), "incarnation")?;
+    Ok(made.filter(|id| removed.is_none_or(|r| *id > r)))
+}
+
 /// Where a region forgotten here went: the region it merged into and that
 /// region's version once it took the source in, and the source as it
 /// merged (its last epoch and peers; `None` in a mark written before
@@ -308,6 +330,10 @@ fn merged_key(id: u64) -> Vec<u8> {
 
 fn pending_key(id: u64) -> Vec<u8> {
     [SNAPSHOT_PENDING_PREFIX, &id.to_be_bytes()].concat()
+}
+
+fn incarnation_key(id: u64) -> Vec<u8> {
+    [INCARNATION_PREFIX, &id.to_be_bytes()].concat()
 }
 
 fn tombstone_key(id: u64) -> Vec<u8> {

@@ -986,11 +986,26 @@ impl Store {
             return Ok(false);
         }
         if tombstone.is_some() {
-            // A new incarnation: nothing of the removed peer's log or
-            // votes applies to it (a crash may have left some).
-            let mut w = RaftLogWrite::default();
-            w.clean(msg.region_id);
-            self.log.write(&mut w, true)?;
+            match meta::load_incarnation(&self.kv, msg.region_id)? {
+                // Made again before a restart: its log holds its votes.
+                Some(id) if id == msg.to.id => {}
+                Some(id) if msg.to.id < id => {
+                    debug!(
+                        region_id = msg.region_id,
+                        "message to a peer a newer one replaced dropped"
+                    );
+                    return Ok(false);
+                }
+                _ => {
+                    // A new incarnation: nothing of the removed peer's log
+                    // or votes applies to it (a crash may have left some).
+                    // Recorded before it can vote.
+                    let mut w = RaftLogWrite::default();
+                    w.clean(msg.region_id);
+                    self.log.write(&mut w, true)?;
+                    meta::write_incarnation(&self.kv, msg.region_id, msg.to.id)?;
+                }
+            }
         }
         let peer = Peer::uninitialized(
             msg.region_id,
@@ -2086,7 +2101,8 @@ fn drop_destroyed_logs(
 }
 
 /// The regions whose log is here though their peer here was destroyed:
-/// tombstoned, and not among the `open` peers.
+/// tombstoned, not among the `open` peers, and not made again since (that
+/// peer's log holds its votes).
 fn destroyed_logs(
     kv: &KvEngine,
     log: &RaftLogEngine,
@@ -2094,7 +2110,10 @@ fn destroyed_logs(
 ) -> Result<Vec<u64>> {
     let mut ids = vec![];
     for region_id in log.regions() {
-        if !open.contains_key(&region_id) && meta::load_tombstone(kv, region_id)?.is_some() {
+        if !open.contains_key(&region_id)
+            && meta::load_tombstone(kv, region_id)?.is_some()
+            && meta::load_incarnation(kv, region_id)?.is_none()
+        {
             ids.push(region_id);
         }
     }
@@ -2188,6 +2207,10 @@ mod tests {
     }
 
     fn try_open(dir: &std::path::Path) -> Result<Store> {
+        open_with(dir, Box::new(NoTransport))
+    }
+
+    fn open_with(dir: &std::path::Path, transport: Box<dyn Transport>) -> Result<Store> {
         let (kv, log, snaps) = engines(dir);
         let (events, _) = mpsc::unbounded_channel();
         Store::open(
@@ -2197,9 +2220,15 @@ mod tests {
             log,
             snaps,
             Arc::new(Ignore),
-            Box::new(NoTransport),
+            transport,
             events,
         )
+    }
+
+    /// Store 1 opened from `dir`, keeping every message it sends.
+    fn open_keeping(dir: &std::path::Path) -> (Store, Arc<parking_lot::Mutex<Vec<PeerMessage>>>) {
+        let sent = Arc::new(parking_lot::Mutex::new(vec![]));
+        (open_with(dir, Box::new(Keep(sent.clone()))).unwrap(), sent)
     }
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -2679,6 +2708,70 @@ mod tests {
         assert!(!snaps.gen_dir(key).exists());
     }
 
+    /// Whether store 1's peer `to` of region 5 grants `candidate` (on
+    /// store `candidate`) its vote at term 3 (`None`: no answer); the store
+    /// is opened afresh from `dir` for the one request, as after a restart.
+    fn vote_after_restart(dir: &std::path::Path, to: u64, candidate: u64) -> Option<bool> {
+        let (mut store, sent) = open_keeping(dir);
+        let peer = |id: u64, store_id: u64| metapb::Peer {
+            id,
+            store_id,
+            ..Default::default()
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgRequestVote);
+        m.from = candidate;
+        m.to = to;
+        m.term = 3;
+        let epoch = metapb::RegionEpoch {
+            conf_ver: 2,
+            version: 1,
+        };
+        store.step(PeerMessage {
+            message: m,
+            ..PeerMessage::note(5, peer(candidate, candidate), peer(to, 1), epoch)
+        });
+        store.on_ready().unwrap();
+        let sent = sent.lock();
+        (sent.iter())
+            .find(|m| m.message.get_msg_type() == MessageType::MsgRequestVoteResponse)
+            .map(|m| !m.message.reject)
+    }
+
+    #[test]
+    fn a_peer_made_again_after_its_removal_keeps_its_vote_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Store 1 once held peer 7 of region 5; it was removed.
+            let (kv, _, _) = engines(dir.path());
+            let mut wb = kv.write_batch();
+            meta::put_tombstone(&mut wb, 5, 7);
+            kv.write(wb, true).unwrap();
+        }
+        let d = dir.path();
+        // Region 5 adds store 1 back as peer 8, which votes for a
+        // candidate before any snapshot reaches it, then restarts.
+        assert_eq!(vote_after_restart(d, 8, 20), Some(true));
+        // One vote per term: a second candidate of term 3 must not get
+        // it, or term 3 could have two leaders.
+        assert_eq!(vote_after_restart(d, 8, 21), Some(false));
+        assert_eq!(
+            vote_after_restart(d, 8, 20),
+            Some(true),
+            "the same one may ask again"
+        );
+        assert_eq!(
+            vote_after_restart(d, 7, 21),
+            None,
+            "the removed peer stays removed"
+        );
+        // A newer incarnation starts with no vote; the one it replaced is
+        // gone for good.
+        assert_eq!(vote_after_restart(d, 9, 21), Some(true));
+        assert_eq!(vote_after_restart(d, 8, 22), None);
+        assert_eq!(vote_after_restart(d, 9, 22), Some(false));
+    }
+
     #[test]
     fn a_store_whose_regions_overlap_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -2971,24 +3064,14 @@ mod tests {
     #[test]
     fn only_messages_that_may_create_a_peer_carry_the_range() {
         let dir = tempfile::tempdir().unwrap();
-        let (kv, log, snaps) = engines(dir.path());
-        let mut r = region(&[(1, 1), (2, 2)]);
-        r.start_key = b"a".to_vec();
-        r.end_key = b"m".to_vec();
-        meta::write_initial_region(&kv, &r).unwrap();
-        let sent = Arc::new(parking_lot::Mutex::new(vec![]));
-        let (events, _) = mpsc::unbounded_channel();
-        let mut store = Store::open(
-            1,
-            RaftstoreConfig::default(),
-            kv,
-            log,
-            snaps,
-            Arc::new(Ignore),
-            Box::new(Keep(sent.clone())),
-            events,
-        )
-        .unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            let mut r = region(&[(1, 1), (2, 2)]);
+            r.start_key = b"a".to_vec();
+            r.end_key = b"m".to_vec();
+            meta::write_initial_region(&kv, &r).unwrap();
+        }
+        let (mut store, sent) = open_keeping(dir.path());
         store.campaign(1).unwrap();
         store.on_ready().unwrap();
         let term = store.peer_status(1).unwrap().term;
