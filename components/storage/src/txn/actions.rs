@@ -62,7 +62,9 @@ pub fn finished(reader: &MvccReader<'_>, key: &[u8], start_ts: u64) -> TxnResult
 
 /// Rolls back transaction `start_ts` on `key` (whose lock, if any, is
 /// `lock`): drops the lock and its value, and leaves a rollback record so a
-/// late prewrite of the same transaction fails.
+/// late prewrite of the same transaction fails, and so does a late
+/// pessimistic lock request (a pessimistic lock rolled back without one
+/// could be taken again and prewritten, as TiKV's records prevent).
 pub fn rollback_key(
     reader: &MvccReader<'_>,
     b: &mut Batch,
@@ -74,10 +76,6 @@ pub fn rollback_key(
         b.delete_lock(key);
         if lock.lock_type == LockType::Put && lock.short_value.is_none() {
             b.delete_value(key, start_ts);
-        }
-        if lock.lock_type == LockType::Pessimistic {
-            // Never prewritten: nothing can arrive late for it.
-            return Ok(());
         }
     }
     match reader.seek_write(key, start_ts)? {

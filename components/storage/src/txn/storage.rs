@@ -607,6 +607,10 @@ impl TxnStorage {
         if cmd.use_async_commit || cmd.try_one_pc {
             self.wait_max_ts_synced(&ctx).await?;
         }
+        // A CheckNotExists reads at start_ts and raises max_ts to it.
+        if (cmd.mutations.iter()).any(|m| m.op == commands::MutationOp::CheckNotExists) {
+            self.check_read_ts(cmd.start_ts).await?;
+        }
         self.execute(&ctx, &cmd).await
     }
 

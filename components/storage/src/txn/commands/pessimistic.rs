@@ -4,8 +4,8 @@
 use tikal_proto::kvrpcpb::{self, write_conflict::Reason};
 
 use super::{ProcessContext, WriteCommand};
-use crate::mvcc::record::{Lock, LockType, WriteType};
-use crate::txn::actions::one;
+use crate::mvcc::record::{Lock, LockType};
+use crate::txn::actions::{finished, one, Finished};
 use crate::txn::lock_wait::Waiting;
 use crate::txn::{key_error as ke, TxnError, TxnResult};
 
@@ -96,16 +96,16 @@ impl WriteCommand for PessimisticLock {
                             )));
                         }
                     }
-                    if let Some((_, w)) = ctx.reader.txn_record(key, start_ts)? {
-                        if w.write_type == WriteType::Rollback {
-                            return Err(one(kvrpcpb::KeyError {
-                                abort: format!(
-                                    "PessimisticLockRolledBack {{ start_ts: {start_ts}, key: {} }}",
-                                    crate::raw::hex(key)
-                                ),
-                                ..Default::default()
-                            }));
-                        }
+                    // Rolled back here (a rollback record, or one a commit
+                    // at our start_ts overlapped): a late request.
+                    if finished(&ctx.reader, key, start_ts)? == Some(Finished::RolledBack) {
+                        return Err(one(kvrpcpb::KeyError {
+                            abort: format!(
+                                "PessimisticLockRolledBack {{ start_ts: {start_ts}, key: {} }}",
+                                crate::raw::hex(key)
+                            ),
+                            ..Default::default()
+                        }));
                     }
                     let mut l = Lock::new(
                         LockType::Pessimistic,

@@ -226,25 +226,40 @@ impl WriteCommand for Prewrite {
         // (key, lock, whether it replaces our pessimistic lock)
         let mut locks: Vec<(&[u8], Lock, bool)> = vec![];
         let mut min_commit_ts = 0;
+        // A retry of a prewrite whose async commit or 1PC fell back to 2PC
+        // (it finds its own plain locks): it falls back again.
+        let mut fell_back = false;
+        // A retry after this transaction committed here (its 1PC, or a
+        // resolver of its async commit): the commit ts, as TiKV answers.
+        let mut committed = None;
         for m in &self.mutations {
             let existing = ctx.reader.load_lock(&m.key)?;
             match &existing {
                 Some(l) if l.ts != start_ts => {
-                    errors.push(ke::locked(l.info(&m.key)));
+                    match finished(&ctx.reader, &m.key, start_ts)? {
+                        Some(Finished::Committed(c)) => committed = Some(c),
+                        _ => errors.push(ke::locked(l.info(&m.key))),
+                    }
                     continue;
                 }
                 // Already prewritten by this transaction: a retry.
                 Some(l) if l.lock_type != LockType::Pessimistic => {
-                    min_commit_ts = min_commit_ts.max(l.min_commit_ts);
+                    if l.use_async_commit {
+                        min_commit_ts = min_commit_ts.max(l.min_commit_ts);
+                    } else {
+                        fell_back = true;
+                    }
                     continue;
                 }
                 Some(_) => {}
-                None if m.pessimistic => {
-                    return Err(one(ke::pessimistic_lock_not_found(start_ts, &m.key)));
-                }
                 None => match finished(&ctx.reader, &m.key, start_ts)? {
-                    // Our own commit or rollback record: a late duplicate.
-                    Some(Finished::Committed(c)) if c != start_ts => continue,
+                    Some(Finished::Committed(c)) if c != start_ts => {
+                        committed = Some(c);
+                        continue;
+                    }
+                    _ if m.pessimistic => {
+                        return Err(one(ke::pessimistic_lock_not_found(start_ts, &m.key)));
+                    }
                     Some(f) => {
                         let c = match f {
                             Finished::Committed(c) => c,
@@ -267,6 +282,13 @@ impl WriteCommand for Prewrite {
             {
                 return Err(one(ke::already_exist(&m.key)));
             }
+            if m.op == MutationOp::CheckNotExists {
+                // A read at start_ts that found nothing: no async-commit or
+                // 1PC write of the key may commit below it (TiKV's rule;
+                // `TxnStorage::prewrite` checked start_ts against the
+                // max_ts ceiling first).
+                ctx.cm.observe_read(start_ts);
+            }
             let Some(mut lock) = self.new_lock(ctx, m) else {
                 continue;
             };
@@ -275,11 +297,19 @@ impl WriteCommand for Prewrite {
             }
             locks.push((&m.key, lock, existing.is_some()));
         }
+        if let Some(c) = committed {
+            // Every key of a committed transaction was prewritten, so
+            // there is nothing left to write here.
+            return Ok(PrewriteOutcome {
+                min_commit_ts: if async_commit { c } else { 0 },
+                one_pc_commit_ts: if self.try_one_pc { c } else { 0 },
+            });
+        }
         if !errors.is_empty() {
             return Err(TxnError::Key(errors));
         }
         let too_late = self.max_commit_ts > 0 && min_commit_ts > self.max_commit_ts;
-        if async_commit && too_late {
+        if async_commit && (too_late || fell_back) {
             // Fall back to 2PC: plain locks, committed by the client later.
             for (key, mut lock, _) in locks {
                 lock.use_async_commit = false;

@@ -68,12 +68,19 @@ impl WriteCommand for CheckTxnStatus {
                 });
             }
             if lock_expired(&l, self.current_ts) {
-                let action = if l.lock_type == LockType::Pessimistic {
+                let pessimistic = l.lock_type == LockType::Pessimistic;
+                let action = if pessimistic {
                     kvrpcpb::Action::TtlExpirePessimisticRollback
                 } else {
                     kvrpcpb::Action::TtlExpireRollback
                 };
-                rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, Some(&l))?;
+                if pessimistic && self.resolving_pessimistic_lock {
+                    // Only the lock goes, as a PessimisticRollback would
+                    // (TiKV): the transaction may still lock it again.
+                    ctx.batch.delete_lock(key);
+                } else {
+                    rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, Some(&l))?;
+                }
                 return Ok(TxnStatus {
                     action,
                     ..Default::default()
