@@ -42,6 +42,17 @@ pub fn already_exist(key: &[u8]) -> KeyError {
     }
 }
 
+/// CheckTxnStatus met a lock (`info`) that does not name the key it was
+/// sent to as its primary.
+pub fn primary_mismatch(info: kvrpcpb::LockInfo) -> KeyError {
+    KeyError {
+        primary_mismatch: Some(kvrpcpb::PrimaryMismatch {
+            lock_info: Some(info),
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn txn_not_found(start_ts: u64, primary: &[u8]) -> KeyError {
     KeyError {
         txn_not_found: Some(kvrpcpb::TxnNotFound {

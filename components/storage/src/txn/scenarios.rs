@@ -19,7 +19,7 @@
 //! rollback K... start=T                     (BatchRollback)
 //! cleanup K start=T [current=T]
 //! check_txn_status K lock=T [caller=T] [current=T] [rollback_if_not_exist]
-//!                  [force_sync_commit] [resolving_pessimistic]
+//!                  [force_sync_commit] [resolving_pessimistic] [verify_primary]
 //! check_secondary_locks K... start=T
 //! resolve_lock [K...] txn=START@COMMIT...    (COMMIT 0 = roll back)
 //! heart_beat K start=T ttl=N
@@ -266,6 +266,18 @@ fn fmt_key_error(e: &kvrpcpb::KeyError) -> String {
             s(&t.primary_key)
         );
     }
+    if let Some(l) = e
+        .primary_mismatch
+        .as_ref()
+        .and_then(|p| p.lock_info.as_ref())
+    {
+        return format!(
+            "PrimaryMismatch key={} primary={} start={}",
+            s(&l.key),
+            s(&l.primary_lock),
+            l.lock_version
+        );
+    }
     if let Some(c) = &e.commit_ts_expired {
         return format!(
             "CommitTsExpired start={} attempted={} min_commit={}",
@@ -425,6 +437,7 @@ impl Runner {
                 let rollback_if_not_exist = a.flag("rollback_if_not_exist");
                 let force_sync_commit = a.flag("force_sync_commit");
                 let resolving_pessimistic_lock = a.flag("resolving_pessimistic");
+                let verify_is_primary = a.flag("verify_primary");
                 let cmd = CheckTxnStatus {
                     primary: a.key()?,
                     lock_ts: a.ts("lock")?,
@@ -433,6 +446,7 @@ impl Runner {
                     rollback_if_not_exist,
                     force_sync_commit,
                     resolving_pessimistic_lock,
+                    verify_is_primary,
                 };
                 outcome(self.execute(&cmd)?, |st| {
                     let mut o = format!(

@@ -803,6 +803,7 @@ impl TxnStorage {
                 lock_ts: lock.ts,
                 current_ts,
                 rollback_if_not_exist: true,
+                verify_is_primary: true,
                 ..Default::default()
             };
             // A live primary (ttl > 0) or an unreachable one: not ours to end.

@@ -21,6 +21,8 @@ pub struct CheckTxnStatus {
     pub rollback_if_not_exist: bool,
     pub force_sync_commit: bool,
     pub resolving_pessimistic_lock: bool,
+    /// The lock found must name `primary` as its primary.
+    pub verify_is_primary: bool,
 }
 
 impl From<&kvrpcpb::CheckTxnStatusRequest> for CheckTxnStatus {
@@ -33,6 +35,7 @@ impl From<&kvrpcpb::CheckTxnStatusRequest> for CheckTxnStatus {
             rollback_if_not_exist: req.rollback_if_not_exist,
             force_sync_commit: req.force_sync_commit,
             resolving_pessimistic_lock: req.resolving_pessimistic_lock,
+            verify_is_primary: req.verify_is_primary,
         }
     }
 }
@@ -60,6 +63,19 @@ impl WriteCommand for CheckTxnStatus {
     fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<TxnStatus> {
         let (key, lock_ts, caller) = (&self.primary, self.lock_ts, self.caller_start_ts);
         if let Some(mut l) = ctx.reader.load_lock(key)?.filter(|l| l.ts == lock_ts) {
+            if self.verify_is_primary && l.primary != *key {
+                if l.lock_type == LockType::Pessimistic && !self.resolving_pessimistic_lock {
+                    // The caller resolves a prewritten lock naming this
+                    // key as primary, so this pessimistic lock is a stale
+                    // one of the transaction: it goes, and the status is
+                    // the records' (as TiKV).
+                    ctx.batch.delete_lock(key);
+                    return self.without_lock(ctx);
+                }
+                // Not the transaction's primary: checking it as one could
+                // roll back a transaction whose primary still commits.
+                return Err(one(ke::primary_mismatch(l.info(key))));
+            }
             if l.use_async_commit && !self.force_sync_commit {
                 return Ok(TxnStatus {
                     lock_ttl: l.ttl,
@@ -103,6 +119,15 @@ impl WriteCommand for CheckTxnStatus {
                 ..Default::default()
             });
         }
+        self.without_lock(ctx)
+    }
+}
+
+impl CheckTxnStatus {
+    /// The status when the primary holds no lock of the transaction: its
+    /// commit or rollback record, or (as asked) a rollback written now.
+    fn without_lock(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<TxnStatus> {
+        let (key, lock_ts) = (&self.primary, self.lock_ts);
         match finished(&ctx.reader, key, lock_ts)? {
             Some(Finished::Committed(c)) => Ok(TxnStatus {
                 commit_version: c,
@@ -148,7 +173,6 @@ impl WriteCommand for CheckSecondaryLocks {
     fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<Self::Output> {
         let start_ts = self.start_ts;
         let mut locks = vec![];
-        let mut commit_ts = 0;
         for key in &self.keys {
             match ctx.reader.load_lock(key)?.filter(|l| l.ts == start_ts) {
                 Some(l) if l.lock_type == LockType::Pessimistic => {
@@ -157,7 +181,9 @@ impl WriteCommand for CheckSecondaryLocks {
                 }
                 Some(l) => locks.push(l.info(key)),
                 None => match finished(&ctx.reader, key, start_ts)? {
-                    Some(Finished::Committed(c)) => commit_ts = c,
+                    // Decided: no later key may roll it back (TiKV stops
+                    // here too).
+                    Some(Finished::Committed(c)) => return Ok((vec![], c)),
                     Some(Finished::RolledBack) => return Ok((vec![], 0)),
                     None => {
                         rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, None)?;
@@ -166,11 +192,7 @@ impl WriteCommand for CheckSecondaryLocks {
                 },
             }
         }
-        if commit_ts > 0 {
-            Ok((vec![], commit_ts))
-        } else {
-            Ok((locks, 0))
-        }
+        Ok((locks, 0))
     }
 }
 
