@@ -24,7 +24,8 @@
 //! resolve_lock [K...] txn=START@COMMIT...    (COMMIT 0 = roll back)
 //! heart_beat K start=T ttl=N
 //! pessimistic_lock K... primary=K start=T for_update=T [ttl=N] [return_values]
-//!                  [check_existence] [wait]
+//!                  [check_existence] [wait] [lock_only_if_exists]
+//!                  [not_exist=K]   (K's mutation asserts NotExist: an insert)
 //! pessimistic_rollback K... start=T for_update=T
 //! gc safe_point=T
 //! get K ts=T            scan [from=K] [to=K] ts=T [limit=N] [reverse] [key_only]
@@ -506,8 +507,12 @@ impl Runner {
                 let (return_values, check_existence) =
                     (a.flag("return_values"), a.flag("check_existence"));
                 let may_wait = a.flag("wait");
+                let lock_only_if_exists = a.flag("lock_only_if_exists");
+                let not_exist = a.opt("not_exist").map(String::into_bytes);
+                let keys = a.keys();
+                let should_not_exist = keys.iter().map(|k| Some(k) == not_exist.as_ref()).collect();
                 let cmd = PessimisticLock {
-                    keys: a.keys(),
+                    keys,
                     primary: a.opt("primary").ok_or("primary= is required")?.into_bytes(),
                     start_ts: a.ts("start")?,
                     for_update_ts: a.ts("for_update")?,
@@ -515,6 +520,8 @@ impl Runner {
                     min_commit_ts: 0,
                     return_values,
                     check_existence,
+                    should_not_exist,
+                    lock_only_if_exists,
                     may_wait,
                 };
                 outcome(self.execute(&cmd)?, |o| match o {

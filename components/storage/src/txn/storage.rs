@@ -636,6 +636,9 @@ impl TxnStorage {
         };
         let deadline = Instant::now() + wait;
         let mut cmd = commands::PessimisticLock::from(req);
+        if cmd.reads() {
+            self.check_read_ts(cmd.for_update_ts).await?;
+        }
         loop {
             cmd.may_wait = Instant::now() < deadline;
             match self.execute(&ctx, &cmd).await? {

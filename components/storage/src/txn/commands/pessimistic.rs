@@ -20,9 +20,23 @@ pub struct PessimisticLock {
     pub min_commit_ts: u64,
     pub return_values: bool,
     pub check_existence: bool,
+    /// Per key: its mutation asserts `NotExist` (a pessimistic insert), so
+    /// a key with a value fails with AlreadyExist instead of being locked.
+    pub should_not_exist: Vec<bool>,
+    /// Lock only the keys that have a value (with `return_values`).
+    pub lock_only_if_exists: bool,
     /// Whether meeting another transaction's lock registers a wait (and
     /// writes nothing) rather than failing with KeyIsLocked.
     pub may_wait: bool,
+}
+
+impl PessimisticLock {
+    /// Whether the request reads its keys at `for_update_ts` (values,
+    /// existence, or an insert's check), which raises `max_ts` there, as
+    /// TiKV: no async-commit or 1PC write may then commit below the read.
+    pub fn reads(&self) -> bool {
+        self.return_values || self.check_existence || self.should_not_exist.contains(&true)
+    }
 }
 
 impl From<&kvrpcpb::PessimisticLockRequest> for PessimisticLock {
@@ -36,6 +50,10 @@ impl From<&kvrpcpb::PessimisticLockRequest> for PessimisticLock {
             min_commit_ts: req.min_commit_ts,
             return_values: req.return_values,
             check_existence: req.check_existence,
+            should_not_exist: (req.mutations.iter())
+                .map(|m| m.assertion == kvrpcpb::Assertion::NotExist as i32)
+                .collect(),
+            lock_only_if_exists: req.lock_only_if_exists,
             may_wait: false,
         }
     }
@@ -61,10 +79,25 @@ impl WriteCommand for PessimisticLock {
     fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<LockOutcome> {
         let (start_ts, for_update_ts) = (self.start_ts, self.for_update_ts);
         let want_values = self.return_values || self.check_existence;
+        if self.lock_only_if_exists && !self.return_values {
+            // TiKV's LockIfExistsFailed: the client could not tell which
+            // keys were locked.
+            return Err(one(kvrpcpb::KeyError {
+                abort: format!(
+                    "LockIfExistsFailed {{ start_ts: {start_ts} }}: lock_only_if_exists \
+                     needs return_values"
+                ),
+                ..Default::default()
+            }));
+        }
+        if self.reads() {
+            // `TxnStorage::pessimistic_lock` checked it against the ceiling.
+            ctx.cm.observe_read(for_update_ts);
+        }
         let mut errors = vec![];
         let (mut values, mut not_founds) = (vec![], vec![]);
-        for key in &self.keys {
-            match ctx.reader.load_lock(key)? {
+        for (i, key) in self.keys.iter().enumerate() {
+            let lock = match ctx.reader.load_lock(key)? {
                 Some(l) if l.ts != start_ts => {
                     if self.may_wait && errors.is_empty() {
                         // Nothing is written while the request waits.
@@ -82,6 +115,7 @@ impl WriteCommand for PessimisticLock {
                         l.for_update_ts = for_update_ts;
                         ctx.batch.put_lock(key, &l);
                     }
+                    None
                 }
                 None => {
                     if let Some((c, w)) = ctx.reader.seek_write(key, u64::MAX)? {
@@ -107,6 +141,11 @@ impl WriteCommand for PessimisticLock {
                             ..Default::default()
                         }));
                     }
+                    if self.should_not_exist.get(i).copied().unwrap_or(false)
+                        && ctx.reader.get(key, u64::MAX)?.is_some()
+                    {
+                        return Err(one(ke::already_exist(key)));
+                    }
                     let mut l = Lock::new(
                         LockType::Pessimistic,
                         self.primary.clone(),
@@ -115,16 +154,23 @@ impl WriteCommand for PessimisticLock {
                     );
                     l.for_update_ts = for_update_ts;
                     l.min_commit_ts = self.min_commit_ts;
+                    Some(l)
+                }
+            };
+            let value = match want_values {
+                true => ctx.reader.get(key, u64::MAX)?,
+                false => None,
+            };
+            if let Some(l) = lock {
+                if !self.lock_only_if_exists || value.is_some() {
                     ctx.batch.put_lock(key, &l);
                 }
             }
             if want_values {
-                let v = ctx.reader.get(key, u64::MAX)?;
-                not_founds.push(v.is_none());
-                values.push(if self.return_values {
-                    v.unwrap_or_default()
-                } else {
-                    vec![]
+                not_founds.push(value.is_none());
+                values.push(match self.return_values {
+                    true => value.unwrap_or_default(),
+                    false => vec![],
                 });
             }
         }
