@@ -21,6 +21,7 @@ use super::{
 };
 use crate::api::Cmd;
 use crate::mvcc::codec::encode_key;
+use crate::mvcc::record::LockType;
 use crate::mvcc::MvccReader;
 use crate::raw::{decode_bounds, RawStorage, ReadGuard};
 use crate::StorageError;
@@ -807,6 +808,8 @@ impl TxnStorage {
                 current_ts,
                 rollback_if_not_exist: true,
                 verify_is_primary: true,
+                // As the official clients resolve a pessimistic lock.
+                resolving_pessimistic_lock: lock.lock_type == LockType::Pessimistic,
                 ..Default::default()
             };
             // A live primary (ttl > 0) or an unreachable one: not ours to end.

@@ -158,6 +158,19 @@ impl Prewrite {
         }
     }
 
+    /// The answer to a retry that finds this transaction committed on a
+    /// key at `c` (its 1PC, or a resolver of its async commit), as TiKV
+    /// gives it: the commit ts, whatever the keys after it would say (a
+    /// key it only checked may have been written since), and nothing
+    /// written.
+    fn committed_at(&self, ctx: &mut ProcessContext<'_>, c: u64) -> PrewriteOutcome {
+        ctx.batch.clear();
+        PrewriteOutcome {
+            min_commit_ts: if self.use_async_commit { c } else { 0 },
+            one_pc_commit_ts: if self.try_one_pc { c } else { 0 },
+        }
+    }
+
     /// The lock `m` leaves, or None if it leaves none.
     fn new_lock(&self, ctx: &mut ProcessContext<'_>, m: &Mutation) -> Option<Lock> {
         let lock_type = match m.op {
@@ -229,15 +242,12 @@ impl WriteCommand for Prewrite {
         // A retry of a prewrite whose async commit or 1PC fell back to 2PC
         // (it finds its own plain locks): it falls back again.
         let mut fell_back = false;
-        // A retry after this transaction committed here (its 1PC, or a
-        // resolver of its async commit): the commit ts, as TiKV answers.
-        let mut committed = None;
         for m in &self.mutations {
             let existing = ctx.reader.load_lock(&m.key)?;
             match &existing {
                 Some(l) if l.ts != start_ts => {
                     match finished(&ctx.reader, &m.key, start_ts)? {
-                        Some(Finished::Committed(c)) => committed = Some(c),
+                        Some(Finished::Committed(c)) => return Ok(self.committed_at(ctx, c)),
                         _ => errors.push(ke::locked(l.info(&m.key))),
                     }
                     continue;
@@ -254,8 +264,7 @@ impl WriteCommand for Prewrite {
                 Some(_) => {}
                 None => match finished(&ctx.reader, &m.key, start_ts)? {
                     Some(Finished::Committed(c)) if c != start_ts => {
-                        committed = Some(c);
-                        continue;
+                        return Ok(self.committed_at(ctx, c));
                     }
                     _ if m.pessimistic => {
                         return Err(one(ke::pessimistic_lock_not_found(start_ts, &m.key)));
@@ -296,14 +305,6 @@ impl WriteCommand for Prewrite {
                 min_commit_ts = min_commit_ts.max(self.fix_min_commit_ts(ctx, &m.key, &mut lock));
             }
             locks.push((&m.key, lock, existing.is_some()));
-        }
-        if let Some(c) = committed {
-            // Every key of a committed transaction was prewritten, so
-            // there is nothing left to write here.
-            return Ok(PrewriteOutcome {
-                min_commit_ts: if async_commit { c } else { 0 },
-                one_pc_commit_ts: if self.try_one_pc { c } else { 0 },
-            });
         }
         if !errors.is_empty() {
             return Err(TxnError::Key(errors));

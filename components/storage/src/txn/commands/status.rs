@@ -84,19 +84,16 @@ impl WriteCommand for CheckTxnStatus {
                 });
             }
             if lock_expired(&l, self.current_ts) {
-                let pessimistic = l.lock_type == LockType::Pessimistic;
-                let action = if pessimistic {
-                    kvrpcpb::Action::TtlExpirePessimisticRollback
-                } else {
-                    kvrpcpb::Action::TtlExpireRollback
-                };
-                if pessimistic && self.resolving_pessimistic_lock {
-                    // Only the lock goes, as a PessimisticRollback would
-                    // (TiKV): the transaction may still lock it again.
-                    ctx.batch.delete_lock(key);
-                } else {
-                    rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, Some(&l))?;
-                }
+                let action =
+                    if l.lock_type == LockType::Pessimistic && self.resolving_pessimistic_lock {
+                        // Only the lock goes, as a PessimisticRollback would
+                        // (TiKV): the transaction may still lock it again.
+                        ctx.batch.delete_lock(key);
+                        kvrpcpb::Action::TtlExpirePessimisticRollback
+                    } else {
+                        rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, Some(&l))?;
+                        kvrpcpb::Action::TtlExpireRollback
+                    };
                 return Ok(TxnStatus {
                     action,
                     ..Default::default()
