@@ -139,9 +139,16 @@ impl<'a> MvccReader<'a> {
         if let Some(v) = w.short_value {
             return Ok(v);
         }
-        self.engine
-            .get(Cf::Default, &append_ts(encode_key(key), w.start_ts))?
+        self.long_value(key, w.start_ts)?
             .ok_or_else(|| corrupt("default (value missing)"))
+    }
+
+    /// The value transaction `start_ts` put on `key` in CF default (a value
+    /// too long to ride in its lock or record), if there.
+    pub fn long_value(&self, key: &[u8], start_ts: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .engine
+            .get(Cf::Default, &append_ts(encode_key(key), start_ts))?)
     }
 
     /// What became of transaction `start_ts` on `key`: its commit or

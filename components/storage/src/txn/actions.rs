@@ -28,18 +28,39 @@ pub fn one(e: kvrpcpb::KeyError) -> TxnError {
     TxnError::Key(vec![e])
 }
 
-/// Whether a read at `ts` must stop at `lock` (TiKV's snapshot-isolation
-/// check): only a Put or Delete lock started at or before `ts`, that could
-/// still commit at or below `ts`, and that the client has not told us it
-/// resolved.
-pub fn blocks_read(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
+/// How a read at `ts` meets a lock (TiKV's snapshot-isolation check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMeets {
+    /// It does not concern the read.
+    Passes,
+    /// It may still commit at or below `ts`: the read stops there.
+    Blocks,
+    /// The client found its transaction committed at or below `ts`
+    /// (`committed_locks`): the read takes the lock's own value, which the
+    /// records do not show yet, as TiKV reads through such a lock.
+    Committed,
+}
+
+/// How a read at `ts` meets `lock`: only a Put or Delete lock started at
+/// or before `ts` concerns it. The client may know its transaction
+/// committed; otherwise it blocks unless it can only commit above `ts`
+/// or the client resolved it (`resolved_locks`).
+pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
     if lock.ts > ts || matches!(lock.lock_type, LockType::Lock | LockType::Pessimistic) {
-        return false;
+        return LockMeets::Passes;
     }
-    if lock.min_commit_ts > ts {
-        return false;
+    if ctx.committed_locks.contains(&lock.ts) {
+        return LockMeets::Committed;
     }
-    !ctx.resolved_locks.contains(&lock.ts) && !ctx.committed_locks.contains(&lock.ts)
+    if lock.min_commit_ts > ts || ctx.resolved_locks.contains(&lock.ts) {
+        return LockMeets::Passes;
+    }
+    LockMeets::Blocks
+}
+
+/// Whether a read at `ts` must stop at `lock` ([`lock_meets`]).
+pub fn blocks_read(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
+    lock_meets(lock, ts, ctx) == LockMeets::Blocks
 }
 
 /// What became of transaction `start_ts` on a key, by its records.

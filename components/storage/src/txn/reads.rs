@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use tikal_proto::kvrpcpb;
 
-use super::actions::{blocks_read, one};
+use super::actions::{blocks_read, lock_meets, one, LockMeets};
 use super::{key_error as ke, ConcurrencyManager, TxnError, TxnResult};
-use crate::mvcc::record::{Lock, Write, WriteType};
+use crate::mvcc::record::{Lock, LockType, Write, WriteType};
 use crate::mvcc::MvccReader;
 
 /// The in-memory locks (prewrites not yet applied) in a read's ranges,
@@ -70,22 +70,49 @@ pub fn point(key: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (key.to_vec(), end)
 }
 
-/// The lock on `key` (in memory or applied) if it blocks a read at `ts`.
+/// What a read at `ts` finds on `key` from its lock (in memory or
+/// applied): nothing to say (`None`: read the records), or the value of a
+/// transaction the client knows committed (`Some`; `Some(None)` for a
+/// delete). A lock in the way is an error.
 fn check_lock(
     reader: &MvccReader<'_>,
     locks: &MemoryLocks,
     key: &[u8],
     ts: u64,
     ctx: &kvrpcpb::Context,
-) -> TxnResult<()> {
+) -> TxnResult<Option<Option<Vec<u8>>>> {
     let lock = match locks.get(key) {
         Some(l) => Some(l.clone()),
         None => reader.load_lock(key)?,
     };
-    match lock {
-        Some(l) if blocks_read(&l, ts, ctx) => Err(one(ke::locked(l.info(key)))),
-        _ => Ok(()),
+    let Some(l) = lock else {
+        return Ok(None);
+    };
+    let meets = lock_meets(&l, ts, ctx);
+    if meets == LockMeets::Committed {
+        if let Some(value) = committed_value(reader, key, &l)? {
+            return Ok(Some(value));
+        }
     }
+    match meets {
+        LockMeets::Passes => Ok(None),
+        _ => Err(one(ke::locked(l.info(key)))),
+    }
+}
+
+/// The value a committed transaction's `lock` on `key` leaves (`None` for
+/// a delete), or nothing if its value is not here to read (a prewrite not
+/// applied yet cannot have committed; the lock is reported instead).
+fn committed_value(
+    reader: &MvccReader<'_>,
+    key: &[u8],
+    lock: &Lock,
+) -> TxnResult<Option<Option<Vec<u8>>>> {
+    Ok(match (lock.lock_type, &lock.short_value) {
+        (LockType::Put, Some(v)) => Some(Some(v.clone())),
+        (LockType::Put, None) => reader.long_value(key, lock.ts)?.map(Some),
+        _ => Some(None),
+    })
 }
 
 pub fn get(
@@ -95,8 +122,10 @@ pub fn get(
     key: &[u8],
     ts: u64,
 ) -> TxnResult<Option<Vec<u8>>> {
-    check_lock(reader, locks, key, ts, ctx)?;
-    Ok(reader.get(key, ts)?)
+    match check_lock(reader, locks, key, ts, ctx)? {
+        Some(committed) => Ok(committed),
+        None => Ok(reader.get(key, ts)?),
+    }
 }
 
 /// Found pairs; a locked key is a pair carrying its error.
@@ -116,8 +145,12 @@ pub fn batch_get(
                 value: vec![],
             }),
             Err(e) => return Err(e),
-            Ok(()) => {
-                if let Some(value) = reader.get(key, ts)? {
+            Ok(committed) => {
+                let value = match committed {
+                    Some(value) => value,
+                    None => reader.get(key, ts)?,
+                };
+                if let Some(value) = value {
                     pairs.push(kvrpcpb::KvPair {
                         error: None,
                         key: key.clone(),
@@ -140,6 +173,14 @@ pub struct ScanRange<'a> {
     pub reverse: bool,
 }
 
+/// What a scan takes from a key's lock.
+enum LockEntry {
+    /// The lock is in the way: the key's pair carries it.
+    Blocks(Lock),
+    /// A transaction the client knows committed: its value (or none).
+    Committed(Option<Vec<u8>>),
+}
+
 /// Pairs in scan order; a locked key becomes a pair carrying its error.
 pub fn scan(
     reader: &MvccReader<'_>,
@@ -154,18 +195,30 @@ pub fn scan(
         return Ok(vec![]);
     }
     let limit = range.limit as usize;
-    // Locks first: a locked key in range reports its lock in place.
-    let mut locks = BTreeMap::new();
+    // Locks first: a locked key in range reports its lock in place, and a
+    // committed one (`committed_locks`) its value.
+    let mut applied = vec![];
     reader.scan_locks(lower, upper, |k, l| {
-        if blocks_read(&l, ts, ctx) {
-            locks.insert(k, l);
-        }
+        applied.push((k, l));
         true
     })?;
-    for (k, l) in memory_locks.range(lower, upper) {
-        if blocks_read(l, ts, ctx) {
-            locks.insert(k.clone(), l.clone());
-        }
+    let mut locks = BTreeMap::new();
+    let in_memory = memory_locks.range(lower, upper);
+    for (k, l) in applied
+        .into_iter()
+        .chain(in_memory.map(|(k, l)| (k.clone(), l.clone())))
+    {
+        let entry = match lock_meets(&l, ts, ctx) {
+            LockMeets::Passes => continue,
+            LockMeets::Blocks => LockEntry::Blocks(l),
+            LockMeets::Committed => match committed_value(reader, &k, &l)? {
+                Some(value) => LockEntry::Committed(value),
+                None => LockEntry::Blocks(l),
+            },
+        };
+        // An in-memory lock (a prewrite not applied yet) comes last and
+        // wins over what the engine shows.
+        locks.insert(k, entry);
     }
     // Values: the visible version of each key.
     let mut values: Vec<(Vec<u8>, Write)> = vec![];
@@ -177,7 +230,8 @@ pub fn scan(
                 return false;
             }
             current = Some(key.to_vec());
-            decided = false;
+            // A committed lock's value stands for the key's records.
+            decided = matches!(locks.get(key), Some(LockEntry::Committed(_)));
         }
         if decided || commit_ts > ts {
             return true;
@@ -193,7 +247,7 @@ pub fn scan(
         true
     })?;
     // Merge values and locks in scan order, up to `limit`.
-    let mut lock_iter: Box<dyn Iterator<Item = (Vec<u8>, Lock)>> = if reverse {
+    let mut lock_iter: Box<dyn Iterator<Item = (Vec<u8>, LockEntry)>> = if reverse {
         Box::new(locks.into_iter().rev())
     } else {
         Box::new(locks.into_iter())
@@ -210,15 +264,23 @@ pub fn scan(
             (None, None) => break,
         };
         if take_lock {
-            if let Some((k, l)) = next_lock.take() {
+            if let Some((k, entry)) = next_lock.take() {
                 if vals.peek().is_some_and(|(vk, _)| *vk == k) {
                     vals.next();
                 }
-                out.push(kvrpcpb::KvPair {
-                    error: Some(ke::locked(l.info(&k))),
-                    key: k,
-                    value: vec![],
-                });
+                match entry {
+                    LockEntry::Blocks(l) => out.push(kvrpcpb::KvPair {
+                        error: Some(ke::locked(l.info(&k))),
+                        key: k,
+                        value: vec![],
+                    }),
+                    LockEntry::Committed(Some(value)) => out.push(kvrpcpb::KvPair {
+                        error: None,
+                        key: k,
+                        value: if range.key_only { vec![] } else { value },
+                    }),
+                    LockEntry::Committed(None) => {}
+                }
             }
             next_lock = lock_iter.next();
         } else if let Some((k, w)) = vals.next() {

@@ -29,6 +29,8 @@
 //! pessimistic_rollback K... start=T for_update=T
 //! gc safe_point=T
 //! get K ts=T            scan [from=K] [to=K] ts=T [limit=N] [reverse] [key_only]
+//!   (reads also take resolved=T and committed=T: the context's
+//!   resolved_locks and committed_locks, each repeatable)
 //! scan_lock max_ts=T    max_ts       dump
 //! ```
 //!
@@ -115,6 +117,17 @@ impl<'a> Args<'a> {
     }
 
     /// Removes and returns every value of option `key`.
+    /// A read's context: the transactions the client resolved
+    /// (`resolved=T`) and found committed (`committed=T`), each repeatable.
+    fn read_ctx(&mut self) -> Res<kvrpcpb::Context> {
+        let mut ts = |key| -> Res<Vec<u64>> { self.all(key).iter().map(|v| parse_ts(v)).collect() };
+        Ok(kvrpcpb::Context {
+            resolved_locks: ts("resolved")?,
+            committed_locks: ts("committed")?,
+            ..Default::default()
+        })
+    }
+
     fn all(&mut self, key: &str) -> Vec<String> {
         let mut out = vec![];
         self.args.retain(|a| match a {
@@ -407,7 +420,6 @@ impl Runner {
     }
 
     fn run_command(&mut self, a: &mut Args<'_>) -> Res<String> {
-        let read_ctx = kvrpcpb::Context::default();
         Ok(match a.name {
             "prewrite" => self.prewrite(a)?,
             "commit" => {
@@ -567,6 +579,7 @@ impl Runner {
             "get" => {
                 let key = a.key()?;
                 let ts = a.ts("ts")?;
+                let read_ctx = a.read_ctx()?;
                 let locks = reads::MemoryLocks::take(&self.cm, ts, &[reads::point(&key)]);
                 let r = reads::get(&self.reader(), &locks, &read_ctx, &key, ts);
                 outcome(r, |v| match v {
@@ -580,6 +593,7 @@ impl Runner {
                     a.opt("to").unwrap_or_default(),
                 );
                 let ts = a.ts("ts")?;
+                let read_ctx = a.read_ctx()?;
                 let range = ScanRange {
                     lower: lower.as_bytes(),
                     upper: upper.as_bytes(),

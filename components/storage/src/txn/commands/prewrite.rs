@@ -301,6 +301,13 @@ impl WriteCommand for Prewrite {
             let Some(mut lock) = self.new_lock(ctx, m) else {
                 continue;
             };
+            if let Some(ours) = &existing {
+                // Our pessimistic lock: heartbeats may have extended its
+                // TTL and readers pushed its min_commit_ts; the prewritten
+                // lock keeps both, as TiKV.
+                lock.ttl = lock.ttl.max(ours.ttl);
+                lock.min_commit_ts = lock.min_commit_ts.max(ours.min_commit_ts);
+            }
             if async_commit {
                 min_commit_ts = min_commit_ts.max(self.fix_min_commit_ts(ctx, &m.key, &mut lock));
             }
