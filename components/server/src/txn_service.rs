@@ -99,7 +99,7 @@ pub async fn cleanup(s: &TxnStorage, req: CleanupRequest) -> Result<CleanupRespo
     respond(
         "kv_cleanup",
         s.execute(&ctx, &cmd),
-        |_: &mut CleanupResponse, ()| {},
+        |r: &mut CleanupResponse, commit_ts| r.commit_version = commit_ts,
     )
     .await
 }

@@ -443,7 +443,10 @@ impl Runner {
                     start_ts: a.ts("start")?,
                     current_ts: a.ts_opt("current")?.unwrap_or(0),
                 };
-                outcome(self.execute(&cmd)?, ok_unit)
+                outcome(self.execute(&cmd)?, |c| match c {
+                    0 => "ok\n".to_string(),
+                    c => format!("ok committed={c}\n"),
+                })
             }
             "check_txn_status" => {
                 // Flags first: the rest of the positionals are keys.

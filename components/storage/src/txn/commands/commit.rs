@@ -104,7 +104,9 @@ pub struct Cleanup {
 }
 
 impl WriteCommand for Cleanup {
-    type Output = ();
+    /// The commit ts if the transaction committed on the key (TiKV answers
+    /// it in `commit_version`, not as an error), else 0.
+    type Output = u64;
 
     fn allowed_on_almost_full(&self) -> bool {
         true
@@ -114,20 +116,21 @@ impl WriteCommand for Cleanup {
         vec![self.key.clone()]
     }
 
-    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<()> {
+    fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<u64> {
         let (key, start_ts) = (&self.key, self.start_ts);
         match ctx.reader.load_lock(key)? {
             Some(l) if l.ts == start_ts => {
                 if self.current_ts != 0 && !lock_expired(&l, self.current_ts) {
                     return Err(one(ke::locked(l.info(key))));
                 }
-                rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, Some(&l))
+                rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, Some(&l))?;
             }
             _ => match finished(&ctx.reader, key, start_ts)? {
-                Some(Finished::Committed(c)) => Err(one(ke::committed(start_ts, c, key))),
-                Some(Finished::RolledBack) => Ok(()),
-                None => rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, None),
+                Some(Finished::Committed(c)) => return Ok(c),
+                Some(Finished::RolledBack) => {}
+                None => rollback_key(&ctx.reader, &mut ctx.batch, key, start_ts, None)?,
             },
         }
+        Ok(0)
     }
 }

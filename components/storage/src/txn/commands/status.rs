@@ -108,10 +108,12 @@ impl WriteCommand for CheckTxnStatus {
                 l.min_commit_ts = caller.saturating_add(1);
                 ctx.batch.put_lock(key, &l);
                 action = kvrpcpb::Action::MinCommitTsPushed;
-            } else if caller != 0 && l.min_commit_ts > caller {
+            } else if (caller != 0 && l.min_commit_ts > caller) || caller == u64::MAX {
                 // Already above the caller's ts (an earlier push): the
                 // transaction commits after it, so its read may pass the
-                // lock, as TiKV answers.
+                // lock. A caller at u64::MAX (an auto-commit point get) may
+                // pass it too: the transaction has not committed yet. As
+                // TiKV answers both.
                 action = kvrpcpb::Action::MinCommitTsPushed;
             }
             return Ok(TxnStatus {
@@ -136,18 +138,22 @@ impl CheckTxnStatus {
                 ..Default::default()
             }),
             Some(Finished::RolledBack) => Ok(TxnStatus::default()),
+            // Not found first, as TiKV: a client resolving a pessimistic
+            // lock asks without rollback_if_not_exist and waits on
+            // TxnNotFound while the lock lives; "do nothing" would read to
+            // it as rolled back, and it would resolve a live lock away.
+            None if !self.rollback_if_not_exist => Err(one(ke::txn_not_found(lock_ts, key))),
             None if self.resolving_pessimistic_lock => Ok(TxnStatus {
                 action: kvrpcpb::Action::LockNotExistDoNothing,
                 ..Default::default()
             }),
-            None if self.rollback_if_not_exist => {
+            None => {
                 rollback_key(&ctx.reader, &mut ctx.batch, key, lock_ts, None)?;
                 Ok(TxnStatus {
                     action: kvrpcpb::Action::LockNotExistRollback,
                     ..Default::default()
                 })
             }
-            None => Err(one(ke::txn_not_found(lock_ts, key))),
         }
     }
 }
