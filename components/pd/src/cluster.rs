@@ -705,8 +705,12 @@ impl Cluster {
         Ok(gc.safe_point)
     }
 
-    /// Sets (or, with ttl <= 0, removes) a service's safe point and returns
-    /// the minimum over live services (the GC safe point if there are none).
+    /// Sets (or, with ttl <= 0, removes) a service's safe point, which
+    /// holds the GC safe point back while it lives, and returns the GC
+    /// safe point. A safe point below it is not kept: GC may already have
+    /// removed what it asks to keep, and the answer (above the request)
+    /// tells the service so, as PD answers (a backup or changefeed checks
+    /// `min_safe_point <= its start ts`).
     pub fn update_service_safe_point(&self, service: &[u8], ttl: i64, sp: u64) -> PdResult<u64> {
         if service.is_empty() {
             return Err(invalid("service id must not be empty"));
@@ -719,6 +723,8 @@ impl Cluster {
             b.delete(&key);
             self.meta.write(b)?;
             gc.services.remove(service);
+        } else if sp < gc.safe_point {
+            // Too late to protect: not kept.
         } else {
             let expire = now.saturating_add(ttl);
             let mut v = sp.to_be_bytes().to_vec();
@@ -728,8 +734,7 @@ impl Cluster {
             gc.services.insert(service.to_vec(), (sp, expire));
         }
         gc.services.retain(|_, (_, expire)| *expire > now);
-        let min = gc.services.values().map(|(sp, _)| *sp).min();
-        Ok(min.unwrap_or(gc.safe_point))
+        Ok(gc.safe_point)
     }
 }
 

@@ -79,16 +79,19 @@ impl PdService {
     }
 
     fn region_response(&self, info: Option<RegionInfo>) -> pdpb::GetRegionResponse {
-        let (region, leader) = match info {
-            Some(i) => (Some(i.region), i.leader),
-            None => (None, None),
-        };
-        pdpb::GetRegionResponse {
+        let mut resp = pdpb::GetRegionResponse {
             header: self.header(self.bootstrapped()),
-            region,
-            leader,
             ..Default::default()
+        };
+        if let Some(i) = info {
+            // Down and pending peers too, as PD answers: clients route
+            // follower and stale reads away from them.
+            resp.region = Some(i.region);
+            resp.leader = i.leader;
+            resp.down_peers = i.down_peers;
+            resp.pending_peers = i.pending_peers;
         }
+        resp
     }
 
     fn bootstrapped(&self) -> PdResult<()> {
@@ -342,7 +345,8 @@ impl Pd for PdService {
             resp.regions.push(pdpb::Region {
                 region: Some(i.region),
                 leader: i.leader,
-                ..Default::default()
+                down_peers: i.down_peers,
+                pending_peers: i.pending_peers,
             });
         }
         Ok(Response::new(resp))
@@ -428,10 +432,12 @@ impl Pd for PdService {
                 Ok(min) => (min, Ok(())),
                 Err(e) => (0, Err(e)),
             };
+        // The floor every service is held to, named as PD names it: the
+        // GC worker's, which never expires.
         Ok(Response::new(pdpb::UpdateServiceGcSafePointResponse {
             header: self.header(result),
-            service_id: req.service_id,
-            ttl: req.ttl,
+            service_id: b"gc_worker".to_vec(),
+            ttl: i64::MAX,
             min_safe_point: min,
         }))
     }
