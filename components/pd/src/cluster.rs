@@ -516,7 +516,10 @@ impl Cluster {
         (end.is_empty() || key < end.as_slice()).then(|| r.clone())
     }
 
-    /// The region just before the one containing `key`.
+    /// The region just before the one containing `key`, if it ends where
+    /// that one starts. Across a gap (a split PD has not heard of yet) there
+    /// is none, as PD answers: a reverse scan would otherwise take the
+    /// earlier region for the one before and skip the gap's keys.
     pub fn prev_region(&self, key: &[u8]) -> Option<RegionInfo> {
         let current = self.region_by_key(key)?;
         if current.region.start_key.is_empty() {
@@ -527,7 +530,9 @@ impl Cluster {
             .by_start
             .range(..current.region.start_key.clone())
             .next_back()?;
-        regions.by_id.get(id).cloned()
+        (regions.by_id.get(id))
+            .filter(|prev| prev.region.end_key == current.region.start_key)
+            .cloned()
     }
 
     pub fn region_by_id(&self, id: u64) -> Option<RegionInfo> {
@@ -975,6 +980,25 @@ mod tests {
         assert_eq!(c.schedulers().len(), 3);
         assert!(!c.schedulers().contains(&crate::schedule::EVICT_LEADER));
         assert!(c.held_stores(crate::schedule::LeaderHold::Evict).is_empty());
+    }
+
+    #[test]
+    fn the_region_before_is_one_that_ends_where_the_key_s_region_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        // A split into three; the middle region has not reported yet.
+        c.region_heartbeat(&heartbeat(&region(2, b"", b"g", 2, 1)))
+            .unwrap();
+        c.region_heartbeat(&heartbeat(&region(9, b"m", b"", 2, 1)))
+            .unwrap();
+        let prev = |key: &[u8]| c.prev_region(key).map(|r| r.region.id);
+        assert_eq!(prev(b"n"), None, "region 2 ends at g, not m: a gap");
+        c.region_heartbeat(&heartbeat(&region(8, b"g", b"m", 2, 1)))
+            .unwrap();
+        assert_eq!(
+            (prev(b"n"), prev(b"h"), prev(b"a")),
+            (Some(8), Some(2), None)
+        );
     }
 
     #[test]

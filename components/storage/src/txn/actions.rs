@@ -44,7 +44,8 @@ pub enum LockMeets {
 /// How a read at `ts` meets `lock`: only a Put or Delete lock started at
 /// or before `ts` concerns it. The client may know its transaction
 /// committed; otherwise it blocks unless it can only commit above `ts`
-/// or the client resolved it (`resolved_locks`).
+/// or the client resolved it (`resolved_locks`). A read-committed read
+/// (`isolation_level` RC) is never blocked, as TiKV checks no lock for it.
 pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
     if lock.ts > ts || matches!(lock.lock_type, LockType::Lock | LockType::Pessimistic) {
         return LockMeets::Passes;
@@ -52,7 +53,10 @@ pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
     if ctx.committed_locks.contains(&lock.ts) {
         return LockMeets::Committed;
     }
-    if lock.min_commit_ts > ts || ctx.resolved_locks.contains(&lock.ts) {
+    if lock.min_commit_ts > ts
+        || ctx.resolved_locks.contains(&lock.ts)
+        || ctx.isolation_level == kvrpcpb::IsolationLevel::Rc as i32
+    {
         return LockMeets::Passes;
     }
     LockMeets::Blocks

@@ -30,7 +30,8 @@
 //! gc safe_point=T
 //! get K ts=T            scan [from=K] [to=K] ts=T [limit=N] [reverse] [key_only]
 //!   (reads also take resolved=T and committed=T: the context's
-//!   resolved_locks and committed_locks, each repeatable)
+//!   resolved_locks and committed_locks, each repeatable; and rc: a
+//!   read-committed read)
 //! scan_lock max_ts=T    max_ts       dump
 //! ```
 //!
@@ -120,10 +121,15 @@ impl<'a> Args<'a> {
     /// A read's context: the transactions the client resolved
     /// (`resolved=T`) and found committed (`committed=T`), each repeatable.
     fn read_ctx(&mut self) -> Res<kvrpcpb::Context> {
+        let rc = self.flag("rc");
         let mut ts = |key| -> Res<Vec<u64>> { self.all(key).iter().map(|v| parse_ts(v)).collect() };
         Ok(kvrpcpb::Context {
             resolved_locks: ts("resolved")?,
             committed_locks: ts("committed")?,
+            isolation_level: match rc {
+                true => kvrpcpb::IsolationLevel::Rc as i32,
+                false => kvrpcpb::IsolationLevel::Si as i32,
+            },
             ..Default::default()
         })
     }
@@ -580,9 +586,9 @@ impl Runner {
                 format!("ok removed={removed}\n")
             }
             "get" => {
+                let read_ctx = a.read_ctx()?;
                 let key = a.key()?;
                 let ts = a.ts("ts")?;
-                let read_ctx = a.read_ctx()?;
                 let locks = reads::MemoryLocks::take(&self.cm, ts, &[reads::point(&key)]);
                 let r = reads::get(&self.reader(), &locks, &read_ctx, &key, ts);
                 outcome(r, |v| match v {
