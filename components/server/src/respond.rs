@@ -95,17 +95,35 @@ macro_rules! string_error {
     )*};
 }
 
-/// Transactional responses with one `error: KeyError`.
+/// Transactional responses with one `error: KeyError` (`@impl` takes
+/// what else the response does with it).
 macro_rules! one_key_error {
-    ($($t:ty),*) => {$(
+    ($($t:ty),*) => {$( one_key_error!(@impl $t, |_: &mut $t| {}); )*};
+    (@impl $t:ty, $then:expr) => {
         impl ErrorFields for $t {
             fn set_region_error(&mut self, e: errorpb::Error) {
                 self.region_error = Some(e);
             }
             fn set_key_errors(&mut self, errors: Vec<KeyError>) {
                 self.error = errors.into_iter().next();
+                ($then)(self);
             }
         }
+    };
+}
+
+/// Reads answering pairs with one `error: KeyError`: the error also rides
+/// in a first pair of its own, as TiKV sets it for older clients (the
+/// official Rust client reads a BatchGet's or Scan's key errors from its
+/// pairs only).
+macro_rules! pairs_and_key_error {
+    ($($t:ty),*) => {$(
+        one_key_error!(@impl $t, |r: &mut $t| {
+            r.pairs = vec![KvPair {
+                error: r.error.clone(),
+                ..Default::default()
+            }]
+        });
     )*};
 }
 
@@ -142,10 +160,9 @@ string_error!(
     DeleteRangeResponse,
     UnsafeDestroyRangeResponse
 );
+pairs_and_key_error!(BatchGetResponse, ScanResponse);
 one_key_error!(
     GetResponse,
-    BatchGetResponse,
-    ScanResponse,
     CommitResponse,
     CleanupResponse,
     BatchRollbackResponse,
@@ -161,3 +178,27 @@ key_errors!(
     PessimisticLockResponse,
     PessimisticRollbackResponse
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn failed<R: ErrorFields>(e: &KeyError) -> R {
+        let call = async { Err::<(), _>(TxnError::Key(vec![e.clone()])) };
+        respond("test", call, |_: &mut R, ()| {}).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_s_key_error_also_rides_in_its_first_pair() {
+        let e = KeyError {
+            abort: "stop".into(),
+            ..Default::default()
+        };
+        let r: BatchGetResponse = failed(&e).await;
+        assert_eq!((r.error.as_ref(), r.pairs.len()), (Some(&e), 1));
+        assert_eq!(r.pairs[0].error.as_ref(), Some(&e));
+        let r: ScanResponse = failed(&e).await;
+        assert_eq!((r.error.as_ref(), r.pairs.len()), (Some(&e), 1));
+        assert_eq!(r.pairs[0].error.as_ref(), Some(&e));
+    }
+}
