@@ -88,31 +88,37 @@ fn check_lock(
     let Some(l) = lock else {
         return Ok(None);
     };
-    let meets = lock_meets(&l, ts, ctx);
-    if meets == LockMeets::Committed {
-        if let Some(value) = committed_value(reader, key, &l)? {
-            return Ok(Some(value));
-        }
-    }
-    match meets {
-        LockMeets::Passes => Ok(None),
-        _ => Err(one(ke::locked(l.info(key)))),
+    match lock_entry(reader, key, l, ts, ctx)? {
+        None => Ok(None),
+        Some(LockEntry::Committed(value)) => Ok(Some(value)),
+        Some(LockEntry::Blocks(l)) => Err(one(ke::locked(l.info(key)))),
     }
 }
 
-/// The value a committed transaction's `lock` on `key` leaves (`None` for
-/// a delete), or nothing if its value is not here to read (a prewrite not
-/// applied yet cannot have committed; the lock is reported instead).
-fn committed_value(
+/// What a read at `ts` takes from `lock` on `key`: nothing (`None`, the
+/// lock passes), the lock in its way, or the value a transaction the
+/// client knows committed leaves (`None` for a delete). A committed
+/// lock whose value is not here to read (a prewrite not applied yet cannot
+/// have committed) is reported as a lock.
+fn lock_entry(
     reader: &MvccReader<'_>,
     key: &[u8],
-    lock: &Lock,
-) -> TxnResult<Option<Option<Vec<u8>>>> {
-    Ok(match (lock.lock_type, &lock.short_value) {
-        (LockType::Put, Some(v)) => Some(Some(v.clone())),
-        (LockType::Put, None) => reader.long_value(key, lock.ts)?.map(Some),
-        _ => Some(None),
-    })
+    lock: Lock,
+    ts: u64,
+    ctx: &kvrpcpb::Context,
+) -> TxnResult<Option<LockEntry>> {
+    Ok(Some(match lock_meets(&lock, ts, ctx) {
+        LockMeets::Passes => return Ok(None),
+        LockMeets::Blocks => LockEntry::Blocks(lock),
+        LockMeets::Committed => match (lock.lock_type, &lock.short_value) {
+            (LockType::Put, Some(v)) => LockEntry::Committed(Some(v.clone())),
+            (LockType::Put, None) => match reader.long_value(key, lock.ts)? {
+                Some(v) => LockEntry::Committed(Some(v)),
+                None => LockEntry::Blocks(lock),
+            },
+            _ => LockEntry::Committed(None),
+        },
+    }))
 }
 
 pub fn get(
@@ -208,13 +214,8 @@ pub fn scan(
         .into_iter()
         .chain(in_memory.map(|(k, l)| (k.clone(), l.clone())))
     {
-        let entry = match lock_meets(&l, ts, ctx) {
-            LockMeets::Passes => continue,
-            LockMeets::Blocks => LockEntry::Blocks(l),
-            LockMeets::Committed => match committed_value(reader, &k, &l)? {
-                Some(value) => LockEntry::Committed(value),
-                None => LockEntry::Blocks(l),
-            },
+        let Some(entry) = lock_entry(reader, &k, l, ts, ctx)? else {
+            continue;
         };
         // An in-memory lock (a prewrite not applied yet) comes last and
         // wins over what the engine shows.
