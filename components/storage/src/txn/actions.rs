@@ -152,10 +152,6 @@ pub fn commit_key(
 ) -> TxnResult<()> {
     match reader.load_lock(key)? {
         Some(lock) if lock.ts == start_ts => {
-            if lock.lock_type == LockType::Pessimistic {
-                // A pessimistic lock never prewritten cannot be committed.
-                return Err(one(ke::txn_lock_not_found(start_ts, commit_ts, key)));
-            }
             if commit_ts < lock.min_commit_ts {
                 return Err(one(ke::commit_ts_expired(
                     start_ts,
@@ -164,12 +160,16 @@ pub fn commit_key(
                     lock.min_commit_ts,
                 )));
             }
+            // A pessimistic lock the committed transaction took but never
+            // wrote (its pessimistic rollback lost) commits as a Lock
+            // record, as TiKV commits it, so writers that started before
+            // the commit still conflict with it.
             let mut w = Write::new(
                 WriteType::of_lock(lock.lock_type),
                 start_ts,
                 lock.short_value.clone(),
             );
-            if lock.use_async_commit {
+            if lock.use_async_commit || lock.lock_type == LockType::Pessimistic {
                 keep_rollback_at(reader, key, commit_ts, &mut w)?;
             }
             b.put_write(key, commit_ts, &w);

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 
 use super::{ProcessContext, WriteCommand};
-use crate::mvcc::record::{LockType, Write, WriteType};
-use crate::txn::actions::{commit_key, finished, keep_rollback_at, rollback_key};
+use crate::txn::actions::{commit_key, finished, rollback_key};
 use crate::txn::TxnResult;
 use crate::StorageError;
 
@@ -50,16 +49,6 @@ impl WriteCommand for ResolveLock {
             let commit_ts = self.txns.get(&start_ts).copied().unwrap_or(0);
             let (reader, b) = (&ctx.reader, &mut ctx.batch);
             match reader.load_lock(key)?.filter(|l| l.ts == start_ts) {
-                // A lock the committed transaction took but never wrote
-                // (its pessimistic rollback lost): a Lock record, as TiKV
-                // commits it, so writers that started before the commit
-                // still conflict with it.
-                Some(l) if l.lock_type == LockType::Pessimistic && commit_ts > 0 => {
-                    let mut w = Write::new(WriteType::Lock, start_ts, None);
-                    keep_rollback_at(reader, key, commit_ts, &mut w)?;
-                    b.put_write(key, commit_ts, &w);
-                    b.delete_lock(key);
-                }
                 Some(_) if commit_ts > 0 => commit_key(reader, b, key, start_ts, commit_ts)?,
                 Some(l) => rollback_key(reader, b, key, start_ts, Some(&l))?,
                 None if commit_ts == 0 && finished(reader, key, start_ts)?.is_none() => {
