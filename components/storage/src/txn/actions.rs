@@ -45,8 +45,11 @@ pub enum LockMeets {
 /// or before `ts` concerns it. The client may know its transaction
 /// committed; otherwise it blocks unless it can only commit above `ts`
 /// or the client resolved it (`resolved_locks`). A read-committed read
-/// (`isolation_level` RC) is never blocked, as TiKV checks no lock for it.
-pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
+/// (`isolation_level` RC) is never blocked, as TiKV checks no lock for it,
+/// nor is a read of the latest version (`ts` = `u64::MAX`, an auto-commit
+/// point get) of a transaction's own primary key, unless that transaction
+/// commits asynchronously (its commit ts may lie anywhere).
+pub fn lock_meets(key: &[u8], lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
     if lock.ts > ts || matches!(lock.lock_type, LockType::Lock | LockType::Pessimistic) {
         return LockMeets::Passes;
     }
@@ -56,6 +59,7 @@ pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
     if lock.min_commit_ts > ts
         || ctx.resolved_locks.contains(&lock.ts)
         || ctx.isolation_level == kvrpcpb::IsolationLevel::Rc as i32
+        || (ts == u64::MAX && key == lock.primary.as_slice() && !lock.use_async_commit)
     {
         return LockMeets::Passes;
     }
@@ -63,8 +67,8 @@ pub fn lock_meets(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> LockMeets {
 }
 
 /// Whether a read at `ts` must stop at `lock` ([`lock_meets`]).
-pub fn blocks_read(lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
-    lock_meets(lock, ts, ctx) == LockMeets::Blocks
+pub fn blocks_read(key: &[u8], lock: &Lock, ts: u64, ctx: &kvrpcpb::Context) -> bool {
+    lock_meets(key, lock, ts, ctx) == LockMeets::Blocks
 }
 
 /// What became of transaction `start_ts` on a key, by its records.

@@ -107,7 +107,7 @@ fn lock_entry(
     ts: u64,
     ctx: &kvrpcpb::Context,
 ) -> TxnResult<Option<LockEntry>> {
-    Ok(Some(match lock_meets(&lock, ts, ctx) {
+    Ok(Some(match lock_meets(key, &lock, ts, ctx) {
         LockMeets::Passes => return Ok(None),
         LockMeets::Blocks => LockEntry::Blocks(lock),
         LockMeets::Committed => match (lock.lock_type, &lock.short_value) {
@@ -369,7 +369,7 @@ pub fn check_replica_read(cm: &ConcurrencyManager, check: &[u8]) -> Option<Vec<u
     let no_bypass = kvrpcpb::Context::default();
     for range in &req.key_ranges {
         for (key, lock) in cm.memory_locks_in(&range.start_key, &range.end_key) {
-            if blocks_read(&lock, req.start_ts, &no_bypass) {
+            if blocks_read(&key, &lock, req.start_ts, &no_bypass) {
                 return Some(lock.info(&key).encode_to_vec());
             }
         }
