@@ -42,6 +42,27 @@ pub fn already_exist(key: &[u8]) -> KeyError {
     }
 }
 
+/// A prewrite's assertion about `key` (`Exist` / `NotExist`) is
+/// contradicted by the record at `existing_commit_ts` (0: no record).
+pub fn assertion_failed(
+    start_ts: u64,
+    key: &[u8],
+    assertion: kvrpcpb::Assertion,
+    existing_start_ts: u64,
+    existing_commit_ts: u64,
+) -> KeyError {
+    KeyError {
+        assertion_failed: Some(kvrpcpb::AssertionFailed {
+            start_ts,
+            key: key.to_vec(),
+            assertion: assertion as i32,
+            existing_start_ts,
+            existing_commit_ts,
+        }),
+        ..Default::default()
+    }
+}
+
 /// CheckTxnStatus met a lock (`info`) that does not name the key it was
 /// sent to as its primary.
 pub fn primary_mismatch(info: kvrpcpb::LockInfo) -> KeyError {

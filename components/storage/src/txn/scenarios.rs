@@ -14,7 +14,8 @@
 //! prewrite put.K=V del.K lock.K insert.K=V check.K start=T primary=K
 //!          [ttl=N] [for_update=T] [min_commit=T] [max_commit=T] [txn_size=N]
 //!          [async_commit] [one_pc] [secondary=K]... [pessimistic=K]...
-//!          [skip_constraint_check]
+//!          [skip_constraint_check] [exist=K]... [not_exist=K]...
+//!          [assertion=fast|strict]   (the mutations' assertions, and their level)
 //! commit K... start=T commit=T
 //! rollback K... start=T                     (BatchRollback)
 //! cleanup K start=T [current=T]
@@ -276,6 +277,16 @@ fn fmt_key_error(e: &kvrpcpb::KeyError) -> String {
                 .unwrap_or(kvrpcpb::write_conflict::Reason::Unknown)
         );
     }
+    if let Some(f) = &e.assertion_failed {
+        return format!(
+            "AssertionFailed key={} start={} assertion={:?} existing_start={} existing_commit={}",
+            s(&f.key),
+            f.start_ts,
+            kvrpcpb::Assertion::try_from(f.assertion).unwrap_or_default(),
+            f.existing_start_ts,
+            f.existing_commit_ts
+        );
+    }
     if let Some(a) = &e.already_exist {
         return format!("AlreadyExist key={}", s(&a.key));
     }
@@ -364,9 +375,27 @@ impl Runner {
                 key: key.as_bytes().to_vec(),
                 value: value.into_bytes(),
                 pessimistic: false,
+                assertion: kvrpcpb::Assertion::None,
             });
         }
         a.args = rest;
+        for (name, assertion) in [
+            ("exist", kvrpcpb::Assertion::Exist),
+            ("not_exist", kvrpcpb::Assertion::NotExist),
+        ] {
+            for k in a.all(name) {
+                match mutations.iter_mut().find(|m| m.key == k.as_bytes()) {
+                    Some(m) => m.assertion = assertion,
+                    None => return Err(format!("{name}={k} names no mutation").into()),
+                }
+            }
+        }
+        let assertion_level = match a.opt("assertion").as_deref() {
+            None => kvrpcpb::AssertionLevel::Off,
+            Some("fast") => kvrpcpb::AssertionLevel::Fast,
+            Some("strict") => kvrpcpb::AssertionLevel::Strict,
+            Some(other) => return Err(format!("unknown assertion level {other}").into()),
+        };
         for k in a.all("pessimistic") {
             match mutations.iter_mut().find(|m| m.key == k.as_bytes()) {
                 Some(m) => m.pessimistic = true,
@@ -390,6 +419,7 @@ impl Runner {
                 .collect(),
             try_one_pc: a.flag("one_pc"),
             skip_constraint_check: a.flag("skip_constraint_check"),
+            assertion_level,
         };
         Ok(outcome(self.execute(&cmd)?, |o| match o {
             PrewriteOutcome {

@@ -47,6 +47,9 @@ pub struct Mutation {
     pub value: Vec<u8>,
     /// The key must hold this transaction's pessimistic lock.
     pub pessimistic: bool,
+    /// What the client asserts of the key's value before this write
+    /// (checked under [`Prewrite::assertion_level`]).
+    pub assertion: kvrpcpb::Assertion,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub struct Prewrite {
     pub secondaries: Vec<Vec<u8>>,
     pub try_one_pc: bool,
     pub skip_constraint_check: bool,
+    /// How hard to check the mutations' assertions: Off, Fast (only where
+    /// the conflict check read the key's records anyway) or Strict.
+    pub assertion_level: kvrpcpb::AssertionLevel,
 }
 
 /// What a prewrite produced.
@@ -121,6 +127,7 @@ impl Prewrite {
                 key: m.key,
                 value: m.value,
                 pessimistic,
+                assertion: kvrpcpb::Assertion::try_from(m.assertion).unwrap_or_default(),
             });
         }
         Ok(Prewrite {
@@ -136,13 +143,23 @@ impl Prewrite {
             secondaries: req.secondaries,
             try_one_pc: req.try_one_pc,
             skip_constraint_check: req.skip_constraint_check,
+            assertion_level: kvrpcpb::AssertionLevel::try_from(req.assertion_level)
+                .unwrap_or_default(),
         })
+    }
+
+    /// Whether the key's records are read for a newer commit (and so its
+    /// assertion is checked at the Fast level too). A pessimistic
+    /// transaction's keys are not: its locks keep them, as TiKV skips the
+    /// check for every key of a pessimistic prewrite.
+    fn checks_newer_version(&self) -> bool {
+        !self.skip_constraint_check && self.for_update_ts == 0
     }
 
     /// A newer commit of the key than our start: someone wrote it after we
     /// read it.
     fn check_newer_version(&self, ctx: &ProcessContext<'_>, m: &Mutation) -> TxnResult<()> {
-        if self.skip_constraint_check {
+        if !self.checks_newer_version() {
             return Ok(());
         }
         match ctx.reader.seek_write(&m.key, u64::MAX)? {
@@ -156,6 +173,45 @@ impl Prewrite {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Fails the prewrite if `m`'s assertion about the key's newest value
+    /// does not hold (TiKV's AssertionFailed, naming the record that
+    /// contradicts it). Fast checks only keys whose records the conflict
+    /// check read (`read_records`); Strict reads them for every key.
+    fn check_assertion(
+        &self,
+        ctx: &ProcessContext<'_>,
+        m: &Mutation,
+        read_records: bool,
+    ) -> TxnResult<()> {
+        use kvrpcpb::{Assertion, AssertionLevel};
+        let checked = match self.assertion_level {
+            AssertionLevel::Off => false,
+            AssertionLevel::Fast => read_records,
+            AssertionLevel::Strict => true,
+        };
+        if !checked || m.assertion == Assertion::None {
+            return Ok(());
+        }
+        let newest = ctx.reader.seek_data_write(&m.key, u64::MAX)?;
+        let exists = matches!(&newest, Some((_, w)) if w.write_type == WriteType::Put);
+        let holds = match m.assertion {
+            Assertion::Exist => exists,
+            Assertion::NotExist => !exists,
+            Assertion::None => true,
+        };
+        if holds {
+            return Ok(());
+        }
+        let (commit_ts, start_ts) = newest.map_or((0, 0), |(c, w)| (c, w.start_ts));
+        Err(one(ke::assertion_failed(
+            self.start_ts,
+            &m.key,
+            m.assertion,
+            start_ts,
+            commit_ts,
+        )))
     }
 
     /// The answer to a retry that finds this transaction committed on a
@@ -244,6 +300,7 @@ impl WriteCommand for Prewrite {
         let mut fell_back = false;
         for m in &self.mutations {
             let existing = ctx.reader.load_lock(&m.key)?;
+            let mut read_records = false;
             match &existing {
                 Some(l) if l.ts != start_ts => {
                     match finished(&ctx.reader, &m.key, start_ts)? {
@@ -283,9 +340,13 @@ impl WriteCommand for Prewrite {
                             Reason::SelfRolledBack,
                         )));
                     }
-                    None => self.check_newer_version(ctx, m)?,
+                    None => {
+                        self.check_newer_version(ctx, m)?;
+                        read_records = self.checks_newer_version();
+                    }
                 },
             }
+            self.check_assertion(ctx, m, read_records)?;
             if matches!(m.op, MutationOp::Insert | MutationOp::CheckNotExists)
                 && ctx.reader.get(&m.key, u64::MAX)?.is_some()
             {
