@@ -5,8 +5,10 @@
 //! handler's `fill`, or the failure in the response's own error fields —
 //! region errors into `region_error` (clients refresh and retry), key
 //! errors into `error` / `errors` (clients resolve or report them), a bad
-//! request or an internal failure into the `error` string where the
-//! response has one, else a gRPC `InvalidArgument` / `Internal` status.
+//! request or an internal failure into the `error` string, a key error's
+//! `abort` or a raw read's first pair, as TiKV answers it, else (a
+//! response with none of these) a gRPC `InvalidArgument` / `Internal`
+//! status.
 
 use std::future::Future;
 
@@ -95,8 +97,18 @@ macro_rules! string_error {
     )*};
 }
 
+/// A bad-request or internal failure as a key error, as TiKV reports
+/// every storage failure that is not a region's.
+fn abort(message: String) -> KeyError {
+    KeyError {
+        abort: message,
+        ..Default::default()
+    }
+}
+
 /// Transactional responses with one `error: KeyError` (`@impl` takes
-/// what else the response does with it).
+/// what else the response does with it). A bad-request or internal
+/// failure rides in it as `abort`.
 macro_rules! one_key_error {
     ($($t:ty),*) => {$( one_key_error!(@impl $t, |_: &mut $t| {}); )*};
     (@impl $t:ty, $then:expr) => {
@@ -108,8 +120,33 @@ macro_rules! one_key_error {
                 self.error = errors.into_iter().next();
                 ($then)(self);
             }
+            fn set_error_message(&mut self, message: String) -> Result<(), String> {
+                self.set_key_errors(vec![abort(message)]);
+                Ok(())
+            }
         }
     };
+}
+
+/// Raw reads answering pairs: a bad-request or internal failure rides in
+/// a first pair of its own as `abort`, as TiKV answers them (the official
+/// Rust client reads it there and fails at once, where a gRPC status
+/// would have it retry).
+macro_rules! raw_pairs {
+    ($($t:ty: $pairs:ident),*) => {$(
+        impl ErrorFields for $t {
+            fn set_region_error(&mut self, e: errorpb::Error) {
+                self.region_error = Some(e);
+            }
+            fn set_error_message(&mut self, message: String) -> Result<(), String> {
+                self.$pairs = vec![KvPair {
+                    error: Some(abort(message)),
+                    ..Default::default()
+                }];
+                Ok(())
+            }
+        }
+    )*};
 }
 
 /// Reads answering pairs with one `error: KeyError`: the error also rides
@@ -137,15 +174,19 @@ macro_rules! key_errors {
             fn set_key_errors(&mut self, errors: Vec<KeyError>) {
                 self.errors = errors;
             }
+            fn set_error_message(&mut self, message: String) -> Result<(), String> {
+                self.errors = vec![abort(message)];
+                Ok(())
+            }
         }
     )*};
 }
 
-region_error_only!(
-    RawBatchGetResponse,
-    RawScanResponse,
-    RawBatchScanResponse,
-    SplitRegionResponse
+region_error_only!(SplitRegionResponse);
+raw_pairs!(
+    RawBatchGetResponse: pairs,
+    RawScanResponse: kvs,
+    RawBatchScanResponse: kvs
 );
 string_error!(
     RawGetResponse,
@@ -200,5 +241,33 @@ mod tests {
         let r: ScanResponse = failed(&e).await;
         assert_eq!((r.error.as_ref(), r.pairs.len()), (Some(&e), 1));
         assert_eq!(r.pairs[0].error.as_ref(), Some(&e));
+    }
+
+    async fn refused<R: ErrorFields>() -> Result<R, Status> {
+        let call = async { Err::<(), _>(StorageError::invalid("no such cf")) };
+        respond("test", call, |_: &mut R, ()| {}).await
+    }
+
+    #[tokio::test]
+    async fn a_bad_request_is_answered_in_the_response_as_tikv_does() {
+        let abort = |e: Option<&KeyError>| e.map(|e| e.abort.clone());
+        let r: RawScanResponse = refused().await.unwrap();
+        assert_eq!(r.kvs.len(), 1);
+        assert!(abort(r.kvs[0].error.as_ref())
+            .unwrap()
+            .contains("no such cf"));
+        let r: RawBatchGetResponse = refused().await.unwrap();
+        assert!(abort(r.pairs[0].error.as_ref())
+            .unwrap()
+            .contains("no such cf"));
+        let r: CommitResponse = refused().await.unwrap();
+        assert!(abort(r.error.as_ref()).unwrap().contains("no such cf"));
+        let r: PrewriteResponse = refused().await.unwrap();
+        assert!(abort(r.errors.first()).unwrap().contains("no such cf"));
+        let r: RawGetResponse = refused().await.unwrap();
+        assert!(r.error.contains("no such cf"));
+        // A response with no field for it answers a gRPC status.
+        let s = refused::<SplitRegionResponse>().await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument);
     }
 }

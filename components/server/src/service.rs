@@ -352,12 +352,9 @@ impl Tikv for TikvService {
         let meta = request_meta(&req, req.get_ref().context.as_ref())?;
         let req = req.into_inner();
         let ctx = req.context.unwrap_or_default();
-        #[allow(deprecated)]
-        let ttls = if req.ttls.is_empty() && req.ttl != 0 {
-            vec![req.ttl]
-        } else {
-            req.ttls
-        };
+        // The deprecated single `ttl` is ignored, as TiKV ignores it: an
+        // empty `ttls` means no TTL.
+        let ttls = req.ttls;
         let footprint = keys_footprint(&req.cf, req.pairs.iter().map(|p| p.key.as_slice()));
         let write = self.raw.prepare_batch_put(&ctx, &req.cf, req.pairs, &ttls);
         let call = self.schedule(meta, footprint, write);

@@ -339,6 +339,15 @@ impl RawStorage {
         let cf = self.raw_cf(cf)?;
         let (start, end) = self.raw_range(ctx, start, end)?;
         let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
+        // An inverted range holds nothing, as TiKV answers it.
+        let (lower, upper) = if reverse {
+            (&end, &start)
+        } else {
+            (&start, &end)
+        };
+        if !upper.is_empty() && lower > upper {
+            return Ok(vec![]);
+        }
         let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
         self.scan_bounds(at, cf, &bounds, limit, key_only, reverse)
     }
@@ -357,8 +366,26 @@ impl RawStorage {
         let cf = self.raw_cf(cf)?;
         let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let mut out = vec![];
-        for r in ranges {
-            let (start, end) = self.raw_range(ctx, &r.start_key, &r.end_key)?;
+        for (i, r) in ranges.iter().enumerate() {
+            // As TiKV: an open end short of the last range ends where the
+            // next range starts, and every range must be non-empty.
+            let end = match ranges.get(i + 1) {
+                Some(next) if r.end_key.is_empty() => &next.start_key,
+                _ => &r.end_key,
+            };
+            let ordered = if reverse {
+                r.start_key > *end
+            } else {
+                r.start_key < *end
+            };
+            if !end.is_empty() && !ordered {
+                return Err(StorageError::invalid(format!(
+                    "invalid key ranges: range {i} from {} to {} is empty",
+                    hex(&r.start_key),
+                    hex(end)
+                )));
+            }
+            let (start, end) = self.raw_range(ctx, &r.start_key, end)?;
             let bounds = scan_bounds(&view, &start, &end, reverse, false)?;
             out.extend(self.scan_bounds(at, cf, &bounds, each_limit, key_only, reverse)?);
         }
@@ -498,9 +525,9 @@ impl RawStorage {
     ) -> Result<PreparedWrite> {
         let cf = self.raw_cf(cf)?;
         let (start, end) = self.raw_range(ctx, &start, &end)?;
-        if !end.is_empty() && start > end {
+        if !end.is_empty() && start >= end {
             return Err(StorageError::invalid(format!(
-                "start key {} is after end key {}",
+                "start key {} is not before end key {}",
                 hex(&start),
                 hex(&end)
             )));
@@ -937,14 +964,16 @@ pub(crate) fn scan_bounds(
         )));
     }
     if strict {
+        // The scan's first key must be in the region or on its edge (where
+        // the scan finds nothing), as TiKV checks it.
         let first_ok = if reverse {
-            // The scan starts just below `upper`; it must be in the region.
+            // The scan starts just below `upper`.
             upper.is_empty() && r.end_key.is_empty()
                 || !upper.is_empty()
-                    && upper > r.start_key.as_slice()
+                    && upper >= r.start_key.as_slice()
                     && (r.end_key.is_empty() || upper <= r.end_key.as_slice())
         } else {
-            in_region(view, lower)
+            in_region(view, lower) || !r.end_key.is_empty() && lower == r.end_key.as_slice()
         };
         if !first_ok {
             return Err(key_not_in_region(view, if reverse { upper } else { lower }));
@@ -1090,6 +1119,54 @@ mod tests {
         assert!(get().await.is_err());
     }
 
+    #[tokio::test]
+    async fn batch_scan_ranges_and_delete_ranges_are_read_as_tikv_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::test_store::one_store(dir.path()).await;
+        let mut wb = store.kv.write_batch();
+        for k in [&b"a"[..], b"n", b"q"] {
+            wb.put(CF_DEFAULT, k, &value::encode(b"v", 0, 0));
+        }
+        store.kv.write(wb, false).unwrap();
+        let ctx = crate::test_store::ctx();
+        let range = |s: &[u8], e: &[u8]| kvrpcpb::KeyRange {
+            start_key: s.to_vec(),
+            end_key: e.to_vec(),
+        };
+        let scan = |ranges: Vec<kvrpcpb::KeyRange>, reverse: bool| {
+            let (raw, ctx) = (&store.raw, &ctx);
+            async move {
+                raw.guarded_read(ctx, Cmd::Raw, |at| {
+                    raw.batch_scan(at, ctx, "", &ranges, 100, true, reverse)
+                })
+                .await
+                .map(|pairs| pairs.into_iter().map(|p| p.key).collect::<Vec<_>>())
+            }
+        };
+        // An open end short of the last range stops at the next range's
+        // start: `n` once, and nothing past `p`.
+        let keys = scan(vec![range(b"a", b""), range(b"m", b"p")], false).await;
+        assert_eq!(keys.unwrap(), vec![b"a".to_vec(), b"n".to_vec()]);
+        let keys = scan(vec![range(b"z", b""), range(b"o", b"m")], true).await;
+        assert_eq!(keys.unwrap(), vec![b"q".to_vec(), b"n".to_vec()]);
+        // An empty range is refused, as TiKV's "Invalid KeyRanges".
+        assert!(scan(vec![range(b"m", b"m")], false).await.is_err());
+        assert!(scan(vec![range(b"a", b""), range(b"a", b"b")], false)
+            .await
+            .is_err());
+        // RawScan: an inverted range finds nothing; a start on the
+        // region's edge is no error.
+        let keys = store.raw.guarded_read(&ctx, Cmd::Raw, |at| {
+            store.raw.scan(at, &ctx, "", b"z", b"a", 10, true, false)
+        });
+        assert!(keys.await.unwrap().is_empty());
+        // A delete range must not be empty.
+        let same = store
+            .raw
+            .prepare_delete_range(&ctx, "", b"k".to_vec(), b"k".to_vec());
+        assert!(matches!(same, Err(StorageError::InvalidArgument(_))));
+    }
+
     #[test]
     fn scan_bounds_clip_to_region_and_reject_inverted_ranges() {
         let v = view(b"b", b"m");
@@ -1110,6 +1187,21 @@ mod tests {
         assert!(matches!(
             scan_bounds(&v, b"d", b"c", false, true),
             Err(StorageError::InvalidArgument(_))
+        ));
+        // A first key on the region's edge finds nothing, as TiKV.
+        let b = scan_bounds(&v, b"m", b"", false, true).unwrap();
+        assert_eq!(
+            (b.lower.as_slice(), b.upper.as_slice()),
+            (&b"m"[..], &b"m"[..])
+        );
+        let b = scan_bounds(&v, b"b", b"", true, true).unwrap();
+        assert_eq!(
+            (b.lower.as_slice(), b.upper.as_slice()),
+            (&b"b"[..], &b"b"[..])
+        );
+        assert!(matches!(
+            scan_bounds(&v, b"n", b"", false, true),
+            Err(StorageError::Region(_))
         ));
         // Reverse: start is the exclusive upper bound, end the lower bound.
         let b = scan_bounds(&v, b"k", b"c", true, true).unwrap();
