@@ -37,13 +37,20 @@ pub async fn every_store_method_refuses_bad_keys_and_inverted_ranges(p: &mut Pro
         };
         p.send_store(req, &[], "an empty key", expect).await;
     }
+    // An inverted range is refused, except by RawScan, which finds
+    // nothing in it, as TiKV answers it.
     for req in every_store_method(&ctx, b"refused/z", ts) {
         if req.shape() == Shape::Range {
+            let expect = match req {
+                StoreReq::RawScan(_) => Served,
+                _ => Invalid,
+            };
             let req = req.with_range(b"refused/z", b"refused/a");
-            p.send_store(req, &[], "start after end", Invalid).await;
+            p.send_store(req, &[], "start after end", expect).await;
         }
     }
-    // Reverse scans read [end, start): there the end must not be after the start.
+    // Reverse scans read [end, start): there the end must not be after the
+    // start (a RawScan finds nothing).
     let (a, z) = (&b"refused/a"[..], &b"refused/z"[..]);
     let raw = |start, end| RawScanRequest {
         reverse: true,
@@ -59,7 +66,7 @@ pub async fn every_store_method_refuses_bad_keys_and_inverted_ranges(p: &mut Pro
     };
     let (inverted, proper) = ("reverse, end after start", "reverse, a proper range");
     let cases = [
-        (StoreReq::RawScan(raw(a, z)), inverted, Invalid),
+        (StoreReq::RawScan(raw(a, z)), inverted, Served),
         (StoreReq::RawScan(raw(z, a)), proper, Served),
         (StoreReq::KvScan(txn(a, z)), inverted, Invalid),
         (StoreReq::KvScan(txn(z, a)), proper, Served),
