@@ -42,13 +42,17 @@ pub struct DetectorService {
     /// The graph, with the term of the first region it was built under:
     /// a new leadership starts from nothing.
     graph: Arc<Mutex<(u64, Detector)>>,
+    /// How long an edge lives unless reported again: the wait-for-lock
+    /// timeout, which no waiter outlives.
+    ttl: Duration,
 }
 
 impl DetectorService {
-    pub fn new(router: Router) -> DetectorService {
+    pub fn new(router: Router, ttl: Duration) -> DetectorService {
         DetectorService {
             router,
-            graph: Arc::default(),
+            graph: Arc::new(Mutex::new((0, Detector::with_ttl(ttl)))),
+            ttl,
         }
     }
 }
@@ -60,21 +64,22 @@ fn not_leader() -> Status {
 /// Handles one request on the detector; a response if it found a cycle.
 fn handle(
     graph: &Mutex<(u64, Detector)>,
+    ttl: Duration,
     term: u64,
     req: DeadlockRequest,
 ) -> Option<DeadlockResponse> {
     let mut g = graph.lock();
     if g.0 != term {
-        *g = (term, Detector::default());
+        *g = (term, Detector::with_ttl(ttl));
     }
     let entry = req.entry.unwrap_or_default();
     match DeadlockRequestType::try_from(req.tp) {
         Ok(DeadlockRequestType::Detect) => match g.1.detect(entry.clone()) {
             Ok(()) => None,
-            Err(wait_chain) => Some(DeadlockResponse {
-                deadlock_key_hash: entry.key_hash,
+            Err(cycle) => Some(DeadlockResponse {
+                deadlock_key_hash: cycle.key_hash,
                 entry: Some(entry),
-                wait_chain,
+                wait_chain: cycle.wait_chain,
             }),
         },
         Ok(DeadlockRequestType::CleanUpWaitFor) => {
@@ -110,7 +115,7 @@ impl Deadlock for DetectorService {
         self.router.leading_first_region().ok_or_else(not_leader)?;
         let mut incoming = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
-        let (router, graph) = (self.router.clone(), self.graph.clone());
+        let (router, graph, ttl) = (self.router.clone(), self.graph.clone(), self.ttl);
         tokio::spawn(async move {
             let mut check = tokio::time::interval(LEADERSHIP_CHECK);
             loop {
@@ -128,7 +133,7 @@ impl Deadlock for DetectorService {
                     return;
                 };
                 let Some(req) = req else { continue };
-                if let Some(resp) = handle(&graph, term, req) {
+                if let Some(resp) = handle(&graph, ttl, term, req) {
                     if tx.send(Ok(resp)).await.is_err() {
                         return;
                     }

@@ -176,10 +176,11 @@ pub async fn run(
     );
     let (max_ts_policy, max_ts_sync) = cfg.storage.max_ts.policy()?;
     cm.set_max_ts_policy(max_ts_policy);
+    let wait_for_lock_timeout = parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?;
     let txn = tikal_storage::txn::TxnStorage::new(raw.clone())
         .with_concurrency_manager(cm)
         .with_tso_source(Arc::new(pd.clone()))
-        .with_wait_for_lock_timeout(parse_duration(&cfg.pessimistic_txn.wait_for_lock_timeout)?);
+        .with_wait_for_lock_timeout(wait_for_lock_timeout);
     let reconnected = Arc::new(tokio::sync::Notify::new());
     // Ends, with PD's reason, once PD says this store is Tombstone.
     let mut store_heartbeat = tokio::spawn(heartbeat::store_heartbeat_loop(
@@ -247,7 +248,10 @@ pub async fn run(
         pd.clone(),
         txn.lock_waits().clone(),
     ));
-    let detector = DeadlockServer::new(deadlock::DetectorService::new(router.clone()));
+    let detector = DeadlockServer::new(deadlock::DetectorService::new(
+        router.clone(),
+        wait_for_lock_timeout,
+    ));
     let service = TikvServer::new(service::TikvService::new(
         raw,
         txn,

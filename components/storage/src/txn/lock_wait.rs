@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tikal_proto::deadlock::WaitForEntry;
@@ -42,36 +42,112 @@ fn edge_bytes(e: &WaitForEntry) -> usize {
     e.key.len().saturating_add(e.resource_group_tag.len())
 }
 
+/// An edge of the wait-for graph, and when it was last reported.
+struct Edge {
+    entry: WaitForEntry,
+    at: Instant,
+}
+
 /// The wait-for graph: for each waiting transaction, the edges it waits on
 /// (one per waiting request).
 #[derive(Default)]
 pub struct Detector {
-    edges: HashMap<u64, Vec<WaitForEntry>>,
+    edges: HashMap<u64, Vec<Edge>>,
     count: usize,
     /// [`edge_bytes`] of every edge kept.
     bytes: usize,
+    /// How long an edge lives unless reported again (`None`: until it is
+    /// removed). The cluster's detector hears of edges over the network:
+    /// the removal of one can be lost with its stream, or its store can
+    /// die, and no waiter waits longer than the wait-for-lock timeout, so
+    /// an edge older than that waits no more (TiKV's detector expires
+    /// them alike).
+    ttl: Option<Duration>,
+    /// When expired edges were last dropped.
+    purged: Option<Instant>,
+}
+
+/// A cycle an edge would close: the chain of edges from the edge's lock
+/// holder back to the edge's waiter, then the edge itself (TiKV's order),
+/// and the hash of the waiter's key that the cycle waits on (the key the
+/// last-but-one edge waits for, which the waiter holds).
+#[derive(Debug)]
+pub struct Cycle {
+    pub key_hash: u64,
+    pub wait_chain: Vec<WaitForEntry>,
 }
 
 impl Detector {
-    /// Adds `entry` unless it closes a cycle; a cycle comes back as the
-    /// wait chain, starting with `entry` and ending at the edge that leads
-    /// back to `entry.txn`. An edge past [`MAX_EDGES`] or
+    /// A detector whose edges expire `ttl` after they were last reported.
+    pub fn with_ttl(ttl: Duration) -> Detector {
+        Detector {
+            ttl: Some(ttl),
+            ..Default::default()
+        }
+    }
+
+    /// Adds `entry` unless it closes a cycle ([`Cycle`]). An edge already
+    /// kept is only refreshed, and one past [`MAX_EDGES`] or
     /// [`MAX_EDGE_BYTES`] is not kept.
-    pub fn detect(&mut self, entry: WaitForEntry) -> Result<(), Vec<WaitForEntry>> {
-        if let Some(path) = self.path(entry.wait_for_txn, entry.txn) {
-            let mut chain = Vec::with_capacity(path.len() + 1);
+    pub fn detect(&mut self, entry: WaitForEntry) -> Result<(), Cycle> {
+        self.detect_at(entry, Instant::now())
+    }
+
+    fn detect_at(&mut self, entry: WaitForEntry, now: Instant) -> Result<(), Cycle> {
+        self.purge(now);
+        if let Some(kept) = self.edges.get_mut(&entry.txn).and_then(|list| {
+            list.iter_mut().find(|e| {
+                e.entry.wait_for_txn == entry.wait_for_txn && e.entry.key_hash == entry.key_hash
+            })
+        }) {
+            kept.at = now;
+            return Ok(());
+        }
+        if let Some(mut chain) = self.path(entry.wait_for_txn, entry.txn, now) {
+            let key_hash = chain.last().map_or(entry.key_hash, |e| e.key_hash);
             chain.push(entry);
-            chain.extend(path);
-            return Err(chain);
+            return Err(Cycle {
+                key_hash,
+                wait_chain: chain,
+            });
         }
         let bytes = self.bytes.saturating_add(edge_bytes(&entry));
         if self.count >= MAX_EDGES || bytes > MAX_EDGE_BYTES {
             return Ok(());
         }
-        self.edges.entry(entry.txn).or_default().push(entry);
+        self.edges
+            .entry(entry.txn)
+            .or_default()
+            .push(Edge { entry, at: now });
         self.count += 1;
         self.bytes = bytes;
         Ok(())
+    }
+
+    /// Whether `e` still stands at `now`.
+    fn live(&self, e: &Edge, now: Instant) -> bool {
+        self.ttl
+            .is_none_or(|ttl| now.saturating_duration_since(e.at) < ttl)
+    }
+
+    /// Drops expired edges, at most once per ttl.
+    fn purge(&mut self, now: Instant) {
+        let Some(ttl) = self.ttl else { return };
+        if self
+            .purged
+            .is_some_and(|p| now.saturating_duration_since(p) < ttl)
+        {
+            return;
+        }
+        self.purged = Some(now);
+        let (mut count, mut bytes) = (0, 0);
+        self.edges.retain(|_, list| {
+            list.retain(|e| now.saturating_duration_since(e.at) < ttl);
+            count += list.len();
+            bytes += list.iter().map(|e| edge_bytes(&e.entry)).sum::<usize>();
+            !list.is_empty()
+        });
+        (self.count, self.bytes) = (count, bytes);
     }
 
     /// Removes one edge added by [`Detector::detect`].
@@ -79,11 +155,11 @@ impl Detector {
         if let Some(list) = self.edges.get_mut(&txn) {
             if let Some(i) = list
                 .iter()
-                .position(|e| e.wait_for_txn == wait_for_txn && e.key_hash == key_hash)
+                .position(|e| e.entry.wait_for_txn == wait_for_txn && e.entry.key_hash == key_hash)
             {
                 let gone = list.swap_remove(i);
                 self.count -= 1;
-                self.bytes -= edge_bytes(&gone);
+                self.bytes -= edge_bytes(&gone.entry);
             }
             if list.is_empty() {
                 self.edges.remove(&txn);
@@ -91,9 +167,9 @@ impl Detector {
         }
     }
 
-    /// The edges of a path `from → … → to`, if one exists (depth-first,
-    /// each transaction visited once).
-    fn path(&self, from: u64, to: u64) -> Option<Vec<WaitForEntry>> {
+    /// The edges of a path `from → … → to` that stand at `now`, if one
+    /// exists (depth-first, each transaction visited once).
+    fn path(&self, from: u64, to: u64, now: Instant) -> Option<Vec<WaitForEntry>> {
         let mut visited = std::collections::HashSet::new();
         // (txn, index of the next edge of txn to try), and the edges taken.
         let mut stack: Vec<(u64, usize)> = vec![(from, 0)];
@@ -106,7 +182,8 @@ impl Detector {
                     stack.pop();
                     taken.pop();
                 }
-                Some(e) => {
+                Some(e) if !self.live(e, now) => *next += 1,
+                Some(Edge { entry: e, .. }) => {
                     *next += 1;
                     if e.wait_for_txn == to {
                         taken.push(e);
@@ -126,13 +203,15 @@ impl Detector {
     pub fn clean_up(&mut self, txn: u64) {
         if let Some(list) = self.edges.remove(&txn) {
             self.count -= list.len();
-            self.bytes -= list.iter().map(edge_bytes).sum::<usize>();
+            self.bytes -= list.iter().map(|e| edge_bytes(&e.entry)).sum::<usize>();
         }
     }
 
     /// Every edge, for `GetWaitForEntries`.
     pub fn entries(&self) -> Vec<WaitForEntry> {
-        self.edges.values().flatten().cloned().collect()
+        let now = Instant::now();
+        let live = self.edges.values().flatten().filter(|e| self.live(e, now));
+        live.map(|e| e.entry.clone()).collect()
     }
 
     pub fn edge_count(&self) -> usize {
@@ -175,11 +254,8 @@ pub struct LockWaits {
     remote: std::sync::OnceLock<Arc<dyn RemoteDetector>>,
 }
 
-/// Why a wait could not start: it would close this wait chain.
-pub struct Deadlock {
-    pub key_hash: u64,
-    pub wait_chain: Vec<WaitForEntry>,
-}
+/// Why a wait could not start: it would close this cycle.
+pub type Deadlock = Cycle;
 
 impl LockWaits {
     /// Registers transaction `txn` as waiting for `lock_ts`'s lock on
@@ -200,12 +276,7 @@ impl LockWaits {
             wait_time: 0,
         };
         let mut st = self.state.lock();
-        st.detector
-            .detect(entry.clone())
-            .map_err(|wait_chain| Deadlock {
-                key_hash,
-                wait_chain,
-            })?;
+        st.detector.detect(entry.clone())?;
         st.next_id += 1;
         let id = st.next_id;
         let (wake, woken) = oneshot::channel();
@@ -381,13 +452,19 @@ mod tests {
         d.detect(edge(1, 2, 10)).unwrap();
         d.detect(edge(2, 3, 20)).unwrap();
         d.detect(edge(4, 3, 30)).unwrap(); // a fan-in, not a cycle
-        let chain = d.detect(edge(3, 1, 40)).unwrap_err();
-        let hops: Vec<(u64, u64)> = chain.iter().map(|e| (e.txn, e.wait_for_txn)).collect();
-        assert_eq!(hops, vec![(3, 1), (1, 2), (2, 3)]);
+        let cycle = d.detect(edge(3, 1, 40)).unwrap_err();
+        let hops: Vec<(u64, u64)> = cycle
+            .wait_chain
+            .iter()
+            .map(|e| (e.txn, e.wait_for_txn))
+            .collect();
+        assert_eq!(hops, vec![(1, 2), (2, 3), (3, 1)]);
+        // The victim's key: the one 2 waits for, which 3 holds.
+        assert_eq!(cycle.key_hash, 20);
         // The refused edge was not added: 3 may wait on another txn, and
         // 4 waiting on 3 plus 3 waiting on 4 is a cycle of its own.
         d.detect(edge(3, 5, 50)).unwrap();
-        assert_eq!(d.detect(edge(3, 4, 60)).unwrap_err().len(), 2);
+        assert_eq!(d.detect(edge(3, 4, 60)).unwrap_err().wait_chain.len(), 2);
         // Removing 2 → 3 breaks the cycle.
         d.remove(2, 3, 20);
         d.detect(edge(3, 1, 40)).unwrap();
@@ -443,9 +520,37 @@ mod tests {
         d.detect(edge(1, 2, 1)).unwrap();
         d.detect(edge(1, 5, 2)).unwrap();
         d.detect(edge(5, 6, 3)).unwrap();
-        let chain = d.detect(edge(6, 1, 4)).unwrap_err();
+        let chain = d.detect(edge(6, 1, 4)).unwrap_err().wait_chain;
         let hops: Vec<(u64, u64)> = chain.iter().map(|e| (e.txn, e.wait_for_txn)).collect();
-        assert_eq!(hops, vec![(6, 1), (1, 5), (5, 6)]);
+        assert_eq!(hops, vec![(1, 5), (5, 6), (6, 1)]);
+    }
+
+    #[test]
+    fn an_edge_reported_twice_is_kept_once_and_old_edges_expire() {
+        // A Detect sent again (a reconnect re-sends every edge) and then
+        // removed once leaves no edge behind to close a false cycle.
+        let mut d = Detector::default();
+        d.detect(edge(10, 20, 1)).unwrap();
+        d.detect(edge(10, 20, 1)).unwrap();
+        assert_eq!(d.edge_count(), 1);
+        d.remove(10, 20, 1);
+        d.detect(edge(20, 10, 2)).unwrap();
+
+        // An edge whose removal was lost stops counting after the ttl.
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(1);
+        let mut d = Detector::with_ttl(ttl);
+        d.detect_at(edge(10, 20, 1), t0).unwrap();
+        d.detect_at(edge(30, 40, 3), t0).unwrap();
+        assert!(d.detect_at(edge(20, 10, 2), t0 + ttl / 2).is_err());
+        // Reported again, an edge lives on.
+        d.detect_at(edge(30, 40, 3), t0 + ttl / 2).unwrap();
+        let later = t0 + ttl + Duration::from_millis(1);
+        d.detect_at(edge(20, 10, 2), later).unwrap();
+        assert!(d.detect_at(edge(40, 30, 4), later).is_err());
+        // Expired edges are dropped, not only passed over: 30 → 40 and
+        // 20 → 10 are left.
+        assert_eq!(d.edge_count(), 2);
     }
 
     #[tokio::test]
@@ -482,8 +587,10 @@ mod tests {
             panic!("expected a deadlock")
         };
         assert_eq!(dl.wait_chain.len(), 2);
-        assert_eq!(dl.wait_chain[0].key, b"a".to_vec());
-        assert_eq!(dl.wait_chain[1].key, b"b".to_vec());
+        assert_eq!(dl.wait_chain[0].key, b"b".to_vec());
+        assert_eq!(dl.wait_chain[1].key, b"a".to_vec());
+        // The key the victim (2) holds and the other waits on.
+        assert_eq!(dl.key_hash, super::super::latch::key_hash(b"b"));
     }
 
     /// Records what a store sends the cluster's detector.
