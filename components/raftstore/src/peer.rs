@@ -1246,6 +1246,13 @@ impl Peer {
         let mut answers = std::mem::take(&mut self.answers_due);
         let mut applied_term = self.applied_term;
         for entry in entries {
+            if self.pending_remove {
+                // Removed by an entry just applied: what follows was
+                // committed by peers that no longer count this one, and it
+                // may not be able to apply it (a CommitMerge whose source
+                // it no longer has). TiKV's apply stops here too.
+                break;
+            }
             if entry.index <= self.apply_state.applied_index {
                 continue;
             }

@@ -2647,6 +2647,76 @@ mod tests {
         assert!(kv.get(tikal_engine::CF_DEFAULT, b"x").unwrap().is_some());
     }
 
+    /// Fails every command, as an entry a removed replica cannot apply
+    /// (a CommitMerge whose source it no longer has) fails.
+    struct Unappliable;
+
+    impl Applier for Unappliable {
+        fn apply(&self, _: &mut ApplyContext<'_>, _: &[u8]) -> Result<ApplyOutput> {
+            Err(RaftstoreError::Merge("no source here".into()))
+        }
+    }
+
+    #[test]
+    fn a_replica_applies_nothing_after_its_own_removal() {
+        // TiKV's apply stops at a pending removal: entries after it were
+        // committed by peers that no longer count this one, and it may not
+        // be able to apply them. Applying them stopped the store.
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, log, snaps) = engines(dir.path());
+        meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2), (3, 3)])).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let (cfg, applier) = (RaftstoreConfig::default(), Arc::new(Unappliable));
+        let mut store = Store::open(
+            1,
+            cfg,
+            kv,
+            log,
+            snaps,
+            applier,
+            Box::new(NoTransport),
+            events,
+        )
+        .unwrap();
+        let raft = &store.peers[&1].raw_node.raft;
+        let (term, last, last_term) = (
+            raft.term.max(1),
+            raft.raft_log.last_index(),
+            raft.raft_log.last_term(),
+        );
+        // Leader 2 appends the removal of peer 1, then a command, and says
+        // both are committed.
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeV2, EntryType};
+        let mut cc = ConfChangeV2::default();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(raft::eraftpb::ConfChangeType::RemoveNode);
+        single.node_id = 1;
+        cc.mut_changes().push(single);
+        let remove = tikal_proto::raft_cmdpb::ChangePeerRequest {
+            change_type: tikal_proto::eraftpb::ConfChangeType::RemoveNode as i32,
+            peer: Some(region(&[(1, 1)]).peers[0].clone()),
+        };
+        let context = tikal_proto::raft_cmdpb::ChangePeerV2Request {
+            changes: vec![remove],
+        };
+        let mut removal = entry(last + 1, term);
+        removal.set_entry_type(EntryType::EntryConfChangeV2);
+        removal.data = protobuf::Message::write_to_bytes(&cc).unwrap().into();
+        removal.context = prost::Message::encode_to_vec(&context).into();
+        let command = Entry {
+            data: b"after".to_vec().into(),
+            ..entry(last + 2, term)
+        };
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        (append.from, append.to, append.term) = (2, 1, term);
+        (append.index, append.log_term, append.commit) = (last, last_term, last + 2);
+        append.set_entries(vec![removal, command].into());
+        store.step(between(2, 1, append));
+        store.on_ready().unwrap();
+        assert!(store.peer_status(1).is_none(), "the removed peer is gone");
+    }
+
     #[test]
     fn a_removal_applied_before_a_crash_is_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
