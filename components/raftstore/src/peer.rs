@@ -2027,6 +2027,23 @@ pub(crate) fn check_changes(
             Err(_) => return Err(format!("unknown change type {}", c.change_type)),
         }
     }
+    // A joint configuration only matters to voters; several changes that
+    // touch only learners are refused, as TiKV refuses them. (raft-rs
+    // would enter a joint configuration of learners, which the region's
+    // peer roles cannot record, so a replica restarted inside it could
+    // not leave it and fell behind its peers' epoch.)
+    let voter = |id: u64| {
+        (region.peers.iter())
+            .find(|q| q.id == id)
+            .is_some_and(|q| is_voter(q.role))
+    };
+    let touches_voters = changes.iter().any(|c| {
+        let id = c.peer.as_ref().map_or(0, |p| p.id);
+        c.change_type == ConfChangeType::AddNode as i32 || voter(id)
+    });
+    if joint && !touches_voters {
+        return Err("several changes that only touch learners; make them one by one".into());
+    }
     change_region_peers(&mut after, joint, changes);
     if !after
         .peers
@@ -2108,6 +2125,41 @@ mod tests {
             .into_iter()
             .map(|(s, e)| (String::from_utf8(s).unwrap(), String::from_utf8(e).unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn several_changes_must_touch_a_voter() {
+        let peer = |id: u64, role: PeerRole| metapb::Peer {
+            id,
+            store_id: id,
+            role: role as i32,
+            ..Default::default()
+        };
+        let region = metapb::Region {
+            peers: vec![
+                peer(1, PeerRole::Voter),
+                peer(2, PeerRole::Voter),
+                peer(5, PeerRole::Learner),
+            ],
+            ..Default::default()
+        };
+        let change = |kind: ConfChangeType, id: u64| ChangePeerRequest {
+            change_type: kind as i32,
+            peer: Some(peer(id, PeerRole::Voter)),
+        };
+        let (add_learner, add, remove) = (
+            ConfChangeType::AddLearnerNode,
+            ConfChangeType::AddNode,
+            ConfChangeType::RemoveNode,
+        );
+        let learners_only = [change(add_learner, 4), change(remove, 5)];
+        let why = check_changes(&region, 1, &learners_only).unwrap_err();
+        assert!(why.contains("only touch learners"), "{why}");
+        // One at a time, each is fine; so is a pair that touches a voter.
+        assert!(check_changes(&region, 1, &learners_only[..1]).is_ok());
+        assert!(check_changes(&region, 1, &learners_only[1..]).is_ok());
+        assert!(check_changes(&region, 1, &[change(add, 5), change(add_learner, 4)]).is_ok());
+        assert!(check_changes(&region, 1, &[change(add_learner, 2), change(add, 5)]).is_ok());
     }
 
     #[test]
