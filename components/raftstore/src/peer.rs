@@ -685,8 +685,10 @@ impl Peer {
     /// a peer's log is behind the compacted index (it needs a snapshot
     /// first), or when an admin command or membership change sits in the
     /// log past what every peer has: a lagging peer's catch-up at the
-    /// target (see `admin.rs`) carries plain commands only.
-    pub fn propose_prepare_merge(&mut self, target: metapb::Region, cb: Callback) {
+    /// target (see `admin.rs`) carries plain commands only, or when the
+    /// log it would carry is over nine tenths of `entry_max` (TiKV's
+    /// bound: the CommitMerge that carries it is one entry).
+    pub fn propose_prepare_merge(&mut self, target: metapb::Region, entry_max: u64, cb: Callback) {
         let Some(cb) = self.check_admin(None, cb) else {
             return;
         };
@@ -708,10 +710,16 @@ impl Peer {
         // carries; any other admin command in the gap is refused, as TiKV.
         let fits =
             |e: &Entry| is_plain_command(e) || compact_log_index(e).is_some_and(|i| i <= min_index);
-        match self.entries(min_index.saturating_add(1), last) {
-            Ok(entries) if entries.iter().all(fits) => {}
+        let entries = match self.entries(min_index.saturating_add(1), last) {
+            Ok(entries) if entries.iter().all(fits) => entries,
             Ok(_) => return refuse(cb, "an admin command is not on every peer yet".into()),
             Err(e) => return refuse(cb, e.to_string()),
+        };
+        let carried: u64 = entries.iter().map(|e| u64::from(e.compute_size())).sum();
+        if carried > entry_max / 10 * 9 {
+            let why =
+                format!("the log a lagging peer lacks ({carried} bytes) is too large to carry");
+            return refuse(cb, why);
         }
         let proposed = self.propose_admin(None, admin::encode_prepare_merge(min_index, target));
         if let Ok(index) = proposed {

@@ -13,8 +13,10 @@
 //! Commands:
 //!
 //! ```text
-//! cluster stores=N [voters=V] region 1 with a voter on each of stores 1..=V
-//!                           (default all; peer id = store id)
+//! cluster stores=N [voters=V] [entry_max=B]
+//!                           region 1 with a voter on each of stores 1..=V
+//!                           (default all; peer id = store id); B: the
+//!                           stores' raft-entry-max-size (default 8 MiB)
 //! campaign S                store S's peer starts an election now
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
@@ -216,10 +218,17 @@ pub(crate) struct Cluster {
     pub(crate) crashes: usize,
     /// Stores killed at their crash point and not restarted since.
     killed: BTreeSet<u64>,
+    /// The stores' `raft-entry-max-size`.
+    entry_max: u64,
 }
 
 impl Cluster {
     pub(crate) fn new(n: u64, voters: u64) -> Res<Cluster> {
+        Self::with_entry_max(n, voters, RaftstoreConfig::default().raft_entry_max_size)
+    }
+
+    /// [`Cluster::new`] with stores whose largest entry is `entry_max`.
+    pub(crate) fn with_entry_max(n: u64, voters: u64, entry_max: u64) -> Res<Cluster> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut c = Cluster {
             dir: tempfile::tempdir()?,
@@ -236,6 +245,7 @@ impl Cluster {
             budgets: BTreeMap::new(),
             crashes: 0,
             killed: BTreeSet::new(),
+            entry_max,
         };
         let region = metapb::Region {
             id: REGION,
@@ -294,6 +304,7 @@ impl Cluster {
             // A peer that hears no leader for this long asks PD (`chaos.rs`
             // plays PD's part).
             max_leader_missing: RaftstoreConfig::default().base_tick * 50,
+            raft_entry_max_size: self.entry_max,
             ..Default::default()
         };
         let transport = Box::new(SimTransport(self.network.clone()));
@@ -698,7 +709,11 @@ impl goldenscript::Runner for Runner {
             "cluster" => {
                 let n: u64 = key_arg(&args, "stores").ok_or("stores=N")?.parse()?;
                 let voters = key_arg(&args, "voters").map_or(Ok(n), str::parse)?;
-                self.cluster = Some(Cluster::new(n, voters)?);
+                let entry_max = key_arg(&args, "entry_max").map_or(
+                    Ok(RaftstoreConfig::default().raft_entry_max_size),
+                    str::parse,
+                )?;
+                self.cluster = Some(Cluster::with_entry_max(n, voters, entry_max)?);
             }
             "campaign" => {
                 let c = self.cluster()?;

@@ -64,6 +64,10 @@ pub struct RaftstoreConfig {
     pub max_batch: usize,
     /// Bounds of the client commands a leader proposes as one entry.
     pub command_batch: CommandBatch,
+    /// The largest entry (`raft-entry-max-size`): a merge whose CommitMerge
+    /// would carry more of the source's log than nine tenths of it is
+    /// refused, as TiKV refuses it (it could never be sent).
+    pub raft_entry_max_size: u64,
     /// Proposal bytes taken in per round before the loop takes readies. A
     /// round's entries reach each follower as one append (raft-rs'
     /// `batch_append`), which must stay well below the receiving store's
@@ -103,6 +107,7 @@ impl Default for RaftstoreConfig {
             log_gc_tick: Duration::from_secs(3),
             max_batch: 4096,
             command_batch: CommandBatch::for_entry_max(8 << 20),
+            raft_entry_max_size: 8 << 20,
             max_round_bytes: 16 << 20,
             thread_nice: 0,
             write_bandwidth: 0,
@@ -430,7 +435,7 @@ impl Store {
     /// operator); the merge then proceeds on ticks ([`Store::tick`]).
     pub fn propose_prepare_merge(&mut self, region_id: u64, target: metapb::Region, cb: Callback) {
         match self.peers.get_mut(&region_id) {
-            Some(peer) => peer.propose_prepare_merge(target, cb),
+            Some(peer) => peer.propose_prepare_merge(target, self.cfg.raft_entry_max_size, cb),
             None => {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
             }

@@ -114,6 +114,7 @@ pub async fn run(
         },
         log_gc_tick: parse_duration(&cfg.raftstore.raft_log_gc_tick_interval)?,
         command_batch: cfg.command_batch()?,
+        raft_entry_max_size: parse_size(&cfg.raftstore.raft_entry_max_size)?,
         thread_nice: cfg.raftstore.thread_nice,
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         split_check: cfg.split_check()?,
