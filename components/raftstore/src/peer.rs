@@ -492,6 +492,9 @@ impl Peer {
         if let Err(why) = check_changes(&self.region, self.meta.id, &changes) {
             return refuse(cb, why);
         }
+        if let Err(why) = self.check_quorum_after(&changes) {
+            return refuse(cb, why);
+        }
         let mut cc = ConfChangeV2::default();
         cc.set_transition(ConfChangeTransition::Auto);
         for c in &changes {
@@ -638,6 +641,53 @@ impl Peer {
     }
 
     /// On a leader, the log index every peer has (learners included).
+    /// Refuses a membership change whose new configuration could not
+    /// commit until a peer behind the compacted log got a snapshot, as
+    /// TiKV refuses it: the log a quorum of the new voters holds must
+    /// reach the compacted index (both quorums in a joint configuration).
+    /// A region of one voter may change at will.
+    fn check_quorum_after(&self, changes: &[ChangePeerRequest]) -> std::result::Result<(), String> {
+        let voters = |roles: &[PeerRole], region: &metapb::Region| -> Vec<u64> {
+            (region.peers.iter())
+                .filter(|p| roles.iter().any(|r| p.role == *r as i32))
+                .map(|p| p.id)
+                .collect()
+        };
+        use PeerRole::{DemotingVoter, IncomingVoter, Voter};
+        if voters(&[Voter, IncomingVoter, DemotingVoter], &self.region).len() <= 1 {
+            return Ok(());
+        }
+        let mut after = self.region.clone();
+        change_region_peers(&mut after, changes.len() > 1, changes);
+        let raft = &self.raw_node.raft;
+        let matched = |id: u64| match id == self.meta.id {
+            true => raft.raft_log.last_index(),
+            false => raft.prs().get(id).map_or(0, |p| p.matched),
+        };
+        // The highest index a majority of `ids` holds (no bound if none).
+        let quorum_index = |ids: Vec<u64>| {
+            let mut m: Vec<u64> = ids.into_iter().map(matched).collect();
+            m.sort_unstable_by(|a, b| b.cmp(a));
+            m.get(m.len() / 2).copied().unwrap_or(u64::MAX)
+        };
+        let joint = changes.len() > 1;
+        let incoming = quorum_index(voters(&[Voter, IncomingVoter], &after));
+        let outgoing = match joint {
+            true => quorum_index(voters(&[Voter, DemotingVoter], &after)),
+            false => u64::MAX,
+        };
+        let reachable = incoming.min(outgoing);
+        let truncated = self.raw_node.store().truncated_index;
+        if reachable < truncated {
+            return Err(format!(
+                "unsafe membership change: the new configuration's quorum holds the log up \
+                 to {reachable}, below the compacted index {truncated}; a peer needs a \
+                 snapshot first"
+            ));
+        }
+        Ok(())
+    }
+
     fn slowest_matched(&self) -> Option<u64> {
         self.raw_node
             .raft
