@@ -1690,6 +1690,18 @@ impl Peer {
                     region_id = region.id,
                     "split made a region whose peer here was removed"
                 );
+                // Its range holds the parent's data, which no region here
+                // owns any more: it goes, as TiKV clears a skipped split
+                // region's data. (No other region here can hold part of
+                // that range: the parent covered it until now.)
+                for cf in tikal_engine::DATA_CFS {
+                    tikal_engine::KvApply::delete_range(
+                        ctx,
+                        cf,
+                        &region.start_key,
+                        &region.end_key,
+                    );
+                }
                 continue;
             }
             ctx.put_new_region(region);

@@ -2723,6 +2723,80 @@ mod tests {
     }
 
     #[test]
+    fn a_split_region_whose_peer_here_was_removed_leaves_no_data_behind() {
+        // The split's new region 5 already had its peer here removed (it
+        // was made by a message, took a snapshot and was removed while
+        // this replica of the parent lagged). The split skips it, and the
+        // parent's data in its range has no region here to own it: it
+        // goes, as TiKV clears a skipped split region's data.
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, log, snaps) = engines(dir.path());
+        meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2), (3, 3)])).unwrap();
+        let mut wb = kv.write_batch();
+        meta::put_tombstone(&mut wb, 5, 15);
+        for key in [&b"b"[..], b"x"] {
+            for cf in tikal_engine::DATA_CFS {
+                wb.put(cf, key, b"v");
+            }
+        }
+        kv.write(wb, true).unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let (cfg, transport) = (RaftstoreConfig::default(), Box::new(NoTransport));
+        let mut store = Store::open(
+            1,
+            cfg,
+            kv.clone(),
+            log,
+            snaps,
+            Arc::new(Ignore),
+            transport,
+            events,
+        )
+        .unwrap();
+        let raft = &store.peers[&1].raw_node.raft;
+        let (term, last, last_term) = (
+            raft.term.max(1),
+            raft.raft_log.last_index(),
+            raft.raft_log.last_term(),
+        );
+        let split = tikal_proto::raft_cmdpb::BatchSplitRequest {
+            requests: vec![tikal_proto::raft_cmdpb::SplitRequest {
+                split_key: b"m".to_vec(),
+                new_region_id: 5,
+                new_peer_ids: vec![11, 12, 13],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let epoch = region(&[]).region_epoch.unwrap();
+        let split = Entry {
+            data: admin::encode_batch_split(split).into(),
+            context: admin::entry_context(true, &epoch).into(),
+            ..entry(last + 1, term)
+        };
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        (append.from, append.to, append.term) = (2, 1, term);
+        (append.index, append.log_term, append.commit) = (last, last_term, last + 1);
+        append.set_entries(vec![split].into());
+        store.step(between(2, 1, append));
+        store.on_ready().unwrap();
+        let kept = store.region(1).unwrap();
+        assert_eq!(store.regions().len(), 1, "region 5 is not started here");
+        let (ours, theirs) = match kept.start_key.is_empty() {
+            true => (&b"b"[..], &b"x"[..]),
+            false => (&b"x"[..], &b"b"[..]),
+        };
+        for cf in tikal_engine::DATA_CFS {
+            assert!(kv.get(cf, ours).unwrap().is_some(), "region 1's data stays");
+            assert!(
+                kv.get(cf, theirs).unwrap().is_none(),
+                "region 5's range is cleared"
+            );
+        }
+    }
+
+    #[test]
     fn a_removal_applied_before_a_crash_is_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
         {
