@@ -2652,6 +2652,24 @@ mod tests {
         assert!(kv.get(tikal_engine::CF_DEFAULT, b"x").unwrap().is_some());
     }
 
+    /// Leader 2's append of `entries` to store 1's peer 1, right after its
+    /// last entry and in a term at least its own, with all of them
+    /// committed.
+    fn committed_from_2(store: &Store, mut entries: Vec<Entry>) -> PeerMessage {
+        let raft = &store.peers[&1].raw_node.raft;
+        let (term, last) = (raft.term.max(1), raft.raft_log.last_index());
+        for (e, index) in entries.iter_mut().zip(last + 1..) {
+            (e.index, e.term) = (index, term);
+        }
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        (append.from, append.to, append.term) = (2, 1, term);
+        (append.index, append.log_term) = (last, raft.raft_log.last_term());
+        append.commit = last + entries.len() as u64;
+        append.set_entries(entries.into());
+        between(2, 1, append)
+    }
+
     /// Fails every command, as an entry a removed replica cannot apply
     /// (a CommitMerge whose source it no longer has) fails.
     struct Unappliable;
@@ -2683,12 +2701,6 @@ mod tests {
             events,
         )
         .unwrap();
-        let raft = &store.peers[&1].raw_node.raft;
-        let (term, last, last_term) = (
-            raft.term.max(1),
-            raft.raft_log.last_index(),
-            raft.raft_log.last_term(),
-        );
         // Leader 2 appends the removal of peer 1, then a command, and says
         // both are committed.
         use raft::eraftpb::{ConfChangeSingle, ConfChangeV2, EntryType};
@@ -2704,20 +2716,16 @@ mod tests {
         let context = tikal_proto::raft_cmdpb::ChangePeerV2Request {
             changes: vec![remove],
         };
-        let mut removal = entry(last + 1, term);
+        let mut removal = Entry::default();
         removal.set_entry_type(EntryType::EntryConfChangeV2);
         removal.data = protobuf::Message::write_to_bytes(&cc).unwrap().into();
         removal.context = prost::Message::encode_to_vec(&context).into();
         let command = Entry {
             data: b"after".to_vec().into(),
-            ..entry(last + 2, term)
+            ..Default::default()
         };
-        let mut append = Message::default();
-        append.set_msg_type(MessageType::MsgAppend);
-        (append.from, append.to, append.term) = (2, 1, term);
-        (append.index, append.log_term, append.commit) = (last, last_term, last + 2);
-        append.set_entries(vec![removal, command].into());
-        store.step(between(2, 1, append));
+        let append = committed_from_2(&store, vec![removal, command]);
+        store.step(append);
         store.on_ready().unwrap();
         assert!(store.peer_status(1).is_none(), "the removed peer is gone");
     }
@@ -2753,12 +2761,6 @@ mod tests {
             events,
         )
         .unwrap();
-        let raft = &store.peers[&1].raw_node.raft;
-        let (term, last, last_term) = (
-            raft.term.max(1),
-            raft.raft_log.last_index(),
-            raft.raft_log.last_term(),
-        );
         let split = tikal_proto::raft_cmdpb::BatchSplitRequest {
             requests: vec![tikal_proto::raft_cmdpb::SplitRequest {
                 split_key: b"m".to_vec(),
@@ -2772,14 +2774,10 @@ mod tests {
         let split = Entry {
             data: admin::encode_batch_split(split).into(),
             context: admin::entry_context(true, &epoch).into(),
-            ..entry(last + 1, term)
+            ..Default::default()
         };
-        let mut append = Message::default();
-        append.set_msg_type(MessageType::MsgAppend);
-        (append.from, append.to, append.term) = (2, 1, term);
-        (append.index, append.log_term, append.commit) = (last, last_term, last + 1);
-        append.set_entries(vec![split].into());
-        store.step(between(2, 1, append));
+        let append = committed_from_2(&store, vec![split]);
+        store.step(append);
         store.on_ready().unwrap();
         let kept = store.region(1).unwrap();
         assert_eq!(store.regions().len(), 1, "region 5 is not started here");
