@@ -152,6 +152,14 @@ async fn region_errors_name_the_current_region() {
         .store_id = 4242;
     let e = d.put_error(req).await.region_error.expect("region error");
     assert_eq!(e.store_not_match.unwrap().request_store_id, 4242);
+    // The store is checked before the region, as TiKV checks it: a client
+    // that reached the wrong store must hear so, whatever region it names.
+    let mut req = d.put(b"k", b"v", "");
+    let ctx = req.context.as_mut().unwrap();
+    ctx.region_id = 4243;
+    ctx.peer.as_mut().unwrap().store_id = 4242;
+    let e = d.put_error(req).await.region_error.expect("region error");
+    assert!(e.store_not_match.is_some(), "{e:?}");
 
     // None of these wrote.
     assert_eq!(d.get(b"k").await, None);

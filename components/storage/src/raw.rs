@@ -533,10 +533,7 @@ impl RawStorage {
             )));
         }
         let view = self.check_region(ctx, [start.as_slice()])?;
-        let region_end = &view.region.end_key;
-        if !region_end.is_empty() && (end.is_empty() || end > *region_end) {
-            return Err(key_not_in_region(&view, &end));
-        }
+        check_range_end(&view, &end)?;
         let op = RawOp::delete_range(cf, start, end);
         self.prepare(&view, vec![op], value::now_secs(), almost_full_ok(ctx))
     }
@@ -701,9 +698,9 @@ impl RawStorage {
         if let Some(cmd) = cmd {
             self.api().check_version(ctx, cmd)?;
         }
-        let view = self.router.region_view(ctx.region_id).ok_or(
-            tikal_raftstore::RaftstoreError::RegionNotFound(ctx.region_id),
-        )?;
+        // The store first, as TiKV checks it: a client that reached the
+        // wrong store (an address reused by another store) must refresh
+        // its store cache, which RegionNotFound would not make it do.
         if let Some(peer) = &ctx.peer {
             if peer.store_id != 0 && peer.store_id != self.store_id {
                 return Err(StorageError::region(errorpb::Error {
@@ -719,6 +716,9 @@ impl RawStorage {
                 }));
             }
         }
+        let view = self.router.region_view(ctx.region_id).ok_or(
+            tikal_raftstore::RaftstoreError::RegionNotFound(ctx.region_id),
+        )?;
         let replica_here = view
             .region
             .peers
@@ -943,6 +943,17 @@ fn key_not_in_region(view: &RegionView, key: &[u8]) -> StorageError {
     })
 }
 
+/// A delete range (whose start the region check took as a key) must end
+/// inside its region, as TiKV's apply checks it: one past the region's end
+/// would be cut short there without a word.
+pub(crate) fn check_range_end(view: &RegionView, end: &[u8]) -> Result<()> {
+    let region_end = view.region.end_key.as_slice();
+    if !region_end.is_empty() && (end.is_empty() || end > region_end) {
+        return Err(key_not_in_region(view, end));
+    }
+    Ok(())
+}
+
 /// Resolves a scan request's keys to bounds inside the region. `strict`
 /// (RawScan) requires the scan's first key to be in the region; batch scans
 /// and checksums clip each range to the region instead.
@@ -1165,6 +1176,20 @@ mod tests {
             .raw
             .prepare_delete_range(&ctx, "", b"k".to_vec(), b"k".to_vec());
         assert!(matches!(same, Err(StorageError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn a_delete_range_must_end_inside_its_region() {
+        let v = view(b"b", b"m");
+        assert!(check_range_end(&v, b"m").is_ok());
+        assert!(check_range_end(&v, b"c").is_ok());
+        for end in [&b"n"[..], b""] {
+            assert!(matches!(
+                check_range_end(&v, end),
+                Err(StorageError::Region(_))
+            ));
+        }
+        assert!(check_range_end(&view(b"b", b""), b"").is_ok());
     }
 
     #[test]

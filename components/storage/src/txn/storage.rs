@@ -672,8 +672,8 @@ impl TxnStorage {
         (encode_key(start), upper)
     }
 
-    /// Removes every version, lock and value of keys in `[start, end)`
-    /// within the region, through Raft.
+    /// Removes every version, lock and value of keys in `[start, end)`,
+    /// which must lie in the region, through Raft.
     pub async fn delete_range(
         &self,
         ctx: &kvrpcpb::Context,
@@ -681,9 +681,9 @@ impl TxnStorage {
         end: &[u8],
     ) -> TxnResult<()> {
         self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
-        let view = self
-            .raw
-            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
+        // The whole range must be in the region, as TiKV checks it.
+        let view = self.raw.check_txn_region(ctx, [start])?;
+        crate::raw::check_range_end(&view, end)?;
         let bounds = crate::raw::scan_bounds(&view, start, end, false, false)?;
         let (lower, upper) = Self::encoded_range(&bounds.lower, &bounds.upper);
         let mut b = Batch::default();
