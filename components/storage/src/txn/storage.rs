@@ -412,18 +412,24 @@ impl TxnStorage {
 
     // ---- reads ----
 
-    /// `ts` lowered below every lock (in memory or in CF lock) in the
-    /// view's range (user-key bounds).
+    /// `ts` lowered below every Put or Delete lock (in memory or in CF
+    /// lock) in the view's range (user-key bounds). Lock and pessimistic
+    /// locks change no value, and a pessimistic lock prewritten later
+    /// commits above a safe ts taken before (max_ts was raised to it), so
+    /// they hold no safe ts back, as TiKV tracks only the others.
     fn below_locks(
         &self,
         reader: &MvccReader<'_>,
         view: &tikal_raftstore::RegionView,
         ts: u64,
     ) -> TxnResult<u64> {
+        use crate::mvcc::record::LockType;
         let (start, end) = (&view.region.start_key, &view.region.end_key);
         let mut safe_ts = ts;
         let mut below_lock = |l: &crate::mvcc::record::Lock| {
-            safe_ts = safe_ts.min(l.ts.saturating_sub(1));
+            if matches!(l.lock_type, LockType::Put | LockType::Delete) {
+                safe_ts = safe_ts.min(l.ts.saturating_sub(1));
+            }
         };
         for (_, l) in self.cm.memory_locks_in(start, end) {
             below_lock(&l);
@@ -1123,6 +1129,20 @@ mod tests {
             other => panic!("the read must be refused, got {other:?}"),
         }
         assert_eq!(get(txn, &stale, 180).await.unwrap(), Some(b"new".to_vec()));
+        // A pessimistic lock elsewhere in the region changes no value and
+        // holds no stale read back (TiKV tracks Put and Delete locks only);
+        // a prewritten one does.
+        let mut held = Lock::new(LockType::Pessimistic, b"p".to_vec(), 170, 3_000);
+        held.for_update_ts = 170;
+        write(kv, CF_LOCK, encode_key(b"p"), held.to_bytes());
+        assert_eq!(get(txn, &stale, 180).await.unwrap(), Some(b"new".to_vec()));
+        let prewritten = Lock::new(LockType::Put, b"p".to_vec(), 170, 3_000);
+        write(kv, CF_LOCK, encode_key(b"p"), prewritten.to_bytes());
+        let refused = get(txn, &stale, 180).await;
+        assert!(
+            matches!(&refused, Err(TxnError::Storage(StorageError::Region(e))) if e.data_is_not_ready.is_some()),
+            "{refused:?}"
+        );
     }
 
     #[test]
