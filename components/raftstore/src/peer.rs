@@ -23,7 +23,8 @@ use std::sync::Arc;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeV2, Entry, EntryType, Snapshot,
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeV2, Entry, EntryType, Message,
+    MessageType, Snapshot,
 };
 use raft::{RawNode, StateRole};
 use tikal_engine::{KvEngine, RaftLogEngine};
@@ -101,6 +102,10 @@ impl CommandBatch {
     }
 }
 
+/// How far behind the leader's log a leader transfer's target may have
+/// applied (TiKV's `leader-transfer-max-log-lag` default).
+pub const LEADER_TRANSFER_MAX_LOG_LAG: u64 = 128;
+
 pub(crate) struct Peer {
     pub region: metapb::Region,
     pub meta: metapb::Peer,
@@ -157,6 +162,15 @@ pub(crate) struct Peer {
     pub leaderless_ticks: u64,
     /// Whether a Raft message reached this peer since the last tick.
     pub heard: bool,
+    /// Ranges a split gave to regions whose peers here were removed: their
+    /// data goes once the round has published this peer's narrower view
+    /// ([`Store::after_round`]), not before, or a stale read checking the
+    /// old view would read them emptied.
+    pub ranges_to_clear: Vec<(Vec<u8>, Vec<u8>)>,
+    /// On a leader: ticks since each other peer of the region was last
+    /// heard from (its down peers are those silent too long, see
+    /// [`Peer::down_peers`]).
+    silent_ticks: HashMap<u64, u64>,
     /// The store tick at which this peer last asked its region's other
     /// peers whether it is stale because a newer region's message found it
     /// over that region's range (see `Store::maybe_create_peer`): such
@@ -273,6 +287,10 @@ impl Peer {
         let apply_state = meta::load_apply_state(kv, region.id)?;
         let merging = meta::load_merge_state(kv, region.id)?;
         let mut peer = Peer::new(region, meta, apply_state, log, raft_cfg, logger)?;
+        if merging.is_some() {
+            // A prepared source serves no stale reads (see below).
+            peer.read_progress.invalidate();
+        }
         peer.merging = merging;
         // A region whose only voter is this peer needs no election timeout.
         let voters = &peer.raw_node.store().conf_state.voters;
@@ -346,6 +364,8 @@ impl Peer {
             merged: false,
             leaderless_ticks: 0,
             heard: false,
+            ranges_to_clear: vec![],
+            silent_ticks: HashMap::new(),
             asked_if_stale_at: None,
             removed_peers: vec![],
             full_disks: HashMap::new(),
@@ -439,6 +459,43 @@ impl Peer {
 
     pub fn term(&self) -> u64 {
         self.raw_node.raft.term
+    }
+
+    /// A message from `peer_id` arrived: it is not down.
+    pub fn heard_from(&mut self, peer_id: u64) {
+        if let Some(ticks) = self.silent_ticks.get_mut(&peer_id) {
+            *ticks = 0;
+        }
+    }
+
+    /// A tick passed: on a leader, every other peer not heard from since
+    /// is silent one tick longer (a peer new to the leader starts at 0,
+    /// as TiKV's leader starts each peer's clock when it takes over).
+    pub fn count_silence(&mut self) {
+        if !self.is_leader() {
+            self.silent_ticks.clear();
+            return;
+        }
+        let me = self.meta.id;
+        let peers: Vec<u64> = (self.region.peers.iter().map(|p| p.id))
+            .filter(|id| *id != me)
+            .collect();
+        self.silent_ticks.retain(|id, _| peers.contains(id));
+        for id in peers {
+            let ticks = self.silent_ticks.entry(id).or_insert(0);
+            *ticks = ticks.saturating_add(1);
+        }
+    }
+
+    /// On a leader, the peers not heard from for at least `ticks` ticks,
+    /// with how long (TiKV's down peers, reported to PD).
+    pub fn down_peers(&self, ticks: u64) -> Vec<(metapb::Peer, u64)> {
+        (self.region.peers.iter())
+            .filter_map(|p| {
+                let silent = *self.silent_ticks.get(&p.id)?;
+                (silent >= ticks).then(|| (p.clone(), silent))
+            })
+            .collect()
     }
 
     /// On a leader, the peers whose log is behind its compacted index:
@@ -738,8 +795,14 @@ impl Peer {
     /// target (see `admin.rs`) carries plain commands only, or when the
     /// log it would carry is over nine tenths of `entry_max` (TiKV's
     /// bound: the CommitMerge that carries it is one entry).
-    pub fn propose_prepare_merge(&mut self, target: metapb::Region, entry_max: u64, cb: Callback) {
-        let Some(cb) = self.check_admin(None, cb) else {
+    pub fn propose_prepare_merge(
+        &mut self,
+        epoch: Option<metapb::RegionEpoch>,
+        target: metapb::Region,
+        entry_max: u64,
+        cb: Callback,
+    ) {
+        let Some(cb) = self.check_admin(epoch, cb) else {
             return;
         };
         let refuse = |cb: Callback, why: String| {
@@ -882,6 +945,88 @@ impl Peer {
         };
         let conf = self.raw_node.raft.prs().conf().to_conf_state();
         majority(&conf.voters) && majority(&conf.voters_outgoing)
+    }
+
+    /// TiKV's handshake before a leader transfer (asked for by
+    /// [`Peer::ask_to_take_over`]): a follower asked by its leader answers
+    /// with its applied index unless it is taking a snapshot; the leader
+    /// hands over once that answer shows the target ready
+    /// ([`Peer::transfer_refused`]). Raft never steps these messages, so no
+    /// peer can take leadership by asking for it. The answer to send, if
+    /// any.
+    pub fn on_transfer_leader(&mut self, m: &Message) -> Option<Message> {
+        let raft = &self.raw_node.raft;
+        if m.log_term != raft.term {
+            return None;
+        }
+        if self.is_leader() {
+            match self.transfer_refused(m.from, m.index) {
+                Some(why) => info!(
+                    region_id = self.region.id,
+                    to = m.from,
+                    why,
+                    "leadership not handed over"
+                ),
+                None => {
+                    self.propose_pending();
+                    self.raw_node.transfer_leader(m.from);
+                }
+            }
+            return None;
+        }
+        if m.from != raft.leader_id || self.raw_node.snap().is_some() {
+            return None;
+        }
+        Some(self.transfer_leader_message(m.from, self.apply_state.applied_index))
+    }
+
+    /// On a leader: asks `to` whether it is ready to lead (see
+    /// [`Peer::on_transfer_leader`]). Refused at once while a membership
+    /// change is not applied here, as TiKV refuses it.
+    pub fn ask_to_take_over(&self, to: u64) -> std::result::Result<Message, &'static str> {
+        if self.raw_node.raft.has_pending_conf() {
+            return Err("a membership change is not applied yet");
+        }
+        Ok(self.transfer_leader_message(to, 0))
+    }
+
+    fn transfer_leader_message(&self, to: u64, index: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgTransferLeader);
+        (m.from, m.to) = (self.meta.id, to);
+        // The term rides in `log_term` too, as TiKV sends it.
+        (m.term, m.log_term) = (self.raw_node.raft.term, self.raw_node.raft.term);
+        m.index = index;
+        m
+    }
+
+    /// Why the leader must not hand over to `to`, whose applied index is
+    /// `applied`, if it must (TiKV's `ready_to_transfer_leader`): the
+    /// target must be a voter; no peer may be taking a snapshot; no
+    /// membership change may be pending here or unapplied there (a target
+    /// that has not applied its own promotion ignores the hand-over, and
+    /// the region refuses writes for an election timeout); nor a merge;
+    /// and its applied log must be within [`LEADER_TRANSFER_MAX_LOG_LAG`]
+    /// of ours, or it would lead without serving reads for long.
+    fn transfer_refused(&self, to: u64, applied: u64) -> Option<&'static str> {
+        let raft = &self.raw_node.raft;
+        let conf = raft.prs().conf().to_conf_state();
+        if !conf.voters.contains(&to) {
+            return Some("not a voter");
+        }
+        if (raft.prs().iter()).any(|(_, p)| p.state == raft::ProgressState::Snapshot) {
+            return Some("a peer is taking a snapshot");
+        }
+        if raft.has_pending_conf() || raft.pending_conf_index > applied {
+            return Some("a membership change is pending");
+        }
+        if self.merge_pending() {
+            return Some("a merge is pending");
+        }
+        if raft.raft_log.last_index() >= applied.saturating_add(LEADER_TRANSFER_MAX_LOG_LAG) {
+            return Some("its log lags");
+        }
+        None
     }
 
     /// On a leader that refuses writes for its own disk, hands leadership
@@ -1509,6 +1654,10 @@ impl Peer {
         };
         ctx.put_region(&self.region);
         ctx.put_merge_state(&state);
+        // Its target may take writes in its range from now on, which the
+        // source's safe ts would not cover: no stale reads here until the
+        // merge rolls back, as TiKV discards the source's read progress.
+        self.read_progress.invalidate();
         info!(
             region_id = self.region.id,
             target = state.target.id,
@@ -1653,6 +1802,7 @@ impl Peer {
         ctx.put_region(&self.region);
         ctx.delete_merge_state();
         self.merging = None;
+        self.read_progress.resume();
         info!(region_id = self.region.id, "merge rolled back");
         Ok(vec![self.region.clone()])
     }
@@ -1691,17 +1841,11 @@ impl Peer {
                     "split made a region whose peer here was removed"
                 );
                 // Its range holds the parent's data, which no region here
-                // owns any more: it goes, as TiKV clears a skipped split
-                // region's data. (No other region here can hold part of
-                // that range: the parent covered it until now.)
-                for cf in tikal_engine::DATA_CFS {
-                    tikal_engine::KvApply::delete_range(
-                        ctx,
-                        cf,
-                        &region.start_key,
-                        &region.end_key,
-                    );
-                }
+                // owns any more: it goes (after the round publishes the
+                // narrower parent), as TiKV clears a skipped split region's
+                // data. No other region here can hold part of that range:
+                // the parent covered it until now.
+                (self.ranges_to_clear).push((region.start_key.clone(), region.end_key.clone()));
                 continue;
             }
             ctx.put_new_region(region);
@@ -1822,6 +1966,7 @@ impl Peer {
         self.apply_state = state;
         self.visible_applied = state.applied_index;
         self.applied_term = snap.get_metadata().term;
+        self.read_progress.resume();
         self.read_progress.applied_to(state.applied_index);
         self.raw_node.mut_store().apply_snapshot(snap);
         Ok(())

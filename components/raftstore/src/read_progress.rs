@@ -18,7 +18,13 @@
 //! replica's data (a snapshot, or destroying the peer) first invalidates
 //! everything and bumps a generation: a stale read that overlapped it
 //! sees the generation move and is refused rather than answered from
-//! half-replaced data.
+//! half-replaced data. Invalidated, the progress takes no pair until it
+//! is resumed (a snapshot fully applied), as TiKV pauses it: a pair the
+//! leader sends meanwhile would otherwise be served at once against the
+//! applied index from before the snapshot, over half-replaced data. A
+//! merge's source is invalidated once its PrepareMerge applies (its
+//! target may take writes in its range from then on, as TiKV discards
+//! it) and resumed if the merge rolls back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +58,8 @@ struct Inner {
     /// States from the leader beyond this replica's applied index, in
     /// index order.
     pending: VecDeque<ReadState>,
+    /// Invalidated and not resumed: states from the leader are dropped.
+    paused: bool,
 }
 
 impl ReadProgress {
@@ -70,6 +78,9 @@ impl ReadProgress {
     /// A state from the region's leader (already checked to lead).
     pub fn update(&self, state: ReadState) {
         let mut inner = self.inner.lock();
+        if inner.paused {
+            return;
+        }
         if state.version < inner.ready.version
             || (state.version == inner.ready.version && state.safe_ts <= inner.ready.safe_ts)
         {
@@ -99,7 +110,16 @@ impl ReadProgress {
     pub fn invalidate(&self) {
         let mut inner = self.inner.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        *inner = Inner::default();
+        *inner = Inner {
+            paused: true,
+            ..Inner::default()
+        };
+    }
+
+    /// The replica's data is in place again: states from the leader are
+    /// taken again.
+    pub(crate) fn resume(&self) {
+        self.inner.lock().paused = false;
     }
 
     /// Changes whenever the replica's data was replaced (see the module
@@ -225,8 +245,13 @@ mod tests {
         p.invalidate();
         assert_ne!(p.generation(), before);
         assert_eq!(p.safe_ts(1), 0);
+        // A state sent while the data is being replaced is not taken: it
+        // would be served against the applied index from before.
+        p.update(state(5, 120, 1));
+        assert_eq!(p.safe_ts(1), 0, "taken while paused");
         p.applied_to(20);
         assert_eq!(p.safe_ts(1), 0, "a state from before is gone");
+        p.resume();
         p.update(state(20, 150, 1));
         assert_eq!(p.safe_ts(1), 150, "a lower safe ts is taken after a reset");
     }

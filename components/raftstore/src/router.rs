@@ -113,6 +113,7 @@ enum Msg {
     },
     PrepareMerge {
         region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
         target: metapb::Region,
         cb: Callback,
     },
@@ -305,15 +306,19 @@ impl Router {
     /// Prepares merging the region into the adjacent `target` through
     /// Raft and waits until that is applied, returning the region as
     /// prepared; the store then carries the merge through by itself.
+    /// `epoch`: the source's epoch as PD planned the merge (refused with
+    /// EpochNotMatch if it moved since).
     pub async fn prepare_merge(
         &self,
         region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
         target: metapb::Region,
     ) -> Result<Vec<metapb::Region>> {
         let (cb, rx) = oneshot::channel();
         self.admin(
             Msg::PrepareMerge {
                 region_id,
+                epoch,
                 target,
                 cb,
             },
@@ -671,9 +676,12 @@ impl Runner {
             } => self.store.propose_batch_split(region_id, epoch, req, cb),
             Msg::PrepareMerge {
                 region_id,
+                epoch,
                 target,
                 cb,
-            } => self.store.propose_prepare_merge(region_id, target, cb),
+            } => self
+                .store
+                .propose_prepare_merge(region_id, epoch, target, cb),
             Msg::DestroyStale {
                 region_id,
                 peer_id,

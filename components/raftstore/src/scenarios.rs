@@ -304,6 +304,8 @@ impl Cluster {
             // A peer that hears no leader for this long asks PD (`chaos.rs`
             // plays PD's part).
             max_leader_missing: RaftstoreConfig::default().base_tick * 50,
+            // A peer silent to its leader this long is down (`region`).
+            max_peer_down: RaftstoreConfig::default().base_tick * 30,
             raft_entry_max_size: self.entry_max,
             ..Default::default()
         };
@@ -548,7 +550,8 @@ impl Cluster {
         let target = self.store(s)?.region(target).ok_or("no target peer")?;
         let (tx, answer) = oneshot::channel();
         let target_id = target.id;
-        self.store(s)?.propose_prepare_merge(source, target, tx);
+        self.store(s)?
+            .propose_prepare_merge(source, None, target, tx);
         self.proposals.push(Proposal {
             store: s,
             cmd: format!("merge region {source} into {target_id}"),
@@ -618,9 +621,18 @@ impl Cluster {
                     format!("{}@{}:{role}", p.id, p.store_id)
                 })
                 .collect();
+            let views = store.views();
+            let down: Vec<String> = (views.read().get(&REGION).into_iter())
+                .flat_map(|v| &v.down_peers)
+                .map(|(p, secs)| format!("{}@{} for {secs}s", p.id, p.store_id))
+                .collect();
+            let down = match down.is_empty() {
+                true => String::new(),
+                false => format!(" down={}", down.join(",")),
+            };
             let _ = writeln!(
                 o,
-                "store {s}: conf_ver={conf_ver} peers={}",
+                "store {s}: conf_ver={conf_ver} peers={}{down}",
                 peers.join(" ")
             );
         }

@@ -88,6 +88,9 @@ pub struct RaftstoreConfig {
     /// is reported ([`StoreEvent::LeaderMissing`]), and again each time as
     /// long again.
     pub max_leader_missing: Duration,
+    /// A peer its leader has not heard from this long is down
+    /// ([`RegionView::down_peers`]; upstream's `max-peer-down-duration`).
+    pub max_peer_down: Duration,
 }
 
 impl Default for RaftstoreConfig {
@@ -114,6 +117,7 @@ impl Default for RaftstoreConfig {
             split_check: SplitCheckConfig::default(),
             // Upstream's `max-leader-missing-duration`.
             max_leader_missing: Duration::from_secs(2 * 3600),
+            max_peer_down: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -131,6 +135,10 @@ pub struct RegionView {
     /// On a leader: peers that still wait for a snapshot (PD promotes a
     /// learner only once it is not pending).
     pub pending_peers: Vec<metapb::Peer>,
+    /// On a leader: peers not heard from for `max-peer-down-duration`,
+    /// with how many seconds (PD's down peers: it moves neither leaders
+    /// nor merges onto them, and upstream PD replaces them).
+    pub down_peers: Vec<(metapb::Peer, u64)>,
     /// Size and keys at this peer's last split check of the region's
     /// current range (None until one ran here since the range last
     /// changed: a split, a merge or a snapshot).
@@ -173,6 +181,7 @@ struct Published {
     term: u64,
     epoch: metapb::RegionEpoch,
     pending_peers: Vec<u64>,
+    down_peers: Vec<u64>,
     approximate: Option<RegionStats>,
 }
 
@@ -431,11 +440,38 @@ impl Store {
         }
     }
 
-    /// Proposes merging the region into the adjacent `target` (PD's merge
-    /// operator); the merge then proceeds on ticks ([`Store::tick`]).
-    pub fn propose_prepare_merge(&mut self, region_id: u64, target: metapb::Region, cb: Callback) {
+    /// Proposes merging the region, at `epoch` if given (PD's), into the
+    /// adjacent `target` (PD's merge operator); the merge then proceeds
+    /// on ticks ([`Store::tick`]). Refused, as TiKV refuses it, unless
+    /// this store's replica of the target is the target PD planned with
+    /// (its range and epoch): a target that moved on since would only be
+    /// found after the PrepareMerge, and rolled back.
+    pub fn propose_prepare_merge(
+        &mut self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        target: metapb::Region,
+        cb: Callback,
+    ) {
+        let here = self.peers.get(&target.id).map(|p| &p.region);
+        let matches = here.is_some_and(|r| {
+            (r.start_key == target.start_key && r.end_key == target.end_key)
+                && r.region_epoch == target.region_epoch
+        });
+        if !matches {
+            let why = match here {
+                None => format!("target region {} is not on this store", target.id),
+                Some(r) => format!(
+                    "target region {} is not as planned: {:?} here, {:?} planned",
+                    target.id, r.region_epoch, target.region_epoch
+                ),
+            };
+            let _ = cb.send(Err(RaftstoreError::Merge(why)));
+            return;
+        }
+        let entry_max = self.cfg.raft_entry_max_size;
         match self.peers.get_mut(&region_id) {
-            Some(peer) => peer.propose_prepare_merge(target, self.cfg.raft_entry_max_size, cb),
+            Some(peer) => peer.propose_prepare_merge(epoch, target, entry_max, cb),
             None => {
                 let _ = cb.send(Err(RaftstoreError::RegionNotFound(region_id)));
             }
@@ -863,6 +899,14 @@ impl Store {
         peer.peer_cache.insert(msg.from.id, msg.from.clone());
         peer.note_disk_usage(msg.from.id, msg.disk_usage);
         peer.heard = true;
+        peer.heard_from(msg.from.id);
+        if message.get_msg_type() == MessageType::MsgTransferLeader {
+            if let Some(answer) = peer.on_transfer_leader(&message) {
+                Self::send(self.transport.as_mut(), peer, vec![answer]);
+                self.transport.flush();
+            }
+            return;
+        }
         if let Err(e) = peer.raw_node.step(message) {
             debug!(region_id, error = %e, "raft message rejected");
         }
@@ -1036,6 +1080,7 @@ impl Store {
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
             peer.tick_reads();
+            peer.count_silence();
             if peer.disk_windows_due() {
                 peer.pause_full_followers();
             }
@@ -1071,6 +1116,9 @@ impl Store {
         if self.ticks.is_multiple_of(self.election_ticks()) {
             self.tell_removed_peers();
         }
+        // Peers silent long enough are down now, or heard from again: a
+        // round with nothing to do would not publish that.
+        self.publish_all();
     }
 
     /// The election timeout in ticks (at least one).
@@ -1142,10 +1190,27 @@ impl Store {
 
     /// `max_leader_missing` in ticks (at least one).
     fn leader_missing_ticks(&self) -> u64 {
+        self.ticks_in(self.cfg.max_leader_missing)
+    }
+
+    /// How many ticks a peer may stay silent to its leader before it is
+    /// down.
+    fn down_ticks(&self) -> u64 {
+        self.ticks_in(self.cfg.max_peer_down)
+    }
+
+    /// The whole ticks in `d`, at least one.
+    fn ticks_in(&self, d: Duration) -> u64 {
         let tick = self.cfg.base_tick.as_nanos().max(1);
-        u64::try_from(self.cfg.max_leader_missing.as_nanos() / tick)
+        u64::try_from(d.as_nanos() / tick)
             .unwrap_or(u64::MAX)
             .max(1)
+    }
+
+    /// `ticks` in whole seconds.
+    fn ticks_to_secs(&self, ticks: u64) -> u64 {
+        let ms = u64::try_from(self.cfg.base_tick.as_millis()).unwrap_or(u64::MAX);
+        ticks.saturating_mul(ms) / 1000
     }
 
     /// Destroys this store's peer `peer_id` of a region PD found it stale
@@ -1243,8 +1308,16 @@ impl Store {
             debug!(region_id, to, "no leadership to a store short of room");
             return Ok(());
         }
-        peer.propose_pending();
-        peer.raw_node.transfer_leader(to);
+        // First the target is asked whether it is ready (TiKV's
+        // handshake): it answers with its applied index, and the transfer
+        // starts only if that shows it ready ([`Peer::on_transfer_leader`]).
+        match peer.ask_to_take_over(to) {
+            Ok(ask) => {
+                Self::send(self.transport.as_mut(), peer, vec![ask]);
+                self.transport.flush();
+            }
+            Err(why) => debug!(region_id, to, why, "no leadership transfer now"),
+        }
         Ok(())
     }
 
@@ -1509,6 +1582,9 @@ impl Store {
                 .map(|(id, _)| *id)
                 .collect()
         };
+        let to_clear: Vec<(Vec<u8>, Vec<u8>)> = (self.peers.values_mut())
+            .flat_map(|p| p.ranges_to_clear.drain(..))
+            .collect();
         // A merge's source that was behind may have applied a split of its
         // own log while it caught up: those regions start all the same.
         let mut made = vec![];
@@ -1531,6 +1607,18 @@ impl Store {
         }
         self.start_split_peers(made)?;
         self.publish_all();
+        if !to_clear.is_empty() {
+            // Split ranges no region here owns (see `Peer::ranges_to_clear`),
+            // once no view shows them any more. A crash before this write
+            // leaves them, unowned and unread, as before.
+            let mut wb = self.kv.write_batch();
+            for (start, end) in &to_clear {
+                for cf in tikal_engine::DATA_CFS {
+                    wb.delete_range(cf, start, end);
+                }
+            }
+            self.kv.write(wb, false)?;
+        }
         for peer in self.peers.values_mut() {
             peer.answer_replica_reads();
         }
@@ -1721,12 +1809,17 @@ impl Store {
             }
             let leader = peer.leader();
             let pending_peers = peer.pending_peers();
+            let down_ticks = self.down_ticks();
+            let down: Vec<(metapb::Peer, u64)> = (peer.down_peers(down_ticks).into_iter())
+                .map(|(p, ticks)| (p, self.ticks_to_secs(ticks)))
+                .collect();
             let key = Published {
                 serves_reads: peer.serves_reads(),
                 leader_id: leader.as_ref().map_or(0, |p| p.id),
                 term: peer.term(),
                 epoch: peer.region.region_epoch.clone().unwrap_or_default(),
                 pending_peers: pending_peers.iter().map(|p| p.id).collect(),
+                down_peers: down.iter().map(|(p, _)| p.id).collect(),
                 approximate: peer.approximate,
             };
             if self.published.get(id) == Some(&key) {
@@ -1739,6 +1832,7 @@ impl Store {
                 is_leader: peer.serves_reads(),
                 term: peer.term(),
                 pending_peers,
+                down_peers: down,
                 approximate: peer.approximate,
                 written: peer.written.clone(),
                 read_progress: peer.read_progress.clone(),
@@ -2919,20 +3013,65 @@ mod tests {
         assert_eq!(vote_after_restart(d, 9, 22), Some(false));
     }
 
-    #[test]
-    fn a_store_whose_regions_overlap_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let with_range = |id: u64, start: &[u8], end: &[u8]| metapb::Region {
+    /// Region `id` over `[start, end)`, its sole voter on store 1.
+    fn with_range(id: u64, start: &[u8], end: &[u8]) -> metapb::Region {
+        metapb::Region {
             id,
             start_key: start.to_vec(),
             end_key: end.to_vec(),
             ..region(&[(id, 1)])
-        };
-        {
-            let (kv, _, _) = engines(dir.path());
-            meta::write_initial_region(&kv, &with_range(1, b"", b"m")).unwrap();
-            meta::write_initial_region(&kv, &with_range(2, b"m", b"")).unwrap();
         }
+    }
+
+    /// Regions 1 `[.., m)` and 2 `[m, ..)` in `dir`, each a sole voter on
+    /// store 1.
+    fn two_adjacent_regions(dir: &std::path::Path) {
+        let (kv, _, _) = engines(dir);
+        meta::write_initial_region(&kv, &with_range(1, b"", b"m")).unwrap();
+        meta::write_initial_region(&kv, &with_range(2, b"m", b"")).unwrap();
+    }
+
+    #[test]
+    fn a_prepared_merge_source_takes_no_safe_ts() {
+        // Once its PrepareMerge applies, the source's target may take
+        // writes in its range, which the source's safe ts would not cover:
+        // its read progress takes no pair from its leader (as TiKV
+        // discards it), also after a restart.
+        let dir = tempfile::tempdir().unwrap();
+        two_adjacent_regions(dir.path());
+        let taken = |store: &Store| {
+            let view = store.views().read().get(&1).cloned().unwrap();
+            let version = crate::region_version(&view.region);
+            let progress = &view.read_progress;
+            progress.update(crate::ReadState {
+                applied_index: progress.applied(),
+                safe_ts: 100,
+                version,
+            });
+            progress.ready(version).is_some()
+        };
+        let mut store = open(dir.path());
+        store.on_ready().unwrap();
+        store.on_ready().unwrap();
+        assert!(taken(&store), "before the merge, a pair is taken");
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        let target = store.region(2).unwrap();
+        store.propose_prepare_merge(1, None, target, cb);
+        store.on_ready().unwrap();
+        assert!(rx.try_recv().is_ok_and(|r| r.is_ok()), "merge prepared");
+        assert!(store.is_merging(1));
+        assert!(!taken(&store), "a prepared source takes no pair");
+        drop(store);
+        let mut store = open(dir.path());
+        store.on_ready().unwrap();
+        assert!(store.is_merging(1));
+        assert!(!taken(&store), "nor after a restart");
+    }
+
+    #[test]
+    fn a_store_whose_regions_overlap_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        two_adjacent_regions(dir.path());
         assert_eq!(open(dir.path()).regions().len(), 2, "adjacent is fine");
         {
             let (kv, _, _) = engines(dir.path());
@@ -3038,6 +3177,11 @@ mod tests {
         // Raft drops proposals while a transfer is under way. A NotLeader
         // naming this peer would send the client straight back here.
         store.transfer_leader(1, 2).unwrap();
+        // Peer 2 answers the leader's handshake: ready, all applied.
+        let status = store.peer_status(1).unwrap();
+        let mut ready = peer_2_says(MessageType::MsgTransferLeader, status.term);
+        (ready.message.log_term, ready.message.index) = (status.term, status.last_index);
+        store.step(ready);
         let (cb, mut rx) = tokio::sync::oneshot::channel();
         store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
         match rx.try_recv() {

@@ -277,6 +277,9 @@ pub struct RaftstoreSection {
     /// asks PD whether it is stale
     /// (upstream's key and default).
     pub max_leader_missing_duration: String,
+    /// A peer its leader has not heard from this long is reported to PD
+    /// as down (upstream's key and default).
+    pub max_peer_down_duration: String,
     /// How often leaders look for regions due a split check, and how many
     /// bytes of writes make a region due (default: region-split-size / 16).
     pub split_region_check_tick_interval: String,
@@ -435,6 +438,7 @@ impl Default for RaftstoreSection {
             pd_heartbeat_tick_interval: "10s".into(),
             pd_store_heartbeat_tick_interval: "10s".into(),
             max_leader_missing_duration: "2h".into(),
+            max_peer_down_duration: "10m".into(),
             split_region_check_tick_interval: "10s".into(),
             region_split_check_diff: None,
             raft_entry_max_size: "8MiB".into(),
@@ -516,6 +520,7 @@ impl TikvConfig {
             &ticks.pd_heartbeat_tick_interval,
             &ticks.pd_store_heartbeat_tick_interval,
             &ticks.max_leader_missing_duration,
+            &ticks.max_peer_down_duration,
             &self.pessimistic_txn.wait_for_lock_timeout,
             &self.gc.poll_safe_point_interval,
             &self.resolved_ts.advance_ts_interval,

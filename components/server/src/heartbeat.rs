@@ -241,9 +241,10 @@ fn carry_out(
     }
     if let Some(target) = r.merge.and_then(|m| m.target) {
         let router = router.clone();
+        let epoch = r.region_epoch.clone();
         tokio::spawn(async move {
             let target_id = target.id;
-            match router.prepare_merge(region_id, target).await {
+            match router.prepare_merge(region_id, epoch, target).await {
                 Ok(_) => info!(region_id, target = target_id, "merge prepared"),
                 Err(e) => debug!(region_id, error = %e, "merge not prepared"),
             }
@@ -365,6 +366,12 @@ async fn send(
             .or_else(|| Some(metapb::Peer::default())),
         term: view.term,
         pending_peers: view.pending_peers.clone(),
+        down_peers: (view.down_peers.iter())
+            .map(|(peer, secs)| pdpb::PeerStats {
+                peer: Some(peer.clone()),
+                down_seconds: *secs,
+            })
+            .collect(),
         approximate_size: reported_size(view.approximate),
         approximate_keys: view.approximate.map_or(0, |a| a.keys),
         bytes_written,

@@ -119,6 +119,7 @@ pub async fn run(
         write_bandwidth: parse_size(&cfg.quota.foreground_write_bandwidth)?,
         split_check: cfg.split_check()?,
         max_leader_missing: parse_duration(&cfg.raftstore.max_leader_missing_duration)?,
+        max_peer_down: parse_duration(&cfg.raftstore.max_peer_down_duration)?,
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -336,6 +336,7 @@ mod tests {
             is_leader: false,
             term: 7,
             pending_peers: vec![],
+            down_peers: vec![],
             approximate: None,
             written: Default::default(),
             read_progress: Default::default(),

@@ -1057,6 +1057,7 @@ mod tests {
             is_leader: true,
             term: 1,
             pending_peers: vec![],
+            down_peers: vec![],
             approximate: None,
             written: Default::default(),
             read_progress: Default::default(),
