@@ -58,6 +58,7 @@
 //!                           `force`: up to the applied index even past slow
 //!                           followers), which every replica applies
 //! region                    each store's view of region 1: conf_ver and peers
+//!                           (a leader's also its down peers)
 //! partition S...            cut the stores off from the rest (messages across are dropped)
 //! heal                      reconnect everyone
 //! hold S                    keep snapshots sent to store S in flight (a slow

@@ -295,12 +295,7 @@ impl TxnStorage {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(StorageError::region(errorpb::Error {
-                    message: format!("max ts of region {} is not synced yet", view.region.id),
-                    max_timestamp_not_synced: Some(Default::default()),
-                    ..Default::default()
-                })
-                .into());
+                return Err(max_ts_not_synced(view.region.id).into());
             }
             let _ = tokio::time::timeout(left, notified).await;
         }
@@ -352,6 +347,18 @@ impl TxnStorage {
             .raw
             .check_txn_region(ctx, keys.iter().map(Vec::as_slice))?;
         let latches = self.latches.acquire(keys.iter().map(Vec::as_slice)).await;
+        if cmd.needs_synced_max_ts() {
+            // Checked again once latched, as TiKV checks it on the snapshot
+            // taken after latches: leadership may have moved (and come
+            // back) while the command waited, and a term that has not
+            // synced max_ts may commit below a read another leader served.
+            let now = self.raw.region_view(view.region.id);
+            let synced =
+                now.is_some_and(|v| v.term == view.term && self.max_ts_synced(&v.region, v.term));
+            if !synced {
+                return Err(max_ts_not_synced(view.region.id).into());
+            }
+        }
         let (out, mut batch) = {
             let mut pctx = ProcessContext::new(self.raw.engine(), &self.cm, &self.waits);
             let out = cmd.process(&mut pctx);
@@ -856,6 +863,16 @@ fn data_is_not_ready(
     .into()
 }
 
+/// The region's leader term has not synced `max_ts` from PD (yet): the
+/// client retries.
+fn max_ts_not_synced(region_id: u64) -> StorageError {
+    StorageError::region(errorpb::Error {
+        message: format!("max ts of region {region_id} is not synced yet"),
+        max_timestamp_not_synced: Some(Default::default()),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,28 +882,38 @@ mod tests {
     use crate::txn::MaxTsPolicy;
     use tikal_engine::CF_LOCK;
 
+    /// An async-commit prewrite of `k` = `v` at `start_version`.
+    fn async_put_k(start_version: u64) -> kvrpcpb::PrewriteRequest {
+        kvrpcpb::PrewriteRequest {
+            context: Some(ctx()),
+            mutations: vec![kvrpcpb::Mutation {
+                op: kvrpcpb::Op::Put as i32,
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            }],
+            primary_lock: b"k".to_vec(),
+            start_version,
+            lock_ttl: 3_000,
+            use_async_commit: true,
+            ..Default::default()
+        }
+    }
+
+    /// The test store's leader term has synced max_ts.
+    fn synced(txn: &TxnStorage) {
+        let view = txn.raw.region_view(1).unwrap();
+        txn.sync_max_ts(&view.region, view.term, 1);
+    }
+
     #[tokio::test]
     async fn a_prewrite_whose_caller_gives_up_releases_its_memory_lock_once_applied() {
         let dir = tempfile::tempdir().unwrap();
         let store = one_store(dir.path()).await;
         let (txn, kv) = (&store.txn, &store.kv);
-        let prewrite = |start_version| {
-            commands::Prewrite::from_request(kvrpcpb::PrewriteRequest {
-                context: Some(ctx()),
-                mutations: vec![kvrpcpb::Mutation {
-                    op: kvrpcpb::Op::Put as i32,
-                    key: b"k".to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                }],
-                primary_lock: b"k".to_vec(),
-                start_version,
-                lock_ttl: 3_000,
-                use_async_commit: true,
-                ..Default::default()
-            })
-            .unwrap()
-        };
+        synced(txn);
+        let prewrite =
+            |start_version| commands::Prewrite::from_request(async_put_k(start_version)).unwrap();
         // Polled once: proposed, then dropped, as a cancelled request's
         // handler is.
         let (first, context) = (prewrite(10), ctx());
@@ -1091,6 +1118,36 @@ mod tests {
             other => panic!("the read must meet the lock, got {other:?}"),
         }
         assert_eq!(txn.cm.max_ts(), 20);
+    }
+
+    #[tokio::test]
+    async fn an_async_commit_prewrite_checks_max_ts_synced_again_once_latched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_store(dir.path()).await;
+        let txn = &store.txn;
+        synced(txn);
+        let req = async_put_k(10);
+        // Another command holds the key's latch: the prewrite passes the
+        // sync check and waits for it.
+        let held = txn.latches.acquire([&b"k"[..]]).await;
+        let mut prewrite = Box::pin(txn.prewrite(req));
+        let waiting = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(prewrite.as_mut(), cx).is_pending())
+        });
+        assert!(waiting.await, "the prewrite waits for the latch");
+        // Meanwhile leadership moved (a term that has synced nothing).
+        txn.max_ts_synced.lock().clear();
+        drop(held);
+        match prewrite.await {
+            Err(TxnError::Storage(StorageError::Region(e))) => {
+                assert!(e.max_timestamp_not_synced.is_some(), "{e:?}")
+            }
+            other => panic!("expected MaxTimestampNotSynced, got {other:?}"),
+        }
+        assert!(
+            (store.kv.get(CF_LOCK, &encode_key(b"k")).unwrap()).is_none(),
+            "nothing written"
+        );
     }
 
     #[tokio::test]

@@ -62,6 +62,13 @@ pub trait WriteCommand {
     fn allowed_on_almost_full(&self) -> bool {
         false
     }
+
+    /// Whether the command decides a commit ts from `max_ts` (an
+    /// async-commit or 1PC prewrite): the leader's term must have synced
+    /// `max_ts` from PD, and still lead in that term when it decides.
+    fn needs_synced_max_ts(&self) -> bool {
+        false
+    }
 }
 
 /// What a command decides from, and the batch it decides into.

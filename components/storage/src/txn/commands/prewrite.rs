@@ -288,6 +288,10 @@ impl WriteCommand for Prewrite {
         self.mutations.iter().map(|m| m.key.clone()).collect()
     }
 
+    fn needs_synced_max_ts(&self) -> bool {
+        self.use_async_commit || self.try_one_pc
+    }
+
     fn process(&self, ctx: &mut ProcessContext<'_>) -> TxnResult<PrewriteOutcome> {
         let start_ts = self.start_ts;
         let async_commit = self.use_async_commit || self.try_one_pc;
