@@ -39,9 +39,13 @@
 //! split S key... [region=R] store S proposes splitting region R (default 1)
 //!                           at the keys; new regions get ids 2, 3, … and
 //!                           peer ids 10 × region + store (answered later)
-//! merge S source=R target=T store S proposes merging region R into the
-//!                           adjacent region T (answered later); ticks then
-//!                           carry the merge through or roll it back
+//! merge S source=R target=T [stale=R|T]
+//!                           store S proposes merging region R into the
+//!                           adjacent region T (answered later), with the
+//!                           source's epoch and the target as PD planned
+//!                           them (`stale`: PD saw that region one version
+//!                           older); ticks then carry the merge through or
+//!                           roll it back
 //! regions                   each store's regions: id, range, version, role
 //!                           (and `merging` while a merge is prepared)
 //! transfer_leader S to=T [region=R]
@@ -548,11 +552,32 @@ impl Cluster {
     /// Store `s` proposes merging region `source` into `target` (the
     /// target as store `s` knows it).
     pub(crate) fn merge(&mut self, s: u64, source: u64, target: u64) -> Res<()> {
-        let target = self.store(s)?.region(target).ok_or("no target peer")?;
+        self.merge_as_planned(s, source, target, None)
+    }
+
+    /// [`Cluster::merge`] as PD planned it, seeing region `stale` (the
+    /// source or the target) one version older than it is (a plan made
+    /// before a split PD has not heard of): PD's epoch for the source and
+    /// its copy of the target go with the command.
+    fn merge_as_planned(
+        &mut self,
+        s: u64,
+        source: u64,
+        target: u64,
+        stale: Option<u64>,
+    ) -> Res<()> {
+        let store = self.store(s)?;
+        let mut target = store.region(target).ok_or("no target peer")?;
+        let mut epoch = store.region(source).ok_or("no source peer")?.region_epoch;
+        for (id, e) in [(source, &mut epoch), (target.id, &mut target.region_epoch)] {
+            if let Some(e) = e.as_mut().filter(|_| stale == Some(id)) {
+                e.version = e.version.saturating_sub(1);
+            }
+        }
         let (tx, answer) = oneshot::channel();
         let target_id = target.id;
         self.store(s)?
-            .propose_prepare_merge(source, None, target, tx);
+            .propose_prepare_merge(source, epoch, target, tx);
         self.proposals.push(Proposal {
             store: s,
             cmd: format!("merge region {source} into {target_id}"),
@@ -923,7 +948,8 @@ impl goldenscript::Runner for Runner {
                     .ok_or("merge S source=R target=T")?;
                 let source: u64 = key_arg(&args, "source").ok_or("source=R")?.parse()?;
                 let target: u64 = key_arg(&args, "target").ok_or("target=T")?.parse()?;
-                c.merge(s, source, target)?;
+                let stale = key_arg(&args, "stale").map(str::parse).transpose()?;
+                c.merge_as_planned(s, source, target, stale)?;
             }
             "region" => out = self.cluster()?.regions(),
             "change" => {
