@@ -1800,9 +1800,12 @@ impl Store {
     }
 
     /// Publishes the views of regions whose leadership, term or epoch
-    /// changed, and reports them as events.
+    /// changed, and reports them as events. A view's down peers' times
+    /// are brought up to date without an event (PD reads them in the
+    /// periodic heartbeat, as TiKV counts `down_seconds` at each one).
     pub fn publish_all(&mut self) {
         let mut changed = vec![];
+        let mut down_longer = vec![];
         for (id, peer) in &self.peers {
             if !peer.is_initialized() {
                 continue;
@@ -1823,6 +1826,9 @@ impl Store {
                 approximate: peer.approximate,
             };
             if self.published.get(id) == Some(&key) {
+                if !down.is_empty() {
+                    down_longer.push((*id, down));
+                }
                 continue;
             }
             self.published.insert(*id, key);
@@ -1837,6 +1843,14 @@ impl Store {
                 written: peer.written.clone(),
                 read_progress: peer.read_progress.clone(),
             });
+        }
+        if !down_longer.is_empty() {
+            let mut views = self.views.write();
+            for (id, down) in down_longer {
+                if let Some(view) = views.get_mut(&id) {
+                    view.down_peers = down;
+                }
+            }
         }
         if changed.is_empty() {
             return;
