@@ -384,8 +384,26 @@ async fn gc_and_unsafe_destroy_range() {
         "PD took the safe point"
     );
 
-    // KvGC below the safe point keeps the newest version, drops the rest.
+    // KvGC past PD's GC safe point is refused: it could remove versions a
+    // reader or a service safe point still needs.
     let mut d = direct(&t).await;
+    let later = c.current_timestamp().await.unwrap();
+    let resp = d
+        .tikv
+        .kv_gc(kvrpcpb::GcRequest {
+            context: Some(d.ctx.clone()),
+            safe_point: later.version(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let abort = resp.error.map(|e| e.abort).unwrap_or_default();
+    assert!(
+        abort.contains("after the cluster's GC safe point"),
+        "{abort}"
+    );
+
+    // KvGC at the safe point keeps the newest version, drops the rest.
     let resp = d
         .tikv
         .kv_gc(kvrpcpb::GcRequest {

@@ -431,6 +431,12 @@ pub async fn transactional_reads_survive_garbage_in_lock_and_write_cfs(p: &mut P
         }
     }
     let what = "a region holding garbage";
+    // KvGC runs only up to PD's GC safe point: raise it to `now` first.
+    let update = tikal_proto::pdpb::UpdateGcSafePointRequest {
+        header: p.header.clone(),
+        safe_point: now,
+    };
+    call!(p, pd.update_gc_safe_point(update), "safe point now", Any);
     call!(p, tikv.kv_gc(req::gc(&ctx, now)), what, CorruptionOk);
     let resolve = req::resolve_lock(&ctx, vec![], ts, now);
     call!(p, tikv.kv_resolve_lock(resolve), what, CorruptionOk);

@@ -11,9 +11,14 @@
 const GROUP: usize = 8;
 const MARKER: u8 = 0xFF;
 
+/// The length of `key`'s memcomparable encoding.
+pub fn encoded_len(key: &[u8]) -> usize {
+    (key.len() / GROUP + 1) * (GROUP + 1)
+}
+
 /// Memcomparable encoding of a user key.
 pub fn encode_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity((key.len() / GROUP + 1) * (GROUP + 1) + 8);
+    let mut out = Vec::with_capacity(encoded_len(key) + 8);
     for chunk in key.chunks(GROUP) {
         out.extend_from_slice(chunk);
         if chunk.len() == GROUP {
@@ -159,6 +164,7 @@ mod tests {
             let (d, rest) = decode_key(e).unwrap();
             assert_eq!(&d[..], *k);
             assert!(rest.is_empty());
+            assert_eq!(encoded_len(k), e.len());
         }
         // TiKV's documented example: [1,2,3] -> [1,2,3,0,0,0,0,0,0xFA].
         assert_eq!(encode_key(&[1, 2, 3]), vec![1, 2, 3, 0, 0, 0, 0, 0, 0xFA]);

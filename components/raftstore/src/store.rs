@@ -149,6 +149,24 @@ pub struct RegionView {
     pub read_progress: Arc<crate::ReadProgress>,
 }
 
+impl RegionView {
+    /// A view of `region`, led here at term 1, with nothing else known
+    /// (for tests of what reads views).
+    pub fn led_here(region: metapb::Region) -> Self {
+        RegionView {
+            region,
+            leader: None,
+            is_leader: true,
+            term: 1,
+            pending_peers: vec![],
+            down_peers: vec![],
+            approximate: None,
+            written: Default::default(),
+            read_progress: Default::default(),
+        }
+    }
+}
+
 /// Things the server reports to PD.
 #[derive(Debug, Clone)]
 pub enum StoreEvent {

@@ -54,7 +54,9 @@ fn context(v: &RegionView) -> kvrpcpb::Context {
 }
 
 /// Collects every region this store leads; returns (locks resolved,
-/// versions removed).
+/// versions removed). A region that fails (its leader moved, its disk is
+/// full) is left for the next safe point, as TiKV's GC manager goes on
+/// past it: one region's trouble holds back no other region's GC.
 async fn gc_round(
     pd: &PdClient,
     router: &Router,
@@ -67,22 +69,23 @@ async fn gc_round(
         .into_iter()
         .filter(|v| v.is_leader)
         .collect();
-    let primary_ctx = |key: &[u8]| {
-        views
-            .iter()
-            .find(|v| tikal_storage::in_region(v, key))
-            .map(context)
-    };
+    let primary_ctx = primary_finder(&views);
     let m = crate::metrics::metrics();
     let (mut resolved, mut removed) = (0, 0);
     for v in &views {
         let ctx = context(v);
-        let fail = |e| anyhow::anyhow!("region {}: {e:?}", v.region.id);
-        let r = txn
-            .resolve_expired_locks(&ctx, safe_point, now, primary_ctx)
-            .await
-            .map_err(fail)?;
-        let n = txn.gc(&ctx, safe_point).await.map_err(fail)?;
+        let region = async {
+            let r = (txn.resolve_expired_locks(&ctx, safe_point, now, &primary_ctx)).await?;
+            let n = txn.gc(&ctx, safe_point).await?;
+            Ok::<_, tikal_storage::txn::TxnError>((r, n))
+        };
+        let (r, n) = match region.await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(region_id = v.region.id, safe_point, error = ?e, "GC of a region failed");
+                continue;
+            }
+        };
         m.gc_keys
             .with_label_values(&["lock", "resolved"])
             .inc_by(r as u64);
@@ -93,4 +96,53 @@ async fn gc_round(
         removed += n;
     }
     Ok((resolved, removed))
+}
+
+/// The context of the region among `views` (this store's leaders) that
+/// holds a lock's primary, a user key: compared with each region's bounds
+/// decoded, as a transactional request's keys are.
+fn primary_finder(views: &[RegionView]) -> impl Fn(&[u8]) -> Option<kvrpcpb::Context> {
+    let decoded: Vec<(RegionView, kvrpcpb::Context)> = (views.iter())
+        .map(|v| {
+            let mut user = v.clone();
+            tikal_storage::decode_bounds(&mut user.region);
+            (user, context(v))
+        })
+        .collect();
+    move |key| {
+        (decoded.iter())
+            .find(|(user, _)| tikal_storage::in_region(user, key))
+            .map(|(_, ctx)| ctx.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikal_proto::metapb;
+
+    fn view(id: u64, start: &[u8], end: &[u8]) -> RegionView {
+        let encoded = |k: &[u8]| match k.is_empty() {
+            true => vec![],
+            false => tikal_storage::mvcc::codec::encode_key(k),
+        };
+        RegionView::led_here(metapb::Region {
+            id,
+            start_key: encoded(start),
+            end_key: encoded(end),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_primary_is_found_in_the_region_whose_decoded_bounds_hold_it() {
+        // Region bounds are memcomparable-encoded user keys; a lock's
+        // primary is a user key. Compared raw, `m` sorts below the
+        // encoded `m` and would be taken for the left region's.
+        let views = [view(1, b"", b"m"), view(2, b"m", b"")];
+        let find = primary_finder(&views);
+        assert_eq!(find(b"m").map(|c| c.region_id), Some(2));
+        assert_eq!(find(b"l").map(|c| c.region_id), Some(1));
+        assert_eq!(find(b"z").map(|c| c.region_id), Some(2));
+    }
 }

@@ -189,7 +189,7 @@ impl Tikv for TikvService {
     }
 
     async fn kv_gc(&self, req: Request<GcRequest>) -> GrpcResult<GcResponse> {
-        txn::gc(&self.txn, req.into_inner())
+        txn::gc(&self.txn, &self.pd, req.into_inner())
             .await
             .map(Response::new)
     }

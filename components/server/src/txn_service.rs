@@ -9,8 +9,10 @@ use tikal_storage::txn::commands::{
 };
 use tikal_storage::txn::reads::point;
 use tikal_storage::txn::TxnStorage;
+use tikal_storage::StorageError;
 use tonic::Status;
 
+use crate::pd_client::PdClient;
 use crate::respond::respond;
 
 pub async fn get(s: &TxnStorage, req: GetRequest) -> Result<GetResponse, Status> {
@@ -295,12 +297,24 @@ pub async fn unsafe_destroy_range(
     .await
 }
 
-pub async fn gc(s: &TxnStorage, req: GcRequest) -> Result<GcResponse, Status> {
+/// KvGC at a safe point no later than the cluster's GC safe point in PD:
+/// a later one could remove versions a reader, or a service safe point
+/// (a backup, a changefeed), still needs. (TiKV has dropped KvGC; GC
+/// follows PD's safe point, as this store's GC worker does.)
+pub async fn gc(s: &TxnStorage, pd: &PdClient, req: GcRequest) -> Result<GcResponse, Status> {
     let ctx = req.context.unwrap_or_default();
-    respond(
-        "kv_gc",
-        s.gc(&ctx, req.safe_point),
-        |_: &mut GcResponse, _| {},
-    )
-    .await
+    let call = async {
+        let cluster = (pd.gc_safe_point().await).map_err(|e| {
+            StorageError::Internal(format!("cannot read the GC safe point from PD: {e}"))
+        })?;
+        if req.safe_point > cluster {
+            return Err(StorageError::invalid(format!(
+                "safe point {} is after the cluster's GC safe point {cluster}",
+                req.safe_point
+            ))
+            .into());
+        }
+        s.gc(&ctx, req.safe_point).await
+    };
+    respond("kv_gc", call, |_: &mut GcResponse, _| {}).await
 }

@@ -28,8 +28,8 @@ pub use tikal_codec::raw_value as value;
 pub use command::{CasOutcome, RawApplier, RawApplyResult, RawCommand, RawOp};
 pub use errors::{region_error, StorageError};
 pub use raw::{
-    cf_name, hex, in_region, PendingWrite, PreparedWrite, RawStorage, ReadGuard, StorageConfig,
-    MAX_KEY_SIZE, RAFT_ENTRY_MAX_SIZE,
+    cf_name, decode_bounds, hex, in_region, PendingWrite, PreparedWrite, RawStorage, ReadGuard,
+    StorageConfig, MAX_KEY_SIZE, RAFT_ENTRY_MAX_SIZE,
 };
 
 pub type Result<T> = std::result::Result<T, StorageError>;

@@ -1046,22 +1046,12 @@ mod tests {
     use tikal_proto::metapb;
 
     fn view(start: &[u8], end: &[u8]) -> RegionView {
-        RegionView {
-            region: metapb::Region {
-                id: 1,
-                start_key: start.to_vec(),
-                end_key: end.to_vec(),
-                ..Default::default()
-            },
-            leader: None,
-            is_leader: true,
-            term: 1,
-            pending_peers: vec![],
-            down_peers: vec![],
-            approximate: None,
-            written: Default::default(),
-            read_progress: Default::default(),
-        }
+        RegionView::led_here(metapb::Region {
+            id: 1,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..Default::default()
+        })
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl Drop for TestStore {
 
 /// Opens a [`TestStore`] in `dir` and waits until it leads its region.
 pub async fn one_store(dir: &std::path::Path) -> TestStore {
+    one_store_with(dir, 8 << 20).await
+}
+
+/// [`one_store`] refusing Raft entries over `raft_entry_max_size` bytes.
+pub async fn one_store_with(dir: &std::path::Path, raft_entry_max_size: usize) -> TestStore {
     let kv = KvEngine::open(&dir.join("db")).unwrap();
     let log = Arc::new(tikal_engine::RaftLogEngine::open(&dir.join("raft")).unwrap());
     let region = metapb::Region {
@@ -64,7 +69,7 @@ pub async fn one_store(dir: &std::path::Path) -> TestStore {
     let router = Router::start(store).unwrap();
     let cfg = crate::raw::StorageConfig {
         api_version: 1,
-        raft_entry_max_size: 8 << 20,
+        raft_entry_max_size,
         enable_ttl: false,
     };
     let raw = RawStorage::new(1, cfg, kv.clone(), router.clone());

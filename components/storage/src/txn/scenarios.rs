@@ -597,12 +597,18 @@ impl Runner {
             }
             "gc" => {
                 let safe_point = a.ts("safe_point")?;
-                let mut removed = 0;
-                let mut from = vec![];
+                let max_bytes = match a.opt("batch_bytes") {
+                    Some(n) => n.parse().map_err(|_| "gc: batch_bytes= takes a number")?,
+                    None => gc::GC_BATCH_BYTES,
+                };
+                let (mut removed, mut batches) = (0, 0);
+                let mut from = gc::GcCursor::default();
                 loop {
-                    let (batch, n, next) = gc_batch(&self.reader(), &from, b"", safe_point)
-                        .map_err(|e| format!("gc: {e:?}"))?;
+                    let (batch, n, next) =
+                        gc_batch(&self.reader(), &from, b"", safe_point, max_bytes)
+                            .map_err(|e| format!("gc: {e:?}"))?;
                     removed += n;
+                    batches += 1;
                     let cmd = RawCommand {
                         ops: batch.ops,
                         now: 0,
@@ -613,7 +619,7 @@ impl Runner {
                         None => break,
                     }
                 }
-                format!("ok removed={removed}\n")
+                format!("ok removed={removed} batches={batches}\n")
             }
             "get" => {
                 let read_ctx = a.read_ctx()?;

@@ -710,8 +710,16 @@ impl TxnStorage {
     /// TiKV's UnsafeDestroyRange: a store-wide request (no region) that
     /// deletes the range straight from the engine, bypassing Raft — for
     /// data already unreachable (dropped tables below the GC safe point).
+    /// Both bounds are required: an open range would wipe every region on
+    /// this store, outside Raft (TiKV refuses MIN_KEY and MAX_KEY too).
     pub fn unsafe_destroy_range(&self, start: &[u8], end: &[u8]) -> TxnResult<()> {
-        if !end.is_empty() && start > end {
+        if start.is_empty() || end.is_empty() {
+            return Err(StorageError::invalid(
+                "UnsafeDestroyRange needs a start_key and an end_key (an open range is refused)",
+            )
+            .into());
+        }
+        if start > end {
             return Err(StorageError::invalid("start_key is after end_key").into());
         }
         let (lower, upper) = Self::encoded_range(start, end);
@@ -729,15 +737,23 @@ impl TxnStorage {
     /// yielding between them so foreground commands interleave.
     pub async fn gc(&self, ctx: &kvrpcpb::Context, safe_point: u64) -> TxnResult<usize> {
         let mut removed = 0;
-        let mut from: Option<Vec<u8>> = None;
+        let mut from: Option<commands::GcCursor> = None;
         loop {
             let view = self
                 .raw
                 .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
-            let start = from.take().unwrap_or_else(|| view.region.start_key.clone());
+            let start =
+                (from.take()).unwrap_or_else(|| commands::GcCursor::at(&view.region.start_key));
             let (batch, n, next) = {
                 let reader = MvccReader::new(self.raw.engine());
-                commands::gc_batch(&reader, &start, &view.region.end_key, safe_point)?
+                let end = &view.region.end_key;
+                commands::gc_batch(
+                    &reader,
+                    &start,
+                    end,
+                    safe_point,
+                    commands::gc::GC_BATCH_BYTES,
+                )?
             };
             removed += n;
             self.apply(&view, batch, crate::raw::almost_full_ok(ctx), None)
@@ -880,7 +896,7 @@ mod tests {
     use crate::mvcc::record::{Lock, LockType};
     use crate::test_store::{commit, ctx, one_store, write};
     use crate::txn::MaxTsPolicy;
-    use tikal_engine::CF_LOCK;
+    use tikal_engine::{CF_LOCK, CF_WRITE};
 
     /// An async-commit prewrite of `k` = `v` at `start_version`.
     fn async_put_k(start_version: u64) -> kvrpcpb::PrewriteRequest {
@@ -1092,6 +1108,46 @@ mod tests {
             txn.get(at, start, ctx, b"k", ts)
         })
         .await
+    }
+
+    #[tokio::test]
+    async fn unsafe_destroy_range_refuses_an_open_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = one_store(dir.path()).await;
+        commit(&store.kv, b"k", b"v", 1, 2);
+        for (start, end) in [(&b""[..], &b"z"[..]), (b"a", b""), (b"", b"")] {
+            let e = store.txn.unsafe_destroy_range(start, end).unwrap_err();
+            assert!(format!("{e:?}").contains("open range"), "{e:?}");
+        }
+        assert_eq!(
+            get(&store.txn, &ctx(), 10).await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        store.txn.unsafe_destroy_range(b"a", b"z").unwrap();
+        assert_eq!(get(&store.txn, &ctx(), 10).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_key_with_more_versions_than_one_raft_entry_holds_is_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB entries; 10,000 versions of `k` take about 250 KB to delete.
+        let store = crate::test_store::one_store_with(dir.path(), 64 << 10).await;
+        for ts in 1..=10_000u64 {
+            commit(&store.kv, b"k", b"v", 2 * ts, 2 * ts + 1);
+        }
+        let removed = store.txn.gc(&ctx(), 30_000).await.unwrap();
+        assert_eq!(removed, 9_999);
+        assert_eq!(
+            get(&store.txn, &ctx(), 30_000).await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        let mut left = 0;
+        (store.kv.scan(CF_WRITE, b"", b"", false, |_, _| {
+            left += 1;
+            true
+        }))
+        .unwrap();
+        assert_eq!(left, 1, "only the newest version stays");
     }
 
     #[tokio::test]

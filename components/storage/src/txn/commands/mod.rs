@@ -37,7 +37,7 @@ use crate::mvcc::record::{Lock, Write};
 use crate::mvcc::MvccReader;
 
 pub use commit::{BatchRollback, Cleanup, Commit};
-pub use gc::gc_batch;
+pub use gc::{gc_batch, GcCursor};
 pub use pessimistic::{LockOutcome, PessimisticLock, PessimisticRollback};
 pub use prewrite::{Mutation, MutationOp, Prewrite, PrewriteOutcome};
 pub use resolve::ResolveLock;
