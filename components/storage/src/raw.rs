@@ -181,6 +181,19 @@ impl RawStorage {
         Ok((None, guard))
     }
 
+    /// Waits until a quorum confirms that this store still leads `view`'s
+    /// region in `view`'s term (a read index): what it decided from its
+    /// own state since taking `view` was then still the region's state.
+    pub(crate) async fn confirm_leader(&self, view: &RegionView) -> Result<()> {
+        let region_id = view.region.id;
+        self.router.read_index(region_id).await?;
+        match self.router.region_view(region_id) {
+            Some(now) if now.is_leader && now.term == view.term => Ok(()),
+            Some(now) => Err(not_leader(&now, self.store_id).into()),
+            None => Err(RaftstoreError::RegionNotFound(region_id).into()),
+        }
+    }
+
     /// The store's view of a region, as published (bounds as stored).
     pub(crate) fn region_view(&self, region_id: u64) -> Option<RegionView> {
         self.router.region_view(region_id)

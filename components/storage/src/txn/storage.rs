@@ -369,14 +369,25 @@ impl TxnStorage {
             memory_locked: std::mem::take(&mut batch.memory_locked),
             _latches: latches,
         };
+        if out.is_err() || batch.is_empty() {
+            // Nothing to propose: the answer rests on this replica's state
+            // alone, and a leader cut off from its quorum still takes
+            // itself for the leader until check-quorum steps it down, while
+            // another may already have committed over that state. So it
+            // answers only once a quorum has confirmed it still leads, in
+            // the term it decided in (TiKV decides every command on a
+            // snapshot taken through its lease or a read index).
+            drop(held);
+            self.raw.confirm_leader(&view).await?;
+            return out;
+        }
         let opt = if cmd.allowed_on_almost_full() {
             crate::raw::almost_full_ok(ctx)
         } else {
             ctx.disk_full_opt()
         };
-        let out = out?;
         self.apply(&view, batch, opt, Some(held)).await?;
-        Ok(out)
+        out
     }
 
     /// Proposes `batch` and waits until it is applied, then wakes the
@@ -1108,6 +1119,41 @@ mod tests {
             txn.get(at, start, ctx, b"k", ts)
         })
         .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_leader_cut_off_from_its_quorum_answers_no_command_from_its_own_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stores, l, links) = crate::test_store::three_stores(dir.path()).await;
+        let leader = &stores[l].txn;
+        synced(leader);
+        let prewrite = commands::Prewrite::from_request(async_put_k(10)).unwrap();
+        leader.execute(&ctx(), &prewrite).await.unwrap();
+        // Cut off, it still takes itself for the leader until check-quorum
+        // steps it down (an election timeout), while the others may elect
+        // a leader that commits or rolls back the lock. A CheckTxnStatus
+        // that would write nothing must not answer from this state.
+        links.cut(l as u64 + 1);
+        let check = commands::CheckTxnStatus {
+            primary: b"k".to_vec(),
+            lock_ts: 10,
+            caller_start_ts: u64::MAX,
+            current_ts: 20,
+            rollback_if_not_exist: false,
+            force_sync_commit: false,
+            resolving_pessimistic_lock: false,
+            verify_is_primary: true,
+        };
+        assert!(
+            leader.raw.region_view(1).unwrap().is_leader,
+            "not yet stepped down"
+        );
+        match leader.execute(&ctx(), &check).await {
+            Err(TxnError::Storage(StorageError::Region(e))) => {
+                assert!(e.not_leader.is_some(), "{e:?}")
+            }
+            other => panic!("answered from a cut-off leader's state: {other:?}"),
+        }
     }
 
     #[tokio::test]
