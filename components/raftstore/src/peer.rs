@@ -1986,7 +1986,7 @@ impl Peer {
             term,
             index,
         };
-        snaps.remove_other_generated(self.region.id, None);
+        snaps.remove_generated(self.region.id);
         let conf_state = self.raw_node.raft.prs().conf().to_conf_state();
         let generating = snaps.start_generate(kv, self.region.clone(), key, conf_state)?;
         *self.raw_node.store().snap_state.borrow_mut() = SnapState::Generating(generating);
@@ -2132,7 +2132,10 @@ pub(crate) fn finish_snapshot(
     meta::delete_merge_state(&mut wb, region_id);
     meta::delete_pending_snapshot(&mut wb, region_id);
     kv.write(wb, true)?;
+    // With it go older ones that arrived and were superseded before Raft
+    // handed them over.
     snaps.remove(&snaps.recv_dir(key));
+    snaps.remove_received_below(region_id, key.index);
     Ok((region, state))
 }
 

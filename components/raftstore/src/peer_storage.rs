@@ -27,7 +27,18 @@ pub(crate) enum SnapState {
     /// raft-rs asked; the store starts generating in its next round.
     Wanted,
     Generating(Generating),
-    Ready(Snapshot),
+    /// Generated, its files in the directory named (gone once sent).
+    Ready(Snapshot, std::path::PathBuf),
+}
+
+impl SnapState {
+    /// What a finished generation leaves.
+    pub(crate) fn generated(g: &Generating, result: crate::Result<Snapshot>) -> SnapState {
+        match result {
+            Ok(snap) => SnapState::Ready(snap, g.dir.clone()),
+            Err(_) => SnapState::Idle,
+        }
+    }
 }
 
 const CACHE_MAX_ENTRIES: usize = 4096;
@@ -169,7 +180,7 @@ impl PeerStorage {
     /// its range overlapping theirs. The next request generates anew.
     pub fn forget_snapshot(&self) {
         let mut state = self.snap_state.borrow_mut();
-        if matches!(*state, SnapState::Ready(_) | SnapState::Generating(_)) {
+        if matches!(*state, SnapState::Ready(..) | SnapState::Generating(_)) {
             *state = SnapState::Idle;
         }
     }
@@ -311,14 +322,12 @@ impl raft::Storage for PeerStorage {
         let mut state = self.snap_state.borrow_mut();
         if let SnapState::Generating(g) = &*state {
             match g.done.try_recv() {
-                Ok(Ok(snap)) => *state = SnapState::Ready(snap),
-                Ok(Err(_)) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    *state = SnapState::Idle
-                }
+                Ok(result) => *state = SnapState::generated(g, result),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => *state = SnapState::Idle,
                 Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
         }
-        if let SnapState::Ready(snap) = &*state {
+        if let SnapState::Ready(snap, dir) = &*state {
             let m = snap.get_metadata();
             let cs = m.get_conf_state();
             // Usable only if the log still holds what follows it, and if
@@ -331,7 +340,9 @@ impl raft::Storage for PeerStorage {
             ]
             .iter()
             .any(|ids| ids.contains(&to));
-            if m.index >= request_index && m.index >= self.truncated_index && knows_to {
+            // And only while its files are there: a send removes them.
+            let usable = m.index >= request_index && m.index >= self.truncated_index;
+            if usable && knows_to && dir.is_dir() {
                 return Ok(snap.clone());
             }
             *state = SnapState::Idle;

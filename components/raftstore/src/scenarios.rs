@@ -48,6 +48,8 @@
 //!                           roll it back
 //! regions                   each store's regions: id, range, version, role
 //!                           (and `merging` while a merge is prepared)
+//! snap_files                each store's snapshot files on disk
+//!                           (`gen_R_TERM_INDEX` generated, `rev_…` received)
 //! transfer_leader S to=T [region=R]
 //!                           store S, if leader, hands leadership of region R
 //!                           (default 1) to store T's peer
@@ -598,6 +600,16 @@ impl Cluster {
     }
 
     /// Every store's regions, in key order.
+    /// Each store's snapshot files on disk, by snapshot.
+    fn snap_files(&self) -> String {
+        let mut o = String::new();
+        for (s, store) in &self.stores {
+            let names = store.snap_manager().listed();
+            let _ = writeln!(o, "store {s}: [{}]", names.join(" "));
+        }
+        o
+    }
+
     fn all_regions(&self) -> String {
         let mut o = String::new();
         for (s, store) in &self.stores {
@@ -930,6 +942,7 @@ impl goldenscript::Runner for Runner {
                 out = self.cluster()?.status(region_id);
             }
             "regions" => out = self.cluster()?.all_regions(),
+            "snap_files" => out = self.cluster()?.snap_files(),
             "split" => {
                 let c = self.cluster()?;
                 let region_id = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;

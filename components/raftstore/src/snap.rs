@@ -20,6 +20,7 @@
 //! thread holds its RocksDB snapshot, so the data is exactly what the loop
 //! had applied at that moment.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,6 +72,11 @@ pub struct SnapManager {
     dir: PathBuf,
     sending: Arc<AtomicU32>,
     receiving: Arc<AtomicU32>,
+    /// Generated snapshots handed to the transport and not yet reported
+    /// sent or failed, by (region, receiving peer). A generated snapshot
+    /// goes once its last send ends, as TiKV deletes a sent snapshot, and
+    /// never while one runs (a newer generation would cut it off).
+    sends: parking_lot::Mutex<HashMap<(u64, u64), SnapKey>>,
 }
 
 /// Snapshots a store is busy with, as its heartbeats report them
@@ -103,6 +109,8 @@ impl Drop for SnapBusy {
 /// A generation in progress: the loop polls `done` (see `PeerStorage`).
 pub(crate) struct Generating {
     pub done: Receiver<Result<Snapshot>>,
+    /// Where its files go: a snapshot is usable only while they are there.
+    pub dir: PathBuf,
 }
 
 impl SnapManager {
@@ -120,7 +128,34 @@ impl SnapManager {
             dir: dir.to_path_buf(),
             sending: Arc::default(),
             receiving: Arc::default(),
+            sends: Default::default(),
         })
+    }
+
+    /// The store handed generated snapshot `key` to the transport, for
+    /// peer `to`.
+    pub(crate) fn begin_send(&self, key: SnapKey, to: u64) {
+        let earlier = self.sends.lock().insert((key.region_id, to), key);
+        // An earlier send to the same peer never reported: it ended.
+        if let Some(earlier) = earlier.filter(|k| *k != key) {
+            self.remove_if_unsent(earlier);
+        }
+    }
+
+    /// The send of the region's snapshot to peer `to` ended (delivered or
+    /// not): its files go unless another send of them still runs.
+    pub(crate) fn end_send(&self, region_id: u64, to: u64) {
+        let key = self.sends.lock().remove(&(region_id, to));
+        if let Some(key) = key {
+            self.remove_if_unsent(key);
+        }
+    }
+
+    fn remove_if_unsent(&self, key: SnapKey) {
+        let sends = self.sends.lock();
+        if !sends.values().any(|k| *k == key) {
+            self.remove(&self.gen_dir(key));
+        }
     }
 
     pub fn counts(&self) -> SnapCounts {
@@ -138,6 +173,18 @@ impl SnapManager {
     /// Counts a snapshot as being received while the guard lives.
     pub fn receiving(&self) -> SnapBusy {
         SnapBusy::new(&self.receiving)
+    }
+
+    /// The names of the snapshots on disk, sorted (`gen_…` generated,
+    /// `rev_…` received).
+    pub fn listed(&self) -> Vec<String> {
+        let mut names: Vec<String> = (std::fs::read_dir(&self.dir).into_iter())
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     pub fn gen_dir(&self, key: SnapKey) -> PathBuf {
@@ -161,6 +208,7 @@ impl SnapManager {
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let kv = kv.clone();
         let dir = self.gen_dir(key);
+        let files = dir.clone();
         let parent = self.dir.clone();
         let busy = self.sending();
         std::thread::Builder::new()
@@ -194,7 +242,7 @@ impl SnapManager {
         // The thread takes its RocksDB snapshot first thing; until then the
         // loop must not apply anything more.
         let _ = taken_rx.recv();
-        Ok(Generating { done })
+        Ok(Generating { done, dir: files })
     }
 
     /// The files of a generated snapshot, in the order its meta lists them,
@@ -302,11 +350,33 @@ impl SnapManager {
         }
     }
 
-    /// Removes generated snapshots of the region other than `keep`.
-    pub(crate) fn remove_other_generated(&self, region_id: u64, keep: Option<SnapKey>) {
+    /// Removes the region's generated snapshots, but for those being sent
+    /// (each goes when its last send ends).
+    pub(crate) fn remove_generated(&self, region_id: u64) {
         let prefix = format!("gen_{region_id}_");
-        let keep = keep.map(|k| format!("gen_{k}"));
-        self.remove_where(|name| name.starts_with(&prefix) && Some(name) != keep.as_deref());
+        let sends = self.sends.lock();
+        let sending: Vec<String> = (sends.values())
+            .filter(|k| k.region_id == region_id)
+            .map(|k| format!("gen_{k}"))
+            .collect();
+        self.remove_where(|name| name.starts_with(&prefix) && !sending.iter().any(|s| s == name));
+    }
+
+    /// Removes the region's received snapshots below `index` (one applied
+    /// at `index` replaced them; a newer one may still be on its way in).
+    pub(crate) fn remove_received_below(&self, region_id: u64, index: u64) {
+        let prefix = format!("rev_{region_id}_");
+        self.remove_where(|name| {
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                return false;
+            };
+            // `term_index`; a directory still being written has more parts.
+            let mut parts = rest.split('_');
+            let (Some(_term), Some(i), None) = (parts.next(), parts.next(), parts.next()) else {
+                return false;
+            };
+            i.parse::<u64>().is_ok_and(|i| i < index)
+        });
     }
 
     /// Removes every snapshot a store opening finds once it has finished
@@ -557,6 +627,27 @@ fn corrupted(detail: String) -> crate::RaftstoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_applied_snapshot_takes_older_received_ones_of_its_region_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::open(dir.path()).unwrap();
+        for name in [
+            "rev_1_5_10",
+            "rev_1_5_20",
+            "rev_1_6_30",
+            "rev_1_5_12_7.tmp",
+            "rev_2_5_5",
+        ] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        snaps.remove_received_below(1, 25);
+        // One still being written, a newer one, and another region's stay.
+        assert_eq!(
+            snaps.listed(),
+            ["rev_1_5_12_7.tmp", "rev_1_6_30", "rev_2_5_5"]
+        );
+    }
 
     #[test]
     fn snapshots_count_as_busy_while_their_guards_live() {

@@ -350,6 +350,7 @@ impl Store {
         let transport = Box::new(Stamped {
             inner: transport,
             disk: disk.clone(),
+            snaps: snaps.clone(),
         });
         let mut store = Store {
             store_id,
@@ -748,6 +749,7 @@ impl Store {
     /// Tells the region's leader whether its snapshot reached peer `to`.
     /// After a failure it sends another; after success it resumes the log.
     pub fn report_snapshot(&mut self, region_id: u64, to: u64, delivered: bool) {
+        self.snaps.end_send(region_id, to);
         if let Some(peer) = self.peers.get_mut(&region_id) {
             let status = if delivered {
                 raft::SnapshotStatus::Finish
@@ -762,8 +764,23 @@ impl Store {
     /// peer when the message may be the first a new peer gets; a note
     /// (a tombstone, a vote to roll back a merge) is acted on here. A
     /// message for another peer than ours, or one that cannot be checked,
-    /// is dropped: its sender retries.
+    /// is dropped: its sender retries. A snapshot that Raft did not take
+    /// (dropped, refused or stale) leaves no files behind.
     pub fn step(&mut self, msg: PeerMessage) {
+        let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
+            .then(|| SnapKey::of(msg.region_id, msg.message.get_snapshot()));
+        self.take_message(msg);
+        if let Some(key) = snapshot {
+            let taken = (self.peers.get(&key.region_id))
+                .and_then(|p| p.raw_node.snap())
+                .is_some_and(|s| SnapKey::of(key.region_id, s) == key);
+            if !taken {
+                self.snaps.remove(&self.snaps.recv_dir(key));
+            }
+        }
+    }
+
+    fn take_message(&mut self, msg: PeerMessage) {
         let region_id = msg.region_id;
         if msg.to.store_id != self.store_id || msg.from.id == 0 || msg.to.id == 0 {
             debug!(region_id, "message with bad peers dropped");
@@ -899,7 +916,6 @@ impl Store {
             // Stale regions it covers go when Raft applies it.
             if let Err(why) = check_snapshot(&self.snaps, &msg, key, others, &self.merged_away) {
                 debug!(region_id, %why, "snapshot message dropped");
-                self.snaps.remove(&self.snaps.recv_dir(key));
                 return;
             }
         }
@@ -927,16 +943,6 @@ impl Store {
         }
         if let Err(e) = peer.raw_node.step(message) {
             debug!(region_id, error = %e, "raft message rejected");
-        }
-        if let Some(key) = snapshot {
-            if peer
-                .raw_node
-                .snap()
-                .is_none_or(|s| SnapKey::of(region_id, s) != key)
-            {
-                // Raft did not take it (stale): its files are not needed.
-                self.snaps.remove(&self.snaps.recv_dir(key));
-            }
         }
     }
 
@@ -1747,7 +1753,7 @@ impl Store {
         let mut w = RaftLogWrite::default();
         w.clean(region_id);
         self.log.write(&mut w, true)?;
-        self.snaps.remove_other_generated(region_id, None);
+        self.snaps.remove_generated(region_id);
         self.views.write().remove(&region_id);
         self.published.remove(&region_id);
         let _ = self.events.send(StoreEvent::RegionRemoved(region_id));
@@ -1805,7 +1811,7 @@ impl Store {
         self.views.write().remove(&region_id);
         peer.read_progress.invalidate();
         destroy_region_data(&self.kv, &self.log, &region, peer.meta.id)?;
-        self.snaps.remove_other_generated(region_id, None);
+        self.snaps.remove_generated(region_id);
         self.published.remove(&region_id);
         let _ = self.events.send(StoreEvent::RegionRemoved(region_id));
         info!(
@@ -1952,8 +1958,8 @@ impl Store {
             let mut state = store.snap_state.borrow_mut();
             if let crate::peer_storage::SnapState::Generating(g) = &*state {
                 *state = match g.done.recv() {
-                    Ok(Ok(snap)) => crate::peer_storage::SnapState::Ready(snap),
-                    _ => crate::peer_storage::SnapState::Idle,
+                    Ok(result) => crate::peer_storage::SnapState::generated(g, result),
+                    Err(_) => crate::peer_storage::SnapState::Idle,
                 };
             }
         }
@@ -3159,6 +3165,36 @@ mod tests {
         let after = store.peer_status(1).unwrap();
         assert_eq!(after.last_index, before.last_index, "nothing was appended");
         assert_eq!(after.commit, before.commit);
+    }
+
+    #[test]
+    fn a_snapshot_message_dropped_before_raft_takes_it_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+        }
+        let mut store = open(dir.path());
+        let snaps = store.snap_manager().clone();
+        let snapshot_to = |region_id: u64, to_store: u64| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgSnapshot);
+            (m.from, m.to, m.term) = (2, to_store, 1);
+            let meta = m.mut_snapshot().mut_metadata();
+            (meta.term, meta.index) = (1, 50);
+            let mut msg = from_peer_2(m);
+            msg.region_id = region_id;
+            msg.to.store_id = to_store;
+            (SnapKey::of(region_id, msg.message.get_snapshot()), msg)
+        };
+        // For a region this store has no peer of (a snapshot creates
+        // none), and for another store: dropped, their files with them.
+        for (region_id, to_store) in [(99, 1), (1, 3)] {
+            let (key, msg) = snapshot_to(region_id, to_store);
+            std::fs::create_dir_all(snaps.recv_dir(key)).unwrap();
+            store.step(msg);
+            assert!(!snaps.has_received(key), "{key} left on disk");
+        }
     }
 
     /// `m` from peer 2 to peer 1 of region 1 (peer id = store id).

@@ -7,9 +7,12 @@
 //! (`tikvpb.Tikv/Raft` streams, batched per store); in protocol tests it is a
 //! simulated network that delivers, drops and partitions as the test says.
 
+use std::sync::Arc;
+
 use tikal_proto::metapb;
 
 use crate::disk::{DiskState, DiskUsage};
+use crate::snap::{SnapKey, SnapManager};
 
 /// One Raft message between two peers of a region, with what the receiving
 /// store needs to check it (as `raft_serverpb.RaftMessage` carries it).
@@ -102,16 +105,23 @@ impl Transport for NoTransport {
     fn send(&mut self, _: PeerMessage) {}
 }
 
-/// Stamps the store's disk usage on every message it sends (a store
-/// loop's transport, whichever carries the messages).
+/// Stamps the store's disk usage on every message it sends, and notes
+/// each snapshot handed over until its send is reported (a store loop's
+/// transport, whichever carries the messages; every transport reports
+/// each snapshot it was given, sent or not).
 pub(crate) struct Stamped {
     pub inner: Box<dyn Transport>,
     pub disk: DiskState,
+    pub snaps: Arc<SnapManager>,
 }
 
 impl Transport for Stamped {
     fn send(&mut self, mut msg: PeerMessage) {
         msg.disk_usage = self.disk.get();
+        if msg.message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+            let key = SnapKey::of(msg.region_id, msg.message.get_snapshot());
+            self.snaps.begin_send(key, msg.to.id);
+        }
         self.inner.send(msg);
     }
 
