@@ -383,7 +383,9 @@ impl Cluster {
     }
 
     /// Records a store's heartbeat. An Offline store that holds no region
-    /// peers any more becomes Tombstone here.
+    /// peers any more becomes Tombstone here, whichever store's heartbeat
+    /// it is (one that died empty sends none; upstream PD checks its
+    /// stores every 10 s).
     pub fn store_heartbeat(&self, stats: pdpb::StoreStats) -> PdResult<()> {
         self.require_bootstrapped()?;
         let offline = {
@@ -400,7 +402,7 @@ impl Cluster {
             s.last_heartbeat = self.clock.now_nanos();
             s.meta.last_heartbeat = s.last_heartbeat;
             s.stats = stats;
-            s.is_offline()
+            stores.values().any(StoreInfo::is_offline)
         };
         if offline {
             self.bury_empty_stores()?;
@@ -444,6 +446,11 @@ impl Cluster {
                 )))
             }
         };
+        // As upstream: a leader on a store PD does not know (removed for
+        // good, or never there) would route clients where no store is.
+        if let Some(l) = &leader {
+            self.store(l.store_id)?;
+        }
         let now = self.clock.now_nanos();
         let keep_splits = self.opts().split_merge_interval;
         let mut regions = self.regions.write();
@@ -857,6 +864,18 @@ mod tests {
     }
 
     #[test]
+    fn a_region_led_from_a_store_pd_does_not_know_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cluster(dir.path());
+        let mut r = region(2, b"", b"", 2, 1);
+        r.peers[0].store_id = 4242;
+        let err = c.region_heartbeat(&heartbeat(&r)).unwrap_err();
+        assert!(err.to_string().contains("invalid store ID 4242"), "{err}");
+        let kept = c.region_by_key(b"a").unwrap();
+        assert_eq!(kept.region.peers[0].store_id, 1, "the tree is unchanged");
+    }
+
+    #[test]
     fn settings_changed_online_outlive_a_restart_and_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let change = |c: &Cluster, pairs: &[(&str, serde_json::Value)]| {
@@ -1059,6 +1078,12 @@ mod tests {
     fn a_deposed_leaders_late_heartbeat_names_no_leader() {
         let dir = tempfile::tempdir().unwrap();
         let c = cluster(dir.path());
+        let store_2 = metapb::Store {
+            id: 2,
+            address: "127.0.0.1:2".into(),
+            ..Default::default()
+        };
+        c.put_store(store_2).unwrap();
         let mut r = region(2, b"", b"", 1, 2);
         r.peers.push(metapb::Peer {
             id: 202,

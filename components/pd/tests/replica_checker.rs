@@ -175,6 +175,24 @@ fn an_offline_store_without_replicas_becomes_tombstone_at_its_next_heartbeat() {
 }
 
 #[test]
+fn an_offline_store_that_died_empty_becomes_tombstone_at_another_stores_heartbeat() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.silent.insert(4);
+    sim.cluster.remove_store(4).unwrap();
+    sim.store_heartbeats();
+    assert_eq!(sim.state_name(4), "Tombstone");
+    // Its address is free again for a store that replaces it.
+    let address = sim.cluster.store(4).unwrap().meta.address;
+    let replacement = metapb::Store {
+        id: 5,
+        address,
+        version: "8.5.0".into(),
+        ..Default::default()
+    };
+    sim.cluster.put_store(replacement).unwrap();
+}
+
+#[test]
 fn store_removal_is_refused_for_unknown_stores_and_when_too_few_would_stay_up() {
     let sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
     assert!(matches!(

@@ -107,10 +107,12 @@ impl Sim {
         sim
     }
 
-    /// Every store that is not silent reports.
+    /// Every store that is not silent reports (one buried by an earlier
+    /// store's heartbeat no longer does).
     pub fn store_heartbeats(&self) {
         for s in self.cluster.stores() {
-            if !self.silent.contains(&s.meta.id) && !s.is_tombstone() {
+            let buried = (self.cluster.store(s.meta.id)).is_ok_and(|now| now.is_tombstone());
+            if !self.silent.contains(&s.meta.id) && !buried {
                 let (sending, receiving) =
                     self.snapshots.get(&s.meta.id).copied().unwrap_or_default();
                 self.cluster
