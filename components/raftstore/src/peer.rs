@@ -134,6 +134,9 @@ pub(crate) struct Peer {
     pub pending_splits: Vec<metapb::Region>,
     /// Bytes of commands applied since the last split check.
     pub size_diff_hint: u64,
+    /// A split check of the region is queued or running: no other is
+    /// queued until its result is back.
+    pub split_check_pending: bool,
     /// The region's size and key count at the last split check.
     pub approximate: Option<RegionStats>,
     /// The merge this region prepared, from its PrepareMerge's apply until
@@ -355,6 +358,7 @@ impl Peer {
             pending_splits: vec![],
             // Checked once it leads, so PD learns its size.
             size_diff_hint: u64::MAX,
+            split_check_pending: false,
             approximate: None,
             merging: None,
             prepare_merge_proposed: 0,

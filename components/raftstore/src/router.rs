@@ -526,9 +526,7 @@ impl Runner {
             }
             while let Ok((region, found)) = self.split_checks.results.try_recv() {
                 self.middle_checks.remove(&region.id);
-                if let Some(found) = found {
-                    self.store.on_split_check(&region, found);
-                }
+                self.store.on_split_check(&region, found);
             }
         }
         self.shutdown();

@@ -17,8 +17,11 @@
 //! `region-max-keys` keys, one every `region-split-keys` keys; else when it
 //! holds more than `region-max-size` bytes, one every `region-split-size`
 //! bytes; at most `batch-split-limit` per check (the rest is split at the
-//! next check). Example with max-keys 10, split-keys 7: a region of 16 keys
-//! `k01..k16` splits at `k08` and `k15`.
+//! next check). The last piece is never left small: when it and one
+//! split's worth together stay under the maximum, the last key goes and
+//! the last two pieces stay one. Example with max-keys 10, split-keys 7: a
+//! region of 16 keys `k01..k16` splits at `k08` only (7 and 9 keys, not 7,
+//! 7 and 2: a 2-key region PD would merge straight back).
 
 use std::time::Duration;
 
@@ -80,6 +83,8 @@ pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> 
     let mut stats = RegionStats::default();
     let (mut by_keys, mut by_size) = (vec![], vec![]);
     let mut size_since_split = 0u64;
+    // Keys before the last split key by count.
+    let mut keys_before_split = 0u64;
     walk(&kv.snapshot(), region, |user, bytes, first| {
         if first {
             // A new user key: it may start the next region.
@@ -89,11 +94,15 @@ pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> 
                 && stats.keys > 0
                 && stats.keys % cfg.region_split_keys == 0
                 && by_keys.len() < limit
+                && push_increasing(&mut by_keys, user)
             {
-                push_increasing(&mut by_keys, user);
+                keys_before_split = stats.keys;
             }
-            if inside && size_since_split >= cfg.region_split_size.max(1) && by_size.len() < limit {
-                push_increasing(&mut by_size, user);
+            if inside
+                && size_since_split >= cfg.region_split_size.max(1)
+                && by_size.len() < limit
+                && push_increasing(&mut by_size, user)
+            {
                 size_since_split = 0;
             }
             stats.keys += 1;
@@ -103,13 +112,36 @@ pub fn check(kv: &KvEngine, region: &metapb::Region, cfg: &SplitCheckConfig) -> 
         true
     })?;
     let split_keys = if stats.keys > cfg.region_max_keys {
-        by_keys
+        let last_piece = stats.keys - keys_before_split;
+        keep_last_piece_whole(
+            by_keys,
+            last_piece,
+            cfg.region_split_keys,
+            cfg.region_max_keys,
+        )
     } else if stats.size > cfg.region_max_size {
-        by_size
+        let (split, max) = (cfg.region_split_size, cfg.region_max_size);
+        keep_last_piece_whole(by_size, size_since_split, split, max)
     } else {
         vec![]
     };
     Ok(SplitCheck { stats, split_keys })
+}
+
+/// Drops the last split key when the piece after it (`last_piece`, keys
+/// or bytes) and one split's worth together stay under `max`: the last
+/// two pieces then stay one region, under the maximum, rather than leave
+/// a small one behind (as TiKV's checkers pick them).
+fn keep_last_piece_whole(
+    mut keys: Vec<Vec<u8>>,
+    last_piece: u64,
+    split: u64,
+    max: u64,
+) -> Vec<Vec<u8>> {
+    if last_piece.saturating_add(split) < max {
+        keys.pop();
+    }
+    keys
 }
 
 /// Measures `region` and picks one split key: the user-key boundary
@@ -202,10 +234,13 @@ fn walk(
 
 /// Keeps split keys strictly increasing (a raw key may sort between a
 /// versioned key and the key it belongs to).
-fn push_increasing(keys: &mut Vec<Vec<u8>>, key: &[u8]) {
-    if keys.last().is_none_or(|k| k.as_slice() < key) {
+/// Pushes `key` if it is past the last one; says whether it did.
+fn push_increasing(keys: &mut Vec<Vec<u8>>, key: &[u8]) -> bool {
+    let past = keys.last().is_none_or(|k| k.as_slice() < key);
+    if past {
         keys.push(key.to_vec());
     }
+    past
 }
 
 #[cfg(test)]
@@ -244,10 +279,18 @@ mod tests {
         kv.write(wb, false).unwrap();
         let found = check(&kv, &region(b"", b""), &cfg(10, 7)).unwrap();
         assert_eq!(found.stats.keys, 16);
-        assert_eq!(found.split_keys, vec![b"k08".to_vec(), b"k15".to_vec()]);
+        // k15 would leave a region of 2 keys: k08 alone, 7 and 9 keys.
+        assert_eq!(found.split_keys, vec![b"k08".to_vec()]);
         // Within the limit nothing splits; the range bounds the count.
         let found = check(&kv, &region(b"k10", b""), &cfg(10, 7)).unwrap();
         assert_eq!((found.stats.keys, found.split_keys.len()), (7, 0));
+        // With 17 keys the last piece (3) and a split's worth (7) reach
+        // the maximum: both keys.
+        let mut wb = kv.write_batch();
+        wb.put(CF_DEFAULT, b"k17", b"v");
+        kv.write(wb, false).unwrap();
+        let found = check(&kv, &region(b"", b""), &cfg(10, 7)).unwrap();
+        assert_eq!(found.split_keys, vec![b"k08".to_vec(), b"k15".to_vec()]);
     }
 
     #[test]
@@ -325,9 +368,7 @@ mod tests {
             ..Default::default()
         };
         let found = check(&kv, &region(b"", b""), &cfg).unwrap();
-        assert_eq!(
-            found.split_keys,
-            vec![b"big3".to_vec(), b"big6".to_vec(), b"big9".to_vec()]
-        );
+        // big9 would leave a region of one key; big6..big9 stay whole.
+        assert_eq!(found.split_keys, vec![b"big3".to_vec(), b"big6".to_vec()]);
     }
 }

@@ -683,15 +683,17 @@ impl Store {
     /// The regions this store leads that are due a split check: their
     /// applied commands reached `region-split-check-diff`, or their size
     /// is unknown here (a new leader, or a check that failed); their
-    /// counters start again.
+    /// counters start again. A region whose check is still queued or
+    /// running is not due (TiKV queues no scan while one is pending).
     pub fn split_check_due(&mut self) -> Vec<metapb::Region> {
         let diff = self.cfg.split_check.check_diff;
         self.peers
             .values_mut()
-            .filter(|p| p.is_initialized() && p.is_leader())
+            .filter(|p| p.is_initialized() && p.is_leader() && !p.split_check_pending)
             .filter(|p| p.size_diff_hint >= diff || p.approximate.is_none())
             .map(|p| {
                 p.size_diff_hint = 0;
+                p.split_check_pending = true;
                 p.region.clone()
             })
             .collect()
@@ -709,10 +711,18 @@ impl Store {
         (peer.is_initialized() && peer.is_leader() && at_epoch).then(|| peer.region.clone())
     }
 
-    /// Takes a split check's outcome: records the region's size, and asks
-    /// PD for a split if one is due and the region is still as checked.
-    pub fn on_split_check(&mut self, region: &metapb::Region, found: SplitCheck) {
+    /// Takes a split check's outcome (None: the check failed): records
+    /// the region's size, and asks PD for a split if one is due and the
+    /// region is still as checked. A region that should split is checked
+    /// again at the next tick until it has (as TiKV keeps checking while a
+    /// split is due): a split that failed (PD refused ids, a membership
+    /// change raced it) is tried again without waiting for more writes.
+    pub fn on_split_check(&mut self, region: &metapb::Region, found: Option<SplitCheck>) {
         let Some(peer) = self.peers.get_mut(&region.id) else {
+            return;
+        };
+        peer.split_check_pending = false;
+        let Some(found) = found else {
             return;
         };
         // A membership change since leaves the range, and so the size, as
@@ -722,6 +732,7 @@ impl Store {
         }
         peer.approximate = Some(found.stats);
         if !found.split_keys.is_empty() && peer.is_leader() {
+            peer.size_diff_hint = u64::MAX;
             let _ = self.events.send(StoreEvent::AskSplit {
                 region: peer.region.clone(),
                 split_keys: found.split_keys,
@@ -2532,6 +2543,9 @@ mod tests {
         let mut store = sole_voter(dir.path());
         let checked = |store: &mut Store| store.split_check_due().len();
         assert_eq!(checked(&mut store), 1, "never measured");
+        assert_eq!(checked(&mut store), 0, "its check is still queued");
+        // A check that failed: unknown still, asked again.
+        store.on_split_check(&store.region(1).unwrap(), None);
         assert_eq!(checked(&mut store), 1, "still unknown: asked again");
         // The result comes back after a membership change (conf_ver only):
         // the range is the same, so it counts.
@@ -2542,7 +2556,7 @@ mod tests {
             stats,
             split_keys: vec![],
         };
-        store.on_split_check(&asked, found);
+        store.on_split_check(&asked, Some(found));
         assert_eq!(store.peers[&1].approximate, Some(stats));
         assert_eq!(checked(&mut store), 0, "measured, nothing written since");
         // One taken before a split or a merge (another version) does not.
@@ -2552,8 +2566,23 @@ mod tests {
             stats,
             split_keys: vec![],
         };
-        store.on_split_check(&asked, found);
+        store.on_split_check(&asked, Some(found));
         assert_eq!(store.peers[&1].approximate, None);
+    }
+
+    #[test]
+    fn a_region_that_should_split_is_checked_again_until_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = sole_voter(dir.path());
+        assert_eq!(store.split_check_due().len(), 1);
+        let stats = RegionStats { size: 10, keys: 20 };
+        let found = |split_keys| SplitCheck { stats, split_keys };
+        store.on_split_check(&store.region(1).unwrap(), Some(found(vec![b"k".to_vec()])));
+        // The split it asked PD for may fail (PD refused ids, a membership
+        // change raced it); nothing more need be written to try again.
+        assert_eq!(store.split_check_due().len(), 1, "checked again");
+        store.on_split_check(&store.region(1).unwrap(), Some(found(vec![])));
+        assert_eq!(store.split_check_due().len(), 0, "nothing to split");
     }
 
     #[test]

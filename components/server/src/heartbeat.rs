@@ -122,9 +122,16 @@ pub async fn region_heartbeat_loop(
                         let (pd, router) = (pd.clone(), router.clone());
                         tokio::spawn(async move { check_stale(&pd, &router, region, peer.id).await });
                     }
+                    // The store asks again at each split check until the
+                    // split shows; one under way is enough.
                     Some(StoreEvent::AskSplit { region, split_keys }) => {
-                        let (pd, router) = (pd.clone(), router.clone());
-                        tokio::spawn(async move { split(&pd, &router, &region, split_keys).await });
+                        if let Some(under_way) = splitting.begin(region.id) {
+                            let (pd, router) = (pd.clone(), router.clone());
+                            tokio::spawn(async move {
+                                split(&pd, &router, &region, split_keys).await;
+                                drop(under_way);
+                            });
+                        }
                     }
                     None => return,
                 },
@@ -151,8 +158,9 @@ pub async fn region_heartbeat_loop(
 /// a membership change through Raft, a leader transfer, or a merge (the
 /// store carries it through once prepared). Its result shows
 /// in the next heartbeats; PD resends or times out what did not happen.
-/// Regions a split PD asked for at given keys is under way in: PD asks
-/// again with every heartbeat until the split shows, and one is enough.
+/// Regions a split is under way in, at PD's keys or the split checker's:
+/// both ask again (PD with every heartbeat, the store at every check)
+/// until the split shows, and one is enough.
 #[derive(Clone, Default)]
 struct Splitting(Arc<parking_lot::Mutex<std::collections::HashSet<u64>>>);
 
