@@ -323,9 +323,12 @@ impl Cluster {
         let mut stores = self.stores.write();
         for other in stores.values() {
             let o = &other.meta;
+            // A store removed for good, or whose machine is gone, frees
+            // its address for a store that replaces it.
             if o.id != store.id
                 && o.address == store.address
                 && o.state != metapb::StoreState::Tombstone as i32
+                && !o.physically_destroyed
             {
                 return Err(PdError::new(
                     pdpb::ErrorType::Unknown,
@@ -345,6 +348,7 @@ impl Cluster {
             Some(existing) => {
                 store.state = existing.meta.state;
                 store.node_state = existing.meta.node_state;
+                store.physically_destroyed = existing.meta.physically_destroyed;
                 store.labels = crate::placement::merge_labels(&existing.meta.labels, &store.labels);
             }
             None => {

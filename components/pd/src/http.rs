@@ -187,6 +187,9 @@ fn store_json(
             .collect();
         store["labels"] = json!(labels);
     }
+    if m.physically_destroyed {
+        store["physically_destroyed"] = json!(true);
+    }
     let st = &s.stats;
     let mut status = json!({
         "capacity": byte_size(st.capacity),
@@ -372,14 +375,24 @@ fn split_op(req: &Value) -> Result<AdminOp, String> {
     Ok(AdminOp::SplitRegion { policy, keys })
 }
 
-/// `DELETE /store/{id}`, as `pd-ctl store delete`: the store goes Offline.
-async fn delete_store(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -> Response {
+/// `DELETE /store/{id}[?force]`, as `pd-ctl store delete`: the store goes
+/// Offline. With `force` it is also marked physically destroyed (its
+/// machine is gone for good): no check of the stores left up, it never
+/// comes back, and a new store may take its address at once.
+async fn delete_store(
+    State(s): State<Arc<HttpState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let id = match store_id(&id) {
         Ok(id) => id,
         Err(bad) => return bad,
     };
+    let force = query_pairs(query.as_deref())
+        .iter()
+        .any(|(k, v)| k == "force" && v != "false");
     store_done(
-        s.pd.cluster.remove_store(id),
+        s.pd.cluster.remove_store(id, force),
         "The store is set as Offline.",
     )
 }
@@ -405,7 +418,7 @@ async fn set_store_state(
     let done = if state.eq_ignore_ascii_case("up") {
         cluster.up_store(id)
     } else if state.eq_ignore_ascii_case("offline") {
-        cluster.remove_store(id)
+        cluster.remove_store(id, false)
     } else {
         return error(StatusCode::BAD_REQUEST, format!("invalid state {state}"));
     };
@@ -603,7 +616,7 @@ fn store_done(done: Result<(), StoreError>, ok: &str) -> Response {
 fn store_error(e: StoreError) -> Response {
     let status = match e {
         StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        StoreError::Removed(_) => StatusCode::GONE,
+        StoreError::Removed(_) | StoreError::Destroyed(_) => StatusCode::GONE,
         StoreError::NotEnough { .. }
         | StoreError::HeldByOther(..)
         | StoreError::BadWeights(_)

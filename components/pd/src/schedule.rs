@@ -224,6 +224,8 @@ pub enum StoreError {
     NotFound(u64),
     #[error("[PD:core:ErrStoreRemoved]store {0} has been removed")]
     Removed(u64),
+    #[error("[PD:core:ErrStoreDestroyed]store {0} has been physically destroyed")]
+    Destroyed(u64),
     #[error(
         "[PD:core:ErrStoresNotEnough]can not remove store {id} since the number of up stores \
          would be {up} while need {need}"
@@ -866,27 +868,35 @@ impl Cluster {
     /// Takes a store out of service, as `pd-ctl store delete` does: it
     /// becomes Offline, the replica checker moves its replicas elsewhere,
     /// and once it holds none it becomes Tombstone. Refused if fewer Up
-    /// stores than `max-replicas` would remain.
-    pub fn remove_store(&self, id: u64) -> Result<(), StoreError> {
+    /// stores than `max-replicas` would remain, unless `destroyed` (its
+    /// machine is gone for good, upstream's `force`): then it is marked
+    /// physically destroyed, may not come back, and frees its address.
+    pub fn remove_store(&self, id: u64, destroyed: bool) -> Result<(), StoreError> {
         let mut stores = self.stores.write();
         let Some(store) = stores.get(&id) else {
             return Err(StoreError::NotFound(id));
         };
+        if store.is_offline() && store.meta.physically_destroyed == destroyed {
+            return Ok(());
+        }
         if store.is_tombstone() {
             return Err(StoreError::Removed(id));
         }
-        if store.is_offline() {
-            return Ok(());
+        if store.meta.physically_destroyed {
+            return Err(StoreError::Destroyed(id));
         }
-        let up = stores
-            .values()
-            .filter(|s| s.meta.id != id && s.meta.state == metapb::StoreState::Up as i32)
-            .count();
-        let need = self.opts().max_replicas;
-        if up < need as usize {
-            return Err(StoreError::NotEnough { id, up, need });
+        if !store.is_offline() && !destroyed {
+            let up = stores
+                .values()
+                .filter(|s| s.meta.id != id && s.meta.state == metapb::StoreState::Up as i32)
+                .count();
+            let need = self.opts().max_replicas;
+            if up < need as usize {
+                return Err(StoreError::NotEnough { id, up, need });
+            }
         }
         let mut meta = store.meta.clone();
+        meta.physically_destroyed = destroyed;
         set_state(&mut meta, metapb::StoreState::Offline);
         self.put_store_meta(&meta)?;
         info!(store_id = id, "store is offline; its replicas will move");
@@ -907,6 +917,9 @@ impl Cluster {
         };
         if store.is_tombstone() {
             return Err(StoreError::Removed(id));
+        }
+        if store.meta.physically_destroyed {
+            return Err(StoreError::Destroyed(id));
         }
         if !store.is_offline() {
             return Ok(());

@@ -51,7 +51,7 @@ async fn the_leader_gets_the_next_step_on_its_heartbeat_stream() {
 async fn stores_report_state_and_node_state_as_upstream() {
     let sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     let mut pd = serve(&sim).await;
-    sim.cluster.remove_store(4).unwrap();
+    sim.cluster.remove_store(4, false).unwrap();
     let states = |s: &metapb::Store| (s.state, s.node_state);
     let offline = (
         metapb::StoreState::Offline as i32,

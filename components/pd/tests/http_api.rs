@@ -331,6 +331,38 @@ async fn schedulers_are_listed_added_and_removed() {
 }
 
 #[tokio::test]
+async fn a_forced_delete_marks_the_store_destroyed_and_frees_its_address() {
+    let mut sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
+    sim.step();
+    let api = serve(&sim);
+    // Two stores would stay up for three replicas: refused, unless forced
+    // (the machine is gone; its replicas are rebuilt once a store joins).
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/3")).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/3?force=true")).await;
+    assert_eq!(code, StatusCode::OK);
+    let three = get(&format!("{api}/store/3")).await;
+    assert_eq!(three["store"]["state_name"], "Offline");
+    assert_eq!(three["store"]["physically_destroyed"], true);
+    // It never comes back, and a plain delete does not undo the force.
+    let (code, _) = call(Method::POST, &format!("{api}/store/3/state?state=Up")).await;
+    assert_eq!(code, StatusCode::GONE);
+    let (code, _) = call(Method::DELETE, &format!("{api}/store/3")).await;
+    assert_eq!(code, StatusCode::GONE);
+    // A new store takes its address at once; the old one, back at it, is
+    // refused (the address is the new store's now).
+    let old = sim.cluster.store(3).unwrap().meta;
+    let new = metapb::Store {
+        id: 5,
+        address: old.address.clone(),
+        version: "8.5.0".into(),
+        ..Default::default()
+    };
+    sim.cluster.put_store(new).unwrap();
+    sim.cluster.put_store(old).unwrap_err();
+}
+
+#[tokio::test]
 async fn a_deleted_store_comes_back_or_its_tombstone_is_forgotten() {
     let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
     sim.step();
@@ -920,7 +952,7 @@ async fn regions_are_listed_by_what_is_wrong_with_them() {
     assert_eq!(check("empty-region").await, none);
     // Store 3 leaves: its peer is offline, and its replacement starts as
     // a learner, one peer more than max-replicas.
-    sim.cluster.remove_store(3).unwrap();
+    sim.cluster.remove_store(3, false).unwrap();
     assert_eq!(check("offline-peer").await, [id]);
     sim.step();
     let learner = Some(metapb::PeerRole::Learner as i32);
@@ -981,7 +1013,7 @@ async fn a_stores_regions_are_listed_by_the_part_its_peer_plays() {
     sim.step();
     // Store 3 leaves; its replacement on 4 starts as a learner, and its
     // next report shows it catching up.
-    sim.cluster.remove_store(3).unwrap();
+    sim.cluster.remove_store(3, false).unwrap();
     sim.step();
     sim.pending = vec![sim.peer_on(4).unwrap().id];
     sim.heartbeat();

@@ -130,7 +130,7 @@ fn a_down_replica_stays_when_no_store_can_take_its_place() {
 fn an_offline_leader_hands_over_before_its_replica_is_removed_then_the_store_is_tombstone() {
     let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     sim.step();
-    sim.cluster.remove_store(1).unwrap();
+    sim.cluster.remove_store(1, false).unwrap();
     assert_eq!(sim.state_name(1), "Offline");
     assert_eq!(
         sim.run(),
@@ -160,7 +160,7 @@ fn an_offline_leader_hands_over_before_its_replica_is_removed_then_the_store_is_
         .unwrap_err();
     assert_eq!(refused.kind, pdpb::ErrorType::StoreTombstone);
     assert!(matches!(
-        sim.cluster.remove_store(1),
+        sim.cluster.remove_store(1, false),
         Err(StoreError::Removed(1))
     ));
 }
@@ -168,7 +168,7 @@ fn an_offline_leader_hands_over_before_its_replica_is_removed_then_the_store_is_
 #[test]
 fn an_offline_store_without_replicas_becomes_tombstone_at_its_next_heartbeat() {
     let sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
-    sim.cluster.remove_store(4).unwrap();
+    sim.cluster.remove_store(4, false).unwrap();
     assert_eq!(sim.state_name(4), "Offline");
     sim.store_heartbeats();
     assert_eq!(sim.state_name(4), "Tombstone");
@@ -178,7 +178,7 @@ fn an_offline_store_without_replicas_becomes_tombstone_at_its_next_heartbeat() {
 fn an_offline_store_that_died_empty_becomes_tombstone_at_another_stores_heartbeat() {
     let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     sim.silent.insert(4);
-    sim.cluster.remove_store(4).unwrap();
+    sim.cluster.remove_store(4, false).unwrap();
     sim.store_heartbeats();
     assert_eq!(sim.state_name(4), "Tombstone");
     // Its address is free again for a store that replaces it.
@@ -196,10 +196,10 @@ fn an_offline_store_that_died_empty_becomes_tombstone_at_another_stores_heartbea
 fn store_removal_is_refused_for_unknown_stores_and_when_too_few_would_stay_up() {
     let sim = Sim::new(&[1, 2, 3], &[1, 2, 3], opts(3));
     assert!(matches!(
-        sim.cluster.remove_store(9),
+        sim.cluster.remove_store(9, false),
         Err(StoreError::NotFound(9))
     ));
-    let err = sim.cluster.remove_store(3).unwrap_err();
+    let err = sim.cluster.remove_store(3, false).unwrap_err();
     assert!(matches!(err, StoreError::NotEnough { up: 2, need: 3, .. }));
     assert_eq!(
         err.to_string(),
@@ -381,7 +381,7 @@ fn repairs_pass_over_a_store_weighted_zero() {
     sim.cluster.set_store_weights(2, zero).unwrap();
     // The leader's store 1 is deleted: by counts alone its replica would go
     // to store 4 and its leadership to store 2, both weighted 0.
-    sim.cluster.remove_store(1).unwrap();
+    sim.cluster.remove_store(1, false).unwrap();
     let log = sim.run();
     assert_eq!(log[0], "add learner on store 5", "{log:?}");
     assert!(
@@ -412,7 +412,7 @@ fn add_peer_dropped_when(gone: impl FnOnce(&mut Sim)) {
 
 #[test]
 fn an_operator_placing_on_a_store_taken_out_of_service_is_dropped() {
-    add_peer_dropped_when(|sim| sim.cluster.remove_store(4).unwrap());
+    add_peer_dropped_when(|sim| sim.cluster.remove_store(4, false).unwrap());
 }
 
 #[test]
@@ -462,7 +462,7 @@ fn each_repair_rule_can_be_switched_off_and_on_online() {
     // Move an Offline store's replica: the store stays Offline meanwhile.
     let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     switch(&sim, "enable-replace-offline-replica", false);
-    sim.cluster.remove_store(3).unwrap();
+    sim.cluster.remove_store(3, false).unwrap();
     assert_eq!(sim.run(), [QUIET]);
     assert_eq!(sim.state_name(3), "Offline");
     switch(&sim, "enable-replace-offline-replica", true);
@@ -644,7 +644,7 @@ fn halted_scheduling_plans_nothing_and_refuses_splits_but_running_operators_go_o
     // The running operator goes on to its end ...
     assert_eq!(sim.run(), ["-", "promote on store 3", "-"]);
     // ... but a replica lost now is not made up while halted.
-    sim.cluster.remove_store(3).unwrap();
+    sim.cluster.remove_store(3, false).unwrap();
     assert_eq!(sim.run(), [QUIET]);
     // A store asking to split is refused: splits wait too.
     let region = sim.request().region.unwrap();
@@ -688,7 +688,7 @@ fn a_leader_leaving_its_store_passes_over_a_store_whose_leaders_are_evicted() {
     let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
     sim.step();
     sim.cluster.hold_store(LeaderHold::Evict, 2).unwrap();
-    sim.cluster.remove_store(1).unwrap();
+    sim.cluster.remove_store(1, false).unwrap();
     let steps = sim.run();
     assert!(
         steps.contains(&"transfer leader to store 3".to_string()),
@@ -709,7 +709,7 @@ fn a_store_held_by_a_leader_scheduler_is_let_go_once_tombstone() {
     // Evicted and granted at once is refused.
     let both = sim.cluster.hold_store(LeaderHold::Grant, 1).unwrap_err();
     assert!(matches!(both, StoreError::HeldByOther(1, _)), "{both}");
-    sim.cluster.remove_store(1).unwrap();
+    sim.cluster.remove_store(1, false).unwrap();
     sim.run();
     assert_eq!(sim.state_name(1), "Tombstone");
     assert!(sim.cluster.held_stores(LeaderHold::Evict).is_empty());

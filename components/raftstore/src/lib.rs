@@ -62,7 +62,7 @@ pub use router::{Pickup, Router};
 pub use snap::{
     decode_data as decode_snapshot_data, SnapBusy, SnapCounts, SnapKey, SnapManager, SnapReceiver,
 };
-pub use split_check::{SplitCheck, SplitCheckConfig};
+pub use split_check::{user_key, SplitCheck, SplitCheckConfig};
 pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};
 pub use transport::{NoTransport, PeerMessage, Transport};
 

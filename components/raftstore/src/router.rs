@@ -126,6 +126,10 @@ enum Msg {
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
     },
+    ClearSizes {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     Stop,
 }
 
@@ -345,6 +349,12 @@ impl Router {
     /// as one the checker found by size would (`StoreEvent::AskSplit`).
     pub fn split_at_middle(&self, region_id: u64, epoch: Option<metapb::RegionEpoch>) {
         let _ = self.tx.send(Msg::SplitAtMiddle { region_id, epoch });
+    }
+
+    /// Has the regions overlapping `[start, end)` measured again (their
+    /// data went outside Raft); see `Store::clear_sizes_in`.
+    pub fn clear_sizes_in(&self, start: Vec<u8>, end: Vec<u8>) {
+        let _ = self.tx.send(Msg::ClearSizes { start, end });
     }
 
     /// Sends an admin command and waits for the regions it left.
@@ -686,9 +696,10 @@ impl Runner {
                 epoch,
             } => {
                 if let Err(e) = self.store.destroy_stale_peer(region_id, peer_id, &epoch) {
-                    warn!(region_id, error = %e, "cannot destroy a stale peer");
+                    self.store.fail(region_id, "cannot destroy a stale peer", e);
                 }
             }
+            Msg::ClearSizes { start, end } => self.store.clear_sizes_in(&start, &end),
             Msg::SplitAtMiddle { region_id, epoch } => {
                 if let Some(region) = self.store.led_region(region_id, epoch.as_ref()) {
                     if self.middle_checks.insert(region_id) {

@@ -489,8 +489,20 @@ impl SnapReceiver {
             // Already received whole (maybe being applied): keep that copy.
             return Ok(());
         }
-        std::fs::rename(&self.tmp, &self.done).map_err(|e| io_error("snapshot receive", e))
+        std::fs::rename(&self.tmp, &self.done).map_err(|e| io_error("snapshot receive", e))?;
+        // The rename is durable before the apply records the snapshot as
+        // pending: a power loss must not leave a pending snapshot whose
+        // files are under their temporary name (and removed at open).
+        sync_parent(&self.done)
     }
+}
+
+/// Syncs the directory holding `path`, so a rename into it survives a
+/// power loss.
+fn sync_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let dir = std::fs::File::open(parent).map_err(|e| io_error("snapshot dir", e))?;
+    dir.sync_all().map_err(|e| io_error("snapshot dir", e))
 }
 
 impl Drop for SnapReceiver {

@@ -32,7 +32,7 @@ use tikal_proto::metapb;
 use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin;
 use crate::apply::{Applier, ApplyBatch};
@@ -210,6 +210,12 @@ const MAX_WAITING_MESSAGES: usize = 1024;
 /// Every peer on one store, and what the store publishes about them.
 pub struct Store {
     store_id: u64,
+    /// An engine failure met outside a round (destroying or creating a
+    /// peer for a message or a tick): the store takes nothing more and
+    /// its next round fails, as a round's own engine failure does. Going
+    /// on could start a region over a range whose old state stays on
+    /// disk, and the store would then not open again.
+    failure: Option<crate::RaftstoreError>,
     cfg: RaftstoreConfig,
     kv: KvEngine,
     log: Arc<RaftLogEngine>,
@@ -354,6 +360,7 @@ impl Store {
         });
         let mut store = Store {
             store_id,
+            failure: None,
             cfg,
             kv,
             log,
@@ -699,6 +706,21 @@ impl Store {
             .collect()
     }
 
+    /// Forgets the measured size of every region here overlapping
+    /// `[start, end)` (empty end: unbounded), whose data went outside Raft
+    /// (UnsafeDestroyRange): each is measured again at the next split
+    /// check, so PD sees it shrink and may merge it (as TiKV's
+    /// ClearRegionSizeInRange).
+    pub fn clear_sizes_in(&mut self, start: &[u8], end: &[u8]) {
+        for peer in self.peers.values_mut() {
+            if overlaps(&peer.region, (start, end)) {
+                peer.approximate = None;
+                peer.size_diff_hint = u64::MAX;
+            }
+        }
+        self.publish_all();
+    }
+
     /// The region, if this store's peer leads it at `epoch` (any if None).
     pub fn led_region(
         &self,
@@ -778,6 +800,9 @@ impl Store {
     /// is dropped: its sender retries. A snapshot that Raft did not take
     /// (dropped, refused or stale) leaves no files behind.
     pub fn step(&mut self, msg: PeerMessage) {
+        if self.failure.is_some() {
+            return;
+        }
         let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
             .then(|| SnapKey::of(msg.region_id, msg.message.get_snapshot()));
         self.take_message(msg);
@@ -814,7 +839,7 @@ impl Store {
                 "replaced by a newer peer of the region"
             );
             if let Err(e) = self.destroy_peer(region_id) {
-                warn!(region_id, error = %e, "cannot destroy a replaced peer");
+                self.fail(region_id, "cannot destroy a replaced peer", e);
                 return;
             }
         }
@@ -823,7 +848,7 @@ impl Store {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
-                    warn!(region_id, error = %e, "cannot create peer");
+                    self.fail(region_id, "cannot create peer", e);
                     return;
                 }
             }
@@ -868,7 +893,7 @@ impl Store {
                         target, "told by a peer that the region merged away"
                     );
                     if let Err(e) = self.destroy_leftover(region_id) {
-                        warn!(region_id, error = %e, "cannot destroy a merged-away peer");
+                        self.fail(region_id, "cannot destroy a merged-away peer", e);
                     }
                 }
                 return;
@@ -877,7 +902,7 @@ impl Store {
             if peer.is_initialized() && msg.epoch.conf_ver > ours.conf_ver {
                 info!(region_id, "told by a peer that this one was removed");
                 if let Err(e) = self.destroy_peer(region_id) {
-                    warn!(region_id, error = %e, "cannot destroy a removed peer");
+                    self.fail(region_id, "cannot destroy a removed peer", e);
                 }
             }
             return;
@@ -1156,6 +1181,12 @@ impl Store {
         self.publish_all();
     }
 
+    /// Records an engine failure met outside a round: see `failure`.
+    pub(crate) fn fail(&mut self, region_id: u64, what: &str, e: crate::RaftstoreError) {
+        error!(region_id, error = %e, "{what}; the store stops");
+        self.failure.get_or_insert(e);
+    }
+
     /// The election timeout in ticks (at least one).
     fn election_ticks(&self) -> u64 {
         (self.raft_cfg.election_tick as u64).max(1)
@@ -1218,7 +1249,7 @@ impl Store {
                 "merged away, and this store's target is past the merge: destroying the source"
             );
             if let Err(e) = self.destroy_leftover(source) {
-                warn!(region_id = source, error = %e, "cannot destroy a merged-away peer");
+                self.fail(source, "cannot destroy a merged-away peer", e);
             }
         }
     }
@@ -1397,6 +1428,9 @@ impl Store {
     /// One round of group commit across all peers; see the module docs.
     /// An error means an engine failed: the store must stop.
     pub fn on_ready(&mut self) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
         let mut taken: Vec<(u64, Ready)> = vec![];
         let ids: Vec<u64> = self.peers.keys().copied().collect();
         for id in &ids {
@@ -2586,6 +2620,26 @@ mod tests {
     }
 
     #[test]
+    fn a_range_destroyed_outside_raft_has_its_regions_measured_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = sole_voter(dir.path());
+        assert_eq!(store.split_check_due().len(), 1);
+        let stats = RegionStats {
+            size: 96 << 20,
+            keys: 10,
+        };
+        let found = SplitCheck {
+            stats,
+            split_keys: vec![],
+        };
+        store.on_split_check(&store.region(1).unwrap(), Some(found));
+        assert_eq!(store.split_check_due().len(), 0, "measured");
+        store.clear_sizes_in(b"a", b"b");
+        assert_eq!(store.peers[&1].approximate, None);
+        assert_eq!(store.split_check_due().len(), 1, "measured again");
+    }
+
+    #[test]
     fn log_gc_truncates_when_its_command_applies_and_refuses_a_bad_one() {
         let dir = tempfile::tempdir().unwrap();
         // The sole voter leads at once; three writes follow.
@@ -3224,6 +3278,39 @@ mod tests {
             store.step(msg);
             assert!(!snaps.has_received(key), "{key} left on disk");
         }
+    }
+
+    #[test]
+    fn an_engine_failure_destroying_a_peer_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2)])).unwrap();
+        }
+        let budget = tikal_engine::WriteBudget::default();
+        let kv = KvEngine::open(&dir.path().join("db")).unwrap();
+        let log = RaftLogEngine::open(&dir.path().join("raft")).unwrap();
+        let snaps = SnapManager::open(&dir.path().join("snap")).unwrap();
+        let mut store = Store::open(
+            1,
+            RaftstoreConfig::default(),
+            kv.with_budget(budget.clone()),
+            Arc::new(log.with_budget(budget.clone())),
+            Arc::new(snaps),
+            Arc::new(Ignore),
+            Box::new(NoTransport),
+            mpsc::unbounded_channel().0,
+        )
+        .unwrap();
+        store.on_ready().unwrap();
+        // Peer 2, of a newer configuration, says peer 1 was removed; the
+        // destroy's writes fail (a full disk, an I/O error).
+        budget.crash_after(0);
+        let mut removed = between(2, 1, Message::default());
+        removed.is_tombstone = true;
+        removed.epoch.conf_ver += 1;
+        store.step(removed);
+        assert!(store.on_ready().is_err(), "the store stops");
     }
 
     /// `m` from peer 2 to peer 1 of region 1 (peer id = store id).

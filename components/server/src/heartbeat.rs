@@ -288,8 +288,14 @@ fn led_at(
 }
 
 /// PD's split keys for `region` that lie strictly inside it, in order and
-/// once each: a split key on or outside a boundary splits nothing.
-fn keys_inside(region: &metapb::Region, mut keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+/// once each: a split key on or outside a boundary splits nothing. A key
+/// with a version's timestamp (as tools print stored keys) is cut to its
+/// user key, as TiKV strips it: a split never falls between two versions
+/// of one key.
+fn keys_inside(region: &metapb::Region, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (keys.iter())
+        .map(|k| tikal_raftstore::user_key(k).to_vec())
+        .collect();
     keys.retain(|k| {
         k.as_slice() > region.start_key.as_slice()
             && (region.end_key.is_empty() || k.as_slice() < region.end_key.as_slice())
@@ -440,6 +446,26 @@ mod tests {
         assert!(splitting.begin(8).is_some(), "another region's is free");
         drop(first);
         assert!(splitting.begin(7).is_some(), "done: PD may ask again");
+    }
+
+    #[test]
+    fn split_keys_from_pd_are_user_keys_inside_the_region() {
+        use tikal_storage::mvcc::codec::{append_ts, encode_key};
+        let region = metapb::Region {
+            start_key: encode_key(b"b"),
+            end_key: encode_key(b"y"),
+            ..Default::default()
+        };
+        let keys = vec![
+            append_ts(encode_key(b"k"), 5),
+            encode_key(b"k"),
+            encode_key(b"a"),
+            encode_key(b"b"),
+            encode_key(b"c"),
+        ];
+        // k's version is cut to k (once); a and b split nothing.
+        let expected = vec![encode_key(b"c"), encode_key(b"k")];
+        assert_eq!(keys_inside(&region, keys), expected);
     }
 
     #[test]

@@ -79,9 +79,9 @@ pub async fn run(
     let status_listener = std::net::TcpListener::bind(status_addr)
         .with_context(|| format!("cannot listen on status address {status_addr}"))?;
 
-    // API V2's raw tombstones go in compaction.
+    // API V2's raw tombstones and expired raw values go in compaction.
     let drop_filter = (cfg.storage.api_version == 2)
-        .then_some(tikal_storage::api::is_raw_tombstone as tikal_engine::DropFilter);
+        .then_some(tikal_storage::api::is_raw_garbage as tikal_engine::DropFilter);
     let kv = KvEngine::open_with(&data_dir.join("db"), drop_filter).context("opening KV engine")?;
     let raft_log =
         Arc::new(RaftLogEngine::open(&data_dir.join("raft-engine")).context("opening raft log")?);

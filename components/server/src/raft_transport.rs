@@ -50,8 +50,23 @@ const QUEUE_CAPACITY: usize = 1024;
 const QUEUE_BYTES: usize = 64 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Longest a snapshot send may take (a 1 GiB region at ~10 MB/s fits).
+/// Longest a snapshot send may take, at the least (a 1 GiB region at
+/// ~10 MB/s fits); a larger snapshot gets a second for each MiB, so a slow
+/// link still carries a large region rather than restarting it for good.
 const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long sending `msg`'s snapshot may take: [`SNAPSHOT_SEND_TIMEOUT`],
+/// or a second per MiB of its files if that is longer.
+fn snapshot_send_timeout(msg: &PeerMessage) -> Duration {
+    let bytes: u64 = tikal_raftstore::decode_snapshot_data(msg.message.get_snapshot())
+        .map(|data| {
+            (data.meta.iter().flat_map(|m| &m.cf_files))
+                .map(|f| f.size)
+                .sum()
+        })
+        .unwrap_or(0);
+    SNAPSHOT_SEND_TIMEOUT.max(Duration::from_secs(bytes >> 20))
+}
 /// Longest a snapshot stream may stay silent before its receiver gives it
 /// up: a sender that vanished without closing its connection must not
 /// leave the store counting a snapshot received, nor its files half
@@ -315,7 +330,8 @@ async fn send_snapshot(shared: Arc<Shared>, msg: PeerMessage) {
     let _busy = shared.snaps.sending();
     // Until it hears, the leader sends that peer nothing else: a send that
     // hangs must end as a failure, and the leader then tries again.
-    let sent = tokio::time::timeout(SNAPSHOT_SEND_TIMEOUT, stream_snapshot(&shared, msg)).await;
+    let timeout = snapshot_send_timeout(&msg);
+    let sent = tokio::time::timeout(timeout, stream_snapshot(&shared, msg)).await;
     let delivered = match sent {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -575,6 +591,33 @@ mod tests {
         assert_eq!(snaps.counts().receiving, 0);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_large_snapshot_gets_a_second_per_mib_to_send() {
+        use tikal_proto::raft_serverpb::{RaftSnapshotData, SnapshotCfFile, SnapshotMeta};
+        let with_files = |sizes: &[(&str, u64)]| {
+            let data = RaftSnapshotData {
+                region: Some(metapb::Region::default()),
+                meta: Some(SnapshotMeta {
+                    cf_files: (sizes.iter())
+                        .map(|(cf, size)| SnapshotCfFile {
+                            cf: cf.to_string(),
+                            size: *size,
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            };
+            let mut msg = PeerMessage::note(5, peer(51, 1), peer(53, 3), Default::default());
+            msg.message.mut_snapshot().data = prost::Message::encode_to_vec(&data).into();
+            msg
+        };
+        let small = with_files(&[("default", 10 << 20), ("write", 1 << 20)]);
+        assert_eq!(snapshot_send_timeout(&small), SNAPSHOT_SEND_TIMEOUT);
+        let large = with_files(&[("default", 2 << 30), ("write", 1 << 30)]);
+        assert_eq!(snapshot_send_timeout(&large), Duration::from_secs(3 << 10));
     }
 
     #[test]

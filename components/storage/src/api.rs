@@ -24,11 +24,17 @@ pub const TXN_PREFIX: u8 = b'x';
 /// Bytes of `mode | keyspace id`.
 pub const KEYSPACE_PREFIX_LEN: usize = 4;
 
-/// Whether a default-CF pair of an API V2 store is a raw tombstone, which
-/// compaction may drop (`tikal_engine::DropFilter`). Transactional keys
-/// never start with `r` there, so their values are never taken for one.
-pub fn is_raw_tombstone(key: &[u8], value: &[u8]) -> bool {
-    key.first() == Some(&RAW_PREFIX) && crate::value::is_tombstone(value)
+/// Whether a default-CF pair of an API V2 store is a raw value that reads
+/// as absent for good: a tombstone, or one whose TTL has run out (TiKV's
+/// TTL compaction filter). Compaction may drop it
+/// (`tikal_engine::DropFilter`). Transactional keys never start with `r`
+/// there, so their values are never taken for one. (An API V1 store keeps
+/// raw and transactional values side by side with nothing to tell them
+/// apart, so it filters nothing.)
+pub fn is_raw_garbage(key: &[u8], value: &[u8]) -> bool {
+    let now = crate::value::now_secs();
+    key.first() == Some(&RAW_PREFIX)
+        && crate::value::decode(value).is_some_and(|stored| !stored.is_live(now))
 }
 
 /// Which API a command belongs to.
@@ -140,6 +146,19 @@ mod tests {
             api_version: v as i32,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn compaction_drops_raw_tombstones_and_expired_raw_values_only() {
+        use crate::value::{encode, now_secs, TOMBSTONE};
+        let now = now_secs();
+        let raw = b"r\0\0\0k";
+        assert!(is_raw_garbage(raw, &TOMBSTONE));
+        assert!(is_raw_garbage(raw, &encode(b"v", 10, now - 20)), "expired");
+        assert!(!is_raw_garbage(raw, &encode(b"v", 600, now)), "live");
+        assert!(!is_raw_garbage(raw, &encode(b"v", 0, now)), "no TTL");
+        // A transactional value that happens to end like an expired one.
+        assert!(!is_raw_garbage(b"x\0\0\0k", &encode(b"v", 10, now - 20)));
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub(crate) struct Bounds {
 }
 
 impl RawStorage {
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
+    }
+
     pub(crate) fn engine(&self) -> &KvEngine {
         &self.engine
     }

@@ -740,6 +740,8 @@ impl TxnStorage {
             wb.delete_range(cf, &lower, &upper);
         }
         engine.write(wb, true)?;
+        // The regions there shrank without a write through them.
+        self.raw.router().clear_sizes_in(lower, upper);
         Ok(())
     }
 
