@@ -805,7 +805,7 @@ impl Store {
         }
         let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
             .then(|| SnapKey::of(msg.region_id, msg.message.get_snapshot()));
-        self.take_message(msg);
+        self.take_message(msg, snapshot);
         if let Some(key) = snapshot {
             let taken = (self.peers.get(&key.region_id))
                 .and_then(|p| p.raw_node.snap())
@@ -816,7 +816,9 @@ impl Store {
         }
     }
 
-    fn take_message(&mut self, msg: PeerMessage) {
+    /// [`Store::step`]'s work; `snapshot` names the message's snapshot,
+    /// if it carries one.
+    fn take_message(&mut self, msg: PeerMessage, snapshot: Option<SnapKey>) {
         let region_id = msg.region_id;
         if msg.to.store_id != self.store_id || msg.from.id == 0 || msg.to.id == 0 {
             debug!(region_id, "message with bad peers dropped");
@@ -945,8 +947,6 @@ impl Store {
             debug!(region_id, "heartbeat with a commit beyond our log dropped");
             return;
         }
-        let snapshot = (msg.message.get_msg_type() == MessageType::MsgSnapshot)
-            .then(|| SnapKey::of(region_id, msg.message.get_snapshot()));
         if let Some(key) = snapshot {
             let others = self.peers.values().filter(|p| p.region.id != region_id);
             // Stale regions it covers go when Raft applies it.
