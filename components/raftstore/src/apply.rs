@@ -209,9 +209,14 @@ impl<'a> ApplyContext<'a> {
         put_apply_state(&mut self.wb, region.id, &ApplyState::initial());
     }
 
-    /// Marks `peer_id` removed, with this round's writes.
-    pub(crate) fn put_tombstone_mark(&mut self, peer_id: u64) {
-        crate::meta::put_tombstone_mark(&mut self.wb, self.region_id, peer_id);
+    /// Marks `peer_id` removed from `region` (as the removal left it),
+    /// with this round's writes.
+    pub(crate) fn put_tombstone_mark(
+        &mut self,
+        region: &tikal_proto::metapb::Region,
+        peer_id: u64,
+    ) {
+        crate::meta::put_tombstone_mark(&mut self.wb, region, peer_id);
     }
 
     /// Records the merge this region prepared, with this round's writes.
@@ -233,7 +238,7 @@ impl<'a> ApplyContext<'a> {
         peer_id: u64,
         version: u64,
     ) {
-        crate::meta::put_tombstone(&mut self.wb, source.id, peer_id);
+        crate::meta::put_tombstone(&mut self.wb, source, peer_id);
         crate::meta::put_merged_into(&mut self.wb, source, self.region_id, version);
     }
 

@@ -6,7 +6,7 @@
 //! | `region_state/<id BE>`    | `metapb.Region` (protobuf)                   |
 //! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
 //! | `snapshot_pending/<id BE>`| a received snapshot being applied (eraftpb)  |
-//! | `tombstone/<id BE>`       | id of this store's last, removed peer        |
+//! | `tombstone/<id BE>`       | id of this store's last, removed peer (8 bytes BE), then the region as it last knew it (`metapb.Region`; none in older marks) |
 //! | `incarnation/<id BE>`     | id of a peer made again after a removal      |
 //! | `merge_state/<id BE>`     | a prepared merge: its index (8 bytes BE), then `raft_cmdpb.PrepareMergeRequest` |
 //! | `merged_into/<id BE>`     | where a source that merged here went ([`MergedInto`]) |
@@ -185,23 +185,57 @@ pub(crate) fn load_pending_snapshots(engine: &KvEngine) -> Result<Vec<(u64, Vec<
 }
 
 /// Forgets a region this store's peer `peer_id` was removed from, keeping
-/// a tombstone so stale messages to that peer cannot recreate it.
-pub(crate) fn put_tombstone(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: u64) {
-    wb.delete(CF_RAFT, &region_key(region_id));
-    wb.delete(CF_RAFT, &apply_key(region_id));
-    wb.delete(CF_RAFT, &merge_key(region_id));
-    wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
+/// a tombstone so stale messages to that peer cannot recreate it, and the
+/// region as the peer last knew it (see [`Tombstone`]).
+pub(crate) fn put_tombstone(wb: &mut KvWriteBatch<'_>, region: &metapb::Region, peer_id: u64) {
+    wb.delete(CF_RAFT, &region_key(region.id));
+    wb.delete(CF_RAFT, &apply_key(region.id));
+    wb.delete(CF_RAFT, &merge_key(region.id));
+    put_tombstone_mark(wb, region, peer_id);
 }
 
 /// Records only the tombstone mark (with the applied removal, before the
 /// peer is destroyed: a crash in between then knows the removed peer's id).
-pub(crate) fn put_tombstone_mark(wb: &mut KvWriteBatch<'_>, region_id: u64, peer_id: u64) {
-    wb.put(CF_RAFT, &tombstone_key(region_id), &peer_id.to_be_bytes());
+pub(crate) fn put_tombstone_mark(wb: &mut KvWriteBatch<'_>, region: &metapb::Region, peer_id: u64) {
+    let v = [&peer_id.to_be_bytes()[..], &region.encode_to_vec()].concat();
+    wb.put(CF_RAFT, &tombstone_key(region.id), &v);
+}
+
+/// What a store keeps of a region its peer was removed from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Tombstone {
+    /// This store's last removed peer of the region.
+    pub peer_id: u64,
+    /// The region as that peer last knew it: after its removal when it
+    /// applied it, else as of its last applied change (no peers when the
+    /// peer never knew the region; `None` in marks written before regions
+    /// were kept). A store holding only this can still tell a peer older
+    /// than it, on a store not in it, that it was removed.
+    pub region: Option<metapb::Region>,
 }
 
 /// The id of this store's last removed peer of the region, if any.
 pub(crate) fn load_tombstone(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
-    load_id(engine, &tombstone_key(region_id), "tombstone")
+    Ok(load_tombstone_state(engine, region_id)?.map(|t| t.peer_id))
+}
+
+/// This store's tombstone of the region, if any ([`Tombstone`]).
+pub(crate) fn load_tombstone_state(engine: &KvEngine, region_id: u64) -> Result<Option<Tombstone>> {
+    let Some(v) = engine.get(CF_RAFT, &tombstone_key(region_id))? else {
+        return Ok(None);
+    };
+    let id = v.get(..8).ok_or_else(|| corrupted("tombstone", v.len()))?;
+    let peer_id = u64::from_be_bytes(id.try_into().unwrap_or_default());
+    let region = match &v[8..] {
+        [] => None,
+        bytes => Some(
+            metapb::Region::decode(bytes).map_err(|e| EngineError::Corrupted {
+                what: "tombstone",
+                detail: e.to_string(),
+            })?,
+        ),
+    };
+    Ok(Some(Tombstone { peer_id, region }))
 }
 
 /// Records, durably, that this store made its peer `peer_id` of a region
@@ -373,6 +407,51 @@ pub fn remove_region(engine: &KvEngine, region_id: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tombstone_keeps_the_region_and_reads_older_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(dir.path()).unwrap();
+        let region = metapb::Region {
+            id: 4,
+            start_key: b"a".to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 6,
+                version: 2,
+            }),
+            peers: vec![metapb::Peer {
+                id: 9,
+                store_id: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut wb = engine.write_batch();
+        put_tombstone(&mut wb, &region, 7);
+        engine.write(wb, true).unwrap();
+        let kept = Tombstone {
+            peer_id: 7,
+            region: Some(region),
+        };
+        assert_eq!(load_tombstone_state(&engine, 4).unwrap(), Some(kept));
+        assert_eq!(load_tombstone(&engine, 4).unwrap(), Some(7));
+
+        // A mark of an older binary: the id alone.
+        let mut wb = engine.write_batch();
+        wb.put(CF_RAFT, &tombstone_key(5), &8u64.to_be_bytes());
+        wb.put(CF_RAFT, &tombstone_key(6), b"short");
+        engine.write(wb, true).unwrap();
+        let old = load_tombstone_state(&engine, 5).unwrap();
+        assert_eq!(
+            old,
+            Some(Tombstone {
+                peer_id: 8,
+                region: None
+            })
+        );
+        assert!(load_tombstone_state(&engine, 6).is_err());
+        assert_eq!(load_tombstone_state(&engine, 7).unwrap(), None);
+    }
 
     #[test]
     fn store_ident_region_and_apply_state_round_trip() {

@@ -1910,7 +1910,7 @@ impl Peer {
         match region.peers.iter().find(|p| p.id == self.meta.id) {
             Some(me) => self.meta = me.clone(),
             None => {
-                ctx.put_tombstone_mark(self.meta.id);
+                ctx.put_tombstone_mark(&region, self.meta.id);
                 self.pending_remove = true;
             }
         }

@@ -986,10 +986,12 @@ impl Store {
     /// does not have, if the message can start a peer (a vote, or a
     /// leader's first heartbeat) and the peer was not removed before. A
     /// message to a peer forgotten in a merge is answered: its sender is a
-    /// leftover of a region that no longer exists.
+    /// leftover of a region that no longer exists. So is a vote (or a
+    /// check-stale note) from a peer removed before this store's, by the
+    /// region this store's tombstone keeps.
     fn maybe_create_peer(&mut self, msg: &PeerMessage) -> Result<bool> {
-        let tombstone = meta::load_tombstone(&self.kv, msg.region_id)?;
-        if tombstone.is_some_and(|id| msg.to.id <= id) {
+        let tombstone = meta::load_tombstone_state(&self.kv, msg.region_id)?;
+        if let Some(t) = tombstone.as_ref().filter(|t| msg.to.id <= t.peer_id) {
             let merged = match msg.is_note() && !msg.check_stale {
                 true => None,
                 false => meta::load_merged_into(&self.kv, msg.region_id)?,
@@ -1022,6 +1024,18 @@ impl Store {
                         ..PeerMessage::note(msg.region_id, from, to, Default::default())
                     },
                 };
+                self.transport.send(note);
+                self.transport.flush();
+            } else if let Some(region) = (t.region.as_ref()).filter(|r| removed_before(r, msg)) {
+                // The sender was removed before this store's peer, and
+                // missed it: every peer it knows may be gone, and none
+                // left to tell it (as TiKV answers a vote to a tombstone).
+                info!(
+                    region_id = msg.region_id,
+                    from = msg.from.id,
+                    "a peer removed before this store's asks; told it was removed"
+                );
+                let note = removal_note(region, msg.to.clone(), msg.from.clone());
                 self.transport.send(note);
                 self.transport.flush();
             }
@@ -1793,7 +1807,7 @@ impl Store {
         // one durable too), or a power loss would bring the source back
         // without its log.
         let mut wb = self.kv.write_batch();
-        meta::put_tombstone(&mut wb, region_id, peer.meta.id);
+        meta::put_tombstone(&mut wb, &peer.region, peer.meta.id);
         self.kv.write(wb, true)?;
         let mut w = RaftLogWrite::default();
         w.clean(region_id);
@@ -2173,13 +2187,34 @@ fn under_snapshot(
 /// `peer`'s tombstone note to `to`, a peer no longer in its region: at
 /// the region's epoch, with its range.
 fn you_were_removed(peer: &Peer, to: metapb::Peer) -> PeerMessage {
-    let epoch = peer.region.region_epoch.clone().unwrap_or_default();
+    removal_note(&peer.region, peer.meta.clone(), to)
+}
+
+/// A tombstone note from `from` to `to`, a peer not in `region`: at the
+/// region's epoch, with its range.
+fn removal_note(region: &metapb::Region, from: metapb::Peer, to: metapb::Peer) -> PeerMessage {
+    let epoch = region.region_epoch.clone().unwrap_or_default();
     PeerMessage {
         is_tombstone: true,
-        start_key: peer.region.start_key.clone(),
-        end_key: peer.region.end_key.clone(),
-        ..PeerMessage::note(peer.region.id, peer.meta.clone(), to, epoch)
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+        ..PeerMessage::note(region.id, from, to, epoch)
     }
+}
+
+/// Whether `msg` asks whether its sender is still a member (a vote, or a
+/// check-stale note) and `region`, as a tombstone here keeps it, shows
+/// the sender removed: its configuration is older, and no peer of the
+/// region is on its store (one there may be a newer peer of that store).
+fn removed_before(region: &metapb::Region, msg: &PeerMessage) -> bool {
+    let asks = msg.check_stale
+        || matches!(
+            msg.message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+    let ours = region.region_epoch.clone().unwrap_or_default();
+    asks && msg.epoch.conf_ver < ours.conf_ver
+        && !region.peers.iter().any(|p| p.store_id == msg.from.store_id)
 }
 
 /// Sends `peer`'s check-stale note to the region's other peers (see
@@ -2249,7 +2284,7 @@ fn destroy_region_data(
     peer_id: u64,
 ) -> Result<()> {
     let mut wb = kv.write_batch();
-    meta::put_tombstone(&mut wb, region.id, peer_id);
+    meta::put_tombstone(&mut wb, region, peer_id);
     if !region.peers.is_empty() {
         for cf in DATA_CFS {
             wb.delete_range(cf, &region.start_key, &region.end_key);
@@ -2343,6 +2378,15 @@ mod tests {
     impl Applier for Ignore {
         fn apply(&self, _: &mut ApplyContext<'_>, _: &[u8]) -> Result<ApplyOutput> {
             Ok(Box::new(()))
+        }
+    }
+
+    /// A region known only by its id, as a tombstone of a peer that
+    /// never held it keeps it.
+    fn unknown_region(id: u64) -> metapb::Region {
+        metapb::Region {
+            id,
+            ..Default::default()
         }
     }
 
@@ -2956,7 +3000,7 @@ mod tests {
         let (kv, log, snaps) = engines(dir.path());
         meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2), (3, 3)])).unwrap();
         let mut wb = kv.write_batch();
-        meta::put_tombstone(&mut wb, 5, 15);
+        meta::put_tombstone(&mut wb, &unknown_region(5), 15);
         for key in [&b"b"[..], b"x"] {
             for cf in tikal_engine::DATA_CFS {
                 wb.put(cf, key, b"v");
@@ -3018,7 +3062,7 @@ mod tests {
             // the removal's batch marked its peer 3 removed.
             meta::write_initial_region(&kv, &region(&[(2, 2)])).unwrap();
             let mut wb = kv.write_batch();
-            meta::put_tombstone_mark(&mut wb, 1, 3);
+            meta::put_tombstone_mark(&mut wb, &region(&[(2, 2)]), 3);
             wb.put(tikal_engine::CF_DEFAULT, b"old data", b"v");
             kv.write(wb, true).unwrap();
         }
@@ -3045,7 +3089,7 @@ mod tests {
             // Region 5's peer was destroyed, and a crash came before its
             // log was cleaned.
             let mut wb = kv.write_batch();
-            meta::put_tombstone(&mut wb, 5, 7);
+            meta::put_tombstone(&mut wb, &unknown_region(5), 7);
             kv.write(wb, true).unwrap();
             let mut w = RaftLogWrite::default();
             w.append(5, &[entry(6, 1)]).unwrap();
@@ -3107,7 +3151,7 @@ mod tests {
             // Store 1 once held peer 7 of region 5; it was removed.
             let (kv, _, _) = engines(dir.path());
             let mut wb = kv.write_batch();
-            meta::put_tombstone(&mut wb, 5, 7);
+            meta::put_tombstone(&mut wb, &unknown_region(5), 7);
             kv.write(wb, true).unwrap();
         }
         let d = dir.path();
