@@ -61,6 +61,7 @@ pub use read_progress::{ReadProgress, ReadState};
 pub use router::{Pickup, Router};
 pub use snap::{
     decode_data as decode_snapshot_data, SnapBusy, SnapCounts, SnapKey, SnapManager, SnapReceiver,
+    DEFAULT_SNAP_LIMIT,
 };
 pub use split_check::{user_key, SplitCheck, SplitCheckConfig};
 pub use store::{PeerStatus, RaftstoreConfig, RegionView, Store, StoreEvent};

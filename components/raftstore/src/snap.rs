@@ -77,7 +77,17 @@ pub struct SnapManager {
     /// goes once its last send ends, as TiKV deletes a sent snapshot, and
     /// never while one runs (a newer generation would cut it off).
     sends: parking_lot::Mutex<HashMap<(u64, u64), SnapKey>>,
+    /// At most this many snapshots sent (or generated) at once; a send
+    /// past it fails at once and Raft tries again later.
+    send_limit: u32,
+    /// At most this many snapshots received at once; a stream past it is
+    /// refused (`RESOURCE_EXHAUSTED`) and its sender tries again later.
+    recv_limit: u32,
 }
+
+/// Upstream's `[server] concurrent-send-snap-limit` and
+/// `concurrent-recv-snap-limit`.
+pub const DEFAULT_SNAP_LIMIT: u32 = 32;
 
 /// Snapshots a store is busy with, as its heartbeats report them
 /// (`sending_snap_count`, `receiving_snap_count`) and PD's
@@ -97,6 +107,15 @@ impl SnapBusy {
     fn new(count: &Arc<AtomicU32>) -> SnapBusy {
         count.fetch_add(1, Ordering::Relaxed);
         SnapBusy(count.clone())
+    }
+
+    /// Counts one more if fewer than `limit` are counted.
+    fn below(count: &Arc<AtomicU32>, limit: u32) -> Option<SnapBusy> {
+        (count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < limit).then_some(n + 1)
+        }))
+        .ok()
+        .map(|_| SnapBusy(count.clone()))
     }
 }
 
@@ -129,7 +148,19 @@ impl SnapManager {
             sending: Arc::default(),
             receiving: Arc::default(),
             sends: Default::default(),
+            send_limit: DEFAULT_SNAP_LIMIT,
+            recv_limit: DEFAULT_SNAP_LIMIT,
         })
+    }
+
+    /// The same manager with at most `send` snapshots sent (generations
+    /// included) and `recv` received at once (each at least one).
+    pub fn with_limits(self, send: u32, recv: u32) -> SnapManager {
+        SnapManager {
+            send_limit: send.max(1),
+            recv_limit: recv.max(1),
+            ..self
+        }
     }
 
     /// The store handed generated snapshot `key` to the transport, for
@@ -173,6 +204,16 @@ impl SnapManager {
     /// Counts a snapshot as being received while the guard lives.
     pub fn receiving(&self) -> SnapBusy {
         SnapBusy::new(&self.receiving)
+    }
+
+    /// [`SnapManager::sending`], unless the send limit is reached.
+    pub fn try_sending(&self) -> Option<SnapBusy> {
+        SnapBusy::below(&self.sending, self.send_limit)
+    }
+
+    /// [`SnapManager::receiving`], unless the receive limit is reached.
+    pub fn try_receiving(&self) -> Option<SnapBusy> {
+        SnapBusy::below(&self.receiving, self.recv_limit)
     }
 
     /// The names of the snapshots on disk, sorted (`gen_…` generated,
@@ -674,6 +715,30 @@ mod tests {
         assert_eq!(snaps.counts(), counts(0, 1));
         drop(second);
         assert_eq!(snaps.counts(), counts(0, 0));
+    }
+
+    #[test]
+    fn snapshots_past_the_limits_are_refused_until_one_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = SnapManager::open(dir.path()).unwrap().with_limits(2, 1);
+        let generating = snaps.sending();
+        let sent = snaps
+            .try_sending()
+            .expect("one generation, one send: within 2");
+        assert!(snaps.try_sending().is_none(), "a third is refused");
+        drop(generating);
+        let again = snaps.try_sending().expect("a place came free");
+        let received = snaps.try_receiving().expect("the first receive");
+        assert!(snaps.try_receiving().is_none());
+        let counts = SnapCounts {
+            sending: 2,
+            receiving: 1,
+        };
+        assert_eq!(snaps.counts(), counts, "a refusal counts nothing");
+        drop((sent, again, received));
+        assert!(snaps.try_receiving().is_some());
+        let zero = SnapManager::open(dir.path()).unwrap().with_limits(0, 0);
+        assert!(zero.try_sending().is_some(), "a limit is at least one");
     }
 
     #[test]

@@ -164,6 +164,14 @@ pub struct ServerSection {
     /// unset, one per core. Upstream's key; TiKV's default is 5 gRPC
     /// threads.
     pub grpc_concurrency: Option<usize>,
+    /// Snapshots this store sends (generations included) at once, at
+    /// most; one past it fails and Raft sends it again later. Upstream's
+    /// key and default (32).
+    pub concurrent_send_snap_limit: u32,
+    /// Snapshots this store receives at once, at most; a stream past it is
+    /// refused with `RESOURCE_EXHAUSTED` and its sender tries again later.
+    /// Upstream's key and default (32).
+    pub concurrent_recv_snap_limit: u32,
     /// Where the store is, for PD's `location-labels` (upstream's key and
     /// form: `labels = { zone = "z1", host = "h1" }`). Sent to PD at every
     /// start.
@@ -406,6 +414,8 @@ impl Default for ServerSection {
             status_addr: "127.0.0.1:20180".into(),
             advertise_status_addr: String::new(),
             grpc_concurrency: None,
+            concurrent_send_snap_limit: tikal_raftstore::DEFAULT_SNAP_LIMIT,
+            concurrent_recv_snap_limit: tikal_raftstore::DEFAULT_SNAP_LIMIT,
             labels: BTreeMap::new(),
         }
     }
@@ -565,6 +575,7 @@ mod tests {
             [server]
             addr = "0.0.0.0:20161"
             grpc-concurrency = 3
+            concurrent-recv-snap-limit = 4
             [storage]
             api-version = 1
             data-dir = "/tmp/x"
@@ -575,6 +586,8 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.server.addr, "0.0.0.0:20161");
         assert_eq!(cfg.server.grpc_concurrency, Some(3));
+        assert_eq!(cfg.server.concurrent_recv_snap_limit, 4);
+        assert_eq!(cfg.server.concurrent_send_snap_limit, 32);
         assert_eq!(TikvConfig::default().server.grpc_concurrency, None);
         assert_eq!(cfg.storage.data_dir, "/tmp/x");
         assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");

@@ -123,7 +123,10 @@ pub async fn run(
         ..Default::default()
     };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let snaps = Arc::new(SnapManager::open(&data_dir.join("snap"))?);
+    let snaps = Arc::new(SnapManager::open(&data_dir.join("snap"))?.with_limits(
+        cfg.server.concurrent_send_snap_limit,
+        cfg.server.concurrent_recv_snap_limit,
+    ));
     // max_ts and in-memory locks: the transactional storage's, and the
     // applier's for the leader's check of replica reads.
     let cm = Arc::new(tikal_storage::txn::ConcurrencyManager::default());

@@ -327,7 +327,17 @@ async fn connection(
 /// the leader whether it arrived.
 async fn send_snapshot(shared: Arc<Shared>, msg: PeerMessage) {
     let (region_id, to) = (msg.region_id, msg.to.id);
-    let _busy = shared.snaps.sending();
+    let Some(_busy) = shared.snaps.try_sending() else {
+        // Raft sends it again once the peer is probed anew.
+        warn!(
+            region_id,
+            to, "too many snapshots being sent; this one fails"
+        );
+        if let Some(router) = shared.router.get() {
+            router.report_snapshot(region_id, to, false);
+        }
+        return;
+    };
     // Until it hears, the leader sends that peer nothing else: a send that
     // hangs must end as a failure, and the leader then tries again.
     let timeout = snapshot_send_timeout(&msg);
@@ -469,7 +479,10 @@ where
     S: tokio_stream::Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
 {
     let invalid = |what: String| status(Code::InvalidArgument, what);
-    let _busy = snaps.receiving();
+    let _busy = snaps.try_receiving().ok_or_else(|| {
+        let why = "too many snapshots being received; send it again later";
+        status(Code::ResourceExhausted, why)
+    })?;
     let first = next_chunk(&mut stream, idle)
         .await?
         .ok_or_else(|| invalid("empty snapshot stream".into()))?;
@@ -591,6 +604,23 @@ mod tests {
         assert_eq!(snaps.counts().receiving, 0);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_past_the_receive_limit_is_refused_as_resource_exhausted() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Arc::new(SnapManager::open(dir.path()).unwrap().with_limits(32, 1));
+        let idle = Duration::from_secs(60);
+        let empty = || tokio_stream::iter(Vec::<Result<SnapshotChunk, Status>>::new());
+        let busy = snaps.try_receiving().unwrap();
+        let refused = receive_snapshot(&snaps, empty(), idle).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(snaps.counts().receiving, 1, "the refused one never counted");
+        drop(busy);
+        // With room, the same stream is read (and found empty).
+        let read = receive_snapshot(&snaps, empty(), idle).await.unwrap_err();
+        assert_eq!(read.code(), Code::InvalidArgument);
+        assert_eq!(snaps.counts().receiving, 0);
     }
 
     #[test]
