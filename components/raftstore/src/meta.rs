@@ -7,7 +7,7 @@
 //! | `apply_state/<id BE>`     | applied, truncated index, truncated term     |
 //! | `snapshot_pending/<id BE>`| a received snapshot being applied (eraftpb)  |
 //! | `tombstone/<id BE>`       | id of this store's last, removed peer (8 bytes BE), then the region as it last knew it (`metapb.Region`; none in older marks) |
-//! | `incarnation/<id BE>`     | id of a peer made again after a removal      |
+//! | `incarnation/<id BE>`     | id of the last peer a message made here      |
 //! | `merge_state/<id BE>`     | a prepared merge: its index (8 bytes BE), then `raft_cmdpb.PrepareMergeRequest` |
 //! | `merged_into/<id BE>`     | where a source that merged here went ([`MergedInto`]) |
 //!
@@ -238,19 +238,21 @@ pub(crate) fn load_tombstone_state(engine: &KvEngine, region_id: u64) -> Result<
     Ok(Some(Tombstone { peer_id, region }))
 }
 
-/// Records, durably, that this store made its peer `peer_id` of a region
-/// again after removing an earlier one. Until that peer holds the region
-/// (a snapshot brings its state), its log holds nothing but its hard
-/// state, and that must outlive a restart: a peer that forgot its vote
-/// could vote twice in one term, and the term have two leaders.
+/// Records, durably, that a message made this store's peer `peer_id` of a
+/// region (after removing an earlier one, or before a split here made the
+/// region). Until that peer holds the region (a snapshot brings its
+/// state), its log holds nothing but its hard state, and that must outlive
+/// a restart, and a split that would open an older peer over it: a peer
+/// that forgot its vote could vote twice in one term, and the term have
+/// two leaders.
 pub(crate) fn write_incarnation(engine: &KvEngine, region_id: u64, peer_id: u64) -> Result<()> {
     let mut wb = engine.write_batch();
     wb.put(CF_RAFT, &incarnation_key(region_id), &peer_id.to_be_bytes());
     Ok(engine.write(wb, true)?)
 }
 
-/// The peer this store made again after the region's last removal here
-/// ([`write_incarnation`]), unless it was removed in turn.
+/// The peer a message last made here ([`write_incarnation`]), unless it
+/// was removed in turn.
 pub(crate) fn load_incarnation(engine: &KvEngine, region_id: u64) -> Result<Option<u64>> {
     let removed = load_tombstone(engine, region_id)?;
     let made = load_id(engine, &incarnation_key(region_id), "incarnation")?;

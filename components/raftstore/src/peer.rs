@@ -1833,11 +1833,19 @@ impl Peer {
             // A peer of the new region on this store was already removed
             // (its other peers moved on): it must not come back. With no
             // peer here at all (this store left the parent first), the
-            // new region is not this store's either.
+            // new region is not this store's either. Nor is it when a
+            // newer peer of it is here already, made by a message while
+            // this replica of the parent waited for its snapshot (the
+            // split's peer was removed and the store added back): opened
+            // over that peer's log, the split's peer would take its votes,
+            // and lose them when the newer one replaced it (as TiKV skips
+            // a split region a message already created).
             let removed = match (meta::load_tombstone(kv, region.id)?, mine) {
-                (Some(last), Some(me)) => me.id <= last,
+                (Some(last), Some(me)) if me.id <= last => true,
+                (_, Some(me)) => {
+                    meta::load_incarnation(kv, region.id)?.is_some_and(|id| id > me.id)
+                }
                 (_, None) => true,
-                _ => false,
             };
             if removed {
                 info!(

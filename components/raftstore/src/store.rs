@@ -1108,26 +1108,27 @@ impl Store {
             self.waiting.push_back(msg.clone());
             return Ok(false);
         }
-        if tombstone.is_some() {
-            match meta::load_incarnation(&self.kv, msg.region_id)? {
-                // Made again before a restart: its log holds its votes.
-                Some(id) if id == msg.to.id => {}
-                Some(id) if msg.to.id < id => {
-                    debug!(
-                        region_id = msg.region_id,
-                        "message to a peer a newer one replaced dropped"
-                    );
-                    return Ok(false);
-                }
-                _ => {
-                    // A new incarnation: nothing of the removed peer's log
-                    // or votes applies to it (a crash may have left some).
-                    // Recorded before it can vote.
+        match meta::load_incarnation(&self.kv, msg.region_id)? {
+            // Made before a restart: its log holds its votes.
+            Some(id) if id == msg.to.id => {}
+            Some(id) if msg.to.id < id => {
+                debug!(
+                    region_id = msg.region_id,
+                    "message to a peer a newer one replaced dropped"
+                );
+                return Ok(false);
+            }
+            earlier => {
+                // A new incarnation: nothing of a removed peer's log or
+                // votes applies to it (a crash may have left some).
+                if tombstone.is_some() || earlier.is_some() {
                     let mut w = RaftLogWrite::default();
                     w.clean(msg.region_id);
                     self.log.write(&mut w, true)?;
-                    meta::write_incarnation(&self.kv, msg.region_id, msg.to.id)?;
                 }
+                // Recorded before it can vote: a split applied here later
+                // must not open an older peer of the region over its log.
+                meta::write_incarnation(&self.kv, msg.region_id, msg.to.id)?;
             }
         }
         let peer = Peer::uninitialized(
@@ -2989,6 +2990,29 @@ mod tests {
         assert!(store.peer_status(1).is_none(), "the removed peer is gone");
     }
 
+    /// Region 1 (a follower here, at `region(&[])`'s epoch) applies a
+    /// split at `m` making region 5, with peers 11, 12 and 13 on stores
+    /// 1, 2 and 3; region 1 keeps `[m, ..)`.
+    fn split_1_at_m(store: &mut Store) {
+        let split = tikal_proto::raft_cmdpb::BatchSplitRequest {
+            requests: vec![tikal_proto::raft_cmdpb::SplitRequest {
+                split_key: b"m".to_vec(),
+                new_region_id: 5,
+                new_peer_ids: vec![11, 12, 13],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let epoch = region(&[]).region_epoch.unwrap();
+        let split = Entry {
+            data: admin::encode_batch_split(split).into(),
+            context: admin::entry_context(true, &epoch).into(),
+            ..Default::default()
+        };
+        store.step(committed_from_2(store, vec![split]));
+        store.on_ready().unwrap();
+    }
+
     #[test]
     fn a_split_region_whose_peer_here_was_removed_leaves_no_data_behind() {
         // The split's new region 5 already had its peer here removed (it
@@ -3020,24 +3044,7 @@ mod tests {
             events,
         )
         .unwrap();
-        let split = tikal_proto::raft_cmdpb::BatchSplitRequest {
-            requests: vec![tikal_proto::raft_cmdpb::SplitRequest {
-                split_key: b"m".to_vec(),
-                new_region_id: 5,
-                new_peer_ids: vec![11, 12, 13],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let epoch = region(&[]).region_epoch.unwrap();
-        let split = Entry {
-            data: admin::encode_batch_split(split).into(),
-            context: admin::entry_context(true, &epoch).into(),
-            ..Default::default()
-        };
-        let append = committed_from_2(&store, vec![split]);
-        store.step(append);
-        store.on_ready().unwrap();
+        split_1_at_m(&mut store);
         let kept = store.region(1).unwrap();
         assert_eq!(store.regions().len(), 1, "region 5 is not started here");
         let (ours, theirs) = match kept.start_key.is_empty() {
@@ -3051,6 +3058,66 @@ mod tests {
                 "region 5's range is cleared"
             );
         }
+    }
+
+    #[test]
+    fn a_split_leaves_its_region_to_a_newer_peer_a_message_made_here() {
+        // Region 5 splits from region 1 with peer 11 here; then 11 is
+        // removed and store 1 added back as peer 21. This replica of region
+        // 1 waited for a snapshot meanwhile, so nothing covered region 5's
+        // range here: a vote request made peer 21 (uninitialized), which
+        // voted for 22 in term 3. Then region 1's snapshot came (before the
+        // split) and its log now applies the split.
+        let dir = tempfile::tempdir().unwrap();
+        let vote =
+            |store: &mut Store, sent: &parking_lot::Mutex<Vec<PeerMessage>>, candidate: u64| {
+                let mut m = Message::default();
+                m.set_msg_type(MessageType::MsgRequestVote);
+                (m.from, m.to, m.term) = (candidate, 21, 3);
+                let epoch = metapb::RegionEpoch {
+                    conf_ver: 3,
+                    version: 2,
+                };
+                let from = region(&[(candidate, 2)]).peers[0].clone();
+                let to = region(&[(21, 1)]).peers[0].clone();
+                store.step(PeerMessage {
+                    message: m,
+                    end_key: b"m".to_vec(),
+                    ..PeerMessage::note(5, from, to, epoch)
+                });
+                store.on_ready().unwrap();
+                let answer = (sent.lock().drain(..))
+                    .find(|m| m.message.get_msg_type() == MessageType::MsgRequestVoteResponse);
+                answer.map(|m| !m.message.reject)
+            };
+        {
+            let (mut store, sent) = open_keeping(dir.path());
+            assert_eq!(vote(&mut store, &sent, 22), Some(true));
+        }
+        {
+            let (kv, _, _) = engines(dir.path());
+            meta::write_initial_region(&kv, &region(&[(1, 1), (2, 2), (3, 3)])).unwrap();
+            let mut wb = kv.write_batch();
+            for cf in tikal_engine::DATA_CFS {
+                wb.put(cf, b"b", b"v");
+            }
+            kv.write(wb, true).unwrap();
+        }
+        let (mut store, sent) = open_keeping(dir.path());
+        split_1_at_m(&mut store);
+        assert_eq!(store.region(1).unwrap().start_key, b"m");
+        assert!(store.region(5).is_none(), "peer 11 is not started");
+        let kv = store.kv_engine().clone();
+        for cf in tikal_engine::DATA_CFS {
+            assert!(
+                kv.get(cf, b"b").unwrap().is_none(),
+                "region 5's range is cleared"
+            );
+        }
+        // Peer 21 still holds its vote: a second candidate of term 3 must
+        // not get it, or term 3 could have two leaders.
+        assert_eq!(vote(&mut store, &sent, 23), Some(false));
+        assert_eq!(vote(&mut store, &sent, 22), Some(true));
     }
 
     #[test]
