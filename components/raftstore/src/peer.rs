@@ -112,6 +112,12 @@ pub(crate) struct Peer {
     pub raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
     pending: PendingCommands,
+    /// Ticks this peer, not leading, has had proposals waiting: a deposed
+    /// leader's entries may still commit under the next leader, and its
+    /// proposers hear the real outcome when it applies them (or
+    /// StaleCommand once a newer term's entry applies in their place). Cut
+    /// off from the others, it fails them after a while instead.
+    deposed_ticks: u64,
     /// Applied so far, in memory: ahead of the engine while a round's
     /// [`ApplyBatch`] is unwritten.
     apply_state: ApplyState,
@@ -349,6 +355,7 @@ impl Peer {
             raw_node,
             proposals: VecDeque::new(),
             pending: PendingCommands::default(),
+            deposed_ticks: 0,
             apply_state,
             visible_applied: apply_state.applied_index,
             answers_due: vec![],
@@ -760,7 +767,7 @@ impl Peer {
 
     /// Appends an admin command at `epoch` (the current one if `None`);
     /// its log index if it was.
-    fn propose_admin(
+    pub(crate) fn propose_admin(
         &mut self,
         epoch: Option<&metapb::RegionEpoch>,
         data: Vec<u8>,
@@ -1422,8 +1429,26 @@ impl Peer {
         RaftstoreError::not_leader(self.region.id, self.leader(), self.meta.store_id)
     }
 
-    /// Fails every waiting proposal: after a leadership change their entries
-    /// may be overwritten, and clients retry on the new leader.
+    /// A tick passed: proposals a deposed leader still waits for, past
+    /// `limit` ticks since it stopped leading, fail (see `deposed_ticks`).
+    pub fn wait_deposed_proposals(&mut self, limit: u64) {
+        if self.is_leader() || self.proposals.is_empty() {
+            self.deposed_ticks = 0;
+            return;
+        }
+        self.deposed_ticks = self.deposed_ticks.saturating_add(1);
+        if self.deposed_ticks > limit {
+            tracing::debug!(
+                region_id = self.region.id,
+                "a deposed leader's proposals never applied here; failing them"
+            );
+            self.fail_proposals();
+            self.deposed_ticks = 0;
+        }
+    }
+
+    /// Fails every waiting proposal: their entries may be overwritten, or
+    /// never applied here, and clients retry elsewhere.
     pub fn fail_proposals(&mut self) {
         let pending = std::mem::take(&mut self.pending).cbs;
         let waiting = self.proposals.drain(..).flat_map(|p| p.cbs);
@@ -2013,8 +2038,11 @@ impl Peer {
         answers: &mut Vec<(Callback, Result<ApplyOutput>)>,
     ) {
         let mut outputs = outputs;
+        // By term, then index (as TiKV's proposal queue): a proposal of an
+        // older term than the applied entry's can no longer commit, at any
+        // index (a deposed leader's, or its own from before it led again).
         while let Some(front) = self.proposals.front() {
-            if front.index > index {
+            if (front.term, front.index) > (term, index) {
                 break;
             }
             let Some(p) = self.proposals.pop_front() else {
@@ -2089,6 +2117,17 @@ impl Peer {
     ) -> SplitOutput {
         let state = ctx.state();
         if index <= state.truncated_index {
+            return Ok(vec![]);
+        }
+        if self.merging.is_some() {
+            // The CommitMerge is built from this log's entries past the
+            // merge's minimum index. A leader that did not know of the
+            // merge yet (elected before it applied there) may have
+            // proposed this; every replica skips it alike (as TiKV).
+            info!(
+                region_id = self.region.id,
+                index, "log compaction skipped: a merge is prepared"
+            );
             return Ok(vec![]);
         }
         if index > state.applied_index {

@@ -1151,10 +1151,12 @@ impl Store {
     /// move on.
     pub fn tick(&mut self) {
         let missing = self.leader_missing_ticks();
+        let deposed_wait = self.election_ticks().saturating_mul(2);
         let mut asked = false;
         for peer in self.peers.values_mut() {
             peer.raw_node.tick();
             peer.tick_reads();
+            peer.wait_deposed_proposals(deposed_wait);
             peer.count_silence();
             if peer.disk_windows_due() {
                 peer.pause_full_followers();
@@ -1564,9 +1566,10 @@ impl Store {
             return Ok(None);
         }
         if !peer.is_leader() {
-            // Deposed (by a message or a tick since the last round):
-            // its proposals may never commit; clients retry elsewhere.
-            peer.fail_proposals();
+            // Deposed (by a message or a tick since the last round): its
+            // reads are retried elsewhere. Its proposals wait: under the
+            // next leader their entries may still commit, and then apply
+            // here (see `Peer::wait_deposed_proposals`).
             peer.fail_reads();
         }
         peer.ask_reads();
@@ -3261,6 +3264,38 @@ mod tests {
         let (kv, _, _) = engines(dir);
         meta::write_initial_region(&kv, &with_range(1, b"", b"m")).unwrap();
         meta::write_initial_region(&kv, &with_range(2, b"m", b"")).unwrap();
+    }
+
+    #[test]
+    fn a_log_compaction_after_a_prepared_merge_leaves_the_merges_entries() {
+        // A leader elected after the PrepareMerge was proposed, before it
+        // applied there, sees no merge and may propose a CompactLog past
+        // the merge's minimum index. Every replica skips it once the
+        // merge is prepared: the CommitMerge is built from those entries.
+        let dir = tempfile::tempdir().unwrap();
+        two_adjacent_regions(dir.path());
+        let mut store = open(dir.path());
+        store.on_ready().unwrap();
+        store.on_ready().unwrap();
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        let target = store.region(2).unwrap();
+        store.propose_prepare_merge(1, None, target, cb);
+        store.on_ready().unwrap();
+        store.on_ready().unwrap();
+        assert!(rx.try_recv().is_ok_and(|r| r.is_ok()), "merge prepared");
+        assert!(store.peers[&1].commit_merge_request().is_ok());
+        let peer = store.peers.get_mut(&1).unwrap();
+        let raft = &peer.raw_node.raft;
+        let (index, term) = (raft.raft_log.last_index(), raft.term);
+        let truncated = peer.raw_node.store().truncated_index;
+        assert!(truncated < index);
+        (peer.propose_admin(None, admin::encode_compact_log(index, term))).unwrap();
+        store.on_ready().unwrap();
+        store.on_ready().unwrap();
+        let peer = &store.peers[&1];
+        assert!(peer.applied_index() > index, "the compaction applied");
+        assert_eq!(peer.raw_node.store().truncated_index, truncated);
+        assert!(peer.commit_merge_request().is_ok());
     }
 
     #[test]
