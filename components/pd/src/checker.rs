@@ -124,13 +124,15 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
     // A learner on a Down or Offline store left there (its rule off) is
     // never promoted; one on a store that is only Disconnected (for
     // instance after a PD restart) is waited for as before. While a
-    // learner waits, the replica rows wait too (they count voters).
+    // learner waits (pending, or its checker paused), no replica is made
+    // up beside it, but a Down or Offline voter is still replaced (as
+    // upstream's learner checker gives way to the replica checker): a
+    // learner that never catches up must not hold the region's repair.
     let on_live_store =
         |p: &&metapb::Peer| (c.store_state(p.store_id)).is_some_and(|s| !s.loses_replicas());
-    if let Some(p) = r.learners().find(on_live_store) {
-        if r.is_pending(p.id) || c.checker_paused("learner") {
-            return Ok(None);
-        }
+    let learner = r.learners().find(on_live_store);
+    let waiting = learner.is_some_and(|p| r.is_pending(p.id) || c.checker_paused("learner"));
+    if let Some(p) = learner.filter(|_| !waiting) {
         return Ok(Some(Plan {
             desc: "promote-learner".into(),
             brief: format!("promote peer: store [{}]", p.store_id),
@@ -166,6 +168,10 @@ pub fn check(r: &RegionInfo, c: &dyn ClusterView) -> PdResult<Option<Plan>> {
         }
     }
 
+    if waiting {
+        // The rest counts voters, which the learner is to add to.
+        return Ok(None);
+    }
     if voters < max && repairs.make_up {
         if let Some(target) = pick_target(r, c, &staying(r, None)) {
             return Ok(Some(Plan {

@@ -453,6 +453,7 @@ impl Cluster {
         let now = self.clock.now_nanos();
         let v2 = supports_conf_change_v2(self.stores.read().values());
         let mut ops = self.operators.lock();
+        ops.end_timed_out(now);
         let id = r.region.id;
         if let Some(op) = ops.running.get_mut(&id) {
             let progress = op.progress(r, now, v2);
@@ -1151,6 +1152,25 @@ impl Cluster {
 impl Operators {
     /// Ends a region's operator, and the other half of a merge with it
     /// (done with it, or cancelled if this half did not succeed).
+    /// Ends every operator past its timeout, its region heard from or
+    /// not (as upstream's operator controller checks them on a timer):
+    /// one whose region went silent (lost its quorum, or its leader cut
+    /// off from PD) would otherwise hold its place against the schedule
+    /// limits for good.
+    fn end_timed_out(&mut self, now: i64) {
+        let mut late: Vec<u64> = (self.running.iter())
+            .filter(|(_, op)| op.is_timed_out(now))
+            .map(|(id, _)| *id)
+            .collect();
+        late.sort_unstable();
+        for id in late {
+            if let Some(op) = self.running.get(&id) {
+                warn!(region_id = id, operator = %op, "operator timed out");
+            }
+            self.end(id, OpStatus::Timeout, now);
+        }
+    }
+
     fn end(&mut self, region_id: u64, status: OpStatus, now: i64) {
         let Some(op) = self.running.remove(&region_id) else {
             return;

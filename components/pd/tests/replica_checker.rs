@@ -718,3 +718,60 @@ fn a_store_held_by_a_leader_scheduler_is_let_go_once_tombstone() {
     let gone = sim.cluster.hold_store(LeaderHold::Evict, 1).unwrap_err();
     assert!(matches!(gone, StoreError::Removed(1)), "{gone}");
 }
+
+#[test]
+fn a_learner_that_stays_pending_does_not_hold_back_a_down_voters_replacement() {
+    for paused in [false, true] {
+        let mut sim = Sim::new(&[1, 2, 3, 4, 5], &[1, 2, 3], opts(3));
+        let learner = peer(4, metapb::PeerRole::Learner);
+        sim.region.peers.push(learner.clone());
+        if paused {
+            sim.cluster.pause_checker("learner", 600).unwrap();
+        }
+        sim.silent.insert(3);
+        sim.advance(Duration::from_secs(4));
+        assert_eq!(sim.state_name(3), "Down");
+        // The learner on store 4 never catches up (its snapshot refused
+        // again and again, say): store 3's voter is replaced all the same.
+        sim.pending.push(learner.id);
+        assert_eq!(sim.step(), "add learner on store 5", "paused: {paused}");
+    }
+    // With every voter up, a waiting learner still holds back a new
+    // replica beside it.
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2], opts(3));
+    let learner = peer(4, metapb::PeerRole::Learner);
+    sim.region.peers.push(learner.clone());
+    sim.pending.push(learner.id);
+    assert_eq!(sim.step(), QUIET);
+}
+
+#[test]
+fn an_operator_whose_region_went_silent_times_out_and_frees_its_place() {
+    let mut o = opts(3);
+    o.replica_schedule_limit = 1;
+    let mut sim = Sim::new(&[1, 2, 3], &[1], o);
+    sim.region.end_key = b"m".to_vec();
+    assert_eq!(sim.step(), "add learner on store 2");
+    // Region 1 never reports again (its quorum lost, say). Region 7, a
+    // lone voter on store 3, needs a replica too: the limit of one is
+    // taken until region 1's operator times out.
+    let lone = |sim: &Sim| {
+        let mut req = sim.request();
+        let r = req.region.as_mut().unwrap();
+        (r.id, r.start_key, r.end_key) = (7, b"m".to_vec(), vec![]);
+        r.peers = vec![metapb::Peer {
+            id: 700,
+            store_id: 3,
+            ..Default::default()
+        }];
+        req.leader = r.peers.first().cloned();
+        req.pending_peers.clear();
+        sim.cluster.region_heartbeat(&req).unwrap()
+    };
+    assert_eq!(lone(&sim), None, "over the replica limit");
+    sim.advance(Duration::from_secs(11));
+    let planned = lone(&sim).expect("a place came free");
+    let added = planned.change_peer_v2.unwrap().changes[0].peer.clone();
+    assert_ne!(added.unwrap().store_id, 3);
+    assert_eq!(sim.cluster.operator(1).unwrap().1, OpStatus::Timeout);
+}
