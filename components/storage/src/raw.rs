@@ -186,14 +186,22 @@ impl RawStorage {
     }
 
     /// Waits until a quorum confirms that this store still leads `view`'s
-    /// region in `view`'s term (a read index): what it decided from its
-    /// own state since taking `view` was then still the region's state.
+    /// region in `view`'s term (a read index), at `view`'s version: what it
+    /// decided from its own state since taking `view` was then still the
+    /// region's state (a split since may have moved the keys to a region
+    /// led elsewhere).
     pub(crate) async fn confirm_leader(&self, view: &RegionView) -> Result<()> {
         let region_id = view.region.id;
         self.router.read_index(region_id).await?;
+        let version = tikal_raftstore::region_version;
         match self.router.region_view(region_id) {
-            Some(now) if now.is_leader && now.term == view.term => Ok(()),
-            Some(now) => Err(not_leader(&now, self.store_id).into()),
+            Some(now) if !now.is_leader || now.term != view.term => {
+                Err(not_leader(&now, self.store_id).into())
+            }
+            Some(now) if version(&now.region) != version(&view.region) => {
+                Err(RaftstoreError::EpochNotMatch(Box::new(now.region.clone())).into())
+            }
+            Some(_) => Ok(()),
             None => Err(RaftstoreError::RegionNotFound(region_id).into()),
         }
     }
@@ -1085,6 +1093,33 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(guard().check().is_ok(), "taken after the change");
+    }
+
+    #[tokio::test]
+    async fn a_leader_confirms_a_decision_only_at_the_region_version_it_took() {
+        use tikal_proto::raft_cmdpb::{BatchSplitRequest, SplitRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::test_store::one_store(dir.path()).await;
+        let view = store.raw.region_view(1).unwrap();
+        store.raw.confirm_leader(&view).await.unwrap();
+        // A split since the decision: its keys may be in the new region,
+        // led (and written) elsewhere by the time it is answered.
+        let req = BatchSplitRequest {
+            requests: vec![SplitRequest {
+                split_key: b"m".to_vec(),
+                new_region_id: 9,
+                new_peer_ids: vec![90],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let epoch = view.region.region_epoch.clone();
+        store.router.batch_split(1, epoch, req).await.unwrap();
+        let refused = store.raw.confirm_leader(&view).await.unwrap_err();
+        assert!(
+            matches!(&refused, StorageError::Region(e) if e.epoch_not_match.is_some()),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
