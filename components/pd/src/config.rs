@@ -27,9 +27,12 @@ pub struct ScheduleSection {
     /// A store silent longer than this is Down and its replicas are
     /// replaced elsewhere (upstream's key and default, 30m).
     pub max_store_down_time: String,
-    /// An operator not finished this long after it was made is dropped, and
-    /// the replica checker plans afresh. Ours: upstream has no such key and
-    /// bounds each step instead (adding a peer: 10 minutes).
+    /// The base of an operator step's wait: adding a learner may take this
+    /// and 6 s a MiB of the region, a role or leadership change 60 s (or
+    /// this, if shorter) and 0.6 s a MiB, a merge ten of those, as
+    /// upstream bounds each step (its slow step's base is 10 minutes). A
+    /// step past its wait drops the operator, and the checkers plan
+    /// afresh. Ours: upstream has no such key.
     pub operator_timeout: String,
     /// How many operators of a kind may run at once (upstream's keys and
     /// defaults): leader transfers, peer moves, replica repairs, merges,

@@ -18,7 +18,10 @@
 //!
 //! A step "add learner" is done only once the learner is not pending (has
 //! caught up), so it is never promoted while it lacks data. An operator is
-//! dropped when it runs longer than `[schedule] operator-timeout`, when the
+//! dropped when a step runs longer than its wait (as upstream's: adding a
+//! learner `[schedule] operator-timeout` and 6 s a MiB of the region, a
+//! role or leadership change 60 s and 0.6 s a MiB, a merge ten of those;
+//! see `step_timeout`), when the
 //! region changed under it (split, merge, or a membership change no step of
 //! its own explains), or when its next step would remove the leader; the
 //! replica checker then plans afresh from what the region is.
@@ -354,7 +357,34 @@ pub struct Operator {
     /// Index of the first step not seen done.
     pub current: usize,
     pub created_at: i64,
+    /// When the current step began (the operator's start, or when the
+    /// step before it was seen done).
+    pub step_started_at: i64,
+    /// `[schedule] operator-timeout`: the base of a slow step's wait (see
+    /// [`step_timeout`]).
+    pub slow_wait: Duration,
+    /// Every step's wait together, as upstream shows an operator's.
     pub timeout: Duration,
+}
+
+/// The base of a fast step's wait: upstream's `FastStepWaitTime`.
+const FAST_STEP_WAIT: Duration = Duration::from_secs(60);
+
+/// How long `step` may take on a region of `size_mib` MiB, as upstream
+/// gives each step its own wait: one that changes roles or leadership
+/// 60 s (or `slow_wait`, if shorter) and 0.6 s a MiB; adding a learner,
+/// which takes a snapshot, `slow_wait` (`[schedule] operator-timeout`, 10
+/// min) and 6 s a MiB; a merge ten fast steps.
+pub fn step_timeout(step: &Step, size_mib: u64, slow_wait: Duration) -> Duration {
+    let fast = (FAST_STEP_WAIT.min(slow_wait))
+        .saturating_add(Duration::from_millis(size_mib.saturating_mul(600)));
+    match step {
+        Step::AddLearner { .. } => {
+            slow_wait.saturating_add(Duration::from_secs(size_mib.saturating_mul(6)))
+        }
+        Step::MergeRegion { .. } => fast.saturating_mul(10),
+        _ => fast,
+    }
 }
 
 /// What one heartbeat makes of an operator.
@@ -378,16 +408,24 @@ fn stores_of(region: &metapb::Region) -> Vec<(u64, i32)> {
 }
 
 impl Operator {
-    pub fn new(plan: Plan, r: &RegionInfo, now: i64, timeout: Duration) -> Operator {
+    /// An operator carrying out `plan` on `r`, from `now`; `slow_wait` is
+    /// `[schedule] operator-timeout` (see [`step_timeout`]).
+    pub fn new(plan: Plan, r: &RegionInfo, now: i64, slow_wait: Duration) -> Operator {
+        let size = r.approximate_size_mib();
+        let timeout = (plan.steps.iter())
+            .map(|s| step_timeout(s, size, slow_wait))
+            .fold(Duration::ZERO, Duration::saturating_add);
         Operator {
             plan,
             region_id: r.region.id,
             region_epoch: r.epoch(),
             start_key: r.region.start_key.clone(),
             end_key: r.region.end_key.clone(),
-            approximate_size_mib: r.approximate_size_mib(),
+            approximate_size_mib: size,
             current: 0,
             created_at: now,
+            step_started_at: now,
+            slow_wait,
             timeout,
         }
     }
@@ -412,6 +450,7 @@ impl Operator {
         let steps = &self.plan.steps;
         while self.current < steps.len() && steps[self.current].is_done(r) {
             self.current += 1;
+            self.step_started_at = now;
         }
         let Some(step) = steps.get(self.current) else {
             return Progress::Finished;
@@ -529,8 +568,13 @@ impl Operator {
         out
     }
 
+    /// Whether the current step has run past its own wait
+    /// ([`step_timeout`]); a finished operator never times out.
     pub fn is_timed_out(&self, now: i64) -> bool {
-        elapsed(self.created_at, now) > self.timeout
+        self.plan.steps.get(self.current).is_some_and(|step| {
+            let wait = step_timeout(step, self.approximate_size_mib, self.slow_wait);
+            elapsed(self.step_started_at, now) > wait
+        })
     }
 
     /// Upstream's `GET /pd/api/v1/operators?object` entry.

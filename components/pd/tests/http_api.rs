@@ -156,7 +156,9 @@ async fn regions_and_operators_show_peers_by_role_and_the_running_step() {
     );
     assert!(line.contains("currentStep:1"), "{line}");
     assert!(line.contains("1:{promote learner peer"), "{line}");
-    assert!(line.ends_with("timeout:[10s])"), "{line}");
+    // Every step's wait, for a 3 MiB region and operator-timeout 10 s:
+    // adding the learner 10 s + 6 s a MiB, promoting it 10 s + 0.6 s a MiB.
+    assert!(line.ends_with("timeout:[39.8s])"), "{line}");
     let objects = get(&format!("{api}/operators?object")).await;
     assert_eq!(objects[0]["desc"], "make-up-replica");
     assert_eq!(objects[0]["region_id"], 1);

@@ -247,7 +247,11 @@ fn a_step_not_carried_out_is_resent_and_the_operator_times_out_and_is_retried() 
     sim.advance(Duration::from_secs(5));
     assert_eq!(sim.heartbeat(), Some(first.clone()), "re-sent unchanged");
 
-    sim.advance(Duration::from_secs(6));
+    // Adding a learner to a 3 MiB region may take operator-timeout (10 s)
+    // and 6 s a MiB.
+    sim.advance(Duration::from_secs(22));
+    assert_eq!(sim.cluster.operator(1).unwrap().1, OpStatus::Running);
+    sim.advance(Duration::from_secs(2));
     let (op, status) = sim.cluster.operator(1).unwrap();
     assert_eq!(status, OpStatus::Timeout);
     assert_eq!(op.plan.desc, "make-up-replica");
@@ -769,9 +773,35 @@ fn an_operator_whose_region_went_silent_times_out_and_frees_its_place() {
         sim.cluster.region_heartbeat(&req).unwrap()
     };
     assert_eq!(lone(&sim), None, "over the replica limit");
-    sim.advance(Duration::from_secs(11));
+    sim.advance(Duration::from_secs(29));
     let planned = lone(&sim).expect("a place came free");
     let added = planned.change_peer_v2.unwrap().changes[0].peer.clone();
     assert_ne!(added.unwrap().store_id, 3);
     assert_eq!(sim.cluster.operator(1).unwrap().1, OpStatus::Timeout);
+}
+
+#[test]
+fn a_leadership_step_times_out_sooner_than_adding_a_learner() {
+    let mut sim = Sim::new(&[1, 2, 3, 4], &[1, 2, 3], opts(3));
+    sim.step();
+    sim.cluster.remove_store(1, false).unwrap();
+    assert_eq!(sim.step(), "add learner on store 4");
+    assert_eq!(sim.step(), QUIET);
+    assert_eq!(sim.step(), "promote on store 4");
+    // The leader never hands over (its target refuses, say). A role or
+    // leadership change may take 60 s (here operator-timeout, 10 s, being
+    // shorter) and 0.6 s a MiB: 11.8 s for this 3 MiB region, counted from
+    // when the step before it was seen done.
+    let transfer = sim.heartbeat().unwrap();
+    assert!(transfer.transfer_leader.is_some());
+    let first = sim.cluster.operator(1).unwrap().0.created_at;
+    sim.advance(Duration::from_secs(11));
+    assert_eq!(sim.heartbeat(), Some(transfer), "re-sent, still in time");
+    assert_eq!(sim.cluster.operator(1).unwrap().0.created_at, first);
+    sim.advance(Duration::from_secs(1));
+    // Timed out: the next heartbeat plans the hand-over afresh.
+    assert!(sim.heartbeat().unwrap().transfer_leader.is_some());
+    let (op, status) = sim.cluster.operator(1).unwrap();
+    assert!(op.created_at > first);
+    assert_eq!(status, OpStatus::Running);
 }

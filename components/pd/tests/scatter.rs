@@ -266,7 +266,8 @@ fn a_scatter_timed_out_is_not_taken_for_one_under_way() {
     }
     // Asked again while it runs: done. Past its timeout, no longer.
     assert_eq!(sim.cluster.add_admin_operator(id, scatter("g")), Ok(()));
-    sim.advance(std::time::Duration::from_secs(11));
+    // (Its first step, adding a learner, waits 10 s and 6 s a MiB.)
+    sim.advance(std::time::Duration::from_secs(29));
     assert_eq!(
         sim.cluster.add_admin_operator(id, scatter("g")),
         Err(format!("region {id} already has an operator"))
