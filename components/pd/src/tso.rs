@@ -8,7 +8,7 @@
 //! The window is extended by [`WINDOW_MS`] at a time, so an fsync happens
 //! about once every few seconds, not per request.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -25,10 +25,36 @@ const WINDOW_MS: i64 = 3000;
 /// loop moved PD's time ahead by a millisecond a request, and with it every
 /// lock's expiry and every safe point. Upstream moves it at most one
 /// millisecond per 50 ms update; here a request waits for the clock instead.
+/// "The clock" is the wall clock or, if that stepped back, the time that
+/// really passed since the oracle opened (a monotonic clock from the wall
+/// time then): a clock set back does not stop the oracle until it catches
+/// up, as it does not stop upstream's.
 const MAX_AHEAD_MS: i64 = 50;
+
+/// The clocks the oracle reads: the wall clock, and a monotonic one.
+pub trait TsoClock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn wall_ms(&self) -> i64;
+    /// Milliseconds since some fixed instant; never goes back.
+    fn steady_ms(&self) -> i64;
+}
+
+/// The system's clocks.
+pub struct SystemClocks(Instant);
+
+impl TsoClock for SystemClocks {
+    fn wall_ms(&self) -> i64 {
+        now_ms()
+    }
+
+    fn steady_ms(&self) -> i64 {
+        i64::try_from(self.0.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+}
 
 pub struct Tso {
     state: Mutex<State>,
+    clock: Box<dyn TsoClock>,
 }
 
 struct State {
@@ -39,6 +65,8 @@ struct State {
     /// The physical time the oracle started at (above the wall clock after
     /// a restart that came soon after the last one).
     start: i64,
+    /// The wall and monotonic clocks when the oracle opened.
+    opened: (i64, i64),
 }
 
 fn now_ms() -> i64 {
@@ -50,9 +78,15 @@ fn now_ms() -> i64 {
 
 impl Tso {
     pub fn open(meta: &MetaStore) -> Result<Tso> {
+        Tso::open_with(meta, Box::new(SystemClocks(Instant::now())))
+    }
+
+    /// [`Tso::open`] reading `clock`.
+    pub fn open_with(meta: &MetaStore, clock: Box<dyn TsoClock>) -> Result<Tso> {
         // The disk's number is trusted only as far as it is sane.
         let saved = i64::try_from(meta.get_u64(TSO)?.unwrap_or(0)).unwrap_or(i64::MAX);
-        let physical = now_ms().max(saved.saturating_add(1));
+        let wall = clock.wall_ms();
+        let physical = wall.max(saved.saturating_add(1));
         let window = physical.saturating_add(WINDOW_MS);
         meta.put_u64(TSO, window as u64)?;
         Ok(Tso {
@@ -61,7 +95,9 @@ impl Tso {
                 logical: 0,
                 window,
                 start: physical,
+                opened: (wall, clock.steady_ms()),
             }),
+            clock,
         })
     }
 
@@ -73,13 +109,17 @@ impl Tso {
     pub fn allocate(&self, meta: &MetaStore, count: u32) -> Result<Option<(i64, i64)>> {
         let count = i64::from(count.clamp(1, MAX_COUNT));
         let mut s = self.state.lock();
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         if now > s.physical {
             s.physical = now;
             s.logical = 0;
         }
         if s.logical + count >= MAX_LOGICAL {
-            if s.physical >= now.max(s.start).saturating_add(MAX_AHEAD_MS) {
+            // What the wall clock would say had it not been set back.
+            let (wall, steady) = s.opened;
+            let passed = self.clock.steady_ms().saturating_sub(steady).max(0);
+            let clock = now.max(s.start).max(wall.saturating_add(passed));
+            if s.physical >= clock.saturating_add(MAX_AHEAD_MS) {
                 return Ok(None);
             }
             s.physical += 1;
@@ -126,6 +166,43 @@ mod tests {
         // A restart: a new oracle over the same metadata.
         let tso = Tso::open(&meta).unwrap();
         assert!(compose(tso.allocate(&meta, 1).unwrap()) > before_restart);
+    }
+
+    /// Clocks a test sets: (wall, steady) in ms.
+    struct Manual(std::sync::Arc<Mutex<(i64, i64)>>);
+
+    impl TsoClock for Manual {
+        fn wall_ms(&self) -> i64 {
+            self.0.lock().0
+        }
+
+        fn steady_ms(&self) -> i64 {
+            self.0.lock().1
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_set_back_does_not_stop_the_oracle() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(dir.path()).unwrap();
+        let clocks = std::sync::Arc::new(Mutex::new((1_000_000, 0)));
+        let tso = Tso::open_with(&meta, Box::new(Manual(clocks.clone()))).unwrap();
+        let mut last = compose(tso.allocate(&meta, 5).unwrap());
+        // NTP steps the wall clock back 10 s; time goes on.
+        clocks.lock().0 -= 10_000;
+        for _ in 0..150 {
+            {
+                let mut c = clocks.lock();
+                (c.0, c.1) = (c.0 + 50, c.1 + 50);
+            }
+            let ts = compose(tso.allocate(&meta, MAX_COUNT).unwrap());
+            assert!(ts > last);
+            last = ts;
+        }
+        // Still bounded: no further ahead of the time that passed than
+        // requests were ever allowed to push it.
+        let passed = 1_000_000 + clocks.lock().1;
+        assert!((last >> LOGICAL_BITS) <= passed + MAX_AHEAD_MS);
     }
 
     #[test]
