@@ -47,8 +47,9 @@ impl From<MetaError> for PdError {
     }
 }
 
-/// Most regions one AskBatchSplit makes.
-pub const MAX_SPLIT_COUNT: u32 = 1024;
+/// Most regions one AskBatchSplit makes: client-go sends up to 2,048 split
+/// keys of one region in a batch (`splitBatchRegionLimit`).
+pub const MAX_SPLIT_COUNT: u32 = 2048;
 
 pub type PdResult<T> = std::result::Result<T, PdError>;
 
@@ -1140,6 +1141,9 @@ mod tests {
         let c = cluster(dir.path());
         let mut known = region(2, b"", b"", 1, 1);
         assert_eq!(c.ask_batch_split(&known, 2).unwrap().len(), 2);
+        // As many as client-go asks for in one batch of split keys.
+        assert_eq!(c.ask_batch_split(&known, 2048).unwrap().len(), 2048);
+        assert!(c.ask_batch_split(&known, 2049).is_err());
         // A peer on a store PD never heard of: no ids for it, however many.
         let mut forged = known.clone();
         forged.peers = (0..100)
@@ -1153,7 +1157,7 @@ mod tests {
         assert!(err.to_string().contains("does not know"), "{err}");
         // A report of more regions than one split can make, or naming an
         // unknown store, changes nothing.
-        let many: Vec<metapb::Region> = (0..2000u32)
+        let many: Vec<metapb::Region> = (0..2100u32)
             .map(|i| {
                 let key = |i: u32| {
                     if i == 0 {
@@ -1162,12 +1166,12 @@ mod tests {
                         i.to_be_bytes().to_vec()
                     }
                 };
-                let end = if i == 1999 { vec![] } else { key(i + 1) };
+                let end = if i == 2099 { vec![] } else { key(i + 1) };
                 region(1000 + u64::from(i), &key(i), &end, 5, 1)
             })
             .collect();
         let err = c.report_batch_split(&many).unwrap_err();
-        assert!(err.to_string().contains("2 to 1025 regions"), "{err}");
+        assert!(err.to_string().contains("2 to 2049 regions"), "{err}");
         known.peers[0].store_id = 7;
         let split = [region(9, b"", b"m", 5, 1), {
             let mut r = known.clone();
