@@ -210,9 +210,10 @@ async fn gc_safe_points_only_advance_and_survive_restart() {
         .into_inner();
     assert_eq!(r.new_safe_point, 100, "the safe point never moves back");
 
-    // The GC safe point every service is held to is the answer. A service
-    // asking to keep versions GC may already have removed is told so (the
-    // answer is above its request), and not kept, as PD does.
+    // The answer is the lowest safe point a live service holds, never
+    // below the GC safe point. A service asking to keep versions GC may
+    // already have removed is told so (the answer is above its request),
+    // and not kept, as PD does.
     for (service, safe_point) in [(&b"br"[..], 150), (b"cdc", 50)] {
         let svc = pd
             .update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
@@ -225,8 +226,30 @@ async fn gc_safe_points_only_advance_and_survive_restart() {
             .unwrap()
             .into_inner();
         ok(&svc.header);
-        assert_eq!(svc.min_safe_point, 100, "{service:?} at {safe_point}");
+        assert_eq!(svc.min_safe_point, 150, "{service:?} at {safe_point}");
+        assert_eq!(svc.service_id, b"br");
     }
+    // A GC driver sets its candidate as service `gc_worker` and learns how
+    // far the others let it go (as TiDB's GC worker does).
+    let svc = pd
+        .update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
+            header: header.clone(),
+            service_id: b"gc_worker".to_vec(),
+            ttl: i64::MAX,
+            safe_point: 300,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((svc.service_id, svc.min_safe_point), (b"br".to_vec(), 150));
+    pd.update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
+        header: header.clone(),
+        service_id: b"gc_worker".to_vec(),
+        ttl: 0,
+        safe_point: 0,
+    })
+    .await
+    .unwrap();
 
     t.cluster.kill_pd();
     t.cluster.start_pd().unwrap();

@@ -723,12 +723,20 @@ impl Cluster {
     }
 
     /// Sets (or, with ttl <= 0, removes) a service's safe point, which
-    /// holds the GC safe point back while it lives, and returns the GC
-    /// safe point. A safe point below it is not kept: GC may already have
-    /// removed what it asks to keep, and the answer (above the request)
-    /// tells the service so, as PD answers (a backup or changefeed checks
-    /// `min_safe_point <= its start ts`).
-    pub fn update_service_safe_point(&self, service: &[u8], ttl: i64, sp: u64) -> PdResult<u64> {
+    /// holds the GC safe point back while it lives, and returns the lowest
+    /// safe point a live service holds, never below the GC safe point
+    /// (see [`MinServiceSafePoint`]). A safe point below the GC safe point
+    /// is not kept: GC may already have removed what it asks to keep, and
+    /// the answer (above the request) tells the service so, as PD answers
+    /// (a backup or changefeed checks `min_safe_point <= its start ts`). A
+    /// GC driver that sets its candidate as service `gc_worker` learns
+    /// from the answer how far the others let it go, as TiDB's does.
+    pub fn update_service_safe_point(
+        &self,
+        service: &[u8],
+        ttl: i64,
+        sp: u64,
+    ) -> PdResult<MinServiceSafePoint> {
         if service.is_empty() {
             return Err(invalid("service id must not be empty"));
         }
@@ -751,8 +759,31 @@ impl Cluster {
             gc.services.insert(service.to_vec(), (sp, expire));
         }
         gc.services.retain(|_, (_, expire)| *expire > now);
-        Ok(gc.safe_point)
+        let floor = MinServiceSafePoint {
+            service_id: b"gc_worker".to_vec(),
+            ttl: i64::MAX,
+            safe_point: gc.safe_point,
+        };
+        let lowest = (gc.services.iter())
+            .filter(|(_, (sp, _))| *sp >= gc.safe_point)
+            .min_by_key(|(id, (sp, _))| (*sp, id.as_slice()))
+            .map(|(id, (sp, expire))| MinServiceSafePoint {
+                service_id: id.clone(),
+                ttl: expire.saturating_sub(now),
+                safe_point: *sp,
+            });
+        Ok(lowest.unwrap_or(floor))
     }
+}
+
+/// The answer to `UpdateServiceGCSafePoint`: the service holding the
+/// lowest live safe point, its time left (seconds) and that safe point;
+/// with none, the GC safe point itself, as the never-expiring `gc_worker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinServiceSafePoint {
+    pub service_id: Vec<u8>,
+    pub ttl: i64,
+    pub safe_point: u64,
 }
 
 /// A heartbeat's size and keys, and whether they are known. A store

@@ -429,16 +429,19 @@ impl Pd for PdService {
                 .cluster
                 .update_service_safe_point(&req.service_id, req.ttl, req.safe_point)
             {
-                Ok(min) => (min, Ok(())),
-                Err(e) => (0, Err(e)),
+                Ok(min) => (Some(min), Ok(())),
+                Err(e) => (None, Err(e)),
             };
-        // The floor every service is held to, named as PD names it: the
-        // GC worker's, which never expires.
+        let min = min.unwrap_or(crate::cluster::MinServiceSafePoint {
+            service_id: vec![],
+            ttl: 0,
+            safe_point: 0,
+        });
         Ok(Response::new(pdpb::UpdateServiceGcSafePointResponse {
             header: self.header(result),
-            service_id: b"gc_worker".to_vec(),
-            ttl: i64::MAX,
-            min_safe_point: min,
+            service_id: min.service_id,
+            ttl: min.ttl,
+            min_safe_point: min.safe_point,
         }))
     }
 
