@@ -214,42 +214,35 @@ async fn gc_safe_points_only_advance_and_survive_restart() {
     // below the GC safe point. A service asking to keep versions GC may
     // already have removed is told so (the answer is above its request),
     // and not kept, as PD does.
-    for (service, safe_point) in [(&b"br"[..], 150), (b"cdc", 50)] {
+    let service = |header: &Option<pdpb::RequestHeader>, id: &[u8], ttl, safe_point| {
+        pdpb::UpdateServiceGcSafePointRequest {
+            header: header.clone(),
+            service_id: id.to_vec(),
+            ttl,
+            safe_point,
+        }
+    };
+    for (id, safe_point) in [(&b"br"[..], 150), (b"cdc", 50)] {
         let svc = pd
-            .update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
-                header: header.clone(),
-                service_id: service.to_vec(),
-                ttl: 3600,
-                safe_point,
-            })
+            .update_service_gc_safe_point(service(&header, id, 3600, safe_point))
             .await
             .unwrap()
             .into_inner();
         ok(&svc.header);
-        assert_eq!(svc.min_safe_point, 150, "{service:?} at {safe_point}");
+        assert_eq!(svc.min_safe_point, 150, "{id:?} at {safe_point}");
         assert_eq!(svc.service_id, b"br");
     }
     // A GC driver sets its candidate as service `gc_worker` and learns how
     // far the others let it go (as TiDB's GC worker does).
     let svc = pd
-        .update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
-            header: header.clone(),
-            service_id: b"gc_worker".to_vec(),
-            ttl: i64::MAX,
-            safe_point: 300,
-        })
+        .update_service_gc_safe_point(service(&header, b"gc_worker", i64::MAX, 300))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((svc.service_id, svc.min_safe_point), (b"br".to_vec(), 150));
-    pd.update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
-        header: header.clone(),
-        service_id: b"gc_worker".to_vec(),
-        ttl: 0,
-        safe_point: 0,
-    })
-    .await
-    .unwrap();
+    (pd.update_service_gc_safe_point(service(&header, b"gc_worker", 0, 0)))
+        .await
+        .unwrap();
 
     t.cluster.kill_pd();
     t.cluster.start_pd().unwrap();
@@ -275,14 +268,9 @@ async fn gc_safe_points_only_advance_and_survive_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(r.new_safe_point, 150, "capped by the service safe point");
-    pd.update_service_gc_safe_point(pdpb::UpdateServiceGcSafePointRequest {
-        header: header.clone(),
-        service_id: b"br".to_vec(),
-        ttl: 0,
-        safe_point: 0,
-    })
-    .await
-    .unwrap();
+    (pd.update_service_gc_safe_point(service(&header, b"br", 0, 0)))
+        .await
+        .unwrap();
     let r = pd
         .update_gc_safe_point(pdpb::UpdateGcSafePointRequest {
             header,
