@@ -276,6 +276,19 @@ async fn v2_store_checks(t: &TestCluster) {
     }
     let r = get(b"r\0\0\0same", "").await;
     assert_eq!(r.value, b"D", "still serving");
+
+    // ScanLock is not held to a key mode (TiDB's GC worker sends a
+    // region's bounds, with a V1 context), as TiKV.
+    let mut v1 = d.ctx.clone();
+    v1.api_version = ApiVersion::V1 as i32;
+    let scan = tikal_proto::kvrpcpb::ScanLockRequest {
+        context: Some(v1),
+        max_version: u64::MAX,
+        limit: 10,
+        ..Default::default()
+    };
+    let r = d.tikv.kv_scan_lock(scan).await.unwrap().into_inner();
+    assert!(r.error.is_none() && r.region_error.is_none(), "{r:?}");
 }
 
 /// PD's keyspace HTTP API beyond creation: paging, refusals, and state
