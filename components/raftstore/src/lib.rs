@@ -53,8 +53,9 @@ mod transport;
 pub use apply::{Applier, ApplyContext, ApplyOutput};
 pub use disk::{grade as grade_disk, DiskFullOpt, DiskState, DiskUsage};
 pub use meta::{
-    applied_index, load_first_region, load_regions, load_store_ident, remove_region,
-    write_initial_region, write_store_ident, StoreIdent, INITIAL_INDEX,
+    applied_index, clear_prepared_bootstrap, load_first_region, load_prepared_bootstrap,
+    load_regions, load_store_ident, remove_region, write_initial_region, write_prepared_bootstrap,
+    write_store_ident, StoreIdent, INITIAL_INDEX,
 };
 pub use peer::{CommandBatch, ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
 pub use read_progress::{ReadProgress, ReadState};

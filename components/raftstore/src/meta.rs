@@ -10,6 +10,7 @@
 //! | `incarnation/<id BE>`     | id of the last peer a message made here      |
 //! | `merge_state/<id BE>`     | a prepared merge: its index (8 bytes BE), then `raft_cmdpb.PrepareMergeRequest` |
 //! | `merged_into/<id BE>`     | where a source that merged here went ([`MergedInto`]) |
+//! | `prepare_bootstrap`       | id of the first region this store wrote to bootstrap the cluster with, until PD's answer is known (8 bytes BE) |
 //!
 //! The apply state is written in the same batch as the data it covers.
 //!
@@ -33,6 +34,7 @@ const TOMBSTONE_PREFIX: &[u8] = b"tombstone/";
 const INCARNATION_PREFIX: &[u8] = b"incarnation/";
 const MERGE_STATE_PREFIX: &[u8] = b"merge_state/";
 const MERGED_PREFIX: &[u8] = b"merged_into/";
+const PREPARE_BOOTSTRAP_KEY: &[u8] = b"prepare_bootstrap";
 
 /// Index and term of a new region's (empty) log.
 pub const INITIAL_INDEX: u64 = 5;
@@ -397,11 +399,45 @@ pub fn load_first_region(engine: &KvEngine) -> Result<Option<metapb::Region>> {
     Ok(load_regions(engine)?.into_iter().next())
 }
 
-/// Forgets a region that never started (a lost bootstrap race).
+/// Records the first region this store creates to bootstrap the cluster
+/// with, and that PD has not yet taken it (see [`load_prepared_bootstrap`]).
+pub fn write_prepared_bootstrap(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
+    let mut wb = engine.write_batch();
+    put_region(&mut wb, region);
+    put_apply_state(&mut wb, region.id, &ApplyState::initial());
+    wb.put(CF_RAFT, PREPARE_BOOTSTRAP_KEY, &region.id.to_be_bytes());
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+/// The region this store prepared to bootstrap the cluster with, while
+/// PD's answer is not known: a crash or a failed request between writing
+/// it and PD's answer leaves it, and only PD can say whether it is the
+/// cluster's first region or another store's bootstrap won.
+pub fn load_prepared_bootstrap(engine: &KvEngine) -> Result<Option<metapb::Region>> {
+    let Some(id) = load_id(engine, PREPARE_BOOTSTRAP_KEY, "prepare bootstrap")? else {
+        return Ok(None);
+    };
+    Ok(load_regions(engine)?.into_iter().find(|r| r.id == id))
+}
+
+/// PD took the prepared region as the cluster's first: it stays.
+pub fn clear_prepared_bootstrap(engine: &KvEngine) -> Result<()> {
+    let mut wb = engine.write_batch();
+    wb.delete(CF_RAFT, PREPARE_BOOTSTRAP_KEY);
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+/// Forgets a region that never started (a lost bootstrap race), and the
+/// bootstrap mark with it.
 pub fn remove_region(engine: &KvEngine, region_id: u64) -> Result<()> {
     let mut wb = engine.write_batch();
     wb.delete(CF_RAFT, &region_key(region_id));
     wb.delete(CF_RAFT, &apply_key(region_id));
+    if load_id(engine, PREPARE_BOOTSTRAP_KEY, "prepare bootstrap")? == Some(region_id) {
+        wb.delete(CF_RAFT, PREPARE_BOOTSTRAP_KEY);
+    }
     engine.write(wb, true)?;
     Ok(())
 }

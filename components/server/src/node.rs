@@ -3,8 +3,11 @@
 //! First start on an empty data dir:
 //! 1. PD allocates a store id, which is written to the data dir;
 //! 2. if PD has no cluster yet, this store creates the first region (the
-//!    whole key space, one peer here) locally, then asks PD to bootstrap
-//!    with it; if another store won that race, the local region is dropped;
+//!    whole key space, one peer here) locally, marked prepared, then asks
+//!    PD to bootstrap with it; if another store won that race, the local
+//!    region is dropped. The mark goes once PD's answer is known; a store
+//!    that finds it at start asks PD again (or, if the cluster is
+//!    bootstrapped by then, keeps the region only if PD knows it);
 //! 3. the store registers its address with PutStore.
 //!
 //! A restart reads the store id back. PD refuses PutStore when another
@@ -16,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use tikal_engine::KvEngine;
 use tikal_proto::metapb;
-use tikal_raftstore::{load_store_ident, write_initial_region, write_store_ident, StoreIdent};
+use tikal_raftstore::{load_store_ident, write_prepared_bootstrap, write_store_ident, StoreIdent};
 use tracing::info;
 
 use crate::config::TikvConfig;
@@ -64,8 +67,33 @@ pub async fn bootstrap(
             store_id
         }
     };
-    if !pd.is_bootstrapped().await? {
-        let region = match tikal_raftstore::load_first_region(kv)? {
+    // A first region written here for a bootstrap whose answer from PD was
+    // never recorded (a crash, or a failed request, in between).
+    let prepared = tikal_raftstore::load_prepared_bootstrap(kv)?;
+    if pd.is_bootstrapped().await? {
+        if let Some(region) = prepared {
+            // Bootstrapped meanwhile: with this region if PD knows it, as
+            // TiKV compares PD's first region with its own. Otherwise
+            // another store's bootstrap won, and this one, a whole key
+            // space with one voter here, must never start.
+            if pd.region_by_id(region.id).await?.is_some() {
+                info!(
+                    region_id = region.id,
+                    "bootstrapped the cluster (before a restart)"
+                );
+                tikal_raftstore::clear_prepared_bootstrap(kv)?;
+            } else {
+                info!(
+                    region_id = region.id,
+                    "cluster was bootstrapped by another store; dropping the region prepared here"
+                );
+                tikal_raftstore::remove_region(kv, region.id)?;
+            }
+        }
+    } else {
+        // (A region without the mark: a bootstrap left half-done by an
+        // older version.)
+        let region = match prepared.or(tikal_raftstore::load_first_region(kv)?) {
             Some(region) => region,
             None => {
                 let region = metapb::Region {
@@ -81,7 +109,7 @@ pub async fn bootstrap(
                     }],
                     ..Default::default()
                 };
-                write_initial_region(kv, &region)?;
+                write_prepared_bootstrap(kv, &region)?;
                 region
             }
         };
@@ -91,6 +119,7 @@ pub async fn bootstrap(
         };
         if pd.bootstrap(store, region.clone()).await? {
             info!(region_id = region.id, "bootstrapped the cluster");
+            tikal_raftstore::clear_prepared_bootstrap(kv)?;
         } else {
             info!("cluster was bootstrapped by another store");
             tikal_raftstore::remove_region(kv, region.id)?;
