@@ -185,16 +185,20 @@ impl DetectorClient {
                         continue;
                     }
                 };
-                let mut client =
-                    match DeadlockClient::connect(crate::pd_client::pd_url(&addr)).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            debug!(%addr, error = %e, "cannot reach the deadlock detector");
-                            drain(&mut rx);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
-                        }
-                    };
+                let url = crate::pd_client::pd_url(&addr);
+                let connected = match crate::pd_client::endpoint(url) {
+                    Ok(e) => e.connect().await.map_err(anyhow::Error::from),
+                    Err(e) => Err(e),
+                };
+                let mut client = match connected.map(DeadlockClient::new) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        debug!(%addr, error = %e, "cannot reach the deadlock detector");
+                        drain(&mut rx);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
                 // What was queued while no detector was reachable is
                 // replaced by the edges as they are now: a new detector
                 // (leadership moved) starts with none of them.

@@ -27,6 +27,21 @@ pub fn pd_url(endpoint: &str) -> String {
     }
 }
 
+/// A gRPC endpoint to another server of the cluster (PD, a store, the
+/// deadlock detector): connecting gives up after 3 s, and HTTP/2 pings
+/// every 10 s (idle or not) drop a connection unanswered for 3 s, as
+/// TiKV's clients keep alive. Without them, a peer whose host lost power
+/// or was cut off kept the connection, and everything sent on it, until
+/// TCP gave up (about 15 minutes), or for good on an idle one.
+pub fn endpoint(url: String) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(url)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true))
+}
+
 impl PdClient {
     /// Connects to the first endpoint that answers GetMembers, retrying
     /// until `wait` has passed (PD may still be starting).
@@ -48,11 +63,8 @@ impl PdClient {
     }
 
     async fn try_connect(url: &str) -> anyhow::Result<PdClient> {
-        let endpoint = Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true);
-        let mut grpc = PdGrpc::new(endpoint.connect().await?);
+        let first = endpoint(url.to_string())?.timeout(Duration::from_secs(10));
+        let mut grpc = PdGrpc::new(first.connect().await?);
         let members = grpc
             .get_members(pdpb::GetMembersRequest::default())
             .await?
@@ -66,10 +78,8 @@ impl PdClient {
             .leader
             .and_then(|m| m.client_urls.into_iter().next())
             .unwrap_or_else(|| url.to_string());
-        let channel = Endpoint::from_shared(leader_url)?
-            .connect_timeout(Duration::from_secs(3))
+        let channel = endpoint(leader_url)?
             .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
             .connect_lazy();
         Ok(PdClient {
             cluster_id,

@@ -36,7 +36,7 @@ use tikal_raftstore::{PeerMessage, Router, SnapKey, SnapManager, Transport};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tracing::{debug, info, warn};
 
@@ -247,11 +247,7 @@ pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<Tikv
     if addr.is_empty() {
         return Err(anyhow!("PD has no address for store {store_id}"));
     }
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(3))
+    let channel = crate::pd_client::endpoint(format!("http://{addr}"))?
         .connect()
         .await
         .with_context(|| format!("connecting to store {store_id} at {addr}"))?;
