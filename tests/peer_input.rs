@@ -216,3 +216,48 @@ async fn hostile_raft_traffic_leaves_the_store_serving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raft_stream_that_reached_the_wrong_store_is_ended() {
+    // A sender that reached this store at an address another store left
+    // is told so: its stream ends, and it looks the address up again.
+    let t = TestCluster::start(1).await;
+    let d = direct(&t).await;
+    let (region_id, me) = (d.ctx.region_id, d.ctx.peer.clone().unwrap());
+    let mut heartbeat = Message::default();
+    heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+    let to = |store_id: u64| RaftMessage {
+        region_id,
+        from_peer: peer(me.id + 1000, me.store_id + 1000),
+        to_peer: peer(me.id, store_id),
+        message: heartbeat.write_to_bytes().unwrap(),
+        ..Default::default()
+    };
+    let batch = BatchRaftMessage {
+        msgs: vec![to(me.store_id + 1)],
+    };
+    let ended = d
+        .tikv
+        .clone()
+        .batch_raft(tokio_stream::iter(vec![batch]))
+        .await
+        .unwrap_err();
+    assert!(ended.message().contains("store not match"), "{ended:?}");
+    let ended = d
+        .tikv
+        .clone()
+        .raft(tokio_stream::iter(vec![to(me.store_id + 1)]))
+        .await
+        .unwrap_err();
+    assert!(ended.message().contains("store not match"), "{ended:?}");
+    // Its own store's messages are taken as before.
+    let batch = BatchRaftMessage {
+        msgs: vec![to(me.store_id)],
+    };
+    let taken = d
+        .tikv
+        .clone()
+        .batch_raft(tokio_stream::iter(vec![batch]))
+        .await;
+    assert!(taken.is_ok(), "{taken:?}");
+}

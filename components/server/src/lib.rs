@@ -153,6 +153,7 @@ pub async fn run(
     let router = Router::start(store)?;
     transport_handle.set_router(router.clone());
     let raft_intake = raft_transport::RaftIntake {
+        store_id,
         router: router.clone(),
         snaps: snaps.clone(),
     };

@@ -11,7 +11,8 @@
 //! sent; the leader hears whether it arrived.
 //!
 //! Receiving ([`RaftIntake`]): `Raft` and `BatchRaft` messages go straight
-//! to the store loop; a `Snapshot` stream is written to the snapshot
+//! to the store loop (one for another store ends its stream, so the sender
+//! resolves the address again); a `Snapshot` stream is written to the snapshot
 //! directory (sizes and checksums checked) and its message handed to the
 //! loop only once every file is whole; one silent for a minute is given up
 //! and its partial files removed. A message that does not decode is
@@ -402,8 +403,27 @@ async fn stream_snapshot(shared: &Shared, msg: PeerMessage) -> anyhow::Result<()
 /// handlers of `tikvpb.Tikv`.
 #[derive(Clone)]
 pub struct RaftIntake {
+    pub store_id: u64,
     pub router: Router,
     pub snaps: Arc<SnapManager>,
+}
+
+/// Refuses a message for another store (a sender that reached this one at
+/// an address that store left): the stream ends, and its sender looks the
+/// store's address up again when it reconnects, as TiKV answers
+/// StoreNotMatch to break the connection. Dropped silently, the stream
+/// stayed up and the store it meant never heard from the sender again.
+fn check_store(store_id: u64, msg: &PeerMessage) -> Result<(), Status> {
+    if msg.to.store_id == store_id {
+        return Ok(());
+    }
+    Err(status(
+        Code::FailedPrecondition,
+        format!(
+            "store not match: a message for store {} reached store {store_id}",
+            msg.to.store_id
+        ),
+    ))
 }
 
 /// The message of `m` for the store loop, or `None` (logged) if it does not
@@ -429,6 +449,7 @@ impl RaftIntake {
     pub async fn raft(&self, mut stream: Streaming<RaftMessage>) -> Result<Done, Status> {
         while let Some(m) = stream.next().await {
             if let Some(msg) = intake(m?) {
+                check_store(self.store_id, &msg)?;
                 self.router.send_raft_message(msg);
             }
         }
@@ -443,6 +464,9 @@ impl RaftIntake {
     ) -> Result<Done, Status> {
         while let Some(batch) = stream.next().await {
             let msgs: Vec<PeerMessage> = batch?.msgs.into_iter().filter_map(intake).collect();
+            for msg in &msgs {
+                check_store(self.store_id, msg)?;
+            }
             self.router.send_raft_messages(msgs);
         }
         Ok(Done {})
