@@ -363,8 +363,6 @@ pub struct Operator {
     /// `[schedule] operator-timeout`: the base of a slow step's wait (see
     /// [`step_timeout`]).
     pub slow_wait: Duration,
-    /// Every step's wait together, as upstream shows an operator's.
-    pub timeout: Duration,
 }
 
 /// The base of a fast step's wait: upstream's `FastStepWaitTime`.
@@ -411,22 +409,17 @@ impl Operator {
     /// An operator carrying out `plan` on `r`, from `now`; `slow_wait` is
     /// `[schedule] operator-timeout` (see [`step_timeout`]).
     pub fn new(plan: Plan, r: &RegionInfo, now: i64, slow_wait: Duration) -> Operator {
-        let size = r.approximate_size_mib();
-        let timeout = (plan.steps.iter())
-            .map(|s| step_timeout(s, size, slow_wait))
-            .fold(Duration::ZERO, Duration::saturating_add);
         Operator {
             plan,
             region_id: r.region.id,
             region_epoch: r.epoch(),
             start_key: r.region.start_key.clone(),
             end_key: r.region.end_key.clone(),
-            approximate_size_mib: size,
+            approximate_size_mib: r.approximate_size_mib(),
             current: 0,
             created_at: now,
             step_started_at: now,
             slow_wait,
-            timeout,
         }
     }
 
@@ -568,6 +561,13 @@ impl Operator {
         out
     }
 
+    /// Every step's wait together, as upstream shows an operator's.
+    pub fn timeout(&self) -> Duration {
+        (self.plan.steps.iter())
+            .map(|s| step_timeout(s, self.approximate_size_mib, self.slow_wait))
+            .fold(Duration::ZERO, Duration::saturating_add)
+    }
+
     /// Whether the current step has run past its own wait
     /// ([`step_timeout`]); a finished operator never times out.
     pub fn is_timed_out(&self, now: i64) -> bool {
@@ -588,7 +588,7 @@ impl Operator {
                 "version": self.region_epoch.version,
             },
             "kind": self.plan.kind,
-            "timeout": go_duration(self.timeout),
+            "timeout": go_duration(self.timeout()),
             "status": status.code(),
         })
     }
@@ -620,7 +620,7 @@ impl fmt::Display for Operator {
             self.current,
             self.approximate_size_mib,
             steps.join(", "),
-            go_duration(self.timeout),
+            go_duration(self.timeout()),
         )
     }
 }

@@ -80,10 +80,25 @@ pub fn write_store_ident(engine: &KvEngine, ident: StoreIdent) -> Result<()> {
 /// log that starts after [`INITIAL_INDEX`].
 pub fn write_initial_region(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
     let mut wb = engine.write_batch();
-    put_region(&mut wb, region);
-    put_apply_state(&mut wb, region.id, &ApplyState::initial());
+    put_initial_region(&mut wb, region);
     engine.write(wb, true)?;
     Ok(())
+}
+
+fn put_initial_region(wb: &mut KvWriteBatch<'_>, region: &metapb::Region) {
+    put_region(wb, region);
+    put_apply_state(wb, region.id, &ApplyState::initial());
+}
+
+/// A region state as stored under `what`'s key.
+fn decode_region(bytes: &[u8], what: &'static str) -> Result<metapb::Region> {
+    metapb::Region::decode(bytes).map_err(|e| {
+        EngineError::Corrupted {
+            what,
+            detail: e.to_string(),
+        }
+        .into()
+    })
 }
 
 pub(crate) fn put_region(wb: &mut KvWriteBatch<'_>, region: &metapb::Region) {
@@ -230,12 +245,7 @@ pub(crate) fn load_tombstone_state(engine: &KvEngine, region_id: u64) -> Result<
     let peer_id = u64::from_be_bytes(id.try_into().unwrap_or_default());
     let region = match &v[8..] {
         [] => None,
-        bytes => Some(
-            metapb::Region::decode(bytes).map_err(|e| EngineError::Corrupted {
-                what: "tombstone",
-                detail: e.to_string(),
-            })?,
-        ),
+        bytes => Some(decode_region(bytes, "tombstone")?),
     };
     Ok(Some(Tombstone { peer_id, region }))
 }
@@ -302,12 +312,7 @@ pub(crate) fn load_merged_into(engine: &KvEngine, source_id: u64) -> Result<Opti
     };
     let source = match v.get(16..) {
         None | Some([]) => None,
-        Some(bytes) => Some(
-            metapb::Region::decode(bytes).map_err(|e| EngineError::Corrupted {
-                what: "merged_into",
-                detail: e.to_string(),
-            })?,
-        ),
+        Some(bytes) => Some(decode_region(bytes, "merged_into")?),
     };
     match (v.len(), version) {
         (8, _) | (16.., Some(_)) => Ok(Some(MergedInto {
@@ -403,8 +408,7 @@ pub fn load_first_region(engine: &KvEngine) -> Result<Option<metapb::Region>> {
 /// with, and that PD has not yet taken it (see [`load_prepared_bootstrap`]).
 pub fn write_prepared_bootstrap(engine: &KvEngine, region: &metapb::Region) -> Result<()> {
     let mut wb = engine.write_batch();
-    put_region(&mut wb, region);
-    put_apply_state(&mut wb, region.id, &ApplyState::initial());
+    put_initial_region(&mut wb, region);
     wb.put(CF_RAFT, PREPARE_BOOTSTRAP_KEY, &region.id.to_be_bytes());
     engine.write(wb, true)?;
     Ok(())
@@ -418,7 +422,10 @@ pub fn load_prepared_bootstrap(engine: &KvEngine) -> Result<Option<metapb::Regio
     let Some(id) = load_id(engine, PREPARE_BOOTSTRAP_KEY, "prepare bootstrap")? else {
         return Ok(None);
     };
-    Ok(load_regions(engine)?.into_iter().find(|r| r.id == id))
+    match engine.get(CF_RAFT, &region_key(id))? {
+        Some(v) => Ok(Some(decode_region(&v, "region state")?)),
+        None => Ok(None),
+    }
 }
 
 /// PD took the prepared region as the cluster's first: it stays.

@@ -186,10 +186,7 @@ impl DetectorClient {
                     }
                 };
                 let url = crate::pd_client::pd_url(&addr);
-                let connected = match crate::pd_client::endpoint(url) {
-                    Ok(e) => e.connect().await.map_err(anyhow::Error::from),
-                    Err(e) => Err(e),
-                };
+                let connected = crate::pd_client::connect(url).await;
                 let mut client = match connected.map(DeadlockClient::new) {
                     Ok(c) => c,
                     Err(e) => {

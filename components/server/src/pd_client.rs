@@ -42,6 +42,11 @@ pub fn endpoint(url: String) -> anyhow::Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
+/// A channel to `url` over [`endpoint`], connected now.
+pub async fn connect(url: String) -> anyhow::Result<Channel> {
+    Ok(endpoint(url)?.connect().await?)
+}
+
 impl PdClient {
     /// Connects to the first endpoint that answers GetMembers, retrying
     /// until `wait` has passed (PD may still be starting).

@@ -248,8 +248,7 @@ pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<Tikv
     if addr.is_empty() {
         return Err(anyhow!("PD has no address for store {store_id}"));
     }
-    let channel = crate::pd_client::endpoint(format!("http://{addr}"))?
-        .connect()
+    let channel = crate::pd_client::connect(format!("http://{addr}"))
         .await
         .with_context(|| format!("connecting to store {store_id} at {addr}"))?;
     Ok(TikvClient::new(channel)
