@@ -400,7 +400,7 @@ impl Chaos {
                     return Ok(());
                 };
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
-                if store.transfer_leader(region.id, peer.id).is_ok() {
+                if store.transfer_leader(region.id, peer.id, None).is_ok() {
                     self.log.push(format!(
                         "{step}: store {s} hands region {}'s leadership to {to}",
                         region.id

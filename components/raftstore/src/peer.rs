@@ -150,6 +150,11 @@ pub(crate) struct Peer {
     pub merging: Option<MergeState>,
     /// Index of a PrepareMerge this peer proposed and has not applied yet.
     prepare_merge_proposed: u64,
+    /// The highest index of a snapshot this peer, leading, sent: a peer
+    /// that took it has no log below it, so a merge that would need a
+    /// lagging peer's entries from below it is refused (TiKV's
+    /// `last_sent_snapshot_idx`).
+    pub(crate) snapshot_sent_index: u64,
     /// The peers that voted to roll back the merge prepared at the index
     /// given (see [`Peer::rollback_merge_agreed`]), counted while this
     /// peer led. Kept across leadership changes: a target found changed
@@ -369,6 +374,7 @@ impl Peer {
             approximate: None,
             merging: None,
             prepare_merge_proposed: 0,
+            snapshot_sent_index: 0,
             rollback_votes: (0, HashSet::new()),
             rollback_merge_proposed: 0,
             compact_proposed: 0,
@@ -829,6 +835,24 @@ impl Peer {
         let min_index = self.slowest_matched().unwrap_or(last);
         if min_index < self.raw_node.store().truncated_index {
             return refuse(cb, "a peer is behind the compacted log".into());
+        }
+        // A peer made from a snapshot has no log below it: should it lead
+        // the prepared source, it could not build the CommitMerge, and the
+        // source would take no writes for good (as TiKV refuses it).
+        let prs = self.raw_node.raft.prs();
+        if prs
+            .iter()
+            .any(|(_, p)| p.state == raft::ProgressState::Snapshot)
+        {
+            return refuse(cb, "a peer is taking a snapshot".into());
+        }
+        if min_index < self.snapshot_sent_index {
+            let why = format!(
+                "a lagging peer needs the log from {} and a peer was sent a snapshot at {}",
+                min_index.saturating_add(1),
+                self.snapshot_sent_index
+            );
+            return refuse(cb, why);
         }
         // Log GC up to `min_index` at most keeps what the CommitMerge
         // carries; any other admin command in the gap is refused, as TiKV.
@@ -1798,8 +1822,21 @@ impl Peer {
         // appends them: the write below records them applied, and an
         // applied index past the end of the log would stop raft-rs at
         // the next open (found by a crash at every write of a catch-up).
+        // Only from the first carried entry this log lacks or holds in
+        // another term (as raft-rs appends): the log may hold the same
+        // entries and more past the commit (a newer source leader's), and
+        // cutting those would leave the persisted commit index past the
+        // log's end, which stops raft-rs at the next open.
         if let Some(i) = first_carried {
-            self.raw_node.mut_store().append_durably(&entries[i..])?;
+            let log = &self.raw_node.raft.raft_log;
+            let differs = entries[i..]
+                .iter()
+                .position(|e| !log.match_term(e.index, e.term));
+            if let Some(j) = differs {
+                self.raw_node
+                    .mut_store()
+                    .append_durably(&entries[i + j..])?;
+            }
         }
         info!(
             region_id = self.region.id,

@@ -49,6 +49,10 @@ pub struct ReadProgress {
     /// Bumped whenever the replica's data is replaced wholesale.
     generation: AtomicU64,
     inner: Mutex<Inner>,
+    /// The replica's Raft term and the leader it knows in it (0: none),
+    /// set by the store before the messages of each Raft ready leave (see
+    /// [`ReadProgress::leader`]).
+    leader: Mutex<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +67,21 @@ struct Inner {
 }
 
 impl ReadProgress {
+    /// The replica's term and the leader peer it knows in it, as its Raft
+    /// has them now, not as of the last published region view: a replica
+    /// that voted for a new leader, or campaigns, must stop confirming
+    /// the old one's leadership (CheckLeader) before that vote or
+    /// campaign can reach anyone, as TiKV updates its leader info on the
+    /// Raft thread.
+    pub fn leader(&self) -> (u64, u64) {
+        *self.leader.lock()
+    }
+
+    /// The store sets it (public for tests of CheckLeader).
+    pub fn set_leader(&self, term: u64, leader_id: u64) {
+        *self.leader.lock() = (term, leader_id);
+    }
+
     /// The index this replica has applied.
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::SeqCst)

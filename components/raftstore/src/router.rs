@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use tikal_proto::metapb;
 use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest};
 use tokio::sync::oneshot;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::apply::ApplyOutput;
 use crate::disk::DiskFullOpt;
@@ -92,6 +92,7 @@ enum Msg {
     TransferLeader {
         region_id: u64,
         to: u64,
+        epoch: Option<metapb::RegionEpoch>,
     },
     ReadIndex {
         region_id: u64,
@@ -99,6 +100,9 @@ enum Msg {
         /// [`Router::replica_read_index`]); None for a leader's read.
         replica: Option<Vec<u8>>,
         cb: crate::peer::ReadCallback,
+    },
+    StoreUnreachable {
+        store_id: u64,
     },
     ReportSnapshot {
         region_id: u64,
@@ -405,8 +409,18 @@ impl Router {
 
     /// Asks this store's peer, if it leads the region, to hand leadership
     /// to peer `to`. Returns at once; the outcome shows in region views.
-    pub fn transfer_leader(&self, region_id: u64, to: u64) {
-        let _ = self.tx.send(Msg::TransferLeader { region_id, to });
+    pub fn transfer_leader(&self, region_id: u64, to: u64, epoch: Option<metapb::RegionEpoch>) {
+        let _ = self.tx.send(Msg::TransferLeader {
+            region_id,
+            to,
+            epoch,
+        });
+    }
+
+    /// Tells the loop that messages to `store_id` were lost on the way (see
+    /// [`Store::report_store_unreachable`]).
+    pub fn report_store_unreachable(&self, store_id: u64) {
+        let _ = self.tx.send(Msg::StoreUnreachable { store_id });
     }
 
     /// Tells the loop whether a snapshot sent for the region reached `to`.
@@ -668,9 +682,16 @@ impl Runner {
                 replica,
                 cb,
             } => self.store.read_index(region_id, replica, cb),
-            Msg::TransferLeader { region_id, to } => {
-                let _ = self.store.transfer_leader(region_id, to);
+            Msg::TransferLeader {
+                region_id,
+                to,
+                epoch,
+            } => {
+                if let Err(e) = self.store.transfer_leader(region_id, to, epoch.as_ref()) {
+                    debug!(region_id, to, error = %e, "no leadership transfer");
+                }
             }
+            Msg::StoreUnreachable { store_id } => self.store.report_store_unreachable(store_id),
             Msg::ReportSnapshot {
                 region_id,
                 to,

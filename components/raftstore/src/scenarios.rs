@@ -17,7 +17,8 @@
 //!                           region 1 with a voter on each of stores 1..=V
 //!                           (default all; peer id = store id); B: the
 //!                           stores' raft-entry-max-size (default 8 MiB)
-//! campaign S                store S's peer starts an election now
+//! campaign S [region=R]     store S's peer of region R (default 1) starts
+//!                           an election now
 //! tick [S...] [n=N]         N times: tick the stores (default all), then stabilize
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! round [n=N]               N times: one round on every store, then deliver
@@ -767,8 +768,9 @@ impl goldenscript::Runner for Runner {
             }
             "campaign" => {
                 let c = self.cluster()?;
+                let region: u64 = key_arg(&args, "region").map_or(Ok(REGION), str::parse)?;
                 for s in stores_arg(&args)? {
-                    c.store(s)?.campaign(REGION)?;
+                    c.store(s)?.campaign(region)?;
                 }
                 c.stabilize()?;
             }
@@ -813,7 +815,7 @@ impl goldenscript::Runner for Runner {
                 let to = (region.peers.iter())
                     .find(|p| p.store_id == to)
                     .map_or(to, |p| p.id);
-                if let Err(e) = c.store(from)?.transfer_leader(region_id, to) {
+                if let Err(e) = c.store(from)?.transfer_leader(region_id, to, None) {
                     writeln!(out, "error: {e}")?;
                 }
                 c.stabilize()?;

@@ -793,6 +793,26 @@ impl Store {
         }
     }
 
+    /// Tells every leader here that its peer on `store_id` did not get
+    /// what was sent to it (a queue to that store was full or its
+    /// connection broke), as TiKV's transport reports a lost connection:
+    /// Raft then probes that peer with one append at a time rather than
+    /// waiting, its window full, for acknowledgements that will not come.
+    pub fn report_store_unreachable(&mut self, store_id: u64) {
+        for peer in self.peers.values_mut() {
+            if !peer.is_leader() {
+                continue;
+            }
+            let on_store: Vec<u64> = (peer.region.peers.iter())
+                .filter(|p| p.store_id == store_id)
+                .map(|p| p.id)
+                .collect();
+            for id in on_store {
+                peer.raw_node.report_unreachable(id);
+            }
+        }
+    }
+
     /// Hands a Raft message from another store to its peer, creating the
     /// peer when the message may be the first a new peer gets; a note
     /// (a tombstone, a vote to roll back a merge) is acted on here. A
@@ -1377,13 +1397,30 @@ impl Store {
     /// Asks this store's peer, if it leads the region, to hand leadership
     /// to peer `to`: the leader stops taking proposals, brings `to` up to
     /// date, and tells it to campaign at once (Raft's leader transfer).
-    pub fn transfer_leader(&mut self, region_id: u64, to: u64) -> Result<()> {
+    pub fn transfer_leader(
+        &mut self,
+        region_id: u64,
+        to: u64,
+        epoch: Option<&metapb::RegionEpoch>,
+    ) -> Result<()> {
         let peer = self
             .peers
             .get_mut(&region_id)
             .ok_or(RaftstoreError::RegionNotFound(region_id))?;
         if !peer.is_leader() {
             return Err(peer.not_leader());
+        }
+        // PD's order is for the region as PD last saw it (TiKV checks a
+        // TransferLeader's version and conf_ver): after a split or a
+        // membership change it may name a peer that no longer holds the
+        // range it thinks.
+        if epoch.is_some_and(|e| Some(e) != peer.region.region_epoch.as_ref()) {
+            return Err(peer.epoch_not_match());
+        }
+        if !peer.region.peers.iter().any(|p| p.id == to) {
+            return Err(RaftstoreError::ConfChange(format!(
+                "peer {to} is not a member of region {region_id}"
+            )));
         }
         if self.disk.get() == DiskUsage::Normal && peer.disk_short(to) {
             // It would refuse at the end (see `step`), after a whole
@@ -1587,8 +1624,20 @@ impl Store {
         if rd.ss().is_some_and(|ss| ss.raft_state == StateRole::Leader) {
             peer.hurry_commit();
         }
+        if rd.ss().is_some() || rd.hs().is_some() {
+            // Before this ready's messages (a vote, a campaign) leave.
+            let raft = &peer.raw_node.raft;
+            peer.read_progress.set_leader(raft.term, raft.leader_id);
+        }
         // A leader's appends go out while it persists them itself.
-        Self::send(transport, peer, rd.take_messages());
+        let messages = rd.take_messages();
+        let snapshots = (messages.iter())
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.get_snapshot().get_metadata().index);
+        if let Some(index) = snapshots.max() {
+            peer.snapshot_sent_index = peer.snapshot_sent_index.max(index);
+        }
+        Self::send(transport, peer, messages);
         Ok(Some(rd))
     }
 
@@ -3501,12 +3550,32 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_transfer_for_another_epoch_or_a_stranger_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = leading_one_of_two(dir.path());
+        // PD's order names the region as PD saw it before a membership
+        // change or split this store has applied since.
+        let mut stale = store.peers[&1].region.region_epoch.clone().unwrap();
+        stale.conf_ver = stale.conf_ver.saturating_sub(1);
+        match store.transfer_leader(1, 2, Some(&stale)) {
+            Err(RaftstoreError::EpochNotMatch(region)) => assert_eq!(region.id, 1),
+            other => panic!("expected EpochNotMatch, got {other:?}"),
+        }
+        assert!(matches!(
+            store.transfer_leader(1, 7, None),
+            Err(RaftstoreError::ConfChange(_))
+        ));
+        let current = store.peers[&1].region.region_epoch.clone();
+        store.transfer_leader(1, 2, current.as_ref()).unwrap();
+    }
+
+    #[test]
     fn a_leader_handing_over_refuses_without_naming_itself() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = leading_one_of_two(dir.path());
         // Raft drops proposals while a transfer is under way. A NotLeader
         // naming this peer would send the client straight back here.
-        store.transfer_leader(1, 2).unwrap();
+        store.transfer_leader(1, 2, None).unwrap();
         // Peer 2 answers the leader's handshake: ready, all applied.
         let status = store.peer_status(1).unwrap();
         let mut ready = peer_2_says(MessageType::MsgTransferLeader, status.term);

@@ -245,7 +245,7 @@ fn carry_out(
         });
     }
     if let Some(peer) = r.transfer_leader.and_then(|t| t.peer) {
-        router.transfer_leader(region_id, peer.id);
+        router.transfer_leader(region_id, peer.id, r.region_epoch.clone());
     }
     if let Some(target) = r.merge.and_then(|m| m.target) {
         let router = router.clone();

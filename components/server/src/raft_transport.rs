@@ -49,8 +49,13 @@ const QUEUE_CAPACITY: usize = 1024;
 /// Bytes queued per destination store before new messages are dropped
 /// (a dead store must not pin memory; Raft resends what is lost).
 const QUEUE_BYTES: usize = 64 << 20;
+/// Largest `BatchRaftMessage` sent, unless one message is larger (TiKV's
+/// `max-grpc-send-msg-len` is 10 MiB); a store takes up to 64 MiB.
+const BATCH_BYTES: usize = 10 << 20;
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a stream must have lived for its break to reset the backoff.
+const STREAM_SETTLED: Duration = Duration::from_secs(10);
 /// Longest a snapshot send may take, at the least (a 1 GiB region at
 /// ~10 MB/s fits); a larger snapshot gets a second for each MiB, so a slow
 /// link still carries a large region rather than restarting it for good.
@@ -163,6 +168,8 @@ struct Queue {
     /// Swapped for a new queue's sender on each reconnect.
     tx: Arc<parking_lot::Mutex<mpsc::Sender<BatchRaftMessage>>>,
     bytes: Arc<AtomicUsize>,
+    /// The connection task ended for good: the store is a Tombstone.
+    closed: bool,
 }
 
 /// Completes a [`GrpcTransport`] once the store loop it serves runs.
@@ -223,23 +230,77 @@ impl Transport for GrpcTransport {
                 let shared = self.shared.clone();
                 let task = connection(shared, store_id, Arc::downgrade(&tx), rx, bytes.clone());
                 self.shared.runtime.spawn(task);
-                Queue { tx, bytes }
+                Queue {
+                    tx,
+                    bytes,
+                    closed: false,
+                }
             });
-            let n = msgs.len() as u64;
-            let size = batch_bytes(&msgs);
-            let full = queue.bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES;
-            if full || queue.tx.lock().try_send(BatchRaftMessage { msgs }).is_err() {
-                self.shared.dropped.fetch_add(n, Ordering::Relaxed);
-            } else {
-                queue.bytes.fetch_add(size, Ordering::Relaxed);
+            if queue.closed {
+                // A store PD has made Tombstone: its peers are gone.
+                self.shared
+                    .dropped
+                    .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            let mut lost = false;
+            for (msgs, size) in split_batch(msgs, BATCH_BYTES) {
+                let n = msgs.len() as u64;
+                let queued = queue.bytes.load(Ordering::Relaxed);
+                // An empty queue takes any one batch, however large: a
+                // batch past the bound would otherwise never go at all.
+                let full = queued > 0 && queued.saturating_add(size) > QUEUE_BYTES;
+                let sent = !full
+                    && match queue.tx.lock().try_send(BatchRaftMessage { msgs }) {
+                        Ok(()) => true,
+                        Err(mpsc::error::TrySendError::Full(_)) => false,
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            queue.closed = true;
+                            false
+                        }
+                    };
+                if sent {
+                    queue.bytes.fetch_add(size, Ordering::Relaxed);
+                } else {
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+                    lost = true;
+                }
+            }
+            if lost && !queue.closed {
+                if let Some(router) = self.shared.router.get() {
+                    router.report_store_unreachable(store_id);
+                }
             }
         }
     }
 }
 
+/// Cuts a round's messages for one store into batches of at most `cap`
+/// encoded bytes each (a message larger than `cap` goes alone), in order,
+/// with each batch's size: as TiKV cuts a batch at its gRPC message limit,
+/// so that a follower catching up, sent a window of large appends in one
+/// round, gets them in several batches rather than none.
+fn split_batch(msgs: Vec<RaftMessage>, cap: usize) -> Vec<(Vec<RaftMessage>, usize)> {
+    let mut out: Vec<(Vec<RaftMessage>, usize)> = Vec::new();
+    for m in msgs {
+        let size = prost::Message::encoded_len(&m);
+        match out.last_mut() {
+            Some((batch, bytes)) if bytes.saturating_add(size) <= cap => {
+                batch.push(m);
+                *bytes += size;
+            }
+            _ => out.push((vec![m], size)),
+        }
+    }
+    out
+}
+
 /// Connects to a store by the address PD has for it.
 pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<TikvClient<Channel>> {
     let store = pd.get_store(store_id).await?;
+    if store.state == tikal_proto::metapb::StoreState::Tombstone as i32 {
+        return Err(anyhow::Error::new(StoreRemoved(store_id)));
+    }
     let addr = if store.peer_address.is_empty() {
         store.address
     } else {
@@ -255,6 +316,12 @@ pub(crate) async fn connect(pd: &PdClient, store_id: u64) -> anyhow::Result<Tikv
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }
+
+/// PD has made the store a Tombstone: nothing is sent to it again, as
+/// TiKV's resolver answers "store has been removed".
+#[derive(Debug, thiserror::Error)]
+#[error("store {0} has been removed")]
+pub(crate) struct StoreRemoved(u64);
 
 /// Bytes of a batch's messages, as the queue bounds count them.
 fn batch_bytes(msgs: &[RaftMessage]) -> usize {
@@ -281,15 +348,23 @@ async fn connection(
         }
         let mut client = match connect(&shared.pd, store_id).await {
             Ok(c) => c,
+            Err(e) if e.is::<StoreRemoved>() => {
+                // What is queued goes with the receiver; sends fail at once.
+                info!(store_id, "store removed; no more raft messages to it");
+                return;
+            }
             Err(e) => {
                 debug!(store_id, error = %e, "raft connection failed; retrying");
+                if let Some(router) = shared.router.get() {
+                    router.report_store_unreachable(store_id);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         info!(store_id, "raft connection open");
-        backoff = Duration::from_millis(100);
+        let opened = tokio::time::Instant::now();
         let (next_tx, next_rx) = mpsc::channel(QUEUE_CAPACITY);
         let taken = queued.clone();
         let body = futures::stream::unfold(std::mem::replace(&mut rx, next_rx), move |mut rx| {
@@ -315,6 +390,18 @@ async fn connection(
         *slot.lock() = next_tx;
         queued.store(0, Ordering::Relaxed);
         drop(slot);
+        if let Some(router) = shared.router.get() {
+            router.report_store_unreachable(store_id);
+        }
+        // A stream that lived a while starts the backoff over; one that
+        // breaks at once (a store that answers "store not match", say)
+        // waits longer each time rather than reconnecting ten times a
+        // second.
+        backoff = if opened.elapsed() >= STREAM_SETTLED {
+            Duration::from_millis(100)
+        } else {
+            (backoff * 2).min(MAX_BACKOFF)
+        };
         tokio::time::sleep(backoff).await;
     }
 }
@@ -474,7 +561,7 @@ impl RaftIntake {
     /// Receives one snapshot; the store loop gets its message only when
     /// every file arrived whole.
     pub async fn snapshot(&self, stream: Streaming<SnapshotChunk>) -> Result<Done, Status> {
-        let msg = receive_snapshot(&self.snaps, stream, SNAPSHOT_CHUNK_IDLE)
+        let msg = receive_snapshot(self.store_id, &self.snaps, stream, SNAPSHOT_CHUNK_IDLE)
             .await
             .inspect_err(|e| {
                 if e.code() == Code::DeadlineExceeded {
@@ -490,6 +577,7 @@ impl RaftIntake {
 /// answers its message once every file arrived whole. A stream silent for
 /// `idle` ends with `DeadlineExceeded`, its partial files removed.
 async fn receive_snapshot<S>(
+    store_id: u64,
     snaps: &Arc<SnapManager>,
     mut stream: S,
     idle: Duration,
@@ -512,6 +600,9 @@ where
     if msg.message.get_msg_type() != MessageType::MsgSnapshot {
         return Err(invalid("a snapshot stream must carry a MsgSnapshot".into()));
     }
+    // Before any file is written: a snapshot for another store would be
+    // received whole, then dropped, and reported delivered.
+    check_store(store_id, &msg)?;
     let snap = msg.message.get_snapshot();
     let key = SnapKey::of(msg.region_id, snap);
     let data = tikal_raftstore::decode_snapshot_data(snap).map_err(|e| invalid(e.to_string()))?;
@@ -615,11 +706,21 @@ mod tests {
         let idle = Duration::from_millis(300);
         let outcome = tokio::time::timeout(
             Duration::from_secs(60),
-            receive_snapshot(&snaps, stream, idle),
+            receive_snapshot(3, &snaps, stream, idle),
         )
         .await
         .expect("a silent stream must be given up");
         assert_eq!(outcome.unwrap_err().code(), Code::DeadlineExceeded);
+        // The same stream at a store it was not meant for is refused at
+        // its first chunk, before any file is written.
+        let first = SnapshotChunk {
+            message: Some(to_wire(&msg)),
+            data: b"ab".to_vec(),
+        };
+        let stream = tokio_stream::iter([Ok(first)]).chain(tokio_stream::pending());
+        let refused = receive_snapshot(1, &snaps, stream, idle).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().contains("store not match"), "{refused:?}");
         assert_eq!(snaps.counts().receiving, 0);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
@@ -632,14 +733,68 @@ mod tests {
         let idle = Duration::from_secs(60);
         let empty = || tokio_stream::iter(Vec::<Result<SnapshotChunk, Status>>::new());
         let busy = snaps.try_receiving().unwrap();
-        let refused = receive_snapshot(&snaps, empty(), idle).await.unwrap_err();
+        let refused = receive_snapshot(1, &snaps, empty(), idle)
+            .await
+            .unwrap_err();
         assert_eq!(refused.code(), Code::ResourceExhausted);
         assert_eq!(snaps.counts().receiving, 1, "the refused one never counted");
         drop(busy);
         // With room, the same stream is read (and found empty).
-        let read = receive_snapshot(&snaps, empty(), idle).await.unwrap_err();
+        let read = receive_snapshot(1, &snaps, empty(), idle)
+            .await
+            .unwrap_err();
         assert_eq!(read.code(), Code::InvalidArgument);
         assert_eq!(snaps.counts().receiving, 0);
+    }
+
+    /// An append of `len` bytes of entry data from region `region_id`'s
+    /// leader to its peer on store 2.
+    fn append(region_id: u64, len: usize) -> RaftMessage {
+        let mut msg = PeerMessage::note(region_id, peer(1, 1), peer(2, 2), Default::default());
+        msg.message.set_msg_type(MessageType::MsgAppend);
+        msg.message.mut_entries().push(raft::eraftpb::Entry {
+            data: vec![7; len].into(),
+            ..Default::default()
+        });
+        to_wire(&msg)
+    }
+
+    #[test]
+    fn a_rounds_messages_are_cut_into_batches_under_the_cap() {
+        let msgs: Vec<_> = (1..=5).map(|r| append(r, 400)).collect();
+        let one = prost::Message::encoded_len(&msgs[0]);
+        let batches = split_batch(msgs, 2 * one + 1);
+        let regions: Vec<Vec<u64>> = (batches.iter())
+            .map(|(b, _)| b.iter().map(|m| m.region_id).collect())
+            .collect();
+        assert_eq!(regions, vec![vec![1, 2], vec![3, 4], vec![5]]);
+        assert!(batches.iter().all(|(b, size)| *size == batch_bytes(b)));
+        // A message past the cap goes alone, not nowhere.
+        let batches = split_batch(vec![append(1, 10), append(2, 5000), append(3, 10)], 1000);
+        assert_eq!(
+            batches.iter().map(|(b, _)| b.len()).collect::<Vec<_>>(),
+            [1, 1, 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_round_larger_than_the_queue_bound_is_sent_in_part_not_dropped_whole() {
+        // A follower catching up is sent a window of 1 MiB appends in one
+        // round: 70 MiB for one store, past the queue's 64 MiB bound.
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = Arc::new(SnapManager::open(dir.path()).unwrap());
+        // Nothing answers there: the queue holds what the round gives it.
+        let pd = PdClient::lazy(1, "http://127.0.0.1:1".into()).unwrap();
+        let (mut transport, handle) = GrpcTransport::new(pd, snaps);
+        for region_id in 1..=70 {
+            let mut msg = from_wire(append(region_id, 1 << 20)).unwrap();
+            msg.to.store_id = 2;
+            transport.send(msg);
+        }
+        transport.flush();
+        let queued = transport.queues[&2].bytes.load(Ordering::Relaxed);
+        assert!((60 << 20..=QUEUE_BYTES).contains(&queued), "{queued}");
+        assert!(handle.dropped() <= 10, "dropped {}", handle.dropped());
     }
 
     #[test]

@@ -151,10 +151,17 @@ impl Advancer {
         for c in candidates {
             let id = c.view.region.id;
             let mut stores = agreed.remove(&id).unwrap_or_default();
-            let still_leads = self
-                .router
-                .region_view(id)
-                .is_some_and(|v| v.is_leader && v.term == c.view.term);
+            let own_peer = (c.view.region.peers.iter())
+                .find(|p| p.store_id == self.store_id)
+                .map_or(0, |p| p.id);
+            // The published view lags Raft by up to a round; its live
+            // term and leader must agree too.
+            let still_leads = own_peer != 0
+                && c.view.read_progress.leader() == (c.view.term, own_peer)
+                && self
+                    .router
+                    .region_view(id)
+                    .is_some_and(|v| v.is_leader && v.term == c.view.term);
             if still_leads {
                 stores.push(self.store_id);
             }
@@ -298,16 +305,21 @@ pub fn store_safe_ts(router: &Router, start: &[u8], end: &[u8]) -> u64 {
                     && (r.end_key.is_empty() || start < r.end_key.as_slice()))
         })
         .map(|v| v.read_progress.safe_ts(region_version(&v.region)))
+        // A region with none yet (just split, merging, cut off) says
+        // nothing of the others, as TiKV leaves it out: with it, the
+        // store's answer would be 0, which clients read as "unknown".
+        .filter(|ts| *ts != 0)
         .min()
         .unwrap_or(0)
 }
 
-/// Whether this replica sees the asker leading: same term, same leader
-/// peer, same region version.
+/// Whether this replica sees the asker leading: same term and leader
+/// peer as its Raft has them now (the published view may lag a vote
+/// already sent), same region epoch (as TiKV compares it).
 fn agrees(view: &RegionView, info: &LeaderInfo) -> bool {
-    view.term == info.term
-        && view.leader.as_ref().is_some_and(|l| l.id == info.peer_id)
-        && info.region_epoch.as_ref().map_or(0, |e| e.version) == region_version(&view.region)
+    view.read_progress.leader() == (info.term, info.peer_id)
+        && view.term == info.term
+        && info.region_epoch.as_ref() == view.region.region_epoch.as_ref()
 }
 
 #[cfg(test)]
@@ -341,6 +353,7 @@ mod tests {
             written: Default::default(),
             read_progress: Default::default(),
         };
+        view.read_progress.set_leader(7, 20);
         let info = LeaderInfo {
             region_id: 1,
             peer_id: 20,
@@ -349,6 +362,14 @@ mod tests {
             read_state: None,
         };
         assert!(agrees(&view, &info));
+        let moved = LeaderInfo {
+            region_epoch: Some(metapb::RegionEpoch {
+                version: 3,
+                conf_ver: 2,
+            }),
+            ..info.clone()
+        };
+        assert!(!agrees(&view, &moved), "another membership");
         let deposed = LeaderInfo {
             term: 6,
             ..info.clone()
@@ -364,11 +385,11 @@ mod tests {
             ..info.clone()
         };
         assert!(!agrees(&view, &split), "another region version");
-        let leaderless = RegionView {
-            leader: None,
-            ..view.clone()
-        };
-        assert!(!agrees(&leaderless, &info), "no known leader");
+        // The replica has voted in a newer term (or campaigns) and the
+        // vote may have left, though its published view is a round
+        // behind: it no longer vouches for the old leader.
+        view.read_progress.set_leader(8, 0);
+        assert!(!agrees(&view, &info), "voted since in a newer term");
     }
 
     fn region(peers: &[(u64, PeerRole)]) -> metapb::Region {
