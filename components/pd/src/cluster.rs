@@ -57,7 +57,7 @@ pub struct Cluster {
     pub meta: MetaStore,
     pub cluster_id: u64,
     /// Changed online by `POST /config`; read a copy with [`Cluster::opts`].
-    opts: RwLock<ScheduleOptions>,
+    opts: RwLock<InForce>,
     /// The schedulers that run (upstream's names), see [`crate::schedule`].
     pub(crate) schedulers: RwLock<Vec<crate::schedule::RunningScheduler>>,
     /// Paused checkers (upstream's names) and when each resumes (Unix
@@ -176,7 +176,7 @@ impl Cluster {
             keyspaces,
             meta,
             cluster_id,
-            opts: RwLock::new(opts),
+            opts: RwLock::new(InForce::new(opts)),
             schedulers: RwLock::new(
                 (schedulers.into_iter())
                     .map(crate::schedule::RunningScheduler::new)
@@ -197,14 +197,25 @@ impl Cluster {
         })
     }
 
-    /// The settings scheduling runs by now.
+    /// The settings scheduling runs by now: the lasting ones, with any
+    /// temporary ones (see [`Cluster::update_opts_for`]) not yet expired
+    /// over them.
     pub fn opts(&self) -> ScheduleOptions {
-        self.opts.read().clone()
+        let now = self.clock.now_nanos();
+        {
+            let opts = self.opts.read();
+            if !opts.expired(now) {
+                return opts.now.clone();
+            }
+        }
+        let mut opts = self.opts.write();
+        opts.rebuild(now);
+        opts.now.clone()
     }
 
     /// Whether `halt-scheduling` is on.
     pub(crate) fn scheduling_halted(&self) -> bool {
-        self.opts.read().halt_scheduling
+        self.opts().halt_scheduling
     }
 
     /// Changes settings online, as `POST /config` does: every key (upstream
@@ -216,15 +227,11 @@ impl Cluster {
         changes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
     ) -> Result<(), String> {
         let mut opts = self.opts.write();
-        let mut new = opts.clone();
+        let mut new = opts.lasting.clone();
         let mut kept = online_changes(&self.meta).map_err(|e| e.to_string())?;
         for (key, value) in changes {
             new.set(key, value)?;
-            let bare = key
-                .strip_prefix("schedule.")
-                .or_else(|| key.strip_prefix("replication."))
-                .unwrap_or(key);
-            kept.insert(bare.to_string(), value.clone());
+            kept.insert(bare_key(key).to_string(), value.clone());
         }
         new.check()?;
         let text = serde_json::Value::Object(kept).to_string();
@@ -232,7 +239,46 @@ impl Cluster {
         b.put(storage::CONFIG_CHANGES, text.as_bytes());
         self.meta.write(b).map_err(|e| e.to_string())?;
         tracing::info!(?new, "schedule settings changed");
-        *opts = new;
+        opts.lasting = new;
+        opts.rebuild(self.clock.now_nanos());
+        Ok(())
+    }
+
+    /// Changes settings for `ttl` only, as `POST /config?ttlSecond=N` does
+    /// (BR and Lightning pause merging and raise limits that way while they
+    /// import, so that a tool that dies leaves no lasting change): every
+    /// key or none, only upstream's temporary keys (see [`TTL_KEYS`]), over
+    /// the lasting settings until they expire. A zero `ttl` ends those
+    /// keys' temporary values. Held in memory: a PD restart ends them early,
+    /// where upstream keeps them to their end.
+    pub fn update_opts_for<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
+        ttl: std::time::Duration,
+    ) -> Result<(), String> {
+        let now = self.clock.now_nanos();
+        let mut opts = self.opts.write();
+        let mut temporary = opts.temporary.clone();
+        let until = now.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX));
+        for (key, value) in changes {
+            let bare = bare_key(key);
+            if !TTL_KEYS.contains(&bare) {
+                return Err(format!("unsupported ttl config {key}"));
+            }
+            if ttl.is_zero() {
+                temporary.remove(bare);
+            } else {
+                temporary.insert(bare.to_string(), (value.clone(), until));
+            }
+        }
+        let mut trial = opts.lasting.clone();
+        for (key, (value, _)) in &temporary {
+            trial.set(key, value)?;
+        }
+        trial.check()?;
+        tracing::info!(?ttl, ?trial, "schedule settings changed for a while");
+        opts.temporary = temporary;
+        opts.rebuild(now);
         Ok(())
     }
 
@@ -810,6 +856,71 @@ fn reported_size(
 }
 
 /// The settings changed online so far (see [`Cluster::update_opts`]).
+/// The settings upstream lets `POST /config?ttlSecond=N` change for a
+/// while (its `supportedTTLConfigs`, less what Tikal has no setting for).
+pub const TTL_KEYS: [&str; 11] = [
+    "max-snapshot-count",
+    "max-merge-region-size",
+    "max-pending-peer-count",
+    "max-merge-region-keys",
+    "leader-schedule-limit",
+    "region-schedule-limit",
+    "replica-schedule-limit",
+    "merge-schedule-limit",
+    "hot-region-schedule-limit",
+    "enable-location-replacement",
+    "enable-tikv-split-region",
+];
+
+/// A setting's name without its section (`schedule.`, `replication.`).
+pub(crate) fn bare_key(key: &str) -> &str {
+    (key.strip_prefix("schedule."))
+        .or_else(|| key.strip_prefix("replication."))
+        .unwrap_or(key)
+}
+
+/// The settings in force: the lasting ones (the config file's, with the
+/// changes made online) and the temporary ones over them, each until it
+/// expires (Unix nanoseconds).
+struct InForce {
+    lasting: ScheduleOptions,
+    temporary: BTreeMap<String, (serde_json::Value, i64)>,
+    now: ScheduleOptions,
+}
+
+impl InForce {
+    fn new(lasting: ScheduleOptions) -> InForce {
+        InForce {
+            now: lasting.clone(),
+            lasting,
+            temporary: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a temporary setting has expired by `now`.
+    fn expired(&self, now: i64) -> bool {
+        self.temporary.values().any(|(_, until)| *until <= now)
+    }
+
+    /// Drops the temporary settings expired by `now` and sets the others
+    /// over the lasting ones (each was checked when it was made).
+    fn rebuild(&mut self, now: i64) {
+        self.temporary.retain(|_, (_, until)| *until > now);
+        let mut opts = self.lasting.clone();
+        for (key, (value, _)) in &self.temporary {
+            if let Err(e) = opts.set(key, value) {
+                tracing::warn!(key, error = %e, "temporary setting dropped");
+            }
+        }
+        if let Err(e) = opts.check() {
+            tracing::warn!(error = %e, "temporary settings dropped");
+            self.temporary.clear();
+            opts = self.lasting.clone();
+        }
+        self.now = opts;
+    }
+}
+
 fn online_changes(
     meta: &MetaStore,
 ) -> Result<serde_json::Map<String, serde_json::Value>, MetaError> {

@@ -87,38 +87,11 @@ pub fn go_duration(d: Duration) -> String {
 /// `"1h0m0s"`, `"1.5s"`, `"300ms"`, `"0"` -> a duration: Go's
 /// `time.ParseDuration`, so what [`go_duration`] prints reads back.
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}");
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
+    if text.contains('d') {
+        // Days are TiKV's unit, not Go's.
+        return Err(format!("invalid duration {text:?}"));
     }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut secs = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_len);
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        secs += n * scale;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+    tikal_util::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// `n / unit` in decimal, without trailing zeros.

@@ -103,7 +103,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
             "/pd/api/v1/config/schedule",
             get(schedule_config).post(update_config),
         )
-        .route("/pd/api/v1/config/replicate", get(replication_config))
+        .route(
+            "/pd/api/v1/config/replicate",
+            get(replication_config).post(update_config),
+        )
         .route("/pd/api/v1/schedulers", get(schedulers).post(add_scheduler))
         .route(
             "/pd/api/v1/scheduler-config/:name/list",
@@ -909,11 +912,61 @@ async fn region_by_id(State(s): State<Arc<HttpState>>, Path(id): Path<String>) -
 }
 
 /// The key is taken as raw bytes of the path segment, as upstream does.
-async fn region_by_key(State(s): State<Arc<HttpState>>, Path(key): Path<String>) -> Response {
-    match s.pd.cluster.region_by_key(key.as_bytes()) {
-        Some(r) => Json(region_json(&r)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no region for key {key:?}")),
+/// The key is the path's last segment, percent-escaped bytes (as pd-ctl
+/// sends a binary key: `url.QueryUnescape` upstream, `+` a space), and
+/// hex with `?format=hex`.
+async fn region_by_key(State(s): State<Arc<HttpState>>, uri: axum::http::Uri) -> Response {
+    let raw = uri.path().rsplit('/').next().unwrap_or_default();
+    let Some(mut key) = unescape(raw) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid escape in key {raw:?}"),
+        );
+    };
+    let pairs = query_pairs(uri.query());
+    if pairs.iter().any(|(k, v)| k == "format" && v == "hex") {
+        let text = String::from_utf8_lossy(&key).into_owned();
+        match crate::format::from_hex(&text) {
+            Some(bytes) => key = bytes,
+            None => return error(StatusCode::BAD_REQUEST, format!("invalid hex key {text:?}")),
+        }
     }
+    match s.pd.cluster.region_by_key(&key) {
+        Some(r) => Json(region_json(&r)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no region for key {}", crate::format::hex(&key)),
+        ),
+    }
+}
+
+/// `%XX` escapes to their bytes and `+` to a space, as Go's
+/// `url.QueryUnescape`; None for a bad escape.
+fn unescape(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 async fn config(State(s): State<Arc<HttpState>>) -> Json<Value> {
@@ -949,15 +1002,50 @@ async fn replication_config(State(s): State<Arc<HttpState>>) -> Json<Value> {
 /// `POST /config` (or `/config/schedule`) with `{"key": value, ...}`, as
 /// `pd-ctl config set` sends: keys bare (`max-merge-region-keys`) or with
 /// their section (`schedule.split-merge-interval`). All change, or none.
-async fn update_config(State(s): State<Arc<HttpState>>, body: String) -> Response {
+/// With `?ttlSecond=N` (BR and Lightning) the change lasts N seconds
+/// (see [`crate::cluster::Cluster::update_opts_for`]).
+async fn update_config(
+    State(s): State<Arc<HttpState>>,
+    RawQuery(query): RawQuery,
+    body: String,
+) -> Response {
     let Ok(Value::Object(changes)) = serde_json::from_str::<Value>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "the body is not a JSON object".into(),
         );
     };
-    match s.pd.cluster.update_opts(&changes) {
-        Ok(()) => Json(json!("The config is updated.")).into_response(),
+    let pairs = query_pairs(query.as_deref());
+    let ttl = pairs.iter().find(|(k, _)| k == "ttlSecond").map(|(_, v)| v);
+    let done = match ttl {
+        None => {
+            // What GET shows posted back unchanged is no change, so a
+            // whole section read, edited and posted works (read-only
+            // entries, `store-limit` among them, included).
+            let mut shown = schedule_json(&s);
+            if let (Value::Object(all), Value::Object(more)) =
+                (&mut shown, s.pd.cluster.opts().replication_json())
+            {
+                all.extend(more);
+            }
+            let changes: serde_json::Map<String, Value> = (changes.into_iter())
+                .filter(|(k, v)| shown.get(crate::cluster::bare_key(k)) != Some(v))
+                .collect();
+            s.pd.cluster
+                .update_opts(&changes)
+                .map(|()| "The config is updated.")
+        }
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(secs) => (s.pd.cluster)
+                .update_opts_for(&changes, std::time::Duration::from_secs(secs))
+                .map(|()| "The ttl config is updated."),
+            Err(_) => Err(format!(
+                "ttlSecond must be a non-negative integer, not {text:?}"
+            )),
+        },
+    };
+    match done {
+        Ok(said) => Json(json!(said)).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

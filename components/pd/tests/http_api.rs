@@ -305,6 +305,118 @@ async fn config_changes_online_take_effect_and_bad_values_are_refused() {
 }
 
 #[tokio::test]
+async fn a_config_change_with_a_ttl_lasts_that_long_and_no_longer() {
+    // BR pauses merging and raises limits this way while it restores; if
+    // it dies, the cluster must not keep them for good.
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let before = get(&format!("{api}/config/schedule")).await;
+    let pause = json!({
+        "schedule.max-merge-region-keys": 0,
+        "schedule.max-merge-region-size": 0,
+        "schedule.leader-schedule-limit": 40,
+        "schedule.enable-location-replacement": "false",
+        "schedule.max-pending-peer-count": 2147483647u64,
+    });
+    let (status, msg) = send(Method::POST, &format!("{api}/config?ttlSecond=300"), pause).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    let paused = get(&format!("{api}/config/schedule")).await;
+    assert_eq!(paused["max-merge-region-keys"], 0);
+    assert_eq!(paused["leader-schedule-limit"], 40);
+    assert_eq!(paused["enable-location-replacement"], "false");
+    assert_eq!(sim.cluster.opts().max_merge_region_keys, 0);
+    // A lasting change meanwhile stays under the temporary one, and lasts.
+    let (status, _) = send(
+        Method::POST,
+        &format!("{api}/config"),
+        json!({"max-merge-region-keys": 1000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        get(&format!("{api}/config/schedule")).await["max-merge-region-keys"],
+        0
+    );
+    sim.clock.advance(Duration::from_secs(301));
+    let after = get(&format!("{api}/config/schedule")).await;
+    assert_eq!(after["max-merge-region-keys"], 1000);
+    for key in [
+        "max-merge-region-size",
+        "leader-schedule-limit",
+        "enable-location-replacement",
+    ] {
+        assert_eq!(after[key], before[key], "{key}");
+    }
+    // Only upstream's temporary keys, all or none; ttlSecond=0 ends them.
+    let url = format!("{api}/config?ttlSecond=60");
+    let (status, msg) = send(Method::POST, &url, json!({"max-replicas": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{msg}");
+    let bad = json!({"merge-schedule-limit": 0, "leader-schedule-limit": "many"});
+    assert_eq!(post_code(&url, bad).await, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&format!("{api}/config/schedule")).await, after);
+    let (status, _) = send(Method::POST, &url, json!({"merge-schedule-limit": 0})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        get(&format!("{api}/config/schedule")).await["merge-schedule-limit"],
+        0
+    );
+    let end = format!("{api}/config?ttlSecond=0");
+    assert_eq!(
+        post_code(&end, json!({"merge-schedule-limit": 0})).await,
+        StatusCode::OK
+    );
+    assert_eq!(get(&format!("{api}/config/schedule")).await, after);
+    let nonsense = format!("{api}/config?ttlSecond=soon");
+    assert_eq!(
+        post_code(&nonsense, json!({"merge-schedule-limit": 0})).await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_config_section_read_edited_and_posted_back_is_taken() {
+    let sim = Sim::new(&[1], &[1], opts(3));
+    let api = serve(&sim);
+    let url = format!("{api}/config/schedule");
+    let mut whole = get(&url).await;
+    // Read-only entries (`store-limit`) come back unchanged: no error.
+    let (status, msg) = send(Method::POST, &url, whole.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    whole["leader-schedule-limit"] = json!(7);
+    let (status, msg) = send(Method::POST, &url, whole).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert_eq!(get(&url).await["leader-schedule-limit"], 7);
+    // A read-only entry changed is still refused.
+    let (status, _) = send(Method::POST, &url, json!({"store-limit": {}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // tiup posts the replication section to its own path.
+    let replicate = format!("{api}/config/replicate");
+    let (status, msg) = send(Method::POST, &replicate, json!({"max-replicas": 5})).await;
+    assert_eq!(status, StatusCode::OK, "{msg}");
+    assert_eq!(get(&replicate).await["max-replicas"], 5);
+}
+
+#[tokio::test]
+async fn a_region_is_found_by_a_binary_or_hex_key_as_pd_ctl_sends_it() {
+    // Regions [.., k0001) and [k0001, ..): 0x80 is past "k".
+    let mut fleet = common::fleet::Fleet::new(&[1, 2, 3], 2, |_| vec![1, 2, 3], opts(3));
+    fleet.settle(10, |_| {});
+    let api = serve_cluster(fleet.cluster.clone());
+    let start = |v: &Value| v["start_key"].as_str().unwrap_or_default().to_string();
+    // pd-ctl `region key` escapes the key's bytes, which are no UTF-8.
+    let high = get(&format!("{api}/region/key/%80%00%FF")).await;
+    assert_eq!(start(&high), "6B30303031");
+    let low = get(&format!("{api}/region/key/a%2Bb+c")).await;
+    assert_eq!(start(&low), "");
+    let hex = get(&format!("{api}/region/key/6B30303031?format=hex")).await;
+    assert_eq!(start(&hex), "6B30303031");
+    for bad in ["%8", "%ZZ", "%+1", "zz?format=hex"] {
+        let (status, body) = call(Method::GET, &format!("{api}/region/key/{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn schedulers_are_listed_added_and_removed() {
     let sim = Sim::new(&[1], &[1], opts(3));
     let api = serve(&sim);
