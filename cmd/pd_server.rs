@@ -32,6 +32,9 @@ struct Args {
     /// TOML config file; flags override it.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Log level: debug, info, warn, error, fatal (`RUST_LOG` wins).
+    #[arg(long = "log-level", short = 'L')]
+    log_level: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,8 @@ fn main() -> anyhow::Result<()> {
     set(&mut cfg.initial_cluster, &args.initial_cluster);
     set(&mut cfg.log_file, &args.log_file);
     let log_file = cfg.log_file.clone();
-    tikal_util::run_server(&log_file, unknown, None, |stop| tikal_pd::run(cfg, stop))
+    let level = args.log_level.as_deref();
+    tikal_util::run_server(&log_file, level, unknown, None, |stop| {
+        tikal_pd::run(cfg, stop)
+    })
 }

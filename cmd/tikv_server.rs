@@ -37,6 +37,13 @@ struct Args {
     /// `zone=z1,host=h1`); replaces `[server] labels`.
     #[arg(long, alias = "label")]
     labels: Option<String>,
+    /// The store's capacity as reported to PD (e.g. `100GB`; 0: the
+    /// disk's); replaces `[raftstore] capacity`.
+    #[arg(long)]
+    capacity: Option<String>,
+    /// Log level: trace, debug, info, warn, error (`RUST_LOG` wins).
+    #[arg(long = "log-level", short = 'L')]
+    log_level: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     );
     set(&mut cfg.storage.data_dir, &args.data_dir);
     set(&mut cfg.log_file, &args.log_file);
+    set(&mut cfg.raftstore.capacity, &args.capacity);
     if let Some(labels) = &args.labels {
         cfg.server.labels = tikal_server::config::parse_labels(labels)?;
     }
@@ -71,7 +79,8 @@ fn main() -> anyhow::Result<()> {
     }
     let log_file = cfg.log_file.clone();
     let workers = cfg.server.grpc_concurrency;
-    tikal_util::run_server(&log_file, unknown, workers, |stop| {
+    let level = args.log_level.as_deref();
+    tikal_util::run_server(&log_file, level, unknown, workers, |stop| {
         tikal_server::run(cfg, stop)
     })
 }

@@ -100,10 +100,9 @@ async fn a_store_that_lost_the_bootstrap_race_before_hearing_so_drops_its_region
     // crashed before PD's answer: at its restart PD is bootstrapped, and
     // the region must go, or it would serve a second copy of every key.
     let t = TestCluster::start(1).await;
-    let pd =
-        tikal_server::pd_client::PdClient::connect(&[t.pd()], std::time::Duration::from_secs(10))
-            .await
-            .unwrap();
+    let pd = tikal_server::pd_client::PdClient::connect(&[t.pd()], &Default::default())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kv = tikal_engine::KvEngine::open(dir.path()).unwrap();
     let whole = |id: u64| metapb::Region {

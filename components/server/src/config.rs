@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct TikvConfig {
     pub log_file: String,
@@ -256,10 +256,43 @@ impl MaxTsSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct PdSection {
     pub endpoints: Vec<String>,
+    /// How long the store waits between rounds over the endpoints at start.
+    pub retry_interval: String,
+    /// Rounds after the first before the store gives up; -1 waits for good.
+    pub retry_max_count: i64,
+    /// One log line per this many failed rounds.
+    pub retry_log_every: u64,
+}
+
+impl Default for PdSection {
+    fn default() -> Self {
+        PdSection {
+            endpoints: vec!["127.0.0.1:2379".into()],
+            retry_interval: "300ms".into(),
+            retry_max_count: -1,
+            retry_log_every: 10,
+        }
+    }
+}
+
+impl PdSection {
+    pub fn retry(&self) -> anyhow::Result<crate::pd_client::PdRetry> {
+        let max_count = match self.retry_max_count {
+            -1 => None,
+            n => Some(u64::try_from(n).map_err(|_| {
+                anyhow::anyhow!("pd.retry-max-count must be -1 (for good) or at least 0, got {n}")
+            })?),
+        };
+        Ok(crate::pd_client::PdRetry {
+            interval: parse_duration(&self.retry_interval).context("pd.retry-interval")?,
+            max_count,
+            log_every: self.retry_log_every,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,26 +419,6 @@ impl TikvConfig {
     }
 }
 
-impl Default for TikvConfig {
-    fn default() -> Self {
-        TikvConfig {
-            log_file: String::new(),
-            server: ServerSection::default(),
-            storage: StorageSection::default(),
-            pd: PdSection {
-                endpoints: vec!["127.0.0.1:2379".into()],
-            },
-            raftstore: RaftstoreSection::default(),
-            coprocessor: CoprocessorSection::default(),
-            scheduler: SchedulerSection::default(),
-            pessimistic_txn: PessimisticTxnSection::default(),
-            gc: GcSection::default(),
-            resolved_ts: ResolvedTsSection::default(),
-            quota: QuotaSection::default(),
-        }
-    }
-}
-
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
@@ -481,6 +494,7 @@ impl TikvConfig {
         if self.pd.endpoints.is_empty() {
             anyhow::bail!("pd.endpoints is empty: pass --pd");
         }
+        self.pd.retry()?;
         for (key, value) in &self.server.labels {
             if !tikal_util::is_label_key(key) || !tikal_util::is_label_value(value) {
                 anyhow::bail!(
@@ -525,17 +539,79 @@ impl TikvConfig {
                 ticks.raft_election_timeout_ticks
             );
         }
-        for d in [
-            &ticks.raft_base_tick_interval,
-            &ticks.pd_heartbeat_tick_interval,
-            &ticks.pd_store_heartbeat_tick_interval,
-            &ticks.max_leader_missing_duration,
-            &ticks.max_peer_down_duration,
-            &self.pessimistic_txn.wait_for_lock_timeout,
-            &self.gc.poll_safe_point_interval,
-            &self.resolved_ts.advance_ts_interval,
+        if ticks.raft_heartbeat_ticks == 0 {
+            anyhow::bail!("raftstore.raft-heartbeat-ticks must be at least 1");
+        }
+        if ticks.raft_log_gc_count_limit == 0 {
+            anyhow::bail!("raftstore.raft-log-gc-count-limit must be at least 1");
+        }
+        if parse_size(&ticks.raft_log_gc_size_limit).context("raftstore.raft-log-gc-size-limit")?
+            == 0
+        {
+            anyhow::bail!("raftstore.raft-log-gc-size-limit must be above 0");
+        }
+        // Intervals and timeouts: zero would spin a loop (or panic a
+        // timer); past a year, a deadline would overflow the clock.
+        for (key, d, zero_ok) in [
+            (
+                "raftstore.raft-base-tick-interval",
+                &ticks.raft_base_tick_interval,
+                false,
+            ),
+            (
+                "raftstore.pd-heartbeat-tick-interval",
+                &ticks.pd_heartbeat_tick_interval,
+                false,
+            ),
+            (
+                "raftstore.pd-store-heartbeat-tick-interval",
+                &ticks.pd_store_heartbeat_tick_interval,
+                false,
+            ),
+            (
+                "raftstore.raft-log-gc-tick-interval",
+                &ticks.raft_log_gc_tick_interval,
+                false,
+            ),
+            (
+                "raftstore.split-region-check-tick-interval",
+                &ticks.split_region_check_tick_interval,
+                false,
+            ),
+            (
+                "raftstore.max-leader-missing-duration",
+                &ticks.max_leader_missing_duration,
+                false,
+            ),
+            (
+                "raftstore.max-peer-down-duration",
+                &ticks.max_peer_down_duration,
+                false,
+            ),
+            (
+                "pessimistic-txn.wait-for-lock-timeout",
+                &self.pessimistic_txn.wait_for_lock_timeout,
+                true,
+            ),
+            (
+                "gc.poll-safe-point-interval",
+                &self.gc.poll_safe_point_interval,
+                false,
+            ),
+            (
+                "resolved-ts.advance-ts-interval",
+                &self.resolved_ts.advance_ts_interval,
+                false,
+            ),
+            ("pd.retry-interval", &self.pd.retry_interval, false),
         ] {
-            parse_duration(d)?;
+            let value = parse_duration(d).context(key)?;
+            if value.is_zero() && !zero_ok {
+                anyhow::bail!("{key} must be above 0");
+            }
+            if value > MAX_INTERVAL {
+                anyhow::bail!("{key} must be at most a year, got {d:?}");
+            }
         }
         parse_size(&self.quota.foreground_write_bandwidth)
             .context("quota.foreground-write-bandwidth")?;
@@ -544,6 +620,9 @@ impl TikvConfig {
         parse_size(&self.raftstore.capacity).context("raftstore.capacity")?;
         let entry_max = parse_size(&self.raftstore.raft_entry_max_size)
             .context("raftstore.raft-entry-max-size")?;
+        if entry_max == 0 {
+            anyhow::bail!("raftstore.raft-entry-max-size must be above 0");
+        }
         if entry_max > MAX_RAFT_ENTRY_SIZE {
             // A round's entries (up to the raftstore's 16 MiB round cap,
             // plus one entry) travel to a follower in one gRPC message,
@@ -563,6 +642,9 @@ impl TikvConfig {
 }
 
 pub use tikal_util::{parse_duration, parse_size, parse_toml};
+
+/// Longest interval or timeout a store takes from its config.
+const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(365 * 86400);
 
 #[cfg(test)]
 mod tests {
@@ -592,6 +674,65 @@ mod tests {
         assert_eq!(cfg.storage.data_dir, "/tmp/x");
         assert_eq!(cfg.server.status_addr, "127.0.0.1:20180");
         assert_eq!(unknown, vec!["rocksdb".to_string()]);
+    }
+
+    #[test]
+    fn values_that_would_spin_panic_or_stall_a_store_are_refused() {
+        for (toml, key) in [
+            (
+                "[raftstore]\nraft-base-tick-interval = \"0s\"",
+                "raft-base-tick-interval",
+            ),
+            (
+                "[raftstore]\npd-heartbeat-tick-interval = \"0ms\"",
+                "pd-heartbeat-tick-interval",
+            ),
+            (
+                "[raftstore]\npd-store-heartbeat-tick-interval = \"0\"",
+                "pd-store-heartbeat-tick-interval",
+            ),
+            (
+                "[gc]\npoll-safe-point-interval = \"0s\"",
+                "poll-safe-point-interval",
+            ),
+            (
+                "[resolved-ts]\nadvance-ts-interval = \"0s\"",
+                "advance-ts-interval",
+            ),
+            (
+                "[raftstore]\nraft-base-tick-interval = \"999999h\"",
+                "raft-base-tick-interval",
+            ),
+            (
+                "[raftstore]\nraft-heartbeat-ticks = 0",
+                "raft-heartbeat-ticks",
+            ),
+            (
+                "[raftstore]\nraft-log-gc-count-limit = 0",
+                "raft-log-gc-count-limit",
+            ),
+            (
+                "[raftstore]\nraft-log-gc-size-limit = \"0\"",
+                "raft-log-gc-size-limit",
+            ),
+            (
+                "[raftstore]\nraft-entry-max-size = \"0\"",
+                "raft-entry-max-size",
+            ),
+            ("[pd]\nretry-max-count = -2", "retry-max-count"),
+        ] {
+            let (mut cfg, _): (TikvConfig, _) = parse_toml(toml).unwrap();
+            let err = format!("{:#}", cfg.validate().unwrap_err());
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // A wait for a lock may be zero (no waiting), and PD's defaults
+        // are TiKV's: try every 300 ms for good.
+        let (mut cfg, _): (TikvConfig, _) =
+            parse_toml("[pessimistic-txn]\nwait-for-lock-timeout = \"0s\"").unwrap();
+        cfg.validate().unwrap();
+        let retry = cfg.pd.retry().unwrap();
+        assert_eq!(retry.interval, std::time::Duration::from_millis(300));
+        assert_eq!((retry.max_count, retry.log_every), (None, 10));
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub async fn run(
     let raft_log =
         Arc::new(RaftLogEngine::open(&data_dir.join("raft-engine")).context("opening raft log")?);
 
-    let pd = PdClient::connect(&cfg.pd.endpoints, Duration::from_secs(60)).await?;
+    let pd = PdClient::connect(&cfg.pd.endpoints, &cfg.pd.retry()?).await?;
     info!(cluster_id = pd.cluster_id(), "connected to PD");
     let start_time = node::unix_secs();
     let store = node::store_meta(&cfg, start_time);

@@ -47,12 +47,35 @@ pub async fn connect(url: String) -> anyhow::Result<Channel> {
     Ok(endpoint(url)?.connect().await?)
 }
 
+/// How a store waits for PD at start (`[pd] retry-interval`,
+/// `retry-max-count`, `retry-log-every`; upstream's defaults: every
+/// 300 ms, for good, a log line every 10th round).
+#[derive(Debug, Clone)]
+pub struct PdRetry {
+    pub interval: Duration,
+    /// Rounds over the endpoints after the first; `None` retries for good.
+    pub max_count: Option<u64>,
+    pub log_every: u64,
+}
+
+impl Default for PdRetry {
+    fn default() -> Self {
+        PdRetry {
+            interval: Duration::from_millis(300),
+            max_count: None,
+            log_every: 10,
+        }
+    }
+}
+
 impl PdClient {
-    /// Connects to the first endpoint that answers GetMembers, retrying
-    /// until `wait` has passed (PD may still be starting).
-    pub async fn connect(endpoints: &[String], wait: Duration) -> anyhow::Result<PdClient> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// Connects to the first endpoint that answers GetMembers, trying the
+    /// endpoints again every `retry.interval` (PD may still be starting),
+    /// for good unless `retry.max_count` bounds the rounds, as TiKV's
+    /// `[pd] retry-*` keys do.
+    pub async fn connect(endpoints: &[String], retry: &PdRetry) -> anyhow::Result<PdClient> {
         let mut last_err = anyhow!("no PD endpoints given");
+        let mut round: u64 = 0;
         loop {
             for e in endpoints {
                 match Self::try_connect(&pd_url(e)).await {
@@ -60,10 +83,14 @@ impl PdClient {
                     Err(err) => last_err = err.context(format!("PD {e}")),
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(last_err.context("cannot reach PD"));
+            round = round.saturating_add(1);
+            if retry.max_count.is_some_and(|max| round > max) {
+                return Err(last_err.context(format!("cannot reach PD after {round} rounds")));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if retry.log_every > 0 && (round - 1).is_multiple_of(retry.log_every) {
+                tracing::warn!(round, error = %format!("{last_err:#}"), "PD not reachable yet, retrying");
+            }
+            tokio::time::sleep(retry.interval).await;
         }
     }
 
@@ -83,7 +110,13 @@ impl PdClient {
             .leader
             .and_then(|m| m.client_urls.into_iter().next())
             .unwrap_or_else(|| url.to_string());
-        let channel = endpoint(leader_url)?
+        Self::lazy(cluster_id, leader_url)
+    }
+
+    /// A client of the PD at `url` whose channel connects on first use
+    /// (and again after each failure).
+    pub(crate) fn lazy(cluster_id: u64, url: String) -> anyhow::Result<PdClient> {
+        let channel = endpoint(url)?
             .timeout(Duration::from_secs(10))
             .connect_lazy();
         Ok(PdClient {
@@ -239,8 +272,15 @@ impl tikal_storage::txn::TsoSource for PdClient {
 }
 
 impl PdClient {
-    /// One timestamp from PD's TSO (a one-request stream).
+    /// One timestamp from PD's TSO (a one-request stream), or an error
+    /// after 10 s: the stream's reply has no deadline of its own.
     pub async fn tso(&self) -> anyhow::Result<u64> {
+        tokio::time::timeout(Duration::from_secs(10), self.tso_once())
+            .await
+            .map_err(|_| anyhow!("no TSO reply from PD within 10 s"))?
+    }
+
+    async fn tso_once(&self) -> anyhow::Result<u64> {
         let req = pdpb::TsoRequest {
             header: self.header(),
             count: 1,
@@ -323,5 +363,48 @@ pub fn check(header: Option<&pdpb::ResponseHeader>) -> anyhow::Result<()> {
     match header.and_then(|h| h.error.as_ref()) {
         Some(e) if e.r#type != pdpb::ErrorType::Ok as i32 => Err(anyhow!("{}", e.message)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address where nothing listens: connections are refused.
+    fn dead_endpoint() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        addr.to_string()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_waits_for_pd_for_good_by_default() {
+        // Ten minutes of (paused, so instant) clock: TiKV waits for PD for
+        // good; a store that gave up after a minute could not be started
+        // before its PD.
+        let retry = PdRetry {
+            interval: Duration::from_secs(1),
+            ..PdRetry::default()
+        };
+        let endpoints = [dead_endpoint()];
+        let waiting = PdClient::connect(&endpoints, &retry);
+        let still = tokio::time::timeout(Duration::from_secs(600), waiting).await;
+        assert!(still.is_err(), "gave up on PD: {:?}", still.err());
+    }
+
+    #[tokio::test]
+    async fn a_bounded_retry_gives_up_with_the_last_error() {
+        let retry = PdRetry {
+            interval: Duration::from_millis(1),
+            max_count: Some(2),
+            log_every: 1,
+        };
+        let Err(err) = PdClient::connect(&[dead_endpoint()], &retry).await else {
+            panic!("connected to nothing");
+        };
+        let msg = format!("{err:#}");
+        assert!(msg.contains("cannot reach PD after 3 rounds"), "{msg}");
+        assert!(msg.contains("PD 127.0.0.1:"), "{msg}");
     }
 }

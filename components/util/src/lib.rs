@@ -44,24 +44,42 @@ pub fn is_label_value(value: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
-/// Parses TiKV/PD-style durations: "100ms", "10s", "1.5s", "30m", "1h".
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("invalid duration {s:?}: unit must be ms, s, m or h"),
-    };
-    Ok(Duration::from_secs_f64(secs))
+/// Parses TiKV/PD-style durations: one or more number-unit pairs, as Go's
+/// `time.ParseDuration` and TiKV's `ReadableDuration` read them ("100ms",
+/// "1.5s", "30m", "30m0s" as PD prints it, "1h30m", "1d"; units ns, us,
+/// µs, ms, s, m, h, d), or "0". A value past `Duration`'s range is an
+/// error, never a panic.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let bad =
+        || anyhow::anyhow!("invalid duration {text:?}: want e.g. \"100ms\", \"10s\" or \"1h30m\"");
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut secs = 0f64;
+    while !rest.is_empty() {
+        let num_len = (rest.find(|c: char| !c.is_ascii_digit() && c != '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = (tail.find(|c: char| c.is_ascii_digit() || c == '.')).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(bad()),
+        };
+        secs += n * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 /// Parses TiKV-style sizes: "0", "512B", "64KB", "1.5MiB", "10MB", "1GB"
@@ -79,16 +97,34 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         "M" | "MB" | "MIB" => 1 << 20,
         "G" | "GB" | "GIB" => 1 << 30,
         "T" | "TB" | "TIB" => 1 << 40,
-        _ => bail!("invalid size {s:?}: unit must be B, KB, MB, GB or TB"),
+        "P" | "PB" | "PIB" => 1 << 50,
+        _ => bail!("invalid size {s:?}: unit must be B, KB, MB, GB, TB or PB"),
     };
     Ok((n * scale as f64) as u64)
 }
 
+/// A log level as upstream's `-L` / `--log-level` names it (`trace`,
+/// `debug`, `info`, `warn` or `warning`, `error`, `critical` or `fatal`),
+/// as a tracing filter.
+pub fn log_level(name: &str) -> anyhow::Result<&'static str> {
+    Ok(match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        _ => bail!(
+            "invalid log level {name:?}: want trace, debug, info, warn, error, critical or fatal"
+        ),
+    })
+}
+
 /// Logs to `log_file` (appending) or, when empty, to stderr. The level comes
-/// from `RUST_LOG` (default `info`).
-pub fn init_logging(log_file: &str) -> anyhow::Result<()> {
+/// from `RUST_LOG`, else `level` (see [`log_level`]), else `info`.
+pub fn init_logging(log_file: &str, level: Option<&str>) -> anyhow::Result<()> {
+    let level = level.map(log_level).transpose()?.unwrap_or("info");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false);
@@ -119,6 +155,7 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 /// error.
 pub fn run_server<F, Fut>(
     log_file: &str,
+    log_level: Option<&str>,
     unknown_keys: Vec<String>,
     worker_threads: Option<usize>,
     server: F,
@@ -127,7 +164,7 @@ where
     F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    init_logging(log_file)?;
+    init_logging(log_file, log_level)?;
     for key in unknown_keys {
         tracing::warn!(key, "unknown configuration key ignored");
     }
@@ -243,6 +280,15 @@ mod tests {
         assert_eq!(parse_size(" 2gb ").unwrap(), 2 << 30);
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("MB").is_err());
+        assert_eq!(parse_size("1PB").unwrap(), 1 << 50);
+    }
+
+    #[test]
+    fn log_levels_take_upstreams_names() {
+        assert_eq!(log_level("warning").unwrap(), "warn");
+        assert_eq!(log_level("FATAL").unwrap(), "error");
+        assert_eq!(log_level("debug").unwrap(), "debug");
+        assert!(log_level("loud").is_err());
     }
 
     #[test]
@@ -252,7 +298,24 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("10d").is_err());
+        // As PD prints them, and TiKV's days.
+        assert_eq!(parse_duration("30m0s").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        // Past Duration's range, or not a number: errors, never a panic.
+        let huge = format!("{}h", "9".repeat(400));
+        for bad in [
+            "99999999999999999999h",
+            huge.as_str(),
+            "",
+            "10",
+            "1x",
+            "-1s",
+            "s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
