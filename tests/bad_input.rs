@@ -73,6 +73,25 @@ async fn invalid_requests_get_clear_errors_and_touch_nothing() {
         abort.is_some_and(|e| e.abort.contains("invalid column family")),
         "{r:?}"
     );
+    // So does a transactional one, forward or reverse.
+    for (start, end, reverse) in [(b"z", b"a", false), (b"a", b"z", true)] {
+        let r = d
+            .tikv
+            .kv_scan(ScanRequest {
+                context: Some(d.ctx.clone()),
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+                limit: 10,
+                version: 1,
+                reverse,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.region_error.is_none() && r.error.is_none(), "{r:?}");
+        assert!(r.pairs.is_empty(), "{r:?}");
+    }
 
     let r = d
         .tikv

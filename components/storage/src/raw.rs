@@ -364,13 +364,7 @@ impl RawStorage {
         let cf = self.raw_cf(cf)?;
         let (start, end) = self.raw_range(ctx, start, end)?;
         let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
-        // An inverted range holds nothing, as TiKV answers it.
-        let (lower, upper) = if reverse {
-            (&end, &start)
-        } else {
-            (&start, &end)
-        };
-        if !upper.is_empty() && lower > upper {
+        if inverted(&start, &end, reverse) {
             return Ok(vec![]);
         }
         let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
@@ -982,6 +976,14 @@ pub(crate) fn check_range_end(view: &RegionView, end: &[u8]) -> Result<()> {
 /// Resolves a scan request's keys to bounds inside the region. `strict`
 /// (RawScan) requires the scan's first key to be in the region; batch scans
 /// and checksums clip each range to the region instead.
+/// Whether a scan's range is inverted: it holds nothing, and a scan of it
+/// finds nothing, as TiKV answers it (a reverse scan runs from `start`
+/// down to `end`).
+pub(crate) fn inverted(start: &[u8], end: &[u8], reverse: bool) -> bool {
+    let (lower, upper) = if reverse { (end, start) } else { (start, end) };
+    !upper.is_empty() && lower > upper
+}
+
 pub(crate) fn scan_bounds(
     view: &RegionView,
     start: &[u8],
@@ -992,7 +994,7 @@ pub(crate) fn scan_bounds(
     let r = &view.region;
     // (lower, upper) as the client meant them, before clipping.
     let (lower, upper) = if reverse { (end, start) } else { (start, end) };
-    if !upper.is_empty() && lower > upper {
+    if inverted(start, end, reverse) {
         return Err(StorageError::invalid(format!(
             "start key {} is after end key {}",
             hex(start),

@@ -480,7 +480,6 @@ impl TxnStorage {
     fn check_stale_read(
         &self,
         reader: &MvccReader<'_>,
-        ctx: &kvrpcpb::Context,
         view: &tikal_raftstore::RegionView,
         published: (u64, u64),
         ts: u64,
@@ -497,7 +496,7 @@ impl TxnStorage {
             return Ok(());
         }
         Err(data_is_not_ready(
-            ctx,
+            self.raw.store_id(),
             view,
             format!("stale read at {ts} is above the safe ts {safe_ts}"),
             safe_ts,
@@ -526,12 +525,12 @@ impl TxnStorage {
         }
         let generation = view.read_progress.generation();
         let published = start.safe_ts.unwrap_or_default();
-        self.check_stale_read(&reader, ctx, &view, published, ts)?;
+        self.check_stale_read(&reader, &view, published, ts)?;
         let out = read(&reader, &view)?;
         if view.read_progress.generation() != generation {
             // The replica's data was being replaced while we read.
             return Err(data_is_not_ready(
-                ctx,
+                self.raw.store_id(),
                 &view,
                 "the replica's data was replaced during the read".into(),
                 0,
@@ -586,6 +585,9 @@ impl TxnStorage {
     ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
         self.raw.check_api_range(ctx, Cmd::Txn, start, end)?;
         self.read(at, read_start, ctx, &[], ts, |r, view| {
+            if crate::raw::inverted(start, end, reverse) {
+                return Ok(vec![]);
+            }
             let bounds = crate::raw::scan_bounds(view, start, end, reverse, false)?;
             let range = ScanRange {
                 lower: &bounds.lower,
@@ -877,16 +879,21 @@ impl TxnStorage {
 /// DataIsNotReady for a stale read of `view`'s region: the client retries
 /// as a leader read.
 fn data_is_not_ready(
-    ctx: &kvrpcpb::Context,
+    store_id: u64,
     view: &RegionView,
     why: String,
     safe_ts: u64,
 ) -> super::TxnError {
+    // This replica's peer, as TiKV names it (not the request's, which a
+    // client may leave out).
+    let peer_id = (view.region.peers.iter())
+        .find(|p| p.store_id == store_id)
+        .map_or(0, |p| p.id);
     StorageError::region(errorpb::Error {
         message: format!("region {}: {why}", view.region.id),
         data_is_not_ready: Some(errorpb::DataIsNotReady {
             region_id: view.region.id,
-            peer_id: ctx.peer.as_ref().map_or(0, |p| p.id),
+            peer_id,
             safe_ts,
         }),
         ..Default::default()
@@ -1273,10 +1280,16 @@ mod tests {
             })
         };
         publish(100);
+        // No peer in the request: DataIsNotReady names this replica's.
         let stale = kvrpcpb::Context {
             stale_read: true,
+            peer: None,
             ..ctx()
         };
+        let here = (view.region.peers.iter())
+            .find(|p| p.store_id == txn.raw.store_id())
+            .map(|p| p.id);
+        assert!(here.is_some_and(|id| id != 0));
         assert_eq!(get(txn, &stale, 90).await.unwrap(), Some(b"old".to_vec()));
         // After the read's snapshot, a commit at 150 is applied and a safe
         // ts past it published: the snapshot lacks that commit.
@@ -1303,7 +1316,8 @@ mod tests {
         write(kv, CF_LOCK, encode_key(b"p"), prewritten.to_bytes());
         let refused = get(txn, &stale, 180).await;
         assert!(
-            matches!(&refused, Err(TxnError::Storage(StorageError::Region(e))) if e.data_is_not_ready.is_some()),
+            matches!(&refused, Err(TxnError::Storage(StorageError::Region(e)))
+                if e.data_is_not_ready.as_ref().map(|d| d.peer_id) == here),
             "{refused:?}"
         );
     }
