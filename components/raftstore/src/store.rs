@@ -458,6 +458,18 @@ impl Store {
         req: BatchSplitRequest,
         cb: Callback,
     ) {
+        // One Raft entry, as any proposal: past raft-entry-max-size (many
+        // long split keys) it is refused, as TiKV refuses it, before it
+        // could grow past what a follower takes in one message.
+        let size = prost::Message::encoded_len(&req) as u64;
+        if size > self.cfg.raft_entry_max_size {
+            let why = format!(
+                "the split's entry ({size} bytes) is over raft-entry-max-size ({})",
+                self.cfg.raft_entry_max_size
+            );
+            let _ = cb.send(Err(RaftstoreError::Split(why)));
+            return;
+        }
         match self.peers.get_mut(&region_id) {
             Some(peer) => peer.propose_batch_split(epoch, req, cb),
             None => {
@@ -3547,6 +3559,42 @@ mod tests {
         }
         assert!(store.peers[&1].is_leader());
         store
+    }
+
+    #[test]
+    fn a_split_past_the_entry_limit_is_refused() {
+        use tikal_proto::raft_cmdpb::SplitRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = leading_one_of_two(dir.path());
+        let key = |c: u8| vec![c; 5 << 20];
+        let req = BatchSplitRequest {
+            requests: [b'a', b'b']
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| SplitRequest {
+                    split_key: key(c),
+                    new_region_id: 100 + i as u64,
+                    new_peer_ids: vec![101 + 2 * i as u64, 102 + 2 * i as u64],
+                    ..Default::default()
+                })
+                .collect(),
+            right_derive: true,
+            share_source_region_size: false,
+        };
+        let before = store.peer_status(1).unwrap().last_index;
+        let (cb, mut rx) = tokio::sync::oneshot::channel();
+        store.propose_batch_split(1, None, req, cb);
+        match rx.try_recv() {
+            Ok(Err(RaftstoreError::Split(why))) => {
+                assert!(why.contains("raft-entry-max-size"), "{why}")
+            }
+            other => panic!("expected the split refused, got {other:?}"),
+        }
+        assert_eq!(
+            store.peer_status(1).unwrap().last_index,
+            before,
+            "nothing proposed"
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub struct TikvService {
     pd: PdClient,
     /// For other stores' CheckLeader.
     router: Router,
+    gc: txn::GcGate,
 }
 
 impl TikvService {
@@ -53,6 +54,7 @@ impl TikvService {
             raft,
             pd,
             router,
+            gc: txn::GcGate::default(),
         }
     }
 
@@ -183,13 +185,13 @@ impl Tikv for TikvService {
         &self,
         req: Request<UnsafeDestroyRangeRequest>,
     ) -> GrpcResult<UnsafeDestroyRangeResponse> {
-        txn::unsafe_destroy_range(&self.txn, req.into_inner())
+        txn::unsafe_destroy_range(&self.txn, &self.gc, req.into_inner())
             .await
             .map(Response::new)
     }
 
     async fn kv_gc(&self, req: Request<GcRequest>) -> GrpcResult<GcResponse> {
-        txn::gc(&self.txn, &self.pd, req.into_inner())
+        txn::gc(&self.txn, &self.gc, &self.pd, req.into_inner())
             .await
             .map(Response::new)
     }

@@ -5,7 +5,7 @@
 use tikal_proto::kvrpcpb::*;
 use tikal_storage::txn::commands::{
     BatchRollback, CheckSecondaryLocks, CheckTxnStatus, Cleanup, Commit, PessimisticRollback,
-    ResolveLock, TxnHeartBeat,
+    TxnHeartBeat,
 };
 use tikal_storage::txn::reads::point;
 use tikal_storage::txn::TxnStorage;
@@ -174,10 +174,7 @@ pub async fn resolve_lock(
     } else {
         req.txn_infos.iter().map(|i| (i.txn, i.status)).collect()
     };
-    let call = async {
-        let targets = s.resolve_targets(&ctx, &txns, &req.keys)?;
-        s.execute(&ctx, &ResolveLock::new(&txns, targets)?).await
-    };
+    let call = s.resolve_lock(&ctx, &txns, &req.keys);
     respond(
         "kv_resolve_lock",
         call,
@@ -284,11 +281,60 @@ pub async fn delete_range(
     .await
 }
 
+/// GC work clients ask for (KvGC, UnsafeDestroyRange): at most
+/// [`GC_MAX_RUNNING`] at once and [`GC_MAX_WAITING`] waiting, past which
+/// the store answers that its GC worker is busy, as TiKV's GC worker
+/// bounds its tasks (10 running, 4096 pending). Unbounded, a client's
+/// burst of full-region GC passes took every thread the store serves on.
+pub struct GcGate {
+    running: tokio::sync::Semaphore,
+    max_waiting: usize,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+pub const GC_MAX_RUNNING: usize = 10;
+pub const GC_MAX_WAITING: usize = 4096;
+
+impl Default for GcGate {
+    fn default() -> Self {
+        GcGate::new(GC_MAX_RUNNING, GC_MAX_WAITING)
+    }
+}
+
+impl GcGate {
+    pub fn new(running: usize, waiting: usize) -> GcGate {
+        GcGate {
+            running: tokio::sync::Semaphore::new(running),
+            max_waiting: waiting,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A place to run, once one is free; an error if too many wait.
+    pub async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StorageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Ok(permit) = self.running.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, SeqCst);
+            return Err(StorageError::Internal("gc worker is busy".into()));
+        }
+        let permit = self.running.acquire().await;
+        self.waiting.fetch_sub(1, SeqCst);
+        permit.map_err(|_| StorageError::Internal("gc worker stopped".into()))
+    }
+}
+
 pub async fn unsafe_destroy_range(
     s: &TxnStorage,
+    gate: &GcGate,
     req: UnsafeDestroyRangeRequest,
 ) -> Result<UnsafeDestroyRangeResponse, Status> {
-    let call = async { s.unsafe_destroy_range(&req.start_key, &req.end_key) };
+    let call = async {
+        let _running = gate.enter().await?;
+        s.unsafe_destroy_range(&req.start_key, &req.end_key)
+    };
     respond(
         "unsafe_destroy_range",
         call,
@@ -301,9 +347,15 @@ pub async fn unsafe_destroy_range(
 /// a later one could remove versions a reader, or a service safe point
 /// (a backup, a changefeed), still needs. (TiKV has dropped KvGC; GC
 /// follows PD's safe point, as this store's GC worker does.)
-pub async fn gc(s: &TxnStorage, pd: &PdClient, req: GcRequest) -> Result<GcResponse, Status> {
+pub async fn gc(
+    s: &TxnStorage,
+    gate: &GcGate,
+    pd: &PdClient,
+    req: GcRequest,
+) -> Result<GcResponse, Status> {
     let ctx = req.context.unwrap_or_default();
     let call = async {
+        let _running = gate.enter().await?;
         let cluster = (pd.gc_safe_point().await).map_err(|e| {
             StorageError::Internal(format!("cannot read the GC safe point from PD: {e}"))
         })?;
@@ -317,4 +369,33 @@ pub async fn gc(s: &TxnStorage, pd: &PdClient, req: GcRequest) -> Result<GcRespo
         s.gc(&ctx, req.safe_point).await
     };
     respond("kv_gc", call, |_: &mut GcResponse, _| {}).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gc_work_past_the_running_and_waiting_bounds_is_told_busy() {
+        let gate = std::sync::Arc::new(GcGate::new(1, 1));
+        let first = gate.enter().await.unwrap();
+        let (entered_tx, entered) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _permit = gate.enter().await.unwrap();
+                let _ = entered_tx.send(());
+            })
+        };
+        // Until the waiter counts as waiting, a third might wait too.
+        while gate.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let busy = gate.enter().await.unwrap_err();
+        assert!(busy.to_string().contains("gc worker is busy"), "{busy}");
+        drop(first);
+        entered.await.unwrap();
+        waiter.await.unwrap();
+        assert!(gate.enter().await.is_ok(), "free again");
+    }
 }

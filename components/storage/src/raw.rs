@@ -311,9 +311,11 @@ impl RawStorage {
             .collect::<Result<Vec<_>>>()?;
         self.check_read_region(ctx, stored.iter().map(Vec::as_slice))?;
         let now = value::now_secs();
+        let mut budget = ReplyBudget::default();
         let mut pairs = Vec::with_capacity(keys.len());
         for (key, stored) in keys.iter().zip(&stored) {
             if let Some(v) = read_live(at, cf, stored, now)? {
+                budget.take(key, &v)?;
                 pairs.push(kv_pair(key.clone(), v));
             }
         }
@@ -368,7 +370,8 @@ impl RawStorage {
             return Ok(vec![]);
         }
         let bounds = scan_bounds(&view, &start, &end, reverse, true)?;
-        self.scan_bounds(at, cf, &bounds, limit, key_only, reverse)
+        let budget = &mut ReplyBudget::default();
+        self.scan_bounds(at, cf, &bounds, limit, key_only, reverse, budget)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -385,6 +388,7 @@ impl RawStorage {
         let cf = self.raw_cf(cf)?;
         let view = self.check_read_region(ctx, std::iter::empty::<&[u8]>())?;
         let mut out = vec![];
+        let budget = &mut ReplyBudget::default();
         for (i, r) in ranges.iter().enumerate() {
             // As TiKV: an open end short of the last range ends where the
             // next range starts, and every range must be non-empty.
@@ -406,7 +410,7 @@ impl RawStorage {
             }
             let (start, end) = self.raw_range(ctx, &r.start_key, end)?;
             let bounds = scan_bounds(&view, &start, &end, reverse, false)?;
-            out.extend(self.scan_bounds(at, cf, &bounds, each_limit, key_only, reverse)?);
+            out.extend(self.scan_bounds(at, cf, &bounds, each_limit, key_only, reverse, budget)?);
         }
         Ok(out)
     }
@@ -652,6 +656,7 @@ impl RawStorage {
         Ok(PendingWrite(rx))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn scan_bounds(
         &self,
         at: &dyn KvRead,
@@ -660,6 +665,7 @@ impl RawStorage {
         limit: u32,
         key_only: bool,
         reverse: bool,
+        budget: &mut ReplyBudget,
     ) -> Result<Vec<kvrpcpb::KvPair>> {
         let now = value::now_secs();
         let mut out = vec![];
@@ -667,20 +673,23 @@ impl RawStorage {
             return Ok(out);
         }
         let mut corrupt = false;
+        let mut spent = Ok(());
         at.scan(cf, &b.lower, &b.upper, reverse, &mut |k, raw| {
             match (value::decode(raw), self.client_key(k)) {
                 (Some(s), Some(k)) if s.is_live(now) => {
                     let v = if key_only { vec![] } else { s.value.to_vec() };
+                    spent = budget.take(&k, &v);
                     out.push(kv_pair(k, v));
                 }
                 (Some(_), Some(_)) => {}
                 _ => corrupt = true,
             }
-            !corrupt && out.len() < limit as usize
+            !corrupt && spent.is_ok() && out.len() < limit as usize
         })?;
         if corrupt {
             return Err(StorageError::Internal("corrupted raw value".into()));
         }
+        spent?;
         Ok(out)
     }
 
@@ -976,6 +985,35 @@ pub(crate) fn check_range_end(view: &RegionView, end: &[u8]) -> Result<()> {
 /// Resolves a scan request's keys to bounds inside the region. `strict`
 /// (RawScan) requires the scan's first key to be in the region; batch scans
 /// and checksums clip each range to the region instead.
+/// Most bytes of keys and values one read answers: a reply past the 64 MiB
+/// a gRPC message may carry could never be sent, and a request that names
+/// one large value many times (or one region in many ranges) must fail
+/// before it builds such a reply in memory.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
+/// What is left of [`MAX_REPLY_BYTES`] for one reply.
+pub struct ReplyBudget(usize);
+
+impl Default for ReplyBudget {
+    fn default() -> Self {
+        ReplyBudget(MAX_REPLY_BYTES)
+    }
+}
+
+impl ReplyBudget {
+    /// Takes a pair's bytes from the budget; an error once it is spent.
+    pub fn take(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let bytes = key.len().saturating_add(value.len());
+        self.0 = self.0.checked_sub(bytes).ok_or_else(|| {
+            StorageError::invalid(format!(
+                "the reply would be over {} MiB: ask for fewer keys or a lower limit",
+                MAX_REPLY_BYTES >> 20
+            ))
+        })?;
+        Ok(())
+    }
+}
+
 /// Whether a scan's range is inverted: it holds nothing, and a scan of it
 /// finds nothing, as TiKV answers it (a reverse scan runs from `start`
 /// down to `end`).
@@ -1064,7 +1102,18 @@ fn kv_pair(key: Vec<u8>, value: Vec<u8>) -> kvrpcpb::KvPair {
 
 /// Upper-case hex of a key, for messages.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
+    // A message names a key; it need not carry one of megabytes whole (a
+    // client's range end is not bounded as keys are).
+    const SHOWN: usize = 256;
+    let mut text: String = bytes
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    if bytes.len() > SHOWN {
+        text.push_str(&format!("…({} bytes)", bytes.len()));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -1221,6 +1270,55 @@ mod tests {
             .raw
             .prepare_delete_range(&ctx, "", b"k".to_vec(), b"k".to_vec());
         assert!(matches!(same, Err(StorageError::InvalidArgument(_))));
+    }
+
+    #[tokio::test]
+    async fn a_small_request_for_a_huge_reply_is_refused_before_it_is_built() {
+        // One 1 MiB value, asked for 100 times (a 300-byte request), or
+        // the region scanned in 100 ranges: 100 MiB, past what one gRPC
+        // reply carries.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::test_store::one_store(dir.path()).await;
+        let mut wb = store.kv.write_batch();
+        wb.put(CF_DEFAULT, b"k", &value::encode(&vec![7; 1 << 20], 0, 0));
+        store.kv.write(wb, false).unwrap();
+        let ctx = crate::test_store::ctx();
+        let read = |keys: Vec<Vec<u8>>| {
+            let (raw, ctx) = (&store.raw, &ctx);
+            raw.guarded_read(ctx, Cmd::Raw, move |at| raw.batch_get(at, ctx, "", &keys))
+        };
+        let pairs = read(vec![b"k".to_vec(); 10]).await.unwrap();
+        assert_eq!(pairs.len(), 10, "10 MiB is a reply");
+        match read(vec![b"k".to_vec(); 100]).await {
+            Err(StorageError::InvalidArgument(why)) => assert!(why.contains("64 MiB"), "{why}"),
+            other => panic!(
+                "expected the reply refused, got {:?}",
+                other.map(|p| p.len())
+            ),
+        }
+        let ranges: Vec<kvrpcpb::KeyRange> = (0..100)
+            .map(|_| kvrpcpb::KeyRange {
+                start_key: b"a".to_vec(),
+                end_key: b"z".to_vec(),
+            })
+            .collect();
+        let scanned = store.raw.guarded_read(&ctx, Cmd::Raw, |at| {
+            store
+                .raw
+                .batch_scan(at, &ctx, "", &ranges, u32::MAX, false, false)
+        });
+        assert!(matches!(
+            scanned.await,
+            Err(StorageError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn a_long_key_is_shown_cut_in_messages() {
+        assert_eq!(hex(b"\x01\xab"), "01AB");
+        let long = hex(&vec![0xab; 30 << 20]);
+        assert!(long.len() < 600, "{}", long.len());
+        assert!(long.ends_with("…(31457280 bytes)"), "{long}");
     }
 
     #[test]

@@ -143,6 +143,7 @@ pub fn batch_get(
     ts: u64,
 ) -> TxnResult<Vec<kvrpcpb::KvPair>> {
     let mut pairs = vec![];
+    let mut budget = crate::raw::ReplyBudget::default();
     for key in keys {
         match check_lock(reader, locks, key, ts, ctx) {
             Err(TxnError::Key(mut e)) => pairs.push(kvrpcpb::KvPair {
@@ -157,6 +158,7 @@ pub fn batch_get(
                     None => reader.get(key, ts)?,
                 };
                 if let Some(value) = value {
+                    budget.take(key, &value)?;
                     pairs.push(kvrpcpb::KvPair {
                         error: None,
                         key: key.clone(),

@@ -41,6 +41,10 @@ pub trait TsoSource: Send + Sync {
 /// Longest wait for that timestamp (TiKV's).
 const TSO_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Locks one ResolveLock command resolves when the request names no keys
+/// (TiKV's `RESOLVE_LOCK_BATCH_SIZE`).
+pub const RESOLVE_LOCK_BATCH: usize = 256;
+
 /// The transactional storage of one store.
 #[derive(Clone)]
 pub struct TxnStorage {
@@ -783,34 +787,57 @@ impl TxnStorage {
         }
     }
 
-    /// The targets of a ResolveLock: `keys` (all of the first transaction),
-    /// or, with no keys, every lock of the given transactions in the region.
-    pub fn resolve_targets(
+    /// ResolveLock: `keys` (all of the first transaction) in one command,
+    /// or, with no keys, every lock of the given transactions in the
+    /// region, [`RESOLVE_LOCK_BATCH`] keys per command, as TiKV goes: a
+    /// large transaction's locks in one command made one Raft entry past
+    /// the entry limit, refused every time.
+    pub async fn resolve_lock(
         &self,
         ctx: &kvrpcpb::Context,
         txns: &[(u64, u64)],
         keys: &[Vec<u8>],
-    ) -> TxnResult<Vec<(Vec<u8>, u64)>> {
+    ) -> TxnResult<()> {
         if !keys.is_empty() {
             let start_ts = txns.first().map_or(0, |t| t.0);
-            return Ok(keys.iter().map(|k| (k.clone(), start_ts)).collect());
+            let targets = keys.iter().map(|k| (k.clone(), start_ts)).collect();
+            return self
+                .execute(ctx, &commands::ResolveLock::new(txns, targets)?)
+                .await;
         }
-        let view = self
-            .raw
-            .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
         let wanted: std::collections::HashSet<u64> = txns.iter().map(|t| t.0).collect();
-        let mut found = vec![];
-        MvccReader::new(self.raw.engine()).scan_locks(
-            &view.region.start_key,
-            &view.region.end_key,
-            |k, l| {
-                if wanted.contains(&l.ts) {
-                    found.push((k, l.ts));
-                }
-                true
-            },
-        )?;
-        Ok(found)
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            // The region is checked again for each batch: it may split.
+            let view = self
+                .raw
+                .check_txn_region(ctx, std::iter::empty::<&[u8]>())?;
+            let start = from.take().unwrap_or_else(|| view.region.start_key.clone());
+            let mut batch = vec![];
+            MvccReader::new(self.raw.engine()).scan_locks(
+                &start,
+                &view.region.end_key,
+                |k, l| {
+                    if wanted.contains(&l.ts) {
+                        batch.push((k, l.ts));
+                    }
+                    batch.len() < RESOLVE_LOCK_BATCH
+                },
+            )?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            // The next batch starts just after this one's last key.
+            let mut next = last.0.clone();
+            next.push(0);
+            let full = batch.len() == RESOLVE_LOCK_BATCH;
+            self.execute(ctx, &commands::ResolveLock::new(txns, batch)?)
+                .await?;
+            if !full {
+                return Ok(());
+            }
+            from = Some(next);
+        }
     }
 
     /// Resolves the region's locks below `safe_point` whose TTL has passed
@@ -1205,6 +1232,34 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(left, 1, "only the newest version stays");
+    }
+
+    #[tokio::test]
+    async fn a_resolve_lock_without_keys_goes_in_batches_under_the_entry_limit() {
+        // A thousand locks' rollbacks are about 110 KB, past the 32 KiB
+        // entry limit: in one command, refused every time.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::test_store::one_store_with(dir.path(), 32 << 10).await;
+        let key = |i: u32| format!("key{i:06}").into_bytes();
+        for i in 0..1000 {
+            let lock = Lock::new(LockType::Put, key(0), 10, 3_000);
+            write(&store.kv, CF_LOCK, encode_key(&key(i)), lock.to_bytes());
+        }
+        // Another transaction's lock stays.
+        let other = Lock::new(LockType::Put, b"x".to_vec(), 20, 3_000);
+        write(&store.kv, CF_LOCK, encode_key(b"x"), other.to_bytes());
+        store
+            .txn
+            .resolve_lock(&ctx(), &[(10, 0)], &[])
+            .await
+            .unwrap();
+        let mut left = vec![];
+        (store.kv.scan(CF_LOCK, b"", b"", false, |k, _| {
+            left.push(k.to_vec());
+            true
+        }))
+        .unwrap();
+        assert_eq!(left, vec![encode_key(b"x")]);
     }
 
     #[tokio::test]
