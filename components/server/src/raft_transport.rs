@@ -168,8 +168,10 @@ struct Queue {
     /// Swapped for a new queue's sender on each reconnect.
     tx: Arc<parking_lot::Mutex<mpsc::Sender<BatchRaftMessage>>>,
     bytes: Arc<AtomicUsize>,
-    /// The connection task ended for good: the store is a Tombstone.
-    closed: bool,
+    /// Set by the connection task when it ends for good (the store is a
+    /// Tombstone). Not inferred from a closed channel: while a broken
+    /// stream's queue is replaced, the old one is briefly closed.
+    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Completes a [`GrpcTransport`] once the store loop it serves runs.
@@ -227,16 +229,14 @@ impl Transport for GrpcTransport {
                 let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
                 let tx = Arc::new(parking_lot::Mutex::new(tx));
                 let bytes = Arc::new(AtomicUsize::new(0));
+                let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let shared = self.shared.clone();
-                let task = connection(shared, store_id, Arc::downgrade(&tx), rx, bytes.clone());
+                let slot = Arc::downgrade(&tx);
+                let task = connection(shared, store_id, slot, rx, bytes.clone(), removed.clone());
                 self.shared.runtime.spawn(task);
-                Queue {
-                    tx,
-                    bytes,
-                    closed: false,
-                }
+                Queue { tx, bytes, removed }
             });
-            if queue.closed {
+            if queue.removed.load(Ordering::Relaxed) {
                 // A store PD has made Tombstone: its peers are gone.
                 self.shared
                     .dropped
@@ -250,15 +250,7 @@ impl Transport for GrpcTransport {
                 // An empty queue takes any one batch, however large: a
                 // batch past the bound would otherwise never go at all.
                 let full = queued > 0 && queued.saturating_add(size) > QUEUE_BYTES;
-                let sent = !full
-                    && match queue.tx.lock().try_send(BatchRaftMessage { msgs }) {
-                        Ok(()) => true,
-                        Err(mpsc::error::TrySendError::Full(_)) => false,
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            queue.closed = true;
-                            false
-                        }
-                    };
+                let sent = !full && queue.tx.lock().try_send(BatchRaftMessage { msgs }).is_ok();
                 if sent {
                     queue.bytes.fetch_add(size, Ordering::Relaxed);
                 } else {
@@ -266,7 +258,7 @@ impl Transport for GrpcTransport {
                     lost = true;
                 }
             }
-            if lost && !queue.closed {
+            if lost {
                 if let Some(router) = self.shared.router.get() {
                     router.report_store_unreachable(store_id);
                 }
@@ -340,6 +332,7 @@ async fn connection(
     slot: Weak<parking_lot::Mutex<mpsc::Sender<BatchRaftMessage>>>,
     mut rx: mpsc::Receiver<BatchRaftMessage>,
     queued: Arc<AtomicUsize>,
+    removed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -351,6 +344,7 @@ async fn connection(
             Err(e) if e.is::<StoreRemoved>() => {
                 // What is queued goes with the receiver; sends fail at once.
                 info!(store_id, "store removed; no more raft messages to it");
+                removed.store(true, Ordering::Relaxed);
                 return;
             }
             Err(e) => {
