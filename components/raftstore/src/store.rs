@@ -3562,6 +3562,25 @@ mod tests {
     }
 
     #[test]
+    fn messages_lost_on_the_way_to_a_store_send_its_peers_back_to_probing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = leading_one_of_two(dir.path());
+        // Peer 2 acknowledges the leader's log: its progress replicates.
+        let status = store.peer_status(1).unwrap();
+        let mut ack = peer_2_says(MessageType::MsgAppendResponse, status.term);
+        ack.message.index = status.last_index;
+        store.step(ack);
+        store.on_ready().unwrap();
+        let state = |store: &Store| store.peers[&1].raw_node.raft.prs().get(2).map(|p| p.state);
+        assert_eq!(state(&store), Some(raft::ProgressState::Replicate));
+        // A store with none of the region's peers changes nothing.
+        store.report_store_unreachable(7);
+        assert_eq!(state(&store), Some(raft::ProgressState::Replicate));
+        store.report_store_unreachable(2);
+        assert_eq!(state(&store), Some(raft::ProgressState::Probe));
+    }
+
+    #[test]
     fn a_split_past_the_entry_limit_is_refused() {
         use tikal_proto::raft_cmdpb::SplitRequest;
         let dir = tempfile::tempdir().unwrap();
