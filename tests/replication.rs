@@ -363,7 +363,10 @@ async fn a_paused_leader_is_replaced_and_serves_no_stale_read_after_it_resumes()
     );
     let put = old.put(b"k", b"v3", "");
     let resp = old.tikv.raw_put(put).await.expect("raw_put").into_inner();
-    assert!(resp.region_error.is_some(), "a deposed leader took a write");
+    assert!(
+        resp.region_error.is_some(),
+        "a deposed leader took a write: {resp:?}"
+    );
 
     // It steps down, catches up, and the cluster reads the last value.
     eventually(Duration::from_secs(20), "the old leader follows", || {
