@@ -172,6 +172,11 @@ struct Queue {
     /// Tombstone). Not inferred from a closed channel: while a broken
     /// stream's queue is replaced, the old one is briefly closed.
     removed: Arc<std::sync::atomic::AtomicBool>,
+    /// When losses here were last reported to the store loop (which then
+    /// walks every peer): a store whose queue stays full loses messages
+    /// every round, and one report a second is enough to keep its peers
+    /// probing.
+    reported: Option<std::time::Instant>,
 }
 
 /// Completes a [`GrpcTransport`] once the store loop it serves runs.
@@ -234,7 +239,12 @@ impl Transport for GrpcTransport {
                 let slot = Arc::downgrade(&tx);
                 let task = connection(shared, store_id, slot, rx, bytes.clone(), removed.clone());
                 self.shared.runtime.spawn(task);
-                Queue { tx, bytes, removed }
+                Queue {
+                    tx,
+                    bytes,
+                    removed,
+                    reported: None,
+                }
             });
             if queue.removed.load(Ordering::Relaxed) {
                 // A store PD has made Tombstone: its peers are gone.
@@ -258,7 +268,8 @@ impl Transport for GrpcTransport {
                     lost = true;
                 }
             }
-            if lost {
+            if lost && (queue.reported).is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                queue.reported = Some(std::time::Instant::now());
                 if let Some(router) = self.shared.router.get() {
                     router.report_store_unreachable(store_id);
                 }
