@@ -31,7 +31,7 @@ use crate::apply::ApplyOutput;
 use crate::disk::DiskFullOpt;
 use crate::scenarios::{holds, Cluster, REGION};
 use crate::transport::PeerMessage;
-use crate::{LogGc, Result as StoreResult, StoreEvent};
+use crate::{Expected, LogGc, Result as StoreResult, StoreEvent};
 use raft::eraftpb::MessageType;
 use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::raft_cmdpb::ChangePeerRequest;
@@ -308,7 +308,13 @@ impl Chaos {
                 let (tx, answer) = oneshot::channel();
                 let store = self.cluster.stores.get_mut(&s).ok_or("no store")?;
                 let cmd = write_cmd(n, self.mode).into_bytes();
-                store.propose(region.id, None, cmd, DiskFullOpt::NotAllowedOnFull, tx);
+                store.propose(
+                    region.id,
+                    Expected::default(),
+                    cmd,
+                    DiskFullOpt::NotAllowedOnFull,
+                    tx,
+                );
                 self.writes.push(Write {
                     n,
                     answer,

@@ -57,7 +57,9 @@ pub use meta::{
     load_regions, load_store_ident, remove_region, write_initial_region, write_prepared_bootstrap,
     write_store_ident, StoreIdent, INITIAL_INDEX,
 };
-pub use peer::{CommandBatch, ConfChangeOutput, LogGc, RegionStats, SplitOutput, Written};
+pub use peer::{
+    CommandBatch, ConfChangeOutput, Expected, LogGc, RegionStats, SplitOutput, Written,
+};
 pub use read_progress::{ReadProgress, ReadState};
 pub use router::{Pickup, Router};
 pub use snap::{

@@ -73,9 +73,43 @@ struct Proposal {
 struct PendingCommands {
     /// The region version they were checked against.
     version: u64,
+    /// The term they were taken in.
+    term: u64,
     cmds: Vec<Vec<u8>>,
     bytes: usize,
     cbs: Vec<Callback>,
+}
+
+/// What a client command was checked against, as `raft_cmdpb`'s request
+/// header carries it: the region version and, for a command decided on
+/// the leader's applied state (a transactional write), the term of that
+/// state. The command is refused if either changed. A term that changed
+/// means leadership was lost in between, perhaps regained since: a peer
+/// leading again in a new term may not have applied what the leaders
+/// in between committed, so a decision made before is stale (TiKV proposes
+/// with the term of the snapshot its scheduler decided on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub version: Option<u64>,
+    pub term: Option<u64>,
+}
+
+impl Expected {
+    /// Expects the epoch's version (none: any).
+    pub fn version(epoch: Option<&metapb::RegionEpoch>) -> Expected {
+        Expected {
+            version: epoch.map(|e| e.version),
+            term: None,
+        }
+    }
+
+    /// Also expects `term`.
+    pub fn in_term(self, term: u64) -> Expected {
+        Expected {
+            term: Some(term),
+            ..self
+        }
+    }
 }
 
 /// How many client commands one entry may carry, and how many bytes of
@@ -610,28 +644,24 @@ impl Peer {
     /// is still the same then (see `admin.rs`). It waits with the others
     /// of this round for [`Peer::propose_pending`], unless `batch` says it
     /// goes alone.
-    pub fn propose(
-        &mut self,
-        epoch: Option<metapb::RegionEpoch>,
-        cmd: Vec<u8>,
-        cb: Callback,
-        batch: CommandBatch,
-    ) {
-        if let Err(e) = self.check_command(epoch.map(|e| e.version)) {
+    pub fn propose(&mut self, expected: Expected, cmd: Vec<u8>, cb: Callback, batch: CommandBatch) {
+        if let Err(e) = self.check_command(expected) {
             let _ = cb.send(Err(e));
             return;
         }
         let pending = &self.pending;
-        if pending.cmds.len() >= batch.max_commands
+        if pending.term != self.term()
+            || pending.cmds.len() >= batch.max_commands
             || pending.bytes.saturating_add(cmd.len()) > batch.max_bytes
         {
             // Those before it go first, in their own entry.
             self.propose_pending();
         }
         let alone = cmd.len() > batch.max_bytes;
-        let version = crate::region_version(&self.region);
+        let (version, term) = (crate::region_version(&self.region), self.term());
         let pending = &mut self.pending;
         pending.version = version;
+        pending.term = term;
         pending.bytes = pending.bytes.saturating_add(cmd.len());
         pending.cmds.push(cmd);
         pending.cbs.push(cb);
@@ -642,12 +672,16 @@ impl Peer {
     }
 
     /// Whether the region takes a client command checked against
-    /// `version` (the current one if `None`).
-    fn check_command(&self, version: Option<u64>) -> Result<()> {
+    /// `expected` (see [`Expected`]).
+    fn check_command(&self, expected: Expected) -> Result<()> {
         // raft-rs drops proposals while leadership is handed over.
         if !self.is_leader() || self.raw_node.raft.lead_transferee.is_some() {
             return Err(self.not_leader());
         }
+        if expected.term.is_some_and(|t| t != self.term()) {
+            return Err(RaftstoreError::StaleCommand);
+        }
+        let version = expected.version;
         if self.merge_pending() {
             return Err(RaftstoreError::ProposalInMergingMode(self.region.id));
         }
@@ -667,14 +701,19 @@ impl Peer {
         }
         let PendingCommands {
             version,
+            term,
             mut cmds,
             cbs,
             ..
         } = std::mem::take(&mut self.pending);
         // Leadership may have moved since they were taken in.
-        if self.check_command(Some(version)).is_err() {
+        let expected = Expected {
+            version: Some(version),
+            term: Some(term),
+        };
+        if self.check_command(expected).is_err() {
             for cb in cbs {
-                let refused = self.check_command(Some(version));
+                let refused = self.check_command(expected);
                 let _ = cb.send(Err(refused.err().unwrap_or(RaftstoreError::StaleCommand)));
             }
             return;

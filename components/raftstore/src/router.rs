@@ -21,7 +21,7 @@ use tracing::{debug, error, warn};
 
 use crate::apply::ApplyOutput;
 use crate::disk::DiskFullOpt;
-use crate::peer::Callback;
+use crate::peer::{Callback, Expected};
 use crate::split_check::{self, SplitCheck};
 use crate::store::{RegionView, Store};
 use crate::transport::PeerMessage;
@@ -75,7 +75,7 @@ pub type Pickup = Option<Box<dyn std::any::Any + Send>>;
 enum Msg {
     Propose {
         region_id: u64,
-        epoch: Option<metapb::RegionEpoch>,
+        expected: Expected,
         cmd: Vec<u8>,
         opt: DiskFullOpt,
         cb: Callback,
@@ -217,12 +217,12 @@ impl Router {
     pub async fn propose(
         &self,
         region_id: u64,
-        epoch: Option<metapb::RegionEpoch>,
+        expected: Expected,
         cmd: Vec<u8>,
         pickup: Pickup,
     ) -> Result<ApplyOutput> {
         let opt = DiskFullOpt::NotAllowedOnFull;
-        self.send_proposal(region_id, epoch, cmd, opt, pickup)?
+        self.send_proposal(region_id, expected, cmd, opt, pickup)?
             .await
             .map_err(|_| RaftstoreError::StoreStopped)?
     }
@@ -233,7 +233,7 @@ impl Router {
     pub fn send_proposal(
         &self,
         region_id: u64,
-        epoch: Option<metapb::RegionEpoch>,
+        expected: Expected,
         cmd: Vec<u8>,
         opt: DiskFullOpt,
         pickup: Pickup,
@@ -242,7 +242,7 @@ impl Router {
         self.tx
             .send(Msg::Propose {
                 region_id,
-                epoch,
+                expected,
                 cmd,
                 opt,
                 cb,
@@ -650,7 +650,7 @@ impl Runner {
         match msg {
             Msg::Propose {
                 region_id,
-                epoch,
+                expected,
                 cmd,
                 opt,
                 cb,
@@ -660,7 +660,7 @@ impl Runner {
                     q.consume(cmd.len());
                 }
                 self.round_bytes = self.round_bytes.saturating_add(cmd.len());
-                self.store.propose(region_id, epoch, cmd, opt, cb);
+                self.store.propose(region_id, expected, cmd, opt, cb);
                 drop(pickup);
             }
             Msg::Raft(msg) => self.store.step(*msg),
@@ -903,10 +903,10 @@ mod tests {
             let (cb, _) = oneshot::channel();
             let cmd = vec![0; 100];
             let pickup = None;
-            let (region_id, epoch) = (1, None);
+            let (region_id, expected) = (1, Expected::default());
             let propose = Msg::Propose {
                 region_id,
-                epoch,
+                expected,
                 cmd,
                 opt: DiskFullOpt::NotAllowedOnFull,
                 cb,
@@ -931,10 +931,15 @@ mod tests {
             assert!(Instant::now() < deadline, "no leader");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        router.propose(1, None, b"v1".to_vec(), None).await.unwrap();
+        router
+            .propose(1, Expected::default(), b"v1".to_vec(), None)
+            .await
+            .unwrap();
         let applied = meta::load_apply_state(&kv, 1).unwrap().applied_index;
 
-        let failed = router.propose(1, None, b"fail".to_vec(), None).await;
+        let failed = router
+            .propose(1, Expected::default(), b"fail".to_vec(), None)
+            .await;
         assert!(
             matches!(failed, Err(RaftstoreError::StoreStopped)),
             "the proposer must not hear success: {:?}",
@@ -946,7 +951,10 @@ mod tests {
         assert!(reason.contains("disk gone"), "{reason}");
         // Nothing is served, nothing more is taken in, nothing was skipped.
         assert!(router.region_view(1).is_none());
-        assert!(router.propose(1, None, b"v2".to_vec(), None).await.is_err());
+        assert!(router
+            .propose(1, Expected::default(), b"v2".to_vec(), None)
+            .await
+            .is_err());
         assert_eq!(
             meta::load_apply_state(&kv, 1).unwrap().applied_index,
             applied
@@ -982,13 +990,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         router
-            .propose(1, None, vec![b'x'; 20_000], None)
+            .propose(1, Expected::default(), vec![b'x'; 20_000], None)
             .await
             .unwrap();
         let held = router
             .send_proposal(
                 1,
-                None,
+                Expected::default(),
                 b"held".to_vec(),
                 DiskFullOpt::NotAllowedOnFull,
                 None,

@@ -23,11 +23,13 @@
 //! stabilize                 run rounds and deliver messages until the network is quiet
 //! round [n=N]               N times: one round on every store, then deliver
 //!                           the messages it sent (once; replies wait)
-//! propose S key=value [allow=almost|full]
+//! propose S key=value [allow=almost|full] [term=T]
 //!                           propose a write through store S to its region
 //!                           holding the key (answered later: `proposals`);
 //!                           `allow`: the write's DiskFullOpt (default
-//!                           NotAllowedOnFull)
+//!                           NotAllowedOnFull); `term`: the write was
+//!                           decided on the leader's state in term T
+//!                           (`Expected::term`)
 //! disk S... usage=U         the stores' disk monitors now say normal,
 //!                           almost (AlmostFull) or full (AlreadyFull)
 //! read S [region=R] [via=replica [check=TEXT]]
@@ -107,7 +109,7 @@ use crate::apply::{Applier, ApplyContext, ApplyOutput};
 use crate::disk::{DiskFullOpt, DiskUsage};
 use crate::snap::{SnapKey, SnapManager};
 use crate::transport::{PeerMessage, Transport};
-use crate::{meta, LogGc, RaftstoreConfig, Result, Store, StoreEvent};
+use crate::{meta, Expected, LogGc, RaftstoreConfig, Result, Store, StoreEvent};
 use raft::eraftpb::MessageType;
 use tikal_proto::eraftpb::ConfChangeType;
 use tikal_proto::raft_cmdpb::{BatchSplitRequest, ChangePeerRequest, SplitRequest};
@@ -829,21 +831,27 @@ impl goldenscript::Runner for Runner {
                 let (k, v) = args
                     .iter()
                     .find_map(|a| match a {
-                        Argument::KeyValue(k, v) if k != "allow" => Some((k.clone(), v.clone())),
+                        Argument::KeyValue(k, v) if k != "allow" && k != "term" => {
+                            Some((k.clone(), v.clone()))
+                        }
                         _ => None,
                     })
-                    .ok_or("propose S key=value [allow=almost|full]")?;
+                    .ok_or("propose S key=value [allow=almost|full] [term=T]")?;
                 let opt = match key_arg(&args, "allow") {
                     None => DiskFullOpt::NotAllowedOnFull,
                     Some("almost") => DiskFullOpt::AllowedOnAlmostFull,
                     Some("full") => DiskFullOpt::AllowedOnAlreadyFull,
                     Some(other) => return Err(format!("allow={other}: almost or full").into()),
                 };
+                let mut expected = Expected::default();
+                if let Some(term) = key_arg(&args, "term") {
+                    expected = expected.in_term(term.parse()?);
+                }
                 let cmd = format!("{k}={v}");
                 let region_id = c.region_of(s, &k)?;
                 let (tx, answer) = oneshot::channel();
                 c.store(s)?
-                    .propose(region_id, None, cmd.clone().into_bytes(), opt, tx);
+                    .propose(region_id, expected, cmd.clone().into_bytes(), opt, tx);
                 c.proposals.push(Proposal {
                     store: s,
                     cmd,

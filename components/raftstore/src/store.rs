@@ -38,7 +38,9 @@ use crate::admin;
 use crate::apply::{Applier, ApplyBatch};
 use crate::disk::{DiskFullOpt, DiskState, DiskUsage};
 use crate::meta;
-use crate::peer::{self, Callback, CommandBatch, LogGc, Peer, ReadCallback, RegionStats, Written};
+use crate::peer::{
+    self, Callback, CommandBatch, Expected, LogGc, Peer, ReadCallback, RegionStats, Written,
+};
 use crate::replica_read::ReadContext;
 use crate::snap::{self, SnapKey, SnapManager};
 use crate::split_check::{SplitCheck, SplitCheckConfig};
@@ -410,7 +412,7 @@ impl Store {
     pub fn propose(
         &mut self,
         region_id: u64,
-        epoch: Option<metapb::RegionEpoch>,
+        expected: Expected,
         cmd: Vec<u8>,
         opt: DiskFullOpt,
         cb: Callback,
@@ -418,7 +420,7 @@ impl Store {
         let disk = (self.store_id, self.disk.get());
         match self.peers.get_mut(&region_id) {
             Some(peer) => match peer.check_disk(disk, opt) {
-                Ok(()) => peer.propose(epoch, cmd, cb, self.cfg.command_batch),
+                Ok(()) => peer.propose(expected, cmd, cb, self.cfg.command_batch),
                 Err(e) => {
                     if disk.1 != DiskUsage::Normal {
                         peer.hand_off_for_room();
@@ -2557,7 +2559,13 @@ mod tests {
         let answers: Vec<_> = (cmds.iter())
             .map(|cmd| {
                 let (cb, rx) = tokio::sync::oneshot::channel();
-                store.propose(1, None, cmd.to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+                store.propose(
+                    1,
+                    Expected::default(),
+                    cmd.to_vec(),
+                    DiskFullOpt::NotAllowedOnFull,
+                    cb,
+                );
                 rx
             })
             .collect();
@@ -2629,7 +2637,13 @@ mod tests {
         store.on_ready().unwrap();
         let mut answers = [b"w:x", b"r:x"].map(|cmd| {
             let (cb, rx) = tokio::sync::oneshot::channel();
-            store.propose(1, None, cmd.to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+            store.propose(
+                1,
+                Expected::default(),
+                cmd.to_vec(),
+                DiskFullOpt::NotAllowedOnFull,
+                cb,
+            );
             rx
         });
         store.on_ready().unwrap();
@@ -2673,7 +2687,13 @@ mod tests {
         // The sole voter leads and appends right after the snapshot.
         store.on_ready().unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+        store.propose(
+            1,
+            Expected::default(),
+            b"x".to_vec(),
+            DiskFullOpt::NotAllowedOnFull,
+            cb,
+        );
         store.on_ready().unwrap();
         assert!(matches!(rx.try_recv(), Ok(Ok(_))));
         let status = store.peer_status(1).unwrap();
@@ -2755,7 +2775,13 @@ mod tests {
         let mut store = sole_voter(dir.path());
         for _ in 0..3 {
             let (cb, _rx) = tokio::sync::oneshot::channel();
-            store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+            store.propose(
+                1,
+                Expected::default(),
+                b"x".to_vec(),
+                DiskFullOpt::NotAllowedOnFull,
+                cb,
+            );
         }
         store.on_ready().unwrap();
         let before = store.peer_status(1).unwrap();
@@ -2911,7 +2937,13 @@ mod tests {
             MessageType::MsgAppendResponse,
         );
         let (cb, _rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+        store.propose(
+            1,
+            Expected::default(),
+            b"x".to_vec(),
+            DiskFullOpt::NotAllowedOnFull,
+            cb,
+        );
         store.on_ready().unwrap();
         // Store 2 acknowledges x; in the same round y is proposed. Its
         // append leaves before the round applies x.
@@ -2924,7 +2956,13 @@ mod tests {
         ack.index = raft.raft_log.last_index();
         store.step(between(2, 1, ack));
         let (cb, _rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"y".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+        store.propose(
+            1,
+            Expected::default(),
+            b"y".to_vec(),
+            DiskFullOpt::NotAllowedOnFull,
+            cb,
+        );
         sent.lock().clear();
         store.on_ready().unwrap();
         let appends: Vec<bool> = sent
@@ -3649,7 +3687,13 @@ mod tests {
         (ready.message.log_term, ready.message.index) = (status.term, status.last_index);
         store.step(ready);
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"x".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+        store.propose(
+            1,
+            Expected::default(),
+            b"x".to_vec(),
+            DiskFullOpt::NotAllowedOnFull,
+            cb,
+        );
         match rx.try_recv() {
             Ok(Err(RaftstoreError::NotLeader { region_id, leader })) => {
                 assert_eq!((region_id, leader), (1, None));
@@ -3661,7 +3705,13 @@ mod tests {
         store.step(peer_2_says(MessageType::MsgHeartbeat, status.term + 1));
         store.on_ready().unwrap();
         let (cb, mut rx) = tokio::sync::oneshot::channel();
-        store.propose(1, None, b"y".to_vec(), DiskFullOpt::NotAllowedOnFull, cb);
+        store.propose(
+            1,
+            Expected::default(),
+            b"y".to_vec(),
+            DiskFullOpt::NotAllowedOnFull,
+            cb,
+        );
         match rx.try_recv() {
             Ok(Err(RaftstoreError::NotLeader { leader, .. })) => {
                 assert_eq!(leader.map(|p| p.id), Some(2));

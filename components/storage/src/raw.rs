@@ -52,10 +52,20 @@ pub struct RawStorage {
 /// yet proposed: the scheduler decides when it goes.
 pub struct PreparedWrite {
     region_id: u64,
-    epoch: Option<tikal_proto::metapb::RegionEpoch>,
+    /// What the region must still be when the write is proposed.
+    expected: tikal_raftstore::Expected,
     cmd: Vec<u8>,
     /// How full the disks it needs may be.
     disk_full_opt: DiskFullOpt,
+}
+
+impl PreparedWrite {
+    /// Proposed only in `term`: for a write decided on the leader's
+    /// applied state (see [`tikal_raftstore::Expected`]).
+    pub(crate) fn decided_in(mut self, term: u64) -> PreparedWrite {
+        self.expected = self.expected.in_term(term);
+        self
+    }
 }
 
 /// A proposed write; `wait` yields its outcome once applied.
@@ -637,7 +647,7 @@ impl RawStorage {
         }
         Ok(PreparedWrite {
             region_id: view.region.id,
-            epoch: view.region.region_epoch.clone(),
+            expected: tikal_raftstore::Expected::version(view.region.region_epoch.as_ref()),
             cmd,
             disk_full_opt,
         })
@@ -648,7 +658,7 @@ impl RawStorage {
     pub fn submit(&self, write: PreparedWrite, pickup: Pickup) -> Result<PendingWrite> {
         let rx = self.router.send_proposal(
             write.region_id,
-            write.epoch,
+            write.expected,
             write.cmd,
             write.disk_full_opt,
             pickup,

@@ -414,7 +414,10 @@ impl TxnStorage {
         if batch.is_empty() {
             return Ok(());
         }
+        // The command decided on the state this leader had applied in the
+        // view's term: a term since has committed what it did not see.
         let write = (self.raw).prepare(view, batch.ops, crate::value::now_secs(), opt)?;
+        let write = write.decided_in(view.term);
         let pending = self.raw.submit(write, None)?;
         let waits = self.waits.clone();
         let released = batch.released;
