@@ -90,7 +90,15 @@ struct ClientLog {
     /// Commits that failed after prewrite started: applied or not.
     unknown: HashMap<String, Transfer>,
     retries: u64,
+    /// Transfers whose commit was asked for more than [`SLOW`] after
+    /// their transaction began, with how long: the client's locks may
+    /// have expired meanwhile (its lock TTL is 20 s, and its heartbeat
+    /// stops at the first failure).
+    slow: Vec<(String, Duration)>,
 }
+
+/// See [`ClientLog::slow`].
+const SLOW: Duration = Duration::from_secs(10);
 
 async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientLog {
     let pessimistic = id % 2 == 1;
@@ -111,6 +119,7 @@ async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientL
         } else {
             c.begin_optimistic().await.unwrap()
         };
+        let began = Instant::now();
         let tried = try_transfer(&mut txn, pessimistic, x, &record).await;
         if !matches!(tried, Ok(Some(()))) {
             // Nothing can commit before the commit starts: roll back (at
@@ -118,6 +127,9 @@ async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientL
             log.retries += u64::from(tried.is_err());
             let _ = txn.rollback().await;
             continue;
+        }
+        if began.elapsed() > SLOW {
+            log.slow.push((record.clone(), began.elapsed()));
         }
         match txn.commit().await {
             Ok(_) => {
@@ -140,22 +152,44 @@ async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientL
     log
 }
 
-/// Reads every balance in one snapshot; returns the total. A read may
-/// give up on a lock it keeps meeting (an error, not a wrong answer).
-async fn snapshot_total(c: &TransactionClient) -> tikv_client::Result<i64> {
-    let mut r = c.snapshot(
-        c.current_timestamp().await?,
-        tikv_client::TransactionOptions::new_optimistic(),
-    );
+/// Reads every balance in one snapshot at `ts` (a fresh timestamp if
+/// `None`); returns the timestamp and the balances. A read may give up on
+/// a lock it keeps meeting (an error, not a wrong answer).
+async fn snapshot_balances(
+    c: &TransactionClient,
+    ts: Option<u64>,
+) -> tikv_client::Result<(u64, Vec<i64>)> {
+    let ts = match ts {
+        Some(ts) => tikv_client::Timestamp::from_version(ts),
+        None => c.current_timestamp().await?,
+    };
+    let version = ts.version();
+    let mut r = c.snapshot(ts, tikv_client::TransactionOptions::new_optimistic());
     let pairs: Vec<_> = r
         .scan(account(0)..=account(ACCOUNTS - 1), ACCOUNTS as u32 + 1)
         .await?
         .collect();
     assert_eq!(pairs.len(), ACCOUNTS);
-    Ok(pairs
+    let balances = pairs
         .into_iter()
         .map(|p| number(Some(p.value().clone())))
-        .sum())
+        .collect();
+    Ok((version, balances))
+}
+
+async fn snapshot_total(c: &TransactionClient) -> tikv_client::Result<i64> {
+    Ok(snapshot_balances(c, None).await?.1.iter().sum())
+}
+
+/// A snapshot read whose total was wrong.
+#[derive(Debug)]
+struct WrongSnapshot {
+    ts: u64,
+    balances: Vec<i64>,
+    /// The same snapshot read again once the run is over: the same
+    /// balances mean the data at `ts` is wrong (a lost update, half a
+    /// transfer), others that the first read missed or saw too much.
+    again: Option<Vec<i64>>,
 }
 
 /// How long a bank runs: `TIKAL_BANK_SECS`, or `default` seconds.
@@ -268,6 +302,7 @@ pub struct Report {
     final_total: i64,
     snapshots: u64,
     gave_up: u64,
+    wrong: Vec<WrongSnapshot>,
 }
 
 /// Runs the bank against the cluster whose PD is at `pd` for `length`
@@ -293,11 +328,18 @@ where
         workers.push(tokio::spawn(bank_client(c, id, until)));
     }
     let reads = async {
-        let (mut snapshots, mut gave_up) = (0, 0);
+        let (mut snapshots, mut gave_up, mut wrong) = (0, 0, vec![]);
         while Instant::now() < until {
-            match snapshot_total(&c).await {
-                Ok(sum) => {
-                    assert_eq!(sum, INITIAL * ACCOUNTS as i64, "a snapshot's total");
+            match snapshot_balances(&c, None).await {
+                Ok((ts, balances)) => {
+                    if balances.iter().sum::<i64>() != INITIAL * ACCOUNTS as i64 {
+                        eprintln!("bank: a wrong snapshot at {ts}: {balances:?}");
+                        wrong.push(WrongSnapshot {
+                            ts,
+                            balances,
+                            again: None,
+                        });
+                    }
                     snapshots += 1;
                 }
                 Err(e) => {
@@ -310,9 +352,9 @@ where
                 }
             }
         }
-        (snapshots, gave_up)
+        (snapshots, gave_up, wrong)
     };
-    let ((snapshots, gave_up), ()) = tokio::join!(reads, during(until));
+    let ((snapshots, gave_up, mut wrong), ()) = tokio::join!(reads, during(until));
     let mut logs = vec![];
     for w in workers {
         logs.push(w.await.unwrap());
@@ -331,6 +373,9 @@ where
             }
         }
     };
+    for w in &mut wrong {
+        w.again = snapshot_balances(&c, Some(w.ts)).await.ok().map(|r| r.1);
+    }
     let mut expected = vec![INITIAL; ACCOUNTS];
     for x in records.values() {
         expected[x.from] -= x.amount;
@@ -344,6 +389,7 @@ where
         final_total,
         snapshots,
         gave_up,
+        wrong,
     }
 }
 
@@ -352,6 +398,18 @@ impl Report {
     /// the transfers whose records committed with it; every acknowledged
     /// transfer applied, and none that was never attempted.
     pub fn check(&self) {
+        let slow: Vec<_> = self.logs.iter().flat_map(|l| &l.slow).collect();
+        if !slow.is_empty() {
+            eprintln!("bank: transfers asked to commit over {SLOW:?} after they began: {slow:?}");
+        }
+        for w in &self.wrong {
+            self.explain(w);
+        }
+        assert!(
+            self.wrong.is_empty(),
+            "{} snapshots' totals were wrong",
+            self.wrong.len()
+        );
         assert_eq!(self.final_total, INITIAL * ACCOUNTS as i64);
         for (i, (got, want)) in self.balances.iter().zip(&self.expected).enumerate() {
             assert_eq!(got, want, "balance of {}", account(i));
@@ -383,5 +441,42 @@ impl Report {
         );
         assert!(by_mode[0] > 0 && by_mode[1] > 0, "both modes commit");
         assert!(self.snapshots > 0);
+    }
+
+    /// Prints what a wrong snapshot differs in and the transfers that
+    /// could explain it.
+    fn explain(&self, w: &WrongSnapshot) {
+        let total: i64 = w.balances.iter().sum();
+        let off = total - INITIAL * ACCOUNTS as i64;
+        let again_total = w.again.as_ref().map(|b| b.iter().sum::<i64>());
+        let differs: Vec<_> = match &w.again {
+            Some(again) => (0..ACCOUNTS)
+                .filter(|i| again[*i] != w.balances[*i])
+                .map(|i| (account(i), w.balances[i], again[i]))
+                .collect(),
+            None => vec![],
+        };
+        let suspects: Vec<_> = (self.logs.iter().enumerate())
+            .flat_map(|(id, l)| {
+                let done = l
+                    .committed
+                    .iter()
+                    .map(move |(k, x)| (id, "committed", k, x));
+                done.chain(l.unknown.iter().map(move |(k, x)| (id, "unknown", k, x)))
+            })
+            .filter(|(.., x)| x.amount == off.abs())
+            .map(|(id, how, k, x)| {
+                let applied = self.records.contains_key(k.as_str());
+                format!("client {id} {how} {k} {x:?} (record found at the end: {applied})")
+            })
+            .collect();
+        eprintln!(
+            "bank: the snapshot at {} summed to {total} ({off:+}); read again after the run: \
+             {again_total:?}, differing in (account, first read, second read) {differs:?}; \
+             final total {}; transfers of {}: {suspects:?}",
+            w.ts,
+            self.final_total,
+            off.abs()
+        );
     }
 }
