@@ -135,7 +135,7 @@ async fn a_deadlock_spanning_two_stores_is_found_by_the_cluster_detector() {
     fates.sort_by_key(|f| matches!(f, Fate::Committed));
     assert_eq!(fates, vec![Fate::Deadlock, Fate::Committed]);
     assert!(
-        took < Duration::from_secs(10),
+        took < Duration::from_secs(30),
         "the deadlock took {took:?} to be found: by a timeout, not the detector"
     );
 

@@ -151,10 +151,17 @@ async fn a_store_leading_every_hot_region_hands_one_off() {
         })
         .collect();
 
+    // PD says which scheduler made a move: an election (the hot store
+    // overloaded) may move a leader too, and that is not the one awaited.
+    let hot_operator = || {
+        let pd_log = std::fs::read_to_string(t.cluster.log_path("pd")).unwrap_or_default();
+        (pd_log.lines()).any(|l| l.contains("operator created") && l.contains("hot-region"))
+    };
     let started = Instant::now();
-    let after = eventually(WAIT, "a hot region's leader moved off", || async {
+    let after = eventually(WAIT, "a hot region's leader moved off by PD", || async {
         let now = leaders(&t).await?;
-        now.iter().any(|(_, s)| *s != hot_store).then_some(now)
+        let moved = now.iter().any(|(_, s)| *s != hot_store);
+        (moved && hot_operator()).then_some(now)
     })
     .await;
     stop.store(true, Ordering::Relaxed);
@@ -170,14 +177,6 @@ async fn a_store_leading_every_hot_region_hands_one_off() {
     assert!(
         still_hot >= 1,
         "the hot scheduler moved too much: {after:?}"
-    );
-    // PD says which scheduler made the move.
-    let pd_log = std::fs::read_to_string(t.cluster.log_path("pd")).unwrap_or_default();
-    assert!(
-        pd_log
-            .lines()
-            .any(|l| l.contains("operator created") && l.contains("hot-region")),
-        "no hot-region operator in PD's log"
     );
     let resp = reqwest::get(format!("{}/pd/api/v1/schedulers", t.cluster.pd_url()))
         .await

@@ -216,18 +216,7 @@ async fn check_raw(t: &TestCluster, c: &tikv_client::RawClient, w: usize, log: &
 /// then waits until no operator runs, the region map stays the same
 /// across a second's polls, and no store holds a peer PD does not count.
 async fn quiesce(t: &TestCluster) -> Vec<serde_json::Value> {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/pd/api/v1/config", t.cluster.pd_url()))
-        .json(&serde_json::json!({
-            "leader-schedule-limit": 0,
-            "region-schedule-limit": 0,
-            "merge-schedule-limit": 0,
-            "hot-region-schedule-limit": 0,
-        }))
-        .send()
-        .await
-        .expect("POST config");
-    assert!(resp.status().is_success(), "POST config: {}", resp.status());
+    common::stop_scheduling(t).await;
     let operators = format!("{}/pd/api/v1/operators", t.cluster.pd_url());
     let shape = |rs: &[serde_json::Value]| -> Vec<String> {
         (rs.iter())

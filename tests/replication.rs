@@ -222,11 +222,12 @@ async fn three_replicas_survive_kill_9_of_the_leader_under_writes() {
     .await;
     let victim = eventually(Duration::from_secs(10), "a leader", || leader_index(&t)).await;
     let old_start_ts = txn.current_timestamp().await.expect("ts").version();
+    // A timestamp the old leader may still read at: taken before the
+    // kill, it is below any the new leader takes (taken after, a slow
+    // answer could come after the election).
+    let ts_at_kill = txn.current_timestamp().await.expect("ts").version();
     t.cluster.kill_store(victim);
     let killed_at = Instant::now();
-    // No follower can be elected within an election timeout of the kill:
-    // a timestamp taken now is below any the new leader takes.
-    let ts_at_kill = txn.current_timestamp().await.expect("ts").version();
     eventually(Duration::from_secs(30), "writes after the kill", || async {
         (acked_since(&acked, killed_at) >= 20).then_some(())
     })
@@ -512,7 +513,7 @@ async fn a_store_behind_the_compacted_log_catches_up_by_snapshot_with_every_cf()
     let mut t = TestCluster::start_with_config(
         3,
         "[raftstore]\nraft-log-gc-threshold = 5\nraft-log-gc-count-limit = 20\n\
-         raft-log-gc-tick-interval = \"100ms\"\n",
+         raft-log-gc-tick-interval = \"100ms\"\npd-heartbeat-tick-interval = \"1s\"\n",
     )
     .await;
     eventually(REPLICATE_TIMEOUT, "3 voters", || replicated(&t, 3)).await;
@@ -533,12 +534,34 @@ async fn a_store_behind_the_compacted_log_catches_up_by_snapshot_with_every_cf()
     // Writes for ten log GC ticks at least, so the leader compacts its
     // log past the down store (100 puts alone can take less than one
     // tick: the store then came back in time to catch up from the log).
+    // Then until the leader reports the down store's peer as pending
+    // (its log compacted past what that peer has).
     let raw = t.raw_client().await;
     let writing = std::time::Instant::now();
+    let behind_addr = t.cluster.store_addrs[behind].clone();
+    let stores = get_json(&format!("{}/pd/api/v1/stores", t.cluster.pd_url())).await;
+    let behind_id = (stores["stores"].as_array().into_iter().flatten())
+        .find(|s| s["store"]["address"].as_str() == Some(behind_addr.as_str()))
+        .and_then(|s| s["store"]["id"].as_u64())
+        .expect("the down store in PD");
+    let regions_url = format!("{}/pd/api/v1/regions", t.cluster.pd_url());
     let mut i = 0;
-    while i < 100 || writing.elapsed() < Duration::from_secs(1) {
+    loop {
         retry("put", || raw.put(format!("fill{i:03}"), "v".to_owned())).await;
         i += 1;
+        if i < 100 || writing.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let r = get_json(&regions_url).await;
+        let pending = r["regions"][0]["pending_peers"].as_array().cloned();
+        if (pending.into_iter().flatten()).any(|p| p["store_id"].as_u64() == Some(behind_id)) {
+            break;
+        }
+        assert!(
+            writing.elapsed() < Duration::from_secs(60),
+            "the leader never compacted its log past the down store:\n{}",
+            t.logs()
+        );
     }
 
     // Back, it cannot catch up from the log: it gets a snapshot. Its log

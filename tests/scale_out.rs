@@ -15,7 +15,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{eventually, most_keys_per_region, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use common::CLIENT_SUITE_STORE_CONFIG;
+use common::{eventually, eventually_ok, most_keys_per_region, regions, TestCluster};
 use tikv_client::RawClient;
 
 const KEYS: usize = 400;
@@ -61,8 +62,10 @@ async fn a_new_store_gets_its_share_of_regions_and_leaders_and_a_deleted_one_han
         })
         .collect();
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = data.clone().into_iter().collect();
+    // Regions split meanwhile: a new region's election may outlast the
+    // client's own retries.
     for batch in pairs.chunks(100) {
-        raw.batch_put(batch.to_vec()).await.unwrap();
+        eventually_ok(&t, WAIT, "a batch put", || raw.batch_put(batch.to_vec())).await;
     }
     let keys: Vec<Vec<u8>> = data.keys().cloned().collect();
     let before = eventually(WAIT, "regions split down to 10 keys", || async {

@@ -12,10 +12,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{direct_at, eventually, hex_key, regions, TestCluster, CLIENT_SUITE_STORE_CONFIG};
+use common::CLIENT_SUITE_STORE_CONFIG;
+use common::{direct_at, eventually, eventually_ok, hex_key, regions, TestCluster};
 use tikal_proto::kvrpcpb::{ChecksumAlgorithm, KeyRange, RawChecksumRequest, SplitRegionRequest};
 use tikal_proto::metapb::Region;
-use tikv_client::{RawClient, TransactionClient};
+use tikv_client::{CheckLevel, RawClient, TransactionClient, TransactionOptions};
 
 const KEYS: usize = 2_000;
 const WAIT: Duration = Duration::from_secs(120);
@@ -196,16 +197,27 @@ async fn regions_split_as_data_arrives_and_clients_find_every_key() {
     let raw_data: BTreeMap<Vec<u8>, Vec<u8>> = (0..KEYS).map(|i| (raw_key(i), value(i))).collect();
     let txn_data: BTreeMap<Vec<u8>, Vec<u8>> = (0..KEYS).map(|i| (txn_key(i), value(i))).collect();
     let raw_pairs: Vec<(Vec<u8>, Vec<u8>)> = raw_data.clone().into_iter().collect();
+    // Regions split meanwhile: a new region's election may outlast the
+    // client's own retries, so a batch is asked again (it is idempotent).
     for batch in raw_pairs.chunks(100) {
-        raw.batch_put(batch.to_vec()).await.unwrap();
+        eventually_ok(&t, WAIT, "a raw batch put", || {
+            raw.batch_put(batch.to_vec())
+        })
+        .await;
     }
     let txn_pairs: Vec<(Vec<u8>, Vec<u8>)> = txn_data.clone().into_iter().collect();
     for batch in txn_pairs.chunks(100) {
-        let mut tx = txn.begin_optimistic().await.unwrap();
-        for (k, v) in batch {
-            tx.put(k.clone(), v.clone()).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+        eventually_ok(&t, WAIT, "a transactional batch", || async {
+            // A failed attempt is dropped unfinished; readers resolve
+            // what it left.
+            let options = TransactionOptions::new_optimistic().drop_check(CheckLevel::None);
+            let mut tx = txn.begin_with_options(options).await?;
+            for (k, v) in batch {
+                tx.put(k.clone(), v.clone()).await?;
+            }
+            tx.commit().await.map(drop)
+        })
+        .await;
     }
 
     // Ten keys per region at most: far more than 40 regions, each with 3

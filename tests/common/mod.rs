@@ -148,7 +148,14 @@ pub async fn pd_client_at(
 
 /// GET a JSON document from any HTTP endpoint.
 pub async fn get_json(url: &str) -> serde_json::Value {
-    reqwest::get(url)
+    // A hung server fails the test with its logs, not at CI's time limit.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    client
+        .get(url)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
@@ -592,6 +599,29 @@ pub async fn transfer_leader(t: &TestCluster, region_id: u64, store: u64) -> boo
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
+}
+
+/// Asks PD to schedule nothing more but repairs (every schedule limit
+/// but the replica checker's at 0), then waits until no operator runs:
+/// leaders and regions stay where they are, for checks that talk to one
+/// store directly.
+pub async fn stop_scheduling(t: &TestCluster) {
+    let limits = serde_json::json!({
+        "leader-schedule-limit": 0,
+        "region-schedule-limit": 0,
+        "merge-schedule-limit": 0,
+        "hot-region-schedule-limit": 0,
+    });
+    pd_post(t, "/pd/api/v1/config", limits).await;
+    let operators = format!("{}/pd/api/v1/operators", t.cluster.pd_url());
+    eventually(Duration::from_secs(60), "no operator running", || async {
+        let running = get_json(&operators).await;
+        running
+            .as_array()
+            .is_some_and(|o| o.is_empty())
+            .then_some(())
+    })
+    .await;
 }
 
 /// `pd-ctl store delete`: asks PD to take store `id` offline (its

@@ -505,7 +505,7 @@ pub async fn gc_at_the_largest_safe_point_is_survived(p: &mut Prober) {
     }
     // The store polls the safe point every second (see Prober::start).
     let log = p.t.cluster.log_path("tikv-0");
-    let round = poll_until(Duration::from_secs(15), || {
+    let round = poll_until(Duration::from_secs(60), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let mut lines = text.lines();
         let line = lines.find(|l| l.contains("GC round") && l.contains("=18446744073709551615"));
