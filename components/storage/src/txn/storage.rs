@@ -809,7 +809,7 @@ impl TxnStorage {
                 .await;
         }
         let wanted: std::collections::HashSet<u64> = txns.iter().map(|t| t.0).collect();
-        let mut from: Option<Vec<u8>> = None;
+        let (mut from, mut resolved_some): (Option<Vec<u8>>, bool) = (None, false);
         loop {
             // The region is checked again for each batch: it may split.
             let view = self
@@ -828,6 +828,12 @@ impl TxnStorage {
                 },
             )?;
             let Some(last) = batch.last() else {
+                // Nothing to resolve by this replica's state: answered, as
+                // `execute` answers a command that writes nothing, only
+                // once a quorum confirms this store still leads.
+                if !resolved_some {
+                    self.raw.confirm_leader(&view).await?;
+                }
                 return Ok(());
             };
             // The next batch starts just after this one's last key.
@@ -836,6 +842,7 @@ impl TxnStorage {
             let full = batch.len() == RESOLVE_LOCK_BATCH;
             self.execute(ctx, &commands::ResolveLock::new(txns, batch)?)
                 .await?;
+            resolved_some = true;
             if !full {
                 return Ok(());
             }
@@ -1160,6 +1167,26 @@ mod tests {
             txn.get(at, start, ctx, b"k", ts)
         })
         .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cut_off_leader_does_not_answer_a_resolve_lock_it_finds_nothing_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stores, l, links) = crate::test_store::three_stores(dir.path()).await;
+        let leader = &stores[l].txn;
+        // The others may elect a leader that takes txn 10's prewrite; this
+        // one's state has no lock of it, which proves nothing.
+        links.cut(l as u64 + 1);
+        assert!(
+            leader.raw.region_view(1).unwrap().is_leader,
+            "not yet stepped down"
+        );
+        match leader.resolve_lock(&ctx(), &[(10, 0)], &[]).await {
+            Err(TxnError::Storage(StorageError::Region(e))) => {
+                assert!(e.not_leader.is_some(), "{e:?}")
+            }
+            other => panic!("answered from a cut-off leader's state: {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
