@@ -95,6 +95,9 @@ struct ClientLog {
     /// have expired meanwhile (its lock TTL is 20 s, and its heartbeat
     /// stops at the first failure).
     slow: Vec<(String, Duration)>,
+    /// Every transfer that reached its commit: start ts, record key, and
+    /// how the commit ended (for a failure's report).
+    commits: Vec<(u64, String, Transfer, String)>,
 }
 
 /// See [`ClientLog::slow`].
@@ -149,7 +152,14 @@ async fn bank_client(c: TransactionClient, id: usize, until: Instant) -> ClientL
             let _ = txn.rollback().await;
             continue;
         }
-        match txn.commit().await {
+        let start_ts = txn.start_timestamp().version();
+        let committed = txn.commit().await;
+        let outcome = match &committed {
+            Ok(ts) => format!("committed at {:?}", ts.as_ref().map(|t| t.version())),
+            Err(e) => format!("failed: {e}"),
+        };
+        log.commits.push((start_ts, record.clone(), x, outcome));
+        match committed {
             Ok(_) => {
                 log.committed.insert(record, x);
             }
@@ -429,6 +439,22 @@ impl Report {
             self.wrong.len()
         );
         assert_eq!(self.final_total, INITIAL * ACCOUNTS as i64);
+        let off: Vec<usize> = (0..ACCOUNTS)
+            .filter(|i| self.balances[*i] != self.expected[*i])
+            .collect();
+        if !off.is_empty() {
+            // The transfers over those accounts whose record is missing.
+            for (id, log) in self.logs.iter().enumerate() {
+                for (ts, key, x, how) in &log.commits {
+                    let touches = off.contains(&x.from) || off.contains(&x.to);
+                    if touches && !self.records.contains_key(key) {
+                        eprintln!(
+                            "bank: client {id} txn {ts} {key} {x:?} without its record: {how}"
+                        );
+                    }
+                }
+            }
+        }
         for (i, (got, want)) in self.balances.iter().zip(&self.expected).enumerate() {
             assert_eq!(got, want, "balance of {}", account(i));
         }
