@@ -379,7 +379,9 @@ async fn faults_lose_no_acknowledged_write_and_replicas_never_differ() {
     })
     .await;
     eprintln!("nemesis: {}", did.join("; "));
-    report.check();
+    // A failed bank check is raised at the end: what the replicas hold
+    // and the stores' logs tell more about it.
+    let bank = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report.check()));
     for (w, log) in raw_logs.iter().enumerate() {
         eprintln!(
             "raw writer {w}: {} puts acknowledged, {} unknown, keys below {} deleted",
@@ -404,4 +406,20 @@ async fn faults_lose_no_acknowledged_write_and_replicas_never_differ() {
         t.cluster.stop_store(i).await;
     }
     compare_replicas(&t, &all);
+    // The stores' own invariant watch (`Store::check_unowned`).
+    for i in 0..STORES {
+        let log =
+            std::fs::read_to_string(t.cluster.log_path(&format!("tikv-{i}"))).unwrap_or_default();
+        let bad: Vec<&str> = (log.lines())
+            .filter(|l| l.contains("another region here owns"))
+            .take(3)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "store {i} deleted another region's data: {bad:#?}"
+        );
+    }
+    if let Err(failed) = bank {
+        std::panic::resume_unwind(failed);
+    }
 }

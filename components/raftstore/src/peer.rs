@@ -2268,7 +2268,7 @@ pub(crate) fn finish_snapshot(
 
 /// The parts of `old`'s range that `new`'s does not cover, as
 /// `[start, end)` pairs (an empty end: to the end of the key space).
-fn outside(old: &metapb::Region, new: &metapb::Region) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn outside(old: &metapb::Region, new: &metapb::Region) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut parts = vec![];
     if old.start_key < new.start_key {
         let end = if old.end_key.is_empty() || new.start_key < old.end_key {

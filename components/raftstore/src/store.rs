@@ -1690,6 +1690,15 @@ impl Store {
             // stale peer's data, which must not be written back after it.
             batch.write()?;
             self.destroy_stale_under(peer, rd.snapshot(), write)?;
+            if let Ok(data) = crate::snap::decode_data(rd.snapshot()) {
+                let new = data.region.unwrap_or_default();
+                self.check_unowned(id, (&new.start_key, &new.end_key), "snapshot");
+                if peer.is_initialized() {
+                    for (start, end) in crate::peer::outside(&peer.region, &new) {
+                        self.check_unowned(id, (&start, &end), "snapshot's outside");
+                    }
+                }
+            }
             peer.apply_snapshot(&self.kv, &self.snaps, rd.snapshot())?;
             info!(
                 region_id = id,
@@ -1763,6 +1772,7 @@ impl Store {
             // leaves them, unowned and unread, as before.
             let mut wb = self.kv.write_batch();
             for (start, end) in &to_clear {
+                self.check_unowned(0, (start, end), "split range cleared");
                 for cf in tikal_engine::DATA_CFS {
                     wb.delete_range(cf, start, end);
                 }
@@ -1936,6 +1946,9 @@ impl Store {
         // data about to go.
         self.views.write().remove(&region_id);
         peer.read_progress.invalidate();
+        if !region.peers.is_empty() {
+            self.check_unowned(region_id, (&region.start_key, &region.end_key), "destroy");
+        }
         destroy_region_data(&self.kv, &self.log, &region, peer.meta.id)?;
         self.snaps.remove_generated(region_id);
         self.published.remove(&region_id);
@@ -2297,6 +2310,27 @@ fn ask_if_stale(transport: &mut dyn Transport, peer: &Peer) -> bool {
         sent = true;
     }
     sent
+}
+
+impl Store {
+    /// Logs an error when `range`, whose data is about to be deleted for
+    /// region `region_id`, overlaps another initialized region here: one
+    /// range has one region per store, and deleting another's data loses
+    /// it (the check watches that invariant; it deletes nothing itself).
+    fn check_unowned(&self, region_id: u64, range: (&[u8], &[u8]), why: &str) {
+        for (id, p) in &self.peers {
+            if *id != region_id && p.is_initialized() && overlaps(&p.region, range) {
+                error!(
+                    region_id,
+                    other = id,
+                    range = %format!("[{}, {})", crate::admin::hex(range.0), crate::admin::hex(range.1)),
+                    other_range = %range_text(&p.region),
+                    why,
+                    "deleting data in a range another region here owns"
+                );
+            }
+        }
+    }
 }
 
 /// Two of the peers' regions whose ranges overlap, if any.
