@@ -681,11 +681,10 @@ impl Peer {
         if expected.term.is_some_and(|t| t != self.term()) {
             return Err(RaftstoreError::StaleCommand);
         }
-        let version = expected.version;
         if self.merge_pending() {
             return Err(RaftstoreError::ProposalInMergingMode(self.region.id));
         }
-        if version.is_some_and(|v| v != crate::region_version(&self.region)) {
+        if (expected.version).is_some_and(|v| v != crate::region_version(&self.region)) {
             return Err(self.epoch_not_match());
         }
         Ok(())

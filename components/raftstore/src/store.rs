@@ -1897,6 +1897,25 @@ impl Store {
         Ok(())
     }
 
+    /// Logs an error when `range`, whose data is about to be deleted for
+    /// region `region_id`, overlaps another initialized region here: one
+    /// range has one region per store, and deleting another's data loses
+    /// it (the check watches that invariant; it deletes nothing itself).
+    fn check_unowned(&self, region_id: u64, range: (&[u8], &[u8]), why: &str) {
+        for (id, p) in &self.peers {
+            if *id != region_id && p.is_initialized() && overlaps(&p.region, range) {
+                error!(
+                    region_id,
+                    other = id,
+                    range = %span_text(range),
+                    other_range = %range_text(&p.region),
+                    why,
+                    "deleting data in a range another region here owns"
+                );
+            }
+        }
+    }
+
     /// Destroys this store's peer of a region it was removed from: its
     /// data, log and snapshots go, and a tombstone keeps stale messages
     /// from recreating it.
@@ -2312,27 +2331,6 @@ fn ask_if_stale(transport: &mut dyn Transport, peer: &Peer) -> bool {
     sent
 }
 
-impl Store {
-    /// Logs an error when `range`, whose data is about to be deleted for
-    /// region `region_id`, overlaps another initialized region here: one
-    /// range has one region per store, and deleting another's data loses
-    /// it (the check watches that invariant; it deletes nothing itself).
-    fn check_unowned(&self, region_id: u64, range: (&[u8], &[u8]), why: &str) {
-        for (id, p) in &self.peers {
-            if *id != region_id && p.is_initialized() && overlaps(&p.region, range) {
-                error!(
-                    region_id,
-                    other = id,
-                    range = %format!("[{}, {})", crate::admin::hex(range.0), crate::admin::hex(range.1)),
-                    other_range = %range_text(&p.region),
-                    why,
-                    "deleting data in a range another region here owns"
-                );
-            }
-        }
-    }
-}
-
 /// Two of the peers' regions whose ranges overlap, if any.
 fn overlapping<'a>(
     peers: impl Iterator<Item = &'a Peer>,
@@ -2368,11 +2366,12 @@ pub(crate) fn range_text(region: &metapb::Region) -> String {
     if region.peers.is_empty() {
         return "none".into();
     }
-    format!(
-        "[{}, {})",
-        crate::admin::hex(&region.start_key),
-        crate::admin::hex(&region.end_key)
-    )
+    span_text((&region.start_key, &region.end_key))
+}
+
+/// `[start, end)` in hex.
+fn span_text((start, end): (&[u8], &[u8])) -> String {
+    format!("[{}, {})", crate::admin::hex(start), crate::admin::hex(end))
 }
 
 /// Forgets this store's peer of a region: a tombstone with `peer_id` in

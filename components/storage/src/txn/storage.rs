@@ -416,8 +416,9 @@ impl TxnStorage {
         }
         // The command decided on the state this leader had applied in the
         // view's term: a term since has committed what it did not see.
-        let write = (self.raw).prepare(view, batch.ops, crate::value::now_secs(), opt)?;
-        let write = write.decided_in(view.term);
+        let write = (self.raw)
+            .prepare(view, batch.ops, crate::value::now_secs(), opt)?
+            .decided_in(view.term);
         let pending = self.raw.submit(write, None)?;
         let waits = self.waits.clone();
         let released = batch.released;
@@ -809,8 +810,9 @@ impl TxnStorage {
                 .await;
         }
         let wanted: std::collections::HashSet<u64> = txns.iter().map(|t| t.0).collect();
-        let (mut from, mut resolved_some): (Option<Vec<u8>>, bool) = (None, false);
+        let mut from: Option<Vec<u8>> = None;
         loop {
+            let first_batch = from.is_none();
             // The region is checked again for each batch: it may split.
             let view = self
                 .raw
@@ -831,7 +833,7 @@ impl TxnStorage {
                 // Nothing to resolve by this replica's state: answered, as
                 // `execute` answers a command that writes nothing, only
                 // once a quorum confirms this store still leads.
-                if !resolved_some {
+                if first_batch {
                     self.raw.confirm_leader(&view).await?;
                 }
                 return Ok(());
@@ -842,7 +844,6 @@ impl TxnStorage {
             let full = batch.len() == RESOLVE_LOCK_BATCH;
             self.execute(ctx, &commands::ResolveLock::new(txns, batch)?)
                 .await?;
-            resolved_some = true;
             if !full {
                 return Ok(());
             }
